@@ -1,0 +1,3 @@
+set(BNLAB_APP_SOURCES
+  apps/main.cpp
+)

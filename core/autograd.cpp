@@ -1,0 +1,142 @@
+// The backward engine: topological order with an explicit stack, one pass in reverse, graph release.
+#include "core/autograd.h"
+
+#include <cstring>
+#include <unordered_set>
+
+namespace bnlab {
+
+namespace {
+thread_local bool g_grad_enabled = true;
+}
+
+bool grad_enabled() { return g_grad_enabled; }
+
+NoGradGuard::NoGradGuard() : previous_(g_grad_enabled) { g_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { g_grad_enabled = previous_; }
+
+bool needs_grad(std::initializer_list<Tensor> inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+void attach(Tensor& out, const char* op, std::vector<Tensor> inputs, Node::Backward backward) {
+  auto node = std::make_shared<Node>();
+  node->op = op;
+  node->inputs = std::move(inputs);
+  node->backward = std::move(backward);
+  out.impl()->grad_fn = std::move(node);
+  out.impl()->requires_grad = true;
+}
+
+float* grad_buffer(const Tensor& input) {
+  if (!input.defined() || !input.requires_grad()) return nullptr;
+  TensorImpl& impl = *input.impl();
+  if (!impl.grad) {
+    impl.grad = std::make_shared<detail::Storage>(impl.storage->size());
+    std::memset(impl.grad->data(), 0, impl.grad->size() * sizeof(float));
+  }
+  return impl.grad->data();
+}
+
+void accumulate_grad(const char* op, const Tensor& input, const Tensor& g) {
+  if (!input.defined() || !input.requires_grad()) return;
+  BNLAB_CHECK(g.shape() == input.shape(), op, " backward: gradient of shape ", g.shape(),
+              " for an input of shape ", input.shape());
+  float* dst = grad_buffer(input);
+  const float* src = g.data();
+  int64_t n = g.numel();
+  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+namespace detail {
+
+namespace {
+
+// Post-order of the tensors reachable from `root` through grad_fn inputs, without recursion: each stack
+// entry remembers how many of its node's inputs it has already descended into.
+std::vector<std::shared_ptr<TensorImpl>> topological_order(const std::shared_ptr<TensorImpl>& root) {
+  std::vector<std::shared_ptr<TensorImpl>> order;
+  std::unordered_set<const TensorImpl*> visited;
+  std::vector<std::pair<std::shared_ptr<TensorImpl>, size_t>> stack;
+  stack.emplace_back(root, 0);
+  visited.insert(root.get());
+  while (!stack.empty()) {
+    auto& [impl, next_input] = stack.back();
+    const Node* node = impl->grad_fn.get();
+    if (node && next_input < node->inputs.size()) {
+      const Tensor& input = node->inputs[next_input++];
+      if (input.defined() && input.requires_grad() && !visited.count(input.impl().get())) {
+        visited.insert(input.impl().get());
+        stack.emplace_back(input.impl(), 0);
+      }
+      continue;
+    }
+    order.push_back(impl);
+    stack.pop_back();
+  }
+  return order;
+}
+
+}  // namespace
+
+void run_backward(const Tensor& root, const Tensor* seed) {
+  BNLAB_CHECK(root.defined(), "backward: called on an undefined tensor");
+  BNLAB_CHECK(root.requires_grad(),
+              "backward: tensor of shape ", root.shape(),
+              " does not require grad (no input of the computation requires grad, or it ran under "
+              "NoGradGuard)");
+  if (seed) {
+    BNLAB_CHECK(seed->shape() == root.shape(), "backward: seed of shape ", seed->shape(),
+                " for a tensor of shape ", root.shape());
+  } else {
+    BNLAB_CHECK(root.numel() == 1, "backward: output of shape ", root.shape(),
+                " is not a scalar; pass a seed gradient of that shape");
+  }
+  if (root.grad_fn()) {
+    BNLAB_CHECK(!root.grad_fn()->released, "backward: the graph through '", root.grad_fn()->op,
+                "' was already freed by an earlier backward(); recompute the forward pass");
+  }
+
+  NoGradGuard no_grad;  // closures compute with tensors; they must not record a graph themselves
+  std::vector<std::shared_ptr<TensorImpl>> order = topological_order(root.impl());
+
+  // Seed the root.
+  float* root_grad = grad_buffer(root);
+  if (seed) {
+    const float* s = seed->data();
+    for (int64_t i = 0; i < root.numel(); ++i) root_grad[i] += s[i];
+  } else {
+    root_grad[0] += 1.0f;
+  }
+
+  // Reverse post-order: every consumer of a tensor runs before the tensor's own node.
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    const std::shared_ptr<TensorImpl>& impl = *it;
+    if (!impl->grad_fn) continue;  // a leaf: its grad stays for the optimizer
+    Node& node = *impl->grad_fn;
+    BNLAB_CHECK(!node.released, "backward: the graph through '", node.op,
+                "' was already freed by an earlier backward(); recompute the forward pass");
+    if (impl->grad) {
+      Tensor out(impl);
+      Tensor dout = Tensor::wrap(impl->shape, impl->grad);
+      node.backward(out, dout, node.inputs);
+      for (const Tensor& input : node.inputs) {
+        if (input.defined() && input.impl()->grad) {
+          BNLAB_CHECK(input.impl()->grad->size() == input.impl()->storage->size(), node.op,
+                      " backward: gradient buffer does not match input shape ", input.shape());
+        }
+      }
+    }
+    // Non-leaf gradients are not kept (as in PyTorch): free as soon as consumed, with the node's inputs.
+    impl->grad.reset();
+    node.inputs.clear();
+    node.backward = nullptr;
+    node.released = true;
+  }
+}
+
+}  // namespace detail
+}  // namespace bnlab

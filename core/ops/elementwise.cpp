@@ -1,0 +1,294 @@
+// Elementwise ops: broadcasting binary arithmetic, scalar arithmetic, and unary math/activations.
+//
+// Binary ops broadcast NumPy-style. Their backward reduces each gradient to its input's shape with the one
+// shared helper sum_to_shape (tinygrad's and ggml's repeat_back idea), so no op reimplements the reduction.
+// Unary ops go through one template whose backward multiplies dout by f'(x, y), the derivative written in
+// terms of the input x and the saved output y (sigmoid' = y(1-y) needs no recomputation).
+#include <algorithm>
+#include <cmath>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+
+namespace bnlab {
+
+namespace {
+
+// Loops shorter than this stay on one thread: forking costs more than it saves.
+constexpr int64_t kParallelThreshold = 1 << 15;
+
+// Strides of `shape` laid out inside `out_rank` dims (left-padded with 1s); broadcast dims get stride 0.
+std::vector<int64_t> broadcast_strides(const Shape& shape, const Shape& out_shape) {
+  size_t r = out_shape.size();
+  std::vector<int64_t> strides(r, 0);
+  int64_t stride = 1;
+  for (size_t k = 0; k < shape.size(); ++k) {
+    size_t src = shape.size() - 1 - k;
+    size_t dst = r - 1 - k;
+    strides[dst] = shape[src] == 1 && out_shape[dst] != 1 ? 0 : stride;
+    stride *= shape[src];
+  }
+  return strides;
+}
+
+// Calls f(out_index, a_index, b_index) for every element of out_shape, walking a and b with broadcast
+// strides. The last dimension is the inner loop so the common cases ([N, D] + [D]) stay cache friendly.
+template <typename F>
+void for_each_broadcast(const Shape& out_shape, const std::vector<int64_t>& sa,
+                        const std::vector<int64_t>& sb, F f) {
+  size_t r = out_shape.size();
+  if (r == 0) {
+    f(0, 0, 0);
+    return;
+  }
+  int64_t inner = out_shape[r - 1];
+  int64_t ia_inner = sa[r - 1], ib_inner = sb[r - 1];
+  int64_t outer = numel_of(out_shape) / std::max<int64_t>(inner, 1);
+  if (inner == 0) return;
+  std::vector<int64_t> idx(r, 0);
+  int64_t o = 0;
+  for (int64_t row = 0; row < outer; ++row) {
+    int64_t ia = 0, ib = 0;
+    for (size_t d = 0; d + 1 < r; ++d) {
+      ia += idx[d] * sa[d];
+      ib += idx[d] * sb[d];
+    }
+    for (int64_t j = 0; j < inner; ++j) f(o++, ia + j * ia_inner, ib + j * ib_inner);
+    for (size_t d = r - 1; d-- > 0;) {  // odometer over the outer dims
+      if (++idx[d] < out_shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+// out = f(a, b) elementwise with broadcasting.
+template <typename F>
+Tensor binary_forward(const char* op, const Tensor& a, const Tensor& b, F f) {
+  Shape out_shape = broadcast_shape(op, a.shape(), b.shape());
+  Tensor out = Tensor::empty(out_shape);
+  float* o = out.data();
+  const float* pa = a.data();
+  const float* pb = b.data();
+  int64_t n = out.numel();
+  if (a.shape() == b.shape()) {
+#pragma omp parallel for simd if (n > kParallelThreshold)
+    for (int64_t i = 0; i < n; ++i) o[i] = f(pa[i], pb[i]);
+  } else if (b.numel() == 1 && a.shape() == out_shape) {
+    float s = pb[0];
+#pragma omp parallel for simd if (n > kParallelThreshold)
+    for (int64_t i = 0; i < n; ++i) o[i] = f(pa[i], s);
+  } else {
+    for_each_broadcast(out_shape, broadcast_strides(a.shape(), out_shape),
+                       broadcast_strides(b.shape(), out_shape),
+                       [&](int64_t i, int64_t ia, int64_t ib) { o[i] = f(pa[ia], pb[ib]); });
+  }
+  return out;
+}
+
+// Adds g (shape of the op's output) into input's grad, reduced to the input's shape.
+void accumulate_reduced(const char* op, const Tensor& input, const Tensor& g) {
+  if (!input.defined() || !input.requires_grad()) return;
+  accumulate_grad(op, input, sum_to_shape(g, input.shape()));
+}
+
+// The gradient of one operand, computed as a full-size tensor then reduced: da = dout * d(out)/d(a).
+template <typename F>
+Tensor full_grad(const Tensor& dout, const Tensor& a, const Tensor& b, F partial) {
+  Tensor g = Tensor::empty(dout.shape());
+  float* pg = g.data();
+  const float* pd = dout.data();
+  const float* pa = a.data();
+  const float* pb = b.data();
+  if (a.shape() == dout.shape() && b.shape() == dout.shape()) {
+    int64_t n = g.numel();
+#pragma omp parallel for simd if (n > kParallelThreshold)
+    for (int64_t i = 0; i < n; ++i) pg[i] = pd[i] * partial(pa[i], pb[i]);
+  } else {
+    for_each_broadcast(dout.shape(), broadcast_strides(a.shape(), dout.shape()),
+                       broadcast_strides(b.shape(), dout.shape()),
+                       [&](int64_t i, int64_t ia, int64_t ib) { pg[i] = pd[i] * partial(pa[ia], pb[ib]); });
+  }
+  return g;
+}
+
+// y = f(x) elementwise; backward adds dout * df(x, y).
+template <typename F, typename DF>
+Tensor unary(const char* op, const Tensor& x, F f, DF df) {
+  Tensor out = Tensor::empty(x.shape());
+  const float* px = x.data();
+  float* py = out.data();
+  int64_t n = x.numel();
+#pragma omp parallel for simd if (n > kParallelThreshold)
+  for (int64_t i = 0; i < n; ++i) py[i] = f(px[i]);
+  if (needs_grad({x})) {
+    attach(out, op, {x}, [df](const Tensor& y, const Tensor& dout, const std::vector<Tensor>& in) {
+      float* dx = grad_buffer(in[0]);
+      const float* px = in[0].data();
+      const float* py = y.data();
+      const float* pd = dout.data();
+      int64_t n = y.numel();
+#pragma omp parallel for simd if (n > kParallelThreshold)
+      for (int64_t i = 0; i < n; ++i) dx[i] += pd[i] * df(px[i], py[i]);
+    });
+  }
+  return out;
+}
+
+}  // namespace
+
+Shape broadcast_shape(const char* op, const Shape& a, const Shape& b) {
+  size_t r = std::max(a.size(), b.size());
+  Shape out(r);
+  for (size_t k = 0; k < r; ++k) {
+    int64_t da = k < a.size() ? a[a.size() - 1 - k] : 1;
+    int64_t db = k < b.size() ? b[b.size() - 1 - k] : 1;
+    BNLAB_CHECK(da == db || da == 1 || db == 1, op, ": shapes ", a, " and ", b,
+                " cannot be broadcast together");
+    out[r - 1 - k] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
+  if (g.shape() == shape) return g;
+  // The target must broadcast to g's shape; anything else is an engine bug surfaced with both shapes.
+  BNLAB_CHECK(broadcast_shape("sum_to_shape", shape, g.shape()) == g.shape(), "sum_to_shape: ", shape,
+              " does not broadcast to ", g.shape());
+  Tensor out = Tensor::zeros(shape);
+  float* po = out.data();
+  const float* pg = g.data();
+  std::vector<int64_t> none(g.shape().size(), 0);
+  for_each_broadcast(g.shape(), broadcast_strides(shape, g.shape()), none,
+                     [&](int64_t i, int64_t io, int64_t) { po[io] += pg[i]; });
+  return out;
+}
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward("add", a, b, [](float x, float y) { return x + y; });
+  if (needs_grad({a, b})) {
+    attach(out, "add", {a, b}, [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+      accumulate_reduced("add", in[0], dout);
+      accumulate_reduced("add", in[1], dout);
+    });
+  }
+  return out;
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward("sub", a, b, [](float x, float y) { return x - y; });
+  if (needs_grad({a, b})) {
+    attach(out, "sub", {a, b}, [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+      accumulate_reduced("sub", in[0], dout);
+      if (in[1].requires_grad()) accumulate_reduced("sub", in[1], mul_scalar(dout, -1.0f));
+    });
+  }
+  return out;
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward("mul", a, b, [](float x, float y) { return x * y; });
+  if (needs_grad({a, b})) {
+    attach(out, "mul", {a, b}, [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+      const Tensor &a = in[0], &b = in[1];
+      if (a.requires_grad())
+        accumulate_reduced("mul", a, full_grad(dout, a, b, [](float, float y) { return y; }));
+      if (b.requires_grad())
+        accumulate_reduced("mul", b, full_grad(dout, a, b, [](float x, float) { return x; }));
+    });
+  }
+  return out;
+}
+
+Tensor div(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward("div", a, b, [](float x, float y) { return x / y; });
+  if (needs_grad({a, b})) {
+    attach(out, "div", {a, b}, [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+      const Tensor &a = in[0], &b = in[1];
+      if (a.requires_grad())
+        accumulate_reduced("div", a, full_grad(dout, a, b, [](float, float y) { return 1.0f / y; }));
+      if (b.requires_grad())
+        accumulate_reduced("div", b,
+                           full_grad(dout, a, b, [](float x, float y) { return -x / (y * y); }));
+    });
+  }
+  return out;
+}
+
+Tensor neg(const Tensor& x) { return mul_scalar(x, -1.0f); }
+
+Tensor add_scalar(const Tensor& x, float s) {
+  return unary(
+      "add_scalar", x, [s](float v) { return v + s; }, [](float, float) { return 1.0f; });
+}
+
+Tensor mul_scalar(const Tensor& x, float s) {
+  return unary(
+      "mul_scalar", x, [s](float v) { return v * s; }, [s](float, float) { return s; });
+}
+
+Tensor exp(const Tensor& x) {
+  return unary(
+      "exp", x, [](float v) { return std::exp(v); }, [](float, float y) { return y; });
+}
+
+Tensor log(const Tensor& x) {
+  return unary(
+      "log", x, [](float v) { return std::log(v); }, [](float v, float) { return 1.0f / v; });
+}
+
+Tensor sqrt(const Tensor& x) {
+  return unary(
+      "sqrt", x, [](float v) { return std::sqrt(v); }, [](float, float y) { return 0.5f / y; });
+}
+
+Tensor pow(const Tensor& x, float p) {
+  return unary(
+      "pow", x, [p](float v) { return std::pow(v, p); },
+      [p](float v, float) { return p * std::pow(v, p - 1.0f); });
+}
+
+Tensor relu(const Tensor& x) {
+  // relu'(0) = 0, as in PyTorch.
+  return unary(
+      "relu", x, [](float v) { return v > 0.0f ? v : 0.0f; },
+      [](float v, float) { return v > 0.0f ? 1.0f : 0.0f; });
+}
+
+Tensor leaky_relu(const Tensor& x, float slope) {
+  // At 0 the derivative is the slope, as in PyTorch (x > 0 takes the identity branch).
+  return unary(
+      "leaky_relu", x, [slope](float v) { return v > 0.0f ? v : slope * v; },
+      [slope](float v, float) { return v > 0.0f ? 1.0f : slope; });
+}
+
+Tensor sigmoid(const Tensor& x) {
+  // Two branches so that exp never overflows: for v < 0 use e^v / (1 + e^v).
+  return unary(
+      "sigmoid", x,
+      [](float v) {
+        if (v >= 0.0f) return 1.0f / (1.0f + std::exp(-v));
+        float e = std::exp(v);
+        return e / (1.0f + e);
+      },
+      [](float, float y) { return y * (1.0f - y); });
+}
+
+Tensor tanh(const Tensor& x) {
+  return unary(
+      "tanh", x, [](float v) { return std::tanh(v); }, [](float, float y) { return 1.0f - y * y; });
+}
+
+Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+Tensor operator-(const Tensor& x) { return neg(x); }
+Tensor operator+(const Tensor& x, float s) { return add_scalar(x, s); }
+Tensor operator+(float s, const Tensor& x) { return add_scalar(x, s); }
+Tensor operator-(const Tensor& x, float s) { return add_scalar(x, -s); }
+Tensor operator-(float s, const Tensor& x) { return add_scalar(neg(x), s); }
+Tensor operator*(const Tensor& x, float s) { return mul_scalar(x, s); }
+Tensor operator*(float s, const Tensor& x) { return mul_scalar(x, s); }
+Tensor operator/(const Tensor& x, float s) { return mul_scalar(x, 1.0f / s); }
+
+}  // namespace bnlab

@@ -1,0 +1,51 @@
+// Rng: a small, seeded, serializable random generator (PCG32, O'Neill 2014) with the draws the library needs.
+//
+// Every source of randomness in bnlab (initialization, dropout masks, shuffling, augmentation) takes an Rng&
+// so that a run is reproduced exactly by its seed. The full state is two uint64s, which is what checkpoints
+// save to resume a run bit-exactly.
+#pragma once
+
+#include <cstdint>
+
+namespace bnlab {
+
+class Rng {
+ public:
+  explicit Rng(uint64_t seed = 0, uint64_t stream = 0x14057b7ef767814fULL) { seed_with(seed, stream); }
+
+  void seed_with(uint64_t seed, uint64_t stream = 0x14057b7ef767814fULL);
+
+  uint32_t next_u32();
+  // Uniform in [0, 1) with 24 random bits, so it is exactly representable as a float.
+  float uniform();
+  float uniform(float low, float high) { return low + (high - low) * uniform(); }
+  // Standard normal via Box-Muller; the spare value is cached (and is part of the state).
+  float normal();
+  float normal(float mean, float std) { return mean + std * normal(); }
+  // Uniform integer in [0, n), unbiased (Lemire's method with rejection).
+  uint32_t below(uint32_t n);
+  // An independent generator for a sub-task (e.g. one per epoch), derived deterministically.
+  Rng split(uint64_t salt) const;
+
+  struct State {
+    uint64_t state;
+    uint64_t inc;
+    float spare;
+    bool has_spare;
+  };
+  State state() const { return {state_, inc_, spare_, has_spare_}; }
+  void set_state(const State& s) {
+    state_ = s.state;
+    inc_ = s.inc;
+    spare_ = s.spare;
+    has_spare_ = s.has_spare;
+  }
+
+ private:
+  uint64_t state_ = 0;
+  uint64_t inc_ = 1;
+  float spare_ = 0.0f;
+  bool has_spare_ = false;
+};
+
+}  // namespace bnlab

@@ -1,0 +1,11 @@
+set(BNLAB_CORE_SOURCES
+  core/tensor.cpp
+  core/autograd.cpp
+  core/random.cpp
+  core/blas.cpp
+  core/ops/elementwise.cpp
+  core/ops/shape.cpp
+  core/ops/reduce.cpp
+  core/ops/matmul.cpp
+  core/ops/loss.cpp
+)

@@ -1,0 +1,2 @@
+set(BNLAB_LAYERS_SOURCES
+)

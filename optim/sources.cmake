@@ -1,0 +1,2 @@
+set(BNLAB_OPTIM_SOURCES
+)

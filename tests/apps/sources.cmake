@@ -1,0 +1,2 @@
+set(BNLAB_TEST_APPS_SOURCES
+)

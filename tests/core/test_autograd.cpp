@@ -1,0 +1,87 @@
+// Autograd engine: node recording, accumulation, graph release, NoGradGuard, shape checks, deep graphs.
+#include <doctest/doctest.h>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+
+using namespace bnlab;
+
+TEST_CASE("autograd: ops record a node only when an input requires grad") {
+  Tensor a = Tensor::ones({3});
+  Tensor b = Tensor::ones({3});
+  CHECK_FALSE((a * b).requires_grad());
+  CHECK((a * b).grad_fn() == nullptr);
+  b.set_requires_grad();
+  Tensor c = a * b;
+  CHECK(c.requires_grad());
+  REQUIRE(c.grad_fn() != nullptr);
+  CHECK(std::string(c.grad_fn()->op) == "mul");
+  {
+    NoGradGuard guard;
+    CHECK_FALSE((a * b).requires_grad());
+  }
+  CHECK((a * b).requires_grad());
+}
+
+TEST_CASE("autograd: a tensor used twice gets both contributions; leaves accumulate across calls") {
+  Tensor x = Tensor::from({3.0f}, {1});
+  x.set_requires_grad();
+  Tensor y = sum(x * x + x);  // dy/dx = 2x + 1 = 7
+  y.backward();
+  CHECK(x.grad().item() == doctest::Approx(7.0f));
+  sum(x * x + x).backward();
+  CHECK(x.grad().item() == doctest::Approx(14.0f));  // accumulated, as in PyTorch
+  x.zero_grad();
+  CHECK_FALSE(x.has_grad());
+}
+
+TEST_CASE("autograd: a second backward through a freed graph throws instead of double counting") {
+  Tensor x = Tensor::from({1.0f, 2.0f}, {2});
+  x.set_requires_grad();
+  Tensor loss = sum(exp(x));
+  loss.backward();
+  CHECK_THROWS_WITH_AS(loss.backward(), doctest::Contains("already freed"), Error);
+}
+
+TEST_CASE("autograd: non-scalar backward needs a seed of the right shape") {
+  Tensor x = Tensor::ones({2, 2});
+  x.set_requires_grad();
+  Tensor y = x * 3.0f;
+  CHECK_THROWS_WITH_AS(y.backward(), doctest::Contains("[2, 2]"), Error);
+  CHECK_THROWS_WITH_AS(y.backward(Tensor::ones({3})), doctest::Contains("[3]"), Error);
+  y.backward(Tensor::ones({2, 2}));
+  CHECK(x.grad().to_vector() == std::vector<float>{3, 3, 3, 3});
+}
+
+TEST_CASE("autograd: backward on a tensor that needs no grad explains why") {
+  Tensor x = Tensor::ones({1});
+  CHECK_THROWS_WITH_AS(sum(x).backward(), doctest::Contains("does not require grad"), Error);
+}
+
+TEST_CASE("autograd: intermediate gradients are freed, leaf gradients kept") {
+  Tensor x = Tensor::ones({4});
+  x.set_requires_grad();
+  Tensor h = x * 2.0f;
+  Tensor loss = sum(h);
+  loss.backward();
+  CHECK(x.has_grad());
+  CHECK_FALSE(h.has_grad());
+  CHECK_THROWS_AS(x.reshape({2, 2}).set_requires_grad(), Error);  // not a leaf
+}
+
+TEST_CASE("autograd: a 20000-op chain backpropagates without recursion") {
+  Tensor x = Tensor::from({1.0f}, {1});
+  x.set_requires_grad();
+  Tensor y = x;
+  for (int i = 0; i < 20000; ++i) y = y * 1.0f;
+  sum(y).backward();
+  CHECK(x.grad().item() == doctest::Approx(1.0f));
+}
+
+TEST_CASE("autograd: accumulate_grad rejects a gradient of the wrong shape, naming both") {
+  Tensor x = Tensor::ones({2, 3});
+  x.set_requires_grad();
+  CHECK_THROWS_WITH_AS(accumulate_grad("myop", x, Tensor::ones({3, 2})),
+                       doctest::Contains("myop backward: gradient of shape [3, 2] for an input of shape [2, 3]"),
+                       Error);
+}

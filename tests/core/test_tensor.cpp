@@ -1,0 +1,83 @@
+// Tensor: factories, shapes, shared storage, clone, item, printing, errors.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "core/ops.h"
+
+using namespace bnlab;
+
+TEST_CASE("tensor: factories fill values and report shape") {
+  Tensor z = Tensor::zeros({2, 3});
+  CHECK(z.shape() == Shape{2, 3});
+  CHECK(z.numel() == 6);
+  CHECK(z.dim() == 2);
+  CHECK(z.size(-1) == 3);
+  for (float v : z.to_vector()) CHECK(v == 0.0f);
+  for (float v : Tensor::ones({4}).to_vector()) CHECK(v == 1.0f);
+  for (float v : Tensor::full({2, 2}, 2.5f).to_vector()) CHECK(v == 2.5f);
+  CHECK(Tensor::scalar(3.0f).item() == 3.0f);
+  CHECK(Tensor::from({1, 2, 3, 4}, {2, 2}).data()[3] == 4.0f);
+}
+
+TEST_CASE("tensor: seeded random factories are reproducible and in range") {
+  Rng a(7), b(7);
+  Tensor u1 = Tensor::uniform({1000}, a, -2.0f, 3.0f);
+  Tensor u2 = Tensor::uniform({1000}, b, -2.0f, 3.0f);
+  CHECK(u1.to_vector() == u2.to_vector());
+  for (float v : u1.to_vector()) {
+    CHECK(v >= -2.0f);
+    CHECK(v < 3.0f);
+  }
+  Rng c(11);
+  Tensor n = Tensor::normal({20000}, c, 1.0f, 2.0f);
+  double m = 0, s = 0;
+  for (float v : n.to_vector()) m += v;
+  m /= n.numel();
+  for (float v : n.to_vector()) s += (v - m) * (v - m);
+  s = std::sqrt(s / n.numel());
+  CHECK(m == doctest::Approx(1.0).epsilon(0.05));
+  CHECK(s == doctest::Approx(2.0).epsilon(0.05));
+}
+
+TEST_CASE("tensor: handles share storage, reshape shares, clone copies") {
+  Tensor a = Tensor::from({1, 2, 3, 4, 5, 6}, {2, 3});
+  Tensor b = a;
+  b.data()[0] = 10.0f;
+  CHECK(a.data()[0] == 10.0f);
+  Tensor r = a.reshape({3, -1});
+  CHECK(r.shape() == Shape{3, 2});
+  r.data()[1] = 20.0f;
+  CHECK(a.data()[1] == 20.0f);
+  Tensor c = a.clone();
+  c.data()[2] = 30.0f;
+  CHECK(a.data()[2] == 3.0f);
+}
+
+TEST_CASE("tensor: errors name the problem and shapes") {
+  CHECK_THROWS_WITH_AS(Tensor::from({1, 2, 3}, {2, 2}), doctest::Contains("[2, 2]"), Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({2, 3}).item(), doctest::Contains("[2, 3]"), Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({2, 3}).reshape({4, 2}), doctest::Contains("[2, 3]"), Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({2, -1}), doctest::Contains("negative"), Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({int64_t{1} << 40, int64_t{1} << 40}),
+                       doctest::Contains("int64"), Error);
+  CHECK_THROWS_AS(Tensor().shape(), Error);
+}
+
+TEST_CASE("tensor: printing shows values and shape") {
+  std::string s = to_string(Tensor::from({1, 2, 3, 4}, {2, 2}));
+  CHECK(s == "tensor([[1, 2], [3, 4]], shape=[2, 2])");
+  std::string big = to_string(Tensor::zeros({100}));
+  CHECK(big.find("...") != std::string::npos);
+  CHECK(big.find("shape=[100]") != std::string::npos);
+}
+
+TEST_CASE("tensor: storage pool reuses freed buffers of the same size") {
+  const float* first;
+  {
+    Tensor a = Tensor::empty({1234, 7});
+    first = a.data();
+  }
+  Tensor b = Tensor::empty({1234, 7});
+  CHECK(b.data() == first);
+}

@@ -1,0 +1,2 @@
+set(BNLAB_TEST_DATA_SOURCES
+)
