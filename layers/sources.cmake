@@ -1,2 +1,13 @@
 set(BNLAB_LAYERS_SOURCES
+  layers/module.cpp
+  layers/init.cpp
+  layers/dense.cpp
+  layers/conv2d.cpp
+  layers/batch_norm.cpp
+  layers/dropout.cpp
+  layers/activation.cpp
+  layers/flatten.cpp
+  layers/max_pool.cpp
+  layers/layer_norm.cpp
+  layers/group_norm.cpp
 )

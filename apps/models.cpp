@@ -1,0 +1,162 @@
+// Model definitions. Layer order for one hidden block with placement "before":
+//   Dense/Conv -> Norm -> Activation      ("after": Dense/Conv -> Activation -> Norm)
+#include "apps/models.h"
+
+#include <algorithm>
+#include <numeric>
+
+namespace bnlab::apps {
+
+namespace {
+
+// The largest group count <= limit that divides `channels` (GroupNorm needs an exact split).
+int64_t group_count(int64_t channels, int64_t limit) {
+  for (int64_t g = std::min(limit, channels); g > 1; --g)
+    if (channels % g == 0) return g;
+  return 1;
+}
+
+std::shared_ptr<Module> make_norm(const ModelSpec& spec, int64_t channels, bool spatial) {
+  if (spec.norm == "batch") {
+    if (spatial) return std::make_shared<BatchNorm2d>(BatchNormOptions{.num_features = channels});
+    return std::make_shared<BatchNorm1d>(BatchNormOptions{.num_features = channels});
+  }
+  if (spec.norm == "layer") {
+    // Dense: over the features. Conv: over (C, H, W) per sample = GroupNorm with one group, which keeps
+    // the parameters per channel and the model independent of the spatial size.
+    if (spatial) return std::make_shared<GroupNorm>(GroupNormOptions{.num_groups = 1, .num_channels = channels});
+    return std::make_shared<LayerNorm>(LayerNormOptions{.normalized_shape = {channels}});
+  }
+  if (spec.norm == "group") {
+    return std::make_shared<GroupNorm>(
+        GroupNormOptions{.num_groups = group_count(channels, spec.groups), .num_channels = channels});
+  }
+  return nullptr;
+}
+
+// Appends norm and activation in the spec's order; returns the activation (the probe candidate).
+Module* add_norm_and_activation(Sequential& net, const ModelSpec& spec, int64_t channels, bool spatial,
+                                std::shared_ptr<Module> activation) {
+  auto norm = make_norm(spec, channels, spatial);
+  if (norm && spec.placement == "before") net.add(norm);
+  net.add(activation);
+  if (norm && spec.placement == "after") net.add(norm);
+  return activation.get();
+}
+
+void initialize(const ModelSpec& spec, const std::string& model_default, Sequential& net, Rng& rng) {
+  std::string scheme = spec.init.empty() ? model_default : spec.init;
+  if (scheme == "default") return;  // layers already hold PyTorch's default init
+  for (const auto& [name, child] : net.children()) {
+    if (auto* d = dynamic_cast<Dense*>(child.get())) init::apply_scheme(scheme, d->weight(), d->bias(), rng);
+    if (auto* c = dynamic_cast<Conv2d*>(child.get())) init::apply_scheme(scheme, c->weight(), c->bias(), rng);
+  }
+}
+
+}  // namespace
+
+const std::vector<std::string>& model_names() {
+  static const std::vector<std::string> names{"paper-mlp", "mlp", "lenet", "cifar-cnn"};
+  return names;
+}
+
+const std::vector<std::string>& norm_names() {
+  static const std::vector<std::string> names{"none", "batch", "layer", "group"};
+  return names;
+}
+
+Model build_model(const ModelSpec& spec, Rng& rng) {
+  auto join = [](const std::vector<std::string>& v) {
+    return std::accumulate(std::next(v.begin()), v.end(), v.front(),
+                           [](std::string a, const std::string& b) { return a + ", " + b; });
+  };
+  const auto& names = model_names();
+  BNLAB_CHECK(std::find(names.begin(), names.end(), spec.name) != names.end(), "model: unknown model '",
+              spec.name, "'; expected one of ", join(names));
+  const auto& norms = norm_names();
+  BNLAB_CHECK(std::find(norms.begin(), norms.end(), spec.norm) != norms.end(), "model: unknown norm '",
+              spec.norm, "'; expected one of ", join(norms));
+  BNLAB_CHECK(spec.placement == "before" || spec.placement == "after", "model: unknown placement '",
+              spec.placement, "'; expected before or after");
+  BNLAB_CHECK(spec.channels > 0 && spec.height > 0 && spec.width > 0 && spec.num_classes > 1,
+              "model: bad input geometry ", spec.channels, "x", spec.height, "x", spec.width, " with ",
+              spec.num_classes, " classes");
+
+  Model model;
+  model.spec = spec;
+  model.dropout_rng = std::make_unique<Rng>(rng.split(0xd40u));
+  model.net = std::make_shared<Sequential>();
+  Sequential& net = *model.net;
+  const int64_t D = spec.channels * spec.height * spec.width;
+  const int64_t K = spec.num_classes;
+  auto dense = [&](int64_t in, int64_t out) {
+    net.add(std::make_shared<Dense>(DenseOptions{.in_features = in, .out_features = out}, rng));
+  };
+  auto conv = [&](int64_t in, int64_t out, int64_t kernel, int64_t padding) {
+    net.add(std::make_shared<Conv2d>(
+        Conv2dOptions{.in_channels = in, .out_channels = out, .kernel = kernel, .padding = padding}, rng));
+  };
+  auto dropout = [&](float default_p) {
+    float p = spec.dropout < 0.0f ? default_p : spec.dropout;
+    if (p > 0.0f) net.add(std::make_shared<Dropout>(p, *model.dropout_rng));
+  };
+
+  std::string default_init = "default";
+  if (spec.name == "paper-mlp") {
+    // Ioffe & Szegedy (2015), section 4.1: 3 fully connected hidden layers of 100 sigmoid units, weights
+    // from a small random Gaussian; BN (when on) before each nonlinearity.
+    default_init = "normal:0.1";
+    net.add(std::make_shared<Flatten>());
+    int64_t in = D;
+    for (int i = 0; i < 3; ++i) {
+      dense(in, 100);
+      model.probe = add_norm_and_activation(net, spec, 100, false, std::make_shared<Sigmoid>());
+      in = 100;
+    }
+    dropout(0.0f);
+    dense(100, K);
+  } else if (spec.name == "mlp") {
+    net.add(std::make_shared<Flatten>());
+    dense(D, 512);
+    add_norm_and_activation(net, spec, 512, false, std::make_shared<ReLU>());
+    dropout(0.0f);
+    dense(512, 256);
+    model.probe = add_norm_and_activation(net, spec, 256, false, std::make_shared<ReLU>());
+    dropout(0.0f);
+    dense(256, K);
+  } else if (spec.name == "lenet") {
+    // conv(C->32, 5x5, pad 2) -> pool -> conv(32->64, 5x5, pad 2) -> pool -> dense 128 -> dropout -> dense.
+    conv(spec.channels, 32, 5, 2);
+    add_norm_and_activation(net, spec, 32, true, std::make_shared<ReLU>());
+    net.add(std::make_shared<MaxPool2d>(2));
+    conv(32, 64, 5, 2);
+    add_norm_and_activation(net, spec, 64, true, std::make_shared<ReLU>());
+    net.add(std::make_shared<MaxPool2d>(2));
+    net.add(std::make_shared<Flatten>());
+    dense(64 * (spec.height / 4) * (spec.width / 4), 128);
+    model.probe = add_norm_and_activation(net, spec, 128, false, std::make_shared<ReLU>());
+    dropout(0.5f);
+    dense(128, K);
+  } else {  // cifar-cnn: VGG-style, three blocks of two 3x3 convs at 32/64/128 channels.
+    int64_t in = spec.channels, h = spec.height, w = spec.width;
+    for (int64_t width : {32, 64, 128}) {
+      conv(in, width, 3, 1);
+      add_norm_and_activation(net, spec, width, true, std::make_shared<ReLU>());
+      conv(width, width, 3, 1);
+      model.probe = add_norm_and_activation(net, spec, width, true, std::make_shared<ReLU>());
+      net.add(std::make_shared<MaxPool2d>(2));
+      in = width;
+      h /= 2;
+      w /= 2;
+    }
+    BNLAB_CHECK(h > 0 && w > 0, "model: cifar-cnn needs inputs of at least 8x8; got ", spec.height, "x",
+                spec.width);
+    net.add(std::make_shared<Flatten>());
+    dropout(0.0f);
+    dense(128 * h * w, K);
+  }
+  initialize(spec, default_init, net, rng);
+  return model;
+}
+
+}  // namespace bnlab::apps

@@ -1,0 +1,74 @@
+#include "layers/batch_norm.h"
+
+#include "core/autograd.h"
+#include "core/ops.h"
+
+namespace bnlab {
+
+BatchNorm::BatchNorm(const BatchNormOptions& o, int spatial_dims) : options_(o), spatial_dims_(spatial_dims) {
+  BNLAB_CHECK(o.num_features > 0, "BatchNorm: num_features must be positive; got ", o.num_features);
+  BNLAB_CHECK(o.eps > 0.0f, "BatchNorm: eps must be positive; got ", o.eps);
+  BNLAB_CHECK(!o.momentum || (*o.momentum >= 0.0f && *o.momentum <= 1.0f),
+              "BatchNorm: momentum must be in [0, 1]; got ", o.momentum.value_or(0.0f));
+  if (o.affine) {
+    weight_ = register_parameter("weight", Tensor::ones({o.num_features}));
+    bias_ = register_parameter("bias", Tensor::zeros({o.num_features}));
+  }
+  if (o.track_running_stats) {
+    running_mean_ = register_buffer("running_mean", Tensor::zeros({o.num_features}));
+    running_var_ = register_buffer("running_var", Tensor::ones({o.num_features}));
+    num_batches_tracked_ = register_buffer("num_batches_tracked", Tensor::zeros({}), DType::I64);
+  }
+}
+
+int64_t BatchNorm::num_batches_tracked() const {
+  return num_batches_tracked_.defined() ? static_cast<int64_t>(num_batches_tracked_.item()) : 0;
+}
+
+void BatchNorm::check_input(const Tensor& x) const {
+  bool rank_ok = spatial_dims_ == 2 ? x.dim() == 4 : (x.dim() == 2 || x.dim() == 3);
+  const char* expected = spatial_dims_ == 2 ? "[N, C, H, W]" : "[N, C] or [N, C, L]";
+  BNLAB_CHECK(rank_ok && x.size(1) == options_.num_features, type_name(), ": expected input ", expected,
+              " with C = ", options_.num_features, "; got ", x.shape());
+}
+
+Tensor BatchNorm::forward(const Tensor& x) {
+  check_input(x);
+  bool use_batch_stats = is_training() || !options_.track_running_stats;
+  if (!use_batch_stats) {
+    return batch_norm_eval(x, running_mean_, running_var_, weight_, bias_, options_.eps);
+  }
+  int64_t per_channel = x.numel() / options_.num_features;  // M = N * H * W
+  BNLAB_CHECK(per_channel > 1, type_name(), ": expected more than 1 value per channel when training; got input ",
+              x.shape());
+  BatchNormResult r = batch_norm_train(x, weight_, bias_, options_.eps);
+  if (is_training() && options_.track_running_stats) {
+    NoGradGuard no_grad;
+    float tracked = num_batches_tracked_.item() + 1.0f;
+    num_batches_tracked_.fill_(tracked);
+    float m = options_.momentum ? *options_.momentum : 1.0f / tracked;
+    // The unbiased variance for the running estimate, as PyTorch: var * M / (M - 1).
+    float unbias = static_cast<float>(per_channel) / static_cast<float>(per_channel - 1);
+    float* rm = running_mean_.data();
+    float* rv = running_var_.data();
+    const float* bm = r.mean.data();
+    const float* bv = r.var.data();
+    for (int64_t c = 0; c < options_.num_features; ++c) {
+      rm[c] = (1.0f - m) * rm[c] + m * bm[c];
+      rv[c] = (1.0f - m) * rv[c] + m * bv[c] * unbias;
+    }
+  }
+  return r.y;
+}
+
+std::string BatchNorm::extra_repr() const {
+  std::string s = std::to_string(options_.num_features);
+  if (options_.eps != 1e-5f) s += ", eps " + std::to_string(options_.eps);
+  s += options_.momentum ? (*options_.momentum != 0.1f ? ", momentum " + std::to_string(*options_.momentum) : "")
+                         : ", cumulative";
+  if (!options_.affine) s += ", no affine";
+  if (!options_.track_running_stats) s += ", batch stats only";
+  return s;
+}
+
+}  // namespace bnlab

@@ -1,0 +1,59 @@
+// BatchNorm1d / BatchNorm2d with torch.nn.BatchNorm semantics
+// (https://pytorch.org/docs/stable/generated/torch.nn.BatchNorm2d.html):
+// - train mode normalizes with the batch mean and the BIASED batch variance, eps inside the sqrt;
+// - running_mean/running_var are updated as running = (1 - m) * running + m * batch with momentum m = 0.1,
+//   running_var from the UNBIASED batch variance (var * M / (M - 1), M = values per channel);
+//   momentum = nullopt gives the cumulative average (m = 1 / num_batches_tracked);
+// - eval mode uses the running statistics (or batch statistics when track_running_stats is false);
+// - 1d takes [N, C] or [N, C, L]; 2d takes [N, C, H, W], statistics per channel over N, H, W.
+// Buffers: running_mean [C], running_var [C], num_batches_tracked (scalar, saved as int64).
+#pragma once
+
+#include <optional>
+
+#include "layers/module.h"
+
+namespace bnlab {
+
+struct BatchNormOptions {
+  int64_t num_features = 0;
+  float eps = 1e-5f;
+  std::optional<float> momentum = 0.1f;
+  bool affine = true;
+  bool track_running_stats = true;
+};
+
+class BatchNorm : public Module {
+ public:
+  BatchNorm(const BatchNormOptions& options, int spatial_dims);
+  Tensor forward(const Tensor& x) override;
+  std::string extra_repr() const override;
+
+  const Tensor& weight() const { return weight_; }  // gamma, undefined without affine
+  const Tensor& bias() const { return bias_; }      // beta
+  const Tensor& running_mean() const { return running_mean_; }
+  const Tensor& running_var() const { return running_var_; }
+  int64_t num_batches_tracked() const;
+  const BatchNormOptions& options() const { return options_; }
+
+ private:
+  void check_input(const Tensor& x) const;
+
+  BatchNormOptions options_;
+  int spatial_dims_;  // 0 or 1 for BatchNorm1d, 2 for BatchNorm2d
+  Tensor weight_, bias_, running_mean_, running_var_, num_batches_tracked_;
+};
+
+class BatchNorm1d : public BatchNorm {
+ public:
+  explicit BatchNorm1d(const BatchNormOptions& options) : BatchNorm(options, 1) {}
+  std::string type_name() const override { return "BatchNorm1d"; }
+};
+
+class BatchNorm2d : public BatchNorm {
+ public:
+  explicit BatchNorm2d(const BatchNormOptions& options) : BatchNorm(options, 2) {}
+  std::string type_name() const override { return "BatchNorm2d"; }
+};
+
+}  // namespace bnlab

@@ -1,0 +1,31 @@
+#include "layers/conv2d.h"
+
+#include "core/ops.h"
+#include "layers/init.h"
+
+namespace bnlab {
+
+Conv2d::Conv2d(const Conv2dOptions& o, Rng& rng) : options_(o) {
+  BNLAB_CHECK(o.in_channels > 0 && o.out_channels > 0 && o.kernel > 0 && o.stride > 0 && o.padding >= 0,
+              "Conv2d: invalid options in_channels=", o.in_channels, " out_channels=", o.out_channels,
+              " kernel=", o.kernel, " stride=", o.stride, " padding=", o.padding);
+  weight_ = register_parameter("weight", Tensor::empty({o.out_channels, o.in_channels, o.kernel, o.kernel}));
+  if (o.bias) bias_ = register_parameter("bias", Tensor::empty({o.out_channels}));
+  init::torch_default_(weight_, bias_, rng);
+}
+
+Tensor Conv2d::forward(const Tensor& x) {
+  BNLAB_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels, "Conv2d: expected input [N, ",
+              options_.in_channels, ", H, W]; got ", x.shape());
+  return conv2d(x, weight_, bias_, options_.stride, options_.padding);
+}
+
+std::string Conv2d::extra_repr() const {
+  const Conv2dOptions& o = options_;
+  return std::to_string(o.in_channels) + " -> " + std::to_string(o.out_channels) + ", " +
+         std::to_string(o.kernel) + "x" + std::to_string(o.kernel) +
+         (o.stride != 1 ? ", stride " + std::to_string(o.stride) : "") +
+         (o.padding != 0 ? ", pad " + std::to_string(o.padding) : "") + (o.bias ? "" : ", no bias");
+}
+
+}  // namespace bnlab

@@ -1,0 +1,98 @@
+// torch.nn.init's formulas, in place. Draws go through the caller's Rng so initial weights are a function
+// of the seed alone.
+#include "layers/init.h"
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace bnlab::init {
+
+Fans fans(const Tensor& weight) {
+  BNLAB_CHECK(weight.dim() >= 2, "init: fan in/out need a weight of rank >= 2; got ", weight.shape());
+  int64_t receptive = 1;
+  for (int64_t d = 2; d < weight.dim(); ++d) receptive *= weight.size(d);
+  return {weight.size(1) * receptive, weight.size(0) * receptive};
+}
+
+float gain(const std::string& nonlinearity, float param) {
+  if (nonlinearity == "linear" || nonlinearity == "sigmoid" || nonlinearity == "conv2d") return 1.0f;
+  if (nonlinearity == "tanh") return 5.0f / 3.0f;
+  if (nonlinearity == "relu") return std::sqrt(2.0f);
+  if (nonlinearity == "leaky_relu") return std::sqrt(2.0f / (1.0f + param * param));
+  BNLAB_FAIL("init: unknown nonlinearity '", nonlinearity, "'; expected linear, sigmoid, tanh, relu, leaky_relu");
+}
+
+void uniform_(const Tensor& t, Rng& rng, float low, float high) {
+  float* p = t.data();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = rng.uniform(low, high);
+}
+
+void normal_(const Tensor& t, Rng& rng, float mean, float std) {
+  float* p = t.data();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = rng.normal(mean, std);
+}
+
+void constant_(const Tensor& t, float value) { t.fill_(value); }
+
+void xavier_uniform_(const Tensor& t, Rng& rng, float g) {
+  Fans f = fans(t);
+  float bound = g * std::sqrt(6.0f / static_cast<float>(f.in + f.out));
+  uniform_(t, rng, -bound, bound);
+}
+
+void xavier_normal_(const Tensor& t, Rng& rng, float g) {
+  Fans f = fans(t);
+  normal_(t, rng, 0.0f, g * std::sqrt(2.0f / static_cast<float>(f.in + f.out)));
+}
+
+void kaiming_uniform_(const Tensor& t, Rng& rng, float a, bool fan_out_mode, const std::string& nonlinearity) {
+  Fans f = fans(t);
+  float std = gain(nonlinearity, a) / std::sqrt(static_cast<float>(fan_out_mode ? f.out : f.in));
+  float bound = std::sqrt(3.0f) * std;
+  uniform_(t, rng, -bound, bound);
+}
+
+void kaiming_normal_(const Tensor& t, Rng& rng, float a, bool fan_out_mode, const std::string& nonlinearity) {
+  Fans f = fans(t);
+  normal_(t, rng, 0.0f, gain(nonlinearity, a) / std::sqrt(static_cast<float>(fan_out_mode ? f.out : f.in)));
+}
+
+void torch_default_(const Tensor& weight, const Tensor& bias, Rng& rng) {
+  kaiming_uniform_(weight, rng, std::sqrt(5.0f));
+  if (bias.defined()) {
+    float bound = 1.0f / std::sqrt(static_cast<float>(fans(weight).in));
+    uniform_(bias, rng, -bound, bound);
+  }
+}
+
+void apply_scheme(const std::string& scheme, const Tensor& weight, const Tensor& bias, Rng& rng) {
+  if (scheme == "default") {
+    torch_default_(weight, bias, rng);
+    return;
+  }
+  if (scheme == "xavier-uniform") {
+    xavier_uniform_(weight, rng);
+  } else if (scheme == "xavier-normal") {
+    xavier_normal_(weight, rng);
+  } else if (scheme == "kaiming-uniform") {
+    kaiming_uniform_(weight, rng, 0.0f, false, "relu");
+  } else if (scheme == "kaiming-normal") {
+    kaiming_normal_(weight, rng, 0.0f, false, "relu");
+  } else if (scheme.rfind("normal:", 0) == 0) {
+    float std = 0.0f;
+    try {
+      std = std::stof(scheme.substr(7));
+    } catch (const std::exception&) {
+      BNLAB_FAIL("init: cannot read the std in '", scheme, "'; expected e.g. normal:0.1");
+    }
+    BNLAB_CHECK(std > 0.0f && std::isfinite(std), "init: std must be positive in '", scheme, "'");
+    normal_(weight, rng, 0.0f, std);
+  } else {
+    BNLAB_FAIL("init: unknown scheme '", scheme,
+               "'; expected default, xavier-uniform, xavier-normal, kaiming-uniform, kaiming-normal, normal:<std>");
+  }
+  if (bias.defined()) bias.fill_(0.0f);
+}
+
+}  // namespace bnlab::init

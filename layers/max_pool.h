@@ -1,0 +1,20 @@
+// MaxPool2d as torch.nn.MaxPool2d (square window; stride defaults to the kernel size; padding counts as -inf).
+// [N, C, H, W] -> [N, C, Ho, Wo].
+#pragma once
+
+#include "layers/module.h"
+
+namespace bnlab {
+
+class MaxPool2d : public Module {
+ public:
+  explicit MaxPool2d(int64_t kernel, int64_t stride = 0, int64_t padding = 0);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "MaxPool2d"; }
+  std::string extra_repr() const override;
+
+ private:
+  int64_t kernel_, stride_, padding_;
+};
+
+}  // namespace bnlab

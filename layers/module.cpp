@@ -1,0 +1,200 @@
+// Module registration, traversal, state_dict, train/eval, printing and the summary table.
+#include "layers/module.h"
+
+#include <iomanip>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "core/autograd.h"
+
+namespace bnlab {
+
+Tensor Module::operator()(const Tensor& x) {
+  Tensor y = forward(x);
+  for (const ForwardHook& hook : hooks_) hook(*this, x, y);
+  return y;
+}
+
+Tensor Module::register_parameter(const std::string& name, Tensor value) {
+  BNLAB_CHECK(value.defined(), type_name(), ": parameter '", name, "' is undefined");
+  for (const auto& [n, t] : params_) BNLAB_CHECK(n != name, type_name(), ": parameter '", name, "' registered twice");
+  if (!value.requires_grad()) value.set_requires_grad();
+  params_.emplace_back(name, value);
+  return value;
+}
+
+Tensor Module::register_buffer(const std::string& name, Tensor value, DType dtype) {
+  BNLAB_CHECK(value.defined(), type_name(), ": buffer '", name, "' is undefined");
+  buffers_.push_back({name, value, dtype});
+  return value;
+}
+
+void Module::add_child(const std::string& name, std::shared_ptr<Module> module) {
+  BNLAB_CHECK(module != nullptr, "module: child '", name, "' is null");
+  for (const auto& [n, m] : children_) BNLAB_CHECK(n != name, "module: child '", name, "' registered twice");
+  module->train(training_);
+  children_.emplace_back(name, std::move(module));
+}
+
+void Module::collect(const std::string& prefix, NamedTensors* params, std::vector<NamedTensor>* buffers) const {
+  if (params)
+    for (const auto& [name, t] : params_) params->emplace_back(prefix + name, t);
+  if (buffers)
+    for (const Buffer& b : buffers_) buffers->push_back({prefix + b.name, b.tensor, b.dtype});
+  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", params, buffers);
+}
+
+std::vector<Tensor> Module::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [name, t] : named_parameters()) out.push_back(t);
+  return out;
+}
+
+Module::NamedTensors Module::named_parameters() const {
+  NamedTensors out;
+  collect("", &out, nullptr);
+  return out;
+}
+
+Module::NamedTensors Module::named_buffers() const {
+  std::vector<NamedTensor> buffers;
+  collect("", nullptr, &buffers);
+  NamedTensors out;
+  for (auto& b : buffers) out.emplace_back(b.name, b.tensor);
+  return out;
+}
+
+int64_t Module::num_parameters() const {
+  int64_t n = 0;
+  for (const Tensor& t : parameters()) n += t.numel();
+  return n;
+}
+
+std::vector<NamedTensor> Module::state_dict() const {
+  NamedTensors params;
+  std::vector<NamedTensor> buffers;
+  collect("", &params, &buffers);
+  std::vector<NamedTensor> out;
+  for (auto& [name, t] : params) out.push_back({name, t, DType::F32});
+  for (auto& b : buffers) out.push_back(b);
+  return out;
+}
+
+void Module::load_state_dict(const std::vector<NamedTensor>& state, bool strict) {
+  load_into(state, state_dict(), strict);
+}
+
+void Module::train(bool on) {
+  training_ = on;
+  for (auto& [name, child] : children_) child->train(on);
+}
+
+void Module::zero_grad() {
+  for (const Tensor& t : parameters()) t.zero_grad();
+}
+
+void Module::print(std::ostream& os, int indent) const {
+  os << type_name() << "(";
+  if (children_.empty()) {
+    os << extra_repr() << ")";
+    return;
+  }
+  os << extra_repr() << "\n";
+  for (const auto& [name, child] : children_) {
+    os << std::string(static_cast<size_t>(indent + 2), ' ') << "(" << name << "): ";
+    child->print(os, indent + 2);
+    os << "\n";
+  }
+  os << std::string(static_cast<size_t>(indent), ' ') << ")";
+}
+
+std::string Module::to_string() const {
+  std::ostringstream os;
+  print(os, 0);
+  return os.str();
+}
+
+Sequential::Sequential(std::vector<std::shared_ptr<Module>> modules) {
+  for (auto& m : modules) add(std::move(m));
+}
+
+Sequential& Sequential::add(std::shared_ptr<Module> module) {
+  add_child(std::to_string(children().size()), std::move(module));
+  return *this;
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor h = x;
+  for (const auto& [name, child] : children()) h = (*child)(h);
+  return h;
+}
+
+namespace {
+struct SummaryRow {
+  std::string name, layer, shape;
+  int64_t params;
+};
+
+void add_rows(const std::string& prefix, const Module& m, std::vector<std::pair<std::string, const Module*>>* out) {
+  for (const auto& [name, child] : m.children()) {
+    if (dynamic_cast<const Sequential*>(child.get())) {
+      add_rows(prefix + name + ".", *child, out);
+    } else {
+      out->emplace_back(prefix + name, child.get());
+    }
+  }
+}
+}  // namespace
+
+std::string summary(Module& model, const Shape& input_shape) {
+  std::vector<std::pair<std::string, const Module*>> leaves;
+  add_rows("", model, &leaves);
+  if (leaves.empty()) leaves.emplace_back(model.type_name(), &model);
+  std::map<const Module*, Shape> shapes;
+  // Hooks are attached to the leaves for one forward; they are removed again afterwards.
+  for (auto& [name, m] : leaves) {
+    const_cast<Module*>(m)->register_forward_hook(
+        [&shapes](const Module& mod, const Tensor&, const Tensor& y) { shapes[&mod] = y.shape(); });
+  }
+  bool was_training = model.is_training();
+  model.eval();
+  {
+    NoGradGuard no_grad;
+    try {
+      model(Tensor::zeros(input_shape));
+    } catch (...) {
+      for (auto& [name, m] : leaves) const_cast<Module*>(m)->clear_forward_hooks();
+      model.train(was_training);
+      throw;
+    }
+  }
+  for (auto& [name, m] : leaves) const_cast<Module*>(m)->clear_forward_hooks();
+  model.train(was_training);
+
+  std::vector<SummaryRow> rows;
+  size_t w_name = 5, w_layer = 5, w_shape = 12;
+  for (auto& [name, m] : leaves) {
+    std::string layer = m->type_name();
+    if (!m->extra_repr().empty()) layer += "(" + m->extra_repr() + ")";
+    auto it = shapes.find(m);
+    std::string shape = it == shapes.end() ? "-" : bnlab::to_string(it->second);
+    rows.push_back({name, layer, shape, m->num_parameters()});
+    w_name = std::max(w_name, name.size());
+    w_layer = std::max(w_layer, layer.size());
+    w_shape = std::max(w_shape, shape.size());
+  }
+  std::ostringstream os;
+  os << std::left << std::setw(static_cast<int>(w_name)) << "name" << "  " << std::setw(static_cast<int>(w_layer))
+     << "layer" << "  " << std::setw(static_cast<int>(w_shape)) << "output shape" << "  " << std::right
+     << std::setw(10) << "params" << "\n";
+  for (const SummaryRow& r : rows) {
+    os << std::left << std::setw(static_cast<int>(w_name)) << r.name << "  " << std::setw(static_cast<int>(w_layer))
+       << r.layer << "  " << std::setw(static_cast<int>(w_shape)) << r.shape << "  " << std::right << std::setw(10)
+       << r.params << "\n";
+  }
+  os << "input " << bnlab::to_string(input_shape) << ", total parameters: " << model.num_parameters() << "\n";
+  return os.str();
+}
+
+}  // namespace bnlab

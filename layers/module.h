@@ -1,0 +1,116 @@
+// Module: the base of every layer and model. Parameters, buffers and child modules are registered by name
+// in the constructor (PyTorch's idiom), which gives PyTorch's state_dict key names ("0.weight",
+// "features.3.running_mean") for free, and train()/eval() that recurse through children.
+//
+// Sequential chains children named "0", "1", ... exactly as torch.nn.Sequential does, so a bnlab checkpoint
+// loads into the equivalent PyTorch model and back.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/serialize.h"
+#include "core/tensor.h"
+
+namespace bnlab {
+
+class Module {
+ public:
+  using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+  // Called after forward with (module, input, output), as torch's register_forward_hook.
+  using ForwardHook = std::function<void(const Module&, const Tensor&, const Tensor&)>;
+
+  Module() = default;
+  virtual ~Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  // The layer's computation. Layers compose ops; they never write their own backward.
+  virtual Tensor forward(const Tensor& x) = 0;
+  // forward, then the registered hooks.
+  Tensor operator()(const Tensor& x);
+
+  // One canonical type name ("Dense", "BatchNorm2d") used in printing and errors.
+  virtual std::string type_name() const = 0;
+  // The constructor arguments worth printing, e.g. "784 -> 100, bias".
+  virtual std::string extra_repr() const { return ""; }
+
+  // Parameters of this module and all descendants, depth first in registration order.
+  std::vector<Tensor> parameters() const;
+  NamedTensors named_parameters() const;
+  NamedTensors named_buffers() const;
+  int64_t num_parameters() const;
+  const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
+
+  // Parameters then buffers, under PyTorch's key names; num_batches_tracked entries carry DType::I64.
+  std::vector<NamedTensor> state_dict() const;
+  // Validates every key and shape first (listing all missing/unexpected keys), then copies. A failed load
+  // leaves the module unchanged. strict=false ignores missing and unexpected keys (not mismatched shapes).
+  void load_state_dict(const std::vector<NamedTensor>& state, bool strict = true);
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+  // Drops every parameter's gradient.
+  void zero_grad();
+
+  void register_forward_hook(ForwardHook hook) { hooks_.push_back(std::move(hook)); }
+  void clear_forward_hooks() { hooks_.clear(); }
+
+  // "Sequential(\n  (0): Dense(784 -> 100, bias)\n ...)", like printing an nn.Module.
+  std::string to_string() const;
+
+ protected:
+  Tensor register_parameter(const std::string& name, Tensor value);
+  Tensor register_buffer(const std::string& name, Tensor value, DType dtype = DType::F32);
+  template <typename M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> module) {
+    add_child(name, module);
+    return module;
+  }
+  // Registers `module` as the child `name`; it takes this module's train/eval mode.
+  void add_child(const std::string& name, std::shared_ptr<Module> module);
+
+ private:
+  struct Buffer {
+    std::string name;
+    Tensor tensor;
+    DType dtype;
+  };
+  void collect(const std::string& prefix, NamedTensors* params, std::vector<NamedTensor>* buffers) const;
+  void print(std::ostream& os, int indent) const;
+
+  NamedTensors params_;
+  std::vector<Buffer> buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  std::vector<ForwardHook> hooks_;
+  bool training_ = true;
+};
+
+// Chains modules; children are named "0", "1", ... as in torch.nn.Sequential.
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  explicit Sequential(std::vector<std::shared_ptr<Module>> modules);
+  Sequential& add(std::shared_ptr<Module> module);
+  template <typename M, typename... Args>
+  std::shared_ptr<M> emplace(Args&&... args) {
+    auto m = std::make_shared<M>(std::forward<Args>(args)...);
+    add(m);
+    return m;
+  }
+  size_t size() const { return children().size(); }
+  Module& operator[](size_t i) const { return *children().at(i).second; }
+
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Sequential"; }
+};
+
+// A table of the model's direct children (recursing into nested Sequentials): name, layer, output shape for
+// an input of `input_shape` (batch included), parameter count. Runs one forward in eval mode without grad.
+std::string summary(Module& model, const Shape& input_shape);
+
+}  // namespace bnlab

@@ -1,0 +1,73 @@
+// Dense and Conv2d layers: PyTorch default init bounds, forward by hand, gradient checks, shape errors.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "gradcheck.h"
+#include "layers/layers.h"
+
+using namespace bnlab;
+
+namespace {
+using Inputs = std::vector<Tensor>;
+}
+
+TEST_CASE("layers.dense: PyTorch default init stays within 1/sqrt(fan_in)") {
+  Rng rng(1);
+  Dense d({.in_features = 100, .out_features = 50}, rng);
+  float bound = 1.0f / std::sqrt(100.0f);
+  float max_abs = 0;
+  for (float v : d.weight().to_vector()) max_abs = std::max(max_abs, std::fabs(v));
+  CHECK(max_abs <= bound);
+  CHECK(max_abs > 0.9f * bound);  // actually spread over the range
+  for (float v : d.bias().to_vector()) CHECK(std::fabs(v) <= bound);
+}
+
+TEST_CASE("layers.dense: forward by hand with constant weights, and gradient check") {
+  Rng rng(2);
+  Dense d({.in_features = 3, .out_features = 2}, rng);
+  d.weight().fill_(0.5f);
+  d.bias().fill_(1.0f);
+  CHECK(d(Tensor::from({1, 2, 3}, {1, 3})).to_vector() == std::vector<float>{4.0f, 4.0f});
+  Dense g({.in_features = 5, .out_features = 4}, rng);
+  CHECK_GRADIENTS("Dense", [&](const Inputs& in) { return g(in[0]); },
+                  {testing::param({3, 5}, 3), g.weight(), g.bias()});
+  CHECK_THROWS_WITH_AS(g(Tensor::ones({64, 784})),
+                       doctest::Contains("Dense: input has 784 features, layer expects 5 (input [64, 784]"), Error);
+}
+
+TEST_CASE("layers.conv2d: forward by hand, gradient checks with stride and padding, errors") {
+  Rng rng(3);
+  Conv2d ones({.in_channels = 1, .out_channels = 1, .kernel = 3, .padding = 1, .bias = false}, rng);
+  ones.weight().fill_(1.0f);
+  Tensor y = ones(Tensor::ones({1, 1, 3, 3}));
+  // A 3x3 box sum of ones with zero padding: corners 4, edges 6, centre 9.
+  CHECK(y.to_vector() == std::vector<float>{4, 6, 4, 6, 9, 6, 4, 6, 4});
+
+  Conv2d c({.in_channels = 2, .out_channels = 3, .kernel = 3, .stride = 2, .padding = 1}, rng);
+  CHECK(c(Tensor::zeros({2, 2, 5, 5})).shape() == Shape{2, 3, 3, 3});
+  CHECK_GRADIENTS("Conv2d", [&](const Inputs& in) { return c(in[0]); },
+                  {testing::param({2, 2, 5, 5}, 4), c.weight(), c.bias()});
+  CHECK_THROWS_WITH_AS(c(Tensor::ones({1, 3, 5, 5})), doctest::Contains("Conv2d: expected input [N, 2, H, W]; got [1, 3, 5, 5]"),
+                       Error);
+}
+
+TEST_CASE("layers.init: schemes give the documented spreads") {
+  Rng rng(4);
+  Tensor w = Tensor::empty({256, 512});
+  Tensor b = Tensor::ones({256});
+  auto stdev = [](const Tensor& t) {
+    double s = 0;
+    for (float v : t.to_vector()) s += double(v) * v;
+    return std::sqrt(s / t.numel());
+  };
+  init::apply_scheme("kaiming-normal", w, b, rng);
+  CHECK(stdev(w) == doctest::Approx(std::sqrt(2.0 / 512)).epsilon(0.03));
+  CHECK(b.to_vector() == std::vector<float>(256, 0.0f));
+  init::apply_scheme("xavier-uniform", w, b, rng);
+  CHECK(stdev(w) == doctest::Approx(std::sqrt(2.0 / (512 + 256))).epsilon(0.03));
+  init::apply_scheme("normal:0.01", w, b, rng);
+  CHECK(stdev(w) == doctest::Approx(0.01).epsilon(0.03));
+  CHECK(init::fans(Tensor::empty({16, 3, 5, 5})).in == 75);
+  CHECK_THROWS_WITH_AS(init::apply_scheme("glorot", w, b, rng), doctest::Contains("unknown scheme 'glorot'"), Error);
+}

@@ -1,0 +1,124 @@
+// Module API: registration, PyTorch key names, train/eval recursion, zero_grad, hooks, printing, summary,
+// state_dict round trip and load validation.
+#include <doctest/doctest.h>
+
+#include "core/ops.h"
+#include "layers/layers.h"
+
+using namespace bnlab;
+
+namespace {
+std::shared_ptr<Sequential> small_net(Rng& rng) {
+  auto net = std::make_shared<Sequential>();
+  net->emplace<Dense>(DenseOptions{.in_features = 4, .out_features = 3}, rng);
+  net->emplace<BatchNorm1d>(BatchNormOptions{.num_features = 3});
+  net->emplace<ReLU>();
+  net->emplace<Dense>(DenseOptions{.in_features = 3, .out_features = 2, .bias = false}, rng);
+  return net;
+}
+
+std::vector<std::string> keys(const std::vector<NamedTensor>& state) {
+  std::vector<std::string> out;
+  for (const auto& e : state) out.push_back(e.name);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("module: parameters and buffers carry PyTorch's state_dict names") {
+  Rng rng(1);
+  auto net = small_net(rng);
+  std::vector<std::string> expected{"0.weight",       "0.bias",         "1.weight", "1.bias",
+                                    "3.weight",       "1.running_mean", "1.running_var",
+                                    "1.num_batches_tracked"};
+  CHECK(keys(net->state_dict()) == expected);
+  CHECK(net->parameters().size() == 5);
+  CHECK(net->num_parameters() == 4 * 3 + 3 + 3 + 3 + 3 * 2);
+  for (const auto& e : net->state_dict())
+    CHECK((e.dtype == DType::I64) == (e.name == "1.num_batches_tracked"));
+}
+
+TEST_CASE("module: nested modules prefix their children's names") {
+  Rng rng(2);
+  struct Block : Module {
+    std::shared_ptr<Sequential> features;
+    std::shared_ptr<Dense> head;
+    explicit Block(Rng& rng) {
+      features = register_module("features", small_net(rng));
+      head = register_module("head", std::make_shared<Dense>(DenseOptions{.in_features = 2, .out_features = 1}, rng));
+    }
+    Tensor forward(const Tensor& x) override { return (*head)((*features)(x)); }
+    std::string type_name() const override { return "Block"; }
+  } block(rng);
+  auto names = keys(block.state_dict());
+  CHECK(names.front() == "features.0.weight");
+  CHECK(std::find(names.begin(), names.end(), "features.1.running_mean") != names.end());
+  CHECK(std::find(names.begin(), names.end(), "head.bias") != names.end());
+  CHECK(block(Tensor::ones({5, 4})).shape() == Shape{5, 1});
+}
+
+TEST_CASE("module: train/eval recurse through children") {
+  Rng rng(3);
+  auto net = small_net(rng);
+  CHECK((*net)[1].is_training());
+  net->eval();
+  CHECK_FALSE(net->is_training());
+  CHECK_FALSE((*net)[1].is_training());
+  net->train();
+  CHECK((*net)[3].is_training());
+}
+
+TEST_CASE("module: zero_grad drops every parameter's gradient") {
+  Rng rng(4);
+  auto net = small_net(rng);
+  sum((*net)(Tensor::uniform({6, 4}, rng))).backward();
+  for (const Tensor& p : net->parameters()) CHECK(p.has_grad());
+  net->zero_grad();
+  for (const Tensor& p : net->parameters()) CHECK_FALSE(p.has_grad());
+}
+
+TEST_CASE("module: forward hooks see input and output") {
+  Rng rng(5);
+  auto net = small_net(rng);
+  Shape seen;
+  (*net)[2].register_forward_hook([&](const Module& m, const Tensor&, const Tensor& y) {
+    CHECK(m.type_name() == "ReLU");
+    seen = y.shape();
+  });
+  (*net)(Tensor::ones({7, 4}));
+  CHECK(seen == Shape{7, 3});
+}
+
+TEST_CASE("module: printing and summary show layers, shapes and parameter counts") {
+  Rng rng(6);
+  auto net = small_net(rng);
+  std::string printed = net->to_string();
+  CHECK(printed.find("(0): Dense(4 -> 3, bias)") != std::string::npos);
+  CHECK(printed.find("(1): BatchNorm1d(3)") != std::string::npos);
+  std::string table = summary(*net, {2, 4});
+  CHECK(table.find("[2, 3]") != std::string::npos);
+  CHECK(table.find("[2, 2]") != std::string::npos);
+  CHECK(table.find("total parameters: 27") != std::string::npos);
+  CHECK(net->is_training());  // summary restores the mode
+}
+
+TEST_CASE("module: load_state_dict copies values and validates before touching the model") {
+  Rng rng(7);
+  auto a = small_net(rng);
+  auto b = small_net(rng);
+  (*a)(Tensor::uniform({8, 4}, rng));  // moves a's running stats
+  b->load_state_dict(a->state_dict());
+  auto sa = a->state_dict(), sb = b->state_dict();
+  for (size_t i = 0; i < sa.size(); ++i) CHECK(sa[i].tensor.to_vector() == sb[i].tensor.to_vector());
+  // Storage is copied, not shared.
+  CHECK_FALSE(sa[0].tensor.data() == sb[0].tensor.data());
+
+  auto c = small_net(rng);
+  std::vector<float> before = c->state_dict()[0].tensor.to_vector();
+  std::vector<NamedTensor> bad = a->state_dict();
+  bad[4].tensor = Tensor::zeros({2, 5});  // 3.weight with the wrong shape
+  CHECK_THROWS_WITH_AS(c->load_state_dict(bad), doctest::Contains("3.weight"), Error);
+  CHECK(c->state_dict()[0].tensor.to_vector() == before);  // unchanged by the failed load
+  std::vector<NamedTensor> missing = a->state_dict();
+  missing.erase(missing.begin());
+  CHECK_THROWS_WITH_AS(c->load_state_dict(missing), doctest::Contains("0.weight"), Error);
+}
