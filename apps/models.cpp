@@ -105,7 +105,7 @@ Model build_model(const ModelSpec& spec, Rng& rng) {
   if (spec.name == "paper-mlp") {
     // Ioffe & Szegedy (2015), section 4.1: 3 fully connected hidden layers of 100 sigmoid units, weights
     // from a small random Gaussian; BN (when on) before each nonlinearity.
-    default_init = "normal:0.1";
+    default_init = "normal:0.01";
     net.add(std::make_shared<Flatten>());
     int64_t in = D;
     for (int i = 0; i < 3; ++i) {

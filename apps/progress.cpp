@@ -23,12 +23,12 @@ std::string format_duration(double seconds) {
 
 bool Progress::is_terminal(FILE* f) { return f != nullptr && isatty(fileno(f)) != 0 && std::getenv("CI") == nullptr; }
 
-Progress::Progress(std::string label, int64_t total_steps, int64_t log_every, FILE* out)
+Progress::Progress(std::string label, int64_t total_steps, int64_t log_every, FILE* out, bool force_plain)
     : label_(std::move(label)),
       total_(std::max<int64_t>(total_steps, 1)),
       log_every_(log_every > 0 ? log_every : std::max<int64_t>(total_ / 20, 1)),
       out_(out),
-      tty_(is_terminal(out)),
+      tty_(!force_plain && is_terminal(out)),
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_ - std::chrono::seconds(1)) {}
 

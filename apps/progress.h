@@ -14,7 +14,8 @@ class Progress {
  public:
   // `label` prefixes every line (e.g. an ablation arm). log_every <= 0 picks ~20 lines per run.
   // out == nullptr: silent.
-  Progress(std::string label, int64_t total_steps, int64_t log_every = 0, FILE* out = stdout);
+  Progress(std::string label, int64_t total_steps, int64_t log_every = 0, FILE* out = stdout,
+           bool force_plain = false);
   ~Progress();
 
   // Reports the state after `step` steps (1-based). Cheap: redraws at most ~10 times a second.

@@ -1,3 +1,13 @@
 set(BNLAB_APP_SOURCES
   apps/main.cpp
+  apps/models.cpp
+  apps/progress.cpp
+  apps/plot.cpp
+  apps/trainer.cpp
+  apps/ablation.cpp
+  apps/config_flags.cpp
+  apps/cmd_train.cpp
+  apps/cmd_eval.cpp
+  apps/cmd_ablate.cpp
+  apps/cmd_data.cpp
 )

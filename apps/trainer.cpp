@@ -57,40 +57,6 @@ std::string eval_split_for(const std::string& dataset) {
   return dataset == "cifar10" ? "val" : "test";
 }
 
-std::string format_metrics_csv(const std::vector<MetricsRow>& rows) {
-  std::ostringstream os;
-  os << "step,epoch,train_loss,train_acc,test_loss,test_acc,lr,elapsed_s,probe_p15,probe_p50,probe_p85\n";
-  os.precision(7);
-  for (const MetricsRow& r : rows) {
-    os << r.step << "," << r.epoch << "," << r.train_loss << "," << r.train_acc << "," << r.test_loss << ","
-       << r.test_acc << "," << r.lr << "," << r.elapsed << "," << r.p15 << "," << r.p50 << "," << r.p85 << "\n";
-  }
-  return os.str();
-}
-
-std::vector<MetricsRow> parse_metrics_csv(const std::string& text, const std::string& path) {
-  std::vector<MetricsRow> rows;
-  std::istringstream in(text);
-  std::string line;
-  std::getline(in, line);  // header
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    std::vector<double> v;
-    std::stringstream ss(line);
-    std::string cell;
-    while (std::getline(ss, cell, ',')) {
-      try {
-        v.push_back(cell == "nan" || cell == "-nan" ? NAN : std::stod(cell));
-      } catch (const std::exception&) {
-        BNLAB_FAIL(path, ": cannot read '", cell, "' in line '", line, "'");
-      }
-    }
-    BNLAB_CHECK(v.size() == 11, path, ": expected 11 columns in line '", line, "'");
-    rows.push_back({static_cast<int64_t>(v[0]), v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]});
-  }
-  return rows;
-}
-
 void save_checkpoint(const std::string& dir, const Model& model, const Optimizer& opt, int64_t step,
                      double elapsed) {
   save_safetensors((fs::path(dir) / "model.safetensors").string(), model.net->state_dict(),
@@ -163,6 +129,41 @@ void write_summary(const std::string& dir, const TrainConfig& cfg, const TrainRe
 
 }  // namespace
 
+std::string format_metrics_csv(const std::vector<MetricsRow>& rows) {
+  std::ostringstream os;
+  os << "step,epoch,train_loss,train_acc,test_loss,test_acc,lr,elapsed_s,probe_p15,probe_p50,probe_p85\n";
+  os.precision(7);
+  for (const MetricsRow& r : rows) {
+    os << r.step << "," << r.epoch << "," << r.train_loss << "," << r.train_acc << "," << r.test_loss << ","
+       << r.test_acc << "," << r.lr << "," << r.elapsed << "," << r.p15 << "," << r.p50 << "," << r.p85 << "\n";
+  }
+  return os.str();
+}
+
+std::vector<MetricsRow> read_metrics_csv(const std::string& path) {
+  std::string text = read_file(path);
+  std::vector<MetricsRow> rows;
+  std::istringstream in(text);
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    std::vector<double> v;
+    std::stringstream ss(line);
+    std::string cell;
+    while (std::getline(ss, cell, ',')) {
+      try {
+        v.push_back(cell == "nan" || cell == "-nan" ? NAN : std::stod(cell));
+      } catch (const std::exception&) {
+        BNLAB_FAIL(path, ": cannot read '", cell, "' in line '", line, "'");
+      }
+    }
+    BNLAB_CHECK(v.size() == 11, path, ": expected 11 columns in line '", line, "'");
+    rows.push_back({static_cast<int64_t>(v[0]), v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]});
+  }
+  return rows;
+}
+
 double percentile(std::vector<float> values, double q) {
   if (values.empty()) return NAN;
   std::sort(values.begin(), values.end());
@@ -171,6 +172,21 @@ double percentile(std::vector<float> values, double q) {
   size_t hi = std::min(lo + 1, values.size() - 1);
   double frac = pos - static_cast<double>(lo);
   return values[lo] + frac * (values[hi] - values[lo]);
+}
+
+Model load_trained_model(const std::string& dir, const ImageDataset& like, TrainConfig* cfg_out) {
+  std::string config_path = (fs::path(dir) / "config.json").string();
+  TrainConfig cfg = config_from_json(read_file(config_path), config_path);
+  ModelSpec spec = cfg.model;
+  spec.channels = like.channels;
+  spec.height = like.height;
+  spec.width = like.width;
+  spec.num_classes = std::max<int64_t>(like.num_classes(), 2);
+  Rng rng(cfg.seed);
+  Model model = build_model(spec, rng);
+  model.net->load_state_dict(load_safetensors((fs::path(dir) / "model.safetensors").string()).tensors);
+  if (cfg_out) *cfg_out = cfg;
+  return model;
 }
 
 RunData load_run_data(const std::string& dataset, const std::string& data_dir) {
@@ -271,7 +287,7 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
     if (resume) {
       step = load_checkpoint(dir, model, *opt, &elapsed_before);
       std::string metrics_path = (fs::path(dir) / "metrics.csv").string();
-      for (const MetricsRow& row : parse_metrics_csv(read_file(metrics_path), metrics_path))
+      for (const MetricsRow& row : read_metrics_csv(metrics_path))
         if (row.step <= step) result.rows.push_back(row);
     } else {
       write_file_atomic((fs::path(dir) / "config.json").string(), config_to_json(cfg));
@@ -279,13 +295,34 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
   }
   BNLAB_CHECK(step <= total, "train: checkpoint is at step ", step, ", past the requested ", total, " steps");
 
-  Progress progress(cfg.label.empty() ? "train" : cfg.label, total, 0, cfg.quiet ? nullptr : stdout);
+  Progress progress(cfg.label.empty() ? "train" : cfg.label, total, 0, cfg.quiet ? nullptr : stdout,
+                    cfg.plain_progress);
   double loss_sum = 0, train_seconds = 0;
   int64_t correct = 0, seen = 0, images_since_start = 0;
   int64_t epoch = step / per_epoch;
   loader.start_epoch(epoch);
   Batch batch;
   for (int64_t skip = step % per_epoch; skip > 0; --skip) loader.next(batch);  // resume mid-epoch
+
+  // Row 0 is the untrained model, so curves start where training starts.
+  auto evaluate_row = [&](MetricsRow& row) {
+    EvalResult ev = evaluate(model, data.eval, cfg.dataset, cfg.eval_batch_size, cfg.probe_unit);
+    row.test_loss = ev.loss;
+    row.test_acc = ev.accuracy;
+    row.lr = opt->lr();
+    row.elapsed = elapsed_before + train_seconds;
+    if (!ev.probe_values.empty()) {
+      row.p15 = percentile(ev.probe_values, 15);
+      row.p50 = percentile(ev.probe_values, 50);
+      row.p85 = percentile(ev.probe_values, 85);
+    }
+  };
+  if (step == 0) {
+    MetricsRow row;
+    row.train_loss = row.train_acc = NAN;
+    evaluate_row(row);
+    result.rows.push_back(row);
+  }
 
   while (step < total) {
     if (!loader.next(batch)) {
@@ -322,21 +359,12 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
     }
 
     if (step % eval_every == 0 || step == total) {
-      EvalResult ev = evaluate(model, data.eval, cfg.dataset, cfg.eval_batch_size, cfg.probe_unit);
       MetricsRow row;
       row.step = step;
       row.epoch = static_cast<double>(step) / static_cast<double>(per_epoch);
       row.train_loss = loss_sum / static_cast<double>(seen);
       row.train_acc = static_cast<double>(correct) / static_cast<double>(seen);
-      row.test_loss = ev.loss;
-      row.test_acc = ev.accuracy;
-      row.lr = opt->lr();
-      row.elapsed = elapsed_before + train_seconds;
-      if (!ev.probe_values.empty()) {
-        row.p15 = percentile(ev.probe_values, 15);
-        row.p50 = percentile(ev.probe_values, 50);
-        row.p85 = percentile(ev.probe_values, 85);
-      }
+      evaluate_row(row);
       result.rows.push_back(row);
       loss_sum = 0;
       correct = seen = 0;

@@ -41,6 +41,7 @@ struct TrainConfig {
   bool save_checkpoint = true;  // model.safetensors + train_state.safetensors at each evaluation
   std::string label;            // progress prefix (an ablation arm's name)
   bool quiet = false;           // no progress output (tests)
+  bool plain_progress = false;  // plain lines even on a terminal (parallel runs share the screen)
 };
 
 struct MetricsRow {
@@ -86,8 +87,16 @@ struct EvalResult {
 EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& dataset_name,
                     int64_t batch_size, int64_t probe_unit);
 
+// Rebuilds the model of a run directory (its config.json) for data shaped like `like`, and loads its
+// model.safetensors. Returns the config too.
+Model load_trained_model(const std::string& dir, const ImageDataset& like, TrainConfig* cfg_out = nullptr);
+
 // The q-th percentile (0..100) by linear interpolation, as numpy.percentile's default.
 double percentile(std::vector<float> values, double q);
+
+// metrics.csv <-> rows.
+std::string format_metrics_csv(const std::vector<MetricsRow>& rows);
+std::vector<MetricsRow> read_metrics_csv(const std::string& path);
 
 // Config <-> JSON (config.json).
 std::string config_to_json(const TrainConfig& cfg);

@@ -8,4 +8,10 @@ set(BNLAB_CORE_SOURCES
   core/ops/reduce.cpp
   core/ops/matmul.cpp
   core/ops/loss.cpp
+  core/ops/conv.cpp
+  core/ops/pool.cpp
+  core/ops/dropout.cpp
+  core/ops/norm.cpp
+  core/io.cpp
+  core/serialize.cpp
 )

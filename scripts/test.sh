@@ -10,6 +10,6 @@ build_dir=${BNLAB_BUILD_DIR:-build}
 werror=OFF
 if [ "${CI:-}" = "true" ]; then werror=ON; fi
 
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DBNLAB_WERROR=$werror >/dev/null
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DBNLAB_WERROR=$werror -DBNLAB_BUILD_TESTS=ON >/dev/null
 cmake --build "$build_dir" -j "$(nproc)"
 ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" --timeout 300

@@ -5,7 +5,14 @@ set(BNLAB_TEST_CORE_SOURCES
   tests/core/test_ops_reduce.cpp
   tests/core/test_ops_matmul.cpp
   tests/core/test_ops_loss.cpp
+  tests/core/test_ops_conv.cpp
+  tests/core/test_ops_pool.cpp
+  tests/core/test_ops_dropout.cpp
+  tests/core/test_ops_norm.cpp
   tests/core/test_blas.cpp
   tests/core/test_training.cpp
   tests/core/test_gradcheck.cpp
+  tests/core/test_toolchain.cpp
+  tests/core/test_io.cpp
+  tests/core/test_serialize.cpp
 )

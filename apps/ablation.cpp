@@ -1,0 +1,549 @@
+// The ablation runner: expand factors into arms, train (or reuse) every arm x seed, and write the
+// long-format results, the summary table and the plots.
+#include "apps/ablation.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "apps/plot.h"
+#include "core/blas.h"
+#include "core/io.h"
+
+namespace bnlab::apps {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, sep)) out.push_back(item);
+  return out;
+}
+
+float parse_float(const std::string& factor, const std::string& value) {
+  try {
+    size_t used = 0;
+    float v = std::stof(value, &used);
+    if (used == value.size() && std::isfinite(v)) return v;
+  } catch (const std::exception&) {
+  }
+  BNLAB_FAIL("ablate: factor ", factor, " needs a number; got '", value, "'");
+}
+
+int64_t parse_int(const std::string& factor, const std::string& value) {
+  try {
+    size_t used = 0;
+    int64_t v = std::stoll(value, &used);
+    if (used == value.size()) return v;
+  } catch (const std::exception&) {
+  }
+  BNLAB_FAIL("ablate: factor ", factor, " needs a whole number; got '", value, "'");
+}
+
+// A directory name for an arm: letters, digits, '.', '-' and '_' only.
+std::string slug(const std::string& arm) {
+  std::string out;
+  for (char c : arm) {
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_') {
+      out += c;
+    } else if (c == '=') {
+      out += '-';
+    } else if (c == ',') {
+      out += "__";
+    } else {
+      out += '_';
+    }
+  }
+  return out.empty() ? "base" : out;
+}
+
+std::string csv_escape(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+// First evaluated step at which test accuracy reached `threshold`, or -1.
+int64_t steps_to(const TrainResult& r, double threshold) {
+  for (const MetricsRow& row : r.rows)
+    if (row.test_acc >= threshold) return row.step;
+  return -1;
+}
+
+struct Stats {
+  double mean = NAN, std = NAN, min = NAN, max = NAN;
+  int64_t n = 0;
+};
+
+Stats stats_of(const std::vector<double>& v) {
+  Stats s;
+  s.n = static_cast<int64_t>(v.size());
+  if (v.empty()) return s;
+  double sum = 0;
+  s.min = v[0];
+  s.max = v[0];
+  for (double x : v) {
+    sum += x;
+    s.min = std::min(s.min, x);
+    s.max = std::max(s.max, x);
+  }
+  s.mean = sum / static_cast<double>(v.size());
+  double ss = 0;
+  for (double x : v) ss += (x - s.mean) * (x - s.mean);
+  s.std = v.size() > 1 ? std::sqrt(ss / static_cast<double>(v.size() - 1)) : 0.0;  // sample std over seeds
+  return s;
+}
+
+std::string fmt(const char* format, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
+// Does the run directory hold the same experiment? Thread count and data directory do not define one.
+bool same_experiment(const std::string& dir, const TrainConfig& cfg) {
+  std::string path = (fs::path(dir) / "config.json").string();
+  TrainConfig saved = config_from_json(read_file(path), path);
+  saved.threads = cfg.threads;
+  saved.data_dir = cfg.data_dir;
+  return config_to_json(saved) == config_to_json(cfg);
+}
+
+bool finished_run(const std::string& dir, const TrainConfig& cfg) {
+  if (!fs::exists(fs::path(dir) / "summary.json") || !fs::exists(fs::path(dir) / "config.json")) return false;
+  BNLAB_CHECK(same_experiment(dir, cfg), "ablate: ", dir,
+              " holds a finished run with a different config; use another --out or remove that directory");
+  return true;
+}
+
+TrainResult load_finished(const std::string& dir) {
+  TrainResult r;
+  r.rows = read_metrics_csv((fs::path(dir) / "metrics.csv").string());
+  std::string path = (fs::path(dir) / "summary.json").string();
+  try {
+    auto j = nlohmann::json::parse(read_file(path));
+    r.diverged = j.at("diverged");
+    r.diverged_step = j.at("diverged_step");
+    r.steps_done = j.at("steps");
+    r.seconds = j.at("train_seconds");
+    r.images_per_second = j.at("images_per_second");
+    r.eval_split = j.at("eval_split");
+  } catch (const nlohmann::json::exception& e) {
+    BNLAB_FAIL(path, ": unreadable summary: ", e.what());
+  }
+  return r;
+}
+
+// Per arm and evaluated step: accuracy mean/min/max and probe percentiles averaged over seeds.
+struct CurvePoint {
+  int64_t step;
+  Stats acc;
+  double p15, p50, p85;
+};
+
+std::vector<CurvePoint> arm_curve(const Arm& arm, const std::vector<RunOutcome>& outcomes) {
+  std::map<int64_t, std::vector<const MetricsRow*>> by_step;
+  for (const RunOutcome& o : outcomes)
+    if (o.arm == &arm)
+      for (const MetricsRow& row : o.result.rows) by_step[row.step].push_back(&row);
+  std::vector<CurvePoint> curve;
+  for (auto& [step, rows] : by_step) {
+    std::vector<double> acc;
+    double p15 = 0, p50 = 0, p85 = 0;
+    for (const MetricsRow* r : rows) {
+      acc.push_back(r->test_acc);
+      p15 += r->p15;
+      p50 += r->p50;
+      p85 += r->p85;
+    }
+    double n = static_cast<double>(rows.size());
+    curve.push_back({step, stats_of(acc), p15 / n, p50 / n, p85 / n});
+  }
+  return curve;
+}
+
+std::vector<std::string> render_plots(const AblationSpec& spec, const std::vector<Arm>& arms,
+                                      const std::vector<RunOutcome>& outcomes, AblationReport& report) {
+  std::vector<std::string> messages;
+  std::ostringstream dat;
+  bool have_probe = false;
+  double lo = 1e30, hi = -1e30;
+  std::vector<std::vector<CurvePoint>> curves;
+  for (const Arm& arm : arms) curves.push_back(arm_curve(arm, outcomes));
+  for (size_t a = 0; a < arms.size(); ++a) {
+    dat << "# " << arms[a].name << "\n# step acc_mean acc_min acc_max p15 p50 p85\n";
+    for (const CurvePoint& p : curves[a]) {
+      dat << p.step << " " << p.acc.mean << " " << p.acc.min << " " << p.acc.max << " " << p.p15 << " " << p.p50
+          << " " << p.p85 << "\n";
+      if (std::isfinite(p.p15) && std::isfinite(p.p85)) {
+        have_probe = true;
+        lo = std::min(lo, p.p15);
+        hi = std::max(hi, p.p85);
+      }
+    }
+    dat << "\n\n";
+  }
+  write_file_atomic((fs::path(spec.out_dir) / "curves.dat").string(), dat.str());
+
+  std::string title = spec.title.empty() ? "test accuracy" : spec.title;
+  // Two panels: the whole run, and a zoom on the top where the arms' final accuracies differ.
+  double final_low = 1.0;
+  for (const auto& curve : curves)
+    if (!curve.empty() && std::isfinite(curve.back().acc.mean)) final_low = std::min(final_low, curve.back().acc.mean);
+  double zoom_low = std::max(0.0, std::floor((final_low - 0.02) * 100.0) / 100.0);
+  std::ostringstream acc;
+  acc << "set multiplot layout 1,2 title " << gnuplot_quote(title + " (" + std::to_string(spec.seeds) + " seed" +
+                                                            (spec.seeds > 1 ? "s, band = min..max" : "") + ")")
+      << "\nset xlabel 'training steps'\nset ylabel 'test accuracy'\nset key bottom right\nset grid\n"
+      << "set format x '%.0f'\n";
+  for (int panel = 0; panel < 2; ++panel) {
+    acc << (panel == 0 ? "set title 'whole run'\nset yrange [*:1]\n"
+                       : "set title 'zoom'\nset yrange [" + fmt("%.2f", zoom_low) + ":1]\n")
+        << "plot \\\n";
+    for (size_t a = 0; a < arms.size(); ++a) {
+      acc << "  'curves.dat' index " << a << " using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc "
+          << a + 1 << " notitle, \\\n"
+          << "  'curves.dat' index " << a << " using 1:2 with lines lw 2 lc " << a + 1 << " title "
+          << gnuplot_quote(arms[a].name) << (a + 1 < arms.size() ? ", \\\n" : "\n");
+    }
+  }
+  acc << "unset multiplot\n";
+  report.accuracy_png = (fs::path(spec.out_dir) / "accuracy.png").string();
+  messages.push_back(render_gnuplot((fs::path(spec.out_dir) / "accuracy.gp").string(), acc.str(),
+                                    report.accuracy_png, 1400, 500)
+                         .message);
+
+  if (have_probe) {
+    double pad = 0.05 * (hi - lo + 1e-9);
+    std::ostringstream pct;
+    pct << "set multiplot layout 1," << arms.size()
+        << " title 'input to one last-hidden-layer activation: 15th, 50th, 85th percentiles over the test set'\n"
+        << "set xlabel 'training steps'\nset grid\nset format x '%.0f'\nset key top right\n"
+        << "set yrange [" << lo - pad << ":" << hi + pad << "]\n";
+    for (size_t a = 0; a < arms.size(); ++a) {
+      pct << "set title " << gnuplot_quote(arms[a].name) << "\nplot 'curves.dat' index " << a
+          << " using 1:5:7 with filledcurves fs transparent solid 0.25 noborder lc " << a + 1
+          << " title '15th-85th', '' index " << a << " using 1:6 with lines lw 2 lc " << a + 1 << " title '50th'\n";
+    }
+    pct << "unset multiplot\n";
+    report.percentiles_png = (fs::path(spec.out_dir) / "percentiles.png").string();
+    messages.push_back(render_gnuplot((fs::path(spec.out_dir) / "percentiles.gp").string(), pct.str(),
+                                      report.percentiles_png, static_cast<int>(500 * arms.size()), 450)
+                           .message);
+  }
+  return messages;
+}
+
+}  // namespace
+
+const std::vector<std::pair<std::string, std::string>>& factor_help() {
+  static const std::vector<std::pair<std::string, std::string>> help{
+      {"norm", "none | batch | layer | group"},
+      {"placement", "before | after (normalization relative to the activation)"},
+      {"lr", "learning rate"},
+      {"lr-mult", "multiplier of the base --lr (the paper's 5x / 30x)"},
+      {"batch-size", "mini-batch size"},
+      {"init", "default | xavier-uniform | xavier-normal | kaiming-uniform | kaiming-normal | normal:<std>"},
+      {"dropout", "dropout probability"},
+      {"groups", "GroupNorm group count"},
+      {"model", "paper-mlp | mlp | lenet | cifar-cnn"},
+      {"dataset", "mnist | fashion-mnist | cifar10"},
+      {"optimizer", "sgd | adam | adamw | rmsprop"},
+      {"momentum", "momentum"},
+      {"weight-decay", "weight decay"},
+  };
+  return help;
+}
+
+Factor parse_factor(const std::string& spec) {
+  auto eq = spec.find('=');
+  BNLAB_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < spec.size(), "ablate: bad factor '", spec,
+              "'; expected NAME=V1,V2,... e.g. norm=none,batch");
+  Factor f{spec.substr(0, eq), split(spec.substr(eq + 1), ',')};
+  bool known = false;
+  std::string names;
+  for (const auto& [name, what] : factor_help()) {
+    known |= name == f.name;
+    names += (names.empty() ? "" : ", ") + name;
+  }
+  BNLAB_CHECK(known, "ablate: unknown factor '", f.name, "'; known factors: ", names);
+  BNLAB_CHECK(!f.values.empty(), "ablate: factor '", f.name, "' has no values");
+  for (const std::string& v : f.values) BNLAB_CHECK(!v.empty(), "ablate: empty value in factor '", spec, "'");
+  return f;
+}
+
+std::vector<std::string> preset_names() {
+  return {"fig1", "lr", "batch-size", "init", "placement", "norm", "dropout", "dataset"};
+}
+
+std::vector<Factor> preset_factors(const std::string& preset) {
+  if (preset == "fig1") return {{"norm", {"none", "batch"}}};
+  if (preset == "lr") return {{"norm", {"none", "batch"}}, {"lr-mult", {"1", "5", "30"}}};
+  if (preset == "batch-size") return {{"norm", {"none", "batch", "layer", "group"}}, {"batch-size", {"2", "8", "60"}}};
+  if (preset == "init") return {{"norm", {"none", "batch"}}, {"init", {"normal:0.01", "normal:0.1", "normal:1"}}};
+  if (preset == "placement") return {{"norm", {"batch"}}, {"placement", {"before", "after"}}};
+  if (preset == "norm") return {{"norm", {"none", "batch", "layer", "group"}}};
+  if (preset == "dropout") return {{"norm", {"none", "batch"}}, {"dropout", {"0", "0.5"}}};
+  if (preset == "dataset") return {{"norm", {"none", "batch"}}, {"dataset", {"mnist", "fashion-mnist"}}};
+  std::string names;
+  for (const std::string& n : preset_names()) names += (names.empty() ? "" : ", ") + n;
+  BNLAB_FAIL("ablate: unknown preset '", preset, "'; expected one of ", names);
+}
+
+void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string& value) {
+  auto one_of = [&](const std::vector<std::string>& allowed) {
+    BNLAB_CHECK(std::find(allowed.begin(), allowed.end(), value) != allowed.end(), "ablate: ", factor, "='",
+                value, "' is not one of the accepted values");
+  };
+  if (factor == "norm") {
+    one_of(norm_names());
+    cfg.model.norm = value;
+  } else if (factor == "placement") {
+    one_of({"before", "after"});
+    cfg.model.placement = value;
+  } else if (factor == "lr") {
+    cfg.lr = parse_float(factor, value);
+    BNLAB_CHECK(cfg.lr > 0, "ablate: lr must be positive; got ", value);
+  } else if (factor == "lr-mult") {
+    float m = parse_float(factor, value);
+    BNLAB_CHECK(m > 0, "ablate: lr-mult must be positive; got ", value);
+    cfg.lr *= m;
+  } else if (factor == "batch-size") {
+    cfg.batch_size = parse_int(factor, value);
+    BNLAB_CHECK(cfg.batch_size > 0, "ablate: batch-size must be positive; got ", value);
+  } else if (factor == "init") {
+    cfg.model.init = value;
+  } else if (factor == "dropout") {
+    cfg.model.dropout = parse_float(factor, value);
+    BNLAB_CHECK(cfg.model.dropout >= 0 && cfg.model.dropout <= 1, "ablate: dropout must be in [0, 1]; got ", value);
+  } else if (factor == "groups") {
+    cfg.model.groups = parse_int(factor, value);
+    BNLAB_CHECK(cfg.model.groups > 0, "ablate: groups must be positive; got ", value);
+  } else if (factor == "model") {
+    one_of(model_names());
+    cfg.model.name = value;
+  } else if (factor == "dataset") {
+    cfg.dataset = value;
+  } else if (factor == "optimizer") {
+    one_of({"sgd", "adam", "adamw", "rmsprop"});
+    cfg.optimizer = value;
+  } else if (factor == "momentum") {
+    cfg.momentum = parse_float(factor, value);
+  } else if (factor == "weight-decay") {
+    cfg.weight_decay = parse_float(factor, value);
+  } else {
+    BNLAB_FAIL("ablate: unknown factor '", factor, "'");
+  }
+}
+
+std::vector<Arm> expand_arms(const AblationSpec& spec) {
+  std::vector<Arm> arms{Arm{"", {}, spec.base}};
+  for (const Factor& f : spec.factors) {
+    std::vector<Arm> next;
+    for (const Arm& arm : arms) {
+      for (const std::string& v : f.values) {
+        Arm a = arm;
+        a.settings.emplace_back(f.name, v);
+        a.name += (a.name.empty() ? "" : ",") + f.name + "=" + v;
+        apply_factor(a.config, f.name, v);
+        next.push_back(std::move(a));
+      }
+    }
+    arms = std::move(next);
+  }
+  if (arms.size() == 1 && arms[0].name.empty()) arms[0].name = "base";
+  return arms;
+}
+
+std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOutcome>& outcomes,
+                          const std::vector<double>& thresholds) {
+  auto runs_of = [&](const Arm& arm) {
+    std::vector<const RunOutcome*> out;
+    for (const RunOutcome& o : outcomes)
+      if (o.arm == &arm) out.push_back(&o);
+    return out;
+  };
+  // Speed-up is measured at the highest threshold that every run of the baseline (first arm) reached.
+  const auto base_runs = runs_of(arms.front());
+  double speed_threshold = -1;
+  for (double t : thresholds) {
+    bool all = !base_runs.empty();
+    for (const RunOutcome* o : base_runs) all &= steps_to(o->result, t) >= 0;
+    if (all) speed_threshold = t;
+  }
+  auto mean_steps = [&](const std::vector<const RunOutcome*>& runs, double t, int64_t* reached) {
+    std::vector<double> steps;
+    for (const RunOutcome* o : runs) {
+      int64_t s = steps_to(o->result, t);
+      if (s >= 0) steps.push_back(static_cast<double>(s));
+    }
+    *reached = static_cast<int64_t>(steps.size());
+    return stats_of(steps).mean;
+  };
+  int64_t base_reached = 0;
+  double base_steps = speed_threshold > 0 ? mean_steps(base_runs, speed_threshold, &base_reached) : NAN;
+
+  std::ostringstream os;
+  os << "| arm | seeds | final test acc (mean ± std) | best | diverged |";
+  for (double t : thresholds) os << " steps to " << fmt("%.0f", t * 100) << "% |";
+  os << " speed-up" << (speed_threshold > 0 ? " to " + fmt("%.0f", speed_threshold * 100) + "%" : "") << " |\n|---|---|---|---|---|";
+  for (size_t i = 0; i < thresholds.size(); ++i) os << "---|";
+  os << "---|\n";
+  for (const Arm& arm : arms) {
+    auto runs = runs_of(arm);
+    std::vector<double> finals, bests;
+    int64_t diverged = 0;
+    for (const RunOutcome* o : runs) {
+      if (o->result.diverged) ++diverged;
+      if (!o->result.rows.empty() && !o->result.diverged) finals.push_back(o->result.rows.back().test_acc);
+      double best = 0;
+      for (const MetricsRow& r : o->result.rows) best = std::max(best, r.test_acc);
+      bests.push_back(best);
+    }
+    Stats f = stats_of(finals), b = stats_of(bests);
+    os << "| " << arm.name << " | " << runs.size() << " | "
+       << (f.n ? fmt("%.4f", f.mean) + " ± " + fmt("%.4f", f.std) : std::string("—")) << " | "
+       << (b.n ? fmt("%.4f", b.mean) : std::string("—")) << " | "
+       << (diverged ? std::to_string(diverged) + "/" + std::to_string(runs.size()) : std::string("0")) << " |";
+    for (double t : thresholds) {
+      int64_t reached = 0;
+      double m = mean_steps(runs, t, &reached);
+      if (reached == 0) {
+        os << " — |";
+      } else {
+        os << " " << fmt("%.0f", m) << (reached < static_cast<int64_t>(runs.size())
+                                            ? " (" + std::to_string(reached) + "/" + std::to_string(runs.size()) + ")"
+                                            : "")
+           << " |";
+      }
+    }
+    int64_t reached = 0;
+    double m = speed_threshold > 0 ? mean_steps(runs, speed_threshold, &reached) : NAN;
+    if (speed_threshold > 0 && reached == static_cast<int64_t>(runs.size()) && reached > 0) {
+      os << " " << fmt("%.2f", base_steps / m) << "x |\n";
+    } else {
+      os << " — |\n";
+    }
+  }
+  return os.str();
+}
+
+AblationReport run_ablation(const AblationSpec& spec) {
+  BNLAB_CHECK(spec.seeds >= 1, "ablate: --seeds must be at least 1; got ", spec.seeds);
+  BNLAB_CHECK(spec.jobs >= 1, "ablate: --jobs must be at least 1; got ", spec.jobs);
+  std::vector<Arm> arms = expand_arms(spec);
+  ensure_directory(spec.out_dir);
+
+  // Load each dataset once; every arm on it shares the same images (and so the same data order per seed).
+  std::map<std::string, RunData> data;
+  for (const Arm& arm : arms)
+    if (!data.count(arm.config.dataset)) data.emplace(arm.config.dataset, load_run_data(arm.config.dataset, arm.config.data_dir));
+
+  struct Job {
+    const Arm* arm;
+    uint64_t seed;
+    TrainConfig cfg;
+  };
+  std::vector<Job> jobs;
+  int cores = std::max(1, spec.base.threads > 0 ? spec.base.threads : bnlab::num_threads());
+  int jobs_at_once = std::min<int>(spec.jobs, static_cast<int>(arms.size() * static_cast<size_t>(spec.seeds)));
+  for (const Arm& arm : arms) {
+    for (int64_t s = 0; s < spec.seeds; ++s) {
+      TrainConfig cfg = arm.config;
+      cfg.seed = spec.base.seed + static_cast<uint64_t>(s);
+      cfg.out_dir = (fs::path(spec.out_dir) / "runs" / slug(arm.name) / ("seed-" + std::to_string(cfg.seed))).string();
+      cfg.label = arm.name + (spec.seeds > 1 ? " seed " + std::to_string(cfg.seed) : "");
+      cfg.save_checkpoint = true;
+      if (jobs_at_once > 1) {
+        cfg.threads = std::max(1, cores / jobs_at_once);
+        cfg.plain_progress = true;
+      }
+      jobs.push_back({&arm, cfg.seed, cfg});
+    }
+  }
+
+  std::vector<RunOutcome> outcomes(jobs.size());
+  std::atomic<size_t> next{0};
+  std::mutex error_mutex;
+  std::exception_ptr first_error;
+  auto worker = [&]() {
+    for (size_t i = next++; i < jobs.size(); i = next++) {
+      try {
+        const Job& job = jobs[i];
+        outcomes[i].arm = job.arm;
+        outcomes[i].seed = job.seed;
+        if (finished_run(job.cfg.out_dir, job.cfg)) {
+          outcomes[i].result = load_finished(job.cfg.out_dir);
+          outcomes[i].reused = true;
+          std::printf("%s: already finished in %s, reusing\n", job.cfg.label.c_str(), job.cfg.out_dir.c_str());
+          continue;
+        }
+        bool resume = fs::exists(fs::path(job.cfg.out_dir) / "train_state.safetensors") &&
+                      fs::exists(fs::path(job.cfg.out_dir) / "config.json") &&
+                      same_experiment(job.cfg.out_dir, job.cfg);
+        outcomes[i].result = train(job.cfg, data.at(job.cfg.dataset), resume);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!first_error) first_error = std::current_exception();
+        next = jobs.size();  // stop handing out work
+      }
+    }
+  };
+  if (jobs_at_once > 1) {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < jobs_at_once; ++t) threads.emplace_back(worker);
+    for (auto& t : threads) t.join();
+  } else {
+    worker();
+  }
+  if (first_error) std::rethrow_exception(first_error);
+
+  AblationReport report;
+  // results.csv: one row per (arm, seed, evaluated step), factor columns first.
+  std::ostringstream csv;
+  csv << "arm";
+  for (const Factor& f : spec.factors) csv << "," << f.name;
+  csv << ",seed,step,epoch,train_loss,train_acc,test_loss,test_acc,lr,elapsed_s,probe_p15,probe_p50,probe_p85,diverged\n";
+  csv.precision(7);
+  for (const RunOutcome& o : outcomes) {
+    for (const MetricsRow& r : o.result.rows) {
+      csv << csv_escape(o.arm->name);
+      for (const auto& [name, value] : o.arm->settings) csv << "," << csv_escape(value);
+      csv << "," << o.seed << "," << r.step << "," << r.epoch << "," << r.train_loss << "," << r.train_acc << ","
+          << r.test_loss << "," << r.test_acc << "," << r.lr << "," << r.elapsed << "," << r.p15 << "," << r.p50
+          << "," << r.p85 << "," << (o.result.diverged ? 1 : 0) << "\n";
+    }
+  }
+  report.results_csv = (fs::path(spec.out_dir) / "results.csv").string();
+  write_file_atomic(report.results_csv, csv.str());
+
+  report.table = summary_table(arms, outcomes, {0.90, 0.95, 0.97, 0.98});
+  std::ostringstream md;
+  const TrainConfig& b = spec.base;
+  md << "# " << (spec.title.empty() ? "bnlab ablation" : spec.title) << "\n\n"
+     << "Model " << b.model.name << " on " << b.dataset << ", batch " << b.batch_size << ", " << b.optimizer << " lr "
+     << b.lr << (b.momentum > 0 ? " momentum " + fmt("%g", b.momentum) : "") << ", "
+     << (b.steps > 0 ? std::to_string(b.steps) + " steps" : std::to_string(b.epochs) + " epochs") << ", evaluated every "
+     << (b.eval_every > 0 ? std::to_string(b.eval_every) + " steps" : std::string("epoch")) << " on the "
+     << (outcomes.empty() ? std::string("test") : outcomes.front().result.eval_split) << " split; seeds "
+     << b.seed << ".." << b.seed + static_cast<uint64_t>(spec.seeds) - 1
+     << ". Speed-up: the baseline arm's (first row) steps to the accuracy shown divided by the arm's.\n\n"
+     << report.table;
+  report.summary_md = (fs::path(spec.out_dir) / "summary.md").string();
+  write_file_atomic(report.summary_md, md.str());
+  report.messages = render_plots(spec, arms, outcomes, report);
+  return report;
+}
+
+}  // namespace bnlab::apps

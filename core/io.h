@@ -1,0 +1,31 @@
+// File I/O helpers shared by checkpoints, result CSVs and JSON reports: whole-file read, crash-safe
+// (atomic) whole-file write, and mkdir -p.
+//
+// write_file_atomic never leaves a half-written target behind: a reader sees either the old content
+// or the new one, even if the process dies or the machine loses power mid-write. It writes a
+// temporary file next to the target, fsyncs it, renames it over the target and fsyncs the directory
+// (the classic POSIX recipe; see rename(2) and https://lwn.net/Articles/457667/).
+// Every failure throws bnlab::Error naming the path and the OS's reason, e.g.
+//   "read_file: cannot open /x/y: No such file or directory".
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "core/error.h"  // bnlab::Error, thrown by everything here
+
+namespace bnlab {
+
+// Replaces `path` with `bytes` atomically. The temporary is "<path>.tmp.<pid>.<n>" in the same
+// directory (rename is only atomic within one filesystem) and is removed on failure. If `path` is a
+// symlink, the link itself is replaced by a regular file. Thread-safe, even on the same path.
+void write_file_atomic(const std::string& path, std::string_view bytes);
+
+// The whole content of `path` as bytes.
+std::string read_file(const std::string& path);
+
+// Creates `dir` and its missing parents (mkdir -p); throws if it cannot, if `dir` exists but is not
+// a directory, or if it is not writable.
+void ensure_directory(const std::string& dir);
+
+}  // namespace bnlab

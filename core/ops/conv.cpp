@@ -1,0 +1,238 @@
+// 2-D convolution (cross-correlation, as PyTorch's conv2d) through im2col + one GEMM per image.
+//
+// Legend: N batch, C in-channels, H/W input height/width, K out-channels, kh/kw kernel
+// height/width, Ho/Wo output height/width, CK = C*kh*kw (rows of the column matrix), P = Ho*Wo (its
+// columns).
+//   im2col:   col [CK, P], row (c, i, j), column (oh, ow) holds
+//             x[c, oh*stride - padding + i, ow*stride - padding + j] (0 in the padding)
+//   forward:  out_n [K, P] = W [K, CK] x col_n [CK, P] + b
+//   backward: dW [K, CK] += sum_n dout_n [K, P] x col_n^T
+//             dcol_n [CK, P] = W^T x dout_n, then col2im (the adjoint of im2col) adds it into dx_n
+//             db[k] += sum over n and p of dout_n[k, p]
+//   Derivation: docs/derivations.md, "conv2d: im2col and col2im".
+//
+// Threads: one image per iteration of an OpenMP loop over N, each thread with its own column
+// buffer. We link OpenBLAS's OpenMP build, so a GEMM issued inside the parallel region runs on the
+// calling thread only; with N == 1 the region is inactive and the GEMM gets every core instead.
+// Transposes are GEMM flags, never copies.
+//
+// Reference: https://pytorch.org/docs/stable/generated/torch.nn.functional.conv2d.html
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/autograd.h"
+#include "core/blas.h"
+#include "core/ops.h"
+
+namespace bnlab {
+
+namespace {
+
+struct ConvDims {
+  int64_t N, C, H, W;  // input
+  int64_t K, kh, kw;   // weight
+  int64_t stride, padding;
+  int64_t Ho, Wo;  // output
+  int64_t CK() const { return C * kh * kw; }
+  int64_t P() const { return Ho * Wo; }
+  // A 1x1, stride-1, unpadded conv is a plain GEMM on the image itself: col_n == x_n.
+  bool pointwise() const { return kh == 1 && kw == 1 && stride == 1 && padding == 0; }
+  // Parallel over images only when there are several and the GEMMs are big enough to pay for waking
+  // the team (tiny convs, as in gradient checks, run far faster on one thread, especially on a
+  // loaded machine).
+  bool parallel() const { return N > 1 && N * K * CK() * P() > (int64_t{1} << 18); }
+};
+
+// col [CK, P] <- x_n [C, H, W]; cells that fall in the padding are 0.
+void im2col(float* col, const float* x, const ConvDims& d) {
+  for (int64_t c = 0; c < d.C; ++c) {
+    const float* xc = x + c * d.H * d.W;
+    for (int64_t i = 0; i < d.kh; ++i) {
+      for (int64_t j = 0; j < d.kw; ++j) {
+        float* row = col + ((c * d.kh + i) * d.kw + j) * d.P();
+        for (int64_t oh = 0; oh < d.Ho; ++oh) {
+          float* dst = row + oh * d.Wo;
+          int64_t ih = oh * d.stride - d.padding + i;
+          if (ih < 0 || ih >= d.H) {
+            std::fill_n(dst, d.Wo, 0.0f);
+            continue;
+          }
+          const float* src = xc + ih * d.W;
+          for (int64_t ow = 0; ow < d.Wo; ++ow) {
+            int64_t iw = ow * d.stride - d.padding + j;
+            dst[ow] = iw >= 0 && iw < d.W ? src[iw] : 0.0f;
+          }
+        }
+      }
+    }
+  }
+}
+
+// dx_n [C, H, W] += col2im(dcol [CK, P]): the adjoint of im2col. An input pixel read by several
+// windows (stride < kernel) receives the sum of their gradients; padding cells receive nothing.
+void col2im(float* dx, const float* dcol, const ConvDims& d) {
+  for (int64_t c = 0; c < d.C; ++c) {
+    float* dxc = dx + c * d.H * d.W;
+    for (int64_t i = 0; i < d.kh; ++i) {
+      for (int64_t j = 0; j < d.kw; ++j) {
+        const float* row = dcol + ((c * d.kh + i) * d.kw + j) * d.P();
+        for (int64_t oh = 0; oh < d.Ho; ++oh) {
+          int64_t ih = oh * d.stride - d.padding + i;
+          if (ih < 0 || ih >= d.H) continue;
+          const float* src = row + oh * d.Wo;
+          float* dst = dxc + ih * d.W;
+          for (int64_t ow = 0; ow < d.Wo; ++ow) {
+            int64_t iw = ow * d.stride - d.padding + j;
+            if (iw >= 0 && iw < d.W) dst[iw] += src[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+// out [N, K, Ho, Wo] = conv(x [N, C, H, W], w [K, C, kh, kw]) + b [K] (b may be null).
+void conv2d_forward(float* out, const float* x, const float* w, const float* b, const ConvDims& d) {
+  const int64_t CK = d.CK(), P = d.P();
+#pragma omp parallel if (d.parallel())
+  {
+    // Per-thread column buffer [CK, P], drawn from the tensor storage pool so repeated steps reuse
+    // it.
+    detail::Storage col_storage(d.pointwise() ? 0 : static_cast<size_t>(CK * P));
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < d.N; ++n) {
+      const float* xn = x + n * d.C * d.H * d.W;
+      float* on = out + n * d.K * P;
+      const float* col = xn;
+      if (!d.pointwise()) {
+        im2col(col_storage.data(), xn, d);
+        col = col_storage.data();
+      }
+      // Pre-fill the bias so the GEMM adds onto it (beta = 1) instead of a second pass.
+      if (b) {
+        for (int64_t k = 0; k < d.K; ++k) std::fill_n(on + k * P, P, b[k]);
+      }
+      gemm(false, false, d.K, P, CK, 1.0f, w, CK, col, P, b ? 1.0f : 0.0f, on, P);
+    }
+  }
+}
+
+// Accumulates dx [N, C, H, W], dw [K, C, kh, kw], db [K] (each may be null: not wanted) from dout
+// [N, K, Ho, Wo].
+void conv2d_backward(float* dx, float* dw, float* db, const float* dout, const float* x,
+                     const float* w, const ConvDims& d) {
+  const int64_t CK = d.CK(), P = d.P();
+  // db[k] = sum over n, p of dout[n, k, p]; each k is independent.
+  if (db) {
+#pragma omp parallel for if (d.N * d.K * P > (1 << 15))
+    for (int64_t k = 0; k < d.K; ++k) {
+      double acc = 0.0;
+      for (int64_t n = 0; n < d.N; ++n) {
+        const float* g = dout + (n * d.K + k) * P;
+        for (int64_t p = 0; p < P; ++p) acc += g[p];
+      }
+      db[k] += static_cast<float>(acc);
+    }
+  }
+  if (!dx && !dw) return;
+
+  // dW is a sum over images, so threads cannot share it: thread 0 accumulates straight into dw and
+  // every other thread into its own zeroed partial [K, CK]; the partials are added in thread order
+  // afterwards, so the result is deterministic for a given thread count. The partials are
+  // weight-sized, hence small.
+  const int64_t team = d.parallel() ? std::min<int64_t>(omp_get_max_threads(), d.N) : 1;
+  const int team_threads = static_cast<int>(team);
+  const int64_t wsize = d.K * CK;
+  detail::Storage partials(dw ? static_cast<size_t>((team - 1) * wsize) : 0);
+  if (dw) std::fill_n(partials.data(), (team - 1) * wsize, 0.0f);
+
+#pragma omp parallel num_threads(team_threads) if (team > 1)
+  {
+    const int64_t t = omp_get_thread_num();
+    float* dw_t = dw ? (t == 0 ? dw : partials.data() + (t - 1) * wsize) : nullptr;
+    // One buffer serves first as col_n (for dW), then as dcol_n (for dx).
+    detail::Storage col_storage(d.pointwise() ? 0 : static_cast<size_t>(CK * P));
+    float* col = col_storage.data();
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < d.N; ++n) {
+      const float* xn = x + n * d.C * d.H * d.W;
+      const float* gn = dout + n * d.K * P;
+      if (d.pointwise()) {
+        // col_n is x_n [C, HW] and col2im is the identity, so both GEMMs work in place.
+        if (dw_t) gemm(false, true, d.K, CK, P, 1.0f, gn, P, xn, P, 1.0f, dw_t, CK);
+        if (dx)
+          gemm(true, false, CK, P, d.K, 1.0f, w, CK, gn, P, 1.0f, dx + n * d.C * d.H * d.W, P);
+        continue;
+      }
+      if (dw_t) {
+        // dW [K, CK] += dout_n [K, P] x col_n^T [P, CK]
+        im2col(col, xn, d);
+        gemm(false, true, d.K, CK, P, 1.0f, gn, P, col, P, 1.0f, dw_t, CK);
+      }
+      if (dx) {
+        // dcol_n [CK, P] = W^T [CK, K] x dout_n [K, P], scattered back onto the image.
+        gemm(true, false, CK, P, d.K, 1.0f, w, CK, gn, P, 0.0f, col, P);
+        col2im(dx + n * d.C * d.H * d.W, col, d);
+      }
+    }
+  }
+
+  if (dw) {
+    for (int64_t t = 1; t < team; ++t) {
+      const float* part = partials.data() + (t - 1) * wsize;
+#pragma omp parallel for simd if (wsize > (1 << 15))
+      for (int64_t i = 0; i < wsize; ++i) dw[i] += part[i];
+    }
+  }
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride,
+              int64_t padding) {
+  BNLAB_CHECK(x.dim() == 4, "conv2d: input must be [N, C, H, W]; got ", x.shape());
+  BNLAB_CHECK(weight.dim() == 4, "conv2d: weight must be [K, C, kh, kw]; got ", weight.shape());
+  ConvDims d{};
+  d.N = x.size(0);
+  d.C = x.size(1);
+  d.H = x.size(2);
+  d.W = x.size(3);
+  d.K = weight.size(0);
+  d.kh = weight.size(2);
+  d.kw = weight.size(3);
+  d.stride = stride;
+  d.padding = padding;
+  BNLAB_CHECK(weight.size(1) == d.C, "conv2d: input has ", d.C, " channels, weight expects ",
+              weight.size(1), " (input ", x.shape(), ", weight ", weight.shape(), ")");
+  BNLAB_CHECK(d.kh >= 1 && d.kw >= 1, "conv2d: kernel must be at least 1x1; got weight ",
+              weight.shape());
+  if (bias.defined()) {
+    BNLAB_CHECK(bias.shape() == Shape{d.K}, "conv2d: bias has shape ", bias.shape(), ", expected [",
+                d.K, "] for weight ", weight.shape());
+  }
+  BNLAB_CHECK(stride >= 1, "conv2d: stride must be >= 1; got ", stride);
+  BNLAB_CHECK(padding >= 0, "conv2d: padding must be >= 0; got ", padding);
+  // Checked before dividing: C++ truncates a negative quotient toward zero, which would hide an
+  // empty output.
+  BNLAB_CHECK(d.H + 2 * padding >= d.kh && d.W + 2 * padding >= d.kw, "conv2d: kernel ", d.kh, "x",
+              d.kw, " is larger than the padded input ", d.H + 2 * padding, "x", d.W + 2 * padding,
+              " (input ", x.shape(), ", weight ", weight.shape(), ", padding ", padding, ")");
+  d.Ho = (d.H + 2 * padding - d.kh) / stride + 1;
+  d.Wo = (d.W + 2 * padding - d.kw) / stride + 1;
+
+  Tensor out = Tensor::empty({d.N, d.K, d.Ho, d.Wo});
+  conv2d_forward(out.data(), x.data(), weight.data(), bias.defined() ? bias.data() : nullptr, d);
+
+  if (needs_grad({x, weight, bias})) {
+    attach(out, "conv2d", {x, weight, bias},
+           [d](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             conv2d_backward(grad_buffer(in[0]), grad_buffer(in[1]), grad_buffer(in[2]),
+                             dout.data(), in[0].data(), in[1].data(), d);
+           });
+  }
+  return out;
+}
+
+}  // namespace bnlab

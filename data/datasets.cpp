@@ -1,0 +1,153 @@
+// Named datasets: directory layout, splits, normalization constants, and fetch hints.
+// Normalization constants: the per-channel statistics of each training set commonly used with
+// PyTorch (e.g. https://github.com/pytorch/examples/blob/main/mnist/main.py for MNIST's
+// 0.1307/0.3081).
+#include "data/datasets.h"
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "core/error.h"
+#include "data/cifar.h"
+#include "data/idx.h"
+#include "data/image_folder.h"
+
+namespace bnlab {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::vector<std::string>& mnist_class_names() {
+  static const std::vector<std::string> names = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+  return names;
+}
+
+const std::vector<std::string>& fashion_class_names() {
+  static const std::vector<std::string> names = {"T-shirt/top", "Trouser",   "Pullover", "Dress",
+                                                 "Coat",        "Sandal",    "Shirt",    "Sneaker",
+                                                 "Bag",         "Ankle boot"};
+  return names;
+}
+
+// Canonical spelling of a dataset name ("cifar-10" -> "cifar10", "fashion" -> "fashion-mnist").
+std::string canonical(const std::string& name) {
+  if (name == "fashion" || name == "fashion_mnist" || name == "fashionmnist")
+    return "fashion-mnist";
+  if (name == "cifar-10" || name == "cifar_10") return "cifar10";
+  if (name == "cifar-100" || name == "cifar_100") return "cifar100";
+  return name;
+}
+
+// Runs `load`, appending to a "not found" error the command that fetches the dataset.
+template <typename Load>
+ImageDataset with_fetch_hint(const std::string& name, const std::string& data_dir,
+                             const std::string& subdir, Load load) {
+  try {
+    return load();
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    if (msg.find("not found") == std::string::npos) throw;
+    std::string hint = "; run: bash scripts/fetch_data.sh --data-dir " + data_dir + " " + name;
+    if (name == "cifar10") hint += " (or add --cifar-from DIR_OR_TARBALL)";
+    if (name == "cifar100") {
+      hint =
+          "; download https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz and extract its "
+          "cifar-100-binary/ contents into " +
+          (fs::path(data_dir) / subdir).string();
+    }
+    hint += " (or set BNLAB_DATA / --data-dir to the directory holding " + subdir + "/)";
+    // Keep BNLAB_CHECK's trailing " (file:line)" last.
+    size_t at = msg.size();
+    if (!msg.empty() && msg.back() == ')') at = msg.rfind(" (");
+    throw Error(msg.substr(0, at) + hint + msg.substr(at));
+  }
+}
+
+}  // namespace
+
+std::string resolve_data_dir(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  const char* env = std::getenv("BNLAB_DATA");
+  if (env != nullptr && env[0] != '\0') return env;
+  return "data";
+}
+
+std::vector<std::string> dataset_names() {
+  return {"mnist", "fashion-mnist", "cifar10", "cifar100", "folder:PATH"};
+}
+
+std::vector<std::string> dataset_splits(const std::string& raw_name) {
+  const std::string name = canonical(raw_name);
+  if (name == "mnist" || name == "fashion-mnist" || name == "cifar100") return {"train", "test"};
+  if (name == "cifar10") return {"train", "val", "trainval", "test", "test_first1000"};
+  if (name.rfind("folder:", 0) == 0) return {"train", "val", "test", ""};
+  BNLAB_FAIL("dataset: unknown dataset '", raw_name,
+             "'; expected mnist, fashion-mnist, cifar10, cifar100 or folder:PATH");
+}
+
+ImageDataset load_dataset(const std::string& raw_name, const std::string& split,
+                          const std::string& data_dir) {
+  const std::string name = canonical(raw_name);
+  if (name == "mnist") {
+    return with_fetch_hint(name, data_dir, "mnist", [&] {
+      return load_mnist_like((fs::path(data_dir) / "mnist").string(), split, name,
+                             mnist_class_names());
+    });
+  }
+  if (name == "fashion-mnist") {
+    return with_fetch_hint(name, data_dir, "fashion-mnist", [&] {
+      return load_mnist_like((fs::path(data_dir) / "fashion-mnist").string(), split, name,
+                             fashion_class_names());
+    });
+  }
+  if (name == "cifar10") {
+    return with_fetch_hint(name, data_dir, "cifar-10", [&] {
+      // Also accept the official tarball's directory name extracted straight into the data
+      // directory.
+      fs::path dir = fs::path(data_dir) / "cifar-10";
+      std::error_code ec;
+      if (!fs::is_directory(dir, ec) &&
+          fs::is_directory(fs::path(data_dir) / "cifar-10-batches-bin", ec)) {
+        dir = fs::path(data_dir) / "cifar-10-batches-bin";
+      }
+      return load_cifar10(dir.string(), split);
+    });
+  }
+  if (name == "cifar100") {
+    return with_fetch_hint(name, data_dir, "cifar-100", [&] {
+      fs::path dir = fs::path(data_dir) / "cifar-100";
+      std::error_code ec;
+      if (!fs::is_directory(dir, ec) &&
+          fs::is_directory(fs::path(data_dir) / "cifar-100-binary", ec)) {
+        dir = fs::path(data_dir) / "cifar-100-binary";
+      }
+      return load_cifar100(dir.string(), split);
+    });
+  }
+  if (name.rfind("folder:", 0) == 0) {
+    fs::path root = name.substr(7);
+    std::error_code ec;
+    BNLAB_CHECK(fs::is_directory(root, ec), "dataset ", name, ": ", root.string(),
+                " is not a directory");
+    fs::path dir = !split.empty() && fs::is_directory(root / split, ec) ? root / split : root;
+    ImageDataset data = load_image_folder(dir.string());
+    data.split = split;
+    return data;
+  }
+  BNLAB_FAIL("dataset: unknown dataset '", raw_name,
+             "'; expected mnist, fashion-mnist, cifar10, cifar100 or folder:PATH");
+}
+
+NormalizeOptions standard_normalization(const std::string& raw_name) {
+  const std::string name = canonical(raw_name);
+  if (name == "mnist") return {{0.1307f}, {0.3081f}};
+  if (name == "fashion-mnist") return {{0.2860f}, {0.3530f}};
+  if (name == "cifar10") return {{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}};
+  if (name == "cifar100") return {{0.5071f, 0.4865f, 0.4409f}, {0.2673f, 0.2564f, 0.2762f}};
+  BNLAB_FAIL(
+      "dataset: no standard normalization for '", raw_name,
+      "'; known: mnist, fashion-mnist, cifar10, cifar100 (compute others with compute_info)");
+}
+
+}  // namespace bnlab

@@ -1,0 +1,174 @@
+// IDX reader: header validation against the real data length first, then one read into the dataset.
+// Reference: http://yann.lecun.com/exdb/mnist/ ("FILE FORMATS FOR THE MNIST DATABASE").
+#include "data/idx.h"
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "data/byte_reader.h"
+
+namespace bnlab {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct IdxHeader {
+  std::vector<int64_t> dims;
+};
+
+const char* idx_type_name(uint8_t type) {
+  switch (type) {
+    case 0x08:
+      return "unsigned byte";
+    case 0x09:
+      return "signed byte";
+    case 0x0b:
+      return "int16";
+    case 0x0c:
+      return "int32";
+    case 0x0d:
+      return "float32";
+    case 0x0e:
+      return "float64";
+    default:
+      return "unknown";
+  }
+}
+
+// Reads and checks the magic and dimensions; the reader is left at the first data byte.
+IdxHeader read_header(detail::ByteReader& in, int64_t want_rank, const char* what) {
+  const std::string& path = in.path();
+  uint8_t magic[4] = {0, 0, 0, 0};
+  int64_t got = in.read(magic, 4);
+  const int64_t header_bytes = 4 + 4 * want_rank;
+  BNLAB_CHECK(got == 4, path, ": file holds ", got, " bytes, too short for an IDX header (", what,
+              " files need ", header_bytes, " header bytes)");
+  BNLAB_CHECK(magic[0] == 0 && magic[1] == 0, path, ": not an IDX file (magic bytes ",
+              int(magic[0]), " ", int(magic[1]), " ", int(magic[2]), " ", int(magic[3]),
+              "; expected 0 0 8 ", want_rank, " for ", what, ")");
+  BNLAB_CHECK(magic[2] == 0x08, path, ": IDX element type ", int(magic[2]), " (",
+              idx_type_name(magic[2]), "), expected 8 (unsigned byte) for ", what);
+  BNLAB_CHECK(magic[3] == want_rank, path, ": IDX ", what, " must have ", want_rank,
+              want_rank == 1 ? " dimension [N]" : " dimensions [N, H, W]", ", header says ",
+              int(magic[3]));
+  uint8_t raw[12] = {};
+  got = in.read(raw, 4 * want_rank);
+  BNLAB_CHECK(got == 4 * want_rank, path, ": file holds ", 4 + got,
+              " bytes, too short for an IDX header (", what, " files need ", header_bytes,
+              " header bytes)");
+  IdxHeader h;
+  for (int64_t d = 0; d < want_rank; ++d) {
+    const uint8_t* p = raw + 4 * d;
+    uint32_t v = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
+    h.dims.push_back(static_cast<int64_t>(v));
+  }
+  for (int64_t d = 0; d < want_rank; ++d) {
+    BNLAB_CHECK(h.dims[d] > 0, path, ": IDX ", what, " dimension ", d, " is 0 (header dims ",
+                h.dims, "); every dimension must be at least 1");
+  }
+  return h;
+}
+
+// Reads exactly `expected` data bytes into out, or throws with the header's claim and the real
+// length. For a plain file the check happens before any allocation; for gzip the buffer grows only
+// with the data actually decompressed (data/byte_reader.h).
+void read_payload(detail::ByteReader& in, int64_t expected, const std::string& claim,
+                  std::vector<uint8_t>& out) {
+  const std::string& path = in.path();
+  int64_t known = in.remaining_if_known();
+  if (known >= 0) {
+    BNLAB_CHECK(
+        known == expected, path, ": header says ", claim, " (", expected, " bytes), file holds ",
+        known, " bytes of data",
+        known > expected ? " (trailing bytes: wrong header or not an IDX file?)" : " (truncated?)");
+  }
+  out.clear();
+  int64_t got = in.read_up_to(out, expected);
+  BNLAB_CHECK(got == expected, path, ": header says ", claim, " (", expected,
+              " bytes), file holds ", got, " bytes of data (truncated?)");
+  BNLAB_CHECK(!in.has_more(), path, ": header says ", claim, " (", expected,
+              " bytes), file holds more data than that (trailing bytes: wrong header or not an IDX "
+              "file?)");
+}
+
+}  // namespace
+
+IdxImages read_idx_images(const std::string& path) {
+  detail::ByteReader in(path);
+  IdxHeader h = read_header(in, 3, "image");
+  IdxImages out;
+  out.count = h.dims[0];
+  out.height = h.dims[1];
+  out.width = h.dims[2];
+  // Each dimension is < 2^32, so the product of three may overflow int64: check before using it.
+  int64_t per_image = 0, total = 0;
+  bool overflow = __builtin_mul_overflow(out.height, out.width, &per_image) ||
+                  __builtin_mul_overflow(per_image, out.count, &total);
+  std::string claim = std::to_string(out.count) + " images of " + std::to_string(out.height) + "x" +
+                      std::to_string(out.width);
+  BNLAB_CHECK(!overflow, path, ": header says ", claim, ", an absurd size (over 2^63 bytes)");
+  read_payload(in, total, claim, out.pixels);
+  return out;
+}
+
+std::vector<int64_t> read_idx_labels(const std::string& path) {
+  detail::ByteReader in(path);
+  IdxHeader h = read_header(in, 1, "label");
+  std::vector<uint8_t> bytes;
+  read_payload(in, h.dims[0], std::to_string(h.dims[0]) + " labels", bytes);
+  return std::vector<int64_t>(bytes.begin(), bytes.end());
+}
+
+ImageDataset read_idx_dataset(const std::string& images_path, const std::string& labels_path,
+                              const std::string& name, const std::string& split,
+                              const std::vector<std::string>& class_names) {
+  // Labels first: they are small, and a mismatch is then reported before the big image read.
+  std::vector<int64_t> labels = read_idx_labels(labels_path);
+  const auto num_classes = static_cast<int64_t>(class_names.size());
+  for (size_t i = 0; i < labels.size(); ++i) {
+    BNLAB_CHECK(labels[i] < num_classes, labels_path, ": label ", labels[i], " at index ", i,
+                " is out of range for ", num_classes, " classes");
+  }
+  IdxImages images = read_idx_images(images_path);
+  BNLAB_CHECK(images.count == static_cast<int64_t>(labels.size()), name, " ", split, ": ",
+              images_path, " holds ", images.count, " images but ", labels_path, " holds ",
+              labels.size(), " labels");
+  ImageDataset out;
+  out.name = name;
+  out.split = split;
+  out.channels = 1;
+  out.height = images.height;
+  out.width = images.width;
+  out.pixels = std::move(images.pixels);
+  out.labels = std::move(labels);
+  out.class_names = class_names;
+  return out;
+}
+
+std::string find_idx_file(const std::string& dir, const std::string& base) {
+  std::error_code ec;
+  for (const std::string& candidate : {base, base + ".gz"}) {
+    fs::path p = fs::path(dir) / candidate;
+    if (fs::is_regular_file(p, ec)) return p.string();
+  }
+  return "";
+}
+
+ImageDataset load_mnist_like(const std::string& dir, const std::string& split,
+                             const std::string& name, const std::vector<std::string>& class_names) {
+  BNLAB_CHECK(split == "train" || split == "test", name, ": unknown split '", split,
+              "'; expected train or test");
+  const std::string prefix = split == "train" ? "train" : "t10k";
+  const std::string images_base = prefix + "-images-idx3-ubyte";
+  const std::string labels_base = prefix + "-labels-idx1-ubyte";
+  std::string images = find_idx_file(dir, images_base);
+  std::string labels = find_idx_file(dir, labels_base);
+  BNLAB_CHECK(!images.empty(), name, ": ", (fs::path(dir) / images_base).string(),
+              " not found (nor .gz)");
+  BNLAB_CHECK(!labels.empty(), name, ": ", (fs::path(dir) / labels_base).string(),
+              " not found (nor .gz)");
+  return read_idx_dataset(images, labels, name, split, class_names);
+}
+
+}  // namespace bnlab

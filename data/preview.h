@@ -1,0 +1,45 @@
+// Looking at a dataset: a PNG grid of sample images labelled with their class names (drawn in a
+// built-in 3x5 pixel font, and listed in a sidecar text file), and summary statistics (sizes, class
+// balance, per-channel mean/std) for `bnlab data show` / `bnlab data info`.
+// Reference: stb_image_write (https://github.com/nothings/stb).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+
+namespace bnlab {
+
+struct GridOptions {
+  int64_t columns = 0;   // 0: ceil(sqrt(n))
+  int64_t scale = 0;     // integer magnification; 0: the smallest making each image >= 96 px wide
+  bool shuffle = false;  // a seeded random sample of n images instead of the first n
+  uint64_t seed = 0;
+  bool sidecar = true;  // also write <path>.txt: row, column, dataset index, label, class name
+};
+
+// Writes an RGB PNG grid of min(n, size) images with each image's class name (upper-cased,
+// truncated to the cell width; characters outside A-Z 0-9 - / _ . become '?') under it. Returns the
+// number drawn. Throws naming the path if it cannot be written.
+int64_t write_sample_grid(const ImageDataset& data, int64_t n, const std::string& path,
+                          const GridOptions& options = {});
+
+struct DatasetInfo {
+  std::string name, split;
+  int64_t size = 0, channels = 0, height = 0, width = 0;
+  std::vector<std::string> class_names;
+  std::vector<int64_t> class_counts;  // images per class
+  std::vector<double> mean, std;  // per channel, pixel / 255 units (population std over all pixels)
+  int64_t pixel_bytes = 0;        // memory held by the uint8 pixels
+};
+
+// Sizes, class counts and per-channel mean/std. Sums are exact integers, so the result does not
+// depend on the thread count.
+DatasetInfo compute_info(const ImageDataset& data);
+
+// A few human-readable lines: shape, size, memory, mean/std per channel, and a class balance table.
+std::string format_info(const DatasetInfo& info);
+
+}  // namespace bnlab

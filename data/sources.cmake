@@ -1,0 +1,11 @@
+set(BNLAB_DATA_SOURCES
+  data/byte_reader.cpp
+  data/dataset.cpp
+  data/idx.cpp
+  data/cifar.cpp
+  data/image_folder.cpp
+  data/transforms.cpp
+  data/data_loader.cpp
+  data/datasets.cpp
+  data/preview.cpp
+)

@@ -1,0 +1,365 @@
+// batch_norm_train / batch_norm_eval / layer_norm / group_norm: hand-computed values, normalized
+// statistics, precision with a large common offset, gradient checks for every input (x,
+// gamma/weight, beta/bias), and shape errors.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <utility>
+
+#include "core/blas.h"
+#include "gradcheck.h"
+
+using namespace bnlab;
+using bnlab::testing::param;
+
+namespace {
+using Inputs = std::vector<Tensor>;
+
+struct Stats {
+  double mean, var;  // biased variance
+};
+
+// Mean and biased variance, in double, of the values of x [N, C, S] in channel c.
+Stats channel_stats(const Tensor& x, int64_t c) {
+  int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C);
+  const float* p = x.data();
+  double sum = 0.0, sq = 0.0;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t s = 0; s < S; ++s) sum += p[(n * C + c) * S + s];
+  double m = sum / static_cast<double>(N * S);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t s = 0; s < S; ++s)
+      sq += (p[(n * C + c) * S + s] - m) * (p[(n * C + c) * S + s] - m);
+  return {m, sq / static_cast<double>(N * S)};
+}
+
+// Mean and biased variance of values [begin, begin + count) of x.
+Stats range_stats(const Tensor& x, int64_t begin, int64_t count) {
+  const float* p = x.data() + begin;
+  double sum = 0.0, sq = 0.0;
+  for (int64_t i = 0; i < count; ++i) sum += p[i];
+  double m = sum / static_cast<double>(count);
+  for (int64_t i = 0; i < count; ++i) sq += (p[i] - m) * (p[i] - m);
+  return {m, sq / static_cast<double>(count)};
+}
+
+void check_close(const Tensor& a, const Tensor& b, double eps = 1e-5) {
+  REQUIRE(a.shape() == b.shape());
+  std::vector<float> va = a.to_vector(), vb = b.to_vector();
+  for (size_t i = 0; i < va.size(); ++i) CHECK(va[i] == doctest::Approx(vb[i]).epsilon(eps));
+}
+}  // namespace
+
+TEST_CASE("ops.norm: batch_norm_train forward values by hand") {
+  // One channel holding {1, 3}: mean 2, biased var 1, so with eps = 0 xhat = {-1, 1}.
+  Tensor x = Tensor::from({1, 3}, {2, 1});
+  BatchNormResult r = batch_norm_train(x, Tensor(), Tensor(), 0.0f);
+  CHECK(r.y.to_vector() == std::vector<float>{-1, 1});
+  CHECK(r.mean.to_vector() == std::vector<float>{2});
+  CHECK(r.var.to_vector() == std::vector<float>{1});
+  BatchNormResult a = batch_norm_train(x, Tensor::from({2}, {1}), Tensor::from({0.5f}, {1}), 0.0f);
+  CHECK(a.y.to_vector() == std::vector<float>{-1.5f, 2.5f});
+  // Two channels of [N, C, S]: channel 0 = {0, 2, 4, 6} -> mean 3, var 5; channel 1 constant -> var
+  // 0, y = beta (eps keeps rstd finite).
+  Tensor x4 = Tensor::from({0, 2, 7, 7, 4, 6, 7, 7}, {2, 2, 2});
+  BatchNormResult b = batch_norm_train(x4, Tensor(), Tensor::from({0, 5}, {2}), 1e-5f);
+  CHECK(b.mean.to_vector() == std::vector<float>{3, 7});
+  CHECK(b.var.to_vector() == std::vector<float>{5, 0});
+  std::vector<float> y = b.y.to_vector();
+  CHECK(y[0] == doctest::Approx(-3.0 / std::sqrt(5.0 + 1e-5)));
+  CHECK(y[2] == 5.0f);
+  CHECK(y[7] == 5.0f);
+}
+
+TEST_CASE("ops.norm: batch_norm_train output has per-channel mean 0 and biased variance 1") {
+  for (const Shape& shape : {Shape{16, 3}, Shape{4, 3, 5, 5}, Shape{2, 4, 7}}) {
+    CAPTURE(to_string(shape));
+    Rng rng(5);
+    Tensor x = Tensor::normal(shape, rng, 2.0f, 3.0f);
+    BatchNormResult r = batch_norm_train(x, Tensor(), Tensor(), 1e-5f);
+    CHECK(!r.mean.requires_grad());
+    CHECK(!r.var.requires_grad());
+    for (int64_t c = 0; c < shape[1]; ++c) {
+      Stats in = channel_stats(x, c);
+      Stats out = channel_stats(r.y, c);
+      CHECK(r.mean.data()[c] == doctest::Approx(in.mean).epsilon(1e-6));
+      CHECK(r.var.data()[c] == doctest::Approx(in.var).epsilon(1e-6));  // biased, not M/(M-1)
+      CHECK(std::fabs(out.mean) < 1e-5);
+      CHECK(out.var == doctest::Approx(in.var / (in.var + 1e-5)).epsilon(1e-5));
+    }
+  }
+}
+
+TEST_CASE("ops.norm: batch_norm_train statistics survive a large common offset") {
+  // E[x^2] - E[x]^2 in float would lose every digit of the variance at mean 1e4 and std 0.1.
+  Rng rng(8);
+  Tensor x = Tensor::normal({64, 2, 4, 4}, rng, 1e4f, 0.1f);
+  BatchNormResult r = batch_norm_train(x, Tensor(), Tensor(), 0.0f);
+  for (int64_t c = 0; c < 2; ++c) {
+    Stats in = channel_stats(x, c);
+    CHECK(r.var.data()[c] == doctest::Approx(in.var).epsilon(1e-5));
+    Stats out = channel_stats(r.y, c);
+    CHECK(std::fabs(out.mean) < 1e-4);
+    CHECK(out.var == doctest::Approx(1.0).epsilon(1e-4));
+  }
+}
+
+TEST_CASE("ops.norm: batch_norm_train gradient checks for x, gamma and beta") {
+  auto bn = [](const Inputs& in) { return batch_norm_train(in[0], in[1], in[2], 1e-5f).y; };
+  SUBCASE("[N, C]") {
+    CHECK_GRADIENTS("batch_norm [N, C]", bn,
+                    {param({6, 3}, 1), param({3}, 2, 0.5f, 1.5f), param({3}, 3)});
+  }
+  SUBCASE("[N, C, H, W]") {
+    CHECK_GRADIENTS("batch_norm [N, C, H, W]", bn,
+                    {param({2, 3, 3, 2}, 4), param({3}, 5, 0.5f, 1.5f), param({3}, 6)});
+  }
+  SUBCASE("no affine, and gamma without beta") {
+    CHECK_GRADIENTS(
+        "batch_norm no affine",
+        [](const Inputs& in) { return batch_norm_train(in[0], Tensor(), Tensor(), 1e-5f).y; },
+        {param({5, 2, 3}, 7)});
+    CHECK_GRADIENTS(
+        "batch_norm gamma only",
+        [](const Inputs& in) { return batch_norm_train(in[0], in[1], Tensor(), 1e-5f).y; },
+        {param({4, 2, 3}, 8), param({2}, 9, 0.5f, 1.5f)});
+  }
+}
+
+TEST_CASE("ops.norm: batch_norm_train dx is orthogonal to 1 and to xhat in each channel") {
+  // The normalized output cannot change its own mean or variance, so sum(dx) = sum(dx * xhat) = 0
+  // per channel (docs/derivations.md, "batch_norm"); exactly so for eps = 0, which this test uses.
+  Tensor x = param({4, 3, 2, 3}, 11);
+  Rng rng(12);
+  Tensor dy = Tensor::uniform({4, 3, 2, 3}, rng, -1.0f, 1.0f);
+  BatchNormResult r = batch_norm_train(x, param({3}, 13, 0.5f, 1.5f), Tensor(), 0.0f);
+  r.y.backward(dy);
+  const float* dx = x.grad().data();
+  const float* px = x.data();
+  for (int64_t c = 0; c < 3; ++c) {
+    Stats st = channel_stats(x, c);
+    double rstd = 1.0 / std::sqrt(st.var);
+    double sum_dx = 0.0, sum_dx_xhat = 0.0;
+    for (int64_t n = 0; n < 4; ++n)
+      for (int64_t s = 0; s < 6; ++s) {
+        int64_t i = (n * 3 + c) * 6 + s;
+        sum_dx += dx[i];
+        sum_dx_xhat += dx[i] * (px[i] - st.mean) * rstd;
+      }
+    CHECK(std::fabs(sum_dx) < 1e-5);
+    CHECK(std::fabs(sum_dx_xhat) < 1e-5);
+  }
+}
+
+TEST_CASE("ops.norm: batch_norm_eval uses the given statistics and sends no grad to them") {
+  Tensor x = Tensor::from({1, 2, 3, 4}, {2, 2});
+  Tensor rm = Tensor::from({1, 2}, {2});
+  Tensor rv = Tensor::from({4, 0.25f}, {2});
+  Tensor g = Tensor::from({1, 2}, {2});
+  Tensor b = Tensor::from({0, 1}, {2});
+  // channel 0: (x - 1) / 2; channel 1: (x - 2) / 0.5 * 2 + 1
+  CHECK(batch_norm_eval(x, rm, rv, g, b, 0.0f).to_vector() == std::vector<float>{0, 1, 1, 9});
+  CHECK(batch_norm_eval(x, rm, rv, Tensor(), Tensor(), 0.0f).to_vector() ==
+        std::vector<float>{0, 0, 1, 4});
+
+  rm.set_requires_grad();
+  rv.set_requires_grad();
+  Tensor xg = param({3, 2, 2, 2}, 1);
+  sum(batch_norm_eval(xg, rm, rv, Tensor(), Tensor(), 1e-5f)).backward();
+  CHECK(xg.has_grad());
+  CHECK(!rm.has_grad());
+  CHECK(!rv.has_grad());
+
+  Tensor mean = Tensor::from({0.1f, -0.2f, 0.3f}, {3});
+  Tensor var = Tensor::from({0.5f, 1.5f, 2.0f}, {3});
+  CHECK_GRADIENTS("batch_norm_eval",
+                  [mean, var](const Inputs& in) {
+                    return batch_norm_eval(in[0], mean, var, in[1], in[2], 1e-5f);
+                  },
+                  {param({4, 3, 2, 3}, 2), param({3}, 3, 0.5f, 1.5f), param({3}, 4)});
+}
+
+TEST_CASE("ops.norm: layer_norm normalizes the trailing dims") {
+  Tensor x = Tensor::from({1, 2, 3, 4}, {1, 4});  // mean 2.5, biased var 1.25
+  std::vector<float> y = layer_norm(x, {4}, Tensor(), Tensor(), 0.0f).to_vector();
+  for (int i = 0; i < 4; ++i)
+    CHECK(y[static_cast<size_t>(i)] == doctest::Approx((i + 1 - 2.5) / std::sqrt(1.25)));
+  Tensor w = Tensor::from({1, 1, 2, 2}, {4});
+  Tensor b = Tensor::from({0, 0, 0, 10}, {4});
+  std::vector<float> ya = layer_norm(x, {4}, w, b, 0.0f).to_vector();
+  CHECK(ya[3] == doctest::Approx(2 * 1.5 / std::sqrt(1.25) + 10));
+
+  Rng rng(3);
+  Tensor x3 = Tensor::normal({3, 4, 5}, rng, -1.0f, 2.0f);
+  Tensor y3 = layer_norm(x3, {4, 5}, Tensor(), Tensor(), 1e-5f);
+  for (int64_t r = 0; r < 3; ++r) {
+    Stats in = range_stats(x3, r * 20, 20);
+    Stats out = range_stats(y3, r * 20, 20);
+    CHECK(std::fabs(out.mean) < 1e-5);
+    CHECK(out.var == doctest::Approx(in.var / (in.var + 1e-5)).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("ops.norm: layer_norm gradient checks for x, weight and bias") {
+  CHECK_GRADIENTS("layer_norm [2 dims]",
+                  [](const Inputs& in) {
+                    return layer_norm(in[0], {4, 5}, in[1], in[2], 1e-5f);
+                  },
+                  {param({3, 4, 5}, 1), param({4, 5}, 2, 0.5f, 1.5f), param({4, 5}, 3)});
+  CHECK_GRADIENTS("layer_norm [1 dim]",
+                  [](const Inputs& in) { return layer_norm(in[0], {6}, in[1], in[2], 1e-5f); },
+                  {param({2, 3, 6}, 4), param({6}, 5, 0.5f, 1.5f), param({6}, 6)});
+  CHECK_GRADIENTS(
+      "layer_norm no affine",
+      [](const Inputs& in) { return layer_norm(in[0], {5}, Tensor(), Tensor(), 1e-5f); },
+      {param({4, 5}, 7)});
+}
+
+TEST_CASE("ops.norm: group_norm normalizes each group of each sample") {
+  Rng rng(4);
+  Tensor x = Tensor::normal({2, 6, 3, 2}, rng, 1.0f, 2.0f);
+  SUBCASE("3 groups: per (n, g) mean 0 and variance 1") {
+    Tensor y = group_norm(x, 3, Tensor(), Tensor(), 1e-5f);
+    for (int64_t row = 0; row < 2 * 3; ++row) {
+      Stats in = range_stats(x, row * 12, 12);
+      Stats out = range_stats(y, row * 12, 12);
+      CHECK(std::fabs(out.mean) < 1e-5);
+      CHECK(out.var == doctest::Approx(in.var / (in.var + 1e-5)).epsilon(1e-5));
+    }
+  }
+  SUBCASE("groups = 1 equals layer_norm over [C, H, W]") {
+    check_close(group_norm(x, 1, Tensor(), Tensor(), 1e-5f),
+                layer_norm(x, {6, 3, 2}, Tensor(), Tensor(), 1e-5f));
+  }
+  SUBCASE("groups = C (instance norm) equals layer_norm over [H, W] of each channel") {
+    check_close(group_norm(x, 6, Tensor(), Tensor(), 1e-5f),
+                layer_norm(x, {3, 2}, Tensor(), Tensor(), 1e-5f));
+  }
+  SUBCASE("the affine is per channel") {
+    Tensor w = Tensor::from({1, 2, 3, 4, 5, 6}, {6});
+    Tensor b = Tensor::from({6, 5, 4, 3, 2, 1}, {6});
+    std::vector<float> plain = group_norm(x, 2, Tensor(), Tensor(), 1e-5f).to_vector();
+    std::vector<float> affine = group_norm(x, 2, w, b, 1e-5f).to_vector();
+    for (size_t i = 0; i < plain.size(); ++i) {
+      size_t c = (i / 6) % 6;
+      CHECK(affine[i] ==
+            doctest::Approx(plain[i] * static_cast<float>(c + 1) + static_cast<float>(6 - c)));
+    }
+  }
+}
+
+TEST_CASE("ops.norm: group_norm gradient checks for x, weight and bias") {
+  auto gn = [](int64_t groups) {
+    return [groups](const Inputs& in) { return group_norm(in[0], groups, in[1], in[2], 1e-5f); };
+  };
+  SUBCASE("3 groups of 2 channels") {
+    CHECK_GRADIENTS("group_norm G=3", gn(3),
+                    {param({2, 6, 3}, 1), param({6}, 2, 0.5f, 1.5f), param({6}, 3)});
+  }
+  SUBCASE("groups = C (instance norm)") {
+    CHECK_GRADIENTS("group_norm G=C", gn(4),
+                    {param({2, 4, 2, 3}, 4), param({4}, 5, 0.5f, 1.5f), param({4}, 6)});
+  }
+  SUBCASE("groups = 1") {
+    CHECK_GRADIENTS("group_norm G=1", gn(1),
+                    {param({2, 3, 2, 2}, 7), param({3}, 8, 0.5f, 1.5f), param({3}, 9)});
+  }
+  SUBCASE("no affine, [N, C]") {
+    CHECK_GRADIENTS(
+        "group_norm no affine",
+        [](const Inputs& in) { return group_norm(in[0], 2, Tensor(), Tensor(), 1e-5f); },
+        {param({3, 6}, 10)});
+  }
+}
+
+TEST_CASE("ops.norm: the threaded paths agree with one thread") {
+  // x [5, 8, 32, 32] is above the ops' parallel threshold, so norm_rows_backward reduces
+  // weight/bias through per-thread partials; compare against a single-threaded run.
+  using Fn = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
+  const std::vector<std::pair<const char*, Fn>> ops = {
+      {"batch_norm", [](const Tensor& x, const Tensor& g,
+                        const Tensor& b) { return batch_norm_train(x, g, b, 1e-5f).y; }},
+      {"layer_norm",
+       [](const Tensor& x, const Tensor& g, const Tensor& b) {
+         return layer_norm(x, {32, 32}, reshape(g, {32, 32}), reshape(b, {32, 32}), 1e-5f);
+       }},
+      {"group_norm", [](const Tensor& x, const Tensor& g,
+                        const Tensor& b) { return group_norm(x, 4, g, b, 1e-5f); }},
+  };
+  for (const auto& [name, fn] : ops) {
+    CAPTURE(name);
+    const int64_t P = std::string(name) == "layer_norm" ? 32 * 32 : 8;
+    auto grads = [&, fn = fn](int threads) {
+      int previous = num_threads();
+      set_num_threads(threads);
+      Tensor x = param({5, 8, 32, 32}, 1);
+      Tensor g = param({P}, 2, 0.5f, 1.5f);
+      Tensor b = param({P}, 3);
+      Rng rng(4);
+      Tensor r = Tensor::uniform({5, 8, 32, 32}, rng, -1.0f, 1.0f);
+      Tensor y = fn(x, g, b);
+      std::vector<float> out = y.to_vector();
+      sum(mul(y, r)).backward();
+      set_num_threads(previous);
+      return std::vector<std::vector<float>>{out, x.grad().to_vector(), g.grad().to_vector(),
+                                             b.grad().to_vector()};
+    };
+    auto one = grads(1);
+    auto many = grads(3);
+    for (size_t t = 0; t < one.size(); ++t) {
+      CAPTURE(t);
+      REQUIRE(one[t].size() == many[t].size());
+      size_t mismatches = 0;
+      for (size_t i = 0; i < one[t].size(); ++i)
+        mismatches += many[t][i] != doctest::Approx(one[t][i]).epsilon(1e-5);
+      CHECK(mismatches == 0);
+    }
+  }
+}
+
+TEST_CASE("ops.norm: shape errors name the op and both shapes") {
+  Tensor x = Tensor::ones({8, 3, 5, 5});
+  CHECK_THROWS_WITH_AS(
+      batch_norm_train(x, Tensor::ones({4}), Tensor(), 1e-5f),
+      doctest::Contains("batch_norm: gamma has shape [4], expected [3] for input [8, 3, 5, 5]"),
+      Error);
+  CHECK_THROWS_WITH_AS(batch_norm_train(x, Tensor(), Tensor::ones({3, 1, 1}), 1e-5f),
+                       doctest::Contains("batch_norm: beta has shape [3, 1, 1], expected [3]"),
+                       Error);
+  CHECK_THROWS_WITH_AS(batch_norm_train(Tensor::ones({5}), Tensor(), Tensor(), 1e-5f),
+                       doctest::Contains("batch_norm: input must be [N, C] or [N, C, *]; got [5]"),
+                       Error);
+  CHECK_THROWS_WITH_AS(batch_norm_train(Tensor::ones({0, 3}), Tensor(), Tensor(), 1e-5f),
+                       doctest::Contains("batch_norm: input [0, 3] is empty"), Error);
+  CHECK_THROWS_WITH_AS(batch_norm_train(x, Tensor(), Tensor(), -1.0f),
+                       doctest::Contains("batch_norm: eps must be >= 0"), Error);
+  CHECK_THROWS_WITH_AS(
+      batch_norm_eval(x, Tensor::zeros({3}), Tensor::ones({2}), Tensor(), Tensor(), 1e-5f),
+      doctest::Contains("batch_norm_eval: running_var has shape [2], expected [3]"), Error);
+  CHECK_THROWS_WITH_AS(
+      batch_norm_eval(x, Tensor::zeros({3}), Tensor(), Tensor(), Tensor(), 1e-5f),
+      doctest::Contains("batch_norm_eval: running_mean and running_var are required"), Error);
+  CHECK_THROWS_WITH_AS(
+      layer_norm(Tensor::ones({2, 3}), {4}, Tensor(), Tensor(), 1e-5f),
+      doctest::Contains("layer_norm: normalized_shape [4] does not match the trailing dims "
+                        "of input [2, 3]"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      layer_norm(Tensor::ones({2, 4}), {4}, Tensor::ones({3}), Tensor(), 1e-5f),
+      doctest::Contains("layer_norm: weight has shape [3], expected [4] for input [2, 4]"), Error);
+  CHECK_THROWS_WITH_AS(layer_norm(Tensor::ones({2, 4}), {}, Tensor(), Tensor(), 1e-5f),
+                       doctest::Contains("layer_norm: normalized_shape must name at least one dim"),
+                       Error);
+  CHECK_THROWS_WITH_AS(
+      group_norm(Tensor::ones({2, 6, 4}), 4, Tensor(), Tensor(), 1e-5f),
+      doctest::Contains("group_norm: 6 channels not divisible into 4 groups (input [2, 6, 4])"),
+      Error);
+  CHECK_THROWS_WITH_AS(group_norm(Tensor::ones({2, 6, 4}), 0, Tensor(), Tensor(), 1e-5f),
+                       doctest::Contains("group_norm: groups must be >= 1; got 0"), Error);
+  CHECK_THROWS_WITH_AS(
+      group_norm(Tensor::ones({2, 6, 4}), 2, Tensor::ones({2}), Tensor(), 1e-5f),
+      doctest::Contains("group_norm: weight has shape [2], expected [6] for input [2, 6, 4]"),
+      Error);
+}

@@ -1,0 +1,246 @@
+// data/idx: plain and gzip IDX images and labels (gzip detected from the bytes), the MNIST
+// directory layout, and every malformed variant -- truncated, wrong magic / type / rank, zero and
+// absurd dimensions, trailing bytes, mismatched counts, bad labels -- rejected with a message
+// naming the file.
+#include <doctest/doctest.h>
+
+#include "core/error.h"
+#include "data/datasets.h"
+#include "data/idx.h"
+#include "data_test_util.h"
+
+using namespace bnlab;
+using namespace data_test;
+
+namespace {
+
+void check_images(const IdxImages& im, int64_t n, int64_t h, int64_t w) {
+  REQUIRE(im.count == n);
+  REQUIRE(im.height == h);
+  REQUIRE(im.width == w);
+  REQUIRE(im.pixels.size() == static_cast<size_t>(n * h * w));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) CHECK(im.pixels[(i * h + y) * w + x] == test_pixel(i, y, x));
+}
+
+}  // namespace
+
+TEST_CASE("data.idx: reads plain and gzipped images and labels") {
+  TempDir dir("idx");
+  write_bytes(dir.file("img"), idx_images_file(5, 4, 3));
+  write_gzip(dir.file("img.gz"), idx_images_file(5, 4, 3));
+  write_bytes(dir.file("lab"), idx_labels_file({3, 1, 4, 1, 5}));
+  write_gzip(dir.file("lab.gz"), idx_labels_file({3, 1, 4, 1, 5}));
+  check_images(read_idx_images(dir.file("img")), 5, 4, 3);
+  check_images(read_idx_images(dir.file("img.gz")), 5, 4, 3);
+  CHECK(read_idx_labels(dir.file("lab")) == std::vector<int64_t>{3, 1, 4, 1, 5});
+  CHECK(read_idx_labels(dir.file("lab.gz")) == std::vector<int64_t>{3, 1, 4, 1, 5});
+}
+
+TEST_CASE("data.idx: gzip is detected from the bytes, not the file name") {
+  TempDir dir("idx");
+  write_gzip(dir.file("looks-plain-idx3-ubyte"), idx_images_file(2, 3, 3));
+  write_bytes(dir.file("looks-gzipped.gz"), idx_images_file(2, 3, 3));
+  check_images(read_idx_images(dir.file("looks-plain-idx3-ubyte")), 2, 3, 3);
+  check_images(read_idx_images(dir.file("looks-gzipped.gz")), 2, 3, 3);
+}
+
+TEST_CASE("data.idx: load_mnist_like pairs images and labels, plain or .gz names") {
+  TempDir dir("idx");
+  std::vector<std::string> names = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+  write_gzip(dir.file("train-images-idx3-ubyte.gz"), idx_images_file(6, 28, 28));
+  write_bytes(dir.file("train-labels-idx1-ubyte"), idx_labels_file({0, 9, 8, 7, 6, 5}));
+  ImageDataset d = load_mnist_like(dir.path.string(), "train", "mnist", names);
+  CHECK(d.size() == 6);
+  CHECK(d.channels == 1);
+  CHECK(d.height == 28);
+  CHECK(d.width == 28);
+  CHECK(d.labels == std::vector<int64_t>{0, 9, 8, 7, 6, 5});
+  CHECK(d.image(5)[28 * 2 + 3] == test_pixel(5, 2, 3));
+  CHECK(d.title() == "mnist/train");
+  check_dataset(d, "test");
+
+  CHECK_THROWS_WITH_AS(load_mnist_like(dir.path.string(), "test", "mnist", names),
+                       doctest::Contains("t10k-images-idx3-ubyte not found"), Error);
+  CHECK_THROWS_WITH_AS(load_mnist_like(dir.path.string(), "validation", "mnist", names),
+                       doctest::Contains("unknown split 'validation'"), Error);
+}
+
+TEST_CASE("data.idx: truncated files are rejected with the header's claim and the real length") {
+  TempDir dir("idx");
+  std::vector<uint8_t> full = idx_images_file(10, 4, 5);
+  std::vector<uint8_t> cut(full.begin(), full.begin() + 16 + 150);
+  write_bytes(dir.file("train-images-idx3-ubyte"), cut);
+  write_gzip(dir.file("cut.gz"), cut);
+  CHECK_THROWS_WITH_AS(
+      read_idx_images(dir.file("train-images-idx3-ubyte")),
+      doctest::Contains("train-images-idx3-ubyte: header says 10 images of 4x5 (200 "
+                        "bytes), file holds 150 bytes of data"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      read_idx_images(dir.file("cut.gz")),
+      doctest::Contains("cut.gz: header says 10 images of 4x5 (200 bytes), file holds "
+                        "150 bytes of data"),
+      Error);
+  // A gzip stream cut in the middle (not a complete gzip file) is reported the same way.
+  write_gzip(dir.file("whole.gz"), full);
+  std::ifstream in(dir.file("whole.gz"), std::ios::binary);
+  std::vector<uint8_t> gz((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  gz.resize(gz.size() / 2);
+  write_bytes(dir.file("halfgz"), gz);
+  CHECK_THROWS_WITH_AS(read_idx_images(dir.file("halfgz")), doctest::Contains("halfgz: "), Error);
+
+  std::vector<uint8_t> labels = idx_labels_file({1, 2, 3, 4});
+  labels.pop_back();
+  write_bytes(dir.file("labels"), labels);
+  CHECK_THROWS_WITH_AS(
+      read_idx_labels(dir.file("labels")),
+      doctest::Contains("labels: header says 4 labels (4 bytes), file holds 3 bytes"), Error);
+  // Too short even for the header.
+  write_bytes(dir.file("stub"), {0, 0, 8, 3, 0, 0, 0});
+  CHECK_THROWS_WITH_AS(read_idx_images(dir.file("stub")),
+                       doctest::Contains("stub: file holds 7 bytes, too short for an IDX header"),
+                       Error);
+  write_bytes(dir.file("empty"), {});
+  CHECK_THROWS_WITH_AS(read_idx_labels(dir.file("empty")),
+                       doctest::Contains("empty: file holds 0 bytes, too short"), Error);
+}
+
+TEST_CASE("data.idx: trailing bytes are rejected") {
+  TempDir dir("idx");
+  std::vector<uint8_t> f = idx_images_file(2, 3, 3);
+  f.push_back(42);
+  write_bytes(dir.file("long"), f);
+  write_gzip(dir.file("long.gz"), f);
+  CHECK_THROWS_WITH_AS(
+      read_idx_images(dir.file("long")),
+      doctest::Contains("long: header says 2 images of 3x3 (18 bytes), file holds 19 "
+                        "bytes of data"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      read_idx_images(dir.file("long.gz")),
+      doctest::Contains("long.gz: header says 2 images of 3x3 (18 bytes), file holds "
+                        "more data"),
+      Error);
+}
+
+TEST_CASE("data.idx: wrong magic, element type and rank are rejected") {
+  TempDir dir("idx");
+  std::vector<uint8_t> f = idx_images_file(2, 3, 3);
+  f[0] = 0x12;
+  f[1] = 0x34;
+  write_bytes(dir.file("magic"), f);
+  CHECK_THROWS_WITH_AS(read_idx_images(dir.file("magic")),
+                       doctest::Contains("magic: not an IDX file (magic bytes 18 52 8 3"), Error);
+
+  f = idx_images_file(2, 3, 3);
+  f[2] = 0x0d;
+  write_bytes(dir.file("float"), f);
+  CHECK_THROWS_WITH_AS(read_idx_images(dir.file("float")),
+                       doctest::Contains("float: IDX element type 13 (float32), expected 8"),
+                       Error);
+
+  // A label file passed as images, and the other way round.
+  write_bytes(dir.file("train-labels-idx1-ubyte"), idx_labels_file({1, 2}));
+  write_bytes(dir.file("train-images-idx3-ubyte"), idx_images_file(2, 3, 3));
+  CHECK_THROWS_WITH_AS(
+      read_idx_images(dir.file("train-labels-idx1-ubyte")),
+      doctest::Contains(
+          "train-labels-idx1-ubyte: IDX image must have 3 dimensions [N, H, W], header "
+          "says 1"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      read_idx_labels(dir.file("train-images-idx3-ubyte")),
+      doctest::Contains("train-images-idx3-ubyte: IDX label must have 1 dimension"), Error);
+}
+
+TEST_CASE("data.idx: zero and absurd dimensions are rejected before allocating") {
+  TempDir dir("idx");
+  std::vector<uint8_t> zero = idx_header(0x08, {3, 0, 28});
+  write_bytes(dir.file("zero"), zero);
+  CHECK_THROWS_WITH_AS(
+      read_idx_images(dir.file("zero")),
+      doctest::Contains("zero: IDX image dimension 1 is 0 (header dims [3, 0, 28])"), Error);
+
+  // 2^31 images of 28x28 claim 1.7 TB; the file holds 1234 bytes. Plain files fail on the file size
+  // before reading; gzip files grow their buffer only as data arrives, so this costs kilobytes.
+  std::vector<uint8_t> absurd = idx_header(0x08, {1u << 31, 28, 28});
+  absurd.resize(absurd.size() + 1234, 7);
+  write_bytes(dir.file("train-images-idx3-ubyte"), absurd);
+  write_gzip(dir.file("train-images-idx3-ubyte.gz"), absurd);
+  const char* claim =
+      "header says 2147483648 images of 28x28 (1683627180032 bytes), file holds 1234 "
+      "bytes of data";
+  CHECK_THROWS_WITH_AS(read_idx_images(dir.file("train-images-idx3-ubyte")),
+                       doctest::Contains(claim), Error);
+  CHECK_THROWS_WITH_AS(read_idx_images(dir.file("train-images-idx3-ubyte.gz")),
+                       doctest::Contains(claim), Error);
+
+  // Dimensions whose product overflows 64 bits.
+  write_bytes(dir.file("overflow"), idx_header(0x08, {0xffffffffu, 0xffffffffu, 0xffffffffu}));
+  CHECK_THROWS_WITH_AS(read_idx_images(dir.file("overflow")),
+                       doctest::Contains("overflow: header says 4294967295 images of "
+                                         "4294967295x4294967295, an absurd size"),
+                       Error);
+
+  std::vector<uint8_t> labels = idx_header(0x08, {0xfffffff0u});
+  labels.resize(labels.size() + 10, 1);
+  write_gzip(dir.file("labels.gz"), labels);
+  CHECK_THROWS_WITH_AS(
+      read_idx_labels(dir.file("labels.gz")),
+      doctest::Contains("labels.gz: header says 4294967280 labels (4294967280 bytes), "
+                        "file holds 10 bytes"),
+      Error);
+}
+
+TEST_CASE("data.idx: image and label counts must agree, labels must be in range") {
+  TempDir dir("idx");
+  std::vector<std::string> names = {"a", "b", "c"};
+  write_bytes(dir.file("train-images-idx3-ubyte"), idx_images_file(4, 2, 2));
+  write_bytes(dir.file("train-labels-idx1-ubyte"), idx_labels_file({0, 1, 2}));
+  CHECK_THROWS_WITH_AS(load_mnist_like(dir.path.string(), "train", "tiny", names),
+                       doctest::Contains("train-images-idx3-ubyte holds 4 images but"), Error);
+  CHECK_THROWS_WITH_AS(load_mnist_like(dir.path.string(), "train", "tiny", names),
+                       doctest::Contains("train-labels-idx1-ubyte holds 3 labels"), Error);
+  write_bytes(dir.file("train-labels-idx1-ubyte"), idx_labels_file({0, 1, 2, 7}));
+  CHECK_THROWS_WITH_AS(
+      load_mnist_like(dir.path.string(), "train", "tiny", names),
+      doctest::Contains("train-labels-idx1-ubyte: label 7 at index 3 is out of range "
+                        "for 3 classes"),
+      Error);
+}
+
+TEST_CASE("data.idx: missing files name the path; load_dataset adds the fetch command") {
+  TempDir dir("idx");
+  CHECK_THROWS_WITH_AS(read_idx_images(dir.file("nope")),
+                       doctest::Contains("nope: cannot open (No such file or directory)"), Error);
+  CHECK_THROWS_WITH_AS(read_idx_images(dir.path.string()), doctest::Contains("is a directory"),
+                       Error);
+  const std::string data_dir = dir.path.string();
+  const std::string expected = "mnist: " + data_dir +
+                               "/mnist/train-images-idx3-ubyte not found (nor .gz); run: bash "
+                               "scripts/fetch_data.sh";
+  CHECK_THROWS_WITH_AS(load_dataset("mnist", "train", data_dir),
+                       doctest::Contains(expected.c_str()), Error);
+  CHECK_THROWS_WITH_AS(load_dataset("fashion-mnist", "test", data_dir),
+                       doctest::Contains("fashion-mnist/t10k-images-idx3-ubyte not found"), Error);
+  CHECK_THROWS_WITH_AS(load_dataset("fashion-mnist", "test", data_dir),
+                       doctest::Contains("BNLAB_DATA"), Error);
+  CHECK_THROWS_WITH_AS(load_dataset("imagenet", "train", data_dir),
+                       doctest::Contains("unknown dataset 'imagenet'"), Error);
+}
+
+TEST_CASE("data.idx: load_dataset reads an MNIST-layout directory") {
+  TempDir dir("idx");
+  fs::create_directories(dir.path / "fashion-mnist");
+  write_gzip((dir.path / "fashion-mnist" / "t10k-images-idx3-ubyte.gz").string(),
+             idx_images_file(3, 28, 28));
+  write_gzip((dir.path / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz").string(),
+             idx_labels_file({9, 0, 1}));
+  ImageDataset d = load_dataset("fashion", "test", dir.path.string());
+  CHECK(d.name == "fashion-mnist");
+  CHECK(d.size() == 3);
+  CHECK(d.class_names[9] == "Ankle boot");
+  CHECK(d.labels[0] == 9);
+}

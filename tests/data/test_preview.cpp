@@ -1,0 +1,122 @@
+// data/preview: the sample grid PNG (size, label strip, sidecar listing) read back with stb_image,
+// and dataset statistics (class balance, exact per-channel mean/std).
+#include <doctest/doctest.h>
+#include <stb_image.h>
+
+#include <cmath>
+#include <fstream>
+#include <memory>
+
+#include "core/error.h"
+#include "data/datasets.h"
+#include "data/preview.h"
+#include "data_test_util.h"
+
+using namespace bnlab;
+using namespace data_test;
+
+TEST_CASE("data.preview: write_sample_grid writes a labelled PNG grid and a sidecar") {
+  TempDir dir("preview");
+  ImageDataset d = synthetic(10, 1, 28, 28, 10);
+  const std::string path = dir.file("grid.png");
+  CHECK(write_sample_grid(d, 6, path, {.columns = 3}) == 6);
+  int w = 0, h = 0, comp = 0;
+  std::unique_ptr<uint8_t, void (*)(void*)> img(stbi_load(path.c_str(), &w, &h, &comp, 3),
+                                                stbi_image_free);
+  REQUIRE(img != nullptr);
+  // Scale 4 (28 * 4 = 112 >= 96), 3 columns x 2 rows, 4 px gaps, 14 px label strips (font pixel 2).
+  CHECK(w == 4 + 3 * (112 + 4));
+  CHECK(h == 4 + 2 * (112 + 14 + 4));
+  // Cell (0, 0) top-left pixel is image 0's pixel (0, 0), gray replicated into RGB.
+  const uint8_t* p = img.get() + (4 * w + 4) * 3;
+  CHECK(p[0] == d.image(0)[0]);
+  CHECK(p[1] == d.image(0)[0]);
+  CHECK(p[2] == d.image(0)[0]);
+  // Something light is drawn in the label strip of the first cell (the text "CLASS0").
+  int lit = 0;
+  for (int y = 4 + 112; y < 4 + 112 + 14; ++y)
+    for (int x = 4; x < 4 + 112; ++x) lit += img.get()[(y * w + x) * 3] == 235;
+  CHECK(lit > 20);
+
+  std::ifstream side(path + ".txt");
+  std::string header1, header2, line;
+  std::getline(side, header1);
+  std::getline(side, header2);
+  CHECK(header1.find("synthetic/train, 6 images in 2 rows x 3 columns") != std::string::npos);
+  std::getline(side, line);
+  CHECK(line == "0 0 0 0 class0");
+  for (int i = 0; i < 5; ++i) std::getline(side, line);
+  CHECK(line == "1 2 5 5 class5");
+
+  // n larger than the dataset draws everything; a seeded sample is reproducible.
+  CHECK(write_sample_grid(d, 100, dir.file("all.png")) == 10);
+  write_sample_grid(d, 4, dir.file("s1.png"), {.shuffle = true, .seed = 3});
+  write_sample_grid(d, 4, dir.file("s2.png"), {.shuffle = true, .seed = 3});
+  std::ifstream a(dir.file("s1.png.txt")), b(dir.file("s2.png.txt"));
+  std::string sa((std::istreambuf_iterator<char>(a)), {}),
+      sb((std::istreambuf_iterator<char>(b)), {});
+  CHECK(sa.substr(sa.find('\n')) == sb.substr(sb.find('\n')));
+  CHECK_THROWS_WITH_AS(write_sample_grid(d, 4, dir.file("no/such/dir/g.png")),
+                       doctest::Contains("cannot write"), Error);
+}
+
+TEST_CASE("data.preview: compute_info counts classes and computes exact mean/std per channel") {
+  ImageDataset d;
+  d.name = "tiny";
+  d.split = "test";
+  d.channels = 2;
+  d.height = 1;
+  d.width = 2;
+  // Image 0: channel 0 = {0, 255}, channel 1 = {51, 51}; image 1: channel 0 = {255, 255}, channel 1
+  // = {0, 102}.
+  d.pixels = {0, 255, 51, 51, 255, 255, 0, 102};
+  d.labels = {1, 1};
+  d.class_names = {"a", "b", "c"};
+  DatasetInfo info = compute_info(d);
+  CHECK(info.size == 2);
+  CHECK(info.class_counts == std::vector<int64_t>{0, 2, 0});
+  CHECK(info.mean[0] == doctest::Approx(0.75));
+  CHECK(info.std[0] == doctest::Approx(std::sqrt(0.75 * 0.25)));
+  CHECK(info.mean[1] == doctest::Approx(0.2));
+  CHECK(info.std[1] == doctest::Approx(std::sqrt((0.0 + 0.0 + 0.04 + 0.04) / 4)));
+  std::string text = format_info(info);
+  CHECK(text.find("tiny/test: 2 images [2, 1, 2], 3 classes") != std::string::npos);
+  CHECK(text.find("mean per channel: 0.7500, 0.2000") != std::string::npos);
+}
+
+TEST_CASE("data.datasets: standard normalization constants and data directory resolution") {
+  CHECK(standard_normalization("mnist").mean == std::vector<float>{0.1307f});
+  CHECK(standard_normalization("fashion-mnist").std == std::vector<float>{0.3530f});
+  CHECK(standard_normalization("cifar10").std[2] == 0.2616f);
+  CHECK_THROWS_WITH_AS(standard_normalization("svhn"),
+                       doctest::Contains("no standard normalization"), Error);
+  CHECK(resolve_data_dir("/x") == "/x");
+  const char* saved = std::getenv("BNLAB_DATA");
+  std::string saved_value = saved ? saved : "";
+  ::setenv("BNLAB_DATA", "/from/env", 1);
+  CHECK(resolve_data_dir("") == "/from/env");
+  ::unsetenv("BNLAB_DATA");
+  CHECK(resolve_data_dir("") == "data");
+  if (saved) ::setenv("BNLAB_DATA", saved_value.c_str(), 1);
+}
+
+// Real data, when scripts/fetch_data.sh has been run in this checkout (skipped otherwise): the
+// standard sizes, and MNIST's well-known statistics.
+TEST_CASE("data.datasets: real MNIST / Fashion-MNIST / CIFAR-10 if fetched") {
+  const std::string data_dir = std::string(BNLAB_SOURCE_DIR) + "/data";
+  std::error_code ec;
+  if (fs::exists(data_dir + "/mnist/train-labels-idx1-ubyte", ec)) {
+    ImageDataset train = load_dataset("mnist", "train", data_dir);
+    CHECK(train.size() == 60000);
+    CHECK(load_dataset("mnist", "test", data_dir).size() == 10000);
+    DatasetInfo info = compute_info(train);
+    CHECK(info.mean[0] == doctest::Approx(0.1307).epsilon(0.001));
+    CHECK(info.std[0] == doctest::Approx(0.3081).epsilon(0.001));
+  }
+  if (fs::exists(data_dir + "/fashion-mnist", ec)) {
+    CHECK(load_dataset("fashion-mnist", "test", data_dir).size() == 10000);
+  }
+  if (fs::exists(data_dir + "/cifar-10/data_batch_5.bin", ec)) {
+    CHECK(load_dataset("cifar10", "val", data_dir).size() == 10000);
+  }
+}
