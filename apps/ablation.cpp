@@ -441,7 +441,7 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
 
 AblationReport run_ablation(const AblationSpec& spec) {
   BNLAB_CHECK(spec.seeds >= 1, "ablate: --seeds must be at least 1; got ", spec.seeds);
-  BNLAB_CHECK(spec.jobs >= 1, "ablate: --jobs must be at least 1; got ", spec.jobs);
+  BNLAB_CHECK(spec.jobs >= 0, "ablate: --jobs must be at least 0; got ", spec.jobs);
   std::vector<Arm> arms = expand_arms(spec);
   ensure_directory(spec.out_dir);
 
@@ -457,7 +457,9 @@ AblationReport run_ablation(const AblationSpec& spec) {
   };
   std::vector<Job> jobs;
   int cores = std::max(1, spec.base.threads > 0 ? spec.base.threads : bnlab::num_threads());
-  int jobs_at_once = std::min<int>(spec.jobs, static_cast<int>(arms.size() * static_cast<size_t>(spec.seeds)));
+  // Small models scale poorly across threads, so matched runs side by side beat one run on all cores.
+  int requested = spec.jobs > 0 ? spec.jobs : cores;
+  int jobs_at_once = std::min<int>(requested, static_cast<int>(arms.size() * static_cast<size_t>(spec.seeds)));
   for (const Arm& arm : arms) {
     for (int64_t s = 0; s < spec.seeds; ++s) {
       TrainConfig cfg = arm.config;

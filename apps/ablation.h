@@ -23,7 +23,7 @@ struct AblationSpec {
   std::vector<Factor> factors;
   int64_t seeds = 1;
   std::string out_dir = "runs/ablate";
-  int jobs = 1;  // runs trained at once (each with threads / jobs threads)
+  int jobs = 0;  // runs trained at once, each with threads / jobs threads; 0 = one per core
   std::string title;
 };
 

@@ -39,8 +39,8 @@ Command add_ablate_command(CLI::App& parent) {
   app->add_option("--seeds", spec->seeds, "Seeds per arm (mean and spread reported)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app->add_option("--jobs,-j", spec->jobs, "Runs trained at once, sharing the cores")
-      ->check(CLI::PositiveNumber)
+  app->add_option("--jobs,-j", spec->jobs, "Runs trained at once, sharing the cores (0: one per core)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app->add_option("--out", spec->out_dir, "Output directory")->capture_default_str();
   app->add_option("--title", spec->title, "Title for the table and plots");
