@@ -101,7 +101,8 @@ Stats stats_of(const std::vector<double>& v) {
   s.mean = sum / static_cast<double>(v.size());
   double ss = 0;
   for (double x : v) ss += (x - s.mean) * (x - s.mean);
-  s.std = v.size() > 1 ? std::sqrt(ss / static_cast<double>(v.size() - 1)) : 0.0;  // sample std over seeds
+  s.std = v.size() > 1 ? std::sqrt(ss / static_cast<double>(v.size() - 1))
+                       : 0.0;  // sample std over seeds
   return s;
 }
 
@@ -111,7 +112,8 @@ std::string fmt(const char* format, double v) {
   return buf;
 }
 
-// Does the run directory hold the same experiment? Thread count and data directory do not define one.
+// Does the run directory hold the same experiment? Thread count and data directory do not define
+// one.
 bool same_experiment(const std::string& dir, const TrainConfig& cfg) {
   std::string path = (fs::path(dir) / "config.json").string();
   TrainConfig saved = config_from_json(read_file(path), path);
@@ -121,9 +123,11 @@ bool same_experiment(const std::string& dir, const TrainConfig& cfg) {
 }
 
 bool finished_run(const std::string& dir, const TrainConfig& cfg) {
-  if (!fs::exists(fs::path(dir) / "summary.json") || !fs::exists(fs::path(dir) / "config.json")) return false;
-  BNLAB_CHECK(same_experiment(dir, cfg), "ablate: ", dir,
-              " holds a finished run with a different config; use another --out or remove that directory");
+  if (!fs::exists(fs::path(dir) / "summary.json") || !fs::exists(fs::path(dir) / "config.json"))
+    return false;
+  BNLAB_CHECK(
+      same_experiment(dir, cfg), "ablate: ", dir,
+      " holds a finished run with a different config; use another --out or remove that directory");
   return true;
 }
 
@@ -174,7 +178,8 @@ std::vector<CurvePoint> arm_curve(const Arm& arm, const std::vector<RunOutcome>&
 }
 
 std::vector<std::string> render_plots(const AblationSpec& spec, const std::vector<Arm>& arms,
-                                      const std::vector<RunOutcome>& outcomes, AblationReport& report) {
+                                      const std::vector<RunOutcome>& outcomes,
+                                      AblationReport& report) {
   std::vector<std::string> messages;
   std::ostringstream dat;
   bool have_probe = false;
@@ -184,8 +189,8 @@ std::vector<std::string> render_plots(const AblationSpec& spec, const std::vecto
   for (size_t a = 0; a < arms.size(); ++a) {
     dat << "# " << arms[a].name << "\n# step acc_mean acc_min acc_max p15 p50 p85\n";
     for (const CurvePoint& p : curves[a]) {
-      dat << p.step << " " << p.acc.mean << " " << p.acc.min << " " << p.acc.max << " " << p.p15 << " " << p.p50
-          << " " << p.p85 << "\n";
+      dat << p.step << " " << p.acc.mean << " " << p.acc.min << " " << p.acc.max << " " << p.p15
+          << " " << p.p50 << " " << p.p85 << "\n";
       if (std::isfinite(p.p15) && std::isfinite(p.p85)) {
         have_probe = true;
         lo = std::min(lo, p.p15);
@@ -200,20 +205,24 @@ std::vector<std::string> render_plots(const AblationSpec& spec, const std::vecto
   // Two panels: the whole run, and a zoom on the top where the arms' final accuracies differ.
   double final_low = 1.0;
   for (const auto& curve : curves)
-    if (!curve.empty() && std::isfinite(curve.back().acc.mean)) final_low = std::min(final_low, curve.back().acc.mean);
+    if (!curve.empty() && std::isfinite(curve.back().acc.mean))
+      final_low = std::min(final_low, curve.back().acc.mean);
   double zoom_low = std::max(0.0, std::floor((final_low - 0.02) * 100.0) / 100.0);
   std::ostringstream acc;
-  acc << "set multiplot layout 1,2 title " << gnuplot_quote(title + " (" + std::to_string(spec.seeds) + " seed" +
-                                                            (spec.seeds > 1 ? "s, band = min..max" : "") + ")")
-      << "\nset xlabel 'training steps'\nset ylabel 'test accuracy'\nset key bottom right\nset grid\n"
+  acc << "set multiplot layout 1,2 title "
+      << gnuplot_quote(title + " (" + std::to_string(spec.seeds) + " seed" +
+                       (spec.seeds > 1 ? "s, band = min..max" : "") + ")")
+      << "\nset xlabel 'training steps'\nset ylabel 'test accuracy'\nset key bottom right\nset "
+         "grid\n"
       << "set format x '%.0f'\n";
   for (int panel = 0; panel < 2; ++panel) {
     acc << (panel == 0 ? "set title 'whole run'\nset yrange [*:1]\n"
                        : "set title 'zoom'\nset yrange [" + fmt("%.2f", zoom_low) + ":1]\n")
         << "plot \\\n";
     for (size_t a = 0; a < arms.size(); ++a) {
-      acc << "  'curves.dat' index " << a << " using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc "
-          << a + 1 << " notitle, \\\n"
+      acc << "  'curves.dat' index " << a
+          << " using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc " << a + 1
+          << " notitle, \\\n"
           << "  'curves.dat' index " << a << " using 1:2 with lines lw 2 lc " << a + 1 << " title "
           << gnuplot_quote(arms[a].name) << (a + 1 < arms.size() ? ", \\\n" : "\n");
     }
@@ -228,18 +237,21 @@ std::vector<std::string> render_plots(const AblationSpec& spec, const std::vecto
     double pad = 0.05 * (hi - lo + 1e-9);
     std::ostringstream pct;
     pct << "set multiplot layout 1," << arms.size()
-        << " title 'input to one last-hidden-layer activation: 15th, 50th, 85th percentiles over the test set'\n"
+        << " title 'input to one last-hidden-layer activation: 15th, 50th, 85th percentiles over "
+           "the test set'\n"
         << "set xlabel 'training steps'\nset grid\nset format x '%.0f'\nset key top right\n"
         << "set yrange [" << lo - pad << ":" << hi + pad << "]\n";
     for (size_t a = 0; a < arms.size(); ++a) {
       pct << "set title " << gnuplot_quote(arms[a].name) << "\nplot 'curves.dat' index " << a
           << " using 1:5:7 with filledcurves fs transparent solid 0.25 noborder lc " << a + 1
-          << " title '15th-85th', '' index " << a << " using 1:6 with lines lw 2 lc " << a + 1 << " title '50th'\n";
+          << " title '15th-85th', '' index " << a << " using 1:6 with lines lw 2 lc " << a + 1
+          << " title '50th'\n";
     }
     pct << "unset multiplot\n";
     report.percentiles_png = (fs::path(spec.out_dir) / "percentiles.png").string();
-    messages.push_back(render_gnuplot((fs::path(spec.out_dir) / "percentiles.gp").string(), pct.str(),
-                                      report.percentiles_png, static_cast<int>(500 * arms.size()), 450)
+    messages.push_back(render_gnuplot((fs::path(spec.out_dir) / "percentiles.gp").string(),
+                                      pct.str(), report.percentiles_png,
+                                      static_cast<int>(500 * arms.size()), 450)
                            .message);
   }
   return messages;
@@ -254,7 +266,9 @@ const std::vector<std::pair<std::string, std::string>>& factor_help() {
       {"lr", "learning rate"},
       {"lr-mult", "multiplier of the base --lr (the paper's 5x / 30x)"},
       {"batch-size", "mini-batch size"},
-      {"init", "default | xavier-uniform | xavier-normal | kaiming-uniform | kaiming-normal | normal:<std>"},
+      {"init",
+       "default | xavier-uniform | xavier-normal | kaiming-uniform | kaiming-normal | "
+       "normal:<std>"},
       {"dropout", "dropout probability"},
       {"groups", "GroupNorm group count"},
       {"model", "paper-mlp | mlp | lenet | cifar-cnn"},
@@ -268,8 +282,8 @@ const std::vector<std::pair<std::string, std::string>>& factor_help() {
 
 Factor parse_factor(const std::string& spec) {
   auto eq = spec.find('=');
-  BNLAB_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < spec.size(), "ablate: bad factor '", spec,
-              "'; expected NAME=V1,V2,... e.g. norm=none,batch");
+  BNLAB_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < spec.size(), "ablate: bad factor '",
+              spec, "'; expected NAME=V1,V2,... e.g. norm=none,batch");
   Factor f{spec.substr(0, eq), split(spec.substr(eq + 1), ',')};
   bool known = false;
   std::string names;
@@ -279,7 +293,8 @@ Factor parse_factor(const std::string& spec) {
   }
   BNLAB_CHECK(known, "ablate: unknown factor '", f.name, "'; known factors: ", names);
   BNLAB_CHECK(!f.values.empty(), "ablate: factor '", f.name, "' has no values");
-  for (const std::string& v : f.values) BNLAB_CHECK(!v.empty(), "ablate: empty value in factor '", spec, "'");
+  for (const std::string& v : f.values)
+    BNLAB_CHECK(!v.empty(), "ablate: empty value in factor '", spec, "'");
   return f;
 }
 
@@ -290,12 +305,15 @@ std::vector<std::string> preset_names() {
 std::vector<Factor> preset_factors(const std::string& preset) {
   if (preset == "fig1") return {{"norm", {"none", "batch"}}};
   if (preset == "lr") return {{"norm", {"none", "batch"}}, {"lr-mult", {"1", "5", "30"}}};
-  if (preset == "batch-size") return {{"norm", {"none", "batch", "layer", "group"}}, {"batch-size", {"2", "8", "60"}}};
-  if (preset == "init") return {{"norm", {"none", "batch"}}, {"init", {"normal:0.01", "normal:0.1", "normal:1"}}};
+  if (preset == "batch-size")
+    return {{"norm", {"none", "batch", "layer", "group"}}, {"batch-size", {"2", "8", "60"}}};
+  if (preset == "init")
+    return {{"norm", {"none", "batch"}}, {"init", {"normal:0.01", "normal:0.1", "normal:1"}}};
   if (preset == "placement") return {{"norm", {"batch"}}, {"placement", {"before", "after"}}};
   if (preset == "norm") return {{"norm", {"none", "batch", "layer", "group"}}};
   if (preset == "dropout") return {{"norm", {"none", "batch"}}, {"dropout", {"0", "0.5"}}};
-  if (preset == "dataset") return {{"norm", {"none", "batch"}}, {"dataset", {"mnist", "fashion-mnist"}}};
+  if (preset == "dataset")
+    return {{"norm", {"none", "batch"}}, {"dataset", {"mnist", "fashion-mnist"}}};
   std::string names;
   for (const std::string& n : preset_names()) names += (names.empty() ? "" : ", ") + n;
   BNLAB_FAIL("ablate: unknown preset '", preset, "'; expected one of ", names);
@@ -303,8 +321,8 @@ std::vector<Factor> preset_factors(const std::string& preset) {
 
 void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string& value) {
   auto one_of = [&](const std::vector<std::string>& allowed) {
-    BNLAB_CHECK(std::find(allowed.begin(), allowed.end(), value) != allowed.end(), "ablate: ", factor, "='",
-                value, "' is not one of the accepted values");
+    BNLAB_CHECK(std::find(allowed.begin(), allowed.end(), value) != allowed.end(),
+                "ablate: ", factor, "='", value, "' is not one of the accepted values");
   };
   if (factor == "norm") {
     one_of(norm_names());
@@ -326,7 +344,8 @@ void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string
     cfg.model.init = value;
   } else if (factor == "dropout") {
     cfg.model.dropout = parse_float(factor, value);
-    BNLAB_CHECK(cfg.model.dropout >= 0 && cfg.model.dropout <= 1, "ablate: dropout must be in [0, 1]; got ", value);
+    BNLAB_CHECK(cfg.model.dropout >= 0 && cfg.model.dropout <= 1,
+                "ablate: dropout must be in [0, 1]; got ", value);
   } else if (factor == "groups") {
     cfg.model.groups = parse_int(factor, value);
     BNLAB_CHECK(cfg.model.groups > 0, "ablate: groups must be positive; got ", value);
@@ -374,7 +393,8 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
       if (o.arm == &arm) out.push_back(&o);
     return out;
   };
-  // Speed-up is measured at the highest threshold that every run of the baseline (first arm) reached.
+  // Speed-up is measured at the highest threshold that every run of the baseline (first arm)
+  // reached.
   const auto base_runs = runs_of(arms.front());
   double speed_threshold = -1;
   for (double t : thresholds) {
@@ -392,12 +412,15 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
     return stats_of(steps).mean;
   };
   int64_t base_reached = 0;
-  double base_steps = speed_threshold > 0 ? mean_steps(base_runs, speed_threshold, &base_reached) : NAN;
+  double base_steps =
+      speed_threshold > 0 ? mean_steps(base_runs, speed_threshold, &base_reached) : NAN;
 
   std::ostringstream os;
   os << "| arm | seeds | final test acc (mean ± std) | best | diverged |";
   for (double t : thresholds) os << " steps to " << fmt("%.0f", t * 100) << "% |";
-  os << " speed-up" << (speed_threshold > 0 ? " to " + fmt("%.0f", speed_threshold * 100) + "%" : "") << " |\n|---|---|---|---|---|";
+  os << " speed-up"
+     << (speed_threshold > 0 ? " to " + fmt("%.0f", speed_threshold * 100) + "%" : "")
+     << " |\n|---|---|---|---|---|";
   for (size_t i = 0; i < thresholds.size(); ++i) os << "---|";
   os << "---|\n";
   for (const Arm& arm : arms) {
@@ -406,7 +429,8 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
     int64_t diverged = 0;
     for (const RunOutcome* o : runs) {
       if (o->result.diverged) ++diverged;
-      if (!o->result.rows.empty() && !o->result.diverged) finals.push_back(o->result.rows.back().test_acc);
+      if (!o->result.rows.empty() && !o->result.diverged)
+        finals.push_back(o->result.rows.back().test_acc);
       double best = 0;
       for (const MetricsRow& r : o->result.rows) best = std::max(best, r.test_acc);
       bests.push_back(best);
@@ -415,16 +439,19 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
     os << "| " << arm.name << " | " << runs.size() << " | "
        << (f.n ? fmt("%.4f", f.mean) + " ± " + fmt("%.4f", f.std) : std::string("—")) << " | "
        << (b.n ? fmt("%.4f", b.mean) : std::string("—")) << " | "
-       << (diverged ? std::to_string(diverged) + "/" + std::to_string(runs.size()) : std::string("0")) << " |";
+       << (diverged ? std::to_string(diverged) + "/" + std::to_string(runs.size())
+                    : std::string("0"))
+       << " |";
     for (double t : thresholds) {
       int64_t reached = 0;
       double m = mean_steps(runs, t, &reached);
       if (reached == 0) {
         os << " — |";
       } else {
-        os << " " << fmt("%.0f", m) << (reached < static_cast<int64_t>(runs.size())
-                                            ? " (" + std::to_string(reached) + "/" + std::to_string(runs.size()) + ")"
-                                            : "")
+        os << " " << fmt("%.0f", m)
+           << (reached < static_cast<int64_t>(runs.size())
+                   ? " (" + std::to_string(reached) + "/" + std::to_string(runs.size()) + ")"
+                   : "")
            << " |";
       }
     }
@@ -445,10 +472,12 @@ AblationReport run_ablation(const AblationSpec& spec) {
   std::vector<Arm> arms = expand_arms(spec);
   ensure_directory(spec.out_dir);
 
-  // Load each dataset once; every arm on it shares the same images (and so the same data order per seed).
+  // Load each dataset once; every arm on it shares the same images (and so the same data order per
+  // seed).
   std::map<std::string, RunData> data;
   for (const Arm& arm : arms)
-    if (!data.count(arm.config.dataset)) data.emplace(arm.config.dataset, load_run_data(arm.config.dataset, arm.config.data_dir));
+    if (!data.count(arm.config.dataset))
+      data.emplace(arm.config.dataset, load_run_data(arm.config.dataset, arm.config.data_dir));
 
   struct Job {
     const Arm* arm;
@@ -457,14 +486,18 @@ AblationReport run_ablation(const AblationSpec& spec) {
   };
   std::vector<Job> jobs;
   int cores = std::max(1, spec.base.threads > 0 ? spec.base.threads : bnlab::num_threads());
-  // Small models scale poorly across threads, so matched runs side by side beat one run on all cores.
+  // Small models scale poorly across threads, so matched runs side by side beat one run on all
+  // cores.
   int requested = spec.jobs > 0 ? spec.jobs : cores;
-  int jobs_at_once = std::min<int>(requested, static_cast<int>(arms.size() * static_cast<size_t>(spec.seeds)));
+  int jobs_at_once =
+      std::min<int>(requested, static_cast<int>(arms.size() * static_cast<size_t>(spec.seeds)));
   for (const Arm& arm : arms) {
     for (int64_t s = 0; s < spec.seeds; ++s) {
       TrainConfig cfg = arm.config;
       cfg.seed = spec.base.seed + static_cast<uint64_t>(s);
-      cfg.out_dir = (fs::path(spec.out_dir) / "runs" / slug(arm.name) / ("seed-" + std::to_string(cfg.seed))).string();
+      cfg.out_dir =
+          (fs::path(spec.out_dir) / "runs" / slug(arm.name) / ("seed-" + std::to_string(cfg.seed)))
+              .string();
       cfg.label = arm.name + (spec.seeds > 1 ? " seed " + std::to_string(cfg.seed) : "");
       cfg.save_checkpoint = true;
       if (jobs_at_once > 1) {
@@ -488,7 +521,8 @@ AblationReport run_ablation(const AblationSpec& spec) {
         if (finished_run(job.cfg.out_dir, job.cfg)) {
           outcomes[i].result = load_finished(job.cfg.out_dir);
           outcomes[i].reused = true;
-          std::printf("%s: already finished in %s, reusing\n", job.cfg.label.c_str(), job.cfg.out_dir.c_str());
+          std::printf("%s: already finished in %s, reusing\n", job.cfg.label.c_str(),
+                      job.cfg.out_dir.c_str());
           continue;
         }
         bool resume = fs::exists(fs::path(job.cfg.out_dir) / "train_state.safetensors") &&
@@ -516,15 +550,17 @@ AblationReport run_ablation(const AblationSpec& spec) {
   std::ostringstream csv;
   csv << "arm";
   for (const Factor& f : spec.factors) csv << "," << f.name;
-  csv << ",seed,step,epoch,train_loss,train_acc,test_loss,test_acc,lr,elapsed_s,probe_p15,probe_p50,probe_p85,diverged\n";
+  csv << ",seed,step,epoch,train_loss,train_acc,test_loss,test_acc,lr,elapsed_s,probe_p15,probe_"
+         "p50,probe_p85,diverged\n";
   csv.precision(7);
   for (const RunOutcome& o : outcomes) {
     for (const MetricsRow& r : o.result.rows) {
       csv << csv_escape(o.arm->name);
       for (const auto& [name, value] : o.arm->settings) csv << "," << csv_escape(value);
-      csv << "," << o.seed << "," << r.step << "," << r.epoch << "," << r.train_loss << "," << r.train_acc << ","
-          << r.test_loss << "," << r.test_acc << "," << r.lr << "," << r.elapsed << "," << r.p15 << "," << r.p50
-          << "," << r.p85 << "," << (o.result.diverged ? 1 : 0) << "\n";
+      csv << "," << o.seed << "," << r.step << "," << r.epoch << "," << r.train_loss << ","
+          << r.train_acc << "," << r.test_loss << "," << r.test_acc << "," << r.lr << ","
+          << r.elapsed << "," << r.p15 << "," << r.p50 << "," << r.p85 << ","
+          << (o.result.diverged ? 1 : 0) << "\n";
     }
   }
   report.results_csv = (fs::path(spec.out_dir) / "results.csv").string();
@@ -534,13 +570,16 @@ AblationReport run_ablation(const AblationSpec& spec) {
   std::ostringstream md;
   const TrainConfig& b = spec.base;
   md << "# " << (spec.title.empty() ? "bnlab ablation" : spec.title) << "\n\n"
-     << "Model " << b.model.name << " on " << b.dataset << ", batch " << b.batch_size << ", " << b.optimizer << " lr "
-     << b.lr << (b.momentum > 0 ? " momentum " + fmt("%g", b.momentum) : "") << ", "
-     << (b.steps > 0 ? std::to_string(b.steps) + " steps" : std::to_string(b.epochs) + " epochs") << ", evaluated every "
-     << (b.eval_every > 0 ? std::to_string(b.eval_every) + " steps" : std::string("epoch")) << " on the "
-     << (outcomes.empty() ? std::string("test") : outcomes.front().result.eval_split) << " split; seeds "
-     << b.seed << ".." << b.seed + static_cast<uint64_t>(spec.seeds) - 1
-     << ". Speed-up: the baseline arm's (first row) steps to the accuracy shown divided by the arm's.\n\n"
+     << "Model " << b.model.name << " on " << b.dataset << ", batch " << b.batch_size << ", "
+     << b.optimizer << " lr " << b.lr
+     << (b.momentum > 0 ? " momentum " + fmt("%g", b.momentum) : "") << ", "
+     << (b.steps > 0 ? std::to_string(b.steps) + " steps" : std::to_string(b.epochs) + " epochs")
+     << ", evaluated every "
+     << (b.eval_every > 0 ? std::to_string(b.eval_every) + " steps" : std::string("epoch"))
+     << " on the " << (outcomes.empty() ? std::string("test") : outcomes.front().result.eval_split)
+     << " split; seeds " << b.seed << ".." << b.seed + static_cast<uint64_t>(spec.seeds) - 1
+     << ". Speed-up: the baseline arm's (first row) steps to the accuracy shown divided by the "
+        "arm's.\n\n"
      << report.table;
   report.summary_md = (fs::path(spec.out_dir) / "summary.md").string();
   write_file_atomic(report.summary_md, md.str());

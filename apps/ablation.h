@@ -1,9 +1,9 @@
-// Ablations: matched runs that differ in one factor only (same seed, same initial weights where shapes
-// allow, same data order), their long-format results, the summary table and the plots.
+// Ablations: matched runs that differ in one factor only (same seed, same initial weights where
+// shapes allow, same data order), their long-format results, the summary table and the plots.
 //
-// A factor is a named knob with values ("norm=none,batch", "lr-mult=1,5,30"); several factors form a
-// grid. Every (arm, seed) run lives in OUT/runs/<arm>/seed-<s>/ and is skipped when it already finished
-// there (its summary.json exists), so an interrupted sweep resumes where it stopped.
+// A factor is a named knob with values ("norm=none,batch", "lr-mult=1,5,30"); several factors form
+// a grid. Every (arm, seed) run lives in OUT/runs/<arm>/seed-<s>/ and is skipped when it already
+// finished there (its summary.json exists), so an interrupted sweep resumes where it stopped.
 #pragma once
 
 #include <string>
@@ -28,9 +28,9 @@ struct AblationSpec {
 };
 
 struct Arm {
-  std::string name;                                          // "norm=batch,lr-mult=5"
+  std::string name;                                           // "norm=batch,lr-mult=5"
   std::vector<std::pair<std::string, std::string>> settings;  // factor -> value
-  TrainConfig config;                                        // base with the settings applied (seed unset)
+  TrainConfig config;  // base with the settings applied (seed unset)
 };
 
 struct RunOutcome {
@@ -54,11 +54,12 @@ std::vector<Arm> expand_arms(const AblationSpec& spec);
 
 struct AblationReport {
   std::string results_csv, summary_md, accuracy_png, percentiles_png;
-  std::string table;                 // the Markdown summary table
+  std::string table;                  // the Markdown summary table
   std::vector<std::string> messages;  // plot status lines
 };
 
-// Runs (or reuses) every arm x seed and writes results.csv, summary.md and the plots into spec.out_dir.
+// Runs (or reuses) every arm x seed and writes results.csv, summary.md and the plots into
+// spec.out_dir.
 AblationReport run_ablation(const AblationSpec& spec);
 
 // The summary table from outcomes (exposed for tests).

@@ -1,5 +1,6 @@
-// bnlab ablate: matched runs that differ in one factor only. With no arguments it reproduces Ioffe &
-// Szegedy (2015), Figure 1, on MNIST: paper-mlp with vs without BN, batch 60, the same SGD learning rate.
+// bnlab ablate: matched runs that differ in one factor only. With no arguments it reproduces Ioffe
+// & Szegedy (2015), Figure 1, on MNIST: paper-mlp with vs without BN, batch 60, the same SGD
+// learning rate.
 #include <iostream>
 
 #include "apps/ablation.h"
@@ -30,16 +31,20 @@ Command add_ablate_command(CLI::App& parent) {
 
   CLI::App* app = parent.add_subcommand(
       "ablate",
-      "Matched runs differing in one factor (same seed, initial weights and data order): a results table, "
+      "Matched runs differing in one factor (same seed, initial weights and data order): a results "
+      "table, "
       "results.csv and plots. No arguments: the BN paper's Figure 1 on MNIST.");
   add_config_flags(*app, b);
   app->add_option("--preset", *preset, "Factor preset: " + presets)->capture_default_str();
-  app->add_option("--vary", *vary,
-                  "A factor and its values, NAME=V1,V2 (repeat for a grid; replaces the preset). Factors:" + factor_list);
+  app->add_option(
+      "--vary", *vary,
+      "A factor and its values, NAME=V1,V2 (repeat for a grid; replaces the preset). Factors:" +
+          factor_list);
   app->add_option("--seeds", spec->seeds, "Seeds per arm (mean and spread reported)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app->add_option("--jobs,-j", spec->jobs, "Runs trained at once, sharing the cores (0: one per core)")
+  app->add_option("--jobs,-j", spec->jobs,
+                  "Runs trained at once, sharing the cores (0: one per core)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app->add_option("--out", spec->out_dir, "Output directory")->capture_default_str();
@@ -58,8 +63,9 @@ Command add_ablate_command(CLI::App& parent) {
       s.title += ": " + s.base.model.name + " on " + s.base.dataset;
     }
     std::vector<Arm> arms = expand_arms(s);
-    std::cout << "== bnlab ablate: " << arms.size() << " arm" << (arms.size() > 1 ? "s" : "") << " x " << s.seeds
-              << " seed" << (s.seeds > 1 ? "s" : "") << " -> " << s.out_dir << "\n";
+    std::cout << "== bnlab ablate: " << arms.size() << " arm" << (arms.size() > 1 ? "s" : "")
+              << " x " << s.seeds << " seed" << (s.seeds > 1 ? "s" : "") << " -> " << s.out_dir
+              << "\n";
     for (const Arm& a : arms) std::cout << "arm:          " << a.name << "\n";
     std::cout << describe_config(s.base);
     AblationReport r = run_ablation(s);

@@ -15,21 +15,28 @@ Command add_data_command(CLI::App& parent) {
     uint64_t seed = 0;
   };
   auto o = std::make_shared<Options>();
-  CLI::App* app = parent.add_subcommand("data", "Look at a dataset: a PNG grid of samples, or sizes and statistics");
+  CLI::App* app = parent.add_subcommand(
+      "data", "Look at a dataset: a PNG grid of samples, or sizes and statistics");
   app->require_subcommand(1);
   auto common = [&](CLI::App* sub) {
-    sub->add_option("--dataset", o->dataset, "mnist, fashion-mnist, cifar10, cifar100, folder:PATH")->capture_default_str();
-    sub->add_option("--split", o->split, "Split (train, test; cifar10 also val, test_first1000)")->capture_default_str();
+    sub->add_option("--dataset", o->dataset, "mnist, fashion-mnist, cifar10, cifar100, folder:PATH")
+        ->capture_default_str();
+    sub->add_option("--split", o->split, "Split (train, test; cifar10 also val, test_first1000)")
+        ->capture_default_str();
     sub->add_option("--data-dir", o->data_dir, "Data directory (default: $BNLAB_DATA or data/)");
     sub->failure_message(CLI::FailureMessage::help);
   };
-  CLI::App* show = app->add_subcommand("show", "Write a PNG grid of sample images (labels in <out>.txt)");
+  CLI::App* show =
+      app->add_subcommand("show", "Write a PNG grid of sample images (labels in <out>.txt)");
   common(show);
   show->add_option("--out", o->out, "PNG to write")->capture_default_str();
-  show->add_option("--count", o->count, "Images in the grid")->check(CLI::PositiveNumber)->capture_default_str();
+  show->add_option("--count", o->count, "Images in the grid")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   show->add_flag("--random", o->random, "A seeded random sample instead of the first images");
   show->add_option("--seed", o->seed, "Seed for --random")->capture_default_str();
-  CLI::App* info = app->add_subcommand("info", "Print size, class balance and per-channel mean/std");
+  CLI::App* info =
+      app->add_subcommand("info", "Print size, class balance and per-channel mean/std");
   common(info);
 
   Runner run = [o, show]() {
@@ -39,8 +46,8 @@ Command add_data_command(CLI::App& parent) {
       g.shuffle = o->random;
       g.seed = o->seed;
       int64_t n = write_sample_grid(data, o->count, o->out, g);
-      std::cout << "wrote " << o->out << " (" << n << " images of " << data.title() << "; labels in " << o->out
-                << ".txt)\n";
+      std::cout << "wrote " << o->out << " (" << n << " images of " << data.title()
+                << "; labels in " << o->out << ".txt)\n";
     } else {
       std::cout << format_info(compute_info(data));
     }

@@ -18,13 +18,18 @@ Command add_eval_command(CLI::App& parent) {
     bool json = false;
   };
   auto o = std::make_shared<Options>();
-  CLI::App* app = parent.add_subcommand("eval", "Evaluate a trained run: accuracy, per-class accuracy, confusion matrix");
-  app->add_option("--checkpoint", o->checkpoint, "Run directory written by bnlab train (config.json, model.safetensors)")
+  CLI::App* app = parent.add_subcommand(
+      "eval", "Evaluate a trained run: accuracy, per-class accuracy, confusion matrix");
+  app->add_option("--checkpoint", o->checkpoint,
+                  "Run directory written by bnlab train (config.json, model.safetensors)")
       ->required();
   app->add_option("--dataset", o->dataset, "Dataset (default: the one the run trained on)");
-  app->add_option("--split", o->split, "Split: test, val, train, test_first1000 (cifar10)")->capture_default_str();
+  app->add_option("--split", o->split, "Split: test, val, train, test_first1000 (cifar10)")
+      ->capture_default_str();
   app->add_option("--data-dir", o->data_dir, "Data directory (default: $BNLAB_DATA or data/)");
-  app->add_option("--batch-size", o->batch_size, "Evaluation batch size")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--batch-size", o->batch_size, "Evaluation batch size")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app->add_flag("--json", o->json, "Also write eval_<dataset>_<split>.json into the run directory");
 
   Runner run = [o]() {
@@ -36,35 +41,47 @@ Command add_eval_command(CLI::App& parent) {
     EvalResult ev = evaluate(model, data, dataset, o->batch_size, -1);
 
     int64_t K = data.num_classes();
-    std::vector<std::vector<int64_t>> confusion(static_cast<size_t>(K), std::vector<int64_t>(static_cast<size_t>(K)));
+    std::vector<std::vector<int64_t>> confusion(static_cast<size_t>(K),
+                                                std::vector<int64_t>(static_cast<size_t>(K)));
     for (size_t i = 0; i < ev.predictions.size(); ++i) {
       auto truth = static_cast<size_t>(data.labels[i]);
       auto pred = static_cast<size_t>(ev.predictions[i]);
       if (pred < static_cast<size_t>(K)) ++confusion[truth][pred];
     }
-    std::printf("%s on %s (%ld images): accuracy %.4f, loss %.4f\n\n", o->checkpoint.c_str(), data.title().c_str(),
-                static_cast<long>(data.size()), ev.accuracy, ev.loss);
+    std::printf("%s on %s (%ld images): accuracy %.4f, loss %.4f\n\n", o->checkpoint.c_str(),
+                data.title().c_str(), static_cast<long>(data.size()), ev.accuracy, ev.loss);
     std::printf("%-14s %8s %8s\n", "class", "images", "accuracy");
     nlohmann::json per_class = nlohmann::json::array();
     for (int64_t k = 0; k < K; ++k) {
       int64_t total = 0;
       for (int64_t v : confusion[static_cast<size_t>(k)]) total += v;
-      double acc = total ? static_cast<double>(confusion[static_cast<size_t>(k)][static_cast<size_t>(k)]) / static_cast<double>(total) : NAN;
-      std::printf("%-14s %8ld %8.4f\n", data.class_names[static_cast<size_t>(k)].c_str(), static_cast<long>(total), acc);
-      per_class.push_back({{"class", data.class_names[static_cast<size_t>(k)]}, {"images", total}, {"accuracy", acc}});
+      double acc =
+          total ? static_cast<double>(confusion[static_cast<size_t>(k)][static_cast<size_t>(k)]) /
+                      static_cast<double>(total)
+                : NAN;
+      std::printf("%-14s %8ld %8.4f\n", data.class_names[static_cast<size_t>(k)].c_str(),
+                  static_cast<long>(total), acc);
+      per_class.push_back({{"class", data.class_names[static_cast<size_t>(k)]},
+                           {"images", total},
+                           {"accuracy", acc}});
     }
     std::printf("\nconfusion matrix (rows: true class, columns: predicted)\n      ");
     for (int64_t k = 0; k < K; ++k) std::printf("%6ld", static_cast<long>(k));
     std::printf("\n");
     for (int64_t t = 0; t < K; ++t) {
       std::printf("%6ld", static_cast<long>(t));
-      for (int64_t p = 0; p < K; ++p) std::printf("%6ld", static_cast<long>(confusion[static_cast<size_t>(t)][static_cast<size_t>(p)]));
+      for (int64_t p = 0; p < K; ++p)
+        std::printf("%6ld",
+                    static_cast<long>(confusion[static_cast<size_t>(t)][static_cast<size_t>(p)]));
       std::printf("\n");
     }
     if (o->json) {
-      nlohmann::json j{{"dataset", dataset}, {"split", o->split}, {"images", data.size()}, {"accuracy", ev.accuracy},
-                       {"loss", ev.loss}, {"per_class", per_class}, {"confusion", confusion}};
-      std::string path = (std::filesystem::path(o->checkpoint) / ("eval_" + dataset + "_" + o->split + ".json")).string();
+      nlohmann::json j{{"dataset", dataset},      {"split", o->split}, {"images", data.size()},
+                       {"accuracy", ev.accuracy}, {"loss", ev.loss},   {"per_class", per_class},
+                       {"confusion", confusion}};
+      std::string path =
+          (std::filesystem::path(o->checkpoint) / ("eval_" + dataset + "_" + o->split + ".json"))
+              .string();
       write_file_atomic(path, j.dump(2) + "\n");
       std::printf("wrote %s\n", path.c_str());
     }

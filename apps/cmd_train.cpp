@@ -20,11 +20,13 @@ Command add_train_command(CLI::App& parent) {
   auto resume = std::make_shared<std::string>();
   auto show_summary = std::make_shared<bool>(false);
 
-  CLI::App* app = parent.add_subcommand("train", "Train one model and write metrics, checkpoints and a summary");
+  CLI::App* app = parent.add_subcommand(
+      "train", "Train one model and write metrics, checkpoints and a summary");
   add_config_flags(*app, *cfg);
   app->add_option("--out", cfg->out_dir, "Output directory")->capture_default_str();
   app->add_option("--resume", *resume,
-                  "Continue the run in DIR from its last checkpoint (its config.json; --steps/--epochs may extend it)");
+                  "Continue the run in DIR from its last checkpoint (its config.json; "
+                  "--steps/--epochs may extend it)");
   app->add_flag("--summary", *show_summary, "Print the model's layer table before training");
 
   Runner run = [cfg, resume, show_summary, app]() {
@@ -39,10 +41,11 @@ Command add_train_command(CLI::App& parent) {
       c = saved;
       c.out_dir = *resume;
     }
-    std::cout << "== bnlab train" << (resuming ? " (resuming " + *resume + ")" : "") << "\n" << describe_config(c);
+    std::cout << "== bnlab train" << (resuming ? " (resuming " + *resume + ")" : "") << "\n"
+              << describe_config(c);
     RunData data = load_run_data(c.dataset, c.data_dir);
-    std::cout << "data:         " << data.train.title() << " " << data.train.size() << " images, evaluating on "
-              << data.eval.title() << " " << data.eval.size() << "\n";
+    std::cout << "data:         " << data.train.title() << " " << data.train.size()
+              << " images, evaluating on " << data.eval.title() << " " << data.eval.size() << "\n";
     if (*show_summary) {
       ModelSpec spec = c.model;
       spec.channels = data.train.channels;
@@ -59,10 +62,11 @@ Command add_train_command(CLI::App& parent) {
     if (!r.rows.empty()) {
       const MetricsRow& last = r.rows.back();
       std::printf("final: step %ld | %s loss %.4f | %s accuracy %.4f | %.0f img/s training\n",
-                  static_cast<long>(last.step), data.eval.split.c_str(), last.test_loss, data.eval.split.c_str(),
-                  last.test_acc, r.images_per_second);
+                  static_cast<long>(last.step), data.eval.split.c_str(), last.test_loss,
+                  data.eval.split.c_str(), last.test_acc, r.images_per_second);
     }
-    std::cout << "wrote: " << c.out_dir << "/{config.json, metrics.csv, model.safetensors, train_state.safetensors, "
+    std::cout << "wrote: " << c.out_dir
+              << "/{config.json, metrics.csv, model.safetensors, train_state.safetensors, "
               << "summary.json}\n";
     return r.diverged ? 3 : 0;
   };

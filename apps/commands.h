@@ -1,9 +1,8 @@
-// The bnlab subcommands. Each add_*_command registers its flags on the parent CLI11 app and returns the
-// function that runs it once parsing succeeded (return value: the process exit code).
+// The bnlab subcommands. Each add_*_command registers its flags on the parent CLI11 app and returns
+// the function that runs it once parsing succeeded (return value: the process exit code).
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <functional>
 #include <string>
 
@@ -21,8 +20,8 @@ Command add_eval_command(CLI::App& parent);
 Command add_ablate_command(CLI::App& parent);
 Command add_data_command(CLI::App& parent);
 
-// Validators shared by the subcommands: a finite number > 0 (CLI11's PositiveNumber lets NaN through),
-// and a finite number >= 0.
+// Validators shared by the subcommands: a finite number > 0 (CLI11's PositiveNumber lets NaN
+// through), and a finite number >= 0.
 extern const CLI::Validator kFinitePositive;
 extern const CLI::Validator kFiniteNonNegative;
 

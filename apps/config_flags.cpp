@@ -11,7 +11,8 @@ void add_config_flags(CLI::App& app, TrainConfig& cfg) {
   app.add_option("--model", cfg.model.name, "Model: paper-mlp, mlp, lenet, cifar-cnn")
       ->check(CLI::IsMember(model_names()))
       ->capture_default_str();
-  app.add_option("--dataset", cfg.dataset, "Dataset: mnist, fashion-mnist, cifar10, cifar100, folder:PATH")
+  app.add_option("--dataset", cfg.dataset,
+                 "Dataset: mnist, fashion-mnist, cifar10, cifar100, folder:PATH")
       ->capture_default_str();
   app.add_option("--data-dir", cfg.data_dir, "Data directory (default: $BNLAB_DATA or data/)");
   app.add_option("--norm", cfg.model.norm, "Normalization: none, batch, layer, group")
@@ -26,9 +27,10 @@ void add_config_flags(CLI::App& app, TrainConfig& cfg) {
   app.add_option("--dropout", cfg.model.dropout, "Dropout probability (-1: the model's default)")
       ->check(CLI::Range(-1.0f, 1.0f))
       ->capture_default_str();
-  app.add_option("--init", cfg.model.init,
-                 "Weight init: default (PyTorch's), xavier-uniform, xavier-normal, kaiming-uniform, "
-                 "kaiming-normal, normal:<std> (empty: the model's own)");
+  app.add_option(
+      "--init", cfg.model.init,
+      "Weight init: default (PyTorch's), xavier-uniform, xavier-normal, kaiming-uniform, "
+      "kaiming-normal, normal:<std> (empty: the model's own)");
   auto* epochs = app.add_option("--epochs", cfg.epochs, "Epochs to train (when --steps is 0)")
                      ->check(CLI::NonNegativeNumber)
                      ->capture_default_str();
@@ -36,20 +38,27 @@ void add_config_flags(CLI::App& app, TrainConfig& cfg) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   (void)epochs;
-  app.add_option("--batch-size,-b", cfg.batch_size, "Mini-batch size")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--batch-size,-b", cfg.batch_size, "Mini-batch size")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--optimizer", cfg.optimizer, "sgd, adam, adamw, rmsprop")
       ->check(CLI::IsMember({"sgd", "adam", "adamw", "rmsprop"}))
       ->capture_default_str();
   app.add_option("--lr", cfg.lr, "Learning rate")->check(kFinitePositive)->capture_default_str();
-  app.add_option("--momentum", cfg.momentum, "Momentum (sgd, rmsprop)")->check(CLI::Range(0.0f, 1.0f))->capture_default_str();
+  app.add_option("--momentum", cfg.momentum, "Momentum (sgd, rmsprop)")
+      ->check(CLI::Range(0.0f, 1.0f))
+      ->capture_default_str();
   app.add_flag("--nesterov", cfg.nesterov, "Nesterov momentum (sgd)");
-  app.add_option("--weight-decay", cfg.weight_decay, "Weight decay (not applied to biases and norm parameters)")
+  app.add_option("--weight-decay", cfg.weight_decay,
+                 "Weight decay (not applied to biases and norm parameters)")
       ->check(kFiniteNonNegative)
       ->capture_default_str();
-  app.add_flag("--decay-all", cfg.decay_norm_and_bias, "Apply weight decay to biases and norm parameters too");
-  app.add_option("--schedule", cfg.schedule,
-                 "LR schedule: constant, step:<n>[:<gamma>], multistep:<m1>,<m2>[:<gamma>], exp:<gamma>, "
-                 "cosine[:<eta_min>], warmup:<n>[:<start>][+<schedule>]")
+  app.add_flag("--decay-all", cfg.decay_norm_and_bias,
+               "Apply weight decay to biases and norm parameters too");
+  app.add_option(
+         "--schedule", cfg.schedule,
+         "LR schedule: constant, step:<n>[:<gamma>], multistep:<m1>,<m2>[:<gamma>], exp:<gamma>, "
+         "cosine[:<eta_min>], warmup:<n>[:<start>][+<schedule>]")
       ->capture_default_str();
   app.add_option("--clip-grad-norm", cfg.clip_grad_norm, "Clip the global gradient norm (0: off)")
       ->check(kFiniteNonNegative)
@@ -58,8 +67,11 @@ void add_config_flags(CLI::App& app, TrainConfig& cfg) {
       ->check(CLI::Range(0.0f, 1.0f))
       ->capture_default_str();
   app.add_flag("--augment", cfg.augment, "Random crop (padding 4) and horizontal flip");
-  app.add_option("--seed", cfg.seed, "Seed for weights, data order, dropout and augmentation")->capture_default_str();
-  app.add_option("--threads", cfg.threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--seed", cfg.seed, "Seed for weights, data order, dropout and augmentation")
+      ->capture_default_str();
+  app.add_option("--threads", cfg.threads, "Threads (0: all cores)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--eval-every", cfg.eval_every, "Evaluate every N steps (0: every epoch)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
@@ -70,11 +82,12 @@ void add_config_flags(CLI::App& app, TrainConfig& cfg) {
 
 std::string describe_config(const TrainConfig& c) {
   std::ostringstream os;
-  os << "model:        " << c.model.name << " (norm " << c.model.norm << ", placement " << c.model.placement
-     << (c.model.init.empty() ? "" : ", init " + c.model.init)
+  os << "model:        " << c.model.name << " (norm " << c.model.norm << ", placement "
+     << c.model.placement << (c.model.init.empty() ? "" : ", init " + c.model.init)
      << (c.model.dropout >= 0 ? ", dropout " + std::to_string(c.model.dropout) : "") << ")\n"
      << "dataset:      " << c.dataset << " (data dir " << resolve_data_dir(c.data_dir) << ")\n"
-     << "length:       " << (c.steps > 0 ? std::to_string(c.steps) + " steps" : std::to_string(c.epochs) + " epochs")
+     << "length:       "
+     << (c.steps > 0 ? std::to_string(c.steps) + " steps" : std::to_string(c.epochs) + " epochs")
      << ", batch " << c.batch_size << ", eval every "
      << (c.eval_every > 0 ? std::to_string(c.eval_every) + " steps" : std::string("epoch")) << "\n"
      << "optimizer:    " << c.optimizer << " lr " << c.lr;
@@ -84,7 +97,8 @@ std::string describe_config(const TrainConfig& c) {
   if (c.clip_grad_norm > 0) os << ", clip " << c.clip_grad_norm;
   if (c.label_smoothing > 0) os << ", label smoothing " << c.label_smoothing;
   os << "\n"
-     << "seed:         " << c.seed << ", threads " << (c.threads > 0 ? std::to_string(c.threads) : std::string("all"))
+     << "seed:         " << c.seed << ", threads "
+     << (c.threads > 0 ? std::to_string(c.threads) : std::string("all"))
      << (c.augment ? ", augment" : "") << "\n";
   if (!c.out_dir.empty()) os << "output:       " << c.out_dir << "\n";
   return os.str();

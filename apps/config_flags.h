@@ -1,5 +1,5 @@
-// The training flags shared by `bnlab train` and `bnlab ablate`, in the idiom of PyTorch's examples.
-// Defaults shown in --help are the values `cfg` holds when the flags are registered.
+// The training flags shared by `bnlab train` and `bnlab ablate`, in the idiom of PyTorch's
+// examples. Defaults shown in --help are the values `cfg` holds when the flags are registered.
 #pragma once
 
 #include <CLI/CLI.hpp>

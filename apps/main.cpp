@@ -1,7 +1,6 @@
 // bnlab: the command-line front door. main only dispatches: bad flags print the problem and the
 // subcommand's usage and exit 2 (CLI11); library errors print "error: ..." and exit 1.
 #include <CLI/CLI.hpp>
-
 #include <cmath>
 #include <iostream>
 
@@ -37,19 +36,21 @@ const CLI::Validator kFiniteNonNegative(
 
 int main(int argc, char** argv) {
   using namespace bnlab::apps;
-  CLI::App app{"bnlab: see what batch normalization does. Train, evaluate and ablate networks on MNIST,\n"
-               "Fashion-MNIST and CIFAR-10 with and without BatchNorm.\n\n"
-               "  bnlab ablate                 the BN paper's Figure 1 on MNIST (default study)\n"
-               "  bnlab train --model lenet --norm batch --epochs 2\n"
-               "  bnlab eval --checkpoint runs/train\n"
-               "  bnlab data show --dataset cifar10 --out grid.png"};
+  CLI::App app{
+      "bnlab: see what batch normalization does. Train, evaluate and ablate networks on MNIST,\n"
+      "Fashion-MNIST and CIFAR-10 with and without BatchNorm.\n\n"
+      "  bnlab ablate                 the BN paper's Figure 1 on MNIST (default study)\n"
+      "  bnlab train --model lenet --norm batch --epochs 2\n"
+      "  bnlab eval --checkpoint runs/train\n"
+      "  bnlab data show --dataset cifar10 --out grid.png"};
   app.set_version_flag("--version", std::string("bnlab ") + BNLAB_VERSION);
   app.failure_message(CLI::FailureMessage::help);
   app.require_subcommand(1);
 
-  std::vector<Command> commands{add_train_command(app), add_eval_command(app), add_ablate_command(app),
-                                add_data_command(app)};
-  auto* info = app.add_subcommand("info", "Print the build: version, BLAS and its threading, thread count");
+  std::vector<Command> commands{add_train_command(app), add_eval_command(app),
+                                add_ablate_command(app), add_data_command(app)};
+  auto* info =
+      app.add_subcommand("info", "Print the build: version, BLAS and its threading, thread count");
   info->failure_message(CLI::FailureMessage::help);
   for (const Command& c : commands) c.app->failure_message(CLI::FailureMessage::help);
 
@@ -64,8 +65,8 @@ int main(int argc, char** argv) {
       if (c.app->parsed()) return c.run();
     if (info->parsed()) {
       std::cout << "bnlab " << BNLAB_VERSION << "\n"
-                << "BLAS:    OpenBLAS, " << bnlab::blas_parallel_mode() << " threading: " << bnlab::blas_config()
-                << "\n"
+                << "BLAS:    OpenBLAS, " << bnlab::blas_parallel_mode()
+                << " threading: " << bnlab::blas_config() << "\n"
                 << "threads: " << bnlab::num_threads() << "\n";
     }
   } catch (const bnlab::Error& e) {

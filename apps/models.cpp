@@ -22,21 +22,23 @@ std::shared_ptr<Module> make_norm(const ModelSpec& spec, int64_t channels, bool 
     return std::make_shared<BatchNorm1d>(BatchNormOptions{.num_features = channels});
   }
   if (spec.norm == "layer") {
-    // Dense: over the features. Conv: over (C, H, W) per sample = GroupNorm with one group, which keeps
-    // the parameters per channel and the model independent of the spatial size.
-    if (spatial) return std::make_shared<GroupNorm>(GroupNormOptions{.num_groups = 1, .num_channels = channels});
+    // Dense: over the features. Conv: over (C, H, W) per sample = GroupNorm with one group, which
+    // keeps the parameters per channel and the model independent of the spatial size.
+    if (spatial)
+      return std::make_shared<GroupNorm>(
+          GroupNormOptions{.num_groups = 1, .num_channels = channels});
     return std::make_shared<LayerNorm>(LayerNormOptions{.normalized_shape = {channels}});
   }
   if (spec.norm == "group") {
-    return std::make_shared<GroupNorm>(
-        GroupNormOptions{.num_groups = group_count(channels, spec.groups), .num_channels = channels});
+    return std::make_shared<GroupNorm>(GroupNormOptions{
+        .num_groups = group_count(channels, spec.groups), .num_channels = channels});
   }
   return nullptr;
 }
 
 // Appends norm and activation in the spec's order; returns the activation (the probe candidate).
-Module* add_norm_and_activation(Sequential& net, const ModelSpec& spec, int64_t channels, bool spatial,
-                                std::shared_ptr<Module> activation) {
+Module* add_norm_and_activation(Sequential& net, const ModelSpec& spec, int64_t channels,
+                                bool spatial, std::shared_ptr<Module> activation) {
   auto norm = make_norm(spec, channels, spatial);
   if (norm && spec.placement == "before") net.add(norm);
   net.add(activation);
@@ -44,12 +46,15 @@ Module* add_norm_and_activation(Sequential& net, const ModelSpec& spec, int64_t 
   return activation.get();
 }
 
-void initialize(const ModelSpec& spec, const std::string& model_default, Sequential& net, Rng& rng) {
+void initialize(const ModelSpec& spec, const std::string& model_default, Sequential& net,
+                Rng& rng) {
   std::string scheme = spec.init.empty() ? model_default : spec.init;
   if (scheme == "default") return;  // layers already hold PyTorch's default init
   for (const auto& [name, child] : net.children()) {
-    if (auto* d = dynamic_cast<Dense*>(child.get())) init::apply_scheme(scheme, d->weight(), d->bias(), rng);
-    if (auto* c = dynamic_cast<Conv2d*>(child.get())) init::apply_scheme(scheme, c->weight(), c->bias(), rng);
+    if (auto* d = dynamic_cast<Dense*>(child.get()))
+      init::apply_scheme(scheme, d->weight(), d->bias(), rng);
+    if (auto* c = dynamic_cast<Conv2d*>(child.get()))
+      init::apply_scheme(scheme, c->weight(), c->bias(), rng);
   }
 }
 
@@ -71,16 +76,16 @@ Model build_model(const ModelSpec& spec, Rng& rng) {
                            [](std::string a, const std::string& b) { return a + ", " + b; });
   };
   const auto& names = model_names();
-  BNLAB_CHECK(std::find(names.begin(), names.end(), spec.name) != names.end(), "model: unknown model '",
-              spec.name, "'; expected one of ", join(names));
+  BNLAB_CHECK(std::find(names.begin(), names.end(), spec.name) != names.end(),
+              "model: unknown model '", spec.name, "'; expected one of ", join(names));
   const auto& norms = norm_names();
-  BNLAB_CHECK(std::find(norms.begin(), norms.end(), spec.norm) != norms.end(), "model: unknown norm '",
-              spec.norm, "'; expected one of ", join(norms));
+  BNLAB_CHECK(std::find(norms.begin(), norms.end(), spec.norm) != norms.end(),
+              "model: unknown norm '", spec.norm, "'; expected one of ", join(norms));
   BNLAB_CHECK(spec.placement == "before" || spec.placement == "after", "model: unknown placement '",
               spec.placement, "'; expected before or after");
   BNLAB_CHECK(spec.channels > 0 && spec.height > 0 && spec.width > 0 && spec.num_classes > 1,
-              "model: bad input geometry ", spec.channels, "x", spec.height, "x", spec.width, " with ",
-              spec.num_classes, " classes");
+              "model: bad input geometry ", spec.channels, "x", spec.height, "x", spec.width,
+              " with ", spec.num_classes, " classes");
 
   Model model;
   model.spec = spec;
@@ -94,7 +99,8 @@ Model build_model(const ModelSpec& spec, Rng& rng) {
   };
   auto conv = [&](int64_t in, int64_t out, int64_t kernel, int64_t padding) {
     net.add(std::make_shared<Conv2d>(
-        Conv2dOptions{.in_channels = in, .out_channels = out, .kernel = kernel, .padding = padding}, rng));
+        Conv2dOptions{.in_channels = in, .out_channels = out, .kernel = kernel, .padding = padding},
+        rng));
   };
   auto dropout = [&](float default_p) {
     float p = spec.dropout < 0.0f ? default_p : spec.dropout;
@@ -103,8 +109,8 @@ Model build_model(const ModelSpec& spec, Rng& rng) {
 
   std::string default_init = "default";
   if (spec.name == "paper-mlp") {
-    // Ioffe & Szegedy (2015), section 4.1: 3 fully connected hidden layers of 100 sigmoid units, weights
-    // from a small random Gaussian; BN (when on) before each nonlinearity.
+    // Ioffe & Szegedy (2015), section 4.1: 3 fully connected hidden layers of 100 sigmoid units,
+    // weights from a small random Gaussian; BN (when on) before each nonlinearity.
     default_init = "normal:0.01";
     net.add(std::make_shared<Flatten>());
     int64_t in = D;
@@ -125,7 +131,8 @@ Model build_model(const ModelSpec& spec, Rng& rng) {
     dropout(0.0f);
     dense(256, K);
   } else if (spec.name == "lenet") {
-    // conv(C->32, 5x5, pad 2) -> pool -> conv(32->64, 5x5, pad 2) -> pool -> dense 128 -> dropout -> dense.
+    // conv(C->32, 5x5, pad 2) -> pool -> conv(32->64, 5x5, pad 2) -> pool -> dense 128 -> dropout
+    // -> dense.
     conv(spec.channels, 32, 5, 2);
     add_norm_and_activation(net, spec, 32, true, std::make_shared<ReLU>());
     net.add(std::make_shared<MaxPool2d>(2));
@@ -149,8 +156,8 @@ Model build_model(const ModelSpec& spec, Rng& rng) {
       h /= 2;
       w /= 2;
     }
-    BNLAB_CHECK(h > 0 && w > 0, "model: cifar-cnn needs inputs of at least 8x8; got ", spec.height, "x",
-                spec.width);
+    BNLAB_CHECK(h > 0 && w > 0, "model: cifar-cnn needs inputs of at least 8x8; got ", spec.height,
+                "x", spec.width);
     net.add(std::make_shared<Flatten>());
     dropout(0.0f);
     dense(128 * h * w, K);

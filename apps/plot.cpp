@@ -23,8 +23,8 @@ std::string shell_quote(const std::string& s) {
 }
 }  // namespace
 
-PlotResult render_gnuplot(const std::string& script_path, const std::string& body, const std::string& png_path,
-                          int width, int height) {
+PlotResult render_gnuplot(const std::string& script_path, const std::string& body,
+                          const std::string& png_path, int width, int height) {
   namespace fs = std::filesystem;
   PlotResult r;
   r.png = png_path;
@@ -37,13 +37,17 @@ PlotResult render_gnuplot(const std::string& script_path, const std::string& bod
   };
   write_file_atomic(script_path, script_for(png_name));
   if (!gnuplot_available()) {
-    r.message = "gnuplot not found; data and script written. Render with: apt-get install gnuplot-nox && cd " +
-                fs::path(script_path).parent_path().string() + " && gnuplot " + fs::path(script_path).filename().string();
+    r.message =
+        "gnuplot not found; data and script written. Render with: apt-get install gnuplot-nox && "
+        "cd " +
+        fs::path(script_path).parent_path().string() + " && gnuplot " +
+        fs::path(script_path).filename().string();
     return r;
   }
   fs::path dir = fs::path(script_path).parent_path();
   if (dir.empty()) dir = ".";
-  std::string tmp_script = (dir / ("." + fs::path(script_path).filename().string() + ".run")).string();
+  std::string tmp_script =
+      (dir / ("." + fs::path(script_path).filename().string() + ".run")).string();
   write_file_atomic(tmp_script, script_for(tmp_name));
   std::string command = "cd " + shell_quote(dir.string()) + " && gnuplot " +
                         shell_quote(fs::path(tmp_script).filename().string()) + " 2>&1";

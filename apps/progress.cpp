@@ -12,18 +12,23 @@ std::string format_duration(double seconds) {
   auto s = static_cast<int64_t>(seconds + 0.5);
   char buf[32];
   if (s >= 3600) {
-    std::snprintf(buf, sizeof buf, "%ldh%02ldm", static_cast<long>(s / 3600), static_cast<long>(s / 60 % 60));
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", static_cast<long>(s / 3600),
+                  static_cast<long>(s / 60 % 60));
   } else if (s >= 60) {
-    std::snprintf(buf, sizeof buf, "%ldm%02lds", static_cast<long>(s / 60), static_cast<long>(s % 60));
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", static_cast<long>(s / 60),
+                  static_cast<long>(s % 60));
   } else {
     std::snprintf(buf, sizeof buf, "%lds", static_cast<long>(s));
   }
   return buf;
 }
 
-bool Progress::is_terminal(FILE* f) { return f != nullptr && isatty(fileno(f)) != 0 && std::getenv("CI") == nullptr; }
+bool Progress::is_terminal(FILE* f) {
+  return f != nullptr && isatty(fileno(f)) != 0 && std::getenv("CI") == nullptr;
+}
 
-Progress::Progress(std::string label, int64_t total_steps, int64_t log_every, FILE* out, bool force_plain)
+Progress::Progress(std::string label, int64_t total_steps, int64_t log_every, FILE* out,
+                   bool force_plain)
     : label_(std::move(label)),
       total_(std::max<int64_t>(total_steps, 1)),
       log_every_(log_every > 0 ? log_every : std::max<int64_t>(total_ / 20, 1)),
@@ -38,24 +43,27 @@ void Progress::update(int64_t step, double loss, double accuracy, double images_
   if (!out_) return;
   auto now = std::chrono::steady_clock::now();
   double elapsed = std::chrono::duration<double>(now - start_).count();
-  double eta = step > 0 ? elapsed / static_cast<double>(step) * static_cast<double>(total_ - step) : NAN;
+  double eta =
+      step > 0 ? elapsed / static_cast<double>(step) * static_cast<double>(total_ - step) : NAN;
   if (tty_) {
     if (step < total_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
     last_draw_ = now;
     const int width = 24;
     int filled = static_cast<int>(width * std::min<int64_t>(step, total_) / total_);
     char buf[256];
-    std::snprintf(buf, sizeof buf, "%s [%s%s] %3d%% %ld/%ld | loss %.4f | acc %.4f | %.0f img/s | ETA %s",
-                  label_.c_str(), std::string(static_cast<size_t>(filled), '#').c_str(),
-                  std::string(static_cast<size_t>(width - filled), '.').c_str(),
-                  static_cast<int>(100 * step / total_), static_cast<long>(step), static_cast<long>(total_), loss,
-                  accuracy, images_per_second, format_duration(eta).c_str());
+    std::snprintf(
+        buf, sizeof buf, "%s [%s%s] %3d%% %ld/%ld | loss %.4f | acc %.4f | %.0f img/s | ETA %s",
+        label_.c_str(), std::string(static_cast<size_t>(filled), '#').c_str(),
+        std::string(static_cast<size_t>(width - filled), '.').c_str(),
+        static_cast<int>(100 * step / total_), static_cast<long>(step), static_cast<long>(total_),
+        loss, accuracy, images_per_second, format_duration(eta).c_str());
     last_bar_ = buf;
     std::fprintf(out_, "\r\033[K%s", buf);
     std::fflush(out_);
     bar_visible_ = true;
   } else if (step % log_every_ == 0 || step == total_) {
-    std::fprintf(out_, "%s step %ld/%ld | loss %.4f | acc %.4f | %.0f img/s | elapsed %s | eta %s\n",
+    std::fprintf(out_,
+                 "%s step %ld/%ld | loss %.4f | acc %.4f | %.0f img/s | elapsed %s | eta %s\n",
                  label_.c_str(), static_cast<long>(step), static_cast<long>(total_), loss, accuracy,
                  images_per_second, format_duration(elapsed).c_str(), format_duration(eta).c_str());
     std::fflush(out_);

@@ -1,6 +1,6 @@
-// Progress display for long work: on a terminal a one-line bar redrawn in place (percent, ETA, step,
-// loss, accuracy, images/s); otherwise plain greppable lines ("step 500/5000 | loss 0.412 | ...") every
-// `log_every` steps, so logs stay readable.
+// Progress display for long work: on a terminal a one-line bar redrawn in place (percent, ETA,
+// step, loss, accuracy, images/s); otherwise plain greppable lines ("step 500/5000 | loss 0.412 |
+// ...") every `log_every` steps, so logs stay readable.
 #pragma once
 
 #include <chrono>

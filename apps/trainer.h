@@ -1,6 +1,6 @@
-// The training loop behind `bnlab train` and every arm of `bnlab ablate`: model, optimizer, schedule,
-// seeded data order, periodic evaluation (with the probe percentiles of the BN paper's Figure 1),
-// metrics.csv, checkpoints that resume exactly, and summary.json.
+// The training loop behind `bnlab train` and every arm of `bnlab ablate`: model, optimizer,
+// schedule, seeded data order, periodic evaluation (with the probe percentiles of the BN paper's
+// Figure 1), metrics.csv, checkpoints that resume exactly, and summary.json.
 #pragma once
 
 #include <cmath>
@@ -18,23 +18,23 @@ namespace bnlab::apps {
 struct TrainConfig {
   ModelSpec model;
   std::string dataset = "mnist";
-  std::string data_dir;         // "" = $BNLAB_DATA or data/
-  int64_t epochs = 1;           // used when steps == 0
-  int64_t steps = 0;            // total optimizer steps; wins over epochs when > 0
+  std::string data_dir;  // "" = $BNLAB_DATA or data/
+  int64_t epochs = 1;    // used when steps == 0
+  int64_t steps = 0;     // total optimizer steps; wins over epochs when > 0
   int64_t batch_size = 64;
   std::string optimizer = "sgd";  // sgd | adam | adamw | rmsprop
   float lr = 0.01f;
-  float momentum = 0.0f;        // sgd, rmsprop
+  float momentum = 0.0f;  // sgd, rmsprop
   bool nesterov = false;
   float weight_decay = 0.0f;
   bool decay_norm_and_bias = false;  // false: BN/LN/GN parameters and biases get no weight decay
   std::string schedule = "constant";
   float clip_grad_norm = 0.0f;  // 0 = off
   float label_smoothing = 0.0f;
-  bool augment = false;         // random crop (padding 4) + flip; for cifar10
+  bool augment = false;  // random crop (padding 4) + flip; for cifar10
   uint64_t seed = 1;
-  int threads = 0;              // 0 = all cores
-  int64_t eval_every = 0;       // steps between evaluations; 0 = once per epoch
+  int threads = 0;         // 0 = all cores
+  int64_t eval_every = 0;  // steps between evaluations; 0 = once per epoch
   int64_t eval_batch_size = 1000;
   int64_t probe_unit = 0;       // which unit of the probe layer to record percentiles for; < 0: off
   std::string out_dir;          // "" = write nothing
@@ -59,9 +59,9 @@ struct TrainResult {
   int64_t steps_done = 0;
   bool diverged = false;
   int64_t diverged_step = -1;
-  double seconds = 0;             // training time this process (evaluation excluded)
+  double seconds = 0;  // training time this process (evaluation excluded)
   double images_per_second = 0;
-  std::string eval_split;         // which split test_* columns measured
+  std::string eval_split;  // which split test_* columns measured
 };
 
 // The data one run uses; loaded once and shared by matched runs.
@@ -74,8 +74,8 @@ struct RunData {
 RunData load_run_data(const std::string& dataset, const std::string& data_dir);
 
 // Trains per cfg on `data`. With cfg.out_dir set, writes config.json, metrics.csv, checkpoints and
-// summary.json there. resume: continue from the checkpoint in cfg.out_dir (written by an earlier run with
-// the same config), bit-exactly as if uninterrupted.
+// summary.json there. resume: continue from the checkpoint in cfg.out_dir (written by an earlier
+// run with the same config), bit-exactly as if uninterrupted.
 TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume = false);
 
 // Accuracy and mean loss of `model` on `data` in eval mode; fills probe values when requested.
@@ -87,9 +87,10 @@ struct EvalResult {
 EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& dataset_name,
                     int64_t batch_size, int64_t probe_unit);
 
-// Rebuilds the model of a run directory (its config.json) for data shaped like `like`, and loads its
-// model.safetensors. Returns the config too.
-Model load_trained_model(const std::string& dir, const ImageDataset& like, TrainConfig* cfg_out = nullptr);
+// Rebuilds the model of a run directory (its config.json) for data shaped like `like`, and loads
+// its model.safetensors. Returns the config too.
+Model load_trained_model(const std::string& dir, const ImageDataset& like,
+                         TrainConfig* cfg_out = nullptr);
 
 // The q-th percentile (0..100) by linear interpolation, as numpy.percentile's default.
 double percentile(std::vector<float> values, double q);

@@ -1,4 +1,5 @@
-// The backward engine: topological order with an explicit stack, one pass in reverse, graph release.
+// The backward engine: topological order with an explicit stack, one pass in reverse, graph
+// release.
 #include "core/autograd.h"
 
 #include <cstring>
@@ -55,9 +56,10 @@ namespace detail {
 
 namespace {
 
-// Post-order of the tensors reachable from `root` through grad_fn inputs, without recursion: each stack
-// entry remembers how many of its node's inputs it has already descended into.
-std::vector<std::shared_ptr<TensorImpl>> topological_order(const std::shared_ptr<TensorImpl>& root) {
+// Post-order of the tensors reachable from `root` through grad_fn inputs, without recursion: each
+// stack entry remembers how many of its node's inputs it has already descended into.
+std::vector<std::shared_ptr<TensorImpl>> topological_order(
+    const std::shared_ptr<TensorImpl>& root) {
   std::vector<std::shared_ptr<TensorImpl>> order;
   std::unordered_set<const TensorImpl*> visited;
   std::vector<std::pair<std::shared_ptr<TensorImpl>, size_t>> stack;
@@ -84,8 +86,7 @@ std::vector<std::shared_ptr<TensorImpl>> topological_order(const std::shared_ptr
 
 void run_backward(const Tensor& root, const Tensor* seed) {
   BNLAB_CHECK(root.defined(), "backward: called on an undefined tensor");
-  BNLAB_CHECK(root.requires_grad(),
-              "backward: tensor of shape ", root.shape(),
+  BNLAB_CHECK(root.requires_grad(), "backward: tensor of shape ", root.shape(),
               " does not require grad (no input of the computation requires grad, or it ran under "
               "NoGradGuard)");
   if (seed) {
@@ -130,7 +131,8 @@ void run_backward(const Tensor& root, const Tensor* seed) {
         }
       }
     }
-    // Non-leaf gradients are not kept (as in PyTorch): free as soon as consumed, with the node's inputs.
+    // Non-leaf gradients are not kept (as in PyTorch): free as soon as consumed, with the node's
+    // inputs.
     impl->grad.reset();
     node.inputs.clear();
     node.backward = nullptr;

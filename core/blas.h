@@ -1,8 +1,9 @@
-// The BLAS and thread glue: one GEMM entry point (OpenBLAS cblas_sgemm, transposes as flags) and one place
-// that sets the thread count for both OpenMP and OpenBLAS.
+// The BLAS and thread glue: one GEMM entry point (OpenBLAS cblas_sgemm, transposes as flags) and
+// one place that sets the thread count for both OpenMP and OpenBLAS.
 //
-// bnlab links OpenBLAS's OpenMP build, so OpenBLAS shares OpenMP's thread pool: a GEMM called inside one of
-// our parallel regions runs single-threaded instead of spawning threads of its own (no oversubscription).
+// bnlab links OpenBLAS's OpenMP build, so OpenBLAS shares OpenMP's thread pool: a GEMM called
+// inside one of our parallel regions runs single-threaded instead of spawning threads of its own
+// (no oversubscription).
 #pragma once
 
 #include <cstdint>
@@ -10,8 +11,9 @@
 
 namespace bnlab {
 
-// C[M, N] = alpha * op(A) op(B) + beta * C, row-major; op(A) is [M, K] (A stored [K, M] if trans_a),
-// op(B) is [K, N] (B stored [N, K] if trans_b). Leading dimensions are those of the stored matrices.
+// C[M, N] = alpha * op(A) op(B) + beta * C, row-major; op(A) is [M, K] (A stored [K, M] if
+// trans_a), op(B) is [K, N] (B stored [N, K] if trans_b). Leading dimensions are those of the
+// stored matrices.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
@@ -19,7 +21,8 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
 void set_num_threads(int n);
 int num_threads();
 
-// What the linked OpenBLAS says about itself: "OpenMP" for the build we want, "pthreads" or "sequential".
+// What the linked OpenBLAS says about itself: "OpenMP" for the build we want, "pthreads" or
+// "sequential".
 std::string blas_parallel_mode();
 std::string blas_config();
 

@@ -1,7 +1,7 @@
 // bnlab::Error and BNLAB_CHECK: the one way library code reports bad input.
 //
-// Library code never exits or aborts on a user's mistake; it throws an Error whose message names the op,
-// what went wrong, and the shapes involved (in the style of PyTorch's TORCH_CHECK), e.g.
+// Library code never exits or aborts on a user's mistake; it throws an Error whose message names
+// the op, what went wrong, and the shapes involved (in the style of PyTorch's TORCH_CHECK), e.g.
 //   "dense: input has 784 features, layer expects 512 (input [64, 784])"
 #pragma once
 
@@ -46,10 +46,10 @@ template <typename... Parts>
 }  // namespace detail
 }  // namespace bnlab
 
-// BNLAB_CHECK(cond, "op: what went wrong; expected ", a, ", got ", b): throws bnlab::Error if !cond.
-// Parts are streamed; std::vector<int64_t> shapes print as [a, b, c].
-#define BNLAB_CHECK(cond, ...)                                          \
-  do {                                                                  \
+// BNLAB_CHECK(cond, "op: what went wrong; expected ", a, ", got ", b): throws bnlab::Error if
+// !cond. Parts are streamed; std::vector<int64_t> shapes print as [a, b, c].
+#define BNLAB_CHECK(cond, ...)                                                  \
+  do {                                                                          \
     if (!(cond)) ::bnlab::detail::throw_error(__FILE__, __LINE__, __VA_ARGS__); \
   } while (0)
 

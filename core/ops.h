@@ -1,10 +1,11 @@
-// Every differentiable op in bnlab, one line of contract each. Bodies live in core/ops/<family>.cpp, each
-// op's forward and backward in one function. Ops record a graph node only when an input requires a grad.
+// Every differentiable op in bnlab, one line of contract each. Bodies live in
+// core/ops/<family>.cpp, each op's forward and backward in one function. Ops record a graph node
+// only when an input requires a grad.
 //
 // Legend: N batch, C channels, H/W height/width, D features, K out-features or out-channels.
-// Broadcasting follows NumPy/PyTorch: shapes align at the right, dims of size 1 stretch. A per-channel
-// vector for NCHW data is therefore [C, 1, 1], as in PyTorch. Gradients of broadcast inputs are reduced
-// back to their shapes by one helper, sum_to_shape.
+// Broadcasting follows NumPy/PyTorch: shapes align at the right, dims of size 1 stretch. A
+// per-channel vector for NCHW data is therefore [C, 1, 1], as in PyTorch. Gradients of broadcast
+// inputs are reduced back to their shapes by one helper, sum_to_shape.
 #pragma once
 
 #include <cstdint>
@@ -28,9 +29,10 @@ Tensor log(const Tensor& x);                   // natural log; x <= 0 gives -inf
 Tensor sqrt(const Tensor& x);                  // square root
 Tensor pow(const Tensor& x, float exponent);   // x^p; d/dx = p x^(p-1)
 Tensor relu(const Tensor& x);                  // max(x, 0); subgradient relu'(0) = 0
-Tensor leaky_relu(const Tensor& x, float negative_slope = 0.01f);  // x if x > 0 else slope*x; '(0)=slope
-Tensor sigmoid(const Tensor& x);               // 1 / (1 + e^-x), stable for large |x|
-Tensor tanh(const Tensor& x);                  // hyperbolic tangent
+Tensor leaky_relu(const Tensor& x,
+                  float negative_slope = 0.01f);  // x if x > 0 else slope*x; '(0)=slope
+Tensor sigmoid(const Tensor& x);                  // 1 / (1 + e^-x), stable for large |x|
+Tensor tanh(const Tensor& x);                     // hyperbolic tangent
 
 Tensor operator+(const Tensor& a, const Tensor& b);
 Tensor operator-(const Tensor& a, const Tensor& b);
@@ -47,33 +49,38 @@ Tensor operator/(const Tensor& x, float s);
 
 // The shape a and b broadcast to; throws naming `op` and both shapes if they do not.
 Shape broadcast_shape(const char* op, const Shape& a, const Shape& b);
-// Sums `g` (of a broadcast shape) down to `shape`: the one reduction every broadcasting op's backward uses.
+// Sums `g` (of a broadcast shape) down to `shape`: the one reduction every broadcasting op's
+// backward uses.
 Tensor sum_to_shape(const Tensor& g, const Shape& shape);
 
 // ---- shape (core/ops/shape.cpp) ----
-Tensor reshape(const Tensor& x, const Shape& shape);  // shares data; one dim may be -1
+Tensor reshape(const Tensor& x, const Shape& shape);     // shares data; one dim may be -1
 Tensor flatten(const Tensor& x, int64_t start_dim = 1);  // [N, ...] -> [N, prod(...)]; shares data
-Tensor clone(const Tensor& x);  // copies data; grad passes through
+Tensor clone(const Tensor& x);                           // copies data; grad passes through
 
 // ---- reductions (core/ops/reduce.cpp) ----
-Tensor sum(const Tensor& x);                                        // scalar sum of all elements
-Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);     // sum over one dim
-Tensor mean(const Tensor& x);                                       // scalar mean
-Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);    // mean over one dim
-Tensor max(const Tensor& x, int64_t dim, bool keepdim = false);     // max over dim; grad to the first max
-std::vector<int64_t> argmax(const Tensor& x, int64_t dim);          // index of the first max (no grad)
-Tensor softmax(const Tensor& x, int64_t dim = -1);                  // stable (subtracts the max)
-Tensor log_softmax(const Tensor& x, int64_t dim = -1);              // stable log-sum-exp
+Tensor sum(const Tensor& x);                                      // scalar sum of all elements
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);   // sum over one dim
+Tensor mean(const Tensor& x);                                     // scalar mean
+Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);  // mean over one dim
+Tensor max(const Tensor& x, int64_t dim,
+           bool keepdim = false);                           // max over dim; grad to the first max
+std::vector<int64_t> argmax(const Tensor& x, int64_t dim);  // index of the first max (no grad)
+Tensor softmax(const Tensor& x, int64_t dim = -1);          // stable (subtracts the max)
+Tensor log_softmax(const Tensor& x, int64_t dim = -1);      // stable log-sum-exp
 
 // ---- matmul (core/ops/matmul.cpp) ----
-// [M, K] x [K, N] -> [M, N]; trans_a / trans_b use a^T / b^T (stored as given) via GEMM flags, no copies.
+// [M, K] x [K, N] -> [M, N]; trans_a / trans_b use a^T / b^T (stored as given) via GEMM flags, no
+// copies.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
-// Fully connected: x [N, D], weight [K, D] (PyTorch layout), bias [K] or undefined -> [N, K]; one GEMM.
+// Fully connected: x [N, D], weight [K, D] (PyTorch layout), bias [K] or undefined -> [N, K]; one
+// GEMM.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
 // ---- losses (core/ops/loss.cpp) ----
 // Mean over the batch of -log softmax(logits)[label]; logits [N, K], labels N values in [0, K).
-// With label_smoothing s the target is (1-s) one-hot + s/K uniform (PyTorch's definition). Fused, stable.
+// With label_smoothing s the target is (1-s) one-hot + s/K uniform (PyTorch's definition). Fused,
+// stable.
 Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels,
                      float label_smoothing = 0.0f);
 // Mean of (a - b)^2 over all elements; composed from primitives.
@@ -86,13 +93,13 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
               int64_t padding = 0);
 
 // ---- pooling (core/ops/pool.cpp) ----
-// x [N, C, H, W] -> [N, C, Ho, Wo]; stride defaults to kernel (stride 0 = kernel); padded cells are -inf.
-// Ties go to the first index in row-major window order.
+// x [N, C, H, W] -> [N, C, Ho, Wo]; stride defaults to kernel (stride 0 = kernel); padded cells are
+// -inf. Ties go to the first index in row-major window order.
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride = 0, int64_t padding = 0);
 
 // ---- dropout (core/ops/dropout.cpp) ----
-// Training: zero each element with probability p and scale survivors by 1/(1-p) (inverted dropout); the
-// mask drawn from rng drives backward. Not training (or p == 0): returns x itself.
+// Training: zero each element with probability p and scale survivors by 1/(1-p) (inverted dropout);
+// the mask drawn from rng drives backward. Not training (or p == 0): returns x itself.
 Tensor dropout(const Tensor& x, float p, bool training, Rng& rng);
 
 // ---- normalization (core/ops/norm.cpp) ----
@@ -101,19 +108,22 @@ struct BatchNormResult {
   Tensor mean;  // [C] batch mean (no grad)
   Tensor var;   // [C] biased batch variance (no grad); running_var wants var * M / (M - 1)
 };
-// Train-mode batch norm, fused: x [N, C] or [N, C, *] normalized per channel over every dim but C with the
-// biased batch variance, eps inside the sqrt; gamma/beta [C] or undefined (no affine). Hand-derived backward
-// to x, gamma and beta (docs/derivations.md).
-BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
-// Eval-mode batch norm with given statistics (no grad to the statistics): y = (x - mean)/sqrt(var+eps)*g + b.
+// Train-mode batch norm, fused: x [N, C] or [N, C, *] normalized per channel over every dim but C
+// with the biased batch variance, eps inside the sqrt; gamma/beta [C] or undefined (no affine).
+// Hand-derived backward to x, gamma and beta (docs/derivations.md).
+BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                 float eps);
+// Eval-mode batch norm with given statistics (no grad to the statistics): y = (x -
+// mean)/sqrt(var+eps)*g + b.
 Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                        const Tensor& gamma, const Tensor& beta, float eps);
-// Layer norm over the trailing dims `normalized_shape` (as torch.nn.functional.layer_norm); weight/bias of
-// that shape or undefined.
+// Layer norm over the trailing dims `normalized_shape` (as torch.nn.functional.layer_norm);
+// weight/bias of that shape or undefined.
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
                   const Tensor& bias, float eps);
 // Group norm: x [N, C, *] split into `groups` groups of C/groups channels, each normalized over its
 // channels and spatial positions; weight/bias [C] or undefined.
-Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, float eps);
+Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias,
+                  float eps);
 
 }  // namespace bnlab

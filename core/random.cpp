@@ -1,6 +1,6 @@
 // PCG32 (XSH-RR variant), Box-Muller normals and Lemire's bounded integers.
-// Reference: M. E. O'Neill, "PCG: A Family of Simple Fast Space-Efficient Statistically Good Algorithms for
-// Random Number Generation", 2014.
+// Reference: M. E. O'Neill, "PCG: A Family of Simple Fast Space-Efficient Statistically Good
+// Algorithms for Random Number Generation", 2014.
 #include "core/random.h"
 
 #include <cmath>
@@ -57,7 +57,8 @@ uint32_t Rng::below(uint32_t n) {
 }
 
 Rng Rng::split(uint64_t salt) const {
-  // Mix the current state with the salt (splitmix64 finalizer) so children of different salts are unrelated.
+  // Mix the current state with the salt (splitmix64 finalizer) so children of different salts are
+  // unrelated.
   uint64_t z = state_ ^ (salt + 0x9e3779b97f4a7c15ULL);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;

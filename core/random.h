@@ -1,8 +1,9 @@
-// Rng: a small, seeded, serializable random generator (PCG32, O'Neill 2014) with the draws the library needs.
+// Rng: a small, seeded, serializable random generator (PCG32, O'Neill 2014) with the draws the
+// library needs.
 //
-// Every source of randomness in bnlab (initialization, dropout masks, shuffling, augmentation) takes an Rng&
-// so that a run is reproduced exactly by its seed. The full state is two uint64s, which is what checkpoints
-// save to resume a run bit-exactly.
+// Every source of randomness in bnlab (initialization, dropout masks, shuffling, augmentation)
+// takes an Rng& so that a run is reproduced exactly by its seed. The full state is two uint64s,
+// which is what checkpoints save to resume a run bit-exactly.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +12,9 @@ namespace bnlab {
 
 class Rng {
  public:
-  explicit Rng(uint64_t seed = 0, uint64_t stream = 0x14057b7ef767814fULL) { seed_with(seed, stream); }
+  explicit Rng(uint64_t seed = 0, uint64_t stream = 0x14057b7ef767814fULL) {
+    seed_with(seed, stream);
+  }
 
   void seed_with(uint64_t seed, uint64_t stream = 0x14057b7ef767814fULL);
 

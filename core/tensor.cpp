@@ -39,12 +39,13 @@ int64_t numel_of(const Shape& shape) {
 namespace detail {
 namespace {
 
-// Freed buffers by exact element count. A training step allocates the same sizes every step, so exact
-// matching is enough; the cap keeps a one-off huge tensor from pinning memory forever.
+// Freed buffers by exact element count. A training step allocates the same sizes every step, so
+// exact matching is enough; the cap keeps a one-off huge tensor from pinning memory forever.
 class StoragePool {
  public:
   static StoragePool& instance() {
-    static auto* pool = new StoragePool();  // never destroyed: storages may be freed during static teardown
+    static auto* pool =
+        new StoragePool();  // never destroyed: storages may be freed during static teardown
     return *pool;
   }
 
@@ -186,12 +187,15 @@ float Tensor::item() const {
   return data()[0];
 }
 
-std::vector<float> Tensor::to_vector() const { return std::vector<float>(data(), data() + numel()); }
+std::vector<float> Tensor::to_vector() const {
+  return std::vector<float>(data(), data() + numel());
+}
 
 bool Tensor::requires_grad() const { return checked(impl_)->requires_grad; }
 
 Tensor& Tensor::set_requires_grad(bool value) {
-  BNLAB_CHECK(is_leaf(), "set_requires_grad: only leaf tensors can be marked; this one was made by '",
+  BNLAB_CHECK(is_leaf(),
+              "set_requires_grad: only leaf tensors can be marked; this one was made by '",
               impl_->grad_fn->op, "'");
   impl_->requires_grad = value;
   return *this;
@@ -223,13 +227,15 @@ const Tensor& Tensor::fill_(float value) const {
 }
 
 const Tensor& Tensor::copy_(const Tensor& src) const {
-  BNLAB_CHECK(src.numel() == numel(), "copy_: source shape ", src.shape(), " does not match ", shape());
+  BNLAB_CHECK(src.numel() == numel(), "copy_: source shape ", src.shape(), " does not match ",
+              shape());
   std::memcpy(data(), src.data(), static_cast<size_t>(numel()) * sizeof(float));
   return *this;
 }
 
 namespace {
-// Prints dimension `d` of `t` starting at flat offset `offset`; long dimensions show 3 items, "...", 3 items.
+// Prints dimension `d` of `t` starting at flat offset `offset`; long dimensions show 3 items,
+// "...", 3 items.
 void print_dim(std::ostream& os, const Tensor& t, size_t d, int64_t offset, int64_t stride) {
   const Shape& s = t.shape();
   int64_t n = s[d];

@@ -1,12 +1,14 @@
-// Tensor: float32, row-major, contiguous, int64 shape; a cheap handle to shared storage with autograd fields.
+// Tensor: float32, row-major, contiguous, int64 shape; a cheap handle to shared storage with
+// autograd fields.
 //
 // Layout legend used across bnlab: images are NCHW, dense data is [N, D].
 //   N batch, C channels, H height, W width, D in-features, K out-features / out-channels.
 // The last dimension is contiguous (NumPy/PyTorch order).
 //
-// Copying a Tensor copies the handle: both share data. clone() copies the data. reshape() shares data with
-// a new shape. Gradients live in the tensor's impl, are allocated lazily on first accumulation, and for
-// leaves accumulate across backward() calls until zero_grad() (see core/autograd.h).
+// Copying a Tensor copies the handle: both share data. clone() copies the data. reshape() shares
+// data with a new shape. Gradients live in the tensor's impl, are allocated lazily on first
+// accumulation, and for leaves accumulate across backward() calls until zero_grad() (see
+// core/autograd.h).
 #pragma once
 
 #include <cstdint>
@@ -29,8 +31,9 @@ struct Node;
 
 namespace detail {
 
-// A float buffer, 64-byte aligned, drawn from a process-wide pool of freed buffers of the same size so that
-// the identical allocations of consecutive training steps do not go back to malloc (see docs/ARCHITECTURE.md).
+// A float buffer, 64-byte aligned, drawn from a process-wide pool of freed buffers of the same size
+// so that the identical allocations of consecutive training steps do not go back to malloc (see
+// docs/ARCHITECTURE.md).
 class Storage {
  public:
   explicit Storage(size_t count);

@@ -5,7 +5,8 @@
 
 namespace bnlab {
 
-BatchNorm::BatchNorm(const BatchNormOptions& o, int spatial_dims) : options_(o), spatial_dims_(spatial_dims) {
+BatchNorm::BatchNorm(const BatchNormOptions& o, int spatial_dims)
+    : options_(o), spatial_dims_(spatial_dims) {
   BNLAB_CHECK(o.num_features > 0, "BatchNorm: num_features must be positive; got ", o.num_features);
   BNLAB_CHECK(o.eps > 0.0f, "BatchNorm: eps must be positive; got ", o.eps);
   BNLAB_CHECK(!o.momentum || (*o.momentum >= 0.0f && *o.momentum <= 1.0f),
@@ -28,8 +29,8 @@ int64_t BatchNorm::num_batches_tracked() const {
 void BatchNorm::check_input(const Tensor& x) const {
   bool rank_ok = spatial_dims_ == 2 ? x.dim() == 4 : (x.dim() == 2 || x.dim() == 3);
   const char* expected = spatial_dims_ == 2 ? "[N, C, H, W]" : "[N, C] or [N, C, L]";
-  BNLAB_CHECK(rank_ok && x.size(1) == options_.num_features, type_name(), ": expected input ", expected,
-              " with C = ", options_.num_features, "; got ", x.shape());
+  BNLAB_CHECK(rank_ok && x.size(1) == options_.num_features, type_name(), ": expected input ",
+              expected, " with C = ", options_.num_features, "; got ", x.shape());
 }
 
 Tensor BatchNorm::forward(const Tensor& x) {
@@ -39,8 +40,8 @@ Tensor BatchNorm::forward(const Tensor& x) {
     return batch_norm_eval(x, running_mean_, running_var_, weight_, bias_, options_.eps);
   }
   int64_t per_channel = x.numel() / options_.num_features;  // M = N * H * W
-  BNLAB_CHECK(per_channel > 1, type_name(), ": expected more than 1 value per channel when training; got input ",
-              x.shape());
+  BNLAB_CHECK(per_channel > 1, type_name(),
+              ": expected more than 1 value per channel when training; got input ", x.shape());
   BatchNormResult r = batch_norm_train(x, weight_, bias_, options_.eps);
   if (is_training() && options_.track_running_stats) {
     NoGradGuard no_grad;
@@ -64,8 +65,9 @@ Tensor BatchNorm::forward(const Tensor& x) {
 std::string BatchNorm::extra_repr() const {
   std::string s = std::to_string(options_.num_features);
   if (options_.eps != 1e-5f) s += ", eps " + std::to_string(options_.eps);
-  s += options_.momentum ? (*options_.momentum != 0.1f ? ", momentum " + std::to_string(*options_.momentum) : "")
-                         : ", cumulative";
+  s += options_.momentum
+           ? (*options_.momentum != 0.1f ? ", momentum " + std::to_string(*options_.momentum) : "")
+           : ", cumulative";
   if (!options_.affine) s += ", no affine";
   if (!options_.track_running_stats) s += ", batch stats only";
   return s;

@@ -1,7 +1,8 @@
 // BatchNorm1d / BatchNorm2d with torch.nn.BatchNorm semantics
 // (https://pytorch.org/docs/stable/generated/torch.nn.BatchNorm2d.html):
 // - train mode normalizes with the batch mean and the BIASED batch variance, eps inside the sqrt;
-// - running_mean/running_var are updated as running = (1 - m) * running + m * batch with momentum m = 0.1,
+// - running_mean/running_var are updated as running = (1 - m) * running + m * batch with momentum m
+// = 0.1,
 //   running_var from the UNBIASED batch variance (var * M / (M - 1), M = values per channel);
 //   momentum = nullopt gives the cumulative average (m = 1 / num_batches_tracked);
 // - eval mode uses the running statistics (or batch statistics when track_running_stats is false);

@@ -6,10 +6,12 @@
 namespace bnlab {
 
 Conv2d::Conv2d(const Conv2dOptions& o, Rng& rng) : options_(o) {
-  BNLAB_CHECK(o.in_channels > 0 && o.out_channels > 0 && o.kernel > 0 && o.stride > 0 && o.padding >= 0,
-              "Conv2d: invalid options in_channels=", o.in_channels, " out_channels=", o.out_channels,
-              " kernel=", o.kernel, " stride=", o.stride, " padding=", o.padding);
-  weight_ = register_parameter("weight", Tensor::empty({o.out_channels, o.in_channels, o.kernel, o.kernel}));
+  BNLAB_CHECK(
+      o.in_channels > 0 && o.out_channels > 0 && o.kernel > 0 && o.stride > 0 && o.padding >= 0,
+      "Conv2d: invalid options in_channels=", o.in_channels, " out_channels=", o.out_channels,
+      " kernel=", o.kernel, " stride=", o.stride, " padding=", o.padding);
+  weight_ = register_parameter("weight",
+                               Tensor::empty({o.out_channels, o.in_channels, o.kernel, o.kernel}));
   if (o.bias) bias_ = register_parameter("bias", Tensor::empty({o.out_channels}));
   init::torch_default_(weight_, bias_, rng);
 }

@@ -1,5 +1,6 @@
-// Conv2d: 2-D convolution as torch.nn.Conv2d (square kernel, stride, zero padding; weight [K, C, kh, kw],
-// bias [K]). Input [N, C, H, W] -> [N, K, Ho, Wo] with Ho = (H + 2*padding - kernel) / stride + 1.
+// Conv2d: 2-D convolution as torch.nn.Conv2d (square kernel, stride, zero padding; weight [K, C,
+// kh, kw], bias [K]). Input [N, C, H, W] -> [N, K, Ho, Wo] with Ho = (H + 2*padding - kernel) /
+// stride + 1.
 #pragma once
 
 #include "layers/module.h"

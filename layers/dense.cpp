@@ -6,17 +6,19 @@
 namespace bnlab {
 
 Dense::Dense(const DenseOptions& options, Rng& rng) : options_(options) {
-  BNLAB_CHECK(options.in_features > 0 && options.out_features > 0, "Dense: features must be positive; got ",
-              options.in_features, " -> ", options.out_features);
-  weight_ = register_parameter("weight", Tensor::empty({options.out_features, options.in_features}));
+  BNLAB_CHECK(options.in_features > 0 && options.out_features > 0,
+              "Dense: features must be positive; got ", options.in_features, " -> ",
+              options.out_features);
+  weight_ =
+      register_parameter("weight", Tensor::empty({options.out_features, options.in_features}));
   if (options.bias) bias_ = register_parameter("bias", Tensor::empty({options.out_features}));
   init::torch_default_(weight_, bias_, rng);
 }
 
 Tensor Dense::forward(const Tensor& x) {
   BNLAB_CHECK(x.dim() == 2 && x.size(1) == options_.in_features, "Dense: input has ",
-              x.dim() == 2 ? x.size(1) : -1, " features, layer expects ", options_.in_features, " (input ",
-              x.shape(), ", expected [N, ", options_.in_features, "])");
+              x.dim() == 2 ? x.size(1) : -1, " features, layer expects ", options_.in_features,
+              " (input ", x.shape(), ", expected [N, ", options_.in_features, "])");
   return linear(x, weight_, bias_);
 }
 

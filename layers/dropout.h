@@ -1,7 +1,8 @@
 // Dropout as torch.nn.Dropout: p is the DROP probability; in training each element is zeroed with
-// probability p and survivors are scaled by 1/(1-p) (inverted dropout), so eval mode is the identity.
-// The mask comes from the Rng passed at construction, which must outlive the layer: one seeded generator
-// for the whole model makes runs reproducible and its state is what a checkpoint saves.
+// probability p and survivors are scaled by 1/(1-p) (inverted dropout), so eval mode is the
+// identity. The mask comes from the Rng passed at construction, which must outlive the layer: one
+// seeded generator for the whole model makes runs reproducible and its state is what a checkpoint
+// saves.
 #pragma once
 
 #include "layers/module.h"

@@ -6,7 +6,8 @@ namespace bnlab {
 
 GroupNorm::GroupNorm(const GroupNormOptions& o) : options_(o) {
   BNLAB_CHECK(o.num_groups > 0 && o.num_channels > 0 && o.num_channels % o.num_groups == 0,
-              "GroupNorm: ", o.num_channels, " channels not divisible into ", o.num_groups, " groups");
+              "GroupNorm: ", o.num_channels, " channels not divisible into ", o.num_groups,
+              " groups");
   if (o.affine) {
     weight_ = register_parameter("weight", Tensor::ones({o.num_channels}));
     bias_ = register_parameter("bias", Tensor::zeros({o.num_channels}));
@@ -20,8 +21,8 @@ Tensor GroupNorm::forward(const Tensor& x) {
 }
 
 std::string GroupNorm::extra_repr() const {
-  return std::to_string(options_.num_groups) + " groups, " + std::to_string(options_.num_channels) + " channels" +
-         (options_.affine ? "" : ", no affine");
+  return std::to_string(options_.num_groups) + " groups, " + std::to_string(options_.num_channels) +
+         " channels" + (options_.affine ? "" : ", no affine");
 }
 
 }  // namespace bnlab

@@ -1,5 +1,5 @@
-// GroupNorm as torch.nn.GroupNorm: channels split into `num_groups` groups, each normalized over its
-// channels and spatial positions per sample; per-channel affine. num_groups == num_channels is
+// GroupNorm as torch.nn.GroupNorm: channels split into `num_groups` groups, each normalized over
+// its channels and spatial positions per sample; per-channel affine. num_groups == num_channels is
 // InstanceNorm (with affine), num_groups == 1 is LayerNorm over (C, H, W) with per-channel affine.
 // Batch independent, which is why it is the usual fix for BatchNorm at small batch sizes.
 #pragma once

@@ -1,5 +1,5 @@
-// torch.nn.init's formulas, in place. Draws go through the caller's Rng so initial weights are a function
-// of the seed alone.
+// torch.nn.init's formulas, in place. Draws go through the caller's Rng so initial weights are a
+// function of the seed alone.
 #include "layers/init.h"
 
 #include <cmath>
@@ -9,18 +9,21 @@
 namespace bnlab::init {
 
 Fans fans(const Tensor& weight) {
-  BNLAB_CHECK(weight.dim() >= 2, "init: fan in/out need a weight of rank >= 2; got ", weight.shape());
+  BNLAB_CHECK(weight.dim() >= 2, "init: fan in/out need a weight of rank >= 2; got ",
+              weight.shape());
   int64_t receptive = 1;
   for (int64_t d = 2; d < weight.dim(); ++d) receptive *= weight.size(d);
   return {weight.size(1) * receptive, weight.size(0) * receptive};
 }
 
 float gain(const std::string& nonlinearity, float param) {
-  if (nonlinearity == "linear" || nonlinearity == "sigmoid" || nonlinearity == "conv2d") return 1.0f;
+  if (nonlinearity == "linear" || nonlinearity == "sigmoid" || nonlinearity == "conv2d")
+    return 1.0f;
   if (nonlinearity == "tanh") return 5.0f / 3.0f;
   if (nonlinearity == "relu") return std::sqrt(2.0f);
   if (nonlinearity == "leaky_relu") return std::sqrt(2.0f / (1.0f + param * param));
-  BNLAB_FAIL("init: unknown nonlinearity '", nonlinearity, "'; expected linear, sigmoid, tanh, relu, leaky_relu");
+  BNLAB_FAIL("init: unknown nonlinearity '", nonlinearity,
+             "'; expected linear, sigmoid, tanh, relu, leaky_relu");
 }
 
 void uniform_(const Tensor& t, Rng& rng, float low, float high) {
@@ -46,16 +49,19 @@ void xavier_normal_(const Tensor& t, Rng& rng, float g) {
   normal_(t, rng, 0.0f, g * std::sqrt(2.0f / static_cast<float>(f.in + f.out)));
 }
 
-void kaiming_uniform_(const Tensor& t, Rng& rng, float a, bool fan_out_mode, const std::string& nonlinearity) {
+void kaiming_uniform_(const Tensor& t, Rng& rng, float a, bool fan_out_mode,
+                      const std::string& nonlinearity) {
   Fans f = fans(t);
   float std = gain(nonlinearity, a) / std::sqrt(static_cast<float>(fan_out_mode ? f.out : f.in));
   float bound = std::sqrt(3.0f) * std;
   uniform_(t, rng, -bound, bound);
 }
 
-void kaiming_normal_(const Tensor& t, Rng& rng, float a, bool fan_out_mode, const std::string& nonlinearity) {
+void kaiming_normal_(const Tensor& t, Rng& rng, float a, bool fan_out_mode,
+                     const std::string& nonlinearity) {
   Fans f = fans(t);
-  normal_(t, rng, 0.0f, gain(nonlinearity, a) / std::sqrt(static_cast<float>(fan_out_mode ? f.out : f.in)));
+  normal_(t, rng, 0.0f,
+          gain(nonlinearity, a) / std::sqrt(static_cast<float>(fan_out_mode ? f.out : f.in)));
 }
 
 void torch_default_(const Tensor& weight, const Tensor& bias, Rng& rng) {
@@ -90,7 +96,8 @@ void apply_scheme(const std::string& scheme, const Tensor& weight, const Tensor&
     normal_(weight, rng, 0.0f, std);
   } else {
     BNLAB_FAIL("init: unknown scheme '", scheme,
-               "'; expected default, xavier-uniform, xavier-normal, kaiming-uniform, kaiming-normal, normal:<std>");
+               "'; expected default, xavier-uniform, xavier-normal, kaiming-uniform, "
+               "kaiming-normal, normal:<std>");
   }
   if (bias.defined()) bias.fill_(0.0f);
 }

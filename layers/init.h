@@ -1,4 +1,5 @@
-// Weight initializers, in place, following torch.nn.init (https://pytorch.org/docs/stable/nn.init.html).
+// Weight initializers, in place, following torch.nn.init
+// (https://pytorch.org/docs/stable/nn.init.html).
 //
 // fan_in / fan_out of a weight: Dense [K, D] has fan_in D, fan_out K; Conv2d [K, C, kh, kw] has
 // fan_in C*kh*kw, fan_out K*kh*kw. Gains follow torch.nn.init.calculate_gain.
@@ -16,7 +17,8 @@ struct Fans {
 };
 Fans fans(const Tensor& weight);  // throws for rank < 2
 
-// torch.nn.init.calculate_gain: "linear"/"sigmoid" 1, "tanh" 5/3, "relu" sqrt(2), "leaky_relu" sqrt(2/(1+a^2)).
+// torch.nn.init.calculate_gain: "linear"/"sigmoid" 1, "tanh" 5/3, "relu" sqrt(2), "leaky_relu"
+// sqrt(2/(1+a^2)).
 float gain(const std::string& nonlinearity, float param = 0.01f);
 
 void uniform_(const Tensor& t, Rng& rng, float low, float high);
@@ -38,8 +40,9 @@ void kaiming_normal_(const Tensor& t, Rng& rng, float a = 0.0f, bool fan_out_mod
 void torch_default_(const Tensor& weight, const Tensor& bias, Rng& rng);
 
 // Applies a named scheme to a weight: "default" (PyTorch's), "xavier-uniform", "xavier-normal",
-// "kaiming-uniform", "kaiming-normal" (relu gain, fan_in), or "normal:<std>" (the BN paper's small Gaussian).
-// Biases are zeroed for every scheme but "default". Throws listing the schemes for an unknown name.
+// "kaiming-uniform", "kaiming-normal" (relu gain, fan_in), or "normal:<std>" (the BN paper's small
+// Gaussian). Biases are zeroed for every scheme but "default". Throws listing the schemes for an
+// unknown name.
 void apply_scheme(const std::string& scheme, const Tensor& weight, const Tensor& bias, Rng& rng);
 
 }  // namespace bnlab::init

@@ -18,7 +18,8 @@ Tensor LayerNorm::forward(const Tensor& x) {
 }
 
 std::string LayerNorm::extra_repr() const {
-  return bnlab::to_string(options_.normalized_shape) + (options_.elementwise_affine ? "" : ", no affine");
+  return bnlab::to_string(options_.normalized_shape) +
+         (options_.elementwise_affine ? "" : ", no affine");
 }
 
 }  // namespace bnlab

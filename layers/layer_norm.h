@@ -1,6 +1,6 @@
-// LayerNorm as torch.nn.LayerNorm: normalizes over the trailing `normalized_shape` dims of each sample
-// (biased variance, eps inside the sqrt) with an elementwise affine of that shape. Independent of the
-// batch, so it behaves the same at any batch size and in train and eval mode.
+// LayerNorm as torch.nn.LayerNorm: normalizes over the trailing `normalized_shape` dims of each
+// sample (biased variance, eps inside the sqrt) with an elementwise affine of that shape.
+// Independent of the batch, so it behaves the same at any batch size and in train and eval mode.
 #pragma once
 
 #include "layers/module.h"

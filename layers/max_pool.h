@@ -1,5 +1,5 @@
-// MaxPool2d as torch.nn.MaxPool2d (square window; stride defaults to the kernel size; padding counts as -inf).
-// [N, C, H, W] -> [N, C, Ho, Wo].
+// MaxPool2d as torch.nn.MaxPool2d (square window; stride defaults to the kernel size; padding
+// counts as -inf). [N, C, H, W] -> [N, C, Ho, Wo].
 #pragma once
 
 #include "layers/module.h"

@@ -18,7 +18,8 @@ Tensor Module::operator()(const Tensor& x) {
 
 Tensor Module::register_parameter(const std::string& name, Tensor value) {
   BNLAB_CHECK(value.defined(), type_name(), ": parameter '", name, "' is undefined");
-  for (const auto& [n, t] : params_) BNLAB_CHECK(n != name, type_name(), ": parameter '", name, "' registered twice");
+  for (const auto& [n, t] : params_)
+    BNLAB_CHECK(n != name, type_name(), ": parameter '", name, "' registered twice");
   if (!value.requires_grad()) value.set_requires_grad();
   params_.emplace_back(name, value);
   return value;
@@ -32,12 +33,14 @@ Tensor Module::register_buffer(const std::string& name, Tensor value, DType dtyp
 
 void Module::add_child(const std::string& name, std::shared_ptr<Module> module) {
   BNLAB_CHECK(module != nullptr, "module: child '", name, "' is null");
-  for (const auto& [n, m] : children_) BNLAB_CHECK(n != name, "module: child '", name, "' registered twice");
+  for (const auto& [n, m] : children_)
+    BNLAB_CHECK(n != name, "module: child '", name, "' registered twice");
   module->train(training_);
   children_.emplace_back(name, std::move(module));
 }
 
-void Module::collect(const std::string& prefix, NamedTensors* params, std::vector<NamedTensor>* buffers) const {
+void Module::collect(const std::string& prefix, NamedTensors* params,
+                     std::vector<NamedTensor>* buffers) const {
   if (params)
     for (const auto& [name, t] : params_) params->emplace_back(prefix + name, t);
   if (buffers)
@@ -136,7 +139,8 @@ struct SummaryRow {
   int64_t params;
 };
 
-void add_rows(const std::string& prefix, const Module& m, std::vector<std::pair<std::string, const Module*>>* out) {
+void add_rows(const std::string& prefix, const Module& m,
+              std::vector<std::pair<std::string, const Module*>>* out) {
   for (const auto& [name, child] : m.children()) {
     if (dynamic_cast<const Sequential*>(child.get())) {
       add_rows(prefix + name + ".", *child, out);
@@ -185,15 +189,19 @@ std::string summary(Module& model, const Shape& input_shape) {
     w_shape = std::max(w_shape, shape.size());
   }
   std::ostringstream os;
-  os << std::left << std::setw(static_cast<int>(w_name)) << "name" << "  " << std::setw(static_cast<int>(w_layer))
-     << "layer" << "  " << std::setw(static_cast<int>(w_shape)) << "output shape" << "  " << std::right
-     << std::setw(10) << "params" << "\n";
+  os << std::left << std::setw(static_cast<int>(w_name)) << "name"
+     << "  " << std::setw(static_cast<int>(w_layer)) << "layer"
+     << "  " << std::setw(static_cast<int>(w_shape)) << "output shape"
+     << "  " << std::right << std::setw(10) << "params"
+     << "\n";
   for (const SummaryRow& r : rows) {
-    os << std::left << std::setw(static_cast<int>(w_name)) << r.name << "  " << std::setw(static_cast<int>(w_layer))
-       << r.layer << "  " << std::setw(static_cast<int>(w_shape)) << r.shape << "  " << std::right << std::setw(10)
+    os << std::left << std::setw(static_cast<int>(w_name)) << r.name << "  "
+       << std::setw(static_cast<int>(w_layer)) << r.layer << "  "
+       << std::setw(static_cast<int>(w_shape)) << r.shape << "  " << std::right << std::setw(10)
        << r.params << "\n";
   }
-  os << "input " << bnlab::to_string(input_shape) << ", total parameters: " << model.num_parameters() << "\n";
+  os << "input " << bnlab::to_string(input_shape)
+     << ", total parameters: " << model.num_parameters() << "\n";
   return os.str();
 }
 

@@ -1,9 +1,10 @@
-// Module: the base of every layer and model. Parameters, buffers and child modules are registered by name
-// in the constructor (PyTorch's idiom), which gives PyTorch's state_dict key names ("0.weight",
-// "features.3.running_mean") for free, and train()/eval() that recurse through children.
+// Module: the base of every layer and model. Parameters, buffers and child modules are registered
+// by name in the constructor (PyTorch's idiom), which gives PyTorch's state_dict key names
+// ("0.weight", "features.3.running_mean") for free, and train()/eval() that recurse through
+// children.
 //
-// Sequential chains children named "0", "1", ... exactly as torch.nn.Sequential does, so a bnlab checkpoint
-// loads into the equivalent PyTorch model and back.
+// Sequential chains children named "0", "1", ... exactly as torch.nn.Sequential does, so a bnlab
+// checkpoint loads into the equivalent PyTorch model and back.
 #pragma once
 
 #include <functional>
@@ -43,12 +44,16 @@ class Module {
   NamedTensors named_parameters() const;
   NamedTensors named_buffers() const;
   int64_t num_parameters() const;
-  const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
+  const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const {
+    return children_;
+  }
 
-  // Parameters then buffers, under PyTorch's key names; num_batches_tracked entries carry DType::I64.
+  // Parameters then buffers, under PyTorch's key names; num_batches_tracked entries carry
+  // DType::I64.
   std::vector<NamedTensor> state_dict() const;
-  // Validates every key and shape first (listing all missing/unexpected keys), then copies. A failed load
-  // leaves the module unchanged. strict=false ignores missing and unexpected keys (not mismatched shapes).
+  // Validates every key and shape first (listing all missing/unexpected keys), then copies. A
+  // failed load leaves the module unchanged. strict=false ignores missing and unexpected keys (not
+  // mismatched shapes).
   void load_state_dict(const std::vector<NamedTensor>& state, bool strict = true);
 
   void train(bool on = true);
@@ -80,7 +85,8 @@ class Module {
     Tensor tensor;
     DType dtype;
   };
-  void collect(const std::string& prefix, NamedTensors* params, std::vector<NamedTensor>* buffers) const;
+  void collect(const std::string& prefix, NamedTensors* params,
+               std::vector<NamedTensor>* buffers) const;
   void print(std::ostream& os, int indent) const;
 
   NamedTensors params_;
@@ -109,8 +115,9 @@ class Sequential : public Module {
   std::string type_name() const override { return "Sequential"; }
 };
 
-// A table of the model's direct children (recursing into nested Sequentials): name, layer, output shape for
-// an input of `input_shape` (batch included), parameter count. Runs one forward in eval mode without grad.
+// A table of the model's direct children (recursing into nested Sequentials): name, layer, output
+// shape for an input of `input_shape` (batch included), parameter count. Runs one forward in eval
+// mode without grad.
 std::string summary(Module& model, const Shape& input_shape);
 
 }  // namespace bnlab

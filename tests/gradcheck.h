@@ -1,13 +1,16 @@
-// check_gradients: the finite-difference gradient checker every differentiable op and layer is tested with.
+// check_gradients: the finite-difference gradient checker every differentiable op and layer is
+// tested with.
 //
-// It reduces fn's output to a scalar L = sum(fn(inputs) * R) with a fixed random R (dlib's trick: every
-// output element contributes with a different weight, so a transposed or misplaced gradient cannot cancel
-// out), then compares, for every element of every input that requires grad, the analytic dL/dx from
-// backward() with the central difference (L(x+h) - L(x-h)) / 2h evaluated in double precision.
+// It reduces fn's output to a scalar L = sum(fn(inputs) * R) with a fixed random R (dlib's trick:
+// every output element contributes with a different weight, so a transposed or misplaced gradient
+// cannot cancel out), then compares, for every element of every input that requires grad, the
+// analytic dL/dx from backward() with the central difference (L(x+h) - L(x-h)) / 2h evaluated in
+// double precision.
 //
-// Grads are pre-filled with a sentinel so that a backward that overwrites instead of adding is caught.
-// An element fails only when both the absolute and the relative error exceed their tolerances.
-// Stochastic fns (dropout) must reseed their Rng inside fn so every call draws the same mask.
+// Grads are pre-filled with a sentinel so that a backward that overwrites instead of adding is
+// caught. An element fails only when both the absolute and the relative error exceed their
+// tolerances. Stochastic fns (dropout) must reseed their Rng inside fn so every call draws the same
+// mask.
 #pragma once
 
 #include <algorithm>
@@ -23,11 +26,11 @@
 namespace bnlab::testing {
 
 struct GradcheckOptions {
-  double step = 1e-3;       // h = step * max(1, |x|)
+  double step = 1e-3;  // h = step * max(1, |x|)
   double atol = 2e-3;
   double rtol = 2e-2;
-  uint64_t seed = 1234;     // seed of the projection R
-  int max_failures = 5;     // failures listed in the message
+  uint64_t seed = 1234;  // seed of the projection R
+  int max_failures = 5;  // failures listed in the message
 };
 
 struct GradcheckResult {
@@ -94,7 +97,8 @@ inline GradcheckResult check_gradients(const char* op,
       }
     }
   }
-  if (failure_count > opts.max_failures) failures << "... " << failure_count << " failures in all\n";
+  if (failure_count > opts.max_failures)
+    failures << "... " << failure_count << " failures in all\n";
   result.message = failures.str();
   return result;
 }
@@ -110,8 +114,8 @@ inline Tensor param(const Shape& shape, uint64_t seed, float low = -1.0f, float 
 }  // namespace bnlab::testing
 
 // CHECK_GRADIENTS("op", fn, {inputs...}) fails the test case with every mismatching element listed.
-#define CHECK_GRADIENTS(op, fn, ...)                                                   \
-  do {                                                                                 \
-    auto bnlab_gc_result = ::bnlab::testing::check_gradients(op, fn, __VA_ARGS__);     \
-    CHECK_MESSAGE(bnlab_gc_result.ok, bnlab_gc_result.message);                        \
+#define CHECK_GRADIENTS(op, fn, ...)                                               \
+  do {                                                                             \
+    auto bnlab_gc_result = ::bnlab::testing::check_gradients(op, fn, __VA_ARGS__); \
+    CHECK_MESSAGE(bnlab_gc_result.ok, bnlab_gc_result.message);                    \
   } while (0)

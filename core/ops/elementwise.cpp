@@ -1,9 +1,10 @@
 // Elementwise ops: broadcasting binary arithmetic, scalar arithmetic, and unary math/activations.
 //
-// Binary ops broadcast NumPy-style. Their backward reduces each gradient to its input's shape with the one
-// shared helper sum_to_shape (tinygrad's and ggml's repeat_back idea), so no op reimplements the reduction.
-// Unary ops go through one template whose backward multiplies dout by f'(x, y), the derivative written in
-// terms of the input x and the saved output y (sigmoid' = y(1-y) needs no recomputation).
+// Binary ops broadcast NumPy-style. Their backward reduces each gradient to its input's shape with
+// the one shared helper sum_to_shape (tinygrad's and ggml's repeat_back idea), so no op
+// reimplements the reduction. Unary ops go through one template whose backward multiplies dout by
+// f'(x, y), the derivative written in terms of the input x and the saved output y (sigmoid' =
+// y(1-y) needs no recomputation).
 #include <algorithm>
 #include <cmath>
 
@@ -17,7 +18,8 @@ namespace {
 // Loops shorter than this stay on one thread: forking costs more than it saves.
 constexpr int64_t kParallelThreshold = 1 << 15;
 
-// Strides of `shape` laid out inside `out_rank` dims (left-padded with 1s); broadcast dims get stride 0.
+// Strides of `shape` laid out inside `out_rank` dims (left-padded with 1s); broadcast dims get
+// stride 0.
 std::vector<int64_t> broadcast_strides(const Shape& shape, const Shape& out_shape) {
   size_t r = out_shape.size();
   std::vector<int64_t> strides(r, 0);
@@ -31,8 +33,9 @@ std::vector<int64_t> broadcast_strides(const Shape& shape, const Shape& out_shap
   return strides;
 }
 
-// Calls f(out_index, a_index, b_index) for every element of out_shape, walking a and b with broadcast
-// strides. The last dimension is the inner loop so the common cases ([N, D] + [D]) stay cache friendly.
+// Calls f(out_index, a_index, b_index) for every element of out_shape, walking a and b with
+// broadcast strides. The last dimension is the inner loop so the common cases ([N, D] + [D]) stay
+// cache friendly.
 template <typename F>
 void for_each_broadcast(const Shape& out_shape, const std::vector<int64_t>& sa,
                         const std::vector<int64_t>& sb, F f) {
@@ -91,7 +94,8 @@ void accumulate_reduced(const char* op, const Tensor& input, const Tensor& g) {
   accumulate_grad(op, input, sum_to_shape(g, input.shape()));
 }
 
-// The gradient of one operand, computed as a full-size tensor then reduced: da = dout * d(out)/d(a).
+// The gradient of one operand, computed as a full-size tensor then reduced: da = dout *
+// d(out)/d(a).
 template <typename F>
 Tensor full_grad(const Tensor& dout, const Tensor& a, const Tensor& b, F partial) {
   Tensor g = Tensor::empty(dout.shape());
@@ -104,9 +108,10 @@ Tensor full_grad(const Tensor& dout, const Tensor& a, const Tensor& b, F partial
 #pragma omp parallel for simd if (n > kParallelThreshold)
     for (int64_t i = 0; i < n; ++i) pg[i] = pd[i] * partial(pa[i], pb[i]);
   } else {
-    for_each_broadcast(dout.shape(), broadcast_strides(a.shape(), dout.shape()),
-                       broadcast_strides(b.shape(), dout.shape()),
-                       [&](int64_t i, int64_t ia, int64_t ib) { pg[i] = pd[i] * partial(pa[ia], pb[ib]); });
+    for_each_broadcast(
+        dout.shape(), broadcast_strides(a.shape(), dout.shape()),
+        broadcast_strides(b.shape(), dout.shape()),
+        [&](int64_t i, int64_t ia, int64_t ib) { pg[i] = pd[i] * partial(pa[ia], pb[ib]); });
   }
   return g;
 }
@@ -151,9 +156,10 @@ Shape broadcast_shape(const char* op, const Shape& a, const Shape& b) {
 
 Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
   if (g.shape() == shape) return g;
-  // The target must broadcast to g's shape; anything else is an engine bug surfaced with both shapes.
-  BNLAB_CHECK(broadcast_shape("sum_to_shape", shape, g.shape()) == g.shape(), "sum_to_shape: ", shape,
-              " does not broadcast to ", g.shape());
+  // The target must broadcast to g's shape; anything else is an engine bug surfaced with both
+  // shapes.
+  BNLAB_CHECK(broadcast_shape("sum_to_shape", shape, g.shape()) == g.shape(),
+              "sum_to_shape: ", shape, " does not broadcast to ", g.shape());
   Tensor out = Tensor::zeros(shape);
   float* po = out.data();
   const float* pg = g.data();
@@ -166,10 +172,11 @@ Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward("add", a, b, [](float x, float y) { return x + y; });
   if (needs_grad({a, b})) {
-    attach(out, "add", {a, b}, [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-      accumulate_reduced("add", in[0], dout);
-      accumulate_reduced("add", in[1], dout);
-    });
+    attach(out, "add", {a, b},
+           [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             accumulate_reduced("add", in[0], dout);
+             accumulate_reduced("add", in[1], dout);
+           });
   }
   return out;
 }
@@ -177,10 +184,11 @@ Tensor add(const Tensor& a, const Tensor& b) {
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward("sub", a, b, [](float x, float y) { return x - y; });
   if (needs_grad({a, b})) {
-    attach(out, "sub", {a, b}, [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-      accumulate_reduced("sub", in[0], dout);
-      if (in[1].requires_grad()) accumulate_reduced("sub", in[1], mul_scalar(dout, -1.0f));
-    });
+    attach(out, "sub", {a, b},
+           [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             accumulate_reduced("sub", in[0], dout);
+             if (in[1].requires_grad()) accumulate_reduced("sub", in[1], mul_scalar(dout, -1.0f));
+           });
   }
   return out;
 }
@@ -188,13 +196,14 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward("mul", a, b, [](float x, float y) { return x * y; });
   if (needs_grad({a, b})) {
-    attach(out, "mul", {a, b}, [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-      const Tensor &a = in[0], &b = in[1];
-      if (a.requires_grad())
-        accumulate_reduced("mul", a, full_grad(dout, a, b, [](float, float y) { return y; }));
-      if (b.requires_grad())
-        accumulate_reduced("mul", b, full_grad(dout, a, b, [](float x, float) { return x; }));
-    });
+    attach(
+        out, "mul", {a, b}, [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+          const Tensor &a = in[0], &b = in[1];
+          if (a.requires_grad())
+            accumulate_reduced("mul", a, full_grad(dout, a, b, [](float, float y) { return y; }));
+          if (b.requires_grad())
+            accumulate_reduced("mul", b, full_grad(dout, a, b, [](float x, float) { return x; }));
+        });
   }
   return out;
 }
@@ -202,14 +211,16 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 Tensor div(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward("div", a, b, [](float x, float y) { return x / y; });
   if (needs_grad({a, b})) {
-    attach(out, "div", {a, b}, [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-      const Tensor &a = in[0], &b = in[1];
-      if (a.requires_grad())
-        accumulate_reduced("div", a, full_grad(dout, a, b, [](float, float y) { return 1.0f / y; }));
-      if (b.requires_grad())
-        accumulate_reduced("div", b,
-                           full_grad(dout, a, b, [](float x, float y) { return -x / (y * y); }));
-    });
+    attach(out, "div", {a, b},
+           [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             const Tensor &a = in[0], &b = in[1];
+             if (a.requires_grad())
+               accumulate_reduced("div", a,
+                                  full_grad(dout, a, b, [](float, float y) { return 1.0f / y; }));
+             if (b.requires_grad())
+               accumulate_reduced(
+                   "div", b, full_grad(dout, a, b, [](float x, float y) { return -x / (y * y); }));
+           });
   }
   return out;
 }

@@ -1,5 +1,5 @@
-// Losses. cross_entropy is fused (log-softmax and the negative log-likelihood in one pass) because the
-// unfused form overflows exp for large logits and costs three passes; its gradient is simply
+// Losses. cross_entropy is fused (log-softmax and the negative log-likelihood in one pass) because
+// the unfused form overflows exp for large logits and costs three passes; its gradient is simply
 // (softmax - target) / N. mse_loss is a composition of primitives and has no backward of its own.
 #include <cmath>
 #include <limits>
@@ -9,7 +9,8 @@
 
 namespace bnlab {
 
-Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels, float label_smoothing) {
+Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels,
+                     float label_smoothing) {
   BNLAB_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, K]; got ", logits.shape());
   int64_t N = logits.size(0), K = logits.size(1);
   BNLAB_CHECK(static_cast<int64_t>(labels.size()) == N, "cross_entropy: ", labels.size(),
@@ -31,7 +32,8 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels, f
   for (int64_t n = 0; n < N; ++n) {
     const float* row = px + n * K;
     float m = -std::numeric_limits<float>::infinity();
-    for (int64_t k = 0; k < K; ++k) m = std::max(m, row[k]);  // subtract the max: exp cannot overflow
+    for (int64_t k = 0; k < K; ++k)
+      m = std::max(m, row[k]);  // subtract the max: exp cannot overflow
     double z = 0.0;
     for (int64_t k = 0; k < K; ++k) z += std::exp(static_cast<double>(row[k] - m));
     double log_z = std::log(z) + m;
@@ -47,27 +49,28 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels, f
   }
   Tensor out = Tensor::scalar(static_cast<float>(total / static_cast<double>(N)));
   if (needs_grad({logits})) {
-    attach(out, "cross_entropy", {logits},
-           [probs, labels, N, K, s](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-             float* dx = grad_buffer(in[0]);
-             const float* pp = probs.data();
-             float g = dout.data()[0] / static_cast<float>(N);
-             float uniform = s / static_cast<float>(K);
-             for (int64_t n = 0; n < N; ++n) {
-               int64_t y = labels[static_cast<size_t>(n)];
-               for (int64_t k = 0; k < K; ++k) {
-                 float target = uniform + (k == y ? 1.0f - s : 0.0f);
-                 dx[n * K + k] += g * (pp[n * K + k] - target);
-               }
-             }
-           });
+    attach(
+        out, "cross_entropy", {logits},
+        [probs, labels, N, K, s](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+          float* dx = grad_buffer(in[0]);
+          const float* pp = probs.data();
+          float g = dout.data()[0] / static_cast<float>(N);
+          float uniform = s / static_cast<float>(K);
+          for (int64_t n = 0; n < N; ++n) {
+            int64_t y = labels[static_cast<size_t>(n)];
+            for (int64_t k = 0; k < K; ++k) {
+              float target = uniform + (k == y ? 1.0f - s : 0.0f);
+              dx[n * K + k] += g * (pp[n * K + k] - target);
+            }
+          }
+        });
   }
   return out;
 }
 
 Tensor mse_loss(const Tensor& a, const Tensor& b) {
-  BNLAB_CHECK(a.shape() == b.shape(), "mse_loss: input of shape ", a.shape(), " and target of shape ",
-              b.shape(), " differ");
+  BNLAB_CHECK(a.shape() == b.shape(), "mse_loss: input of shape ", a.shape(),
+              " and target of shape ", b.shape(), " differ");
   return mean(pow(sub(a, b), 2.0f));
 }
 

@@ -1,8 +1,10 @@
-// Matrix products through OpenBLAS: matmul with transposes as GEMM flags, and the fused linear layer op.
+// Matrix products through OpenBLAS: matmul with transposes as GEMM flags, and the fused linear
+// layer op.
 //
-// Backward writes straight into the gradient buffers with beta = 1, so accumulation costs no extra pass and
-// no temporary. For C = op(A) op(B): dop(A) = dC op(B)^T and dop(B) = op(A)^T dC; when an operand was used
-// transposed, its stored gradient is the transpose of that, which is again just a flag.
+// Backward writes straight into the gradient buffers with beta = 1, so accumulation costs no extra
+// pass and no temporary. For C = op(A) op(B): dop(A) = dC op(B)^T and dop(B) = op(A)^T dC; when an
+// operand was used transposed, its stored gradient is the transpose of that, which is again just a
+// flag.
 #include <algorithm>
 #include <cstring>
 
@@ -13,8 +15,8 @@
 namespace bnlab {
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
-  BNLAB_CHECK(a.dim() == 2 && b.dim() == 2, "matmul: expects 2-D operands; got ", a.shape(), " and ",
-              b.shape());
+  BNLAB_CHECK(a.dim() == 2 && b.dim() == 2, "matmul: expects 2-D operands; got ", a.shape(),
+              " and ", b.shape());
   int64_t M = trans_a ? a.size(1) : a.size(0);
   int64_t K = trans_a ? a.size(0) : a.size(1);
   int64_t Kb = trans_b ? b.size(1) : b.size(0);
@@ -53,19 +55,22 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   BNLAB_CHECK(x.dim() == 2, "linear: input must be [N, D]; got ", x.shape());
   BNLAB_CHECK(weight.dim() == 2, "linear: weight must be [K, D]; got ", weight.shape());
   int64_t N = x.size(0), D = x.size(1), K = weight.size(0);
-  BNLAB_CHECK(weight.size(1) == D, "linear: input has ", D, " features, weight expects ", weight.size(1),
-              " (input ", x.shape(), ", weight ", weight.shape(), ")");
+  BNLAB_CHECK(weight.size(1) == D, "linear: input has ", D, " features, weight expects ",
+              weight.size(1), " (input ", x.shape(), ", weight ", weight.shape(), ")");
   if (bias.defined()) {
     BNLAB_CHECK(bias.shape() == Shape{K}, "linear: bias must be [", K, "]; got ", bias.shape());
   }
-  // out [N, K] = x [N, D] @ weight^T [D, K] (+ bias broadcast over rows, pre-filled so GEMM adds onto it)
+  // out [N, K] = x [N, D] @ weight^T [D, K] (+ bias broadcast over rows, pre-filled so GEMM adds
+  // onto it)
   Tensor out = Tensor::empty({N, K});
   float* po = out.data();
   if (bias.defined()) {
     const float* pb = bias.data();
-    for (int64_t n = 0; n < N; ++n) std::memcpy(po + n * K, pb, static_cast<size_t>(K) * sizeof(float));
+    for (int64_t n = 0; n < N; ++n)
+      std::memcpy(po + n * K, pb, static_cast<size_t>(K) * sizeof(float));
   }
-  gemm(false, true, N, K, D, 1.0f, x.data(), D, weight.data(), D, bias.defined() ? 1.0f : 0.0f, po, K);
+  gemm(false, true, N, K, D, 1.0f, x.data(), D, weight.data(), D, bias.defined() ? 1.0f : 0.0f, po,
+       K);
   if (needs_grad({x, weight, bias})) {
     attach(out, "linear", {x, weight, bias},
            [N, D, K](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {

@@ -1,7 +1,7 @@
 // Reductions over all elements or one dimension, max/argmax, softmax and log_softmax.
 //
-// A reduction over dim d views x as [outer, n, inner] (outer = product of dims before d, inner = after),
-// so one loop nest serves every rank and dim.
+// A reduction over dim d views x as [outer, n, inner] (outer = product of dims before d, inner =
+// after), so one loop nest serves every rank and dim.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -50,13 +50,15 @@ Tensor scaled_sum(const char* op, const Tensor& x, int64_t dim, bool keepdim, bo
     }
   }
   if (needs_grad({x})) {
-    attach(out, op, {x}, [v, scale](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-      float* dx = grad_buffer(in[0]);
-      const float* pd = dout.data();
-      for (int64_t o = 0; o < v.outer; ++o)
-        for (int64_t k = 0; k < v.n; ++k)
-          for (int64_t i = 0; i < v.inner; ++i) dx[(o * v.n + k) * v.inner + i] += pd[o * v.inner + i] * scale;
-    });
+    attach(out, op, {x},
+           [v, scale](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             float* dx = grad_buffer(in[0]);
+             const float* pd = dout.data();
+             for (int64_t o = 0; o < v.outer; ++o)
+               for (int64_t k = 0; k < v.n; ++k)
+                 for (int64_t i = 0; i < v.inner; ++i)
+                   dx[(o * v.n + k) * v.inner + i] += pd[o * v.inner + i] * scale;
+           });
   }
   return out;
 }
@@ -85,7 +87,9 @@ Tensor scaled_total(const char* op, const Tensor& x, bool average) {
 
 Tensor sum(const Tensor& x) { return scaled_total("sum", x, false); }
 Tensor mean(const Tensor& x) { return scaled_total("mean", x, true); }
-Tensor sum(const Tensor& x, int64_t dim, bool keepdim) { return scaled_sum("sum", x, dim, keepdim, false); }
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim) {
+  return scaled_sum("sum", x, dim, keepdim, false);
+}
 Tensor mean(const Tensor& x, int64_t dim, bool keepdim) {
   return scaled_sum("mean", x, dim, keepdim, true);
 }
@@ -94,7 +98,8 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
   DimView v = view_over("max", x, dim, keepdim);
   BNLAB_CHECK(v.n > 0, "max: empty dimension ", dim, " in shape ", x.shape());
   Tensor out = Tensor::empty(v.reduced_shape);
-  std::vector<int64_t> where(static_cast<size_t>(v.outer * v.inner));  // flat index of each max in x
+  std::vector<int64_t> where(
+      static_cast<size_t>(v.outer * v.inner));  // flat index of each max in x
   const float* px = x.data();
   float* po = out.data();
   for (int64_t o = 0; o < v.outer; ++o) {
@@ -110,7 +115,8 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
   }
   if (needs_grad({x})) {
     attach(out, "max", {x},
-           [where = std::move(where)](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+           [where = std::move(where)](const Tensor&, const Tensor& dout,
+                                      const std::vector<Tensor>& in) {
              float* dx = grad_buffer(in[0]);
              const float* pd = dout.data();
              for (size_t j = 0; j < where.size(); ++j) dx[where[j]] += pd[j];
@@ -168,22 +174,24 @@ Tensor softmax(const Tensor& x, int64_t dim) {
   softmax_forward(out.data(), x.data(), v, false);
   if (needs_grad({x})) {
     // dx = y * (dout - sum_k dout_k y_k)
-    attach(out, "softmax", {x}, [v](const Tensor& y, const Tensor& dout, const std::vector<Tensor>& in) {
-      float* dx = grad_buffer(in[0]);
-      const float* py = y.data();
-      const float* pd = dout.data();
-      for (int64_t o = 0; o < v.outer; ++o) {
-        for (int64_t i = 0; i < v.inner; ++i) {
-          int64_t base = o * v.n * v.inner + i;
-          double dot = 0.0;
-          for (int64_t k = 0; k < v.n; ++k) dot += pd[base + k * v.inner] * py[base + k * v.inner];
-          for (int64_t k = 0; k < v.n; ++k) {
-            int64_t at = base + k * v.inner;
-            dx[at] += py[at] * (pd[at] - static_cast<float>(dot));
-          }
-        }
-      }
-    });
+    attach(out, "softmax", {x},
+           [v](const Tensor& y, const Tensor& dout, const std::vector<Tensor>& in) {
+             float* dx = grad_buffer(in[0]);
+             const float* py = y.data();
+             const float* pd = dout.data();
+             for (int64_t o = 0; o < v.outer; ++o) {
+               for (int64_t i = 0; i < v.inner; ++i) {
+                 int64_t base = o * v.n * v.inner + i;
+                 double dot = 0.0;
+                 for (int64_t k = 0; k < v.n; ++k)
+                   dot += pd[base + k * v.inner] * py[base + k * v.inner];
+                 for (int64_t k = 0; k < v.n; ++k) {
+                   int64_t at = base + k * v.inner;
+                   dx[at] += py[at] * (pd[at] - static_cast<float>(dot));
+                 }
+               }
+             }
+           });
   }
   return out;
 }

@@ -1,5 +1,5 @@
-// Shape ops: reshape and flatten share the input's data; clone copies it. Gradients pass through unchanged
-// (same element order), so backward is a plain add.
+// Shape ops: reshape and flatten share the input's data; clone copies it. Gradients pass through
+// unchanged (same element order), so backward is a plain add.
 #include <cstring>
 
 #include "core/autograd.h"
@@ -32,20 +32,21 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
     }
   }
   if (infer_at >= 0) {
-    BNLAB_CHECK(known != 0 && x.numel() % known == 0, "reshape: cannot reshape ", x.shape(), " into ",
-                shape);
+    BNLAB_CHECK(known != 0 && x.numel() % known == 0, "reshape: cannot reshape ", x.shape(),
+                " into ", shape);
     resolved[static_cast<size_t>(infer_at)] = x.numel() / known;
   }
-  BNLAB_CHECK(numel_of(resolved) == x.numel(), "reshape: cannot reshape ", x.shape(), " (", x.numel(),
-              " elements) into ", shape);
+  BNLAB_CHECK(numel_of(resolved) == x.numel(), "reshape: cannot reshape ", x.shape(), " (",
+              x.numel(), " elements) into ", shape);
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = resolved;
   impl->storage = x.impl()->storage;
   Tensor out(impl);
   if (needs_grad({x})) {
-    attach(out, "reshape", {x}, [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-      add_through(in[0], dout);
-    });
+    attach(out, "reshape", {x},
+           [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             add_through(in[0], dout);
+           });
   }
   return out;
 }

@@ -1,4 +1,5 @@
-// Autograd engine: node recording, accumulation, graph release, NoGradGuard, shape checks, deep graphs.
+// Autograd engine: node recording, accumulation, graph release, NoGradGuard, shape checks, deep
+// graphs.
 #include <doctest/doctest.h>
 
 #include "core/autograd.h"
@@ -81,7 +82,8 @@ TEST_CASE("autograd: a 20000-op chain backpropagates without recursion") {
 TEST_CASE("autograd: accumulate_grad rejects a gradient of the wrong shape, naming both") {
   Tensor x = Tensor::ones({2, 3});
   x.set_requires_grad();
-  CHECK_THROWS_WITH_AS(accumulate_grad("myop", x, Tensor::ones({3, 2})),
-                       doctest::Contains("myop backward: gradient of shape [3, 2] for an input of shape [2, 3]"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      accumulate_grad("myop", x, Tensor::ones({3, 2})),
+      doctest::Contains("myop backward: gradient of shape [3, 2] for an input of shape [2, 3]"),
+      Error);
 }

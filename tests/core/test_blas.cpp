@@ -1,4 +1,5 @@
-// The linked BLAS is OpenBLAS's OpenMP build, so it shares OpenMP's threads instead of oversubscribing.
+// The linked BLAS is OpenBLAS's OpenMP build, so it shares OpenMP's threads instead of
+// oversubscribing.
 #include <doctest/doctest.h>
 
 #include "core/blas.h"

@@ -54,7 +54,8 @@ TEST_CASE("ops.elementwise: sum_to_shape reduces broadcast dims") {
 
 TEST_CASE("ops.elementwise: gradient checks") {
   SUBCASE("add/sub/mul/div, same shape") {
-    for (auto [name, f] : std::vector<std::pair<const char*, Tensor (*)(const Tensor&, const Tensor&)>>{
+    for (auto [name, f] :
+         std::vector<std::pair<const char*, Tensor (*)(const Tensor&, const Tensor&)>>{
              {"add", add}, {"sub", sub}, {"mul", mul}}) {
       CHECK_GRADIENTS(name, [f](const Inputs& in) { return f(in[0], in[1]); },
                       {param({3, 4}, 1), param({3, 4}, 2)});
@@ -63,9 +64,12 @@ TEST_CASE("ops.elementwise: gradient checks") {
                     {param({3, 4}, 1), param({3, 4}, 2, 0.5f, 2.0f)});
   }
   SUBCASE("[N,D] with [D]") {
-    CHECK_GRADIENTS("add", [](const Inputs& in) { return in[0] + in[1]; }, {param({4, 5}, 3), param({5}, 4)});
-    CHECK_GRADIENTS("mul", [](const Inputs& in) { return in[0] * in[1]; }, {param({4, 5}, 3), param({5}, 4)});
-    CHECK_GRADIENTS("sub", [](const Inputs& in) { return in[1] - in[0]; }, {param({4, 5}, 3), param({5}, 4)});
+    CHECK_GRADIENTS("add", [](const Inputs& in) { return in[0] + in[1]; },
+                    {param({4, 5}, 3), param({5}, 4)});
+    CHECK_GRADIENTS("mul", [](const Inputs& in) { return in[0] * in[1]; },
+                    {param({4, 5}, 3), param({5}, 4)});
+    CHECK_GRADIENTS("sub", [](const Inputs& in) { return in[1] - in[0]; },
+                    {param({4, 5}, 3), param({5}, 4)});
     CHECK_GRADIENTS("div", [](const Inputs& in) { return in[0] / in[1]; },
                     {param({4, 5}, 3), param({5}, 4, 0.5f, 2.0f)});
   }
@@ -76,19 +80,25 @@ TEST_CASE("ops.elementwise: gradient checks") {
                     {param({2, 3, 2, 2}, 5), param({3, 1, 1}, 6)});
   }
   SUBCASE("both sides broadcast") {
-    CHECK_GRADIENTS("mul", [](const Inputs& in) { return in[0] * in[1]; }, {param({3, 1}, 7), param({1, 4}, 8)});
+    CHECK_GRADIENTS("mul", [](const Inputs& in) { return in[0] * in[1]; },
+                    {param({3, 1}, 7), param({1, 4}, 8)});
   }
   SUBCASE("unary") {
     CHECK_GRADIENTS("neg", [](const Inputs& in) { return -in[0]; }, {param({6}, 9)});
     CHECK_GRADIENTS("add_scalar", [](const Inputs& in) { return in[0] + 2.0f; }, {param({6}, 9)});
     CHECK_GRADIENTS("mul_scalar", [](const Inputs& in) { return in[0] * -3.0f; }, {param({6}, 9)});
     CHECK_GRADIENTS("exp", [](const Inputs& in) { return exp(in[0]); }, {param({6}, 9)});
-    CHECK_GRADIENTS("log", [](const Inputs& in) { return log(in[0]); }, {param({6}, 9, 0.5f, 3.0f)});
-    CHECK_GRADIENTS("sqrt", [](const Inputs& in) { return sqrt(in[0]); }, {param({6}, 9, 0.5f, 3.0f)});
+    CHECK_GRADIENTS("log", [](const Inputs& in) { return log(in[0]); },
+                    {param({6}, 9, 0.5f, 3.0f)});
+    CHECK_GRADIENTS("sqrt", [](const Inputs& in) { return sqrt(in[0]); },
+                    {param({6}, 9, 0.5f, 3.0f)});
     CHECK_GRADIENTS("pow", [](const Inputs& in) { return pow(in[0], 3.0f); }, {param({6}, 9)});
-    CHECK_GRADIENTS("pow", [](const Inputs& in) { return pow(in[0], -0.5f); }, {param({6}, 9, 0.5f, 3.0f)});
-    CHECK_GRADIENTS("sigmoid", [](const Inputs& in) { return sigmoid(in[0]); }, {param({6}, 9, -4.0f, 4.0f)});
-    CHECK_GRADIENTS("tanh", [](const Inputs& in) { return tanh(in[0]); }, {param({6}, 9, -2.0f, 2.0f)});
+    CHECK_GRADIENTS("pow", [](const Inputs& in) { return pow(in[0], -0.5f); },
+                    {param({6}, 9, 0.5f, 3.0f)});
+    CHECK_GRADIENTS("sigmoid", [](const Inputs& in) { return sigmoid(in[0]); },
+                    {param({6}, 9, -4.0f, 4.0f)});
+    CHECK_GRADIENTS("tanh", [](const Inputs& in) { return tanh(in[0]); },
+                    {param({6}, 9, -2.0f, 2.0f)});
     // Away from the kink at 0: values in [0.1, 1) and their negatives.
     Tensor x = Tensor::from({-0.9f, -0.5f, -0.1f, 0.1f, 0.5f, 0.9f}, {6});
     x.set_requires_grad();
@@ -109,7 +119,8 @@ TEST_CASE("ops.elementwise: subgradients at the kink are pinned exactly") {
 
 TEST_CASE("ops.elementwise: incompatible shapes name the op and both shapes") {
   CHECK_THROWS_WITH_AS(add(Tensor::ones({2, 3}), Tensor::ones({4})),
-                       doctest::Contains("add: shapes [2, 3] and [4] cannot be broadcast together"), Error);
+                       doctest::Contains("add: shapes [2, 3] and [4] cannot be broadcast together"),
+                       Error);
   CHECK_THROWS_WITH_AS(mul(Tensor::ones({2, 3, 4, 4}), Tensor::ones({2, 1})),
                        doctest::Contains("mul: shapes [2, 3, 4, 4] and [2, 1]"), Error);
 }

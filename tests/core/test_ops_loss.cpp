@@ -23,7 +23,8 @@ TEST_CASE("ops.loss: cross_entropy forward by hand and stable for huge logits") 
   float loss = cross_entropy(huge, {0, 1}).item();
   CHECK(std::isfinite(loss));
   CHECK(loss == doctest::Approx(0.0f));
-  // Smoothing s over K=2 with correct confident logits: loss -> s/2 * 1000 per row with logit gap 1000.
+  // Smoothing s over K=2 with correct confident logits: loss -> s/2 * 1000 per row with logit gap
+  // 1000.
   Tensor g = Tensor::from({0, std::log(3.0f)}, {1, 2});
   float s = 0.2f;
   float smoothed = -((1 - s) + s / 2) * std::log(0.75f) - (s / 2) * std::log(0.25f);
@@ -34,7 +35,8 @@ TEST_CASE("ops.loss: gradient checks") {
   std::vector<int64_t> labels{0, 3, 2, 1, 3};
   CHECK_GRADIENTS("cross_entropy", [&](const Inputs& in) { return cross_entropy(in[0], labels); },
                   {param({5, 4}, 1, -3.0f, 3.0f)});
-  CHECK_GRADIENTS("cross_entropy", [&](const Inputs& in) { return cross_entropy(in[0], labels, 0.1f); },
+  CHECK_GRADIENTS("cross_entropy",
+                  [&](const Inputs& in) { return cross_entropy(in[0], labels, 0.1f); },
                   {param({5, 4}, 2, -3.0f, 3.0f)});
   CHECK_GRADIENTS("mse_loss", [](const Inputs& in) { return mse_loss(in[0], in[1]); },
                   {param({3, 4}, 3), param({3, 4}, 4)});
@@ -47,8 +49,8 @@ TEST_CASE("ops.loss: mse_loss by hand") {
 TEST_CASE("ops.loss: bad labels and shapes are reported") {
   CHECK_THROWS_WITH_AS(cross_entropy(Tensor::zeros({2, 3}), {0, 3}),
                        doctest::Contains("label 3 at index 1 is outside [0, 3)"), Error);
-  CHECK_THROWS_WITH_AS(cross_entropy(Tensor::zeros({2, 3}), {0}), doctest::Contains("1 labels for logits of shape [2, 3]"),
-                       Error);
+  CHECK_THROWS_WITH_AS(cross_entropy(Tensor::zeros({2, 3}), {0}),
+                       doctest::Contains("1 labels for logits of shape [2, 3]"), Error);
   CHECK_THROWS_WITH_AS(mse_loss(Tensor::zeros({2}), Tensor::zeros({3})),
                        doctest::Contains("[2] and target of shape [3]"), Error);
 }

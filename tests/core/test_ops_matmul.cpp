@@ -28,7 +28,8 @@ TEST_CASE("ops.matmul: gradient checks for all transpose combinations") {
     for (bool tb : {false, true}) {
       Tensor a = ta ? param({4, 3}, 1) : param({3, 4}, 1);
       Tensor b = tb ? param({5, 4}, 2) : param({4, 5}, 2);
-      CHECK_GRADIENTS("matmul", [ta, tb](const Inputs& in) { return matmul(in[0], in[1], ta, tb); }, {a, b});
+      CHECK_GRADIENTS("matmul", [ta, tb](const Inputs& in) { return matmul(in[0], in[1], ta, tb); },
+                      {a, b});
     }
   }
 }
@@ -47,8 +48,11 @@ TEST_CASE("ops.linear: equals x W^T + b and gradient-checks, with and without bi
 
 TEST_CASE("ops.matmul: shape errors carry both shapes") {
   CHECK_THROWS_WITH_AS(matmul(Tensor::ones({2, 3}), Tensor::ones({4, 5})),
-                       doctest::Contains("matmul: inner dimensions differ; [2, 3] x [4, 5]"), Error);
+                       doctest::Contains("matmul: inner dimensions differ; [2, 3] x [4, 5]"),
+                       Error);
   CHECK_THROWS_WITH_AS(linear(Tensor::ones({64, 784}), Tensor::ones({10, 512}), Tensor()),
-                       doctest::Contains("linear: input has 784 features, weight expects 512"), Error);
-  CHECK_THROWS_WITH_AS(matmul(Tensor::ones({2}), Tensor::ones({2, 2})), doctest::Contains("2-D"), Error);
+                       doctest::Contains("linear: input has 784 features, weight expects 512"),
+                       Error);
+  CHECK_THROWS_WITH_AS(matmul(Tensor::ones({2}), Tensor::ones({2, 2})), doctest::Contains("2-D"),
+                       Error);
 }

@@ -32,16 +32,24 @@ TEST_CASE("ops.reduce: gradient checks") {
   CHECK_GRADIENTS("sum", [](const Inputs& in) { return sum(in[0]); }, {param({3, 4}, 1)});
   CHECK_GRADIENTS("mean", [](const Inputs& in) { return mean(in[0]); }, {param({3, 4}, 1)});
   for (int64_t d : {0, 1, 2, -1}) {
-    CHECK_GRADIENTS("sum(dim)", [d](const Inputs& in) { return sum(in[0], d); }, {param({2, 3, 4}, 2)});
-    CHECK_GRADIENTS("mean(dim)", [d](const Inputs& in) { return mean(in[0], d, true); }, {param({2, 3, 4}, 2)});
-    CHECK_GRADIENTS("max(dim)", [d](const Inputs& in) { return max(in[0], d); }, {param({2, 3, 4}, 3)});
-    CHECK_GRADIENTS("softmax", [d](const Inputs& in) { return softmax(in[0], d); }, {param({2, 3, 4}, 4)});
+    CHECK_GRADIENTS("sum(dim)", [d](const Inputs& in) { return sum(in[0], d); },
+                    {param({2, 3, 4}, 2)});
+    CHECK_GRADIENTS("mean(dim)", [d](const Inputs& in) { return mean(in[0], d, true); },
+                    {param({2, 3, 4}, 2)});
+    CHECK_GRADIENTS("max(dim)", [d](const Inputs& in) { return max(in[0], d); },
+                    {param({2, 3, 4}, 3)});
+    CHECK_GRADIENTS("softmax", [d](const Inputs& in) { return softmax(in[0], d); },
+                    {param({2, 3, 4}, 4)});
     CHECK_GRADIENTS("log_softmax", [d](const Inputs& in) { return log_softmax(in[0], d); },
                     {param({2, 3, 4}, 4)});
   }
-  CHECK_GRADIENTS("reshape", [](const Inputs& in) { return reshape(in[0], {4, -1}) * 2.0f; },
+  CHECK_GRADIENTS("reshape",
+                  [](const Inputs& in) {
+                    return reshape(in[0], {4, -1}) * 2.0f;
+                  },
                   {param({2, 3, 2}, 5)});
-  CHECK_GRADIENTS("flatten", [](const Inputs& in) { return flatten(in[0]) * 2.0f; }, {param({2, 3, 2}, 5)});
+  CHECK_GRADIENTS("flatten", [](const Inputs& in) { return flatten(in[0]) * 2.0f; },
+                  {param({2, 3, 2}, 5)});
   CHECK_GRADIENTS("clone", [](const Inputs& in) { return clone(in[0]) * 2.0f; }, {param({5}, 5)});
 }
 
@@ -53,8 +61,9 @@ TEST_CASE("ops.reduce: max gradient goes to the first of tied maxima") {
 }
 
 TEST_CASE("ops.reduce: errors name the op, dim and shape") {
-  CHECK_THROWS_WITH_AS(sum(Tensor::ones({2, 3}), 2), doctest::Contains("sum: dim 2 out of range for shape [2, 3]"),
-                       Error);
+  CHECK_THROWS_WITH_AS(sum(Tensor::ones({2, 3}), 2),
+                       doctest::Contains("sum: dim 2 out of range for shape [2, 3]"), Error);
   CHECK_THROWS_WITH_AS(softmax(Tensor::ones({2}), -2), doctest::Contains("softmax"), Error);
-  CHECK_THROWS_WITH_AS(reshape(Tensor::ones({2, 3}), {-1, -1}), doctest::Contains("more than one -1"), Error);
+  CHECK_THROWS_WITH_AS(reshape(Tensor::ones({2, 3}), {-1, -1}),
+                       doctest::Contains("more than one -1"), Error);
 }

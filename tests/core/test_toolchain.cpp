@@ -1,6 +1,6 @@
 // Guards against a compiler miscompilation seen here: GCC 12.2 with -march=native on an AVX-512 CPU
-// filled a 16-float initializer list {1 x12, 0 x4} with sixteen 1s (one vpbroadcastd). The build adds
-// -mprefer-vector-width=256, which avoids it; this test fails if that protection is lost.
+// filled a 16-float initializer list {1 x12, 0 x4} with sixteen 1s (one vpbroadcastd). The build
+// adds -mprefer-vector-width=256, which avoids it; this test fails if that protection is lost.
 #include <doctest/doctest.h>
 
 #include <vector>

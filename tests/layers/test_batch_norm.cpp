@@ -1,5 +1,5 @@
-// BatchNorm1d/2d: closed-form outputs in train and eval mode, running statistics (momentum, unbiased
-// variance, cumulative mode), eval independent of the batch, gradient checks, errors.
+// BatchNorm1d/2d: closed-form outputs in train and eval mode, running statistics (momentum,
+// unbiased variance, cumulative mode), eval independent of the batch, gradient checks, errors.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -63,9 +63,9 @@ TEST_CASE("layers.batch_norm: 2d statistics are per channel over N, H, W; k step
 
 TEST_CASE("layers.batch_norm: momentum none gives the cumulative average") {
   BatchNorm1d bn({.num_features = 1, .momentum = std::nullopt});
-  bn(Tensor::from({0, 2}, {2, 1}));   // mean 1, unbiased var 2
-  bn(Tensor::from({4, 6}, {2, 1}));   // mean 5, unbiased var 2
-  bn(Tensor::from({9, 9}, {2, 1}));   // mean 9, var 0
+  bn(Tensor::from({0, 2}, {2, 1}));  // mean 1, unbiased var 2
+  bn(Tensor::from({4, 6}, {2, 1}));  // mean 5, unbiased var 2
+  bn(Tensor::from({9, 9}, {2, 1}));  // mean 9, var 0
   CHECK(bn.running_mean().item() == doctest::Approx(5.0f));
   CHECK(bn.running_var().item() == doctest::Approx(4.0f / 3.0f));
 }
@@ -103,10 +103,13 @@ TEST_CASE("layers.batch_norm: gradient checks in train mode for input, weight an
 
 TEST_CASE("layers.batch_norm: bad input is reported with the shapes") {
   BatchNorm2d bn({.num_features = 3});
-  CHECK_THROWS_WITH_AS(bn(Tensor::ones({2, 4, 5, 5})), doctest::Contains("BatchNorm2d: expected input [N, C, H, W] with C = 3; got [2, 4, 5, 5]"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      bn(Tensor::ones({2, 4, 5, 5})),
+      doctest::Contains("BatchNorm2d: expected input [N, C, H, W] with C = 3; got [2, 4, 5, 5]"),
+      Error);
   BatchNorm1d bn1({.num_features = 3});
-  CHECK_THROWS_WITH_AS(bn1(Tensor::ones({1, 3})), doctest::Contains("more than 1 value per channel"), Error);
+  CHECK_THROWS_WITH_AS(bn1(Tensor::ones({1, 3})),
+                       doctest::Contains("more than 1 value per channel"), Error);
   bn1.eval();
   CHECK(bn1(Tensor::ones({1, 3})).shape() == Shape{1, 3});  // eval with batch 1 is fine
 }

@@ -1,4 +1,5 @@
-// Dense and Conv2d layers: PyTorch default init bounds, forward by hand, gradient checks, shape errors.
+// Dense and Conv2d layers: PyTorch default init bounds, forward by hand, gradient checks, shape
+// errors.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -32,8 +33,9 @@ TEST_CASE("layers.dense: forward by hand with constant weights, and gradient che
   Dense g({.in_features = 5, .out_features = 4}, rng);
   CHECK_GRADIENTS("Dense", [&](const Inputs& in) { return g(in[0]); },
                   {testing::param({3, 5}, 3), g.weight(), g.bias()});
-  CHECK_THROWS_WITH_AS(g(Tensor::ones({64, 784})),
-                       doctest::Contains("Dense: input has 784 features, layer expects 5 (input [64, 784]"), Error);
+  CHECK_THROWS_WITH_AS(
+      g(Tensor::ones({64, 784})),
+      doctest::Contains("Dense: input has 784 features, layer expects 5 (input [64, 784]"), Error);
 }
 
 TEST_CASE("layers.conv2d: forward by hand, gradient checks with stride and padding, errors") {
@@ -48,7 +50,8 @@ TEST_CASE("layers.conv2d: forward by hand, gradient checks with stride and paddi
   CHECK(c(Tensor::zeros({2, 2, 5, 5})).shape() == Shape{2, 3, 3, 3});
   CHECK_GRADIENTS("Conv2d", [&](const Inputs& in) { return c(in[0]); },
                   {testing::param({2, 2, 5, 5}, 4), c.weight(), c.bias()});
-  CHECK_THROWS_WITH_AS(c(Tensor::ones({1, 3, 5, 5})), doctest::Contains("Conv2d: expected input [N, 2, H, W]; got [1, 3, 5, 5]"),
+  CHECK_THROWS_WITH_AS(c(Tensor::ones({1, 3, 5, 5})),
+                       doctest::Contains("Conv2d: expected input [N, 2, H, W]; got [1, 3, 5, 5]"),
                        Error);
 }
 
@@ -69,5 +72,6 @@ TEST_CASE("layers.init: schemes give the documented spreads") {
   init::apply_scheme("normal:0.01", w, b, rng);
   CHECK(stdev(w) == doctest::Approx(0.01).epsilon(0.03));
   CHECK(init::fans(Tensor::empty({16, 3, 5, 5})).in == 75);
-  CHECK_THROWS_WITH_AS(init::apply_scheme("glorot", w, b, rng), doctest::Contains("unknown scheme 'glorot'"), Error);
+  CHECK_THROWS_WITH_AS(init::apply_scheme("glorot", w, b, rng),
+                       doctest::Contains("unknown scheme 'glorot'"), Error);
 }

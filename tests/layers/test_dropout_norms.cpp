@@ -33,10 +33,12 @@ TEST_CASE("layers.dropout: eval is the identity; train keeps ~1-p scaled by 1/(1
 TEST_CASE("layers.dropout: gradient check with a frozen mask") {
   Rng rng(2);
   Dropout d(0.5f, rng);
-  CHECK_GRADIENTS("Dropout", [&](const Inputs& in) {
-    rng.seed_with(99);  // same mask on every call
-    return d(in[0]);
-  }, {testing::param({4, 6}, 3)});
+  CHECK_GRADIENTS("Dropout",
+                  [&](const Inputs& in) {
+                    rng.seed_with(99);  // same mask on every call
+                    return d(in[0]);
+                  },
+                  {testing::param({4, 6}, 3)});
 }
 
 TEST_CASE("layers.layer_norm: each sample normalized over its features; gradient check") {
@@ -58,12 +60,13 @@ TEST_CASE("layers.group_norm: groups, instance-norm extreme, gradient check, err
   CHECK(y.data()[0] == doctest::Approx(-3.0f / std::sqrt(5.0f + 1e-5f)));
   CHECK(y.data()[4] == doctest::Approx(0.0f));
   GroupNorm in({.num_groups = 3, .num_channels = 3});
-  CHECK_GRADIENTS("GroupNorm", [&](const Inputs& i) { return in(i[0]); },
-                  {testing::param({2, 3, 2, 2}, 2), testing::param({3}, 3)});  // input and a free tensor
+  CHECK_GRADIENTS(
+      "GroupNorm", [&](const Inputs& i) { return in(i[0]); },
+      {testing::param({2, 3, 2, 2}, 2), testing::param({3}, 3)});  // input and a free tensor
   CHECK_GRADIENTS("GroupNorm", [&](const Inputs& i) { return gn(i[0]); },
                   {testing::param({2, 4, 3, 1}, 4), gn.weight(), gn.bias()});
-  CHECK_THROWS_WITH_AS(GroupNorm({.num_groups = 4, .num_channels = 6}), doctest::Contains("6 channels not divisible into 4 groups"),
-                       Error);
+  CHECK_THROWS_WITH_AS(GroupNorm({.num_groups = 4, .num_channels = 6}),
+                       doctest::Contains("6 channels not divisible into 4 groups"), Error);
 }
 
 TEST_CASE("layers: activations, pooling and flatten forward to their ops") {
@@ -74,6 +77,7 @@ TEST_CASE("layers: activations, pooling and flatten forward to their ops") {
   CHECK(Sigmoid()(x).data()[0] == doctest::Approx(1.0f / (1.0f + std::exp(2.0f))));
   CHECK(MaxPool2d(2)(x).item() == 2.0f);
   CHECK(Flatten()(x).shape() == Shape{1, 4});
-  CHECK_THROWS_WITH_AS(MaxPool2d(2)(Tensor::ones({4, 4})), doctest::Contains("MaxPool2d: expected input [N, C, H, W]; got [4, 4]"),
+  CHECK_THROWS_WITH_AS(MaxPool2d(2)(Tensor::ones({4, 4})),
+                       doctest::Contains("MaxPool2d: expected input [N, C, H, W]; got [4, 4]"),
                        Error);
 }

@@ -1,5 +1,5 @@
-// Module API: registration, PyTorch key names, train/eval recursion, zero_grad, hooks, printing, summary,
-// state_dict round trip and load validation.
+// Module API: registration, PyTorch key names, train/eval recursion, zero_grad, hooks, printing,
+// summary, state_dict round trip and load validation.
 #include <doctest/doctest.h>
 
 #include "core/ops.h"
@@ -27,9 +27,9 @@ std::vector<std::string> keys(const std::vector<NamedTensor>& state) {
 TEST_CASE("module: parameters and buffers carry PyTorch's state_dict names") {
   Rng rng(1);
   auto net = small_net(rng);
-  std::vector<std::string> expected{"0.weight",       "0.bias",         "1.weight", "1.bias",
-                                    "3.weight",       "1.running_mean", "1.running_var",
-                                    "1.num_batches_tracked"};
+  std::vector<std::string> expected{
+      "0.weight", "0.bias",         "1.weight",      "1.bias",
+      "3.weight", "1.running_mean", "1.running_var", "1.num_batches_tracked"};
   CHECK(keys(net->state_dict()) == expected);
   CHECK(net->parameters().size() == 5);
   CHECK(net->num_parameters() == 4 * 3 + 3 + 3 + 3 + 3 * 2);
@@ -44,7 +44,8 @@ TEST_CASE("module: nested modules prefix their children's names") {
     std::shared_ptr<Dense> head;
     explicit Block(Rng& rng) {
       features = register_module("features", small_net(rng));
-      head = register_module("head", std::make_shared<Dense>(DenseOptions{.in_features = 2, .out_features = 1}, rng));
+      head = register_module(
+          "head", std::make_shared<Dense>(DenseOptions{.in_features = 2, .out_features = 1}, rng));
     }
     Tensor forward(const Tensor& x) override { return (*head)((*features)(x)); }
     std::string type_name() const override { return "Block"; }
@@ -108,7 +109,8 @@ TEST_CASE("module: load_state_dict copies values and validates before touching t
   (*a)(Tensor::uniform({8, 4}, rng));  // moves a's running stats
   b->load_state_dict(a->state_dict());
   auto sa = a->state_dict(), sb = b->state_dict();
-  for (size_t i = 0; i < sa.size(); ++i) CHECK(sa[i].tensor.to_vector() == sb[i].tensor.to_vector());
+  for (size_t i = 0; i < sa.size(); ++i)
+    CHECK(sa[i].tensor.to_vector() == sb[i].tensor.to_vector());
   // Storage is copied, not shared.
   CHECK_FALSE(sa[0].tensor.data() == sb[0].tensor.data());
 

@@ -1,0 +1,164 @@
+// apps ablate end to end on a tiny MNIST-shaped dataset: the default Figure 1 preset's results.csv,
+// summary.md, curves and gnuplot scripts (and PNGs when gnuplot is installed), reuse of finished
+// runs, a grid of factors, and a diverging arm recorded without stopping the study.
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <map>
+#include <set>
+
+#include "apps_test_util.h"
+
+using namespace apps_test;
+
+namespace {
+
+std::string ablate_flags(const TempDir& dir, const std::string& out) {
+  return "ablate --threads 1 --data-dir " + shell_quote(dir.data_dir()) + " --out " +
+         shell_quote(out);
+}
+
+// results.csv rows as column name -> cell maps (header first in the file).
+std::vector<std::map<std::string, std::string>> read_results(const std::string& path) {
+  auto rows = parse_csv(read_text(path));
+  REQUIRE(!rows.empty());
+  std::vector<std::map<std::string, std::string>> out;
+  for (size_t i = 1; i < rows.size(); ++i) {
+    REQUIRE(rows[i].size() == rows[0].size());
+    std::map<std::string, std::string> m;
+    for (size_t c = 0; c < rows[0].size(); ++c) m[rows[0][c]] = rows[i][c];
+    out.push_back(m);
+  }
+  return out;
+}
+
+bool starts_with_png_signature(const std::string& path) {
+  std::string bytes = read_text(path);
+  return bytes.size() > 8 && bytes.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0;
+}
+
+bool gnuplot_on_path() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
+
+// The summary.md table row of `arm`, or "" when there is none.
+std::string table_row(const std::string& markdown, const std::string& arm) {
+  size_t at = markdown.find("\n| " + arm + " |");
+  if (at == std::string::npos) return "";
+  size_t end = markdown.find('\n', at + 1);
+  return markdown.substr(at + 1, end == std::string::npos ? std::string::npos : end - at - 1);
+}
+
+}  // namespace
+
+TEST_CASE("apps.ablate: the default preset runs both arms, writes the report and reuses runs") {
+  TempDir dir;
+  write_tiny_mnist(dir.data_dir());
+  const std::string out = dir.file("fig1");
+  const std::string command =
+      ablate_flags(dir, out) + " --steps 30 --eval-every 10 --batch-size 30";
+  CliResult r = run_cli(command);
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.output, "2 arms"));
+
+  auto results = read_results(out + "/results.csv");
+  std::map<std::string, std::vector<std::string>> steps_by_arm;
+  for (auto& row : results) {
+    CHECK(row.count("norm") == 1);
+    CHECK(row["arm"] == "norm=" + row["norm"]);
+    CHECK(row["diverged"] == "0");
+    CHECK(row["seed"] == "1");
+    steps_by_arm[row["arm"]].push_back(row["step"]);
+  }
+  const std::vector<std::string> steps = {"0", "10", "20", "30"};
+  CHECK(steps_by_arm.size() == 2);
+  CHECK(steps_by_arm["norm=none"] == steps);
+  CHECK(steps_by_arm["norm=batch"] == steps);
+  // Matched arms: the same initial weights, so the untrained models score (nearly) the same (BN in
+  // eval mode at initialization only divides by sqrt(1 + eps)).
+  CHECK(std::stod(results[0]["test_loss"]) ==
+        doctest::Approx(std::stod(results[4]["test_loss"])).epsilon(1e-3));
+  CHECK(results[0]["test_acc"] == results[4]["test_acc"]);
+
+  const std::string summary = read_text(out + "/summary.md");
+  CHECK(contains(summary, "| arm |"));
+  CHECK(contains(summary, "diverged"));
+  CHECK(table_row(summary, "norm=none") != "");
+  CHECK(table_row(summary, "norm=batch") != "");
+  CHECK(contains(r.output, table_row(summary, "norm=batch")));  // the table is printed too
+  for (const char* f : {"curves.dat", "accuracy.gp", "percentiles.gp"}) {
+    CAPTURE(f);
+    CHECK(fs::exists(fs::path(out) / f));
+  }
+  CHECK(contains(read_text(out + "/curves.dat"), "# norm=batch"));
+  if (gnuplot_on_path()) {
+    REQUIRE(fs::exists(out + "/accuracy.png"));
+    CHECK(starts_with_png_signature(out + "/accuracy.png"));
+    CHECK(fs::exists(out + "/percentiles.png"));
+  }
+  CHECK(fs::exists(out + "/runs/norm-none/seed-1/summary.json"));
+  CHECK(fs::exists(out + "/runs/norm-batch/seed-1/model.safetensors"));
+
+  // The same command again trains nothing: both runs are reused and the results are identical.
+  const std::string csv = read_text(out + "/results.csv");
+  CliResult again = run_cli(command);
+  CAPTURE(again.output);
+  REQUIRE(again.exit_code == 0);
+  CHECK(contains(again.output, "norm=none: already finished"));
+  CHECK(contains(again.output, "norm=batch: already finished"));
+  CHECK(contains(again.output, "reusing"));
+  CHECK(read_text(out + "/results.csv") == csv);
+  CHECK(read_text(out + "/summary.md") == summary);
+}
+
+TEST_CASE("apps.ablate: two --vary factors give one arm per combination") {
+  TempDir dir;
+  write_tiny_mnist(dir.data_dir());
+  const std::string out = dir.file("grid");
+  CliResult r = run_cli(ablate_flags(dir, out) +
+                        " --steps 10 --eval-every 10 --batch-size 30 --vary norm=none,batch "
+                        "--vary lr-mult=1,30");
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.output, "4 arms"));
+
+  const std::set<std::string> expected = {"norm=none,lr-mult=1", "norm=none,lr-mult=30",
+                                          "norm=batch,lr-mult=1", "norm=batch,lr-mult=30"};
+  std::set<std::string> arms;
+  for (auto& row : read_results(out + "/results.csv")) {
+    arms.insert(row["arm"]);
+    CHECK(row["arm"] == "norm=" + row["norm"] + ",lr-mult=" + row["lr-mult"]);
+    // lr-mult multiplies the preset's base learning rate, 0.5.
+    CHECK(std::stod(row["lr"]) == doctest::Approx(0.5 * std::stod(row["lr-mult"])));
+  }
+  CHECK(arms == expected);
+  const std::string summary = read_text(out + "/summary.md");
+  for (const std::string& arm : expected) {
+    CAPTURE(arm);
+    CHECK(table_row(summary, arm) != "");
+  }
+}
+
+TEST_CASE("apps.ablate: a diverging arm is recorded as diverged and the study finishes") {
+  TempDir dir;
+  write_tiny_mnist(dir.data_dir(), 120, 40);
+  const std::string out = dir.file("diverge");
+  CliResult r = run_cli(ablate_flags(dir, out) +
+                        " --model mlp --steps 10 --eval-every 5 --batch-size 20 "
+                        "--vary lr-mult=1,1e6");
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.output, "diverged"));
+
+  const std::string summary = read_text(out + "/summary.md");
+  const std::string stable = table_row(summary, "lr-mult=1");
+  const std::string diverged = table_row(summary, "lr-mult=1e6");
+  CAPTURE(summary);
+  REQUIRE(stable != "");
+  REQUIRE(diverged != "");
+  CHECK(contains(diverged, "| 1/1 |"));
+  CHECK_FALSE(contains(stable, "| 1/1 |"));
+  for (auto& row : read_results(out + "/results.csv")) {
+    CAPTURE(row["arm"]);
+    CHECK(row["diverged"] == (row["arm"] == "lr-mult=1e6" ? "1" : "0"));
+  }
+}

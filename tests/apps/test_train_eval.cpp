@@ -1,0 +1,161 @@
+// apps train and eval end to end on a tiny learnable MNIST-shaped dataset: every output file of a
+// run (config.json, metrics.csv, checkpoints, summary.json), learning above chance, eval's accuracy
+// and confusion matrix agreeing with the run's summary, the other models and norms, and divergence.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "apps_test_util.h"
+#include "core/serialize.h"
+
+using namespace apps_test;
+using json = nlohmann::json;
+
+namespace {
+
+const std::vector<std::string> kMetricsColumns = {
+    "step", "epoch",     "train_loss", "train_acc", "test_loss", "test_acc",
+    "lr",   "elapsed_s", "probe_p15",  "probe_p50", "probe_p85"};
+
+std::string common_flags(const TempDir& dir) {
+  return "--threads 1 --data-dir " + shell_quote(dir.data_dir());
+}
+
+double num(const std::string& cell) {
+  return cell == "nan" || cell == "-nan" ? NAN : std::stod(cell);
+}
+
+}  // namespace
+
+TEST_CASE("apps.train: an mlp with batch norm writes every output file and learns the data") {
+  TempDir dir;
+  write_tiny_mnist(dir.data_dir());
+  const std::string out = dir.file("run");
+  CliResult r = run_cli(
+      "train --model mlp --norm batch --steps 40 --batch-size 32 --eval-every 20 "
+      "--lr 0.1 --momentum 0.9 " +
+      common_flags(dir) + " --out " + shell_quote(out));
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.output, "mnist/train 600 images"));
+  CHECK(contains(r.output, "final: step 40"));
+  for (const char* f : {"config.json", "metrics.csv", "model.safetensors",
+                        "train_state.safetensors", "summary.json"}) {
+    CAPTURE(f);
+    CHECK(fs::exists(fs::path(out) / f));
+  }
+
+  // config.json records the settings the run used.
+  json cfg = json::parse(read_text(out + "/config.json"));
+  CHECK(cfg["model"]["name"] == "mlp");
+  CHECK(cfg["model"]["norm"] == "batch");
+  CHECK(cfg["steps"] == 40);
+  CHECK(cfg["batch_size"] == 32);
+  CHECK(cfg["lr"].get<double>() == doctest::Approx(0.1));
+  CHECK(cfg["threads"] == 1);
+
+  // metrics.csv: the header, then rows at steps 0 (untrained), 20 and 40.
+  auto rows = parse_csv(read_text(out + "/metrics.csv"));
+  REQUIRE(rows.size() == 4);
+  CHECK(rows[0] == kMetricsColumns);
+  std::vector<std::string> steps;
+  for (size_t i = 1; i < rows.size(); ++i) {
+    REQUIRE(rows[i].size() == kMetricsColumns.size());
+    steps.push_back(rows[i][0]);
+  }
+  CHECK(steps == std::vector<std::string>{"0", "20", "40"});
+  CHECK(std::isnan(num(rows[1][2])));  // no training loss before the first step
+  CHECK(num(rows[3][1]) == doctest::Approx(40.0 / 18.0).epsilon(1e-4));  // 18 full batches/epoch
+  for (size_t i = 2; i < rows.size(); ++i) {
+    CHECK(std::isfinite(num(rows[i][2])));
+    CHECK(num(rows[i][6]) == doctest::Approx(0.1));
+    CHECK(num(rows[i][7]) >= num(rows[i - 1][7]));  // elapsed time only grows
+  }
+  const double final_acc = num(rows[3][5]);
+  CHECK(final_acc > 0.5);  // chance is 0.1
+  CHECK(num(rows[3][4]) < num(rows[1][4]));
+
+  // summary.json agrees with the last metrics row.
+  json summary = json::parse(read_text(out + "/summary.json"));
+  CHECK(summary["steps"] == 40);
+  CHECK(summary["diverged"] == false);
+  CHECK(summary["model"] == "mlp");
+  CHECK(summary["final_test_acc"].get<double>() == doctest::Approx(final_acc));
+
+  // The weights are a PyTorch-style state dict, BatchNorm buffers included.
+  bnlab::SafetensorsFile model = bnlab::load_safetensors(out + "/model.safetensors");
+  bool has_running_mean = false;
+  for (const auto& t : model.tensors) has_running_mean |= contains(t.name, "running_mean");
+  CHECK(has_running_mean);
+  CHECK(model.metadata["model"] == "mlp");
+
+  // bnlab eval reproduces the run's final accuracy and prints the confusion matrix.
+  CliResult ev = run_cli("eval --checkpoint " + shell_quote(out) + " --json --data-dir " +
+                         shell_quote(dir.data_dir()));
+  CAPTURE(ev.output);
+  REQUIRE(ev.exit_code == 0);
+  CHECK(contains(ev.output, "accuracy"));
+  CHECK(contains(ev.output, "confusion matrix"));
+  json report = json::parse(read_text(out + "/eval_mnist_test.json"));
+  CHECK(report["images"] == 200);
+  CHECK(report["accuracy"].get<double>() == doctest::Approx(final_acc).epsilon(1e-6));
+  int64_t total = 0, diagonal = 0;
+  REQUIRE(report["confusion"].size() == 10);
+  for (size_t t = 0; t < 10; ++t) {
+    for (size_t p = 0; p < 10; ++p) total += report["confusion"][t][p].get<int64_t>();
+    diagonal += report["confusion"][t][t].get<int64_t>();
+  }
+  CHECK(total == 200);
+  CHECK(static_cast<double>(diagonal) / 200.0 == doctest::Approx(final_acc));
+}
+
+TEST_CASE("apps.train: lenet with group norm and paper-mlp with layer norm train a few steps") {
+  TempDir dir;
+  // LeNet is the slow one: a smaller dataset keeps its evaluations cheap.
+  write_tiny_mnist(dir.data_dir(), 96, 40);
+  struct Case {
+    std::string flags, out, expect;
+  };
+  const std::vector<Case> cases = {
+      {"--model lenet --norm group --steps 2 --eval-every 2 --batch-size 16 --summary", "lenet",
+       "GroupNorm"},
+      {"--model paper-mlp --norm layer --steps 6 --eval-every 3 --batch-size 16 --lr 0.5", "paper",
+       "final: step 6"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.flags);
+    const std::string out = dir.file(c.out);
+    CliResult r =
+        run_cli("train " + c.flags + " " + common_flags(dir) + " --out " + shell_quote(out));
+    CAPTURE(r.output);
+    REQUIRE(r.exit_code == 0);
+    CHECK(contains(r.output, c.expect));
+    auto rows = parse_csv(read_text(out + "/metrics.csv"));
+    REQUIRE(rows.size() >= 3);
+    CHECK(rows.front() == kMetricsColumns);
+    for (size_t i = 2; i < rows.size(); ++i) {
+      CHECK(std::isfinite(num(rows[i][2])));
+      CHECK(std::isfinite(num(rows[i][4])));
+    }
+    CHECK(fs::exists(out + "/model.safetensors"));
+    CHECK(json::parse(read_text(out + "/summary.json"))["diverged"] == false);
+  }
+}
+
+TEST_CASE("apps.train: a diverging run stops, says so and exits 3") {
+  TempDir dir;
+  write_tiny_mnist(dir.data_dir(), 96, 40);
+  const std::string out = dir.file("run");
+  CliResult r = run_cli(
+      "train --model mlp --norm none --lr 1000 --steps 20 --eval-every 10 "
+      "--batch-size 16 " +
+      common_flags(dir) + " --out " + shell_quote(out));
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 3);
+  CHECK(contains(r.output, "DIVERGED"));
+  json summary = json::parse(read_text(out + "/summary.json"));
+  CHECK(summary["diverged"] == true);
+  CHECK(summary["diverged_step"].get<int64_t>() > 0);
+  CHECK(summary["steps"].get<int64_t>() < 20);
+}
