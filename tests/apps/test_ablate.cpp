@@ -77,7 +77,6 @@ TEST_CASE("apps.ablate: the default preset runs both arms, writes the report and
   // eval mode at initialization only divides by sqrt(1 + eps)).
   CHECK(std::stod(results[0]["test_loss"]) ==
         doctest::Approx(std::stod(results[4]["test_loss"])).epsilon(1e-3));
-  CHECK(results[0]["test_acc"] == results[4]["test_acc"]);
 
   const std::string summary = read_text(out + "/summary.md");
   CHECK(contains(summary, "| arm |"));

@@ -1,9 +1,9 @@
-// apps train --resume: a run stopped at a checkpoint (mid-epoch) and resumed reproduces the
-// uninterrupted run bit for bit -- weights, optimizer state, dropout generator, metrics -- and a
-// perturbed dropout generator state in the checkpoint shows the comparison would notice.
+// apps train --resume: a run stopped at a checkpoint and resumed reproduces the uninterrupted run
+// bit for bit -- weights, BatchNorm buffers, optimizer state, dropout generator, metrics -- both in
+// the middle of an epoch (mlp with dropout 0.3) and at an epoch boundary (lenet, dropout 0.5); and
+// a perturbed dropout generator state in the checkpoint shows the comparison would notice.
 #include <doctest/doctest.h>
 
-#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "apps_test_util.h"
@@ -37,41 +37,28 @@ std::vector<std::vector<std::string>> metrics_without_time(const std::string& pa
   return rows;
 }
 
-}  // namespace
-
-TEST_CASE("apps.resume: a resumed run equals the uninterrupted one, dropout included") {
-  TempDir dir;
-  write_tiny_mnist(dir.data_dir());
-  // 600 images / batch 32 = 18 batches per epoch, so step 20 is a checkpoint in the middle of
-  // epoch 1.
-  const std::string flags =
-      "--model mlp --norm batch --dropout 0.3 --batch-size 32 --eval-every 20 --lr 0.1 "
-      "--momentum 0.9 --threads 1 --data-dir " +
-      shell_quote(dir.data_dir());
-  const std::string a = dir.file("A"), b = dir.file("B"), c = dir.file("C");
-
-  CliResult ra = run_cli("train " + flags + " --steps 40 --out " + shell_quote(a));
+// Trains `flags` for `total` steps into A, and for `split` steps into B then resumes B to `total`;
+// checks A and B ended identical. Leaves a copy of B's step-`split` checkpoint in `copy` if given.
+void check_resume_equals_uninterrupted(const TempDir& dir, const std::string& flags, int split,
+                                       int total, size_t metrics_rows,
+                                       const std::string& copy = "") {
+  const std::string a = dir.file("A"), b = dir.file("B");
+  const std::string total_flag = " --steps " + std::to_string(total);
+  CliResult ra = run_cli("train " + flags + total_flag + " --out " + shell_quote(a));
   CAPTURE(ra.output);
   REQUIRE(ra.exit_code == 0);
-  CliResult rb = run_cli("train " + flags + " --steps 20 --out " + shell_quote(b));
+  CliResult rb =
+      run_cli("train " + flags + " --steps " + std::to_string(split) + " --out " + shell_quote(b));
   CAPTURE(rb.output);
   REQUIRE(rb.exit_code == 0);
   CHECK(read_text(a + "/model.safetensors") != read_text(b + "/model.safetensors"));
+  if (!copy.empty()) fs::copy(b, copy, fs::copy_options::recursive);
 
-  // C: a copy of B's step-20 checkpoint whose dropout generator state is perturbed.
-  fs::copy(b, c, fs::copy_options::recursive);
-  {
-    bnlab::SafetensorsFile state = bnlab::load_safetensors(c + "/train_state.safetensors");
-    std::string& rng = state.metadata.at("dropout_rng_state");
-    rng = std::to_string(std::stoull(rng) ^ 0x5555555555555555ull);
-    bnlab::save_safetensors(c + "/train_state.safetensors", state.tensors, state.metadata);
-  }
-
-  CliResult resumed = run_cli("train --resume " + shell_quote(b) + " --steps 40 --threads 1");
+  CliResult resumed = run_cli("train --resume " + shell_quote(b) + total_flag + " --threads 1");
   CAPTURE(resumed.output);
   REQUIRE(resumed.exit_code == 0);
   CHECK(contains(resumed.output, "resuming"));
-  CHECK(contains(resumed.output, "final: step 40"));
+  CHECK(contains(resumed.output, "final: step " + std::to_string(total)));
 
   // The weights (BatchNorm buffers included) are byte-identical.
   CHECK(read_text(a + "/model.safetensors") == read_text(b + "/model.safetensors"));
@@ -82,29 +69,60 @@ TEST_CASE("apps.resume: a resumed run equals the uninterrupted one, dropout incl
   SafetensorsParts sb = split_safetensors(b + "/train_state.safetensors");
   CHECK(sa.data.size() == sb.data.size());
   CHECK(sa.data == sb.data);
-  CHECK(sa.header["__metadata__"]["step"] == "40");
+  CHECK(sa.header["__metadata__"]["step"] == std::to_string(total));
   CHECK(sa.header["__metadata__"].contains("dropout_rng_state"));
   sa.header["__metadata__"].erase("elapsed_s");
   sb.header["__metadata__"].erase("elapsed_s");
   CHECK(sa.header == sb.header);
 
-  // metrics.csv: the same rows (0, 20, 40), the same numbers but for the elapsed time.
+  // metrics.csv: the same rows, the same numbers but for the elapsed time.
   auto ma = metrics_without_time(a + "/metrics.csv");
   auto mb = metrics_without_time(b + "/metrics.csv");
-  REQUIRE(ma.size() == 4);
-  CHECK(ma[3][0] == "40");
+  REQUIRE(ma.size() == metrics_rows + 1);
+  CHECK(ma.back()[0] == std::to_string(total));
   CHECK(ma == mb);
+}
 
-  // Resuming with a different dropout generator state gives different weights: the comparison above
-  // really checks that the generator is restored.
+}  // namespace
+
+TEST_CASE("apps.resume: an mlp with dropout resumed mid-epoch equals the uninterrupted run") {
+  TempDir dir;
+  write_tiny_mnist(dir.data_dir());
+  // 600 images / batch 32 = 18 batches per epoch: step 20 is in the middle of epoch 1.
+  const std::string flags =
+      "--model mlp --norm batch --dropout 0.3 --batch-size 32 --eval-every 20 --lr 0.1 "
+      "--momentum 0.9 --threads 1 --data-dir " +
+      shell_quote(dir.data_dir());
+  const std::string c = dir.file("C");
+  check_resume_equals_uninterrupted(dir, flags, 20, 40, 3, c);
+
+  // Resuming from the same checkpoint with a different dropout generator state gives different
+  // weights: the comparison above really checks that the generator is restored.
+  {
+    bnlab::SafetensorsFile state = bnlab::load_safetensors(c + "/train_state.safetensors");
+    std::string& rng = state.metadata.at("dropout_rng_state");
+    rng = std::to_string(std::stoull(rng) ^ 0x5555555555555555ull);
+    bnlab::save_safetensors(c + "/train_state.safetensors", state.tensors, state.metadata);
+  }
   CliResult rc = run_cli("train --resume " + shell_quote(c) + " --steps 40 --threads 1");
   CAPTURE(rc.output);
   REQUIRE(rc.exit_code == 0);
-  CHECK(read_text(a + "/model.safetensors") != read_text(c + "/model.safetensors"));
+  CHECK(read_text(dir.file("A") + "/model.safetensors") != read_text(c + "/model.safetensors"));
 
   // A checkpoint past the requested length is refused.
-  CliResult shorter = run_cli("train --resume " + shell_quote(b) + " --steps 10 --threads 1");
+  CliResult shorter =
+      run_cli("train --resume " + shell_quote(dir.file("B")) + " --steps 10 --threads 1");
   CAPTURE(shorter.output);
   CHECK(shorter.exit_code == 1);
   CHECK(contains(shorter.output, "past the requested"));
+}
+
+TEST_CASE("apps.resume: lenet with its default dropout resumed at an epoch boundary") {
+  TempDir dir;
+  write_tiny_mnist(dir.data_dir(), 96, 40);
+  // 96 images / batch 16 = 6 batches per epoch: the checkpoint at step 6 closes epoch 0.
+  const std::string flags =
+      "--model lenet --norm batch --batch-size 16 --eval-every 3 --threads 1 --data-dir " +
+      shell_quote(dir.data_dir());
+  check_resume_equals_uninterrupted(dir, flags, 6, 9, 4);
 }
