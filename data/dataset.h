@@ -15,13 +15,14 @@
 namespace bnlab {
 
 struct ImageDataset {
-  std::string name;  // "mnist", "fashion-mnist", "cifar10", "cifar100", or an image folder's name
-  std::string
-      split;  // "train", "val", "test", "test_first1000", ... ("" if not from a named split)
+  // "mnist", "fashion-mnist", "cifar10", "cifar100", or an image folder's name.
+  std::string name = {};
+  // "train", "val", "test", "test_first1000", ... ("" if not from a named split).
+  std::string split = {};
   int64_t channels = 0, height = 0, width = 0;
-  std::vector<uint8_t> pixels;           // [N, C, H, W]
-  std::vector<int64_t> labels;           // N values in [0, num_classes())
-  std::vector<std::string> class_names;  // class index -> name
+  std::vector<uint8_t> pixels = {};           // [N, C, H, W]
+  std::vector<int64_t> labels = {};           // N values in [0, num_classes())
+  std::vector<std::string> class_names = {};  // class index -> name
 
   int64_t size() const { return static_cast<int64_t>(labels.size()); }
   int64_t num_classes() const { return static_cast<int64_t>(class_names.size()); }

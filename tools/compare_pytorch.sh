@@ -13,10 +13,10 @@ build=${BNLAB_PT_BUILD:-$repo/build-pt}
 python=/usr/bin/python3
 
 if ! "$python" -c "import torch" 2>/dev/null; then
-  echo "compare_pytorch: $python cannot import torch; install Debian's: apt-get install -y python3-torch" >&2
+  echo "compare_pytorch: $python cannot import torch; as root: apt-get install -y python3-torch" >&2
   exit 2
 fi
-if ! grep -Eq '^[[:space:]]*add_subdirectory\([[:space:]]*tools[[:space:]]*\)' "$repo/CMakeLists.txt"; then
+if ! grep -Eq '^\s*add_subdirectory\(\s*tools\s*\)' "$repo/CMakeLists.txt"; then
   echo "compare_pytorch: the top-level CMakeLists.txt does not add tools/; add the line" >&2
   echo "  add_subdirectory(tools)" >&2
   echo "after the bnlab_cli target (it needs the bnlab and bnlab_flags targets)" >&2
