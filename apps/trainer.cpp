@@ -1,14 +1,15 @@
 // The training loop. One step: batch -> forward (records the tape) -> cross_entropy -> backward ->
-// optional clipping -> optimizer.step() -> zero_grad. Evaluation points write a metrics row, and (with an
-// output directory) metrics.csv and a checkpoint, so an interrupted run resumes from its last evaluation
-// and reproduces the uninterrupted run bit for bit: the data order is a function of (seed, epoch), the
-// dropout generator's state is saved, and the optimizer state and BN buffers are in the checkpoint.
+// optional clipping -> optimizer.step() -> zero_grad. Evaluation points write a metrics row, and
+// (with an output directory) metrics.csv and a checkpoint, so an interrupted run resumes from its
+// last evaluation and reproduces the uninterrupted run bit for bit: the data order is a function of
+// (seed, epoch), the dropout generator's state is saved, and the optimizer state and BN buffers are
+// in the checkpoint.
 #include "apps/trainer.h"
 
 #include <algorithm>
-#include <cstring>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -41,19 +42,25 @@ std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& cfg, Module& model)
     groups = split_weight_decay(model.named_parameters(), cfg.lr, cfg.weight_decay);
   }
   if (cfg.optimizer == "sgd") {
-    return std::make_unique<Sgd>(std::move(groups),
-                                 SgdOptions{.lr = cfg.lr, .momentum = cfg.momentum, .nesterov = cfg.nesterov});
+    return std::make_unique<Sgd>(
+        std::move(groups),
+        SgdOptions{.lr = cfg.lr, .momentum = cfg.momentum, .nesterov = cfg.nesterov});
   }
-  if (cfg.optimizer == "adam") return std::make_unique<Adam>(std::move(groups), AdamOptions{.lr = cfg.lr});
-  if (cfg.optimizer == "adamw") return std::make_unique<AdamW>(std::move(groups), AdamWOptions{.lr = cfg.lr});
+  if (cfg.optimizer == "adam")
+    return std::make_unique<Adam>(std::move(groups), AdamOptions{.lr = cfg.lr});
+  if (cfg.optimizer == "adamw")
+    return std::make_unique<AdamW>(std::move(groups), AdamWOptions{.lr = cfg.lr});
   if (cfg.optimizer == "rmsprop") {
-    return std::make_unique<Rmsprop>(std::move(groups), RmspropOptions{.lr = cfg.lr, .momentum = cfg.momentum});
+    return std::make_unique<Rmsprop>(std::move(groups),
+                                     RmspropOptions{.lr = cfg.lr, .momentum = cfg.momentum});
   }
-  BNLAB_FAIL("train: unknown optimizer '", cfg.optimizer, "'; expected sgd, adam, adamw or rmsprop");
+  BNLAB_FAIL("train: unknown optimizer '", cfg.optimizer,
+             "'; expected sgd, adam, adamw or rmsprop");
 }
 
 std::string eval_split_for(const std::string& dataset) {
-  // The CIFAR-10 copy on our machines has no full test batch: validate on batch 5 (see data/datasets.h).
+  // The CIFAR-10 copy on our machines has no full test batch: validate on batch 5 (see
+  // data/datasets.h).
   return dataset == "cifar10" ? "val" : "test";
 }
 
@@ -88,8 +95,8 @@ int64_t load_checkpoint(const std::string& dir, Model& model, Optimizer& opt, do
     BNLAB_CHECK(it != state.metadata.end(), state_path, ": metadata has no '", key, "'");
     return it->second;
   };
-  BNLAB_CHECK(meta("format") == kStateFormat, state_path, ": format '", meta("format"), "', expected ",
-              kStateFormat);
+  BNLAB_CHECK(meta("format") == kStateFormat, state_path, ": format '", meta("format"),
+              "', expected ", kStateFormat);
   std::vector<std::pair<std::string, Tensor>> opt_state;
   for (auto& e : state.tensors) opt_state.emplace_back(e.name, e.tensor);
   model.net->load_state_dict(weights.tensors);
@@ -131,11 +138,13 @@ void write_summary(const std::string& dir, const TrainConfig& cfg, const TrainRe
 
 std::string format_metrics_csv(const std::vector<MetricsRow>& rows) {
   std::ostringstream os;
-  os << "step,epoch,train_loss,train_acc,test_loss,test_acc,lr,elapsed_s,probe_p15,probe_p50,probe_p85\n";
+  os << "step,epoch,train_loss,train_acc,test_loss,test_acc,lr,elapsed_s,probe_p15,probe_p50,probe_"
+        "p85\n";
   os.precision(7);
   for (const MetricsRow& r : rows) {
-    os << r.step << "," << r.epoch << "," << r.train_loss << "," << r.train_acc << "," << r.test_loss << ","
-       << r.test_acc << "," << r.lr << "," << r.elapsed << "," << r.p15 << "," << r.p50 << "," << r.p85 << "\n";
+    os << r.step << "," << r.epoch << "," << r.train_loss << "," << r.train_acc << ","
+       << r.test_loss << "," << r.test_acc << "," << r.lr << "," << r.elapsed << "," << r.p15 << ","
+       << r.p50 << "," << r.p85 << "\n";
   }
   return os.str();
 }
@@ -159,7 +168,8 @@ std::vector<MetricsRow> read_metrics_csv(const std::string& path) {
       }
     }
     BNLAB_CHECK(v.size() == 11, path, ": expected 11 columns in line '", line, "'");
-    rows.push_back({static_cast<int64_t>(v[0]), v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]});
+    rows.push_back(
+        {static_cast<int64_t>(v[0]), v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]});
   }
   return rows;
 }
@@ -184,7 +194,8 @@ Model load_trained_model(const std::string& dir, const ImageDataset& like, Train
   spec.num_classes = std::max<int64_t>(like.num_classes(), 2);
   Rng rng(cfg.seed);
   Model model = build_model(spec, rng);
-  model.net->load_state_dict(load_safetensors((fs::path(dir) / "model.safetensors").string()).tensors);
+  model.net->load_state_dict(
+      load_safetensors((fs::path(dir) / "model.safetensors").string()).tensors);
   if (cfg_out) *cfg_out = cfg;
   return model;
 }
@@ -194,21 +205,23 @@ RunData load_run_data(const std::string& dataset, const std::string& data_dir) {
   return {load_dataset(dataset, "train", dir), load_dataset(dataset, eval_split_for(dataset), dir)};
 }
 
-EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& dataset_name, int64_t batch_size,
-                    int64_t probe_unit) {
+EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& dataset_name,
+                    int64_t batch_size, int64_t probe_unit) {
   EvalResult result;
   bool was_training = model.net->is_training();
   model.net->eval();
   NoGradGuard no_grad;
   if (model.probe && probe_unit >= 0) {
     model.probe->register_forward_hook([&](const Module&, const Tensor& x, const Tensor&) {
-      // Dense probe [N, D]: column `unit`. Conv probe [N, C, H, W]: channel `unit` at the centre pixel.
+      // Dense probe [N, D]: column `unit`. Conv probe [N, C, H, W]: channel `unit` at the centre
+      // pixel.
       int64_t N = x.size(0);
       int64_t C = x.size(1);
       int64_t unit = std::min(probe_unit, C - 1);
       int64_t plane = x.numel() / (N * C);
       int64_t centre = x.dim() == 4 ? (x.size(2) / 2) * x.size(3) + x.size(3) / 2 : 0;
-      for (int64_t n = 0; n < N; ++n) result.probe_values.push_back(x.data()[(n * C + unit) * plane + centre]);
+      for (int64_t n = 0; n < N; ++n)
+        result.probe_values.push_back(x.data()[(n * C + unit) * plane + centre]);
     });
   }
   DataLoaderOptions opts;
@@ -224,7 +237,8 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& d
   try {
     while (loader.next(batch)) {
       Tensor logits = (*model.net)(batch.images);
-      loss_sum += static_cast<double>(cross_entropy(logits, batch.labels).item()) * static_cast<double>(batch.size());
+      loss_sum += static_cast<double>(cross_entropy(logits, batch.labels).item()) *
+                  static_cast<double>(batch.size());
       std::vector<int64_t> pred = argmax(logits, 1);
       for (int64_t i = 0; i < batch.size(); ++i) {
         correct += pred[static_cast<size_t>(i)] == batch.labels[static_cast<size_t>(i)];
@@ -247,11 +261,11 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& d
 TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
   using clock = std::chrono::steady_clock;
   BNLAB_CHECK(cfg.batch_size > 0, "train: batch size must be positive; got ", cfg.batch_size);
-  BNLAB_CHECK(std::isfinite(cfg.lr) && cfg.lr > 0.0f, "train: learning rate must be a positive number; got ",
-              cfg.lr);
+  BNLAB_CHECK(std::isfinite(cfg.lr) && cfg.lr > 0.0f,
+              "train: learning rate must be a positive number; got ", cfg.lr);
   BNLAB_CHECK(cfg.steps > 0 || cfg.epochs > 0, "train: need --steps or --epochs > 0");
-  BNLAB_CHECK(data.train.size() >= cfg.batch_size, "train: batch size ", cfg.batch_size, " exceeds the ",
-              data.train.size(), " training images of ", data.train.title());
+  BNLAB_CHECK(data.train.size() >= cfg.batch_size, "train: batch size ", cfg.batch_size,
+              " exceeds the ", data.train.size(), " training images of ", data.train.title());
   set_num_threads(cfg.threads);
 
   ModelSpec spec = cfg.model;
@@ -263,7 +277,8 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
   Model model = build_model(spec, init_rng);
   std::unique_ptr<Optimizer> opt = make_optimizer(cfg, *model.net);
 
-  // drop_last: a ragged final batch (possibly of 1) would give BatchNorm a different, noisier batch.
+  // drop_last: a ragged final batch (possibly of 1) would give BatchNorm a different, noisier
+  // batch.
   DataLoaderOptions lopts;
   lopts.batch_size = cfg.batch_size;
   lopts.shuffle = true;
@@ -293,7 +308,8 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
       write_file_atomic((fs::path(dir) / "config.json").string(), config_to_json(cfg));
     }
   }
-  BNLAB_CHECK(step <= total, "train: checkpoint is at step ", step, ", past the requested ", total, " steps");
+  BNLAB_CHECK(step <= total, "train: checkpoint is at step ", step, ", past the requested ", total,
+              " steps");
 
   Progress progress(cfg.label.empty() ? "train" : cfg.label, total, 0, cfg.quiet ? nullptr : stdout,
                     cfg.plain_progress);
@@ -337,8 +353,9 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
     if (!std::isfinite(loss_value)) {
       result.diverged = true;
       result.diverged_step = step + 1;
-      progress.line((cfg.label.empty() ? "train" : cfg.label) + ": loss is " + std::to_string(loss_value) +
-                    " at step " + std::to_string(step + 1) + "; stopping (diverged)");
+      progress.line((cfg.label.empty() ? "train" : cfg.label) + ": loss is " +
+                    std::to_string(loss_value) + " at step " + std::to_string(step + 1) +
+                    "; stopping (diverged)");
       break;
     }
     loss.backward();
@@ -350,11 +367,13 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
     images_since_start += batch.size();
 
     std::vector<int64_t> pred = argmax(logits, 1);
-    for (int64_t i = 0; i < batch.size(); ++i) correct += pred[static_cast<size_t>(i)] == batch.labels[static_cast<size_t>(i)];
+    for (int64_t i = 0; i < batch.size(); ++i)
+      correct += pred[static_cast<size_t>(i)] == batch.labels[static_cast<size_t>(i)];
     seen += batch.size();
     loss_sum += static_cast<double>(loss_value) * static_cast<double>(batch.size());
     if (!cfg.quiet) {
-      progress.update(step, loss_sum / static_cast<double>(seen), static_cast<double>(correct) / static_cast<double>(seen),
+      progress.update(step, loss_sum / static_cast<double>(seen),
+                      static_cast<double>(correct) / static_cast<double>(seen),
                       static_cast<double>(images_since_start) / std::max(train_seconds, 1e-9));
     }
 
@@ -370,21 +389,27 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
       correct = seen = 0;
       if (!cfg.quiet) {
         char buf[256];
-        std::snprintf(buf, sizeof buf, "%s step %ld | epoch %.2f | train loss %.4f acc %.4f | %s loss %.4f acc %.4f | lr %.4g",
-                      cfg.label.empty() ? "eval" : cfg.label.c_str(), static_cast<long>(step), row.epoch,
-                      row.train_loss, row.train_acc, data.eval.split.c_str(), row.test_loss, row.test_acc, row.lr);
+        std::snprintf(
+            buf, sizeof buf,
+            "%s step %ld | epoch %.2f | train loss %.4f acc %.4f | %s loss %.4f acc %.4f | lr %.4g",
+            cfg.label.empty() ? "eval" : cfg.label.c_str(), static_cast<long>(step), row.epoch,
+            row.train_loss, row.train_acc, data.eval.split.c_str(), row.test_loss, row.test_acc,
+            row.lr);
         progress.line(buf);
       }
       if (!dir.empty()) {
-        write_file_atomic((fs::path(dir) / "metrics.csv").string(), format_metrics_csv(result.rows));
-        if (cfg.save_checkpoint) save_checkpoint(dir, model, *opt, step, elapsed_before + train_seconds);
+        write_file_atomic((fs::path(dir) / "metrics.csv").string(),
+                          format_metrics_csv(result.rows));
+        if (cfg.save_checkpoint)
+          save_checkpoint(dir, model, *opt, step, elapsed_before + train_seconds);
       }
     }
   }
   progress.finish();
   result.steps_done = step;
   result.seconds = elapsed_before + train_seconds;
-  result.images_per_second = static_cast<double>(images_since_start) / std::max(train_seconds, 1e-9);
+  result.images_per_second =
+      static_cast<double>(images_since_start) / std::max(train_seconds, 1e-9);
   if (!dir.empty()) {
     write_file_atomic((fs::path(dir) / "metrics.csv").string(), format_metrics_csv(result.rows));
     write_summary(dir, cfg, result);
@@ -394,8 +419,9 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
 
 std::string config_to_json(const TrainConfig& c) {
   json j;
-  j["model"] = {{"name", c.model.name}, {"norm", c.model.norm}, {"placement", c.model.placement},
-                {"groups", c.model.groups}, {"dropout", c.model.dropout}, {"init", c.model.init}};
+  j["model"] = {{"name", c.model.name},           {"norm", c.model.norm},
+                {"placement", c.model.placement}, {"groups", c.model.groups},
+                {"dropout", c.model.dropout},     {"init", c.model.init}};
   j["dataset"] = c.dataset;
   j["data_dir"] = c.data_dir;
   j["epochs"] = c.epochs;

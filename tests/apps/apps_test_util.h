@@ -15,36 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "test_util.h"
+
 namespace apps_test {
 
 namespace fs = std::filesystem;
 
-// A fresh directory <temp>/bnlab_apps_<pid>_<n>, removed with its content at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("bnlab_apps_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  std::string data_dir() const { return file("data"); }
-};
-
-inline void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
-  if (!out) throw std::runtime_error("test: cannot write " + path);
-}
+using TempDir = bnlab::testing::TempDir;
+using bnlab::testing::write_bytes;
 
 inline std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

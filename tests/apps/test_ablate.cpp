@@ -14,7 +14,7 @@ using namespace apps_test;
 namespace {
 
 std::string ablate_flags(const TempDir& dir, const std::string& out) {
-  return "ablate --threads 1 --data-dir " + shell_quote(dir.data_dir()) + " --out " +
+  return "ablate --threads 1 --data-dir " + shell_quote(dir.file("data")) + " --out " +
          shell_quote(out);
 }
 
@@ -51,7 +51,7 @@ std::string table_row(const std::string& markdown, const std::string& arm) {
 
 TEST_CASE("apps.ablate: the default preset runs both arms, writes the report and reuses runs") {
   TempDir dir;
-  write_tiny_mnist(dir.data_dir());
+  write_tiny_mnist(dir.file("data"));
   const std::string out = dir.file("fig1");
   const std::string command =
       ablate_flags(dir, out) + " --steps 30 --eval-every 10 --batch-size 30";
@@ -111,7 +111,7 @@ TEST_CASE("apps.ablate: the default preset runs both arms, writes the report and
 
 TEST_CASE("apps.ablate: two --vary factors give one arm per combination") {
   TempDir dir;
-  write_tiny_mnist(dir.data_dir());
+  write_tiny_mnist(dir.file("data"));
   const std::string out = dir.file("grid");
   CliResult r = run_cli(ablate_flags(dir, out) +
                         " --steps 10 --eval-every 10 --batch-size 30 --vary norm=none,batch "
@@ -139,7 +139,7 @@ TEST_CASE("apps.ablate: two --vary factors give one arm per combination") {
 
 TEST_CASE("apps.ablate: a diverging arm is recorded as diverged and the study finishes") {
   TempDir dir;
-  write_tiny_mnist(dir.data_dir(), 120, 40);
+  write_tiny_mnist(dir.file("data"), 120, 40);
   const std::string out = dir.file("diverge");
   CliResult r = run_cli(ablate_flags(dir, out) +
                         " --model mlp --steps 10 --eval-every 5 --batch-size 20 "

@@ -10,7 +10,7 @@ namespace {
 
 // Common train flags pointing at `dir`'s data, with a valid output directory.
 std::string train_flags(const TempDir& dir) {
-  return "train --threads 1 --data-dir " + shell_quote(dir.data_dir()) + " --out " +
+  return "train --threads 1 --data-dir " + shell_quote(dir.file("data")) + " --out " +
          shell_quote(dir.file("out"));
 }
 
@@ -55,8 +55,8 @@ TEST_CASE("apps.cli: bad flag values exit 2 naming the flag and the value") {
 
 TEST_CASE("apps.cli: ablate with an unknown factor exits 1 listing the known factors") {
   TempDir dir;
-  write_tiny_mnist(dir.data_dir());
-  CliResult r = run_cli("ablate --threads 1 --steps 2 --data-dir " + shell_quote(dir.data_dir()) +
+  write_tiny_mnist(dir.file("data"));
+  CliResult r = run_cli("ablate --threads 1 --steps 2 --data-dir " + shell_quote(dir.file("data")) +
                         " --out " + shell_quote(dir.file("abl")) + " --vary bogus=1");
   CAPTURE(r.output);
   CHECK(r.exit_code == 1);
@@ -65,8 +65,8 @@ TEST_CASE("apps.cli: ablate with an unknown factor exits 1 listing the known fac
   CHECK(contains(r.output, "lr-mult"));  // the known factors are listed
 
   CliResult bad_value =
-      run_cli("ablate --threads 1 --steps 2 --data-dir " + shell_quote(dir.data_dir()) + " --out " +
-              shell_quote(dir.file("abl")) + " --vary norm=none,sideways");
+      run_cli("ablate --threads 1 --steps 2 --data-dir " + shell_quote(dir.file("data")) +
+              " --out " + shell_quote(dir.file("abl")) + " --vary norm=none,sideways");
   CAPTURE(bad_value.output);
   CHECK(bad_value.exit_code == 1);
   CHECK(contains(bad_value.output, "sideways"));
@@ -74,7 +74,7 @@ TEST_CASE("apps.cli: ablate with an unknown factor exits 1 listing the known fac
 
 TEST_CASE("apps.cli: a missing dataset exits 1 naming the file and the fetch command") {
   TempDir dir;
-  fs::create_directories(dir.data_dir());  // exists, but holds no mnist/
+  fs::create_directories(dir.file("data"));  // exists, but holds no mnist/
   CliResult r = run_cli(train_flags(dir) + " --model mlp --steps 2");
   CAPTURE(r.output);
   CHECK(r.exit_code == 1);
@@ -84,12 +84,12 @@ TEST_CASE("apps.cli: a missing dataset exits 1 naming the file and the fetch com
   CHECK(contains(r.output, "mnist"));
 
   CliResult eval = run_cli("eval --checkpoint " + shell_quote(dir.file("no-such-run")) +
-                           " --data-dir " + shell_quote(dir.data_dir()));
+                           " --data-dir " + shell_quote(dir.file("data")));
   CAPTURE(eval.output);
   CHECK(eval.exit_code == 1);
   CHECK(contains(eval.output, "config.json"));
 
-  CliResult data = run_cli("data info --dataset mnist --data-dir " + shell_quote(dir.data_dir()));
+  CliResult data = run_cli("data info --dataset mnist --data-dir " + shell_quote(dir.file("data")));
   CAPTURE(data.output);
   CHECK(data.exit_code == 1);
   CHECK(contains(data.output, "scripts/fetch_data.sh"));

@@ -8,8 +8,8 @@ using namespace apps_test;
 
 TEST_CASE("apps.data: info prints the dataset's size, shape and class balance") {
   TempDir dir;
-  write_tiny_mnist(dir.data_dir());
-  CliResult r = run_cli("data info --dataset mnist --data-dir " + shell_quote(dir.data_dir()));
+  write_tiny_mnist(dir.file("data"));
+  CliResult r = run_cli("data info --dataset mnist --data-dir " + shell_quote(dir.file("data")));
   CAPTURE(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK(contains(r.output, "mnist/train: 600 images [1, 28, 28], 10 classes"));
@@ -17,7 +17,7 @@ TEST_CASE("apps.data: info prints the dataset's size, shape and class balance") 
   CHECK(contains(r.output, "class balance"));
 
   CliResult test =
-      run_cli("data info --dataset mnist --split test --data-dir " + shell_quote(dir.data_dir()));
+      run_cli("data info --dataset mnist --split test --data-dir " + shell_quote(dir.file("data")));
   CAPTURE(test.output);
   REQUIRE(test.exit_code == 0);
   CHECK(contains(test.output, "mnist/test: 200 images"));
@@ -25,9 +25,9 @@ TEST_CASE("apps.data: info prints the dataset's size, shape and class balance") 
 
 TEST_CASE("apps.data: show writes a PNG grid and its label listing") {
   TempDir dir;
-  write_tiny_mnist(dir.data_dir());
+  write_tiny_mnist(dir.file("data"));
   const std::string png = dir.file("X.png");
-  CliResult r = run_cli("data show --dataset mnist --data-dir " + shell_quote(dir.data_dir()) +
+  CliResult r = run_cli("data show --dataset mnist --data-dir " + shell_quote(dir.file("data")) +
                         " --out " + shell_quote(png));
   CAPTURE(r.output);
   REQUIRE(r.exit_code == 0);
@@ -42,7 +42,7 @@ TEST_CASE("apps.data: show writes a PNG grid and its label listing") {
   CliResult sample = run_cli(
       "data show --dataset mnist --split test --count 9 --random --seed 3 "
       "--data-dir " +
-      shell_quote(dir.data_dir()) + " --out " + shell_quote(few));
+      shell_quote(dir.file("data")) + " --out " + shell_quote(few));
   CAPTURE(sample.output);
   REQUIRE(sample.exit_code == 0);
   CHECK(contains(sample.output, "9 images of mnist/test"));

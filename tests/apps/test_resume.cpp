@@ -87,12 +87,12 @@ void check_resume_equals_uninterrupted(const TempDir& dir, const std::string& fl
 
 TEST_CASE("apps.resume: an mlp with dropout resumed mid-epoch equals the uninterrupted run") {
   TempDir dir;
-  write_tiny_mnist(dir.data_dir());
+  write_tiny_mnist(dir.file("data"));
   // 600 images / batch 32 = 18 batches per epoch: step 20 is in the middle of epoch 1.
   const std::string flags =
       "--model mlp --norm batch --dropout 0.3 --batch-size 32 --eval-every 20 --lr 0.1 "
       "--momentum 0.9 --threads 1 --data-dir " +
-      shell_quote(dir.data_dir());
+      shell_quote(dir.file("data"));
   const std::string c = dir.file("C");
   check_resume_equals_uninterrupted(dir, flags, 20, 40, 3, c);
 
@@ -119,10 +119,10 @@ TEST_CASE("apps.resume: an mlp with dropout resumed mid-epoch equals the uninter
 
 TEST_CASE("apps.resume: lenet with its default dropout resumed at an epoch boundary") {
   TempDir dir;
-  write_tiny_mnist(dir.data_dir(), 96, 40);
+  write_tiny_mnist(dir.file("data"), 96, 40);
   // 96 images / batch 16 = 6 batches per epoch: the checkpoint at step 6 closes epoch 0.
   const std::string flags =
       "--model lenet --norm batch --batch-size 16 --eval-every 3 --threads 1 --data-dir " +
-      shell_quote(dir.data_dir());
+      shell_quote(dir.file("data"));
   check_resume_equals_uninterrupted(dir, flags, 6, 9, 4);
 }

@@ -19,7 +19,7 @@ const std::vector<std::string> kMetricsColumns = {
     "lr",   "elapsed_s", "probe_p15",  "probe_p50", "probe_p85"};
 
 std::string common_flags(const TempDir& dir) {
-  return "--threads 1 --data-dir " + shell_quote(dir.data_dir());
+  return "--threads 1 --data-dir " + shell_quote(dir.file("data"));
 }
 
 double num(const std::string& cell) {
@@ -30,7 +30,7 @@ double num(const std::string& cell) {
 
 TEST_CASE("apps.train: an mlp with batch norm writes every output file and learns the data") {
   TempDir dir;
-  write_tiny_mnist(dir.data_dir());
+  write_tiny_mnist(dir.file("data"));
   const std::string out = dir.file("run");
   CliResult r = run_cli(
       "train --model mlp --norm batch --steps 40 --batch-size 32 --eval-every 20 "
@@ -92,7 +92,7 @@ TEST_CASE("apps.train: an mlp with batch norm writes every output file and learn
 
   // bnlab eval reproduces the run's final accuracy and prints the confusion matrix.
   CliResult ev = run_cli("eval --checkpoint " + shell_quote(out) + " --json --data-dir " +
-                         shell_quote(dir.data_dir()));
+                         shell_quote(dir.file("data")));
   CAPTURE(ev.output);
   REQUIRE(ev.exit_code == 0);
   CHECK(contains(ev.output, "accuracy"));
@@ -113,7 +113,7 @@ TEST_CASE("apps.train: an mlp with batch norm writes every output file and learn
 TEST_CASE("apps.train: lenet with group norm and paper-mlp with layer norm train a few steps") {
   TempDir dir;
   // LeNet is the slow one: a smaller dataset keeps its evaluations cheap.
-  write_tiny_mnist(dir.data_dir(), 96, 40);
+  write_tiny_mnist(dir.file("data"), 96, 40);
   struct Case {
     std::string flags, out, expect;
   };
@@ -145,7 +145,7 @@ TEST_CASE("apps.train: lenet with group norm and paper-mlp with layer norm train
 
 TEST_CASE("apps.train: a diverging run stops, says so and exits 3") {
   TempDir dir;
-  write_tiny_mnist(dir.data_dir(), 96, 40);
+  write_tiny_mnist(dir.file("data"), 96, 40);
   const std::string out = dir.file("run");
   CliResult r = run_cli(
       "train --model mlp --norm none --lr 1000 --steps 20 --eval-every 10 "

@@ -10,36 +10,22 @@
 #include <vector>
 
 #include "core/io.h"
+#include "test_util.h"
 
 using namespace bnlab;
 namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory under the system temp dir, removed (with its content) at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("bnlab_test_" + std::to_string(::getpid()) + "_io_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  // Names of everything in the directory, to spot leftover temporaries.
-  std::vector<std::string> listing() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(path))
-      names.push_back(e.path().filename().string());
-    return names;
-  }
-};
+using TempDir = bnlab::testing::TempDir;
+
+// Names of everything in the directory, to spot leftover temporaries.
+std::vector<std::string> listing(const TempDir& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir.path))
+    names.push_back(e.path().filename().string());
+  return names;
+}
 
 }  // namespace
 
@@ -63,7 +49,7 @@ TEST_CASE("io: write_file_atomic writes, replaces and leaves no temporary file")
   write_file_atomic(path, big);
   CHECK(read_file(path) == big);
 
-  CHECK(dir.listing() == std::vector<std::string>{"out.bin"});
+  CHECK(listing(dir) == std::vector<std::string>{"out.bin"});
 }
 
 TEST_CASE("io: write_file_atomic with a bare relative file name syncs the current directory") {
@@ -94,7 +80,7 @@ TEST_CASE("io: concurrent writers to one path leave one complete version and no 
   std::string content = read_file(path);
   REQUIRE(content.size() == 10'000);
   CHECK(content == std::string(10'000, content[0]));
-  CHECK(dir.listing() == std::vector<std::string>{"shared.txt"});
+  CHECK(listing(dir) == std::vector<std::string>{"shared.txt"});
 }
 
 TEST_CASE("io: write_file_atomic errors name the path and the reason") {
@@ -130,7 +116,7 @@ TEST_CASE("io: write_file_atomic errors name the path and the reason") {
     }
   }
   // Whatever failed, nothing was left behind next to the target.
-  for (const std::string& name : dir.listing()) CHECK(name.find(".tmp.") == std::string::npos);
+  for (const std::string& name : listing(dir)) CHECK(name.find(".tmp.") == std::string::npos);
 }
 
 TEST_CASE("io: read_file errors name the path and the reason") {

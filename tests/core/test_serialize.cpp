@@ -14,6 +14,7 @@
 
 #include "core/io.h"
 #include "core/serialize.h"
+#include "test_util.h"
 
 using namespace bnlab;
 namespace fs = std::filesystem;
@@ -59,22 +60,7 @@ void check_same(const std::vector<NamedTensor>& a, const std::vector<NamedTensor
   }
 }
 
-// A fresh directory under the system temp dir, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("bnlab_test_" + std::to_string(::getpid()) + "_ser_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using TempDir = bnlab::testing::TempDir;
 
 // Tensors covering the awkward cases: special float bit patterns, int64 counters, a 0-d scalar, an
 // empty tensor, an odd-sized F32 tensor before an I64 one (alignment), and a non-ASCII name.

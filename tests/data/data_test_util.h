@@ -13,36 +13,14 @@
 #include <vector>
 
 #include "data/dataset.h"
+#include "test_util.h"
 
 namespace data_test {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under the system temp dir, removed with its content at scope exit.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("bnlab_test_" + std::to_string(::getpid()) + "_data_" +
-                                        tag + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
-inline void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
-  if (!out) throw std::runtime_error("test: cannot write " + path);
-}
+using TempDir = bnlab::testing::TempDir;
+using bnlab::testing::write_bytes;
 
 // gzip via zlib's gzopen/gzwrite, as gzip(1) would.
 inline void write_gzip(const std::string& path, const std::vector<uint8_t>& bytes) {
