@@ -12,4 +12,12 @@ if [ "${CI:-}" = "true" ]; then werror=ON; fi
 
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DBNLAB_WERROR=$werror -DBNLAB_BUILD_TESTS=ON >/dev/null
 cmake --build "$build_dir" -j "$(nproc)"
+# Every doctest case must be one ctest entry: a ';' in a test name splits it into fragments that match
+# nothing and pass vacuously.
+cases=$("$build_dir/bnlab_tests" --count 2>/dev/null | sed -n 's/.*unskipped test cases passing the current filters: \([0-9]*\).*/\1/p')
+registered=$(ctest --test-dir "$build_dir" -N | sed -n 's/^Total Tests: \([0-9]*\)/\1/p')
+if [ "$cases" != "$registered" ]; then
+  echo "test.sh: bnlab_tests has $cases test cases but ctest registered $registered (a ';' in a test name?)" >&2
+  exit 1
+fi
 ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" --timeout 300

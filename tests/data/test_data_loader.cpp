@@ -228,7 +228,7 @@ TEST_CASE("data.loader: batch storage is reused only once the consumer has relea
 }
 
 TEST_CASE(
-    "data.loader: a worker error reaches next(); restart and destruction mid-epoch are clean") {
+    "data.loader: a worker error reaches next() - restart and destruction mid-epoch are clean") {
   ImageDataset d = synthetic(30, 1, 3, 3);
   {
     DataLoader loader(d, {.batch_size = 4, .seed = 1});

@@ -211,7 +211,7 @@ TEST_CASE("data.idx: image and label counts must agree, labels must be in range"
       Error);
 }
 
-TEST_CASE("data.idx: missing files name the path; load_dataset adds the fetch command") {
+TEST_CASE("data.idx: missing files name the path - load_dataset adds the fetch command") {
   TempDir dir("idx");
   CHECK_THROWS_WITH_AS(read_idx_images(dir.file("nope")),
                        doctest::Contains("nope: cannot open (No such file or directory)"), Error);

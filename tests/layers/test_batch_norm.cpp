@@ -30,7 +30,7 @@ TEST_CASE("layers.batch_norm: train mode normalizes with the biased batch varian
   CHECK(bn.num_batches_tracked() == 1);
 }
 
-TEST_CASE("layers.batch_norm: 2d statistics are per channel over N, H, W; k steps of momentum") {
+TEST_CASE("layers.batch_norm: 2d statistics are per channel over N, H, W - k steps of momentum") {
   BatchNorm2d bn({.num_features = 3});
   Rng rng(1);
   double expected_mean = 0.0;

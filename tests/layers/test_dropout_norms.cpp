@@ -12,7 +12,7 @@ namespace {
 using Inputs = std::vector<Tensor>;
 }
 
-TEST_CASE("layers.dropout: eval is the identity; train keeps ~1-p scaled by 1/(1-p)") {
+TEST_CASE("layers.dropout: eval is the identity - train keeps ~1-p scaled by 1/(1-p)") {
   Rng rng(1);
   Dropout d(0.25f, rng);
   Tensor x = Tensor::ones({100, 100});
@@ -41,7 +41,7 @@ TEST_CASE("layers.dropout: gradient check with a frozen mask") {
                   {testing::param({4, 6}, 3)});
 }
 
-TEST_CASE("layers.layer_norm: each sample normalized over its features; gradient check") {
+TEST_CASE("layers.layer_norm: each sample normalized over its features - gradient check") {
   LayerNorm ln({.normalized_shape = {4}});
   Tensor y = ln(Tensor::from({1, 2, 3, 4, 10, 10, 10, 14}, {2, 4}));
   float rstd = 1.0f / std::sqrt(1.25f + 1e-5f);

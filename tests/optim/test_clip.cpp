@@ -33,7 +33,7 @@ TEST_CASE("optim.clip: below max_norm the gradients are untouched") {
   CHECK(a.grad().to_vector() == std::vector<float>{3.0f, 4.0f});
 }
 
-TEST_CASE("optim.clip: no gradients at all gives 0; max_norm 0 zeroes the gradients") {
+TEST_CASE("optim.clip: no gradients at all gives 0 - max_norm 0 zeroes the gradients") {
   Tensor a = param({1.0f});
   CHECK(clip_grad_norm({a}, 1.0f) == 0.0f);
   set_grad(a, {2.0f});

@@ -8,7 +8,7 @@ using namespace bnlab;
 using namespace bnlab::testing;
 using doctest::Approx;
 
-TEST_CASE("optim.optimizer: zero_grad drops every gradient; step counts calls") {
+TEST_CASE("optim.optimizer: zero_grad drops every gradient - step counts calls") {
   Tensor a = param({1.0f}), b = param({1.0f, 2.0f});
   Sgd opt({a, b}, {.lr = 0.1f});
   set_grad(a, {1.0f});
