@@ -24,7 +24,8 @@ TEST_CASE("autograd: ops record a node only when an input requires grad") {
   CHECK((a * b).requires_grad());
 }
 
-TEST_CASE("autograd: a tensor used twice gets both contributions - leaves accumulate across calls") {
+TEST_CASE(
+    "autograd: a tensor used twice gets both contributions - leaves accumulate across calls") {
   Tensor x = Tensor::from({3.0f}, {1});
   x.set_requires_grad();
   Tensor y = sum(x * x + x);  // dy/dx = 2x + 1 = 7
