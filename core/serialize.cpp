@@ -428,8 +428,10 @@ void load_into(const std::vector<NamedTensor>& loaded, const std::vector<NamedTe
       if (!wanted.count(t.name)) unexpected.push_back(t.name);
     }
   }
-  // Same order as PyTorch's report: missing, unexpected, then size mismatches.
-  if (!missing.empty()) {
+  // Same order as PyTorch's report: missing, unexpected, then size mismatches. As in PyTorch,
+  // strict=false tolerates missing keys (those targets keep their values) as well as unexpected
+  // ones.
+  if (strict && !missing.empty()) {
     problems.push_back("load_state_dict: missing keys in checkpoint: " + join(missing, ", "));
   }
   if (!unexpected.empty()) {
@@ -440,7 +442,9 @@ void load_into(const std::vector<NamedTensor>& loaded, const std::vector<NamedTe
 
   // Everything checked: copy. memmove, as a checkpoint tensor may share storage with its target.
   for (const NamedTensor& t : targets) {
-    const Tensor& src = source.at(t.name)->tensor;
+    auto it = source.find(t.name);
+    if (it == source.end()) continue;  // missing under strict=false
+    const Tensor& src = it->second->tensor;
     std::memmove(t.tensor.data(), src.data(), static_cast<size_t>(src.numel()) * sizeof(float));
   }
 }

@@ -77,8 +77,10 @@ SafetensorsFile decode_safetensors(std::string_view bytes, const std::string& na
 SafetensorsFile load_safetensors(const std::string& path);
 
 // Copies `loaded` into `targets` by name, the core of Module::load_state_dict. Checks first:
-//   - every target name must be in `loaded` (all missing names are listed in one message);
-//   - with `strict`, every loaded name must be a target (all unexpected names are listed);
+//   - with `strict`, every target name must be in `loaded` (all missing names are listed in one
+//   message)
+//     and every loaded name must be a target (all unexpected names are listed); strict=false, as in
+//     PyTorch, skips both (a missing target keeps its value);
 //   - shapes must match per name, e.g.
 //     "load_state_dict: size mismatch for 1.weight: checkpoint has [10, 100], model has [10, 50]";
 // and all problems found are reported together, one line each. Only when there are none is any data

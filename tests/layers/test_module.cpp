@@ -124,3 +124,15 @@ TEST_CASE("module: load_state_dict copies values and validates before touching t
   missing.erase(missing.begin());
   CHECK_THROWS_WITH_AS(c->load_state_dict(missing), doctest::Contains("0.weight"), Error);
 }
+
+TEST_CASE("module: load_state_dict with strict=false loads what is there, like PyTorch") {
+  Rng rng(8);
+  auto a = small_net(rng);
+  auto b = small_net(rng);
+  std::vector<float> b_head = b->state_dict()[4].tensor.to_vector();  // 3.weight
+  std::vector<NamedTensor> partial{a->state_dict()[0], {"unrelated.key", Tensor::zeros({2})}};
+  CHECK_THROWS_AS(b->load_state_dict(partial), Error);
+  b->load_state_dict(partial, false);
+  CHECK(b->state_dict()[0].tensor.to_vector() == a->state_dict()[0].tensor.to_vector());
+  CHECK(b->state_dict()[4].tensor.to_vector() == b_head);  // missing: left as it was
+}
