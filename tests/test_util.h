@@ -3,6 +3,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -40,6 +42,20 @@ inline void write_bytes(const std::string& path, const std::vector<uint8_t>& byt
   out.write(reinterpret_cast<const char*>(bytes.data()),
             static_cast<std::streamsize>(bytes.size()));
   if (!out) throw std::runtime_error("test: cannot write " + path);
+}
+
+// Elements of `got` that differ from `expected` by more than epsilon * (1 + max(|a|, |b|))
+// (doctest's Approx rule); a size mismatch counts every element. Used to compare results across
+// thread counts.
+inline size_t count_mismatches(const std::vector<float>& expected, const std::vector<float>& got,
+                               double epsilon) {
+  if (expected.size() != got.size()) return std::max(expected.size(), got.size());
+  size_t mismatches = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    double a = expected[i], b = got[i];
+    mismatches += std::fabs(a - b) > epsilon * (1.0 + std::max(std::fabs(a), std::fabs(b)));
+  }
+  return mismatches;
 }
 
 }  // namespace bnlab::testing

@@ -10,6 +10,7 @@
 
 #include "core/blas.h"
 #include "gradcheck.h"
+#include "test_util.h"
 
 using namespace bnlab;
 using bnlab::testing::param;
@@ -310,11 +311,7 @@ TEST_CASE("ops.norm: the threaded paths agree with one thread") {
     auto many = grads(3);
     for (size_t t = 0; t < one.size(); ++t) {
       CAPTURE(t);
-      REQUIRE(one[t].size() == many[t].size());
-      size_t mismatches = 0;
-      for (size_t i = 0; i < one[t].size(); ++i)
-        mismatches += many[t][i] != doctest::Approx(one[t][i]).epsilon(1e-5);
-      CHECK(mismatches == 0);
+      CHECK(bnlab::testing::count_mismatches(one[t], many[t], 1e-5) == 0);
     }
   }
 }
