@@ -12,8 +12,10 @@
 #include <sstream>
 #include <thread>
 
+#include "apps/interrupt.h"
 #include "apps/plot.h"
 #include "core/blas.h"
+#include "core/distributed.h"
 #include "core/io.h"
 
 namespace bnlab::apps {
@@ -293,8 +295,14 @@ Factor parse_factor(const std::string& spec) {
   }
   BNLAB_CHECK(known, "ablate: unknown factor '", f.name, "'; known factors: ", names);
   BNLAB_CHECK(!f.values.empty(), "ablate: factor '", f.name, "' has no values");
-  for (const std::string& v : f.values)
-    BNLAB_CHECK(!v.empty(), "ablate: empty value in factor '", spec, "'");
+  for (size_t i = 0; i < f.values.size(); ++i) {
+    BNLAB_CHECK(!f.values[i].empty(), "ablate: empty value in factor '", spec, "'");
+    // A repeated value would make two arms with one name, and so one run directory.
+    for (size_t j = 0; j < i; ++j) {
+      BNLAB_CHECK(f.values[j] != f.values[i], "ablate: value '", f.values[i],
+                  "' appears twice in factor '", spec, "'");
+    }
+  }
   return f;
 }
 
@@ -336,6 +344,8 @@ void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string
   } else if (factor == "lr-mult") {
     float m = parse_float(factor, value);
     BNLAB_CHECK(m > 0, "ablate: lr-mult must be positive; got ", value);
+    BNLAB_CHECK(std::isfinite(cfg.lr * m), "ablate: lr-mult ", value, " times the base lr ", cfg.lr,
+                " is not a finite float");
     cfg.lr *= m;
   } else if (factor == "batch-size") {
     cfg.batch_size = parse_int(factor, value);
@@ -367,6 +377,21 @@ void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string
 }
 
 std::vector<Arm> expand_arms(const AblationSpec& spec) {
+  // The grid's size first: a few --vary flags multiply quickly, and each arm is a training run.
+  size_t count = 1;
+  std::string sizes;
+  for (size_t i = 0; i < spec.factors.size(); ++i) {
+    const Factor& f = spec.factors[i];
+    for (size_t j = 0; j < i; ++j) {
+      BNLAB_CHECK(spec.factors[j].name != f.name, "ablate: factor '", f.name,
+                  "' is given twice; list all its values in one NAME=V1,V2,...");
+    }
+    sizes += (sizes.empty() ? "" : " x ") + std::to_string(f.values.size());
+    BNLAB_CHECK(!f.values.empty(), "ablate: factor '", f.name, "' has no values");
+    BNLAB_CHECK(!__builtin_mul_overflow(count, f.values.size(), &count) && count <= kMaxArms,
+                "ablate: the grid has more than ", kMaxArms, " arms (", sizes,
+                " values so far); vary fewer factors or values");
+  }
   std::vector<Arm> arms{Arm{"", {}, spec.base}};
   for (const Factor& f : spec.factors) {
     std::vector<Arm> next;
@@ -382,6 +407,14 @@ std::vector<Arm> expand_arms(const AblationSpec& spec) {
     arms = std::move(next);
   }
   if (arms.size() == 1 && arms[0].name.empty()) arms[0].name = "base";
+  // Distinct names can still share a run directory (slug maps ':' and '/' alike to '_'), and then
+  // the second arm would silently reuse the first one's results.
+  std::map<std::string, const Arm*> dirs;
+  for (const Arm& arm : arms) {
+    auto [it, fresh] = dirs.emplace(slug(arm.name), &arm);
+    BNLAB_CHECK(fresh, "ablate: arms '", it->second->name, "' and '", arm.name,
+                "' would share the run directory runs/", it->first, "; rename a value");
+  }
   return arms;
 }
 
@@ -427,8 +460,13 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
     auto runs = runs_of(arm);
     std::vector<double> finals, bests;
     int64_t diverged = 0;
+    std::string diverged_steps;
     for (const RunOutcome* o : runs) {
-      if (o->result.diverged) ++diverged;
+      if (o->result.diverged) {
+        ++diverged;
+        diverged_steps +=
+            (diverged_steps.empty() ? "" : ", ") + std::to_string(o->result.diverged_step);
+      }
       if (!o->result.rows.empty() && !o->result.diverged)
         finals.push_back(o->result.rows.back().test_acc);
       double best = 0;
@@ -439,7 +477,8 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
     os << "| " << arm.name << " | " << runs.size() << " | "
        << (f.n ? fmt("%.4f", f.mean) + " ± " + fmt("%.4f", f.std) : std::string("—")) << " | "
        << (b.n ? fmt("%.4f", b.mean) : std::string("—")) << " | "
-       << (diverged ? std::to_string(diverged) + "/" + std::to_string(runs.size())
+       << (diverged ? std::to_string(diverged) + "/" + std::to_string(runs.size()) + " at step" +
+                          (diverged > 1 ? "s " : " ") + diverged_steps
                     : std::string("0"))
        << " |";
     for (double t : thresholds) {
@@ -491,6 +530,10 @@ AblationReport run_ablation(const AblationSpec& spec) {
   int requested = spec.jobs > 0 ? spec.jobs : cores;
   int jobs_at_once =
       std::min<int>(requested, static_cast<int>(arms.size() * static_cast<size_t>(spec.seeds)));
+  // Under mpirun the runs go one after another, each data-parallel over every rank
+  // (apps/data_parallel.h): runs side by side would interleave their collectives.
+  Communicator& comm = world();
+  if (comm.size() > 1) jobs_at_once = 1;
   for (const Arm& arm : arms) {
     for (int64_t s = 0; s < spec.seeds; ++s) {
       TrainConfig cfg = arm.config;
@@ -514,6 +557,7 @@ AblationReport run_ablation(const AblationSpec& spec) {
   std::exception_ptr first_error;
   auto worker = [&]() {
     for (size_t i = next++; i < jobs.size(); i = next++) {
+      if (interrupt_requested()) break;  // SIGINT/SIGTERM: start no new run
       try {
         const Job& job = jobs[i];
         outcomes[i].arm = job.arm;
@@ -544,14 +588,29 @@ AblationReport run_ablation(const AblationSpec& spec) {
     worker();
   }
   if (first_error) std::rethrow_exception(first_error);
+  if (comm.rank() != 0) return {};  // rank 0 alone writes the tables and plots
 
   AblationReport report;
+  // Interrupted: the runs that were training saved a checkpoint at their last step; report how
+  // many are unfinished and write no tables (rerunning the same command resumes and completes).
+  if (interrupt_requested()) {
+    report.interrupted_by = interrupt_signal();
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      const TrainResult& r = outcomes[i].result;
+      bool done = outcomes[i].arm != nullptr && !r.interrupted_by &&
+                  fs::exists(fs::path(jobs[i].cfg.out_dir) / "summary.json");
+      report.unfinished += done ? 0 : 1;
+    }
+    if (report.unfinished > 0) return report;
+    report.interrupted_by = 0;  // everything had finished: write the report as usual
+  }
+
   // results.csv: one row per (arm, seed, evaluated step), factor columns first.
   std::ostringstream csv;
   csv << "arm";
   for (const Factor& f : spec.factors) csv << "," << f.name;
   csv << ",seed,step,epoch,train_loss,train_acc,test_loss,test_acc,lr,elapsed_s,probe_p15,probe_"
-         "p50,probe_p85,diverged\n";
+         "p50,probe_p85,diverged,diverged_step\n";
   csv.precision(7);
   for (const RunOutcome& o : outcomes) {
     for (const MetricsRow& r : o.result.rows) {
@@ -560,7 +619,7 @@ AblationReport run_ablation(const AblationSpec& spec) {
       csv << "," << o.seed << "," << r.step << "," << r.epoch << "," << r.train_loss << ","
           << r.train_acc << "," << r.test_loss << "," << r.test_acc << "," << r.lr << ","
           << r.elapsed << "," << r.p15 << "," << r.p50 << "," << r.p85 << ","
-          << (o.result.diverged ? 1 : 0) << "\n";
+          << (o.result.diverged ? 1 : 0) << "," << o.result.diverged_step << "\n";
     }
   }
   report.results_csv = (fs::path(spec.out_dir) / "results.csv").string();

@@ -49,13 +49,20 @@ std::vector<Factor> preset_factors(const std::string& preset);
 std::vector<std::string> preset_names();
 // Applies factor=value to a config (e.g. lr-mult multiplies the base lr).
 void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string& value);
-// The cartesian product of the factors, in order (the first arm is the baseline).
+// The most arms a grid may have (each arm is at least one training run).
+constexpr size_t kMaxArms = 10000;
+// The cartesian product of the factors, in order (the first arm is the baseline). Throws for a
+// factor given twice, a grid over kMaxArms arms, or two arms whose names map to one run directory.
 std::vector<Arm> expand_arms(const AblationSpec& spec);
 
 struct AblationReport {
   std::string results_csv, summary_md, accuracy_png, percentiles_png;
   std::string table;                  // the Markdown summary table
   std::vector<std::string> messages;  // plot status lines
+  // SIGINT/SIGTERM: the running arms stopped at a step boundary with a checkpoint, no report was
+  // written, and `unfinished` runs remain; rerunning the same command resumes them.
+  int interrupted_by = 0;
+  int64_t unfinished = 0;
 };
 
 // Runs (or reuses) every arm x seed and writes results.csv, summary.md and the plots into

@@ -6,6 +6,8 @@
 #include "apps/ablation.h"
 #include "apps/commands.h"
 #include "apps/config_flags.h"
+#include "apps/interrupt.h"
+#include "core/distributed.h"
 
 namespace bnlab::apps {
 
@@ -41,16 +43,19 @@ Command add_ablate_command(CLI::App& parent) {
       "A factor and its values, NAME=V1,V2 (repeat for a grid; replaces the preset). Factors:" +
           factor_list);
   app->add_option("--seeds", spec->seeds, "Seeds per arm (mean and spread reported)")
-      ->check(CLI::PositiveNumber)
+      ->check(kFinitePositive)
       ->capture_default_str();
   app->add_option("--jobs,-j", spec->jobs,
                   "Runs trained at once, sharing the cores (0: one per core)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kFiniteNonNegative)
       ->capture_default_str();
   app->add_option("--out", spec->out_dir, "Output directory")->capture_default_str();
   app->add_option("--title", spec->title, "Title for the table and plots");
 
   Runner run = [spec, preset, vary]() {
+    install_interrupt_handlers();  // SIGINT/SIGTERM: each running arm checkpoints and stops
+    // Under mpirun rank 0 alone reports (the runs' progress is rank 0's too: apps/trainer.cpp).
+    if (world().rank() != 0) std::cout.setstate(std::ios::failbit);
     AblationSpec s = *spec;
     if (vary->empty()) {
       s.factors = preset_factors(*preset);
@@ -69,6 +74,14 @@ Command add_ablate_command(CLI::App& parent) {
     for (const Arm& a : arms) std::cout << "arm:          " << a.name << "\n";
     std::cout << describe_config(s.base);
     AblationReport r = run_ablation(s);
+    if (r.interrupted_by) {
+      std::cout << "\ninterrupted by " << signal_name(r.interrupted_by) << ": " << r.unfinished
+                << " run" << (r.unfinished > 1 ? "s" : "")
+                << " unfinished; the running ones saved a checkpoint at their last step in "
+                << s.out_dir << "/runs\n"
+                << "resume with: " << quoted_command_line() << std::endl;
+      return 128 + r.interrupted_by;
+    }
     std::cout << "\n" << r.table << "\n";
     for (const std::string& m : r.messages) std::cout << m << "\n";
     std::cout << "results: " << r.results_csv << "\nsummary: " << r.summary_md << "\n";

@@ -31,7 +31,7 @@ Command add_data_command(CLI::App& parent) {
   common(show);
   show->add_option("--out", o->out, "PNG to write")->capture_default_str();
   show->add_option("--count", o->count, "Images in the grid")
-      ->check(CLI::PositiveNumber)
+      ->check(kFinitePositive)
       ->capture_default_str();
   show->add_flag("--random", o->random, "A seeded random sample instead of the first images");
   show->add_option("--seed", o->seed, "Seed for --random")->capture_default_str();

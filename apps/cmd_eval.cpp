@@ -28,7 +28,7 @@ Command add_eval_command(CLI::App& parent) {
       ->capture_default_str();
   app->add_option("--data-dir", o->data_dir, "Data directory (default: $BNLAB_DATA or data/)");
   app->add_option("--batch-size", o->batch_size, "Evaluation batch size")
-      ->check(CLI::PositiveNumber)
+      ->check(kFinitePositive)
       ->capture_default_str();
   app->add_flag("--json", o->json, "Also write eval_<dataset>_<split>.json into the run directory");
 

@@ -1,13 +1,34 @@
 // bnlab train: one run, with progress, metrics.csv, checkpoints and summary.json in --out.
 #include <filesystem>
 #include <iostream>
+#include <sstream>
 
 #include "apps/commands.h"
 #include "apps/config_flags.h"
+#include "apps/interrupt.h"
+#include "core/distributed.h"
 #include "core/io.h"
 #include "layers/module.h"
 
 namespace bnlab::apps {
+
+namespace {
+
+// The command that continues run `c` (after SIGINT/SIGTERM): --resume DIR, plus the length and
+// thread flags where they differ from DIR/config.json (an extended or re-threaded resume).
+std::string resume_command(const TrainConfig& c) {
+  const auto& argv = command_line();
+  std::string out = shell_quote(argv.empty() ? std::string("bnlab") : argv[0]) +
+                    " train --resume " + shell_quote(c.out_dir);
+  std::string path = (std::filesystem::path(c.out_dir) / "config.json").string();
+  TrainConfig saved = config_from_json(read_file(path), path);
+  if (saved.steps != c.steps) out += " --steps " + std::to_string(c.steps);
+  if (saved.epochs != c.epochs) out += " --epochs " + std::to_string(c.epochs);
+  if (saved.threads != c.threads) out += " --threads " + std::to_string(c.threads);
+  return out;
+}
+
+}  // namespace
 
 Command add_train_command(CLI::App& parent) {
   auto cfg = std::make_shared<TrainConfig>();
@@ -30,6 +51,7 @@ Command add_train_command(CLI::App& parent) {
   app->add_flag("--summary", *show_summary, "Print the model's layer table before training");
 
   Runner run = [cfg, resume, show_summary, app]() {
+    install_interrupt_handlers();  // SIGINT/SIGTERM: checkpoint at the next step boundary
     TrainConfig c = *cfg;
     bool resuming = !resume->empty();
     if (resuming) {
@@ -41,12 +63,26 @@ Command add_train_command(CLI::App& parent) {
       c = saved;
       c.out_dir = *resume;
     }
-    std::cout << "== bnlab train" << (resuming ? " (resuming " + *resume + ")" : "") << "\n"
-              << describe_config(c);
+    // Under mpirun every rank runs this; rank 0 alone prints and writes (apps/data_parallel.h).
+    Communicator& comm = world();
+    const bool root = comm.rank() == 0;
+    if (!root) c.quiet = true;
+    std::ostringstream out;
+    out << "== bnlab train" << (resuming ? " (resuming " + *resume + ")" : "") << "\n"
+        << describe_config(c);
+    if (comm.size() > 1) {
+      out << "parallel:     " << comm.describe() << ", global batch " << comm.size() << " x "
+          << c.batch_size << " = " << comm.size() * c.batch_size << ", BatchNorm statistics "
+          << (c.sync_bn ? "over the global batch (--sync-bn)" : "per rank") << "\n";
+    }
+    if (root) std::cout << out.str();
     RunData data = load_run_data(c.dataset, c.data_dir);
-    std::cout << "data:         " << data.train.title() << " " << data.train.size()
-              << " images, evaluating on " << data.eval.title() << " " << data.eval.size() << "\n";
-    if (*show_summary) {
+    if (root) {
+      std::cout << "data:         " << data.train.title() << " " << data.train.size()
+                << " images, evaluating on " << data.eval.title() << " " << data.eval.size()
+                << "\n";
+    }
+    if (*show_summary && root) {
       ModelSpec spec = c.model;
       spec.channels = data.train.channels;
       spec.height = data.train.height;
@@ -57,13 +93,29 @@ Command add_train_command(CLI::App& parent) {
       std::cout << summary(*m.net, {1, spec.channels, spec.height, spec.width});
     }
     TrainResult r = train(c, data, resuming);
+    if (!root) return r.diverged ? 3 : 0;
     std::cout << "\n";
+    if (r.interrupted_by) {
+      std::cout << "interrupted by " << signal_name(r.interrupted_by) << " at step " << r.steps_done
+                << "; checkpoint saved in " << c.out_dir << "\n"
+                << "resume with: " << resume_command(c) << std::endl;
+      return 128 + r.interrupted_by;
+    }
     if (r.diverged) std::cout << "DIVERGED at step " << r.diverged_step << "\n";
+    if (r.nonfinite_steps > 0 && !r.diverged) {
+      std::cout << r.nonfinite_steps << " step" << (r.nonfinite_steps > 1 ? "s" : "")
+                << " had a non-finite loss or gradient (first at step " << r.first_nonfinite_step
+                << "; --on-nan " << c.on_nan << ")\n";
+    }
     if (!r.rows.empty()) {
       const MetricsRow& last = r.rows.back();
       std::printf("final: step %ld | %s loss %.4f | %s accuracy %.4f | %.0f img/s training\n",
                   static_cast<long>(last.step), data.eval.split.c_str(), last.test_loss,
                   data.eval.split.c_str(), last.test_acc, r.images_per_second);
+    }
+    if (r.ranks > 1 && r.steps_done > 0) {
+      std::printf("allreduce: %.2f ms/step on rank 0 (gradients and loss, %d ranks)\n",
+                  1e3 * r.allreduce_seconds / static_cast<double>(r.steps_done), r.ranks);
     }
     std::cout << "wrote: " << c.out_dir
               << "/{config.json, metrics.csv, model.safetensors, train_state.safetensors, "

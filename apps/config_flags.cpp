@@ -22,7 +22,7 @@ void add_config_flags(CLI::App& app, TrainConfig& cfg) {
       ->check(CLI::IsMember({"before", "after"}))
       ->capture_default_str();
   app.add_option("--groups", cfg.model.groups, "GroupNorm: at most this many groups per layer")
-      ->check(CLI::PositiveNumber)
+      ->check(kFinitePositive)
       ->capture_default_str();
   app.add_option("--dropout", cfg.model.dropout, "Dropout probability (-1: the model's default)")
       ->check(CLI::Range(-1.0f, 1.0f))
@@ -32,14 +32,15 @@ void add_config_flags(CLI::App& app, TrainConfig& cfg) {
       "Weight init: default (PyTorch's), xavier-uniform, xavier-normal, kaiming-uniform, "
       "kaiming-normal, normal:<std> (empty: the model's own)");
   auto* epochs = app.add_option("--epochs", cfg.epochs, "Epochs to train (when --steps is 0)")
-                     ->check(CLI::NonNegativeNumber)
+                     ->check(kFiniteNonNegative)
                      ->capture_default_str();
   app.add_option("--steps", cfg.steps, "Optimizer steps to train (overrides --epochs)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kFiniteNonNegative)
       ->capture_default_str();
   (void)epochs;
-  app.add_option("--batch-size,-b", cfg.batch_size, "Mini-batch size")
-      ->check(CLI::PositiveNumber)
+  app.add_option("--batch-size,-b", cfg.batch_size,
+                 "Mini-batch size per process (under mpirun -np P the global batch is P times it)")
+      ->check(kFinitePositive)
       ->capture_default_str();
   app.add_option("--optimizer", cfg.optimizer, "sgd, adam, adamw, rmsprop")
       ->check(CLI::IsMember({"sgd", "adam", "adamw", "rmsprop"}))
@@ -63,6 +64,11 @@ void add_config_flags(CLI::App& app, TrainConfig& cfg) {
   app.add_option("--clip-grad-norm", cfg.clip_grad_norm, "Clip the global gradient norm (0: off)")
       ->check(kFiniteNonNegative)
       ->capture_default_str();
+  app.add_option("--on-nan", cfg.on_nan,
+                 "When the loss or a gradient is NaN/Inf: stop (the run is diverged), skip "
+                 "(drop that step's update) or continue")
+      ->check(CLI::IsMember({"stop", "skip", "continue"}))
+      ->capture_default_str();
   app.add_option("--label-smoothing", cfg.label_smoothing, "Cross-entropy label smoothing")
       ->check(CLI::Range(0.0f, 1.0f))
       ->capture_default_str();
@@ -70,11 +76,14 @@ void add_config_flags(CLI::App& app, TrainConfig& cfg) {
   app.add_option("--seed", cfg.seed, "Seed for weights, data order, dropout and augmentation")
       ->capture_default_str();
   app.add_option("--threads", cfg.threads, "Threads (0: all cores)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kFiniteNonNegative)
       ->capture_default_str();
   app.add_option("--eval-every", cfg.eval_every, "Evaluate every N steps (0: every epoch)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kFiniteNonNegative)
       ->capture_default_str();
+  app.add_flag("--sync-bn", cfg.sync_bn,
+               "Under mpirun: BatchNorm statistics over the global batch of all ranks (default: "
+               "each rank's own batch, as PyTorch DDP)");
   app.add_option("--probe-unit", cfg.probe_unit,
                  "Unit of the last hidden layer whose input percentiles are recorded (-1: off)")
       ->capture_default_str();
@@ -96,6 +105,7 @@ std::string describe_config(const TrainConfig& c) {
   os << ", schedule " << c.schedule;
   if (c.clip_grad_norm > 0) os << ", clip " << c.clip_grad_norm;
   if (c.label_smoothing > 0) os << ", label smoothing " << c.label_smoothing;
+  if (c.on_nan != "stop") os << ", on NaN " << c.on_nan;
   os << "\n"
      << "seed:         " << c.seed << ", threads "
      << (c.threads > 0 ? std::to_string(c.threads) : std::string("all"))

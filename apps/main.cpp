@@ -5,7 +5,9 @@
 #include <iostream>
 
 #include "apps/commands.h"
+#include "apps/interrupt.h"
 #include "core/blas.h"
+#include "core/distributed.h"
 #include "core/error.h"
 
 namespace bnlab::apps {
@@ -36,6 +38,7 @@ const CLI::Validator kFiniteNonNegative(
 
 int main(int argc, char** argv) {
   using namespace bnlab::apps;
+  set_command_line(argc, argv);  // printed back as the resume command after SIGINT/SIGTERM
   CLI::App app{
       "bnlab: see what batch normalization does. Train, evaluate and ablate networks on MNIST,\n"
       "Fashion-MNIST and CIFAR-10 with and without BatchNorm.\n\n"
@@ -48,7 +51,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   std::vector<Command> commands{add_train_command(app), add_eval_command(app),
-                                add_ablate_command(app), add_data_command(app)};
+                                add_ablate_command(app), add_data_command(app),
+                                add_bench_command(app)};
   auto* info =
       app.add_subcommand("info", "Print the build: version, BLAS and its threading, thread count");
   info->failure_message(CLI::FailureMessage::help);
@@ -71,9 +75,11 @@ int main(int argc, char** argv) {
     }
   } catch (const bnlab::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
+    bnlab::abort_job_if_distributed(1);  // under mpirun: end the ranks waiting for this one
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
+    bnlab::abort_job_if_distributed(1);
     return 1;
   }
   return 0;

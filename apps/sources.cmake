@@ -4,10 +4,15 @@ set(BNLAB_APP_SOURCES
   apps/progress.cpp
   apps/plot.cpp
   apps/trainer.cpp
+  apps/checkpoint.cpp
+  apps/nonfinite_guard.cpp
+  apps/interrupt.cpp
+  apps/data_parallel.cpp
   apps/ablation.cpp
   apps/config_flags.cpp
   apps/cmd_train.cpp
   apps/cmd_eval.cpp
   apps/cmd_ablate.cpp
   apps/cmd_data.cpp
+  apps/cmd_bench.cpp
 )

@@ -9,12 +9,17 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "apps/checkpoint.h"
+#include "apps/data_parallel.h"
+#include "apps/interrupt.h"
+#include "apps/nonfinite_guard.h"
 #include "apps/progress.h"
 #include "core/autograd.h"
 #include "core/blas.h"
@@ -31,8 +36,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
-
-constexpr const char* kStateFormat = "bnlab-train-state-1";
 
 std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& cfg, Module& model) {
   std::vector<ParamGroup> groups;
@@ -64,53 +67,6 @@ std::string eval_split_for(const std::string& dataset) {
   return dataset == "cifar10" ? "val" : "test";
 }
 
-void save_checkpoint(const std::string& dir, const Model& model, const Optimizer& opt, int64_t step,
-                     double elapsed) {
-  save_safetensors((fs::path(dir) / "model.safetensors").string(), model.net->state_dict(),
-                   {{"format", "pytorch state_dict"}, {"model", model.spec.name}});
-  std::vector<NamedTensor> state;
-  for (auto& [name, t] : opt.state_tensors()) state.push_back({name, t, DType::F32});
-  Rng::State r = model.dropout_rng->state();
-  Metadata meta{{"format", kStateFormat},
-                {"step", std::to_string(step)},
-                {"optimizer_step_count", std::to_string(opt.step_count())},
-                {"elapsed_s", std::to_string(elapsed)},
-                {"dropout_rng_state", std::to_string(r.state)},
-                {"dropout_rng_inc", std::to_string(r.inc)},
-                {"dropout_rng_has_spare", r.has_spare ? "1" : "0"}};
-  // The spare normal is saved by its bits so the round trip is exact.
-  uint32_t spare_bits;
-  std::memcpy(&spare_bits, &r.spare, sizeof spare_bits);
-  meta["dropout_rng_spare_bits"] = std::to_string(spare_bits);
-  save_safetensors((fs::path(dir) / "train_state.safetensors").string(), state, meta);
-}
-
-// Restores model, optimizer and dropout generator; returns the step the checkpoint was taken at.
-int64_t load_checkpoint(const std::string& dir, Model& model, Optimizer& opt, double* elapsed) {
-  SafetensorsFile weights = load_safetensors((fs::path(dir) / "model.safetensors").string());
-  std::string state_path = (fs::path(dir) / "train_state.safetensors").string();
-  SafetensorsFile state = load_safetensors(state_path);
-  auto meta = [&](const char* key) {
-    auto it = state.metadata.find(key);
-    BNLAB_CHECK(it != state.metadata.end(), state_path, ": metadata has no '", key, "'");
-    return it->second;
-  };
-  BNLAB_CHECK(meta("format") == kStateFormat, state_path, ": format '", meta("format"),
-              "', expected ", kStateFormat);
-  std::vector<std::pair<std::string, Tensor>> opt_state;
-  for (auto& e : state.tensors) opt_state.emplace_back(e.name, e.tensor);
-  model.net->load_state_dict(weights.tensors);
-  opt.load_state_tensors(opt_state);
-  opt.set_step_count(std::stoll(meta("optimizer_step_count")));
-  Rng::State r{std::stoull(meta("dropout_rng_state")), std::stoull(meta("dropout_rng_inc")), 0.0f,
-               meta("dropout_rng_has_spare") == "1"};
-  auto spare_bits = static_cast<uint32_t>(std::stoul(meta("dropout_rng_spare_bits")));
-  std::memcpy(&r.spare, &spare_bits, sizeof spare_bits);
-  model.dropout_rng->set_state(r);
-  *elapsed = std::stod(meta("elapsed_s"));
-  return std::stoll(meta("step"));
-}
-
 void write_summary(const std::string& dir, const TrainConfig& cfg, const TrainResult& r) {
   json j;
   j["model"] = cfg.model.name;
@@ -120,8 +76,13 @@ void write_summary(const std::string& dir, const TrainConfig& cfg, const TrainRe
   j["steps"] = r.steps_done;
   j["diverged"] = r.diverged;
   j["diverged_step"] = r.diverged_step;
+  j["on_nan"] = cfg.on_nan;
+  j["nonfinite_steps"] = r.nonfinite_steps;
+  j["first_nonfinite_step"] = r.first_nonfinite_step;
   j["train_seconds"] = r.seconds;
   j["images_per_second"] = r.images_per_second;
+  j["ranks"] = r.ranks;
+  j["allreduce_seconds"] = r.allreduce_seconds;
   if (!r.rows.empty()) {
     const MetricsRow& last = r.rows.back();
     j["final_test_acc"] = last.test_acc;
@@ -275,6 +236,10 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
   spec.num_classes = std::max<int64_t>(data.train.num_classes(), 2);
   Rng init_rng(cfg.seed);
   Model model = build_model(spec, init_rng);
+  DataParallel dp(model, cfg);  // mpirun -np P: apps/data_parallel.h; a no-op in one process
+  BNLAB_CHECK(data.train.size() >= cfg.batch_size * dp.size(), "train: ", dp.size(),
+              " ranks of batch size ", cfg.batch_size, " need more than the ", data.train.size(),
+              " training images of ", data.train.title());
   std::unique_ptr<Optimizer> opt = make_optimizer(cfg, *model.net);
 
   // drop_last: a ragged final batch (possibly of 1) would give BatchNorm a different, noisier
@@ -284,6 +249,8 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
   lopts.shuffle = true;
   lopts.drop_last = true;
   lopts.seed = cfg.seed;
+  lopts.shards = dp.size();  // this rank's slice of each global batch of size() * batch_size
+  lopts.shard = dp.rank();
   lopts.normalize = standard_normalization(cfg.dataset);
   if (cfg.augment) lopts.augment = AugmentOptions{.crop_padding = 4, .horizontal_flip = true};
   DataLoader loader(data.train, lopts);
@@ -296,25 +263,33 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
   result.eval_split = data.eval.split;
   int64_t step = 0;
   double elapsed_before = 0;
+  CheckpointState resumed;
   const std::string& dir = cfg.out_dir;
   if (!dir.empty()) {
-    ensure_directory(dir);
+    if (dp.is_root()) ensure_directory(dir);
     if (resume) {
-      step = load_checkpoint(dir, model, *opt, &elapsed_before);
+      remove_stale_temporaries(dir);
+      resumed = load_checkpoint(dir, model, *opt);
+      step = resumed.step;
+      elapsed_before = resumed.elapsed;
       std::string metrics_path = (fs::path(dir) / "metrics.csv").string();
       for (const MetricsRow& row : read_metrics_csv(metrics_path))
         if (row.step <= step) result.rows.push_back(row);
-    } else {
+    } else if (dp.is_root()) {
       write_file_atomic((fs::path(dir) / "config.json").string(), config_to_json(cfg));
     }
   }
   BNLAB_CHECK(step <= total, "train: checkpoint is at step ", step, ", past the requested ", total,
               " steps");
 
-  Progress progress(cfg.label.empty() ? "train" : cfg.label, total, 0, cfg.quiet ? nullptr : stdout,
-                    cfg.plain_progress);
-  double loss_sum = 0, train_seconds = 0;
-  int64_t correct = 0, seen = 0, images_since_start = 0;
+  Progress progress(cfg.label.empty() ? "train" : cfg.label, total, 0,
+                    cfg.quiet || !dp.is_root() ? nullptr : stdout, cfg.plain_progress);
+  // Running train loss/accuracy since the last evaluation; a checkpoint taken between evaluations
+  // (on SIGINT) carries them, so the resumed run's next metrics row is the uninterrupted one.
+  double loss_sum = resumed.loss_sum, train_seconds = 0;
+  int64_t correct = resumed.correct, seen = resumed.seen, images_since_start = 0;
+  NonFiniteGuard guard(model, parse_on_nan(cfg.on_nan));
+  int64_t saved_step = resume ? step : -1;
   int64_t epoch = step / per_epoch;
   loader.start_epoch(epoch);
   Batch batch;
@@ -333,7 +308,8 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
       row.p85 = percentile(ev.probe_values, 85);
     }
   };
-  if (step == 0) {
+  // (A run interrupted at step 0 has its row 0 in metrics.csv already.)
+  if (step == 0 && result.rows.empty() && dp.is_root()) {  // rank 0 alone evaluates and writes
     MetricsRow row;
     row.train_loss = row.train_acc = NAN;
     evaluate_row(row);
@@ -341,49 +317,88 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
   }
 
   while (step < total) {
+    // SIGINT/SIGTERM (apps/interrupt.h): stop at this step boundary with a checkpoint.
+    bool interrupted = interrupt_requested();
+    if (dp.active()) {  // every rank stops at the same step
+      double any = interrupted ? 1.0 : 0.0;
+      dp.sum_over_ranks(&any, 1);
+      interrupted = any > 0;
+    }
+    if (interrupted) {
+      // A rank that saw no signal itself (under mpirun) reports SIGINT.
+      result.interrupted_by = interrupt_requested() ? interrupt_signal() : SIGINT;
+      if (!dir.empty() && cfg.save_checkpoint && dp.is_root() && step != saved_step) {
+        save_checkpoint(dir, model, *opt,
+                        {step, elapsed_before + train_seconds, loss_sum, correct, seen});
+      }
+      break;
+    }
     if (!loader.next(batch)) {
       loader.start_epoch(++epoch);
       continue;
     }
     auto t0 = clock::now();
     apply(*opt, *schedule, cfg.lr, step);
+    dp.reseed_dropout(step);  // ranks > 0: a dropout stream per (rank, step), so resume is exact
+    guard.before_step();
     Tensor logits = (*model.net)(batch.images);
     Tensor loss = cross_entropy(logits, batch.labels, cfg.label_smoothing);
-    float loss_value = loss.item();
-    if (!std::isfinite(loss_value)) {
-      result.diverged = true;
-      result.diverged_step = step + 1;
-      progress.line((cfg.label.empty() ? "train" : cfg.label) + ": loss is " +
-                    std::to_string(loss_value) + " at step " + std::to_string(step + 1) +
-                    "; stopping (diverged)");
-      break;
-    }
+    float loss_value = static_cast<float>(dp.mean_over_ranks(loss.item()));
     loss.backward();
-    if (cfg.clip_grad_norm > 0.0f) clip_grad_norm(model.net->parameters(), cfg.clip_grad_norm);
-    opt->step();
+    dp.average_gradients();
+    // The non-finite guard (apps/nonfinite_guard.h): one check of the loss and the gradients;
+    // loss and gradients are averaged over ranks already, so every rank takes the same branch.
+    bool apply_update = true, count_loss = true;
+    if (guard.found(loss_value)) {
+      NonFiniteGuard::Verdict v = guard.handle(step + 1, loss_value, batch.images);
+      if (!v.message.empty())
+        progress.line((cfg.label.empty() ? "train" : cfg.label) + ": " + v.message);
+      if (v.stop) {
+        result.diverged = true;
+        result.diverged_step = step + 1;
+        opt->zero_grad();
+        break;
+      }
+      apply_update = v.apply_update;
+      count_loss = v.apply_update;  // skip: the step's loss stays out of the running averages
+    }
+    if (apply_update) {
+      if (cfg.clip_grad_norm > 0.0f) clip_grad_norm(model.net->parameters(), cfg.clip_grad_norm);
+      opt->step();
+    }
     opt->zero_grad();
     train_seconds += std::chrono::duration<double>(clock::now() - t0).count();
     ++step;
     images_since_start += batch.size();
 
-    std::vector<int64_t> pred = argmax(logits, 1);
-    for (int64_t i = 0; i < batch.size(); ++i)
-      correct += pred[static_cast<size_t>(i)] == batch.labels[static_cast<size_t>(i)];
-    seen += batch.size();
-    loss_sum += static_cast<double>(loss_value) * static_cast<double>(batch.size());
+    if (count_loss) {
+      std::vector<int64_t> pred = argmax(logits, 1);
+      for (int64_t i = 0; i < batch.size(); ++i)
+        correct += pred[static_cast<size_t>(i)] == batch.labels[static_cast<size_t>(i)];
+      seen += batch.size();
+      loss_sum += static_cast<double>(loss_value) * static_cast<double>(batch.size());
+    }
     if (!cfg.quiet) {
-      progress.update(step, loss_sum / static_cast<double>(seen),
-                      static_cast<double>(correct) / static_cast<double>(seen),
-                      static_cast<double>(images_since_start) / std::max(train_seconds, 1e-9));
+      progress.update(
+          step, loss_sum / static_cast<double>(seen),
+          static_cast<double>(correct) / static_cast<double>(seen),
+          static_cast<double>(images_since_start * dp.size()) / std::max(train_seconds, 1e-9));
     }
 
     if (step % eval_every == 0 || step == total) {
+      if (dp.active()) {  // training loss and accuracy over every rank's samples
+        double sums[3] = {loss_sum, static_cast<double>(correct), static_cast<double>(seen)};
+        dp.sum_over_ranks(sums, 3);
+        loss_sum = sums[0];
+        correct = static_cast<int64_t>(sums[1]);
+        seen = static_cast<int64_t>(sums[2]);
+      }
       MetricsRow row;
       row.step = step;
       row.epoch = static_cast<double>(step) / static_cast<double>(per_epoch);
       row.train_loss = loss_sum / static_cast<double>(seen);
       row.train_acc = static_cast<double>(correct) / static_cast<double>(seen);
-      evaluate_row(row);
+      if (dp.is_root()) evaluate_row(row);
       result.rows.push_back(row);
       loss_sum = 0;
       correct = seen = 0;
@@ -397,22 +412,29 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
             row.lr);
         progress.line(buf);
       }
-      if (!dir.empty()) {
+      if (!dir.empty() && dp.is_root()) {
         write_file_atomic((fs::path(dir) / "metrics.csv").string(),
                           format_metrics_csv(result.rows));
-        if (cfg.save_checkpoint)
-          save_checkpoint(dir, model, *opt, step, elapsed_before + train_seconds);
+        if (cfg.save_checkpoint) {
+          save_checkpoint(dir, model, *opt, {step, elapsed_before + train_seconds});
+          saved_step = step;
+        }
       }
     }
   }
   progress.finish();
   result.steps_done = step;
   result.seconds = elapsed_before + train_seconds;
+  result.nonfinite_steps = guard.events();
+  result.first_nonfinite_step = guard.first_step();
   result.images_per_second =
-      static_cast<double>(images_since_start) / std::max(train_seconds, 1e-9);
-  if (!dir.empty()) {
+      static_cast<double>(images_since_start * dp.size()) / std::max(train_seconds, 1e-9);
+  result.ranks = dp.size();
+  result.allreduce_seconds = dp.allreduce_seconds();
+  if (!dir.empty() && dp.is_root()) {
     write_file_atomic((fs::path(dir) / "metrics.csv").string(), format_metrics_csv(result.rows));
-    write_summary(dir, cfg, result);
+    // No summary for an interrupted run: summary.json marks a finished one (ablate reuses it).
+    if (!result.interrupted_by) write_summary(dir, cfg, result);
   }
   return result;
 }
@@ -435,6 +457,7 @@ std::string config_to_json(const TrainConfig& c) {
   j["decay_norm_and_bias"] = c.decay_norm_and_bias;
   j["schedule"] = c.schedule;
   j["clip_grad_norm"] = c.clip_grad_norm;
+  j["on_nan"] = c.on_nan;
   j["label_smoothing"] = c.label_smoothing;
   j["augment"] = c.augment;
   j["seed"] = c.seed;
@@ -442,6 +465,7 @@ std::string config_to_json(const TrainConfig& c) {
   j["eval_every"] = c.eval_every;
   j["eval_batch_size"] = c.eval_batch_size;
   j["probe_unit"] = c.probe_unit;
+  j["sync_bn"] = c.sync_bn;
   return j.dump(2) + "\n";
 }
 
@@ -469,6 +493,7 @@ TrainConfig config_from_json(const std::string& text, const std::string& source)
     c.decay_norm_and_bias = j.at("decay_norm_and_bias");
     c.schedule = j.at("schedule");
     c.clip_grad_norm = j.at("clip_grad_norm");
+    c.on_nan = j.value("on_nan", "stop");  // absent in configs written before --on-nan
     c.label_smoothing = j.at("label_smoothing");
     c.augment = j.at("augment");
     c.seed = j.at("seed");
@@ -476,6 +501,7 @@ TrainConfig config_from_json(const std::string& text, const std::string& source)
     c.eval_every = j.at("eval_every");
     c.eval_batch_size = j.at("eval_batch_size");
     c.probe_unit = j.at("probe_unit");
+    c.sync_bn = j.value("sync_bn", false);  // absent in configs written before --sync-bn
   } catch (const json::exception& e) {
     BNLAB_FAIL(source, ": not a bnlab config: ", e.what());
   }

@@ -30,6 +30,7 @@ struct TrainConfig {
   bool decay_norm_and_bias = false;  // false: BN/LN/GN parameters and biases get no weight decay
   std::string schedule = "constant";
   float clip_grad_norm = 0.0f;  // 0 = off
+  std::string on_nan = "stop";  // non-finite loss/gradient: stop | skip | continue
   float label_smoothing = 0.0f;
   bool augment = false;  // random crop (padding 4) + flip; for cifar10
   uint64_t seed = 1;
@@ -42,6 +43,9 @@ struct TrainConfig {
   std::string label;            // progress prefix (an ablation arm's name)
   bool quiet = false;           // no progress output (tests)
   bool plain_progress = false;  // plain lines even on a terminal (parallel runs share the screen)
+  // Data-parallel runs (mpirun -np P; apps/data_parallel.h): BatchNorm statistics over the global
+  // batch of all ranks (SyncBN) instead of each rank's own batch. No effect in one process.
+  bool sync_bn = false;
 };
 
 struct MetricsRow {
@@ -59,9 +63,14 @@ struct TrainResult {
   int64_t steps_done = 0;
   bool diverged = false;
   int64_t diverged_step = -1;
-  double seconds = 0;  // training time this process (evaluation excluded)
-  double images_per_second = 0;
-  std::string eval_split;  // which split test_* columns measured
+  int64_t nonfinite_steps = 0;        // steps whose loss or gradients were NaN/Inf
+  int64_t first_nonfinite_step = -1;  // -1 when none
+  int interrupted_by = 0;        // SIGINT/SIGTERM: stopped at a step boundary after a checkpoint
+  double seconds = 0;            // training time this process (evaluation excluded)
+  double images_per_second = 0;  // all ranks together in a data-parallel run
+  int ranks = 1;                 // processes that trained the model (mpirun -np)
+  double allreduce_seconds = 0;  // time in gradient/loss collectives (0 in one process)
+  std::string eval_split;        // which split test_* columns measured
 };
 
 // The data one run uses; loaded once and shared by matched runs.

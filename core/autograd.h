@@ -20,20 +20,22 @@
 
 namespace bnlab {
 
+/// The graph record an op attaches to its output: its inputs and its backward closure.
 struct Node {
+  /// Receives the output, its gradient `dout` and the inputs; ADDS into the inputs' gradients.
   using Backward =
       std::function<void(const Tensor& out, const Tensor& dout, const std::vector<Tensor>& inputs)>;
-  const char* op = "";
-  std::vector<Tensor> inputs;
-  Backward backward;
-  bool released = false;
+  const char* op = "";         ///< the op's one canonical name, e.g. "matmul"
+  std::vector<Tensor> inputs;  ///< in the op's argument order (undefined for an absent bias)
+  Backward backward;           ///< the op's backward closure
+  bool released = false;       ///< set once backward ran; a second backward through it throws
 };
 
-// Is graph recording on (no NoGradGuard active on this thread)?
+/// Is graph recording on (no NoGradGuard active on this thread)?
 bool grad_enabled();
 
-// Turns graph recording off for its scope (e.g. optimizer updates, evaluation, running-stat
-// updates).
+/// Turns graph recording off for its scope (e.g. optimizer updates, evaluation, running-stat
+/// updates).
 class NoGradGuard {
  public:
   NoGradGuard();
@@ -45,20 +47,20 @@ class NoGradGuard {
   bool previous_;
 };
 
-// True when grad mode is on and any defined input requires a grad: only then does an op record a
-// node.
+/// True when grad mode is on and any defined input requires a grad: only then does an op record a
+/// node.
 bool needs_grad(std::initializer_list<Tensor> inputs);
 
-// Records `op` as the producer of `out`. Undefined inputs (an absent bias) are kept as undefined
-// handles so the closure can index inputs by position.
+/// Records `op` as the producer of `out`. Undefined inputs (an absent bias) are kept as undefined
+/// handles so the closure can index inputs by position.
 void attach(Tensor& out, const char* op, std::vector<Tensor> inputs, Node::Backward backward);
 
-// The gradient buffer of `input` to add into (allocated and zeroed on first use, sized from the
-// input's own shape), or nullptr when `input` is undefined or does not require a grad.
+/// The gradient buffer of `input` to add into (allocated and zeroed on first use, sized from the
+/// input's own shape), or nullptr when `input` is undefined or does not require a grad.
 float* grad_buffer(const Tensor& input);
 
-// Adds `g` into the gradient of `input` after checking the two shapes are equal (naming `op` if
-// not).
+/// Adds `g` into the gradient of `input` after checking the two shapes are equal (naming `op` if
+/// not).
 void accumulate_grad(const char* op, const Tensor& input, const Tensor& g);
 
 namespace detail {

@@ -11,19 +11,21 @@
 
 namespace bnlab {
 
-// C[M, N] = alpha * op(A) op(B) + beta * C, row-major; op(A) is [M, K] (A stored [K, M] if
-// trans_a), op(B) is [K, N] (B stored [N, K] if trans_b). Leading dimensions are those of the
-// stored matrices.
+/// C[M, N] = alpha * op(A) op(B) + beta * C, row-major; op(A) is [M, K] (A stored [K, M] if
+/// trans_a), op(B) is [K, N] (B stored [N, K] if trans_b). Leading dimensions are those of the
+/// stored matrices.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
-// Sets OpenMP's and OpenBLAS's thread counts together (n <= 0: the machine's core count).
+/// Sets OpenMP's and OpenBLAS's thread counts together (n <= 0: the machine's core count).
 void set_num_threads(int n);
+/// The thread count set_num_threads() established (OpenMP's maximum).
 int num_threads();
 
-// What the linked OpenBLAS says about itself: "OpenMP" for the build we want, "pthreads" or
-// "sequential".
+/// What the linked OpenBLAS says about itself: "OpenMP" for the build we want, "pthreads" or
+/// "sequential".
 std::string blas_parallel_mode();
+/// OpenBLAS's build configuration string (openblas_get_config()).
 std::string blas_config();
 
 }  // namespace bnlab

@@ -3,6 +3,8 @@
 // Library code never exits or aborts on a user's mistake; it throws an Error whose message names
 // the op, what went wrong, and the shapes involved (in the style of PyTorch's TORCH_CHECK), e.g.
 //   "dense: input has 784 features, layer expects 512 (input [64, 784])"
+/// @file
+/// bnlab::Error and BNLAB_CHECK: the one way library code reports bad input.
 #pragma once
 
 #include <cstdint>
@@ -13,12 +15,15 @@
 
 namespace bnlab {
 
+/// What every bnlab function throws on bad input: the message names the op, what went wrong and
+/// the shapes involved, and ends with the throwing file:line.
 class Error : public std::runtime_error {
  public:
+  /// An error with `message` as its what().
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
-// Shapes print as "[N, C, H, W]" everywhere: one helper, so messages look alike.
+/// Shapes print as "[N, C, H, W]" everywhere: one helper, so messages look alike.
 std::string to_string(const std::vector<int64_t>& shape);
 
 namespace detail {
@@ -46,11 +51,12 @@ template <typename... Parts>
 }  // namespace detail
 }  // namespace bnlab
 
-// BNLAB_CHECK(cond, "op: what went wrong; expected ", a, ", got ", b): throws bnlab::Error if
-// !cond. Parts are streamed; std::vector<int64_t> shapes print as [a, b, c].
+/// BNLAB_CHECK(cond, "op: what went wrong; expected ", a, ", got ", b): throws bnlab::Error if
+/// !cond. Parts are streamed; std::vector<int64_t> shapes print as [a, b, c].
 #define BNLAB_CHECK(cond, ...)                                                  \
   do {                                                                          \
     if (!(cond)) ::bnlab::detail::throw_error(__FILE__, __LINE__, __VA_ARGS__); \
   } while (0)
 
+/// BNLAB_FAIL(parts...): throws bnlab::Error with the streamed parts, unconditionally.
 #define BNLAB_FAIL(...) ::bnlab::detail::throw_error(__FILE__, __LINE__, __VA_ARGS__)

@@ -16,16 +16,16 @@
 
 namespace bnlab {
 
-// Replaces `path` with `bytes` atomically. The temporary is "<path>.tmp.<pid>.<n>" in the same
-// directory (rename is only atomic within one filesystem) and is removed on failure. If `path` is a
-// symlink, the link itself is replaced by a regular file. Thread-safe, even on the same path.
+/// Replaces `path` with `bytes` atomically. The temporary is "<path>.tmp.<pid>.<n>" in the same
+/// directory (rename is only atomic within one filesystem) and is removed on failure. If `path` is
+/// a symlink, the link itself is replaced by a regular file. Thread-safe, even on the same path.
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
-// The whole content of `path` as bytes.
+/// The whole content of `path` as bytes.
 std::string read_file(const std::string& path);
 
-// Creates `dir` and its missing parents (mkdir -p); throws if it cannot, if `dir` exists but is not
-// a directory, or if it is not writable.
+/// Creates `dir` and its missing parents (mkdir -p); throws if it cannot, if `dir` exists but is
+/// not a directory, or if it is not writable.
 void ensure_directory(const std::string& dir);
 
 }  // namespace bnlab

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/random.h"
@@ -17,112 +18,136 @@
 namespace bnlab {
 
 // ---- elementwise (core/ops/elementwise.cpp) ----
-Tensor add(const Tensor& a, const Tensor& b);  // a + b, broadcasting
-Tensor sub(const Tensor& a, const Tensor& b);  // a - b, broadcasting
-Tensor mul(const Tensor& a, const Tensor& b);  // a * b, broadcasting
-Tensor div(const Tensor& a, const Tensor& b);  // a / b, broadcasting
-Tensor neg(const Tensor& x);                   // -x
-Tensor add_scalar(const Tensor& x, float s);   // x + s
-Tensor mul_scalar(const Tensor& x, float s);   // x * s
-Tensor exp(const Tensor& x);                   // e^x
-Tensor log(const Tensor& x);                   // natural log; x <= 0 gives -inf/nan as in IEEE
-Tensor sqrt(const Tensor& x);                  // square root
-Tensor pow(const Tensor& x, float exponent);   // x^p; d/dx = p x^(p-1)
-Tensor relu(const Tensor& x);                  // max(x, 0); subgradient relu'(0) = 0
+Tensor add(const Tensor& a, const Tensor& b);  ///< a + b, broadcasting
+Tensor sub(const Tensor& a, const Tensor& b);  ///< a - b, broadcasting
+Tensor mul(const Tensor& a, const Tensor& b);  ///< a * b, broadcasting
+Tensor div(const Tensor& a, const Tensor& b);  ///< a / b, broadcasting
+Tensor neg(const Tensor& x);                   ///< -x
+Tensor add_scalar(const Tensor& x, float s);   ///< x + s
+Tensor mul_scalar(const Tensor& x, float s);   ///< x * s
+Tensor exp(const Tensor& x);                   ///< e^x
+Tensor log(const Tensor& x);                   ///< natural log; x <= 0 gives -inf/nan as in IEEE
+Tensor sqrt(const Tensor& x);                  ///< square root
+Tensor pow(const Tensor& x, float exponent);   ///< x^p; d/dx = p x^(p-1)
+Tensor relu(const Tensor& x);                  ///< max(x, 0); subgradient relu'(0) = 0
 Tensor leaky_relu(const Tensor& x,
-                  float negative_slope = 0.01f);  // x if x > 0 else slope*x; '(0)=slope
-Tensor sigmoid(const Tensor& x);                  // 1 / (1 + e^-x), stable for large |x|
-Tensor tanh(const Tensor& x);                     // hyperbolic tangent
+                  float negative_slope = 0.01f);  ///< x if x > 0 else slope*x; '(0)=slope
+Tensor sigmoid(const Tensor& x);                  ///< 1 / (1 + e^-x), stable for large |x|
+Tensor tanh(const Tensor& x);                     ///< hyperbolic tangent
 
-Tensor operator+(const Tensor& a, const Tensor& b);
-Tensor operator-(const Tensor& a, const Tensor& b);
-Tensor operator*(const Tensor& a, const Tensor& b);
-Tensor operator/(const Tensor& a, const Tensor& b);
-Tensor operator-(const Tensor& x);
-Tensor operator+(const Tensor& x, float s);
-Tensor operator+(float s, const Tensor& x);
-Tensor operator-(const Tensor& x, float s);
-Tensor operator-(float s, const Tensor& x);
-Tensor operator*(const Tensor& x, float s);
-Tensor operator*(float s, const Tensor& x);
-Tensor operator/(const Tensor& x, float s);
+Tensor operator+(const Tensor& a, const Tensor& b);  ///< add(a, b)
+Tensor operator-(const Tensor& a, const Tensor& b);  ///< sub(a, b)
+Tensor operator*(const Tensor& a, const Tensor& b);  ///< mul(a, b)
+Tensor operator/(const Tensor& a, const Tensor& b);  ///< div(a, b)
+Tensor operator-(const Tensor& x);                   ///< neg(x)
+Tensor operator+(const Tensor& x, float s);          ///< add_scalar(x, s)
+Tensor operator+(float s, const Tensor& x);          ///< add_scalar(x, s)
+Tensor operator-(const Tensor& x, float s);          ///< add_scalar(x, -s)
+Tensor operator-(float s, const Tensor& x);          ///< s - x
+Tensor operator*(const Tensor& x, float s);          ///< mul_scalar(x, s)
+Tensor operator*(float s, const Tensor& x);          ///< mul_scalar(x, s)
+Tensor operator/(const Tensor& x, float s);          ///< mul_scalar(x, 1 / s)
 
-// The shape a and b broadcast to; throws naming `op` and both shapes if they do not.
+/// The shape a and b broadcast to; throws naming `op` and both shapes if they do not.
 Shape broadcast_shape(const char* op, const Shape& a, const Shape& b);
-// Sums `g` (of a broadcast shape) down to `shape`: the one reduction every broadcasting op's
-// backward uses.
+/// Sums `g` (of a broadcast shape) down to `shape`: the one reduction every broadcasting op's
+/// backward uses.
 Tensor sum_to_shape(const Tensor& g, const Shape& shape);
 
 // ---- shape (core/ops/shape.cpp) ----
-Tensor reshape(const Tensor& x, const Shape& shape);     // shares data; one dim may be -1
-Tensor flatten(const Tensor& x, int64_t start_dim = 1);  // [N, ...] -> [N, prod(...)]; shares data
-Tensor clone(const Tensor& x);                           // copies data; grad passes through
+Tensor reshape(const Tensor& x, const Shape& shape);  ///< shares data; one dim may be -1
+/// [N, ...] -> [N, prod(...)]; shares data
+Tensor flatten(const Tensor& x, int64_t start_dim = 1);
+Tensor clone(const Tensor& x);  ///< copies data; grad passes through
 
 // ---- reductions (core/ops/reduce.cpp) ----
-Tensor sum(const Tensor& x);                                      // scalar sum of all elements
-Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);   // sum over one dim
-Tensor mean(const Tensor& x);                                     // scalar mean
-Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);  // mean over one dim
+Tensor sum(const Tensor& x);                                      ///< scalar sum of all elements
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);   ///< sum over one dim
+Tensor mean(const Tensor& x);                                     ///< scalar mean
+Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);  ///< mean over one dim
 Tensor max(const Tensor& x, int64_t dim,
-           bool keepdim = false);                           // max over dim; grad to the first max
-std::vector<int64_t> argmax(const Tensor& x, int64_t dim);  // index of the first max (no grad)
-Tensor softmax(const Tensor& x, int64_t dim = -1);          // stable (subtracts the max)
-Tensor log_softmax(const Tensor& x, int64_t dim = -1);      // stable log-sum-exp
+           bool keepdim = false);                           ///< max over dim; grad to the first max
+std::vector<int64_t> argmax(const Tensor& x, int64_t dim);  ///< index of the first max (no grad)
+Tensor softmax(const Tensor& x, int64_t dim = -1);          ///< stable (subtracts the max)
+Tensor log_softmax(const Tensor& x, int64_t dim = -1);      ///< stable log-sum-exp
 
 // ---- matmul (core/ops/matmul.cpp) ----
-// [M, K] x [K, N] -> [M, N]; trans_a / trans_b use a^T / b^T (stored as given) via GEMM flags, no
-// copies.
+/// [M, K] x [K, N] -> [M, N]; trans_a / trans_b use a^T / b^T (stored as given) via GEMM flags, no
+/// copies.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
-// Fully connected: x [N, D], weight [K, D] (PyTorch layout), bias [K] or undefined -> [N, K]; one
-// GEMM.
+/// Fully connected: x [N, D], weight [K, D] (PyTorch layout), bias [K] or undefined -> [N, K]; one
+/// GEMM.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
 // ---- losses (core/ops/loss.cpp) ----
-// Mean over the batch of -log softmax(logits)[label]; logits [N, K], labels N values in [0, K).
-// With label_smoothing s the target is (1-s) one-hot + s/K uniform (PyTorch's definition). Fused,
-// stable.
+/// Mean over the batch of -log softmax(logits)[label]; logits [N, K], labels N values in [0, K).
+/// With label_smoothing s the target is (1-s) one-hot + s/K uniform (PyTorch's definition). Fused,
+/// stable.
 Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels,
                      float label_smoothing = 0.0f);
-// Mean of (a - b)^2 over all elements; composed from primitives.
+/// Mean of (a - b)^2 over all elements; composed from primitives.
 Tensor mse_loss(const Tensor& a, const Tensor& b);
 
 // ---- conv (core/ops/conv.cpp) ----
-// x [N, C, H, W], weight [K, C, kh, kw], bias [K] or undefined -> [N, K, Ho, Wo],
-// Ho = (H + 2*padding - kh) / stride + 1. im2col + GEMM.
+/// x [N, C, H, W], weight [K, C, kh, kw], bias [K] or undefined -> [N, K, Ho, Wo],
+/// Ho = (H + 2*padding - kh) / stride + 1. im2col + GEMM.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride = 1,
               int64_t padding = 0);
 
 // ---- pooling (core/ops/pool.cpp) ----
-// x [N, C, H, W] -> [N, C, Ho, Wo]; stride defaults to kernel (stride 0 = kernel); padded cells are
-// -inf. Ties go to the first index in row-major window order.
+/// x [N, C, H, W] -> [N, C, Ho, Wo]; stride defaults to kernel (stride 0 = kernel); padded
+/// cells are -inf. Ties go to the first index in row-major window order.
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride = 0, int64_t padding = 0);
 
 // ---- dropout (core/ops/dropout.cpp) ----
-// Training: zero each element with probability p and scale survivors by 1/(1-p) (inverted dropout);
-// the mask drawn from rng drives backward. Not training (or p == 0): returns x itself.
+/// Training: zero each element with probability p and scale survivors by 1/(1-p) (inverted
+/// dropout); the mask drawn from rng drives backward. Not training (or p == 0): returns x itself.
 Tensor dropout(const Tensor& x, float p, bool training, Rng& rng);
 
 // ---- normalization (core/ops/norm.cpp) ----
+/// What batch_norm_train returns: the output and the batch statistics behind it.
 struct BatchNormResult {
-  Tensor y;     // normalized, scaled and shifted; same shape as x
-  Tensor mean;  // [C] batch mean (no grad)
-  Tensor var;   // [C] biased batch variance (no grad); running_var wants var * M / (M - 1)
+  Tensor y;           ///< normalized, scaled and shifted; same shape as x
+  Tensor mean;        ///< [C] batch mean (no grad)
+  Tensor var;         ///< [C] biased batch variance (no grad); running_var wants var * M / (M - 1)
+  int64_t count = 0;  ///< M: values per channel behind mean/var (all shards' under a reducer)
 };
-// Train-mode batch norm, fused: x [N, C] or [N, C, *] normalized per channel over every dim but C
-// with the biased batch variance, eps inside the sqrt; gamma/beta [C] or undefined (no affine).
-// Hand-derived backward to x, gamma and beta (docs/derivations.md).
+/// Combines batch-norm statistics across the shards of one data-parallel batch (SyncBN).
+///
+/// batch_norm_train calls it between its statistics pass and its normalize pass, and between
+/// the two passes of its backward; every shard must make the same calls in the same order
+/// (they are collectives). Implementations: core/distributed.h (MPI ranks) and test fakes.
+class BatchNormReducer {
+ public:
+  virtual ~BatchNormReducer() = default;
+  /// Merges per-channel moments in place: `moments` holds `channels` triples (count, mean, M2)
+  /// where M2 is the sum of squared deviations from mean; on return each triple describes the
+  /// union of all shards' values (merge_moments order: shard 0 first).
+  virtual void merge_moments(double* moments, int64_t channels) = 0;
+  /// Sums `n` doubles element-wise over all shards, in place.
+  virtual void sum(double* values, int64_t n) = 0;
+};
+/// Folds moments `b` into `a` (both `channels` triples (count, mean, M2)) with Chan et al.'s
+/// pairwise update, so no E[x^2] - E[x]^2 cancellation: M2 = M2a + M2b + d^2 na nb / n.
+void merge_moments_into(double* a, const double* b, int64_t channels);
+/// Train-mode batch norm, fused: x [N, C] or [N, C, *] normalized per channel over every dim but C
+/// with the biased batch variance, eps inside the sqrt; gamma/beta [C] or undefined (no affine).
+/// Hand-derived backward to x, gamma and beta (docs/derivations.md). With a `reducer` (SyncBN) the
+/// statistics cover every shard's batch (count = all shards' M); dgamma/dbeta stay local sums
+/// (the data-parallel gradient average adds them up), dx uses the global sums.
 BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                 float eps);
-// Eval-mode batch norm with given statistics (no grad to the statistics): y = (x -
-// mean)/sqrt(var+eps)*g + b.
+                                 float eps,
+                                 const std::shared_ptr<BatchNormReducer>& reducer = nullptr);
+/// Eval-mode batch norm with given statistics (no grad to the statistics): y = (x -
+/// mean)/sqrt(var+eps)*g + b.
 Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                        const Tensor& gamma, const Tensor& beta, float eps);
-// Layer norm over the trailing dims `normalized_shape` (as torch.nn.functional.layer_norm);
-// weight/bias of that shape or undefined.
+/// Layer norm over the trailing dims `normalized_shape` (as torch.nn.functional.layer_norm);
+/// weight/bias of that shape or undefined.
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
                   const Tensor& bias, float eps);
-// Group norm: x [N, C, *] split into `groups` groups of C/groups channels, each normalized over its
-// channels and spatial positions; weight/bias [C] or undefined.
+/// Group norm: x [N, C, *] split into `groups` groups of C/groups channels, each normalized over
+/// its channels and spatial positions; weight/bias [C] or undefined.
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias,
                   float eps);
 

@@ -10,33 +10,42 @@
 
 namespace bnlab {
 
+/// A seeded PCG32 generator: every random draw in bnlab takes one, so runs repeat exactly.
 class Rng {
  public:
+  /// A generator seeded with `seed` on stream `stream` (different streams are independent).
   explicit Rng(uint64_t seed = 0, uint64_t stream = 0x14057b7ef767814fULL) {
     seed_with(seed, stream);
   }
 
+  /// Restarts the sequence as Rng(seed, stream) would.
   void seed_with(uint64_t seed, uint64_t stream = 0x14057b7ef767814fULL);
 
+  /// The next 32 random bits.
   uint32_t next_u32();
-  // Uniform in [0, 1) with 24 random bits, so it is exactly representable as a float.
+  /// Uniform in [0, 1) with 24 random bits, so it is exactly representable as a float.
   float uniform();
+  /// Uniform in [low, high).
   float uniform(float low, float high) { return low + (high - low) * uniform(); }
-  // Standard normal via Box-Muller; the spare value is cached (and is part of the state).
+  /// Standard normal via Box-Muller; the spare value is cached (and is part of the state).
   float normal();
+  /// Normal with the given mean and standard deviation.
   float normal(float mean, float std) { return mean + std * normal(); }
-  // Uniform integer in [0, n), unbiased (Lemire's method with rejection).
+  /// Uniform integer in [0, n), unbiased (Lemire's method with rejection).
   uint32_t below(uint32_t n);
-  // An independent generator for a sub-task (e.g. one per epoch), derived deterministically.
+  /// An independent generator for a sub-task (e.g. one per epoch), derived deterministically.
   Rng split(uint64_t salt) const;
 
+  /// The complete generator state, for checkpoints (bit-exact resume).
   struct State {
-    uint64_t state;
-    uint64_t inc;
-    float spare;
-    bool has_spare;
+    uint64_t state;  ///< PCG32 state
+    uint64_t inc;    ///< PCG32 stream increment
+    float spare;     ///< Box-Muller's cached second normal
+    bool has_spare;  ///< whether `spare` is valid
   };
+  /// The current state.
   State state() const { return {state_, inc_, spare_, has_spare_}; }
+  /// Continues exactly where the generator that produced `s` was.
   void set_state(const State& s) {
     state_ = s.state;
     inc_ = s.inc;

@@ -42,50 +42,52 @@
 
 namespace bnlab {
 
-// On-disk element type. In memory every tensor is float32; I64 is for integer buffers such as
-// BatchNorm's num_batches_tracked, which PyTorch stores as int64 and expects back as int64.
+/// On-disk element type. In memory every tensor is float32; I64 is for integer buffers such as
+/// BatchNorm's num_batches_tracked, which PyTorch stores as int64 and expects back as int64.
 enum class DType { F32, I64 };
 
+/// One entry of a state dict or a safetensors file.
 struct NamedTensor {
-  std::string name;
-  Tensor tensor;
-  DType dtype = DType::F32;  // I64: the float values must be integers; they are written as int64
+  std::string name;          ///< e.g. "fc.weight"
+  Tensor tensor;             ///< the values (float32 in memory)
+  DType dtype = DType::F32;  ///< I64: the float values must be integers; they are written as int64
 };
 
-// Free-form string pairs stored under "__metadata__" (e.g. {"format": "pt"}, the epoch).
+/// Free-form string pairs stored under "__metadata__" (e.g. {"format": "pt"}, the epoch).
 using Metadata = std::map<std::string, std::string>;
 
-// The bytes of a safetensors file holding `tensors`. Names must be unique and not "__metadata__";
-// tensors must be defined; I64 tensors must hold integers.
+/// The bytes of a safetensors file holding `tensors`. Names must be unique and not "__metadata__";
+/// tensors must be defined; I64 tensors must hold integers.
 std::string encode_safetensors(const std::vector<NamedTensor>& tensors,
                                const Metadata& metadata = {});
 
-// encode_safetensors written with write_file_atomic: an interrupted save keeps the old file.
+/// encode_safetensors written with write_file_atomic: an interrupted save keeps the old file.
 void save_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
                       const Metadata& metadata = {});
 
+/// The content of a safetensors file, as load_safetensors returns it.
 struct SafetensorsFile {
-  std::vector<NamedTensor> tensors;  // in header order, each with its own freshly allocated storage
-  Metadata metadata;
+  /// in header order, each with its own freshly allocated storage
+  std::vector<NamedTensor> tensors;
+  Metadata metadata;  ///< the "__metadata__" pairs (empty if none)
 };
 
-// Parses and validates the bytes of a safetensors file; `name_for_errors` (usually the path) starts
-// every error message.
+/// Parses and validates the bytes of a safetensors file; `name_for_errors` (usually the path)
+/// starts every error message.
 SafetensorsFile decode_safetensors(std::string_view bytes, const std::string& name_for_errors);
 
-// read_file + decode_safetensors.
+/// read_file + decode_safetensors.
 SafetensorsFile load_safetensors(const std::string& path);
 
-// Copies `loaded` into `targets` by name, the core of Module::load_state_dict. Checks first:
-//   - with `strict`, every target name must be in `loaded` (all missing names are listed in one
-//   message)
-//     and every loaded name must be a target (all unexpected names are listed); strict=false, as in
-//     PyTorch, skips both (a missing target keeps its value);
-//   - shapes must match per name, e.g.
-//     "load_state_dict: size mismatch for 1.weight: checkpoint has [10, 100], model has [10, 50]";
-// and all problems found are reported together, one line each. Only when there are none is any data
-// copied, so a failed load leaves every target unchanged. Copies data only (no autograd, grads
-// untouched); the dtype fields are ignored, as both sides hold floats.
+/// Copies `loaded` into `targets` by name, the core of Module::load_state_dict. Checks first:
+///   - with `strict`, every target name must be in `loaded` (all missing names are listed in one
+///     message) and every loaded name must be a target (all unexpected names are listed);
+///     strict=false, as in PyTorch, skips both (a missing target keeps its value);
+///   - shapes must match per name, e.g.
+///     "load_state_dict: size mismatch for 1.weight: checkpoint has [10, 100], model has [10, 50]";
+/// and all problems found are reported together, one line each. Only when there are none is any
+/// data copied, so a failed load leaves every target unchanged. Copies data only (no autograd,
+/// grads untouched); the dtype fields are ignored, as both sides hold floats.
 void load_into(const std::vector<NamedTensor>& loaded, const std::vector<NamedTensor>& targets,
                bool strict);
 

@@ -14,4 +14,6 @@ set(BNLAB_CORE_SOURCES
   core/ops/norm.cpp
   core/io.cpp
   core/serialize.cpp
+  core/distributed.cpp
+  core/gradcheck.cpp
 )

@@ -1,7 +1,10 @@
 // Tensor handle, its factories, the pooled storage behind it, and printing.
 #include "core/tensor.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iomanip>
@@ -113,10 +116,40 @@ void storage_pool_release() { StoragePool::instance().release(); }
 }  // namespace detail
 
 namespace {
+
+// The machine's physical memory in bytes (a generous bound when it cannot be read).
+size_t physical_memory_bytes() {
+  static const size_t bytes = [] {
+    long pages = ::sysconf(_SC_PHYS_PAGES), page_size = ::sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page_size <= 0) return size_t{1} << 46;
+    return static_cast<size_t>(pages) * static_cast<size_t>(page_size);
+  }();
+  return bytes;
+}
+
+std::string gib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / double(size_t{1} << 30));
+  return buf;
+}
+
+// Refuses a tensor larger than physical memory before allocating it. Such a shape comes from a
+// bug or a corrupt file (a data or checkpoint header); with overcommit, malloc would succeed and
+// the OOM killer end the process later, with no message.
+size_t checked_count(const Shape& shape) {
+  const auto count = static_cast<size_t>(numel_of(shape));
+  const size_t limit = physical_memory_bytes();
+  BNLAB_CHECK(count <= limit / sizeof(float), "tensor: shape ", shape, " needs ",
+              gib(static_cast<double>(count) * sizeof(float)), " (", count,
+              " floats), more than the ", gib(static_cast<double>(limit)),
+              " of memory this machine has");
+  return count;
+}
+
 std::shared_ptr<TensorImpl> make_impl(const Shape& shape) {
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
-  impl->storage = std::make_shared<detail::Storage>(static_cast<size_t>(numel_of(shape)));
+  impl->storage = std::make_shared<detail::Storage>(checked_count(shape));
   return impl;
 }
 

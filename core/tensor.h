@@ -22,9 +22,10 @@
 
 namespace bnlab {
 
+/// A tensor's dimensions, outermost first (row-major; the last one is contiguous).
 using Shape = std::vector<int64_t>;
 
-// Number of elements of a shape; throws if a dimension is negative or the product overflows int64.
+/// Number of elements of a shape; throws if a dimension is negative or the product overflows int64.
 int64_t numel_of(const Shape& shape);
 
 struct Node;
@@ -56,78 +57,103 @@ void storage_pool_release();
 
 }  // namespace detail
 
+/// What a Tensor handle points to; shared by every copy of the handle.
 struct TensorImpl {
-  Shape shape;
-  std::shared_ptr<detail::Storage> storage;
-  std::shared_ptr<detail::Storage> grad;  // null until a gradient is accumulated
-  bool requires_grad = false;
-  std::shared_ptr<Node> grad_fn;  // null for leaves
+  Shape shape;                               ///< dimensions
+  std::shared_ptr<detail::Storage> storage;  ///< the float32 data
+  std::shared_ptr<detail::Storage> grad;     ///< null until a gradient is accumulated
+  bool requires_grad = false;     ///< backward() fills this leaf's grad / ops record a node
+  std::shared_ptr<Node> grad_fn;  ///< null for leaves
 };
 
+/// A float32, row-major, contiguous n-dimensional array with reverse-mode autodiff; a cheap
+/// handle to shared storage (copies share data, clone() copies). See the top of core/tensor.h.
 class Tensor {
  public:
-  Tensor() = default;  // an undefined tensor (defined() is false), e.g. an absent bias
+  Tensor() = default;  ///< an undefined tensor (defined() is false), e.g. an absent bias
 
   // Factories.
-  static Tensor empty(const Shape& shape);  // uninitialized
+  static Tensor empty(const Shape& shape);  ///< uninitialized
+  /// Filled with 0.
   static Tensor zeros(const Shape& shape);
+  /// Filled with 1.
   static Tensor ones(const Shape& shape);
+  /// Filled with `value`.
   static Tensor full(const Shape& shape, float value);
+  /// `values` in row-major order; throws unless their count is the shape's numel.
   static Tensor from(const std::vector<float>& values, const Shape& shape);
+  /// A 0-dimensional tensor holding `value`.
   static Tensor scalar(float value) { return full({}, value); }
+  /// Uniform in [low, high), drawn from `rng`.
   static Tensor uniform(const Shape& shape, Rng& rng, float low = 0.0f, float high = 1.0f);
+  /// Normal(mean, std^2), drawn from `rng`.
   static Tensor normal(const Shape& shape, Rng& rng, float mean = 0.0f, float std = 1.0f);
-  // A tensor sharing `storage`, e.g. a gradient buffer seen as a tensor. No autograd.
+  /// A tensor sharing `storage`, e.g. a gradient buffer seen as a tensor. No autograd.
   static Tensor wrap(const Shape& shape, std::shared_ptr<detail::Storage> storage);
 
+  /// False for a default-constructed (undefined) tensor.
   bool defined() const { return impl_ != nullptr; }
+  /// The dimensions.
   const Shape& shape() const;
+  /// The number of dimensions (rank).
   int64_t dim() const { return static_cast<int64_t>(shape().size()); }
-  // Size of dimension d; negative d counts from the end, as in PyTorch.
+  /// Size of dimension d; negative d counts from the end, as in PyTorch.
   int64_t size(int64_t d) const;
+  /// The number of elements (1 for a scalar).
   int64_t numel() const;
 
-  // Data access. The handle has shared semantics, so data() is writable through a const handle too.
+  /// Data access. The handle has shared semantics, so data() is writable through a const handle
+  /// too.
   float* data() const;
-  float item() const;  // the value of a one-element tensor
+  float item() const;  ///< the value of a one-element tensor
+  /// A copy of the data, row-major.
   std::vector<float> to_vector() const;
 
   // Autograd.
+  /// True for a leaf marked with set_requires_grad() and for results of ops on such tensors.
   bool requires_grad() const;
-  // Marks a leaf as a parameter-like tensor whose grad backward() fills. Throws on non-leaves.
+  /// Marks a leaf as a parameter-like tensor whose grad backward() fills. Throws on non-leaves.
   Tensor& set_requires_grad(bool value = true);
+  /// True unless an op produced this tensor inside a recorded graph.
   bool is_leaf() const;
+  /// True once a gradient buffer exists (after a backward reached it).
   bool has_grad() const;
-  // The accumulated gradient as a tensor sharing the grad buffer (undefined if none yet).
+  /// The accumulated gradient as a tensor sharing the grad buffer (undefined if none yet).
   Tensor grad() const;
-  // Drops the gradient buffer (the next backward allocates a zeroed one).
+  /// Drops the gradient buffer (the next backward allocates a zeroed one).
   void zero_grad() const;
-  // Backpropagates from this scalar (seed 1) or with an explicit seed of this tensor's shape.
+  /// Backpropagates from this scalar (seed 1) or with an explicit seed of this tensor's shape.
   void backward() const;
+  /// Backpropagates `seed` (dL/d this, same shape as this tensor) through the graph.
   void backward(const Tensor& seed) const;
+  /// The node of the op that produced this tensor (null for leaves and after backward).
   const std::shared_ptr<Node>& grad_fn() const;
 
-  // A tensor sharing this one's data, outside the graph.
+  /// A tensor sharing this one's data, outside the graph.
   Tensor detach() const;
-  // Same data, new shape (one dimension may be -1). Differentiable; see ops.h.
+  /// Same data, new shape (one dimension may be -1). Differentiable; see ops.h.
   Tensor reshape(const Shape& shape) const;
-  // A copy of the data. Differentiable.
+  /// A copy of the data. Differentiable.
   Tensor clone() const;
-  // Fills in place (no autograd); returns *this.
+  /// Fills in place (no autograd); returns *this.
   const Tensor& fill_(float value) const;
-  // Copies `src`'s data into this tensor (same numel; no autograd).
+  /// Copies `src`'s data into this tensor (same numel; no autograd).
   const Tensor& copy_(const Tensor& src) const;
 
+  /// True if both handles share one TensorImpl.
   bool is_same(const Tensor& other) const { return impl_ == other.impl_; }
+  /// The shared implementation.
   const std::shared_ptr<TensorImpl>& impl() const { return impl_; }
+  /// A handle to an existing implementation.
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
  private:
   std::shared_ptr<TensorImpl> impl_;
 };
 
-// "tensor([[1, 2], [3, 4]], shape=[2, 2])", eliding the middle of large tensors.
+/// "tensor([[1, 2], [3, 4]], shape=[2, 2])", eliding the middle of large tensors.
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
+/// The same text as operator<<.
 std::string to_string(const Tensor& t);
 
 }  // namespace bnlab

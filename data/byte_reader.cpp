@@ -1,5 +1,6 @@
-// ByteReader: plain or gzip file reading with the gzip format detected from the first two bytes.
-// Reference: zlib manual (https://zlib.net/manual.html); RFC 1952 (gzip magic 1f 8b).
+// ByteReader: plain or gzip data (from a file or memory) with the gzip format detected from the
+// first two bytes. Reference: zlib manual (https://zlib.net/manual.html); RFC 1952 (gzip magic 1f
+// 8b).
 #include "data/byte_reader.h"
 
 #include <zlib.h>
@@ -10,14 +11,24 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/io.h"
 
 namespace bnlab::detail {
 
 namespace {
 
-gzFile as_gz(void* p) { return static_cast<gzFile>(p); }
+bool starts_with_gzip_magic(std::string_view bytes) {
+  return bytes.size() >= 2 && static_cast<uint8_t>(bytes[0]) == 0x1f &&
+         static_cast<uint8_t>(bytes[1]) == 0x8b;
+}
 
 }  // namespace
+
+struct ByteReader::Inflater {
+  z_stream zs{};
+  bool finished = false;  // the last gzip member ended
+  ~Inflater() { inflateEnd(&zs); }
+};
 
 ByteReader::ByteReader(const std::string& path) : path_(path) {
   std::error_code ec;
@@ -30,45 +41,93 @@ ByteReader::ByteReader(const std::string& path) : path_(path) {
   std::fseek(file_, 0, SEEK_END);
   file_size_ = static_cast<int64_t>(std::ftell(file_));
   std::fseek(file_, 0, SEEK_SET);
-  unsigned char magic[2] = {0, 0};
+  char magic[2] = {0, 0};
   size_t got = std::fread(magic, 1, 2, file_);
   std::fseek(file_, 0, SEEK_SET);
-  if (got == 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
+  if (starts_with_gzip_magic(std::string_view(magic, got))) {
     std::fclose(file_);
     file_ = nullptr;
-    gzFile gz = gzopen(path.c_str(), "rb");
-    BNLAB_CHECK(gz != nullptr, path, ": cannot open gzip stream (", std::strerror(errno), ")");
-    gzbuffer(gz, 1 << 18);  // bigger than the 8 KB default: several times faster on large files
-    gz_ = gz;
+    compressed_ = read_file(path);
+    memory_ = compressed_;
+    file_size_ = static_cast<int64_t>(compressed_.size());
+    start_gzip_if_magic();
   }
+}
+
+ByteReader::ByteReader(std::string_view bytes, std::string name)
+    : path_(std::move(name)), memory_(bytes), file_size_(static_cast<int64_t>(bytes.size())) {
+  start_gzip_if_magic();
 }
 
 ByteReader::~ByteReader() {
   if (file_ != nullptr) std::fclose(file_);
-  if (gz_ != nullptr) gzclose(as_gz(gz_));
+}
+
+void ByteReader::start_gzip_if_magic() {
+  if (!starts_with_gzip_magic(memory_)) return;
+  inflater_ = std::make_unique<Inflater>();
+  // 15 + 16: the largest window, and a gzip (not zlib or raw deflate) wrapper.
+  int r = inflateInit2(&inflater_->zs, 15 + 16);
+  if (r != Z_OK) {
+    inflater_.reset();  // inflateEnd on a stream that failed to initialise is not allowed
+    BNLAB_FAIL(path_, ": cannot start gzip decompression (zlib error ", r, ")");
+  }
+}
+
+int64_t ByteReader::inflate_into(uint8_t* dst, int64_t n) {
+  z_stream& zs = inflater_->zs;
+  int64_t total = 0;
+  while (total < n && !inflater_->finished) {
+    // zlib counts in uInt: feed and drain at most 1 GiB at a time.
+    if (zs.avail_in == 0 && memory_pos_ < memory_.size()) {
+      size_t feed = std::min<size_t>(memory_.size() - memory_pos_, size_t{1} << 30);
+      zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(memory_.data() + memory_pos_));
+      zs.avail_in = static_cast<uInt>(feed);
+      memory_pos_ += feed;
+    }
+    const auto want = static_cast<uInt>(std::min<int64_t>(n - total, int64_t{1} << 30));
+    zs.next_out = dst + total;
+    zs.avail_out = want;
+    int r = inflate(&zs, Z_NO_FLUSH);
+    total += want - zs.avail_out;
+    if (r == Z_STREAM_END) {
+      // Another member may follow (what `cat a.gz b.gz` makes, and gzread reads); anything else
+      // after the last member is ignored, as gzread does.
+      const size_t next = memory_pos_ - zs.avail_in;
+      if (starts_with_gzip_magic(memory_.substr(next))) {
+        inflateReset(&zs);
+      } else {
+        inflater_->finished = true;
+      }
+      continue;
+    }
+    if (r == Z_OK) continue;
+    if (r == Z_BUF_ERROR && zs.avail_in == 0 && memory_pos_ == memory_.size()) {
+      BNLAB_FAIL(path_, ": corrupt gzip data after ", position_ + total,
+                 " bytes (zlib: unexpected end of the compressed data; truncated?)");
+    }
+    BNLAB_FAIL(path_, ": corrupt gzip data after ", position_ + total,
+               " bytes (zlib: ", zs.msg != nullptr ? zs.msg : "error " + std::to_string(r), ")");
+  }
+  return total;
 }
 
 int64_t ByteReader::read(uint8_t* dst, int64_t n) {
   int64_t total = 0;
-  while (total < n) {
-    // gzread takes an unsigned int count, so large reads go in pieces of at most 1 GiB.
-    auto want = static_cast<unsigned>(std::min<int64_t>(n - total, int64_t{1} << 30));
-    int64_t got = 0;
-    if (gz_ != nullptr) {
-      int r = gzread(as_gz(gz_), dst + total, want);
-      if (r < 0) {
-        int errnum = 0;
-        const char* msg = gzerror(as_gz(gz_), &errnum);
-        BNLAB_FAIL(path_, ": corrupt gzip data after ", position_ + total, " bytes (zlib: ", msg,
-                   ")");
-      }
-      got = r;
-    } else {
-      got = static_cast<int64_t>(std::fread(dst + total, 1, want, file_));
+  if (inflater_ != nullptr) {
+    total = inflate_into(dst, n);
+  } else if (file_ == nullptr) {
+    total = std::min<int64_t>(n, static_cast<int64_t>(memory_.size() - memory_pos_));
+    if (total > 0) std::memcpy(dst, memory_.data() + memory_pos_, static_cast<size_t>(total));
+    memory_pos_ += static_cast<size_t>(total);
+  } else {
+    while (total < n) {
+      const auto want = static_cast<size_t>(std::min<int64_t>(n - total, int64_t{1} << 30));
+      const auto got = static_cast<int64_t>(std::fread(dst + total, 1, want, file_));
       BNLAB_CHECK(!std::ferror(file_), path_, ": read error (", std::strerror(errno), ")");
+      if (got == 0) break;
+      total += got;
     }
-    if (got == 0) break;
-    total += got;
   }
   position_ += total;
   return total;
@@ -78,7 +137,7 @@ int64_t ByteReader::read_up_to(std::vector<uint8_t>& out, int64_t n) {
   const size_t start = out.size();
   int64_t known = remaining_if_known();
   if (known >= 0) {
-    // Plain file: the real amount of data is known, so allocate at most that much, once.
+    // Plain data: the real amount is known, so allocate at most that much, once.
     int64_t take = std::min(n, known);
     out.resize(start + static_cast<size_t>(take));
     int64_t got = read(out.data() + start, take);

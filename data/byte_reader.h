@@ -1,4 +1,4 @@
-// ByteReader: reads a data file's bytes, gunzipping transparently when the file *starts with* the
+// ByteReader: reads a data file's bytes, gunzipping transparently when the data *starts with* the
 // gzip magic (1f 8b) -- detected from the bytes, never from the name. Internal to data/ (namespace
 // detail).
 //
@@ -6,12 +6,20 @@
 // allocating what a header claims: for a plain file the payload length is known from the file size
 // up front; for a gzip file it is only known by decompressing, so read_up_to() grows its buffer as
 // data arrives (never beyond what the header declares) and reports how much there really was.
-// Reference: zlib manual, gzopen/gzread/gzbuffer (https://zlib.net/manual.html).
+//
+// Sources: a file path, or bytes already in memory with a name that stands in for the path in
+// messages (the parse-from-memory entry points, which the fuzz targets use). Gzip data takes one
+// code path for both: the compressed bytes (a few MB for MNIST) are held in memory and inflated
+// with zlib's inflate, which also reads concatenated gzip members and, like gzread, ignores bytes
+// after the last member that do not start another one. Plain files are streamed with stdio.
+// Reference: zlib manual, inflate/inflateInit2 (https://zlib.net/manual.html); RFC 1952 (gzip).
 #pragma once
 
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace bnlab::detail {
@@ -20,21 +28,23 @@ class ByteReader {
  public:
   // Opens `path`; throws "<path>: cannot open (<reason>)" if it does not exist or is unreadable.
   explicit ByteReader(const std::string& path);
+  // Reads `bytes` (which must outlive the reader); `name` replaces the path in messages.
+  ByteReader(std::string_view bytes, std::string name);
   ~ByteReader();
   ByteReader(const ByteReader&) = delete;
   ByteReader& operator=(const ByteReader&) = delete;
 
   const std::string& path() const { return path_; }
-  bool is_gzip() const { return gz_ != nullptr; }
-  // Bytes on disk (for a plain file this is the data length; for gzip, the compressed length).
+  bool is_gzip() const { return inflater_ != nullptr; }
+  // Bytes of the source (for plain data this is the data length; for gzip, the compressed length).
   int64_t file_size() const { return file_size_; }
   // Bytes of (decompressed) data consumed so far.
   int64_t position() const { return position_; }
-  // Bytes of data left, known only for plain files (-1 for gzip).
+  // Bytes of data left, known only for plain data (-1 for gzip).
   int64_t remaining_if_known() const { return is_gzip() ? -1 : file_size_ - position_; }
 
   // Reads up to n bytes into dst; returns how many were read (fewer only at the end of the data).
-  // Throws with the path on an I/O error or a corrupt gzip stream.
+  // Throws with the path on an I/O error or a corrupt or truncated gzip stream.
   int64_t read(uint8_t* dst, int64_t n);
   // Appends up to n bytes to out, growing it in chunks as the data arrives, so a header that claims
   // terabytes costs only as much memory as the file really holds. Returns how many bytes were
@@ -44,9 +54,17 @@ class ByteReader {
   bool has_more();
 
  private:
+  struct Inflater;  // z_stream and its state, kept out of this header so zlib.h stays out too
+
+  void start_gzip_if_magic();
+  int64_t inflate_into(uint8_t* dst, int64_t n);
+
   std::string path_;
-  std::FILE* file_ = nullptr;
-  void* gz_ = nullptr;  // gzFile, kept opaque so zlib.h stays out of this header
+  std::FILE* file_ = nullptr;           // plain file being streamed
+  std::string compressed_;              // a gzip file's bytes, read whole
+  std::string_view memory_;             // in-memory source: caller's bytes or compressed_
+  size_t memory_pos_ = 0;               // next unread byte of memory_ (plain in-memory data)
+  std::unique_ptr<Inflater> inflater_;  // set for gzip data
   int64_t file_size_ = 0;
   int64_t position_ = 0;
 };

@@ -44,8 +44,8 @@ std::vector<std::string> numbered_names(int64_t n) {
 }
 
 // Appends one file's records to out.
-void read_one_batch(const std::string& path, const LayoutInfo& info, ImageDataset& out) {
-  detail::ByteReader in(path);
+void read_one_batch(detail::ByteReader& in, const LayoutInfo& info, ImageDataset& out) {
+  const std::string& path = in.path();
   const int64_t record = info.label_bytes + kCifarPixels;
   int64_t known = in.remaining_if_known();
   if (known >= 0) {
@@ -110,11 +110,12 @@ std::vector<std::string> read_class_names_file(const std::string& path) {
   return names;
 }
 
-ImageDataset read_cifar_batches(const std::vector<std::string>& paths, CifarLayout layout,
-                                const std::string& name, const std::string& split,
-                                std::vector<std::string> class_names) {
+namespace {
+
+// An empty dataset of the layout, ready for read_one_batch.
+ImageDataset empty_cifar(CifarLayout layout, const std::string& name, const std::string& split,
+                         std::vector<std::string> class_names) {
   const LayoutInfo info = layout_info(layout);
-  BNLAB_CHECK(!paths.empty(), name, ": no CIFAR batch files given");
   if (class_names.empty()) {
     class_names =
         layout == CifarLayout::kCifar10 ? cifar10_class_names() : numbered_names(info.num_classes);
@@ -129,7 +130,28 @@ ImageDataset read_cifar_batches(const std::vector<std::string>& paths, CifarLayo
   out.height = 32;
   out.width = 32;
   out.class_names = std::move(class_names);
-  for (const std::string& path : paths) read_one_batch(path, info, out);
+  return out;
+}
+
+}  // namespace
+
+ImageDataset read_cifar_batches(const std::vector<std::string>& paths, CifarLayout layout,
+                                const std::string& name, const std::string& split,
+                                std::vector<std::string> class_names) {
+  BNLAB_CHECK(!paths.empty(), name, ": no CIFAR batch files given");
+  ImageDataset out = empty_cifar(layout, name, split, std::move(class_names));
+  for (const std::string& path : paths) {
+    detail::ByteReader in(path);
+    read_one_batch(in, layout_info(layout), out);
+  }
+  return out;
+}
+
+ImageDataset decode_cifar_batch(std::string_view bytes, const std::string& name_for_errors,
+                                CifarLayout layout) {
+  ImageDataset out = empty_cifar(layout, name_for_errors, "", {});
+  detail::ByteReader in(bytes, name_for_errors);
+  read_one_batch(in, layout_info(layout), out);
   return out;
 }
 

@@ -40,9 +40,14 @@ DataLoader::DataLoader(const ImageDataset& data, const DataLoaderOptions& option
   BNLAB_CHECK(options_.threads >= 0, "data_loader: threads is ", options_.threads,
               "; must be >= 0 (0 = automatic)");
   affine_ = make_pixel_affine(options_.normalize, data_.channels);
+  BNLAB_CHECK(options_.shards >= 1 && options_.shard >= 0 && options_.shard < options_.shards,
+              "data_loader: shard ", options_.shard, " of ", options_.shards,
+              " is out of range (need 0 <= shard < shards)");
   const int64_t N = data_.size();
   const int64_t B = options_.batch_size;
-  num_batches_ = options_.drop_last ? N / B : (N + B - 1) / B;
+  const int64_t G = B * options_.shards;     // positions per global batch
+  const int64_t start = options_.shard * B;  // this shard's first position in a global batch
+  num_batches_ = options_.drop_last ? N / G : (N > start ? (N - start + G - 1) / G : 0);
   const bool big_batch = B * data_.image_bytes() >= (int64_t{1} << 20);
   threads_ = options_.threads > 0                ? options_.threads
              : (options_.prefetch || !big_batch) ? 1
@@ -85,7 +90,7 @@ void DataLoader::fill_batch(int64_t epoch, int64_t index, const std::vector<int6
               order.size(), " entries)");
   BNLAB_CHECK(index >= 0 && index < num_batches_, "data_loader: batch ", index,
               " out of range; the epoch has ", num_batches_, " batches");
-  const int64_t first = index * options_.batch_size;
+  const int64_t first = (index * options_.shards + options_.shard) * options_.batch_size;
   const int64_t n = std::min(options_.batch_size, N - first);
 
   const Shape shape{n, C, H, W};

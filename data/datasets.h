@@ -23,26 +23,26 @@
 
 namespace bnlab {
 
-// The data directory: `flag` if non-empty, else $BNLAB_DATA if set and non-empty, else "data".
+/// The data directory: `flag` if non-empty, else $BNLAB_DATA if set and non-empty, else "data".
 std::string resolve_data_dir(const std::string& flag = "");
 
-// Loads split `split` of dataset `name` from data_dir. Throws bnlab::Error naming the missing file
-// and the command that fetches it, e.g. "mnist: data/mnist/train-images-idx3-ubyte not found (nor
-// .gz); run: bash scripts/fetch_data.sh mnist (or set BNLAB_DATA / --data-dir to the directory
-// holding mnist/)".
+/// Loads split `split` of dataset `name` from data_dir. Throws bnlab::Error naming the missing file
+/// and the command that fetches it, e.g. "mnist: data/mnist/train-images-idx3-ubyte not found (nor
+/// .gz); run: bash scripts/fetch_data.sh mnist (or set BNLAB_DATA / --data-dir to the directory
+/// holding mnist/)".
 ImageDataset load_dataset(const std::string& name, const std::string& split,
                           const std::string& data_dir);
 
-// Per-channel mean/std of the training set in [0, 1] units: mnist 0.1307/0.3081, fashion-mnist
-// 0.2860/0.3530, cifar10 (0.4914, 0.4822, 0.4465)/(0.2470, 0.2435, 0.2616), cifar100
-// (0.5071, 0.4865, 0.4409)/(0.2673, 0.2564, 0.2762). Throws for other names (compute them with
-// compute_info in data/preview.h).
+/// Per-channel mean/std of the training set in [0, 1] units: mnist 0.1307/0.3081, fashion-mnist
+/// 0.2860/0.3530, cifar10 (0.4914, 0.4822, 0.4465)/(0.2470, 0.2435, 0.2616), cifar100
+/// (0.5071, 0.4865, 0.4409)/(0.2673, 0.2564, 0.2762). Throws for other names (compute them with
+/// compute_info in data/preview.h).
 NormalizeOptions standard_normalization(const std::string& name);
 
-// The splits load_dataset accepts for `name` (for help texts); throws for an unknown name.
+/// The splits load_dataset accepts for `name` (for help texts); throws for an unknown name.
 std::vector<std::string> dataset_splits(const std::string& name);
 
-// The dataset names load_dataset knows, for help texts ("folder:PATH" is listed as is).
+/// The dataset names load_dataset knows, for help texts ("folder:PATH" is listed as is).
 std::vector<std::string> dataset_names();
 
 }  // namespace bnlab

@@ -92,10 +92,8 @@ void read_payload(detail::ByteReader& in, int64_t expected, const std::string& c
               "file?)");
 }
 
-}  // namespace
-
-IdxImages read_idx_images(const std::string& path) {
-  detail::ByteReader in(path);
+IdxImages parse_images(detail::ByteReader& in) {
+  const std::string& path = in.path();
   IdxHeader h = read_header(in, 3, "image");
   IdxImages out;
   out.count = h.dims[0];
@@ -112,12 +110,33 @@ IdxImages read_idx_images(const std::string& path) {
   return out;
 }
 
-std::vector<int64_t> read_idx_labels(const std::string& path) {
-  detail::ByteReader in(path);
+std::vector<int64_t> parse_labels(detail::ByteReader& in) {
   IdxHeader h = read_header(in, 1, "label");
   std::vector<uint8_t> bytes;
   read_payload(in, h.dims[0], std::to_string(h.dims[0]) + " labels", bytes);
   return std::vector<int64_t>(bytes.begin(), bytes.end());
+}
+
+}  // namespace
+
+IdxImages read_idx_images(const std::string& path) {
+  detail::ByteReader in(path);
+  return parse_images(in);
+}
+
+std::vector<int64_t> read_idx_labels(const std::string& path) {
+  detail::ByteReader in(path);
+  return parse_labels(in);
+}
+
+IdxImages decode_idx_images(std::string_view bytes, const std::string& name_for_errors) {
+  detail::ByteReader in(bytes, name_for_errors);
+  return parse_images(in);
+}
+
+std::vector<int64_t> decode_idx_labels(std::string_view bytes, const std::string& name_for_errors) {
+  detail::ByteReader in(bytes, name_for_errors);
+  return parse_labels(in);
 }
 
 ImageDataset read_idx_dataset(const std::string& images_path, const std::string& labels_path,

@@ -14,33 +14,42 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "data/dataset.h"
 
 namespace bnlab {
 
+/// The content of an IDX image file (idx3-ubyte, MNIST's format).
 struct IdxImages {
-  int64_t count = 0, height = 0, width = 0;
-  std::vector<uint8_t> pixels;  // [count, height, width]
+  int64_t count = 0;            ///< number of images
+  int64_t height = 0;           ///< rows per image
+  int64_t width = 0;            ///< columns per image
+  std::vector<uint8_t> pixels;  ///< [count, height, width]
 };
 
-// Reads an idx3-ubyte image file (plain or gzip). Throws with the path on any inconsistency.
+/// Reads an idx3-ubyte image file (plain or gzip). Throws with the path on any inconsistency.
 IdxImages read_idx_images(const std::string& path);
-// Reads an idx1-ubyte label file (plain or gzip). Throws with the path on any inconsistency.
+/// Reads an idx1-ubyte label file (plain or gzip). Throws with the path on any inconsistency.
 std::vector<int64_t> read_idx_labels(const std::string& path);
+/// The same parsers on a file's bytes already in memory (plain or gzip); `name_for_errors` takes
+/// the path's place in messages. The fuzz targets (fuzz/) call these.
+IdxImages decode_idx_images(std::string_view bytes, const std::string& name_for_errors);
+/// decode_idx_images' counterpart for idx1-ubyte label bytes.
+std::vector<int64_t> decode_idx_labels(std::string_view bytes, const std::string& name_for_errors);
 
-// Pairs an image file with a label file into a single-channel dataset; checks the counts agree and
-// the labels are below class_names.size().
+/// Pairs an image file with a label file into a single-channel dataset; checks the counts agree and
+/// the labels are below class_names.size().
 ImageDataset read_idx_dataset(const std::string& images_path, const std::string& labels_path,
                               const std::string& name, const std::string& split,
                               const std::vector<std::string>& class_names);
 
-// The path of dir/base or dir/base.gz, whichever exists (plain first); "" if neither does.
+/// The path of dir/base or dir/base.gz, whichever exists (plain first); "" if neither does.
 std::string find_idx_file(const std::string& dir, const std::string& base);
 
-// MNIST-layout directory: split "train" reads train-{images-idx3,labels-idx1}-ubyte[.gz], "test"
-// reads t10k-*. Throws naming the missing file when one is absent.
+/// MNIST-layout directory: split "train" reads train-{images-idx3,labels-idx1}-ubyte[.gz], "test"
+/// reads t10k-*. Throws naming the missing file when one is absent.
 ImageDataset load_mnist_like(const std::string& dir, const std::string& split,
                              const std::string& name, const std::vector<std::string>& class_names);
 

@@ -1,5 +1,7 @@
-// Image-folder loader on stb_image: a header pass (stbi_info: sizes, channel counts, unreadable
-// files) decides the dataset shape before one allocation; then a decode pass fills it. Reference:
+// Image-folder loader on stb_image: a header pass (image_info on each file's bytes: format, JPEG
+// tables, sizes, channel counts, unreadable files) decides the dataset shape before one allocation;
+// then a decode pass fills it (decode_into). Both are the code fuzz/ exercises through image_info
+// and decode_image. Reference:
 // https://github.com/nothings/stb (stb_image.h, stb_image_resize.h). libstb provides the
 // implementations, so no STB_*_IMPLEMENTATION is defined here.
 #include "data/image_folder.h"
@@ -9,11 +11,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <climits>
 #include <cstring>
 #include <filesystem>
 #include <memory>
 
 #include "core/error.h"
+#include "core/io.h"
 
 namespace bnlab {
 
@@ -39,7 +43,195 @@ const char* stb_reason() {
   return r != nullptr ? r : "unknown error";
 }
 
+// PNG, JPEG or BMP, from the signature (PNG spec 5.2; JPEG SOI marker FF D8 then a marker FF; the
+// BMP file header "BM"). stb_image reads more formats (GIF, PSD, TGA, HDR, PIC, PNM) from the
+// content whatever the file's name; refusing them keeps their decoders out of reach of untrusted
+// folders.
+enum class Format { kPng, kJpeg, kBmp };
+
+Format check_format(const uint8_t* head, size_t n, const std::string& name) {
+  static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  const bool png = n >= 8 && std::memcmp(head, kPng, 8) == 0;
+  const bool jpeg = n >= 3 && head[0] == 0xff && head[1] == 0xd8 && head[2] == 0xff;
+  const bool bmp = n >= 2 && head[0] == 'B' && head[1] == 'M';
+  if (png) return Format::kPng;
+  if (jpeg) return Format::kJpeg;
+  if (bmp) return Format::kBmp;
+  std::string first;
+  for (size_t i = 0; i < std::min<size_t>(n, 4); ++i) first += " " + std::to_string(head[i]);
+  BNLAB_FAIL("image_folder: cannot read ", name,
+             " (not a PNG, JPEG or BMP file: ", n == 0 ? "empty" : "starts with bytes" + first,
+             ")");
+}
+
+// stb_image 2.27 (Debian 12's libstb) writes past the end of a 257-entry array when a JPEG DHT
+// segment's 16 code-length counts add up to more than 256 (stbi__build_huffman; found by
+// fuzz/fuzz_image, docs/fuzzing.md). So every DHT table is checked here first, walking the segments
+// as stb reads them: a table is a class/id byte, 16 counts and their symbols, for as long as the
+// segment's length lasts (stb reads zeros past the end of the data). Markers can also follow scans
+// (progressive JPEGs), so entropy-coded data is stepped over to the next marker.
+void check_jpeg_huffman_tables(std::string_view bytes, const std::string& name) {
+  auto at = [&](size_t i) -> int { return i < bytes.size() ? static_cast<uint8_t>(bytes[i]) : 0; };
+  size_t i = 2;  // after SOI
+  while (i + 1 < bytes.size()) {
+    const int marker = at(i + 1);
+    if (at(i) != 0xff || marker == 0xff) {  // entropy-coded data, or a fill byte before a marker
+      ++i;
+      continue;
+    }
+    if (marker == 0x00 || marker == 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
+      i += 2;  // a stuffed 0xff, TEM or RSTn: no length field
+      continue;
+    }
+    if (marker == 0xd9) return;  // EOI
+    const int64_t length = at(i + 2) << 8 | at(i + 3);
+    if (marker == 0xc4) {
+      int64_t left = length - 2;
+      size_t p = i + 4;
+      while (left > 0) {
+        int64_t codes = 0;
+        for (size_t k = 1; k <= 16; ++k) codes += at(p + k);
+        BNLAB_CHECK(codes <= 256, "image_folder: cannot read ", name,
+                    " (corrupt JPEG: a Huffman table declares ", codes,
+                    " codes, at most 256 are possible)");
+        p += 17 + static_cast<size_t>(codes);
+        left -= 17 + codes;
+      }
+    }
+    i += 2 + static_cast<size_t>(length);
+  }
+}
+
+// An uncompressed BMP stores every pixel, so its header's size bounds the file's: stb_image does
+// not check, and reads zeros past the end, so a 236-byte file claiming 15466501 x 4 pixels made it
+// fill a 185 MB image byte by byte (found by fuzz/fuzz_image as a timeout). Headers:
+// BITMAPFILEHEADER (14 bytes), then BITMAPCOREHEADER (size 12: 16-bit width and height, bit count
+// at 24) or BITMAPINFOHEADER and its successors (32-bit width and height, bit count at 28,
+// compression at 30). Only BI_RGB (0) and BI_BITFIELDS (3) are checked; stb refuses the compressed
+// kinds itself.
+void check_bmp_length(std::string_view bytes, const std::string& name) {
+  auto u = [&](size_t at, int n) {
+    uint32_t v = 0;
+    for (int k = n - 1; k >= 0; --k)
+      v = v << 8 | (at + k < bytes.size() ? static_cast<uint8_t>(bytes[at + k]) : 0u);
+    return v;
+  };
+  if (bytes.size() < 30) return;  // too short for stb_image too; it reports that
+  int64_t width = 0, height = 0, bits = 0, compression = 0;
+  if (u(14, 4) == 12) {
+    width = static_cast<int16_t>(u(18, 2));
+    height = static_cast<int16_t>(u(20, 2));
+    bits = u(24, 2);
+  } else {
+    width = static_cast<int32_t>(u(18, 4));
+    height = static_cast<int32_t>(u(22, 4));
+    bits = u(28, 2);
+    compression = u(30, 4);
+  }
+  if (width <= 0 || height == 0 || bits <= 0 || bits > 32 || compression == 1 || compression == 2)
+    return;  // not a size we can bound; stb_image validates (and refuses) these itself
+  height = height < 0 ? -height : height;
+  const int64_t row = (width * bits + 31) / 32 * 4;  // rows are padded to 4 bytes
+  // Size limits first, so the product below cannot overflow (width and height < 2^31, row < 2^34).
+  if (width > kMaxImagePixels || height > kMaxImagePixels || width > kMaxImagePixels / height)
+    return;  // check_size reports it
+  const int64_t need = row * height;
+  BNLAB_CHECK(need <= static_cast<int64_t>(bytes.size()), "image_folder: cannot read ", name,
+              " (truncated BMP: ", width, "x", height, " pixels at ", bits, " bits need ", need,
+              " bytes of pixel data, the file holds ", bytes.size(), " bytes)");
+}
+
+// PNG chunks carry their own length (PNG spec 5.3), and stb_image 2.27 grows its buffer to an IDAT
+// chunk's claimed length before reading it: a 96-byte file claiming a 1.2 GB IDAT made it allocate
+// 1.2 GB (found by fuzz/fuzz_image). So every chunk's data must fit in the file; the walk stops at
+// IEND or where a chunk header is incomplete (stb reports what is wrong there).
+void check_png_chunks(std::string_view bytes, const std::string& name) {
+  size_t at = 8;  // after the signature
+  while (at + 8 <= bytes.size()) {
+    uint32_t length = 0;
+    for (size_t k = 0; k < 4; ++k) length = length << 8 | static_cast<uint8_t>(bytes[at + k]);
+    const std::string type(bytes.substr(at + 4, 4));
+    const size_t left = bytes.size() - (at + 8);
+    BNLAB_CHECK(length <= left, "image_folder: cannot read ", name, " (truncated PNG: chunk ", type,
+                " at byte ", at, " claims ", length, " bytes, the file has ", left, " left)");
+    if (type == "IEND") return;
+    at += 12 + static_cast<size_t>(length);  // length, type, data, CRC
+  }
+}
+
+void check_size(int64_t width, int64_t height, const std::string& name) {
+  // Division, not width * height: the requested size comes from the user and could overflow.
+  BNLAB_CHECK(width >= 1 && height >= 1 && width <= kMaxImagePixels / height,
+              "image_folder: ", name, " is ", width, "x", height, " pixels, over the limit of ",
+              kMaxImagePixels, " pixels (8192x8192; corrupt header?)");
+}
+
+// Decodes `bytes` to C interleaved channels and stores C planes of H x W at chw (C * H * W bytes),
+// resizing when `resize` (else the image must be W x H). `scratch` holds a resized image between
+// calls, so a folder of images costs one buffer.
+void decode_into(std::string_view bytes, const std::string& name, int64_t C, int64_t H, int64_t W,
+                 bool resize, uint8_t* chw, std::vector<uint8_t>& scratch) {
+  ImageInfo info = image_info(bytes, name);
+  int w = 0, h = 0, comp = 0;
+  std::unique_ptr<uint8_t, void (*)(void*)> img(
+      stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
+                            static_cast<int>(bytes.size()), &w, &h, &comp, static_cast<int>(C)),
+      stbi_image_free);
+  BNLAB_CHECK(img != nullptr, "image_folder: cannot decode ", name, " (", stb_reason(), ")");
+  BNLAB_CHECK(w == info.width && h == info.height, "image_folder: ", name, " decoded as ", w, "x",
+              h, " but its header says ", info.width, "x", info.height);
+  BNLAB_CHECK(resize || (h == H && w == W), "image_folder: ", name, " decoded as ", w, "x", h,
+              ", expected ", W, "x", H);
+  const uint8_t* hwc = img.get();
+  if (resize && (h != H || w != W)) {
+    scratch.resize(static_cast<size_t>(C * H * W));
+    BNLAB_CHECK(stbir_resize_uint8(hwc, w, h, 0, scratch.data(), static_cast<int>(W),
+                                   static_cast<int>(H), 0, static_cast<int>(C)) == 1,
+                "image_folder: cannot resize ", name, " from ", w, "x", h, " to ", W, "x", H);
+    hwc = scratch.data();
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t p = 0; p < H * W; ++p) chw[c * H * W + p] = hwc[p * C + c];
+  }
+}
+
 }  // namespace
+
+ImageInfo image_info(std::string_view bytes, const std::string& name_for_errors) {
+  const Format format =
+      check_format(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), name_for_errors);
+  if (format == Format::kJpeg) check_jpeg_huffman_tables(bytes, name_for_errors);
+  if (format == Format::kPng) check_png_chunks(bytes, name_for_errors);
+  BNLAB_CHECK(bytes.size() <= static_cast<size_t>(INT_MAX), "image_folder: ", name_for_errors,
+              " is ", bytes.size(), " bytes, too large for stb_image (2 GiB limit)");
+  int w = 0, h = 0, comp = 0;
+  BNLAB_CHECK(stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
+                                    static_cast<int>(bytes.size()), &w, &h, &comp) == 1,
+              "image_folder: cannot read ", name_for_errors, " (", stb_reason(), ")");
+  check_size(w, h, name_for_errors);
+  if (format == Format::kBmp) check_bmp_length(bytes, name_for_errors);
+  return {w, h, comp};
+}
+
+DecodedImage decode_image(std::string_view bytes, const std::string& name_for_errors,
+                          int64_t channels, int64_t height, int64_t width) {
+  BNLAB_CHECK(channels == 1 || channels == 3, "image_folder: channels must be 1 or 3, got ",
+              channels);
+  BNLAB_CHECK((height == 0) == (width == 0) && height >= 0 && width >= 0,
+              "image_folder: give both height and width (or neither), got ", height, "x", width);
+  const bool resize = height > 0;
+  if (resize) check_size(width, height, "the requested size");
+  ImageInfo info = image_info(bytes, name_for_errors);
+  DecodedImage out;
+  out.channels = channels;
+  out.height = resize ? height : info.height;
+  out.width = resize ? width : info.width;
+  out.pixels.resize(static_cast<size_t>(out.channels * out.height * out.width));
+  std::vector<uint8_t> scratch;
+  decode_into(bytes, name_for_errors, out.channels, out.height, out.width, resize,
+              out.pixels.data(), scratch);
+  return out;
+}
 
 ImageDataset load_image_folder(const std::string& root_str, const ImageFolderOptions& options) {
   const fs::path root(root_str);
@@ -52,6 +244,7 @@ ImageDataset load_image_folder(const std::string& root_str, const ImageFolderOpt
       (options.height == 0) == (options.width == 0) && options.height >= 0 && options.width >= 0,
       "image_folder: give both height and width (or neither), got ", options.height, "x",
       options.width);
+  if (options.height > 0) check_size(options.width, options.height, "the requested size");
 
   // Classes: sub-directories sorted by name.
   std::vector<std::string> classes;
@@ -62,7 +255,7 @@ ImageDataset load_image_folder(const std::string& root_str, const ImageFolderOpt
   BNLAB_CHECK(!classes.empty(), "image_folder: ", root_str,
               " has no class sub-directories (expected root/<class>/<image>.png|jpg|bmp)");
 
-  // Header pass: every image's size and channel count, without decoding.
+  // Header pass: every image's size and channel count, without decoding pixels.
   std::vector<Entry> entries;
   for (size_t k = 0; k < classes.size(); ++k) {
     std::vector<std::string> files;
@@ -72,9 +265,11 @@ ImageDataset load_image_folder(const std::string& root_str, const ImageFolderOpt
     }
     std::sort(files.begin(), files.end());
     for (const std::string& f : files) {
-      Entry e{f, static_cast<int64_t>(k), 0, 0, 0};
-      BNLAB_CHECK(stbi_info(f.c_str(), &e.width, &e.height, &e.comp) == 1,
-                  "image_folder: cannot read ", f, " (", stb_reason(), ")");
+      // The whole file, not stbi_info on the path: stb parses JPEG tables even for the header, and
+      // image_info checks them first (check_jpeg_huffman_tables).
+      ImageInfo info = image_info(read_file(f), f);
+      Entry e{f, static_cast<int64_t>(k), static_cast<int>(info.width),
+              static_cast<int>(info.height), static_cast<int>(info.channels)};
       entries.push_back(e);
     }
   }
@@ -110,28 +305,13 @@ ImageDataset load_image_folder(const std::string& root_str, const ImageFolderOpt
   out.pixels.resize(entries.size() * static_cast<size_t>(CHW));
   out.labels.resize(entries.size());
 
-  // Decode pass: stb converts to C interleaved channels (HWC); we store planes (CHW).
-  std::vector<uint8_t> resized;
+  // Decode pass: each file's bytes through decode_into (stb converts to C interleaved channels,
+  // HWC; we store planes, CHW).
+  std::vector<uint8_t> scratch;
   for (size_t i = 0; i < entries.size(); ++i) {
     const Entry& e = entries[i];
-    int w = 0, h = 0, comp = 0;
-    std::unique_ptr<uint8_t, void (*)(void*)> img(
-        stbi_load(e.path.c_str(), &w, &h, &comp, static_cast<int>(C)), stbi_image_free);
-    BNLAB_CHECK(img != nullptr, "image_folder: cannot decode ", e.path, " (", stb_reason(), ")");
-    BNLAB_CHECK(resize || (h == H && w == W), "image_folder: ", e.path, " decoded as ", w, "x", h,
-                ", expected ", W, "x", H);
-    const uint8_t* hwc = img.get();
-    if (resize && (h != H || w != W)) {
-      resized.resize(static_cast<size_t>(CHW));
-      BNLAB_CHECK(stbir_resize_uint8(hwc, w, h, 0, resized.data(), static_cast<int>(W),
-                                     static_cast<int>(H), 0, static_cast<int>(C)) == 1,
-                  "image_folder: cannot resize ", e.path, " from ", w, "x", h, " to ", W, "x", H);
-      hwc = resized.data();
-    }
-    uint8_t* chw = out.pixels.data() + i * static_cast<size_t>(CHW);
-    for (int64_t c = 0; c < C; ++c) {
-      for (int64_t p = 0; p < H * W; ++p) chw[c * H * W + p] = hwc[p * C + c];
-    }
+    decode_into(read_file(e.path), e.path, C, H, W, resize,
+                out.pixels.data() + i * static_cast<size_t>(CHW), scratch);
     out.labels[i] = e.label;
   }
   return out;

@@ -6,25 +6,63 @@
 // image is grayscale (or gray + alpha), else 3 (gray replicated; alpha dropped), unless forced by
 // options. Size: every image must have the same size unless options give a fixed height and width,
 // to which each image is resized (stb_image_resize). A file that stb_image cannot read is reported
-// with its path and stb's reason. Reference: torchvision.datasets.ImageFolder
-// (https://pytorch.org/vision/stable/datasets.html); stb_image (https://github.com/nothings/stb).
+// with its path and stb's reason. Only PNG, JPEG and BMP content is passed to stb (checked from the
+// first bytes, whatever the extension), so the other formats stb_image knows stay out of reach, and
+// images over kMaxImagePixels (a corrupt or hostile header) are refused before anything is decoded.
+// JPEG Huffman tables are checked before stb_image sees them (its 2.27 release, Debian 12's, writes
+// out of bounds on a table with more than 256 codes).
+// Reference: torchvision.datasets.ImageFolder (https://pytorch.org/vision/stable/datasets.html);
+// stb_image (https://github.com/nothings/stb).
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "data/dataset.h"
 
 namespace bnlab {
 
+/// How load_image_folder converts the images it finds.
 struct ImageFolderOptions {
-  int64_t channels = 0;  // 0 = automatic (1 if all images are grayscale, else 3); or 1 or 3
+  int64_t channels = 0;  ///< 0 = automatic (1 if all images are grayscale, else 3); or 1 or 3
   int64_t height =
-      0;  // with width: resize every image to height x width; 0 = keep (sizes must agree)
-  int64_t width = 0;
+      0;  ///< with width: resize every image to height x width; 0 = keep (sizes must agree)
+  int64_t width = 0;  ///< see height
 };
 
-// Loads root/<class>/* as above; the dataset's name is root's last path component, split "".
+/// The largest image accepted, in pixels (width * height): 8192 x 8192. stb_image itself allows
+/// 2^24 per side, so a 40-byte header could make it allocate gigabytes.
+constexpr int64_t kMaxImagePixels = int64_t{1} << 26;
+
+/// An image file's header facts (image_info).
+struct ImageInfo {
+  int64_t width = 0;     ///< pixels per row
+  int64_t height = 0;    ///< rows
+  int64_t channels = 0;  ///< channels as stored: 1 gray, 2 gray+alpha, 3, 4
+};
+
+/// A decoded image (decode_image).
+struct DecodedImage {
+  int64_t channels = 0;         ///< C
+  int64_t height = 0;           ///< H
+  int64_t width = 0;            ///< W
+  std::vector<uint8_t> pixels;  ///< [channels, height, width]
+};
+
+/// An image file's size and channels from its header, without decoding; throws (naming
+/// `name_for_errors`) for content that is not PNG, JPEG or BMP, an unreadable header, or an image
+/// over kMaxImagePixels.
+ImageInfo image_info(std::string_view bytes, const std::string& name_for_errors);
+
+/// Decodes an image file's bytes to `channels` (1 or 3) planes, resized to height x width when both
+/// are > 0 (else kept at the image's size); the image folder loader's decoder, and what fuzz/
+/// tests.
+DecodedImage decode_image(std::string_view bytes, const std::string& name_for_errors,
+                          int64_t channels, int64_t height = 0, int64_t width = 0);
+
+/// Loads `root/<class>/*` as above; the dataset's name is root's last path component, split "".
 ImageDataset load_image_folder(const std::string& root, const ImageFolderOptions& options = {});
 
 }  // namespace bnlab

@@ -12,34 +12,42 @@
 
 namespace bnlab {
 
+/// Layout of write_sample_grid's PNG.
 struct GridOptions {
-  int64_t columns = 0;   // 0: ceil(sqrt(n))
-  int64_t scale = 0;     // integer magnification; 0: the smallest making each image >= 96 px wide
-  bool shuffle = false;  // a seeded random sample of n images instead of the first n
-  uint64_t seed = 0;
-  bool sidecar = true;  // also write <path>.txt: row, column, dataset index, label, class name
+  int64_t columns = 0;   ///< 0: ceil(sqrt(n))
+  int64_t scale = 0;     ///< integer magnification; 0: the smallest making each image >= 96 px wide
+  bool shuffle = false;  ///< a seeded random sample of n images instead of the first n
+  uint64_t seed = 0;     ///< seed of the sample when shuffle is on
+  bool sidecar = true;   ///< also write `<path>.txt`: row, column, dataset index, label, class name
 };
 
-// Writes an RGB PNG grid of min(n, size) images with each image's class name (upper-cased,
-// truncated to the cell width; characters outside A-Z 0-9 - / _ . become '?') under it. Returns the
-// number drawn. Throws naming the path if it cannot be written.
+/// Writes an RGB PNG grid of min(n, size) images with each image's class name (upper-cased,
+/// truncated to the cell width; characters outside A-Z 0-9 - / _ . become '?') under it. Returns
+/// the number drawn. Throws naming the path if it cannot be written.
 int64_t write_sample_grid(const ImageDataset& data, int64_t n, const std::string& path,
                           const GridOptions& options = {});
 
+/// What compute_info reports about a dataset.
 struct DatasetInfo {
-  std::string name, split;
-  int64_t size = 0, channels = 0, height = 0, width = 0;
-  std::vector<std::string> class_names;
-  std::vector<int64_t> class_counts;  // images per class
-  std::vector<double> mean, std;  // per channel, pixel / 255 units (population std over all pixels)
-  int64_t pixel_bytes = 0;        // memory held by the uint8 pixels
+  std::string name;                      ///< ImageDataset::name
+  std::string split;                     ///< ImageDataset::split
+  int64_t size = 0;                      ///< N
+  int64_t channels = 0;                  ///< C
+  int64_t height = 0;                    ///< H
+  int64_t width = 0;                     ///< W
+  std::vector<std::string> class_names;  ///< class index -> name
+  std::vector<int64_t> class_counts;     ///< images per class
+  std::vector<double> mean;              ///< per channel, pixel / 255 units
+  std::vector<double> std;  ///< per channel, pixel / 255 units (population std over all pixels)
+  int64_t pixel_bytes = 0;  ///< memory held by the uint8 pixels
 };
 
-// Sizes, class counts and per-channel mean/std. Sums are exact integers, so the result does not
-// depend on the thread count.
+/// Sizes, class counts and per-channel mean/std. Sums are exact integers, so the result does not
+/// depend on the thread count.
 DatasetInfo compute_info(const ImageDataset& data);
 
-// A few human-readable lines: shape, size, memory, mean/std per channel, and a class balance table.
+/// A few human-readable lines: shape, size, memory, mean/std per channel, and a class balance
+/// table.
 std::string format_info(const DatasetInfo& info);
 
 }  // namespace bnlab

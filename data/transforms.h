@@ -24,38 +24,42 @@
 
 namespace bnlab {
 
-// Mean and std per channel, in units of pixel / 255. Empty: no normalization (values v / 255 in [0,
-// 1]). A single value applies to every channel.
+/// Mean and std per channel, in units of pixel / 255. Empty: no normalization (values v / 255 in
+/// [0, 1]). A single value applies to every channel.
 struct NormalizeOptions {
-  std::vector<float> mean = {};
-  std::vector<float> std = {};
+  std::vector<float> mean = {};  ///< per channel (or one for all)
+  std::vector<float> std = {};   ///< per channel (or one for all)
 };
 
+/// Training-time augmentation, off by default.
 struct AugmentOptions {
-  int64_t crop_padding = 0;      // p > 0 enables random crop with p zero pixels of padding
-  bool horizontal_flip = false;  // mirror left-right with probability 1/2
+  int64_t crop_padding = 0;      ///< p > 0 enables random crop with p zero pixels of padding
+  bool horizontal_flip = false;  ///< mirror left-right with probability 1/2
+  /// True if any augmentation is on.
   bool enabled() const { return crop_padding > 0 || horizontal_flip; }
 };
 
-// One sample's draw: crop offsets in [-p, p] and the flip decision.
+/// One sample's draw: crop offsets in [-p, p] and the flip decision.
 struct SampleAugment {
-  int64_t dy = 0, dx = 0;
-  bool flip = false;
+  int64_t dy = 0;     ///< vertical crop offset
+  int64_t dx = 0;     ///< horizontal crop offset
+  bool flip = false;  ///< mirror left-right
 };
 
-// Per-channel affine for a uint8 value v: v * scale[c] + bias[c] == (v / 255 - mean[c]) / std[c].
+/// Per-channel affine for a uint8 value v: v * scale[c] + bias[c] == (v / 255 - mean[c]) / std[c].
 struct PixelAffine {
-  std::vector<float> scale, bias;
+  std::vector<float> scale;  ///< [C]
+  std::vector<float> bias;   ///< [C]
 };
 
-// Throws if mean/std do not have 0, 1 or `channels` entries, or a std is not positive.
+/// Throws if mean/std do not have 0, 1 or `channels` entries, or a std is not positive.
 PixelAffine make_pixel_affine(const NormalizeOptions& normalize, int64_t channels);
 
-// Draws dy, dx (if crop_padding > 0, in that order) and flip (if horizontal_flip) from rng.
+/// Draws dy, dx (if crop_padding > 0, in that order) and flip (if horizontal_flip) from rng.
 SampleAugment draw_augment(const AugmentOptions& options, Rng& rng);
 
-// src [C, H, W] uint8 -> dst [C, H, W] float with crop offsets, flip and normalization as described
-// above; positions outside the source image get bias[c] (the value of pixel 0).
+/// src [C, H, W] uint8 -> dst [C, H, W] float with crop offsets, flip and normalization as
+/// described above; positions outside the source image get bias[c] (the value of pixel 0).
 void convert_image(const uint8_t* src, int64_t C, int64_t H, int64_t W, const PixelAffine& affine,
                    const SampleAugment& augment, float* dst);
 

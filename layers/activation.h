@@ -6,14 +6,17 @@
 
 namespace bnlab {
 
+/// max(x, 0) elementwise (relu()); no parameters.
 class ReLU : public Module {
  public:
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "ReLU"; }
 };
 
+/// x if x > 0 else negative_slope * x (leaky_relu()); no parameters.
 class LeakyReLU : public Module {
  public:
+  /// The slope for x < 0 (torch's default 0.01).
   explicit LeakyReLU(float negative_slope = 0.01f) : slope_(negative_slope) {}
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "LeakyReLU"; }
@@ -23,12 +26,14 @@ class LeakyReLU : public Module {
   float slope_;
 };
 
+/// 1 / (1 + e^-x) elementwise (sigmoid()); no parameters.
 class Sigmoid : public Module {
  public:
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "Sigmoid"; }
 };
 
+/// tanh(x) elementwise; no parameters.
 class Tanh : public Module {
  public:
   Tensor forward(const Tensor& x) override;

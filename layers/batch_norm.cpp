@@ -40,9 +40,13 @@ Tensor BatchNorm::forward(const Tensor& x) {
     return batch_norm_eval(x, running_mean_, running_var_, weight_, bias_, options_.eps);
   }
   int64_t per_channel = x.numel() / options_.num_features;  // M = N * H * W
-  BNLAB_CHECK(per_channel > 1, type_name(),
+  // Under SyncBN a shard may hold a single value per channel: the check is on all shards' count.
+  BNLAB_CHECK(per_channel > 1 || reducer_, type_name(),
               ": expected more than 1 value per channel when training; got input ", x.shape());
-  BatchNormResult r = batch_norm_train(x, weight_, bias_, options_.eps);
+  BatchNormResult r = batch_norm_train(x, weight_, bias_, options_.eps, reducer_);
+  per_channel = r.count;
+  BNLAB_CHECK(per_channel > 1, type_name(), ": expected more than 1 value per channel over all ",
+              "shards when training; got ", per_channel, " (this shard's input ", x.shape(), ")");
   if (is_training() && options_.track_running_stats) {
     NoGradGuard no_grad;
     float tracked = num_batches_tracked_.item() + 1.0f;

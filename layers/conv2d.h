@@ -7,24 +7,30 @@
 
 namespace bnlab {
 
+/// torch.nn.Conv2d's arguments (square kernels, no groups or dilation).
 struct Conv2dOptions {
-  int64_t in_channels = 0;
-  int64_t out_channels = 0;
-  int64_t kernel = 3;
-  int64_t stride = 1;
-  int64_t padding = 0;
-  bool bias = true;
+  int64_t in_channels = 0;   ///< C
+  int64_t out_channels = 0;  ///< K
+  int64_t kernel = 3;        ///< kernel height and width
+  int64_t stride = 1;        ///< step between windows
+  int64_t padding = 0;       ///< zeros added on each side
+  bool bias = true;          ///< learnable bias [K]
 };
 
+/// 2-D convolution (conv2d()): [N, C, H, W] -> [N, K, Ho, Wo], weight [K, C, kernel, kernel].
 class Conv2d : public Module {
  public:
+  /// Weights and bias drawn from `rng` with PyTorch's default initialization.
   Conv2d(const Conv2dOptions& options, Rng& rng);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "Conv2d"; }
   std::string extra_repr() const override;
 
+  /// [K, C, kernel, kernel]
   const Tensor& weight() const { return weight_; }
+  /// [K], undefined without bias
   const Tensor& bias() const { return bias_; }
+  /// The options it was built with.
   const Conv2dOptions& options() const { return options_; }
 
  private:

@@ -6,21 +6,26 @@
 
 namespace bnlab {
 
+/// torch.nn.Linear's arguments.
 struct DenseOptions {
-  int64_t in_features = 0;
-  int64_t out_features = 0;
-  bool bias = true;
+  int64_t in_features = 0;   ///< D
+  int64_t out_features = 0;  ///< K
+  bool bias = true;          ///< learnable bias [K]
 };
 
+/// Fully connected layer (linear()): [N, D] -> [N, K], y = x W^T + b (torch.nn.Linear).
 class Dense : public Module {
  public:
+  /// Weights and bias drawn from `rng` with PyTorch's default initialization.
   Dense(const DenseOptions& options, Rng& rng);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "Dense"; }
   std::string extra_repr() const override;
 
+  /// [K, D], PyTorch's layout
   const Tensor& weight() const { return weight_; }
-  const Tensor& bias() const { return bias_; }  // undefined without bias
+  const Tensor& bias() const { return bias_; }  ///< undefined without bias
+  /// The options it was built with.
   const DenseOptions& options() const { return options_; }
 
  private:

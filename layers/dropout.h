@@ -9,12 +9,15 @@
 
 namespace bnlab {
 
+/// Inverted dropout (dropout()) in training, the identity in eval.
 class Dropout : public Module {
  public:
+  /// `p`: the DROP probability, in [0, 1). `rng` draws the masks and must outlive the layer.
   Dropout(float p, Rng& rng);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "Dropout"; }
   std::string extra_repr() const override;
+  /// The drop probability.
   float p() const { return p_; }
 
  private:

@@ -8,21 +8,25 @@
 
 namespace bnlab {
 
+/// torch.nn.GroupNorm's arguments.
 struct GroupNormOptions {
-  int64_t num_groups = 0;
-  int64_t num_channels = 0;
-  float eps = 1e-5f;
-  bool affine = true;
+  int64_t num_groups = 0;    ///< groups; must divide num_channels
+  int64_t num_channels = 0;  ///< C
+  float eps = 1e-5f;         ///< added to the variance inside the sqrt
+  bool affine = true;        ///< learnable per-channel weight and bias
 };
 
+/// Group normalization (Wu & He 2018; group_norm()): same in training and eval.
 class GroupNorm : public Module {
  public:
+  /// See GroupNormOptions.
   explicit GroupNorm(const GroupNormOptions& options);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "GroupNorm"; }
   std::string extra_repr() const override;
 
-  const Tensor& weight() const { return weight_; }  // undefined without affine
+  const Tensor& weight() const { return weight_; }  ///< undefined without affine
+  /// [C], undefined without affine
   const Tensor& bias() const { return bias_; }
 
  private:

@@ -12,37 +12,42 @@
 
 namespace bnlab::init {
 
+/// A weight's fan-in and fan-out as torch.nn.init computes them.
 struct Fans {
-  int64_t in, out;
+  int64_t in;   ///< fan_in: inputs per output unit (D, or C * kh * kw)
+  int64_t out;  ///< fan_out: outputs per input unit (K, or K * kh * kw)
 };
-Fans fans(const Tensor& weight);  // throws for rank < 2
+Fans fans(const Tensor& weight);  ///< throws for rank < 2
 
-// torch.nn.init.calculate_gain: "linear"/"sigmoid" 1, "tanh" 5/3, "relu" sqrt(2), "leaky_relu"
-// sqrt(2/(1+a^2)).
+/// torch.nn.init.calculate_gain: "linear"/"sigmoid" 1, "tanh" 5/3, "relu" sqrt(2), "leaky_relu"
+/// sqrt(2/(1+a^2)).
 float gain(const std::string& nonlinearity, float param = 0.01f);
 
+/// Fills `t` with U(low, high) in place.
 void uniform_(const Tensor& t, Rng& rng, float low, float high);
+/// Fills `t` with N(mean, std^2) in place.
 void normal_(const Tensor& t, Rng& rng, float mean, float std);
+/// Fills `t` with `value` in place.
 void constant_(const Tensor& t, float value);
-// U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)).
+/// U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)).
 void xavier_uniform_(const Tensor& t, Rng& rng, float gain = 1.0f);
-// N(0, gain^2 * 2 / (fan_in + fan_out)).
+/// N(0, gain^2 * 2 / (fan_in + fan_out)).
 void xavier_normal_(const Tensor& t, Rng& rng, float gain = 1.0f);
-// U(-b, b), b = gain(nonlinearity, a) * sqrt(3 / fan); fan = fan_in unless fan_out_mode.
+/// U(-b, b), b = gain(nonlinearity, a) * sqrt(3 / fan); fan = fan_in unless fan_out_mode.
 void kaiming_uniform_(const Tensor& t, Rng& rng, float a = 0.0f, bool fan_out_mode = false,
                       const std::string& nonlinearity = "leaky_relu");
-// N(0, (gain / sqrt(fan))^2).
+/// N(0, (gain / sqrt(fan))^2).
 void kaiming_normal_(const Tensor& t, Rng& rng, float a = 0.0f, bool fan_out_mode = false,
                      const std::string& nonlinearity = "leaky_relu");
 
-// PyTorch's default for nn.Linear and nn.Conv2d (reset_parameters): weight kaiming_uniform_ with
-// a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)); bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+/// PyTorch's default for nn.Linear and nn.Conv2d (reset_parameters): weight kaiming_uniform_ with
+/// a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)); bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 void torch_default_(const Tensor& weight, const Tensor& bias, Rng& rng);
 
-// Applies a named scheme to a weight: "default" (PyTorch's), "xavier-uniform", "xavier-normal",
-// "kaiming-uniform", "kaiming-normal" (relu gain, fan_in), or "normal:<std>" (the BN paper's small
-// Gaussian). Biases are zeroed for every scheme but "default". Throws listing the schemes for an
-// unknown name.
+/// Applies a named scheme to a weight: "default" (PyTorch's), "xavier-uniform", "xavier-normal",
+/// "kaiming-uniform", "kaiming-normal" (relu gain, fan_in), or "normal:<std>" (the BN paper's small
+/// Gaussian). Biases are zeroed for every scheme but "default". Throws listing the schemes for an
+/// unknown name.
 void apply_scheme(const std::string& scheme, const Tensor& weight, const Tensor& bias, Rng& rng);
 
 }  // namespace bnlab::init

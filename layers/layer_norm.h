@@ -7,20 +7,24 @@
 
 namespace bnlab {
 
+/// torch.nn.LayerNorm's arguments.
 struct LayerNormOptions {
-  Shape normalized_shape;
-  float eps = 1e-5f;
-  bool elementwise_affine = true;
+  Shape normalized_shape;          ///< the trailing dims normalized over
+  float eps = 1e-5f;               ///< added to the variance inside the sqrt
+  bool elementwise_affine = true;  ///< learnable weight and bias of normalized_shape
 };
 
+/// Layer normalization (Ba et al. 2016; layer_norm()): same in training and eval.
 class LayerNorm : public Module {
  public:
+  /// See LayerNormOptions.
   explicit LayerNorm(const LayerNormOptions& options);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "LayerNorm"; }
   std::string extra_repr() const override;
 
-  const Tensor& weight() const { return weight_; }  // undefined without affine
+  const Tensor& weight() const { return weight_; }  ///< undefined without affine
+  /// Shape normalized_shape, undefined without affine
   const Tensor& bias() const { return bias_; }
 
  private:

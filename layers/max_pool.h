@@ -6,8 +6,10 @@
 
 namespace bnlab {
 
+/// Max pooling over [N, C, H, W] (max_pool2d()); no parameters.
 class MaxPool2d : public Module {
  public:
+  /// stride 0 means stride = kernel; padded cells count as -inf.
   explicit MaxPool2d(int64_t kernel, int64_t stride = 0, int64_t padding = 0);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "MaxPool2d"; }

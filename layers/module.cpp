@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/autograd.h"
+#include "layers/bn_fold.h"
 
 namespace bnlab {
 
@@ -128,8 +129,20 @@ Sequential& Sequential::add(std::shared_ptr<Module> module) {
 }
 
 Tensor Sequential::forward(const Tensor& x) {
+  const auto& kids = children();
   Tensor h = x;
-  for (const auto& [name, child] : children()) h = (*child)(h);
+  for (size_t i = 0; i < kids.size(); ++i) {
+    // Inference: Dense/Conv2d + eval-mode BatchNorm run as one folded layer (layers/bn_fold.h).
+    if (i + 1 < kids.size()) {
+      Tensor folded = forward_folded_batch_norm(*kids[i].second, *kids[i + 1].second, h);
+      if (folded.defined()) {
+        h = folded;
+        ++i;
+        continue;
+      }
+    }
+    h = (*kids[i].second)(h);
+  }
   return h;
 }
 

@@ -18,10 +18,14 @@
 
 namespace bnlab {
 
+/// The base of every layer and model: parameters, buffers and children registered by name in the
+/// constructor (PyTorch's idiom), giving PyTorch's state_dict names and recursive train()/eval().
+/// Subclasses implement forward() and type_name(). Not copyable; hold modules by shared_ptr.
 class Module {
  public:
+  /// (name, tensor) pairs, names dotted by nesting ("fc1.weight").
   using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
-  // Called after forward with (module, input, output), as torch's register_forward_hook.
+  /// Called after forward with (module, input, output), as torch's register_forward_hook.
   using ForwardHook = std::function<void(const Module&, const Tensor&, const Tensor&)>;
 
   Module() = default;
@@ -29,54 +33,69 @@ class Module {
   Module(const Module&) = delete;
   Module& operator=(const Module&) = delete;
 
-  // The layer's computation. Layers compose ops; they never write their own backward.
+  /// The layer's computation. Layers compose ops; they never write their own backward.
   virtual Tensor forward(const Tensor& x) = 0;
-  // forward, then the registered hooks.
+  /// forward, then the registered hooks.
   Tensor operator()(const Tensor& x);
 
-  // One canonical type name ("Dense", "BatchNorm2d") used in printing and errors.
+  /// One canonical type name ("Dense", "BatchNorm2d") used in printing and errors.
   virtual std::string type_name() const = 0;
-  // The constructor arguments worth printing, e.g. "784 -> 100, bias".
+  /// The constructor arguments worth printing, e.g. "784 -> 100, bias".
   virtual std::string extra_repr() const { return ""; }
 
-  // Parameters of this module and all descendants, depth first in registration order.
+  /// Parameters of this module and all descendants, depth first in registration order.
   std::vector<Tensor> parameters() const;
+  /// parameters() with their dotted names ("block.conv.weight").
   NamedTensors named_parameters() const;
+  /// The buffers (e.g. BatchNorm's running statistics) with their dotted names.
   NamedTensors named_buffers() const;
+  /// Total number of parameter elements.
   int64_t num_parameters() const;
+  /// The direct children with their names, in registration order.
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const {
     return children_;
   }
 
-  // Parameters then buffers, under PyTorch's key names; num_batches_tracked entries carry
-  // DType::I64.
+  /// Parameters then buffers, under PyTorch's key names; num_batches_tracked entries carry
+  /// DType::I64.
   std::vector<NamedTensor> state_dict() const;
-  // Validates every key and shape first (listing all missing/unexpected keys), then copies. A
-  // failed load leaves the module unchanged. strict=false ignores missing and unexpected keys (not
-  // mismatched shapes).
+  /// Validates every key and shape first (listing all missing/unexpected keys), then copies. A
+  /// failed load leaves the module unchanged. strict=false ignores missing and unexpected keys (not
+  /// mismatched shapes).
   void load_state_dict(const std::vector<NamedTensor>& state, bool strict = true);
 
+  /// Training mode (on) or evaluation mode (off) for this module and every descendant.
   void train(bool on = true);
+  /// train(false): BatchNorm uses its running statistics, Dropout is the identity.
   void eval() { train(false); }
+  /// True in training mode (the default).
   bool is_training() const { return training_; }
-  // Drops every parameter's gradient.
+  /// Drops every parameter's gradient.
   void zero_grad();
 
+  /// Adds a hook that operator() calls after forward.
   void register_forward_hook(ForwardHook hook) { hooks_.push_back(std::move(hook)); }
+  /// Removes every forward hook of this module.
   void clear_forward_hooks() { hooks_.clear(); }
+  /// True when a forward hook is registered (Sequential then never fuses this module away).
+  bool has_forward_hooks() const { return !hooks_.empty(); }
 
-  // "Sequential(\n  (0): Dense(784 -> 100, bias)\n ...)", like printing an nn.Module.
+  /// "Sequential(\n  (0): Dense(784 -> 100, bias)\n ...)", like printing an nn.Module.
   std::string to_string() const;
 
  protected:
+  /// Registers a learnable tensor (marked requires_grad) under `name`; returns it.
   Tensor register_parameter(const std::string& name, Tensor value);
+  /// Registers saved-but-not-learned state (in state_dict(), not in parameters()); `dtype` is how
+  /// it is stored on disk.
   Tensor register_buffer(const std::string& name, Tensor value, DType dtype = DType::F32);
+  /// Registers `module` as the child `name` and returns it, typed, for the caller to keep.
   template <typename M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> module) {
     add_child(name, module);
     return module;
   }
-  // Registers `module` as the child `name`; it takes this module's train/eval mode.
+  /// Registers `module` as the child `name`; it takes this module's train/eval mode.
   void add_child(const std::string& name, std::shared_ptr<Module> module);
 
  private:
@@ -96,28 +115,33 @@ class Module {
   bool training_ = true;
 };
 
-// Chains modules; children are named "0", "1", ... as in torch.nn.Sequential.
+/// Chains modules; children are named "0", "1", ... as in torch.nn.Sequential.
 class Sequential : public Module {
  public:
   Sequential() = default;
+  /// The modules, named "0", "1", ... in this order.
   explicit Sequential(std::vector<std::shared_ptr<Module>> modules);
+  /// Appends `module` as the next numbered child; returns *this.
   Sequential& add(std::shared_ptr<Module> module);
+  /// Constructs an M from `args`, appends it, and returns it.
   template <typename M, typename... Args>
   std::shared_ptr<M> emplace(Args&&... args) {
     auto m = std::make_shared<M>(std::forward<Args>(args)...);
     add(m);
     return m;
   }
+  /// The number of modules.
   size_t size() const { return children().size(); }
+  /// The i-th module; throws std::out_of_range.
   Module& operator[](size_t i) const { return *children().at(i).second; }
 
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "Sequential"; }
 };
 
-// A table of the model's direct children (recursing into nested Sequentials): name, layer, output
-// shape for an input of `input_shape` (batch included), parameter count. Runs one forward in eval
-// mode without grad.
+/// A table of the model's direct children (recursing into nested Sequentials): name, layer, output
+/// shape for an input of `input_shape` (batch included), parameter count. Runs one forward in eval
+/// mode without grad.
 std::string summary(Module& model, const Shape& input_shape);
 
 }  // namespace bnlab

@@ -4,6 +4,7 @@ set(BNLAB_LAYERS_SOURCES
   layers/dense.cpp
   layers/conv2d.cpp
   layers/batch_norm.cpp
+  layers/bn_fold.cpp
   layers/dropout.cpp
   layers/activation.cpp
   layers/flatten.cpp

@@ -26,48 +26,55 @@
 
 namespace bnlab {
 
-// torch.optim.Adam's defaults.
+/// torch.optim.Adam's defaults.
 struct AdamOptions {
-  float lr = 1e-3f;
-  float beta1 = 0.9f;
-  float beta2 = 0.999f;
-  float eps = 1e-8f;
-  float weight_decay = 0.0f;  // L2: added to the gradient
-  bool amsgrad = false;
+  float lr = 1e-3f;           ///< learning rate
+  float beta1 = 0.9f;         ///< decay of the first-moment (mean) estimate
+  float beta2 = 0.999f;       ///< decay of the second-moment estimate
+  float eps = 1e-8f;          ///< added to sqrt(v_hat) in the denominator
+  float weight_decay = 0.0f;  ///< L2: added to the gradient
+  bool amsgrad = false;       ///< use the running maximum of v_hat (AMSGrad)
 };
 
-// torch.optim.AdamW's defaults: Adam's, with weight_decay 1e-2 (decoupled).
+/// torch.optim.AdamW's defaults: Adam's, with weight_decay 1e-2 (decoupled).
 struct AdamWOptions {
-  float lr = 1e-3f;
-  float beta1 = 0.9f;
-  float beta2 = 0.999f;
-  float eps = 1e-8f;
-  float weight_decay = 1e-2f;  // decoupled: p *= 1 - lr * weight_decay
-  bool amsgrad = false;
+  float lr = 1e-3f;            ///< learning rate
+  float beta1 = 0.9f;          ///< decay of the first-moment (mean) estimate
+  float beta2 = 0.999f;        ///< decay of the second-moment estimate
+  float eps = 1e-8f;           ///< added to sqrt(v_hat) in the denominator
+  float weight_decay = 1e-2f;  ///< decoupled: p *= 1 - lr * weight_decay
+  bool amsgrad = false;        ///< use the running maximum of v_hat (AMSGrad)
 };
 
+/// Adam (Kingma & Ba 2015) with torch.optim.Adam's update; weight decay is L2 (added to the
+/// gradient).
 class Adam : public Optimizer {
  public:
-  // One group with options.lr and options.weight_decay.
+  /// One group with options.lr and options.weight_decay.
   explicit Adam(std::vector<Tensor> params, AdamOptions options = {});
-  // Each group's own lr and weight_decay (options.lr and options.weight_decay are unused).
+  /// Each group's own lr and weight_decay (options.lr and options.weight_decay are unused).
   Adam(std::vector<ParamGroup> groups, AdamOptions options = {});
 
+  /// The hyperparameters.
   const AdamOptions& options() const { return options_; }
 
  protected:
+  /// For AdamW: `decoupled` applies weight decay to the weights directly.
   Adam(const char* name, std::vector<ParamGroup> groups, AdamOptions options, bool decoupled);
   void update_param(size_t index, const ParamGroup& group, float* p, const float* g, int64_t n,
                     int64_t step) override;
 
  private:
   AdamOptions options_;
-  bool decoupled_;  // AdamW
+  bool decoupled_;  ///< AdamW
 };
 
+/// AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay, torch.optim.AdamW's update.
 class AdamW : public Adam {
  public:
+  /// One group with options.lr and options.weight_decay.
   explicit AdamW(std::vector<Tensor> params, AdamWOptions options = {});
+  /// Each group's own lr and weight_decay (options.lr and options.weight_decay are unused).
   AdamW(std::vector<ParamGroup> groups, AdamWOptions options = {});
 };
 

@@ -27,83 +27,89 @@
 
 namespace bnlab {
 
-// A set of parameters sharing a learning rate and a weight decay (torch's param_groups). The
-// optimizer's other hyperparameters (betas, momentum, ...) come from its options and are the same
-// for every group.
+/// A set of parameters sharing a learning rate and a weight decay (torch's param_groups). The
+/// optimizer's other hyperparameters (betas, momentum, ...) come from its options and are the same
+/// for every group.
 struct ParamGroup {
-  std::vector<Tensor> params;
-  float lr = 0.0f;
-  float weight_decay = 0.0f;
+  std::vector<Tensor> params;  ///< the group's parameters (leaves that require grad)
+  float lr = 0.0f;             ///< learning rate
+  float weight_decay = 0.0f;   ///< weight decay (the optimizer's own kind: L2 or decoupled)
 };
 
-// Two groups built from a module's named parameters: those of rank >= 2 (weights of dense and conv
-// layers) with `weight_decay`, and those of rank <= 1 (biases, BatchNorm/LayerNorm gamma and beta)
-// with weight decay 0, the common practice (e.g. Goyal et al. 2017, "Accurate, Large Minibatch
-// SGD", section 5.1): decaying a normalization layer's scale or a bias only fights the loss without
-// regularizing anything. Empty groups are left out; order within a group is the order given.
+/// Two groups built from a module's named parameters: those of rank >= 2 (weights of dense and conv
+/// layers) with `weight_decay`, and those of rank <= 1 (biases, BatchNorm/LayerNorm gamma and beta)
+/// with weight decay 0, the common practice (e.g. Goyal et al. 2017, "Accurate, Large Minibatch
+/// SGD", section 5.1): decaying a normalization layer's scale or a bias only fights the loss
+/// without regularizing anything. Empty groups are left out; order within a group is the order
+/// given.
 std::vector<ParamGroup> split_weight_decay(
     const std::vector<std::pair<std::string, Tensor>>& named_params, float lr, float weight_decay);
 
+/// The base of every optimizer: parameter groups, step(), zero_grad(), and per-parameter state
+/// that checkpoints save and restore. A new optimizer implements update_param().
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
-  // One update of every parameter that has a gradient, under NoGradGuard; then step_count() += 1.
+  /// One update of every parameter that has a gradient, under NoGradGuard; then step_count() += 1.
   void step();
-  // Drops every parameter's gradient (torch's zero_grad(set_to_none=True), its default).
+  /// Drops every parameter's gradient (torch's zero_grad(set_to_none=True), its default).
   void zero_grad();
 
-  // The canonical name used in errors: "sgd", "adam", "adamw", "rmsprop".
+  /// The canonical name used in errors: "sgd", "adam", "adamw", "rmsprop".
   const char* name() const { return name_; }
-  // Groups may be edited between steps (lr, weight_decay); adding or removing parameters is not
-  // supported.
+  /// Groups may be edited between steps (lr, weight_decay); adding or removing parameters is not
+  /// supported.
   std::vector<ParamGroup>& param_groups() { return groups_; }
+  /// The parameter groups (read-only).
   const std::vector<ParamGroup>& param_groups() const { return groups_; }
-  // Number of parameters over all groups (the range of <index> in state names).
+  /// Number of parameters over all groups (the range of `<index>` in state names).
   int64_t num_params() const { return static_cast<int64_t>(num_params_); }
 
-  float lr() const { return groups_.front().lr; }  // group 0's learning rate
-  void set_lr(float lr);                           // every group's; throws unless finite and >= 0
+  float lr() const { return groups_.front().lr; }  ///< group 0's learning rate
+  void set_lr(float lr);                           ///< every group's; throws unless finite and >= 0
 
-  // Completed step() calls (what LR schedules are indexed by). Saved by checkpoints next to the
-  // state.
+  /// Completed step() calls (what LR schedules are indexed by). Saved by checkpoints next to the
+  /// state.
   int64_t step_count() const { return step_count_; }
+  /// Restores step_count() (when resuming); throws if negative.
   void set_step_count(int64_t count);
 
-  // The per-parameter state as "state.<i>.step" and "state.<i>.<slot>" for every parameter,
-  // parameter by parameter. The slot tensors share the optimizer's buffers (like torch's
-  // state_dict()): serialize them before the next step. Empty for an optimizer without state (SGD
-  // without momentum).
+  /// The per-parameter state as "state.<i>.step" and "state.<i>.<slot>" for every parameter,
+  /// parameter by parameter. The slot tensors share the optimizer's buffers (like torch's
+  /// state_dict()): serialize them before the next step. Empty for an optimizer without state (SGD
+  /// without momentum).
   virtual std::vector<std::pair<std::string, Tensor>> state_tensors() const;
-  // Copies a state_tensors() list back in. Validates everything first and changes nothing on error:
-  // unexpected and missing names are listed, shapes must match the parameters', steps must be
-  // integers.
+  /// Copies a state_tensors() list back in. Validates everything first and changes nothing on
+  /// error: unexpected and missing names are listed, shapes must match the parameters', steps must
+  /// be integers.
   virtual void load_state_tensors(const std::vector<std::pair<std::string, Tensor>>& state);
 
  protected:
-  // `slots`: the state kept per parameter, e.g. {"exp_avg", "exp_avg_sq"}; each is allocated zeroed
-  // with the parameter's shape. Validates the groups (non-empty, defined leaves, no parameter
-  // twice, lr and weight_decay finite and >= 0).
+  /// `slots`: the state kept per parameter, e.g. {"exp_avg", "exp_avg_sq"}; each is allocated
+  /// zeroed with the parameter's shape. Validates the groups (non-empty, defined leaves, no
+  /// parameter twice, lr and weight_decay finite and >= 0).
   Optimizer(const char* name, std::vector<ParamGroup> groups, std::vector<std::string> slots);
 
-  // Updates parameter `index` (global index), data p [n], from its gradient g [n]. `step` is the
-  // number of updates this parameter has had, this one included (1 on its first). state(s, index)
-  // is slot s.
+  /// Updates parameter `index` (global index), data p [n], from its gradient g [n]. `step` is the
+  /// number of updates this parameter has had, this one included (1 on its first). state(s, index)
+  /// is slot s.
   virtual void update_param(size_t index, const ParamGroup& group, float* p, const float* g,
                             int64_t n, int64_t step) = 0;
 
+  /// Slot `slot` of parameter `index`: numel floats, zeroed at construction.
   float* state(size_t slot, size_t index) { return slots_[slot][index].data(); }
 
  private:
   const char* name_;
   std::vector<ParamGroup> groups_;
   size_t num_params_ = 0;
-  std::vector<Shape> shapes_;  // [param index]: each parameter's shape at construction
+  std::vector<Shape> shapes_;  ///< [param index]: each parameter's shape at construction
   std::vector<std::string> slot_names_;
-  std::vector<std::vector<Tensor>> slots_;  // [slot][param index]
-  std::vector<int64_t> param_steps_;        // [param index]: updates received
+  std::vector<std::vector<Tensor>> slots_;  ///< [slot][param index]
+  std::vector<int64_t> param_steps_;        ///< [param index]: updates received
   int64_t step_count_ = 0;
 };
 

@@ -20,23 +20,25 @@
 
 namespace bnlab {
 
-// torch.optim.RMSprop's defaults.
+/// torch.optim.RMSprop's defaults.
 struct RmspropOptions {
-  float lr = 1e-2f;
-  float alpha = 0.99f;
-  float eps = 1e-8f;
-  float weight_decay = 0.0f;
-  float momentum = 0.0f;
-  bool centered = false;
+  float lr = 1e-2f;           ///< learning rate
+  float alpha = 0.99f;        ///< decay of the squared-gradient average
+  float eps = 1e-8f;          ///< added to the denominator
+  float weight_decay = 0.0f;  ///< L2, added to the gradient
+  float momentum = 0.0f;      ///< momentum of the update (0: none)
+  bool centered = false;      ///< divide by the estimated variance instead of the raw second moment
 };
 
+/// RMSprop with torch.optim.RMSprop's update (optionally centered, with momentum).
 class Rmsprop : public Optimizer {
  public:
-  // One group with options.lr and options.weight_decay.
+  /// One group with options.lr and options.weight_decay.
   explicit Rmsprop(std::vector<Tensor> params, RmspropOptions options = {});
-  // Each group's own lr and weight_decay (options.lr and options.weight_decay are unused).
+  /// Each group's own lr and weight_decay (options.lr and options.weight_decay are unused).
   Rmsprop(std::vector<ParamGroup> groups, RmspropOptions options = {});
 
+  /// The hyperparameters.
   const RmspropOptions& options() const { return options_; }
 
  protected:

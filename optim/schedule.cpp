@@ -68,7 +68,9 @@ CosineAnnealingLR::CosineAnnealingLR(int64_t t_max, double eta_min)
 
 double CosineAnnealingLR::compute(double base_lr, int64_t step) const {
   double phase = std::numbers::pi * static_cast<double>(step) / static_cast<double>(t_max_);
-  return eta_min_ + (base_lr - eta_min_) * (1.0 + std::cos(phase)) / 2.0;
+  // The weight in [0, 1] first: (base_lr - eta_min) * (1 + cos) could overflow to -inf for a huge
+  // eta_min (found by fuzz/fuzz_schedule with cosine:1e308), where this stays between the two.
+  return eta_min_ + (base_lr - eta_min_) * ((1.0 + std::cos(phase)) / 2.0);
 }
 
 LinearWarmup::LinearWarmup(int64_t warmup_steps, std::unique_ptr<LrSchedule> after,

@@ -29,25 +29,29 @@ namespace bnlab {
 
 class Optimizer;
 
+/// A learning-rate schedule: the rate as a function of the step (see apply()). Subclasses
+/// implement compute().
 class LrSchedule {
  public:
   virtual ~LrSchedule() = default;
-  // The learning rate after `step` steps for a base learning rate; throws if step < 0.
+  /// The learning rate after `step` steps for a base learning rate; throws if step < 0.
   double lr(double base_lr, int64_t step) const;
 
  protected:
+  /// The learning rate after `step` >= 0 steps for `base_lr`.
   virtual double compute(double base_lr, int64_t step) const = 0;
 };
 
-// The base learning rate at every step.
+/// The base learning rate at every step.
 class ConstantSchedule : public LrSchedule {
  protected:
   double compute(double base_lr, int64_t step) const override;
 };
 
-// Multiplies by gamma every step_size steps (step_size >= 1; gamma finite, >= 0).
+/// Multiplies by gamma every step_size steps (step_size >= 1; gamma finite, >= 0).
 class StepLR : public LrSchedule {
  public:
+  /// Throws unless step_size >= 1.
   explicit StepLR(int64_t step_size, double gamma = 0.1);
 
  protected:
@@ -58,9 +62,10 @@ class StepLR : public LrSchedule {
   double gamma_;
 };
 
-// Multiplies by gamma at each milestone (strictly increasing, >= 1).
+/// Multiplies by gamma at each milestone (strictly increasing, >= 1).
 class MultiStepLR : public LrSchedule {
  public:
+  /// Milestones must be increasing and >= 1.
   explicit MultiStepLR(std::vector<int64_t> milestones, double gamma = 0.1);
 
  protected:
@@ -71,9 +76,10 @@ class MultiStepLR : public LrSchedule {
   double gamma_;
 };
 
-// Multiplies by gamma every step.
+/// Multiplies by gamma every step (torch.optim.lr_scheduler.ExponentialLR).
 class ExponentialLR : public LrSchedule {
  public:
+  /// Throws unless gamma is finite and > 0.
   explicit ExponentialLR(double gamma);
 
  protected:
@@ -83,9 +89,10 @@ class ExponentialLR : public LrSchedule {
   double gamma_;
 };
 
-// Half a cosine from base_lr at step 0 to eta_min (absolute, >= 0) at step t_max (>= 1).
+/// Half a cosine from base_lr at step 0 to eta_min (absolute, >= 0) at step t_max (>= 1).
 class CosineAnnealingLR : public LrSchedule {
  public:
+  /// Throws unless t_max >= 1.
   explicit CosineAnnealingLR(int64_t t_max, double eta_min = 0.0);
 
  protected:
@@ -96,11 +103,12 @@ class CosineAnnealingLR : public LrSchedule {
   double eta_min_;
 };
 
-// A linear ramp from start_factor * base_lr at step 0 to base_lr at step warmup_steps (>= 1), then
-// `after` counted from warmup_steps (null: constant). start_factor in [0, 1]; at 0 the first step's
-// learning rate is 0 (torch's LinearLR requires > 0; its default is 1/3).
+/// A linear ramp from start_factor * base_lr at step 0 to base_lr at step warmup_steps (>= 1), then
+/// `after` counted from warmup_steps (null: constant). start_factor in [0, 1]; at 0 the first
+/// step's learning rate is 0 (torch's LinearLR requires > 0; its default is 1/3).
 class LinearWarmup : public LrSchedule {
  public:
+  /// `after` counts its steps from the end of the warm-up (null: constant base_lr).
   LinearWarmup(int64_t warmup_steps, std::unique_ptr<LrSchedule> after = nullptr,
                double start_factor = 0.0);
 
@@ -113,20 +121,21 @@ class LinearWarmup : public LrSchedule {
   double start_factor_;
 };
 
-// Sets every parameter group's learning rate to schedule.lr(base_lr, step). Call it before step()
-// with the number of steps taken so far (optimizer.step_count() for per-step schedules).
+/// Sets every parameter group's learning rate to schedule.lr(base_lr, step). Call it before step()
+/// with the number of steps taken so far (optimizer.step_count() for per-step schedules).
 void apply(Optimizer& optimizer, const LrSchedule& schedule, float base_lr, int64_t step);
 
-// A schedule from a command-line spec; total_steps is the run's length in the schedule's unit (it
-// sets the cosine's T_max). Accepted forms (gamma defaults to 0.1, eta_min and start_factor to 0):
-//   constant
-//   step:<step_size>[:<gamma>]                e.g. step:1000:0.1
-//   multistep:<m1>,<m2>,...[:<gamma>]         e.g. multistep:2000,4000:0.1
-//   exp:<gamma>                               e.g. exp:0.999
-//   cosine[:<eta_min>]                        T_max = total_steps (- warm-up steps), eta_min
-//   absolute warmup:<steps>[:<start_factor>][+<one of the above>]   e.g. warmup:500+cosine (then
-//   constant if no +)
-// Throws a bnlab::Error naming the spec, what is wrong, and listing these forms.
+/// A schedule from a command-line spec; total_steps is the run's length in the schedule's unit (it
+/// sets the cosine's T_max). Accepted forms (gamma defaults to 0.1, eta_min and start_factor to 0):
+///   constant
+///   `step:<step_size>[:<gamma>]`              e.g. step:1000:0.1
+///   `multistep:<m1>,<m2>,...[:<gamma>]`       e.g. multistep:2000,4000:0.1
+///   `exp:<gamma>`                             e.g. exp:0.999
+///   `cosine[:<eta_min>]`                      T_max = total_steps (- warm-up steps), eta_min
+///   absolute
+///   `warmup:<steps>[:<start_factor>][+<one of the above>]`   e.g. warmup:500+cosine (then
+///   constant if no +)
+/// Throws a bnlab::Error naming the spec, what is wrong, and listing these forms.
 std::unique_ptr<LrSchedule> parse_schedule(const std::string& spec, int64_t total_steps);
 
 }  // namespace bnlab

@@ -16,23 +16,26 @@
 
 namespace bnlab {
 
-// torch.optim.SGD's defaults, except lr, which torch requires and we default to 0.01.
+/// torch.optim.SGD's defaults, except lr, which torch requires and we default to 0.01.
 struct SgdOptions {
-  float lr = 0.01f;
-  float momentum = 0.0f;
-  float dampening = 0.0f;
-  float weight_decay = 0.0f;
-  bool nesterov = false;  // requires momentum > 0 and dampening == 0
+  float lr = 0.01f;           ///< learning rate
+  float momentum = 0.0f;      ///< momentum factor (0: plain SGD)
+  float dampening = 0.0f;     ///< dampening of the momentum
+  float weight_decay = 0.0f;  ///< L2, added to the gradient
+  bool nesterov = false;      ///< requires momentum > 0 and dampening == 0
 };
 
+/// Stochastic gradient descent with optional momentum, dampening, Nesterov and L2 weight decay,
+/// torch.optim.SGD's update.
 class Sgd : public Optimizer {
  public:
-  // One group with options.lr and options.weight_decay.
+  /// One group with options.lr and options.weight_decay.
   explicit Sgd(std::vector<Tensor> params, SgdOptions options = {});
-  // Each group's own lr and weight_decay (options.lr and options.weight_decay are unused);
-  // momentum, dampening and nesterov from `options`.
+  /// Each group's own lr and weight_decay (options.lr and options.weight_decay are unused);
+  /// momentum, dampening and nesterov from `options`.
   Sgd(std::vector<ParamGroup> groups, SgdOptions options = {});
 
+  /// The hyperparameters.
   const SgdOptions& options() const { return options_; }
 
  protected:

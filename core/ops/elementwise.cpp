@@ -259,9 +259,10 @@ Tensor pow(const Tensor& x, float p) {
 }
 
 Tensor relu(const Tensor& x) {
-  // relu'(0) = 0, as in PyTorch.
+  // relu'(0) = 0, as in PyTorch. NaN passes through (v < 0 is false for NaN), as torch.relu does,
+  // so a non-finite activation still reaches the loss and the non-finite guard.
   return unary(
-      "relu", x, [](float v) { return v > 0.0f ? v : 0.0f; },
+      "relu", x, [](float v) { return v < 0.0f ? 0.0f : v; },
       [](float v, float) { return v > 0.0f ? 1.0f : 0.0f; });
 }
 

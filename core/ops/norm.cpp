@@ -25,6 +25,7 @@
 // Ioffe & Szegedy 2015; Ba et al. 2016; Wu & He 2018.
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -66,44 +67,100 @@ void check_eps(const char* op, float eps) {
 // ---- batch norm: statistics per channel over N and S (channel c is N strided runs of S values)
 // ----
 
+// Channel blocks: the kernels below walk channels [c0, c1) together, with per-channel double
+// accumulators, so that both layouts vectorize. With S > 1 (images) each channel's N runs of S
+// contiguous values are reduced by `omp simd` loops (several independent partial sums, so the
+// reduction is not bound by the latency of one chain of double adds); with S == 1 ([N, C], dense
+// layers) the channels of one row are contiguous, so the inner loop runs over the block's channels
+// instead. Threads split the channels.
+constexpr int64_t kChannelBlock = 64;
+
+int64_t channel_blocks(const ChannelDims& d) {
+  return d.S == 1 ? (d.C + kChannelBlock - 1) / kChannelBlock : d.C;
+}
+void block_range(const ChannelDims& d, int64_t b, int64_t* c0, int64_t* c1) {
+  *c0 = d.S == 1 ? b * kChannelBlock : b;
+  *c1 = d.S == 1 ? std::min(d.C, *c0 + kChannelBlock) : b + 1;
+}
+
+// acc[c - c0] += sum over n, s of f(x[n, c, s], c) for c in [c0, c1).
+template <class F>
+void channel_sums(double* acc, const float* x, const ChannelDims& d, int64_t c0, int64_t c1, F f) {
+  for (int64_t n = 0; n < d.N; ++n) {
+    if (d.S == 1) {
+      const float* xr = x + n * d.C;
+#pragma omp simd
+      for (int64_t c = c0; c < c1; ++c) acc[c - c0] += f(xr[c], c);
+      continue;
+    }
+    for (int64_t c = c0; c < c1; ++c) {
+      const float* xc = x + (n * d.C + c) * d.S;
+      double s_acc = 0.0;
+#pragma omp simd reduction(+ : s_acc)
+      for (int64_t s = 0; s < d.S; ++s) s_acc += f(xc[s], c);
+      acc[c - c0] += s_acc;
+    }
+  }
+}
+
+// out[n, c, s] = f(in[n, c, s], c) (or += with Accumulate) for c in [c0, c1).
+template <bool Accumulate, class F>
+void channel_map(float* out, const float* in, const ChannelDims& d, int64_t c0, int64_t c1, F f) {
+  for (int64_t n = 0; n < d.N; ++n) {
+    for (int64_t c = c0; c < c1; c += (d.S == 1 ? c1 - c0 : 1)) {
+      // One contiguous run: the block's channels of row n (S == 1) or channel c's S values.
+      const int64_t len = d.S == 1 ? c1 - c0 : d.S;
+      const int64_t base = d.S == 1 ? n * d.C + c0 : (n * d.C + c) * d.S;
+      float* o = out + base;
+      const float* i = in + base;
+#pragma omp simd
+      for (int64_t j = 0; j < len; ++j) {
+        const int64_t ch = d.S == 1 ? c0 + j : c;
+        float v = f(i[j], ch, base + j);
+        if constexpr (Accumulate) {
+          o[j] += v;
+        } else {
+          o[j] = v;
+        }
+      }
+    }
+  }
+}
+
 // y [N, C, S], mean/var [C] (float, returned) and mean_d/rstd_d [C] (double, saved) from x [N, C,
 // S]. gamma/beta [C] may be null (no affine).
 void batch_norm_forward(float* y, float* mean, float* var, double* mean_d, double* rstd_d,
                         const float* x, const float* gamma, const float* beta, const ChannelDims& d,
                         float eps) {
-  const int64_t M = d.N * d.S;
+  const double M = static_cast<double>(d.N * d.S);
+  const int64_t blocks = channel_blocks(d);
 #pragma omp parallel for if (d.N * d.C * d.S > kParallelThreshold)
-  for (int64_t c = 0; c < d.C; ++c) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    int64_t c0, c1;
+    block_range(d, b, &c0, &c1);
+    double sum[kChannelBlock] = {}, sq[kChannelBlock] = {}, scale[kChannelBlock],
+           shift[kChannelBlock];
     // Pass 1: the mean.
-    double sum = 0.0;
-    for (int64_t n = 0; n < d.N; ++n) {
-      const float* xc = x + (n * d.C + c) * d.S;
-      for (int64_t s = 0; s < d.S; ++s) sum += xc[s];
-    }
-    const double m = sum / static_cast<double>(M);
+    channel_sums(sum, x, d, c0, c1, [](float v, int64_t) { return static_cast<double>(v); });
+    for (int64_t c = c0; c < c1; ++c) mean_d[c] = sum[c - c0] / M;
     // Pass 2: the biased variance, from deviations (no cancellation).
-    double sq = 0.0;
-    for (int64_t n = 0; n < d.N; ++n) {
-      const float* xc = x + (n * d.C + c) * d.S;
-      for (int64_t s = 0; s < d.S; ++s) {
-        double dev = xc[s] - m;
-        sq += dev * dev;
-      }
+    channel_sums(sq, x, d, c0, c1, [mean_d](float v, int64_t c) {
+      double dev = v - mean_d[c];
+      return dev * dev;
+    });
+    for (int64_t c = c0; c < c1; ++c) {
+      const double v = sq[c - c0] / M;
+      rstd_d[c] = 1.0 / std::sqrt(v + static_cast<double>(eps));
+      mean[c] = static_cast<float>(mean_d[c]);
+      var[c] = static_cast<float>(v);
+      scale[c - c0] = rstd_d[c] * (gamma ? gamma[c] : 1.0);
+      shift[c - c0] = beta ? beta[c] : 0.0;
     }
-    const double v = sq / static_cast<double>(M);
-    const double rstd = 1.0 / std::sqrt(v + static_cast<double>(eps));
-    mean[c] = static_cast<float>(m);
-    var[c] = static_cast<float>(v);
-    mean_d[c] = m;
-    rstd_d[c] = rstd;
-    // Pass 3: y = xhat * gamma + beta.
-    const double g = gamma ? gamma[c] : 1.0;
-    const double b = beta ? beta[c] : 0.0;
-    for (int64_t n = 0; n < d.N; ++n) {
-      const float* xc = x + (n * d.C + c) * d.S;
-      float* yc = y + (n * d.C + c) * d.S;
-      for (int64_t s = 0; s < d.S; ++s) yc[s] = static_cast<float>((xc[s] - m) * rstd * g + b);
-    }
+    // Pass 3: y = (x - mean) * (rstd * gamma) + beta, in double (the shift is not folded into
+    // a float x * scale + shift, which would cancel).
+    channel_map<false>(y, x, d, c0, c1, [&](float v, int64_t c, int64_t) {
+      return static_cast<float>((v - mean_d[c]) * scale[c - c0] + shift[c - c0]);
+    });
   }
 }
 
@@ -111,37 +168,55 @@ void batch_norm_forward(float* y, float* mean, float* var, double* mean_d, doubl
 void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
                          const double* mean_d, const double* rstd_d, const float* gamma,
                          const ChannelDims& d) {
-  const int64_t M = d.N * d.S;
+  const double M = static_cast<double>(d.N * d.S);
+  const int64_t blocks = channel_blocks(d);
 #pragma omp parallel for if (d.N * d.C * d.S > kParallelThreshold)
-  for (int64_t c = 0; c < d.C; ++c) {
-    const double m = mean_d[c], rstd = rstd_d[c];
+  for (int64_t b = 0; b < blocks; ++b) {
+    int64_t c0, c1;
+    block_range(d, b, &c0, &c1);
     // Pass 1: sum(dy) and sum(dy * xhat), which give dbeta, dgamma and both dx correction terms.
-    double sum_dy = 0.0, sum_dy_xhat = 0.0;
+    // x and dy share the layout, so dy is indexed with x's offsets (x + i -> dy + i).
+    double sum_dy[kChannelBlock] = {}, sum_dy_xhat[kChannelBlock] = {};
+    channel_sums(sum_dy, dy, d, c0, c1, [](float g, int64_t) { return static_cast<double>(g); });
+    const std::ptrdiff_t to_x = x - dy;
     for (int64_t n = 0; n < d.N; ++n) {
-      const float* xc = x + (n * d.C + c) * d.S;
-      const float* gc = dy + (n * d.C + c) * d.S;
-      for (int64_t s = 0; s < d.S; ++s) {
-        sum_dy += gc[s];
-        sum_dy_xhat += gc[s] * ((xc[s] - m) * rstd);
+      // sum(dy * xhat) needs x and dy side by side; the same two layouts as channel_sums.
+      if (d.S == 1) {
+        const float* gr = dy + n * d.C;
+        const float* xr = gr + to_x;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c)
+          sum_dy_xhat[c - c0] += gr[c] * ((xr[c] - mean_d[c]) * rstd_d[c]);
+        continue;
+      }
+      for (int64_t c = c0; c < c1; ++c) {
+        const float* gc = dy + (n * d.C + c) * d.S;
+        const float* xc = gc + to_x;
+        const double m = mean_d[c], rstd = rstd_d[c];
+        double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t s = 0; s < d.S; ++s) acc += gc[s] * ((xc[s] - m) * rstd);
+        sum_dy_xhat[c - c0] += acc;
       }
     }
-    if (dgamma) dgamma[c] += static_cast<float>(sum_dy_xhat);
-    if (dbeta) dbeta[c] += static_cast<float>(sum_dy);
+    double k_dy[kChannelBlock], k_mean[kChannelBlock], k_xhat[kChannelBlock];
+    for (int64_t c = c0; c < c1; ++c) {
+      if (dgamma) dgamma[c] += static_cast<float>(sum_dy_xhat[c - c0]);
+      if (dbeta) dbeta[c] += static_cast<float>(sum_dy[c - c0]);
+      // Pass 2 coefficients: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) with
+      // dxhat = dy * gamma, so mean(dxhat) = gamma * sum_dy / M and mean(dxhat * xhat) = gamma *
+      // sum_dy_xhat / M; xhat = (x - mean) * rstd. Expanded: dx = k_dy * dy - k_mean - k_xhat *
+      // (x - mean).
+      const double g = gamma ? gamma[c] : 1.0, rstd = rstd_d[c];
+      k_dy[c - c0] = rstd * g;
+      k_mean[c - c0] = rstd * g * sum_dy[c - c0] / M;
+      k_xhat[c - c0] = rstd * rstd * g * sum_dy_xhat[c - c0] / M;
+    }
     if (!dx) continue;
-    // Pass 2: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) with dxhat = dy *
-    // gamma, so mean(dxhat) = gamma * sum_dy / M and mean(dxhat * xhat) = gamma * sum_dy_xhat / M.
-    const double g = gamma ? gamma[c] : 1.0;
-    const double mean_dxhat = g * sum_dy / static_cast<double>(M);
-    const double mean_dxhat_xhat = g * sum_dy_xhat / static_cast<double>(M);
-    for (int64_t n = 0; n < d.N; ++n) {
-      const float* xc = x + (n * d.C + c) * d.S;
-      const float* gc = dy + (n * d.C + c) * d.S;
-      float* dxc = dx + (n * d.C + c) * d.S;
-      for (int64_t s = 0; s < d.S; ++s) {
-        double xhat = (xc[s] - m) * rstd;
-        dxc[s] += static_cast<float>(rstd * (g * gc[s] - mean_dxhat - xhat * mean_dxhat_xhat));
-      }
-    }
+    channel_map<true>(dx, dy, d, c0, c1, [&](float g, int64_t c, int64_t i) {
+      const int64_t j = c - c0;
+      return static_cast<float>(k_dy[j] * g - k_mean[j] - k_xhat[j] * (x[i] - mean_d[c]));
+    });
   }
 }
 
@@ -149,16 +224,19 @@ void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy
 // [C]).
 void batch_norm_eval_forward(float* y, const float* x, const double* mean_d, const double* rstd_d,
                              const float* gamma, const float* beta, const ChannelDims& d) {
+  const int64_t blocks = channel_blocks(d);
 #pragma omp parallel for if (d.N * d.C * d.S > kParallelThreshold)
-  for (int64_t c = 0; c < d.C; ++c) {
-    const double m = mean_d[c], rstd = rstd_d[c];
-    const double g = gamma ? gamma[c] : 1.0;
-    const double b = beta ? beta[c] : 0.0;
-    for (int64_t n = 0; n < d.N; ++n) {
-      const float* xc = x + (n * d.C + c) * d.S;
-      float* yc = y + (n * d.C + c) * d.S;
-      for (int64_t s = 0; s < d.S; ++s) yc[s] = static_cast<float>((xc[s] - m) * rstd * g + b);
+  for (int64_t b = 0; b < blocks; ++b) {
+    int64_t c0, c1;
+    block_range(d, b, &c0, &c1);
+    double scale[kChannelBlock], shift[kChannelBlock];
+    for (int64_t c = c0; c < c1; ++c) {
+      scale[c - c0] = rstd_d[c] * (gamma ? gamma[c] : 1.0);
+      shift[c - c0] = beta ? beta[c] : 0.0;
     }
+    channel_map<false>(y, x, d, c0, c1, [&](float v, int64_t c, int64_t) {
+      return static_cast<float>((v - mean_d[c]) * scale[c - c0] + shift[c - c0]);
+    });
   }
 }
 
@@ -185,6 +263,136 @@ void batch_norm_eval_backward(float* dx, float* dgamma, float* dbeta, const floa
     if (dgamma) dgamma[c] += static_cast<float>(sum_dy_xhat);
     if (dbeta) dbeta[c] += static_cast<float>(sum_dy);
   }
+}
+
+// ---- SyncBN: batch norm whose statistics and backward sums span every shard of a data-parallel
+// batch ----
+//
+// Hook contract (BatchNormReducer, core/ops.h): forward computes each channel's local moments
+// (count, mean, M2) in double, two-pass; reducer->merge_moments turns them into the moments of all
+// shards' values (one collective per layer); the normalize pass uses those. Backward computes the
+// local sum(dy) and sum(dy * xhat) per channel (dgamma/dbeta take these local sums, since the
+// data-parallel gradient average adds them up across shards); reducer->sum makes them global (one
+// collective per layer) and dx uses them with the global count. Kept apart from the
+// single-process kernels above so that path pays nothing for it.
+
+// moments [C][3] = (M, mean, M2) of each channel of x.
+void batch_norm_moments(double* moments, const float* x, const ChannelDims& d) {
+  const int64_t M = d.N * d.S;
+#pragma omp parallel for if (d.N * d.C * d.S > kParallelThreshold)
+  for (int64_t c = 0; c < d.C; ++c) {
+    double sum = 0.0;
+    for (int64_t n = 0; n < d.N; ++n) {
+      const float* xc = x + (n * d.C + c) * d.S;
+      for (int64_t s = 0; s < d.S; ++s) sum += xc[s];
+    }
+    const double m = sum / static_cast<double>(M);
+    double sq = 0.0;
+    for (int64_t n = 0; n < d.N; ++n) {
+      const float* xc = x + (n * d.C + c) * d.S;
+      for (int64_t s = 0; s < d.S; ++s) {
+        double dev = xc[s] - m;
+        sq += dev * dev;
+      }
+    }
+    moments[3 * c] = static_cast<double>(M);
+    moments[3 * c + 1] = m;
+    moments[3 * c + 2] = sq;
+  }
+}
+
+// sums [2, C] = (sum(dy), sum(dy * xhat)) of each channel.
+void batch_norm_grad_sums(double* sums, const float* dy, const float* x, const double* mean_d,
+                          const double* rstd_d, const ChannelDims& d) {
+#pragma omp parallel for if (d.N * d.C * d.S > kParallelThreshold)
+  for (int64_t c = 0; c < d.C; ++c) {
+    const double m = mean_d[c], rstd = rstd_d[c];
+    double sum_dy = 0.0, sum_dy_xhat = 0.0;
+    for (int64_t n = 0; n < d.N; ++n) {
+      const float* xc = x + (n * d.C + c) * d.S;
+      const float* gc = dy + (n * d.C + c) * d.S;
+      for (int64_t s = 0; s < d.S; ++s) {
+        sum_dy += gc[s];
+        sum_dy_xhat += gc[s] * ((xc[s] - m) * rstd);
+      }
+    }
+    sums[c] = sum_dy;
+    sums[d.C + c] = sum_dy_xhat;
+  }
+}
+
+// Accumulates dx = rstd * (g * dy - g * sum_dy / M - xhat * g * sum_dy_xhat / M), with the sums
+// [2, C] and the count M over all shards.
+void batch_norm_grad_input(float* dx, const float* dy, const float* x, const double* mean_d,
+                           const double* rstd_d, const float* gamma, const double* sums, double M,
+                           const ChannelDims& d) {
+#pragma omp parallel for if (d.N * d.C * d.S > kParallelThreshold)
+  for (int64_t c = 0; c < d.C; ++c) {
+    const double m = mean_d[c], rstd = rstd_d[c];
+    const double g = gamma ? gamma[c] : 1.0;
+    const double mean_dxhat = g * sums[c] / M;
+    const double mean_dxhat_xhat = g * sums[d.C + c] / M;
+    for (int64_t n = 0; n < d.N; ++n) {
+      const float* xc = x + (n * d.C + c) * d.S;
+      const float* gc = dy + (n * d.C + c) * d.S;
+      float* dxc = dx + (n * d.C + c) * d.S;
+      for (int64_t s = 0; s < d.S; ++s) {
+        double xhat = (xc[s] - m) * rstd;
+        dxc[s] += static_cast<float>(rstd * (g * gc[s] - mean_dxhat - xhat * mean_dxhat_xhat));
+      }
+    }
+  }
+}
+
+// batch_norm_train with a reducer; x, gamma, beta and eps already checked.
+BatchNormResult batch_norm_train_synced(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                        float eps, const std::shared_ptr<BatchNormReducer>& reducer,
+                                        const ChannelDims& d) {
+  const size_t C = static_cast<size_t>(d.C);
+  std::vector<double> moments(3 * C);
+  batch_norm_moments(moments.data(), x.data(), d);
+  reducer->merge_moments(moments.data(), d.C);
+  const double count = moments[0];
+  BNLAB_CHECK(count >= static_cast<double>(d.N * d.S),
+              "batch_norm: the reducer returned a count of ", count, " values per channel, fewer ",
+              "than this shard's ", d.N * d.S, " (input ", x.shape(), ")");
+  Tensor mean = Tensor::empty({d.C});
+  Tensor var = Tensor::empty({d.C});
+  std::vector<double> mean_d(C), rstd_d(C);
+  for (size_t c = 0; c < C; ++c) {
+    const double m = moments[3 * c + 1];
+    const double v = moments[3 * c + 2] / count;
+    mean_d[c] = m;
+    rstd_d[c] = 1.0 / std::sqrt(v + static_cast<double>(eps));
+    mean.data()[c] = static_cast<float>(m);
+    var.data()[c] = static_cast<float>(v);
+  }
+  Tensor y = Tensor::empty(x.shape());
+  // Same formula as eval mode, with the merged statistics.
+  batch_norm_eval_forward(y.data(), x.data(), mean_d.data(), rstd_d.data(), data_or_null(gamma),
+                          data_or_null(beta), d);
+  if (needs_grad({x, gamma, beta})) {
+    attach(y, "batch_norm", {x, gamma, beta},
+           [d, count, reducer, mean_d = std::move(mean_d), rstd_d = std::move(rstd_d)](
+               const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             const size_t C = static_cast<size_t>(d.C);
+             std::vector<double> sums(2 * C);
+             batch_norm_grad_sums(sums.data(), dout.data(), in[0].data(), mean_d.data(),
+                                  rstd_d.data(), d);
+             float* dgamma = grad_buffer(in[1]);
+             float* dbeta = grad_buffer(in[2]);
+             for (size_t c = 0; c < C; ++c) {
+               if (dgamma) dgamma[c] += static_cast<float>(sums[C + c]);
+               if (dbeta) dbeta[c] += static_cast<float>(sums[c]);
+             }
+             float* dx = grad_buffer(in[0]);
+             if (!dx) return;  // every shard has the same graph, so all skip this sum together
+             reducer->sum(sums.data(), static_cast<int64_t>(2 * C));
+             batch_norm_grad_input(dx, dout.data(), in[0].data(), mean_d.data(), rstd_d.data(),
+                                   data_or_null(in[1]), sums.data(), count, d);
+           });
+  }
+  return {y, mean, var, static_cast<int64_t>(count)};
 }
 
 // ---- layer norm and group norm: normalized rows with a per-parameter affine ----
@@ -318,11 +526,12 @@ Tensor norm_rows(const char* op, const Tensor& x, const Tensor& weight, const Te
 }  // namespace
 
 BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                 float eps) {
+                                 float eps, const std::shared_ptr<BatchNormReducer>& reducer) {
   const ChannelDims d = channel_dims("batch_norm", x);
   check_param("batch_norm", "gamma", gamma, {d.C}, x);
   check_param("batch_norm", "beta", beta, {d.C}, x);
   check_eps("batch_norm", eps);
+  if (reducer) return batch_norm_train_synced(x, gamma, beta, eps, reducer, d);
   // y: shape of x; mean, var: [C], returned without grad (they are statistics, not outputs to train
   // on).
   Tensor y = Tensor::empty(x.shape());
@@ -340,7 +549,24 @@ BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Ten
                                  data_or_null(in[1]), d);
            });
   }
-  return {y, mean, var};
+  return {y, mean, var, d.N * d.S};
+}
+
+void merge_moments_into(double* a, const double* b, int64_t channels) {
+  for (int64_t c = 0; c < channels; ++c) {
+    double* ma = a + 3 * c;
+    const double* mb = b + 3 * c;
+    const double n = ma[0] + mb[0];
+    if (mb[0] == 0.0) continue;
+    if (ma[0] == 0.0) {
+      ma[0] = mb[0], ma[1] = mb[1], ma[2] = mb[2];
+      continue;
+    }
+    const double delta = mb[1] - ma[1];
+    ma[1] += delta * mb[0] / n;
+    ma[2] += mb[2] + delta * delta * ma[0] * mb[0] / n;
+    ma[0] = n;
+  }
 }
 
 Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,

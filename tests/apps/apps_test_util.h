@@ -1,15 +1,22 @@
 // Helpers for the apps tests: a self-deleting temp directory, a tiny learnable MNIST-shaped dataset
 // written as IDX files, and a runner that calls the bnlab CLI (BNLAB_CLI_PATH) and captures its
-// exit code and combined stdout + stderr.
+// exit code and combined stdout + stderr; CliProcess, the CLI as a child process the test can
+// signal, and run_shell for a command line the CLI printed.
 #pragma once
 
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -30,6 +37,22 @@ inline std::string read_text(const std::string& path) {
   std::ostringstream os;
   os << in.rdbuf();
   return os.str();
+}
+
+// A safetensors file as its JSON header and its data bytes.
+struct SafetensorsParts {
+  nlohmann::json header;
+  std::string data;
+};
+
+inline SafetensorsParts split_safetensors(const std::string& path) {
+  std::string bytes = read_text(path);
+  REQUIRE(bytes.size() >= 8);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i)
+    n = (n << 8) | static_cast<unsigned char>(bytes[static_cast<size_t>(i)]);
+  REQUIRE(8 + n <= bytes.size());
+  return {nlohmann::json::parse(bytes.substr(8, n)), bytes.substr(8 + n)};
 }
 
 inline bool contains(const std::string& haystack, const std::string& needle) {
@@ -96,18 +119,22 @@ inline std::string shell_quote(const std::string& s) {
   return out + "'";
 }
 
-// Runs `bnlab <args>` (args already shell-quoted where needed) and waits for it.
-inline CliResult run_cli(const std::string& args) {
-  std::string command = shell_quote(BNLAB_CLI_PATH) + " " + args + " 2>&1";
+// Runs a full shell command line (e.g. one the CLI printed) with its output captured.
+inline CliResult run_shell(const std::string& command_line) {
   CliResult r;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) throw std::runtime_error("test: popen failed for " + command);
+  FILE* pipe = popen((command_line + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) throw std::runtime_error("test: popen failed for " + command_line);
   char buf[4096];
   size_t n = 0;
   while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, n);
   int status = pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+// Runs `bnlab <args>` (args already shell-quoted where needed) and waits for it.
+inline CliResult run_cli(const std::string& args) {
+  return run_shell(shell_quote(BNLAB_CLI_PATH) + " " + args);
 }
 
 // Splits CSV text into rows of cells; handles double-quoted cells with "" escapes.
@@ -151,5 +178,105 @@ inline std::vector<std::vector<std::string>> parse_csv(const std::string& text) 
   }
   return rows;
 }
+
+// The bnlab CLI as a child process (fork + exec, no shell) whose stdout and stderr go to one pipe,
+// for tests that signal it. With `block_output` the pipe is shrunk to one page and filled before
+// the child starts, so the child blocks at its first write (stdout is flushed at the first progress
+// line, after the first logged training step) until the test reads: the test can signal a run
+// that has made progress but cannot have finished, whatever the machine's speed.
+class CliProcess {
+ public:
+  CliProcess(const std::vector<std::string>& args, bool block_output) {
+    std::vector<std::string> argv_strings{BNLAB_CLI_PATH};
+    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (std::string& a : argv_strings) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("test: pipe2 failed");
+    read_fd_ = fds[0];
+    if (block_output) {
+      ::fcntl(fds[1], F_SETPIPE_SZ, 4096);
+      ::fcntl(fds[1], F_SETFL, O_NONBLOCK);
+      const char filler[2] = {'#', '\n'};
+      while (::write(fds[1], filler, 2) == 2) filler_bytes_ += 2;
+      ::fcntl(fds[1], F_SETFL, 0);
+    }
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("test: fork failed");
+    if (pid_ == 0) {  // only async-signal-safe calls between fork and exec
+      ::dup2(fds[1], 1);
+      ::dup2(fds[1], 2);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+  }
+  CliProcess(const CliProcess&) = delete;
+  CliProcess& operator=(const CliProcess&) = delete;
+  ~CliProcess() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    ::close(read_fd_);
+  }
+
+  pid_t pid() const { return pid_; }
+  void signal(int sig) const { ::kill(pid_, sig); }
+
+  // True once one of the child's threads sleeps inside write(2): with block_output, that is the
+  // child waiting for the test to read. Polls /proc; fails the test after `seconds`.
+  bool wait_until_blocked_in_write(double seconds = 60) const {
+    const std::string task_dir = "/proc/" + std::to_string(pid_) + "/task";
+    const std::string write_nr = std::to_string(SYS_write) + " ";
+    for (int i = 0; i < static_cast<int>(seconds * 200); ++i) {
+      std::error_code ec;
+      for (const auto& task : fs::directory_iterator(task_dir, ec)) {
+        std::string stat = read_proc(task.path() / "stat");
+        size_t close_paren = stat.rfind(')');
+        bool sleeping = close_paren != std::string::npos && close_paren + 2 < stat.size() &&
+                        stat[close_paren + 2] == 'S';
+        if (sleeping && read_proc(task.path() / "syscall").rfind(write_nr, 0) == 0) return true;
+      }
+      if (ec) return false;  // the child is gone
+      ::usleep(5000);
+    }
+    return false;
+  }
+
+  // Reads the output to the end (without the filler) and reaps the child. exit_code is the exit
+  // status, or 128 + the signal that killed it.
+  CliResult finish() {
+    CliResult r;
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(read_fd_, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      r.output.append(buf, static_cast<size_t>(n));
+    }
+    r.output.erase(0, std::min(filler_bytes_, r.output.size()));
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    r.exit_code = WIFEXITED(status)     ? WEXITSTATUS(status)
+                  : WIFSIGNALED(status) ? 128 + WTERMSIG(status)
+                                        : -1;
+    return r;
+  }
+
+ private:
+  static std::string read_proc(const fs::path& path) {
+    std::ifstream in(path);
+    std::string text;
+    std::getline(in, text);
+    return text;
+  }
+
+  pid_t pid_ = -1;
+  int read_fd_ = -1;
+  size_t filler_bytes_ = 0;
+};
 
 }  // namespace apps_test

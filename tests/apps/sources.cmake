@@ -2,6 +2,10 @@ set(BNLAB_TEST_APPS_SOURCES
   tests/apps/test_cli_errors.cpp
   tests/apps/test_train_eval.cpp
   tests/apps/test_resume.cpp
+  tests/apps/test_interrupt.cpp
+  tests/apps/test_crash_safety.cpp
+  tests/apps/test_nonfinite.cpp
   tests/apps/test_ablate.cpp
   tests/apps/test_data_cmd.cpp
+  tests/apps/test_bench_cmd.cpp
 )

@@ -1,6 +1,6 @@
 // apps ablate end to end on a tiny MNIST-shaped dataset: the default Figure 1 preset's results.csv,
 // summary.md, curves and gnuplot scripts (and PNGs when gnuplot is installed), reuse of finished
-// runs, a grid of factors, and a diverging arm recorded without stopping the study.
+// runs, a grid of factors, and a diverging arm recorded (with the step) without stopping the study.
 #include <doctest/doctest.h>
 
 #include <cstdlib>
@@ -154,10 +154,20 @@ TEST_CASE("apps.ablate: a diverging arm is recorded as diverged and the study fi
   CAPTURE(summary);
   REQUIRE(stable != "");
   REQUIRE(diverged != "");
-  CHECK(contains(diverged, "| 1/1 |"));
-  CHECK_FALSE(contains(stable, "| 1/1 |"));
+  // The step it diverged at is in the table, in results.csv and in the run's summary.json.
+  const std::string summary_json = read_text(out + "/runs/lr-mult-1e6/seed-1/summary.json");
+  const std::string key = "\"diverged_step\": ";
+  const size_t at = summary_json.find(key) + key.size();
+  REQUIRE(at >= key.size());
+  const std::string step = summary_json.substr(at, summary_json.find_first_of(",\n", at) - at);
+  CAPTURE(step);
+  CHECK(std::stoll(step) >= 1);
+  CHECK(contains(diverged, "| 1/1 at step " + step + " |"));
+  CHECK(contains(stable, "| 0 |"));
   for (auto& row : read_results(out + "/results.csv")) {
     CAPTURE(row["arm"]);
-    CHECK(row["diverged"] == (row["arm"] == "lr-mult=1e6" ? "1" : "0"));
+    const bool bad = row["arm"] == "lr-mult=1e6";
+    CHECK(row["diverged"] == (bad ? "1" : "0"));
+    CHECK(row["diverged_step"] == (bad ? step : "-1"));
   }
 }

@@ -1,5 +1,7 @@
-// apps CLI errors: bad flags and values exit 2 with the problem named and the usage, an unknown
-// ablation factor and a missing dataset exit 1 with a message that says what to do.
+// apps CLI errors: bad flags and values (unknown flags, NaN/inf/negative learning rates, zero or
+// negative batch sizes, negative steps/epochs, bad --on-nan) exit 2 with the problem named and the
+// usage; an unknown ablation factor, a missing dataset, zero length and an output directory that
+// cannot be created exit 1 with a message that says what to do. docs/robustness.md lists them.
 #include <doctest/doctest.h>
 
 #include "apps_test_util.h"
@@ -36,10 +38,20 @@ TEST_CASE("apps.cli: bad flag values exit 2 naming the flag and the value") {
     std::string flags, expect_flag, expect_value;
   };
   const std::vector<Case> cases = {
-      {"--lr -1", "--lr", "-1"},         {"--lr nan", "--lr", "nan"},
-      {"--lr 0", "--lr", "0"},           {"--batch-size 0", "--batch-size", "0"},
-      {"--model foo", "--model", "foo"}, {"--norm foo", "--norm", "foo"},
+      {"--lr -1", "--lr", "-1"},
+      {"--lr nan", "--lr", "nan"},
+      {"--lr 0", "--lr", "0"},
+      {"--batch-size 0", "--batch-size", "0"},
+      {"--model foo", "--model", "foo"},
+      {"--norm foo", "--norm", "foo"},
       {"--steps abc", "--steps", "abc"},
+      {"--lr inf", "--lr", "inf"},
+      {"--lr -inf", "--lr", "-inf"},
+      {"--batch-size -4", "--batch-size", "-4"},
+      {"--steps -1", "--steps", "-1"},
+      {"--epochs -2", "--epochs", "-2"},
+      {"--on-nan maybe", "--on-nan", "maybe"},
+      {"--weight-decay nan", "--weight-decay", "nan"},
   };
   for (const Case& c : cases) {
     CAPTURE(c.flags);
@@ -93,4 +105,57 @@ TEST_CASE("apps.cli: a missing dataset exits 1 naming the file and the fetch com
   CAPTURE(data.output);
   CHECK(data.exit_code == 1);
   CHECK(contains(data.output, "scripts/fetch_data.sh"));
+}
+
+TEST_CASE("apps.cli: ablate flag values out of range exit 2 naming the flag") {
+  TempDir dir;
+  for (const std::string& flags : {std::string("--seeds 0"), std::string("--jobs -1"),
+                                   std::string("--batch-size 0"), std::string("--lr nan")}) {
+    CAPTURE(flags);
+    CliResult r = run_cli("ablate --threads 1 --out " + shell_quote(dir.file("abl")) + " " + flags);
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.output, flags.substr(0, flags.find(' '))));
+    CHECK(contains(r.output, "Usage"));
+  }
+  CHECK_FALSE(fs::exists(dir.file("abl")));
+}
+
+TEST_CASE("apps.cli: zero steps and zero epochs exit 1 saying what is needed") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 40, 20);
+  CliResult r = run_cli(train_flags(dir) + " --model mlp --steps 0 --epochs 0");
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.output, "need --steps or --epochs > 0"));
+}
+
+TEST_CASE("apps.cli: an output directory that cannot be created exits 1 naming it") {
+  // Tests run as root, which writes into read-only directories; a path whose parent is a regular
+  // file fails for everyone.
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 40, 20);
+  write_bytes(dir.file("file"), {'x'});
+  const std::string under_file = dir.file("file") + "/run";
+  CliResult train = run_cli("train --threads 1 --model mlp --steps 1 --batch-size 8 --data-dir " +
+                            shell_quote(dir.file("data")) + " --out " + shell_quote(under_file));
+  CAPTURE(train.output);
+  CHECK(train.exit_code == 1);
+  CHECK(contains(train.output, "error: ensure_directory: cannot create directory " + under_file));
+  CHECK(contains(train.output, "Not a directory"));
+
+  CliResult onto_file = run_cli(
+      "train --threads 1 --model mlp --steps 1 --batch-size 8 "
+      "--data-dir " +
+      shell_quote(dir.file("data")) + " --out " + shell_quote(dir.file("file")));
+  CAPTURE(onto_file.output);
+  CHECK(onto_file.exit_code == 1);
+  CHECK(contains(onto_file.output, dir.file("file") + " exists and is not a directory"));
+
+  CliResult ablate = run_cli("ablate --threads 1 --model mlp --steps 1 --batch-size 8 --data-dir " +
+                             shell_quote(dir.file("data")) + " --out " + shell_quote(under_file));
+  CAPTURE(ablate.output);
+  CHECK(ablate.exit_code == 1);
+  CHECK(contains(ablate.output, "cannot create directory " + under_file));
+  CHECK(read_text(dir.file("file")) == "x");
 }

@@ -7,6 +7,7 @@ set(BNLAB_TEST_CORE_SOURCES
   tests/core/test_ops_loss.cpp
   tests/core/test_ops_conv.cpp
   tests/core/test_ops_pool.cpp
+  tests/core/test_ops_fast_paths.cpp
   tests/core/test_ops_dropout.cpp
   tests/core/test_ops_norm.cpp
   tests/core/test_blas.cpp
@@ -15,4 +16,5 @@ set(BNLAB_TEST_CORE_SOURCES
   tests/core/test_toolchain.cpp
   tests/core/test_io.cpp
   tests/core/test_serialize.cpp
+  tests/core/test_distributed.cpp
 )

@@ -1,6 +1,8 @@
 // Elementwise ops: hand-computed values, broadcasting, gradient checks, kinks, errors.
 #include <doctest/doctest.h>
 
+#include <cmath>
+
 #include "gradcheck.h"
 
 using namespace bnlab;
@@ -20,6 +22,8 @@ TEST_CASE("ops.elementwise: forward values by hand") {
   CHECK((-a).to_vector() == std::vector<float>{-1, -2, -3, -4});
   CHECK((2.0f - a).to_vector() == std::vector<float>{1, 0, -1, -2});
   CHECK(relu(Tensor::from({-1, 0, 2}, {3})).to_vector() == std::vector<float>{0, 0, 2});
+  // NaN stays NaN, as in torch.relu (a relu that maps NaN to 0 would hide a divergence).
+  CHECK(std::isnan(relu(Tensor::from({std::nanf("")}, {1})).item()));
   CHECK(leaky_relu(Tensor::from({-1, 2}, {2}), 0.1f).to_vector() == std::vector<float>{-0.1f, 2});
   CHECK(sigmoid(Tensor::from({0}, {1})).item() == 0.5f);
   std::vector<float> saturated = sigmoid(Tensor::from({-100, 100}, {2})).to_vector();

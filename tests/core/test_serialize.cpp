@@ -249,6 +249,28 @@ TEST_CASE("serialize: rejects bad header lengths and invalid JSON") {
   check_rejects(make_file(R"({"a":[1]})", ""), "tensor 'a': entry must be an object, got array");
 }
 
+TEST_CASE("serialize: absurd header lengths, offsets and shapes are refused before allocating") {
+  // Each would ask for exabytes if believed; the file is a few bytes. (decode_safetensors allocates
+  // tensors only after the whole header is checked against the file's real length.)
+  check_rejects(le64(UINT64_MAX) + "{}", "header length 18446744073709551615 exceeds");
+  check_rejects(
+      make_file(
+          R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551611,18446744073709551615]}})",
+          f32(1)),
+      "run past the end of the 4-byte data buffer");
+  check_rejects(
+      make_file(R"({"a":{"dtype":"F64","shape":[1152921504606846976,8],"data_offsets":[0,8]}})",
+                f64(1)),
+      "has too many elements");
+  // A zero dimension makes any other dimension harmless: no elements, no bytes.
+  SafetensorsFile f = decode_safetensors(
+      make_file(R"({"a":{"dtype":"F32","shape":[0,9223372036854775807],"data_offsets":[0,0]}})",
+                ""),
+      "empty.safetensors");
+  REQUIRE(f.tensors.size() == 1);
+  CHECK(f.tensors[0].tensor.numel() == 0);
+}
+
 TEST_CASE("serialize: rejects malformed tensor entries") {
   const std::string data8(8, '\0');
   check_rejects(make_file(R"({"a":{"dtype":"BF17","shape":[2],"data_offsets":[0,8]}})", data8),

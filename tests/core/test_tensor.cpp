@@ -64,6 +64,19 @@ TEST_CASE("tensor: errors name the problem and shapes") {
   CHECK_THROWS_AS(Tensor().shape(), Error);
 }
 
+TEST_CASE("tensor: a shape larger than memory is refused before allocating") {
+  // 2^62 floats: the byte count would wrap around size_t; 2^40 floats (4 TiB) fits in int64 and
+  // size_t but in no machine's memory. Both throw naming the shape, nothing is allocated.
+  CHECK_THROWS_WITH_AS(Tensor::empty({int64_t{1} << 62}),
+                       doctest::Contains("[4611686018427387904] needs"), Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({int64_t{1} << 20, int64_t{1} << 20}),
+                       doctest::Contains("of memory this machine has"), Error);
+  CHECK_THROWS_WITH_AS(Tensor::full({int64_t{1} << 20, int64_t{1} << 20}, 1.0f),
+                       doctest::Contains("[1048576, 1048576] needs 4096.0 GiB"), Error);
+  // A large but reasonable tensor is still fine.
+  CHECK(Tensor::zeros({1 << 10, 1 << 10}).numel() == int64_t{1} << 20);
+}
+
 TEST_CASE("tensor: printing shows values and shape") {
   std::string s = to_string(Tensor::from({1, 2, 3, 4}, {2, 2}));
   CHECK(s == "tensor([[1, 2], [3, 4]], shape=[2, 2])");

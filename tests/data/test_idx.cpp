@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include "core/error.h"
+#include "core/io.h"
 #include "data/datasets.h"
 #include "data/idx.h"
 #include "data_test_util.h"
@@ -243,4 +244,38 @@ TEST_CASE("data.idx: load_dataset reads an MNIST-layout directory") {
   CHECK(d.size() == 3);
   CHECK(d.class_names[9] == "Ankle boot");
   CHECK(d.labels[0] == 9);
+}
+
+TEST_CASE("data.idx: decode_idx_* parse bytes in memory, plain or gzip, naming the given name") {
+  std::vector<uint8_t> f = idx_images_file(3, 2, 4);
+  const std::string plain(f.begin(), f.end());
+  IdxImages a = decode_idx_images(plain, "mem-images");
+  CHECK(a.count == 3);
+  CHECK(a.pixels.size() == 24);
+  CHECK(a.pixels[8 + 5] == test_pixel(1, 1, 1));
+
+  // gzip in memory, two members (as `cat a.gz b.gz` makes), then bytes that start no member: read
+  // like gzread does, the trailing bytes ignored.
+  TempDir dir("idx");
+  write_gzip(dir.file("a.gz"), std::vector<uint8_t>(f.begin(), f.begin() + 10));
+  write_gzip(dir.file("b.gz"), std::vector<uint8_t>(f.begin() + 10, f.end()));
+  std::string gz = read_file(dir.file("a.gz")) + read_file(dir.file("b.gz"));
+  IdxImages b = decode_idx_images(gz + "trailing junk", "mem-images.gz");
+  CHECK(b.pixels == a.pixels);
+  // The same bytes through a file give the same result.
+  write_bytes(dir.file("two-members.gz"), std::vector<uint8_t>(gz.begin(), gz.end()));
+  CHECK(read_idx_images(dir.file("two-members.gz")).pixels == a.pixels);
+
+  // Errors name the given name; a gzip stream cut short says so.
+  CHECK_THROWS_WITH_AS(decode_idx_labels(plain, "mem-labels"),
+                       doctest::Contains("mem-labels: IDX label must have 1 dimension"), Error);
+  // Cut inside the last member's trailer: the header and all 24 data bytes arrive, the end of the
+  // stream does not.
+  CHECK_THROWS_WITH_AS(
+      decode_idx_images(gz.substr(0, gz.size() - 5), "cut.gz"),
+      doctest::Contains("cut.gz: corrupt gzip data after 40 bytes (zlib: unexpected end"), Error);
+  std::string bad = gz;
+  bad[12] = static_cast<char>(bad[12] ^ 0xff);  // inside the first member's deflate data
+  CHECK_THROWS_WITH_AS(decode_idx_images(bad, "flipped.gz"), doctest::Contains("flipped.gz: "),
+                       Error);
 }

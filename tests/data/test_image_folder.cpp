@@ -112,6 +112,59 @@ TEST_CASE("data.image_folder: unreadable images and empty folders are reported w
                        doctest::Contains("has no class sub-directories"), Error);
 }
 
+TEST_CASE("data.image_folder: only PNG, JPEG and BMP content, and no absurd sizes") {
+  TempDir dir("folder");
+  fs::path root = dir.path / "odd";
+  write_png(root / "a" / "ok.png", 3, 3, 3, 1);
+  // A GIF named .png: stb_image would decode it, the loader refuses it by its first bytes.
+  const std::string gif = (root / "a" / "z.png").string();
+  write_bytes(gif, {'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0, 0, 0, ';'});
+  CHECK_THROWS_WITH_AS(
+      load_image_folder(root.string()),
+      doctest::Contains(("cannot read " + gif + " (not a PNG, JPEG or BMP file").c_str()), Error);
+
+  // A PNG header claiming 10000 x 10000 (IHDR with a valid CRC, no pixels): refused from the
+  // header, before stb_image would allocate 300 MB (stb itself only stops at 2^30 bytes).
+  std::string ihdr = std::string("IHDR") + std::string("\x00\x00\x27\x10\x00\x00\x27\x10", 8) +
+                     std::string("\x08\x02\x00\x00\x00", 5);
+  uLong crc = crc32(0, reinterpret_cast<const Bytef*>(ihdr.data()), static_cast<uInt>(ihdr.size()));
+  std::string png = std::string("\x89PNG\r\n\x1a\n", 8) + std::string("\x00\x00\x00\x0d", 4) + ihdr;
+  for (int shift : {24, 16, 8, 0}) png += static_cast<char>((crc >> shift) & 0xff);
+  fs::remove(gif);
+  const std::string big = (root / "a" / "big.png").string();
+  write_bytes(big, std::vector<uint8_t>(png.begin(), png.end()));
+  CHECK_THROWS_WITH_AS(load_image_folder(root.string()),
+                       doctest::Contains((big + " is 10000x10000 pixels, over the limit").c_str()),
+                       Error);
+  CHECK_THROWS_WITH_AS(decode_image(png, "mem.png", 3), doctest::Contains("mem.png is 10000x10000"),
+                       Error);
+  CHECK_THROWS_WITH_AS(load_image_folder(root.string(), {.height = 100000, .width = 100000}),
+                       doctest::Contains("the requested size is 100000x100000 pixels"), Error);
+}
+
+TEST_CASE("data.image_folder: decode_image decodes bytes in memory to CHW, resized on request") {
+  std::vector<uint8_t> hwc = hwc_image(4, 5, 3, 7);
+  std::string png;
+  auto append = [](void* ctx, void* data, int size) {
+    static_cast<std::string*>(ctx)->append(static_cast<const char*>(data),
+                                           static_cast<size_t>(size));
+  };
+  REQUIRE(stbi_write_png_to_func(append, &png, 5, 4, 3, hwc.data(), 15) != 0);
+  ImageInfo info = image_info(png, "mem.png");
+  CHECK(info.width == 5);
+  CHECK(info.height == 4);
+  CHECK(info.channels == 3);
+  DecodedImage img = decode_image(png, "mem.png", 3);
+  REQUIRE(img.pixels.size() == 3 * 4 * 5);
+  CHECK(img.pixels[2 * 20 + 1 * 5 + 3] == hwc[(1 * 5 + 3) * 3 + 2]);  // c=2, y=1, x=3
+  DecodedImage small = decode_image(png, "mem.png", 1, 2, 3);
+  CHECK(small.height == 2);
+  CHECK(small.width == 3);
+  CHECK(small.pixels.size() == 6);
+  CHECK_THROWS_WITH_AS(decode_image(png.substr(0, 40), "cut.png", 3),
+                       doctest::Contains("cut.png ("), Error);
+}
+
 TEST_CASE("data.image_folder: load_dataset(\"folder:PATH\") picks PATH/<split> when present") {
   TempDir dir("folder");
   write_png(dir.path / "train" / "x" / "1.png", 3, 3, 3, 1);

@@ -1,0 +1,44 @@
+// Training checkpoints: the files a run directory holds so that `bnlab train --resume` (and a rerun
+// of `bnlab ablate`) continues exactly where a run stopped, and what a crash at any moment leaves.
+//
+// One file is the commit point. train_state.safetensors is self-contained: the model's state_dict
+// (under "model/<name>"), the optimizer's state tensors, and in its __metadata__ the step, the
+// dropout generator's state and the running train-loss/accuracy sums since the last evaluation.
+// It is written last, with write_file_atomic (temp file, fsync, rename, directory fsync), so a
+// process killed at any moment -- even with SIGKILL between two files -- leaves either the old or
+// the new complete state, never a mix. model.safetensors is the PyTorch-compatible export of the
+// same weights, written just before (its metadata carries the step); `bnlab eval` reads it, resume
+// never does (except for checkpoints from before this format, which had no "model/" tensors). See
+// docs/ARCHITECTURE.md, "Checkpoints".
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "apps/models.h"
+#include "optim/optimizer.h"
+
+namespace bnlab::apps {
+
+struct CheckpointState {
+  int64_t step = 0;    // optimizer steps taken
+  double elapsed = 0;  // training seconds so far (all processes)
+  // The running train loss/accuracy sums since the last evaluation point: zero at an evaluation
+  // point, non-zero for a checkpoint taken in between (after SIGINT/SIGTERM).
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0;
+};
+
+// Writes model.safetensors, then train_state.safetensors (the commit point), into `dir`.
+void save_checkpoint(const std::string& dir, const Model& model, const Optimizer& opt,
+                     const CheckpointState& state);
+
+// Restores model (weights and buffers), optimizer and dropout generator from `dir`; returns the
+// step and running sums the checkpoint was taken with. Throws naming the file on any problem.
+CheckpointState load_checkpoint(const std::string& dir, Model& model, Optimizer& opt);
+
+// Removes "<file>.tmp.<pid>.<n>" leftovers of writes killed mid-way (write_file_atomic's temporary
+// names) from `dir`; called when a run resumes, as only one process writes a run directory.
+void remove_stale_temporaries(const std::string& dir);
+
+}  // namespace bnlab::apps

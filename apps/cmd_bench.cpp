@@ -1,0 +1,364 @@
+// bnlab bench: training and inference throughput and peak memory of the four benchmark workloads of
+// issue 6, each with and without BatchNorm, at one or more thread counts.
+//
+//   W1 paper-mlp  784-100-100-100-10 sigmoid, batch 60, SGD
+//   W2 mlp        784-512-256-10 ReLU, batch 128, SGD momentum 0.9
+//   W3 lenet      conv5x5(32)-BN-ReLU-pool, conv5x5(64)-BN-ReLU-pool, dense
+//   3136-128-BN-ReLU-Dropout(0.5),
+//                 dense 128-10; batch 64; Adam
+//   W4 cifar-cnn  3 x [conv3x3-BN-ReLU, conv3x3-BN-ReLU, maxpool2] at 32/64/128, dense 2048-10;
+//   batch 128;
+//                 SGD momentum 0.9; input 3x32x32
+// These are the zoo models (apps/models.cpp) with their default init, built with norm "none" or
+// "batch" (placement "before"). Inputs are synthetic: one fixed-seed batch of N(0, 1) images and
+// uniform labels, reused every step (bench/compare_pytorch.py does the same in PyTorch).
+//
+// Each (workload, norm, threads) runs in its own child process (this executable re-executed with
+// the hidden --child flag) so that its peak RSS is its own, and the thread count is set before any
+// parallel region ran. A measurement: warm-up for --warmup seconds (at least 2 steps), which also
+// sizes a repeat to about --seconds; then --repeats timed repeats. images/s is reported as the
+// median with the min and max over the repeats. Training = forward + cross-entropy + backward +
+// optimizer step + zero_grad; inference = forward in eval mode under NoGradGuard.
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "apps/commands.h"
+#include "apps/models.h"
+#include "core/autograd.h"
+#include "core/blas.h"
+#include "core/io.h"
+#include "core/ops.h"
+#include "optim/optim.h"
+
+namespace bnlab::apps {
+
+namespace {
+
+using json = nlohmann::json;
+using clock_type = std::chrono::steady_clock;
+
+struct Workload {
+  const char* id;
+  const char* model;
+  int64_t batch;
+  const char* optimizer;  // sgd | adam
+  float momentum;
+  int64_t channels, height, width;
+};
+
+const std::vector<Workload>& workloads() {
+  static const std::vector<Workload> w{
+      {"W1", "paper-mlp", 60, "sgd", 0.0f, 1, 28, 28},
+      {"W2", "mlp", 128, "sgd", 0.9f, 1, 28, 28},
+      {"W3", "lenet", 64, "adam", 0.0f, 1, 28, 28},
+      {"W4", "cifar-cnn", 128, "sgd", 0.9f, 3, 32, 32},
+  };
+  return w;
+}
+
+// Accepts "W3", "w3" or "lenet".
+const Workload& find_workload(const std::string& name) {
+  for (const Workload& w : workloads()) {
+    std::string id = w.id;
+    if (name == id || name == w.model ||
+        (name.size() == 2 && std::toupper(static_cast<unsigned char>(name[0])) == 'W' &&
+         name[1] == id[1]))
+      return w;
+  }
+  BNLAB_FAIL("bench: unknown workload '", name, "'; expected W1..W4 or paper-mlp, mlp, lenet, ",
+             "cifar-cnn");
+}
+
+struct Timing {
+  double median = 0, min = 0, max = 0;  // images per second
+  int64_t steps_per_repeat = 0;
+  int repeats = 0;
+};
+
+struct MeasureOptions {
+  double warmup = 0.3;   // seconds
+  double seconds = 0.3;  // per repeat
+  int repeats = 5;
+};
+
+// Runs `step` (one batch) through warm-up and the timed repeats.
+template <class Step>
+Timing measure(Step&& step, int64_t batch, const MeasureOptions& o) {
+  auto t0 = clock_type::now();
+  int64_t warm_steps = 0;
+  double elapsed = 0;
+  while (warm_steps < 2 || elapsed < o.warmup) {
+    step();
+    ++warm_steps;
+    elapsed = std::chrono::duration<double>(clock_type::now() - t0).count();
+  }
+  const double per_step = elapsed / static_cast<double>(warm_steps);
+  Timing t;
+  t.steps_per_repeat = std::max<int64_t>(1, static_cast<int64_t>(o.seconds / per_step + 0.5));
+  t.repeats = o.repeats;
+  std::vector<double> rates;
+  for (int r = 0; r < o.repeats; ++r) {
+    auto s0 = clock_type::now();
+    for (int64_t i = 0; i < t.steps_per_repeat; ++i) step();
+    double dt = std::chrono::duration<double>(clock_type::now() - s0).count();
+    rates.push_back(static_cast<double>(t.steps_per_repeat * batch) / dt);
+  }
+  std::sort(rates.begin(), rates.end());
+  size_t n = rates.size();
+  t.median = n % 2 ? rates[n / 2] : 0.5 * (rates[n / 2 - 1] + rates[n / 2]);
+  t.min = rates.front();
+  t.max = rates.back();
+  return t;
+}
+
+json timing_json(const Timing& t) {
+  return {{"median", t.median},
+          {"min", t.min},
+          {"max", t.max},
+          {"steps_per_repeat", t.steps_per_repeat},
+          {"repeats", t.repeats}};
+}
+
+double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+// The child's work: one workload, one norm, one thread count; prints one JSON line.
+int run_child(const std::string& workload, const std::string& norm, int threads,
+              const MeasureOptions& mo, bool train_only) {
+  const Workload& w = find_workload(workload);
+  set_num_threads(threads);
+  Rng rng(42);
+  ModelSpec spec;
+  spec.name = w.model;
+  spec.norm = norm;
+  spec.channels = w.channels;
+  spec.height = w.height;
+  spec.width = w.width;
+  Model model = build_model(spec, rng);
+  std::unique_ptr<Optimizer> opt;
+  if (std::string(w.optimizer) == "adam") {
+    opt = std::make_unique<Adam>(model.net->parameters(), AdamOptions{.lr = 1e-3f});
+  } else {
+    opt = std::make_unique<Sgd>(model.net->parameters(),
+                                SgdOptions{.lr = 0.01f, .momentum = w.momentum});
+  }
+  // x: [N, C, H, W] ~ N(0, 1); labels uniform in 0..9 (one batch, reused).
+  Rng data_rng(7);
+  Tensor x = Tensor::normal({w.batch, w.channels, w.height, w.width}, data_rng);
+  std::vector<int64_t> labels(static_cast<size_t>(w.batch));
+  for (auto& y : labels) y = static_cast<int64_t>(data_rng.next_u32() % 10);
+
+  model.net->train(true);
+  Timing train = measure(
+      [&] {
+        Tensor loss = cross_entropy((*model.net)(x), labels);
+        loss.backward();
+        opt->step();
+        opt->zero_grad();
+      },
+      w.batch, mo);
+  json out = {{"workload", w.id},           {"model", w.model}, {"norm", norm},
+              {"threads", threads},         {"batch", w.batch}, {"optimizer", w.optimizer},
+              {"train", timing_json(train)}};
+  if (!train_only) {
+    model.net->train(false);
+    NoGradGuard no_grad;
+    Timing infer = measure([&] { (void)(*model.net)(x); }, w.batch, mo);
+    out["infer"] = timing_json(infer);
+  }
+  out["peak_rss_mb"] = peak_rss_mb();
+  std::cout << "BNLAB_BENCH " << out.dump() << std::endl;
+  return 0;
+}
+
+// Re-executes this binary as a child for one measurement and returns its JSON.
+json spawn_child(const std::vector<std::string>& args) {
+  int fds[2];
+  BNLAB_CHECK(pipe(fds) == 0, "bench: pipe failed: ", std::strerror(errno));
+  pid_t pid = fork();
+  BNLAB_CHECK(pid >= 0, "bench: fork failed: ", std::strerror(errno));
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv("/proc/self/exe", argv.data());
+    std::fprintf(stderr, "bench: cannot re-execute /proc/self/exe: %s\n", std::strerror(errno));
+    _exit(127);
+  }
+  close(fds[1]);
+  std::string text;
+  char buf[4096];
+  ssize_t got;
+  while ((got = read(fds[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(got));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  BNLAB_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "bench: the child for '", args.back(),
+              "' failed (status ", status, "); output: ", text);
+  auto pos = text.rfind("BNLAB_BENCH ");
+  BNLAB_CHECK(pos != std::string::npos, "bench: the child printed no result; output: ", text);
+  return json::parse(text.substr(pos + 12));
+}
+
+std::vector<std::string> split_list(const std::string& s, char sep = ',') {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, sep))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+std::string fmt_rate(const json& t) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%9.0f  [%.0f-%.0f]", t["median"].get<double>(),
+                t["min"].get<double>(), t["max"].get<double>());
+  return buf;
+}
+
+}  // namespace
+
+Command add_bench_command(CLI::App& parent) {
+  struct Options {
+    std::string threads = "1,2", workloads = "W1,W2,W3,W4", norms = "none,batch", json_path;
+    MeasureOptions measure;
+    bool train_only = false;
+    std::string child;  // hidden: "workload:norm:threads"
+  };
+  auto o = std::make_shared<Options>();
+  CLI::App* app = parent.add_subcommand(
+      "bench", "Benchmark training and inference images/s and peak RSS of workloads W1-W4");
+  app->add_option("--threads", o->threads, "Comma-separated thread counts")->capture_default_str();
+  app->add_option("--workloads", o->workloads,
+                  "Comma-separated workloads: W1 (paper-mlp), W2 (mlp), W3 (lenet), W4 (cifar-cnn)")
+      ->capture_default_str();
+  app->add_option("--norms", o->norms, "Comma-separated: none, batch")->capture_default_str();
+  app->add_option("--repeats", o->measure.repeats, "Timed repeats per measurement")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app->add_option("--seconds", o->measure.seconds, "Target seconds per repeat")
+      ->check(kFinitePositive)
+      ->capture_default_str();
+  app->add_option("--warmup", o->measure.warmup, "Warm-up seconds before timing")
+      ->check(kFiniteNonNegative)
+      ->capture_default_str();
+  app->add_flag("--train-only", o->train_only, "Skip the inference measurement");
+  app->add_option("--json", o->json_path, "Also write all results as JSON to this file");
+  app->add_option("--child", o->child)->group("");  // internal: one measurement in this process
+
+  Runner run = [o]() {
+    const MeasureOptions& mo = o->measure;
+    if (!o->child.empty()) {
+      // "workload:norm:threads", written by the parent below.
+      auto parts = split_list(o->child, ':');
+      BNLAB_CHECK(parts.size() == 3, "bench: bad --child '", o->child, "'");
+      return run_child(parts[0], parts[1], std::stoi(parts[2]), mo, o->train_only);
+    }
+    std::vector<int> threads;
+    for (const auto& t : split_list(o->threads)) {
+      int n = 0;
+      try {
+        n = std::stoi(t);
+      } catch (const std::exception&) {
+      }
+      BNLAB_CHECK(n >= 1 && n <= 1024, "bench: --threads wants positive integers; got '", t, "'");
+      threads.push_back(n);
+    }
+    std::vector<std::string> names;
+    for (const auto& w : split_list(o->workloads)) names.push_back(find_workload(w).id);
+    std::vector<std::string> norms = split_list(o->norms);
+    for (const auto& n : norms)
+      BNLAB_CHECK(n == "none" || n == "batch", "bench: --norms takes none and batch; got '", n,
+                  "'");
+    BNLAB_CHECK(!threads.empty() && !names.empty() && !norms.empty(),
+                "bench: --threads, --workloads and --norms must not be empty");
+
+    std::printf(
+        "bnlab bench: OpenBLAS %s (%s threading); repeats %d x ~%.2fs after %.2fs warm-up\n",
+        blas_config().c_str(), blas_parallel_mode().c_str(), mo.repeats, mo.seconds, mo.warmup);
+    std::printf("%-3s %-10s %-5s %3s | %-28s | %-28s | %8s\n", "", "model", "norm", "thr",
+                "train img/s  [min-max]", "infer img/s  [min-max]", "RSS MB");
+    std::fflush(stdout);
+    json results = json::array();
+    for (const auto& name : names) {
+      for (int t : threads) {
+        for (const auto& norm : norms) {
+          std::vector<std::string> args{"bnlab",     "bench",
+                                        "--repeats", std::to_string(mo.repeats),
+                                        "--seconds", std::to_string(mo.seconds),
+                                        "--warmup",  std::to_string(mo.warmup)};
+          if (o->train_only) args.push_back("--train-only");
+          args.push_back("--child");
+          args.push_back(name + ":" + norm + ":" + std::to_string(t));
+          json r = spawn_child(args);
+          std::printf("%-3s %-10s %-5s %3d | %-28s | %-28s | %8.1f\n", name.c_str(),
+                      r["model"].get<std::string>().c_str(), norm.c_str(), t,
+                      fmt_rate(r["train"]).c_str(),
+                      r.contains("infer") ? fmt_rate(r["infer"]).c_str() : "-",
+                      r["peak_rss_mb"].get<double>());
+          std::fflush(stdout);
+          results.push_back(r);
+        }
+      }
+    }
+    // Derived ratios: BN's cost (no-BN / BN) and thread scaling (t / first thread count).
+    auto find = [&](const std::string& w, const std::string& n, int t) -> const json* {
+      for (const auto& r : results)
+        if (r["workload"] == w && r["norm"] == n && r["threads"] == t) return &r;
+      return nullptr;
+    };
+    std::printf("\nno-BN / BN (train, infer) and scaling vs %d thread(s) (train):\n", threads[0]);
+    for (const auto& name : names) {
+      for (int t : threads) {
+        const json* a = find(name, "none", t);
+        const json* b = find(name, "batch", t);
+        std::printf("%-3s %d thr:", name.c_str(), t);
+        if (a && b) {
+          std::printf("  no-BN/BN train %.2f", (*a)["train"]["median"].get<double>() /
+                                                   (*b)["train"]["median"].get<double>());
+          if (a->contains("infer"))
+            std::printf(", infer %.2f", (*a)["infer"]["median"].get<double>() /
+                                            (*b)["infer"]["median"].get<double>());
+        }
+        for (const auto& n : norms) {
+          const json* base = find(name, n, threads[0]);
+          const json* cur = find(name, n, t);
+          if (t != threads[0] && base && cur)
+            std::printf(
+                "  scaling(%s) %.2f", n.c_str(),
+                (*cur)["train"]["median"].get<double>() / (*base)["train"]["median"].get<double>());
+        }
+        std::printf("\n");
+      }
+    }
+    if (!o->json_path.empty()) {
+      json doc = {{"blas", blas_config()},
+                  {"repeats", mo.repeats},
+                  {"seconds", mo.seconds},
+                  {"warmup", mo.warmup},
+                  {"results", results}};
+      write_file_atomic(o->json_path, doc.dump(2) + "\n");
+      std::printf("wrote %s\n", o->json_path.c_str());
+    }
+    return 0;
+  };
+  return {app, run};
+}
+
+}  // namespace bnlab::apps

@@ -1,0 +1,255 @@
+// micro_ops: Google Benchmark microbenchmarks of bnlab's kernels, as GFLOP/s or GB/s counters next
+// to the machine's reference peaks measured in the same run.
+//
+//   reference: raw cblas_sgemm at 1024^3 (the sgemm peak) and a STREAM-like triad a = b + s*c on
+//              3 x 32 MiB arrays (memory bandwidth, 12 bytes moved per element)
+//   gemm:      bnlab::gemm vs raw cblas_sgemm at the benchmark workloads' dense and conv shapes
+//   conv2d:    forward and forward+backward of the W3/W4 conv layers (2*N*K*CK*P flops forward,
+//              3x that for forward+backward)
+//   batch_norm: train-mode forward and forward+backward at W3/W4 activation shapes (GB/s)
+//   elementwise: relu, sigmoid, add, max_pool2d forward (GB/s of input + output)
+//
+//   ./build/bench/micro_ops [--benchmark_filter=gemm] [--benchmark_min_time=0.2]
+// Threads: OMP_NUM_THREADS / the bnlab default (all cores); pin with OMP_NUM_THREADS=1.
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/blas.h"
+#include "core/ops.h"
+
+using namespace bnlab;
+
+namespace {
+
+std::vector<float> random_vector(size_t n, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = rng.normal(0.0f, 1.0f);
+  return v;
+}
+
+// ---- reference peaks ----
+
+void BM_reference_sgemm_peak(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  auto a = random_vector(static_cast<size_t>(n) * n, 1),
+       b = random_vector(static_cast<size_t>(n) * n, 2);
+  std::vector<float> c(static_cast<size_t>(n) * n);
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
+    benchmark::DoNotOptimize(c.data());
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * n * n * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_reference_sgemm_peak)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_reference_triad(benchmark::State& state) {
+  const size_t n = static_cast<size_t>(state.range(0));
+  auto b = random_vector(n, 3), c = random_vector(n, 4);
+  std::vector<float> a(n);
+  const float s = 3.0f;
+  for (auto _ : state) {
+#pragma omp parallel for simd
+    for (size_t i = 0; i < n; ++i) a[i] = b[i] + s * c[i];
+    benchmark::DoNotOptimize(a.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(12.0 * static_cast<double>(n) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_reference_triad)->Arg(8 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// ---- GEMM: our wrapper vs raw cblas at the workloads' shapes ----
+// Args: M, N, K, trans_b (the dense forward is x [N, D] @ W^T).
+
+void gemm_counters(benchmark::State& state, double M, double N, double K) {
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * M * N * K * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_gemm_bnlab(benchmark::State& state) {
+  const int64_t M = state.range(0), N = state.range(1), K = state.range(2);
+  const bool tb = state.range(3) != 0;
+  auto a = random_vector(static_cast<size_t>(M * K), 1),
+       b = random_vector(static_cast<size_t>(K * N), 2);
+  std::vector<float> c(static_cast<size_t>(M * N));
+  for (auto _ : state) {
+    gemm(false, tb, M, N, K, 1.0f, a.data(), K, b.data(), tb ? K : N, 0.0f, c.data(), N);
+    benchmark::DoNotOptimize(c.data());
+  }
+  gemm_counters(state, M, N, K);
+}
+
+void BM_gemm_cblas(benchmark::State& state) {
+  const int M = static_cast<int>(state.range(0)), N = static_cast<int>(state.range(1)),
+            K = static_cast<int>(state.range(2));
+  const bool tb = state.range(3) != 0;
+  auto a = random_vector(static_cast<size_t>(M) * K, 1),
+       b = random_vector(static_cast<size_t>(K) * N, 2);
+  std::vector<float> c(static_cast<size_t>(M) * N);
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f,
+                a.data(), K, b.data(), tb ? K : N, 0.0f, c.data(), N);
+    benchmark::DoNotOptimize(c.data());
+  }
+  gemm_counters(state, M, N, K);
+}
+
+void gemm_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "N", "K", "tB"});
+  b->Args({60, 100, 784, 1});   // W1 first dense
+  b->Args({128, 512, 784, 1});  // W2 first dense
+  b->Args({64, 128, 3136, 1});  // W3 dense
+  b->Args({32, 784, 25, 0});    // W3 conv1 per image: K x P x CK
+  b->Args({64, 196, 800, 0});   // W3 conv2 per image
+  b->Args({64, 256, 576, 0});   // W4 block 2 conv per image
+  b->Args({128, 64, 1152, 0});  // W4 block 3 conv per image
+  b->Args({1024, 1024, 1024, 0});
+  b->UseRealTime();
+}
+BENCHMARK(BM_gemm_bnlab)->Apply(gemm_shapes);
+BENCHMARK(BM_gemm_cblas)->Apply(gemm_shapes);
+
+// ---- conv2d ----
+// Args: N, C, H, K, kernel, padding (square images, stride 1).
+
+double conv_flops(const benchmark::State& s) {
+  const double N = s.range(0), C = s.range(1), H = s.range(2), K = s.range(3), k = s.range(4),
+               p = s.range(5);
+  const double Ho = H + 2 * p - k + 1;
+  return 2.0 * N * K * C * k * k * Ho * Ho;
+}
+
+void BM_conv2d_forward(benchmark::State& state) {
+  Rng rng(5);
+  const int64_t N = state.range(0), C = state.range(1), H = state.range(2), K = state.range(3),
+                k = state.range(4), p = state.range(5);
+  Tensor x = Tensor::normal({N, C, H, H}, rng), w = Tensor::normal({K, C, k, k}, rng),
+         b = Tensor::normal({K}, rng);
+  NoGradGuard no_grad;
+  for (auto _ : state) benchmark::DoNotOptimize(conv2d(x, w, b, 1, p).data());
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(conv_flops(state) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_conv2d_forward_backward(benchmark::State& state) {
+  Rng rng(5);
+  const int64_t N = state.range(0), C = state.range(1), H = state.range(2), K = state.range(3),
+                k = state.range(4), p = state.range(5);
+  Tensor x = Tensor::normal({N, C, H, H}, rng), w = Tensor::normal({K, C, k, k}, rng),
+         b = Tensor::normal({K}, rng);
+  x.set_requires_grad();
+  w.set_requires_grad();
+  b.set_requires_grad();
+  Tensor seed = Tensor::normal(conv2d(x.detach(), w.detach(), b.detach(), 1, p).shape(), rng);
+  for (auto _ : state) {
+    conv2d(x, w, b, 1, p).backward(seed);
+    x.zero_grad();
+    w.zero_grad();
+    b.zero_grad();
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(3.0 * conv_flops(state) * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void conv_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"N", "C", "H", "K", "k", "pad"});
+  b->Args({64, 1, 28, 32, 5, 2});     // W3 conv1
+  b->Args({64, 32, 14, 64, 5, 2});    // W3 conv2
+  b->Args({128, 3, 32, 32, 3, 1});    // W4 conv1
+  b->Args({128, 32, 32, 32, 3, 1});   // W4 conv2
+  b->Args({128, 64, 16, 64, 3, 1});   // W4 block 2
+  b->Args({128, 128, 8, 128, 3, 1});  // W4 block 3
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+BENCHMARK(BM_conv2d_forward)->Apply(conv_shapes);
+BENCHMARK(BM_conv2d_forward_backward)->Apply(conv_shapes);
+
+// ---- batch_norm (train mode) ----
+// Args: N, C, S (spatial size). Bytes: forward reads x and writes y; backward reads x, dy and
+// writes dx.
+
+void BM_batch_norm_forward(benchmark::State& state) {
+  Rng rng(6);
+  const int64_t N = state.range(0), C = state.range(1), S = state.range(2);
+  Tensor x = Tensor::normal({N, C, S}, rng), g = Tensor::ones({C}), b = Tensor::zeros({C});
+  NoGradGuard no_grad;
+  for (auto _ : state) benchmark::DoNotOptimize(batch_norm_train(x, g, b, 1e-5f).y.data());
+  state.counters["GB/s"] =
+      benchmark::Counter(8.0 * N * C * S * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_batch_norm_forward_backward(benchmark::State& state) {
+  Rng rng(6);
+  const int64_t N = state.range(0), C = state.range(1), S = state.range(2);
+  Tensor x = Tensor::normal({N, C, S}, rng), g = Tensor::ones({C}), b = Tensor::zeros({C});
+  x.set_requires_grad();
+  g.set_requires_grad();
+  b.set_requires_grad();
+  Tensor seed = Tensor::normal({N, C, S}, rng);
+  for (auto _ : state) {
+    batch_norm_train(x, g, b, 1e-5f).y.backward(seed);
+    x.zero_grad();
+    g.zero_grad();
+    b.zero_grad();
+  }
+  state.counters["GB/s"] =
+      benchmark::Counter(20.0 * N * C * S * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void bn_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"N", "C", "S"});
+  b->Args({60, 100, 1});     // W1 BatchNorm1d
+  b->Args({64, 32, 784});    // W3 after conv1
+  b->Args({128, 32, 1024});  // W4 block 1
+  b->Args({128, 128, 64});   // W4 block 3
+  b->UseRealTime();
+}
+BENCHMARK(BM_batch_norm_forward)->Apply(bn_shapes);
+BENCHMARK(BM_batch_norm_forward_backward)->Apply(bn_shapes);
+
+// ---- elementwise ----
+
+template <Tensor (*Op)(const Tensor&)>
+void BM_unary(benchmark::State& state) {
+  Rng rng(8);
+  Tensor x = Tensor::normal({state.range(0)}, rng);
+  NoGradGuard no_grad;
+  for (auto _ : state) benchmark::DoNotOptimize(Op(x).data());
+  state.counters["GB/s"] = benchmark::Counter(8.0 * static_cast<double>(state.range(0)) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_unary<relu>)->Name("BM_relu")->Arg(128 * 32 * 1024)->UseRealTime();
+BENCHMARK(BM_unary<sigmoid>)
+    ->Name("BM_sigmoid")
+    ->Arg(60 * 100)
+    ->Arg(128 * 32 * 1024)
+    ->UseRealTime();
+
+void BM_add(benchmark::State& state) {
+  Rng rng(9);
+  Tensor a = Tensor::normal({state.range(0)}, rng), b = Tensor::normal({state.range(0)}, rng);
+  NoGradGuard no_grad;
+  for (auto _ : state) benchmark::DoNotOptimize(add(a, b).data());
+  state.counters["GB/s"] = benchmark::Counter(12.0 * static_cast<double>(state.range(0)) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_add)->Arg(128 * 32 * 1024)->UseRealTime();
+
+void BM_max_pool2d(benchmark::State& state) {
+  Rng rng(10);
+  Tensor x = Tensor::normal({128, 32, 32, 32}, rng);
+  NoGradGuard no_grad;
+  for (auto _ : state) benchmark::DoNotOptimize(max_pool2d(x, 2).data());
+  state.counters["GB/s"] = benchmark::Counter(4.0 * 1.25 * static_cast<double>(x.numel()) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_max_pool2d)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();

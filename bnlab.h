@@ -1,0 +1,35 @@
+/// @file bnlab.h
+/// @brief The umbrella header: everything a program using bnlab needs, in one include.
+///
+/// Installed as `<prefix>/include/bnlab/bnlab.h`; write `#include <bnlab/bnlab.h>`. Single parts
+/// can be included on their own, e.g. `#include <bnlab/layers/module.h>` (see
+/// docs/guide/README.md).
+#pragma once
+
+#include "core/autograd.h"     // NoGradGuard; attach, grad_buffer, needs_grad for new ops
+#include "core/blas.h"         // set_num_threads, gemm
+#include "core/distributed.h"  // Communicator, world(): data-parallel training
+#include "core/error.h"        // bnlab::Error, BNLAB_CHECK
+#include "core/gradcheck.h"    // check_gradients: finite-difference checks of your own ops
+#include "core/io.h"           // write_file_atomic, read_file
+#include "core/ops.h"          // every differentiable op
+#include "core/random.h"       // Rng
+#include "core/serialize.h"    // save_safetensors, load_safetensors
+#include "core/tensor.h"       // Tensor
+#include "data/cifar.h"
+#include "data/data_loader.h"  // DataLoader, Batch
+#include "data/dataset.h"      // ImageDataset
+#include "data/datasets.h"     // load_dataset, resolve_data_dir, standard_normalization
+#include "data/idx.h"
+#include "data/image_folder.h"
+#include "data/preview.h"
+#include "data/transforms.h"
+#include "layers/layers.h"  // Module and every layer
+#include "optim/optim.h"    // optimizers, schedules, gradient clipping
+
+/// @namespace bnlab
+/// @brief Everything public in bnlab: Tensor and autodiff (core/), Module and the layers (layers/),
+/// optimizers (optim/) and data loading (data/). `bnlab::detail` holds internals.
+
+/// @namespace bnlab::init
+/// @brief Weight initialization schemes with torch.nn.init's formulas (layers/init.h).

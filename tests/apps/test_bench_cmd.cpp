@@ -1,0 +1,52 @@
+// bnlab bench: a minimal real run writes the table and a JSON document with every measured field;
+// bad lists are rejected with the offending value named. (No timing is asserted.)
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "apps_test_util.h"
+#include "core/io.h"
+
+using namespace bnlab;
+using namespace bnlab::testing;
+using namespace apps_test;
+
+TEST_CASE("apps.bench: one short workload writes the table and the JSON") {
+  TempDir dir;
+  std::string json_path = dir.file("bench.json");
+  CliResult r = run_cli(
+      "bench --workloads W1 --norms none,batch --threads 1 --repeats 2 "
+      "--seconds 0.01 --warmup 0 --json " +
+      shell_quote(json_path));
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("paper-mlp") != std::string::npos);
+  CHECK(r.output.find("no-BN/BN train") != std::string::npos);
+  auto doc = nlohmann::json::parse(read_file(json_path));
+  REQUIRE(doc["results"].size() == 2);
+  for (const auto& row : doc["results"]) {
+    CHECK(row["workload"] == "W1");
+    CHECK(row["batch"] == 60);
+    CHECK(row["threads"] == 1);
+    CHECK(row["train"]["repeats"] == 2);
+    CHECK(row["train"]["min"].get<double>() > 0.0);
+    CHECK(row["train"]["min"].get<double>() <= row["train"]["median"].get<double>());
+    CHECK(row["train"]["median"].get<double>() <= row["train"]["max"].get<double>());
+    CHECK(row["infer"]["median"].get<double>() > 0.0);
+    CHECK(row["peak_rss_mb"].get<double>() > 0.0);
+  }
+  CHECK(doc["results"][0]["norm"] == "none");
+  CHECK(doc["results"][1]["norm"] == "batch");
+}
+
+TEST_CASE("apps.bench: unknown workloads, norms and thread counts are errors") {
+  CliResult w = run_cli("bench --workloads W9");
+  CHECK(w.exit_code == 1);
+  CHECK(w.output.find("unknown workload 'W9'") != std::string::npos);
+  CliResult n = run_cli("bench --norms layer");
+  CHECK(n.exit_code == 1);
+  CHECK(n.output.find("got 'layer'") != std::string::npos);
+  CliResult t = run_cli("bench --threads 0");
+  CHECK(t.exit_code == 1);
+  CHECK(t.output.find("got '0'") != std::string::npos);
+}

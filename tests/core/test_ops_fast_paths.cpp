@@ -1,0 +1,156 @@
+// The specialized kernels added for speed (issue 6) against straightforward references:
+// max_pool2d's 2x2/stride-2 path (ties to the first index, NaN wins) and conv2d's bounds-hoisted
+// im2col/col2im at stride 1 and 2 (forward values and gradients against a direct convolution), and
+// conv2d's vectorized bias-gradient reduction.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "gradcheck.h"
+
+using namespace bnlab;
+using bnlab::testing::param;
+
+TEST_CASE("ops.pool: the 2x2 stride-2 path matches a reference, ties and NaN included") {
+  Rng rng(31);
+  const int64_t N = 2, C = 3, H = 6, W = 5;  // odd W: the last column is dropped (floor mode)
+  Tensor x = Tensor::normal({N, C, H, W}, rng);
+  float* px = x.data();
+  px[0] = px[1] = px[W] = px[W + 1] = 0.5f;  // a four-way tie: the first index wins
+  px[2 * W + 2] = std::numeric_limits<float>::quiet_NaN();
+  x.set_requires_grad();
+  Tensor y = max_pool2d(x, 2);
+  REQUIRE(y.shape() == Shape{N, C, 3, 2});
+  for (int64_t p = 0; p < N * C; ++p) {
+    for (int64_t oh = 0; oh < 3; ++oh) {
+      for (int64_t ow = 0; ow < 2; ++ow) {
+        const float* xp = px + p * H * W;
+        float best = xp[2 * oh * W + 2 * ow];
+        for (int64_t i = 0; i < 2; ++i)
+          for (int64_t j = 0; j < 2; ++j) {
+            float v = xp[(2 * oh + i) * W + 2 * ow + j];
+            if (v > best || (std::isnan(v) && !std::isnan(best))) best = v;
+          }
+        float got = y.data()[(p * 3 + oh) * 2 + ow];
+        if (std::isnan(best)) {
+          CHECK(std::isnan(got));
+        } else {
+          CHECK(got == best);
+        }
+      }
+    }
+  }
+  // The gradient of the tied window goes to index 0 only.
+  sum(mul(y, Tensor::ones(y.shape()))).backward();
+  CHECK(x.grad().data()[0] == 1.0f);
+  CHECK(x.grad().data()[1] == 0.0f);
+  CHECK(x.grad().data()[W] == 0.0f);
+  CHECK_GRADIENTS("max_pool2d 2x2/2",
+                  [](const std::vector<Tensor>& in) { return max_pool2d(in[0], 2); },
+                  {param({1, 2, 4, 6}, 32)});
+}
+
+TEST_CASE("ops.conv: im2col/col2im fast paths match a direct convolution") {
+  for (int64_t stride : {1, 2}) {
+    for (int64_t padding : {0, 1, 2}) {
+      CAPTURE(stride);
+      CAPTURE(padding);
+      Rng rng(static_cast<uint64_t>(40 + stride * 3 + padding));
+      const int64_t N = 2, C = 2, H = 5, W = 7, K = 3, k = 3;
+      Tensor x = Tensor::normal({N, C, H, W}, rng), w = Tensor::normal({K, C, k, k}, rng);
+      Tensor y = conv2d(x, w, Tensor(), stride, padding);
+      const int64_t Ho = (H + 2 * padding - k) / stride + 1,
+                    Wo = (W + 2 * padding - k) / stride + 1;
+      REQUIRE(y.shape() == Shape{N, K, Ho, Wo});
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t o = 0; o < K; ++o)
+          for (int64_t oh = 0; oh < Ho; ++oh)
+            for (int64_t ow = 0; ow < Wo; ++ow) {
+              double acc = 0.0;
+              for (int64_t c = 0; c < C; ++c)
+                for (int64_t i = 0; i < k; ++i)
+                  for (int64_t j = 0; j < k; ++j) {
+                    int64_t ih = oh * stride - padding + i, iw = ow * stride - padding + j;
+                    if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                    acc += x.data()[((n * C + c) * H + ih) * W + iw] *
+                           w.data()[((o * C + c) * k + i) * k + j];
+                  }
+              CHECK(y.data()[((n * K + o) * Ho + oh) * Wo + ow] ==
+                    doctest::Approx(acc).epsilon(1e-5));
+            }
+      CHECK_GRADIENTS("conv2d fast paths",
+                      [=](const std::vector<Tensor>& in) {
+                        return conv2d(in[0], in[1], in[2], stride, padding);
+                      },
+                      {param({1, 2, 4, 5}, 50), param({2, 2, 3, 3}, 51), param({2}, 52)});
+    }
+  }
+}
+
+TEST_CASE("ops.conv: the vectorized bias gradient equals the double-precision sum of dout") {
+  // db[k] = sum over n, oh, ow of dout[n, k, oh, ow]. P = 5 * 7 = 35 output pixels per plane (not a
+  // multiple of the vector width, so the reduction's remainder is exercised), N = 3 images, and a
+  // bias gradient that already holds a value (backward adds into it).
+  const int64_t N = 3, C = 2, K = 4, Ho = 5, Wo = 7;
+  Rng rng(61);
+  Tensor x = Tensor::normal({N, C, Ho, Wo}, rng);  // 3x3, padding 1: the output is Ho x Wo too
+  Tensor w = param({K, C, 3, 3}, 62);
+  Tensor b = param({K}, 63);
+  Tensor r = Tensor::uniform({N, K, Ho, Wo}, rng, -1.0f, 1.0f);
+  sum(mul(conv2d(x, w, b, 1, 1), r)).backward();  // dout = r
+  sum(mul(conv2d(x, w, b, 1, 1), r)).backward();  // accumulates: db = 2 * sum(r)
+  REQUIRE(b.grad().defined());
+  for (int64_t k = 0; k < K; ++k) {
+    double acc = 0.0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t p = 0; p < Ho * Wo; ++p) acc += r.data()[(n * K + k) * Ho * Wo + p];
+    CAPTURE(k);
+    CHECK(b.grad().data()[k] == doctest::Approx(2.0 * acc).epsilon(1e-6));
+  }
+}
+
+TEST_CASE(
+    "ops.conv: the same-width im2col/col2im path matches a direct convolution, padding wider "
+    "than the image included") {
+  // Stride 1 with a (2p+1)-wide kernel keeps the output as wide as the input, which takes im2col's
+  // one-copy-per-row path. Narrow images (W = 1, 2 < p) make the copied range wrap across several
+  // rows and clip at both ends of the plane; unequal kh and kw check that only the width matters.
+  struct Case {
+    int64_t H, W, kh, p;
+  };
+  for (Case cs :
+       {Case{5, 7, 3, 1}, Case{6, 6, 5, 2}, Case{4, 1, 3, 1}, Case{3, 2, 1, 2}, Case{2, 1, 7, 3}}) {
+    CAPTURE(cs.H);
+    CAPTURE(cs.W);
+    CAPTURE(cs.p);
+    const int64_t N = 2, C = 2, K = 3, kw = 2 * cs.p + 1;
+    Rng rng(static_cast<uint64_t>(70 + cs.W * 7 + cs.p));
+    Tensor x = Tensor::normal({N, C, cs.H, cs.W}, rng), w = Tensor::normal({K, C, cs.kh, kw}, rng);
+    Tensor y = conv2d(x, w, Tensor(), 1, cs.p);
+    const int64_t Ho = cs.H + 2 * cs.p - cs.kh + 1, Wo = cs.W;
+    REQUIRE(y.shape() == Shape{N, K, Ho, Wo});
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t o = 0; o < K; ++o)
+        for (int64_t oh = 0; oh < Ho; ++oh)
+          for (int64_t ow = 0; ow < Wo; ++ow) {
+            double acc = 0.0;
+            for (int64_t c = 0; c < C; ++c)
+              for (int64_t i = 0; i < cs.kh; ++i)
+                for (int64_t j = 0; j < kw; ++j) {
+                  int64_t ih = oh - cs.p + i, iw = ow - cs.p + j;
+                  if (ih < 0 || ih >= cs.H || iw < 0 || iw >= cs.W) continue;
+                  acc += x.data()[((n * C + c) * cs.H + ih) * cs.W + iw] *
+                         w.data()[((o * C + c) * cs.kh + i) * kw + j];
+                }
+            CHECK(y.data()[((n * K + o) * Ho + oh) * Wo + ow] ==
+                  doctest::Approx(acc).epsilon(1e-5));
+          }
+    CHECK_GRADIENTS(
+        "conv2d same-width path",
+        [=](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], 1, cs.p); },
+        {param({1, 2, cs.H, cs.W}, 80), param({2, 2, cs.kh, kw}, 81), param({2}, 82)});
+  }
+}
