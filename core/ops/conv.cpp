@@ -14,7 +14,10 @@
 // Threads: one image per iteration of an OpenMP loop over N, each thread with its own column
 // buffer. We link OpenBLAS's OpenMP build, so a GEMM issued inside the parallel region runs on the
 // calling thread only; with N == 1 the region is inactive and the GEMM gets every core instead.
-// Transposes are GEMM flags, never copies.
+// Transposes are GEMM flags, never copies. One GEMM per image rather than one per chunk of images
+// (their column matrices side by side): at the W3/W4 shapes the per-image GEMMs already run near
+// OpenBLAS's speed for the shape, and the stacked ones were no faster once their buffers left the
+// cache (docs/performance.md, "Conv: batched im2col and the same-width path").
 //
 // Reference: https://pytorch.org/docs/stable/generated/torch.nn.functional.conv2d.html
 #include <omp.h>
@@ -45,6 +48,70 @@ struct ConvDims {
   bool parallel() const { return N > 1 && N * K * CK() * P() > (int64_t{1} << 18); }
 };
 
+// ceil(a / b) for b > 0 and any sign of a.
+int64_t div_ceil(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+
+// The output columns [ow0, ow1) whose input column iw = ow*stride - padding + j lies inside [0, W);
+// the columns outside read padding. Computed once per kernel column, so the copy loops below have
+// no per-element bounds checks (and with stride 1 are plain contiguous copies).
+void valid_columns(int64_t j, const ConvDims& d, int64_t* ow0, int64_t* ow1) {
+  *ow0 = std::clamp<int64_t>(div_ceil(d.padding - j, d.stride), 0, d.Wo);
+  *ow1 = std::clamp<int64_t>(div_ceil(d.W + d.padding - j, d.stride), *ow0, d.Wo);
+}
+
+// A stride-1 conv whose output is as wide as its input (Wo == W: "same" padding, every conv of the
+// benchmark models). There, output cell t = oh*Wo + ow of im2col row (c, i, j) reads input cell
+// t + offset of plane c, offset = (i - padding)*W + (j - padding), so a whole row is ONE contiguous
+// copy (or add, for col2im) over [t0, t1) instead of Ho short ones of 8-32 floats, where the
+// per-call overhead dominated. The output rows [oh0, oh1) read real input rows; within them, the
+// columns outside [ow0, ow1) lie in the padding although the contiguous range covers them (it wraps
+// to the neighbouring input row's edge pixels). [t0, t1) is clipped so the input index stays inside
+// the plane; what is clipped off at either end is such padding columns.
+struct SameWidthSpan {
+  int64_t oh0, oh1, offset, t0, t1;
+};
+
+SameWidthSpan same_width_span(int64_t i, int64_t j, const ConvDims& d) {
+  SameWidthSpan s{};
+  s.oh0 = std::clamp<int64_t>(d.padding - i, 0, d.Ho);
+  s.oh1 = std::clamp<int64_t>(d.H + d.padding - i, s.oh0, d.Ho);
+  s.offset = (i - d.padding) * d.W + (j - d.padding);
+  s.t0 = std::clamp<int64_t>(-s.offset, s.oh0 * d.Wo, s.oh1 * d.Wo);
+  s.t1 = std::clamp<int64_t>(d.H * d.W - s.offset, s.t0, s.oh1 * d.Wo);
+  return s;
+}
+
+// Sets row's padding columns [0, ow0) and [ow1, Wo) to zero in the output rows [oh0, oh1).
+void zero_padding_columns(float* row, int64_t ow0, int64_t ow1, const SameWidthSpan& s,
+                          const ConvDims& d) {
+  for (int64_t oh = s.oh0; oh < s.oh1; ++oh) {
+    float* r = row + oh * d.Wo;
+    for (int64_t ow = 0; ow < ow0; ++ow) r[ow] = 0.0f;
+    for (int64_t ow = ow1; ow < d.Wo; ++ow) r[ow] = 0.0f;
+  }
+}
+
+// im2col row (c, i, j) on the same-width path: one copy, then the padding zeroed.
+void same_width_im2col_row(float* row, const float* xc, int64_t i, int64_t j, int64_t ow0,
+                           int64_t ow1, const ConvDims& d) {
+  const SameWidthSpan s = same_width_span(i, j, d);
+  std::fill(row, row + s.oh0 * d.Wo, 0.0f);
+  if (s.t1 > s.t0) std::copy(xc + s.t0 + s.offset, xc + s.t1 + s.offset, row + s.t0);
+  std::fill(row + s.oh1 * d.Wo, row + d.P(), 0.0f);
+  zero_padding_columns(row, ow0, ow1, s, d);
+}
+
+// col2im row (c, i, j) on the same-width path: the padding cells of dcol's row are zeroed first
+// (dcol is scratch), so one contiguous add sends every real cell's gradient to its input pixel and
+// the wrapped padding cells add exactly 0.
+void same_width_col2im_row(float* dxc, float* row, int64_t i, int64_t j, int64_t ow0, int64_t ow1,
+                           const ConvDims& d) {
+  const SameWidthSpan s = same_width_span(i, j, d);
+  zero_padding_columns(row, ow0, ow1, s, d);
+#pragma omp simd
+  for (int64_t t = s.t0; t < s.t1; ++t) dxc[t + s.offset] += row[t];
+}
+
 // col [CK, P] <- x_n [C, H, W]; cells that fall in the padding are 0.
 void im2col(float* col, const float* x, const ConvDims& d) {
   for (int64_t c = 0; c < d.C; ++c) {
@@ -52,6 +119,13 @@ void im2col(float* col, const float* x, const ConvDims& d) {
     for (int64_t i = 0; i < d.kh; ++i) {
       for (int64_t j = 0; j < d.kw; ++j) {
         float* row = col + ((c * d.kh + i) * d.kw + j) * d.P();
+        int64_t ow0, ow1;
+        valid_columns(j, d, &ow0, &ow1);
+        const int64_t shift = j - d.padding;  // iw = ow * stride + shift
+        if (d.stride == 1 && d.Wo == d.W) {
+          same_width_im2col_row(row, xc, i, j, ow0, ow1, d);
+          continue;
+        }
         for (int64_t oh = 0; oh < d.Ho; ++oh) {
           float* dst = row + oh * d.Wo;
           int64_t ih = oh * d.stride - d.padding + i;
@@ -60,10 +134,13 @@ void im2col(float* col, const float* x, const ConvDims& d) {
             continue;
           }
           const float* src = xc + ih * d.W;
-          for (int64_t ow = 0; ow < d.Wo; ++ow) {
-            int64_t iw = ow * d.stride - d.padding + j;
-            dst[ow] = iw >= 0 && iw < d.W ? src[iw] : 0.0f;
+          std::fill_n(dst, ow0, 0.0f);
+          if (d.stride == 1) {
+            std::copy(src + ow0 + shift, src + ow1 + shift, dst + ow0);
+          } else {
+            for (int64_t ow = ow0; ow < ow1; ++ow) dst[ow] = src[ow * d.stride + shift];
           }
+          std::fill(dst + ow1, dst + d.Wo, 0.0f);
         }
       }
     }
@@ -72,20 +149,30 @@ void im2col(float* col, const float* x, const ConvDims& d) {
 
 // dx_n [C, H, W] += col2im(dcol [CK, P]): the adjoint of im2col. An input pixel read by several
 // windows (stride < kernel) receives the sum of their gradients; padding cells receive nothing.
-void col2im(float* dx, const float* dcol, const ConvDims& d) {
+// dcol is scratch: the same-width path zeroes its padding cells.
+void col2im(float* dx, float* dcol, const ConvDims& d) {
   for (int64_t c = 0; c < d.C; ++c) {
     float* dxc = dx + c * d.H * d.W;
     for (int64_t i = 0; i < d.kh; ++i) {
       for (int64_t j = 0; j < d.kw; ++j) {
-        const float* row = dcol + ((c * d.kh + i) * d.kw + j) * d.P();
+        float* row = dcol + ((c * d.kh + i) * d.kw + j) * d.P();
+        int64_t ow0, ow1;
+        valid_columns(j, d, &ow0, &ow1);
+        if (d.stride == 1 && d.Wo == d.W) {
+          same_width_col2im_row(dxc, row, i, j, ow0, ow1, d);
+          continue;
+        }
+        const int64_t shift = j - d.padding;
         for (int64_t oh = 0; oh < d.Ho; ++oh) {
           int64_t ih = oh * d.stride - d.padding + i;
           if (ih < 0 || ih >= d.H) continue;
           const float* src = row + oh * d.Wo;
           float* dst = dxc + ih * d.W;
-          for (int64_t ow = 0; ow < d.Wo; ++ow) {
-            int64_t iw = ow * d.stride - d.padding + j;
-            if (iw >= 0 && iw < d.W) dst[iw] += src[ow];
+          if (d.stride == 1) {
+#pragma omp simd
+            for (int64_t ow = ow0; ow < ow1; ++ow) dst[ow + shift] += src[ow];
+          } else {
+            for (int64_t ow = ow0; ow < ow1; ++ow) dst[ow * d.stride + shift] += src[ow];
           }
         }
       }
@@ -124,13 +211,16 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* b, 
 void conv2d_backward(float* dx, float* dw, float* db, const float* dout, const float* x,
                      const float* w, const ConvDims& d) {
   const int64_t CK = d.CK(), P = d.P();
-  // db[k] = sum over n, p of dout[n, k, p]; each k is independent.
+  // db[k] = sum over n, p of dout[n, k, p]; each k is independent. The simd reduction keeps several
+  // independent double partial sums: a single serial chain of double adds (no -ffast-math, so the
+  // compiler may not reorder it) is bound by the add latency, 4 cycles per element.
   if (db) {
 #pragma omp parallel for if (d.N * d.K * P > (1 << 15))
     for (int64_t k = 0; k < d.K; ++k) {
       double acc = 0.0;
       for (int64_t n = 0; n < d.N; ++n) {
         const float* g = dout + (n * d.K + k) * P;
+#pragma omp simd reduction(+ : acc)
         for (int64_t p = 0; p < P; ++p) acc += g[p];
       }
       db[k] += static_cast<float>(acc);
