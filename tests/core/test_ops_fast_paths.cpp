@@ -53,6 +53,30 @@ TEST_CASE("ops.pool: the 2x2 stride-2 path matches a reference, ties and NaN inc
                   {param({1, 2, 4, 6}, 32)});
 }
 
+// Checks y = conv2d(x, w, no bias, stride, padding) element by element against the textbook
+// definition, summed in double.
+static void check_against_direct_conv(const Tensor& x, const Tensor& w, const Tensor& y,
+                                      int64_t stride, int64_t padding) {
+  const int64_t N = x.shape()[0], C = x.shape()[1], H = x.shape()[2], W = x.shape()[3];
+  const int64_t K = w.shape()[0], kh = w.shape()[2], kw = w.shape()[3];
+  const int64_t Ho = y.shape()[2], Wo = y.shape()[3];
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t o = 0; o < K; ++o)
+      for (int64_t oh = 0; oh < Ho; ++oh)
+        for (int64_t ow = 0; ow < Wo; ++ow) {
+          double acc = 0.0;
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t i = 0; i < kh; ++i)
+              for (int64_t j = 0; j < kw; ++j) {
+                int64_t ih = oh * stride - padding + i, iw = ow * stride - padding + j;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                acc += x.data()[((n * C + c) * H + ih) * W + iw] *
+                       w.data()[((o * C + c) * kh + i) * kw + j];
+              }
+          CHECK(y.data()[((n * K + o) * Ho + oh) * Wo + ow] == doctest::Approx(acc).epsilon(1e-5));
+        }
+}
+
 TEST_CASE("ops.conv: im2col/col2im fast paths match a direct convolution") {
   for (int64_t stride : {1, 2}) {
     for (int64_t padding : {0, 1, 2}) {
@@ -65,22 +89,7 @@ TEST_CASE("ops.conv: im2col/col2im fast paths match a direct convolution") {
       const int64_t Ho = (H + 2 * padding - k) / stride + 1,
                     Wo = (W + 2 * padding - k) / stride + 1;
       REQUIRE(y.shape() == Shape{N, K, Ho, Wo});
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t o = 0; o < K; ++o)
-          for (int64_t oh = 0; oh < Ho; ++oh)
-            for (int64_t ow = 0; ow < Wo; ++ow) {
-              double acc = 0.0;
-              for (int64_t c = 0; c < C; ++c)
-                for (int64_t i = 0; i < k; ++i)
-                  for (int64_t j = 0; j < k; ++j) {
-                    int64_t ih = oh * stride - padding + i, iw = ow * stride - padding + j;
-                    if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                    acc += x.data()[((n * C + c) * H + ih) * W + iw] *
-                           w.data()[((o * C + c) * k + i) * k + j];
-                  }
-              CHECK(y.data()[((n * K + o) * Ho + oh) * Wo + ow] ==
-                    doctest::Approx(acc).epsilon(1e-5));
-            }
+      check_against_direct_conv(x, w, y, stride, padding);
       CHECK_GRADIENTS("conv2d fast paths",
                       [=](const std::vector<Tensor>& in) {
                         return conv2d(in[0], in[1], in[2], stride, padding);
@@ -132,22 +141,7 @@ TEST_CASE(
     Tensor y = conv2d(x, w, Tensor(), 1, cs.p);
     const int64_t Ho = cs.H + 2 * cs.p - cs.kh + 1, Wo = cs.W;
     REQUIRE(y.shape() == Shape{N, K, Ho, Wo});
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t o = 0; o < K; ++o)
-        for (int64_t oh = 0; oh < Ho; ++oh)
-          for (int64_t ow = 0; ow < Wo; ++ow) {
-            double acc = 0.0;
-            for (int64_t c = 0; c < C; ++c)
-              for (int64_t i = 0; i < cs.kh; ++i)
-                for (int64_t j = 0; j < kw; ++j) {
-                  int64_t ih = oh - cs.p + i, iw = ow - cs.p + j;
-                  if (ih < 0 || ih >= cs.H || iw < 0 || iw >= cs.W) continue;
-                  acc += x.data()[((n * C + c) * cs.H + ih) * cs.W + iw] *
-                         w.data()[((o * C + c) * cs.kh + i) * kw + j];
-                }
-            CHECK(y.data()[((n * K + o) * Ho + oh) * Wo + ow] ==
-                  doctest::Approx(acc).epsilon(1e-5));
-          }
+    check_against_direct_conv(x, w, y, 1, cs.p);
     CHECK_GRADIENTS(
         "conv2d same-width path",
         [=](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], 1, cs.p); },
