@@ -1,5 +1,7 @@
 #include "apps/data_parallel.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -8,6 +10,7 @@
 #include <functional>
 #include <string>
 
+#include "core/io.h"
 #include "layers/batch_norm.h"
 
 namespace bnlab::apps {
@@ -56,9 +59,8 @@ void DataParallel::average_gradients() {
   if (!active()) return;
   ++steps_;
   if (steps_ == exit_at_step_) {
-    std::fprintf(stderr, "rank %d: exiting at step %lld (BNLAB_TEST_RANK_EXIT)\n", comm_.rank(),
-                 static_cast<long long>(steps_));
-    std::fflush(stderr);
+    write_whole_line(STDERR_FILENO, "rank " + std::to_string(comm_.rank()) + ": exiting at step " +
+                                        std::to_string(steps_) + " (BNLAB_TEST_RANK_EXIT)\n");
     std::_Exit(3);
   }
   auto t0 = std::chrono::steady_clock::now();

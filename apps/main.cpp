@@ -1,14 +1,23 @@
 // bnlab: the command-line front door. main only dispatches: bad flags print the problem and the
 // subcommand's usage and exit 2 (CLI11); library errors print "error: ..." and exit 1.
+//
+// Every message goes out in one write(2) (core/io.h write_whole_line): under mpirun, or in a
+// test's `2>&1`, several processes share one pipe, and a line written in parts can be split by
+// another process's output.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <cmath>
+#include <cstdlib>
 #include <iostream>
+#include <sstream>
 
 #include "apps/commands.h"
 #include "apps/interrupt.h"
 #include "core/blas.h"
 #include "core/distributed.h"
 #include "core/error.h"
+#include "core/io.h"
 
 namespace bnlab::apps {
 
@@ -34,6 +43,30 @@ const CLI::Validator kFiniteNonNegative(
     },
     "NONNEGATIVE");
 
+namespace {
+
+// Where an error was thrown (file:line) is for developers: shown with --debug, BNLAB_DEBUG=1 or
+// in a debug build, never in a user's message.
+bool show_error_locations(bool debug_flag) {
+#ifndef NDEBUG
+  return true;
+#else
+  const char* env = std::getenv("BNLAB_DEBUG");
+  return debug_flag || (env != nullptr && *env != '\0' && std::string(env) != "0");
+#endif
+}
+
+void print_error(const std::exception& e, bool with_location) {
+  std::string line = std::string("error: ") + e.what();
+  if (const auto* be = dynamic_cast<const bnlab::Error*>(&e);
+      be != nullptr && with_location && !be->where().empty()) {
+    line += " (at " + be->where() + ")";
+  }
+  bnlab::write_whole_line(STDERR_FILENO, line + "\n");
+}
+
+}  // namespace
+
 }  // namespace bnlab::apps
 
 int main(int argc, char** argv) {
@@ -49,6 +82,10 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("bnlab ") + BNLAB_VERSION);
   app.failure_message(CLI::FailureMessage::help);
   app.require_subcommand(1);
+  bool debug = false;
+  app.add_flag("--debug", debug, "Error messages name the source file:line that threw them")
+      ->envname("BNLAB_DEBUG");
+  app.fallthrough();  // --debug also after the subcommand name
 
   std::vector<Command> commands{add_train_command(app), add_eval_command(app),
                                 add_ablate_command(app), add_data_command(app),
@@ -61,7 +98,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    int code = app.exit(e);  // prints --help/--version output, or the error and the usage
+    // --help/--version output, or the error and the usage; each stream in one write.
+    std::ostringstream out, err;
+    int code = app.exit(e, out, err);
+    if (!out.str().empty()) bnlab::write_whole_line(STDOUT_FILENO, out.str());
+    if (!err.str().empty()) bnlab::write_whole_line(STDERR_FILENO, err.str());
     return code == 0 ? 0 : 2;
   }
   try {
@@ -73,13 +114,10 @@ int main(int argc, char** argv) {
                 << " threading: " << bnlab::blas_config() << "\n"
                 << "threads: " << bnlab::num_threads() << "\n";
     }
-  } catch (const bnlab::Error& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    bnlab::abort_job_if_distributed(1);  // under mpirun: end the ranks waiting for this one
-    return 1;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    bnlab::abort_job_if_distributed(1);
+    std::cout.flush();  // what the run printed so far comes before the error
+    print_error(e, show_error_locations(debug));
+    bnlab::abort_job_if_distributed(1);  // under mpirun: end the ranks waiting for this one
     return 1;
   }
   return 0;

@@ -11,16 +11,26 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace bnlab {
 
 /// What every bnlab function throws on bad input: the message names the op, what went wrong and
-/// the shapes involved, and ends with the throwing file:line.
+/// the shapes involved. The throwing source file:line is kept apart, in where(): users read the
+/// message; a developer asks for the location (`bnlab --debug`, BNLAB_DEBUG=1, or a debug build).
 class Error : public std::runtime_error {
  public:
-  /// An error with `message` as its what().
+  /// An error with `message` as its what() and no source location.
   explicit Error(const std::string& message) : std::runtime_error(message) {}
+  /// An error with `message` as its what(), thrown at `where` ("file:line").
+  Error(const std::string& message, std::string where)
+      : std::runtime_error(message), where_(std::move(where)) {}
+  /// The throwing source location as "file:line", or "" when unknown.
+  const std::string& where() const { return where_; }
+
+ private:
+  std::string where_;
 };
 
 /// Shapes print as "[N, C, H, W]" everywhere: one helper, so messages look alike.
@@ -44,8 +54,7 @@ template <typename... Parts>
 [[noreturn]] void throw_error(const char* file, int line, const Parts&... parts) {
   std::ostringstream os;
   stream_parts(os, parts...);
-  os << " (" << file << ":" << line << ")";
-  throw Error(os.str());
+  throw Error(os.str(), std::string(file) + ":" + std::to_string(line));
 }
 
 }  // namespace detail

@@ -185,4 +185,13 @@ void ensure_directory(const std::string& dir) {
   }
 }
 
+void write_whole_line(int fd, std::string_view text) {
+  while (!text.empty()) {
+    ssize_t n = ::write(fd, text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    text.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
 }  // namespace bnlab

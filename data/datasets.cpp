@@ -57,10 +57,7 @@ ImageDataset with_fetch_hint(const std::string& name, const std::string& data_di
           (fs::path(data_dir) / subdir).string();
     }
     hint += " (or set BNLAB_DATA / --data-dir to the directory holding " + subdir + "/)";
-    // Keep BNLAB_CHECK's trailing " (file:line)" last.
-    size_t at = msg.size();
-    if (!msg.empty() && msg.back() == ')') at = msg.rfind(" (");
-    throw Error(msg.substr(0, at) + hint + msg.substr(at));
+    throw Error(msg + hint, e.where());
   }
 }
 

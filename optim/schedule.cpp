@@ -183,7 +183,7 @@ class SpecParser {
     } catch (const Error& e) {
       std::string what = e.what();
       if (what.rfind("parse_schedule:", 0) == 0) throw;
-      fail(what.substr(0, what.find(" (")));  // drop the file:line of the inner check
+      fail(what);
     }
     fail("unknown schedule '" + kind + "'");
   }

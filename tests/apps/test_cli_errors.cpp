@@ -159,3 +159,19 @@ TEST_CASE("apps.cli: an output directory that cannot be created exits 1 naming i
   CHECK(contains(ablate.output, "cannot create directory " + under_file));
   CHECK(read_text(dir.file("file")) == "x");
 }
+
+TEST_CASE("apps.errors: messages carry no source location unless --debug asks for it") {
+  TempDir dir;
+  fs::create_directories(dir.file("data"));
+  CliResult plain = run_cli(train_flags(dir));
+  CAPTURE(plain.output);
+  CHECK(plain.exit_code == 1);
+  CHECK(contains(plain.output, "error: mnist: "));
+  CHECK_FALSE(contains(plain.output, ".cpp:"));
+
+  CliResult debug = run_cli(train_flags(dir) + " --debug");
+  CAPTURE(debug.output);
+  CHECK(debug.exit_code == 1);
+  CHECK(contains(debug.output, "(at "));
+  CHECK(contains(debug.output, ".cpp:"));
+}
