@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -13,6 +14,7 @@
 #include <thread>
 
 #include "apps/interrupt.h"
+#include "apps/knobs.h"
 #include "apps/plot.h"
 #include "core/blas.h"
 #include "core/distributed.h"
@@ -30,26 +32,6 @@ std::vector<std::string> split(const std::string& s, char sep) {
   std::string item;
   while (std::getline(ss, item, sep)) out.push_back(item);
   return out;
-}
-
-float parse_float(const std::string& factor, const std::string& value) {
-  try {
-    size_t used = 0;
-    float v = std::stof(value, &used);
-    if (used == value.size() && std::isfinite(v)) return v;
-  } catch (const std::exception&) {
-  }
-  BNLAB_FAIL("ablate: factor ", factor, " needs a number; got '", value, "'");
-}
-
-int64_t parse_int(const std::string& factor, const std::string& value) {
-  try {
-    size_t used = 0;
-    int64_t v = std::stoll(value, &used);
-    if (used == value.size()) return v;
-  } catch (const std::exception&) {
-  }
-  BNLAB_FAIL("ablate: factor ", factor, " needs a whole number; got '", value, "'");
 }
 
 // A directory name for an arm: letters, digits, '.', '-' and '_' only.
@@ -274,7 +256,7 @@ const std::vector<std::pair<std::string, std::string>>& factor_help() {
       {"dropout", "dropout probability"},
       {"groups", "GroupNorm group count"},
       {"model", "paper-mlp | mlp | lenet | cifar-cnn"},
-      {"dataset", "mnist | fashion-mnist | cifar10"},
+      {"dataset", "mnist | fashion-mnist | cifar10 | cifar100 | folder:PATH"},
       {"optimizer", "sgd | adam | adamw | rmsprop"},
       {"momentum", "momentum"},
       {"weight-decay", "weight decay"},
@@ -328,51 +310,25 @@ std::vector<Factor> preset_factors(const std::string& preset) {
 }
 
 void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string& value) {
-  auto one_of = [&](const std::vector<std::string>& allowed) {
-    BNLAB_CHECK(std::find(allowed.begin(), allowed.end(), value) != allowed.end(),
-                "ablate: ", factor, "='", value, "' is not one of the accepted values");
-  };
-  if (factor == "norm") {
-    one_of(norm_names());
-    cfg.model.norm = value;
-  } else if (factor == "placement") {
-    one_of({"before", "after"});
-    cfg.model.placement = value;
-  } else if (factor == "lr") {
-    cfg.lr = parse_float(factor, value);
-    BNLAB_CHECK(cfg.lr > 0, "ablate: lr must be positive; got ", value);
-  } else if (factor == "lr-mult") {
-    float m = parse_float(factor, value);
-    BNLAB_CHECK(m > 0, "ablate: lr-mult must be positive; got ", value);
+  if (factor == "lr-mult") {
+    float m = 0;
+    try {
+      m = static_cast<float>(parse_real(value, 0, std::numeric_limits<float>::max(), true, false));
+    } catch (const Error& e) {
+      BNLAB_FAIL("ablate: lr-mult=", value, ": ", e.what());
+    }
     BNLAB_CHECK(std::isfinite(cfg.lr * m), "ablate: lr-mult ", value, " times the base lr ", cfg.lr,
                 " is not a finite float");
     cfg.lr *= m;
-  } else if (factor == "batch-size") {
-    cfg.batch_size = parse_int(factor, value);
-    BNLAB_CHECK(cfg.batch_size > 0, "ablate: batch-size must be positive; got ", value);
-  } else if (factor == "init") {
-    cfg.model.init = value;
-  } else if (factor == "dropout") {
-    cfg.model.dropout = parse_float(factor, value);
-    BNLAB_CHECK(cfg.model.dropout >= 0 && cfg.model.dropout <= 1,
-                "ablate: dropout must be in [0, 1]; got ", value);
-  } else if (factor == "groups") {
-    cfg.model.groups = parse_int(factor, value);
-    BNLAB_CHECK(cfg.model.groups > 0, "ablate: groups must be positive; got ", value);
-  } else if (factor == "model") {
-    one_of(model_names());
-    cfg.model.name = value;
-  } else if (factor == "dataset") {
-    cfg.dataset = value;
-  } else if (factor == "optimizer") {
-    one_of({"sgd", "adam", "adamw", "rmsprop"});
-    cfg.optimizer = value;
-  } else if (factor == "momentum") {
-    cfg.momentum = parse_float(factor, value);
-  } else if (factor == "weight-decay") {
-    cfg.weight_decay = parse_float(factor, value);
-  } else {
-    BNLAB_FAIL("ablate: unknown factor '", factor, "'");
+    return;
+  }
+  // Every other factor is a flag's setting, checked by the flag's own rule (apps/knobs.h).
+  const Knob* k = find_knob_by_flag("--" + factor);
+  BNLAB_CHECK(k != nullptr, "ablate: unknown factor '", factor, "'");
+  try {
+    k->set(cfg, value);
+  } catch (const Error& e) {
+    BNLAB_FAIL("ablate: ", factor, "=", value, ": ", e.what());
   }
 }
 

@@ -2,8 +2,11 @@
 // apps/checkpoint.h.
 #include "apps/checkpoint.h"
 
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <regex>
 
 #include "core/error.h"
@@ -95,27 +98,48 @@ CheckpointState load_checkpoint(const std::string& dir, Model& model, Optimizer&
   if (weights.empty())
     weights = load_safetensors((fs::path(dir) / "model.safetensors").string()).tensors;
 
+  // Every value is checked like the flag it came from before anything is changed: a hand-edited
+  // or corrupt state must not resume a run from garbage.
+  auto meta_in = [&](const char* key, uint64_t hi,
+                     std::optional<uint64_t> fallback = std::nullopt) {
+    uint64_t v = meta_u64(key, fallback);
+    BNLAB_CHECK(v <= hi, state_path, ": metadata '", key, "' is ", v, ", over the limit ", hi);
+    return v;
+  };
+  constexpr uint64_t kMaxCount = uint64_t{1} << 62;  // steps and image counts: int64-safe sums
   CheckpointState s;
-  s.step = static_cast<int64_t>(meta_u64("step"));
-  const uint64_t opt_steps = meta_u64("optimizer_step_count");
-  Rng::State r{meta_u64("dropout_rng_state"), meta_u64("dropout_rng_inc"), 0.0f,
-               meta("dropout_rng_has_spare") == "1"};
-  auto spare_bits = static_cast<uint32_t>(meta_u64("dropout_rng_spare_bits"));
+  s.step = static_cast<int64_t>(meta_in("step", kMaxCount));
+  const uint64_t opt_steps = meta_in("optimizer_step_count", kMaxCount);
+  const std::string& has_spare = meta("dropout_rng_has_spare");
+  BNLAB_CHECK(has_spare == "0" || has_spare == "1", state_path,
+              ": metadata 'dropout_rng_has_spare' is '", has_spare, "', expected 0 or 1");
+  Rng::State r{meta_u64("dropout_rng_state"), meta_u64("dropout_rng_inc"), 0.0f, has_spare == "1"};
+  auto spare_bits = static_cast<uint32_t>(meta_in("dropout_rng_spare_bits", UINT32_MAX));
   std::memcpy(&r.spare, &spare_bits, sizeof spare_bits);
   uint64_t loss_bits = meta_u64("running_loss_sum_bits", 0);
   std::memcpy(&s.loss_sum, &loss_bits, sizeof loss_bits);
-  s.correct = static_cast<int64_t>(meta_u64("running_correct", 0));
-  s.seen = static_cast<int64_t>(meta_u64("running_seen", 0));
-  try {
-    s.elapsed = std::stod(meta("elapsed_s"));
-  } catch (const std::exception&) {
-    BNLAB_FAIL(state_path, ": metadata 'elapsed_s' is '", meta("elapsed_s"),
-               "', expected a number");
+  s.correct = static_cast<int64_t>(meta_in("running_correct", kMaxCount, 0));
+  s.seen = static_cast<int64_t>(meta_in("running_seen", kMaxCount, 0));
+  BNLAB_CHECK(s.correct <= s.seen, state_path, ": metadata 'running_correct' (", s.correct,
+              ") exceeds 'running_seen' (", s.seen, ")");
+  BNLAB_CHECK(s.seen == 0 || std::isfinite(s.loss_sum), state_path,
+              ": metadata 'running_loss_sum_bits' is not a finite number");
+  {
+    const std::string& text = meta("elapsed_s");
+    char* end = nullptr;
+    s.elapsed = text.empty() ? NAN : std::strtod(text.c_str(), &end);
+    BNLAB_CHECK(end == text.c_str() + text.size() && std::isfinite(s.elapsed) && s.elapsed >= 0,
+                state_path, ": metadata 'elapsed_s' is '", text,
+                "', expected a finite number of seconds >= 0");
   }
 
   // Everything parsed: only now change the model, optimizer and generator.
-  model.net->load_state_dict(weights);
-  opt.load_state_tensors(opt_state);
+  try {
+    model.net->load_state_dict(weights);
+    opt.load_state_tensors(opt_state);
+  } catch (const Error& e) {
+    throw Error(state_path + ": " + e.what(), e.where());
+  }
   opt.set_step_count(static_cast<int64_t>(opt_steps));
   model.dropout_rng->set_state(r);
   return s;

@@ -7,7 +7,10 @@
 #include "apps/commands.h"
 #include "apps/config_flags.h"
 #include "apps/interrupt.h"
+#include "apps/knobs.h"
+#include "apps/run_dir.h"
 #include "core/distributed.h"
+#include "core/error.h"
 
 namespace bnlab::apps {
 
@@ -39,15 +42,16 @@ Command add_ablate_command(CLI::App& parent) {
   add_config_flags(*app, b);
   app->add_option("--preset", *preset, "Factor preset: " + presets)->capture_default_str();
   app->add_option(
-      "--vary", *vary,
-      "A factor and its values, NAME=V1,V2 (repeat for a grid; replaces the preset). Factors:" +
-          factor_list);
+         "--vary", *vary,
+         "A factor and its values, NAME=V1,V2 (repeat for a grid; replaces the preset). Factors:" +
+             factor_list)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);  // every --vary, not the last
   app->add_option("--seeds", spec->seeds, "Seeds per arm (mean and spread reported)")
-      ->check(kFinitePositive)
+      ->check(whole_number_in(1, 1000))
       ->capture_default_str();
   app->add_option("--jobs,-j", spec->jobs,
                   "Runs trained at once, sharing the cores (0: one per core)")
-      ->check(kFiniteNonNegative)
+      ->check(whole_number_in(0, 1024))
       ->capture_default_str();
   app->add_option("--out", spec->out_dir, "Output directory")->capture_default_str();
   app->add_option("--title", spec->title, "Title for the table and plots");
@@ -57,17 +61,33 @@ Command add_ablate_command(CLI::App& parent) {
     // Under mpirun rank 0 alone reports (the runs' progress is rank 0's too: apps/trainer.cpp).
     if (world().rank() != 0) std::cout.setstate(std::ios::failbit);
     AblationSpec s = *spec;
-    if (vary->empty()) {
-      s.factors = preset_factors(*preset);
-    } else {
-      for (const std::string& v : *vary) s.factors.push_back(parse_factor(v));
+    try {
+      if (vary->empty()) {
+        s.factors = preset_factors(*preset);
+      } else {
+        for (const std::string& v : *vary) s.factors.push_back(parse_factor(v));
+      }
+    } catch (const Error& e) {
+      throw UsageError(e.what());
     }
     if (s.title.empty()) {
       s.title = vary->empty() ? "preset " + *preset : "ablation";
       if (vary->empty() && *preset == "fig1") s.title = "Ioffe and Szegedy (2015), Figure 1";
       s.title += ": " + s.base.model.name + " on " + s.base.dataset;
     }
-    std::vector<Arm> arms = expand_arms(s);
+    // Every flag and factor value is checked before any data is read (exit 2 on a bad one).
+    if (s.out_dir.empty()) throw UsageError("--out must name a directory, got ''");
+    std::vector<Arm> arms;
+    try {
+      check_config(s.base);
+      arms = expand_arms(s);
+      for (const Arm& a : arms) check_config(a.config);
+    } catch (const Error& e) {
+      throw UsageError(e.what());
+    }
+    // One sweep per directory at a time; each arm's run directory is locked by train() as well.
+    RunDirLock lock;
+    if (world().rank() == 0) lock = RunDirLock(s.out_dir);
     std::cout << "== bnlab ablate: " << arms.size() << " arm" << (arms.size() > 1 ? "s" : "")
               << " x " << s.seeds << " seed" << (s.seeds > 1 ? "s" : "") << " -> " << s.out_dir
               << "\n";

@@ -244,13 +244,34 @@ Command add_bench_command(CLI::App& parent) {
   auto o = std::make_shared<Options>();
   CLI::App* app = parent.add_subcommand(
       "bench", "Benchmark training and inference images/s and peak RSS of workloads W1-W4");
-  app->add_option("--threads", o->threads, "Comma-separated thread counts")->capture_default_str();
+  app->add_option("--threads", o->threads, "Comma-separated thread counts")
+      ->check(whole_number_list_in(1, 1024))
+      ->capture_default_str();
+  // Lists are checked item by item while parsing, so a bad one is a flag error (exit 2).
+  auto each_item = [](auto check) {
+    return CLI::Validator(
+        [check](std::string& s) -> std::string {
+          try {
+            for (const auto& item : split_list(s)) check(item);
+          } catch (const Error& e) {
+            return e.what();
+          }
+          return "";
+        },
+        "LIST");
+  };
   app->add_option("--workloads", o->workloads,
                   "Comma-separated workloads: W1 (paper-mlp), W2 (mlp), W3 (lenet), W4 (cifar-cnn)")
+      ->check(each_item([](const std::string& w) { find_workload(w); }))
       ->capture_default_str();
-  app->add_option("--norms", o->norms, "Comma-separated: none, batch")->capture_default_str();
+  app->add_option("--norms", o->norms, "Comma-separated: none, batch")
+      ->check(each_item([](const std::string& n) {
+        BNLAB_CHECK(n == "none" || n == "batch", "bench: --norms takes none and batch; got '", n,
+                    "'");
+      }))
+      ->capture_default_str();
   app->add_option("--repeats", o->measure.repeats, "Timed repeats per measurement")
-      ->check(CLI::Range(1, 1000))
+      ->check(whole_number_in(1, 1000))
       ->capture_default_str();
   app->add_option("--seconds", o->measure.seconds, "Target seconds per repeat")
       ->check(kFinitePositive)

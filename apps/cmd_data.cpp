@@ -31,10 +31,12 @@ Command add_data_command(CLI::App& parent) {
   common(show);
   show->add_option("--out", o->out, "PNG to write")->capture_default_str();
   show->add_option("--count", o->count, "Images in the grid")
-      ->check(kFinitePositive)
+      ->check(whole_number_in(1, 1'000'000))
       ->capture_default_str();
   show->add_flag("--random", o->random, "A seeded random sample instead of the first images");
-  show->add_option("--seed", o->seed, "Seed for --random")->capture_default_str();
+  show->add_option("--seed", o->seed, "Seed for --random")
+      ->check(kUnsigned64)
+      ->capture_default_str();
   CLI::App* info =
       app->add_subcommand("info", "Print size, class balance and per-channel mean/std");
   common(info);

@@ -1,4 +1,7 @@
 // bnlab eval: accuracy, per-class accuracy and the confusion matrix of a trained run's checkpoint.
+#include <unistd.h>
+
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -7,6 +10,7 @@
 #include "apps/commands.h"
 #include "apps/trainer.h"
 #include "core/io.h"
+#include "core/serialize.h"
 #include "data/datasets.h"
 
 namespace bnlab::apps {
@@ -28,7 +32,7 @@ Command add_eval_command(CLI::App& parent) {
       ->capture_default_str();
   app->add_option("--data-dir", o->data_dir, "Data directory (default: $BNLAB_DATA or data/)");
   app->add_option("--batch-size", o->batch_size, "Evaluation batch size")
-      ->check(kFinitePositive)
+      ->check(whole_number_in(1, int64_t{1} << 24))
       ->capture_default_str();
   app->add_flag("--json", o->json, "Also write eval_<dataset>_<split>.json into the run directory");
 
@@ -38,6 +42,26 @@ Command add_eval_command(CLI::App& parent) {
     std::string dataset = o->dataset.empty() ? cfg.dataset : o->dataset;
     ImageDataset data = load_dataset(dataset, o->split, resolve_data_dir(o->data_dir));
     Model model = load_trained_model(o->checkpoint, data);
+    // A diverged run's weights (NaN/Inf) still "evaluate", to a meaningless accuracy: say so and
+    // exit 3, the code `bnlab train` gives a diverged run.
+    std::string nonfinite;
+    for (const NamedTensor& t : model.net->state_dict()) {
+      if (t.dtype != DType::F32 || !nonfinite.empty()) continue;
+      const float* p = t.tensor.data();
+      for (int64_t i = 0; i < t.tensor.numel(); ++i) {
+        if (!std::isfinite(p[i])) {
+          nonfinite = t.name;
+          break;
+        }
+      }
+    }
+    if (!nonfinite.empty()) {
+      write_whole_line(STDERR_FILENO, "warning: " + o->checkpoint +
+                                          "/model.safetensors holds NaN or Inf values (first in '" +
+                                          nonfinite +
+                                          "'): the run diverged, and the figures below mean "
+                                          "nothing\n");
+    }
     EvalResult ev = evaluate(model, data, dataset, o->batch_size, -1);
 
     int64_t K = data.num_classes();
@@ -85,7 +109,7 @@ Command add_eval_command(CLI::App& parent) {
       write_file_atomic(path, j.dump(2) + "\n");
       std::printf("wrote %s\n", path.c_str());
     }
-    return 0;
+    return nonfinite.empty() ? 0 : 3;
   };
   return {app, run};
 }

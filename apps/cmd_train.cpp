@@ -6,7 +6,10 @@
 #include "apps/commands.h"
 #include "apps/config_flags.h"
 #include "apps/interrupt.h"
+#include "apps/knobs.h"
+#include "apps/run_dir.h"
 #include "core/distributed.h"
+#include "core/error.h"
 #include "core/io.h"
 #include "layers/module.h"
 
@@ -14,18 +17,52 @@ namespace bnlab::apps {
 
 namespace {
 
-// The command that continues run `c` (after SIGINT/SIGTERM): --resume DIR, plus the length and
-// thread flags where they differ from DIR/config.json (an extended or re-threaded resume).
+namespace fs = std::filesystem;
+
+// The command that continues run `c` (after SIGINT/SIGTERM): --resume DIR, plus the flags a resume
+// may change (length, threads, data dir) where they differ from DIR/config.json.
 std::string resume_command(const TrainConfig& c) {
   const auto& argv = command_line();
   std::string out = shell_quote(argv.empty() ? std::string("bnlab") : argv[0]) +
                     " train --resume " + shell_quote(c.out_dir);
   std::string path = (std::filesystem::path(c.out_dir) / "config.json").string();
   TrainConfig saved = config_from_json(read_file(path), path);
-  if (saved.steps != c.steps) out += " --steps " + std::to_string(c.steps);
-  if (saved.epochs != c.epochs) out += " --epochs " + std::to_string(c.epochs);
-  if (saved.threads != c.threads) out += " --threads " + std::to_string(c.threads);
+  for (const Knob& k : knobs()) {
+    if (k.resume_may_change && k.get(saved) != k.get(c))
+      out += " " + k.flag + " " + shell_quote(k.get(c));
+  }
   return out;
+}
+
+// The config of the run in `dir`, with the flags given now that may change on resume applied. A
+// flag that would change anything else is refused, naming the saved value: a resumed run that
+// silently ignored --lr would not be the run the user asked for.
+TrainConfig resumed_config(const CLI::App& app, const TrainConfig& given, const std::string& dir) {
+  std::string path = (fs::path(dir) / "config.json").string();
+  BNLAB_CHECK(fs::exists(path), dir, " holds no run to resume (no config.json)");
+  TrainConfig saved = config_from_json(read_file(path), path);
+  std::string may_change;
+  for (const Knob& k : knobs()) {
+    if (k.resume_may_change) may_change += (may_change.empty() ? "" : ", ") + k.flag;
+  }
+  for (const Knob& k : knobs()) {
+    if (k.flag.empty() || app.count(k.flag) == 0) continue;
+    if (k.resume_may_change) {
+      k.set(saved, k.get(given));
+    } else if (k.get(given) != k.get(saved)) {
+      throw UsageError(k.flag + " " + k.get(given) +
+                       " conflicts with the run being resumed: " + path + " has " + k.key + " = " +
+                       k.get(saved) + ". A resumed run keeps its settings; only " + may_change +
+                       " may change (start a new run with another --out to change others)");
+    }
+  }
+  saved.out_dir = dir;
+  try {
+    check_config(saved);
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
+  return saved;
 }
 
 }  // namespace
@@ -40,32 +77,57 @@ Command add_train_command(CLI::App& parent) {
   cfg->out_dir = "runs/train";
   auto resume = std::make_shared<std::string>();
   auto show_summary = std::make_shared<bool>(false);
+  auto overwrite = std::make_shared<bool>(false);
 
   CLI::App* app = parent.add_subcommand(
       "train", "Train one model and write metrics, checkpoints and a summary");
   add_config_flags(*app, *cfg);
   app->add_option("--out", cfg->out_dir, "Output directory")->capture_default_str();
   app->add_option("--resume", *resume,
-                  "Continue the run in DIR from its last checkpoint (its config.json; "
-                  "--steps/--epochs may extend it)");
+                  "Continue the run in DIR from its last checkpoint with its saved config "
+                  "(--steps/--epochs may extend it; --threads and --data-dir may change)");
+  app->add_flag("--overwrite", *overwrite,
+                "Replace the run already in --out (its config, metrics and checkpoints)");
   app->add_flag("--summary", *show_summary, "Print the model's layer table before training");
 
-  Runner run = [cfg, resume, show_summary, app]() {
+  Runner run = [cfg, resume, show_summary, overwrite, app]() {
     install_interrupt_handlers();  // SIGINT/SIGTERM: checkpoint at the next step boundary
     TrainConfig c = *cfg;
-    bool resuming = !resume->empty();
+    const bool resuming = !resume->empty();
+    // Everything the flags decide is checked before any data is read.
     if (resuming) {
-      std::string path = (std::filesystem::path(*resume) / "config.json").string();
-      TrainConfig saved = config_from_json(read_file(path), path);
-      if (app->count("--steps")) saved.steps = c.steps;
-      if (app->count("--epochs")) saved.epochs = c.epochs;
-      if (app->count("--threads")) saved.threads = c.threads;
-      c = saved;
-      c.out_dir = *resume;
+      if (*overwrite) throw UsageError("--overwrite and --resume contradict each other");
+      if (app->count("--out") && c.out_dir != *resume) {
+        throw UsageError("--out " + c.out_dir + " conflicts with --resume " + *resume +
+                         ": a resumed run stays in its directory");
+      }
+      c = resumed_config(*app, c, *resume);
+    } else {
+      if (c.out_dir.empty()) throw UsageError("--out must name a directory, got ''");
+      try {
+        check_config(c);
+      } catch (const Error& e) {
+        throw UsageError(e.what());
+      }
     }
-    // Under mpirun every rank runs this; rank 0 alone prints and writes (apps/data_parallel.h).
+    // Under mpirun every rank runs this; rank 0 alone prints, writes and holds the lock
+    // (apps/data_parallel.h).
     Communicator& comm = world();
     const bool root = comm.rank() == 0;
+    RunDirLock lock;
+    if (root) {
+      lock = RunDirLock(c.out_dir);
+      std::vector<std::string> files = run_files_in(c.out_dir);
+      if (!resuming && !files.empty()) {
+        std::string list;
+        for (const std::string& f : files) list += (list.empty() ? "" : ", ") + f;
+        BNLAB_CHECK(*overwrite, c.out_dir, " already holds a run (", list,
+                    "); continue it with --resume ", c.out_dir,
+                    ", replace it with --overwrite, or choose another --out");
+      }
+      BNLAB_CHECK(!resuming || fs::exists(fs::path(c.out_dir) / "config.json"), c.out_dir,
+                  " holds no run to resume (no config.json)");
+    }
     if (!root) c.quiet = true;
     std::ostringstream out;
     out << "== bnlab train" << (resuming ? " (resuming " + *resume + ")" : "") << "\n"

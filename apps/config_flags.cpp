@@ -3,90 +3,37 @@
 #include <sstream>
 
 #include "apps/commands.h"
+#include "apps/knobs.h"
+#include "core/error.h"
 #include "data/datasets.h"
 
 namespace bnlab::apps {
 
 void add_config_flags(CLI::App& app, TrainConfig& cfg) {
-  app.add_option("--model", cfg.model.name, "Model: paper-mlp, mlp, lenet, cifar-cnn")
-      ->check(CLI::IsMember(model_names()))
-      ->capture_default_str();
-  app.add_option("--dataset", cfg.dataset,
-                 "Dataset: mnist, fashion-mnist, cifar10, cifar100, folder:PATH")
-      ->capture_default_str();
-  app.add_option("--data-dir", cfg.data_dir, "Data directory (default: $BNLAB_DATA or data/)");
-  app.add_option("--norm", cfg.model.norm, "Normalization: none, batch, layer, group")
-      ->check(CLI::IsMember(norm_names()))
-      ->capture_default_str();
-  app.add_option("--placement", cfg.model.placement, "Normalization before or after the activation")
-      ->check(CLI::IsMember({"before", "after"}))
-      ->capture_default_str();
-  app.add_option("--groups", cfg.model.groups, "GroupNorm: at most this many groups per layer")
-      ->check(kFinitePositive)
-      ->capture_default_str();
-  app.add_option("--dropout", cfg.model.dropout, "Dropout probability (-1: the model's default)")
-      ->check(CLI::Range(-1.0f, 1.0f))
-      ->capture_default_str();
-  app.add_option(
-      "--init", cfg.model.init,
-      "Weight init: default (PyTorch's), xavier-uniform, xavier-normal, kaiming-uniform, "
-      "kaiming-normal, normal:<std> (empty: the model's own)");
-  auto* epochs = app.add_option("--epochs", cfg.epochs, "Epochs to train (when --steps is 0)")
-                     ->check(kFiniteNonNegative)
-                     ->capture_default_str();
-  app.add_option("--steps", cfg.steps, "Optimizer steps to train (overrides --epochs)")
-      ->check(kFiniteNonNegative)
-      ->capture_default_str();
-  (void)epochs;
-  app.add_option("--batch-size,-b", cfg.batch_size,
-                 "Mini-batch size per process (under mpirun -np P the global batch is P times it)")
-      ->check(kFinitePositive)
-      ->capture_default_str();
-  app.add_option("--optimizer", cfg.optimizer, "sgd, adam, adamw, rmsprop")
-      ->check(CLI::IsMember({"sgd", "adam", "adamw", "rmsprop"}))
-      ->capture_default_str();
-  app.add_option("--lr", cfg.lr, "Learning rate")->check(kFinitePositive)->capture_default_str();
-  app.add_option("--momentum", cfg.momentum, "Momentum (sgd, rmsprop)")
-      ->check(CLI::Range(0.0f, 1.0f))
-      ->capture_default_str();
-  app.add_flag("--nesterov", cfg.nesterov, "Nesterov momentum (sgd)");
-  app.add_option("--weight-decay", cfg.weight_decay,
-                 "Weight decay (not applied to biases and norm parameters)")
-      ->check(kFiniteNonNegative)
-      ->capture_default_str();
-  app.add_flag("--decay-all", cfg.decay_norm_and_bias,
-               "Apply weight decay to biases and norm parameters too");
-  app.add_option(
-         "--schedule", cfg.schedule,
-         "LR schedule: constant, step:<n>[:<gamma>], multistep:<m1>,<m2>[:<gamma>], exp:<gamma>, "
-         "cosine[:<eta_min>], warmup:<n>[:<start>][+<schedule>]")
-      ->capture_default_str();
-  app.add_option("--clip-grad-norm", cfg.clip_grad_norm, "Clip the global gradient norm (0: off)")
-      ->check(kFiniteNonNegative)
-      ->capture_default_str();
-  app.add_option("--on-nan", cfg.on_nan,
-                 "When the loss or a gradient is NaN/Inf: stop (the run is diverged), skip "
-                 "(drop that step's update) or continue")
-      ->check(CLI::IsMember({"stop", "skip", "continue"}))
-      ->capture_default_str();
-  app.add_option("--label-smoothing", cfg.label_smoothing, "Cross-entropy label smoothing")
-      ->check(CLI::Range(0.0f, 1.0f))
-      ->capture_default_str();
-  app.add_flag("--augment", cfg.augment, "Random crop (padding 4) and horizontal flip");
-  app.add_option("--seed", cfg.seed, "Seed for weights, data order, dropout and augmentation")
-      ->capture_default_str();
-  app.add_option("--threads", cfg.threads, "Threads (0: all cores)")
-      ->check(kFiniteNonNegative)
-      ->capture_default_str();
-  app.add_option("--eval-every", cfg.eval_every, "Evaluate every N steps (0: every epoch)")
-      ->check(kFiniteNonNegative)
-      ->capture_default_str();
-  app.add_flag("--sync-bn", cfg.sync_bn,
-               "Under mpirun: BatchNorm statistics over the global batch of all ranks (default: "
-               "each rank's own batch, as PyTorch DDP)");
-  app.add_option("--probe-unit", cfg.probe_unit,
-                 "Unit of the last hidden layer whose input percentiles are recorded (-1: off)")
-      ->capture_default_str();
+  for (const Knob& knob : knobs()) {
+    if (knob.flag.empty()) continue;
+    const Knob* k = &knob;  // the table is static: the pointer outlives the app
+    std::string names = k->flag + (k->alias.empty() ? "" : "," + k->alias);
+    if (k->kind == Knob::Kind::kBool) {
+      app.add_flag_function(
+          names, [k, &cfg](int64_t) { k->set(cfg, "true"); }, k->help);
+      continue;
+    }
+    // Converted and checked here, while CLI11 parses: a bad value is a parse error (exit 2)
+    // before any data is read.
+    app.add_option_function<std::string>(
+           names,
+           [k, &cfg](const std::string& value) {
+             try {
+               k->set(cfg, value);
+             } catch (const Error& e) {
+               throw CLI::ValidationError(k->flag, e.what());
+             }
+           },
+           k->help)
+        ->default_str(k->get(cfg))
+        ->type_name(k->kind == Knob::Kind::kString ? "TEXT" : "NUMBER");
+  }
 }
 
 std::string describe_config(const TrainConfig& c) {

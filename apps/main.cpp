@@ -14,6 +14,7 @@
 
 #include "apps/commands.h"
 #include "apps/interrupt.h"
+#include "apps/knobs.h"
 #include "core/blas.h"
 #include "core/distributed.h"
 #include "core/error.h"
@@ -42,6 +43,46 @@ const CLI::Validator kFiniteNonNegative(
       return "must be a finite number >= 0, got '" + s + "'";
     },
     "NONNEGATIVE");
+
+namespace {
+
+// CLI11 validators return "" for a good value and the message otherwise.
+template <typename Check>
+CLI::Validator validator(Check check, const std::string& name) {
+  return CLI::Validator(
+      [check](std::string& s) -> std::string {
+        try {
+          check(s);
+          return "";
+        } catch (const bnlab::Error& e) {
+          return e.what();
+        }
+      },
+      name);
+}
+
+}  // namespace
+
+CLI::Validator whole_number_in(int64_t lo, int64_t hi) {
+  return validator([lo, hi](const std::string& s) { parse_whole_number(s, lo, hi); }, "INT");
+}
+
+CLI::Validator whole_number_list_in(int64_t lo, int64_t hi) {
+  return validator(
+      [lo, hi](const std::string& s) {
+        size_t start = 0;
+        while (true) {
+          size_t comma = s.find(',', start);
+          parse_whole_number(s.substr(start, comma - start), lo, hi);
+          if (comma == std::string::npos) break;
+          start = comma + 1;
+        }
+      },
+      "LIST");
+}
+
+const CLI::Validator kUnsigned64 =
+    validator([](const std::string& s) { parse_unsigned(s); }, "UINT64");
 
 namespace {
 
@@ -80,8 +121,9 @@ int main(int argc, char** argv) {
       "  bnlab eval --checkpoint runs/train\n"
       "  bnlab data show --dataset cifar10 --out grid.png"};
   app.set_version_flag("--version", std::string("bnlab ") + BNLAB_VERSION);
-  app.failure_message(CLI::FailureMessage::help);
   app.require_subcommand(1);
+  // A flag given twice takes its last value (argparse's rule), for every subcommand's options.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   bool debug = false;
   app.add_flag("--debug", debug, "Error messages name the source file:line that threw them")
       ->envname("BNLAB_DEBUG");
@@ -92,18 +134,26 @@ int main(int argc, char** argv) {
                                 add_bench_command(app)};
   auto* info =
       app.add_subcommand("info", "Print the build: version, BLAS and its threading, thread count");
-  info->failure_message(CLI::FailureMessage::help);
-  for (const Command& c : commands) c.app->failure_message(CLI::FailureMessage::help);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    // --help/--version output, or the error and the usage; each stream in one write.
-    std::ostringstream out, err;
-    int code = app.exit(e, out, err);
-    if (!out.str().empty()) bnlab::write_whole_line(STDOUT_FILENO, out.str());
-    if (!err.str().empty()) bnlab::write_whole_line(STDERR_FILENO, err.str());
-    return code == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) {  // --help, --version: CLI11 prints them, in one write
+      std::ostringstream out, err;
+      app.exit(e, out, err);
+      bnlab::write_whole_line(STDOUT_FILENO, out.str());
+      bnlab::write_whole_line(STDERR_FILENO, err.str());
+      return 0;
+    }
+    // A bad flag gets the problem and where the flags are listed, not the whole --help text.
+    std::string command = "bnlab";
+    for (const CLI::App* a = &app; !a->get_subcommands().empty();) {
+      a = a->get_subcommands().front();
+      command += " " + a->get_name();
+    }
+    bnlab::write_whole_line(STDERR_FILENO, std::string("error: ") + e.what() + "\nRun '" + command +
+                                               " --help' for the flags.\n");
+    return 2;
   }
   try {
     for (const Command& c : commands)
@@ -114,6 +164,10 @@ int main(int argc, char** argv) {
                 << " threading: " << bnlab::blas_config() << "\n"
                 << "threads: " << bnlab::num_threads() << "\n";
     }
+  } catch (const UsageError& e) {
+    bnlab::write_whole_line(
+        STDERR_FILENO, std::string("error: ") + e.what() + "\nRun with --help for the flags.\n");
+    return 2;
   } catch (const std::exception& e) {
     std::cout.flush();  // what the run printed so far comes before the error
     print_error(e, show_error_locations(debug));

@@ -117,6 +117,7 @@ Model build_model(const ModelSpec& spec, Rng& rng) {
     for (int i = 0; i < 3; ++i) {
       dense(in, 100);
       model.probe = add_norm_and_activation(net, spec, 100, false, std::make_shared<Sigmoid>());
+      model.probe_width = 100;
       in = 100;
     }
     dropout(0.0f);
@@ -128,6 +129,7 @@ Model build_model(const ModelSpec& spec, Rng& rng) {
     dropout(0.0f);
     dense(512, 256);
     model.probe = add_norm_and_activation(net, spec, 256, false, std::make_shared<ReLU>());
+    model.probe_width = 256;
     dropout(0.0f);
     dense(256, K);
   } else if (spec.name == "lenet") {
@@ -142,6 +144,7 @@ Model build_model(const ModelSpec& spec, Rng& rng) {
     net.add(std::make_shared<Flatten>());
     dense(64 * (spec.height / 4) * (spec.width / 4), 128);
     model.probe = add_norm_and_activation(net, spec, 128, false, std::make_shared<ReLU>());
+    model.probe_width = 128;
     dropout(0.5f);
     dense(128, K);
   } else {  // cifar-cnn: VGG-style, three blocks of two 3x3 convs at 32/64/128 channels.
@@ -151,6 +154,7 @@ Model build_model(const ModelSpec& spec, Rng& rng) {
       add_norm_and_activation(net, spec, width, true, std::make_shared<ReLU>());
       conv(width, width, 3, 1);
       model.probe = add_norm_and_activation(net, spec, width, true, std::make_shared<ReLU>());
+      model.probe_width = width;
       net.add(std::make_shared<MaxPool2d>(2));
       in = width;
       h /= 2;

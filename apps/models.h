@@ -31,6 +31,7 @@ struct Model {
   // The activation whose input the ablation records (paper Fig. 1 b, c): the last hidden
   // activation.
   Module* probe = nullptr;
+  int64_t probe_width = 0;  // units (or channels) of the probe layer
   ModelSpec spec;
 };
 

@@ -10,6 +10,8 @@ set(BNLAB_APP_SOURCES
   apps/data_parallel.cpp
   apps/ablation.cpp
   apps/config_flags.cpp
+  apps/knobs.cpp
+  apps/run_dir.cpp
   apps/cmd_train.cpp
   apps/cmd_eval.cpp
   apps/cmd_ablate.cpp

@@ -19,8 +19,10 @@
 #include "apps/checkpoint.h"
 #include "apps/data_parallel.h"
 #include "apps/interrupt.h"
+#include "apps/knobs.h"
 #include "apps/nonfinite_guard.h"
 #include "apps/progress.h"
+#include "apps/run_dir.h"
 #include "core/autograd.h"
 #include "core/blas.h"
 #include "core/io.h"
@@ -155,8 +157,13 @@ Model load_trained_model(const std::string& dir, const ImageDataset& like, Train
   spec.num_classes = std::max<int64_t>(like.num_classes(), 2);
   Rng rng(cfg.seed);
   Model model = build_model(spec, rng);
-  model.net->load_state_dict(
-      load_safetensors((fs::path(dir) / "model.safetensors").string()).tensors);
+  const std::string weights_path = (fs::path(dir) / "model.safetensors").string();
+  try {
+    model.net->load_state_dict(load_safetensors(weights_path).tensors);
+  } catch (const Error& e) {
+    std::string m = e.what();  // load_safetensors names the file already; load_state_dict does not
+    throw Error(m.find(weights_path) == std::string::npos ? weights_path + ": " + m : m, e.where());
+  }
   if (cfg_out) *cfg_out = cfg;
   return model;
 }
@@ -265,10 +272,25 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
   double elapsed_before = 0;
   CheckpointState resumed;
   const std::string& dir = cfg.out_dir;
+  RunDirLock lock;  // one process per run directory (apps/run_dir.h)
+  if (!dir.empty() && dp.is_root()) {
+    lock = RunDirLock(dir);
+    remove_stale_temporaries(dir);  // of killed writes: the lock says no one else is writing
+    // summary.json marks a finished run; from here on this one is not (an extended resume that
+    // is interrupted must not leave the shorter run's summary beside its newer checkpoint).
+    std::error_code ec;
+    fs::remove(fs::path(dir) / "summary.json", ec);
+  }
+  if (resume && !dir.empty() && !fs::exists(fs::path(dir) / "train_state.safetensors")) {
+    // Killed before its first checkpoint: nothing to continue, so start it over.
+    if (!cfg.quiet && dp.is_root()) {
+      std::printf("notice: %s has no checkpoint yet; starting the run from step 0\n", dir.c_str());
+      std::fflush(stdout);
+    }
+    resume = false;
+  }
   if (!dir.empty()) {
-    if (dp.is_root()) ensure_directory(dir);
     if (resume) {
-      remove_stale_temporaries(dir);
       resumed = load_checkpoint(dir, model, *opt);
       step = resumed.step;
       elapsed_before = resumed.elapsed;
@@ -276,6 +298,9 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
       for (const MetricsRow& row : read_metrics_csv(metrics_path))
         if (row.step <= step) result.rows.push_back(row);
     } else if (dp.is_root()) {
+      // A fresh run replaces whatever run the directory held (the CLI asks for --overwrite first),
+      // so no older checkpoint can be resumed under this config.
+      clear_run(dir);
       write_file_atomic((fs::path(dir) / "config.json").string(), config_to_json(cfg));
     }
   }
@@ -437,75 +462,6 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
     if (!result.interrupted_by) write_summary(dir, cfg, result);
   }
   return result;
-}
-
-std::string config_to_json(const TrainConfig& c) {
-  json j;
-  j["model"] = {{"name", c.model.name},           {"norm", c.model.norm},
-                {"placement", c.model.placement}, {"groups", c.model.groups},
-                {"dropout", c.model.dropout},     {"init", c.model.init}};
-  j["dataset"] = c.dataset;
-  j["data_dir"] = c.data_dir;
-  j["epochs"] = c.epochs;
-  j["steps"] = c.steps;
-  j["batch_size"] = c.batch_size;
-  j["optimizer"] = c.optimizer;
-  j["lr"] = c.lr;
-  j["momentum"] = c.momentum;
-  j["nesterov"] = c.nesterov;
-  j["weight_decay"] = c.weight_decay;
-  j["decay_norm_and_bias"] = c.decay_norm_and_bias;
-  j["schedule"] = c.schedule;
-  j["clip_grad_norm"] = c.clip_grad_norm;
-  j["on_nan"] = c.on_nan;
-  j["label_smoothing"] = c.label_smoothing;
-  j["augment"] = c.augment;
-  j["seed"] = c.seed;
-  j["threads"] = c.threads;
-  j["eval_every"] = c.eval_every;
-  j["eval_batch_size"] = c.eval_batch_size;
-  j["probe_unit"] = c.probe_unit;
-  j["sync_bn"] = c.sync_bn;
-  return j.dump(2) + "\n";
-}
-
-TrainConfig config_from_json(const std::string& text, const std::string& source) {
-  TrainConfig c;
-  try {
-    json j = json::parse(text);
-    const json& m = j.at("model");
-    c.model.name = m.at("name");
-    c.model.norm = m.at("norm");
-    c.model.placement = m.at("placement");
-    c.model.groups = m.at("groups");
-    c.model.dropout = m.at("dropout");
-    c.model.init = m.at("init");
-    c.dataset = j.at("dataset");
-    c.data_dir = j.at("data_dir");
-    c.epochs = j.at("epochs");
-    c.steps = j.at("steps");
-    c.batch_size = j.at("batch_size");
-    c.optimizer = j.at("optimizer");
-    c.lr = j.at("lr");
-    c.momentum = j.at("momentum");
-    c.nesterov = j.at("nesterov");
-    c.weight_decay = j.at("weight_decay");
-    c.decay_norm_and_bias = j.at("decay_norm_and_bias");
-    c.schedule = j.at("schedule");
-    c.clip_grad_norm = j.at("clip_grad_norm");
-    c.on_nan = j.value("on_nan", "stop");  // absent in configs written before --on-nan
-    c.label_smoothing = j.at("label_smoothing");
-    c.augment = j.at("augment");
-    c.seed = j.at("seed");
-    c.threads = j.at("threads");
-    c.eval_every = j.at("eval_every");
-    c.eval_batch_size = j.at("eval_batch_size");
-    c.probe_unit = j.at("probe_unit");
-    c.sync_bn = j.value("sync_bn", false);  // absent in configs written before --sync-bn
-  } catch (const json::exception& e) {
-    BNLAB_FAIL(source, ": not a bnlab config: ", e.what());
-  }
-  return c;
 }
 
 }  // namespace bnlab::apps

@@ -82,9 +82,11 @@ struct RunData {
 // Loads the training split and the evaluation split of cfg.dataset.
 RunData load_run_data(const std::string& dataset, const std::string& data_dir);
 
-// Trains per cfg on `data`. With cfg.out_dir set, writes config.json, metrics.csv, checkpoints and
-// summary.json there. resume: continue from the checkpoint in cfg.out_dir (written by an earlier
-// run with the same config), bit-exactly as if uninterrupted.
+// Trains per cfg on `data`. With cfg.out_dir set, holds the directory's lock (apps/run_dir.h) for
+// the run's life and writes config.json, metrics.csv, checkpoints and summary.json there; a fresh
+// run (resume false) first removes the run files the directory held. resume: continue from the
+// checkpoint in cfg.out_dir (written by an earlier run with the same config), bit-exactly as if
+// uninterrupted; a directory with no checkpoint yet starts from step 0, with a notice.
 TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume = false);
 
 // Accuracy and mean loss of `model` on `data` in eval mode; fills probe values when requested.
@@ -108,7 +110,7 @@ double percentile(std::vector<float> values, double q);
 std::string format_metrics_csv(const std::vector<MetricsRow>& rows);
 std::vector<MetricsRow> read_metrics_csv(const std::string& path);
 
-// Config <-> JSON (config.json).
+// Config <-> JSON (config.json), every key validated by the settings table: apps/knobs.h.
 std::string config_to_json(const TrainConfig& cfg);
 TrainConfig config_from_json(const std::string& json_text, const std::string& source);
 

@@ -39,14 +39,17 @@ TEST_CASE("apps.bench: one short workload writes the table and the JSON") {
   CHECK(doc["results"][1]["norm"] == "batch");
 }
 
-TEST_CASE("apps.bench: unknown workloads, norms and thread counts are errors") {
-  CliResult w = run_cli("bench --workloads W9");
-  CHECK(w.exit_code == 1);
+TEST_CASE("apps.bench: unknown workloads, norms and thread counts are flag errors (exit 2)") {
+  CliResult w = run_cli("bench --workloads W1,W9");
+  CHECK(w.exit_code == 2);
   CHECK(w.output.find("unknown workload 'W9'") != std::string::npos);
   CliResult n = run_cli("bench --norms layer");
-  CHECK(n.exit_code == 1);
+  CHECK(n.exit_code == 2);
   CHECK(n.output.find("got 'layer'") != std::string::npos);
-  CliResult t = run_cli("bench --threads 0");
-  CHECK(t.exit_code == 1);
-  CHECK(t.output.find("got '0'") != std::string::npos);
+  for (const char* bad : {"0", "1,0", "2,x", "99999999999999999999"}) {
+    CAPTURE(bad);
+    CliResult t = run_cli(std::string("bench --threads ") + bad);
+    CHECK(t.exit_code == 2);
+    CHECK(t.output.find("--threads") != std::string::npos);
+  }
 }

@@ -199,7 +199,7 @@ void grid_seeds() {
   seed("grid", "preset-lr", "preset lr");
   seed("grid", "preset-and-vary", "preset fig1\ndropout=0,0.5");
   seed("grid", "init-values", "init=normal:0.01,normal:0.1,xavier-uniform");
-  seed("grid", "slug-collision", "init=normal:0.1,normal_0.1");
+  seed("grid", "slug-collision", "dataset=folder:a/b,folder:a_b");
   seed("grid", "duplicate-value", "norm=batch,batch");
   seed("grid", "repeated-factor", "norm=none\nnorm=batch");
   seed("grid", "bad-number", "lr=abc");

@@ -1,0 +1,484 @@
+#include "apps/knobs.h"
+
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "data/datasets.h"
+#include "layers/init.h"
+#include "optim/schedule.h"
+
+namespace bnlab::apps {
+
+namespace {
+
+using Kind = Knob::Kind;
+
+std::string quoted(const std::string& text) { return "'" + text + "'"; }
+
+// The shortest decimal that reads back as the same float (9 digits always do): "0.01", not
+// "0.00999999978".
+std::string float_text(float v) {
+  char buf[32];
+  for (int digits = 6; digits <= 9; ++digits) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, static_cast<double>(v));
+    if (std::strtof(buf, nullptr) == v) break;
+  }
+  return buf;
+}
+
+std::string join(const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  return out;
+}
+
+Knob named(std::string key, std::string flag, std::string help) {
+  Knob k;
+  k.key = std::move(key);
+  k.flag = std::move(flag);
+  k.help = std::move(help);
+  return k;
+}
+
+// Builders: `field` maps a config to the member the knob owns.
+template <typename Field>
+Knob choice(std::string key, std::string flag, std::string help, Field field,
+            std::vector<std::string> choices) {
+  Knob k = named(std::move(key), std::move(flag), std::move(help));
+  k.set = [field, choices](TrainConfig& c, const std::string& text) {
+    for (const std::string& ch : choices) {
+      if (ch == text) {
+        field(c) = text;
+        return;
+      }
+    }
+    BNLAB_FAIL("must be ", join(choices), ", got ", quoted(text));
+  };
+  k.get = [field](const TrainConfig& c) { return field(const_cast<TrainConfig&>(c)); };
+  return k;
+}
+
+template <typename Field, typename Check>
+Knob text(std::string key, std::string flag, std::string help, Field field, Check check) {
+  Knob k = named(std::move(key), std::move(flag), std::move(help));
+  k.set = [field, check](TrainConfig& c, const std::string& value) {
+    check(value);
+    field(c) = value;
+  };
+  k.get = [field](const TrainConfig& c) { return field(const_cast<TrainConfig&>(c)); };
+  return k;
+}
+
+template <typename Field>
+Knob whole(std::string key, std::string flag, std::string help, Field field, int64_t lo,
+           int64_t hi) {
+  Knob k = named(std::move(key), std::move(flag), std::move(help));
+  k.kind = Kind::kInt;
+  k.set = [field, lo, hi](TrainConfig& c, const std::string& text) {
+    using T = std::remove_reference_t<decltype(field(c))>;
+    field(c) = static_cast<T>(parse_whole_number(text, lo, hi));
+  };
+  k.get = [field](const TrainConfig& c) {
+    return std::to_string(field(const_cast<TrainConfig&>(c)));
+  };
+  return k;
+}
+
+// A float in [lo, hi] (ends open where asked); minus_one_means: -1 is accepted too, with that
+// meaning ("the model's default", "off"), which the error message spells out.
+template <typename Field>
+Knob real(std::string key, std::string flag, std::string help, Field field, double lo, double hi,
+          bool lo_open, bool hi_open, const char* minus_one_means = nullptr) {
+  Knob k = named(std::move(key), std::move(flag), std::move(help));
+  k.kind = Kind::kFloat;
+  k.set = [field, lo, hi, lo_open, hi_open, minus_one_means](TrainConfig& c,
+                                                             const std::string& text) {
+    if (minus_one_means != nullptr) {
+      try {
+        if (parse_real(text, -1, -1, false, false) == -1) {
+          field(c) = -1.0f;
+          return;
+        }
+      } catch (const Error&) {
+      }
+      try {
+        field(c) = static_cast<float>(parse_real(text, lo, hi, lo_open, hi_open));
+      } catch (const Error& e) {
+        BNLAB_FAIL(e.what(), " (or -1: ", minus_one_means, ")");
+      }
+      return;
+    }
+    field(c) = static_cast<float>(parse_real(text, lo, hi, lo_open, hi_open));
+  };
+  k.get = [field](const TrainConfig& c) { return float_text(field(const_cast<TrainConfig&>(c))); };
+  return k;
+}
+
+template <typename Field>
+Knob boolean(std::string key, std::string flag, std::string help, Field field) {
+  Knob k = named(std::move(key), std::move(flag), std::move(help));
+  k.kind = Kind::kBool;
+  k.set = [field](TrainConfig& c, const std::string& text) {
+    if (text == "true" || text == "1") {
+      field(c) = true;
+    } else if (text == "false" || text == "0") {
+      field(c) = false;
+    } else {
+      BNLAB_FAIL("must be true or false, got ", quoted(text));
+    }
+  };
+  k.get = [field](const TrainConfig& c) {
+    return std::string(field(const_cast<TrainConfig&>(c)) ? "true" : "false");
+  };
+  return k;
+}
+
+// Limits no real run comes near; they exist so that arithmetic on them cannot overflow
+// (steps * batch, epochs * batches per epoch) and so that typos fail at once.
+constexpr int64_t kMaxSteps = 1'000'000'000'000;  // 1e12
+constexpr int64_t kMaxEpochs = 1'000'000'000;
+constexpr int64_t kMaxBatch = int64_t{1} << 24;
+constexpr int64_t kMaxThreads = 1024;
+
+std::vector<Knob> make_knobs() {
+  std::vector<Knob> t;
+  t.push_back(choice(
+      "model.name", "--model", "Model: " + join(model_names()),
+      [](TrainConfig& c) -> std::string& { return c.model.name; }, model_names()));
+  t.push_back(text(
+      "dataset", "--dataset", "Dataset: mnist, fashion-mnist, cifar10, cifar100, folder:PATH",
+      [](TrainConfig& c) -> std::string& { return c.dataset; },
+      [](const std::string& v) {
+        try {
+          dataset_splits(v);  // throws for an unknown name
+        } catch (const Error&) {
+          BNLAB_FAIL("must be mnist, fashion-mnist, cifar10, cifar100 or folder:PATH, got ",
+                     quoted(v));
+        }
+        BNLAB_CHECK(v != "folder:", "folder: needs a path, e.g. folder:/data/pets");
+      }));
+  Knob data_dir = text(
+      "data_dir", "--data-dir", "Data directory (default: $BNLAB_DATA or data/)",
+      [](TrainConfig& c) -> std::string& { return c.data_dir; }, [](const std::string&) {});
+  data_dir.resume_may_change = true;  // the same files, moved
+  t.push_back(data_dir);
+  t.push_back(choice(
+      "model.norm", "--norm", "Normalization: " + join(norm_names()),
+      [](TrainConfig& c) -> std::string& { return c.model.norm; }, norm_names()));
+  t.push_back(choice(
+      "model.placement", "--placement", "Normalization before or after the activation",
+      [](TrainConfig& c) -> std::string& { return c.model.placement; }, {"before", "after"}));
+  t.push_back(whole(
+      "model.groups", "--groups", "GroupNorm: at most this many groups per layer",
+      [](TrainConfig& c) -> int64_t& { return c.model.groups; }, 1, 65536));
+  t.push_back(real(
+      "model.dropout", "--dropout", "Dropout probability (-1: the model's default)",
+      [](TrainConfig& c) -> float& { return c.model.dropout; }, 0, 1, false, true,
+      "the model's default"));
+  t.push_back(text(
+      "model.init", "--init",
+      "Weight init: default (PyTorch's), xavier-uniform, xavier-normal, kaiming-uniform, "
+      "kaiming-normal, normal:<std> (empty: the model's own)",
+      [](TrainConfig& c) -> std::string& { return c.model.init; },
+      [](const std::string& v) {
+        if (v.empty()) return;
+        // The scheme's own parser decides, on a throwaway weight.
+        Rng rng(0);
+        Tensor w = Tensor::zeros({2, 2});
+        Tensor b = Tensor::zeros({2});
+        try {
+          init::apply_scheme(v, w, b, rng);
+        } catch (const Error& e) {
+          std::string m = e.what();
+          BNLAB_FAIL(m.rfind("init: ", 0) == 0 ? m.substr(6) : m);
+        }
+      }));
+  Knob epochs = whole(
+      "epochs", "--epochs", "Epochs to train (when --steps is 0)",
+      [](TrainConfig& c) -> int64_t& { return c.epochs; }, 0, kMaxEpochs);
+  epochs.resume_may_change = true;
+  t.push_back(epochs);
+  Knob steps = whole(
+      "steps", "--steps", "Optimizer steps to train (overrides --epochs)",
+      [](TrainConfig& c) -> int64_t& { return c.steps; }, 0, kMaxSteps);
+  steps.resume_may_change = true;
+  t.push_back(steps);
+  Knob batch = whole(
+      "batch_size", "--batch-size",
+      "Mini-batch size per process (under mpirun -np P the global batch is P "
+      "times it)",
+      [](TrainConfig& c) -> int64_t& { return c.batch_size; }, 1, kMaxBatch);
+  batch.alias = "-b";
+  t.push_back(batch);
+  t.push_back(choice("optimizer", "--optimizer", "sgd, adam, adamw, rmsprop",
+                     [](TrainConfig& c) -> std::string& { return c.optimizer; },
+                     {"sgd", "adam", "adamw", "rmsprop"}));
+  t.push_back(real(
+      "lr", "--lr", "Learning rate", [](TrainConfig& c) -> float& { return c.lr; }, 0,
+      std::numeric_limits<float>::max(), true, false));
+  t.push_back(real(
+      "momentum", "--momentum", "Momentum (sgd, rmsprop)",
+      [](TrainConfig& c) -> float& { return c.momentum; }, 0, 1, false, false));
+  t.push_back(boolean("nesterov", "--nesterov", "Nesterov momentum (sgd)",
+                      [](TrainConfig& c) -> bool& { return c.nesterov; }));
+  t.push_back(real(
+      "weight_decay", "--weight-decay", "Weight decay (not applied to biases and norm parameters)",
+      [](TrainConfig& c) -> float& { return c.weight_decay; }, 0, std::numeric_limits<float>::max(),
+      false, false));
+  t.push_back(boolean("decay_norm_and_bias", "--decay-all",
+                      "Apply weight decay to biases and norm parameters too",
+                      [](TrainConfig& c) -> bool& { return c.decay_norm_and_bias; }));
+  t.push_back(text(
+      "schedule", "--schedule",
+      "LR schedule: constant, step:<n>[:<gamma>], multistep:<m1>,<m2>[:<gamma>], exp:<gamma>, "
+      "cosine[:<eta_min>], warmup:<n>[:<start>][+<schedule>]",
+      [](TrainConfig& c) -> std::string& { return c.schedule; },
+      [](const std::string& v) {
+        // Syntax only: rules against the run length (a warm-up longer than the run) need the
+        // length, which check_config has when --steps gives it.
+        try {
+          parse_schedule(v, kMaxSteps);
+        } catch (const Error& e) {
+          std::string m = e.what();
+          BNLAB_FAIL(m.rfind("parse_schedule: ", 0) == 0 ? m.substr(16) : m);
+        }
+      }));
+  t.push_back(real(
+      "clip_grad_norm", "--clip-grad-norm", "Clip the global gradient norm (0: off)",
+      [](TrainConfig& c) -> float& { return c.clip_grad_norm; }, 0,
+      std::numeric_limits<float>::max(), false, false));
+  Knob on_nan =
+      choice("on_nan", "--on-nan",
+             "When the loss or a gradient is NaN/Inf: stop (the run is diverged), skip "
+             "(drop that step's update) or continue",
+             [](TrainConfig& c) -> std::string& { return c.on_nan; }, {"stop", "skip", "continue"});
+  on_nan.optional_in_json = true;  // configs written before --on-nan
+  t.push_back(on_nan);
+  t.push_back(real(
+      "label_smoothing", "--label-smoothing", "Cross-entropy label smoothing",
+      [](TrainConfig& c) -> float& { return c.label_smoothing; }, 0, 1, false, false));
+  t.push_back(boolean("augment", "--augment", "Random crop (padding 4) and horizontal flip",
+                      [](TrainConfig& c) -> bool& { return c.augment; }));
+  Knob seed = named("seed", "--seed",
+                    "Seed for weights, data order, dropout and augmentation (0 to 2^64-1)");
+  seed.kind = Kind::kUInt;
+  seed.set = [](TrainConfig& c, const std::string& v) { c.seed = parse_unsigned(v); };
+  seed.get = [](const TrainConfig& c) { return std::to_string(c.seed); };
+  t.push_back(seed);
+  Knob threads = whole(
+      "threads", "--threads", "Threads (0: all cores)",
+      [](TrainConfig& c) -> int& { return c.threads; }, 0, kMaxThreads);
+  threads.resume_may_change = true;  // the same arithmetic per step, faster or slower
+  t.push_back(threads);
+  t.push_back(whole(
+      "eval_every", "--eval-every", "Evaluate every N steps (0: every epoch)",
+      [](TrainConfig& c) -> int64_t& { return c.eval_every; }, 0, kMaxSteps));
+  t.push_back(whole(
+      "eval_batch_size", "--eval-batch-size", "Batch size of the evaluation passes",
+      [](TrainConfig& c) -> int64_t& { return c.eval_batch_size; }, 1, kMaxBatch));
+  t.push_back(whole(
+      "probe_unit", "--probe-unit",
+      "Unit of the last hidden layer whose input percentiles are recorded (-1: off)",
+      [](TrainConfig& c) -> int64_t& { return c.probe_unit; }, -1, 1 << 20));
+  Knob sync_bn = boolean("sync_bn", "--sync-bn",
+                         "Under mpirun: BatchNorm statistics over the global batch of all ranks "
+                         "(default: each rank's own batch, as PyTorch DDP)",
+                         [](TrainConfig& c) -> bool& { return c.sync_bn; });
+  sync_bn.optional_in_json = true;  // configs written before --sync-bn
+  t.push_back(sync_bn);
+  return t;
+}
+
+}  // namespace
+
+int64_t parse_whole_number(const std::string& text, int64_t lo, int64_t hi) {
+  int64_t v = 0;
+  const char* end = text.data() + text.size();
+  const char* begin = text.data() + (!text.empty() && text[0] == '+' ? 1 : 0);
+  auto [ptr, ec] = std::from_chars(begin, end, v);
+  const bool whole = !text.empty() && ptr == end && ec == std::errc();
+  if (whole && v >= lo && v <= hi) return v;
+  std::string range = "a whole number from " + std::to_string(lo) + " to " + std::to_string(hi);
+  if (hi == std::numeric_limits<int64_t>::max()) range = "a whole number >= " + std::to_string(lo);
+  BNLAB_FAIL("must be ", range, ", got ", quoted(text));
+}
+
+uint64_t parse_unsigned(const std::string& text) {
+  uint64_t v = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, v);
+  if (!text.empty() && ptr == end && ec == std::errc()) return v;
+  BNLAB_FAIL("must be a whole number from 0 to 18446744073709551615, got ", quoted(text));
+}
+
+double parse_real(const std::string& text, double lo, double hi, bool lo_open, bool hi_open) {
+  char* end = nullptr;
+  errno = 0;
+  double v = text.empty() || std::isspace(static_cast<unsigned char>(text[0]))
+                 ? NAN
+                 : std::strtod(text.c_str(), &end);
+  const bool number = end == text.c_str() + text.size() && std::isfinite(v) &&
+                      std::isfinite(static_cast<float>(v)) && errno != ERANGE;
+  const bool in_range = number && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+  if (in_range) return v;
+  std::string range;
+  if (hi == std::numeric_limits<float>::max() && !hi_open) {
+    range = std::string("a finite number ") + (lo_open ? "> " : ">= ") + float_text(float(lo));
+  } else {
+    range = std::string("a number in ") + (lo_open ? "(" : "[") + float_text(float(lo)) + ", " +
+            float_text(float(hi)) + (hi_open ? ")" : "]");
+  }
+  BNLAB_FAIL("must be ", range, ", got ", quoted(text));
+}
+
+const std::vector<Knob>& knobs() {
+  static const std::vector<Knob> table = make_knobs();
+  return table;
+}
+
+const Knob* find_knob_by_flag(const std::string& flag) {
+  for (const Knob& k : knobs())
+    if (!flag.empty() && (k.flag == flag || k.alias == flag)) return &k;
+  return nullptr;
+}
+
+void check_config(const TrainConfig& c) {
+  BNLAB_CHECK(c.steps > 0 || c.epochs > 0, "--steps or --epochs must be > 0 (both are 0)");
+  if (c.steps > 0) {
+    try {
+      parse_schedule(c.schedule, c.steps);
+    } catch (const Error& e) {
+      BNLAB_FAIL("--schedule ", c.schedule, " does not fit --steps ", c.steps, ": ", e.what());
+    }
+  }
+  if (c.probe_unit >= 0) {
+    ModelSpec spec = c.model;  // the probe layer's width does not depend on the input shape
+    spec.channels = 1;
+    spec.height = spec.width = 28;
+    spec.num_classes = 10;
+    Rng rng(0);
+    Model m = build_model(spec, rng);
+    BNLAB_CHECK(c.probe_unit < m.probe_width, "--probe-unit must be -1 (off) or a unit from 0 to ",
+                m.probe_width - 1, " of ", c.model.name, "'s last hidden layer, got ",
+                c.probe_unit);
+  }
+}
+
+namespace {
+
+using json = nlohmann::json;
+
+// "model.norm" -> j["model"]["norm"]; nullptr when absent.
+const json* lookup(const json& j, const std::string& key) {
+  const json* at = &j;
+  size_t start = 0;
+  while (true) {
+    size_t dot = key.find('.', start);
+    std::string part =
+        key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (!at->is_object() || !at->contains(part)) return nullptr;
+    at = &(*at)[part];
+    if (dot == std::string::npos) return at;
+    start = dot + 1;
+  }
+}
+
+json& slot(json& j, const std::string& key) {
+  json* at = &j;
+  size_t start = 0, dot;
+  while ((dot = key.find('.', start)) != std::string::npos) {
+    at = &(*at)[key.substr(start, dot - start)];
+    start = dot + 1;
+  }
+  return (*at)[key.substr(start)];
+}
+
+// A config.json value as the text Knob::set reads; the JSON type must match the knob's kind.
+std::string json_text(const json& v, Kind kind) {
+  switch (kind) {
+    case Kind::kString:
+      BNLAB_CHECK(v.is_string(), "expected a string, got ", v.dump());
+      return v.get<std::string>();
+    case Kind::kBool:
+      BNLAB_CHECK(v.is_boolean(), "expected true or false, got ", v.dump());
+      return v.get<bool>() ? "true" : "false";
+    case Kind::kInt:
+    case Kind::kUInt:
+      BNLAB_CHECK(v.is_number_integer(), "expected a whole number, got ", v.dump());
+      return v.dump();
+    case Kind::kFloat: {
+      BNLAB_CHECK(v.is_number(), "expected a number, got ", v.dump());
+      char buf[40];
+      std::snprintf(buf, sizeof buf, "%.17g", v.get<double>());
+      return buf;
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string config_to_json(const TrainConfig& c) {
+  json j = json::object();
+  for (const Knob& k : knobs()) {
+    const std::string v = k.get(c);
+    json& s = slot(j, k.key);
+    switch (k.kind) {
+      case Kind::kString:
+        s = v;
+        break;
+      case Kind::kBool:
+        s = v == "true";
+        break;
+      case Kind::kInt:
+        s = std::stoll(v);
+        break;
+      case Kind::kUInt:
+        s = std::stoull(v);
+        break;
+      // As the float's exact double value, so reading it back gives the same float.
+      case Kind::kFloat:
+        s = static_cast<double>(std::strtof(v.c_str(), nullptr));
+        break;
+    }
+  }
+  return j.dump(2) + "\n";
+}
+
+TrainConfig config_from_json(const std::string& text, const std::string& source) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    BNLAB_FAIL(source, ": not a bnlab config (not JSON: ", e.what(), ")");
+  }
+  BNLAB_CHECK(j.is_object(), source, ": not a bnlab config (not a JSON object)");
+  TrainConfig c;
+  for (const Knob& k : knobs()) {
+    const json* v = lookup(j, k.key);
+    if (v == nullptr) {
+      BNLAB_CHECK(k.optional_in_json, source, ": not a bnlab config: key '", k.key, "' is missing");
+      continue;
+    }
+    try {
+      k.set(c, json_text(*v, k.kind));
+    } catch (const Error& e) {
+      BNLAB_FAIL(source, ": key '", k.key, "': ", e.what());
+    }
+  }
+  try {
+    check_config(c);
+  } catch (const Error& e) {
+    BNLAB_FAIL(source, ": ", e.what());
+  }
+  return c;
+}
+
+}  // namespace bnlab::apps

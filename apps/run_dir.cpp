@@ -1,0 +1,94 @@
+#include "apps/run_dir.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+
+#include "apps/checkpoint.h"
+#include "core/error.h"
+#include "core/io.h"
+
+namespace bnlab::apps {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* const kRunFiles[] = {"config.json", "metrics.csv", "model.safetensors",
+                                 "train_state.safetensors", "summary.json"};
+
+struct Holder {
+  int fd = -1;
+  ~Holder() {
+    if (fd >= 0) ::close(fd);  // releases the flock
+  }
+};
+
+// The locks this process holds, by canonical directory; weak, so the last RunDirLock releases.
+std::mutex held_mutex;
+std::map<std::string, std::weak_ptr<Holder>> held_locks;
+
+std::string read_holder_pid(int fd) {
+  char buf[32] = {};
+  ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+  while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+  return pid.empty() ? "unknown" : pid;
+}
+
+}  // namespace
+
+RunDirLock::RunDirLock(const std::string& dir) {
+  ensure_directory(dir);
+  std::string key = fs::weakly_canonical(fs::path(dir)).string();
+  std::lock_guard<std::mutex> guard(held_mutex);
+  if (auto existing = held_locks[key].lock()) {
+    holder_ = existing;
+    return;
+  }
+  std::string path = (fs::path(dir) / ".lock").string();
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  BNLAB_CHECK(fd >= 0, "run directory ", dir, ": cannot open its lock file ", path, ": ",
+              std::strerror(errno));
+  auto holder = std::make_shared<Holder>();
+  holder->fd = fd;
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    BNLAB_CHECK(err == EWOULDBLOCK, "run directory ", dir, ": cannot lock ", path, ": ",
+                std::strerror(err));
+    BNLAB_FAIL("run directory ", dir, " is in use by another bnlab process (pid ",
+               read_holder_pid(fd), "); wait for it to finish, or choose another --out");
+  }
+  // Who holds it, for the message the next process prints; advisory only.
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) == 0) {
+    [[maybe_unused]] ssize_t n = ::pwrite(fd, pid.data(), pid.size(), 0);
+  }
+  held_locks[key] = holder;
+  holder_ = holder;
+}
+
+std::vector<std::string> run_files_in(const std::string& dir) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  for (const char* name : kRunFiles)
+    if (fs::exists(fs::path(dir) / name, ec)) found.emplace_back(name);
+  return found;
+}
+
+void clear_run(const std::string& dir) {
+  for (const std::string& name : run_files_in(dir)) {
+    std::error_code ec;
+    fs::remove(fs::path(dir) / name, ec);
+    BNLAB_CHECK(!ec, "run directory ", dir, ": cannot remove ", name, ": ", ec.message());
+  }
+  remove_stale_temporaries(dir);
+}
+
+}  // namespace bnlab::apps

@@ -1,0 +1,205 @@
+// A run directory belongs to one run: a second process is refused while the first holds the lock,
+// a new run does not silently replace an old one (--overwrite does, --resume continues it), a
+// resume refuses flags that contradict the saved config, a run killed before its first checkpoint
+// resumes from step 0, and config.json / train_state values are checked like flags. Also the error
+// text users see: no source file:line unless asked for, files named, diverged weights flagged.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "apps_test_util.h"
+#include "core/serialize.h"
+
+using namespace apps_test;
+
+namespace {
+
+std::string flags(const TempDir& dir, const std::string& out, int steps = 2) {
+  return "train --threads 1 --model mlp --norm batch --batch-size 8 --eval-every 1 --steps " +
+         std::to_string(steps) + " --data-dir " + shell_quote(dir.file("data")) + " --out " +
+         shell_quote(dir.file(out));
+}
+
+void edit_config(const std::string& path, const std::string& key, const nlohmann::json& value) {
+  nlohmann::json j = nlohmann::json::parse(read_text(path));
+  j[key] = value;
+  std::string text = j.dump(2);
+  write_bytes(path, std::vector<uint8_t>(text.begin(), text.end()));
+}
+
+}  // namespace
+
+TEST_CASE("apps.run_dir: a second run into a directory that holds a run is refused") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  CliResult first = run_cli(flags(dir, "run"));
+  REQUIRE(first.exit_code == 0);
+  const std::string model_before = read_text(dir.file("run") + "/model.safetensors");
+
+  CliResult second = run_cli(flags(dir, "run", 3) + " --lr 0.5");
+  CAPTURE(second.output);
+  CHECK(second.exit_code == 1);
+  CHECK(contains(second.output, dir.file("run") + " already holds a run"));
+  CHECK(contains(second.output, "--resume"));
+  CHECK(contains(second.output, "--overwrite"));
+  CHECK(read_text(dir.file("run") + "/model.safetensors") == model_before);
+
+  // --overwrite replaces it: the new config, and no summary of the old run left beside it.
+  CliResult replaced = run_cli(flags(dir, "run", 3) + " --lr 0.5 --overwrite");
+  CAPTURE(replaced.output);
+  REQUIRE(replaced.exit_code == 0);
+  CHECK(contains(read_text(dir.file("run") + "/config.json"), "\"steps\": 3"));
+  CHECK(contains(read_text(dir.file("run") + "/summary.json"), "\"steps\": 3"));
+}
+
+TEST_CASE("apps.run_dir: a directory locked by another process is refused naming that process") {
+  // The test holds the lock itself, as a running bnlab would: deterministic, no race to win.
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  fs::create_directories(dir.file("run"));
+  const std::string lock_path = dir.file("run") + "/.lock";
+  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+  const std::string pid = std::to_string(::getpid());
+  REQUIRE(::pwrite(fd, pid.data(), pid.size(), 0) == static_cast<ssize_t>(pid.size()));
+
+  CliResult r = run_cli(flags(dir, "run"));
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.output, "is in use by another bnlab process (pid " + pid + ")"));
+  CHECK_FALSE(fs::exists(dir.file("run") + "/config.json"));
+
+  // Released (as when the holder exits, however it exits), the directory is free again.
+  ::close(fd);
+  CliResult after = run_cli(flags(dir, "run"));
+  CAPTURE(after.output);
+  CHECK(after.exit_code == 0);
+}
+
+TEST_CASE("apps.run_dir: --resume refuses flags that contradict the saved config") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  REQUIRE(run_cli(flags(dir, "run")).exit_code == 0);
+  const std::string resume = "train --resume " + shell_quote(dir.file("run"));
+
+  struct Case {
+    std::string extra, expect;
+  };
+  for (const Case& c :
+       {Case{"--lr 0.1", "--lr 0.1 conflicts"}, Case{"--model lenet", "has model.name = mlp"},
+        Case{"--batch-size 16", "has batch_size = 8"},
+        Case{"--optimizer adam", "--optimizer adam conflicts"},
+        Case{"--dataset cifar10", "has dataset = mnist"},
+        Case{"--out " + shell_quote(dir.file("elsewhere")), "stays in its directory"},
+        Case{"--overwrite", "contradict"}}) {
+    CAPTURE(c.extra);
+    CliResult r = run_cli(resume + " " + c.extra);
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.output, c.expect));
+  }
+  // The saved value itself, the length and the threads are fine.
+  CliResult same = run_cli(resume + " --lr 0.01 --model mlp --steps 3 --threads 1");
+  CAPTURE(same.output);
+  CHECK(same.exit_code == 0);
+  CHECK(contains(read_text(dir.file("run") + "/summary.json"), "\"steps\": 3"));
+}
+
+TEST_CASE("apps.run_dir: a run killed before its first checkpoint resumes from step 0") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  REQUIRE(run_cli(flags(dir, "run")).exit_code == 0);
+  const std::string complete = read_text(dir.file("run") + "/model.safetensors");
+  // What a kill before the first checkpoint leaves: config.json and a temporary of a killed write.
+  for (const char* f :
+       {"metrics.csv", "model.safetensors", "train_state.safetensors", "summary.json"})
+    fs::remove(dir.file("run") + "/" + f);
+  write_bytes(dir.file("run") + "/config.json.tmp.12345.0", {'{'});
+
+  CliResult r = run_cli("train --resume " + shell_quote(dir.file("run")));
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.output, "has no checkpoint yet; starting the run from step 0"));
+  CHECK_FALSE(fs::exists(dir.file("run") + "/config.json.tmp.12345.0"));
+  CHECK(read_text(dir.file("run") + "/model.safetensors") == complete);  // the same run
+}
+
+TEST_CASE("apps.run_dir: config.json and train_state values are checked like flags") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  REQUIRE(run_cli(flags(dir, "run")).exit_code == 0);
+  const std::string config = dir.file("run") + "/config.json";
+  const std::string original = read_text(config);
+  struct Case {
+    std::string key;
+    nlohmann::json value;
+    std::string expect;
+  };
+  for (const Case& c :
+       {Case{"threads", 100000, "key 'threads': must be a whole number from 0 to 1024"},
+        Case{"momentum", 7, "key 'momentum': must be a number in [0, 1]"},
+        Case{"lr", "fast", "key 'lr': expected a number"},
+        Case{"seed", -1, "key 'seed': must be a whole number from 0"},
+        Case{"batch_size", 2.5, "key 'batch_size': expected a whole number"},
+        Case{"schedule", "bogus", "key 'schedule': bad schedule 'bogus'"}}) {
+    CAPTURE(c.key);
+    edit_config(config, c.key, c.value);
+    CliResult r = run_cli("train --resume " + shell_quote(dir.file("run")));
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 1);
+    CHECK(contains(r.output, config + ": " + c.expect));
+    CliResult ev = run_cli("eval --checkpoint " + shell_quote(dir.file("run")) + " --data-dir " +
+                           shell_quote(dir.file("data")));
+    CHECK(ev.exit_code == 1);
+    CHECK(contains(ev.output, config + ": " + c.expect));
+    write_bytes(config, std::vector<uint8_t>(original.begin(), original.end()));
+  }
+
+  // train_state metadata: a number with trailing garbage, a flag that is not 0/1.
+  const std::string state = dir.file("run") + "/train_state.safetensors";
+  bnlab::SafetensorsFile saved = bnlab::load_safetensors(state);
+  for (auto [key, value] : {std::pair<std::string, std::string>{"elapsed_s", "12abc"},
+                            {"dropout_rng_has_spare", "7"},
+                            {"step", "-3"}}) {
+    CAPTURE(key);
+    bnlab::Metadata meta = saved.metadata;
+    meta[key] = value;
+    bnlab::save_safetensors(state, saved.tensors, meta);
+    CliResult r = run_cli("train --resume " + shell_quote(dir.file("run")) + " --steps 3");
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 1);
+    CHECK(contains(r.output, state + ": metadata '" + key + "' is '" + value + "'"));
+  }
+}
+
+TEST_CASE("apps.errors: a checkpoint's load errors name the file; NaN weights are flagged") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  REQUIRE(run_cli(flags(dir, "run")).exit_code == 0);
+  const std::string model = dir.file("run") + "/model.safetensors";
+  const std::string eval = "eval --checkpoint " + shell_quote(dir.file("run")) + " --data-dir " +
+                           shell_quote(dir.file("data"));
+  bnlab::SafetensorsFile saved = bnlab::load_safetensors(model);
+
+  // A weight of the wrong shape: load_state_dict's message, prefixed with the file.
+  std::vector<bnlab::NamedTensor> wrong = saved.tensors;
+  wrong[0].tensor = bnlab::Tensor::zeros({3});
+  bnlab::save_safetensors(model, wrong, saved.metadata);
+  CliResult bad = run_cli(eval);
+  CAPTURE(bad.output);
+  CHECK(bad.exit_code == 1);
+  CHECK(contains(bad.output, "error: " + model + ": "));
+
+  // NaN weights: evaluated, but flagged, and exit 3 (diverged) instead of 0.
+  std::vector<bnlab::NamedTensor> nan = saved.tensors;
+  nan[0].tensor = nan[0].tensor.clone();
+  nan[0].tensor.data()[0] = NAN;
+  bnlab::save_safetensors(model, nan, saved.metadata);
+  CliResult r = run_cli(eval);
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 3);
+  CHECK(contains(r.output, "warning: " + dir.file("run") + "/model.safetensors holds NaN or Inf"));
+  CHECK(contains(r.output, "'" + saved.tensors[0].name + "'"));
+}
