@@ -133,11 +133,12 @@ TEST_CASE("mpi: a rank that dies mid-run ends the job with an error instead of h
                           shell_quote(BNLAB_CLI_PATH) + " " + train_flags(dir, 50, 8) + " --out " +
                           shell_quote(dir.file("run")));
   CAPTURE(r.output);
-  CHECK(r.exit_code != 0);
+  // mpirun exits with the dead rank's status (3); a hang would end at --timeout with 110
+  // (ETIMEDOUT). Exit codes, not mpirun's explanatory text: Open MPI 4.1.4 sometimes loses that
+  // text ("ORTE_ERROR_LOG: Data unpack would read past end of buffer ... show_help.c"), which
+  // failed 3 of 50 runs under load.
+  CHECK(r.exit_code == 3);
   CHECK(contains(r.output, "rank 1: exiting at step 2"));
-  // mpirun names the process that ended the job; its --timeout (a hang) would say "time limit".
-  CHECK(contains(r.output, "exited with non-zero status"));
-  CHECK_FALSE(contains(r.output, "time limit"));
   // Rank 0 never reached its step-50 checkpoint.
   CHECK_FALSE(fs::exists(dir.file("run") + "/summary.json"));
 }
@@ -175,8 +176,10 @@ TEST_CASE("mpi: an error on one rank ends every rank with MPI_Abort and the mess
                              shell_quote(dir.path.string()) + "; fi";
   CliResult r = run_shell(mpirun(2) + "sh -c " + shell_quote(script));
   CAPTURE(r.output);
+  // MPI_Abort(1) ends the job with status 1 (a hang would give mpirun's --timeout status 110).
+  // mpirun's own "MPI_ABORT was invoked on rank 1" text is not checked: Open MPI sometimes loses it
+  // (see the test above). Our error line is one write(2), so it arrives whole.
   CHECK(r.exit_code == 1);
   CHECK(contains(r.output, "error: mnist: "));
-  CHECK(contains(r.output, "MPI_ABORT was invoked on rank 1"));
   CHECK_FALSE(fs::exists(dir.file("run") + "/summary.json"));
 }
