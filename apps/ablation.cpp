@@ -255,6 +255,8 @@ const std::vector<std::pair<std::string, std::string>>& factor_help() {
        "normal:<std>"},
       {"dropout", "dropout probability"},
       {"groups", "GroupNorm group count"},
+      {"bn-momentum", "BatchNorm running-statistics momentum (0, 1]"},
+      {"bn-eps", "BatchNorm epsilon (0, 1]"},
       {"model", "paper-mlp | mlp | lenet | cifar-cnn"},
       {"dataset", "mnist | fashion-mnist | cifar10 | cifar100 | folder:PATH"},
       {"optimizer", "sgd | adam | adamw | rmsprop"},

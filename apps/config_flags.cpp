@@ -40,7 +40,12 @@ std::string describe_config(const TrainConfig& c) {
   std::ostringstream os;
   os << "model:        " << c.model.name << " (norm " << c.model.norm << ", placement "
      << c.model.placement << (c.model.init.empty() ? "" : ", init " + c.model.init)
-     << (c.model.dropout >= 0 ? ", dropout " + std::to_string(c.model.dropout) : "") << ")\n"
+     << (c.model.dropout >= 0 ? ", dropout " + std::to_string(c.model.dropout) : "")
+     << (c.model.norm == "batch" && (c.model.bn_momentum != 0.1f || c.model.bn_eps != 1e-5f)
+             ? ", BN momentum " + find_knob_by_flag("--bn-momentum")->get(c) + " eps " +
+                   find_knob_by_flag("--bn-eps")->get(c)
+             : "")
+     << ")\n"
      << "dataset:      " << c.dataset << " (data dir " << resolve_data_dir(c.data_dir) << ")\n"
      << "length:       "
      << (c.steps > 0 ? std::to_string(c.steps) + " steps" : std::to_string(c.epochs) + " epochs")

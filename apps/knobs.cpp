@@ -22,12 +22,13 @@ using Kind = Knob::Kind;
 std::string quoted(const std::string& text) { return "'" + text + "'"; }
 
 // The shortest decimal that reads back as the same float (9 digits always do): "0.01", not
-// "0.00999999978".
+// "0.00999999978". It must also survive the double a JSON reader makes of it (decimal -> double ->
+// float can round differently from decimal -> float), so config.json can hold it as written.
 std::string float_text(float v) {
   char buf[32];
-  for (int digits = 6; digits <= 9; ++digits) {
+  for (int digits = 1; digits <= 9; ++digits) {
     std::snprintf(buf, sizeof buf, "%.*g", digits, static_cast<double>(v));
-    if (std::strtof(buf, nullptr) == v) break;
+    if (std::strtof(buf, nullptr) == v && static_cast<float>(std::strtod(buf, nullptr)) == v) break;
   }
   return buf;
 }
@@ -200,6 +201,18 @@ std::vector<Knob> make_knobs() {
           BNLAB_FAIL(m.rfind("init: ", 0) == 0 ? m.substr(6) : m);
         }
       }));
+  // BatchNorm's own hyper-parameters, so the lab can vary them (absent in older configs).
+  Knob bn_momentum = real(
+      "model.bn_momentum", "--bn-momentum",
+      "BatchNorm running-statistics momentum: running = (1 - m) running + m batch",
+      [](TrainConfig& c) -> float& { return c.model.bn_momentum; }, 0, 1, true, false);
+  bn_momentum.optional_in_json = true;
+  t.push_back(bn_momentum);
+  Knob bn_eps = real(
+      "model.bn_eps", "--bn-eps", "BatchNorm epsilon, added to the variance",
+      [](TrainConfig& c) -> float& { return c.model.bn_eps; }, 0, 1, true, false);
+  bn_eps.optional_in_json = true;
+  t.push_back(bn_eps);
   Knob epochs = whole(
       "epochs", "--epochs", "Epochs to train (when --steps is 0)",
       [](TrainConfig& c) -> int64_t& { return c.epochs; }, 0, kMaxEpochs);
@@ -443,9 +456,8 @@ std::string config_to_json(const TrainConfig& c) {
       case Kind::kUInt:
         s = std::stoull(v);
         break;
-      // As the float's exact double value, so reading it back gives the same float.
-      case Kind::kFloat:
-        s = static_cast<double>(std::strtof(v.c_str(), nullptr));
+      case Kind::kFloat:  // the shortest decimal of the float ("lr": 0.01), read back exactly
+        s = std::strtod(v.c_str(), nullptr);
         break;
     }
   }

@@ -18,8 +18,9 @@ int64_t group_count(int64_t channels, int64_t limit) {
 
 std::shared_ptr<Module> make_norm(const ModelSpec& spec, int64_t channels, bool spatial) {
   if (spec.norm == "batch") {
-    if (spatial) return std::make_shared<BatchNorm2d>(BatchNormOptions{.num_features = channels});
-    return std::make_shared<BatchNorm1d>(BatchNormOptions{.num_features = channels});
+    BatchNormOptions o{.num_features = channels, .eps = spec.bn_eps, .momentum = spec.bn_momentum};
+    if (spatial) return std::make_shared<BatchNorm2d>(o);
+    return std::make_shared<BatchNorm1d>(o);
   }
   if (spec.norm == "layer") {
     // Dense: over the features. Conv: over (C, H, W) per sample = GroupNorm with one group, which

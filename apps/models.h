@@ -18,9 +18,11 @@ struct ModelSpec {
   std::string name = "paper-mlp";    // paper-mlp | mlp | lenet | cifar-cnn
   std::string norm = "none";         // none | batch | layer | group
   std::string placement = "before";  // before | after the activation
-  int64_t groups = 8;     // GroupNorm: at most this many groups (largest divisor of the width)
-  float dropout = -1.0f;  // < 0: the model's own default (lenet 0.5, others 0)
-  std::string init = "";  // "" = the model's default; else an init::apply_scheme name
+  int64_t groups = 8;        // GroupNorm: at most this many groups (largest divisor of the width)
+  float dropout = -1.0f;     // < 0: the model's own default (lenet 0.5, others 0)
+  std::string init = "";     // "" = the model's default; else an init::apply_scheme name
+  float bn_momentum = 0.1f;  // BatchNorm running-statistics momentum (PyTorch's default)
+  float bn_eps = 1e-5f;      // BatchNorm epsilon inside the sqrt (PyTorch's default)
   int64_t channels = 1, height = 28, width = 28, num_classes = 10;
 };
 

@@ -159,3 +159,39 @@ TEST_CASE("apps.train: a diverging run stops, says so and exits 3") {
   CHECK(summary["diverged_step"].get<int64_t>() > 0);
   CHECK(summary["steps"].get<int64_t>() < 20);
 }
+
+TEST_CASE("apps.train: --bn-momentum and --bn-eps reach BatchNorm and config.json") {
+  // After one step from running_mean = 0, running_mean = momentum * batch mean: the same batch
+  // under momentum 0.5 and 0.1 gives running means in the ratio 5.
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  const std::string flags =
+      "train --threads 1 --model mlp --norm batch --batch-size 16 --steps 1 "
+      "--data-dir " +
+      shell_quote(dir.file("data"));
+  REQUIRE(run_cli(flags + " --out " + shell_quote(dir.file("m01"))).exit_code == 0);
+  CliResult r =
+      run_cli(flags + " --bn-momentum 0.5 --bn-eps 0.001 --out " + shell_quote(dir.file("m05")));
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.output, "BN momentum 0.5 eps 0.001"));
+  auto running_mean = [&](const std::string& run) {
+    for (const bnlab::NamedTensor& t : bnlab::load_safetensors(run + "/model.safetensors").tensors)
+      if (t.name.find("running_mean") != std::string::npos) return t.tensor.clone();
+    FAIL("no running_mean in " << run);
+    return bnlab::Tensor();
+  };
+  bnlab::Tensor a = running_mean(dir.file("m01")), b = running_mean(dir.file("m05"));
+  REQUIRE(a.numel() == b.numel());
+  for (int64_t i = 0; i < a.numel(); ++i)
+    CHECK(b.data()[i] == doctest::Approx(5.0 * a.data()[i]).epsilon(1e-4));
+  // config.json holds the shortest decimals, and reads back as the same floats.
+  const std::string config = read_text(dir.file("m05") + "/config.json");
+  CHECK(contains(config, "\"bn_momentum\": 0.5"));
+  CHECK(contains(config, "\"bn_eps\": 0.001"));
+  CHECK(contains(config, "\"lr\": 0.01"));
+  CliResult conflict =
+      run_cli("train --resume " + shell_quote(dir.file("m05")) + " --bn-eps 0.00001");
+  CHECK(conflict.exit_code == 2);
+  CHECK(contains(conflict.output, "has model.bn_eps = 0.001"));
+}
