@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
+#include <vector>
 
 #include "apps/commands.h"
 #include "apps/interrupt.h"
@@ -97,6 +99,40 @@ bool show_error_locations(bool debug_flag) {
 #endif
 }
 
+// Levenshtein distance, for "did you mean" (a flag is short: the quadratic table is nothing).
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1] ? 1 : 0)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// "did you mean --epochs?" for an unknown --flag close to one the subcommand has ("" otherwise).
+std::string did_you_mean(const CLI::App& app, const std::string& arg) {
+  if (arg.rfind("--", 0) != 0) return "";
+  const std::string given = arg.substr(0, arg.find('='));
+  std::string best;
+  size_t best_distance = 3;  // at most two edits away
+  for (const CLI::Option* o : app.get_options()) {
+    for (const std::string& name : o->get_lnames()) {
+      size_t d = edit_distance(given, "--" + name);
+      if (d < best_distance) {
+        best_distance = d;
+        best = "--" + name;
+      }
+    }
+  }
+  return best.empty() ? "" : given + ": did you mean " + best + "?\n";
+}
+
 void print_error(const std::exception& e, bool with_location) {
   std::string line = std::string("error: ") + e.what();
   if (const auto* be = dynamic_cast<const bnlab::Error*>(&e);
@@ -147,12 +183,19 @@ int main(int argc, char** argv) {
     }
     // A bad flag gets the problem and where the flags are listed, not the whole --help text.
     std::string command = "bnlab";
-    for (const CLI::App* a = &app; !a->get_subcommands().empty();) {
-      a = a->get_subcommands().front();
-      command += " " + a->get_name();
+    const CLI::App* selected = &app;
+    while (!selected->get_subcommands().empty()) {
+      selected = selected->get_subcommands().front();
+      command += " " + selected->get_name();
     }
-    bnlab::write_whole_line(STDERR_FILENO, std::string("error: ") + e.what() + "\nRun '" + command +
-                                               " --help' for the flags.\n");
+    std::string hint;
+    if (dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr) {
+      // CLI11 lists the unexpected arguments after the colon of its message.
+      std::istringstream extras(std::string(e.what()).substr(std::string(e.what()).find(':') + 1));
+      for (std::string extra; extras >> extra;) hint += did_you_mean(*selected, extra);
+    }
+    bnlab::write_whole_line(STDERR_FILENO, std::string("error: ") + e.what() + "\n" + hint +
+                                               "Run '" + command + " --help' for the flags.\n");
     return 2;
   }
   try {

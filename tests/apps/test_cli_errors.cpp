@@ -28,6 +28,14 @@ TEST_CASE("apps.cli: an unknown flag exits 2 naming the flag and pointing at --h
   CHECK_FALSE(contains(r.output, "Options:"));  // a short message, not the whole --help
   CHECK_FALSE(fs::exists(dir.file("out")));
 
+  // A near miss gets a suggestion.
+  CliResult typo = run_cli(train_flags(dir) + " --epoch 2 --lr=0.1 --nesterv");
+  CAPTURE(typo.output);
+  CHECK(typo.exit_code == 2);
+  CHECK(contains(typo.output, "--epoch: did you mean --epochs?"));
+  CHECK(contains(typo.output, "--nesterv: did you mean --nesterov?"));
+  CHECK_FALSE(contains(r.output, "did you mean"));  // --no-such-flag is close to nothing
+
   // An unknown subcommand: CLI11 reports the missing subcommand (not the word).
   CliResult sub = run_cli("no-such-command");
   CHECK(sub.exit_code == 2);
