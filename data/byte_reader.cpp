@@ -3,12 +3,17 @@
 // 8b).
 #include "data/byte_reader.h"
 
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "core/error.h"
 #include "core/io.h"
@@ -22,7 +27,88 @@ bool starts_with_gzip_magic(std::string_view bytes) {
          static_cast<uint8_t>(bytes[1]) == 0x8b;
 }
 
+constexpr const char* kLimitVariable = "BNLAB_MAX_DATASET_BYTES";
+
+// Added to the deflate bound of a gzip source. The bound is already a true maximum; the slack only
+// keeps the check from ever resting on its last bytes.
+constexpr int64_t kDeflateSlack = 4096;
+
+// The machine's physical memory in bytes (a generous bound when it cannot be read).
+int64_t physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page_size = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page_size <= 0) return int64_t{1} << 46;
+  return static_cast<int64_t>(pages) * page_size;
+}
+
+// The smaller of 8 GiB and half of physical memory: the datasets bnlab is for (MNIST, CIFAR, image
+// folders of small images) are far below it, and a larger claim is far more likely a corrupt or
+// hostile header than a dataset that fits in memory next to training.
+int64_t default_dataset_limit() { return std::min(int64_t{8} << 30, physical_memory_bytes() / 2); }
+
+// "9.8 KiB", "8.0 GiB": the limit in a unit a reader takes in at a glance.
+std::string human_size(int64_t bytes) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double v = static_cast<double>(bytes);
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < std::size(units)) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
 }  // namespace
+
+int64_t max_dataset_bytes() {
+  const char* env = std::getenv(kLimitVariable);
+  if (env == nullptr || *env == '\0') return default_dataset_limit();
+  const std::string_view text(env);
+  int64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  int shift = 0;
+  if (ec == std::errc() && end + 1 == text.data() + text.size()) {
+    switch (*end) {
+      case 'k':
+      case 'K':
+        shift = 10;
+        break;
+      case 'm':
+      case 'M':
+        shift = 20;
+        break;
+      case 'g':
+      case 'G':
+        shift = 30;
+        break;
+      case 't':
+      case 'T':
+        shift = 40;
+        break;
+      default:
+        shift = -1;
+    }
+    ++end;
+  }
+  const bool whole = ec == std::errc() && end == text.data() + text.size() && shift >= 0;
+  BNLAB_CHECK(whole && value > 0 && value <= (std::numeric_limits<int64_t>::max() >> shift),
+              kLimitVariable, " is '", text,
+              "', expected a positive number of bytes, optionally with a K, M, G or T suffix "
+              "(e.g. 17179869184 or 16G)");
+  return value << shift;
+}
+
+std::string dataset_limit_text(int64_t limit) {
+  const char* env = std::getenv(kLimitVariable);
+  const bool from_env = env != nullptr && *env != '\0';
+  const std::string source =
+      from_env ? std::string("from ") + kLimitVariable + "=" + env
+               : std::string("the default: the smaller of 8 GiB and half of this machine's memory");
+  return "the dataset size limit of " + std::to_string(limit) + " bytes (" +
+         (limit >= 1024 ? human_size(limit) + ", " : std::string()) + source + "); set " +
+         kLimitVariable + " to raise it";
+}
 
 struct ByteReader::Inflater {
   z_stream zs{};
@@ -162,6 +248,28 @@ int64_t ByteReader::read_up_to(std::vector<uint8_t>& out, int64_t n) {
 bool ByteReader::has_more() {
   uint8_t byte = 0;
   return read(&byte, 1) == 1;
+}
+
+void ByteReader::check_claim(int64_t claimed, const std::string& claim) const {
+  if (is_gzip()) {
+    // All of the stream's data, the bytes already read included, comes from file_size_ compressed
+    // bytes (gzip headers and trailers only make them more), so it is at most kMaxDeflateRatio
+    // times that. A claim beyond it cannot be true; refusing it here, before inflating, is what
+    // stops a bomb that holds gigabytes of zeros under a header claiming terabytes from being
+    // inflated in full only to be found short.
+    const int64_t most =
+        file_size_ > (std::numeric_limits<int64_t>::max() - kDeflateSlack) / kMaxDeflateRatio
+            ? std::numeric_limits<int64_t>::max()
+            : file_size_ * kMaxDeflateRatio + kDeflateSlack;
+    const int64_t left = std::max<int64_t>(0, most - position_);
+    BNLAB_CHECK(claimed <= left, path_, ": header says ", claim, " (", claimed,
+                " bytes), more than a ", file_size_, "-byte gzip file can hold: deflate expands ",
+                "at most ", kMaxDeflateRatio, ":1, so at most ", left,
+                " bytes (corrupt header, or a gzip bomb?)");
+  }
+  const int64_t limit = max_dataset_bytes();
+  BNLAB_CHECK(claimed <= limit, path_, ": header says ", claim, " (", claimed, " bytes), over ",
+              dataset_limit_text(limit));
 }
 
 }  // namespace bnlab::detail

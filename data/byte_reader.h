@@ -12,6 +12,12 @@
 // code path for both: the compressed bytes (a few MB for MNIST) are held in memory and inflated
 // with zlib's inflate, which also reads concatenated gzip members and, like gzread, ignores bytes
 // after the last member that do not start another one. Plain files are streamed with stdio.
+//
+// Decompression is bounded twice, so a small gzip file (a "gzip bomb") cannot make a reader grow
+// without end: a header's claim is checked with check_claim() before any payload is inflated
+// (against what the compressed bytes could possibly inflate to, and against max_dataset_bytes()),
+// and read_up_to(n) / has_more() never inflate more than n + 1 bytes, however much more the
+// stream holds.
 // Reference: zlib manual, inflate/inflateInit2 (https://zlib.net/manual.html); RFC 1952 (gzip).
 #pragma once
 
@@ -23,6 +29,21 @@
 #include <vector>
 
 namespace bnlab::detail {
+
+// Deflate's largest possible expansion, output bytes per compressed byte. One length/distance pair
+// yields at most 258 bytes and needs at least one bit for the length and one for the distance, so
+// 2 bits in give at most 258 bytes out, 8 bits at most 1032 (zlib's technical details,
+// https://zlib.net/zlib_tech.html, "Maximum Compression Factor"; the codes are RFC 1951, 3.2.5).
+constexpr int64_t kMaxDeflateRatio = 1032;
+
+// The most bytes of data a dataset reader takes in: one IDX file's payload, or one CIFAR split's
+// batches together. BNLAB_MAX_DATASET_BYTES if set (a whole number of bytes, optionally with a K,
+// M, G or T suffix for powers of 1024), else the smaller of 8 GiB and half of this machine's
+// physical memory. Read at every call; throws naming the variable for a value that is not a
+// positive size.
+int64_t max_dataset_bytes();
+// "the dataset size limit of <limit> bytes (<GiB>, <where it comes from>; ...)", for messages.
+std::string dataset_limit_text(int64_t limit);
 
 class ByteReader {
  public:
@@ -50,8 +71,15 @@ class ByteReader {
   // terabytes costs only as much memory as the file really holds. Returns how many bytes were
   // appended.
   int64_t read_up_to(std::vector<uint8_t>& out, int64_t n);
-  // True if at least one more byte of data follows (consumes it).
+  // True if at least one more byte of data follows (consumes it, and inflates no more than it).
   bool has_more();
+
+  // Refuses a header's claim that `claimed` more bytes of data follow (`claim` says what they are,
+  // e.g. "600 images of 28x28"), before any of them is read: for gzip data, a claim larger than
+  // the compressed bytes could inflate to (kMaxDeflateRatio), and for any data a claim over
+  // max_dataset_bytes(). The exact length of plain data (remaining_if_known()) is the caller's to
+  // compare, with its own message. Throws naming the path, the claim and the limit.
+  void check_claim(int64_t claimed, const std::string& claim) const;
 
  private:
   struct Inflater;  // z_stream and its state, kept out of this header so zlib.h stays out too

@@ -43,10 +43,20 @@ std::vector<std::string> numbered_names(int64_t n) {
   return names;
 }
 
-// Appends one file's records to out.
+// " (N with the batches before it)" when earlier batches count towards the size limit too.
+std::string with_before(int64_t before, int64_t here) {
+  return before > 0 ? " (" + std::to_string(before + here) + " with the batches before it)" : "";
+}
+
+// Appends one file's records to out. The split's data, this file's and the batches' before it,
+// must stay within the dataset size limit (detail::max_dataset_bytes()): a CIFAR batch has no
+// header to check, so a gzip batch is refused as soon as it inflates past the limit (by at most
+// one chunk), and a plain one before anything is allocated for it.
 void read_one_batch(detail::ByteReader& in, const LayoutInfo& info, ImageDataset& out) {
   const std::string& path = in.path();
   const int64_t record = info.label_bytes + kCifarPixels;
+  const int64_t limit = detail::max_dataset_bytes();
+  const int64_t before = static_cast<int64_t>(out.labels.size()) * record;
   int64_t known = in.remaining_if_known();
   if (known >= 0) {
     // Plain file: validate the length before allocating anything for it.
@@ -54,6 +64,8 @@ void read_one_batch(detail::ByteReader& in, const LayoutInfo& info, ImageDataset
                 known == 0 ? "non-empty sequence" : "whole number", " of ", record, "-byte ",
                 info.description, " records (", known / record, " records and ", known % record,
                 " bytes left over: truncated, or not a ", info.description, " batch?)");
+    BNLAB_CHECK(known <= limit - before, path, ": file holds ", known, " bytes of data",
+                with_before(before, known), ", over ", detail::dataset_limit_text(limit));
     out.pixels.reserve(out.pixels.size() + static_cast<size_t>(known / record * kCifarPixels));
     out.labels.reserve(out.labels.size() + static_cast<size_t>(known / record));
   }
@@ -62,6 +74,9 @@ void read_one_batch(detail::ByteReader& in, const LayoutInfo& info, ImageDataset
   int64_t records = 0;
   while (true) {
     int64_t got = in.read(chunk.data(), kChunkRecords * record);
+    BNLAB_CHECK(in.position() <= limit - before, path, ": inflates to at least ", in.position(),
+                " bytes of data", with_before(before, in.position()), ", over ",
+                detail::dataset_limit_text(limit));
     int64_t whole = got / record;
     BNLAB_CHECK(got % record == 0, path, ": file holds ", in.position(), " bytes of data, not a ",
                 "whole number of ", record, "-byte ", info.description, " records (",

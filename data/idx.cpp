@@ -71,8 +71,10 @@ IdxHeader read_header(detail::ByteReader& in, int64_t want_rank, const char* wha
 }
 
 // Reads exactly `expected` data bytes into out, or throws with the header's claim and the real
-// length. For a plain file the check happens before any allocation; for gzip the buffer grows only
-// with the data actually decompressed (data/byte_reader.h).
+// length. Nothing is allocated or inflated before the claim is checked: for a plain file against
+// its length, for gzip against what the compressed bytes could inflate to, and for both against
+// the dataset size limit (ByteReader::check_claim). For gzip the buffer then grows only with the
+// data actually decompressed, and inflating stops one byte past the claim (data/byte_reader.h).
 void read_payload(detail::ByteReader& in, int64_t expected, const std::string& claim,
                   std::vector<uint8_t>& out) {
   const std::string& path = in.path();
@@ -83,6 +85,7 @@ void read_payload(detail::ByteReader& in, int64_t expected, const std::string& c
         known, " bytes of data",
         known > expected ? " (trailing bytes: wrong header or not an IDX file?)" : " (truncated?)");
   }
+  in.check_claim(expected, claim);
   out.clear();
   int64_t got = in.read_up_to(out, expected);
   BNLAB_CHECK(got == expected, path, ": header says ", claim, " (", expected,

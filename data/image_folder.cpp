@@ -1,7 +1,7 @@
 // Image-folder loader on stb_image: a header pass (image_info on each file's bytes: format, JPEG
-// tables, sizes, channel counts, unreadable files) decides the dataset shape before one allocation;
-// then a decode pass fills it (decode_into). Both are the code fuzz/ exercises through image_info
-// and decode_image. Reference:
+// tables, sizes, channel counts, unreadable files) decides the dataset shape, and refuses one over
+// options.max_total_bytes, before one allocation; then a decode pass fills it (decode_into). Both
+// are the code fuzz/ exercises through image_info and decode_image. Reference:
 // https://github.com/nothings/stb (stb_image.h, stb_image_resize.h). libstb provides the
 // implementations, so no STB_*_IMPLEMENTATION is defined here.
 #include "data/image_folder.h"
@@ -172,10 +172,12 @@ void check_size(int64_t width, int64_t height, const std::string& name) {
 void decode_into(std::string_view bytes, const std::string& name, int64_t C, int64_t H, int64_t W,
                  bool resize, uint8_t* chw, std::vector<uint8_t>& scratch) {
   ImageInfo info = image_info(bytes, name);
+  const std::string without_empty_idat = detail::png_without_empty_idat(bytes);
+  const std::string_view stb_bytes = without_empty_idat.empty() ? bytes : without_empty_idat;
   int w = 0, h = 0, comp = 0;
   std::unique_ptr<uint8_t, void (*)(void*)> img(
-      stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
-                            static_cast<int>(bytes.size()), &w, &h, &comp, static_cast<int>(C)),
+      stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(stb_bytes.data()),
+                            static_cast<int>(stb_bytes.size()), &w, &h, &comp, static_cast<int>(C)),
       stbi_image_free);
   BNLAB_CHECK(img != nullptr, "image_folder: cannot decode ", name, " (", stb_reason(), ")");
   BNLAB_CHECK(w == info.width && h == info.height, "image_folder: ", name, " decoded as ", w, "x",
@@ -196,6 +198,49 @@ void decode_into(std::string_view bytes, const std::string& name, int64_t C, int
 }
 
 }  // namespace
+
+namespace detail {
+
+// stb_image 2.27 reads each IDAT chunk with stbi__getn(s, z->idata + ioff, c.length)
+// (stbi__parse_png_file, stb_image.h:5130 in Debian 12's copy) and only allocates z->idata once a
+// chunk has data, so a zero-length first IDAT makes stbi__getn call memcpy(NULL, src, 0)
+// (stb_image.h:1663; found by fuzz/fuzz_image as a UBSan report). A null pointer is undefined
+// behaviour even with a length of zero (C11 7.24.1p2), which an optimizer may act on. A
+// zero-length IDAT carries no data -- the image data is the concatenation of the IDAT chunks'
+// contents (PNG spec, 11.2.4) -- so stb gets a copy of the bytes without such chunks, and decodes
+// exactly what it would have. Returns "" (no copy is made) when there is none: the common case.
+// The first chunk is left alone: stb refuses an IDAT there ("first not IHDR") before reading it.
+// The walk is check_png_chunks's, which image_info runs first, so every chunk up to IEND fits in
+// the file.
+std::string png_without_empty_idat(std::string_view bytes) {
+  static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (bytes.size() < 8 || std::memcmp(bytes.data(), kPng, 8) != 0) return "";
+  auto length_at = [&](size_t at) {
+    uint32_t length = 0;
+    for (size_t k = 0; k < 4; ++k) length = length << 8 | static_cast<uint8_t>(bytes[at + k]);
+    return length;
+  };
+  auto empty_idat_at = [&](size_t at) {
+    return length_at(at) == 0 && bytes.substr(at + 4, 4) == "IDAT";
+  };
+  std::string out;
+  size_t copied = 0;  // bytes before this offset are in out (once out is in use)
+  for (size_t at = 8; at + 8 <= bytes.size();) {
+    const size_t next = at + 12 + length_at(at);  // length, type, data, CRC
+    if (at > 8 && empty_idat_at(at)) {
+      if (out.empty()) out.reserve(bytes.size());
+      out.append(bytes.substr(copied, at - copied));
+      copied = std::min(next, bytes.size());
+    }
+    if (bytes.substr(at + 4, 4) == "IEND") break;
+    at = next;
+  }
+  if (out.empty()) return "";
+  out.append(bytes.substr(copied));
+  return out;
+}
+
+}  // namespace detail
 
 ImageInfo image_info(std::string_view bytes, const std::string& name_for_errors) {
   const Format format =
@@ -245,6 +290,8 @@ ImageDataset load_image_folder(const std::string& root_str, const ImageFolderOpt
       "image_folder: give both height and width (or neither), got ", options.height, "x",
       options.width);
   if (options.height > 0) check_size(options.width, options.height, "the requested size");
+  BNLAB_CHECK(options.max_total_bytes > 0, "image_folder: max_total_bytes must be > 0, got ",
+              options.max_total_bytes);
 
   // Classes: sub-directories sorted by name.
   std::vector<std::string> classes;
@@ -255,16 +302,28 @@ ImageDataset load_image_folder(const std::string& root_str, const ImageFolderOpt
   BNLAB_CHECK(!classes.empty(), "image_folder: ", root_str,
               " has no class sub-directories (expected root/<class>/<image>.png|jpg|bmp)");
 
-  // Header pass: every image's size and channel count, without decoding pixels.
-  std::vector<Entry> entries;
+  // Every class's image files, so an empty class is reported before any image is read. An empty
+  // class would be a label no image has: torchvision's ImageFolder raises FileNotFoundError for it
+  // unless allow_empty=True, and so do we.
+  std::vector<std::vector<std::string>> class_files(classes.size());
   for (size_t k = 0; k < classes.size(); ++k) {
-    std::vector<std::string> files;
+    std::vector<std::string>& files = class_files[k];
     for (const auto& entry : fs::directory_iterator(root / classes[k])) {
       if (entry.is_regular_file() && is_image_file(entry.path()))
         files.push_back(entry.path().string());
     }
     std::sort(files.begin(), files.end());
-    for (const std::string& f : files) {
+    BNLAB_CHECK(!files.empty() || options.allow_empty, "image_folder: class folder ",
+                (root / classes[k]).string(),
+                " holds no .png/.jpg/.jpeg/.bmp images; every class sub-directory needs at least "
+                "one (remove the folder, or set ImageFolderOptions::allow_empty to keep it as a "
+                "class without images)");
+  }
+
+  // Header pass: every image's size and channel count, without decoding pixels.
+  std::vector<Entry> entries;
+  for (size_t k = 0; k < classes.size(); ++k) {
+    for (const std::string& f : class_files[k]) {
       // The whole file, not stbi_info on the path: stb parses JPEG tables even for the header, and
       // image_info checks them first (check_jpeg_huffman_tables).
       ImageInfo info = image_info(read_file(f), f);
@@ -294,6 +353,18 @@ ImageDataset load_image_folder(const std::string& root_str, const ImageFolderOpt
     }
   }
 
+  // The decoded dataset's size is known now, before one pixel is decoded: refuse it here rather
+  // than let a few small files (a 65 KB PNG can hold 8192 x 8192 pixels) claim gigabytes. Each
+  // factor is bounded (C <= 3, H * W <= kMaxImagePixels, fewer entries than files), so the product
+  // fits in int64.
+  const int64_t CHW = C * H * W;
+  const int64_t total = static_cast<int64_t>(entries.size()) * CHW;
+  BNLAB_CHECK(total <= options.max_total_bytes, "image_folder: ", root_str, " holds ",
+              entries.size(), " images of ", C, "x", H, "x", W, " (C x H x W), ", total,
+              " bytes decoded, over the limit of ", options.max_total_bytes,
+              " bytes (ImageFolderOptions::max_total_bytes: raise it, or give a smaller height and "
+              "width to resize to)");
+
   ImageDataset out;
   out.name =
       root.filename().empty() ? root.parent_path().filename().string() : root.filename().string();
@@ -301,7 +372,6 @@ ImageDataset load_image_folder(const std::string& root_str, const ImageFolderOpt
   out.height = H;
   out.width = W;
   out.class_names = classes;
-  const int64_t CHW = C * H * W;
   out.pixels.resize(entries.size() * static_cast<size_t>(CHW));
   out.labels.resize(entries.size());
 

@@ -2,15 +2,22 @@
 // stb_image into a uint8 ImageDataset [N, C, H, W].
 //
 // Classes are the sub-directories of root sorted by name (byte order), so label k is the k-th name;
-// images within a class are sorted by file name; other files are ignored. Channels: 1 if every
-// image is grayscale (or gray + alpha), else 3 (gray replicated; alpha dropped), unless forced by
-// options. Size: every image must have the same size unless options give a fixed height and width,
-// to which each image is resized (stb_image_resize). A file that stb_image cannot read is reported
-// with its path and stb's reason. Only PNG, JPEG and BMP content is passed to stb (checked from the
-// first bytes, whatever the extension), so the other formats stb_image knows stay out of reach, and
-// images over kMaxImagePixels (a corrupt or hostile header) are refused before anything is decoded.
-// JPEG Huffman tables are checked before stb_image sees them (its 2.27 release, Debian 12's, writes
-// out of bounds on a table with more than 256 codes).
+// images within a class are sorted by file name; other files are ignored. A class directory
+// without images is an error (torchvision raises FileNotFoundError), unless options allow empty
+// classes (torchvision's allow_empty=True): they then keep their label and hold no images.
+// Channels: 1 if every image is grayscale (or gray + alpha), else 3 (gray replicated; alpha
+// dropped), unless forced by options. Size: every image must have the same size unless options
+// give a fixed height and width, to which each image is resized (stb_image_resize). A file that
+// stb_image cannot read is reported with its path and stb's reason.
+//
+// Only PNG, JPEG and BMP content is passed to stb (checked from the first bytes, whatever the
+// extension), so the other formats stb_image knows stay out of reach. Images over kMaxImagePixels
+// (a corrupt or hostile header) are refused before anything is decoded, and so is a folder whose
+// decoded dataset (images x C x H x W bytes, known from the headers) exceeds
+// options.max_total_bytes. JPEG Huffman tables are checked before stb_image sees them (its 2.27
+// release, Debian 12's, writes out of bounds on a table with more than 256 codes), and PNG IDAT
+// chunks of length zero, for which it calls memcpy with a null pointer, are dropped from the bytes
+// it decodes.
 // Reference: torchvision.datasets.ImageFolder (https://pytorch.org/vision/stable/datasets.html);
 // stb_image (https://github.com/nothings/stb).
 #pragma once
@@ -30,6 +37,14 @@ struct ImageFolderOptions {
   int64_t height =
       0;  ///< with width: resize every image to height x width; 0 = keep (sizes must agree)
   int64_t width = 0;  ///< see height
+  /// The largest decoded dataset accepted, in bytes (images x channels x height x width), checked
+  /// from the image headers before any pixel is decoded. A handful of small, highly compressible
+  /// files can claim gigabytes (a 65 KB PNG decodes to 64 MiB at 8192 x 8192); raise it for a
+  /// larger dataset that fits in memory.
+  int64_t max_total_bytes = int64_t{4} << 30;
+  /// Keep a class directory that holds no images as a class (its label is used by no image),
+  /// instead of refusing the folder; torchvision's ImageFolder(allow_empty=True).
+  bool allow_empty = false;
 };
 
 /// The largest image accepted, in pixels (width * height): 8192 x 8192. stb_image itself allows
@@ -64,5 +79,15 @@ DecodedImage decode_image(std::string_view bytes, const std::string& name_for_er
 
 /// Loads `root/<class>/*` as above; the dataset's name is root's last path component, split "".
 ImageDataset load_image_folder(const std::string& root, const ImageFolderOptions& options = {});
+
+namespace detail {
+
+// What decode_image hands stb_image for a PNG with zero-length IDAT chunks (after the first chunk):
+// a copy without them, since stb 2.27 calls memcpy(NULL, src, 0) for a zero-length first IDAT
+// (image_folder.cpp says more). "" when `bytes` is not a PNG or has no such chunk, so no copy is
+// made. Expects chunks whose lengths check_png_chunks has accepted (image_info runs it first).
+std::string png_without_empty_idat(std::string_view bytes);
+
+}  // namespace detail
 
 }  // namespace bnlab

@@ -1,4 +1,5 @@
-// Helpers shared by the test families: a self-cleaning temporary directory and a raw file writer.
+// Helpers shared by the test families: a self-cleaning temporary directory, a scoped environment
+// variable and a raw file writer.
 #pragma once
 
 #include <unistd.h>
@@ -6,11 +7,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 namespace bnlab::testing {
@@ -35,6 +38,34 @@ struct TempDir {
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+// Sets (or, with nullptr, unsets) an environment variable for a scope and restores its old value
+// or absence at scope exit, so a test's setting cannot leak into the next test.
+struct ScopedEnv {
+  std::string name;
+  bool had = false;
+  std::string old;
+  ScopedEnv(std::string variable, const char* value) : name(std::move(variable)) {
+    if (const char* v = std::getenv(name.c_str())) {
+      had = true;
+      old = v;
+    }
+    if (value != nullptr) {
+      ::setenv(name.c_str(), value, 1);
+    } else {
+      ::unsetenv(name.c_str());
+    }
+  }
+  ~ScopedEnv() {
+    if (had) {
+      ::setenv(name.c_str(), old.c_str(), 1);
+    } else {
+      ::unsetenv(name.c_str());
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
 };
 
 inline void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {

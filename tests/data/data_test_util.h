@@ -20,11 +20,13 @@ namespace data_test {
 namespace fs = std::filesystem;
 
 using TempDir = bnlab::testing::TempDir;
+using bnlab::testing::ScopedEnv;
 using bnlab::testing::write_bytes;
 
-// gzip via zlib's gzopen/gzwrite, as gzip(1) would.
-inline void write_gzip(const std::string& path, const std::vector<uint8_t>& bytes) {
-  gzFile gz = gzopen(path.c_str(), "wb");
+// gzip via zlib's gzopen/gzwrite, as gzip(1) would; `mode` may pick the level ("wb9").
+inline void write_gzip(const std::string& path, const std::vector<uint8_t>& bytes,
+                       const char* mode = "wb") {
+  gzFile gz = gzopen(path.c_str(), mode);
   if (gz == nullptr) throw std::runtime_error("test: cannot open " + path);
   if (!bytes.empty()) gzwrite(gz, bytes.data(), static_cast<unsigned>(bytes.size()));
   gzclose(gz);

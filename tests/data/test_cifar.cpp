@@ -1,6 +1,7 @@
 // data/cifar: CIFAR-10 and CIFAR-100 records (labels, R/G/B planes), batches concatenated in order,
 // gzip, the CIFAR-10 directory protocol (train 1-4, val 5, the 1000 official test images named as
-// such), and malformed files -- truncated, empty, labels out of range -- rejected naming the file.
+// such), and malformed files -- truncated, empty, labels out of range, over the dataset size limit
+// -- rejected naming the file.
 #include <doctest/doctest.h>
 
 #include "core/error.h"
@@ -83,6 +84,58 @@ TEST_CASE("data.cifar: truncated, empty and mislabelled files are rejected namin
   CHECK_THROWS_WITH_AS(
       read_cifar_batches({dir.file("missing.bin")}, CifarLayout::kCifar10, "c", ""),
       doctest::Contains("missing.bin: cannot open"), Error);
+}
+
+TEST_CASE("data.cifar: a split over BNLAB_MAX_DATASET_BYTES is refused, plain or gzip") {
+  // A CIFAR batch has no header to check, so the limit bounds the data itself: a plain file by its
+  // length before anything is allocated, a gzip file as soon as it inflates past the limit (one
+  // 512-record chunk at most), the split's earlier batches counted too.
+  TempDir dir("cifar");
+  write_bytes(dir.file("a.bin"), cifar10_file({1, 2}));    // 6146 bytes
+  write_gzip(dir.file("b.bin"), cifar10_file({3, 4}, 7));  // 6146 bytes inflated
+  const std::string a = dir.file("a.bin"), b = dir.file("b.bin");
+  {
+    ScopedEnv env("BNLAB_MAX_DATASET_BYTES", "10000");
+    CHECK(read_cifar_batches({a}, CifarLayout::kCifar10, "c", "").size() == 2);
+    CHECK(read_cifar_batches({b}, CifarLayout::kCifar10, "c", "").size() == 2);
+    const std::string limit =
+        ", over the dataset size limit of 10000 bytes (9.8 KiB, from "
+        "BNLAB_MAX_DATASET_BYTES=10000); set BNLAB_MAX_DATASET_BYTES to raise it";
+    CHECK_THROWS_WITH_AS(
+        read_cifar_batches({a, b}, CifarLayout::kCifar10, "c", ""),
+        doctest::Contains((b +
+                           ": inflates to at least 6146 bytes of data (12292 with the batches "
+                           "before it)" +
+                           limit)
+                              .c_str()),
+        Error);
+    CHECK_THROWS_WITH_AS(
+        read_cifar_batches({b, a}, CifarLayout::kCifar10, "c", ""),
+        doctest::Contains(
+            (a + ": file holds 6146 bytes of data (12292 with the batches before it)" + limit)
+                .c_str()),
+        Error);
+  }
+  {
+    ScopedEnv env("BNLAB_MAX_DATASET_BYTES", "5000");
+    CHECK_THROWS_WITH_AS(
+        read_cifar_batches({a}, CifarLayout::kCifar10, "c", ""),
+        doctest::Contains((a + ": file holds 6146 bytes of data, over the dataset size limit of "
+                               "5000 bytes (4.9 KiB, from BNLAB_MAX_DATASET_BYTES=5000)")
+                              .c_str()),
+        Error);
+  }
+  // A gzip bomb of 2000 blank records (6 MB of zeros in a few KB) under a 1 MiB limit: refused
+  // after the first chunk of 512 records, not after inflating all of it.
+  write_gzip(dir.file("bomb.bin"), std::vector<uint8_t>(size_t{2000} * 3073, 0), "wb9");
+  ScopedEnv env("BNLAB_MAX_DATASET_BYTES", "1M");
+  CHECK_THROWS_WITH_AS(
+      read_cifar_batches({dir.file("bomb.bin")}, CifarLayout::kCifar10, "c", ""),
+      doctest::Contains((dir.file("bomb.bin") +
+                         ": inflates to at least 1573376 bytes of data, over the dataset size "
+                         "limit of 1048576 bytes (1.0 MiB, from BNLAB_MAX_DATASET_BYTES=1M)")
+                            .c_str()),
+      Error);
 }
 
 TEST_CASE("data.cifar: CIFAR-10 directory protocol and names") {

@@ -1,11 +1,12 @@
 // data/idx: plain and gzip IDX images and labels (gzip detected from the bytes), the MNIST
 // directory layout, and every malformed variant -- truncated, wrong magic / type / rank, zero and
-// absurd dimensions, trailing bytes, mismatched counts, bad labels -- rejected with a message
-// naming the file.
+// absurd dimensions, trailing bytes, mismatched counts, bad labels, gzip bombs, claims over the
+// dataset size limit -- rejected with a message naming the file.
 #include <doctest/doctest.h>
 
 #include "core/error.h"
 #include "core/io.h"
+#include "data/byte_reader.h"
 #include "data/datasets.h"
 #include "data/idx.h"
 #include "data_test_util.h"
@@ -165,18 +166,20 @@ TEST_CASE("data.idx: zero and absurd dimensions are rejected before allocating")
       doctest::Contains("zero: IDX image dimension 1 is 0 (header dims [3, 0, 28])"), Error);
 
   // 2^31 images of 28x28 claim 1.7 TB; the file holds 1234 bytes. Plain files fail on the file size
-  // before reading; gzip files grow their buffer only as data arrives, so this costs kilobytes.
+  // before reading; gzip files on the compressed size (no deflate stream of a few dozen bytes
+  // inflates to 1.7 TB), before inflating anything.
   std::vector<uint8_t> absurd = idx_header(0x08, {1u << 31, 28, 28});
   absurd.resize(absurd.size() + 1234, 7);
   write_bytes(dir.file("train-images-idx3-ubyte"), absurd);
   write_gzip(dir.file("train-images-idx3-ubyte.gz"), absurd);
-  const char* claim =
-      "header says 2147483648 images of 28x28 (1683627180032 bytes), file holds 1234 "
-      "bytes of data";
   CHECK_THROWS_WITH_AS(read_idx_images(dir.file("train-images-idx3-ubyte")),
-                       doctest::Contains(claim), Error);
+                       doctest::Contains("header says 2147483648 images of 28x28 (1683627180032 "
+                                         "bytes), file holds 1234 bytes of data"),
+                       Error);
   CHECK_THROWS_WITH_AS(read_idx_images(dir.file("train-images-idx3-ubyte.gz")),
-                       doctest::Contains(claim), Error);
+                       doctest::Contains("header says 2147483648 images of 28x28 (1683627180032 "
+                                         "bytes), more than a "),
+                       Error);
 
   // Dimensions whose product overflows 64 bits.
   write_bytes(dir.file("overflow"), idx_header(0x08, {0xffffffffu, 0xffffffffu, 0xffffffffu}));
@@ -191,8 +194,121 @@ TEST_CASE("data.idx: zero and absurd dimensions are rejected before allocating")
   CHECK_THROWS_WITH_AS(
       read_idx_labels(dir.file("labels.gz")),
       doctest::Contains("labels.gz: header says 4294967280 labels (4294967280 bytes), "
-                        "file holds 10 bytes"),
+                        "more than a "),
       Error);
+}
+
+TEST_CASE("data.idx: a gzip bomb is refused from its header before anything is inflated") {
+  // A header claiming 2^31 - 1 images of 28x28 (1.7 TB) over 8 MiB of zeros, which deflate packs
+  // about 1000:1 into a few KB. The reader used to inflate all of it, growing its buffer to the 8
+  // MiB (a 4 MB bomb of this kind took 42 s and 5 GB), only to find the data short of the claim.
+  // Now the claim is compared with what the compressed bytes can inflate to, at most 1032 bytes
+  // per byte, and refused from the header alone.
+  TempDir dir("idx");
+  std::vector<uint8_t> bomb = idx_header(0x08, {0x7fffffffu, 28, 28});
+  bomb.resize(bomb.size() + (size_t{8} << 20), 0);
+  const std::string path = dir.file("train-images-idx3-ubyte.gz");
+  write_gzip(path, bomb, "wb9");
+  const auto gz_bytes = static_cast<int64_t>(fs::file_size(path));
+  REQUIRE(gz_bytes < 20000);
+  const std::string expected =
+      path + ": header says 2147483647 images of 28x28 (1683627179248 bytes), more than a " +
+      std::to_string(gz_bytes) + "-byte gzip file can hold: deflate expands at most 1032:1, so " +
+      "at most " + std::to_string(gz_bytes * 1032 + 4096 - 16) +
+      " bytes (corrupt header, or a gzip bomb?)";
+  CHECK_THROWS_WITH_AS(read_idx_images(path), doctest::Contains(expected.c_str()), Error);
+
+  // The check needs nothing past the header: the reader has inflated the 16 header bytes only.
+  detail::ByteReader in(path);
+  uint8_t header[16];
+  REQUIRE(in.read(header, 16) == 16);
+  CHECK_THROWS_WITH_AS(in.check_claim(int64_t{0x7fffffff} * 784, "the claim"),
+                       doctest::Contains("the claim (1683627179248 bytes), more than a "), Error);
+  CHECK(in.position() == 16);
+}
+
+TEST_CASE("data.idx: gzip at deflate's best ratio still loads under the bomb bound") {
+  // 1024 blank 64x64 images: 4 MiB of zeros, zlib's level 9 gets close to deflate's 1032:1.
+  TempDir dir("idx");
+  std::vector<uint8_t> blank = idx_header(0x08, {1024, 64, 64});
+  blank.resize(blank.size() + (size_t{4} << 20), 0);
+  write_gzip(dir.file("blank.gz"), blank, "wb9");
+  CHECK(fs::file_size(dir.file("blank.gz")) * 1000 < blank.size());  // over 1000:1
+  IdxImages im = read_idx_images(dir.file("blank.gz"));
+  CHECK(im.count == 1024);
+  CHECK(im.pixels.size() == size_t{4} << 20);
+}
+
+TEST_CASE("data.idx: BNLAB_MAX_DATASET_BYTES caps what a header may claim") {
+  TempDir dir("idx");
+  write_bytes(dir.file("img"), idx_images_file(2, 28, 28));  // 1568 bytes of pixels
+  write_gzip(dir.file("img.gz"), idx_images_file(2, 28, 28));
+  write_bytes(dir.file("lab"), idx_labels_file({1, 2}));
+  {
+    ScopedEnv env("BNLAB_MAX_DATASET_BYTES", "1000");
+    CHECK(detail::max_dataset_bytes() == 1000);
+    const char* over =
+        ": header says 2 images of 28x28 (1568 bytes), over the dataset size limit of 1000 bytes "
+        "(from BNLAB_MAX_DATASET_BYTES=1000); set BNLAB_MAX_DATASET_BYTES to raise it";
+    CHECK_THROWS_WITH_AS(read_idx_images(dir.file("img")),
+                         doctest::Contains((dir.file("img") + over).c_str()), Error);
+    CHECK_THROWS_WITH_AS(read_idx_images(dir.file("img.gz")),
+                         doctest::Contains((dir.file("img.gz") + over).c_str()), Error);
+    CHECK(read_idx_labels(dir.file("lab")).size() == 2);  // under the limit
+  }
+  {
+    ScopedEnv env("BNLAB_MAX_DATASET_BYTES", "1568");  // the limit itself is allowed
+    CHECK(read_idx_images(dir.file("img.gz")).count == 2);
+  }
+  {
+    ScopedEnv env("BNLAB_MAX_DATASET_BYTES", "2k");
+    CHECK(detail::max_dataset_bytes() == 2048);
+    CHECK(read_idx_images(dir.file("img")).count == 2);
+  }
+  {
+    ScopedEnv env("BNLAB_MAX_DATASET_BYTES", "1K");
+    CHECK_THROWS_WITH_AS(
+        read_idx_images(dir.file("img")),
+        doctest::Contains("over the dataset size limit of 1024 bytes (1.0 KiB, from "
+                          "BNLAB_MAX_DATASET_BYTES=1K)"),
+        Error);
+  }
+  {
+    ScopedEnv env("BNLAB_MAX_DATASET_BYTES", "16G");
+    CHECK(detail::max_dataset_bytes() == int64_t{16} << 30);
+  }
+  for (const char* bad : {"lots", "0", "-5", "12X", "1.5G", "16GB", "99999999999T"}) {
+    CAPTURE(bad);
+    ScopedEnv env("BNLAB_MAX_DATASET_BYTES", bad);
+    CHECK_THROWS_WITH_AS(read_idx_images(dir.file("img")),
+                         doctest::Contains(("BNLAB_MAX_DATASET_BYTES is '" + std::string(bad) +
+                                            "', expected a positive number of bytes, optionally "
+                                            "with a K, M, G or T suffix (e.g. 17179869184 or 16G)")
+                                               .c_str()),
+                         Error);
+  }
+  // Unset: the smaller of 8 GiB and half of physical memory.
+  ScopedEnv env("BNLAB_MAX_DATASET_BYTES", nullptr);
+  const int64_t half_memory = ::sysconf(_SC_PHYS_PAGES) * ::sysconf(_SC_PAGESIZE) / 2;
+  CHECK(detail::max_dataset_bytes() == std::min(int64_t{8} << 30, half_memory));
+  CHECK(read_idx_images(dir.file("img")).count == 2);
+}
+
+TEST_CASE("data.byte_reader: gzip is inflated no further than asked, plus one byte") {
+  // read_up_to(n) stops after n bytes and has_more() after one more, however much the stream holds:
+  // what bounds a reader to a header's claim plus one byte.
+  TempDir dir("idx");
+  write_gzip(dir.file("zeros.gz"), std::vector<uint8_t>(size_t{16} << 20, 0), "wb9");
+  const std::string gz = read_file(dir.file("zeros.gz"));
+  detail::ByteReader in(gz, "zeros.gz");
+  CHECK(in.is_gzip());
+  std::vector<uint8_t> out;
+  CHECK(in.read_up_to(out, 100) == 100);
+  CHECK(out.size() == 100);
+  CHECK(out.capacity() < (size_t{2} << 20));
+  CHECK(in.position() == 100);
+  CHECK(in.has_more());
+  CHECK(in.position() == 101);
 }
 
 TEST_CASE("data.idx: image and label counts must agree, labels must be in range") {

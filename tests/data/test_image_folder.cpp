@@ -1,9 +1,13 @@
 // data/image_folder: PNG/BMP/JPG files under root/<class>/ (written here with stb_image_write)
 // become a [N, C, H, W] uint8 dataset -- classes sorted by name, exact pixels in CHW order,
 // grayscale detected, gray replicated when mixed with RGB, optional resize -- and unreadable or
-// mismatched images are reported with their path.
+// mismatched images, empty class folders and folders over the decoded-size limit are reported with
+// their path; PNGs with zero-length IDAT chunks decode as without them.
 #include <doctest/doctest.h>
 #include <stb_image_write.h>
+
+#include <fstream>
+#include <iterator>
 
 #include "core/error.h"
 #include "data/datasets.h"
@@ -32,6 +36,36 @@ void write_png(const fs::path& path, int h, int w, int comp, int seed) {
   REQUIRE(stbi_write_png(path.string().c_str(), w, h, comp, img.data(), w * comp) != 0);
 }
 
+// A PNG of an interleaved test image, in memory.
+std::string png_bytes(int h, int w, int comp, int seed) {
+  std::vector<uint8_t> img = hwc_image(h, w, comp, seed);
+  std::string png;
+  auto append = [](void* ctx, void* data, int size) {
+    static_cast<std::string*>(ctx)->append(static_cast<const char*>(data),
+                                           static_cast<size_t>(size));
+  };
+  REQUIRE(stbi_write_png_to_func(append, &png, w, h, comp, img.data(), w * comp) != 0);
+  return png;
+}
+
+std::string be32(uint32_t v) {
+  return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+          static_cast<char>(v)};
+}
+
+// One PNG chunk: length, type, data and the CRC of type and data (PNG spec 5.3).
+std::string png_chunk(const std::string& type, const std::string& data) {
+  const std::string body = type + data;
+  const auto crc = static_cast<uint32_t>(
+      crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size())));
+  return be32(static_cast<uint32_t>(data.size())) + body + be32(crc);
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 }  // namespace
 
 TEST_CASE("data.image_folder: classes sorted by name, pixels exact in CHW order") {
@@ -45,8 +79,8 @@ TEST_CASE("data.image_folder: classes sorted by name, pixels exact in CHW order"
     REQUIRE(stbi_write_bmp((root / "cat" / "y.bmp").string().c_str(), 5, 4, 3, img.data()) != 0);
   }
   write_bytes((root / "cat" / "notes.txt").string(), {'h', 'i'});  // not an image: ignored
-  fs::create_directories(root / "ant");                            // an empty class keeps its index
-  ImageDataset d = load_image_folder(root.string());
+  fs::create_directories(root / "ant");  // an empty class, allowed below: keeps its index
+  ImageDataset d = load_image_folder(root.string(), {.allow_empty = true});
   CHECK(d.name == "pets");
   CHECK(d.class_names == std::vector<std::string>{"ant", "cat", "dog"});
   REQUIRE(d.size() == 4);
@@ -110,6 +144,135 @@ TEST_CASE("data.image_folder: unreadable images and empty folders are reported w
   fs::create_directories(dir.path / "flat");
   CHECK_THROWS_WITH_AS(load_image_folder((dir.path / "flat").string()),
                        doctest::Contains("has no class sub-directories"), Error);
+}
+
+TEST_CASE("data.image_folder: a class folder without images is refused unless allow_empty") {
+  // torchvision's ImageFolder raises FileNotFoundError for a class folder with no valid file, and
+  // keeps it as a class with allow_empty=True; the loader does the same.
+  TempDir dir("folder");
+  fs::path root = dir.path / "pets";
+  write_png(root / "cat" / "a.png", 3, 3, 3, 1);
+  fs::create_directories(root / "dog");
+  fs::create_directories(root / "eel");
+  write_bytes((root / "eel" / "notes.txt").string(), {'h', 'i'});  // only a non-image file
+  const std::string hint =
+      " holds no .png/.jpg/.jpeg/.bmp images; every class sub-directory needs at least one "
+      "(remove the folder, or set ImageFolderOptions::allow_empty to keep it as a class without "
+      "images)";
+  CHECK_THROWS_WITH_AS(
+      load_image_folder(root.string()),
+      doctest::Contains(("image_folder: class folder " + (root / "dog").string() + hint).c_str()),
+      Error);
+  fs::remove(root / "dog");
+  CHECK_THROWS_WITH_AS(
+      load_image_folder(root.string()),
+      doctest::Contains(("image_folder: class folder " + (root / "eel").string() + hint).c_str()),
+      Error);
+  fs::create_directories(root / "dog");
+  ImageDataset d = load_image_folder(root.string(), {.allow_empty = true});
+  CHECK(d.class_names == std::vector<std::string>{"cat", "dog", "eel"});
+  CHECK(d.labels == std::vector<int64_t>{0});
+  // Every class empty: nothing to load even so.
+  fs::remove_all(root / "cat");
+  CHECK_THROWS_WITH_AS(load_image_folder(root.string(), {.allow_empty = true}),
+                       doctest::Contains("holds no .png/.jpg/.jpeg/.bmp images in its class"),
+                       Error);
+}
+
+TEST_CASE("data.image_folder: a folder over max_total_bytes is refused from the headers") {
+  CHECK(ImageFolderOptions{}.max_total_bytes == int64_t{4} << 30);
+  // Six 8192 x 8192 grayscale PNGs of about 65 KB each (all zeros, deflated), 384 MiB decoded: the
+  // header pass knows the total before decoding anything, and refuses it over a 256 MiB limit.
+  const std::string row(1 + 8192, '\0');  // filter byte 0, then the pixels
+  std::string raw;
+  raw.reserve(row.size() * 8192);
+  for (int y = 0; y < 8192; ++y) raw += row;
+  std::string idat(compressBound(static_cast<uLong>(raw.size())), '\0');
+  uLongf idat_size = static_cast<uLongf>(idat.size());
+  REQUIRE(compress2(reinterpret_cast<Bytef*>(idat.data()), &idat_size,
+                    reinterpret_cast<const Bytef*>(raw.data()), static_cast<uLong>(raw.size()),
+                    9) == Z_OK);
+  idat.resize(idat_size);
+  const std::string png =
+      std::string("\x89PNG\r\n\x1a\n", 8) +
+      png_chunk("IHDR", be32(8192) + be32(8192) + std::string("\x08\0\0\0\0", 5)) +
+      png_chunk("IDAT", idat) + png_chunk("IEND", "");
+  CHECK(png.size() < 70000);
+  TempDir dir("folder");
+  fs::path root = dir.path / "huge";
+  for (int i = 0; i < 6; ++i) {
+    fs::create_directories(root / (i < 3 ? "a" : "b"));
+    write_bytes((root / (i < 3 ? "a" : "b") / (std::to_string(i) + ".png")).string(),
+                std::vector<uint8_t>(png.begin(), png.end()));
+  }
+  CHECK_THROWS_WITH_AS(
+      load_image_folder(root.string(), {.max_total_bytes = int64_t{256} << 20}),
+      doctest::Contains(("image_folder: " + root.string() +
+                         " holds 6 images of 1x8192x8192 (C x H x W), 402653184 bytes decoded, "
+                         "over the limit of 268435456 bytes (ImageFolderOptions::max_total_bytes: "
+                         "raise it, or give a smaller height and width to resize to)")
+                            .c_str()),
+      Error);
+
+  // The limit counts the dataset as stored: channels after conversion, size after resizing.
+  fs::path small = dir.path / "small";
+  write_png(small / "x" / "1.png", 4, 5, 3, 1);
+  write_png(small / "y" / "2.png", 4, 5, 3, 2);
+  write_png(small / "y" / "3.png", 4, 5, 3, 3);  // 3 images of 3x4x5: 180 bytes
+  CHECK(load_image_folder(small.string(), {.max_total_bytes = 180}).size() == 3);
+  CHECK_THROWS_WITH_AS(load_image_folder(small.string(), {.max_total_bytes = 179}),
+                       doctest::Contains("holds 3 images of 3x4x5 (C x H x W), 180 bytes decoded, "
+                                         "over the limit of 179 bytes"),
+                       Error);
+  CHECK(load_image_folder(small.string(), {.channels = 1, .max_total_bytes = 60}).size() == 3);
+  CHECK(
+      load_image_folder(small.string(), {.height = 2, .width = 2, .max_total_bytes = 36}).size() ==
+      3);
+  CHECK_THROWS_WITH_AS(load_image_folder(small.string(), {.max_total_bytes = 0}),
+                       doctest::Contains("max_total_bytes must be > 0, got 0"), Error);
+}
+
+TEST_CASE("data.image_folder: zero-length IDAT chunks decode like the PNG without them") {
+  // stb_image 2.27 calls memcpy(NULL, src, 0) for a zero-length first IDAT (undefined behaviour,
+  // found by fuzz_image under UBSan); decode_image hands it the bytes without such chunks. A legal
+  // PNG may hold them (they carry no data), and must decode exactly as without them.
+  const std::string png = png_bytes(4, 5, 3, 7);
+  // stb_image_write writes the signature, IHDR (25 bytes), one IDAT and IEND (12 bytes).
+  REQUIRE(png.substr(37, 4) == "IDAT");
+  const std::string empty = png_chunk("IDAT", "");
+  const size_t iend = png.size() - 12;
+  const std::string first_empty = png.substr(0, 33) + empty + png.substr(33);
+  const std::string around =
+      png.substr(0, 33) + empty + empty + png.substr(33, iend - 33) + empty + png.substr(iend);
+  for (const std::string* variant : {&first_empty, &around}) {
+    for (int64_t c : {1, 3}) {
+      CHECK(decode_image(*variant, "empty-idat.png", c).pixels ==
+            decode_image(png, "plain.png", c).pixels);
+      CHECK(decode_image(*variant, "empty-idat.png", c, 3, 2).pixels ==
+            decode_image(png, "plain.png", c, 3, 2).pixels);
+    }
+    CHECK(detail::png_without_empty_idat(*variant) == png);
+  }
+  CHECK(decode_image(first_empty, "empty-idat.png", 3).pixels[2 * 20 + 1 * 5 + 3] ==
+        hwc_image(4, 5, 3, 7)[(1 * 5 + 3) * 3 + 2]);
+  // No zero-length IDAT, or not a PNG: no copy.
+  CHECK(detail::png_without_empty_idat(png).empty());
+  CHECK(detail::png_without_empty_idat("BM" + png.substr(2)).empty());
+  // An IDAT as the very first chunk is left for stb to refuse ("first not IHDR"), as before.
+  const std::string idat_first = png.substr(0, 8) + empty + png.substr(8);
+  CHECK(detail::png_without_empty_idat(idat_first).empty());
+  CHECK_THROWS_WITH_AS(decode_image(idat_first, "first.png", 3),
+                       doctest::Contains("image_folder: cannot read first.png ("), Error);
+
+  // The kept fuzz input (its first byte is the driver's mode byte) decodes like itself without the
+  // empty chunk; replayed under UBSan by fuzz_image, and by tests/fuzz through the driver.
+  const std::string kept =
+      slurp(fs::path(BNLAB_SOURCE_DIR) / "tests/fuzz/regressions/image/png-zero-length-first-idat")
+          .substr(1);
+  REQUIRE(kept.substr(33, 12) == empty);
+  const std::string kept_without = kept.substr(0, 33) + kept.substr(45);
+  CHECK(detail::png_without_empty_idat(kept) == kept_without);
+  CHECK(decode_image(kept, "kept.png", 3).pixels == decode_image(kept_without, "k.png", 3).pixels);
 }
 
 TEST_CASE("data.image_folder: only PNG, JPEG and BMP content, and no absurd sizes") {
