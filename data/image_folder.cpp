@@ -72,6 +72,12 @@ Format check_format(const uint8_t* head, size_t n, const std::string& name) {
 // (progressive JPEGs), so entropy-coded data is stepped over to the next marker.
 void check_jpeg_huffman_tables(std::string_view bytes, const std::string& name) {
   auto at = [&](size_t i) -> int { return i < bytes.size() ? static_cast<uint8_t>(bytes[i]) : 0; };
+  // Which tables a DHT has defined so far, [class: 0 DC, 1 AC][id 0..3]: stb_image 2.27 mallocs its
+  // decoder without zeroing it and does not track this, so a scan naming an undefined table
+  // decodes with uninitialised memory (found by fuzzing; under libFuzzer it tripped stb's assertion
+  // in stbi__jpeg_huff_decode, stb_image.h:2115).
+  bool defined[2][4] = {};
+  bool progressive = false;
   size_t i = 2;  // after SOI
   while (i + 1 < bytes.size()) {
     const int marker = at(i + 1);
@@ -85,10 +91,13 @@ void check_jpeg_huffman_tables(std::string_view bytes, const std::string& name) 
     }
     if (marker == 0xd9) return;  // EOI
     const int64_t length = at(i + 2) << 8 | at(i + 3);
+    if (marker == 0xc2) progressive = true;
     if (marker == 0xc4) {
       int64_t left = length - 2;
       size_t p = i + 4;
       while (left > 0) {
+        const int table_class = at(p) >> 4, id = at(p) & 15;
+        if (table_class <= 1 && id <= 3) defined[table_class][id] = true;  // else stb refuses it
         int64_t codes = 0;
         for (size_t k = 1; k <= 16; ++k) codes += at(p + k);
         BNLAB_CHECK(codes <= 256, "image_folder: cannot read ", name,
@@ -96,6 +105,26 @@ void check_jpeg_huffman_tables(std::string_view bytes, const std::string& name) 
                     " codes, at most 256 are possible)");
         p += 17 + static_cast<size_t>(codes);
         left -= 17 + codes;
+      }
+    }
+    if (marker == 0xda) {
+      // SOS: Ns, then (component, DC table << 4 | AC table) per component, then Ss, Se, Ah/Al.
+      // Baseline scans use both tables; progressive DC scans (Ss = 0) the DC table on their first
+      // pass only (Ah = 0), progressive AC scans the AC table (stb_image's decode_block_prog_*).
+      const int components = at(i + 4);
+      const size_t after = i + 5 + 2 * static_cast<size_t>(components);
+      const int ss = at(after), ah = at(after + 2) >> 4;
+      const bool uses_dc = !progressive || (ss == 0 && ah == 0);
+      const bool uses_ac = !progressive || ss != 0;
+      for (int c = 0; c < components; ++c) {
+        const int tables = at(i + 6 + 2 * static_cast<size_t>(c));
+        const int dc = tables >> 4, ac = tables & 15;
+        if (dc > 3 || ac > 3) continue;  // stb refuses these itself
+        BNLAB_CHECK(!(uses_dc && !defined[0][dc]) && !(uses_ac && !defined[1][ac]),
+                    "image_folder: cannot read ", name, " (corrupt JPEG: a scan uses ",
+                    uses_dc && !defined[0][dc] ? "DC" : "AC", " Huffman table ",
+                    uses_dc && !defined[0][dc] ? dc : ac,
+                    ", which no DHT segment before it defines)");
       }
     }
     i += 2 + static_cast<size_t>(length);

@@ -76,6 +76,7 @@ const Expect kExpected[] = {
     {"image", "regressions", "bmp-compression-0x60000100-resized", "truncated BMP: 14876677x4 pixels"},
     // Found by fuzz_image (UBSan): a zero-length first IDAT made stb_image call memcpy(NULL, src, 0).
     {"image", "regressions", "png-zero-length-first-idat", nullptr},
+    {"image", "regressions", "jpeg-scan-undefined-ac-table", "which no DHT segment before it defines"},
     {"grid", "corpus", "fig1", nullptr},
     {"grid", "corpus", "preset-and-vary", nullptr},
     {"grid", "corpus", "init-values", nullptr},
