@@ -174,7 +174,7 @@ TEST_CASE("apps.run_dir: config.json and train_state values are checked like fla
   }
 }
 
-TEST_CASE("apps.errors: a checkpoint's load errors name the file; NaN weights are flagged") {
+TEST_CASE("apps.errors: a checkpoint's load errors name the file, and NaN weights are flagged") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 64, 16);
   REQUIRE(run_cli(flags(dir, "run")).exit_code == 0);
