@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (fuzz/, clang-14) into build-fuzz and runs them. Two modes:
-#   scripts/fuzz.sh --ci [TARGET...]                   CI: deterministic, the same commit always gives
-#                                                      the same result (what .ci/run calls)
-#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   exploratory: open-ended, time-bounded, random
-#                                                      seed; default 30 s, all targets
-#   scripts/fuzz.sh --make-corpus                      rewrite tests/fuzz/corpus from make_corpus.cpp
+#   scripts/fuzz.sh --ci [TARGET...]                  CI (.ci/run): deterministic, the same commit
+#                                                     always gives the same result
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]  exploratory: open-ended, time-bounded, random
+#                                                     seed; default 30 s, all targets
+#   scripts/fuzz.sh --make-corpus                     rewrite tests/fuzz/corpus from make_corpus.cpp
 # Targets: idx cifar safetensors image grid schedule (fuzz/drivers.h).
 #
 # --ci, per target: (1) replay: every file of tests/fuzz/corpus/<t> and tests/fuzz/regressions/<t>
@@ -27,8 +27,9 @@
 #
 # In both modes a finding (crash, sanitizer report, contract violation, leak, timeout, a single
 # allocation over 1 GiB or RSS over 2.5 GiB) is saved as build-fuzz/findings/<t>/<kind>-<sha1> (a
-# committed file that fails the replay is copied there as replay-<name>); the script prints a summary
-# table and exits non-zero if any target had a finding. Replay one input: build-fuzz/fuzz_<t> FILE.
+# committed file that fails the replay is copied there as replay-<name>); the script prints a
+# summary table and exits non-zero if any target had a finding. Replay one input:
+# build-fuzz/fuzz_<t> FILE.
 # Environment: BNLAB_FUZZ_BUILD_DIR (default build-fuzz), JOBS (build parallelism, default nproc),
 # CXX_FUZZ (default clang++-14), BNLAB_FUZZ_SEED (exploratory mode only).
 set -euo pipefail
@@ -38,21 +39,22 @@ build_dir=${BNLAB_FUZZ_BUILD_DIR:-build-fuzz}
 all_targets=(idx cifar safetensors image grid schedule)
 
 # --ci: executions per target (libFuzzer -runs, which counts the initial run of the seeds too) and
-# the seed. Targets differ a lot in speed, so each has its own count, chosen for about 20 s of
-# fuzzing per target, 2.5 minutes for all six with the replay, on the CI machine: 2 cores (AMD EPYC)
-# shared with other builds. Measured 2026-12-01 in this configuration (-seed=1, one thread each;
-# exec/s is libFuzzer's average over the whole run, and falls as the inputs grow; "time" is the
-# script's per-target time, replay included, in two runs at load average 1-2; at a load of 4-5
-# from other builds, the rates measured earlier that day were about half):
-#   target       runs    exec/s         time
-#   idx        100000    4545-4761     22-24 s
-#   cifar        7000     269-350      20-26 s
-#   safetensors 350000  11666-17500    21-32 s
-#   image       90000    4285-5294     19-22 s
-#   grid        65000    2321-3250     21-30 s
-#   schedule   500000   19230-20000       27 s
-# The counts only change when someone changes them here. More runs find more, but the same commit
-# must still pass: raise them in a commit of their own, after a clean run with the new counts.
+# the seed. Targets differ a lot in speed, so each has its own count, chosen for about 20 s per
+# target (replay included), 2.5 minutes for all six, on the CI machine: 2 cores (AMD EPYC) shared
+# with other builds. Measured 2026-12-01 at commit 415283d in this configuration (-seed=1, one
+# thread each), two runs at a load average of 1.5-3; exec/s is libFuzzer's average over the run:
+#   target          runs   exec/s        time
+#   idx           400000   25000         17 s
+#   cifar           7000   333-350       21-22 s
+#   safetensors   350000   15909-17500   22-23 s
+#   image          30000   1111-1250     25-28 s
+#   grid          100000   6666-7142     15-17 s
+#   schedule      500000   21739-22727   23-25 s
+# Speeds depend on where the fixed run goes, which changes with the seeds, the regressions and the
+# parsers: at f6b1178 image ran 4000-5000 exec/s (90000 runs in 20 s); at 415283d its run reaches
+# large JPEGs that it resizes, and 30000 runs take as long. At a load of 4-5 from other builds the
+# rates were about half. The counts only change when someone changes them here: raise them (more
+# runs find more, but the same commit must still pass) in a commit of their own, after a clean run.
 declare -A ci_runs=([idx]=400000 [cifar]=7000 [safetensors]=350000 [image]=30000 [grid]=100000
                     [schedule]=500000)
 ci_seed=1
@@ -74,7 +76,7 @@ else
   seconds=${1:-30}
   shift || true
   case "$seconds" in '' | *[!0-9]* | 0)
-    echo "fuzz.sh: SECONDS must be a positive whole number (or --ci, --make-corpus), got '$seconds'" >&2
+    echo "fuzz.sh: SECONDS must be a positive whole number (or --ci), got '$seconds'" >&2
     exit 2 ;;
   esac
 fi
@@ -98,7 +100,8 @@ cmake --build "$build_dir" -j "${JOBS:-$(nproc)}" --target "${targets[@]/#/fuzz_
 # first MiB, so a parser that reads memory it never wrote (stb_image did, docs/fuzzing.md) sees the
 # same bytes every run instead of whatever an earlier input (or a pointer ASLR placed) left there.
 # (All of it would cost the image target 2.3x: whole decoded images, which stb writes anyway.)
-export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:max_malloc_fill_size=1048576${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+asan_options=halt_on_error=1:detect_leaks=1:max_malloc_fill_size=1048576
+export ASAN_OPTIONS="$asan_options${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 # The parsers are single-threaded; keep any OpenMP region in the library so too, since coverage
 # counters bumped from several threads at once would make the feature counts vary between runs.
@@ -112,7 +115,7 @@ committed_inputs() {
   done | LC_ALL=C sort
 }
 
-# "cov ft corp" of the last libFuzzer status line ("#N DONE cov: 1 ft: 2 corp: 3/45B ...") in log $1.
+# "cov ft corp" of the last libFuzzer status line ("#N DONE cov: 1 ft: 2 corp: 3/45B ...") in $1.
 final_coverage() {
   grep -E '^#[0-9]+' "$1" | tail -1 |
     sed -nE 's/.* cov: ([0-9]+) ft: ([0-9]+) corp: ([0-9]+)\/.*/\1 \2 \3/p'
@@ -142,8 +145,8 @@ for t in "${targets[@]}"; do
     status=0
     if [ ${#inputs[@]} -gt 0 ]; then
       set +e
-      "$bin" -runs=0 -seed="$ci_seed" -timeout="$ci_timeout" -rss_limit_mb=2560 -malloc_limit_mb=1024 \
-        "${inputs[@]}" >"$replay_log" 2>&1
+      "$bin" -runs=0 -seed="$ci_seed" -timeout="$ci_timeout" -rss_limit_mb=2560 \
+        -malloc_limit_mb=1024 "${inputs[@]}" >"$replay_log" 2>&1
       status=$?
       set -e
     fi
@@ -152,7 +155,8 @@ for t in "${targets[@]}"; do
     if [ "$status" -ne 0 ] || [ "${executed:-0}" -ne ${#inputs[@]} ]; then
       target_failed=1
       last=$(sed -n 's/^Running: //p' "$replay_log" | tail -1)
-      echo "fuzz.sh: fuzz_$t replay FAILED (exit $status, $executed of ${#inputs[@]} inputs executed)" >&2
+      echo "fuzz.sh: fuzz_$t replay FAILED (exit $status," \
+        "$executed of ${#inputs[@]} inputs executed)" >&2
       if [ "$status" -ne 0 ] && [ -n "$last" ] && [ -f "$last" ]; then
         cp "$last" "$findings/replay-$(basename "$last")"
         echo "fuzz.sh: failing input: $last (copied to $findings/)" >&2
