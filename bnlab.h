@@ -24,12 +24,16 @@
 #include "data/image_folder.h"
 #include "data/preview.h"
 #include "data/transforms.h"
-#include "layers/layers.h"  // Module and every layer
-#include "optim/optim.h"    // optimizers, schedules, gradient clipping
+#include "layers/layers.h"   // Module and every layer
+#include "optim/optim.h"     // optimizers, schedules, gradient clipping
+#include "train/ablation.h"  // run_ablation: matched runs, results.csv, summary.md, plots
+#include "train/models.h"    // the model zoo (registry of model factories)
+#include "train/trainer.h"   // train(): metrics, checkpoints, resume, data-parallel
 
 /// @namespace bnlab
 /// @brief Everything public in bnlab: Tensor and autodiff (core/), Module and the layers (layers/),
-/// optimizers (optim/) and data loading (data/). `bnlab::detail` holds internals.
+/// optimizers (optim/), data loading (data/), training and experiments (train/). `bnlab::detail`
+/// holds internals.
 
 /// @namespace bnlab::init
 /// @brief Weight initialization schemes with torch.nn.init's formulas (layers/init.h).

@@ -3,14 +3,14 @@
 // learning rate.
 #include <iostream>
 
-#include "apps/ablation.h"
 #include "apps/commands.h"
 #include "apps/config_flags.h"
-#include "apps/interrupt.h"
-#include "apps/knobs.h"
-#include "apps/run_dir.h"
 #include "core/distributed.h"
 #include "core/error.h"
+#include "train/ablation.h"
+#include "train/interrupt.h"
+#include "train/knobs.h"
+#include "train/run_dir.h"
 
 namespace bnlab::apps {
 
@@ -58,7 +58,7 @@ Command add_ablate_command(CLI::App& parent) {
 
   Runner run = [spec, preset, vary]() {
     install_interrupt_handlers();  // SIGINT/SIGTERM: each running arm checkpoints and stops
-    // Under mpirun rank 0 alone reports (the runs' progress is rank 0's too: apps/trainer.cpp).
+    // Under mpirun rank 0 alone reports (the runs' progress is rank 0's too: train/trainer.cpp).
     if (world().rank() != 0) std::cout.setstate(std::ios::failbit);
     AblationSpec s = *spec;
     try {

@@ -9,7 +9,7 @@
 //   W4 cifar-cnn  3 x [conv3x3-BN-ReLU, conv3x3-BN-ReLU, maxpool2] at 32/64/128, dense 2048-10;
 //   batch 128;
 //                 SGD momentum 0.9; input 3x32x32
-// These are the zoo models (apps/models.cpp) with their default init, built with norm "none" or
+// These are the zoo models (train/models.cpp) with their default init, built with norm "none" or
 // "batch" (placement "before"). Inputs are synthetic: one fixed-seed batch of N(0, 1) images and
 // uniform labels, reused every step (bench/compare_pytorch.py does the same in PyTorch).
 //
@@ -33,12 +33,12 @@
 #include <sstream>
 
 #include "apps/commands.h"
-#include "apps/models.h"
 #include "core/autograd.h"
 #include "core/blas.h"
 #include "core/io.h"
 #include "core/ops.h"
 #include "optim/optim.h"
+#include "train/models.h"
 
 namespace bnlab::apps {
 

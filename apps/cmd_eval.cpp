@@ -8,10 +8,10 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
-#include "apps/trainer.h"
 #include "core/io.h"
 #include "core/serialize.h"
 #include "data/datasets.h"
+#include "train/trainer.h"
 
 namespace bnlab::apps {
 

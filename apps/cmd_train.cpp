@@ -5,13 +5,13 @@
 
 #include "apps/commands.h"
 #include "apps/config_flags.h"
-#include "apps/interrupt.h"
-#include "apps/knobs.h"
-#include "apps/run_dir.h"
 #include "core/distributed.h"
 #include "core/error.h"
 #include "core/io.h"
 #include "layers/module.h"
+#include "train/interrupt.h"
+#include "train/knobs.h"
+#include "train/run_dir.h"
 
 namespace bnlab::apps {
 
@@ -111,7 +111,7 @@ Command add_train_command(CLI::App& parent) {
       }
     }
     // Under mpirun every rank runs this; rank 0 alone prints, writes and holds the lock
-    // (apps/data_parallel.h).
+    // (train/data_parallel.h).
     Communicator& comm = world();
     const bool root = comm.rank() == 0;
     RunDirLock lock;

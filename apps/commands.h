@@ -35,7 +35,7 @@ struct UsageError : std::runtime_error {
 extern const CLI::Validator kFinitePositive;
 extern const CLI::Validator kFiniteNonNegative;
 // A whole number in [lo, hi], whole text only: "1e20", "2.5" and numbers past int64 are refused
-// rather than clamped (apps/knobs.h parse_whole_number).
+// rather than clamped (train/knobs.h parse_whole_number).
 CLI::Validator whole_number_in(int64_t lo, int64_t hi);
 // A comma-separated list of whole numbers in [lo, hi] ("1,2").
 CLI::Validator whole_number_list_in(int64_t lo, int64_t hi);

@@ -3,9 +3,9 @@
 #include <sstream>
 
 #include "apps/commands.h"
-#include "apps/knobs.h"
 #include "core/error.h"
 #include "data/datasets.h"
+#include "train/knobs.h"
 
 namespace bnlab::apps {
 

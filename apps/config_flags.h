@@ -4,7 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "apps/trainer.h"
+#include "train/trainer.h"
 
 namespace bnlab::apps {
 

@@ -15,12 +15,12 @@
 #include <vector>
 
 #include "apps/commands.h"
-#include "apps/interrupt.h"
-#include "apps/knobs.h"
 #include "core/blas.h"
 #include "core/distributed.h"
 #include "core/error.h"
 #include "core/io.h"
+#include "train/interrupt.h"
+#include "train/knobs.h"
 
 namespace bnlab::apps {
 
@@ -147,6 +147,7 @@ void print_error(const std::exception& e, bool with_location) {
 }  // namespace bnlab::apps
 
 int main(int argc, char** argv) {
+  using namespace bnlab;
   using namespace bnlab::apps;
   set_command_line(argc, argv);  // printed back as the resume command after SIGINT/SIGTERM
   CLI::App app{

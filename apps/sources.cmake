@@ -1,17 +1,7 @@
+# The command-line tool: flag parsing (CLI11) on top of the library's train/ layer. main.cpp is the
+# executable; the commands are a library so that they are compiled once.
 set(BNLAB_APP_SOURCES
-  apps/main.cpp
-  apps/models.cpp
-  apps/progress.cpp
-  apps/plot.cpp
-  apps/trainer.cpp
-  apps/checkpoint.cpp
-  apps/nonfinite_guard.cpp
-  apps/interrupt.cpp
-  apps/data_parallel.cpp
-  apps/ablation.cpp
   apps/config_flags.cpp
-  apps/knobs.cpp
-  apps/run_dir.cpp
   apps/cmd_train.cpp
   apps/cmd_eval.cpp
   apps/cmd_ablate.cpp

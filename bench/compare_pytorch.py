@@ -11,7 +11,7 @@ For every workload, thread count and norm (none, batch) it runs bnlab's measurem
 child process (so peak RSS is per workload and the thread count is set before any work), one after
 the other: slow drifts of a loaded machine hit both sides alike.
 
-The PyTorch side mirrors apps/cmd_bench.cpp exactly: the same architectures (apps/models.cpp with
+The PyTorch side mirrors apps/cmd_bench.cpp exactly: the same architectures (train/models.cpp with
 norm none or batch before the activation; LeNet keeps its Dropout(0.5)), PyTorch's default init
 (which bnlab's zoo reproduces; paper-mlp: weights N(0, 0.01), biases 0), one fixed-seed batch of
 N(0, 1) images with uniform labels, cross-entropy, the same optimizers (SGD lr 0.01, momentum 0.9 on
@@ -40,7 +40,7 @@ WORKLOADS = {
 
 
 def build_model(nn, name, bn, shape):
-    """The torch.nn.Sequential twin of apps::build_model(name, norm = bn ? batch : none)."""
+    """The torch.nn.Sequential twin of build_model(name, norm = bn ? batch : none)."""
     C, H, W = shape
     layers = []
 

@@ -1,5 +1,5 @@
 # Install rules: `cmake --install <build> --prefix <prefix>` puts
-#   <prefix>/include/bnlab/{bnlab.h, core/, layers/, optim/, data/}  the public headers
+#   <prefix>/include/bnlab/{bnlab.h, core/, layers/, optim/, data/, train/}  the public headers
 #   <prefix>/lib/libbnlab.a                                          the library
 #   <prefix>/lib/cmake/bnlab/bnlab{Config,ConfigVersion,Targets}.cmake  find_package(bnlab CONFIG)
 #   <prefix>/lib/pkgconfig/bnlab.pc                                   pkg-config --cflags --libs bnlab
@@ -14,7 +14,7 @@
 # other. Consumers should write the bnlab/ form. The build tree offers the same two forms: the source
 # directory, and <build>/include/bnlab, a symlink to it.
 #
-# Public headers are every .h under core/, layers/, optim/, data/ (plus bnlab.h) except the internal
+# Public headers are every .h under core/, layers/, optim/, data/, train/ (plus bnlab.h) except the internal
 # ones listed in BNLAB_INTERNAL_HEADERS: a new header is public unless listed there. A public header
 # must include only public headers; scripts/test_install.sh compiles each installed header on its
 # own against the install prefix, which fails if one includes an internal (uninstalled) header.
@@ -26,10 +26,14 @@ add_library(bnlab::bnlab ALIAS bnlab)  # the same name for add_subdirectory user
 # Internal headers: implementation details no public header may include.
 set(BNLAB_INTERNAL_HEADERS
   data/byte_reader.h  # bounded, gzip-transparent file reads behind the IDX/CIFAR parsers (detail)
+  # The Trainer's and the CLI's parts: the public train/ API is models.h, trainer.h and ablation.h.
+  train/checkpoint.h train/data_parallel.h train/interrupt.h train/knobs.h train/nonfinite_guard.h
+  train/plot.h train/progress.h train/run_dir.h
 )
 file(GLOB_RECURSE BNLAB_PUBLIC_HEADERS CONFIGURE_DEPENDS RELATIVE "${PROJECT_SOURCE_DIR}"
      "${PROJECT_SOURCE_DIR}/core/*.h" "${PROJECT_SOURCE_DIR}/layers/*.h"
-     "${PROJECT_SOURCE_DIR}/optim/*.h" "${PROJECT_SOURCE_DIR}/data/*.h")
+     "${PROJECT_SOURCE_DIR}/optim/*.h" "${PROJECT_SOURCE_DIR}/data/*.h"
+     "${PROJECT_SOURCE_DIR}/train/*.h")
 list(REMOVE_ITEM BNLAB_PUBLIC_HEADERS ${BNLAB_INTERNAL_HEADERS})
 list(PREPEND BNLAB_PUBLIC_HEADERS bnlab.h)
 list(SORT BNLAB_PUBLIC_HEADERS)

@@ -9,13 +9,13 @@
 #include <limits>
 #include <set>
 
-#include "apps/ablation.h"
 #include "core/error.h"
 #include "core/serialize.h"
 #include "data/cifar.h"
 #include "data/idx.h"
 #include "data/image_folder.h"
 #include "optim/schedule.h"
+#include "train/ablation.h"
 
 namespace bnlab::fuzz {
 
@@ -159,20 +159,20 @@ Outcome run_image(std::string_view input) {
 
 Outcome run_grid(std::string_view input) {
   return attempt("ablate:", [&] {
-    apps::AblationSpec spec;
+    AblationSpec spec;
     for (const std::string& line : lines(input)) {
       if (line.rfind("preset ", 0) == 0) {
-        for (apps::Factor& f : apps::preset_factors(line.substr(7))) spec.factors.push_back(f);
+        for (Factor& f : preset_factors(line.substr(7))) spec.factors.push_back(f);
       } else {
-        spec.factors.push_back(apps::parse_factor(line));
+        spec.factors.push_back(parse_factor(line));
       }
     }
-    std::vector<apps::Arm> arms = apps::expand_arms(spec);
+    std::vector<Arm> arms = expand_arms(spec);
     size_t expected = 1;
-    for (const apps::Factor& f : spec.factors) expected *= f.values.size();
+    for (const Factor& f : spec.factors) expected *= f.values.size();
     require(arms.size() == expected, "grid: arm count is not the product of the value counts");
     std::set<std::string> names;
-    for (const apps::Arm& a : arms) {
+    for (const Arm& a : arms) {
       require(names.insert(a.name).second, "grid: duplicate arm name " + a.name);
       require(a.settings.size() == spec.factors.size(), "grid: an arm misses a setting");
     }

@@ -4,11 +4,14 @@
 #      into a temporary prefix;
 #   2. compile every installed header on its own against that prefix (each public header must be
 #      self-contained and include only public headers: internal ones are not installed);
-#   3. build examples/custom-model out of tree with find_package(bnlab CONFIG REQUIRED), and compile
-#      its minimal.cpp (the README's program, checked to be identical) with pkg-config alone;
+#   3. build examples/custom-model and examples/custom-ablation out of tree with
+#      find_package(bnlab CONFIG REQUIRED), and compile custom-model's minimal.cpp (the README's
+#      program, checked to be identical) with pkg-config alone;
 #   4. check both binaries load OpenBLAS's OpenMP build (the run path), then run them on a tiny
 #      synthetic MNIST-format set generated here (no network): the example trains, saves, reloads
-#      and must reach --min-accuracy and reproduce its accuracy after the reload.
+#      and must reach --min-accuracy and reproduce its accuracy after the reload; the ablation
+#      example trains its own model with and without BN through Experiment, and must write
+#      results.csv, summary.md and accuracy.png with both arms learning.
 # Exits non-zero on any failure. Usage: bash scripts/test_install.sh   (BNLAB_INSTALL_BUILD_DIR,
 # default build-install; the temporary prefix is removed at exit unless KEEP_PREFIX=1).
 set -euo pipefail
@@ -58,12 +61,17 @@ cmake -S examples/custom-model -B "$work/example-build" -DCMAKE_BUILD_TYPE=Relea
   -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$work/example-build" -j "$jobs" >/dev/null
 
+step "build examples/custom-ablation against the install (find_package)"
+cmake -S examples/custom-ablation -B "$work/ablation-build" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$work/ablation-build" -j "$jobs" >/dev/null
+
 step "compile minimal.cpp with pkg-config"
 pc_flags=$(PKG_CONFIG_PATH="$(dirname "$pc_file")" pkg-config --cflags --libs bnlab)
 g++ -O2 examples/custom-model/minimal.cpp $pc_flags -o "$work/minimal_pkgconfig"
 
 step "run path: OpenBLAS's OpenMP build"
-for exe in "$work/example-build/custom_model" "$work/minimal_pkgconfig"; do
+for exe in "$work/example-build/custom_model" "$work/ablation-build/custom_ablation" "$work/minimal_pkgconfig"; do
   blas=$(ldd "$exe" | awk '/libopenblas/ {print $3}')
   case "$blas" in
     */openblas-openmp/*) echo "$(basename "$exe"): $blas" ;;
@@ -77,6 +85,15 @@ python3 scripts/make_tiny_mnist.py "$work/data" --train 512 --test 200
   --checkpoint "$work/custom_model.safetensors" --min-accuracy 0.5 | tail -n 4
 (cd "$work" && OMP_NUM_THREADS=1 ./minimal_pkgconfig "$work/data" && test -s net.safetensors)
 (cd "$work" && OMP_NUM_THREADS=1 ./example-build/minimal "$work/data" >/dev/null)
+
+step "run the ablation example on the same data"
+OMP_NUM_THREADS=1 "$work/ablation-build/custom_ablation" "$work/data" "$work/ablation" --steps 120 \
+  --min-accuracy 0.5 | tail -n 6
+for f in results.csv summary.md accuracy.png runs/norm-none/seed-1/summary.json \
+  runs/norm-batch/seed-1/summary.json; do
+  test -s "$work/ablation/$f" || { echo "test_install: custom_ablation wrote no $f" >&2; exit 1; }
+done
+grep -q '^| norm=batch |' "$work/ablation/summary.md"
 
 step "ok"
 echo "test_install: passed in $((SECONDS - start)) s"

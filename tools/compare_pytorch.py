@@ -9,7 +9,7 @@ Run with Debian's interpreter, which has python3-torch:
 
   bnlab -> torch: export_for_pytorch writes a bnlab-initialized checkpoint, a fixed batch and
     bnlab's outputs. The same architecture is built as a torch.nn.Sequential (mirroring
-    apps/models.cpp), the checkpoint is loaded with load_state_dict(strict=True), and torch redoes
+    train/models.cpp), the checkpoint is loaded with load_state_dict(strict=True), and torch redoes
     the computation:
     eval-mode logits of the initial state, one train-mode forward (logits, cross-entropy loss),
     the BatchNorm running stats and num_batches_tracked after it, eval-mode logits after it, the
@@ -115,7 +115,7 @@ def write_safetensors(path, tensors, metadata=None):
             f.write(c)
 
 
-# ---- the zoo, mirroring apps/models.cpp ----
+# ---- the zoo, mirroring train/models.cpp ----
 
 
 def input_geometry(name):
@@ -143,7 +143,7 @@ def _make_norm(norm, channels, spatial, groups):
 
 
 def build_torch_model(name, norm, placement="before", groups=8, num_classes=10):
-    """The torch.nn.Sequential equivalent of apps::build_model with dropout 0 (no Dropout)."""
+    """The torch.nn.Sequential equivalent of build_model with dropout 0 (no Dropout)."""
     C, H, W = input_geometry(name)
     K = num_classes
     layers = []

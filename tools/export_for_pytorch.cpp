@@ -26,11 +26,11 @@
 #include <string>
 #include <vector>
 
-#include "apps/models.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/serialize.h"
 #include "optim/sgd.h"
+#include "train/models.h"
 
 namespace {
 
@@ -100,7 +100,7 @@ std::vector<NamedTensor> named(const Module::NamedTensors& tensors) {
 }
 
 int run(const Args& args) {
-  apps::ModelSpec spec;
+  ModelSpec spec;
   spec.name = args.model;
   spec.norm = args.norm;
   spec.placement = args.placement;
@@ -110,8 +110,8 @@ int run(const Args& args) {
     spec.height = spec.width = 32;
   }
   Rng rng(args.seed);
-  apps::Model model = apps::build_model(spec, rng);
-  Sequential& net = *model.net;
+  Model model = build_model(spec, rng);
+  Sequential& net = dynamic_cast<Sequential&>(*model.net);  // the zoo builds Sequentials
   if (!args.load.empty()) net.load_state_dict(load_safetensors(args.load).tensors, /*strict=*/true);
 
   const std::filesystem::path dir(args.out);

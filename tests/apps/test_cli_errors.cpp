@@ -105,7 +105,7 @@ TEST_CASE("apps.cli: ablate with an unknown factor exits 2 listing the known fac
   CHECK(contains(r.output, "bogus"));
   CHECK(contains(r.output, "lr-mult"));  // the known factors are listed
 
-  // Factor values obey the flag's own rule (apps/knobs.h).
+  // Factor values obey the flag's own rule (train/knobs.h).
   for (const std::string& vary :
        {std::string("norm=none,sideways"), std::string("dropout=0,-0.5")}) {
     CAPTURE(vary);

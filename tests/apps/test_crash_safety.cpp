@@ -1,6 +1,6 @@
 // apps crash safety: a run killed with SIGKILL while it writes a checkpoint always leaves one that
 // loads and resumes -- the old or the new, never a mix. train_state.safetensors is self-contained
-// and written last (apps/checkpoint.h), so a kill between model.safetensors and
+// and written last (train/checkpoint.h), so a kill between model.safetensors and
 // train_state.safetensors resumes from the older, complete state and reproduces the
 // uninterrupted run; temporary files of killed writes are removed on resume; a corrupt checkpoint
 // is refused with the file and the problem named.

@@ -8,13 +8,12 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "apps/nonfinite_guard.h"
 #include "apps_test_util.h"
 #include "core/ops.h"
+#include "train/nonfinite_guard.h"
 
 using namespace apps_test;
 using namespace bnlab;
-using namespace bnlab::apps;
 using json = nlohmann::json;
 
 namespace {

@@ -1,11 +1,11 @@
-#include "apps/plot.h"
+#include "train/plot.h"
 
 #include <cstdlib>
 #include <filesystem>
 
 #include "core/io.h"
 
-namespace bnlab::apps {
+namespace bnlab {
 
 bool gnuplot_available() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
 
@@ -70,4 +70,4 @@ PlotResult render_gnuplot(const std::string& script_path, const std::string& bod
   return r;
 }
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

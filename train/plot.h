@@ -5,7 +5,7 @@
 
 #include <string>
 
-namespace bnlab::apps {
+namespace bnlab {
 
 struct PlotResult {
   bool rendered = false;
@@ -26,4 +26,4 @@ bool gnuplot_available();
 // Quotes a string for a gnuplot script (single quotes, doubled inside).
 std::string gnuplot_quote(const std::string& s);
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

@@ -1,11 +1,11 @@
 // Model definitions. Layer order for one hidden block with placement "before":
 //   Dense/Conv -> Norm -> Activation      ("after": Dense/Conv -> Activation -> Norm)
-#include "apps/models.h"
+#include "train/models.h"
 
 #include <algorithm>
-#include <numeric>
+#include <mutex>
 
-namespace bnlab::apps {
+namespace bnlab {
 
 namespace {
 
@@ -61,38 +61,19 @@ void initialize(const ModelSpec& spec, const std::string& model_default, Sequent
 
 }  // namespace
 
-const std::vector<std::string>& model_names() {
-  static const std::vector<std::string> names{"paper-mlp", "mlp", "lenet", "cifar-cnn"};
-  return names;
-}
-
 const std::vector<std::string>& norm_names() {
   static const std::vector<std::string> names{"none", "batch", "layer", "group"};
   return names;
 }
 
-Model build_model(const ModelSpec& spec, Rng& rng) {
-  auto join = [](const std::vector<std::string>& v) {
-    return std::accumulate(std::next(v.begin()), v.end(), v.front(),
-                           [](std::string a, const std::string& b) { return a + ", " + b; });
-  };
-  const auto& names = model_names();
-  BNLAB_CHECK(std::find(names.begin(), names.end(), spec.name) != names.end(),
-              "model: unknown model '", spec.name, "'; expected one of ", join(names));
-  const auto& norms = norm_names();
-  BNLAB_CHECK(std::find(norms.begin(), norms.end(), spec.norm) != norms.end(),
-              "model: unknown norm '", spec.norm, "'; expected one of ", join(norms));
-  BNLAB_CHECK(spec.placement == "before" || spec.placement == "after", "model: unknown placement '",
-              spec.placement, "'; expected before or after");
-  BNLAB_CHECK(spec.channels > 0 && spec.height > 0 && spec.width > 0 && spec.num_classes > 1,
-              "model: bad input geometry ", spec.channels, "x", spec.height, "x", spec.width,
-              " with ", spec.num_classes, " classes");
+namespace {
 
-  Model model;
-  model.spec = spec;
-  model.dropout_rng = std::make_unique<Rng>(rng.split(0xd40u));
-  model.net = std::make_shared<Sequential>();
-  Sequential& net = *model.net;
+// The zoo's four models. Each adds its layers to a Sequential and initializes them.
+void build_zoo_model(Model& model, Rng& rng) {
+  const ModelSpec& spec = model.spec;
+  auto seq = std::make_shared<Sequential>();
+  model.net = seq;
+  Sequential& net = *seq;
   const int64_t D = spec.channels * spec.height * spec.width;
   const int64_t K = spec.num_classes;
   auto dense = [&](int64_t in, int64_t out) {
@@ -168,7 +149,79 @@ Model build_model(const ModelSpec& spec, Rng& rng) {
     dense(128 * h * w, K);
   }
   initialize(spec, default_init, net, rng);
+}
+
+struct Registry {
+  std::mutex mutex;
+  std::vector<std::pair<std::string, ModelFactory>> factories;  // in registration order
+  Registry() {
+    for (const char* name : {"paper-mlp", "mlp", "lenet", "cifar-cnn"})
+      factories.emplace_back(name, build_zoo_model);
+  }
+};
+
+Registry& registry() {
+  static Registry r;
+  return r;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) out += (i == 0 ? "" : ", ") + v[i];
+  return out;
+}
+
+}  // namespace
+
+void register_model(const std::string& name, ModelFactory factory) {
+  BNLAB_CHECK(!name.empty() && name.find_first_of(",= \t\n/") == std::string::npos,
+              "register_model: bad model name '", name,
+              "' (it must be non-empty, without spaces, ',', '=' or '/')");
+  BNLAB_CHECK(factory != nullptr, "register_model: no factory given for '", name, "'");
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  for (const auto& [known, f] : r.factories)
+    BNLAB_CHECK(known != name, "register_model: a model named '", name, "' is registered already");
+  r.factories.emplace_back(name, std::move(factory));
+}
+
+std::vector<std::string> model_names() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  std::vector<std::string> names;
+  for (const auto& [name, f] : r.factories) names.push_back(name);
+  return names;
+}
+
+Model build_model(const ModelSpec& spec, Rng& rng) {
+  ModelFactory factory;
+  {
+    Registry& r = registry();
+    std::lock_guard lock(r.mutex);
+    for (const auto& [name, f] : r.factories)
+      if (name == spec.name) factory = f;
+  }
+  BNLAB_CHECK(factory != nullptr, "model: unknown model '", spec.name, "'; expected one of ",
+              join(model_names()));
+  const auto& norms = norm_names();
+  BNLAB_CHECK(std::find(norms.begin(), norms.end(), spec.norm) != norms.end(),
+              "model: unknown norm '", spec.norm, "'; expected one of ", join(norms));
+  BNLAB_CHECK(spec.placement == "before" || spec.placement == "after", "model: unknown placement '",
+              spec.placement, "'; expected before or after");
+  BNLAB_CHECK(spec.channels > 0 && spec.height > 0 && spec.width > 0 && spec.num_classes > 1,
+              "model: bad input geometry ", spec.channels, "x", spec.height, "x", spec.width,
+              " with ", spec.num_classes, " classes");
+
+  Model model;
+  model.spec = spec;
+  // Split off first, whatever the factory draws, so dropout masks do not depend on the weights'
+  // draws.
+  model.dropout_rng = std::make_unique<Rng>(rng.split(0xd40u));
+  factory(model, rng);
+  BNLAB_CHECK(model.net != nullptr, "model: the factory of '", spec.name, "' set no model.net");
+  BNLAB_CHECK(model.probe == nullptr || model.probe_width > 0, "model: the factory of '", spec.name,
+              "' set a probe layer without its width (probe_width)");
   return model;
 }
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace bnlab::apps {
+namespace bnlab {
 
 // Installs the handlers for SIGINT and SIGTERM (idempotent).
 void install_interrupt_handlers();
@@ -26,4 +26,4 @@ std::string shell_quote(const std::string& s);
 // command_line() with each word shell-quoted, space-separated.
 std::string quoted_command_line();
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

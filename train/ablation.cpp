@@ -1,6 +1,6 @@
 // The ablation runner: expand factors into arms, train (or reuse) every arm x seed, and write the
 // long-format results, the summary table and the plots.
-#include "apps/ablation.h"
+#include "train/ablation.h"
 
 #include <algorithm>
 #include <atomic>
@@ -13,14 +13,14 @@
 #include <sstream>
 #include <thread>
 
-#include "apps/interrupt.h"
-#include "apps/knobs.h"
-#include "apps/plot.h"
 #include "core/blas.h"
 #include "core/distributed.h"
 #include "core/io.h"
+#include "train/interrupt.h"
+#include "train/knobs.h"
+#include "train/plot.h"
 
-namespace bnlab::apps {
+namespace bnlab {
 
 namespace fs = std::filesystem;
 
@@ -324,7 +324,7 @@ void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string
     cfg.lr *= m;
     return;
   }
-  // Every other factor is a flag's setting, checked by the flag's own rule (apps/knobs.h).
+  // Every other factor is a flag's setting, checked by the flag's own rule (train/knobs.h).
   const Knob* k = find_knob_by_flag("--" + factor);
   BNLAB_CHECK(k != nullptr, "ablate: unknown factor '", factor, "'");
   try {
@@ -489,7 +489,7 @@ AblationReport run_ablation(const AblationSpec& spec) {
   int jobs_at_once =
       std::min<int>(requested, static_cast<int>(arms.size() * static_cast<size_t>(spec.seeds)));
   // Under mpirun the runs go one after another, each data-parallel over every rank
-  // (apps/data_parallel.h): runs side by side would interleave their collectives.
+  // (train/data_parallel.h): runs side by side would interleave their collectives.
   Communicator& comm = world();
   if (comm.size() > 1) jobs_at_once = 1;
   for (const Arm& arm : arms) {
@@ -583,6 +583,16 @@ AblationReport run_ablation(const AblationSpec& spec) {
   report.results_csv = (fs::path(spec.out_dir) / "results.csv").string();
   write_file_atomic(report.results_csv, csv.str());
 
+  for (const Arm& arm : arms) {
+    double sum = 0;
+    int64_t n = 0;
+    for (const RunOutcome& o : outcomes) {
+      if (o.arm != &arm || o.result.rows.empty()) continue;
+      sum += o.result.rows.back().test_acc;
+      ++n;
+    }
+    report.final_accuracy.emplace_back(arm.name, n > 0 ? sum / static_cast<double>(n) : NAN);
+  }
   report.table = summary_table(arms, outcomes, {0.90, 0.95, 0.97, 0.98});
   std::ostringstream md;
   const TrainConfig& b = spec.base;
@@ -604,4 +614,35 @@ AblationReport run_ablation(const AblationSpec& spec) {
   return report;
 }
 
-}  // namespace bnlab::apps
+Experiment::Experiment(std::string out_dir) { spec_.out_dir = std::move(out_dir); }
+
+Experiment& Experiment::model(const std::string& name, ModelFactory factory) {
+  register_model(name, std::move(factory));
+  return model(name);
+}
+
+Experiment& Experiment::model(const std::string& name) {
+  apply_factor(spec_.base, "model", name);  // checked against the registry
+  return *this;
+}
+
+Experiment& Experiment::vary(const std::string& factor, const std::vector<std::string>& values) {
+  std::string text = factor + "=";
+  for (size_t i = 0; i < values.size(); ++i) text += (i ? "," : "") + values[i];
+  spec_.factors.push_back(parse_factor(text));
+  return *this;
+}
+
+Experiment& Experiment::seeds(int64_t n) {
+  spec_.seeds = n;
+  return *this;
+}
+
+Experiment& Experiment::title(std::string text) {
+  spec_.title = std::move(text);
+  return *this;
+}
+
+AblationReport Experiment::run() const { return run_ablation(spec_); }
+
+}  // namespace bnlab

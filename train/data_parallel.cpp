@@ -1,4 +1,4 @@
-#include "apps/data_parallel.h"
+#include "train/data_parallel.h"
 
 #include <unistd.h>
 
@@ -13,7 +13,7 @@
 #include "core/io.h"
 #include "layers/batch_norm.h"
 
-namespace bnlab::apps {
+namespace bnlab {
 
 namespace {
 
@@ -36,15 +36,15 @@ int64_t test_exit_step(int rank) {
 
 }  // namespace
 
-DataParallel::DataParallel(Model& model, const TrainConfig& cfg)
-    : comm_(world()), model_(model), seed_(cfg.seed) {
+DataParallel::DataParallel(Model& model, uint64_t seed, bool sync_bn)
+    : comm_(world()), model_(model), seed_(seed) {
   if (!active()) return;
   exit_at_step_ = test_exit_step(comm_.rank());
   // Rank 0's initial weights and BN buffers everywhere (each rank built its own from the same
   // seed, so this also guards against any rank-dependent initialization).
   for (auto& [name, t] : model.net->named_parameters()) comm_.broadcast(t.data(), t.numel(), 0);
   for (auto& [name, t] : model.net->named_buffers()) comm_.broadcast(t.data(), t.numel(), 0);
-  if (cfg.sync_bn) {
+  if (sync_bn) {
     auto reducer = make_batch_norm_reducer(comm_);
     for_each_batch_norm(*model.net, [&](BatchNorm& bn) { bn.set_reducer(reducer); });
   }
@@ -122,4 +122,4 @@ void DataParallel::reseed_dropout(int64_t step) {
                                 0xd1b54a32d192ed03ULL + static_cast<uint64_t>(comm_.rank()));
 }
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

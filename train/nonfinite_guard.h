@@ -18,10 +18,10 @@
 #include <string>
 #include <vector>
 
-#include "apps/models.h"
 #include "core/random.h"
+#include "train/models.h"
 
-namespace bnlab::apps {
+namespace bnlab {
 
 enum class OnNonFinite { kStop, kSkip, kContinue };
 
@@ -70,4 +70,4 @@ class NonFiniteGuard {
   int64_t events_ = 0, first_step_ = -1;
 };
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

@@ -17,9 +17,9 @@
 #include <string>
 #include <vector>
 
-#include "apps/trainer.h"
+#include "train/trainer.h"
 
-namespace bnlab::apps {
+namespace bnlab {
 
 struct Knob {
   enum class Kind { kString, kInt, kUInt, kFloat, kBool };
@@ -52,4 +52,4 @@ int64_t parse_whole_number(const std::string& text, int64_t lo, int64_t hi);
 uint64_t parse_unsigned(const std::string& text);
 double parse_real(const std::string& text, double lo, double hi, bool lo_open, bool hi_open);
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

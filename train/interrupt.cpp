@@ -1,12 +1,12 @@
 // SIGINT/SIGTERM handling: a flag set by the handler, polled by the training loop.
-#include "apps/interrupt.h"
+#include "train/interrupt.h"
 
 #include <unistd.h>
 
 #include <atomic>
 #include <csignal>
 
-namespace bnlab::apps {
+namespace bnlab {
 
 namespace {
 
@@ -71,4 +71,4 @@ std::string quoted_command_line() {
   return out;
 }
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

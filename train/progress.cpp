@@ -1,11 +1,11 @@
-#include "apps/progress.h"
+#include "train/progress.h"
 
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 
-namespace bnlab::apps {
+namespace bnlab {
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -89,4 +89,4 @@ void Progress::finish() {
   }
 }
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

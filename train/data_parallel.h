@@ -16,16 +16,17 @@
 #include <cstdint>
 #include <vector>
 
-#include "apps/trainer.h"
 #include "core/distributed.h"
+#include "train/models.h"
 
-namespace bnlab::apps {
+namespace bnlab {
 
 class DataParallel {
  public:
-  /// Joins world(); with several ranks broadcasts rank 0's parameters and buffers into `model`,
-  /// installs the SyncBN reducer when cfg.sync_bn, and seeds this rank's dropout stream.
-  DataParallel(Model& model, const TrainConfig& cfg);
+  /// Joins world(); with several ranks broadcasts rank 0's parameters and buffers into `model` and
+  /// installs the SyncBN reducer when `sync_bn`. `seed` (the run's) seeds the dropout streams of
+  /// ranks > 0.
+  DataParallel(Model& model, uint64_t seed, bool sync_bn);
 
   int rank() const { return comm_.rank(); }
   int size() const { return comm_.size(); }
@@ -62,4 +63,4 @@ class DataParallel {
   int64_t exit_at_step_ = -1;  // test hook: BNLAB_TEST_RANK_EXIT="rank:step"
 };
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

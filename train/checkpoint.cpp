@@ -1,6 +1,6 @@
 // Checkpoint files of a run directory; the format and the crash-safety argument are in
-// apps/checkpoint.h.
-#include "apps/checkpoint.h"
+// train/checkpoint.h.
+#include "train/checkpoint.h"
 
 #include <cmath>
 #include <cstdlib>
@@ -12,7 +12,7 @@
 #include "core/error.h"
 #include "core/serialize.h"
 
-namespace bnlab::apps {
+namespace bnlab {
 
 namespace fs = std::filesystem;
 
@@ -154,4 +154,4 @@ void remove_stale_temporaries(const std::string& dir) {
   }
 }
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

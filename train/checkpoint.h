@@ -15,10 +15,10 @@
 #include <cstdint>
 #include <string>
 
-#include "apps/models.h"
 #include "optim/optimizer.h"
+#include "train/models.h"
 
-namespace bnlab::apps {
+namespace bnlab {
 
 struct CheckpointState {
   int64_t step = 0;    // optimizer steps taken
@@ -41,4 +41,4 @@ CheckpointState load_checkpoint(const std::string& dir, Model& model, Optimizer&
 // names) from `dir`; called when a run resumes, as only one process writes a run directory.
 void remove_stale_temporaries(const std::string& dir);
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

@@ -1,6 +1,6 @@
 // The non-finite guard: a cheap per-step check, and a diagnosis that replays the step's forward
-// pass only when the check fires (see apps/nonfinite_guard.h).
-#include "apps/nonfinite_guard.h"
+// pass only when the check fires (see train/nonfinite_guard.h).
+#include "train/nonfinite_guard.h"
 
 #include <cmath>
 #include <cstring>
@@ -9,7 +9,7 @@
 #include "core/autograd.h"
 #include "core/error.h"
 
-namespace bnlab::apps {
+namespace bnlab {
 
 namespace {
 
@@ -192,4 +192,4 @@ NonFiniteGuard::Verdict NonFiniteGuard::handle(int64_t step, float loss, const T
   return v;
 }
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-namespace bnlab::apps {
+namespace bnlab {
 
 class RunDirLock {
  public:
@@ -35,4 +35,4 @@ std::vector<std::string> run_files_in(const std::string& dir);
 // stay.
 void clear_run(const std::string& dir);
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

@@ -1,5 +1,6 @@
-#include "apps/knobs.h"
+#include "train/knobs.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -7,13 +8,14 @@
 #include <cstdlib>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 #include "core/error.h"
 #include "data/datasets.h"
 #include "layers/init.h"
 #include "optim/schedule.h"
 
-namespace bnlab::apps {
+namespace bnlab {
 
 namespace {
 
@@ -49,11 +51,17 @@ Knob named(std::string key, std::string flag, std::string help) {
 }
 
 // Builders: `field` maps a config to the member the knob owns.
-template <typename Field>
-Knob choice(std::string key, std::string flag, std::string help, Field field,
-            std::vector<std::string> choices) {
+// `choices` is a list, or a function giving it when a value is set (the model registry grows).
+template <typename Field, typename Choices = std::vector<std::string>>
+Knob choice(std::string key, std::string flag, std::string help, Field field, Choices choices_of) {
   Knob k = named(std::move(key), std::move(flag), std::move(help));
-  k.set = [field, choices](TrainConfig& c, const std::string& text) {
+  k.set = [field, choices_of](TrainConfig& c, const std::string& text) {
+    std::vector<std::string> choices;
+    if constexpr (std::is_invocable_v<Choices>) {
+      choices = choices_of();
+    } else {
+      choices = choices_of;
+    }
     for (const std::string& ch : choices) {
       if (ch == text) {
         field(c) = text;
@@ -152,7 +160,7 @@ std::vector<Knob> make_knobs() {
   std::vector<Knob> t;
   t.push_back(choice(
       "model.name", "--model", "Model: " + join(model_names()),
-      [](TrainConfig& c) -> std::string& { return c.model.name; }, model_names()));
+      [](TrainConfig& c) -> std::string& { return c.model.name; }, model_names));
   t.push_back(text(
       "dataset", "--dataset", "Dataset: mnist, fashion-mnist, cifar10, cifar100, folder:PATH",
       [](TrainConfig& c) -> std::string& { return c.dataset; },
@@ -371,7 +379,10 @@ void check_config(const TrainConfig& c) {
       BNLAB_FAIL("--schedule ", c.schedule, " does not fit --steps ", c.steps, ": ", e.what());
     }
   }
-  if (c.probe_unit >= 0) {
+  const std::vector<std::string> zoo{"paper-mlp", "mlp", "lenet", "cifar-cnn"};
+  // The zoo's probe widths do not depend on the input; a registered model's may, so the Trainer
+  // checks those once it has built the model for its data.
+  if (c.probe_unit >= 0 && std::find(zoo.begin(), zoo.end(), c.model.name) != zoo.end()) {
     ModelSpec spec = c.model;  // the probe layer's width does not depend on the input shape
     spec.channels = 1;
     spec.height = spec.width = 28;
@@ -493,4 +504,4 @@ TrainConfig config_from_json(const std::string& text, const std::string& source)
   return c;
 }
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

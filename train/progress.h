@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <string>
 
-namespace bnlab::apps {
+namespace bnlab {
 
 class Progress {
  public:
@@ -41,4 +41,4 @@ class Progress {
 // "1h02m", "3m05s", "12s".
 std::string format_duration(double seconds);
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

@@ -1,4 +1,4 @@
-#include "apps/run_dir.h"
+#include "train/run_dir.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -10,11 +10,11 @@
 #include <map>
 #include <mutex>
 
-#include "apps/checkpoint.h"
 #include "core/error.h"
 #include "core/io.h"
+#include "train/checkpoint.h"
 
-namespace bnlab::apps {
+namespace bnlab {
 
 namespace fs = std::filesystem;
 
@@ -91,4 +91,4 @@ void clear_run(const std::string& dir) {
   remove_stale_temporaries(dir);
 }
 
-}  // namespace bnlab::apps
+}  // namespace bnlab

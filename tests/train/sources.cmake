@@ -1,0 +1,3 @@
+set(BNLAB_TEST_TRAIN_SOURCES
+  tests/train/test_trainer.cpp
+)

@@ -1,0 +1,178 @@
+// The train/ layer as a library user sees it: a model of one's own registered by name, trained by
+// Trainer with hooks, resumed, reloaded; no CLI involved.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "apps/apps_test_util.h"
+#include "core/serialize.h"
+#include "train/models.h"
+#include "train/trainer.h"
+
+using namespace bnlab;
+using apps_test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Not a Sequential: flatten -> dense -> (BatchNorm1d when spec.norm is "batch") -> relu -> dense.
+class TwoLayerNet : public Module {
+ public:
+  TwoLayerNet(const ModelSpec& spec, Rng& rng) {
+    int64_t in = spec.channels * spec.height * spec.width;
+    fc1_ = register_module("fc1", std::make_shared<Dense>(DenseOptions{in, 32}, rng));
+    if (spec.norm == "batch")
+      bn_ = register_module("bn", std::make_shared<BatchNorm1d>(BatchNormOptions{
+                                      .num_features = 32, .momentum = spec.bn_momentum}));
+    act_ = register_module("act", std::make_shared<ReLU>());
+    fc2_ = register_module("fc2", std::make_shared<Dense>(DenseOptions{32, spec.num_classes}, rng));
+  }
+  Tensor forward(const Tensor& x) override {
+    Tensor h = (*fc1_)(flatten(x));
+    if (bn_) h = (*bn_)(h);
+    return (*fc2_)((*act_)(h));
+  }
+  std::string type_name() const override { return "TwoLayerNet"; }
+  Module* activation() { return act_.get(); }
+
+ private:
+  std::shared_ptr<Dense> fc1_, fc2_;
+  std::shared_ptr<BatchNorm1d> bn_;
+  std::shared_ptr<ReLU> act_;
+};
+
+// Registration is process-wide and test cases run in any order: register once.
+void register_test_model() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    register_model("test-two-layer", [](Model& model, Rng& rng) {
+      auto net = std::make_shared<TwoLayerNet>(model.spec, rng);
+      model.probe = net->activation();
+      model.probe_width = 32;
+      model.net = net;
+    });
+  });
+}
+
+TrainConfig small_config(const std::string& norm) {
+  TrainConfig cfg;
+  cfg.model.name = "test-two-layer";
+  cfg.model.norm = norm;
+  cfg.steps = 40;
+  cfg.batch_size = 20;
+  cfg.lr = 0.1f;
+  cfg.eval_every = 10;
+  cfg.eval_batch_size = 100;
+  cfg.threads = 1;
+  cfg.quiet = true;
+  return cfg;
+}
+
+std::string weights_of(const Model& m) { return encode_safetensors(m.net->state_dict()); }
+
+}  // namespace
+
+TEST_CASE("train.registry: a registered model is built by name, names are checked") {
+  register_test_model();
+  auto names = model_names();
+  CHECK(names.front() == "paper-mlp");
+  CHECK(std::find(names.begin(), names.end(), "test-two-layer") != names.end());
+  ModelSpec spec;
+  spec.name = "test-two-layer";
+  spec.norm = "batch";
+  Rng a(7), b(7);
+  Model m1 = build_model(spec, a), m2 = build_model(spec, b);
+  CHECK(m1.net->type_name() == "TwoLayerNet");
+  CHECK(m1.dropout_rng != nullptr);
+  CHECK(weights_of(m1) == weights_of(m2));     // the seed fixes the weights
+  CHECK(m1.net->named_buffers().size() == 3);  // bn.running_mean, running_var, num_batches_tracked
+
+  CHECK_THROWS_WITH(register_model("test-two-layer", [](Model&, Rng&) {}),
+                    doctest::Contains("registered already"));
+  CHECK_THROWS_WITH(register_model("paper-mlp", [](Model&, Rng&) {}),
+                    doctest::Contains("registered already"));
+  CHECK_THROWS_WITH(register_model("a=b", [](Model&, Rng&) {}),
+                    doctest::Contains("bad model name"));
+  spec.name = "no-such-net";
+  CHECK_THROWS_WITH(build_model(spec, a), doctest::Contains("test-two-layer"));
+  static std::once_flag once;
+  std::call_once(once, [] { register_model("test-sets-nothing", [](Model&, Rng&) {}); });
+  spec.name = "test-sets-nothing";
+  CHECK_THROWS_WITH(build_model(spec, a), doctest::Contains("set no model.net"));
+}
+
+TEST_CASE("train.trainer: trains a registered model, calls the hooks, stops early on request") {
+  register_test_model();
+  TempDir tmp;
+  apps_test::write_tiny_mnist(tmp.path.string(), 400, 200);
+  RunData data = load_run_data("mnist", tmp.path.string());
+
+  TrainConfig cfg = small_config("batch");
+  Trainer trainer(cfg, data);
+  CHECK(trainer.total_steps() == 40);
+  CHECK(trainer.steps_per_epoch() == 20);
+  std::vector<int64_t> steps;
+  std::vector<int64_t> evals;
+  trainer.hooks.on_step = [&](Trainer&, const StepInfo& s) {
+    steps.push_back(s.step);
+    CHECK(s.batch_size == 20);
+    CHECK(s.lr == doctest::Approx(0.1));
+  };
+  trainer.hooks.on_eval = [&](Trainer&, const MetricsRow& row) {
+    evals.push_back(row.step);
+    return true;
+  };
+  TrainResult r = trainer.fit();
+  CHECK(r.steps_done == 40);
+  CHECK_FALSE(r.stopped_early);
+  REQUIRE(steps.size() == 40);
+  CHECK(steps.front() == 1);
+  CHECK(steps.back() == 40);
+  CHECK(evals == std::vector<int64_t>{10, 20, 30, 40});
+  REQUIRE(r.rows.size() == 5);              // row 0 (untrained) + 4 evaluations
+  CHECK(r.rows.back().test_acc > 0.5);      // learns: chance is 0.1
+  CHECK(std::isfinite(r.rows.back().p50));  // the factory's probe is recorded
+  CHECK_THROWS_WITH(trainer.fit(), doctest::Contains("runs once"));
+
+  // Early stopping: the hook ends the run at its second evaluation; the run still finishes.
+  cfg.out_dir = (tmp.path / "early").string();
+  Trainer early(cfg, data);
+  early.hooks.on_eval = [](Trainer&, const MetricsRow& row) { return row.step < 20; };
+  TrainResult e = early.fit();
+  CHECK(e.stopped_early);
+  CHECK(e.steps_done == 20);
+  CHECK(fs::exists(fs::path(cfg.out_dir) / "summary.json"));
+  CHECK(nlohmann::json::parse(apps_test::read_text(cfg.out_dir + "/summary.json"))["steps"] == 20);
+}
+
+TEST_CASE("train.trainer: a registered model resumes bit for bit and reloads from its directory") {
+  register_test_model();
+  TempDir tmp;
+  apps_test::write_tiny_mnist(tmp.path.string(), 400, 200);
+  RunData data = load_run_data("mnist", tmp.path.string());
+
+  TrainConfig cfg = small_config("batch");
+  cfg.out_dir = (tmp.path / "straight").string();
+  Trainer straight(cfg, data);
+  straight.fit();
+
+  TrainConfig half = cfg;
+  half.out_dir = (tmp.path / "resumed").string();
+  half.steps = 20;
+  half.schedule = "constant";
+  Trainer first(half, data);
+  first.fit();
+  TrainConfig rest = half;
+  rest.steps = 40;
+  Trainer second(rest, data);
+  TrainResult r = second.fit(/*resume=*/true);
+  CHECK(r.steps_done == 40);
+  CHECK(weights_of(second.model()) == weights_of(straight.model()));
+
+  TrainConfig loaded_cfg;
+  Model reloaded = load_trained_model(cfg.out_dir, data.train, &loaded_cfg);
+  CHECK(loaded_cfg.model.name == "test-two-layer");
+  CHECK(weights_of(reloaded) == weights_of(straight.model()));
+}

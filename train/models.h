@@ -1,0 +1,74 @@
+// The model registry: models built by name from a ModelSpec, for the Trainer, experiments and
+// `load_trained_model`. The zoo (paper-mlp, mlp, lenet, cifar-cnn, each with the normalization as a
+// choice of none | batch | layer | group placed before or after the activation) is registered from
+// the start; register_model adds a model of your own (examples/custom-ablation).
+//
+// Matched arms share initial weights: normalization layers draw nothing from the Rng and every
+// Dense/Conv keeps its bias in every arm, so the same seed gives the same Dense/Conv weights with
+// and without BN (what `bnlab ablate` relies on for "differ in one factor only").
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "layers/layers.h"
+
+namespace bnlab {
+
+/// What build_model builds: the registered model's name, its normalization choices, and the data's
+/// geometry (the Trainer fills in the last four from the dataset).
+struct ModelSpec {
+  std::string name =
+      "paper-mlp";            ///< a registered name: paper-mlp | mlp | lenet | cifar-cnn | yours
+  std::string norm = "none";  ///< none | batch | layer | group
+  std::string placement = "before";  ///< before | after the activation
+  int64_t groups = 8;        ///< GroupNorm: at most this many groups (largest divisor of the width)
+  float dropout = -1.0f;     ///< < 0: the model's own default (lenet 0.5, others 0)
+  std::string init = "";     ///< "" = the model's default; else an init::apply_scheme name
+  float bn_momentum = 0.1f;  ///< BatchNorm running-statistics momentum (PyTorch's default)
+  float bn_eps = 1e-5f;      ///< BatchNorm epsilon inside the sqrt (PyTorch's default)
+  int64_t channels = 1;      ///< input channels
+  int64_t height = 28;       ///< input height
+  int64_t width = 28;        ///< input width
+  int64_t num_classes = 10;  ///< logits per image
+};
+
+/// A built model: the network and what training it needs besides its parameters.
+struct Model {
+  std::shared_ptr<Module> net;  ///< the network: images [N, C, H, W] -> logits [N, classes]
+  /// Dropout's generator; owned here so it outlives the layers and can be saved for exact resume.
+  std::unique_ptr<Rng> dropout_rng;
+  /// The activation whose input the ablation records (paper Fig. 1 b, c): the last hidden
+  /// activation.
+  Module* probe = nullptr;
+  int64_t probe_width = 0;  ///< units (or channels) of the probe layer
+  ModelSpec spec;           ///< what it was built from
+};
+
+/// How a registered model is built. On entry model.spec is the requested spec with the data's
+/// geometry (channels, height, width, num_classes) filled in and model.dropout_rng is set. The
+/// factory must set model.net, drawing initial weights from `rng` only (so a seed fixes them) and
+/// giving Dropout layers *model.dropout_rng (checkpoints save its state, so resume is exact). It
+/// may set model.probe and model.probe_width: the activation whose input percentiles the Trainer
+/// records (the BN paper's Figure 1 b, c); without them no percentiles are recorded. It should
+/// honour spec.norm (none | batch | layer | group) and whichever other spec fields it means to vary
+/// in experiments.
+using ModelFactory = std::function<void(Model& model, Rng& rng)>;
+
+/// Makes `factory` available under `name` to build_model, and through it to train(), Trainer,
+/// run_ablation/Experiment and load_trained_model. Register before training (e.g. first thing in
+/// main). Throws for a name already registered or one with a space, ',', '=' or '/'.
+void register_model(const std::string& name, ModelFactory factory);
+
+/// Builds the registered model spec.name with weights drawn from `rng`. Throws listing the
+/// registered names for an unknown one, and for a bad norm, placement or geometry.
+Model build_model(const ModelSpec& spec, Rng& rng);
+
+/// The registered model names: the zoo's four, then registered ones in registration order.
+std::vector<std::string> model_names();
+/// The normalization choices of ModelSpec::norm: none, batch, layer, group.
+const std::vector<std::string>& norm_names();
+
+}  // namespace bnlab

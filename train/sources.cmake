@@ -1,0 +1,13 @@
+set(BNLAB_TRAIN_SOURCES
+  train/models.cpp
+  train/progress.cpp
+  train/plot.cpp
+  train/trainer.cpp
+  train/checkpoint.cpp
+  train/nonfinite_guard.cpp
+  train/interrupt.cpp
+  train/data_parallel.cpp
+  train/ablation.cpp
+  train/knobs.cpp
+  train/run_dir.cpp
+)

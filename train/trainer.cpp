@@ -1,0 +1,533 @@
+// The training loop. One step: batch -> forward (records the tape) -> cross_entropy -> backward ->
+// optional clipping -> optimizer.step() -> zero_grad. Evaluation points write a metrics row, and
+// (with an output directory) metrics.csv and a checkpoint, so an interrupted run resumes from its
+// last evaluation and reproduces the uninterrupted run bit for bit: the data order is a function of
+// (seed, epoch), the dropout generator's state is saved, and the optimizer state and BN buffers are
+// in the checkpoint.
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/autograd.h"
+#include "core/blas.h"
+#include "core/io.h"
+#include "core/ops.h"
+#include "core/serialize.h"
+#include "data/data_loader.h"
+#include "data/datasets.h"
+#include "optim/optim.h"
+#include "train/checkpoint.h"
+#include "train/data_parallel.h"
+#include "train/interrupt.h"
+#include "train/knobs.h"
+#include "train/nonfinite_guard.h"
+#include "train/progress.h"
+#include "train/run_dir.h"
+
+namespace bnlab {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& cfg, Module& model) {
+  std::vector<ParamGroup> groups;
+  if (cfg.decay_norm_and_bias || cfg.weight_decay == 0.0f) {
+    groups.push_back({model.parameters(), cfg.lr, cfg.weight_decay});
+  } else {
+    groups = split_weight_decay(model.named_parameters(), cfg.lr, cfg.weight_decay);
+  }
+  if (cfg.optimizer == "sgd") {
+    return std::make_unique<Sgd>(
+        std::move(groups),
+        SgdOptions{.lr = cfg.lr, .momentum = cfg.momentum, .nesterov = cfg.nesterov});
+  }
+  if (cfg.optimizer == "adam")
+    return std::make_unique<Adam>(std::move(groups), AdamOptions{.lr = cfg.lr});
+  if (cfg.optimizer == "adamw")
+    return std::make_unique<AdamW>(std::move(groups), AdamWOptions{.lr = cfg.lr});
+  if (cfg.optimizer == "rmsprop") {
+    return std::make_unique<Rmsprop>(std::move(groups),
+                                     RmspropOptions{.lr = cfg.lr, .momentum = cfg.momentum});
+  }
+  BNLAB_FAIL("train: unknown optimizer '", cfg.optimizer,
+             "'; expected sgd, adam, adamw or rmsprop");
+}
+
+std::string eval_split_for(const std::string& dataset) {
+  // The CIFAR-10 copy on our machines has no full test batch: validate on batch 5 (see
+  // data/datasets.h).
+  return dataset == "cifar10" ? "val" : "test";
+}
+
+void write_summary(const std::string& dir, const TrainConfig& cfg, const TrainResult& r) {
+  json j;
+  j["model"] = cfg.model.name;
+  j["norm"] = cfg.model.norm;
+  j["dataset"] = cfg.dataset;
+  j["eval_split"] = r.eval_split;
+  j["steps"] = r.steps_done;
+  j["diverged"] = r.diverged;
+  j["diverged_step"] = r.diverged_step;
+  j["on_nan"] = cfg.on_nan;
+  j["nonfinite_steps"] = r.nonfinite_steps;
+  j["first_nonfinite_step"] = r.first_nonfinite_step;
+  j["train_seconds"] = r.seconds;
+  j["images_per_second"] = r.images_per_second;
+  j["ranks"] = r.ranks;
+  j["allreduce_seconds"] = r.allreduce_seconds;
+  if (!r.rows.empty()) {
+    const MetricsRow& last = r.rows.back();
+    j["final_test_acc"] = last.test_acc;
+    j["final_test_loss"] = last.test_loss;
+    j["final_train_loss"] = last.train_loss;
+    double best = 0;
+    for (const MetricsRow& row : r.rows) best = std::max(best, row.test_acc);
+    j["best_test_acc"] = best;
+  }
+  write_file_atomic((fs::path(dir) / "summary.json").string(), j.dump(2) + "\n");
+}
+
+}  // namespace
+
+std::string format_metrics_csv(const std::vector<MetricsRow>& rows) {
+  std::ostringstream os;
+  os << "step,epoch,train_loss,train_acc,test_loss,test_acc,lr,elapsed_s,probe_p15,probe_p50,probe_"
+        "p85\n";
+  os.precision(7);
+  for (const MetricsRow& r : rows) {
+    os << r.step << "," << r.epoch << "," << r.train_loss << "," << r.train_acc << ","
+       << r.test_loss << "," << r.test_acc << "," << r.lr << "," << r.elapsed << "," << r.p15 << ","
+       << r.p50 << "," << r.p85 << "\n";
+  }
+  return os.str();
+}
+
+std::vector<MetricsRow> read_metrics_csv(const std::string& path) {
+  std::string text = read_file(path);
+  std::vector<MetricsRow> rows;
+  std::istringstream in(text);
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    std::vector<double> v;
+    std::stringstream ss(line);
+    std::string cell;
+    while (std::getline(ss, cell, ',')) {
+      try {
+        v.push_back(cell == "nan" || cell == "-nan" ? NAN : std::stod(cell));
+      } catch (const std::exception&) {
+        BNLAB_FAIL(path, ": cannot read '", cell, "' in line '", line, "'");
+      }
+    }
+    BNLAB_CHECK(v.size() == 11, path, ": expected 11 columns in line '", line, "'");
+    rows.push_back(
+        {static_cast<int64_t>(v[0]), v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]});
+  }
+  return rows;
+}
+
+double percentile(std::vector<float> values, double q) {
+  if (values.empty()) return NAN;
+  std::sort(values.begin(), values.end());
+  double pos = q / 100.0 * static_cast<double>(values.size() - 1);
+  auto lo = static_cast<size_t>(std::floor(pos));
+  size_t hi = std::min(lo + 1, values.size() - 1);
+  double frac = pos - static_cast<double>(lo);
+  return values[lo] + frac * (values[hi] - values[lo]);
+}
+
+Model load_trained_model(const std::string& dir, const ImageDataset& like, TrainConfig* cfg_out) {
+  std::string config_path = (fs::path(dir) / "config.json").string();
+  TrainConfig cfg = config_from_json(read_file(config_path), config_path);
+  ModelSpec spec = cfg.model;
+  spec.channels = like.channels;
+  spec.height = like.height;
+  spec.width = like.width;
+  spec.num_classes = std::max<int64_t>(like.num_classes(), 2);
+  Rng rng(cfg.seed);
+  Model model = build_model(spec, rng);
+  const std::string weights_path = (fs::path(dir) / "model.safetensors").string();
+  try {
+    model.net->load_state_dict(load_safetensors(weights_path).tensors);
+  } catch (const Error& e) {
+    std::string m = e.what();  // load_safetensors names the file already; load_state_dict does not
+    throw Error(m.find(weights_path) == std::string::npos ? weights_path + ": " + m : m, e.where());
+  }
+  if (cfg_out) *cfg_out = cfg;
+  return model;
+}
+
+RunData load_run_data(const std::string& dataset, const std::string& data_dir) {
+  std::string dir = resolve_data_dir(data_dir);
+  return {load_dataset(dataset, "train", dir), load_dataset(dataset, eval_split_for(dataset), dir)};
+}
+
+EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& dataset_name,
+                    int64_t batch_size, int64_t probe_unit) {
+  EvalResult result;
+  bool was_training = model.net->is_training();
+  model.net->eval();
+  NoGradGuard no_grad;
+  if (model.probe && probe_unit >= 0) {
+    model.probe->register_forward_hook([&](const Module&, const Tensor& x, const Tensor&) {
+      // Dense probe [N, D]: column `unit`. Conv probe [N, C, H, W]: channel `unit` at the centre
+      // pixel.
+      int64_t N = x.size(0);
+      int64_t C = x.size(1);
+      int64_t unit = std::min(probe_unit, C - 1);
+      int64_t plane = x.numel() / (N * C);
+      int64_t centre = x.dim() == 4 ? (x.size(2) / 2) * x.size(3) + x.size(3) / 2 : 0;
+      for (int64_t n = 0; n < N; ++n)
+        result.probe_values.push_back(x.data()[(n * C + unit) * plane + centre]);
+    });
+  }
+  DataLoaderOptions opts;
+  opts.batch_size = batch_size;
+  opts.shuffle = false;
+  opts.normalize = standard_normalization(dataset_name);
+  opts.prefetch = false;
+  DataLoader loader(data, opts);
+  loader.start_epoch(0);
+  Batch batch;
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0;
+  try {
+    while (loader.next(batch)) {
+      Tensor logits = (*model.net)(batch.images);
+      loss_sum += static_cast<double>(cross_entropy(logits, batch.labels).item()) *
+                  static_cast<double>(batch.size());
+      std::vector<int64_t> pred = argmax(logits, 1);
+      for (int64_t i = 0; i < batch.size(); ++i) {
+        correct += pred[static_cast<size_t>(i)] == batch.labels[static_cast<size_t>(i)];
+        result.predictions.push_back(pred[static_cast<size_t>(i)]);
+      }
+      seen += batch.size();
+    }
+  } catch (...) {
+    if (model.probe) model.probe->clear_forward_hooks();
+    model.net->train(was_training);
+    throw;
+  }
+  if (model.probe) model.probe->clear_forward_hooks();
+  model.net->train(was_training);
+  result.loss = seen ? loss_sum / static_cast<double>(seen) : NAN;
+  result.accuracy = seen ? static_cast<double>(correct) / static_cast<double>(seen) : NAN;
+  return result;
+}
+
+// The counters of one fit(). Running train loss/accuracy since the last evaluation: a checkpoint
+// taken between evaluations (on SIGINT) carries them, so the resumed run's next metrics row is the
+// uninterrupted one.
+struct Trainer::Running {
+  int64_t step = 0;
+  int64_t epoch = 0;
+  double elapsed_before = 0;  // training seconds of the runs this one resumes
+  double train_seconds = 0;   // this process's
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0;
+  int64_t images_since_start = 0;
+  int64_t saved_step = -1;  // the step of the newest checkpoint on disk
+  std::unique_ptr<NonFiniteGuard> guard;
+  std::unique_ptr<Progress> progress;
+  RunDirLock lock;  // one process per run directory (train/run_dir.h)
+};
+
+Trainer::Trainer(TrainConfig cfg, const RunData& data) : cfg_(std::move(cfg)), data_(data) {
+  BNLAB_CHECK(cfg_.batch_size > 0, "train: batch size must be positive; got ", cfg_.batch_size);
+  BNLAB_CHECK(std::isfinite(cfg_.lr) && cfg_.lr > 0.0f,
+              "train: learning rate must be a positive number; got ", cfg_.lr);
+  BNLAB_CHECK(cfg_.steps > 0 || cfg_.epochs > 0, "train: need --steps or --epochs > 0");
+  BNLAB_CHECK(data.train.size() >= cfg_.batch_size, "train: batch size ", cfg_.batch_size,
+              " exceeds the ", data.train.size(), " training images of ", data.train.title());
+  set_num_threads(cfg_.threads);
+
+  ModelSpec spec = cfg_.model;
+  spec.channels = data.train.channels;
+  spec.height = data.train.height;
+  spec.width = data.train.width;
+  spec.num_classes = std::max<int64_t>(data.train.num_classes(), 2);
+  Rng init_rng(cfg_.seed);
+  model_ = build_model(spec, init_rng);
+  BNLAB_CHECK(
+      cfg_.probe_unit < 0 || model_.probe == nullptr || cfg_.probe_unit < model_.probe_width,
+      "--probe-unit must be -1 (off) or a unit from 0 to ", model_.probe_width - 1, " of ",
+      spec.name, "'s probe layer, got ", cfg_.probe_unit);
+  // mpirun -np P: train/data_parallel.h; a no-op in one process.
+  dp_ = std::make_unique<DataParallel>(model_, cfg_.seed, cfg_.sync_bn);
+  BNLAB_CHECK(data.train.size() >= cfg_.batch_size * dp_->size(), "train: ", dp_->size(),
+              " ranks of batch size ", cfg_.batch_size, " need more than the ", data.train.size(),
+              " training images of ", data.train.title());
+  optimizer_ = make_optimizer(cfg_, *model_.net);
+
+  // drop_last: a ragged final batch (possibly of 1) would give BatchNorm a different, noisier
+  // batch.
+  DataLoaderOptions lopts;
+  lopts.batch_size = cfg_.batch_size;
+  lopts.shuffle = true;
+  lopts.drop_last = true;
+  lopts.seed = cfg_.seed;
+  lopts.shards = dp_->size();  // this rank's slice of each global batch of size() * batch_size
+  lopts.shard = dp_->rank();
+  lopts.normalize = standard_normalization(cfg_.dataset);
+  if (cfg_.augment) lopts.augment = AugmentOptions{.crop_padding = 4, .horizontal_flip = true};
+  loader_ = std::make_unique<DataLoader>(data.train, lopts);
+  per_epoch_ = loader_->batches_per_epoch();
+  total_ = cfg_.steps > 0 ? cfg_.steps : cfg_.epochs * per_epoch_;
+  eval_every_ = cfg_.eval_every > 0 ? cfg_.eval_every : per_epoch_;
+  schedule_ = parse_schedule(cfg_.schedule, total_);
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::set_optimizer(std::unique_ptr<Optimizer> optimizer) {
+  BNLAB_CHECK(!fitted_, "Trainer::set_optimizer: call it before fit()");
+  BNLAB_CHECK(optimizer != nullptr, "Trainer::set_optimizer: no optimizer given");
+  optimizer_ = std::move(optimizer);
+}
+
+void Trainer::set_schedule(std::unique_ptr<LrSchedule> schedule) {
+  BNLAB_CHECK(!fitted_, "Trainer::set_schedule: call it before fit()");
+  BNLAB_CHECK(schedule != nullptr, "Trainer::set_schedule: no schedule given");
+  schedule_ = std::move(schedule);
+}
+
+// Takes the run directory: its lock, and either the checkpoint to resume from or a clean slate.
+void Trainer::open_run_dir(bool& resume, TrainResult& result, Running& run) {
+  const std::string& dir = cfg_.out_dir;
+  if (dir.empty()) return;
+  if (dp_->is_root()) {
+    run.lock = RunDirLock(dir);
+    remove_stale_temporaries(dir);  // of killed writes: the lock says no one else is writing
+    // summary.json marks a finished run; from here on this one is not (an extended resume that
+    // is interrupted must not leave the shorter run's summary beside its newer checkpoint).
+    std::error_code ec;
+    fs::remove(fs::path(dir) / "summary.json", ec);
+  }
+  if (resume && !fs::exists(fs::path(dir) / "train_state.safetensors")) {
+    // Killed before its first checkpoint: nothing to continue, so start it over.
+    if (!cfg_.quiet && dp_->is_root()) {
+      std::printf("notice: %s has no checkpoint yet; starting the run from step 0\n", dir.c_str());
+      std::fflush(stdout);
+    }
+    resume = false;
+  }
+  if (resume) {
+    CheckpointState resumed = load_checkpoint(dir, model_, *optimizer_);
+    run.step = resumed.step;
+    run.saved_step = resumed.step;
+    run.elapsed_before = resumed.elapsed;
+    run.loss_sum = resumed.loss_sum;
+    run.correct = resumed.correct;
+    run.seen = resumed.seen;
+    std::string metrics_path = (fs::path(dir) / "metrics.csv").string();
+    for (const MetricsRow& row : read_metrics_csv(metrics_path))
+      if (row.step <= run.step) result.rows.push_back(row);
+  } else if (dp_->is_root()) {
+    // A fresh run replaces whatever run the directory held (the CLI asks for --overwrite first),
+    // so no older checkpoint can be resumed under this config.
+    clear_run(dir);
+    write_file_atomic((fs::path(dir) / "config.json").string(), config_to_json(cfg_));
+  }
+}
+
+void Trainer::evaluate_into(MetricsRow& row, const Running& run) {
+  EvalResult ev = evaluate(model_, data_.eval, cfg_.dataset, cfg_.eval_batch_size, cfg_.probe_unit);
+  row.test_loss = ev.loss;
+  row.test_acc = ev.accuracy;
+  row.lr = optimizer_->lr();
+  row.elapsed = run.elapsed_before + run.train_seconds;
+  if (!ev.probe_values.empty()) {
+    row.p15 = percentile(ev.probe_values, 15);
+    row.p50 = percentile(ev.probe_values, 50);
+    row.p85 = percentile(ev.probe_values, 85);
+  }
+}
+
+// One optimizer step on `batch`; false when the non-finite guard stops the run.
+bool Trainer::train_step(const Batch& batch, TrainResult& result, Running& run) {
+  using clock = std::chrono::steady_clock;
+  auto t0 = clock::now();
+  apply(*optimizer_, *schedule_, cfg_.lr, run.step);
+  dp_->reseed_dropout(run.step);  // ranks > 0: a dropout stream per (rank, step): exact resume
+  run.guard->before_step();
+  Tensor logits = (*model_.net)(batch.images);
+  Tensor loss = cross_entropy(logits, batch.labels, cfg_.label_smoothing);
+  float loss_value = static_cast<float>(dp_->mean_over_ranks(loss.item()));
+  loss.backward();
+  dp_->average_gradients();
+  // The non-finite guard (train/nonfinite_guard.h): one check of the loss and the gradients;
+  // loss and gradients are averaged over ranks already, so every rank takes the same branch.
+  bool apply_update = true;
+  if (run.guard->found(loss_value)) {
+    NonFiniteGuard::Verdict v = run.guard->handle(run.step + 1, loss_value, batch.images);
+    if (!v.message.empty())
+      run.progress->line((cfg_.label.empty() ? "train" : cfg_.label) + ": " + v.message);
+    if (v.stop) {
+      result.diverged = true;
+      result.diverged_step = run.step + 1;
+      optimizer_->zero_grad();
+      return false;
+    }
+    apply_update = v.apply_update;  // skip: the step's loss stays out of the running averages
+  }
+  if (apply_update) {
+    if (cfg_.clip_grad_norm > 0.0f) clip_grad_norm(model_.net->parameters(), cfg_.clip_grad_norm);
+    optimizer_->step();
+  }
+  optimizer_->zero_grad();
+  run.train_seconds += std::chrono::duration<double>(clock::now() - t0).count();
+  ++run.step;
+  run.images_since_start += batch.size();
+
+  if (apply_update) {
+    std::vector<int64_t> pred = argmax(logits, 1);
+    for (int64_t i = 0; i < batch.size(); ++i)
+      run.correct += pred[static_cast<size_t>(i)] == batch.labels[static_cast<size_t>(i)];
+    run.seen += batch.size();
+    run.loss_sum += static_cast<double>(loss_value) * static_cast<double>(batch.size());
+  }
+  if (!cfg_.quiet) {
+    run.progress->update(run.step, run.loss_sum / static_cast<double>(run.seen),
+                         static_cast<double>(run.correct) / static_cast<double>(run.seen),
+                         static_cast<double>(run.images_since_start * dp_->size()) /
+                             std::max(run.train_seconds, 1e-9));
+  }
+  if (hooks.on_step) hooks.on_step(*this, {run.step, loss_value, optimizer_->lr(), batch.size()});
+  return true;
+}
+
+// An evaluation point: the metrics row, metrics.csv and a checkpoint. False when on_eval ends the
+// run.
+bool Trainer::end_of_period(TrainResult& result, Running& run) {
+  if (dp_->active()) {  // training loss and accuracy over every rank's samples
+    double sums[3] = {run.loss_sum, static_cast<double>(run.correct),
+                      static_cast<double>(run.seen)};
+    dp_->sum_over_ranks(sums, 3);
+    run.loss_sum = sums[0];
+    run.correct = static_cast<int64_t>(sums[1]);
+    run.seen = static_cast<int64_t>(sums[2]);
+  }
+  MetricsRow row;
+  row.step = run.step;
+  row.epoch = static_cast<double>(run.step) / static_cast<double>(per_epoch_);
+  row.train_loss = run.loss_sum / static_cast<double>(run.seen);
+  row.train_acc = static_cast<double>(run.correct) / static_cast<double>(run.seen);
+  if (dp_->is_root()) evaluate_into(row, run);
+  result.rows.push_back(row);
+  run.loss_sum = 0;
+  run.correct = run.seen = 0;
+  if (!cfg_.quiet) {
+    char buf[256];
+    std::snprintf(
+        buf, sizeof buf,
+        "%s step %ld | epoch %.2f | train loss %.4f acc %.4f | %s loss %.4f acc %.4f | lr %.4g",
+        cfg_.label.empty() ? "eval" : cfg_.label.c_str(), static_cast<long>(run.step), row.epoch,
+        row.train_loss, row.train_acc, data_.eval.split.c_str(), row.test_loss, row.test_acc,
+        row.lr);
+    run.progress->line(buf);
+  }
+  const std::string& dir = cfg_.out_dir;
+  if (!dir.empty() && dp_->is_root()) {
+    write_file_atomic((fs::path(dir) / "metrics.csv").string(), format_metrics_csv(result.rows));
+    if (cfg_.save_checkpoint) {
+      save_checkpoint(dir, model_, *optimizer_, {run.step, run.elapsed_before + run.train_seconds});
+      run.saved_step = run.step;
+    }
+  }
+  if (hooks.on_eval && !hooks.on_eval(*this, row)) {
+    result.stopped_early = true;
+    return false;
+  }
+  return true;
+}
+
+void Trainer::write_outputs(const TrainResult& result) const {
+  const std::string& dir = cfg_.out_dir;
+  if (dir.empty() || !dp_->is_root()) return;
+  write_file_atomic((fs::path(dir) / "metrics.csv").string(), format_metrics_csv(result.rows));
+  // No summary for an interrupted run: summary.json marks a finished one (ablate reuses it).
+  if (!result.interrupted_by) write_summary(dir, cfg_, result);
+}
+
+TrainResult Trainer::fit(bool resume) {
+  BNLAB_CHECK(!fitted_, "Trainer::fit: a Trainer runs once; make a new one for another run");
+  fitted_ = true;
+  TrainResult result;
+  result.eval_split = data_.eval.split;
+  Running run;
+  open_run_dir(resume, result, run);
+  BNLAB_CHECK(run.step <= total_, "train: checkpoint is at step ", run.step,
+              ", past the requested ", total_, " steps");
+  const std::string& dir = cfg_.out_dir;
+  run.progress = std::make_unique<Progress>(cfg_.label.empty() ? "train" : cfg_.label, total_, 0,
+                                            cfg_.quiet || !dp_->is_root() ? nullptr : stdout,
+                                            cfg_.plain_progress);
+  run.guard = std::make_unique<NonFiniteGuard>(model_, parse_on_nan(cfg_.on_nan));
+  run.epoch = run.step / per_epoch_;
+  loader_->start_epoch(run.epoch);
+  Batch batch;
+  for (int64_t skip = run.step % per_epoch_; skip > 0; --skip) loader_->next(batch);  // mid-epoch
+
+  // Row 0 is the untrained model, so curves start where training starts. (A run interrupted at
+  // step 0 has its row 0 in metrics.csv already.) Rank 0 alone evaluates and writes.
+  if (run.step == 0 && result.rows.empty() && dp_->is_root()) {
+    MetricsRow row;
+    row.train_loss = row.train_acc = NAN;
+    evaluate_into(row, run);
+    result.rows.push_back(row);
+  }
+
+  while (run.step < total_) {
+    // SIGINT/SIGTERM (train/interrupt.h): stop at this step boundary with a checkpoint.
+    bool interrupted = interrupt_requested();
+    if (dp_->active()) {  // every rank stops at the same step
+      double any = interrupted ? 1.0 : 0.0;
+      dp_->sum_over_ranks(&any, 1);
+      interrupted = any > 0;
+    }
+    if (interrupted) {
+      // A rank that saw no signal itself (under mpirun) reports SIGINT.
+      result.interrupted_by = interrupt_requested() ? interrupt_signal() : SIGINT;
+      if (!dir.empty() && cfg_.save_checkpoint && dp_->is_root() && run.step != run.saved_step) {
+        save_checkpoint(dir, model_, *optimizer_,
+                        {run.step, run.elapsed_before + run.train_seconds, run.loss_sum,
+                         run.correct, run.seen});
+      }
+      break;
+    }
+    if (!loader_->next(batch)) {
+      loader_->start_epoch(++run.epoch);
+      continue;
+    }
+    if (!train_step(batch, result, run)) break;
+    if ((run.step % eval_every_ == 0 || run.step == total_) && !end_of_period(result, run)) break;
+  }
+  run.progress->finish();
+  result.steps_done = run.step;
+  result.seconds = run.elapsed_before + run.train_seconds;
+  result.nonfinite_steps = run.guard->events();
+  result.first_nonfinite_step = run.guard->first_step();
+  result.images_per_second =
+      static_cast<double>(run.images_since_start * dp_->size()) / std::max(run.train_seconds, 1e-9);
+  result.ranks = dp_->size();
+  result.allreduce_seconds = dp_->allreduce_seconds();
+  write_outputs(result);
+  return result;
+}
+
+TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume) {
+  return Trainer(cfg, data).fit(resume);
+}
+
+}  // namespace bnlab

@@ -1,0 +1,219 @@
+// The training loop behind `bnlab train` and every arm of `bnlab ablate`: model, optimizer,
+// schedule, seeded data order, periodic evaluation (with the probe percentiles of the BN paper's
+// Figure 1), metrics.csv, checkpoints that resume exactly, and summary.json.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "train/models.h"
+
+namespace bnlab {
+
+/// Every setting of a run: what `bnlab train` takes as flags and writes to config.json (the same
+/// defaults; train/knobs.cpp validates each).
+struct TrainConfig {
+  ModelSpec model;                    ///< which registered model, and its normalization choices
+  std::string dataset = "mnist";      ///< mnist | fashion-mnist | cifar10 | cifar100 | folder:PATH
+  std::string data_dir;               ///< "" = $BNLAB_DATA or data/
+  int64_t epochs = 1;                 ///< used when steps == 0
+  int64_t steps = 0;                  ///< total optimizer steps; wins over epochs when > 0
+  int64_t batch_size = 64;            ///< per rank in a data-parallel run
+  std::string optimizer = "sgd";      ///< sgd | adam | adamw | rmsprop
+  float lr = 0.01f;                   ///< the base learning rate (the schedule scales it)
+  float momentum = 0.0f;              ///< sgd, rmsprop
+  bool nesterov = false;              ///< sgd: Nesterov momentum
+  float weight_decay = 0.0f;          ///< L2 (sgd, adam, rmsprop) or decoupled (adamw)
+  bool decay_norm_and_bias = false;   ///< false: BN/LN/GN parameters and biases get no weight decay
+  std::string schedule = "constant";  ///< an optim/schedule.h spec: constant, cosine, step:N:G, ...
+  float clip_grad_norm = 0.0f;        ///< 0 = off
+  std::string on_nan = "stop";        ///< non-finite loss/gradient: stop | skip | continue
+  float label_smoothing = 0.0f;       ///< cross_entropy's label smoothing
+  bool augment = false;               ///< random crop (padding 4) + flip; for cifar10
+  uint64_t seed = 1;                  ///< fixes initial weights, data order and dropout masks
+  int threads = 0;                    ///< 0 = all cores
+  int64_t eval_every = 0;             ///< steps between evaluations; 0 = once per epoch
+  int64_t eval_batch_size = 1000;     ///< batch size of evaluation (no effect on results)
+  int64_t probe_unit = 0;  ///< which unit of the probe layer to record percentiles for; < 0: off
+  std::string out_dir;     ///< "" = write nothing
+  bool save_checkpoint = true;  ///< model.safetensors + train_state.safetensors at each evaluation
+  std::string label;            ///< progress prefix (an ablation arm's name)
+  bool quiet = false;           ///< no progress output (tests)
+  bool plain_progress = false;  ///< plain lines even on a terminal (parallel runs share the screen)
+  /// Data-parallel runs (mpirun -np P; train/data_parallel.h): BatchNorm statistics over the global
+  /// batch of all ranks (SyncBN) instead of each rank's own batch. No effect in one process.
+  bool sync_bn = false;
+};
+
+/// One evaluation point of a run: a row of metrics.csv.
+struct MetricsRow {
+  int64_t step = 0;       ///< optimizer steps taken (0: the untrained model)
+  double epoch = 0;       ///< step / steps per epoch
+  double train_loss = 0;  ///< mean training loss since the previous row (NaN in row 0)
+  double train_acc = 0;   ///< training accuracy since the previous row, in train mode
+  double test_loss = 0;   ///< mean loss on the evaluation split, eval mode
+  double test_acc = 0;    ///< accuracy on the evaluation split (TrainResult::eval_split)
+  double lr = 0;          ///< the learning rate of the last step
+  double elapsed = 0;     ///< training seconds so far (evaluation excluded)
+  double p15 = NAN;       ///< probe input's 15th percentile (NaN without a probe)
+  double p50 = NAN;       ///< probe input's median
+  double p85 = NAN;       ///< probe input's 85th percentile
+};
+
+/// What a run did.
+struct TrainResult {
+  std::vector<MetricsRow> rows;       ///< every evaluation, row 0 first
+  int64_t steps_done = 0;             ///< steps completed (the total unless stopped)
+  bool diverged = false;              ///< the non-finite guard stopped the run (on_nan stop)
+  int64_t diverged_step = -1;         ///< the step it stopped at; -1 when it did not
+  int64_t nonfinite_steps = 0;        ///< steps whose loss or gradients were NaN/Inf
+  int64_t first_nonfinite_step = -1;  ///< -1 when none
+  int interrupted_by = 0;        ///< SIGINT/SIGTERM: stopped at a step boundary after a checkpoint
+  double seconds = 0;            ///< training time this process (evaluation excluded)
+  double images_per_second = 0;  ///< all ranks together in a data-parallel run
+  int ranks = 1;                 ///< processes that trained the model (mpirun -np)
+  double allreduce_seconds = 0;  ///< time in gradient/loss collectives (0 in one process)
+  std::string eval_split;        ///< which split test_* columns measured
+  bool stopped_early = false;    ///< a TrainerHooks::on_eval hook ended the run
+};
+
+/// The data one run uses; loaded once and shared by matched runs.
+struct RunData {
+  ImageDataset train;  ///< the training split
+  ImageDataset eval;   ///< test split for mnist/fashion-mnist; val (batch 5) for cifar10
+};
+
+/// Loads the training split and the evaluation split of cfg.dataset.
+RunData load_run_data(const std::string& dataset, const std::string& data_dir);
+
+class Optimizer;
+class LrSchedule;
+class DataLoader;
+class DataParallel;
+struct Batch;
+
+/// What the per-step hook sees: the step just taken (1-based), its loss (the mean over ranks) and
+/// the learning rate it used.
+struct StepInfo {
+  int64_t step = 0;        ///< steps taken, this one included
+  double loss = 0;         ///< this step's loss (mean over ranks)
+  double lr = 0;           ///< the learning rate it used
+  int64_t batch_size = 0;  ///< images in this rank's batch
+};
+
+class Trainer;
+
+/// Where user code steps into a run. Both run on every rank of a data-parallel run.
+struct TrainerHooks {
+  /// After every optimizer step (and after a step the non-finite guard skipped).
+  std::function<void(Trainer&, const StepInfo&)> on_step;
+  /// After every evaluation, with its metrics row (rank 0 measured it; other ranks see the
+  /// training columns only). Return false to end the run there: it finishes normally (summary
+  /// written) with TrainResult::stopped_early set. In a data-parallel run every rank must return
+  /// the same answer.
+  std::function<bool(Trainer&, const MetricsRow&)> on_eval;
+};
+
+/// Trains a registered model (train/models.h) on a RunData: the loop, evaluation, metrics.csv,
+/// checkpoints and bit-exact resume, the non-finite guard, SIGINT/SIGTERM, progress and
+/// data-parallel training under mpirun. The optimizer and the schedule come from the config unless
+/// replaced before fit().
+///
+///     Trainer trainer(cfg, data);
+///     trainer.hooks.on_eval = [](Trainer&, const MetricsRow& row) { return row.test_acc < 0.99; };
+///     TrainResult result = trainer.fit();
+class Trainer {
+ public:
+  /// Builds the model (weights from cfg.seed), joins the data-parallel world, and makes the
+  /// optimizer, schedule and data loader cfg asks for. Throws for settings that cannot work with
+  /// `data` (a batch larger than the training set, a probe unit the model does not have). `data`
+  /// must outlive the Trainer.
+  Trainer(TrainConfig cfg, const RunData& data);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  /// The hooks; set them before fit().
+  TrainerHooks hooks;
+
+  /// Runs to cfg.steps (or cfg.epochs). With cfg.out_dir set, holds the directory's lock
+  /// (train/run_dir.h) for the run's life and writes config.json, metrics.csv, checkpoints and
+  /// summary.json there; a fresh run (resume false) first removes the run files the directory
+  /// held. resume: continue from the checkpoint in cfg.out_dir (written by an earlier run with the
+  /// same config), bit-exactly as if uninterrupted; a directory with no checkpoint yet starts from
+  /// step 0, with a notice. Call once.
+  TrainResult fit(bool resume = false);
+
+  /// Replaces the optimizer made from the config (before fit()). A resumed run must use the same
+  /// kind of optimizer as the run that wrote the checkpoint.
+  void set_optimizer(std::unique_ptr<Optimizer> optimizer);
+  /// Replaces the schedule made from cfg.schedule (before fit()); it scales cfg.lr.
+  void set_schedule(std::unique_ptr<LrSchedule> schedule);
+
+  Model& model() { return model_; }                       ///< the model being trained
+  Optimizer& optimizer() { return *optimizer_; }          ///< its optimizer
+  const TrainConfig& config() const { return cfg_; }      ///< the settings
+  int64_t total_steps() const { return total_; }          ///< steps the run will take
+  int64_t steps_per_epoch() const { return per_epoch_; }  ///< batches in one epoch (per rank)
+
+ private:
+  struct Running;  ///< the counters of one fit()
+  void open_run_dir(bool& resume, TrainResult& result, Running& run);
+  void evaluate_into(MetricsRow& row, const Running& run);
+  bool train_step(const Batch& batch, TrainResult& result, Running& run);
+  bool end_of_period(TrainResult& result, Running& run);
+  void write_outputs(const TrainResult& result) const;
+
+  TrainConfig cfg_;
+  const RunData& data_;
+  Model model_;
+  std::unique_ptr<DataParallel> dp_;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<LrSchedule> schedule_;
+  std::unique_ptr<DataLoader> loader_;
+  int64_t per_epoch_ = 0, total_ = 0, eval_every_ = 0;
+  bool fitted_ = false;
+};
+
+/// Trains per cfg on `data`: Trainer(cfg, data).fit(resume).
+TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume = false);
+
+/// What evaluate() measured.
+struct EvalResult {
+  double loss = 0;                   ///< mean cross-entropy
+  double accuracy = 0;               ///< fraction classified right
+  std::vector<int64_t> predictions;  ///< the predicted class of each image, in order
+  std::vector<float> probe_values;   ///< the probe unit's input per image (empty without a probe)
+};
+/// Accuracy and mean loss of `model` on `data` in eval mode, without gradients, normalized as
+/// `dataset_name` is; records the probe unit's inputs when probe_unit >= 0 and the model has a
+/// probe. Restores the model's train/eval mode.
+EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& dataset_name,
+                    int64_t batch_size, int64_t probe_unit);
+
+/// Rebuilds the model of a run directory (its config.json) for data shaped like `like`, and loads
+/// its model.safetensors. Returns the config too.
+Model load_trained_model(const std::string& dir, const ImageDataset& like,
+                         TrainConfig* cfg_out = nullptr);
+
+/// The q-th percentile (0..100) by linear interpolation, as numpy.percentile's default.
+double percentile(std::vector<float> values, double q);
+
+/// Rows as metrics.csv's text (header included).
+std::string format_metrics_csv(const std::vector<MetricsRow>& rows);
+/// Reads a metrics.csv; throws naming `path` and the line for a malformed one.
+std::vector<MetricsRow> read_metrics_csv(const std::string& path);
+
+/// A config as config.json's text.
+std::string config_to_json(const TrainConfig& cfg);
+/// Reads config.json's text, every key validated by the settings table (train/knobs.h); errors
+/// name `source` and the key.
+TrainConfig config_from_json(const std::string& json_text, const std::string& source);
+
+}  // namespace bnlab
