@@ -16,6 +16,7 @@
 #include "core/random.h"       // Rng
 #include "core/serialize.h"    // save_safetensors, load_safetensors
 #include "core/tensor.h"       // Tensor
+#include "core/version.h"      // version, git_commit
 #include "data/cifar.h"
 #include "data/data_loader.h"  // DataLoader, Batch
 #include "data/dataset.h"      // ImageDataset

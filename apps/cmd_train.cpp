@@ -181,7 +181,8 @@ Command add_train_command(CLI::App& parent) {
     }
     std::cout << "wrote: " << c.out_dir
               << "/{config.json, metrics.csv, model.safetensors, train_state.safetensors, "
-              << "summary.json}\n";
+              << "summary.json"
+              << (fs::exists(fs::path(c.out_dir) / "curves.png") ? ", curves.png" : "") << "}\n";
     return r.diverged ? 3 : 0;
   };
   return {app, run};

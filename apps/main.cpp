@@ -19,6 +19,7 @@
 #include "core/distributed.h"
 #include "core/error.h"
 #include "core/io.h"
+#include "core/version.h"
 #include "train/interrupt.h"
 #include "train/knobs.h"
 
@@ -157,7 +158,7 @@ int main(int argc, char** argv) {
       "  bnlab train --model lenet --norm batch --epochs 2\n"
       "  bnlab eval --checkpoint runs/train\n"
       "  bnlab data show --dataset cifar10 --out grid.png"};
-  app.set_version_flag("--version", std::string("bnlab ") + BNLAB_VERSION);
+  app.set_version_flag("--version", std::string("bnlab ") + version() + " (" + git_commit() + ")");
   app.require_subcommand(1);
   // A flag given twice takes its last value (argparse's rule), for every subcommand's options.
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
@@ -203,7 +204,7 @@ int main(int argc, char** argv) {
     for (const Command& c : commands)
       if (c.app->parsed()) return c.run();
     if (info->parsed()) {
-      std::cout << "bnlab " << BNLAB_VERSION << "\n"
+      std::cout << "bnlab " << version() << " (" << git_commit() << ")\n"
                 << "BLAS:    OpenBLAS, " << bnlab::blas_parallel_mode()
                 << " threading: " << bnlab::blas_config() << "\n"
                 << "threads: " << bnlab::num_threads() << "\n";

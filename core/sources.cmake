@@ -16,4 +16,5 @@ set(BNLAB_CORE_SOURCES
   core/serialize.cpp
   core/distributed.cpp
   core/gradcheck.cpp
+  core/version.cpp
 )

@@ -96,13 +96,14 @@ std::string fmt(const char* format, double v) {
   return buf;
 }
 
-// Does the run directory hold the same experiment? Thread count and data directory do not define
-// one.
+// Does the run directory hold the same experiment? Thread count, data directory and progress
+// output do not define one.
 bool same_experiment(const std::string& dir, const TrainConfig& cfg) {
   std::string path = (fs::path(dir) / "config.json").string();
   TrainConfig saved = config_from_json(read_file(path), path);
   saved.threads = cfg.threads;
   saved.data_dir = cfg.data_dir;
+  saved.log_every = cfg.log_every;
   return config_to_json(saved) == config_to_json(cfg);
 }
 

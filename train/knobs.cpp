@@ -308,6 +308,13 @@ std::vector<Knob> make_knobs() {
       "probe_unit", "--probe-unit",
       "Unit of the last hidden layer whose input percentiles are recorded (-1: off)",
       [](TrainConfig& c) -> int64_t& { return c.probe_unit; }, -1, 1 << 20));
+  Knob log_every = whole(
+      "log_every", "--log-every",
+      "Steps between progress lines when output is not a terminal (0: about 20 per run)",
+      [](TrainConfig& c) -> int64_t& { return c.log_every; }, 0, kMaxSteps);
+  log_every.resume_may_change = true;  // output only
+  log_every.optional_in_json = true;   // configs written before --log-every
+  t.push_back(log_every);
   Knob sync_bn = boolean("sync_bn", "--sync-bn",
                          "Under mpirun: BatchNorm statistics over the global batch of all ranks "
                          "(default: each rank's own batch, as PyTorch DDP)",

@@ -20,8 +20,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* const kRunFiles[] = {"config.json", "metrics.csv", "model.safetensors",
-                                 "train_state.safetensors", "summary.json"};
+const char* const kRunFiles[] = {
+    "config.json",  "metrics.csv", "model.safetensors", "train_state.safetensors",
+    "summary.json", "curves.png",  "curves.gp"};
 
 struct Holder {
   int fd = -1;

@@ -21,6 +21,7 @@
 #include "core/io.h"
 #include "core/ops.h"
 #include "core/serialize.h"
+#include "core/version.h"
 #include "data/data_loader.h"
 #include "data/datasets.h"
 #include "optim/optim.h"
@@ -29,6 +30,7 @@
 #include "train/interrupt.h"
 #include "train/knobs.h"
 #include "train/nonfinite_guard.h"
+#include "train/plot.h"
 #include "train/progress.h"
 #include "train/run_dir.h"
 
@@ -95,6 +97,39 @@ void write_summary(const std::string& dir, const TrainConfig& cfg, const TrainRe
     j["best_test_acc"] = best;
   }
   write_file_atomic((fs::path(dir) / "summary.json").string(), j.dump(2) + "\n");
+}
+
+// config.json: the settings, plus what produced the run (read back, "provenance" is ignored: it
+// is not a setting). The data directory is recorded as resolved, since "" and relative paths mean
+// different places from different working directories.
+std::string config_with_provenance(const TrainConfig& cfg) {
+  json j = json::parse(config_to_json(cfg));
+  std::error_code ec;
+  fs::path data = fs::absolute(resolve_data_dir(cfg.data_dir), ec);
+  j["provenance"] = {
+      {"bnlab_version", version()},
+      {"git_commit", git_commit()},
+      {"data_dir", ec ? resolve_data_dir(cfg.data_dir) : data.lexically_normal().string()}};
+  return j.dump(2) + "\n";
+}
+
+// curves.png beside metrics.csv: loss and accuracy, training (running mean since the previous
+// evaluation, train mode) and the evaluation split, against steps. Without gnuplot, curves.gp
+// stays for later (plot.h).
+void plot_curves(const std::string& dir, const std::string& eval_split) {
+  std::ostringstream gp;
+  gp << "set datafile separator ','\nset key autotitle columnhead\nset grid\n"
+        "set xlabel 'training steps'\nset multiplot layout 1,2\n"
+        "set title 'loss'\nset key top right\n"
+        "plot 'metrics.csv' using 1:3 with lines lw 2 title 'train', "
+        "'metrics.csv' using 1:5 with linespoints lw 2 title "
+     << gnuplot_quote(eval_split)
+     << "\nset title 'accuracy'\nset key bottom right\nset yrange [*:1]\n"
+        "plot 'metrics.csv' using 1:4 with lines lw 2 title 'train', "
+        "'metrics.csv' using 1:6 with linespoints lw 2 title "
+     << gnuplot_quote(eval_split) << "\nunset multiplot\n";
+  render_gnuplot((fs::path(dir) / "curves.gp").string(), gp.str(),
+                 (fs::path(dir) / "curves.png").string(), 1200, 450);
 }
 
 }  // namespace
@@ -337,7 +372,7 @@ void Trainer::open_run_dir(bool& resume, TrainResult& result, Running& run) {
     // A fresh run replaces whatever run the directory held (the CLI asks for --overwrite first),
     // so no older checkpoint can be resumed under this config.
     clear_run(dir);
-    write_file_atomic((fs::path(dir) / "config.json").string(), config_to_json(cfg_));
+    write_file_atomic((fs::path(dir) / "config.json").string(), config_with_provenance(cfg_));
   }
 }
 
@@ -456,6 +491,7 @@ void Trainer::write_outputs(const TrainResult& result) const {
   const std::string& dir = cfg_.out_dir;
   if (dir.empty() || !dp_->is_root()) return;
   write_file_atomic((fs::path(dir) / "metrics.csv").string(), format_metrics_csv(result.rows));
+  if (gnuplot_available()) plot_curves(dir, result.eval_split);
   // No summary for an interrupted run: summary.json marks a finished one (ablate reuses it).
   if (!result.interrupted_by) write_summary(dir, cfg_, result);
 }
@@ -470,9 +506,9 @@ TrainResult Trainer::fit(bool resume) {
   BNLAB_CHECK(run.step <= total_, "train: checkpoint is at step ", run.step,
               ", past the requested ", total_, " steps");
   const std::string& dir = cfg_.out_dir;
-  run.progress = std::make_unique<Progress>(cfg_.label.empty() ? "train" : cfg_.label, total_, 0,
-                                            cfg_.quiet || !dp_->is_root() ? nullptr : stdout,
-                                            cfg_.plain_progress);
+  run.progress = std::make_unique<Progress>(
+      cfg_.label.empty() ? "train" : cfg_.label, total_, cfg_.log_every,
+      cfg_.quiet || !dp_->is_root() ? nullptr : stdout, cfg_.plain_progress);
   run.guard = std::make_unique<NonFiniteGuard>(model_, parse_on_nan(cfg_.on_nan));
   run.epoch = run.step / per_epoch_;
   loader_->start_epoch(run.epoch);

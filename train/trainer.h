@@ -46,6 +46,7 @@ struct TrainConfig {
   std::string label;            ///< progress prefix (an ablation arm's name)
   bool quiet = false;           ///< no progress output (tests)
   bool plain_progress = false;  ///< plain lines even on a terminal (parallel runs share the screen)
+  int64_t log_every = 0;        ///< steps between plain progress lines; 0: about 20 per run
   /// Data-parallel runs (mpirun -np P; train/data_parallel.h): BatchNorm statistics over the global
   /// batch of all ranks (SyncBN) instead of each rank's own batch. No effect in one process.
   bool sync_bn = false;

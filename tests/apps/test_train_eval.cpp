@@ -8,6 +8,8 @@
 
 #include "apps_test_util.h"
 #include "core/serialize.h"
+#include "core/version.h"
+#include "train/plot.h"
 
 using namespace apps_test;
 using json = nlohmann::json;
@@ -54,6 +56,11 @@ TEST_CASE("apps.train: an mlp with batch norm writes every output file and learn
   CHECK(cfg["batch_size"] == 32);
   CHECK(cfg["lr"].get<double>() == doctest::Approx(0.1));
   CHECK(cfg["threads"] == 1);
+  // ... and what produced it: the version, the commit, and where the data came from (resolved).
+  CHECK(cfg["provenance"]["bnlab_version"] == bnlab::version());
+  CHECK(cfg["provenance"]["git_commit"] == bnlab::git_commit());
+  CHECK(fs::path(cfg["provenance"]["data_dir"].get<std::string>()) ==
+        fs::absolute(dir.file("data")).lexically_normal());
 
   // metrics.csv: the header, then rows at steps 0 (untrained), 20 and 40.
   auto rows = parse_csv(read_text(out + "/metrics.csv"));
@@ -194,4 +201,32 @@ TEST_CASE("apps.train: --bn-momentum and --bn-eps reach BatchNorm and config.jso
       run_cli("train --resume " + shell_quote(dir.file("m05")) + " --bn-eps 0.00001");
   CHECK(conflict.exit_code == 2);
   CHECK(contains(conflict.output, "has model.bn_eps = 0.001"));
+}
+
+TEST_CASE("apps.train: --log-every sets the progress lines of a log, curves.png is drawn") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 200, 50);
+  const std::string out = dir.file("run");
+  CliResult r = run_cli(
+      "train --model mlp --steps 30 --batch-size 20 --eval-every 15 "
+      "--log-every 10 " +
+      common_flags(dir) + " --out " + shell_quote(out));
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  // Not a terminal: a plain line at steps 10, 20, 30 and at no other step.
+  for (const char* step : {"step 10/30", "step 20/30", "step 30/30"})
+    CHECK(contains(r.output, step));
+  for (const char* step : {"step 5/30", "step 15/30", "step 1/30 "})
+    CHECK_FALSE(contains(r.output, step));
+  CHECK(json::parse(read_text(out + "/config.json"))["log_every"] == 10);
+  if (bnlab::gnuplot_available()) {
+    CHECK(fs::file_size(out + "/curves.png") > 1000);
+  } else {
+    CHECK(fs::exists(out + "/curves.gp"));
+  }
+  // --log-every is output only: a resume may change it.
+  CliResult resumed = run_cli("train --resume " + shell_quote(out) + " --steps 40 --log-every 5");
+  CAPTURE(resumed.output);
+  CHECK(resumed.exit_code == 0);
+  CHECK(contains(resumed.output, "step 35/40"));
 }
