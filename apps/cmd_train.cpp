@@ -138,18 +138,17 @@ Command add_train_command(CLI::App& parent) {
           << (c.sync_bn ? "over the global batch (--sync-bn)" : "per rank") << "\n";
     }
     if (root) std::cout << out.str();
-    RunData data = load_run_data(c.dataset, c.data_dir);
+    RunData data = load_run_data(c.dataset, c.data_dir, c.val_split);
     if (root) {
       std::cout << "data:         " << data.train.title() << " " << data.train.size()
                 << " images, evaluating on " << data.eval.title() << " " << data.eval.size()
+                << (data.test ? ", testing once on " + data.test->title() + " " +
+                                    std::to_string(data.test->size())
+                              : std::string())
                 << "\n";
     }
     if (*show_summary && root) {
-      ModelSpec spec = c.model;
-      spec.channels = data.train.channels;
-      spec.height = data.train.height;
-      spec.width = data.train.width;
-      spec.num_classes = data.train.num_classes();
+      ModelSpec spec = with_geometry_of(c.model, data.train);
       Rng rng(c.seed);
       Model m = build_model(spec, rng);
       std::cout << summary(*m.net, {1, spec.channels, spec.height, spec.width});
@@ -171,9 +170,20 @@ Command add_train_command(CLI::App& parent) {
     }
     if (!r.rows.empty()) {
       const MetricsRow& last = r.rows.back();
+      const std::string kind = split_kind(r.eval_split);
       std::printf("final: step %ld | %s loss %.4f | %s accuracy %.4f | %.0f img/s training\n",
-                  static_cast<long>(last.step), data.eval.split.c_str(), last.test_loss,
-                  data.eval.split.c_str(), last.test_acc, r.images_per_second);
+                  static_cast<long>(last.step), kind.c_str(), last.eval_loss, kind.c_str(),
+                  last.eval_acc, r.images_per_second);
+      if (r.stopped_early) std::printf("stopped early at step %ld\n", static_cast<long>(last.step));
+      if (kind == "val") {
+        std::printf("best: step %ld | val accuracy %.4f%s\n", static_cast<long>(r.best_step),
+                    r.best_eval_acc, c.out_dir.empty() ? "" : " | saved as best.safetensors");
+      }
+      if (!std::isnan(r.test_acc)) {
+        std::printf("test: final model %.4f", r.test_acc);
+        if (!std::isnan(r.best_test_acc)) std::printf(" | best model %.4f", r.best_test_acc);
+        std::printf(" (measured once, not used for selection)\n");
+      }
     }
     if (r.ranks > 1 && r.steps_done > 0) {
       std::printf("allreduce: %.2f ms/step on rank 0 (gradients and loss, %d ranks)\n",
@@ -182,6 +192,7 @@ Command add_train_command(CLI::App& parent) {
     std::cout << "wrote: " << c.out_dir
               << "/{config.json, metrics.csv, model.safetensors, train_state.safetensors, "
               << "summary.json"
+              << (fs::exists(fs::path(c.out_dir) / "best.safetensors") ? ", best.safetensors" : "")
               << (fs::exists(fs::path(c.out_dir) / "curves.png") ? ", curves.png" : "") << "}\n";
     return r.diverged ? 3 : 0;
   };

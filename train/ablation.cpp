@@ -58,10 +58,10 @@ std::string csv_escape(const std::string& s) {
   return out + "\"";
 }
 
-// First evaluated step at which test accuracy reached `threshold`, or -1.
+// First evaluated step at which the evaluation accuracy reached `threshold`, or -1.
 int64_t steps_to(const TrainResult& r, double threshold) {
   for (const MetricsRow& row : r.rows)
-    if (row.test_acc >= threshold) return row.step;
+    if (row.eval_acc >= threshold) return row.step;
   return -1;
 }
 
@@ -151,7 +151,7 @@ std::vector<CurvePoint> arm_curve(const Arm& arm, const std::vector<RunOutcome>&
     std::vector<double> acc;
     double p15 = 0, p50 = 0, p85 = 0;
     for (const MetricsRow* r : rows) {
-      acc.push_back(r->test_acc);
+      acc.push_back(r->eval_acc);
       p15 += r->p15;
       p50 += r->p50;
       p85 += r->p85;
@@ -160,6 +160,13 @@ std::vector<CurvePoint> arm_curve(const Arm& arm, const std::vector<RunOutcome>&
     curve.push_back({step, stats_of(acc), p15 / n, p50 / n, p85 / n});
   }
   return curve;
+}
+
+// "val" or "test" (split_kind): what the runs evaluated on, for column names, labels and titles.
+std::string eval_kind_of(const std::vector<RunOutcome>& outcomes) {
+  for (const RunOutcome& o : outcomes)
+    if (o.arm != nullptr && !o.result.eval_split.empty()) return split_kind(o.result.eval_split);
+  return "test";
 }
 
 std::vector<std::string> render_plots(const AblationSpec& spec, const std::vector<Arm>& arms,
@@ -186,7 +193,8 @@ std::vector<std::string> render_plots(const AblationSpec& spec, const std::vecto
   }
   write_file_atomic((fs::path(spec.out_dir) / "curves.dat").string(), dat.str());
 
-  std::string title = spec.title.empty() ? "test accuracy" : spec.title;
+  const std::string kind = eval_kind_of(outcomes);
+  std::string title = spec.title.empty() ? kind + " accuracy" : spec.title;
   // Two panels: the whole run, and a zoom on the top where the arms' final accuracies differ.
   double final_low = 1.0;
   for (const auto& curve : curves)
@@ -197,7 +205,8 @@ std::vector<std::string> render_plots(const AblationSpec& spec, const std::vecto
   acc << "set multiplot layout 1,2 title "
       << gnuplot_quote(title + " (" + std::to_string(spec.seeds) + " seed" +
                        (spec.seeds > 1 ? "s, band = min..max" : "") + ")")
-      << "\nset xlabel 'training steps'\nset ylabel 'test accuracy'\nset key bottom right\nset "
+      << "\nset xlabel 'training steps'\nset ylabel '" << kind
+      << " accuracy'\nset key bottom right\nset "
          "grid\n"
       << "set format x '%.0f'\n";
   for (int panel = 0; panel < 2; ++panel) {
@@ -223,7 +232,8 @@ std::vector<std::string> render_plots(const AblationSpec& spec, const std::vecto
     std::ostringstream pct;
     pct << "set multiplot layout 1," << arms.size()
         << " title 'input to one last-hidden-layer activation: 15th, 50th, 85th percentiles over "
-           "the test set'\n"
+           "the "
+        << kind << " split'\n"
         << "set xlabel 'training steps'\nset grid\nset format x '%.0f'\nset key top right\n"
         << "set yrange [" << lo - pad << ":" << hi + pad << "]\n";
     for (size_t a = 0; a < arms.size(); ++a) {
@@ -408,7 +418,8 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
       speed_threshold > 0 ? mean_steps(base_runs, speed_threshold, &base_reached) : NAN;
 
   std::ostringstream os;
-  os << "| arm | seeds | final test acc (mean ± std) | best | diverged |";
+  os << "| arm | seeds | final " << eval_kind_of(outcomes)
+     << " acc (mean ± std) | best | diverged |";
   for (double t : thresholds) os << " steps to " << fmt("%.0f", t * 100) << "% |";
   os << " speed-up"
      << (speed_threshold > 0 ? " to " + fmt("%.0f", speed_threshold * 100) + "%" : "")
@@ -427,9 +438,9 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
             (diverged_steps.empty() ? "" : ", ") + std::to_string(o->result.diverged_step);
       }
       if (!o->result.rows.empty() && !o->result.diverged)
-        finals.push_back(o->result.rows.back().test_acc);
+        finals.push_back(o->result.rows.back().eval_acc);
       double best = 0;
-      for (const MetricsRow& r : o->result.rows) best = std::max(best, r.test_acc);
+      for (const MetricsRow& r : o->result.rows) best = std::max(best, r.eval_acc);
       bests.push_back(best);
     }
     Stats f = stats_of(finals), b = stats_of(bests);
@@ -472,10 +483,12 @@ AblationReport run_ablation(const AblationSpec& spec) {
 
   // Load each dataset once; every arm on it shares the same images (and so the same data order per
   // seed).
-  std::map<std::string, RunData> data;
+  std::map<std::pair<std::string, int64_t>, RunData> data;
+  auto data_key = [](const TrainConfig& c) { return std::make_pair(c.dataset, c.val_split); };
   for (const Arm& arm : arms)
-    if (!data.count(arm.config.dataset))
-      data.emplace(arm.config.dataset, load_run_data(arm.config.dataset, arm.config.data_dir));
+    if (!data.count(data_key(arm.config)))
+      data.emplace(data_key(arm.config),
+                   load_run_data(arm.config.dataset, arm.config.data_dir, arm.config.val_split));
 
   struct Job {
     const Arm* arm;
@@ -531,7 +544,7 @@ AblationReport run_ablation(const AblationSpec& spec) {
         bool resume = fs::exists(fs::path(job.cfg.out_dir) / "train_state.safetensors") &&
                       fs::exists(fs::path(job.cfg.out_dir) / "config.json") &&
                       same_experiment(job.cfg.out_dir, job.cfg);
-        outcomes[i].result = train(job.cfg, data.at(job.cfg.dataset), resume);
+        outcomes[i].result = train(job.cfg, data.at(data_key(job.cfg)), resume);
       } catch (...) {
         std::lock_guard<std::mutex> lock(error_mutex);
         if (!first_error) first_error = std::current_exception();
@@ -568,15 +581,16 @@ AblationReport run_ablation(const AblationSpec& spec) {
   std::ostringstream csv;
   csv << "arm";
   for (const Factor& f : spec.factors) csv << "," << f.name;
-  csv << ",seed,step,epoch,train_loss,train_acc,test_loss,test_acc,lr,elapsed_s,probe_p15,probe_"
-         "p50,probe_p85,diverged,diverged_step\n";
+  const std::string kind = eval_kind_of(outcomes);
+  csv << ",seed,step,epoch,train_loss,train_acc," << kind << "_loss," << kind
+      << "_acc,lr,elapsed_s,probe_p15,probe_p50,probe_p85,diverged,diverged_step\n";
   csv.precision(7);
   for (const RunOutcome& o : outcomes) {
     for (const MetricsRow& r : o.result.rows) {
       csv << csv_escape(o.arm->name);
       for (const auto& [name, value] : o.arm->settings) csv << "," << csv_escape(value);
       csv << "," << o.seed << "," << r.step << "," << r.epoch << "," << r.train_loss << ","
-          << r.train_acc << "," << r.test_loss << "," << r.test_acc << "," << r.lr << ","
+          << r.train_acc << "," << r.eval_loss << "," << r.eval_acc << "," << r.lr << ","
           << r.elapsed << "," << r.p15 << "," << r.p50 << "," << r.p85 << ","
           << (o.result.diverged ? 1 : 0) << "," << o.result.diverged_step << "\n";
     }
@@ -589,7 +603,7 @@ AblationReport run_ablation(const AblationSpec& spec) {
     int64_t n = 0;
     for (const RunOutcome& o : outcomes) {
       if (o.arm != &arm || o.result.rows.empty()) continue;
-      sum += o.result.rows.back().test_acc;
+      sum += o.result.rows.back().eval_acc;
       ++n;
     }
     report.final_accuracy.emplace_back(arm.name, n > 0 ? sum / static_cast<double>(n) : NAN);

@@ -315,6 +315,21 @@ std::vector<Knob> make_knobs() {
   log_every.resume_may_change = true;  // output only
   log_every.optional_in_json = true;   // configs written before --log-every
   t.push_back(log_every);
+  Knob val_split = whole(
+      "val_split", "--val-split",
+      "Hold out N training images (the same for every run) as the validation split that "
+      "evaluation, best.safetensors and --early-stop use; the test split is then measured once "
+      "at the end (0: evaluate on test)",
+      [](TrainConfig& c) -> int64_t& { return c.val_split; }, 0, int64_t{1} << 31);
+  val_split.optional_in_json = true;  // configs written before --val-split
+  t.push_back(val_split);
+  Knob early_stop = whole(
+      "early_stop", "--early-stop",
+      "Stop when validation accuracy has not improved for N evaluations (0: off; needs a "
+      "validation split)",
+      [](TrainConfig& c) -> int64_t& { return c.early_stop; }, 0, kMaxSteps);
+  early_stop.optional_in_json = true;
+  t.push_back(early_stop);
   Knob sync_bn = boolean("sync_bn", "--sync-bn",
                          "Under mpirun: BatchNorm statistics over the global batch of all ranks "
                          "(default: each rank's own batch, as PyTorch DDP)",
@@ -379,6 +394,12 @@ const Knob* find_knob_by_flag(const std::string& flag) {
 
 void check_config(const TrainConfig& c) {
   BNLAB_CHECK(c.steps > 0 || c.epochs > 0, "--steps or --epochs must be > 0 (both are 0)");
+  // cifar10's evaluation split is its batch 5, a validation split already (data/datasets.h).
+  const bool own_validation = c.dataset == "cifar10";
+  BNLAB_CHECK(c.val_split == 0 || !own_validation,
+              "--val-split: cifar10 validates on its batch 5 already; leave --val-split out");
+  BNLAB_CHECK(c.early_stop == 0 || c.val_split > 0 || own_validation,
+              "--early-stop selects on validation data: add --val-split N (e.g. --val-split 5000)");
   if (c.steps > 0) {
     try {
       parse_schedule(c.schedule, c.steps);

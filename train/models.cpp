@@ -185,6 +185,14 @@ void register_model(const std::string& name, ModelFactory factory) {
   r.factories.emplace_back(name, std::move(factory));
 }
 
+ModelSpec with_geometry_of(ModelSpec spec, const ImageDataset& data) {
+  spec.channels = data.channels;
+  spec.height = data.height;
+  spec.width = data.width;
+  spec.num_classes = std::max<int64_t>(data.num_classes(), 2);
+  return spec;
+}
+
 std::vector<std::string> model_names() {
   Registry& r = registry();
   std::lock_guard lock(r.mutex);

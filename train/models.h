@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "data/dataset.h"
 #include "layers/layers.h"
 
 namespace bnlab {
@@ -65,6 +66,10 @@ void register_model(const std::string& name, ModelFactory factory);
 /// Builds the registered model spec.name with weights drawn from `rng`. Throws listing the
 /// registered names for an unknown one, and for a bad norm, placement or geometry.
 Model build_model(const ModelSpec& spec, Rng& rng);
+
+/// `spec` with the geometry of `data`'s images (channels, height, width) and its class count (at
+/// least 2): what the Trainer and load_trained_model build.
+ModelSpec with_geometry_of(ModelSpec spec, const ImageDataset& data);
 
 /// The registered model names: the zoo's four, then registered ones in registration order.
 std::vector<std::string> model_names();

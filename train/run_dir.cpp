@@ -22,7 +22,7 @@ namespace {
 
 const char* const kRunFiles[] = {
     "config.json",  "metrics.csv", "model.safetensors", "train_state.safetensors",
-    "summary.json", "curves.png",  "curves.gp"};
+    "summary.json", "curves.png",  "curves.gp",         "best.safetensors"};
 
 struct Holder {
   int fd = -1;

@@ -87,15 +87,21 @@ void write_summary(const std::string& dir, const TrainConfig& cfg, const TrainRe
   j["images_per_second"] = r.images_per_second;
   j["ranks"] = r.ranks;
   j["allreduce_seconds"] = r.allreduce_seconds;
+  // Keys named by the split they measured: final_val_acc is never called a test accuracy.
+  const std::string kind = split_kind(r.eval_split);
   if (!r.rows.empty()) {
     const MetricsRow& last = r.rows.back();
-    j["final_test_acc"] = last.test_acc;
-    j["final_test_loss"] = last.test_loss;
+    j["final_" + kind + "_acc"] = last.eval_acc;
+    j["final_" + kind + "_loss"] = last.eval_loss;
     j["final_train_loss"] = last.train_loss;
-    double best = 0;
-    for (const MetricsRow& row : r.rows) best = std::max(best, row.test_acc);
-    j["best_test_acc"] = best;
+    j["best_" + kind + "_acc"] = r.best_eval_acc;
+    j["best_step"] = r.best_step;
   }
+  if (!std::isnan(r.test_acc)) {  // a validation run's test split, measured once at the end
+    j["final_test_acc"] = r.test_acc;
+    j["final_test_loss"] = r.test_loss;
+  }
+  if (!std::isnan(r.best_test_acc)) j["best_model_test_acc"] = r.best_test_acc;
   write_file_atomic((fs::path(dir) / "summary.json").string(), j.dump(2) + "\n");
 }
 
@@ -134,14 +140,20 @@ void plot_curves(const std::string& dir, const std::string& eval_split) {
 
 }  // namespace
 
-std::string format_metrics_csv(const std::vector<MetricsRow>& rows) {
+std::string split_kind(const std::string& split) {
+  bool val =
+      split == "val" || (split.size() > 4 && split.compare(split.size() - 4, 4, "-val") == 0);
+  return val ? "val" : "test";
+}
+
+std::string format_metrics_csv(const std::vector<MetricsRow>& rows, const std::string& eval_kind) {
   std::ostringstream os;
-  os << "step,epoch,train_loss,train_acc,test_loss,test_acc,lr,elapsed_s,probe_p15,probe_p50,probe_"
-        "p85\n";
+  os << "step,epoch,train_loss,train_acc," << eval_kind << "_loss," << eval_kind
+     << "_acc,lr,elapsed_s,probe_p15,probe_p50,probe_p85\n";
   os.precision(7);
   for (const MetricsRow& r : rows) {
     os << r.step << "," << r.epoch << "," << r.train_loss << "," << r.train_acc << ","
-       << r.test_loss << "," << r.test_acc << "," << r.lr << "," << r.elapsed << "," << r.p15 << ","
+       << r.eval_loss << "," << r.eval_acc << "," << r.lr << "," << r.elapsed << "," << r.p15 << ","
        << r.p50 << "," << r.p85 << "\n";
   }
   return os.str();
@@ -185,11 +197,7 @@ double percentile(std::vector<float> values, double q) {
 Model load_trained_model(const std::string& dir, const ImageDataset& like, TrainConfig* cfg_out) {
   std::string config_path = (fs::path(dir) / "config.json").string();
   TrainConfig cfg = config_from_json(read_file(config_path), config_path);
-  ModelSpec spec = cfg.model;
-  spec.channels = like.channels;
-  spec.height = like.height;
-  spec.width = like.width;
-  spec.num_classes = std::max<int64_t>(like.num_classes(), 2);
+  ModelSpec spec = with_geometry_of(cfg.model, like);
   Rng rng(cfg.seed);
   Model model = build_model(spec, rng);
   const std::string weights_path = (fs::path(dir) / "model.safetensors").string();
@@ -203,9 +211,20 @@ Model load_trained_model(const std::string& dir, const ImageDataset& like, Train
   return model;
 }
 
-RunData load_run_data(const std::string& dataset, const std::string& data_dir) {
+RunData load_run_data(const std::string& dataset, const std::string& data_dir, int64_t val_split) {
   std::string dir = resolve_data_dir(data_dir);
-  return {load_dataset(dataset, "train", dir), load_dataset(dataset, eval_split_for(dataset), dir)};
+  if (val_split <= 0)
+    return {load_dataset(dataset, "train", dir),
+            load_dataset(dataset, eval_split_for(dataset), dir), std::nullopt};
+  BNLAB_CHECK(eval_split_for(dataset) == "test", "--val-split: ", dataset,
+              " validates on its own split already (", eval_split_for(dataset), ")");
+  ImageDataset train = load_dataset(dataset, "train", dir);
+  BNLAB_CHECK(val_split < train.size(), "--val-split ", val_split, " leaves no training images of ",
+              train.title(), "'s ", train.size());
+  // One fixed split for every run and seed, so matched runs validate on the same images.
+  constexpr uint64_t kValSplitSeed = 0x5eedu;
+  TrainValSplit parts = split_train_val(train, val_split, kValSplitSeed);
+  return {std::move(parts.train), std::move(parts.val), load_dataset(dataset, "test", dir)};
 }
 
 EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& dataset_name,
@@ -272,7 +291,9 @@ struct Trainer::Running {
   double loss_sum = 0;
   int64_t correct = 0, seen = 0;
   int64_t images_since_start = 0;
-  int64_t saved_step = -1;  // the step of the newest checkpoint on disk
+  int64_t saved_step = -1;      // the step of the newest checkpoint on disk
+  double best_acc = -INFINITY;  // the best evaluation so far (track_best)
+  int64_t evals_since_best = 0;
   std::unique_ptr<NonFiniteGuard> guard;
   std::unique_ptr<Progress> progress;
   RunDirLock lock;  // one process per run directory (train/run_dir.h)
@@ -287,11 +308,10 @@ Trainer::Trainer(TrainConfig cfg, const RunData& data) : cfg_(std::move(cfg)), d
               " exceeds the ", data.train.size(), " training images of ", data.train.title());
   set_num_threads(cfg_.threads);
 
-  ModelSpec spec = cfg_.model;
-  spec.channels = data.train.channels;
-  spec.height = data.train.height;
-  spec.width = data.train.width;
-  spec.num_classes = std::max<int64_t>(data.train.num_classes(), 2);
+  ModelSpec spec = with_geometry_of(cfg_.model, data.train);
+  BNLAB_CHECK(cfg_.early_stop == 0 || split_kind(data.eval.split) == "val",
+              "--early-stop selects on validation data, and ", data.eval.title(),
+              " is a test split: add --val-split N");
   Rng init_rng(cfg_.seed);
   model_ = build_model(spec, init_rng);
   BNLAB_CHECK(
@@ -368,6 +388,7 @@ void Trainer::open_run_dir(bool& resume, TrainResult& result, Running& run) {
     std::string metrics_path = (fs::path(dir) / "metrics.csv").string();
     for (const MetricsRow& row : read_metrics_csv(metrics_path))
       if (row.step <= run.step) result.rows.push_back(row);
+    for (const MetricsRow& row : result.rows) track_best(row, result, run, /*save=*/false);
   } else if (dp_->is_root()) {
     // A fresh run replaces whatever run the directory held (the CLI asks for --overwrite first),
     // so no older checkpoint can be resumed under this config.
@@ -378,8 +399,8 @@ void Trainer::open_run_dir(bool& resume, TrainResult& result, Running& run) {
 
 void Trainer::evaluate_into(MetricsRow& row, const Running& run) {
   EvalResult ev = evaluate(model_, data_.eval, cfg_.dataset, cfg_.eval_batch_size, cfg_.probe_unit);
-  row.test_loss = ev.loss;
-  row.test_acc = ev.accuracy;
+  row.eval_loss = ev.loss;
+  row.eval_acc = ev.accuracy;
   row.lr = optimizer_->lr();
   row.elapsed = run.elapsed_before + run.train_seconds;
   if (!ev.probe_values.empty()) {
@@ -468,30 +489,74 @@ bool Trainer::end_of_period(TrainResult& result, Running& run) {
         buf, sizeof buf,
         "%s step %ld | epoch %.2f | train loss %.4f acc %.4f | %s loss %.4f acc %.4f | lr %.4g",
         cfg_.label.empty() ? "eval" : cfg_.label.c_str(), static_cast<long>(run.step), row.epoch,
-        row.train_loss, row.train_acc, data_.eval.split.c_str(), row.test_loss, row.test_acc,
+        row.train_loss, row.train_acc, data_.eval.split.c_str(), row.eval_loss, row.eval_acc,
         row.lr);
     run.progress->line(buf);
   }
   const std::string& dir = cfg_.out_dir;
   if (!dir.empty() && dp_->is_root()) {
-    write_file_atomic((fs::path(dir) / "metrics.csv").string(), format_metrics_csv(result.rows));
+    write_file_atomic((fs::path(dir) / "metrics.csv").string(),
+                      format_metrics_csv(result.rows, split_kind(data_.eval.split)));
     if (cfg_.save_checkpoint) {
       save_checkpoint(dir, model_, *optimizer_, {run.step, run.elapsed_before + run.train_seconds});
       run.saved_step = run.step;
     }
   }
-  if (hooks.on_eval && !hooks.on_eval(*this, row)) {
+  // Early stopping: rank 0 alone evaluated, so its decision goes to every rank.
+  double stop = dp_->is_root() && track_best(row, result, run, /*save=*/true) ? 1.0 : 0.0;
+  dp_->sum_over_ranks(&stop, 1);
+  if (stop > 0 || (hooks.on_eval && !hooks.on_eval(*this, row))) {
     result.stopped_early = true;
     return false;
   }
   return true;
 }
 
+// Model selection after an evaluation (on rank 0): the best evaluation so far (the first of equal
+// ones), saved as best.safetensors when the evaluation split is a validation split (selecting on
+// test data would make the test number meaningless). True when --early-stop's patience is used up.
+bool Trainer::track_best(const MetricsRow& row, TrainResult& result, Running& run, bool save) {
+  const bool validation = split_kind(data_.eval.split) == "val";
+  if (row.eval_acc > run.best_acc) {
+    run.best_acc = row.eval_acc;
+    run.evals_since_best = 0;
+    result.best_step = row.step;
+    result.best_eval_acc = row.eval_acc;
+    if (save && validation && !cfg_.out_dir.empty()) {
+      save_safetensors((fs::path(cfg_.out_dir) / "best.safetensors").string(),
+                       model_.net->state_dict(),
+                       {{"format", "pytorch state_dict"},
+                        {"model", model_.spec.name},
+                        {"step", std::to_string(row.step)},
+                        {"selected_on", data_.eval.title()}});
+    }
+  } else {
+    ++run.evals_since_best;
+  }
+  return cfg_.early_stop > 0 && run.evals_since_best >= cfg_.early_stop;
+}
+
+// A validation run's test split, measured once: the final model, and the selected one.
+void Trainer::measure_test(TrainResult& result) {
+  if (!data_.test || !dp_->is_root()) return;
+  EvalResult final_model = evaluate(model_, *data_.test, cfg_.dataset, cfg_.eval_batch_size, -1);
+  result.test_loss = final_model.loss;
+  result.test_acc = final_model.accuracy;
+  const fs::path best = fs::path(cfg_.out_dir) / "best.safetensors";
+  if (cfg_.out_dir.empty() || !fs::exists(best)) return;
+  Rng rng(cfg_.seed);
+  Model selected = build_model(model_.spec, rng);
+  selected.net->load_state_dict(load_safetensors(best.string()).tensors);
+  result.best_test_acc =
+      evaluate(selected, *data_.test, cfg_.dataset, cfg_.eval_batch_size, -1).accuracy;
+}
+
 void Trainer::write_outputs(const TrainResult& result) const {
   const std::string& dir = cfg_.out_dir;
   if (dir.empty() || !dp_->is_root()) return;
-  write_file_atomic((fs::path(dir) / "metrics.csv").string(), format_metrics_csv(result.rows));
-  if (gnuplot_available()) plot_curves(dir, result.eval_split);
+  write_file_atomic((fs::path(dir) / "metrics.csv").string(),
+                    format_metrics_csv(result.rows, split_kind(data_.eval.split)));
+  if (gnuplot_available()) plot_curves(dir, split_kind(result.eval_split));
   // No summary for an interrupted run: summary.json marks a finished one (ablate reuses it).
   if (!result.interrupted_by) write_summary(dir, cfg_, result);
 }
@@ -522,6 +587,7 @@ TrainResult Trainer::fit(bool resume) {
     row.train_loss = row.train_acc = NAN;
     evaluate_into(row, run);
     result.rows.push_back(row);
+    track_best(row, result, run, /*save=*/true);
   }
 
   while (run.step < total_) {
@@ -558,6 +624,7 @@ TrainResult Trainer::fit(bool resume) {
       static_cast<double>(run.images_since_start * dp_->size()) / std::max(run.train_seconds, 1e-9);
   result.ranks = dp_->size();
   result.allreduce_seconds = dp_->allreduce_seconds();
+  if (!result.interrupted_by) measure_test(result);
   write_outputs(result);
   return result;
 }

@@ -47,6 +47,13 @@ struct TrainConfig {
   bool quiet = false;           ///< no progress output (tests)
   bool plain_progress = false;  ///< plain lines even on a terminal (parallel runs share the screen)
   int64_t log_every = 0;        ///< steps between plain progress lines; 0: about 20 per run
+  /// Training images held out (a fixed split, the same for every seed) as the validation split
+  /// that evaluation, best.safetensors and early stopping use; 0: none (evaluation on test).
+  /// mnist, fashion-mnist, cifar100, folder: (cifar10 validates on its batch 5 already).
+  int64_t val_split = 0;
+  /// Stop when validation accuracy has not improved for this many evaluations; 0: off. Needs a
+  /// validation split.
+  int64_t early_stop = 0;
   /// Data-parallel runs (mpirun -np P; train/data_parallel.h): BatchNorm statistics over the global
   /// batch of all ranks (SyncBN) instead of each rank's own batch. No effect in one process.
   bool sync_bn = false;
@@ -58,13 +65,13 @@ struct MetricsRow {
   double epoch = 0;       ///< step / steps per epoch
   double train_loss = 0;  ///< mean training loss since the previous row (NaN in row 0)
   double train_acc = 0;   ///< training accuracy since the previous row, in train mode
-  double test_loss = 0;   ///< mean loss on the evaluation split, eval mode
-  double test_acc = 0;    ///< accuracy on the evaluation split (TrainResult::eval_split)
-  double lr = 0;          ///< the learning rate of the last step
-  double elapsed = 0;     ///< training seconds so far (evaluation excluded)
-  double p15 = NAN;       ///< probe input's 15th percentile (NaN without a probe)
-  double p50 = NAN;       ///< probe input's median
-  double p85 = NAN;       ///< probe input's 85th percentile
+  double eval_loss = 0;  ///< mean loss on the evaluation split (TrainResult::eval_split), eval mode
+  double eval_acc = 0;   ///< accuracy on the evaluation split
+  double lr = 0;         ///< the learning rate of the last step
+  double elapsed = 0;    ///< training seconds so far (evaluation excluded)
+  double p15 = NAN;      ///< probe input's 15th percentile (NaN without a probe)
+  double p50 = NAN;      ///< probe input's median
+  double p85 = NAN;      ///< probe input's 85th percentile
 };
 
 /// What a run did.
@@ -80,18 +87,35 @@ struct TrainResult {
   double images_per_second = 0;  ///< all ranks together in a data-parallel run
   int ranks = 1;                 ///< processes that trained the model (mpirun -np)
   double allreduce_seconds = 0;  ///< time in gradient/loss collectives (0 in one process)
-  std::string eval_split;        ///< which split test_* columns measured
-  bool stopped_early = false;    ///< a TrainerHooks::on_eval hook ended the run
+  std::string eval_split;        ///< which split eval_* fields measured
+  bool stopped_early = false;    ///< --early-stop or a TrainerHooks::on_eval hook ended the run
+  int64_t best_step = -1;        ///< the evaluation with the highest eval_acc (first if tied)
+  double best_eval_acc = NAN;    ///< its eval_acc
+  double test_loss = NAN;        ///< the final model on RunData::test (NaN without one)
+  double test_acc = NAN;         ///< the final model on RunData::test
+  double best_test_acc = NAN;    ///< best.safetensors' model on RunData::test
 };
 
 /// The data one run uses; loaded once and shared by matched runs.
 struct RunData {
-  ImageDataset train;  ///< the training split
-  ImageDataset eval;   ///< test split for mnist/fashion-mnist; val (batch 5) for cifar10
+  ImageDataset train;  ///< the training split (without the held-out validation images)
+  /// What evaluation during training measures, and selects on: a validation split (--val-split,
+  /// or cifar10's batch 5) or, without one, the test split.
+  ImageDataset eval;
+  /// The test split when `eval` is a validation split held out from the training set: measured
+  /// once at the end, never used to select anything.
+  std::optional<ImageDataset> test;
 };
 
-/// Loads the training split and the evaluation split of cfg.dataset.
-RunData load_run_data(const std::string& dataset, const std::string& data_dir);
+/// Loads `dataset`'s training split and its evaluation split; val_split > 0 holds that many
+/// training images out as the validation split (the same ones for every run: a fixed seed) and
+/// keeps the test split in RunData::test.
+RunData load_run_data(const std::string& dataset, const std::string& data_dir,
+                      int64_t val_split = 0);
+
+/// "val" for a validation split ("val", or "train-val" held out by --val-split), else "test": the
+/// prefix of the evaluation columns of metrics.csv and of summary.json's keys.
+std::string split_kind(const std::string& split);
 
 class Optimizer;
 class LrSchedule;
@@ -127,7 +151,7 @@ struct TrainerHooks {
 /// replaced before fit().
 ///
 ///     Trainer trainer(cfg, data);
-///     trainer.hooks.on_eval = [](Trainer&, const MetricsRow& row) { return row.test_acc < 0.99; };
+///     trainer.hooks.on_eval = [](Trainer&, const MetricsRow& row) { return row.eval_acc < 0.99; };
 ///     TrainResult result = trainer.fit();
 class Trainer {
  public:
@@ -169,6 +193,8 @@ class Trainer {
   void evaluate_into(MetricsRow& row, const Running& run);
   bool train_step(const Batch& batch, TrainResult& result, Running& run);
   bool end_of_period(TrainResult& result, Running& run);
+  bool track_best(const MetricsRow& row, TrainResult& result, Running& run, bool save);
+  void measure_test(TrainResult& result);
   void write_outputs(const TrainResult& result) const;
 
   TrainConfig cfg_;
@@ -206,8 +232,10 @@ Model load_trained_model(const std::string& dir, const ImageDataset& like,
 /// The q-th percentile (0..100) by linear interpolation, as numpy.percentile's default.
 double percentile(std::vector<float> values, double q);
 
-/// Rows as metrics.csv's text (header included).
-std::string format_metrics_csv(const std::vector<MetricsRow>& rows);
+/// Rows as metrics.csv's text (header included); the evaluation columns are named
+/// `<eval_kind>_loss`, `<eval_kind>_acc` (split_kind()).
+std::string format_metrics_csv(const std::vector<MetricsRow>& rows,
+                               const std::string& eval_kind = "test");
 /// Reads a metrics.csv; throws naming `path` and the line for a malformed one.
 std::vector<MetricsRow> read_metrics_csv(const std::string& path);
 

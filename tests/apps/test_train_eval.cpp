@@ -230,3 +230,77 @@ TEST_CASE("apps.train: --log-every sets the progress lines of a log, curves.png 
   CHECK(resumed.exit_code == 0);
   CHECK(contains(resumed.output, "step 35/40"));
 }
+
+TEST_CASE(
+    "apps.train: --val-split evaluates on held-out training images, selects and stops on them") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 400, 100);
+  const std::string flags =
+      "train --model mlp --norm batch --batch-size 30 --eval-every 10 "
+      "--val-split 100 --early-stop 2 " +
+      common_flags(dir);
+  const std::string out = dir.file("run");
+  CliResult r = run_cli(flags + " --steps 300 --out " + shell_quote(out));
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.output, "mnist/train-train 300 images, evaluating on mnist/train-val 100"));
+  CHECK(contains(r.output, "testing once on mnist/test 100"));
+  // Columns and keys say which split they measured.
+  auto rows = parse_csv(read_text(out + "/metrics.csv"));
+  REQUIRE(rows.size() >= 3);
+  CHECK(rows[0][4] == "val_loss");
+  CHECK(rows[0][5] == "val_acc");
+  json summary = json::parse(read_text(out + "/summary.json"));
+  CHECK(summary["eval_split"] == "train-val");
+  CHECK(summary.contains("final_test_acc"));  // the test split, measured once at the end
+  CHECK_FALSE(summary.contains("best_test_acc"));
+  // best_step is the first evaluation with the highest val_acc, and best.safetensors its weights.
+  double best = -1;
+  int64_t best_step = -1, last_step = 0;
+  for (size_t i = 1; i < rows.size(); ++i) {
+    last_step = std::stoll(rows[i][0]);
+    if (num(rows[i][5]) > best) {
+      best = num(rows[i][5]);
+      best_step = last_step;
+    }
+  }
+  CHECK(summary["best_step"] == best_step);
+  CHECK(summary["best_val_acc"].get<double>() == doctest::Approx(best));
+  CHECK(summary["final_val_acc"].get<double>() == doctest::Approx(num(rows.back()[5])));
+  auto best_file = bnlab::load_safetensors(out + "/best.safetensors");
+  CHECK(best_file.metadata.at("step") == std::to_string(best_step));
+  CHECK(summary.contains("best_model_test_acc"));
+  // Early stopping: two evaluations without improvement after the best one, well before 300.
+  CHECK(summary["steps"] == last_step);
+  if (last_step < 300) {
+    CHECK(last_step == best_step + 20);
+    CHECK(contains(r.output, "stopped early at step " + std::to_string(last_step)));
+  }
+
+  // A run interrupted early (here: shorter) and resumed ends exactly where the straight run did:
+  // the best and the patience count are rebuilt from metrics.csv.
+  const std::string part = dir.file("part");
+  REQUIRE(run_cli(flags + " --steps 20 --out " + shell_quote(part)).exit_code == 0);
+  CliResult resumed = run_cli("train --resume " + shell_quote(part) + " --steps 300");
+  CAPTURE(resumed.output);
+  REQUIRE(resumed.exit_code == 0);
+  json again = json::parse(read_text(part + "/summary.json"));
+  CHECK(again["steps"] == summary["steps"]);
+  CHECK(again["best_step"] == summary["best_step"]);
+  CHECK(read_text(part + "/best.safetensors") == read_text(out + "/best.safetensors"));
+}
+
+TEST_CASE("apps.train: --early-stop without a validation split and --val-split on cifar10 exit 2") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 100, 20);
+  CliResult r = run_cli("train --steps 5 --early-stop 3 " + common_flags(dir));
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.output, "--early-stop selects on validation data: add --val-split N"));
+  r = run_cli("train --steps 5 --dataset cifar10 --val-split 100 " + common_flags(dir));
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.output, "cifar10 validates on its batch 5 already"));
+  r = run_cli("train --steps 5 --val-split 100 " + common_flags(dir) + " --out " +
+              shell_quote(dir.file("r")));
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.output, "--val-split 100 leaves no training images"));
+}

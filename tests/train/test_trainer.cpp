@@ -132,7 +132,7 @@ TEST_CASE("train.trainer: trains a registered model, calls the hooks, stops earl
   CHECK(steps.back() == 40);
   CHECK(evals == std::vector<int64_t>{10, 20, 30, 40});
   REQUIRE(r.rows.size() == 5);              // row 0 (untrained) + 4 evaluations
-  CHECK(r.rows.back().test_acc > 0.5);      // learns: chance is 0.1
+  CHECK(r.rows.back().eval_acc > 0.5);      // learns: chance is 0.1
   CHECK(std::isfinite(r.rows.back().p50));  // the factory's probe is recorded
   CHECK_THROWS_WITH(trainer.fit(), doctest::Contains("runs once"));
 
