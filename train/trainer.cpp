@@ -41,6 +41,8 @@ using json = nlohmann::json;
 
 namespace {
 
+// The learning rate and weight decay travel in the parameter groups only (the options' lr and
+// weight_decay are unused when groups are given; optim/optimizer.h): the options carry the rest.
 std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& cfg, Module& model) {
   std::vector<ParamGroup> groups;
   if (cfg.decay_norm_and_bias || cfg.weight_decay == 0.0f) {
@@ -49,18 +51,13 @@ std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& cfg, Module& model)
     groups = split_weight_decay(model.named_parameters(), cfg.lr, cfg.weight_decay);
   }
   if (cfg.optimizer == "sgd") {
-    return std::make_unique<Sgd>(
-        std::move(groups),
-        SgdOptions{.lr = cfg.lr, .momentum = cfg.momentum, .nesterov = cfg.nesterov});
+    return std::make_unique<Sgd>(std::move(groups),
+                                 SgdOptions{.momentum = cfg.momentum, .nesterov = cfg.nesterov});
   }
-  if (cfg.optimizer == "adam")
-    return std::make_unique<Adam>(std::move(groups), AdamOptions{.lr = cfg.lr});
-  if (cfg.optimizer == "adamw")
-    return std::make_unique<AdamW>(std::move(groups), AdamWOptions{.lr = cfg.lr});
-  if (cfg.optimizer == "rmsprop") {
-    return std::make_unique<Rmsprop>(std::move(groups),
-                                     RmspropOptions{.lr = cfg.lr, .momentum = cfg.momentum});
-  }
+  if (cfg.optimizer == "adam") return std::make_unique<Adam>(std::move(groups));
+  if (cfg.optimizer == "adamw") return std::make_unique<AdamW>(std::move(groups));
+  if (cfg.optimizer == "rmsprop")
+    return std::make_unique<Rmsprop>(std::move(groups), RmspropOptions{.momentum = cfg.momentum});
   BNLAB_FAIL("train: unknown optimizer '", cfg.optimizer,
              "'; expected sgd, adam, adamw or rmsprop");
 }
