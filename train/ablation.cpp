@@ -255,25 +255,17 @@ std::vector<std::string> render_plots(const AblationSpec& spec, const std::vecto
 }  // namespace
 
 const std::vector<std::pair<std::string, std::string>>& factor_help() {
-  static const std::vector<std::pair<std::string, std::string>> help{
-      {"norm", "none | batch | layer | group"},
-      {"placement", "before | after (normalization relative to the activation)"},
-      {"lr", "learning rate"},
-      {"lr-mult", "multiplier of the base --lr (the paper's 5x / 30x)"},
-      {"batch-size", "mini-batch size"},
-      {"init",
-       "default | xavier-uniform | xavier-normal | kaiming-uniform | kaiming-normal | "
-       "normal:<std>"},
-      {"dropout", "dropout probability"},
-      {"groups", "GroupNorm group count"},
-      {"bn-momentum", "BatchNorm running-statistics momentum (0, 1]"},
-      {"bn-eps", "BatchNorm epsilon (0, 1]"},
-      {"model", "paper-mlp | mlp | lenet | cifar-cnn"},
-      {"dataset", "mnist | fashion-mnist | cifar10 | cifar100 | folder:PATH"},
-      {"optimizer", "sgd | adam | adamw | rmsprop"},
-      {"momentum", "momentum"},
-      {"weight-decay", "weight decay"},
-  };
+  // The settings table's factors (train/knobs.h), plus lr-mult, which scales --lr.
+  static const std::vector<std::pair<std::string, std::string>> help = [] {
+    std::vector<std::pair<std::string, std::string>> h;
+    for (const Knob& k : knobs()) {
+      if (!k.factor) continue;
+      h.emplace_back(k.flag.substr(2), k.help);
+      if (k.flag == "--lr")
+        h.emplace_back("lr-mult", "Multiplier of the base --lr (the paper's 5x / 30x)");
+    }
+    return h;
+  }();
   return help;
 }
 
@@ -337,7 +329,7 @@ void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string
   }
   // Every other factor is a flag's setting, checked by the flag's own rule (train/knobs.h).
   const Knob* k = find_knob_by_flag("--" + factor);
-  BNLAB_CHECK(k != nullptr, "ablate: unknown factor '", factor, "'");
+  BNLAB_CHECK(k != nullptr && k->factor, "ablate: unknown factor '", factor, "'");
   try {
     k->set(cfg, value);
   } catch (const Error& e) {

@@ -156,12 +156,18 @@ constexpr int64_t kMaxEpochs = 1'000'000'000;
 constexpr int64_t kMaxBatch = int64_t{1} << 24;
 constexpr int64_t kMaxThreads = 1024;
 
+// A knob `bnlab ablate --vary` may vary too (the factor's name is the flag without "--").
+Knob factor(Knob k) {
+  k.factor = true;
+  return k;
+}
+
 std::vector<Knob> make_knobs() {
   std::vector<Knob> t;
-  t.push_back(choice(
+  t.push_back(factor(choice(
       "model.name", "--model", "Model: " + join(model_names()),
-      [](TrainConfig& c) -> std::string& { return c.model.name; }, model_names));
-  t.push_back(text(
+      [](TrainConfig& c) -> std::string& { return c.model.name; }, model_names)));
+  t.push_back(factor(text(
       "dataset", "--dataset", "Dataset: mnist, fashion-mnist, cifar10, cifar100, folder:PATH",
       [](TrainConfig& c) -> std::string& { return c.dataset; },
       [](const std::string& v) {
@@ -172,26 +178,26 @@ std::vector<Knob> make_knobs() {
                      quoted(v));
         }
         BNLAB_CHECK(v != "folder:", "folder: needs a path, e.g. folder:/data/pets");
-      }));
+      })));
   Knob data_dir = text(
       "data_dir", "--data-dir", "Data directory (default: $BNLAB_DATA or data/)",
       [](TrainConfig& c) -> std::string& { return c.data_dir; }, [](const std::string&) {});
   data_dir.resume_may_change = true;  // the same files, moved
   t.push_back(data_dir);
-  t.push_back(choice(
+  t.push_back(factor(choice(
       "model.norm", "--norm", "Normalization: " + join(norm_names()),
-      [](TrainConfig& c) -> std::string& { return c.model.norm; }, norm_names()));
-  t.push_back(choice(
+      [](TrainConfig& c) -> std::string& { return c.model.norm; }, norm_names())));
+  t.push_back(factor(choice(
       "model.placement", "--placement", "Normalization before or after the activation",
-      [](TrainConfig& c) -> std::string& { return c.model.placement; }, {"before", "after"}));
-  t.push_back(whole(
+      [](TrainConfig& c) -> std::string& { return c.model.placement; }, {"before", "after"})));
+  t.push_back(factor(whole(
       "model.groups", "--groups", "GroupNorm: at most this many groups per layer",
-      [](TrainConfig& c) -> int64_t& { return c.model.groups; }, 1, 65536));
-  t.push_back(real(
+      [](TrainConfig& c) -> int64_t& { return c.model.groups; }, 1, 65536)));
+  t.push_back(factor(real(
       "model.dropout", "--dropout", "Dropout probability (-1: the model's default)",
       [](TrainConfig& c) -> float& { return c.model.dropout; }, 0, 1, false, true,
-      "the model's default"));
-  t.push_back(text(
+      "the model's default")));
+  t.push_back(factor(text(
       "model.init", "--init",
       "Weight init: default (PyTorch's), xavier-uniform, xavier-normal, kaiming-uniform, "
       "kaiming-normal, normal:<std> (empty: the model's own)",
@@ -208,17 +214,17 @@ std::vector<Knob> make_knobs() {
           std::string m = e.what();
           BNLAB_FAIL(m.rfind("init: ", 0) == 0 ? m.substr(6) : m);
         }
-      }));
+      })));
   // BatchNorm's own hyper-parameters, so the lab can vary them (absent in older configs).
-  Knob bn_momentum = real(
+  Knob bn_momentum = factor(real(
       "model.bn_momentum", "--bn-momentum",
       "BatchNorm running-statistics momentum: running = (1 - m) running + m batch",
-      [](TrainConfig& c) -> float& { return c.model.bn_momentum; }, 0, 1, true, false);
+      [](TrainConfig& c) -> float& { return c.model.bn_momentum; }, 0, 1, true, false));
   bn_momentum.optional_in_json = true;
   t.push_back(bn_momentum);
-  Knob bn_eps = real(
+  Knob bn_eps = factor(real(
       "model.bn_eps", "--bn-eps", "BatchNorm epsilon, added to the variance",
-      [](TrainConfig& c) -> float& { return c.model.bn_eps; }, 0, 1, true, false);
+      [](TrainConfig& c) -> float& { return c.model.bn_eps; }, 0, 1, true, false));
   bn_eps.optional_in_json = true;
   t.push_back(bn_eps);
   Knob epochs = whole(
@@ -231,28 +237,28 @@ std::vector<Knob> make_knobs() {
       [](TrainConfig& c) -> int64_t& { return c.steps; }, 0, kMaxSteps);
   steps.resume_may_change = true;
   t.push_back(steps);
-  Knob batch = whole(
+  Knob batch = factor(whole(
       "batch_size", "--batch-size",
       "Mini-batch size per process (under mpirun -np P the global batch is P "
       "times it)",
-      [](TrainConfig& c) -> int64_t& { return c.batch_size; }, 1, kMaxBatch);
+      [](TrainConfig& c) -> int64_t& { return c.batch_size; }, 1, kMaxBatch));
   batch.alias = "-b";
   t.push_back(batch);
-  t.push_back(choice("optimizer", "--optimizer", "sgd, adam, adamw, rmsprop",
-                     [](TrainConfig& c) -> std::string& { return c.optimizer; },
-                     {"sgd", "adam", "adamw", "rmsprop"}));
-  t.push_back(real(
+  t.push_back(factor(choice("optimizer", "--optimizer", "sgd, adam, adamw, rmsprop",
+                            [](TrainConfig& c) -> std::string& { return c.optimizer; },
+                            {"sgd", "adam", "adamw", "rmsprop"})));
+  t.push_back(factor(real(
       "lr", "--lr", "Learning rate", [](TrainConfig& c) -> float& { return c.lr; }, 0,
-      std::numeric_limits<float>::max(), true, false));
-  t.push_back(real(
+      std::numeric_limits<float>::max(), true, false)));
+  t.push_back(factor(real(
       "momentum", "--momentum", "Momentum (sgd, rmsprop)",
-      [](TrainConfig& c) -> float& { return c.momentum; }, 0, 1, false, false));
+      [](TrainConfig& c) -> float& { return c.momentum; }, 0, 1, false, false)));
   t.push_back(boolean("nesterov", "--nesterov", "Nesterov momentum (sgd)",
                       [](TrainConfig& c) -> bool& { return c.nesterov; }));
-  t.push_back(real(
+  t.push_back(factor(real(
       "weight_decay", "--weight-decay", "Weight decay (not applied to biases and norm parameters)",
       [](TrainConfig& c) -> float& { return c.weight_decay; }, 0, std::numeric_limits<float>::max(),
-      false, false));
+      false, false)));
   t.push_back(boolean("decay_norm_and_bias", "--decay-all",
                       "Apply weight decay to biases and norm parameters too",
                       [](TrainConfig& c) -> bool& { return c.decay_norm_and_bias; }));

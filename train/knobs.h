@@ -34,6 +34,7 @@ struct Knob {
   std::function<std::string(const TrainConfig&)> get;
   bool resume_may_change = false;  // --resume accepts a new value (run length, threads, data dir)
   bool optional_in_json = false;   // configs written before the key existed keep the default
+  bool factor = false;  // `bnlab ablate --vary NAME=...` may vary it (NAME: the flag without "--")
 };
 
 // The table, in the order flags are listed in --help and keys are written to config.json.
