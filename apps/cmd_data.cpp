@@ -4,6 +4,7 @@
 #include "apps/commands.h"
 #include "data/datasets.h"
 #include "data/preview.h"
+#include "train/knobs.h"
 
 namespace bnlab::apps {
 
@@ -23,7 +24,8 @@ Command add_data_command(CLI::App& parent) {
         ->capture_default_str();
     sub->add_option("--split", o->split, "Split (train, test; cifar10 also val, test_first1000)")
         ->capture_default_str();
-    sub->add_option("--data-dir", o->data_dir, "Data directory (default: $BNLAB_DATA or data/)");
+    // The help text of train's --data-dir: one wording of the default rule.
+    sub->add_option("--data-dir", o->data_dir, find_knob_by_flag("--data-dir")->help);
     sub->failure_message(CLI::FailureMessage::help);
   };
   CLI::App* show =
@@ -42,7 +44,7 @@ Command add_data_command(CLI::App& parent) {
   common(info);
 
   Runner run = [o, show]() {
-    ImageDataset data = load_dataset(o->dataset, o->split, resolve_data_dir(o->data_dir));
+    ImageDataset data = load_dataset(o->dataset, o->split, find_data_dir(o->data_dir));
     if (show->parsed()) {
       GridOptions g;
       g.shuffle = o->random;

@@ -11,6 +11,7 @@
 #include "core/io.h"
 #include "core/serialize.h"
 #include "data/datasets.h"
+#include "train/knobs.h"
 #include "train/trainer.h"
 
 namespace bnlab::apps {
@@ -30,7 +31,7 @@ Command add_eval_command(CLI::App& parent) {
   app->add_option("--dataset", o->dataset, "Dataset (default: the one the run trained on)");
   app->add_option("--split", o->split, "Split: test, val, train, test_first1000 (cifar10)")
       ->capture_default_str();
-  app->add_option("--data-dir", o->data_dir, "Data directory (default: $BNLAB_DATA or data/)");
+  app->add_option("--data-dir", o->data_dir, find_knob_by_flag("--data-dir")->help);
   app->add_option("--batch-size", o->batch_size, "Evaluation batch size")
       ->check(whole_number_in(1, int64_t{1} << 24))
       ->capture_default_str();
@@ -40,7 +41,7 @@ Command add_eval_command(CLI::App& parent) {
     std::string config_path = (std::filesystem::path(o->checkpoint) / "config.json").string();
     TrainConfig cfg = config_from_json(read_file(config_path), config_path);
     std::string dataset = o->dataset.empty() ? cfg.dataset : o->dataset;
-    ImageDataset data = load_dataset(dataset, o->split, resolve_data_dir(o->data_dir));
+    ImageDataset data = load_dataset(dataset, o->split, find_data_dir(o->data_dir));
     Model model = load_trained_model(o->checkpoint, data);
     // A diverged run's weights (NaN/Inf) still "evaluate", to a meaningless accuracy: say so and
     // exit 3, the code `bnlab train` gives a diverged run.

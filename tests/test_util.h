@@ -1,5 +1,5 @@
 // Helpers shared by the test families: a self-cleaning temporary directory, a scoped environment
-// variable and a raw file writer.
+// variable, a scoped working directory and a raw file writer.
 #pragma once
 
 #include <unistd.h>
@@ -66,6 +66,22 @@ struct ScopedEnv {
   }
   ScopedEnv(const ScopedEnv&) = delete;
   ScopedEnv& operator=(const ScopedEnv&) = delete;
+};
+
+// Makes `dir` the working directory for a scope and restores the old one at scope exit, also when
+// a failed REQUIRE unwinds; declare it after the TempDir it enters, so the directory is left before
+// it is removed.
+struct ScopedCwd {
+  std::filesystem::path old;
+  explicit ScopedCwd(const std::filesystem::path& dir) : old(std::filesystem::current_path()) {
+    std::filesystem::current_path(dir);
+  }
+  ~ScopedCwd() {
+    std::error_code ec;
+    std::filesystem::current_path(old, ec);
+  }
+  ScopedCwd(const ScopedCwd&) = delete;
+  ScopedCwd& operator=(const ScopedCwd&) = delete;
 };
 
 inline void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {

@@ -180,7 +180,9 @@ std::vector<Knob> make_knobs() {
         BNLAB_CHECK(v != "folder:", "folder: needs a path, e.g. folder:/data/pets");
       })));
   Knob data_dir = text(
-      "data_dir", "--data-dir", "Data directory (default: $BNLAB_DATA or data/)",
+      "data_dir", "--data-dir",
+      "Data directory (default: $BNLAB_DATA, else ./data if it exists, else "
+      "$XDG_DATA_HOME/bnlab, ~/.local/share/bnlab if XDG_DATA_HOME is unset)",
       [](TrainConfig& c) -> std::string& { return c.data_dir; }, [](const std::string&) {});
   data_dir.resume_may_change = true;  // the same files, moved
   t.push_back(data_dir);

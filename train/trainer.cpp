@@ -209,7 +209,7 @@ Model load_trained_model(const std::string& dir, const ImageDataset& like, Train
 }
 
 RunData load_run_data(const std::string& dataset, const std::string& data_dir, int64_t val_split) {
-  std::string dir = resolve_data_dir(data_dir);
+  const DataDir dir = find_data_dir(data_dir);
   if (val_split <= 0)
     return {load_dataset(dataset, "train", dir),
             load_dataset(dataset, eval_split_for(dataset), dir), std::nullopt};

@@ -21,7 +21,7 @@ namespace bnlab {
 struct TrainConfig {
   ModelSpec model;                    ///< which registered model, and its normalization choices
   std::string dataset = "mnist";      ///< mnist | fashion-mnist | cifar10 | cifar100 | folder:PATH
-  std::string data_dir;               ///< "" = $BNLAB_DATA or data/
+  std::string data_dir;               ///< "" = the default of find_data_dir (data/datasets.h)
   int64_t epochs = 1;                 ///< used when steps == 0
   int64_t steps = 0;                  ///< total optimizer steps; wins over epochs when > 0
   int64_t batch_size = 64;            ///< per rank in a data-parallel run
@@ -107,9 +107,9 @@ struct RunData {
   std::optional<ImageDataset> test;
 };
 
-/// Loads `dataset`'s training split and its evaluation split; val_split > 0 holds that many
-/// training images out as the validation split (the same ones for every run: a fixed seed) and
-/// keeps the test split in RunData::test.
+/// Loads `dataset`'s training split and its evaluation split from find_data_dir(data_dir);
+/// val_split > 0 holds that many training images out as the validation split (the same ones for
+/// every run: a fixed seed) and keeps the test split in RunData::test.
 RunData load_run_data(const std::string& dataset, const std::string& data_dir,
                       int64_t val_split = 0);
 

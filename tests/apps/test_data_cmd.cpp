@@ -1,5 +1,6 @@
 // apps data: `bnlab data info` prints the size, shape and class balance of the tiny MNIST-shaped
-// dataset, and `bnlab data show` writes a PNG grid (with its label sidecar).
+// dataset, `bnlab data show` writes a PNG grid (with its label sidecar), and without --data-dir the
+// CLI finds the data in the per-user directory from any working directory.
 #include <doctest/doctest.h>
 
 #include "apps_test_util.h"
@@ -47,4 +48,36 @@ TEST_CASE("apps.data: show writes a PNG grid and its label listing") {
   REQUIRE(sample.exit_code == 0);
   CHECK(contains(sample.output, "9 images of mnist/test"));
   CHECK(read_text(few).compare(0, 8, "\x89PNG\r\n\x1a\n") == 0);
+}
+
+// Without --data-dir and $BNLAB_DATA, from a directory without ./data, the CLI reads the per-user
+// directory $XDG_DATA_HOME/bnlab, and a missing dataset names that directory, why it was chosen and
+// the fetch command. The environment is set for the child shell only.
+TEST_CASE("apps.data: the default data directory is $XDG_DATA_HOME/bnlab away from a checkout") {
+  TempDir dir;
+  fs::create_directories(dir.path / "work");
+  const std::string xdg = dir.file("xdg");
+  const std::string in_work = "cd " + shell_quote(dir.file("work")) +
+                              " && env -u BNLAB_DATA XDG_DATA_HOME=" + shell_quote(xdg) + " " +
+                              shell_quote(BNLAB_CLI_PATH) + " ";
+  CliResult missing = run_shell(in_work + "data info --dataset mnist");
+  CAPTURE(missing.output);
+  CHECK(missing.exit_code == 1);
+  CHECK(contains(
+      missing.output,
+      "data directory " + xdg + "/bnlab (default: ./data not found, so $XDG_DATA_HOME/bnlab)"));
+  CHECK(contains(missing.output, "run: bash scripts/fetch_data.sh --data-dir " + xdg + "/bnlab"));
+
+  write_tiny_mnist(xdg + "/bnlab");
+  CliResult found = run_shell(in_work + "data info --dataset mnist");
+  CAPTURE(found.output);
+  REQUIRE(found.exit_code == 0);
+  CHECK(contains(found.output, "mnist/train: 600 images"));
+
+  // ./data in the working directory takes precedence once it exists.
+  fs::create_directories(dir.path / "work" / "data");
+  CliResult local = run_shell(in_work + "data info --dataset mnist");
+  CAPTURE(local.output);
+  CHECK(local.exit_code == 1);
+  CHECK(contains(local.output, "data directory data (default: ./data exists)"));
 }

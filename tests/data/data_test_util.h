@@ -20,6 +20,7 @@ namespace data_test {
 namespace fs = std::filesystem;
 
 using TempDir = bnlab::testing::TempDir;
+using bnlab::testing::ScopedCwd;
 using bnlab::testing::ScopedEnv;
 using bnlab::testing::write_bytes;
 

@@ -6,4 +6,5 @@ set(BNLAB_TEST_DATA_SOURCES
   tests/data/test_data_loader.cpp
   tests/data/test_data_loader_shards.cpp
   tests/data/test_preview.cpp
+  tests/data/test_data_dir.cpp
 )

@@ -84,20 +84,13 @@ TEST_CASE("data.preview: compute_info counts classes and computes exact mean/std
   CHECK(text.find("mean per channel: 0.7500, 0.2000") != std::string::npos);
 }
 
-TEST_CASE("data.datasets: standard normalization constants and data directory resolution") {
+// The data directory rules are in test_data_dir.cpp.
+TEST_CASE("data.datasets: standard normalization constants") {
   CHECK(standard_normalization("mnist").mean == std::vector<float>{0.1307f});
   CHECK(standard_normalization("fashion-mnist").std == std::vector<float>{0.3530f});
   CHECK(standard_normalization("cifar10").std[2] == 0.2616f);
   CHECK_THROWS_WITH_AS(standard_normalization("svhn"),
                        doctest::Contains("no standard normalization"), Error);
-  CHECK(resolve_data_dir("/x") == "/x");
-  const char* saved = std::getenv("BNLAB_DATA");
-  std::string saved_value = saved ? saved : "";
-  ::setenv("BNLAB_DATA", "/from/env", 1);
-  CHECK(resolve_data_dir("") == "/from/env");
-  ::unsetenv("BNLAB_DATA");
-  CHECK(resolve_data_dir("") == "data");
-  if (saved) ::setenv("BNLAB_DATA", saved_value.c_str(), 1);
 }
 
 // Real data, when scripts/fetch_data.sh has been run in this checkout (skipped otherwise): the
