@@ -16,25 +16,47 @@ int64_t group_count(int64_t channels, int64_t limit) {
   return 1;
 }
 
+// The normalizations a model spec can ask for, one row each: the name (--norm, the norm factor,
+// config.json) and how to make the layer for `channels` features (`spatial`: after a conv,
+// [N, C, H, W]; else after a dense layer, [N, C]). Adding a normalization to the CLI and to
+// ablations is one row here once its layer exists.
+struct NormKind {
+  const char* name;
+  std::shared_ptr<Module> (*make)(const ModelSpec& spec, int64_t channels, bool spatial);
+};
+
+const std::vector<NormKind>& norm_kinds() {
+  static const std::vector<NormKind> kinds{
+      {"none", [](const ModelSpec&, int64_t, bool) -> std::shared_ptr<Module> { return nullptr; }},
+      {"batch",
+       [](const ModelSpec& spec, int64_t channels, bool spatial) -> std::shared_ptr<Module> {
+         BatchNormOptions o{
+             .num_features = channels, .eps = spec.bn_eps, .momentum = spec.bn_momentum};
+         if (spatial) return std::make_shared<BatchNorm2d>(o);
+         return std::make_shared<BatchNorm1d>(o);
+       }},
+      // Dense: over the features. Conv: over (C, H, W) per sample = GroupNorm with one group,
+      // which keeps the parameters per channel and the model independent of the spatial size.
+      {"layer",
+       [](const ModelSpec&, int64_t channels, bool spatial) -> std::shared_ptr<Module> {
+         if (spatial)
+           return std::make_shared<GroupNorm>(
+               GroupNormOptions{.num_groups = 1, .num_channels = channels});
+         return std::make_shared<LayerNorm>(LayerNormOptions{.normalized_shape = {channels}});
+       }},
+      {"group",
+       [](const ModelSpec& spec, int64_t channels, bool) -> std::shared_ptr<Module> {
+         return std::make_shared<GroupNorm>(GroupNormOptions{
+             .num_groups = group_count(channels, spec.groups), .num_channels = channels});
+       }},
+  };
+  return kinds;
+}
+
 std::shared_ptr<Module> make_norm(const ModelSpec& spec, int64_t channels, bool spatial) {
-  if (spec.norm == "batch") {
-    BatchNormOptions o{.num_features = channels, .eps = spec.bn_eps, .momentum = spec.bn_momentum};
-    if (spatial) return std::make_shared<BatchNorm2d>(o);
-    return std::make_shared<BatchNorm1d>(o);
-  }
-  if (spec.norm == "layer") {
-    // Dense: over the features. Conv: over (C, H, W) per sample = GroupNorm with one group, which
-    // keeps the parameters per channel and the model independent of the spatial size.
-    if (spatial)
-      return std::make_shared<GroupNorm>(
-          GroupNormOptions{.num_groups = 1, .num_channels = channels});
-    return std::make_shared<LayerNorm>(LayerNormOptions{.normalized_shape = {channels}});
-  }
-  if (spec.norm == "group") {
-    return std::make_shared<GroupNorm>(GroupNormOptions{
-        .num_groups = group_count(channels, spec.groups), .num_channels = channels});
-  }
-  return nullptr;
+  for (const NormKind& kind : norm_kinds())
+    if (spec.norm == kind.name) return kind.make(spec, channels, spatial);
+  return nullptr;  // build_model has checked the name
 }
 
 // Appends norm and activation in the spec's order; returns the activation (the probe candidate).
@@ -62,7 +84,11 @@ void initialize(const ModelSpec& spec, const std::string& model_default, Sequent
 }  // namespace
 
 const std::vector<std::string>& norm_names() {
-  static const std::vector<std::string> names{"none", "batch", "layer", "group"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const NormKind& kind : norm_kinds()) v.emplace_back(kind.name);
+    return v;
+  }();
   return names;
 }
 
