@@ -574,17 +574,15 @@ AblationReport run_ablation(const AblationSpec& spec) {
   csv << "arm";
   for (const Factor& f : spec.factors) csv << "," << f.name;
   const std::string kind = eval_kind_of(outcomes);
-  csv << ",seed,step,epoch,train_loss,train_acc," << kind << "_loss," << kind
-      << "_acc,lr,elapsed_s,probe_p15,probe_p50,probe_p85,diverged,diverged_step\n";
-  csv.precision(7);
+  // The arm's columns, then each run's metrics.csv row (one format: train/trainer.h), then
+  // divergence.
+  csv << ",seed," << metrics_csv_header(kind) << ",diverged,diverged_step\n";
   for (const RunOutcome& o : outcomes) {
     for (const MetricsRow& r : o.result.rows) {
       csv << csv_escape(o.arm->name);
       for (const auto& [name, value] : o.arm->settings) csv << "," << csv_escape(value);
-      csv << "," << o.seed << "," << r.step << "," << r.epoch << "," << r.train_loss << ","
-          << r.train_acc << "," << r.eval_loss << "," << r.eval_acc << "," << r.lr << ","
-          << r.elapsed << "," << r.p15 << "," << r.p50 << "," << r.p85 << ","
-          << (o.result.diverged ? 1 : 0) << "," << o.result.diverged_step << "\n";
+      csv << "," << o.seed << "," << metrics_csv_cells(r) << "," << (o.result.diverged ? 1 : 0)
+          << "," << o.result.diverged_step << "\n";
     }
   }
   report.results_csv = (fs::path(spec.out_dir) / "results.csv").string();

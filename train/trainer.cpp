@@ -143,17 +143,24 @@ std::string split_kind(const std::string& split) {
   return val ? "val" : "test";
 }
 
-std::string format_metrics_csv(const std::vector<MetricsRow>& rows, const std::string& eval_kind) {
+std::string metrics_csv_header(const std::string& eval_kind) {
+  return "step,epoch,train_loss,train_acc," + eval_kind + "_loss," + eval_kind +
+         "_acc,lr,elapsed_s,probe_p15,probe_p50,probe_p85";
+}
+
+std::string metrics_csv_cells(const MetricsRow& r) {
   std::ostringstream os;
-  os << "step,epoch,train_loss,train_acc," << eval_kind << "_loss," << eval_kind
-     << "_acc,lr,elapsed_s,probe_p15,probe_p50,probe_p85\n";
   os.precision(7);
-  for (const MetricsRow& r : rows) {
-    os << r.step << "," << r.epoch << "," << r.train_loss << "," << r.train_acc << ","
-       << r.eval_loss << "," << r.eval_acc << "," << r.lr << "," << r.elapsed << "," << r.p15 << ","
-       << r.p50 << "," << r.p85 << "\n";
-  }
+  os << r.step << "," << r.epoch << "," << r.train_loss << "," << r.train_acc << "," << r.eval_loss
+     << "," << r.eval_acc << "," << r.lr << "," << r.elapsed << "," << r.p15 << "," << r.p50 << ","
+     << r.p85;
   return os.str();
+}
+
+std::string format_metrics_csv(const std::vector<MetricsRow>& rows, const std::string& eval_kind) {
+  std::string text = metrics_csv_header(eval_kind) + "\n";
+  for (const MetricsRow& r : rows) text += metrics_csv_cells(r) + "\n";
+  return text;
 }
 
 std::vector<MetricsRow> read_metrics_csv(const std::string& path) {

@@ -232,6 +232,11 @@ Model load_trained_model(const std::string& dir, const ImageDataset& like,
 /// The q-th percentile (0..100) by linear interpolation, as numpy.percentile's default.
 double percentile(std::vector<float> values, double q);
 
+/// metrics.csv's header line (no newline): step, epoch, train_loss, train_acc,
+/// `<eval_kind>_loss`, `<eval_kind>_acc`, lr, elapsed_s, probe_p15, probe_p50, probe_p85.
+std::string metrics_csv_header(const std::string& eval_kind);
+/// One row's cells in that order (no newline), 7 significant digits.
+std::string metrics_csv_cells(const MetricsRow& row);
 /// Rows as metrics.csv's text (header included); the evaluation columns are named
 /// `<eval_kind>_loss`, `<eval_kind>_acc` (split_kind()).
 std::string format_metrics_csv(const std::vector<MetricsRow>& rows,
