@@ -163,6 +163,7 @@ Command add_train_command(CLI::App& parent) {
       return 128 + r.interrupted_by;
     }
     if (r.diverged) std::cout << "DIVERGED at step " << r.diverged_step << "\n";
+    if (r.collapsed) std::cout << "COLLAPSED: " << r.collapse_reason << "\n";
     if (r.nonfinite_steps > 0 && !r.diverged) {
       std::cout << r.nonfinite_steps << " step" << (r.nonfinite_steps > 1 ? "s" : "")
                 << " had a non-finite loss or gradient (first at step " << r.first_nonfinite_step

@@ -104,6 +104,8 @@ bool same_experiment(const std::string& dir, const TrainConfig& cfg) {
   saved.threads = cfg.threads;
   saved.data_dir = cfg.data_dir;
   saved.log_every = cfg.log_every;
+  saved.collapse_after = cfg.collapse_after;  // judging, not training: re-applied on reuse
+  saved.collapse_margin = cfg.collapse_margin;
   return config_to_json(saved) == config_to_json(cfg);
 }
 
@@ -128,6 +130,7 @@ TrainResult load_finished(const std::string& dir) {
     r.seconds = j.at("train_seconds");
     r.images_per_second = j.at("images_per_second");
     r.eval_split = j.at("eval_split");
+    r.chance_acc = j.value("chance_acc", NAN);  // absent in summaries before collapse detection
   } catch (const nlohmann::json::exception& e) {
     BNLAB_FAIL(path, ": unreadable summary: ", e.what());
   }
@@ -410,8 +413,7 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
       speed_threshold > 0 ? mean_steps(base_runs, speed_threshold, &base_reached) : NAN;
 
   std::ostringstream os;
-  os << "| arm | seeds | final " << eval_kind_of(outcomes)
-     << " acc (mean ± std) | best | diverged |";
+  os << "| arm | seeds | final " << eval_kind_of(outcomes) << " acc (mean ± std) | best | failed |";
   for (double t : thresholds) os << " steps to " << fmt("%.0f", t * 100) << "% |";
   os << " speed-up"
      << (speed_threshold > 0 ? " to " + fmt("%.0f", speed_threshold * 100) + "%" : "")
@@ -420,29 +422,41 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
   os << "---|\n";
   for (const Arm& arm : arms) {
     auto runs = runs_of(arm);
+    // Failed runs (diverged: NaN/Inf; collapsed: stuck at chance or exploding loss) are counted
+    // and kept out of the accuracy columns, which average the healthy runs.
     std::vector<double> finals, bests;
-    int64_t diverged = 0;
+    int64_t diverged = 0, collapsed = 0;
     std::string diverged_steps;
     for (const RunOutcome* o : runs) {
       if (o->result.diverged) {
         ++diverged;
         diverged_steps +=
             (diverged_steps.empty() ? "" : ", ") + std::to_string(o->result.diverged_step);
+        continue;
       }
-      if (!o->result.rows.empty() && !o->result.diverged)
-        finals.push_back(o->result.rows.back().eval_acc);
+      if (o->result.collapsed) {
+        ++collapsed;
+        continue;
+      }
+      if (o->result.rows.empty()) continue;
+      finals.push_back(o->result.rows.back().eval_acc);
       double best = 0;
       for (const MetricsRow& r : o->result.rows) best = std::max(best, r.eval_acc);
       bests.push_back(best);
     }
+    const std::string of_n = "/" + std::to_string(runs.size());
+    std::string failed;
+    if (diverged) {
+      failed = std::to_string(diverged) + of_n + " diverged at step" + (diverged > 1 ? "s " : " ") +
+               diverged_steps;
+    }
+    if (collapsed)
+      failed += (failed.empty() ? "" : ", ") + std::to_string(collapsed) + of_n + " collapsed";
     Stats f = stats_of(finals), b = stats_of(bests);
     os << "| " << arm.name << " | " << runs.size() << " | "
        << (f.n ? fmt("%.4f", f.mean) + " ± " + fmt("%.4f", f.std) : std::string("—")) << " | "
        << (b.n ? fmt("%.4f", b.mean) : std::string("—")) << " | "
-       << (diverged ? std::to_string(diverged) + "/" + std::to_string(runs.size()) + " at step" +
-                          (diverged > 1 ? "s " : " ") + diverged_steps
-                    : std::string("0"))
-       << " |";
+       << (failed.empty() ? std::string("0") : failed) << " |";
     for (double t : thresholds) {
       int64_t reached = 0;
       double m = mean_steps(runs, t, &reached);
@@ -529,6 +543,13 @@ AblationReport run_ablation(const AblationSpec& spec) {
         if (finished_run(job.cfg.out_dir, job.cfg)) {
           outcomes[i].result = load_finished(job.cfg.out_dir);
           outcomes[i].reused = true;
+          TrainResult& r = outcomes[i].result;
+          if (!r.diverged) {  // this sweep's collapse rule, which may differ from the first run's
+            r.collapse_reason =
+                collapse_reason(r.rows, r.chance_acc, data.at(data_key(job.cfg)).eval.num_classes(),
+                                job.cfg.collapse_after, job.cfg.collapse_margin);
+            r.collapsed = !r.collapse_reason.empty();
+          }
           std::printf("%s: already finished in %s, reusing\n", job.cfg.label.c_str(),
                       job.cfg.out_dir.c_str());
           continue;
@@ -576,13 +597,13 @@ AblationReport run_ablation(const AblationSpec& spec) {
   const std::string kind = eval_kind_of(outcomes);
   // The arm's columns, then each run's metrics.csv row (one format: train/trainer.h), then
   // divergence.
-  csv << ",seed," << metrics_csv_header(kind) << ",diverged,diverged_step\n";
+  csv << ",seed," << metrics_csv_header(kind) << ",diverged,diverged_step,collapsed\n";
   for (const RunOutcome& o : outcomes) {
     for (const MetricsRow& r : o.result.rows) {
       csv << csv_escape(o.arm->name);
       for (const auto& [name, value] : o.arm->settings) csv << "," << csv_escape(value);
       csv << "," << o.seed << "," << metrics_csv_cells(r) << "," << (o.result.diverged ? 1 : 0)
-          << "," << o.result.diverged_step << "\n";
+          << "," << o.result.diverged_step << "," << (o.result.collapsed ? 1 : 0) << "\n";
     }
   }
   report.results_csv = (fs::path(spec.out_dir) / "results.csv").string();

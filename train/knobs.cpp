@@ -338,6 +338,21 @@ std::vector<Knob> make_knobs() {
       [](TrainConfig& c) -> int64_t& { return c.early_stop; }, 0, kMaxSteps);
   early_stop.optional_in_json = true;
   t.push_back(early_stop);
+  // Judging a finished run, not training it: a resume may change them, ablate re-applies them.
+  Knob collapse_after = real(
+      "collapse_after", "--collapse-after",
+      "A run is 'collapsed' if every evaluation from this fraction of its steps on is within "
+      "--collapse-margin of chance (or its training loss passes 10 ln(classes))",
+      [](TrainConfig& c) -> float& { return c.collapse_after; }, 0, 1, false, false);
+  collapse_after.optional_in_json = true;
+  collapse_after.resume_may_change = true;
+  t.push_back(collapse_after);
+  Knob collapse_margin = real(
+      "collapse_margin", "--collapse-margin", "Accuracy above chance still counted as chance",
+      [](TrainConfig& c) -> float& { return c.collapse_margin; }, 0, 1, false, false);
+  collapse_margin.optional_in_json = true;
+  collapse_margin.resume_may_change = true;
+  t.push_back(collapse_margin);
   Knob sync_bn = boolean("sync_bn", "--sync-bn",
                          "Under mpirun: BatchNorm statistics over the global batch of all ranks "
                          "(default: each rank's own batch, as PyTorch DDP)",

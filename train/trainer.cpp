@@ -99,6 +99,9 @@ void write_summary(const std::string& dir, const TrainConfig& cfg, const TrainRe
     j["final_test_loss"] = r.test_loss;
   }
   if (!std::isnan(r.best_test_acc)) j["best_model_test_acc"] = r.best_test_acc;
+  j["collapsed"] = r.collapsed;
+  j["collapse_reason"] = r.collapse_reason;
+  j["chance_acc"] = r.chance_acc;
   write_file_atomic((fs::path(dir) / "summary.json").string(), j.dump(2) + "\n");
 }
 
@@ -141,6 +144,32 @@ std::string split_kind(const std::string& split) {
   bool val =
       split == "val" || (split.size() > 4 && split.compare(split.size() - 4, 4, "-val") == 0);
   return val ? "val" : "test";
+}
+
+std::string collapse_reason(const std::vector<MetricsRow>& rows, double chance, int64_t classes,
+                            double after, double margin) {
+  const double loss_bound = 10.0 * std::log(static_cast<double>(std::max<int64_t>(classes, 2)));
+  char buf[200];
+  for (const MetricsRow& r : rows) {
+    if (std::isfinite(r.train_loss) && r.train_loss > loss_bound) {
+      std::snprintf(buf, sizeof buf, "training loss %.4g exceeded %.3g (10 ln %ld) at step %ld",
+                    r.train_loss, loss_bound, static_cast<long>(classes),
+                    static_cast<long>(r.step));
+      return buf;
+    }
+  }
+  if (rows.size() < 2 || std::isnan(chance)) return "";
+  const double from = after * static_cast<double>(rows.back().step);
+  int64_t first = -1;
+  for (const MetricsRow& r : rows) {
+    if (r.step == 0 || static_cast<double>(r.step) < from) continue;
+    if (!(r.eval_acc <= chance + margin)) return "";
+    if (first < 0) first = r.step;
+  }
+  if (first < 0) return "";
+  std::snprintf(buf, sizeof buf, "accuracy within %.3g of chance (%.4f) from step %ld on", margin,
+                chance, static_cast<long>(first));
+  return buf;
 }
 
 std::string metrics_csv_header(const std::string& eval_kind) {
@@ -628,7 +657,23 @@ TrainResult Trainer::fit(bool resume) {
       static_cast<double>(run.images_since_start * dp_->size()) / std::max(run.train_seconds, 1e-9);
   result.ranks = dp_->size();
   result.allreduce_seconds = dp_->allreduce_seconds();
-  if (!result.interrupted_by) measure_test(result);
+  if (!result.interrupted_by) {
+    measure_test(result);
+    // Chance: always answering the evaluation split's commonest class.
+    std::vector<int64_t> count(static_cast<size_t>(std::max<int64_t>(data_.eval.num_classes(), 1)));
+    for (int64_t label : data_.eval.labels)
+      if (label >= 0 && label < static_cast<int64_t>(count.size()))
+        ++count[static_cast<size_t>(label)];
+    if (data_.eval.size() > 0)
+      result.chance_acc = static_cast<double>(*std::max_element(count.begin(), count.end())) /
+                          static_cast<double>(data_.eval.size());
+    if (!result.diverged && dp_->is_root()) {
+      result.collapse_reason =
+          collapse_reason(result.rows, result.chance_acc, data_.eval.num_classes(),
+                          cfg_.collapse_after, cfg_.collapse_margin);
+      result.collapsed = !result.collapse_reason.empty();
+    }
+  }
   write_outputs(result);
   return result;
 }

@@ -54,6 +54,10 @@ struct TrainConfig {
   /// Stop when validation accuracy has not improved for this many evaluations; 0: off. Needs a
   /// validation split.
   int64_t early_stop = 0;
+  /// A run counts as collapsed (failed without a NaN) when every evaluation from this fraction of
+  /// its steps on is within collapse_margin of chance (collapse.h: is_collapsed).
+  float collapse_after = 0.5f;
+  float collapse_margin = 0.05f;  ///< accuracy above chance still counted as chance
   /// Data-parallel runs (mpirun -np P; train/data_parallel.h): BatchNorm statistics over the global
   /// batch of all ranks (SyncBN) instead of each rank's own batch. No effect in one process.
   bool sync_bn = false;
@@ -94,7 +98,20 @@ struct TrainResult {
   double test_loss = NAN;        ///< the final model on RunData::test (NaN without one)
   double test_acc = NAN;         ///< the final model on RunData::test
   double best_test_acc = NAN;    ///< best.safetensors' model on RunData::test
+  /// Failed without a NaN: stuck at chance, or the training loss exploded (collapse_reason says
+  /// which). Diverged runs (NaN/Inf) are not also counted as collapsed.
+  bool collapsed = false;
+  std::string collapse_reason;  ///< "" unless collapsed
+  double chance_acc =
+      NAN;  ///< the accuracy of always predicting the evaluation split's commonest class
 };
+
+/// The collapse rule, a function of the metrics alone so that reports can re-apply it to finished
+/// runs: a training loss above 10 ln(classes) (logits blown up, though finite) at any evaluation,
+/// or every evaluation at or after `after` x the last row's step within `margin` of `chance`.
+/// Returns the reason, or "" when the run did not collapse.
+std::string collapse_reason(const std::vector<MetricsRow>& rows, double chance, int64_t classes,
+                            double after, double margin);
 
 /// The data one run uses; loaded once and shared by matched runs.
 struct RunData {

@@ -89,6 +89,11 @@ TEST_CASE("apps.train: an mlp with batch norm writes every output file and learn
   CHECK(summary["diverged"] == false);
   CHECK(summary["model"] == "mlp");
   CHECK(summary["final_test_acc"].get<double>() == doctest::Approx(final_acc));
+  // It learned: not collapsed; chance is the test split's commonest class.
+  CHECK(summary["collapsed"] == false);
+  CHECK(summary["collapse_reason"] == "");
+  CHECK(summary["chance_acc"].get<double>() > 0.1);
+  CHECK(summary["chance_acc"].get<double>() < 0.3);
 
   // The weights are a PyTorch-style state dict, BatchNorm buffers included.
   bnlab::SafetensorsFile model = bnlab::load_safetensors(out + "/model.safetensors");

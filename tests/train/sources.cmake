@@ -1,3 +1,4 @@
 set(BNLAB_TEST_TRAIN_SOURCES
   tests/train/test_trainer.cpp
+  tests/train/test_collapse.cpp
 )
