@@ -55,12 +55,19 @@ Command add_ablate_command(CLI::App& parent) {
       ->capture_default_str();
   app->add_option("--out", spec->out_dir, "Output directory")->capture_default_str();
   app->add_option("--title", spec->title, "Title for the table and plots");
+  app->add_option("--thresholds", spec->thresholds,
+                  "Accuracies for the 'steps to' columns, e.g. 0.9,0.95 (default: the dataset's)")
+      ->delimiter(',')
+      ->check(CLI::Range(0.0, 1.0));
 
-  Runner run = [spec, preset, vary]() {
+  Runner run = [app, spec, preset, vary]() {
     install_interrupt_handlers();  // SIGINT/SIGTERM: each running arm checkpoints and stops
     // Under mpirun rank 0 alone reports (the runs' progress is rank 0's too: train/trainer.cpp).
     if (world().rank() != 0) std::cout.setstate(std::ios::failbit);
     AblationSpec s = *spec;
+    // Without --lr each arm trains at its model's default rate (paper-mlp 0.5, cifar-cnn 0.05...).
+    s.lr_from_model = app->get_option("--lr")->count() == 0;
+    if (s.lr_from_model) s.base.lr = default_lr(s.base.model.name);
     try {
       if (vary->empty()) {
         s.factors = preset_factors(*preset);
@@ -70,10 +77,10 @@ Command add_ablate_command(CLI::App& parent) {
     } catch (const Error& e) {
       throw UsageError(e.what());
     }
-    if (s.title.empty()) {
+    const bool auto_title = s.title.empty();
+    if (auto_title) {
       s.title = vary->empty() ? "preset " + *preset : "ablation";
       if (vary->empty() && *preset == "fig1") s.title = "Ioffe and Szegedy (2015), Figure 1";
-      s.title += ": " + s.base.model.name + " on " + s.base.dataset;
     }
     // Every flag and factor value is checked before any data is read (exit 2 on a bad one).
     if (s.out_dir.empty()) throw UsageError("--out must name a directory, got ''");
@@ -88,10 +95,12 @@ Command add_ablate_command(CLI::App& parent) {
     // One sweep per directory at a time; each arm's run directory is locked by train() as well.
     RunDirLock lock;
     if (world().rank() == 0) lock = RunDirLock(s.out_dir);
-    std::cout << "== bnlab ablate: " << arms.size() << " arm" << (arms.size() > 1 ? "s" : "")
-              << " x " << s.seeds << " seed" << (s.seeds > 1 ? "s" : "") << " -> " << s.out_dir
-              << "\n";
-    for (const Arm& a : arms) std::cout << "arm:          " << a.name << "\n";
+    if (auto_title) s.title += ": " + arms_models_and_data(arms);  // what the arms train
+    std::cout << "== bnlab ablate: " << s.title << ": " << arms.size() << " arm"
+              << (arms.size() > 1 ? "s" : "") << " x " << s.seeds << " seed"
+              << (s.seeds > 1 ? "s" : "") << " -> " << s.out_dir << "\n";
+    for (const Arm& a : arms)
+      std::cout << "arm:          " << a.name << " (lr " << a.config.lr << ")\n";
     std::cout << describe_config(s.base);
     AblationReport r = run_ablation(s);
     if (r.interrupted_by) {

@@ -357,6 +357,7 @@ std::vector<Arm> expand_arms(const AblationSpec& spec) {
                 " values so far); vary fewer factors or values");
   }
   std::vector<Arm> arms{Arm{"", {}, spec.base}};
+  if (spec.lr_from_model) arms[0].config.lr = default_lr(spec.base.model.name);
   for (const Factor& f : spec.factors) {
     std::vector<Arm> next;
     for (const Arm& arm : arms) {
@@ -364,7 +365,14 @@ std::vector<Arm> expand_arms(const AblationSpec& spec) {
         Arm a = arm;
         a.settings.emplace_back(f.name, v);
         a.name += (a.name.empty() ? "" : ",") + f.name + "=" + v;
+        const std::string model_before = a.config.model.name;
         apply_factor(a.config, f.name, v);
+        bool lr_set = false;
+        for (const auto& [name, value] : a.settings) lr_set |= name == "lr";
+        if (f.name == "model" && spec.lr_from_model && !lr_set) {
+          // The new model's rate, keeping any lr-mult already applied.
+          a.config.lr *= default_lr(a.config.model.name) / default_lr(model_before);
+        }
         next.push_back(std::move(a));
       }
     }
@@ -479,6 +487,35 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
     }
   }
   return os.str();
+}
+
+namespace {
+
+// The distinct values of one setting across the arms, in order: "mnist" or "mnist, fashion-mnist".
+template <typename Get>
+std::string distinct(const std::vector<Arm>& arms, Get get) {
+  std::vector<std::string> seen;
+  for (const Arm& arm : arms)
+    if (std::find(seen.begin(), seen.end(), get(arm.config)) == seen.end())
+      seen.push_back(get(arm.config));
+  std::string out;
+  for (const std::string& v : seen) out += (out.empty() ? "" : ", ") + v;
+  return out;
+}
+
+}  // namespace
+
+std::string arms_models_and_data(const std::vector<Arm>& arms) {
+  return distinct(arms, [](const TrainConfig& c) { return c.model.name; }) + " on " +
+         distinct(arms, [](const TrainConfig& c) { return c.dataset; });
+}
+
+std::vector<double> default_thresholds(const std::string& dataset) {
+  if (dataset == "mnist") return {0.90, 0.95, 0.97, 0.98};
+  if (dataset == "fashion-mnist") return {0.80, 0.85, 0.88, 0.90};
+  if (dataset == "cifar10") return {0.40, 0.50, 0.60, 0.70};
+  if (dataset == "cifar100") return {0.20, 0.30, 0.40, 0.50};
+  return {0.50, 0.70, 0.80, 0.90};
 }
 
 AblationReport run_ablation(const AblationSpec& spec) {
@@ -619,12 +656,38 @@ AblationReport run_ablation(const AblationSpec& spec) {
     }
     report.final_accuracy.emplace_back(arm.name, n > 0 ? sum / static_cast<double>(n) : NAN);
   }
-  report.table = summary_table(arms, outcomes, {0.90, 0.95, 0.97, 0.98});
+  // One table per dataset: thresholds suit one dataset's difficulty, and a speed-up compares arms
+  // on the same data (its baseline is the first arm on that dataset).
+  std::vector<std::string> datasets;
+  for (const Arm& arm : arms)
+    if (std::find(datasets.begin(), datasets.end(), arm.config.dataset) == datasets.end())
+      datasets.push_back(arm.config.dataset);
+  for (const std::string& dataset : datasets) {
+    std::vector<Arm> group;
+    for (const Arm& arm : arms)
+      if (arm.config.dataset == dataset) group.push_back(arm);
+    std::vector<RunOutcome> group_outcomes;
+    for (const RunOutcome& o : outcomes) {
+      if (o.arm == nullptr || o.arm->config.dataset != dataset) continue;
+      RunOutcome copy = o;
+      for (const Arm& g : group)
+        if (g.name == o.arm->name) copy.arm = &g;
+      group_outcomes.push_back(std::move(copy));
+    }
+    if (datasets.size() > 1) report.table += "### " + dataset + "\n\n";
+    report.table +=
+        summary_table(group, group_outcomes,
+                      spec.thresholds.empty() ? default_thresholds(dataset) : spec.thresholds);
+    if (datasets.size() > 1 && dataset != datasets.back()) report.table += "\n";
+  }
   std::ostringstream md;
   const TrainConfig& b = spec.base;
   md << "# " << (spec.title.empty() ? "bnlab ablation" : spec.title) << "\n\n"
-     << "Model " << b.model.name << " on " << b.dataset << ", batch " << b.batch_size << ", "
-     << b.optimizer << " lr " << b.lr
+     << "Model " << arms_models_and_data(arms) << ", batch " << b.batch_size << ", " << b.optimizer
+     << " lr "
+     << (spec.lr_from_model ? "each model's default (" + fmt("%g", arms.front().config.lr) +
+                                  " for " + arms.front().config.model.name + ")"
+                            : fmt("%g", b.lr))
      << (b.momentum > 0 ? " momentum " + fmt("%g", b.momentum) : "") << ", "
      << (b.steps > 0 ? std::to_string(b.steps) + " steps" : std::to_string(b.epochs) + " epochs")
      << ", evaluated every "
@@ -661,6 +724,11 @@ Experiment& Experiment::vary(const std::string& factor, const std::vector<std::s
 
 Experiment& Experiment::seeds(int64_t n) {
   spec_.seeds = n;
+  return *this;
+}
+
+Experiment& Experiment::lr_from_model(bool on) {
+  spec_.lr_from_model = on;
   return *this;
 }
 

@@ -28,6 +28,11 @@ struct AblationSpec {
   std::string out_dir = "runs/ablate";  ///< OUT: OUT/runs/ARM/seed-S/, results, plots
   int jobs = 0;       ///< runs trained at once, each with threads / jobs threads; 0 = one per core
   std::string title;  ///< summary.md's heading ("" = "bnlab ablation")
+  /// Each arm trains at its model's default_lr (times its lr-mult) instead of base.lr, unless an
+  /// `lr` factor sets it: a grid over models then compares each at a rate that suits it.
+  bool lr_from_model = false;
+  /// Accuracies for the "steps to X" columns; empty: the dataset's (default_thresholds).
+  std::vector<double> thresholds;
 };
 
 /// One cell of the grid.
@@ -77,6 +82,14 @@ struct AblationReport {
   int64_t unfinished = 0;  ///< runs left to finish after an interruption
 };
 
+/// "lenet, cifar-cnn on mnist": the distinct models and datasets the arms train, in order.
+std::string arms_models_and_data(const std::vector<Arm>& arms);
+
+/// The "steps to X" accuracies that suit a dataset's difficulty: mnist 0.90 0.95 0.97 0.98,
+/// fashion-mnist 0.80 0.85 0.88 0.90, cifar10 0.40 0.50 0.60 0.70, cifar100 0.20 0.30 0.40 0.50,
+/// others 0.50 0.70 0.80 0.90.
+std::vector<double> default_thresholds(const std::string& dataset);
+
 /// Runs (or reuses) every arm x seed and writes results.csv, summary.md and the plots into
 /// spec.out_dir.
 AblationReport run_ablation(const AblationSpec& spec);
@@ -106,6 +119,8 @@ class Experiment {
   Experiment& seeds(int64_t n);
   /// The summary's title.
   Experiment& title(std::string text);
+  /// Trains each arm at its model's default_lr (see AblationSpec::lr_from_model).
+  Experiment& lr_from_model(bool on = true);
   /// The settings every arm starts from (dataset, data_dir, steps, lr, batch size, ...).
   TrainConfig& base() { return spec_.base; }
   /// The whole specification (jobs, seeds, factors) for what the shortcuts above do not cover.

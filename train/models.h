@@ -60,8 +60,14 @@ using ModelFactory = std::function<void(Model& model, Rng& rng)>;
 
 /// Makes `factory` available under `name` to build_model, and through it to train(), Trainer,
 /// run_ablation/Experiment and load_trained_model. Register before training (e.g. first thing in
-/// main). Throws for a name already registered or one with a space, ',', '=' or '/'.
-void register_model(const std::string& name, ModelFactory factory);
+/// main). `default_lr` is the SGD rate experiments use for it when none is given (ablate without
+/// --lr, AblationSpec::lr_from_model). Throws for a name already registered or one with a space,
+/// ',', '=' or '/'.
+void register_model(const std::string& name, ModelFactory factory, float default_lr = 0.01f);
+
+/// The registered model's default learning rate (paper-mlp 0.5, mlp 0.1, lenet 0.05, cifar-cnn
+/// 0.05). Throws for an unknown name.
+float default_lr(const std::string& name);
 
 /// Builds the registered model spec.name with weights drawn from `rng`. Throws listing the
 /// registered names for an unknown one, and for a bad norm, placement or geometry.

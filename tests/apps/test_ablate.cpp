@@ -171,3 +171,53 @@ TEST_CASE("apps.ablate: a diverging arm is recorded as diverged and the study fi
     CHECK(row["diverged_step"] == (bad ? step : "-1"));
   }
 }
+
+TEST_CASE("apps.ablate: without --lr each model trains at its own default rate") {
+  TempDir dir;  // no data: the arms are listed before any is read
+  CliResult r = run_cli(ablate_flags(dir, dir.file("out")) +
+                        " --vary model=paper-mlp,lenet,cifar-cnn --vary lr-mult=1,2");
+  CAPTURE(r.output);
+  CHECK(contains(r.output, "arm:          model=paper-mlp,lr-mult=1 (lr 0.5)"));
+  CHECK(contains(r.output, "arm:          model=lenet,lr-mult=1 (lr 0.05)"));
+  CHECK(contains(r.output, "arm:          model=lenet,lr-mult=2 (lr 0.1)"));
+  CHECK(contains(r.output, "arm:          model=cifar-cnn,lr-mult=2 (lr 0.1)"));
+  // An explicit --lr is every arm's base rate; an lr factor sets the rate outright.
+  r = run_cli(ablate_flags(dir, dir.file("out2")) + " --lr 0.2 --vary model=mlp,lenet");
+  CHECK(contains(r.output, "arm:          model=mlp (lr 0.2)"));
+  CHECK(contains(r.output, "arm:          model=lenet (lr 0.2)"));
+  r = run_cli(ablate_flags(dir, dir.file("out3")) + " --vary lr=0.3 --vary model=mlp,lenet");
+  CHECK(contains(r.output, "arm:          lr=0.3,model=lenet (lr 0.3)"));
+  CHECK(
+      contains(r.output, "ablation: mlp, lenet on mnist"));  // the title names what the arms train
+}
+
+TEST_CASE("apps.ablate: one table per dataset, with thresholds that suit it") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 120, 40);
+  fs::copy(dir.file("data") + "/mnist", dir.file("data") + "/fashion-mnist");  // same format
+  const std::string out = dir.file("out");
+  CliResult r = run_cli(ablate_flags(dir, out) +
+                        " --model mlp --steps 10 --eval-every 5 --batch-size 20 "
+                        "--vary dataset=mnist,fashion-mnist --vary norm=none,batch");
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  const std::string summary = read_text(out + "/summary.md");
+  CAPTURE(summary);
+  const size_t mnist = summary.find("### mnist"), fashion = summary.find("### fashion-mnist");
+  REQUIRE(mnist != std::string::npos);
+  REQUIRE(fashion != std::string::npos);
+  CHECK(summary.find("steps to 98%", mnist) < fashion);               // MNIST's thresholds
+  CHECK(summary.find("steps to 85%", fashion) != std::string::npos);  // Fashion-MNIST's
+  CHECK(summary.find("steps to 98%", fashion) == std::string::npos);
+  // Each table's baseline is its first arm on that dataset.
+  CHECK(summary.find("| dataset=fashion-mnist,norm=none |", fashion) != std::string::npos);
+  // --thresholds replaces them everywhere.
+  r = run_cli(ablate_flags(dir, out) +
+              " --model mlp --steps 10 --eval-every 5 --batch-size 20 "
+              "--vary dataset=mnist,fashion-mnist --vary norm=none,batch --thresholds 0.2,0.3");
+  REQUIRE(r.exit_code == 0);
+  const std::string again = read_text(out + "/summary.md");
+  CHECK(contains(again, "steps to 20% | steps to 30% |"));
+  CHECK_FALSE(contains(again, "steps to 85%"));
+  CHECK(run_cli(ablate_flags(dir, out) + " --thresholds 1.5").exit_code == 2);
+}

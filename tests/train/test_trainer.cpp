@@ -86,7 +86,11 @@ TEST_CASE("train.registry: a registered model is built by name, names are checke
   Model m1 = build_model(spec, a), m2 = build_model(spec, b);
   CHECK(m1.net->type_name() == "TwoLayerNet");
   CHECK(m1.dropout_rng != nullptr);
-  CHECK(weights_of(m1) == weights_of(m2));     // the seed fixes the weights
+  CHECK(weights_of(m1) == weights_of(m2));       // the seed fixes the weights
+  CHECK(default_lr("test-two-layer") == 0.01f);  // register_model's default
+  CHECK(default_lr("paper-mlp") == 0.5f);
+  CHECK(default_lr("cifar-cnn") == 0.05f);
+  CHECK_THROWS_WITH(default_lr("no-such-net"), doctest::Contains("unknown model"));
   CHECK(m1.net->named_buffers().size() == 3);  // bn.running_mean, running_var, num_batches_tracked
 
   CHECK_THROWS_WITH(register_model("test-two-layer", [](Model&, Rng&) {}),
