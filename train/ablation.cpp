@@ -172,6 +172,14 @@ std::string eval_kind_of(const std::vector<RunOutcome>& outcomes) {
   return "test";
 }
 
+// Arm a's line style: eight colours that stay apart for colour-blind readers (Okabe and Ito's
+// palette), then the same colours dashed, so a grid of more than eight arms stays legible.
+std::string arm_style(size_t a) {
+  static const char* const kColours[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7",
+                                         "#E69F00", "#56B4E9", "#000000", "#F0E442"};
+  return std::string("lc rgb '") + kColours[a % 8] + "' dt " + std::to_string(a / 8 % 5 + 1);
+}
+
 std::vector<std::string> render_plots(const AblationSpec& spec, const std::vector<Arm>& arms,
                                       const std::vector<RunOutcome>& outcomes,
                                       AblationReport& report) {
@@ -208,48 +216,52 @@ std::vector<std::string> render_plots(const AblationSpec& spec, const std::vecto
   acc << "set multiplot layout 1,2 title "
       << gnuplot_quote(title + " (" + std::to_string(spec.seeds) + " seed" +
                        (spec.seeds > 1 ? "s, band = min..max" : "") + ")")
-      << "\nset xlabel 'training steps'\nset ylabel '" << kind
-      << " accuracy'\nset key bottom right\nset "
-         "grid\n"
+      << "\nset xlabel 'training steps'\nset ylabel '" << kind << " accuracy'\nset grid\n"
       << "set format x '%.0f'\n";
+  // The legend sits outside the zoom panel, right of the curves it would otherwise cover.
   for (int panel = 0; panel < 2; ++panel) {
-    acc << (panel == 0 ? "set title 'whole run'\nset yrange [*:1]\n"
-                       : "set title 'zoom'\nset yrange [" + fmt("%.2f", zoom_low) + ":1]\n")
+    acc << (panel == 0 ? "unset key\nset title 'whole run'\nset yrange [*:1]\n"
+                       : "set key outside right top vertical noenhanced\nset title 'zoom'\nset "
+                         "yrange [" +
+                             fmt("%.2f", zoom_low) + ":1]\n")
         << "plot \\\n";
     for (size_t a = 0; a < arms.size(); ++a) {
       acc << "  'curves.dat' index " << a
-          << " using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc " << a + 1
+          << " using 1:3:4 with filledcurves fs transparent solid 0.15 noborder " << arm_style(a)
           << " notitle, \\\n"
-          << "  'curves.dat' index " << a << " using 1:2 with lines lw 2 lc " << a + 1 << " title "
-          << gnuplot_quote(arms[a].name) << (a + 1 < arms.size() ? ", \\\n" : "\n");
+          << "  'curves.dat' index " << a << " using 1:2 with lines lw 2 " << arm_style(a)
+          << " title " << gnuplot_quote(arms[a].name) << (a + 1 < arms.size() ? ", \\\n" : "\n");
     }
   }
   acc << "unset multiplot\n";
   report.accuracy_png = (fs::path(spec.out_dir) / "accuracy.png").string();
   messages.push_back(render_gnuplot((fs::path(spec.out_dir) / "accuracy.gp").string(), acc.str(),
-                                    report.accuracy_png, 1400, 500)
+                                    report.accuracy_png, 1600, 520)
                          .message);
 
   if (have_probe) {
     double pad = 0.05 * (hi - lo + 1e-9);
     std::ostringstream pct;
-    pct << "set multiplot layout 1," << arms.size()
+    // Small multiples in a grid of at most four columns, not one strip as wide as the arms.
+    const size_t cols = std::min<size_t>(arms.size(), 4);
+    const size_t rows = (arms.size() + cols - 1) / cols;
+    pct << "set multiplot layout " << rows << "," << cols
         << " title 'input to one last-hidden-layer activation: 15th, 50th, 85th percentiles over "
            "the "
         << kind << " split'\n"
         << "set xlabel 'training steps'\nset grid\nset format x '%.0f'\nset key top right\n"
         << "set yrange [" << lo - pad << ":" << hi + pad << "]\n";
     for (size_t a = 0; a < arms.size(); ++a) {
-      pct << "set title " << gnuplot_quote(arms[a].name) << "\nplot 'curves.dat' index " << a
-          << " using 1:5:7 with filledcurves fs transparent solid 0.25 noborder lc " << a + 1
-          << " title '15th-85th', '' index " << a << " using 1:6 with lines lw 2 lc " << a + 1
-          << " title '50th'\n";
+      pct << "set title " << gnuplot_quote(arms[a].name) << " noenhanced\nplot 'curves.dat' index "
+          << a << " using 1:5:7 with filledcurves fs transparent solid 0.25 noborder "
+          << arm_style(a) << " title '15th-85th', '' index " << a << " using 1:6 with lines lw 2 "
+          << arm_style(a) << " title '50th'\n";
     }
     pct << "unset multiplot\n";
     report.percentiles_png = (fs::path(spec.out_dir) / "percentiles.png").string();
     messages.push_back(render_gnuplot((fs::path(spec.out_dir) / "percentiles.gp").string(),
                                       pct.str(), report.percentiles_png,
-                                      static_cast<int>(500 * arms.size()), 450)
+                                      static_cast<int>(480 * cols), static_cast<int>(380 * rows))
                            .message);
   }
   return messages;

@@ -211,6 +211,12 @@ TEST_CASE("apps.ablate: one table per dataset, with thresholds that suit it") {
   CHECK(summary.find("steps to 98%", fashion) == std::string::npos);
   // Each table's baseline is its first arm on that dataset.
   CHECK(summary.find("| dataset=fashion-mnist,norm=none |", fashion) != std::string::npos);
+  // Plots people can read: legend outside the curves, arm colours from one palette, percentile
+  // panels in a grid of at most four columns.
+  const std::string acc_gp = read_text(out + "/accuracy.gp");
+  CHECK(contains(acc_gp, "set key outside right top"));
+  CHECK(contains(acc_gp, "lc rgb '#0072B2' dt 1"));
+  CHECK(contains(read_text(out + "/percentiles.gp"), "set multiplot layout 1,4"));
   // --thresholds replaces them everywhere.
   r = run_cli(ablate_flags(dir, out) +
               " --model mlp --steps 10 --eval-every 5 --batch-size 20 "
