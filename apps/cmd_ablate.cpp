@@ -55,6 +55,9 @@ Command add_ablate_command(CLI::App& parent) {
       ->capture_default_str();
   app->add_option("--out", spec->out_dir, "Output directory")->capture_default_str();
   app->add_option("--title", spec->title, "Title for the table and plots");
+  app->add_flag("--equal-samples", spec->equal_samples,
+                "Arms with another batch size train on as many images as the base (steps scaled; "
+                "tables and plots in epochs). The batch-size preset sets it");
   app->add_option("--thresholds", spec->thresholds,
                   "Accuracies for the 'steps to' columns, e.g. 0.9,0.95 (default: the dataset's)")
       ->delimiter(',')
@@ -70,7 +73,14 @@ Command add_ablate_command(CLI::App& parent) {
     if (s.lr_from_model) s.base.lr = default_lr(s.base.model.name);
     try {
       if (vary->empty()) {
-        s.factors = preset_factors(*preset);
+        apply_preset(s, *preset);
+        // batch-size compares at equal samples: by default one MNIST epoch at the base batch 60
+        // (batch 2 then takes 30 000 steps), evaluated every tenth of it.
+        if (*preset == "batch-size" && app->get_option("--steps")->count() == 0 &&
+            app->get_option("--epochs")->count() == 0) {
+          s.base.steps = 1000;
+          if (app->get_option("--eval-every")->count() == 0) s.base.eval_every = 100;
+        }
       } else {
         for (const std::string& v : *vary) s.factors.push_back(parse_factor(v));
       }

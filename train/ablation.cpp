@@ -58,10 +58,11 @@ std::string csv_escape(const std::string& s) {
   return out + "\"";
 }
 
-// First evaluated step at which the evaluation accuracy reached `threshold`, or -1.
-int64_t steps_to(const TrainResult& r, double threshold) {
+// The first evaluated step (or epoch, by_epoch) at which the evaluation accuracy reached
+// `threshold`, or -1.
+double progress_to(const TrainResult& r, double threshold, bool by_epoch) {
   for (const MetricsRow& row : r.rows)
-    if (row.eval_acc >= threshold) return row.step;
+    if (row.eval_acc >= threshold) return by_epoch ? row.epoch : static_cast<double>(row.step);
   return -1;
 }
 
@@ -142,6 +143,7 @@ struct CurvePoint {
   int64_t step;
   Stats acc;
   double p15, p50, p85;
+  double epoch;
 };
 
 std::vector<CurvePoint> arm_curve(const Arm& arm, const std::vector<RunOutcome>& outcomes) {
@@ -152,7 +154,7 @@ std::vector<CurvePoint> arm_curve(const Arm& arm, const std::vector<RunOutcome>&
   std::vector<CurvePoint> curve;
   for (auto& [step, rows] : by_step) {
     std::vector<double> acc;
-    double p15 = 0, p50 = 0, p85 = 0;
+    double p15 = 0, p50 = 0, p85 = 0, epoch = rows.front()->epoch;
     for (const MetricsRow* r : rows) {
       acc.push_back(r->eval_acc);
       p15 += r->p15;
@@ -160,7 +162,7 @@ std::vector<CurvePoint> arm_curve(const Arm& arm, const std::vector<RunOutcome>&
       p85 += r->p85;
     }
     double n = static_cast<double>(rows.size());
-    curve.push_back({step, stats_of(acc), p15 / n, p50 / n, p85 / n});
+    curve.push_back({step, stats_of(acc), p15 / n, p50 / n, p85 / n, epoch});
   }
   return curve;
 }
@@ -181,8 +183,10 @@ std::string arm_style(size_t a) {
 }
 
 std::vector<std::string> render_plots(const AblationSpec& spec, const std::vector<Arm>& arms,
-                                      const std::vector<RunOutcome>& outcomes,
+                                      const std::vector<RunOutcome>& outcomes, bool by_epoch,
                                       AblationReport& report) {
+  // x: the step (column 1) or, for arms of different batch sizes, the epoch (column 8).
+  const std::string x = by_epoch ? "8" : "1";
   std::vector<std::string> messages;
   std::ostringstream dat;
   bool have_probe = false;
@@ -190,10 +194,10 @@ std::vector<std::string> render_plots(const AblationSpec& spec, const std::vecto
   std::vector<std::vector<CurvePoint>> curves;
   for (const Arm& arm : arms) curves.push_back(arm_curve(arm, outcomes));
   for (size_t a = 0; a < arms.size(); ++a) {
-    dat << "# " << arms[a].name << "\n# step acc_mean acc_min acc_max p15 p50 p85\n";
+    dat << "# " << arms[a].name << "\n# step acc_mean acc_min acc_max p15 p50 p85 epoch\n";
     for (const CurvePoint& p : curves[a]) {
       dat << p.step << " " << p.acc.mean << " " << p.acc.min << " " << p.acc.max << " " << p.p15
-          << " " << p.p50 << " " << p.p85 << "\n";
+          << " " << p.p50 << " " << p.p85 << " " << p.epoch << "\n";
       if (std::isfinite(p.p15) && std::isfinite(p.p85)) {
         have_probe = true;
         lo = std::min(lo, p.p15);
@@ -216,8 +220,10 @@ std::vector<std::string> render_plots(const AblationSpec& spec, const std::vecto
   acc << "set multiplot layout 1,2 title "
       << gnuplot_quote(title + " (" + std::to_string(spec.seeds) + " seed" +
                        (spec.seeds > 1 ? "s, band = min..max" : "") + ")")
-      << "\nset xlabel 'training steps'\nset ylabel '" << kind << " accuracy'\nset grid\n"
-      << "set format x '%.0f'\n";
+      << "\nset xlabel '"
+      << (by_epoch ? "epochs (training images seen / set size)" : "training steps")
+      << "'\nset ylabel '" << kind << " accuracy'\nset grid\n"
+      << (by_epoch ? "" : "set format x '%.0f'\n");
   // The legend sits outside the zoom panel, right of the curves it would otherwise cover.
   for (int panel = 0; panel < 2; ++panel) {
     acc << (panel == 0 ? "unset key\nset title 'whole run'\nset yrange [*:1]\n"
@@ -226,10 +232,10 @@ std::vector<std::string> render_plots(const AblationSpec& spec, const std::vecto
                              fmt("%.2f", zoom_low) + ":1]\n")
         << "plot \\\n";
     for (size_t a = 0; a < arms.size(); ++a) {
-      acc << "  'curves.dat' index " << a
-          << " using 1:3:4 with filledcurves fs transparent solid 0.15 noborder " << arm_style(a)
+      acc << "  'curves.dat' index " << a << " using " << x
+          << ":3:4 with filledcurves fs transparent solid 0.15 noborder " << arm_style(a)
           << " notitle, \\\n"
-          << "  'curves.dat' index " << a << " using 1:2 with lines lw 2 " << arm_style(a)
+          << "  'curves.dat' index " << a << " using " << x << ":2 with lines lw 2 " << arm_style(a)
           << " title " << gnuplot_quote(arms[a].name) << (a + 1 < arms.size() ? ", \\\n" : "\n");
     }
   }
@@ -249,13 +255,14 @@ std::vector<std::string> render_plots(const AblationSpec& spec, const std::vecto
         << " title 'input to one last-hidden-layer activation: 15th, 50th, 85th percentiles over "
            "the "
         << kind << " split'\n"
-        << "set xlabel 'training steps'\nset grid\nset format x '%.0f'\nset key top right\n"
+        << "set xlabel '" << (by_epoch ? "epochs" : "training steps")
+        << "'\nset grid\nset key top right\n"
         << "set yrange [" << lo - pad << ":" << hi + pad << "]\n";
     for (size_t a = 0; a < arms.size(); ++a) {
       pct << "set title " << gnuplot_quote(arms[a].name) << " noenhanced\nplot 'curves.dat' index "
-          << a << " using 1:5:7 with filledcurves fs transparent solid 0.25 noborder "
-          << arm_style(a) << " title '15th-85th', '' index " << a << " using 1:6 with lines lw 2 "
-          << arm_style(a) << " title '50th'\n";
+          << a << " using " << x << ":5:7 with filledcurves fs transparent solid 0.25 noborder "
+          << arm_style(a) << " title '15th-85th', '' index " << a << " using " << x
+          << ":6 with lines lw 2 " << arm_style(a) << " title '50th'\n";
     }
     pct << "unset multiplot\n";
     report.percentiles_png = (fs::path(spec.out_dir) / "percentiles.png").string();
@@ -278,6 +285,10 @@ const std::vector<std::pair<std::string, std::string>>& factor_help() {
       h.emplace_back(k.flag.substr(2), k.help);
       if (k.flag == "--lr")
         h.emplace_back("lr-mult", "Multiplier of the base --lr (the paper's 5x / 30x)");
+      if (k.flag == "--batch-size") {
+        h.emplace_back("lr-scaling",
+                       "none | linear: the arm's lr times its batch size / the base batch size");
+      }
     }
     return h;
   }();
@@ -308,6 +319,13 @@ Factor parse_factor(const std::string& spec) {
   return f;
 }
 
+void apply_preset(AblationSpec& spec, const std::string& preset) {
+  spec.factors = preset_factors(preset);
+  // Smaller batches must not see fewer images: the question is the batch's statistics, not the
+  // amount of training (issue 15: batch 2 at fixed steps saw a third of an epoch).
+  if (preset == "batch-size") spec.equal_samples = true;
+}
+
 std::vector<std::string> preset_names() {
   return {"fig1", "lr", "batch-size", "init", "placement", "norm", "dropout", "dataset"};
 }
@@ -315,8 +333,11 @@ std::vector<std::string> preset_names() {
 std::vector<Factor> preset_factors(const std::string& preset) {
   if (preset == "fig1") return {{"norm", {"none", "batch"}}};
   if (preset == "lr") return {{"norm", {"none", "batch"}}, {"lr-mult", {"1", "5", "30"}}};
-  if (preset == "batch-size")
-    return {{"norm", {"none", "batch", "layer", "group"}}, {"batch-size", {"2", "8", "60"}}};
+  if (preset == "batch-size") {
+    return {{"norm", {"none", "batch", "layer", "group"}},
+            {"batch-size", {"2", "8", "60"}},
+            {"lr-scaling", {"linear", "none"}}};
+  }
   if (preset == "init")
     return {{"norm", {"none", "batch"}}, {"init", {"normal:0.01", "normal:0.1", "normal:1"}}};
   if (preset == "placement") return {{"norm", {"batch"}}, {"placement", {"before", "after"}}};
@@ -330,6 +351,11 @@ std::vector<Factor> preset_factors(const std::string& preset) {
 }
 
 void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string& value) {
+  if (factor == "lr-scaling") {  // applied by expand_arms, which knows the base batch size
+    BNLAB_CHECK(value == "none" || value == "linear", "ablate: lr-scaling=", value,
+                ": must be none or linear");
+    return;
+  }
   if (factor == "lr-mult") {
     float m = 0;
     try {
@@ -390,6 +416,24 @@ std::vector<Arm> expand_arms(const AblationSpec& spec) {
     }
     arms = std::move(next);
   }
+  const TrainConfig& base = spec.base;
+  for (Arm& arm : arms) {
+    TrainConfig& c = arm.config;
+    const double ratio = static_cast<double>(c.batch_size) / static_cast<double>(base.batch_size);
+    for (const auto& [name, value] : arm.settings) {
+      if (name != "lr-scaling" || value != "linear") continue;
+      c.lr = static_cast<float>(c.lr * ratio);  // the linear scaling rule (Goyal et al. 2017)
+      BNLAB_CHECK(std::isfinite(c.lr) && c.lr > 0.0f, "ablate: lr-scaling=linear gives arm ",
+                  arm.name, " the learning rate ", c.lr);
+    }
+    if (spec.equal_samples && c.batch_size != base.batch_size && base.steps > 0) {
+      // The base's training images, so every arm sees as many samples (and evaluates at them).
+      c.steps = std::max<int64_t>(1, std::llround(static_cast<double>(base.steps) / ratio));
+      if (base.eval_every > 0)
+        c.eval_every =
+            std::max<int64_t>(1, std::llround(static_cast<double>(base.eval_every) / ratio));
+    }
+  }
   if (arms.size() == 1 && arms[0].name.empty()) arms[0].name = "base";
   // Distinct names can still share a run directory (slug maps ':' and '/' alike to '_'), and then
   // the second arm would silently reuse the first one's results.
@@ -403,7 +447,7 @@ std::vector<Arm> expand_arms(const AblationSpec& spec) {
 }
 
 std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOutcome>& outcomes,
-                          const std::vector<double>& thresholds) {
+                          const std::vector<double>& thresholds, bool by_epoch) {
   auto runs_of = [&](const Arm& arm) {
     std::vector<const RunOutcome*> out;
     for (const RunOutcome& o : outcomes)
@@ -416,14 +460,14 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
   double speed_threshold = -1;
   for (double t : thresholds) {
     bool all = !base_runs.empty();
-    for (const RunOutcome* o : base_runs) all &= steps_to(o->result, t) >= 0;
+    for (const RunOutcome* o : base_runs) all &= progress_to(o->result, t, by_epoch) >= 0;
     if (all) speed_threshold = t;
   }
   auto mean_steps = [&](const std::vector<const RunOutcome*>& runs, double t, int64_t* reached) {
     std::vector<double> steps;
     for (const RunOutcome* o : runs) {
-      int64_t s = steps_to(o->result, t);
-      if (s >= 0) steps.push_back(static_cast<double>(s));
+      double s = progress_to(o->result, t, by_epoch);
+      if (s >= 0) steps.push_back(s);
     }
     *reached = static_cast<int64_t>(steps.size());
     return stats_of(steps).mean;
@@ -434,7 +478,8 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
 
   std::ostringstream os;
   os << "| arm | seeds | final " << eval_kind_of(outcomes) << " acc (mean ± std) | best | failed |";
-  for (double t : thresholds) os << " steps to " << fmt("%.0f", t * 100) << "% |";
+  for (double t : thresholds)
+    os << (by_epoch ? " epochs to " : " steps to ") << fmt("%.0f", t * 100) << "% |";
   os << " speed-up"
      << (speed_threshold > 0 ? " to " + fmt("%.0f", speed_threshold * 100) + "%" : "")
      << " |\n|---|---|---|---|---|";
@@ -483,7 +528,7 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
       if (reached == 0) {
         os << " — |";
       } else {
-        os << " " << fmt("%.0f", m)
+        os << " " << fmt(by_epoch ? "%.2f" : "%.0f", m)
            << (reached < static_cast<int64_t>(runs.size())
                    ? " (" + std::to_string(reached) + "/" + std::to_string(runs.size()) + ")"
                    : "")
@@ -668,6 +713,9 @@ AblationReport run_ablation(const AblationSpec& spec) {
     }
     report.final_accuracy.emplace_back(arm.name, n > 0 ? sum / static_cast<double>(n) : NAN);
   }
+  // Arms of different batch sizes are compared at equal training images seen (epochs), not steps.
+  bool by_epoch = false;
+  for (const Arm& arm : arms) by_epoch |= arm.config.batch_size != arms.front().config.batch_size;
   // One table per dataset: thresholds suit one dataset's difficulty, and a speed-up compares arms
   // on the same data (its baseline is the first arm on that dataset).
   std::vector<std::string> datasets;
@@ -687,9 +735,9 @@ AblationReport run_ablation(const AblationSpec& spec) {
       group_outcomes.push_back(std::move(copy));
     }
     if (datasets.size() > 1) report.table += "### " + dataset + "\n\n";
-    report.table +=
-        summary_table(group, group_outcomes,
-                      spec.thresholds.empty() ? default_thresholds(dataset) : spec.thresholds);
+    report.table += summary_table(
+        group, group_outcomes,
+        spec.thresholds.empty() ? default_thresholds(dataset) : spec.thresholds, by_epoch);
     if (datasets.size() > 1 && dataset != datasets.back()) report.table += "\n";
   }
   std::ostringstream md;
@@ -697,21 +745,22 @@ AblationReport run_ablation(const AblationSpec& spec) {
   md << "# " << (spec.title.empty() ? "bnlab ablation" : spec.title) << "\n\n"
      << "Model " << arms_models_and_data(arms) << ", batch " << b.batch_size << ", " << b.optimizer
      << " lr "
-     << (spec.lr_from_model ? "each model's default (" + fmt("%g", arms.front().config.lr) +
-                                  " for " + arms.front().config.model.name + ")"
+     << (spec.lr_from_model ? "each model's default (" + fmt("%g", default_lr(b.model.name)) +
+                                  " for " + b.model.name + ")"
                             : fmt("%g", b.lr))
      << (b.momentum > 0 ? " momentum " + fmt("%g", b.momentum) : "") << ", "
      << (b.steps > 0 ? std::to_string(b.steps) + " steps" : std::to_string(b.epochs) + " epochs")
      << ", evaluated every "
      << (b.eval_every > 0 ? std::to_string(b.eval_every) + " steps" : std::string("epoch"))
+     << (spec.equal_samples ? " (other batch sizes: steps scaled to the same training images)" : "")
      << " on the " << (outcomes.empty() ? std::string("test") : outcomes.front().result.eval_split)
      << " split; seeds " << b.seed << ".." << b.seed + static_cast<uint64_t>(spec.seeds) - 1
-     << ". Speed-up: the baseline arm's (first row) steps to the accuracy shown divided by the "
-        "arm's.\n\n"
+     << ". Speed-up: the baseline arm's (first row) " << (by_epoch ? "epochs" : "steps")
+     << " to the accuracy shown divided by the arm's.\n\n"
      << report.table;
   report.summary_md = (fs::path(spec.out_dir) / "summary.md").string();
   write_file_atomic(report.summary_md, md.str());
-  report.messages = render_plots(spec, arms, outcomes, report);
+  report.messages = render_plots(spec, arms, outcomes, by_epoch, report);
   return report;
 }
 

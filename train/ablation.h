@@ -33,6 +33,10 @@ struct AblationSpec {
   bool lr_from_model = false;
   /// Accuracies for the "steps to X" columns; empty: the dataset's (default_thresholds).
   std::vector<double> thresholds;
+  /// Arms whose batch size differs from base's train on as many images as base: steps and
+  /// eval_every scale by base.batch_size / batch_size, and the table and plots measure progress
+  /// in epochs instead of steps.
+  bool equal_samples = false;
 };
 
 /// One cell of the grid.
@@ -56,9 +60,13 @@ const std::vector<std::pair<std::string, std::string>>& factor_help();
 Factor parse_factor(const std::string& spec);
 /// Named presets: fig1 (default), lr, batch-size, init, placement, norm, dropout, dataset.
 std::vector<Factor> preset_factors(const std::string& preset);
+/// Sets spec's factors, and the controls the preset needs to answer its question (batch-size: equal
+/// samples seen and the linear learning-rate rule next to the unscaled one).
+void apply_preset(AblationSpec& spec, const std::string& preset);
 /// The preset names preset_factors accepts.
 std::vector<std::string> preset_names();
-/// Applies factor=value to a config (e.g. lr-mult multiplies the base lr).
+/// Applies factor=value to a config (e.g. lr-mult multiplies the base lr). lr-scaling=linear is
+/// applied by expand_arms once the arm's batch size is known (lr x batch / base batch).
 void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string& value);
 /// The most arms a grid may have (each arm is at least one training run).
 constexpr size_t kMaxArms = 10000;
@@ -133,7 +141,8 @@ class Experiment {
 };
 
 /// The summary table from outcomes (exposed for tests).
+/// by_epoch: "epochs to X" instead of "steps to X" (arms with different batch sizes).
 std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOutcome>& outcomes,
-                          const std::vector<double>& thresholds);
+                          const std::vector<double>& thresholds, bool by_epoch = false);
 
 }  // namespace bnlab

@@ -1,0 +1,80 @@
+// The controls an ablation needs to answer its question: equal training images across batch sizes,
+// the linear learning-rate rule next to the unscaled one, and progress measured in epochs.
+#include <doctest/doctest.h>
+
+#include "train/ablation.h"
+
+using namespace bnlab;
+
+namespace {
+
+const Arm& arm_named(const std::vector<Arm>& arms, const std::string& name) {
+  for (const Arm& a : arms)
+    if (a.name == name) return a;
+  FAIL("no arm " << name);
+  return arms.front();
+}
+
+}  // namespace
+
+TEST_CASE("train.ablation: batch-size arms see equal samples and scale lr linearly on request") {
+  AblationSpec spec;
+  spec.base.batch_size = 60;
+  spec.base.lr = 0.5f;
+  spec.base.steps = 1000;
+  spec.base.eval_every = 100;
+  apply_preset(spec, "batch-size");
+  CHECK(spec.equal_samples);
+  std::vector<Arm> arms = expand_arms(spec);
+  CHECK(arms.size() == 4 * 3 * 2);
+  const Arm& small = arm_named(arms, "norm=batch,batch-size=2,lr-scaling=linear");
+  CHECK(small.config.batch_size == 2);
+  CHECK(small.config.steps == 30000);  // 1000 x 60 / 2: the same 60 000 images
+  CHECK(small.config.eval_every == 3000);
+  CHECK(small.config.lr == doctest::Approx(0.5 * 2 / 60.0));  // 0.0167, the linear rule
+  const Arm& unscaled = arm_named(arms, "norm=batch,batch-size=2,lr-scaling=none");
+  CHECK(unscaled.config.lr == 0.5f);
+  CHECK(unscaled.config.steps == 30000);
+  const Arm& base = arm_named(arms, "norm=none,batch-size=60,lr-scaling=linear");
+  CHECK(base.config.steps == 1000);
+  CHECK(base.config.lr == 0.5f);
+
+  // Without equal_samples the steps stay; an epoch-based run needs no scaling.
+  spec.equal_samples = false;
+  CHECK(arm_named(expand_arms(spec), "norm=batch,batch-size=8,lr-scaling=none").config.steps ==
+        1000);
+  spec.equal_samples = true;
+  spec.base.steps = 0;
+  spec.base.epochs = 2;
+  CHECK(arm_named(expand_arms(spec), "norm=batch,batch-size=8,lr-scaling=none").config.steps == 0);
+
+  AblationSpec bad;
+  bad.factors = {parse_factor("lr-scaling=sqrt")};
+  CHECK_THROWS_WITH(expand_arms(bad), doctest::Contains("must be none or linear"));
+}
+
+TEST_CASE("train.ablation: arms of different batch sizes are compared in epochs") {
+  std::vector<Arm> arms(2);
+  arms[0].name = "batch-size=60";
+  arms[1].name = "batch-size=2";
+  std::vector<RunOutcome> outcomes(2);
+  for (size_t i = 0; i < 2; ++i) {
+    outcomes[i].arm = &arms[i];
+    outcomes[i].seed = 1;
+    outcomes[i].result.eval_split = "test";
+    for (int k = 0; k <= 4; ++k) {
+      MetricsRow r;
+      r.step = k * (i == 0 ? 100 : 3000);
+      r.epoch = k * 0.25;
+      r.eval_acc = k >= (i == 0 ? 2 : 3) ? 0.96 : 0.5;
+      outcomes[i].result.rows.push_back(r);
+    }
+  }
+  std::string table = summary_table(arms, outcomes, {0.95}, /*by_epoch=*/true);
+  CAPTURE(table);
+  CHECK(table.find("epochs to 95% |") != std::string::npos);
+  CHECK(table.find("| batch-size=60 | 1 | 0.9600 ± 0.0000 | 0.9600 | 0 | 0.50 | 1.00x |") !=
+        std::string::npos);
+  CHECK(table.find("| batch-size=2 | 1 | 0.9600 ± 0.0000 | 0.9600 | 0 | 0.75 | 0.67x |") !=
+        std::string::npos);
+}
