@@ -227,3 +227,39 @@ TEST_CASE("apps.ablate: one table per dataset, with thresholds that suit it") {
   CHECK_FALSE(contains(again, "steps to 85%"));
   CHECK(run_cli(ablate_flags(dir, out) + " --thresholds 1.5").exit_code == 2);
 }
+
+TEST_CASE("apps.ablate: a rate sweep also compares each arm at its own best rate, chosen on val") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 200, 60);
+  const std::string out = dir.file("out");
+  CliResult r = run_cli(ablate_flags(dir, out) +
+                        " --model mlp --steps 20 --eval-every 10 --batch-size 20 --val-split 60 "
+                        "--vary norm=none,batch --vary lr-mult=0.1,1,3");
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  const std::string summary = read_text(out + "/summary.md");
+  CAPTURE(summary);
+  const size_t at = summary.find("Each arm at its own best learning rate (chosen on val accuracy");
+  REQUIRE(at != std::string::npos);
+  CHECK(summary.find("Test accuracy of the chosen arms (measured once", at) != std::string::npos);
+  // The chosen arm of each norm is the one with the highest final val_acc in results.csv (the
+  // first of equal ones), unless it failed.
+  for (const std::string norm : {"none", "batch"}) {
+    std::string best_arm;
+    double best = -1;
+    for (const std::string mult : {"0.1", "1", "3"}) {
+      const std::string arm = "norm=" + norm + ",lr-mult=" + mult;
+      double last = -1;
+      for (auto& row : read_results(out + "/results.csv"))
+        if (row["arm"] == arm) last = std::stod(row["val_acc"]);
+      const std::string main_row = table_row(summary.substr(0, at), arm);
+      if (contains(main_row, "collapsed") || contains(main_row, "diverged")) continue;
+      if (last > best) {
+        best = last;
+        best_arm = arm;
+      }
+    }
+    CAPTURE(norm);
+    if (!best_arm.empty()) CHECK(table_row(summary.substr(at), best_arm) != "");
+  }
+}
