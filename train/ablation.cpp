@@ -324,6 +324,7 @@ void apply_preset(AblationSpec& spec, const std::string& preset) {
   // Smaller batches must not see fewer images: the question is the batch's statistics, not the
   // amount of training (issue 15: batch 2 at fixed steps saw a third of an epoch).
   if (preset == "batch-size") spec.equal_samples = true;
+  if (preset == "gradient-flow") spec.base.grad_stats = true;  // each run's grad_norms.png
   // The lr preset picks each arm's best rate: on held-out training images, not on the test split.
   if (preset == "lr" && spec.base.val_split == 0 &&
       (spec.base.dataset == "mnist" || spec.base.dataset == "fashion-mnist"))
@@ -331,7 +332,8 @@ void apply_preset(AblationSpec& spec, const std::string& preset) {
 }
 
 std::vector<std::string> preset_names() {
-  return {"fig1", "lr", "batch-size", "init", "placement", "norm", "dropout", "dataset"};
+  return {"fig1", "lr",      "batch-size", "init",         "placement",
+          "norm", "dropout", "dataset",    "gradient-flow"};
 }
 
 std::vector<Factor> preset_factors(const std::string& preset) {
@@ -349,6 +351,7 @@ std::vector<Factor> preset_factors(const std::string& preset) {
   if (preset == "placement") return {{"norm", {"batch"}}, {"placement", {"before", "after"}}};
   if (preset == "norm") return {{"norm", {"none", "batch", "layer", "group"}}};
   if (preset == "dropout") return {{"norm", {"none", "batch"}}, {"dropout", {"0", "0.5"}}};
+  if (preset == "gradient-flow") return {{"model", {"deep-mlp"}}, {"norm", {"none", "batch"}}};
   if (preset == "dataset")
     return {{"norm", {"none", "batch"}}, {"dataset", {"mnist", "fashion-mnist"}}};
   std::string names;

@@ -353,6 +353,12 @@ std::vector<Knob> make_knobs() {
   collapse_margin.optional_in_json = true;
   collapse_margin.resume_may_change = true;
   t.push_back(collapse_margin);
+  Knob grad_stats =
+      boolean("grad_stats", "--grad-stats",
+              "Record each layer's weight-gradient norm at every evaluation (grad_norms.csv, .png)",
+              [](TrainConfig& c) -> bool& { return c.grad_stats; });
+  grad_stats.optional_in_json = true;
+  t.push_back(grad_stats);
   Knob sync_bn = boolean("sync_bn", "--sync-bn",
                          "Under mpirun: BatchNorm statistics over the global batch of all ranks "
                          "(default: each rank's own batch, as PyTorch DDP)",
@@ -430,7 +436,7 @@ void check_config(const TrainConfig& c) {
       BNLAB_FAIL("--schedule ", c.schedule, " does not fit --steps ", c.steps, ": ", e.what());
     }
   }
-  const std::vector<std::string> zoo{"paper-mlp", "mlp", "lenet", "cifar-cnn"};
+  const std::vector<std::string> zoo{"paper-mlp", "mlp", "deep-mlp", "lenet", "cifar-cnn"};
   // The zoo's probe widths do not depend on the input; a registered model's may, so the Trainer
   // checks those once it has built the model for its data.
   if (c.probe_unit >= 0 && std::find(zoo.begin(), zoo.end(), c.model.name) != zoo.end()) {

@@ -95,7 +95,7 @@ const std::vector<std::string>& norm_names() {
 
 namespace {
 
-// The zoo's four models. Each adds its layers to a Sequential and initializes them.
+// The zoo's five models. Each adds its layers to a Sequential and initializes them.
 void build_zoo_model(Model& model, Rng& rng) {
   const ModelSpec& spec = model.spec;
   auto seq = std::make_shared<Sequential>();
@@ -116,14 +116,11 @@ void build_zoo_model(Model& model, Rng& rng) {
     if (p > 0.0f) net.add(std::make_shared<Dropout>(p, *model.dropout_rng));
   };
 
-  std::string default_init = "default";
-  if (spec.name == "paper-mlp") {
-    // Ioffe & Szegedy (2015), section 4.1: 3 fully connected hidden layers of 100 sigmoid units,
-    // weights from a small random Gaussian; BN (when on) before each nonlinearity.
-    default_init = "normal:0.01";
+  // `depth` hidden layers of 100 sigmoid units, then the classifier.
+  auto sigmoid_mlp = [&](int depth) {
     net.add(std::make_shared<Flatten>());
     int64_t in = D;
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < depth; ++i) {
       dense(in, 100);
       model.probe = add_norm_and_activation(net, spec, 100, false, std::make_shared<Sigmoid>());
       model.probe_width = 100;
@@ -131,6 +128,19 @@ void build_zoo_model(Model& model, Rng& rng) {
     }
     dropout(0.0f);
     dense(100, K);
+  };
+
+  std::string default_init = "default";
+  if (spec.name == "paper-mlp") {
+    // Ioffe & Szegedy (2015), section 4.1: 3 fully connected hidden layers of 100 sigmoid units,
+    // weights from a small random Gaussian; BN (when on) before each nonlinearity.
+    default_init = "normal:0.01";
+    sigmoid_mlp(3);
+  } else if (spec.name == "deep-mlp") {
+    // For the gradient-flow question: the paper-mlp's layers four times deeper (12), PyTorch's
+    // default init. Without normalization the gradient reaching the first layers shrinks layer by
+    // layer (sigmoid' <= 1/4).
+    sigmoid_mlp(12);
   } else if (spec.name == "mlp") {
     net.add(std::make_shared<Flatten>());
     dense(D, 512);
@@ -194,6 +204,7 @@ struct Registry {
     // SGD rates for ReLU networks of their size, not tuned values.
     entries.push_back({"paper-mlp", build_zoo_model, 0.5f});
     entries.push_back({"mlp", build_zoo_model, 0.1f});
+    entries.push_back({"deep-mlp", build_zoo_model, 0.5f});
     entries.push_back({"lenet", build_zoo_model, 0.05f});
     entries.push_back({"cifar-cnn", build_zoo_model, 0.05f});
   }

@@ -1,7 +1,7 @@
 // The model registry: models built by name from a ModelSpec, for the Trainer, experiments and
-// `load_trained_model`. The zoo (paper-mlp, mlp, lenet, cifar-cnn, each with the normalization as a
-// choice of none | batch | layer | group placed before or after the activation) is registered from
-// the start; register_model adds a model of your own (examples/custom-ablation).
+// `load_trained_model`. The zoo (paper-mlp, mlp, deep-mlp, lenet, cifar-cnn, each with the
+// normalization as a choice of none | batch | layer | group placed before or after the activation)
+// is registered from the start; register_model adds a model of your own (examples/custom-ablation).
 //
 // Matched arms share initial weights: normalization layers draw nothing from the Rng and every
 // Dense/Conv keeps its bias in every arm, so the same seed gives the same Dense/Conv weights with
@@ -22,8 +22,8 @@ namespace bnlab {
 /// geometry (the Trainer fills in the last four from the dataset).
 struct ModelSpec {
   std::string name =
-      "paper-mlp";            ///< a registered name: paper-mlp | mlp | lenet | cifar-cnn | yours
-  std::string norm = "none";  ///< none | batch | layer | group
+      "paper-mlp";  ///< a registered name: paper-mlp | mlp | deep-mlp | lenet | cifar-cnn | yours
+  std::string norm = "none";         ///< none | batch | layer | group
   std::string placement = "before";  ///< before | after the activation
   int64_t groups = 8;        ///< GroupNorm: at most this many groups (largest divisor of the width)
   float dropout = -1.0f;     ///< < 0: the model's own default (lenet 0.5, others 0)
@@ -77,7 +77,7 @@ Model build_model(const ModelSpec& spec, Rng& rng);
 /// least 2): what the Trainer and load_trained_model build.
 ModelSpec with_geometry_of(ModelSpec spec, const ImageDataset& data);
 
-/// The registered model names: the zoo's four, then registered ones in registration order.
+/// The registered model names: the zoo's five, then registered ones in registration order.
 std::vector<std::string> model_names();
 /// The normalization choices of ModelSpec::norm: none, batch, layer, group.
 const std::vector<std::string>& norm_names();

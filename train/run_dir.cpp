@@ -21,8 +21,9 @@ namespace fs = std::filesystem;
 namespace {
 
 const char* const kRunFiles[] = {
-    "config.json",  "metrics.csv", "model.safetensors", "train_state.safetensors",
-    "summary.json", "curves.png",  "curves.gp",         "best.safetensors"};
+    "config.json",    "metrics.csv",    "model.safetensors", "train_state.safetensors",
+    "summary.json",   "curves.png",     "curves.gp",         "best.safetensors",
+    "grad_norms.csv", "grad_norms.dat", "grad_norms.gp",     "grad_norms.png"};
 
 struct Holder {
   int fd = -1;

@@ -119,6 +119,67 @@ std::string config_with_provenance(const TrainConfig& cfg) {
   return j.dump(2) + "\n";
 }
 
+std::string format_grad_norms_csv(const std::vector<GradNormRow>& rows) {
+  std::ostringstream os;
+  os.precision(7);
+  os << "step,param,grad_norm,weight_norm\n";
+  for (const GradNormRow& r : rows)
+    os << r.step << "," << r.param << "," << r.grad_norm << "," << r.weight_norm << "\n";
+  return os.str();
+}
+
+std::vector<GradNormRow> read_grad_norms_csv(const std::string& path) {
+  std::vector<GradNormRow> rows;
+  std::istringstream in(read_file(path));
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    std::stringstream ss(line);
+    std::string step, param, grad, weight;
+    if (!std::getline(ss, step, ',') || !std::getline(ss, param, ',') ||
+        !std::getline(ss, grad, ',') || !std::getline(ss, weight, ','))
+      BNLAB_FAIL(path, ": expected 4 columns in line '", line, "'");
+    try {
+      rows.push_back({std::stoll(step), param, std::stod(grad), std::stod(weight)});
+    } catch (const std::exception&) {
+      BNLAB_FAIL(path, ": cannot read line '", line, "'");
+    }
+  }
+  return rows;
+}
+
+// grad_norms.png: each weight's gradient norm over training, log scale, one line per layer from
+// the input (dark) to the output (light), so a vanishing gradient shows as a fan.
+void plot_grad_norms(const std::string& dir, const std::vector<GradNormRow>& rows) {
+  std::vector<std::string> params;
+  for (const GradNormRow& r : rows)
+    if (std::find(params.begin(), params.end(), r.param) == params.end()) params.push_back(r.param);
+  if (params.empty()) return;
+  std::ostringstream dat;
+  for (const std::string& p : params) {
+    dat << "# " << p << "\n";
+    for (const GradNormRow& r : rows)
+      if (r.param == p && r.step > 0) dat << r.step << " " << r.grad_norm << "\n";
+    dat << "\n\n";
+  }
+  write_file_atomic((fs::path(dir) / "grad_norms.dat").string(), dat.str());
+  std::ostringstream gp;
+  gp << "set logscale y\nset grid\nset xlabel 'training steps'\nset ylabel 'gradient L2 norm'\n"
+        "set key outside right top noenhanced\nunset colorbox\nset title 'weight gradients by "
+        "layer (input "
+        "first)'\nset palette defined (0 '#08306b', 1 '#6baed6', 2 '#fdae6b')\nplot \\\n";
+  for (size_t i = 0; i < params.size(); ++i) {
+    double frac =
+        params.size() > 1 ? static_cast<double>(i) / static_cast<double>(params.size() - 1) : 0;
+    gp << "  'grad_norms.dat' index " << i << " using 1:2 with linespoints lw 2 pt 7 ps 0.5 lc "
+       << "palette frac " << frac << " title " << gnuplot_quote(params[i])
+       << (i + 1 < params.size() ? ", \\\n" : "\n");
+  }
+  render_gnuplot((fs::path(dir) / "grad_norms.gp").string(), gp.str(),
+                 (fs::path(dir) / "grad_norms.png").string(), 1100, 550);
+}
+
 // curves.png beside metrics.csv: loss and accuracy, training (running mean since the previous
 // evaluation, train mode) and the evaluation split, against steps. Without gnuplot, curves.gp
 // stays for later (plot.h).
@@ -422,6 +483,10 @@ void Trainer::open_run_dir(bool& resume, TrainResult& result, Running& run) {
     for (const MetricsRow& row : read_metrics_csv(metrics_path))
       if (row.step <= run.step) result.rows.push_back(row);
     for (const MetricsRow& row : result.rows) track_best(row, result, run, /*save=*/false);
+    const fs::path grads = fs::path(dir) / "grad_norms.csv";
+    if (cfg_.grad_stats && fs::exists(grads))
+      for (const GradNormRow& row : read_grad_norms_csv(grads.string()))
+        if (row.step <= run.step) result.grad_rows.push_back(row);
   } else if (dp_->is_root()) {
     // A fresh run replaces whatever run the directory held (the CLI asks for --overwrite first),
     // so no older checkpoint can be resumed under this config.
@@ -455,6 +520,8 @@ bool Trainer::train_step(const Batch& batch, TrainResult& result, Running& run) 
   float loss_value = static_cast<float>(dp_->mean_over_ranks(loss.item()));
   loss.backward();
   dp_->average_gradients();
+  const bool evaluation_step = (run.step + 1) % eval_every_ == 0 || run.step + 1 == total_;
+  if (cfg_.grad_stats && evaluation_step && dp_->is_root()) record_grad_norms(run.step + 1, result);
   // The non-finite guard (train/nonfinite_guard.h): one check of the loss and the gradients;
   // loss and gradients are averaged over ranks already, so every rank takes the same branch.
   bool apply_update = true;
@@ -530,6 +597,10 @@ bool Trainer::end_of_period(TrainResult& result, Running& run) {
   if (!dir.empty() && dp_->is_root()) {
     write_file_atomic((fs::path(dir) / "metrics.csv").string(),
                       format_metrics_csv(result.rows, split_kind(data_.eval.split)));
+    if (cfg_.grad_stats) {
+      write_file_atomic((fs::path(dir) / "grad_norms.csv").string(),
+                        format_grad_norms_csv(result.grad_rows));
+    }
     if (cfg_.save_checkpoint) {
       save_checkpoint(dir, model_, *optimizer_, {run.step, run.elapsed_before + run.train_seconds});
       run.saved_step = run.step;
@@ -584,12 +655,35 @@ void Trainer::measure_test(TrainResult& result) {
       evaluate(selected, *data_.test, cfg_.dataset, cfg_.eval_batch_size, -1).accuracy;
 }
 
+// The weights' gradient norms of this step (gradients averaged over ranks, before the update).
+// Weights only (dim >= 2): biases and normalization parameters are not what vanishes.
+void Trainer::record_grad_norms(int64_t step, TrainResult& result) {
+  for (const auto& [name, p] : model_.net->named_parameters()) {
+    if (p.dim() < 2) continue;
+    double g2 = 0, w2 = 0;
+    const float* w = p.data();
+    for (int64_t i = 0; i < p.numel(); ++i) w2 += static_cast<double>(w[i]) * w[i];
+    if (p.grad().defined()) {
+      const float* g = p.grad().data();
+      for (int64_t i = 0; i < p.numel(); ++i) g2 += static_cast<double>(g[i]) * g[i];
+    }
+    result.grad_rows.push_back({step, name, std::sqrt(g2), std::sqrt(w2)});
+  }
+}
+
 void Trainer::write_outputs(const TrainResult& result) const {
   const std::string& dir = cfg_.out_dir;
   if (dir.empty() || !dp_->is_root()) return;
   write_file_atomic((fs::path(dir) / "metrics.csv").string(),
                     format_metrics_csv(result.rows, split_kind(data_.eval.split)));
-  if (gnuplot_available()) plot_curves(dir, split_kind(result.eval_split));
+  if (cfg_.grad_stats) {
+    write_file_atomic((fs::path(dir) / "grad_norms.csv").string(),
+                      format_grad_norms_csv(result.grad_rows));
+  }
+  if (gnuplot_available()) {
+    plot_curves(dir, split_kind(result.eval_split));
+    if (cfg_.grad_stats) plot_grad_norms(dir, result.grad_rows);
+  }
   // No summary for an interrupted run: summary.json marks a finished one (ablate reuses it).
   if (!result.interrupted_by) write_summary(dir, cfg_, result);
 }

@@ -58,6 +58,9 @@ struct TrainConfig {
   /// its steps on is within collapse_margin of chance (collapse.h: is_collapsed).
   float collapse_after = 0.5f;
   float collapse_margin = 0.05f;  ///< accuracy above chance still counted as chance
+  /// At every evaluation, record each weight's gradient norm (of that step, after the gradient
+  /// average over ranks, before the update) and the weight's norm: grad_norms.csv / .png.
+  bool grad_stats = false;
   /// Data-parallel runs (mpirun -np P; train/data_parallel.h): BatchNorm statistics over the global
   /// batch of all ranks (SyncBN) instead of each rank's own batch. No effect in one process.
   bool sync_bn = false;
@@ -76,6 +79,14 @@ struct MetricsRow {
   double p15 = NAN;      ///< probe input's 15th percentile (NaN without a probe)
   double p50 = NAN;      ///< probe input's median
   double p85 = NAN;      ///< probe input's 85th percentile
+};
+
+/// One weight's gradient at an evaluation step (TrainConfig::grad_stats).
+struct GradNormRow {
+  int64_t step = 0;        ///< the step whose gradient this is (an evaluation step)
+  std::string param;       ///< the weight's state_dict name ("3.weight")
+  double grad_norm = 0;    ///< its gradient's L2 norm
+  double weight_norm = 0;  ///< the weight's L2 norm before the update
 };
 
 /// What a run did.
@@ -102,8 +113,9 @@ struct TrainResult {
   /// which). Diverged runs (NaN/Inf) are not also counted as collapsed.
   bool collapsed = false;
   std::string collapse_reason;  ///< "" unless collapsed
-  double chance_acc =
-      NAN;  ///< the accuracy of always predicting the evaluation split's commonest class
+  /// The accuracy of always predicting the evaluation split's commonest class.
+  double chance_acc = NAN;
+  std::vector<GradNormRow> grad_rows;  ///< with TrainConfig::grad_stats: every evaluation's rows
 };
 
 /// The collapse rule, a function of the metrics alone so that reports can re-apply it to finished
@@ -213,6 +225,7 @@ class Trainer {
   bool track_best(const MetricsRow& row, TrainResult& result, Running& run, bool save);
   void measure_test(TrainResult& result);
   void write_outputs(const TrainResult& result) const;
+  void record_grad_norms(int64_t step, TrainResult& result);
 
   TrainConfig cfg_;
   const RunData& data_;

@@ -309,3 +309,31 @@ TEST_CASE("apps.train: --early-stop without a validation split and --val-split o
   CHECK(r.exit_code == 1);
   CHECK(contains(r.output, "--val-split 100 leaves no training images"));
 }
+
+TEST_CASE("apps.train: --grad-stats records each weight's gradient norm at every evaluation") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 200, 50);
+  const std::string flags =
+      "train --model deep-mlp --norm none --batch-size 20 --eval-every 10 "
+      "--grad-stats " +
+      common_flags(dir);
+  const std::string out = dir.file("run");
+  CliResult r = run_cli(flags + " --steps 30 --out " + shell_quote(out));
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  auto rows = parse_csv(read_text(out + "/grad_norms.csv"));
+  REQUIRE(rows.size() == 1 + 3 * 13);  // header + 3 evaluations x 13 weights (12 hidden + output)
+  CHECK(rows[0] == std::vector<std::string>{"step", "param", "grad_norm", "weight_norm"});
+  CHECK(rows[1][0] == "10");
+  CHECK(rows[1][1] == "1.weight");  // the first Dense (after Flatten)
+  CHECK(rows.back()[0] == "30");
+  // Twelve sigmoid layers without normalization: the first layer's gradient is far smaller than
+  // the last layer's (sigmoid' <= 1/4 per layer).
+  CHECK(std::stod(rows[1][2]) < 1e-3 * std::stod(rows[13][2]));
+  if (bnlab::gnuplot_available()) CHECK(fs::exists(out + "/grad_norms.png"));
+  // A run continued from its checkpoint records the same rows as one that ran straight through.
+  const std::string part = dir.file("part");
+  REQUIRE(run_cli(flags + " --steps 10 --out " + shell_quote(part)).exit_code == 0);
+  REQUIRE(run_cli("train --resume " + shell_quote(part) + " --steps 30").exit_code == 0);
+  CHECK(read_text(part + "/grad_norms.csv") == read_text(out + "/grad_norms.csv"));
+}
