@@ -491,9 +491,9 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
     os << (by_epoch ? " epochs to " : " steps to ") << fmt("%.0f", t * 100) << "% |";
   os << " speed-up"
      << (speed_threshold > 0 ? " to " + fmt("%.0f", speed_threshold * 100) + "%" : "")
-     << " |\n|---|---|---|---|---|";
+     << " | ms/step |\n|---|---|---|---|---|";
   for (size_t i = 0; i < thresholds.size(); ++i) os << "---|";
-  os << "---|\n";
+  os << "---|---|\n";
   for (const Arm& arm : arms) {
     auto runs = runs_of(arm);
     // Failed runs (diverged: NaN/Inf; collapsed: stuck at chance or exploding loss) are counted
@@ -547,10 +547,19 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
     int64_t reached = 0;
     double m = speed_threshold > 0 ? mean_steps(runs, speed_threshold, &reached) : NAN;
     if (speed_threshold > 0 && reached == static_cast<int64_t>(runs.size()) && reached > 0) {
-      os << " " << fmt("%.2f", base_steps / m) << "x |\n";
+      os << " " << fmt("%.2f", base_steps / m) << "x |";
     } else {
-      os << " — |\n";
+      os << " — |";
     }
+    // What a step costs, from the runs themselves (training time, evaluation excluded), over
+    // every run of the arm: a failed run paid for its steps too. Runs trained side by side
+    // (--jobs) share the cores, so compare arms of one sweep, not sweeps.
+    std::vector<double> ms;
+    for (const RunOutcome* o : runs)
+      if (o->result.steps_done > 0 && o->result.seconds > 0)
+        ms.push_back(1e3 * o->result.seconds / static_cast<double>(o->result.steps_done));
+    Stats cost = stats_of(ms);
+    os << " " << (cost.n ? fmt("%.2f", cost.mean) : std::string("—")) << " |\n";
   }
   return os.str();
 }

@@ -73,8 +73,14 @@ TEST_CASE("train.ablation: arms of different batch sizes are compared in epochs"
   std::string table = summary_table(arms, outcomes, {0.95}, /*by_epoch=*/true);
   CAPTURE(table);
   CHECK(table.find("epochs to 95% |") != std::string::npos);
-  CHECK(table.find("| batch-size=60 | 1 | 0.9600 ± 0.0000 | 0.9600 | 0 | 0.50 | 1.00x |") !=
+  CHECK(table.find("| batch-size=60 | 1 | 0.9600 ± 0.0000 | 0.9600 | 0 | 0.50 | 1.00x | — |") !=
         std::string::npos);
-  CHECK(table.find("| batch-size=2 | 1 | 0.9600 ± 0.0000 | 0.9600 | 0 | 0.75 | 0.67x |") !=
+  CHECK(table.find("| batch-size=2 | 1 | 0.9600 ± 0.0000 | 0.9600 | 0 | 0.75 | 0.67x | — |") !=
         std::string::npos);
+  // The cost column: training seconds per step, mean over the arm's runs.
+  outcomes[0].result.seconds = 2.0;
+  outcomes[0].result.steps_done = 400;
+  table = summary_table(arms, outcomes, {0.95}, /*by_epoch=*/true);
+  CHECK(table.find("| 0.50 | 1.00x | 5.00 |") != std::string::npos);
+  CHECK(table.find("| ms/step |") != std::string::npos);
 }
