@@ -180,6 +180,11 @@ int run_child(const std::string& workload, const std::string& norm, int threads,
     out["infer"] = timing_json(infer);
   }
   out["peak_rss_mb"] = peak_rss_mb();
+  // What this process's OpenBLAS is (build, kernel core, threading), for the record: the build
+  // that gets loaded and OPENBLAS_CORETYPE change the GEMM speed (docs/performance.md).
+  out["blas"] = blas_config();
+  out["blas_parallel"] = blas_parallel_mode();
+  out["blas_threads"] = blas_num_threads();
   std::cout << "BNLAB_BENCH " << out.dump() << std::endl;
   return 0;
 }

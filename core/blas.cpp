@@ -13,6 +13,7 @@ extern "C" {
 int openblas_get_parallel(void);
 char* openblas_get_config(void);
 void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
 }
 
 namespace bnlab {
@@ -51,5 +52,7 @@ std::string blas_parallel_mode() {
 }
 
 std::string blas_config() { return openblas_get_config(); }
+
+int blas_num_threads() { return openblas_get_num_threads(); }
 
 }  // namespace bnlab

@@ -25,7 +25,10 @@ int num_threads();
 /// What the linked OpenBLAS says about itself: "OpenMP" for the build we want, "pthreads" or
 /// "sequential".
 std::string blas_parallel_mode();
-/// OpenBLAS's build configuration string (openblas_get_config()).
+/// OpenBLAS's build configuration string (openblas_get_config()); with DYNAMIC_ARCH it names the
+/// kernel core in use (e.g. "Haswell", which OPENBLAS_CORETYPE can force).
 std::string blas_config();
+/// The thread count OpenBLAS itself will use (openblas_get_num_threads()).
+int blas_num_threads();
 
 }  // namespace bnlab

@@ -34,6 +34,10 @@ TEST_CASE("apps.bench: one short workload writes the table and the JSON") {
     CHECK(row["train"]["median"].get<double>() <= row["train"]["max"].get<double>());
     CHECK(row["infer"]["median"].get<double>() > 0.0);
     CHECK(row["peak_rss_mb"].get<double>() > 0.0);
+    // Each child records its own OpenBLAS (build string with the kernel core, threading, threads).
+    CHECK(row["blas"].get<std::string>().find("OpenBLAS") != std::string::npos);
+    CHECK(row["blas_parallel"] == "OpenMP");
+    CHECK(row["blas_threads"] == 1);
   }
   CHECK(doc["results"][0]["norm"] == "none");
   CHECK(doc["results"][1]["norm"] == "batch");
