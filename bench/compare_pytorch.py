@@ -1,35 +1,65 @@
 #!/usr/bin/python3
-"""bnlab vs PyTorch on the benchmark workloads W1-W4 of issue 6, side by side.
+"""bnlab vs PyTorch on the benchmark workloads W1-W4 of issue 6, measured so it can be trusted.
 
-Run with Debian's interpreter, which has python3-torch (bench/compare_pytorch.sh builds bnlab and
-runs this):
+Run through bench/compare_pytorch.sh (builds bnlab, checks that /usr/bin/python3 has torch):
 
-    /usr/bin/python3 bench/compare_pytorch.py --bnlab BUILD/bnlab [--threads 1,2] [--markdown]
+    bash bench/compare_pytorch.sh [--quick] [--repeats 3] [--threads 1,2] [--workloads W1,W3]
+                                  [--inner-repeats 3] [--seconds 0.3] [--warmup 0.3] [--settle 60]
+                                  [--out-dir bench/results] [--require-quiet]
 
-For every workload, thread count and norm (none, batch) it runs bnlab's measurement
-(`bnlab bench --child W:norm:threads`) and then the same measurement in PyTorch, each in a fresh
-child process (so peak RSS is per workload and the thread count is set before any work), one after
-the other: slow drifts of a loaded machine hit both sides alike.
+Method (docs/performance.md, "How the PyTorch comparison is measured"):
 
-The PyTorch side mirrors apps/cmd_bench.cpp exactly: the same architectures (train/models.cpp with
-norm none or batch before the activation; LeNet keeps its Dropout(0.5)), PyTorch's default init
-(which bnlab's zoo reproduces; paper-mlp: weights N(0, 0.01), biases 0), one fixed-seed batch of
-N(0, 1) images with uniform labels, cross-entropy, the same optimizers (SGD lr 0.01, momentum 0.9 on
-W2/W4; Adam lr 1e-3 on W3), the same warm-up/repeat scheme (median, min, max images/s), inference
-in eval mode under torch.no_grad(), torch.set_num_threads(n), and peak RSS from getrusage.
+- PyTorch runs in its best CPU configuration: Debian's /usr/bin/python3 with python3-torch,
+  LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp (OpenBLAS on the same OpenMP runtime
+  as torch; the pthread build under torch's OpenMP threads oversubscribes the cores),
+  OMP_NUM_THREADS=n and torch.set_num_threads(n), and glibc's malloc told not to return memory to
+  the kernel (MALLOC_MMAP_THRESHOLD_ = MALLOC_TRIM_THRESHOLD_ = 4e9) so large tensors are not
+  re-faulted on every step. Each torch process reads /proc/self/maps and refuses to measure unless
+  every mapped libopenblas is the OpenMP build; the path, build string, core and thread count are
+  recorded. bnlab's process gets the same environment, so only the framework differs.
+  OPENBLAS_CORETYPE (and any other OPENBLAS_*, ATEN_CPU_CAPABILITY) is inherited unchanged and
+  recorded.
+- For each row (workload, norm, threads), --repeats rounds alternate the sides, bnlab then torch,
+  bnlab, torch, ... each a fresh process (warm-up, --inner-repeats timed repeats of ~--seconds, its
+  median): slow drift hits both sides alike. A row reports each side's median over the rounds with
+  min..max, and the ratio bnlab / torch as the median (min..max) of the per-round ratios of
+  neighbouring processes.
+- Quiet: the 1-minute load average before the first measurement must be at most 0.3 x the CPUs,
+  and during every measurement the tasks of *other* programs that were runnable (sampled every
+  0.1 s: /proc/loadavg's running count minus this script and the measured process's own running
+  threads) must average at most the same 0.3 x CPUs. The load average itself is recorded before
+  and after every measurement, but once the benchmark runs it counts the benchmark's own threads
+  (one busy thread alone takes it past 0.6 within a minute on 2 CPUs), so it cannot judge
+  the others. A run that is not quiet is written with "NOT QUIET -- not for publication" on its
+  table; with --require-quiet no table is written at all (exit 3).
 
-Output: per row, images/s of both sides and the ratio bnlab / PyTorch (training and inference), and
-peak RSS; then BN's cost (no-BN / BN) and 2-thread scaling for both sides.
+Output: bench/results/compare_pytorch-<UTC time>.json (everything: machine, environment, each
+measurement with its load readings) and .md (the tables), and the tables on stdout.
+
+The pure helpers (parse_lscpu, parse_loadavg, quiet_verdict, summarize, format_markdown, ...) take
+text and numbers and return values; tests/bench/test_compare_pytorch.py checks them without torch.
 """
 
 import argparse
+import datetime
 import json
 import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+
+TORCH_PYTHON = "/usr/bin/python3"
+OPENMP_BLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
+QUIET_LOAD_PER_CPU = 0.3
+NOT_QUIET = "NOT QUIET -- not for publication"
+SAMPLE_INTERVAL = 0.1  # seconds between samples of the runnable tasks during a measurement
+# Environment variables that change either side's speed: recorded as found, never changed.
+RECORDED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OPENBLAS_L2_SIZE", "GOTO_NUM_THREADS",
+                "OMP_PROC_BIND", "OMP_PLACES", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                "ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "LD_PRELOAD")
 
 WORKLOADS = {
     "W1": dict(model="paper-mlp", batch=60, opt="sgd", momentum=0.0, shape=(1, 28, 28)),
@@ -37,6 +67,247 @@ WORKLOADS = {
     "W3": dict(model="lenet", batch=64, opt="adam", momentum=0.0, shape=(1, 28, 28)),
     "W4": dict(model="cifar-cnn", batch=128, opt="sgd", momentum=0.9, shape=(3, 32, 32)),
 }
+
+# ---- Pure helpers: text and numbers in, values out (tests/bench/test_compare_pytorch.py) ----
+
+
+def parse_lscpu(text):
+    """`LC_ALL=C lscpu` output -> model name, CPU/core counts, AVX2/AVX-512 presence."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    flags = fields.get("Flags", "").split()
+
+    def num(key):
+        try:
+            return int(fields[key])
+        except (KeyError, ValueError):
+            return None
+
+    per_core, per_socket, sockets = (num("Thread(s) per core"), num("Core(s) per socket"),
+                                     num("Socket(s)"))
+    return dict(model_name=fields.get("Model name", "unknown"), cpus=num("CPU(s)"),
+                threads_per_core=per_core,
+                physical_cores=per_socket * sockets if per_socket and sockets else None,
+                avx2="avx2" in flags, avx512=sorted(f for f in flags if f.startswith("avx512")),
+                fma="fma" in flags)
+
+
+def parse_loadavg(text):
+    """/proc/loadavg ("1.34 2.53 3.11 3/94 13624") -> load averages and runnable/total tasks."""
+    parts = text.split()
+    running, total = parts[3].split("/")
+    return dict(load1=float(parts[0]), load5=float(parts[1]), load15=float(parts[2]),
+                running=int(running), total=int(total))
+
+
+def parse_cpu_times(text):
+    """/proc/stat -> (total, steal) jiffies of the aggregate "cpu" line."""
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            ticks = [int(v) for v in line.split()[1:]]
+            # user nice system idle iowait irq softirq steal [guest guest_nice: already in user]
+            return sum(ticks[:8]), ticks[7] if len(ticks) > 7 else 0
+    return None
+
+
+def steal_percent(before, after):
+    """Share of CPU time the hypervisor gave to others between two parse_cpu_times readings."""
+    if not before or not after or after[0] <= before[0]:
+        return None
+    return 100.0 * (after[1] - before[1]) / (after[0] - before[0])
+
+
+def running_threads(stat_texts):
+    """How many of a process's threads are runnable, from their /proc/PID/task/TID/stat texts."""
+    # "TID (comm) S ...": the state follows the command name, which may itself contain ") ".
+    return sum(1 for t in stat_texts if t[t.rfind(")") + 1:].split()[:1] == ["R"])
+
+
+def foreign_runnable(running, own_running):
+    """Runnable tasks that are neither the sampler (1) nor the measured process's threads."""
+    return max(0, running - 1 - own_running)
+
+
+def blas_mappings(maps_text):
+    """Distinct libopenblas / libblas / liblapack files mapped in a /proc/PID/maps text."""
+    paths = set()
+    for line in maps_text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) == 6:
+            name = os.path.basename(parts[5].strip())
+            if name.startswith(("libopenblas", "libblas", "liblapack")):
+                paths.add(parts[5].strip())
+    return sorted(paths)
+
+
+def openmp_openblas(paths):
+    """True when a libopenblas is mapped and every BLAS/LAPACK library mapped (blas_mappings) is
+    the OpenMP build's: torch links the generic libblas.so.3, which may resolve to the reference
+    BLAS or the pthread OpenBLAS."""
+    ob = [p for p in paths if os.path.basename(p).startswith("libopenblas")]
+    return bool(ob) and all(p.startswith(OPENMP_BLAS_DIR + "/") for p in paths)
+
+
+def child_env(base, threads):
+    """The environment of every measured process, bnlab's and torch's alike."""
+    env = dict(base)
+    lib = env.get("LD_LIBRARY_PATH", "")
+    env["LD_LIBRARY_PATH"] = OPENMP_BLAS_DIR + (":" + lib if lib else "")
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["MALLOC_MMAP_THRESHOLD_"] = "4000000000"
+    env["MALLOC_TRIM_THRESHOLD_"] = "4000000000"
+    return env
+
+
+def summarize(values):
+    """median, min, max, quartiles (Python's default 'exclusive' method, n >= 2) and n."""
+    v = sorted(values)
+    out = dict(median=statistics.median(v), min=v[0], max=v[-1], n=len(v))
+    if len(v) >= 2:
+        q = statistics.quantiles(v, n=4)
+        out.update(q1=q[0], q3=q[2])
+    return out
+
+
+def paired_ratios(ours, theirs):
+    """Per-round ratios ours[i] / theirs[i] of the processes that ran next to each other."""
+    return [a / b if b else float("nan") for a, b in zip(ours, theirs)]
+
+
+def quiet_verdict(cpus, start_load1, measurements, per_cpu=QUIET_LOAD_PER_CPU):
+    """(quiet, limit, reasons): the run is quiet when the load average before it and the other
+    programs' runnable tasks during every measurement (mean of the samples) stay <= per_cpu x cpus.
+    measurements: dicts with "label" and "foreign_mean" (None when nothing was sampled)."""
+    limit = per_cpu * cpus
+    reasons = []
+    if start_load1 is None:
+        reasons.append("the load average could not be read")
+    elif start_load1 > limit:
+        reasons.append(f"1-minute load average {start_load1:.2f} before the first measurement "
+                       f"> {limit:.2f} ({per_cpu} x {cpus} CPUs)")
+    unsampled = [m for m in measurements if m["foreign_mean"] is None]
+    if unsampled:
+        reasons.append(f"{len(unsampled)} measurement(s) too short to sample the load "
+                       f"(first: {unsampled[0]['label']})")
+    busy = [m for m in measurements if m["foreign_mean"] is not None and m["foreign_mean"] > limit]
+    if busy:
+        worst = max(busy, key=lambda m: m["foreign_mean"])
+        reasons.append(f"other programs' runnable tasks averaged > {limit:.2f} during "
+                       f"{len(busy)} of {len(measurements)} measurements "
+                       f"(worst {worst['foreign_mean']:.2f}, {worst['label']})")
+    return not reasons, limit, reasons
+
+
+def fmt_rate(s):
+    """'median (min..max)' of a summarize() dict of images/s."""
+    return f"{s['median']:.0f} ({s['min']:.0f}..{s['max']:.0f})"
+
+
+def fmt_ratio(s):
+    return f"{s['median']:.2f} ({s['min']:.2f}..{s['max']:.2f})"
+
+
+def md_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * len(header)) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def format_markdown(doc):
+    """The Markdown report of a result document (the JSON this script writes)."""
+    quiet = doc["quiet"]
+    mark = "" if quiet else f" -- {NOT_QUIET}"
+    m, s, bl, tc, ld = doc["machine"], doc["settings"], doc["bnlab"], doc["torch"], doc["load"]
+    env_found = ", ".join(f"{k}={v}" for k, v in doc["env"]["inherited"].items()) or "none"
+    out = [f"# bnlab vs PyTorch{mark}", ""]
+    if not quiet:
+        out += [f"**{NOT_QUIET}.** The machine was not quiet:", ""]
+        out += [f"- {r}" for r in doc["reasons"]] + [""]
+    out += [
+        f"- Run: {doc['started_utc']} to {doc['finished_utc']} (UTC), bnlab {bl['version']}",
+        f"- CPU: {m['model_name']}, {m['cpus']} CPUs ({m['physical_cores']} cores, "
+        f"{m['threads_per_core']} thread(s) per core), AVX2 {'yes' if m['avx2'] else 'no'}, "
+        f"AVX-512 {'yes (' + ' '.join(m['avx512']) + ')' if m['avx512'] else 'no'}; "
+        f"kernel {m['kernel']}",
+        f"- bnlab OpenBLAS: {bl['blas']} ({bl['blas_parallel']}); mapped "
+        f"{', '.join(bl['blas_paths'])}",
+        f"- PyTorch {tc['version']} ({tc['python']}): {tc['blas_config']}, core "
+        f"{tc['blas_core']}, {tc['blas_parallel']}; mapped {tc['blas_path']} (verified OpenMP "
+        f"build in every torch process); ATen CPU capability {tc['cpu_capability']}",
+        f"- Both sides: {doc['env']['set']}; OMP_NUM_THREADS = torch.set_num_threads = bnlab "
+        f"--threads = the row's thr (OpenBLAS threads seen: bnlab "
+        f"{'/'.join(str(t) for t in bl['blas_threads'])}, torch "
+        f"{'/'.join(str(t) for t in tc['blas_threads'])}). Inherited unchanged: {env_found}",
+        f"- Method: {s['repeats']} alternating rounds per row (bnlab, torch, bnlab, torch, ...), "
+        f"each a fresh process: warm-up {s['warmup']} s, {s['inner_repeats']} timed repeats of "
+        f"~{s['seconds']} s, the process's median; img/s = median (min..max) over the rounds; "
+        f"ratio = bnlab / torch, median (min..max) of the rounds' ratios",
+        f"- Load: 1-minute load average {ld['start_load1']:.2f} at the start (limit "
+        f"{ld['limit']:.2f} = {QUIET_LOAD_PER_CPU} x {m['cpus']} CPUs), {ld['min_load1']:.2f}.."
+        f"{ld['max_load1']:.2f} over the readings before/after each measurement (these include the "
+        f"benchmark's own threads); other programs' runnable tasks during a measurement averaged "
+        f"up to {ld['max_foreign_mean']:.2f}; hypervisor steal up to {ld['max_steal_pct']:.1f}%",
+        "- Columns: load 1m = the 1-minute load averages read before and after the row's "
+        "measurements (min..max); others = the highest mean number of other programs' runnable "
+        "tasks during one of them",
+        "",
+    ]
+    header = ["workload", "BN", "thr", "bnlab train img/s", "torch train img/s", "train ratio",
+              "bnlab infer img/s", "torch infer img/s", "infer ratio", "bnlab RSS MB",
+              "torch RSS MB", "load 1m", "others"]
+    rows = []
+    for r in doc["rows"]:
+        b, t = r["bnlab"], r["torch"]
+        rows.append([f"{r['workload']} {r['model']}", "yes" if r["norm"] == "batch" else "no",
+                     str(r["threads"]), fmt_rate(b["train"]), fmt_rate(t["train"]),
+                     fmt_ratio(r["train_ratio"]), fmt_rate(b["infer"]), fmt_rate(t["infer"]),
+                     fmt_ratio(r["infer_ratio"]), f"{b['peak_rss_mb']:.0f}",
+                     f"{t['peak_rss_mb']:.0f}", f"{r['load1_min']:.2f}..{r['load1_max']:.2f}",
+                     f"{r['foreign_max']:.2f}"])
+    if not quiet:
+        out += [f"{NOT_QUIET}:", ""]
+    out += [md_table(header, rows), ""]
+
+    # BN's cost and thread scaling, from the medians.
+    by_key = {(r["workload"], r["norm"], r["threads"]): r for r in doc["rows"]}
+    threads = s["threads"]
+
+    def med(w, norm, t, side, phase):
+        r = by_key.get((w, norm, t))
+        return r[side][phase]["median"] if r else None
+
+    def ratio_cell(a, b):
+        return f"{a / b:.2f}" if a and b else ""
+
+    header2 = ["workload", "thr", "no-BN/BN train bnlab", "torch", "no-BN/BN infer bnlab", "torch"]
+    if len(threads) > 1:
+        header2 += [f"{threads[-1]}/{threads[0]} thr train bnlab (BN)", "torch (BN)",
+                    "bnlab (no BN)", "torch (no BN)"]
+    rows2 = []
+    for w in s["workloads"]:
+        for t in threads:
+            cells = [f"{w} {WORKLOADS[w]['model']}", str(t)]
+            for phase in ("train", "infer"):
+                for side in ("bnlab", "torch"):
+                    cells.append(ratio_cell(med(w, "none", t, side, phase),
+                                            med(w, "batch", t, side, phase)))
+            if len(threads) > 1:
+                for norm in ("batch", "none"):
+                    for side in ("bnlab", "torch"):
+                        cells.append(ratio_cell(med(w, norm, t, side, "train"),
+                                                med(w, norm, threads[0], side, "train"))
+                                     if t == threads[-1] else "")
+            rows2.append(cells)
+    if not quiet:
+        out += [f"{NOT_QUIET}:", ""]
+    out += [md_table(header2, rows2), ""]
+    return "\n".join(out)
+
+
+# ---- The PyTorch side (runs in the child process) ----
 
 
 def build_model(nn, name, bn, shape):
@@ -92,7 +363,8 @@ def build_model(nn, name, bn, shape):
 
 
 def measure(step, batch, warmup, seconds, repeats):
-    """Warm-up (>= 2 steps, >= warmup s) sizes a repeat to ~seconds; returns images/s stats."""
+    """Warm-up (>= 2 steps, >= warmup s) sizes a repeat to ~seconds; returns images/s stats
+    (the same scheme as apps/cmd_bench.cpp)."""
     t0 = time.perf_counter()
     warm = 0
     elapsed = 0.0
@@ -111,12 +383,45 @@ def measure(step, batch, warmup, seconds, repeats):
                 steps_per_repeat=steps, repeats=repeats)
 
 
+def torch_blas_info(torch, threads):
+    """Which OpenBLAS this process really loaded (from /proc/self/maps) and what it says."""
+    import ctypes
+
+    with open("/proc/self/maps") as f:
+        paths = blas_mappings(f.read())
+    if not openmp_openblas(paths):
+        sys.exit(f"compare_pytorch: torch's BLAS is not (only) the OpenMP OpenBLAS of "
+                 f"{OPENMP_BLAS_DIR}; mapped BLAS libraries: {paths or 'none'}. Is "
+                 f"libopenblas0-openmp installed?")
+    path = next(p for p in paths if os.path.basename(p).startswith("libopenblas"))
+    lib = ctypes.CDLL(path)  # already loaded: the same handle torch uses
+    lib.openblas_get_config.restype = ctypes.c_char_p
+    lib.openblas_get_corename.restype = ctypes.c_char_p
+    parallel = {0: "sequential", 1: "pthreads", 2: "OpenMP"}.get(lib.openblas_get_parallel(),
+                                                                  "unknown")
+    capability = "unknown"
+    for line in torch.__config__.show().splitlines():
+        if "CPU capability usage:" in line:
+            capability = line.split(":", 1)[1].strip()
+    return dict(blas_paths=paths, blas_path=path,
+                blas_config=lib.openblas_get_config().decode(),
+                blas_core=lib.openblas_get_corename().decode(), blas_parallel=parallel,
+                blas_threads=lib.openblas_get_num_threads(), torch_threads=torch.get_num_threads(),
+                torch_interop_threads=torch.get_num_interop_threads(), requested_threads=threads,
+                cpu_capability=capability, mkldnn=torch.backends.mkldnn.is_available())
+
+
 def run_torch_child(workload, norm, threads, args):
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
+    try:
+        import torch
+        import torch.nn as nn
+        import torch.nn.functional as F
+    except ImportError as e:
+        sys.exit(f"compare_pytorch: {sys.executable} cannot import torch ({e}); on Debian 12, as "
+                 f"root: apt-get install -y python3-torch")
 
     torch.set_num_threads(threads)
+    info = torch_blas_info(torch, threads)
     w = WORKLOADS[workload]
     torch.manual_seed(42)
     model = build_model(nn, w["model"], norm == "batch", w["shape"])
@@ -138,129 +443,298 @@ def run_torch_child(workload, norm, threads, args):
         opt.zero_grad(set_to_none=True)
 
     out = dict(workload=workload, model=w["model"], norm=norm, threads=threads, batch=w["batch"],
-               optimizer=w["opt"], torch=torch.__version__)
-    out["train"] = measure(train_step, w["batch"], args.warmup, args.seconds, args.repeats)
+               optimizer=w["opt"], torch=torch.__version__, **info)
+    out["train"] = measure(train_step, w["batch"], args.warmup, args.seconds, args.inner_repeats)
     model.eval()
     with torch.no_grad():
         out["infer"] = measure(lambda: model(x), w["batch"], args.warmup, args.seconds,
-                               args.repeats)
+                               args.inner_repeats)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print("BNLAB_BENCH " + json.dumps(out), flush=True)
 
 
-def run(cmd):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+# ---- The parent: system probes, one measured process, the whole run ----
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def loadavg():
+    text = read_text("/proc/loadavg")
+    return parse_loadavg(text) if text else None
+
+
+def cpu_times():
+    text = read_text("/proc/stat")
+    return parse_cpu_times(text) if text else None
+
+
+def own_running(pid):
+    """Runnable threads of process pid (None once it is gone)."""
+    base = f"/proc/{pid}/task"
+    try:
+        tids = os.listdir(base)
+    except OSError:
+        return None
+    texts = [t for t in (read_text(f"{base}/{tid}/stat") for tid in tids) if t]
+    return running_threads(texts)
+
+
+def run_measured(cmd, env, label):
+    """Runs one measurement process; returns its BNLAB_BENCH JSON and the conditions around it:
+    load average before/after, other programs' runnable tasks while it ran, hypervisor steal."""
+    before, stat0 = loadavg(), cpu_times()
+    t0 = time.monotonic()
+    samples, maps = [], []
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
+        # sleep + poll, not wait(timeout): Popen.wait polls every few ms; this wakes 10 times/s.
+        while True:
+            time.sleep(SAMPLE_INTERVAL)
+            if p.poll() is not None:
+                break
+            la, own = loadavg(), own_running(p.pid)
+            if la and own is not None:
+                samples.append(foreign_runnable(la["running"], own))
+            if not maps:
+                maps = blas_mappings(read_text(f"/proc/{p.pid}/maps") or "")
+        wall = time.monotonic() - t0
+        after, stat1 = loadavg(), cpu_times()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if p.returncode != 0:
-        sys.exit(f"compare_pytorch: {' '.join(cmd)} failed ({p.returncode}):\n{p.stderr}")
-    for line in reversed(p.stdout.splitlines()):
+        sys.exit(f"compare_pytorch: {label} failed (exit {p.returncode}): {' '.join(cmd)}\n"
+                 f"{stdout[-2000:]}{stderr[-4000:]}")
+    result = None
+    for line in reversed(stdout.splitlines()):
         if line.startswith("BNLAB_BENCH "):
-            return json.loads(line[len("BNLAB_BENCH "):])
-    sys.exit(f"compare_pytorch: {' '.join(cmd)} printed no result:\n{p.stdout}\n{p.stderr}")
+            result = json.loads(line[len("BNLAB_BENCH "):])
+            break
+    if result is None:
+        sys.exit(f"compare_pytorch: {label} printed no result:\n{stdout}\n{stderr}")
+    return dict(label=label, result=result, load_before=before, load_after=after,
+                foreign_mean=statistics.mean(samples) if samples else None,
+                foreign_max=max(samples) if samples else None, samples=len(samples),
+                steal_pct=steal_percent(stat0, stat1), wall_s=wall, blas_paths=maps)
 
 
-def ratio(a, b):
-    return a / b if b else float("nan")
+def lscpu_summary():
+    try:
+        text = subprocess.run(["lscpu"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, env=dict(os.environ, LC_ALL="C")).stdout
+    except OSError:
+        text = ""
+    info = parse_lscpu(text)
+    if info["cpus"] is None:
+        info["cpus"] = os.cpu_count()
+    info["kernel"] = os.uname().release
+    return info
 
 
-def main():
+def bnlab_version(exe, env):
+    p = subprocess.run([exe, "info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       env=env)
+    first = p.stdout.splitlines()[0] if p.stdout else ""
+    return first.removeprefix("bnlab ").strip() or "unknown"
+
+
+def settle(limit, seconds):
+    """Waits up to `seconds` for the 1-minute load average to fall to the limit (e.g. after the
+    build); returns how long it waited."""
+    t0 = time.monotonic()
+    while seconds > 0 and time.monotonic() - t0 < seconds:
+        la = loadavg()
+        if la is None or la["load1"] <= limit:
+            break
+        print(f"# waiting for the load average ({la['load1']:.2f} > {limit:.2f}), "
+              f"{seconds - (time.monotonic() - t0):.0f} s left", file=sys.stderr, flush=True)
+        time.sleep(5)
+    return time.monotonic() - t0
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_atomic(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # readers see the old file or the whole new one
+
+
+def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bnlab", help="path to the bnlab executable")
-    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--quick", action="store_true",
+                    help="a short run to check the setup: threads 1, 2 rounds, 0.1 s repeats, "
+                         "no settling (explicit flags still win)")
+    ap.add_argument("--threads", help="comma-separated thread counts (default 1,2)")
     ap.add_argument("--workloads", default="W1,W2,W3,W4")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=0.3, help="target seconds per repeat")
-    ap.add_argument("--warmup", type=float, default=0.3)
-    ap.add_argument("--markdown", action="store_true", help="print markdown tables")
-    ap.add_argument("--json", help="write all results to this file")
+    ap.add_argument("--repeats", type=int, help="alternating rounds per row (default 3)")
+    ap.add_argument("--inner-repeats", type=int, default=3,
+                    help="timed repeats inside each process (its median is the round's value)")
+    ap.add_argument("--seconds", type=float, help="target seconds per timed repeat (default 0.3)")
+    ap.add_argument("--warmup", type=float, help="warm-up seconds per process (default 0.3)")
+    ap.add_argument("--settle", type=float,
+                    help="wait up to this many seconds for a quiet load average first (default 60)")
+    ap.add_argument("--out-dir", help="where the .json and .md go (default bench/results)")
+    ap.add_argument("--require-quiet", action="store_true",
+                    help="write no table (exit 3) unless the machine was quiet throughout")
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.repeats < 1 or args.seconds <= 0 or args.warmup < 0:
-        sys.exit("compare_pytorch: --repeats >= 1, --seconds > 0, --warmup >= 0")
+    args = ap.parse_args(argv)
+    quick = dict(threads="1", repeats=2, seconds=0.1, warmup=0.1, settle=0.0)
+    full = dict(threads="1,2", repeats=3, seconds=0.3, warmup=0.3, settle=60.0)
+    for k, v in (quick if args.quick else full).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if (args.repeats < 1 or args.inner_repeats < 1 or args.seconds <= 0 or args.warmup < 0 or
+            args.settle < 0):
+        ap.error("--repeats and --inner-repeats >= 1, --seconds > 0, --warmup and --settle >= 0")
+    return ap, args
 
+
+def main(argv=None):
+    ap, args = parse_args(argv)
     if args.child:
         wl, norm, threads = args.child.split(":")
         run_torch_child(wl, norm, int(threads), args)
-        return
+        return 0
     if not args.bnlab or not os.access(args.bnlab, os.X_OK):
-        sys.exit("compare_pytorch: --bnlab must name the bnlab executable")
-    threads = [int(t) for t in args.threads.split(",") if t]
+        ap.error("--bnlab must name the bnlab executable")
+    try:
+        threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    except ValueError:
+        ap.error(f"--threads wants comma-separated integers; got '{args.threads}'")
+    if not threads or min(threads) < 1:
+        ap.error(f"--threads wants positive integers; got '{args.threads}'")
     workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
     for w in workloads:
         if w not in WORKLOADS:
-            sys.exit(f"compare_pytorch: unknown workload {w}; expected W1..W4")
-    common = ["--repeats", str(args.repeats), "--seconds", str(args.seconds), "--warmup",
-              str(args.warmup)]
-    rows = {}
+            ap.error(f"unknown workload {w}; expected W1..W4")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out_dir = args.out_dir or os.path.join(repo, "bench", "results")
+
+    try:
+        probe = subprocess.run([TORCH_PYTHON, "-c", "import torch"], env=child_env(os.environ, 1),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    except OSError as e:
+        probe = subprocess.CompletedProcess([], 1, stderr=str(e))
+    if probe.returncode != 0:
+        sys.exit(f"compare_pytorch: {TORCH_PYTHON} cannot import torch, so there is nothing to "
+                 f"compare against; on Debian 12, as root: apt-get install -y python3-torch\n"
+                 f"{probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else ''}")
+    machine = lscpu_summary()
+    cpus = machine["cpus"]
+    limit = QUIET_LOAD_PER_CPU * cpus
+    started = utc_now()
+    waited = settle(limit, args.settle)
+    start_load = loadavg()
+    inner = ["--repeats", str(args.inner_repeats), "--seconds", str(args.seconds), "--warmup",
+             str(args.warmup)]
+    me = [TORCH_PYTHON, os.path.abspath(__file__), "--inner-repeats", str(args.inner_repeats),
+          "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
+    rows, measurements = [], []
     for w in workloads:
         for t in threads:
+            env = child_env(os.environ, t)
             for norm in ("none", "batch"):
                 key = f"{w}:{norm}:{t}"
-                ours = run([args.bnlab, "bench"] + common + ["--child", key])
-                theirs = run([sys.executable, os.path.abspath(__file__)] + common +
-                             ["--child", key])
-                rows[(w, norm, t)] = (ours, theirs)
-                print(f"# {key}: bnlab train {ours['train']['median']:.0f} img/s, "
-                      f"torch {theirs['train']['median']:.0f}", file=sys.stderr, flush=True)
+                got = {"bnlab": [], "torch": []}
+                for rnd in range(1, args.repeats + 1):
+                    # Alternating: bnlab, torch, bnlab, torch, ... each a fresh process.
+                    for side, cmd in (("bnlab", [args.bnlab, "bench"] + inner + ["--child", key]),
+                                      ("torch", me + ["--child", key])):
+                        m = run_measured(cmd, env, f"{key} {side} round {rnd}")
+                        m.update(side=side, round=rnd)
+                        got[side].append(m)
+                        measurements.append(m)
+                    b, tt = got["bnlab"][-1]["result"], got["torch"][-1]["result"]
+                    print(f"# {key} round {rnd}: train bnlab {b['train']['median']:.0f} / torch "
+                          f"{tt['train']['median']:.0f} img/s; others runnable "
+                          f"{got['torch'][-1]['foreign_mean'] or 0:.2f}", file=sys.stderr,
+                          flush=True)
+                row = dict(workload=w, model=WORKLOADS[w]["model"], norm=norm, threads=t)
+                for side in ("bnlab", "torch"):
+                    res = [m["result"] for m in got[side]]
+                    row[side] = dict(train=summarize([r["train"]["median"] for r in res]),
+                                     infer=summarize([r["infer"]["median"] for r in res]),
+                                     peak_rss_mb=max(r["peak_rss_mb"] for r in res))
+                for phase in ("train", "infer"):
+                    row[f"{phase}_ratio"] = summarize(paired_ratios(
+                        [m["result"][phase]["median"] for m in got["bnlab"]],
+                        [m["result"][phase]["median"] for m in got["torch"]]))
+                mine = got["bnlab"] + got["torch"]
+                loads = [m[k]["load1"] for m in mine for k in ("load_before", "load_after") if m[k]]
+                row["load1_min"], row["load1_max"] = min(loads), max(loads)
+                row["foreign_max"] = max(m["foreign_mean"] or 0.0 for m in mine)
+                row["measurements"] = mine
+                rows.append(row)
 
-    md = args.markdown
-    sep = " | " if md else "  "
+    quiet, limit, reasons = quiet_verdict(cpus, start_load["load1"] if start_load else None,
+                                          measurements)
+    all_loads = [m[k]["load1"] for m in measurements for k in ("load_before", "load_after")
+                 if m[k]]
+    first_b = next(m for m in measurements if m["side"] == "bnlab")
+    first_t = next(m for m in measurements if m["side"] == "torch")
+    tr = first_t["result"]
+    doc = dict(
+        schema="bnlab-compare-pytorch/2", quiet=quiet,
+        verdict="quiet" if quiet else NOT_QUIET, reasons=reasons,
+        started_utc=started, finished_utc=utc_now(), command=sys.argv,
+        machine=machine,
+        settings=dict(repeats=args.repeats, inner_repeats=args.inner_repeats,
+                      seconds=args.seconds, warmup=args.warmup, threads=threads,
+                      workloads=workloads, quick=args.quick,
+                      order="per row: bnlab, torch alternating for `repeats` rounds"),
+        env=dict(set=", ".join(f"{k}={v}" for k, v in child_env(os.environ, 1).items()
+                               if k in ("LD_LIBRARY_PATH", "MALLOC_MMAP_THRESHOLD_",
+                                        "MALLOC_TRIM_THRESHOLD_")),
+                 inherited={k: os.environ[k] for k in RECORDED_ENV if k in os.environ}),
+        bnlab=dict(exe=os.path.abspath(args.bnlab),
+                   version=bnlab_version(args.bnlab, child_env(os.environ, threads[0])),
+                   blas=first_b["result"].get("blas", "unknown"),
+                   blas_parallel=first_b["result"].get("blas_parallel", "unknown"),
+                   blas_paths=first_b["blas_paths"],
+                   blas_threads=sorted({m["result"].get("blas_threads", -1)
+                                        for m in measurements if m["side"] == "bnlab"})),
+        torch=dict(python=TORCH_PYTHON, version=tr["torch"], blas_path=tr["blas_path"],
+                   blas_config=tr["blas_config"], blas_core=tr["blas_core"],
+                   blas_parallel=tr["blas_parallel"], cpu_capability=tr["cpu_capability"],
+                   mkldnn=tr["mkldnn"],
+                   blas_threads=sorted({m["result"]["blas_threads"]
+                                        for m in measurements if m["side"] == "torch"})),
+        load=dict(limit=limit, per_cpu=QUIET_LOAD_PER_CPU, settle_waited_s=round(waited, 1),
+                  start=start_load, start_load1=start_load["load1"] if start_load else float("nan"),
+                  min_load1=min(all_loads), max_load1=max(all_loads),
+                  max_foreign_mean=max(m["foreign_mean"] or 0.0 for m in measurements),
+                  max_steal_pct=max((m["steal_pct"] or 0.0) for m in measurements)),
+        rows=rows)
 
-    def line(cells):
-        print(("| " + " | ".join(cells) + " |") if md else sep.join(cells))
-
-    header = ["workload", "BN", "thr", "bnlab train img/s", "torch train img/s", "train ratio",
-              "bnlab infer img/s", "torch infer img/s", "infer ratio", "bnlab RSS MB",
-              "torch RSS MB"]
-    line(header)
-    if md:
-        line(["---"] * len(header))
-    for (w, norm, t), (a, b) in rows.items():
-        line([f"{w} {WORKLOADS[w]['model']}", "yes" if norm == "batch" else "no", str(t),
-              f"{a['train']['median']:.0f} ({a['train']['min']:.0f}-{a['train']['max']:.0f})",
-              f"{b['train']['median']:.0f} ({b['train']['min']:.0f}-{b['train']['max']:.0f})",
-              f"{ratio(a['train']['median'], b['train']['median']):.2f}",
-              f"{a['infer']['median']:.0f}", f"{b['infer']['median']:.0f}",
-              f"{ratio(a['infer']['median'], b['infer']['median']):.2f}",
-              f"{a['peak_rss_mb']:.0f}", f"{b['peak_rss_mb']:.0f}"])
-    print()
-    header2 = ["workload", "thr", "no-BN/BN train bnlab", "torch", "no-BN/BN infer bnlab",
-               "torch"]
-    if len(threads) > 1:
-        header2 += [f"{threads[-1]}/{threads[0]} thr train bnlab (BN)", "torch (BN)",
-                    "bnlab (no BN)", "torch (no BN)"]
-    line(header2)
-    if md:
-        line(["---"] * len(header2))
-    for w in workloads:
-        for t in threads:
-            a0, b0 = rows[(w, "none", t)]
-            a1, b1 = rows[(w, "batch", t)]
-            cells = [f"{w} {WORKLOADS[w]['model']}", str(t),
-                     f"{ratio(a0['train']['median'], a1['train']['median']):.2f}",
-                     f"{ratio(b0['train']['median'], b1['train']['median']):.2f}",
-                     f"{ratio(a0['infer']['median'], a1['infer']['median']):.2f}",
-                     f"{ratio(b0['infer']['median'], b1['infer']['median']):.2f}"]
-            if len(threads) > 1:
-                if t == threads[-1]:
-                    s = []
-                    for norm in ("batch", "none"):
-                        hi, lo = rows[(w, norm, threads[-1])], rows[(w, norm, threads[0])]
-                        s += [ratio(hi[0]["train"]["median"], lo[0]["train"]["median"]),
-                              ratio(hi[1]["train"]["median"], lo[1]["train"]["median"])]
-                    cells += [f"{v:.2f}" for v in s]
-                else:
-                    cells += [""] * 4
-            line(cells)
-    if args.json:
-        doc = dict(results=[dict(key=list(k), bnlab=v[0], torch=v[1]) for k, v in rows.items()],
-                   repeats=args.repeats, seconds=args.seconds, warmup=args.warmup)
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, args.json)  # atomic: readers see the old file or the whole new one
+    os.makedirs(out_dir, exist_ok=True)
+    stamp = started.replace("-", "").replace(":", "")
+    base = os.path.join(out_dir, f"compare_pytorch-{stamp}" + ("" if quiet else "-NOT-QUIET"))
+    write_atomic(base + ".json", json.dumps(doc, indent=2) + "\n")
+    print(f"# wrote {base}.json", file=sys.stderr)
+    if not quiet and args.require_quiet:
+        print(f"compare_pytorch: {NOT_QUIET}; no table written (--require-quiet):", file=sys.stderr)
+        for r in reasons:
+            print(f"  - {r}", file=sys.stderr)
+        return 3
+    md = format_markdown(doc)
+    write_atomic(base + ".md", md)
+    print(md)
+    print(f"# wrote {base}.md", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

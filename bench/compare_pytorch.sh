@@ -1,30 +1,53 @@
 #!/usr/bin/env bash
-# bnlab vs PyTorch on the benchmark workloads W1-W4 (issue 6): builds bnlab (Release, -march=native)
-# and runs bench/compare_pytorch.py with Debian's /usr/bin/python3, which has python3-torch. Both
-# sides run in the same invocation, interleaved per workload, norm and thread count.
+# bnlab vs PyTorch on the benchmark workloads W1-W4 (issue 6), one command: builds bnlab (Release,
+# -march=native) and runs bench/compare_pytorch.py with Debian's /usr/bin/python3 (python3-torch),
+# PyTorch in its best CPU configuration (the OpenMP OpenBLAS, verified in each torch process).
 #
-#   bash bench/compare_pytorch.sh [--markdown] [--threads 1,2] [--workloads W1,W3] [--repeats 9]
-#                                 [--seconds 0.5] [--warmup 0.5] [--json FILE]
+#   bash bench/compare_pytorch.sh [--quick] [--repeats 3] [--threads 1,2] [--workloads W1,W3]
+#                                 [--inner-repeats 3] [--seconds 0.3] [--warmup 0.3] [--settle 60]
+#                                 [--out-dir DIR] [--require-quiet]
 #
-# The README's "Performance" table is `bash bench/compare_pytorch.sh --markdown`.
+# Writes bench/results/compare_pytorch-<UTC time>[-NOT-QUIET].{json,md} and prints the tables. A run
+# on a busy machine is marked "NOT QUIET -- not for publication"; --require-quiet writes no table
+# then (exit 3). Method and how to publish the table: docs/performance.md.
 # Build directory: $BNLAB_BENCH_BUILD, else build-bench at the repository root.
+# Exit status: 0 done, 1 cannot run (no torch under /usr/bin/python3, build or measurement failed),
+# 2 bad flag, 3 not quiet with --require-quiet.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BNLAB_BENCH_BUILD:-$repo/build-bench}
+# Debian's interpreter: the one python3-torch installs into. (A `python3` earlier on PATH, e.g.
+# pyenv's, has no torch.)
 python=/usr/bin/python3
+openmp_blas=/usr/lib/x86_64-linux-gnu/openblas-openmp
 
-if ! "$python" -c "import torch" 2>/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "compare_pytorch: installing python3-torch (apt-get)" >&2
-    apt-get install -y python3-torch >&2
-  else
-    echo "compare_pytorch: $python cannot import torch; as root: apt-get install -y python3-torch" >&2
-    exit 2
-  fi
+if [ ! -x "$python" ]; then
+  echo "compare_pytorch: $python not found; on Debian 12, as root:" \
+       "apt-get install -y python3-torch" >&2
+  exit 1
+fi
+if ! LD_LIBRARY_PATH="$openmp_blas${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+     "$python" -c "import torch" 2>/dev/null; then
+  echo "compare_pytorch: $python cannot import torch: nothing to compare against." >&2
+  echo "  On Debian 12, as root: apt-get install -y python3-torch libopenblas0-openmp" >&2
+  exit 1
+fi
+if [ ! -d "$openmp_blas" ]; then
+  echo "compare_pytorch: $openmp_blas is missing (PyTorch's best configuration uses it)." >&2
+  echo "  On Debian 12, as root: apt-get install -y libopenblas0-openmp" >&2
+  exit 1
 fi
 
-cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBNLAB_BUILD_TESTS=OFF >/dev/null
-cmake --build "$build" -j"$(nproc)" --target bnlab_cli >/dev/null
-echo "# $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $("$build/bnlab" info | sed -n 's/^BLAS: *//p' | cut -c1-60); torch $("$python" -c 'import torch; print(torch.__version__)')" >&2
+# Configure once (an existing build directory keeps its options; Release is enforced).
+configure=(-DCMAKE_BUILD_TYPE=Release)
+if [ ! -f "$build/CMakeCache.txt" ]; then
+  configure+=(-DBNLAB_BUILD_TESTS=OFF)
+  if command -v ccache >/dev/null; then configure+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+fi
+if ! cmake -S "$repo" -B "$build" "${configure[@]}" >/dev/null ||
+   ! cmake --build "$build" -j"$(nproc)" --target bnlab_cli >/dev/null; then
+  echo "compare_pytorch: building bnlab in $build failed" >&2
+  exit 1
+fi
 exec "$python" "$repo/bench/compare_pytorch.py" --bnlab "$build/bnlab" "$@"

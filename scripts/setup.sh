@@ -19,6 +19,7 @@ packages=(
   libopenmpi-dev openmpi-bin   # data-parallel training over MPI (optional in the build, tested in CI)
   doxygen                 # API reference (the `docs` target); CI fails on undocumented public API
   libbenchmark-dev        # Google Benchmark: the microbenchmarks in bench/
+  python3                 # /usr/bin/python3 (standard library only): tests of bench/compare_pytorch.py's helpers
 )
 
 missing=()

@@ -1,5 +1,6 @@
 // bnlab bench: a minimal real run writes the table and a JSON document with every measured field;
-// bad lists are rejected with the offending value named. (No timing is asserted.)
+// bad lists are rejected with the offending value named; bench/compare_pytorch.py's pure helpers
+// pass their own tests. (No timing is asserted.)
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
@@ -56,4 +57,15 @@ TEST_CASE("apps.bench: unknown workloads, norms and thread counts are flag error
     CHECK(t.exit_code == 2);
     CHECK(t.output.find("--threads") != std::string::npos);
   }
+}
+
+// The benchmark script's helpers (lscpu parsing, the quiet verdict, statistics, the Markdown table)
+// are tested in Python with fixed inputs (tests/bench/test_compare_pytorch.py); standard library
+// only, so no torch. -B: no __pycache__ in the source tree.
+TEST_CASE("apps.bench: compare_pytorch.py's helpers pass their tests") {
+  std::string script = std::string(BNLAB_SOURCE_DIR) + "/tests/bench/test_compare_pytorch.py";
+  CliResult r = run_shell("/usr/bin/python3 -B " + shell_quote(script));
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("OK") != std::string::npos);
 }

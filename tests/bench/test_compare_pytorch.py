@@ -1,0 +1,256 @@
+#!/usr/bin/python3
+"""bench/compare_pytorch.py's pure helpers: parsing lscpu, /proc/loadavg, /proc/stat and
+/proc/PID/maps, the quiet verdict, the statistics and the Markdown report. Fixed inputs, exact
+expected values; no torch, no timing, no reading of this machine's state.
+
+Run by the doctest case "apps.bench: compare_pytorch.py's helpers" (tests/apps/test_bench_cmd.cpp),
+or by hand: python3 -B tests/bench/test_compare_pytorch.py
+"""
+
+import copy
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+import compare_pytorch as cp  # noqa: E402
+
+LSCPU = """Architecture:                            x86_64
+CPU(s):                                  2
+On-line CPU(s) list:                     0,1
+Vendor ID:                               AuthenticAMD
+Model name:                              AMD EPYC
+Thread(s) per core:                      1
+Core(s) per socket:                      2
+Socket(s):                               1
+Flags:                                   fpu sse2 fma avx f16c avx2 bmi2 avx512f avx512dq avx512bw avx512vl avx512_bf16
+"""
+
+LSCPU_NO_AVX512 = """CPU(s):                                  8
+Model name:                              Intel(R) Core(TM) i7-4770 CPU @ 3.40GHz
+Thread(s) per core:                      2
+Core(s) per socket:                      4
+Socket(s):                               1
+Flags:                                   fpu sse2 fma avx avx2
+"""
+
+MAPS = """55d0c0a00000-55d0c0a01000 r--p 00000000 08:01 1 /usr/bin/python3.11
+7f2019d18000-7f2019d20000 r--p 00000000 08:01 2 /usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblasp-r0.3.21.so
+7f2019d20000-7f2019e20000 r-xp 00008000 08:01 2 /usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblasp-r0.3.21.so
+7f202a6eb000-7f202a6f0000 r--p 00000000 08:01 3 /usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3
+7f202a754000-7f202a760000 r--p 00000000 08:01 4 /usr/lib/x86_64-linux-gnu/libgomp.so.1.0.0
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
+"""
+
+
+def measurement(label, foreign):
+    return dict(label=label, foreign_mean=foreign)
+
+
+class Parsing(unittest.TestCase):
+    def test_lscpu_avx512_machine(self):
+        info = cp.parse_lscpu(LSCPU)
+        self.assertEqual(info["model_name"], "AMD EPYC")
+        self.assertEqual(info["cpus"], 2)
+        self.assertEqual(info["physical_cores"], 2)
+        self.assertEqual(info["threads_per_core"], 1)
+        self.assertTrue(info["avx2"])
+        self.assertEqual(info["avx512"], ["avx512_bf16", "avx512bw", "avx512dq", "avx512f",
+                                          "avx512vl"])
+
+    def test_lscpu_avx2_only_with_smt(self):
+        info = cp.parse_lscpu(LSCPU_NO_AVX512)
+        self.assertEqual(info["cpus"], 8)
+        self.assertEqual(info["physical_cores"], 4)
+        self.assertTrue(info["avx2"])
+        self.assertEqual(info["avx512"], [])
+
+    def test_lscpu_empty(self):
+        info = cp.parse_lscpu("")
+        self.assertEqual(info["model_name"], "unknown")
+        self.assertIsNone(info["cpus"])
+        self.assertIsNone(info["physical_cores"])
+        self.assertFalse(info["avx2"])
+
+    def test_loadavg(self):
+        la = cp.parse_loadavg("1.34 2.53 3.11 3/94 13624\n")
+        self.assertEqual(la, dict(load1=1.34, load5=2.53, load15=3.11, running=3, total=94))
+
+    def test_cpu_times_and_steal(self):
+        a = cp.parse_cpu_times("cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 50 0 25 400 5 0 0 20 0 0\n")
+        b = cp.parse_cpu_times("cpu  200 0 100 1500 10 0 0 190 0 0\n")
+        self.assertEqual(a, (1000, 40))
+        self.assertEqual(b, (2000, 190))
+        self.assertAlmostEqual(cp.steal_percent(a, b), 15.0)
+        self.assertIsNone(cp.steal_percent(None, b))
+        self.assertIsNone(cp.steal_percent(b, a))
+
+    def test_running_threads(self):
+        stats = ["12 (bnlab) R 1 2 3", "13 (bnlab) S 1 2 3", "14 (a) R) b) R 1", "15 (x) D 1"]
+        self.assertEqual(cp.running_threads(stats), 2)
+        self.assertEqual(cp.running_threads([]), 0)
+
+    def test_foreign_runnable(self):
+        # 4 runnable: the sampler, 2 threads of the measured process, 1 other program.
+        self.assertEqual(cp.foreign_runnable(4, 2), 1)
+        # Never negative (the two readings are not atomic).
+        self.assertEqual(cp.foreign_runnable(1, 2), 0)
+
+    def test_blas_mappings_and_openmp_check(self):
+        paths = cp.blas_mappings(MAPS)
+        self.assertEqual(paths, [
+            "/usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3",
+            "/usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblasp-r0.3.21.so"])
+        self.assertTrue(cp.openmp_openblas(paths))
+        pthread = MAPS.replace("openblas-openmp/libopenblasp", "openblas-pthread/libopenblasp")
+        self.assertFalse(cp.openmp_openblas(cp.blas_mappings(pthread)))
+        self.assertFalse(cp.openmp_openblas([]))  # no OpenBLAS at all is not "the OpenMP build"
+        # The OpenMP OpenBLAS mapped, but torch's libblas.so.3 resolved to the reference BLAS.
+        reference = MAPS.replace("openblas-openmp/libblas.so.3", "blas/libblas.so.3")
+        self.assertFalse(cp.openmp_openblas(cp.blas_mappings(reference)))
+
+
+class Environment(unittest.TestCase):
+    def test_child_env_sets_the_four_and_keeps_the_rest(self):
+        base = {"PATH": "/bin", "OPENBLAS_CORETYPE": "Haswell", "LD_LIBRARY_PATH": "/opt/lib"}
+        env = cp.child_env(base, 2)
+        self.assertEqual(env["LD_LIBRARY_PATH"], cp.OPENMP_BLAS_DIR + ":/opt/lib")
+        self.assertEqual(env["OMP_NUM_THREADS"], "2")
+        self.assertEqual(env["MALLOC_MMAP_THRESHOLD_"], "4000000000")
+        self.assertEqual(env["MALLOC_TRIM_THRESHOLD_"], "4000000000")
+        self.assertEqual(env["OPENBLAS_CORETYPE"], "Haswell")  # recorded, never changed
+        self.assertEqual(env["PATH"], "/bin")
+        self.assertNotIn("OMP_NUM_THREADS", base)  # the caller's dict is untouched
+        self.assertNotIn("OPENBLAS_CORETYPE", cp.child_env({}, 1))  # nor added
+
+    def test_child_env_without_ld_library_path(self):
+        self.assertEqual(cp.child_env({}, 1)["LD_LIBRARY_PATH"], cp.OPENMP_BLAS_DIR)
+
+
+class Quiet(unittest.TestCase):
+    def test_quiet(self):
+        ok, limit, reasons = cp.quiet_verdict(
+            2, 0.5, [measurement("W1:none:1 bnlab round 1", 0.0),
+                     measurement("W1:none:1 torch round 1", 0.6)])
+        self.assertTrue(ok)
+        self.assertAlmostEqual(limit, 0.6)
+        self.assertEqual(reasons, [])
+
+    def test_high_load_before_the_start(self):
+        ok, _, reasons = cp.quiet_verdict(2, 0.61, [measurement("a", 0.0)])
+        self.assertFalse(ok)
+        self.assertEqual(len(reasons), 1)
+        self.assertIn("0.61 before the first measurement > 0.60 (0.3 x 2 CPUs)", reasons[0])
+
+    def test_other_programs_during_one_measurement(self):
+        ms = [measurement("W3:batch:2 bnlab round 1", 0.2),
+              measurement("W3:batch:2 torch round 1", 1.5),
+              measurement("W3:batch:2 bnlab round 2", 0.9)]
+        ok, _, reasons = cp.quiet_verdict(2, 0.1, ms)
+        self.assertFalse(ok)
+        self.assertEqual(len(reasons), 1)
+        self.assertIn("during 2 of 3 measurements (worst 1.50, W3:batch:2 torch round 1)",
+                      reasons[0])
+
+    def test_scales_with_cpus(self):
+        # 1.5 others on 8 CPUs (limit 2.4) is quiet; the same on 2 CPUs is not.
+        self.assertTrue(cp.quiet_verdict(8, 2.0, [measurement("a", 1.5)])[0])
+        self.assertFalse(cp.quiet_verdict(2, 0.0, [measurement("a", 1.5)])[0])
+
+    def test_unknown_is_not_quiet(self):
+        self.assertFalse(cp.quiet_verdict(2, None, [measurement("a", 0.0)])[0])
+        ok, _, reasons = cp.quiet_verdict(2, 0.0, [measurement("short one", None)])
+        self.assertFalse(ok)
+        self.assertIn("short one", reasons[0])
+
+
+class Statistics(unittest.TestCase):
+    def test_summarize(self):
+        s = cp.summarize([3.0, 1.0, 2.0, 10.0])
+        self.assertEqual((s["median"], s["min"], s["max"], s["n"]), (2.5, 1.0, 10.0, 4))
+        self.assertEqual((s["q1"], s["q3"]), (1.25, 8.25))
+        one = cp.summarize([5.0])
+        self.assertEqual((one["median"], one["min"], one["max"], one["n"]), (5.0, 5.0, 5.0, 1))
+        self.assertNotIn("q1", one)
+
+    def test_paired_ratios(self):
+        self.assertEqual(cp.paired_ratios([2.0, 3.0], [1.0, 4.0]), [2.0, 0.75])
+
+
+def fake_doc(quiet, threads=(1,)):
+    rate = lambda m: dict(median=m, min=m - 1, max=m + 1, n=2)  # noqa: E731
+    rows = []
+    for t in threads:
+        for norm, k in (("none", 1.0), ("batch", 2.0)):
+            rows.append(dict(
+                workload="W1", model="paper-mlp", norm=norm, threads=t,
+                bnlab=dict(train=rate(100.0 * t / k), infer=rate(300.0), peak_rss_mb=13.2),
+                torch=dict(train=rate(50.0 * t / k), infer=rate(200.0), peak_rss_mb=240.0),
+                train_ratio=dict(median=2.0, min=1.5, max=2.5, n=2),
+                infer_ratio=dict(median=1.5, min=1.25, max=1.75, n=2),
+                load1_min=0.1, load1_max=1.2, foreign_max=0.05))
+    return dict(
+        quiet=quiet, reasons=[] if quiet else ["1-minute load average 3.00 before the first "
+                                               "measurement > 0.60 (0.3 x 2 CPUs)"],
+        started_utc="2026-12-02T10:00:00Z", finished_utc="2026-12-02T10:01:00Z",
+        machine=dict(model_name="AMD EPYC", cpus=2, physical_cores=2, threads_per_core=1,
+                     avx2=True, avx512=["avx512f"], kernel="6.1.0"),
+        settings=dict(repeats=2, inner_repeats=3, seconds=0.1, warmup=0.1, threads=list(threads),
+                      workloads=["W1"]),
+        env=dict(set="LD_LIBRARY_PATH=...", inherited={"OPENBLAS_CORETYPE": "Haswell"}),
+        bnlab=dict(version="0.9.0 (abc1234)", blas="OpenBLAS 0.3.21 USE_OPENMP Haswell",
+                   blas_parallel="OpenMP", blas_paths=["/x/libopenblasp-r0.3.21.so"],
+                   blas_threads=[1]),
+        torch=dict(python="/usr/bin/python3", version="1.13.0a0", blas_path="/x/lib.so",
+                   blas_config="OpenBLAS 0.3.21", blas_core="Haswell", blas_parallel="OpenMP",
+                   cpu_capability="AVX2", blas_threads=[1]),
+        load=dict(limit=0.6, start_load1=3.0, min_load1=0.1, max_load1=1.2, max_foreign_mean=0.05,
+                  max_steal_pct=0.0),
+        rows=rows)
+
+
+class Markdown(unittest.TestCase):
+    def test_not_quiet_is_marked_on_the_title_and_each_table(self):
+        md = cp.format_markdown(fake_doc(False))
+        self.assertTrue(md.startswith("# bnlab vs PyTorch -- NOT QUIET -- not for publication\n"))
+        # The title, the banner, and one line right above each of the two tables.
+        self.assertEqual(md.count(cp.NOT_QUIET), 4)
+        self.assertIn("- 1-minute load average 3.00 before the first measurement", md)
+        self.assertIn("OPENBLAS_CORETYPE=Haswell", md)
+
+    def test_quiet_has_no_mark(self):
+        md = cp.format_markdown(fake_doc(True))
+        self.assertNotIn("NOT QUIET", md)
+        self.assertTrue(md.startswith("# bnlab vs PyTorch\n"))
+
+    def test_rows_and_derived_ratios(self):
+        md = cp.format_markdown(fake_doc(True, threads=(1, 2)))
+        self.assertIn("| W1 paper-mlp | no | 1 | 100 (99..101) | 50 (49..51) | 2.00 (1.50..2.50) | "
+                      "300 (299..301) | 200 (199..201) | 1.50 (1.25..1.75) | 13 | 240 | "
+                      "0.10..1.20 | 0.05 |", md)
+        # no-BN/BN: 100/50 (bnlab) and 50/25 (torch) = 2.00; 2/1 threads: 2.00 for every column.
+        self.assertIn("| W1 paper-mlp | 1 | 2.00 | 2.00 | 1.00 | 1.00 |  |  |  |  |", md)
+        self.assertIn("| W1 paper-mlp | 2 | 2.00 | 2.00 | 1.00 | 1.00 | 2.00 | 2.00 | 2.00 | 2.00 |",
+                      md)
+
+    def test_document_is_not_modified(self):
+        doc = fake_doc(False)
+        before = copy.deepcopy(doc)
+        cp.format_markdown(doc)
+        self.assertEqual(doc, before)
+
+
+class Arguments(unittest.TestCase):
+    def test_quick_defaults_and_explicit_flags_win(self):
+        _, a = cp.parse_args(["--quick"])
+        self.assertEqual((a.threads, a.repeats, a.seconds, a.warmup, a.settle),
+                         ("1", 2, 0.1, 0.1, 0.0))
+        _, a = cp.parse_args(["--quick", "--threads", "1,2", "--repeats", "4"])
+        self.assertEqual((a.threads, a.repeats), ("1,2", 4))
+        _, a = cp.parse_args([])
+        self.assertEqual((a.threads, a.repeats, a.seconds, a.warmup, a.settle),
+                         ("1,2", 3, 0.3, 0.3, 60.0))
+
+
+if __name__ == "__main__":
+    unittest.main()
