@@ -116,7 +116,9 @@ struct BatchNormResult {
 ///
 /// batch_norm_train calls it between its statistics pass and its normalize pass, and between
 /// the two passes of its backward; every shard must make the same calls in the same order
-/// (they are collectives). Implementations: core/distributed.h (MPI ranks) and test fakes.
+/// (they are collectives). Without one, batch_norm_train runs the same code with a local reducer
+/// that leaves this process's values as they are. Implementations: core/distributed.h (MPI
+/// ranks) and test fakes.
 class BatchNormReducer {
  public:
   virtual ~BatchNormReducer() = default;
@@ -139,7 +141,8 @@ BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Ten
                                  float eps,
                                  const std::shared_ptr<BatchNormReducer>& reducer = nullptr);
 /// Eval-mode batch norm with given statistics (no grad to the statistics): y = (x -
-/// mean)/sqrt(var+eps)*g + b.
+/// mean)/sqrt(var+eps)*g + b; batch_norm_train's normalize pass and backward, the statistics held
+/// constant.
 Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                        const Tensor& gamma, const Tensor& beta, float eps);
 /// Layer norm over the trailing dims `normalized_shape` (as torch.nn.functional.layer_norm);

@@ -1,5 +1,6 @@
 // Normalization ops, each fused with a hand-derived backward: batch norm (train and eval), layer
-// norm and group norm.
+// norm and group norm. Batch norm has one forward and one backward for one process and for SyncBN:
+// a reducer merges the per-channel statistics (and the backward sums) between their passes.
 //
 // Legend: N batch, C channels, S = product of the dims after C (H*W for images, 1 for [N, C]),
 // M = N*S values per channel (batch norm). Layer and group norm normalize contiguous ROWS of x seen
@@ -27,6 +28,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "core/autograd.h"
@@ -64,8 +66,19 @@ void check_eps(const char* op, float eps) {
   BNLAB_CHECK(eps >= 0.0f, op, ": eps must be >= 0; got ", eps);
 }
 
-// ---- batch norm: statistics per channel over N and S (channel c is N strided runs of S values)
-// ----
+// ---- batch norm: statistics per channel over N and S, merged by a reducer ----
+//
+// Channel c of x [N, C, S] is N strided runs of S values. One training forward and one backward
+// serve a single process and SyncBN alike; each calls a reducer (BatchNormReducer, core/ops.h)
+// between its passes over the data:
+//   forward:  local moments (count, mean, M2) per channel -> reducer.merge_moments -> normalize
+//   backward: local sum(dy), sum(dy * xhat) per channel -> dgamma, dbeta -> reducer.sum -> dx
+// The local reducer (one process, the default) keeps this batch's values, so the statistics are
+// over N and S of this batch; SyncBN's (core/distributed.h) merges them over every shard's batch
+// in one collective per call. dgamma/dbeta take the local sums either way: the data-parallel
+// gradient average adds them up across shards. Eval mode runs the same normalize pass with the
+// running statistics, and the same backward with the statistics held constant: no reducer, and no
+// correction terms in dx.
 
 // Channel blocks: the kernels below walk channels [c0, c1) together, with per-channel double
 // accumulators, so that both layouts vectorize. With S > 1 (images) each channel's N runs of S
@@ -75,12 +88,30 @@ void check_eps(const char* op, float eps) {
 // instead. Threads split the channels.
 constexpr int64_t kChannelBlock = 64;
 
-int64_t channel_blocks(const ChannelDims& d) {
-  return d.S == 1 ? (d.C + kChannelBlock - 1) / kChannelBlock : d.C;
-}
-void block_range(const ChannelDims& d, int64_t b, int64_t* c0, int64_t* c1) {
-  *c0 = d.S == 1 ? b * kChannelBlock : b;
-  *c1 = d.S == 1 ? std::min(d.C, *c0 + kChannelBlock) : b + 1;
+// Calls f(c0, c1) for every channel block [c0, c1). Threads take contiguous runs of blocks, the
+// same runs in every call for the same shape, in ascending order or, with `reverse`, descending.
+// Why reverse: the reducer call sits between two passes over ALL channels, so a channel's second
+// pass no longer follows its first while its values are in cache; run in reverse, the second pass
+// starts on the channels the first left in this core's cache last.
+template <class F>
+void for_channel_blocks(const ChannelDims& d, bool reverse, F f) {
+  const int64_t blocks = d.S == 1 ? (d.C + kChannelBlock - 1) / kChannelBlock : d.C;
+  auto run = [&](int64_t lo, int64_t hi) {
+    for (int64_t k = lo; k < hi; ++k) {
+      const int64_t b = reverse ? hi - 1 - (k - lo) : k;
+      const int64_t c0 = d.S == 1 ? b * kChannelBlock : b;
+      f(c0, d.S == 1 ? std::min(d.C, c0 + kChannelBlock) : b + 1);
+    }
+  };
+  if (d.N * d.C * d.S <= kParallelThreshold) {
+    run(0, blocks);  // forking costs more than it saves
+    return;
+  }
+#pragma omp parallel
+  {
+    const int64_t team = omp_get_num_threads(), t = omp_get_thread_num();
+    run(blocks * t / team, blocks * (t + 1) / team);
+  }
 }
 
 // acc[c - c0] += sum over n, s of f(x[n, c, s], c) for c in [c0, c1).
@@ -127,60 +158,56 @@ void channel_map(float* out, const float* in, const ChannelDims& d, int64_t c0, 
   }
 }
 
-// y [N, C, S], mean/var [C] (float, returned) and mean_d/rstd_d [C] (double, saved) from x [N, C,
-// S]. gamma/beta [C] may be null (no affine).
-void batch_norm_forward(float* y, float* mean, float* var, double* mean_d, double* rstd_d,
-                        const float* x, const float* gamma, const float* beta, const ChannelDims& d,
-                        float eps) {
+// moments [C][3] = (M, mean, M2) of each channel of x [N, C, S], M = N * S, M2 = sum of squared
+// deviations from the mean. mean_d [C] receives the mean as well (a plain array for the pass-2
+// loops to read). Two passes: the mean, then the deviations (no E[x^2] - E[x]^2 cancellation).
+void batch_norm_moments(double* moments, double* mean_d, const float* x, const ChannelDims& d) {
   const double M = static_cast<double>(d.N * d.S);
-  const int64_t blocks = channel_blocks(d);
-#pragma omp parallel for if (d.N * d.C * d.S > kParallelThreshold)
-  for (int64_t b = 0; b < blocks; ++b) {
-    int64_t c0, c1;
-    block_range(d, b, &c0, &c1);
-    double sum[kChannelBlock] = {}, sq[kChannelBlock] = {}, scale[kChannelBlock],
-           shift[kChannelBlock];
-    // Pass 1: the mean.
+  for_channel_blocks(d, /*reverse=*/false, [&](int64_t c0, int64_t c1) {
+    double sum[kChannelBlock] = {}, sq[kChannelBlock] = {};
     channel_sums(sum, x, d, c0, c1, [](float v, int64_t) { return static_cast<double>(v); });
     for (int64_t c = c0; c < c1; ++c) mean_d[c] = sum[c - c0] / M;
-    // Pass 2: the biased variance, from deviations (no cancellation).
     channel_sums(sq, x, d, c0, c1, [mean_d](float v, int64_t c) {
       double dev = v - mean_d[c];
       return dev * dev;
     });
     for (int64_t c = c0; c < c1; ++c) {
-      const double v = sq[c - c0] / M;
-      rstd_d[c] = 1.0 / std::sqrt(v + static_cast<double>(eps));
-      mean[c] = static_cast<float>(mean_d[c]);
-      var[c] = static_cast<float>(v);
+      moments[3 * c] = M;
+      moments[3 * c + 1] = mean_d[c];
+      moments[3 * c + 2] = sq[c - c0];
+    }
+  });
+}
+
+// y [N, C, S] = (x - mean) * (rstd * gamma) + beta with per-channel mean_d/rstd_d [C] (double),
+// the batch's or the running ones. In double: the shift is not folded into a float x * scale +
+// shift, which would cancel. gamma/beta [C] may be null (no affine). Reverse order: in training it
+// follows batch_norm_moments.
+void batch_norm_normalize(float* y, const float* x, const double* mean_d, const double* rstd_d,
+                          const float* gamma, const float* beta, const ChannelDims& d) {
+  for_channel_blocks(d, /*reverse=*/true, [&](int64_t c0, int64_t c1) {
+    double scale[kChannelBlock], shift[kChannelBlock];
+    for (int64_t c = c0; c < c1; ++c) {
       scale[c - c0] = rstd_d[c] * (gamma ? gamma[c] : 1.0);
       shift[c - c0] = beta ? beta[c] : 0.0;
     }
-    // Pass 3: y = (x - mean) * (rstd * gamma) + beta, in double (the shift is not folded into
-    // a float x * scale + shift, which would cancel).
     channel_map<false>(y, x, d, c0, c1, [&](float v, int64_t c, int64_t) {
       return static_cast<float>((v - mean_d[c]) * scale[c - c0] + shift[c - c0]);
     });
-  }
+  });
 }
 
-// Accumulates dx [N, C, S], dgamma [C], dbeta [C] (null when not wanted) from dy [N, C, S].
-void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
-                         const double* mean_d, const double* rstd_d, const float* gamma,
-                         const ChannelDims& d) {
-  const double M = static_cast<double>(d.N * d.S);
-  const int64_t blocks = channel_blocks(d);
-#pragma omp parallel for if (d.N * d.C * d.S > kParallelThreshold)
-  for (int64_t b = 0; b < blocks; ++b) {
-    int64_t c0, c1;
-    block_range(d, b, &c0, &c1);
-    // Pass 1: sum(dy) and sum(dy * xhat), which give dbeta, dgamma and both dx correction terms.
-    // x and dy share the layout, so dy is indexed with x's offsets (x + i -> dy + i).
+// sums [2, C] = (sum(dy), sum(dy * xhat)) of each channel, xhat = (x - mean) * rstd, from dy and
+// x [N, C, S]: what dbeta, dgamma and both dx correction terms are made of.
+void batch_norm_grad_sums(double* sums, const float* dy, const float* x, const double* mean_d,
+                          const double* rstd_d, const ChannelDims& d) {
+  for_channel_blocks(d, /*reverse=*/false, [&](int64_t c0, int64_t c1) {
     double sum_dy[kChannelBlock] = {}, sum_dy_xhat[kChannelBlock] = {};
     channel_sums(sum_dy, dy, d, c0, c1, [](float g, int64_t) { return static_cast<double>(g); });
+    // sum(dy * xhat) needs x and dy side by side; the same two layouts as channel_sums. They share
+    // the layout, so x is indexed with dy's offsets (dy + i -> x + i).
     const std::ptrdiff_t to_x = x - dy;
     for (int64_t n = 0; n < d.N; ++n) {
-      // sum(dy * xhat) needs x and dy side by side; the same two layouts as channel_sums.
       if (d.S == 1) {
         const float* gr = dy + n * d.C;
         const float* xr = gr + to_x;
@@ -199,200 +226,91 @@ void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy
         sum_dy_xhat[c - c0] += acc;
       }
     }
+    for (int64_t c = c0; c < c1; ++c) {
+      sums[c] = sum_dy[c - c0];
+      sums[d.C + c] = sum_dy_xhat[c - c0];
+    }
+  });
+}
+
+// Accumulates dx [N, C, S] from dy [N, C, S]. With `sums` (training: the reduced sums [2, C] over
+// the M values behind the statistics) dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat *
+// xhat)), dxhat = dy * gamma; without (eval: the statistics are constants) dx = dy * gamma * rstd.
+// Reverse order: it follows batch_norm_grad_sums.
+void batch_norm_grad_input(float* dx, const float* dy, const float* x, const double* mean_d,
+                           const double* rstd_d, const float* gamma, const double* sums, double M,
+                           const ChannelDims& d) {
+  for_channel_blocks(d, /*reverse=*/true, [&](int64_t c0, int64_t c1) {
     double k_dy[kChannelBlock], k_mean[kChannelBlock], k_xhat[kChannelBlock];
     for (int64_t c = c0; c < c1; ++c) {
-      if (dgamma) dgamma[c] += static_cast<float>(sum_dy_xhat[c - c0]);
-      if (dbeta) dbeta[c] += static_cast<float>(sum_dy[c - c0]);
-      // Pass 2 coefficients: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) with
-      // dxhat = dy * gamma, so mean(dxhat) = gamma * sum_dy / M and mean(dxhat * xhat) = gamma *
-      // sum_dy_xhat / M; xhat = (x - mean) * rstd. Expanded: dx = k_dy * dy - k_mean - k_xhat *
-      // (x - mean).
+      // mean(dxhat) = gamma * sum_dy / M and mean(dxhat * xhat) = gamma * sum_dy_xhat / M, and
+      // xhat = (x - mean) * rstd. Expanded: dx = k_dy * dy - k_mean - k_xhat * (x - mean).
       const double g = gamma ? gamma[c] : 1.0, rstd = rstd_d[c];
       k_dy[c - c0] = rstd * g;
-      k_mean[c - c0] = rstd * g * sum_dy[c - c0] / M;
-      k_xhat[c - c0] = rstd * rstd * g * sum_dy_xhat[c - c0] / M;
+      k_mean[c - c0] = sums ? rstd * g * sums[c] / M : 0.0;
+      k_xhat[c - c0] = sums ? rstd * rstd * g * sums[d.C + c] / M : 0.0;
     }
-    if (!dx) continue;
+    if (!sums) {
+      channel_map<true>(dx, dy, d, c0, c1, [&](float g, int64_t c, int64_t) {
+        return static_cast<float>(k_dy[c - c0] * g);
+      });
+      return;
+    }
+    // dy and x share the layout: i is the flat index of both.
     channel_map<true>(dx, dy, d, c0, c1, [&](float g, int64_t c, int64_t i) {
       const int64_t j = c - c0;
       return static_cast<float>(k_dy[j] * g - k_mean[j] - k_xhat[j] * (x[i] - mean_d[c]));
     });
-  }
+  });
 }
 
-// y [N, C, S] = (x - mean) * rstd * gamma + beta with given per-channel mean and rstd (double,
-// [C]).
-void batch_norm_eval_forward(float* y, const float* x, const double* mean_d, const double* rstd_d,
-                             const float* gamma, const float* beta, const ChannelDims& d) {
-  const int64_t blocks = channel_blocks(d);
-#pragma omp parallel for if (d.N * d.C * d.S > kParallelThreshold)
-  for (int64_t b = 0; b < blocks; ++b) {
-    int64_t c0, c1;
-    block_range(d, b, &c0, &c1);
-    double scale[kChannelBlock], shift[kChannelBlock];
-    for (int64_t c = c0; c < c1; ++c) {
-      scale[c - c0] = rstd_d[c] * (gamma ? gamma[c] : 1.0);
-      shift[c - c0] = beta ? beta[c] : 0.0;
-    }
-    channel_map<false>(y, x, d, c0, c1, [&](float v, int64_t c, int64_t) {
-      return static_cast<float>((v - mean_d[c]) * scale[c - c0] + shift[c - c0]);
-    });
-  }
+// What batch norm's backward keeps from its forward.
+struct BatchNormSaved {
+  ChannelDims d;
+  std::vector<double> mean, rstd;  // [C], the statistics y was normalized with
+  double count = 0.0;              // M behind them, over all shards (training only)
+  // Training: sums the backward terms over the shards the statistics came from. Null in eval,
+  // where the statistics are constants.
+  std::shared_ptr<BatchNormReducer> reducer;
+};
+
+// One process: its batch is the whole batch, so merging and summing leave the values alone.
+class LocalReducer final : public BatchNormReducer {
+ public:
+  void merge_moments(double*, int64_t) override {}
+  void sum(double*, int64_t) override {}
+};
+
+const std::shared_ptr<BatchNormReducer>& local_reducer() {
+  static const std::shared_ptr<BatchNormReducer> local = std::make_shared<LocalReducer>();
+  return local;
 }
 
-// Accumulates dx, dgamma, dbeta. The statistics are constants here, so dx is simply dy * gamma *
-// rstd.
-void batch_norm_eval_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
-                              const float* x, const double* mean_d, const double* rstd_d,
-                              const float* gamma, const ChannelDims& d) {
-#pragma omp parallel for if (d.N * d.C * d.S > kParallelThreshold)
-  for (int64_t c = 0; c < d.C; ++c) {
-    const double m = mean_d[c], rstd = rstd_d[c];
-    const double scale = (gamma ? gamma[c] : 1.0) * rstd;
-    double sum_dy = 0.0, sum_dy_xhat = 0.0;
-    for (int64_t n = 0; n < d.N; ++n) {
-      const float* xc = x + (n * d.C + c) * d.S;
-      const float* gc = dy + (n * d.C + c) * d.S;
-      float* dxc = dx ? dx + (n * d.C + c) * d.S : nullptr;
-      for (int64_t s = 0; s < d.S; ++s) {
-        sum_dy += gc[s];
-        sum_dy_xhat += gc[s] * ((xc[s] - m) * rstd);
-        if (dxc) dxc[s] += static_cast<float>(gc[s] * scale);
-      }
-    }
-    if (dgamma) dgamma[c] += static_cast<float>(sum_dy_xhat);
-    if (dbeta) dbeta[c] += static_cast<float>(sum_dy);
-  }
-}
-
-// ---- SyncBN: batch norm whose statistics and backward sums span every shard of a data-parallel
-// batch ----
-//
-// Hook contract (BatchNormReducer, core/ops.h): forward computes each channel's local moments
-// (count, mean, M2) in double, two-pass; reducer->merge_moments turns them into the moments of all
-// shards' values (one collective per layer); the normalize pass uses those. Backward computes the
-// local sum(dy) and sum(dy * xhat) per channel (dgamma/dbeta take these local sums, since the
-// data-parallel gradient average adds them up across shards); reducer->sum makes them global (one
-// collective per layer) and dx uses them with the global count. Kept apart from the
-// single-process kernels above so that path pays nothing for it.
-
-// moments [C][3] = (M, mean, M2) of each channel of x.
-void batch_norm_moments(double* moments, const float* x, const ChannelDims& d) {
-  const int64_t M = d.N * d.S;
-#pragma omp parallel for if (d.N * d.C * d.S > kParallelThreshold)
-  for (int64_t c = 0; c < d.C; ++c) {
-    double sum = 0.0;
-    for (int64_t n = 0; n < d.N; ++n) {
-      const float* xc = x + (n * d.C + c) * d.S;
-      for (int64_t s = 0; s < d.S; ++s) sum += xc[s];
-    }
-    const double m = sum / static_cast<double>(M);
-    double sq = 0.0;
-    for (int64_t n = 0; n < d.N; ++n) {
-      const float* xc = x + (n * d.C + c) * d.S;
-      for (int64_t s = 0; s < d.S; ++s) {
-        double dev = xc[s] - m;
-        sq += dev * dev;
-      }
-    }
-    moments[3 * c] = static_cast<double>(M);
-    moments[3 * c + 1] = m;
-    moments[3 * c + 2] = sq;
-  }
-}
-
-// sums [2, C] = (sum(dy), sum(dy * xhat)) of each channel.
-void batch_norm_grad_sums(double* sums, const float* dy, const float* x, const double* mean_d,
-                          const double* rstd_d, const ChannelDims& d) {
-#pragma omp parallel for if (d.N * d.C * d.S > kParallelThreshold)
-  for (int64_t c = 0; c < d.C; ++c) {
-    const double m = mean_d[c], rstd = rstd_d[c];
-    double sum_dy = 0.0, sum_dy_xhat = 0.0;
-    for (int64_t n = 0; n < d.N; ++n) {
-      const float* xc = x + (n * d.C + c) * d.S;
-      const float* gc = dy + (n * d.C + c) * d.S;
-      for (int64_t s = 0; s < d.S; ++s) {
-        sum_dy += gc[s];
-        sum_dy_xhat += gc[s] * ((xc[s] - m) * rstd);
-      }
-    }
-    sums[c] = sum_dy;
-    sums[d.C + c] = sum_dy_xhat;
-  }
-}
-
-// Accumulates dx = rstd * (g * dy - g * sum_dy / M - xhat * g * sum_dy_xhat / M), with the sums
-// [2, C] and the count M over all shards.
-void batch_norm_grad_input(float* dx, const float* dy, const float* x, const double* mean_d,
-                           const double* rstd_d, const float* gamma, const double* sums, double M,
-                           const ChannelDims& d) {
-#pragma omp parallel for if (d.N * d.C * d.S > kParallelThreshold)
-  for (int64_t c = 0; c < d.C; ++c) {
-    const double m = mean_d[c], rstd = rstd_d[c];
-    const double g = gamma ? gamma[c] : 1.0;
-    const double mean_dxhat = g * sums[c] / M;
-    const double mean_dxhat_xhat = g * sums[d.C + c] / M;
-    for (int64_t n = 0; n < d.N; ++n) {
-      const float* xc = x + (n * d.C + c) * d.S;
-      const float* gc = dy + (n * d.C + c) * d.S;
-      float* dxc = dx + (n * d.C + c) * d.S;
-      for (int64_t s = 0; s < d.S; ++s) {
-        double xhat = (xc[s] - m) * rstd;
-        dxc[s] += static_cast<float>(rstd * (g * gc[s] - mean_dxhat - xhat * mean_dxhat_xhat));
-      }
+// The backward of both batch_norm_train and batch_norm_eval: accumulates into the grads of in =
+// {x, gamma, beta} (those that want one).
+void batch_norm_backward(const BatchNormSaved& s, const Tensor& dout,
+                         const std::vector<Tensor>& in) {
+  const ChannelDims& d = s.d;
+  float* dx = grad_buffer(in[0]);
+  float* dgamma = grad_buffer(in[1]);
+  float* dbeta = grad_buffer(in[2]);
+  const bool training = s.reducer != nullptr;
+  // Pass 1: this shard's sums; dgamma and dbeta are exactly these.
+  std::vector<double> sums;
+  if (training || dgamma || dbeta) {
+    sums.resize(static_cast<size_t>(2 * d.C));
+    batch_norm_grad_sums(sums.data(), dout.data(), in[0].data(), s.mean.data(), s.rstd.data(), d);
+    for (int64_t c = 0; c < d.C; ++c) {
+      if (dgamma) dgamma[c] += static_cast<float>(sums[static_cast<size_t>(d.C + c)]);
+      if (dbeta) dbeta[c] += static_cast<float>(sums[static_cast<size_t>(c)]);
     }
   }
-}
-
-// batch_norm_train with a reducer; x, gamma, beta and eps already checked.
-BatchNormResult batch_norm_train_synced(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                        float eps, const std::shared_ptr<BatchNormReducer>& reducer,
-                                        const ChannelDims& d) {
-  const size_t C = static_cast<size_t>(d.C);
-  std::vector<double> moments(3 * C);
-  batch_norm_moments(moments.data(), x.data(), d);
-  reducer->merge_moments(moments.data(), d.C);
-  const double count = moments[0];
-  BNLAB_CHECK(count >= static_cast<double>(d.N * d.S),
-              "batch_norm: the reducer returned a count of ", count, " values per channel, fewer ",
-              "than this shard's ", d.N * d.S, " (input ", x.shape(), ")");
-  Tensor mean = Tensor::empty({d.C});
-  Tensor var = Tensor::empty({d.C});
-  std::vector<double> mean_d(C), rstd_d(C);
-  for (size_t c = 0; c < C; ++c) {
-    const double m = moments[3 * c + 1];
-    const double v = moments[3 * c + 2] / count;
-    mean_d[c] = m;
-    rstd_d[c] = 1.0 / std::sqrt(v + static_cast<double>(eps));
-    mean.data()[c] = static_cast<float>(m);
-    var.data()[c] = static_cast<float>(v);
-  }
-  Tensor y = Tensor::empty(x.shape());
-  // Same formula as eval mode, with the merged statistics.
-  batch_norm_eval_forward(y.data(), x.data(), mean_d.data(), rstd_d.data(), data_or_null(gamma),
-                          data_or_null(beta), d);
-  if (needs_grad({x, gamma, beta})) {
-    attach(y, "batch_norm", {x, gamma, beta},
-           [d, count, reducer, mean_d = std::move(mean_d), rstd_d = std::move(rstd_d)](
-               const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-             const size_t C = static_cast<size_t>(d.C);
-             std::vector<double> sums(2 * C);
-             batch_norm_grad_sums(sums.data(), dout.data(), in[0].data(), mean_d.data(),
-                                  rstd_d.data(), d);
-             float* dgamma = grad_buffer(in[1]);
-             float* dbeta = grad_buffer(in[2]);
-             for (size_t c = 0; c < C; ++c) {
-               if (dgamma) dgamma[c] += static_cast<float>(sums[C + c]);
-               if (dbeta) dbeta[c] += static_cast<float>(sums[c]);
-             }
-             float* dx = grad_buffer(in[0]);
-             if (!dx) return;  // every shard has the same graph, so all skip this sum together
-             reducer->sum(sums.data(), static_cast<int64_t>(2 * C));
-             batch_norm_grad_input(dx, dout.data(), in[0].data(), mean_d.data(), rstd_d.data(),
-                                   data_or_null(in[1]), sums.data(), count, d);
-           });
-  }
-  return {y, mean, var, static_cast<int64_t>(count)};
+  if (!dx) return;  // every shard has the same graph, so all skip the reducer's sum together
+  // Between the passes: the statistics depend on every shard's x, so dx needs every shard's sums.
+  if (training) s.reducer->sum(sums.data(), 2 * d.C);
+  // Pass 2: dx.
+  batch_norm_grad_input(dx, dout.data(), in[0].data(), s.mean.data(), s.rstd.data(),
+                        data_or_null(in[1]), training ? sums.data() : nullptr, s.count, d);
 }
 
 // ---- layer norm and group norm: normalized rows with a per-parameter affine ----
@@ -531,25 +449,43 @@ BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Ten
   check_param("batch_norm", "gamma", gamma, {d.C}, x);
   check_param("batch_norm", "beta", beta, {d.C}, x);
   check_eps("batch_norm", eps);
-  if (reducer) return batch_norm_train_synced(x, gamma, beta, eps, reducer, d);
-  // y: shape of x; mean, var: [C], returned without grad (they are statistics, not outputs to train
-  // on).
-  Tensor y = Tensor::empty(x.shape());
+  const size_t C = static_cast<size_t>(d.C);
+  BatchNormSaved s{d, std::vector<double>(C), std::vector<double>(C), 0.0,
+                   reducer ? reducer : local_reducer()};
+  // Pass 1: this shard's moments.
+  std::vector<double> moments(3 * C);
+  batch_norm_moments(moments.data(), s.mean.data(), x.data(), d);
+  // Between the passes: the moments of all shards' values (one process: its own).
+  s.reducer->merge_moments(moments.data(), d.C);
+  s.count = moments[0];
+  BNLAB_CHECK(s.count >= static_cast<double>(d.N * d.S),
+              "batch_norm: the reducer returned a count of ", s.count, " values per channel, ",
+              "fewer than this shard's ", d.N * d.S, " (input ", x.shape(), ")");
+  // mean, var: [C], returned without grad (they are statistics, not outputs to train on). var is
+  // the biased one, M2 / M; eps goes inside the sqrt.
   Tensor mean = Tensor::empty({d.C});
   Tensor var = Tensor::empty({d.C});
-  std::vector<double> mean_d(static_cast<size_t>(d.C)), rstd_d(static_cast<size_t>(d.C));
-  batch_norm_forward(y.data(), mean.data(), var.data(), mean_d.data(), rstd_d.data(), x.data(),
-                     data_or_null(gamma), data_or_null(beta), d, eps);
+  float* mean_f = mean.data();
+  float* var_f = var.data();
+  for (size_t c = 0; c < C; ++c) {
+    const double v = moments[3 * c + 2] / s.count;
+    s.mean[c] = moments[3 * c + 1];
+    s.rstd[c] = 1.0 / std::sqrt(v + static_cast<double>(eps));
+    mean_f[c] = static_cast<float>(s.mean[c]);
+    var_f[c] = static_cast<float>(v);
+  }
+  // Pass 2: y, shape of x.
+  Tensor y = Tensor::empty(x.shape());
+  batch_norm_normalize(y.data(), x.data(), s.mean.data(), s.rstd.data(), data_or_null(gamma),
+                       data_or_null(beta), d);
+  const int64_t count = static_cast<int64_t>(s.count);
   if (needs_grad({x, gamma, beta})) {
     attach(y, "batch_norm", {x, gamma, beta},
-           [d, mean_d = std::move(mean_d), rstd_d = std::move(rstd_d)](
-               const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-             batch_norm_backward(grad_buffer(in[0]), grad_buffer(in[1]), grad_buffer(in[2]),
-                                 dout.data(), in[0].data(), mean_d.data(), rstd_d.data(),
-                                 data_or_null(in[1]), d);
+           [s = std::move(s)](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             batch_norm_backward(s, dout, in);
            });
   }
-  return {y, mean, var, d.N * d.S};
+  return {y, mean, var, count};
 }
 
 void merge_moments_into(double* a, const double* b, int64_t channels) {
@@ -580,26 +516,25 @@ Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor
   check_param("batch_norm_eval", "beta", beta, {d.C}, x);
   check_eps("batch_norm_eval", eps);
   // The statistics are copied: the layer updates its running buffers in place on the next training
-  // step, which must not change the backward of a graph recorded before it.
-  std::vector<double> mean_d(static_cast<size_t>(d.C)), rstd_d(static_cast<size_t>(d.C));
+  // step, which must not change the backward of a graph recorded before it. No reducer: they are
+  // constants.
+  const size_t C = static_cast<size_t>(d.C);
+  BatchNormSaved s{d, std::vector<double>(C), std::vector<double>(C), 0.0, nullptr};
   const float* rm = running_mean.data();
   const float* rv = running_var.data();
-  for (int64_t c = 0; c < d.C; ++c) {
-    mean_d[static_cast<size_t>(c)] = rm[c];
-    rstd_d[static_cast<size_t>(c)] = 1.0 / std::sqrt(static_cast<double>(rv[c]) + eps);
+  for (size_t c = 0; c < C; ++c) {
+    s.mean[c] = rm[c];
+    s.rstd[c] = 1.0 / std::sqrt(static_cast<double>(rv[c]) + eps);
   }
   Tensor y = Tensor::empty(x.shape());
-  batch_norm_eval_forward(y.data(), x.data(), mean_d.data(), rstd_d.data(), data_or_null(gamma),
-                          data_or_null(beta), d);
+  batch_norm_normalize(y.data(), x.data(), s.mean.data(), s.rstd.data(), data_or_null(gamma),
+                       data_or_null(beta), d);
   // Inputs are x, gamma, beta only: the running statistics are buffers and never receive a
   // gradient.
   if (needs_grad({x, gamma, beta})) {
     attach(y, "batch_norm_eval", {x, gamma, beta},
-           [d, mean_d = std::move(mean_d), rstd_d = std::move(rstd_d)](
-               const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-             batch_norm_eval_backward(grad_buffer(in[0]), grad_buffer(in[1]), grad_buffer(in[2]),
-                                      dout.data(), in[0].data(), mean_d.data(), rstd_d.data(),
-                                      data_or_null(in[1]), d);
+           [s = std::move(s)](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             batch_norm_backward(s, dout, in);
            });
   }
   return y;
