@@ -18,7 +18,8 @@
 // parallel region ran. A measurement: warm-up for --warmup seconds (at least 2 steps), which also
 // sizes a repeat to about --seconds; then --repeats timed repeats. images/s is reported as the
 // median with the min and max over the repeats. Training = forward + cross-entropy + backward +
-// optimizer step + zero_grad; inference = forward in eval mode under NoGradGuard.
+// optimizer step + zero_grad; inference = forward in eval mode under NoGradGuard, BatchNorm folded
+// into the layer before it (fold_batch_norm, as bnlab eval runs it).
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -37,6 +38,7 @@
 #include "core/blas.h"
 #include "core/io.h"
 #include "core/ops.h"
+#include "layers/bn_fold.h"
 #include "optim/optim.h"
 #include "train/models.h"
 
@@ -175,6 +177,7 @@ int run_child(const std::string& workload, const std::string& norm, int threads,
               {"train", timing_json(train)}};
   if (!train_only) {
     model.net->train(false);
+    fold_batch_norm(*model.net);
     NoGradGuard no_grad;
     Timing infer = measure([&] { (void)(*model.net)(x); }, w.batch, mo);
     out["infer"] = timing_json(infer);

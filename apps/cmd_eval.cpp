@@ -11,6 +11,7 @@
 #include "core/io.h"
 #include "core/serialize.h"
 #include "data/datasets.h"
+#include "layers/bn_fold.h"
 #include "train/knobs.h"
 #include "train/trainer.h"
 
@@ -63,6 +64,9 @@ Command add_eval_command(CLI::App& parent) {
                                           "'): the run diverged, and the figures below mean "
                                           "nothing\n");
     }
+    // Inference only from here on: each Dense/Conv2d + BatchNorm pair runs as one layer.
+    model.net->eval();
+    fold_batch_norm(*model.net);
     EvalResult ev = evaluate(model, data, dataset, o->batch_size, -1);
 
     int64_t K = data.num_classes();

@@ -6,6 +6,7 @@
 
 namespace bnlab {
 
+Tensor Identity::forward(const Tensor& x) { return x; }
 Tensor ReLU::forward(const Tensor& x) { return relu(x); }
 Tensor LeakyReLU::forward(const Tensor& x) { return leaky_relu(x, slope_); }
 Tensor Sigmoid::forward(const Tensor& x) { return sigmoid(x); }

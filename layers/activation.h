@@ -1,10 +1,18 @@
 // Parameter-free activation layers: ReLU, LeakyReLU, Sigmoid, Tanh (torch.nn names and semantics).
-// Each forwards to the op of the same name in core/ops.h.
+// Each forwards to the op of the same name in core/ops.h. Identity (torch.nn.Identity) returns its
+// input; fold_batch_norm (layers/bn_fold.h) puts one where each folded BatchNorm was.
 #pragma once
 
 #include "layers/module.h"
 
 namespace bnlab {
+
+/// Returns its input itself (no copy, no node); no parameters.
+class Identity : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Identity"; }
+};
 
 /// max(x, 0) elementwise (relu()); no parameters.
 class ReLU : public Module {

@@ -2,9 +2,13 @@
 #include "layers/bn_fold.h"
 
 #include <cmath>
+#include <set>
+#include <string>
+#include <typeinfo>
+#include <vector>
 
-#include "core/autograd.h"
-#include "core/ops.h"
+#include "core/random.h"
+#include "layers/activation.h"
 #include "layers/batch_norm.h"
 #include "layers/conv2d.h"
 #include "layers/dense.h"
@@ -13,14 +17,12 @@ namespace bnlab {
 
 namespace {
 
-// Folded weight [K, rest...] and bias [K] from the layer's weight/bias (bias may be undefined) and
-// the BatchNorm's running statistics and affine parameters.
-void fold(const Tensor& weight, const Tensor& bias, const BatchNorm& bn, Tensor* w_out,
-          Tensor* b_out) {
+// w_out [K, rest...] and b_out [K] (allocated, the shapes of weight and of a bias) from the layer's
+// weight and bias (bias may be undefined) and the BatchNorm's running statistics and affine.
+void fold(const Tensor& weight, const Tensor& bias, const BatchNorm& bn, const Tensor& w_out,
+          const Tensor& b_out) {
   const int64_t K = weight.size(0);
   const int64_t per_k = weight.numel() / K;
-  *w_out = Tensor::empty(weight.shape());
-  *b_out = Tensor::empty({K});
   const float* w = weight.data();
   const float* b = bias.defined() ? bias.data() : nullptr;
   const float* mean = bn.running_mean().data();
@@ -28,8 +30,8 @@ void fold(const Tensor& weight, const Tensor& bias, const BatchNorm& bn, Tensor*
   const float* gamma = bn.weight().defined() ? bn.weight().data() : nullptr;
   const float* beta = bn.bias().defined() ? bn.bias().data() : nullptr;
   const double eps = bn.options().eps;
-  float* wf = w_out->data();
-  float* bf = b_out->data();
+  float* wf = w_out.data();
+  float* bf = b_out.data();
   for (int64_t k = 0; k < K; ++k) {
     // The scale in double, as batch_norm_eval computes rstd; rounded once to float for the GEMM.
     const double s = (gamma ? gamma[k] : 1.0) / std::sqrt(static_cast<double>(var[k]) + eps);
@@ -39,31 +41,86 @@ void fold(const Tensor& weight, const Tensor& bias, const BatchNorm& bn, Tensor*
   }
 }
 
+// The BatchNorm `next` when `layer` + `next` is a foldable pair (bn_fold.h lists the rules; the
+// training mode is checked by the caller), else null.
+const BatchNorm* foldable(const Module& layer, const Module& next) {
+  if (layer.has_forward_hooks() || next.has_forward_hooks()) return nullptr;
+  // Exact types: a subclass may compute something else, and the pair is replaced.
+  int64_t outputs = 0;
+  if (typeid(layer) == typeid(Dense) && typeid(next) == typeid(BatchNorm1d)) {
+    outputs = static_cast<const Dense&>(layer).options().out_features;
+  } else if (typeid(layer) == typeid(Conv2d) && typeid(next) == typeid(BatchNorm2d)) {
+    outputs = static_cast<const Conv2d&>(layer).options().out_channels;
+  } else {
+    return nullptr;
+  }
+  const auto& bn = static_cast<const BatchNorm&>(next);
+  // A mismatch is left for the BatchNorm's forward to report.
+  if (!bn.options().track_running_stats || bn.options().num_features != outputs) return nullptr;
+  return &bn;
+}
+
+// A foldable pair: (*seq)[i] and (*seq)[i + 1]; `path` names seq ("" or "features.").
+struct Pair {
+  Sequential* seq;
+  size_t i;
+  std::string path;
+};
+
+// Appends the foldable pairs of m and its descendants; `seen` skips a module that appears twice in
+// the tree (a shared child), whose pairs must be replaced once.
+void find_pairs(Module& m, const std::string& path, std::set<const Module*>* seen,
+                std::vector<Pair>* out) {
+  if (!seen->insert(&m).second) return;
+  if (auto* seq = dynamic_cast<Sequential*>(&m)) {
+    for (size_t i = 0; i + 1 < seq->size(); ++i) {
+      if (!foldable((*seq)[i], (*seq)[i + 1])) continue;
+      out->push_back({seq, i, path});
+      ++i;  // the BatchNorm cannot start a pair
+    }
+  }
+  for (const auto& [name, child] : m.children()) find_pairs(*child, path + name + ".", seen, out);
+}
+
+// The one layer that computes layer + bn (a foldable pair).
+std::shared_ptr<Module> folded(const Module& layer, const BatchNorm& bn) {
+  Rng rng(0);  // the constructors' initial weights are overwritten at once
+  if (const auto* dense = dynamic_cast<const Dense*>(&layer)) {
+    DenseOptions o = dense->options();
+    o.bias = true;
+    auto out = std::make_shared<Dense>(o, rng);
+    fold(dense->weight(), dense->bias(), bn, out->weight(), out->bias());
+    return out;
+  }
+  const auto& conv = dynamic_cast<const Conv2d&>(layer);
+  Conv2dOptions o = conv.options();
+  o.bias = true;
+  auto out = std::make_shared<Conv2d>(o, rng);
+  fold(conv.weight(), conv.bias(), bn, out->weight(), out->bias());
+  return out;
+}
+
 }  // namespace
 
-Tensor forward_folded_batch_norm(Module& layer, Module& bn_module, const Tensor& x) {
-  if (grad_enabled() || layer.is_training() || bn_module.is_training()) return {};
-  if (layer.has_forward_hooks() || bn_module.has_forward_hooks()) return {};
-  auto* bn = dynamic_cast<BatchNorm*>(&bn_module);
-  if (!bn || !bn->options().track_running_stats) return {};
-  Tensor w, b;
-  if (auto* dense = dynamic_cast<Dense*>(&layer)) {
-    const DenseOptions& o = dense->options();
-    if (o.out_features != bn->options().num_features || x.dim() != 2 || x.size(1) != o.in_features)
-      return {};
-    fold(dense->weight(), dense->bias(), *bn, &w, &b);
-    return linear(x, w, b);
+int64_t fold_batch_norm(Module& model) {
+  std::vector<Pair> pairs;
+  std::set<const Module*> seen;
+  find_pairs(model, "", &seen, &pairs);
+  // All pairs are checked before the first is replaced, so a refusal leaves the model as it was.
+  for (const Pair& p : pairs) {
+    const Module& layer = (*p.seq)[p.i];
+    const Module& bn = (*p.seq)[p.i + 1];
+    BNLAB_CHECK(!layer.is_training() && !bn.is_training(), "fold_batch_norm: ", p.path, p.i, " (",
+                layer.type_name(), ") + ", p.path, p.i + 1, " (", bn.type_name(),
+                ") is in training mode; folding bakes in the running statistics that training "
+                "updates: call eval() first");
   }
-  if (auto* conv = dynamic_cast<Conv2d*>(&layer)) {
-    const Conv2dOptions& o = conv->options();
-    // BatchNorm2d only: a BatchNorm1d after a conv would reject the 4-D output itself.
-    if (o.out_channels != bn->options().num_features || bn->type_name() != "BatchNorm2d" ||
-        x.dim() != 4 || x.size(1) != o.in_channels)
-      return {};
-    fold(conv->weight(), conv->bias(), *bn, &w, &b);
-    return conv2d(x, w, b, o.stride, o.padding);
+  for (const Pair& p : pairs) {
+    const auto& bn = static_cast<const BatchNorm&>((*p.seq)[p.i + 1]);
+    p.seq->set(p.i, folded((*p.seq)[p.i], bn));
+    p.seq->set(p.i + 1, std::make_shared<Identity>());
   }
-  return {};
+  return static_cast<int64_t>(pairs.size());
 }
 
 }  // namespace bnlab

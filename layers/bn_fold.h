@@ -1,25 +1,42 @@
-// Inference-time BatchNorm folding: an eval-mode BatchNorm after a Dense or Conv2d is an affine map
-// per output channel, so the pair equals ONE Dense/Conv2d with scaled weights and a shifted bias:
+// BatchNorm folding for inference, done explicitly by the caller (as PyTorch's
+// torch.ao.quantization.fuse_modules or torch.fx.experimental.optimization.fuse). An eval-mode
+// BatchNorm right after a Dense or Conv2d is an affine map per output channel, so the pair equals
+// ONE layer with scaled weights and a shifted bias:
 //   s = gamma / sqrt(running_var + eps),  W'[k, ...] = W[k, ...] * s[k],
 //   b'[k] = (b[k] - running_mean[k]) * s[k] + beta[k]
-// which saves the BatchNorm's whole pass over the activations. Sequential::forward uses it for each
-// such adjacent pair when it can prove the result is only inference:
-//   - no graph is recorded (NoGradGuard active), so no gradient can flow through W' or b';
-//   - both modules are in eval mode and the BatchNorm tracks running statistics;
-//   - neither module has forward hooks (a hook must see the unfolded intermediate output);
-//   - the input fits the layer (otherwise the normal path runs and throws its usual error).
-// W' and b' are recomputed at every call (cost K * D, against the layer's N * K * D), so nothing is
-// cached that could go stale when parameters or running statistics change, and the model's own
-// parameters and state_dict are never touched. The result equals the unfolded pair up to float
-// rounding (tests/layers/test_bn_fold.cpp).
+// which saves the BatchNorm's whole pass over the activations. The result equals the unfolded pair
+// up to float rounding (tests/layers/test_bn_fold.cpp).
+//
+// fold_batch_norm(model) rewrites the model in place, as fuse_modules(..., inplace=True): in every
+// Sequential of the model (the model itself and any descendant), each foldable pair of adjacent
+// children i, i + 1 becomes the folded layer (always with a bias) at i and an Identity at i + 1,
+// so every other child keeps its name and its state_dict keys. A pair is foldable when:
+//   - it is a Dense followed by a BatchNorm1d, or a Conv2d followed by a BatchNorm2d (exactly these
+//     types, not subclasses), with the layer's outputs = the BatchNorm's num_features;
+//   - the BatchNorm tracks running statistics (without them, eval normalizes with the batch's);
+//   - neither module has a forward hook (a hook must see the module it was registered on, so such
+//     a pair is left as it is).
+// Other pairs are left alone. A foldable pair in training mode is an error, thrown before anything
+// changes: the fold bakes in the running statistics, which training would go on updating (fx's
+// fuse asserts the same). Call model.eval() first.
+//
+// Why in place and not into a copy: modules are not copyable (there is no clone()), and a "copy"
+// that shared its unfolded children with the original would share their train/eval mode, hooks
+// and parameters with it. The folded model is for inference only: its state_dict no longer matches
+// the model's architecture (BatchNorm keys gone, folded weights, a bias that may be new), so save
+// checkpoints before folding. To keep a trainable model as well, fold a second instance: build
+// it, load_state_dict(model.state_dict()), eval(), fold_batch_norm.
 #pragma once
+
+#include <cstdint>
 
 #include "layers/module.h"
 
 namespace bnlab {
 
-/// layer(x) followed by bn, computed folded; an undefined Tensor when the pair cannot be folded
-/// (see above), in which case the caller runs the two modules normally.
-Tensor forward_folded_batch_norm(Module& layer, Module& bn, const Tensor& x);
+/// Folds each eval-mode Dense + BatchNorm1d and Conv2d + BatchNorm2d pair in the Sequentials of
+/// `model` into one layer followed by an Identity, in place (see above); returns the number of
+/// pairs folded. Throws, changing nothing, when a foldable pair is in training mode.
+int64_t fold_batch_norm(Module& model);
 
 }  // namespace bnlab

@@ -3,6 +3,7 @@
 
 #include "layers/activation.h"
 #include "layers/batch_norm.h"
+#include "layers/bn_fold.h"
 #include "layers/conv2d.h"
 #include "layers/dense.h"
 #include "layers/dropout.h"

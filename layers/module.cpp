@@ -7,7 +7,6 @@
 #include <sstream>
 
 #include "core/autograd.h"
-#include "layers/bn_fold.h"
 
 namespace bnlab {
 
@@ -38,6 +37,17 @@ void Module::add_child(const std::string& name, std::shared_ptr<Module> module) 
     BNLAB_CHECK(n != name, "module: child '", name, "' registered twice");
   module->train(training_);
   children_.emplace_back(name, std::move(module));
+}
+
+void Module::replace_child(const std::string& name, std::shared_ptr<Module> module) {
+  BNLAB_CHECK(module != nullptr, "module: child '", name, "' is null");
+  for (auto& [n, m] : children_) {
+    if (n != name) continue;
+    module->train(training_);
+    m = std::move(module);
+    return;
+  }
+  BNLAB_FAIL("module: no child '", name, "' to replace");
 }
 
 void Module::collect(const std::string& prefix, NamedTensors* params,
@@ -128,21 +138,14 @@ Sequential& Sequential::add(std::shared_ptr<Module> module) {
   return *this;
 }
 
+void Sequential::set(size_t i, std::shared_ptr<Module> module) {
+  BNLAB_CHECK(i < size(), "Sequential: set(", i, ") is out of range for ", size(), " modules");
+  replace_child(std::to_string(i), std::move(module));
+}
+
 Tensor Sequential::forward(const Tensor& x) {
-  const auto& kids = children();
   Tensor h = x;
-  for (size_t i = 0; i < kids.size(); ++i) {
-    // Inference: Dense/Conv2d + eval-mode BatchNorm run as one folded layer (layers/bn_fold.h).
-    if (i + 1 < kids.size()) {
-      Tensor folded = forward_folded_batch_norm(*kids[i].second, *kids[i + 1].second, h);
-      if (folded.defined()) {
-        h = folded;
-        ++i;
-        continue;
-      }
-    }
-    h = (*kids[i].second)(h);
-  }
+  for (const auto& [name, child] : children()) h = (*child)(h);
   return h;
 }
 

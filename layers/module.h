@@ -77,7 +77,7 @@ class Module {
   void register_forward_hook(ForwardHook hook) { hooks_.push_back(std::move(hook)); }
   /// Removes every forward hook of this module.
   void clear_forward_hooks() { hooks_.clear(); }
-  /// True when a forward hook is registered (Sequential then never fuses this module away).
+  /// True when a forward hook is registered (fold_batch_norm then leaves this module as it is).
   bool has_forward_hooks() const { return !hooks_.empty(); }
 
   /// "Sequential(\n  (0): Dense(784 -> 100, bias)\n ...)", like printing an nn.Module.
@@ -97,6 +97,9 @@ class Module {
   }
   /// Registers `module` as the child `name`; it takes this module's train/eval mode.
   void add_child(const std::string& name, std::shared_ptr<Module> module);
+  /// Puts `module` in the place of the existing child `name` (same name, same position); it takes
+  /// this module's train/eval mode. Throws when there is no such child.
+  void replace_child(const std::string& name, std::shared_ptr<Module> module);
 
  private:
   struct Buffer {
@@ -134,6 +137,9 @@ class Sequential : public Module {
   size_t size() const { return children().size(); }
   /// The i-th module; throws std::out_of_range.
   Module& operator[](size_t i) const { return *children().at(i).second; }
+  /// Replaces the i-th module by `module`, which keeps the name "i" (torch's `seq[i] = module`)
+  /// and takes this Sequential's train/eval mode.
+  void set(size_t i, std::shared_ptr<Module> module);
 
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "Sequential"; }

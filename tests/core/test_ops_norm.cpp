@@ -1,6 +1,7 @@
 // batch_norm_train / batch_norm_eval / layer_norm / group_norm: hand-computed values, normalized
 // statistics, precision with a large common offset, gradient checks for every input (x,
-// gamma/weight, beta/bias), and shape errors.
+// gamma/weight, beta/bias), the [N, C] batch-norm kernels over more than one channel block (64)
+// against a double reference, and shape errors.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -126,6 +127,37 @@ TEST_CASE("ops.norm: batch_norm_train gradient checks for x, gamma and beta") {
         "batch_norm gamma only",
         [](const Inputs& in) { return batch_norm_train(in[0], in[1], Tensor(), 1e-5f).y; },
         {param({4, 2, 3}, 8), param({2}, 9, 0.5f, 1.5f)});
+  }
+}
+
+TEST_CASE("ops.norm: batch_norm_train on [N, C] with several channel blocks") {
+  // 70 channels: two blocks of the [N, C] kernel (64 + 6).
+  SUBCASE("gradient check") {
+    CHECK_GRADIENTS("batch_norm [N, 70]",
+                    [](const std::vector<Tensor>& in) {
+                      return batch_norm_train(in[0], in[1], in[2], 1e-5f).y;
+                    },
+                    {param({3, 70}, 21), param({70}, 22, 0.5f, 1.5f), param({70}, 23)});
+  }
+  SUBCASE("forward against a double reference") {
+    Rng rng(24);
+    const int64_t N = 9, C = 70;
+    Tensor x = Tensor::normal({N, C}, rng, 3.0f, 2.0f);
+    Tensor g = Tensor::uniform({C}, rng, 0.5f, 1.5f), b = Tensor::normal({C}, rng);
+    BatchNormResult r = batch_norm_train(x, g, b, 1e-5f);
+    for (int64_t c = 0; c < C; ++c) {
+      double m = 0.0, v = 0.0;
+      for (int64_t n = 0; n < N; ++n) m += x.data()[n * C + c];
+      m /= N;
+      for (int64_t n = 0; n < N; ++n) v += (x.data()[n * C + c] - m) * (x.data()[n * C + c] - m);
+      v /= N;
+      CHECK(r.mean.data()[c] == doctest::Approx(m).epsilon(1e-6));
+      CHECK(r.var.data()[c] == doctest::Approx(v).epsilon(1e-5));
+      for (int64_t n = 0; n < N; ++n) {
+        double y = (x.data()[n * C + c] - m) / std::sqrt(v + 1e-5) * g.data()[c] + b.data()[c];
+        CHECK(r.y.data()[n * C + c] == doctest::Approx(y).epsilon(1e-5));
+      }
+    }
   }
 }
 

@@ -1,19 +1,21 @@
-// BatchNorm folding for inference (layers/bn_fold.h) and the channel-blocked batch-norm kernels
-// (core/ops/norm.cpp): the folded Sequential equals the unfolded pair, leaves the state untouched,
-// and is skipped whenever a graph, training mode or a hook needs the unfolded computation; the
-// [N, C] kernels with more channels than one block (64) pass gradient checks and match a double
-// reference.
+// Explicit BatchNorm folding for inference (layers/bn_fold.h): fold_batch_norm replaces each
+// eval-mode Dense + BatchNorm1d / Conv2d + BatchNorm2d pair in a model's Sequentials by the folded
+// layer and an Identity, equal to the unfolded model within float rounding; it refuses a pair in
+// training mode without changing anything, leaves pairs with hooks or without running statistics
+// alone, and folding a second instance leaves the original's state untouched. Sequential::forward
+// itself never folds.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "core/autograd.h"
 #include "core/ops.h"
-#include "gradcheck.h"
 #include "layers/layers.h"
 
 using namespace bnlab;
-using bnlab::testing::param;
 
 namespace {
 
@@ -23,15 +25,18 @@ void perturb(BatchNorm& bn, Rng& rng) {
   for (int64_t c = 0; c < C; ++c) {
     bn.running_mean().data()[c] = rng.normal(0.0f, 0.5f);
     bn.running_var().data()[c] = rng.uniform(0.2f, 3.0f);
+    if (!bn.options().affine) continue;
     bn.weight().data()[c] = rng.uniform(0.5f, 1.5f);
     bn.bias().data()[c] = rng.normal(0.0f, 0.3f);
   }
 }
 
-float max_abs_diff(const Tensor& a, const Tensor& b) {
+// Largest |a - b| / (1 + |b|).
+float max_diff(const Tensor& a, const Tensor& b) {
   REQUIRE(a.shape() == b.shape());
   float m = 0.0f;
-  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, std::fabs(a.data()[i] - b.data()[i]));
+  for (int64_t i = 0; i < a.numel(); ++i)
+    m = std::max(m, std::fabs(a.data()[i] - b.data()[i]) / (1.0f + std::fabs(b.data()[i])));
   return m;
 }
 
@@ -44,52 +49,235 @@ std::vector<float> flat_state(const Module& m) {
   return v;
 }
 
+std::vector<std::string> keys(const Module& m) {
+  std::vector<std::string> k;
+  for (const auto& t : m.state_dict()) k.push_back(t.name);
+  return k;
+}
+
+std::vector<std::string> types(const Sequential& s) {
+  std::vector<std::string> t;
+  for (const auto& [name, child] : s.children()) t.push_back(child->type_name());
+  return t;
+}
+
+// A small CNN with three foldable pairs, one of them in a nested Sequential:
+// 0 Conv2d, 1 BatchNorm2d, 2 ReLU, 3 Sequential(0 Conv2d, 1 BatchNorm2d), 4 Flatten, 5 Dense,
+// 6 BatchNorm1d, 7 ReLU.
+std::shared_ptr<Sequential> make_cnn(Rng& rng) {
+  auto inner = std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{
+      std::make_shared<Conv2d>(Conv2dOptions{.in_channels = 3,
+                                             .out_channels = 4,
+                                             .kernel = 3,
+                                             .stride = 2,
+                                             .padding = 1,
+                                             .bias = false},
+                               rng),
+      std::make_shared<BatchNorm2d>(BatchNormOptions{.num_features = 4})});
+  auto net = std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{
+      std::make_shared<Conv2d>(
+          Conv2dOptions{.in_channels = 2, .out_channels = 3, .kernel = 3, .padding = 1}, rng),
+      std::make_shared<BatchNorm2d>(BatchNormOptions{.num_features = 3}), std::make_shared<ReLU>(),
+      inner, std::make_shared<Flatten>(),
+      std::make_shared<Dense>(DenseOptions{.in_features = 4 * 3 * 3, .out_features = 5}, rng),
+      std::make_shared<BatchNorm1d>(BatchNormOptions{.num_features = 5}),
+      std::make_shared<ReLU>()});
+  perturb(dynamic_cast<BatchNorm&>((*net)[1]), rng);
+  perturb(dynamic_cast<BatchNorm&>((*inner)[1]), rng);
+  perturb(dynamic_cast<BatchNorm&>((*net)[6]), rng);
+  return net;
+}
+
 }  // namespace
 
-TEST_CASE("layers.bn_fold: Dense + BatchNorm1d in eval equals the unfolded pair") {
-  Rng rng(3);
-  auto dense = std::make_shared<Dense>(DenseOptions{.in_features = 7, .out_features = 5}, rng);
-  auto bn = std::make_shared<BatchNorm1d>(BatchNormOptions{.num_features = 5});
-  perturb(*bn, rng);
-  Sequential net({dense, bn, std::make_shared<ReLU>()});
-  net.eval();
-  Tensor x = Tensor::normal({4, 7}, rng);
-  std::vector<float> before = flat_state(net);
-  NoGradGuard no_grad;
-  Tensor folded = net(x);
-  Tensor unfolded = relu((*bn)((*dense)(x)));
-  CHECK(max_abs_diff(folded, unfolded) < 1e-5f);
-  CHECK(flat_state(net) == before);  // parameters and running statistics untouched
+TEST_CASE("layers.bn_fold: Dense + BatchNorm1d folds into one Dense equal to the pair") {
+  for (bool bias : {true, false}) {
+    CAPTURE(bias);
+    Rng rng(3);
+    auto dense = std::make_shared<Dense>(
+        DenseOptions{.in_features = 7, .out_features = 5, .bias = bias}, rng);
+    auto bn = std::make_shared<BatchNorm1d>(BatchNormOptions{.num_features = 5, .eps = 1e-3f});
+    perturb(*bn, rng);
+    Sequential net({dense, bn, std::make_shared<ReLU>()});
+    net.eval();
+    Tensor x = Tensor::normal({4, 7}, rng);
+    NoGradGuard no_grad;
+    Tensor unfolded = net(x);
+    CHECK(fold_batch_norm(net) == 1);
+    CHECK(types(net) == std::vector<std::string>{"Dense", "Identity", "ReLU"});
+    CHECK(keys(net) == std::vector<std::string>{"0.weight", "0.bias"});  // a bias even without one
+    CHECK_FALSE(net[0].is_training());
+    CHECK(max_diff(net(x), unfolded) < 1e-5f);
+    CHECK(fold_batch_norm(net) == 0);  // nothing left to fold
+  }
 }
 
-TEST_CASE("layers.bn_fold: Conv2d + BatchNorm2d in eval equals the unfolded pair") {
+TEST_CASE("layers.bn_fold: every pair of a CNN folds, nested ones too, and names stay put") {
   Rng rng(4);
-  auto conv = std::make_shared<Conv2d>(
-      Conv2dOptions{.in_channels = 2, .out_channels = 3, .kernel = 3, .stride = 2, .padding = 1},
-      rng);
-  auto bn = std::make_shared<BatchNorm2d>(BatchNormOptions{.num_features = 3});
-  perturb(*bn, rng);
-  Sequential net({conv, bn});
-  net.eval();
-  Tensor x = Tensor::normal({2, 2, 5, 6}, rng);
-  std::vector<float> before = flat_state(net);
+  auto net = make_cnn(rng);
+  net->eval();
+  Tensor x = Tensor::normal({2, 2, 6, 6}, rng, 0.3f, 1.2f);
   NoGradGuard no_grad;
-  Tensor folded = net(x);
-  Tensor unfolded = (*bn)((*conv)(x));
-  CHECK(max_abs_diff(folded, unfolded) < 1e-5f);
-  CHECK(flat_state(net) == before);
-  // The next call sees changed statistics: nothing stale is cached.
-  bn->running_mean().data()[1] += 2.0f;
-  CHECK(max_abs_diff(net(x), (*bn)((*conv)(x))) < 1e-5f);
+  Tensor unfolded = (*net)(x);
+  CHECK(fold_batch_norm(*net) == 3);
+  CHECK(types(*net) == std::vector<std::string>{"Conv2d", "Identity", "ReLU", "Sequential",
+                                                "Flatten", "Dense", "Identity", "ReLU"});
+  CHECK(types(dynamic_cast<Sequential&>((*net)[3])) ==
+        std::vector<std::string>{"Conv2d", "Identity"});
+  CHECK(keys(*net) == std::vector<std::string>{"0.weight", "0.bias", "3.0.weight", "3.0.bias",
+                                               "5.weight", "5.bias"});
+  CHECK(max_diff((*net)(x), unfolded) < 1e-5f);
 }
 
-TEST_CASE("layers.bn_fold: no folding with a graph, in training mode or with a hook") {
+TEST_CASE("layers.bn_fold: a block used twice in the model is folded once") {
+  Rng rng(10);
+  auto block = std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{
+      std::make_shared<Dense>(DenseOptions{.in_features = 3, .out_features = 3}, rng),
+      std::make_shared<BatchNorm1d>(BatchNormOptions{.num_features = 3})});
+  perturb(dynamic_cast<BatchNorm&>((*block)[1]), rng);
+  Sequential net({block, std::make_shared<ReLU>(), block});
+  net.eval();
+  Tensor x = Tensor::normal({4, 3}, rng);
+  NoGradGuard no_grad;
+  Tensor unfolded = net(x);
+  CHECK(fold_batch_norm(net) == 1);
+  CHECK(types(*block) == std::vector<std::string>{"Dense", "Identity"});
+  CHECK(max_diff(net(x), unfolded) < 1e-5f);
+}
+
+TEST_CASE("layers.bn_fold: folding a second instance leaves the original model untouched") {
+  // The documented way to keep a trainable model: fold another instance that has its state.
   Rng rng(5);
+  auto model = make_cnn(rng);
+  Rng other_rng(99);
+  auto inference = make_cnn(other_rng);
+  inference->load_state_dict(model->state_dict());
+  const std::vector<float> before = flat_state(*model);
+  const std::vector<std::string> model_keys = keys(*model);
+  inference->eval();
+  CHECK(fold_batch_norm(*inference) == 3);
+  CHECK(flat_state(*model) == before);
+  CHECK(keys(*model) == model_keys);
+  CHECK(model->is_training());
+  CHECK((*model)[1].type_name() == "BatchNorm2d");
+  Tensor x = Tensor::normal({3, 2, 6, 6}, rng);
+  model->eval();
+  NoGradGuard no_grad;
+  CHECK(max_diff((*inference)(x), (*model)(x)) < 1e-5f);
+  // The original still trains: batch statistics, running statistics updated.
+  model->train();
+  (*model)(x);
+  CHECK(dynamic_cast<BatchNorm&>((*model)[6]).num_batches_tracked() == 1);
+}
+
+TEST_CASE("layers.bn_fold: a pair in training mode is refused and nothing changes") {
+  Rng rng(6);
+  auto net = make_cnn(rng);
+  const std::vector<float> before = flat_state(*net);
+  SUBCASE("the whole model in training mode") {
+    CHECK_THROWS_WITH_AS(fold_batch_norm(*net),
+                         doctest::Contains("fold_batch_norm: 0 (Conv2d) + 1 (BatchNorm2d) is in "
+                                           "training mode; folding bakes in the running "
+                                           "statistics that training updates: call eval() first"),
+                         Error);
+  }
+  SUBCASE("one nested pair in training mode: the pairs before it are not folded either") {
+    net->eval();
+    (*net)[3].train();
+    CHECK_THROWS_WITH_AS(fold_batch_norm(*net),
+                         doctest::Contains("3.0 (Conv2d) + 3.1 (BatchNorm2d) is in training mode"),
+                         Error);
+  }
+  CHECK(types(*net) == std::vector<std::string>{"Conv2d", "BatchNorm2d", "ReLU", "Sequential",
+                                                "Flatten", "Dense", "BatchNorm1d", "ReLU"});
+  CHECK(flat_state(*net) == before);
+}
+
+TEST_CASE("layers.bn_fold: pairs that cannot be folded are left alone") {
+  Rng rng(7);
+  auto dense = [&](int64_t in, int64_t out) {
+    return std::make_shared<Dense>(DenseOptions{.in_features = in, .out_features = out}, rng);
+  };
+  auto bn1d = [&](int64_t c, bool track = true) {
+    auto bn = std::make_shared<BatchNorm1d>(
+        BatchNormOptions{.num_features = c, .track_running_stats = track});
+    if (track) perturb(*bn, rng);
+    return bn;
+  };
+  // 0 + 1: a BatchNorm without running statistics (eval normalizes with the batch's own); 3: a
+  // BatchNorm after the activation. Below: a Dense whose outputs do not match its BatchNorm (left
+  // for the BatchNorm to report), and a Conv2d followed by a BatchNorm1d.
+  Sequential net({dense(3, 4), bn1d(4, false), std::make_shared<ReLU>(), bn1d(4), dense(4, 2)});
+  net.eval();
+  Tensor x = Tensor::normal({5, 3}, rng);
+  const std::vector<float> before = flat_state(net);
+  NoGradGuard no_grad;
+  Tensor y = net(x);
+  CHECK(fold_batch_norm(net) == 0);
+  CHECK(types(net) ==
+        std::vector<std::string>{"Dense", "BatchNorm1d", "ReLU", "BatchNorm1d", "Dense"});
+  CHECK(flat_state(net) == before);
+  CHECK(net(x).to_vector() == y.to_vector());
+
+  Sequential mismatched({dense(3, 4), bn1d(5)});
+  mismatched.eval();
+  CHECK(fold_batch_norm(mismatched) == 0);
+  CHECK_THROWS_WITH_AS(mismatched(x), doctest::Contains("BatchNorm1d: expected input"), Error);
+
+  Sequential conv_bn1d(
+      {std::make_shared<Conv2d>(Conv2dOptions{.in_channels = 1, .out_channels = 2}, rng), bn1d(2)});
+  conv_bn1d.eval();
+  CHECK(fold_batch_norm(conv_bn1d) == 0);
+  CHECK(conv_bn1d[1].type_name() == "BatchNorm1d");
+}
+
+TEST_CASE("layers.bn_fold: a pair with a forward hook stays unfolded and the hook sees it run") {
+  Rng rng(8);
+  auto net = make_cnn(rng);
+  net->eval();
+  auto& bn = dynamic_cast<BatchNorm&>((*net)[6]);
+  int calls = 0;
+  Tensor seen_in, seen_out;
+  bn.register_forward_hook([&](const Module&, const Tensor& in, const Tensor& out) {
+    ++calls;
+    seen_in = in;
+    seen_out = out;
+  });
+  Tensor x = Tensor::normal({2, 2, 6, 6}, rng);
+  NoGradGuard no_grad;
+  Tensor unfolded = (*net)(x);
+  CHECK(fold_batch_norm(*net) == 2);  // the two conv pairs; Dense + hooked BatchNorm stays
+  CHECK((*net)[5].type_name() == "Dense");
+  CHECK((*net)[6].type_name() == "BatchNorm1d");
+  calls = 0;
+  CHECK(max_diff((*net)(x), unfolded) < 1e-5f);
+  CHECK(calls == 1);
+  REQUIRE(seen_in.shape() == Shape{2, 5});
+  // The hook saw the BatchNorm itself run on the Dense's output.
+  CHECK(seen_out.to_vector() == bn.forward(seen_in).to_vector());
+
+  // A hook on the layer side of a pair keeps it too.
+  Rng rng2(8);
+  auto other = make_cnn(rng2);
+  other->eval();
+  (*other)[0].register_forward_hook([](const Module&, const Tensor&, const Tensor&) {});
+  CHECK(fold_batch_norm(*other) == 2);
+  CHECK((*other)[1].type_name() == "BatchNorm2d");
+}
+
+TEST_CASE("layers.bn_fold: Sequential::forward runs every module, folded or not") {
+  // No hidden folding: in eval under NoGradGuard the chain is exactly its modules, one by one.
+  Rng rng(9);
   auto dense = std::make_shared<Dense>(DenseOptions{.in_features = 3, .out_features = 4}, rng);
   auto bn = std::make_shared<BatchNorm1d>(BatchNormOptions{.num_features = 4});
   perturb(*bn, rng);
   Sequential net({dense, bn});
   Tensor x = Tensor::normal({6, 3}, rng);
+  SUBCASE("eval under NoGradGuard: bit-identical to calling the modules") {
+    net.eval();
+    NoGradGuard no_grad;
+    CHECK(net(x).to_vector() == (*bn)((*dense)(x)).to_vector());
+  }
   SUBCASE("eval with grad mode on: BatchNorm's own op, and gamma gets a gradient") {
     net.eval();
     Tensor y = net(x);
@@ -106,47 +294,5 @@ TEST_CASE("layers.bn_fold: no folding with a graph, in training mode or with a h
     for (int64_t n = 0; n < 6; ++n) mean += y.data()[n * 4];
     // Normalized with the batch's own mean: channel 0 averages to its beta.
     CHECK(mean / 6.0 == doctest::Approx(bn->bias().data()[0]).epsilon(1e-4));
-  }
-  SUBCASE("a hook on the BatchNorm still sees its input") {
-    net.eval();
-    int calls = 0;
-    bn->register_forward_hook([&](const Module&, const Tensor& in, const Tensor&) {
-      ++calls;
-      CHECK(in.shape() == Shape{6, 4});
-    });
-    NoGradGuard no_grad;
-    net(x);
-    CHECK(calls == 1);
-  }
-}
-
-TEST_CASE("ops.norm: batch_norm_train on [N, C] with several channel blocks") {
-  // 70 channels: two blocks of the [N, C] kernel (64 + 6).
-  SUBCASE("gradient check") {
-    CHECK_GRADIENTS("batch_norm [N, 70]",
-                    [](const std::vector<Tensor>& in) {
-                      return batch_norm_train(in[0], in[1], in[2], 1e-5f).y;
-                    },
-                    {param({3, 70}, 21), param({70}, 22, 0.5f, 1.5f), param({70}, 23)});
-  }
-  SUBCASE("forward against a double reference") {
-    Rng rng(24);
-    const int64_t N = 9, C = 70;
-    Tensor x = Tensor::normal({N, C}, rng, 3.0f, 2.0f);
-    Tensor g = Tensor::uniform({C}, rng, 0.5f, 1.5f), b = Tensor::normal({C}, rng);
-    BatchNormResult r = batch_norm_train(x, g, b, 1e-5f);
-    for (int64_t c = 0; c < C; ++c) {
-      double m = 0.0, v = 0.0;
-      for (int64_t n = 0; n < N; ++n) m += x.data()[n * C + c];
-      m /= N;
-      for (int64_t n = 0; n < N; ++n) v += (x.data()[n * C + c] - m) * (x.data()[n * C + c] - m);
-      v /= N;
-      CHECK(r.mean.data()[c] == doctest::Approx(m).epsilon(1e-6));
-      CHECK(r.var.data()[c] == doctest::Approx(v).epsilon(1e-5));
-      for (int64_t n = 0; n < N; ++n) {
-        double y = (x.data()[n * C + c] - m) / std::sqrt(v + 1e-5) * g.data()[c] + b.data()[c];
-        CHECK(r.y.data()[n * C + c] == doctest::Approx(y).epsilon(1e-5));
-      }
-    }
   }
 }

@@ -71,6 +71,9 @@ TEST_CASE("layers.group_norm: groups, instance-norm extreme, gradient check, err
 
 TEST_CASE("layers: activations, pooling and flatten forward to their ops") {
   Tensor x = Tensor::from({-2, -0.5f, 0.5f, 2}, {1, 1, 2, 2});
+  CHECK(Identity()(x).data() == x.data());  // the input itself, as torch.nn.Identity
+  CHECK_GRADIENTS("Identity", [](const Inputs& i) { return Identity()(i[0]); },
+                  {testing::param({2, 3}, 5)});
   CHECK(ReLU()(x).to_vector() == std::vector<float>{0, 0, 0.5f, 2});
   CHECK(LeakyReLU(0.5f)(x).to_vector() == std::vector<float>{-1, -0.25f, 0.5f, 2});
   CHECK(Tanh()(x).data()[3] == doctest::Approx(std::tanh(2.0f)));

@@ -89,6 +89,21 @@ TEST_CASE("module: forward hooks see input and output") {
   CHECK(seen == Shape{7, 3});
 }
 
+TEST_CASE("module: Sequential::set replaces a module in place, as torch's seq[i] = m") {
+  Rng rng(6);
+  auto net = small_net(rng);
+  net->eval();
+  net->set(2, std::make_shared<Identity>());
+  CHECK(net->children()[2].first == "2");
+  CHECK((*net)[2].type_name() == "Identity");
+  CHECK_FALSE((*net)[2].is_training());  // takes its parent's mode, as add_child does
+  CHECK((*net)(Tensor::ones({7, 4})).shape() == Shape{7, 2});
+  CHECK_THROWS_WITH_AS(net->set(4, std::make_shared<ReLU>()),
+                       doctest::Contains("Sequential: set(4) is out of range for 4 modules"),
+                       Error);
+  CHECK_THROWS_WITH_AS(net->set(0, nullptr), doctest::Contains("module: child '0' is null"), Error);
+}
+
 TEST_CASE("module: printing and summary show layers, shapes and parameter counts") {
   Rng rng(6);
   auto net = small_net(rng);
