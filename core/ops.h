@@ -116,9 +116,9 @@ struct BatchNormResult {
 ///
 /// batch_norm_train calls it between its statistics pass and its normalize pass, and between
 /// the two passes of its backward; every shard must make the same calls in the same order
-/// (they are collectives). Without one, batch_norm_train runs the same code with a local reducer
-/// that leaves this process's values as they are. Implementations: core/distributed.h (MPI
-/// ranks) and test fakes.
+/// (they are collectives). Without one, batch_norm_train runs the same per-channel code with
+/// nothing to merge: each channel's second pass right after its first, while its values are in
+/// cache. Implementations: core/distributed.h (MPI ranks) and test fakes.
 class BatchNormReducer {
  public:
   virtual ~BatchNormReducer() = default;

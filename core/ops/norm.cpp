@@ -2,6 +2,17 @@
 // norm and group norm. Batch norm has one forward and one backward for one process and for SyncBN:
 // a reducer merges the per-channel statistics (and the backward sums) between their passes.
 //
+// Batch norm's schedule (batch_norm_passes): its math is written once, as functions of one block of
+// channels (one channel of an image tensor, up to 64 channels of an [N, C] one): the forward's
+// "moments of these channels" and "normalize these channels with these statistics", the
+// backward's "sum(dy), sum(dy * xhat) of these channels" and "dx of these channels". Between the
+// first and the second of each pair sits the reducer. When it is the local one (one process:
+// merge_moments and sum leave the values unchanged, so it is not called) or there is none (eval),
+// each block's second pass runs right after its first, inside one parallel loop, while the block's
+// values are still in cache. With a real reducer (SyncBN) the first pass runs over all channels,
+// then the reducer, then the second pass over all channels. The arithmetic per channel is the same
+// in both schedules, so their results are bit-identical.
+//
 // Legend: N batch, C channels, S = product of the dims after C (H*W for images, 1 for [N, C]),
 // M = N*S values per channel (batch norm). Layer and group norm normalize contiguous ROWS of x seen
 // as [R, L]: layer norm has R = numel / D rows of the D = prod(normalized_shape) trailing values;
@@ -69,8 +80,8 @@ void check_eps(const char* op, float eps) {
 // ---- batch norm: statistics per channel over N and S, merged by a reducer ----
 //
 // Channel c of x [N, C, S] is N strided runs of S values. One training forward and one backward
-// serve a single process and SyncBN alike; each calls a reducer (BatchNormReducer, core/ops.h)
-// between its passes over the data:
+// serve a single process and SyncBN alike; each has two passes with a reducer (BatchNormReducer,
+// core/ops.h) between them:
 //   forward:  local moments (count, mean, M2) per channel -> reducer.merge_moments -> normalize
 //   backward: local sum(dy), sum(dy * xhat) per channel -> dgamma, dbeta -> reducer.sum -> dx
 // The local reducer (one process, the default) keeps this batch's values, so the statistics are
@@ -78,21 +89,20 @@ void check_eps(const char* op, float eps) {
 // in one collective per call. dgamma/dbeta take the local sums either way: the data-parallel
 // gradient average adds them up across shards. Eval mode runs the same normalize pass with the
 // running statistics, and the same backward with the statistics held constant: no reducer, and no
-// correction terms in dx.
+// correction terms in dx. Each pass is a function of one block of channels; batch_norm_passes
+// schedules them (see the top of this file).
 
-// Channel blocks: the kernels below walk channels [c0, c1) together, with per-channel double
-// accumulators, so that both layouts vectorize. With S > 1 (images) each channel's N runs of S
-// contiguous values are reduced by `omp simd` loops (several independent partial sums, so the
-// reduction is not bound by the latency of one chain of double adds); with S == 1 ([N, C], dense
-// layers) the channels of one row are contiguous, so the inner loop runs over the block's channels
-// instead. Threads split the channels.
+// Channel blocks: the passes below walk channels [c0, c1) together, with per-channel double
+// accumulators, so that both layouts vectorize. With S > 1 (images) a block is one channel, whose N
+// runs of S contiguous values are reduced by `omp simd` loops (several independent partial sums, so
+// the reduction is not bound by the latency of one chain of double adds); with S == 1 ([N, C],
+// dense layers) the channels of one row are contiguous, so a block is up to kChannelBlock channels
+// and the inner loop runs over them instead. Threads split the blocks.
 constexpr int64_t kChannelBlock = 64;
 
 // Calls f(c0, c1) for every channel block [c0, c1). Threads take contiguous runs of blocks, the
 // same runs in every call for the same shape, in ascending order or, with `reverse`, descending.
-// Why reverse: the reducer call sits between two passes over ALL channels, so a channel's second
-// pass no longer follows its first while its values are in cache; run in reverse, the second pass
-// starts on the channels the first left in this core's cache last.
+// Below kParallelThreshold elements no parallel region is entered.
 template <class F>
 void for_channel_blocks(const ChannelDims& d, bool reverse, F f) {
   const int64_t blocks = d.S == 1 ? (d.C + kChannelBlock - 1) / kChannelBlock : d.C;
@@ -112,6 +122,27 @@ void for_channel_blocks(const ChannelDims& d, bool reverse, F f) {
     const int64_t team = omp_get_num_threads(), t = omp_get_thread_num();
     run(blocks * t / team, blocks * (t + 1) / team);
   }
+}
+
+// The schedule of two passes over the channel blocks with `between` (the reducer) between them.
+// `fused` (nothing to do between: the local reducer, or none): one loop over the blocks runs each
+// block's second pass right after its first, while its values are in cache. Otherwise (SyncBN):
+// the first pass over all blocks, `between`, then the second pass over all blocks, in reverse so
+// that it starts on the blocks the first pass left in this core's cache last. Either way every
+// channel gets the same arithmetic, so both schedules give bit-identical results.
+template <class First, class Between, class Second>
+void batch_norm_passes(const ChannelDims& d, bool fused, First first, Between between,
+                       Second second) {
+  if (fused) {
+    for_channel_blocks(d, /*reverse=*/false, [&](int64_t c0, int64_t c1) {
+      first(c0, c1);
+      second(c0, c1);
+    });
+    return;
+  }
+  for_channel_blocks(d, /*reverse=*/false, first);
+  between();
+  for_channel_blocks(d, /*reverse=*/true, second);
 }
 
 // acc[c - c0] += sum over n, s of f(x[n, c, s], c) for c in [c0, c1).
@@ -158,109 +189,105 @@ void channel_map(float* out, const float* in, const ChannelDims& d, int64_t c0, 
   }
 }
 
-// moments [C][3] = (M, mean, M2) of each channel of x [N, C, S], M = N * S, M2 = sum of squared
-// deviations from the mean. mean_d [C] receives the mean as well (a plain array for the pass-2
-// loops to read). Two passes: the mean, then the deviations (no E[x^2] - E[x]^2 cancellation).
-void batch_norm_moments(double* moments, double* mean_d, const float* x, const ChannelDims& d) {
+// Forward, first pass: moments [C][3] = (M, mean, M2) of channels [c0, c1) of x [N, C, S], M = N *
+// S, M2 = sum of squared deviations from the mean. mean_d [C] receives the mean as well (a plain
+// array for the deviation loop to read). Two passes over the block: the mean, then the deviations
+// (no E[x^2] - E[x]^2 cancellation).
+void batch_norm_moments(double* moments, double* mean_d, const float* x, const ChannelDims& d,
+                        int64_t c0, int64_t c1) {
   const double M = static_cast<double>(d.N * d.S);
-  for_channel_blocks(d, /*reverse=*/false, [&](int64_t c0, int64_t c1) {
-    double sum[kChannelBlock] = {}, sq[kChannelBlock] = {};
-    channel_sums(sum, x, d, c0, c1, [](float v, int64_t) { return static_cast<double>(v); });
-    for (int64_t c = c0; c < c1; ++c) mean_d[c] = sum[c - c0] / M;
-    channel_sums(sq, x, d, c0, c1, [mean_d](float v, int64_t c) {
-      double dev = v - mean_d[c];
-      return dev * dev;
-    });
-    for (int64_t c = c0; c < c1; ++c) {
-      moments[3 * c] = M;
-      moments[3 * c + 1] = mean_d[c];
-      moments[3 * c + 2] = sq[c - c0];
-    }
+  double sum[kChannelBlock] = {}, sq[kChannelBlock] = {};
+  channel_sums(sum, x, d, c0, c1, [](float v, int64_t) { return static_cast<double>(v); });
+  for (int64_t c = c0; c < c1; ++c) mean_d[c] = sum[c - c0] / M;
+  channel_sums(sq, x, d, c0, c1, [mean_d](float v, int64_t c) {
+    double dev = v - mean_d[c];
+    return dev * dev;
   });
+  for (int64_t c = c0; c < c1; ++c) {
+    moments[3 * c] = M;
+    moments[3 * c + 1] = mean_d[c];
+    moments[3 * c + 2] = sq[c - c0];
+  }
 }
 
-// y [N, C, S] = (x - mean) * (rstd * gamma) + beta with per-channel mean_d/rstd_d [C] (double),
-// the batch's or the running ones. In double: the shift is not folded into a float x * scale +
-// shift, which would cancel. gamma/beta [C] may be null (no affine). Reverse order: in training it
-// follows batch_norm_moments.
+// Forward, second pass: y [N, C, S] = (x - mean) * (rstd * gamma) + beta for channels [c0, c1),
+// with per-channel mean_d/rstd_d [C] (double), the batch's or the running ones. In double: the
+// shift is not folded into a float x * scale + shift, which would cancel. gamma/beta [C] may be
+// null (no affine).
 void batch_norm_normalize(float* y, const float* x, const double* mean_d, const double* rstd_d,
-                          const float* gamma, const float* beta, const ChannelDims& d) {
-  for_channel_blocks(d, /*reverse=*/true, [&](int64_t c0, int64_t c1) {
-    double scale[kChannelBlock], shift[kChannelBlock];
-    for (int64_t c = c0; c < c1; ++c) {
-      scale[c - c0] = rstd_d[c] * (gamma ? gamma[c] : 1.0);
-      shift[c - c0] = beta ? beta[c] : 0.0;
-    }
-    channel_map<false>(y, x, d, c0, c1, [&](float v, int64_t c, int64_t) {
-      return static_cast<float>((v - mean_d[c]) * scale[c - c0] + shift[c - c0]);
-    });
+                          const float* gamma, const float* beta, const ChannelDims& d, int64_t c0,
+                          int64_t c1) {
+  double scale[kChannelBlock], shift[kChannelBlock];
+  for (int64_t c = c0; c < c1; ++c) {
+    scale[c - c0] = rstd_d[c] * (gamma ? gamma[c] : 1.0);
+    shift[c - c0] = beta ? beta[c] : 0.0;
+  }
+  channel_map<false>(y, x, d, c0, c1, [&](float v, int64_t c, int64_t) {
+    return static_cast<float>((v - mean_d[c]) * scale[c - c0] + shift[c - c0]);
   });
 }
 
-// sums [2, C] = (sum(dy), sum(dy * xhat)) of each channel, xhat = (x - mean) * rstd, from dy and
-// x [N, C, S]: what dbeta, dgamma and both dx correction terms are made of.
+// Backward, first pass: sums [2, C] = (sum(dy), sum(dy * xhat)) of channels [c0, c1), xhat = (x -
+// mean) * rstd, from dy and x [N, C, S]: what dbeta, dgamma and both dx correction terms are made
+// of.
 void batch_norm_grad_sums(double* sums, const float* dy, const float* x, const double* mean_d,
-                          const double* rstd_d, const ChannelDims& d) {
-  for_channel_blocks(d, /*reverse=*/false, [&](int64_t c0, int64_t c1) {
-    double sum_dy[kChannelBlock] = {}, sum_dy_xhat[kChannelBlock] = {};
-    channel_sums(sum_dy, dy, d, c0, c1, [](float g, int64_t) { return static_cast<double>(g); });
-    // sum(dy * xhat) needs x and dy side by side; the same two layouts as channel_sums. They share
-    // the layout, so x is indexed with dy's offsets (dy + i -> x + i).
-    const std::ptrdiff_t to_x = x - dy;
-    for (int64_t n = 0; n < d.N; ++n) {
-      if (d.S == 1) {
-        const float* gr = dy + n * d.C;
-        const float* xr = gr + to_x;
+                          const double* rstd_d, const ChannelDims& d, int64_t c0, int64_t c1) {
+  double sum_dy[kChannelBlock] = {}, sum_dy_xhat[kChannelBlock] = {};
+  channel_sums(sum_dy, dy, d, c0, c1, [](float g, int64_t) { return static_cast<double>(g); });
+  // sum(dy * xhat) needs x and dy side by side; the same two layouts as channel_sums. They share
+  // the layout, so x is indexed with dy's offsets (dy + i -> x + i).
+  const std::ptrdiff_t to_x = x - dy;
+  for (int64_t n = 0; n < d.N; ++n) {
+    if (d.S == 1) {
+      const float* gr = dy + n * d.C;
+      const float* xr = gr + to_x;
 #pragma omp simd
-        for (int64_t c = c0; c < c1; ++c)
-          sum_dy_xhat[c - c0] += gr[c] * ((xr[c] - mean_d[c]) * rstd_d[c]);
-        continue;
-      }
-      for (int64_t c = c0; c < c1; ++c) {
-        const float* gc = dy + (n * d.C + c) * d.S;
-        const float* xc = gc + to_x;
-        const double m = mean_d[c], rstd = rstd_d[c];
-        double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-        for (int64_t s = 0; s < d.S; ++s) acc += gc[s] * ((xc[s] - m) * rstd);
-        sum_dy_xhat[c - c0] += acc;
-      }
+      for (int64_t c = c0; c < c1; ++c)
+        sum_dy_xhat[c - c0] += gr[c] * ((xr[c] - mean_d[c]) * rstd_d[c]);
+      continue;
     }
     for (int64_t c = c0; c < c1; ++c) {
-      sums[c] = sum_dy[c - c0];
-      sums[d.C + c] = sum_dy_xhat[c - c0];
+      const float* gc = dy + (n * d.C + c) * d.S;
+      const float* xc = gc + to_x;
+      const double m = mean_d[c], rstd = rstd_d[c];
+      double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t s = 0; s < d.S; ++s) acc += gc[s] * ((xc[s] - m) * rstd);
+      sum_dy_xhat[c - c0] += acc;
     }
-  });
+  }
+  for (int64_t c = c0; c < c1; ++c) {
+    sums[c] = sum_dy[c - c0];
+    sums[d.C + c] = sum_dy_xhat[c - c0];
+  }
 }
 
-// Accumulates dx [N, C, S] from dy [N, C, S]. With `sums` (training: the reduced sums [2, C] over
-// the M values behind the statistics) dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat *
-// xhat)), dxhat = dy * gamma; without (eval: the statistics are constants) dx = dy * gamma * rstd.
-// Reverse order: it follows batch_norm_grad_sums.
+// Backward, second pass: accumulates dx [N, C, S] from dy [N, C, S] for channels [c0, c1). With
+// `sums` (training: the reduced sums [2, C] over the M values behind the statistics) dx = rstd *
+// (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * gamma; without (eval: the
+// statistics are constants) dx = dy * gamma * rstd.
 void batch_norm_grad_input(float* dx, const float* dy, const float* x, const double* mean_d,
                            const double* rstd_d, const float* gamma, const double* sums, double M,
-                           const ChannelDims& d) {
-  for_channel_blocks(d, /*reverse=*/true, [&](int64_t c0, int64_t c1) {
-    double k_dy[kChannelBlock], k_mean[kChannelBlock], k_xhat[kChannelBlock];
-    for (int64_t c = c0; c < c1; ++c) {
-      // mean(dxhat) = gamma * sum_dy / M and mean(dxhat * xhat) = gamma * sum_dy_xhat / M, and
-      // xhat = (x - mean) * rstd. Expanded: dx = k_dy * dy - k_mean - k_xhat * (x - mean).
-      const double g = gamma ? gamma[c] : 1.0, rstd = rstd_d[c];
-      k_dy[c - c0] = rstd * g;
-      k_mean[c - c0] = sums ? rstd * g * sums[c] / M : 0.0;
-      k_xhat[c - c0] = sums ? rstd * rstd * g * sums[d.C + c] / M : 0.0;
-    }
-    if (!sums) {
-      channel_map<true>(dx, dy, d, c0, c1, [&](float g, int64_t c, int64_t) {
-        return static_cast<float>(k_dy[c - c0] * g);
-      });
-      return;
-    }
-    // dy and x share the layout: i is the flat index of both.
-    channel_map<true>(dx, dy, d, c0, c1, [&](float g, int64_t c, int64_t i) {
-      const int64_t j = c - c0;
-      return static_cast<float>(k_dy[j] * g - k_mean[j] - k_xhat[j] * (x[i] - mean_d[c]));
+                           const ChannelDims& d, int64_t c0, int64_t c1) {
+  double k_dy[kChannelBlock], k_mean[kChannelBlock], k_xhat[kChannelBlock];
+  for (int64_t c = c0; c < c1; ++c) {
+    // mean(dxhat) = gamma * sum_dy / M and mean(dxhat * xhat) = gamma * sum_dy_xhat / M, and
+    // xhat = (x - mean) * rstd. Expanded: dx = k_dy * dy - k_mean - k_xhat * (x - mean).
+    const double g = gamma ? gamma[c] : 1.0, rstd = rstd_d[c];
+    k_dy[c - c0] = rstd * g;
+    k_mean[c - c0] = sums ? rstd * g * sums[c] / M : 0.0;
+    k_xhat[c - c0] = sums ? rstd * rstd * g * sums[d.C + c] / M : 0.0;
+  }
+  if (!sums) {
+    channel_map<true>(dx, dy, d, c0, c1, [&](float g, int64_t c, int64_t) {
+      return static_cast<float>(k_dy[c - c0] * g);
     });
+    return;
+  }
+  // dy and x share the layout: i is the flat index of both.
+  channel_map<true>(dx, dy, d, c0, c1, [&](float g, int64_t c, int64_t i) {
+    const int64_t j = c - c0;
+    return static_cast<float>(k_dy[j] * g - k_mean[j] - k_xhat[j] * (x[i] - mean_d[c]));
   });
 }
 
@@ -294,23 +321,31 @@ void batch_norm_backward(const BatchNormSaved& s, const Tensor& dout,
   float* dx = grad_buffer(in[0]);
   float* dgamma = grad_buffer(in[1]);
   float* dbeta = grad_buffer(in[2]);
+  const float *dy = dout.data(), *x = in[0].data(), *gamma = data_or_null(in[1]);
   const bool training = s.reducer != nullptr;
-  // Pass 1: this shard's sums; dgamma and dbeta are exactly these.
-  std::vector<double> sums;
-  if (training || dgamma || dbeta) {
-    sums.resize(static_cast<size_t>(2 * d.C));
-    batch_norm_grad_sums(sums.data(), dout.data(), in[0].data(), s.mean.data(), s.rstd.data(), d);
-    for (int64_t c = 0; c < d.C; ++c) {
-      if (dgamma) dgamma[c] += static_cast<float>(sums[static_cast<size_t>(d.C + c)]);
-      if (dbeta) dbeta[c] += static_cast<float>(sums[static_cast<size_t>(c)]);
-    }
-  }
-  if (!dx) return;  // every shard has the same graph, so all skip the reducer's sum together
-  // Between the passes: the statistics depend on every shard's x, so dx needs every shard's sums.
-  if (training) s.reducer->sum(sums.data(), 2 * d.C);
-  // Pass 2: dx.
-  batch_norm_grad_input(dx, dout.data(), in[0].data(), s.mean.data(), s.rstd.data(),
-                        data_or_null(in[1]), training ? sums.data() : nullptr, s.count, d);
+  const bool want_sums = training || dgamma || dbeta;
+  std::vector<double> sums(want_sums ? static_cast<size_t>(2 * d.C) : 0);
+  // Nothing between the passes without dx (every shard has the same graph, so all skip the
+  // reducer's sum together), in eval (no reducer) or with the local reducer.
+  const bool fused = !dx || !training || s.reducer == local_reducer();
+  batch_norm_passes(
+      d, fused,
+      // This shard's sums; dgamma and dbeta are exactly these.
+      [&](int64_t c0, int64_t c1) {
+        if (!want_sums) return;
+        batch_norm_grad_sums(sums.data(), dy, x, s.mean.data(), s.rstd.data(), d, c0, c1);
+        for (int64_t c = c0; c < c1; ++c) {
+          if (dgamma) dgamma[c] += static_cast<float>(sums[static_cast<size_t>(d.C + c)]);
+          if (dbeta) dbeta[c] += static_cast<float>(sums[static_cast<size_t>(c)]);
+        }
+      },
+      // The statistics depend on every shard's x, so dx needs every shard's sums.
+      [&] { s.reducer->sum(sums.data(), 2 * d.C); },
+      [&](int64_t c0, int64_t c1) {
+        if (!dx) return;
+        batch_norm_grad_input(dx, dy, x, s.mean.data(), s.rstd.data(), gamma,
+                              training ? sums.data() : nullptr, s.count, d, c0, c1);
+      });
 }
 
 // ---- layer norm and group norm: normalized rows with a per-parameter affine ----
@@ -450,34 +485,45 @@ BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Ten
   check_param("batch_norm", "beta", beta, {d.C}, x);
   check_eps("batch_norm", eps);
   const size_t C = static_cast<size_t>(d.C);
-  BatchNormSaved s{d, std::vector<double>(C), std::vector<double>(C), 0.0,
-                   reducer ? reducer : local_reducer()};
-  // Pass 1: this shard's moments.
+  // count: this shard's M until the reducer merges the moments (the local one leaves it).
+  BatchNormSaved s{d, std::vector<double>(C), std::vector<double>(C),
+                   static_cast<double>(d.N * d.S), reducer ? reducer : local_reducer()};
   std::vector<double> moments(3 * C);
-  batch_norm_moments(moments.data(), s.mean.data(), x.data(), d);
-  // Between the passes: the moments of all shards' values (one process: its own).
-  s.reducer->merge_moments(moments.data(), d.C);
-  s.count = moments[0];
-  BNLAB_CHECK(s.count >= static_cast<double>(d.N * d.S),
-              "batch_norm: the reducer returned a count of ", s.count, " values per channel, ",
-              "fewer than this shard's ", d.N * d.S, " (input ", x.shape(), ")");
-  // mean, var: [C], returned without grad (they are statistics, not outputs to train on). var is
-  // the biased one, M2 / M; eps goes inside the sqrt.
+  // y, shape of x; mean, var: [C], returned without grad (they are statistics, not outputs to
+  // train on). var is the biased one, M2 / M; eps goes inside the sqrt.
+  Tensor y = Tensor::empty(x.shape());
   Tensor mean = Tensor::empty({d.C});
   Tensor var = Tensor::empty({d.C});
   float* mean_f = mean.data();
   float* var_f = var.data();
-  for (size_t c = 0; c < C; ++c) {
-    const double v = moments[3 * c + 2] / s.count;
-    s.mean[c] = moments[3 * c + 1];
-    s.rstd[c] = 1.0 / std::sqrt(v + static_cast<double>(eps));
-    mean_f[c] = static_cast<float>(s.mean[c]);
-    var_f[c] = static_cast<float>(v);
-  }
-  // Pass 2: y, shape of x.
-  Tensor y = Tensor::empty(x.shape());
-  batch_norm_normalize(y.data(), x.data(), s.mean.data(), s.rstd.data(), data_or_null(gamma),
-                       data_or_null(beta), d);
+  float* y_p = y.data();
+  const float *x_p = x.data(), *gamma_p = data_or_null(gamma), *beta_p = data_or_null(beta);
+  batch_norm_passes(
+      d, s.reducer == local_reducer(),
+      // This shard's moments.
+      [&](int64_t c0, int64_t c1) {
+        batch_norm_moments(moments.data(), s.mean.data(), x_p, d, c0, c1);
+      },
+      // The moments of all shards' values.
+      [&] {
+        s.reducer->merge_moments(moments.data(), d.C);
+        s.count = moments[0];
+        BNLAB_CHECK(s.count >= static_cast<double>(d.N * d.S),
+                    "batch_norm: the reducer returned a count of ", s.count,
+                    " values per channel, fewer than this shard's ", d.N * d.S, " (input ",
+                    x.shape(), ")");
+      },
+      // The statistics from the moments, then y.
+      [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+          const double v = moments[3 * c + 2] / s.count;
+          s.mean[c] = moments[3 * c + 1];
+          s.rstd[c] = 1.0 / std::sqrt(v + static_cast<double>(eps));
+          mean_f[c] = static_cast<float>(s.mean[c]);
+          var_f[c] = static_cast<float>(v);
+        }
+        batch_norm_normalize(y_p, x_p, s.mean.data(), s.rstd.data(), gamma_p, beta_p, d, c0, c1);
+      });
   const int64_t count = static_cast<int64_t>(s.count);
   if (needs_grad({x, gamma, beta})) {
     attach(y, "batch_norm", {x, gamma, beta},
@@ -527,8 +573,11 @@ Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor
     s.rstd[c] = 1.0 / std::sqrt(static_cast<double>(rv[c]) + eps);
   }
   Tensor y = Tensor::empty(x.shape());
-  batch_norm_normalize(y.data(), x.data(), s.mean.data(), s.rstd.data(), data_or_null(gamma),
-                       data_or_null(beta), d);
+  float* y_p = y.data();
+  const float *x_p = x.data(), *gamma_p = data_or_null(gamma), *beta_p = data_or_null(beta);
+  for_channel_blocks(d, /*reverse=*/false, [&](int64_t c0, int64_t c1) {
+    batch_norm_normalize(y_p, x_p, s.mean.data(), s.rstd.data(), gamma_p, beta_p, d, c0, c1);
+  });
   // Inputs are x, gamma, beta only: the running statistics are buffers and never receive a
   // gradient.
   if (needs_grad({x, gamma, beta})) {
