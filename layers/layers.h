@@ -10,6 +10,7 @@
 #include "layers/flatten.h"
 #include "layers/group_norm.h"
 #include "layers/init.h"
+#include "layers/instance_norm.h"
 #include "layers/layer_norm.h"
 #include "layers/max_pool.h"
 #include "layers/module.h"

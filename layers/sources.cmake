@@ -11,4 +11,5 @@ set(BNLAB_LAYERS_SOURCES
   layers/max_pool.cpp
   layers/layer_norm.cpp
   layers/group_norm.cpp
+  layers/instance_norm.cpp
 )

@@ -137,6 +137,9 @@ def _make_norm(norm, channels, spatial, groups):
         return nn.GroupNorm(1, channels) if spatial else nn.LayerNorm(channels)
     if norm == "group":
         return nn.GroupNorm(_group_count(channels, groups), channels)
+    if norm == "instance":
+        # Conv: with affine, without running stats, as models.cpp; lenet's dense layer stays bare.
+        return nn.InstanceNorm2d(channels, affine=True) if spatial else None
     if norm == "none":
         return None
     raise ValueError(f"unknown norm {norm}")
@@ -291,12 +294,13 @@ def _split_state(state):
 
 
 def cancelled_biases(model):
-    """Names of the biases whose gradient BatchNorm cancels: a Linear/Conv2d directly followed by
-    BatchNorm1d/2d (placement "before")."""
+    """Names of the biases whose gradient the next layer cancels: a Linear/Conv2d directly followed
+    by BatchNorm1d/2d or InstanceNorm2d (placement "before"), which subtract a mean over positions
+    that share the bias."""
     layers = list(model.named_children())
     out = []
     for (name, m), (_, nxt) in zip(layers, layers[1:]):
-        feeds_bn = isinstance(nxt, (nn.BatchNorm1d, nn.BatchNorm2d))
+        feeds_bn = isinstance(nxt, (nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm2d))
         if isinstance(m, (nn.Linear, nn.Conv2d)) and feeds_bn:
             out.append(f"{name}.bias")
     return out
@@ -414,7 +418,8 @@ def torch_initialized_state(name, norm, placement, seed):
         for _ in range(3):  # running stats and num_batches_tracked away from their initial values
             model(torch.randn(16, C, H, W) * 1.5 + 0.3)
         for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm,
+                              nn.InstanceNorm2d)):
                 m.weight.add_(0.2 * torch.randn_like(m.weight))
                 m.bias.add_(0.2 * torch.randn_like(m.bias))
     return model

@@ -47,7 +47,8 @@ struct Args {
 void usage(std::ostream& os) {
   os << "usage: export_for_pytorch --model NAME --norm NORM --out DIR [--seed S]\n"
         "                          [--placement before|after] [--load STATE.safetensors]\n"
-        "  NAME: paper-mlp | mlp | lenet | cifar-cnn; NORM: none | batch | layer | group\n";
+        "  NAME: paper-mlp | mlp | lenet | cifar-cnn; NORM: none | batch | layer | group | "
+        "instance\n";
 }
 
 // Returns false (after printing why) on a bad command line.

@@ -437,10 +437,12 @@ void check_config(const TrainConfig& c) {
     }
   }
   const std::vector<std::string> zoo{"paper-mlp", "mlp", "deep-mlp", "lenet", "cifar-cnn"};
-  // The zoo's probe widths do not depend on the input; a registered model's may, so the Trainer
-  // checks those once it has built the model for its data.
-  if (c.probe_unit >= 0 && std::find(zoo.begin(), zoo.end(), c.model.name) != zoo.end()) {
-    ModelSpec spec = c.model;  // the probe layer's width does not depend on the input shape
+  // A zoo model is built here once on MNIST's geometry: whether it takes the norm (instance needs
+  // convs) and its probe width do not depend on the input, so a bad pair is refused before any data
+  // is read. A registered model's may depend on the input, so the Trainer checks those once it has
+  // built the model for its data.
+  if (std::find(zoo.begin(), zoo.end(), c.model.name) != zoo.end()) {
+    ModelSpec spec = c.model;
     spec.channels = 1;
     spec.height = spec.width = 28;
     spec.num_classes = 10;

@@ -17,53 +17,72 @@ int64_t group_count(int64_t channels, int64_t limit) {
   return 1;
 }
 
+// Where a zoo model puts a normalization: after a conv ([N, C, H, W]); after a dense layer that
+// follows convs (lenet's hidden dense layer, [N, C]); after a dense layer of a dense-only model
+// ([N, C]). Only instance normalization tells the two dense sites apart.
+enum class NormSite { kConv, kDenseAfterConv, kDense };
+
 // The normalizations a model spec can ask for, one row each: the name (--norm, the norm factor,
-// config.json) and how to make the layer for `channels` features (`spatial`: after a conv,
-// [N, C, H, W]; else after a dense layer, [N, C]). Adding a normalization to the CLI and to
-// ablations is one row here once its layer exists.
+// config.json) and how to make the layer for `channels` features at `site`. Adding a
+// normalization to the CLI and to ablations is one row here once its layer exists.
 struct NormKind {
   const char* name;
-  std::shared_ptr<Module> (*make)(const ModelSpec& spec, int64_t channels, bool spatial);
+  std::shared_ptr<Module> (*make)(const ModelSpec& spec, int64_t channels, NormSite site);
 };
 
 const std::vector<NormKind>& norm_kinds() {
   static const std::vector<NormKind> kinds{
-      {"none", [](const ModelSpec&, int64_t, bool) -> std::shared_ptr<Module> { return nullptr; }},
+      {"none",
+       [](const ModelSpec&, int64_t, NormSite) -> std::shared_ptr<Module> { return nullptr; }},
       {"batch",
-       [](const ModelSpec& spec, int64_t channels, bool spatial) -> std::shared_ptr<Module> {
+       [](const ModelSpec& spec, int64_t channels, NormSite site) -> std::shared_ptr<Module> {
          BatchNormOptions o{
              .num_features = channels, .eps = spec.bn_eps, .momentum = spec.bn_momentum};
-         if (spatial) return std::make_shared<BatchNorm2d>(o);
+         if (site == NormSite::kConv) return std::make_shared<BatchNorm2d>(o);
          return std::make_shared<BatchNorm1d>(o);
        }},
       // Dense: over the features. Conv: over (C, H, W) per sample = GroupNorm with one group,
       // which keeps the parameters per channel and the model independent of the spatial size.
       {"layer",
-       [](const ModelSpec&, int64_t channels, bool spatial) -> std::shared_ptr<Module> {
-         if (spatial)
+       [](const ModelSpec&, int64_t channels, NormSite site) -> std::shared_ptr<Module> {
+         if (site == NormSite::kConv)
            return std::make_shared<GroupNorm>(
                GroupNormOptions{.num_groups = 1, .num_channels = channels});
          return std::make_shared<LayerNorm>(LayerNormOptions{.normalized_shape = {channels}});
        }},
       {"group",
-       [](const ModelSpec& spec, int64_t channels, bool) -> std::shared_ptr<Module> {
+       [](const ModelSpec& spec, int64_t channels, NormSite) -> std::shared_ptr<Module> {
          return std::make_shared<GroupNorm>(GroupNormOptions{
              .num_groups = group_count(channels, spec.groups), .num_channels = channels});
+       }},
+      // Conv: InstanceNorm2d with affine = true (PyTorch's default is false) so that this arm has
+      // a learnable per-channel scale and shift like the others; no running statistics (PyTorch's
+      // default), so eval normalizes each image by itself as training does. A dense layer's [N, C]
+      // output has one position per channel, which instance normalization maps to 0: lenet's
+      // dense layer after its convs stays unnormalized, and a dense-only model is refused.
+      {"instance",
+       [](const ModelSpec&, int64_t channels, NormSite site) -> std::shared_ptr<Module> {
+         if (site == NormSite::kDenseAfterConv) return nullptr;
+         BNLAB_CHECK(site == NormSite::kConv,
+                     "instance normalization needs spatial positions; --norm instance applies to "
+                     "conv models (lenet, cifar-cnn)");
+         return std::make_shared<InstanceNorm2d>(
+             InstanceNormOptions{.num_features = channels, .affine = true});
        }},
   };
   return kinds;
 }
 
-std::shared_ptr<Module> make_norm(const ModelSpec& spec, int64_t channels, bool spatial) {
+std::shared_ptr<Module> make_norm(const ModelSpec& spec, int64_t channels, NormSite site) {
   for (const NormKind& kind : norm_kinds())
-    if (spec.norm == kind.name) return kind.make(spec, channels, spatial);
+    if (spec.norm == kind.name) return kind.make(spec, channels, site);
   return nullptr;  // build_model has checked the name
 }
 
 // Appends norm and activation in the spec's order; returns the activation (the probe candidate).
 Module* add_norm_and_activation(Sequential& net, const ModelSpec& spec, int64_t channels,
-                                bool spatial, std::shared_ptr<Module> activation) {
-  auto norm = make_norm(spec, channels, spatial);
+                                NormSite site, std::shared_ptr<Module> activation) {
+  auto norm = make_norm(spec, channels, site);
   if (norm && spec.placement == "before") net.add(norm);
   net.add(activation);
   if (norm && spec.placement == "after") net.add(norm);
@@ -122,7 +141,8 @@ void build_zoo_model(Model& model, Rng& rng) {
     int64_t in = D;
     for (int i = 0; i < depth; ++i) {
       dense(in, 100);
-      model.probe = add_norm_and_activation(net, spec, 100, false, std::make_shared<Sigmoid>());
+      model.probe =
+          add_norm_and_activation(net, spec, 100, NormSite::kDense, std::make_shared<Sigmoid>());
       model.probe_width = 100;
       in = 100;
     }
@@ -144,10 +164,11 @@ void build_zoo_model(Model& model, Rng& rng) {
   } else if (spec.name == "mlp") {
     net.add(std::make_shared<Flatten>());
     dense(D, 512);
-    add_norm_and_activation(net, spec, 512, false, std::make_shared<ReLU>());
+    add_norm_and_activation(net, spec, 512, NormSite::kDense, std::make_shared<ReLU>());
     dropout(0.0f);
     dense(512, 256);
-    model.probe = add_norm_and_activation(net, spec, 256, false, std::make_shared<ReLU>());
+    model.probe =
+        add_norm_and_activation(net, spec, 256, NormSite::kDense, std::make_shared<ReLU>());
     model.probe_width = 256;
     dropout(0.0f);
     dense(256, K);
@@ -155,14 +176,15 @@ void build_zoo_model(Model& model, Rng& rng) {
     // conv(C->32, 5x5, pad 2) -> pool -> conv(32->64, 5x5, pad 2) -> pool -> dense 128 -> dropout
     // -> dense.
     conv(spec.channels, 32, 5, 2);
-    add_norm_and_activation(net, spec, 32, true, std::make_shared<ReLU>());
+    add_norm_and_activation(net, spec, 32, NormSite::kConv, std::make_shared<ReLU>());
     net.add(std::make_shared<MaxPool2d>(2));
     conv(32, 64, 5, 2);
-    add_norm_and_activation(net, spec, 64, true, std::make_shared<ReLU>());
+    add_norm_and_activation(net, spec, 64, NormSite::kConv, std::make_shared<ReLU>());
     net.add(std::make_shared<MaxPool2d>(2));
     net.add(std::make_shared<Flatten>());
     dense(64 * (spec.height / 4) * (spec.width / 4), 128);
-    model.probe = add_norm_and_activation(net, spec, 128, false, std::make_shared<ReLU>());
+    model.probe = add_norm_and_activation(net, spec, 128, NormSite::kDenseAfterConv,
+                                          std::make_shared<ReLU>());
     model.probe_width = 128;
     dropout(0.5f);
     dense(128, K);
@@ -170,9 +192,10 @@ void build_zoo_model(Model& model, Rng& rng) {
     int64_t in = spec.channels, h = spec.height, w = spec.width;
     for (int64_t width : {32, 64, 128}) {
       conv(in, width, 3, 1);
-      add_norm_and_activation(net, spec, width, true, std::make_shared<ReLU>());
+      add_norm_and_activation(net, spec, width, NormSite::kConv, std::make_shared<ReLU>());
       conv(width, width, 3, 1);
-      model.probe = add_norm_and_activation(net, spec, width, true, std::make_shared<ReLU>());
+      model.probe =
+          add_norm_and_activation(net, spec, width, NormSite::kConv, std::make_shared<ReLU>());
       model.probe_width = width;
       net.add(std::make_shared<MaxPool2d>(2));
       in = width;

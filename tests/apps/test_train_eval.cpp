@@ -3,6 +3,7 @@
 // and confusion matrix agreeing with the run's summary, the other models and norms, and divergence.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -153,6 +154,48 @@ TEST_CASE("apps.train: lenet with group norm and paper-mlp with layer norm train
     CHECK(fs::exists(out + "/model.safetensors"));
     CHECK(json::parse(read_text(out + "/summary.json"))["diverged"] == false);
   }
+}
+
+TEST_CASE("apps.train: lenet with instance norm trains a few steps - an mlp refuses it") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 96, 40);
+  const std::string out = dir.file("lenet");
+  CliResult r = run_cli(
+      "train --model lenet --norm instance --steps 2 --eval-every 2 --batch-size 16 --summary " +
+      common_flags(dir) + " --out " + shell_quote(out));
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.output, "InstanceNorm2d"));
+  auto rows = parse_csv(read_text(out + "/metrics.csv"));
+  REQUIRE(rows.size() == 3);
+  CHECK(std::isfinite(num(rows[2][2])));
+  CHECK(std::isfinite(num(rows[2][4])));
+  // InstanceNorm2d(affine) after each conv (children 1 and 5: weight and bias, no running
+  // statistics); the dense layer after the convs stays unnormalized (child 10 is its ReLU).
+  std::vector<std::string> names;
+  for (const bnlab::NamedTensor& t : bnlab::load_safetensors(out + "/model.safetensors").tensors)
+    names.push_back(t.name);
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"0.bias", "0.weight", "1.bias", "1.weight", "12.bias",
+                                          "12.weight", "4.bias", "4.weight", "5.bias", "5.weight",
+                                          "9.bias", "9.weight"});
+
+  // A dense-only model has no positions to normalize over: a short message before any data is
+  // read (exit 2, no run directory), not a crash; also with the probe off, and from ablate.
+  const std::string mlp_out = dir.file("mlp");
+  CliResult mlp = run_cli("train --model mlp --norm instance --steps 2 --probe-unit -1 " +
+                          common_flags(dir) + " --out " + shell_quote(mlp_out));
+  CAPTURE(mlp.output);
+  CHECK(mlp.exit_code == 2);
+  CHECK(contains(mlp.output,
+                 "error: instance normalization needs spatial positions; --norm instance applies "
+                 "to conv models (lenet, cifar-cnn)"));
+  CHECK(!fs::exists(mlp_out));
+  CliResult sweep = run_cli("ablate --model paper-mlp --vary norm=none,instance --steps 2 " +
+                            common_flags(dir) + " --out " + shell_quote(dir.file("sweep")));
+  CAPTURE(sweep.output);
+  CHECK(sweep.exit_code == 2);
+  CHECK(contains(sweep.output, "--norm instance applies to conv models (lenet, cifar-cnn)"));
 }
 
 TEST_CASE("apps.train: a diverging run stops, says so and exits 3") {
