@@ -76,8 +76,8 @@ Command add_ablate_command(CLI::App& parent) {
         apply_preset(s, *preset);
         // batch-size compares at equal samples: by default one MNIST epoch at the base batch 60
         // (batch 2 then takes 30 000 steps), evaluated every tenth of it.
-        if (*preset == "batch-size" && app->get_option("--steps")->count() == 0 &&
-            app->get_option("--epochs")->count() == 0) {
+        if ((*preset == "batch-size" || *preset == "inference") &&
+            app->get_option("--steps")->count() == 0 && app->get_option("--epochs")->count() == 0) {
           s.base.steps = 1000;
           if (app->get_option("--eval-every")->count() == 0) s.base.eval_every = 100;
         }

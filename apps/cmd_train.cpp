@@ -138,7 +138,7 @@ Command add_train_command(CLI::App& parent) {
           << (c.sync_bn ? "over the global batch (--sync-bn)" : "per rank") << "\n";
     }
     if (root) std::cout << out.str();
-    RunData data = load_run_data(c.dataset, c.data_dir, c.val_split);
+    RunData data = load_run_data(c);
     if (root) {
       std::cout << "data:         " << data.train.title() << " " << data.train.size()
                 << " images, evaluating on " << data.eval.title() << " " << data.eval.size()

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "core/blas.h"
 #include "core/distributed.h"
@@ -132,6 +133,9 @@ TrainResult load_finished(const std::string& dir) {
     r.images_per_second = j.at("images_per_second");
     r.eval_split = j.at("eval_split");
     r.chance_acc = j.value("chance_acc", NAN);  // absent in summaries before collapse detection
+    r.test_acc = j.value("final_test_acc", NAN);
+    r.train_eval_acc = j.value("final_train_acc_eval_mode", NAN);
+    r.train_eval_loss = j.value("final_train_loss_eval_mode", NAN);
   } catch (const nlohmann::json::exception& e) {
     BNLAB_FAIL(path, ": unreadable summary: ", e.what());
   }
@@ -323,8 +327,16 @@ void apply_preset(AblationSpec& spec, const std::string& preset) {
   spec.factors = preset_factors(preset);
   // Smaller batches must not see fewer images: the question is the batch's statistics, not the
   // amount of training (issue 15: batch 2 at fixed steps saw a third of an epoch).
-  if (preset == "batch-size") spec.equal_samples = true;
+  if (preset == "batch-size" || preset == "inference") spec.equal_samples = true;
   if (preset == "gradient-flow") spec.base.grad_stats = true;  // each run's grad_norms.png
+  // Overfitting needs a small training set trained long; the gap needs train accuracy measured as
+  // the test accuracy is, in eval mode.
+  if (preset == "regularization") {
+    if (spec.base.train_subset == 0) spec.base.train_subset = 2000;
+    spec.base.eval_train = true;
+  }
+  if (preset == "inference" && spec.inference_batches.empty())
+    spec.inference_batches = {2, 8, 60, 1000};
   // The lr preset picks each arm's best rate: on held-out training images, not on the test split.
   if (preset == "lr" && spec.base.val_split == 0 &&
       (spec.base.dataset == "mnist" || spec.base.dataset == "fashion-mnist"))
@@ -332,8 +344,8 @@ void apply_preset(AblationSpec& spec, const std::string& preset) {
 }
 
 std::vector<std::string> preset_names() {
-  return {"fig1", "lr",      "batch-size", "init",         "placement",
-          "norm", "dropout", "dataset",    "gradient-flow"};
+  return {"fig1",    "lr",      "batch-size",    "init",           "placement", "norm",
+          "dropout", "dataset", "gradient-flow", "regularization", "inference"};
 }
 
 std::vector<Factor> preset_factors(const std::string& preset) {
@@ -352,6 +364,14 @@ std::vector<Factor> preset_factors(const std::string& preset) {
   if (preset == "norm") return {{"norm", {"none", "batch", "layer", "group"}}};
   if (preset == "dropout") return {{"norm", {"none", "batch"}}, {"dropout", {"0", "0.5"}}};
   if (preset == "gradient-flow") return {{"model", {"deep-mlp"}}, {"norm", {"none", "batch"}}};
+  // mlp: two hidden layers of 512 and 256 units, each followed by Dropout when it is on.
+  if (preset == "regularization")
+    return {{"model", {"mlp"}}, {"norm", {"none", "batch"}}, {"dropout", {"0", "0.5"}}};
+  // Small batches are where the running averages and the batch statistics part (Batch Renorm's
+  // motivation); equal samples and the linear rule keep the comparison about the statistics.
+  if (preset == "inference") {
+    return {{"norm", {"batch"}}, {"batch-size", {"4", "60"}}, {"lr-scaling", {"linear"}}};
+  }
   if (preset == "dataset")
     return {{"norm", {"none", "batch"}}, {"dataset", {"mnist", "fashion-mnist"}}};
   std::string names;
@@ -667,6 +687,88 @@ std::vector<double> default_thresholds(const std::string& dataset) {
   return {0.50, 0.70, 0.80, 0.90};
 }
 
+namespace {
+
+// The inference preset's measurement: the final model on the test split with the running averages,
+// then with each evaluation batch's own statistics.
+std::vector<double> inference_accuracies(const AblationSpec& spec, const TrainConfig& cfg,
+                                         const TrainResult& result, const RunData& data) {
+  if (spec.inference_batches.empty() || result.diverged) return {};
+  const ImageDataset& split = data.test ? *data.test : data.eval;
+  Model model = load_trained_model(cfg.out_dir, split);
+  std::vector<double> acc{
+      evaluate(model, split, cfg.dataset, cfg.eval_batch_size, -1, NormStatistics::kRunning)
+          .accuracy};
+  for (int64_t b : spec.inference_batches)
+    acc.push_back(evaluate(model, split, cfg.dataset, b, -1, NormStatistics::kBatch).accuracy);
+  return acc;
+}
+
+std::string mean_std(const std::vector<double>& v) {
+  Stats s = stats_of(v);
+  if (s.n == 0) return "—";
+  return fmt("%.4f", s.mean) + (s.n > 1 ? " ± " + fmt("%.4f", s.std) : "");
+}
+
+// The regularization control (issue 15): train accuracy measured in eval mode on the training
+// images against the evaluation split, per arm; "" when no run measured it (--eval-train).
+std::string generalization_table(const std::vector<Arm>& arms,
+                                 const std::vector<RunOutcome>& outcomes) {
+  std::ostringstream os;
+  bool any = false;
+  for (const Arm& arm : arms) {
+    std::vector<double> train, eval, gap;
+    for (const RunOutcome& o : outcomes) {
+      const TrainResult& r = o.result;
+      if (o.arm != &arm || r.diverged || r.collapsed || r.rows.empty() ||
+          std::isnan(r.train_eval_acc))
+        continue;
+      train.push_back(r.train_eval_acc);
+      eval.push_back(r.rows.back().eval_acc);
+      gap.push_back(r.train_eval_acc - r.rows.back().eval_acc);
+    }
+    if (train.empty()) continue;
+    any = true;
+    os << "| " << arm.name << " | " << mean_std(train) << " | " << mean_std(eval) << " | "
+       << mean_std(gap) << " |\n";
+  }
+  if (!any) return "";
+  const std::string kind = eval_kind_of(outcomes);
+  return "\nGeneralization: the final model's accuracy on its training images, in eval mode (no "
+         "dropout, running statistics), against the " +
+         kind +
+         " split (healthy runs, mean ± std over seeds):\n\n| arm | train acc (eval mode) | " +
+         kind + " acc | gap (train − " + kind + ") |\n|---|---|---|---|\n" + os.str();
+}
+
+// The inference control (issue 15): test accuracy with the running averages against batch
+// statistics at several evaluation batch sizes; "" without spec.inference_batches.
+std::string inference_table(const AblationSpec& spec, const std::vector<Arm>& arms,
+                            const std::vector<RunOutcome>& outcomes) {
+  if (spec.inference_batches.empty()) return "";
+  std::ostringstream os;
+  os << "\nInference: the final model on the test split with the running averages (eval mode) and "
+        "with each evaluation batch's own statistics (train-mode normalization, dropout off), "
+        "mean ± std over the seeds:\n\n| arm | running averages |";
+  for (int64_t b : spec.inference_batches) os << " batch statistics, batch " << b << " |";
+  os << "\n|---|---|";
+  for (size_t i = 0; i < spec.inference_batches.size(); ++i) os << "---|";
+  os << "\n";
+  for (const Arm& arm : arms) {
+    os << "| " << arm.name << " |";
+    for (size_t c = 0; c <= spec.inference_batches.size(); ++c) {
+      std::vector<double> v;
+      for (const RunOutcome& o : outcomes)
+        if (o.arm == &arm && c < o.inference_acc.size()) v.push_back(o.inference_acc[c]);
+      os << " " << mean_std(v) << " |";
+    }
+    os << "\n";
+  }
+  return os.str();
+}
+
+}  // namespace
+
 AblationReport run_ablation(const AblationSpec& spec) {
   BNLAB_CHECK(spec.seeds >= 1, "ablate: --seeds must be at least 1; got ", spec.seeds);
   BNLAB_CHECK(spec.jobs >= 0, "ablate: --jobs must be at least 0; got ", spec.jobs);
@@ -675,12 +777,13 @@ AblationReport run_ablation(const AblationSpec& spec) {
 
   // Load each dataset once; every arm on it shares the same images (and so the same data order per
   // seed).
-  std::map<std::pair<std::string, int64_t>, RunData> data;
-  auto data_key = [](const TrainConfig& c) { return std::make_pair(c.dataset, c.val_split); };
+  std::map<std::tuple<std::string, int64_t, int64_t>, RunData> data;
+  auto data_key = [](const TrainConfig& c) {
+    return std::make_tuple(c.dataset, c.val_split, c.train_subset);
+  };
   for (const Arm& arm : arms)
     if (!data.count(data_key(arm.config)))
-      data.emplace(data_key(arm.config),
-                   load_run_data(arm.config.dataset, arm.config.data_dir, arm.config.val_split));
+      data.emplace(data_key(arm.config), load_run_data(arm.config));
 
   struct Job {
     const Arm* arm;
@@ -738,12 +841,17 @@ AblationReport run_ablation(const AblationSpec& spec) {
           }
           std::printf("%s: already finished in %s, reusing\n", job.cfg.label.c_str(),
                       job.cfg.out_dir.c_str());
+          outcomes[i].inference_acc =
+              inference_accuracies(spec, job.cfg, r, data.at(data_key(job.cfg)));
           continue;
         }
         bool resume = fs::exists(fs::path(job.cfg.out_dir) / "train_state.safetensors") &&
                       fs::exists(fs::path(job.cfg.out_dir) / "config.json") &&
                       same_experiment(job.cfg.out_dir, job.cfg);
         outcomes[i].result = train(job.cfg, data.at(data_key(job.cfg)), resume);
+        if (!outcomes[i].result.interrupted_by)
+          outcomes[i].inference_acc =
+              inference_accuracies(spec, job.cfg, outcomes[i].result, data.at(data_key(job.cfg)));
       } catch (...) {
         std::lock_guard<std::mutex> lock(error_mutex);
         if (!first_error) first_error = std::current_exception();
@@ -831,6 +939,8 @@ AblationReport run_ablation(const AblationSpec& spec) {
         spec.thresholds.empty() ? default_thresholds(dataset) : spec.thresholds;
     report.table += summary_table(group, group_outcomes, thresholds, by_epoch);
     report.table += best_rate_table(group, group_outcomes, thresholds, by_epoch);
+    report.table += generalization_table(group, group_outcomes);
+    report.table += inference_table(spec, group, group_outcomes);
     if (datasets.size() > 1 && dataset != datasets.back()) report.table += "\n";
   }
   std::ostringstream md;
@@ -851,6 +961,15 @@ AblationReport run_ablation(const AblationSpec& spec) {
      << ". Speed-up: the baseline arm's (first row) " << (by_epoch ? "epochs" : "steps")
      << " to the accuracy shown divided by the arm's.\n\n"
      << report.table;
+  report.arms = arms;
+  for (const Arm& arm : arms) {
+    report.outcomes.emplace_back();
+    for (const RunOutcome& o : outcomes) {
+      if (o.arm != &arm) continue;
+      report.outcomes.back().push_back(o);
+      report.outcomes.back().back().arm = nullptr;
+    }
+  }
   report.summary_md = (fs::path(spec.out_dir) / "summary.md").string();
   write_file_atomic(report.summary_md, md.str());
   report.messages = render_plots(spec, arms, outcomes, by_epoch, report);

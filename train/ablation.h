@@ -37,6 +37,10 @@ struct AblationSpec {
   /// eval_every scale by base.batch_size / batch_size, and the table and plots measure progress
   /// in epochs instead of steps.
   bool equal_samples = false;
+  /// After training, evaluate each run's final model on the test split (the evaluation split
+  /// without a --val-split) with the running averages and with batch statistics at each of these
+  /// evaluation batch sizes: the inference table (the inference preset). Empty: skipped.
+  std::vector<int64_t> inference_batches;
 };
 
 /// One cell of the grid.
@@ -52,6 +56,9 @@ struct RunOutcome {
   uint64_t seed;        ///< which seed
   TrainResult result;   ///< what it did
   bool reused = false;  ///< loaded from a finished run directory
+  /// With AblationSpec::inference_batches: accuracy with the running averages, then with batch
+  /// statistics at each of those batch sizes (empty for a diverged run).
+  std::vector<double> inference_acc;
 };
 
 /// Factor names and what they change; values are validated when applied.
@@ -59,7 +66,7 @@ const std::vector<std::pair<std::string, std::string>>& factor_help();
 /// "norm=none,batch" -> Factor; throws naming the spec and the known factors.
 Factor parse_factor(const std::string& spec);
 /// Named presets: fig1 (default), lr, batch-size, init, placement, norm, dropout, dataset,
-/// gradient-flow.
+/// regularization, inference, gradient-flow.
 std::vector<Factor> preset_factors(const std::string& preset);
 /// Sets spec's factors, and the controls the preset needs to answer its question (batch-size: equal
 /// samples seen and the linear learning-rate rule next to the unscaled one).
@@ -84,6 +91,10 @@ struct AblationReport {
   std::string table;            ///< the Markdown summary table
   /// Per arm in grid order: its name and its last evaluation's accuracy, averaged over the seeds.
   std::vector<std::pair<std::string, double>> final_accuracy;
+  std::vector<Arm> arms;  ///< the grid, in order
+  /// Every (arm, seed) run, by arm: outcomes[a] are arms[a]'s runs in seed order (their `arm`
+  /// pointers refer to run_ablation's copy and are null here).
+  std::vector<std::vector<RunOutcome>> outcomes;
   std::vector<std::string> messages;  ///< plot status lines
   /// SIGINT/SIGTERM: the running arms stopped at a step boundary with a checkpoint, no report was
   /// written, and `unfinished` runs remain; rerunning the same command resumes them.

@@ -331,6 +331,20 @@ std::vector<Knob> make_knobs() {
       [](TrainConfig& c) -> int64_t& { return c.val_split; }, 0, int64_t{1} << 31);
   val_split.optional_in_json = true;  // configs written before --val-split
   t.push_back(val_split);
+  Knob train_subset = whole(
+      "train_subset", "--train-subset",
+      "Train on N training images only (a fixed random subset, the same for every seed; after "
+      "--val-split); 0: all. Small and trained long, it overfits",
+      [](TrainConfig& c) -> int64_t& { return c.train_subset; }, 0, int64_t{1} << 31);
+  train_subset.optional_in_json = true;  // configs written before --train-subset
+  t.push_back(train_subset);
+  Knob eval_train =
+      boolean("eval_train", "--eval-train",
+              "At the end, measure the final model on its training images in eval mode (no "
+              "dropout, running statistics): the train side of the generalization gap",
+              [](TrainConfig& c) -> bool& { return c.eval_train; });
+  eval_train.optional_in_json = true;
+  t.push_back(eval_train);
   Knob early_stop = whole(
       "early_stop", "--early-stop",
       "Stop when validation accuracy has not improved for N evaluations (0: off; needs a "

@@ -99,6 +99,10 @@ void write_summary(const std::string& dir, const TrainConfig& cfg, const TrainRe
     j["final_test_loss"] = r.test_loss;
   }
   if (!std::isnan(r.best_test_acc)) j["best_model_test_acc"] = r.best_test_acc;
+  if (!std::isnan(r.train_eval_acc)) {  // --eval-train: the training images, in eval mode
+    j["final_train_acc_eval_mode"] = r.train_eval_acc;
+    j["final_train_loss_eval_mode"] = r.train_eval_loss;
+  }
   j["collapsed"] = r.collapsed;
   j["collapse_reason"] = r.collapse_reason;
   j["chance_acc"] = r.chance_acc;
@@ -305,27 +309,68 @@ Model load_trained_model(const std::string& dir, const ImageDataset& like, Train
   return model;
 }
 
-RunData load_run_data(const std::string& dataset, const std::string& data_dir, int64_t val_split) {
+RunData load_run_data(const std::string& dataset, const std::string& data_dir, int64_t val_split,
+                      int64_t train_subset) {
   const DataDir dir = find_data_dir(data_dir);
-  if (val_split <= 0)
-    return {load_dataset(dataset, "train", dir),
+  RunData data;
+  if (val_split <= 0) {
+    data = {load_dataset(dataset, "train", dir),
             load_dataset(dataset, eval_split_for(dataset), dir), std::nullopt};
-  BNLAB_CHECK(eval_split_for(dataset) == "test", "--val-split: ", dataset,
-              " validates on its own split already (", eval_split_for(dataset), ")");
-  ImageDataset train = load_dataset(dataset, "train", dir);
-  BNLAB_CHECK(val_split < train.size(), "--val-split ", val_split, " leaves no training images of ",
-              train.title(), "'s ", train.size());
-  // One fixed split for every run and seed, so matched runs validate on the same images.
-  constexpr uint64_t kValSplitSeed = 0x5eedu;
-  TrainValSplit parts = split_train_val(train, val_split, kValSplitSeed);
-  return {std::move(parts.train), std::move(parts.val), load_dataset(dataset, "test", dir)};
+  } else {
+    BNLAB_CHECK(eval_split_for(dataset) == "test", "--val-split: ", dataset,
+                " validates on its own split already (", eval_split_for(dataset), ")");
+    ImageDataset train = load_dataset(dataset, "train", dir);
+    BNLAB_CHECK(val_split < train.size(), "--val-split ", val_split,
+                " leaves no training images of ", train.title(), "'s ", train.size());
+    // One fixed split for every run and seed, so matched runs validate on the same images.
+    constexpr uint64_t kValSplitSeed = 0x5eedu;
+    TrainValSplit parts = split_train_val(train, val_split, kValSplitSeed);
+    data = {std::move(parts.train), std::move(parts.val), load_dataset(dataset, "test", dir)};
+  }
+  if (train_subset > 0 && train_subset < data.train.size()) {
+    // A fixed subset too (its own seed), so every seed and arm overfits the same images.
+    constexpr uint64_t kSubsetSeed = 0x5b5e7u;
+    std::string split = data.train.split;
+    data.train = split_train_val(data.train, train_subset, kSubsetSeed).val;
+    data.train.split = split;
+  } else {
+    BNLAB_CHECK(train_subset <= data.train.size(), "--train-subset ", train_subset, ": ",
+                data.train.title(), " has only ", data.train.size(), " training images");
+  }
+  return data;
 }
 
+RunData load_run_data(const TrainConfig& cfg) {
+  return load_run_data(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.train_subset);
+}
+
+namespace {
+
+// Train mode for every module but Dropout: batch statistics without dropout's noise.
+void train_except_dropout(Module& m) {
+  m.train(m.type_name() != "Dropout");
+  for (const auto& [name, child] : m.children()) train_except_dropout(*child);
+}
+
+}  // namespace
+
 EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& dataset_name,
-                    int64_t batch_size, int64_t probe_unit) {
+                    int64_t batch_size, int64_t probe_unit, NormStatistics statistics) {
   EvalResult result;
   bool was_training = model.net->is_training();
-  model.net->eval();
+  // Train-mode normalization updates the running statistics: keep copies to put back.
+  std::vector<std::pair<Tensor, Tensor>> saved_buffers;
+  if (statistics == NormStatistics::kBatch) {
+    for (const auto& [name, buffer] : model.net->named_buffers())
+      saved_buffers.emplace_back(buffer, buffer.clone());
+    train_except_dropout(*model.net);
+  } else {
+    model.net->eval();
+  }
+  auto restore = [&] {
+    for (const auto& [buffer, copy] : saved_buffers) buffer.copy_(copy);
+    model.net->train(was_training);
+  };
   NoGradGuard no_grad;
   if (model.probe && probe_unit >= 0) {
     model.probe->register_forward_hook([&](const Module&, const Tensor& x, const Tensor&) {
@@ -364,11 +409,11 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& d
     }
   } catch (...) {
     if (model.probe) model.probe->clear_forward_hooks();
-    model.net->train(was_training);
+    restore();
     throw;
   }
   if (model.probe) model.probe->clear_forward_hooks();
-  model.net->train(was_training);
+  restore();
   result.loss = seen ? loss_sum / static_cast<double>(seen) : NAN;
   result.accuracy = seen ? static_cast<double>(correct) / static_cast<double>(seen) : NAN;
   return result;
@@ -400,6 +445,9 @@ Trainer::Trainer(TrainConfig cfg, const RunData& data) : cfg_(std::move(cfg)), d
   BNLAB_CHECK(cfg_.steps > 0 || cfg_.epochs > 0, "train: need --steps or --epochs > 0");
   BNLAB_CHECK(data.train.size() >= cfg_.batch_size, "train: batch size ", cfg_.batch_size,
               " exceeds the ", data.train.size(), " training images of ", data.train.title());
+  BNLAB_CHECK(cfg_.train_subset == 0 || data.train.size() <= cfg_.train_subset,
+              "train: --train-subset ", cfg_.train_subset, " but the RunData holds ",
+              data.train.size(), " training images; load it with load_run_data(cfg)");
   set_num_threads(cfg_.threads);
 
   ModelSpec spec = with_geometry_of(cfg_.model, data.train);
@@ -753,6 +801,13 @@ TrainResult Trainer::fit(bool resume) {
   result.allreduce_seconds = dp_->allreduce_seconds();
   if (!result.interrupted_by) {
     measure_test(result);
+    // The generalization gap's first term: train mode would count dropout's noise and batch
+    // statistics as the model's training accuracy.
+    if (cfg_.eval_train && dp_->is_root() && !result.diverged) {
+      EvalResult on_train = evaluate(model_, data_.train, cfg_.dataset, cfg_.eval_batch_size, -1);
+      result.train_eval_acc = on_train.accuracy;
+      result.train_eval_loss = on_train.loss;
+    }
     // Chance: always answering the evaluation split's commonest class.
     std::vector<int64_t> count(static_cast<size_t>(std::max<int64_t>(data_.eval.num_classes(), 1)));
     for (int64_t label : data_.eval.labels)

@@ -51,6 +51,13 @@ struct TrainConfig {
   /// that evaluation, best.safetensors and early stopping use; 0: none (evaluation on test).
   /// mnist, fashion-mnist, cifar100, folder: (cifar10 validates on its batch 5 already).
   int64_t val_split = 0;
+  /// Train on this many training images only (a fixed random subset, the same for every seed and
+  /// arm, drawn after the validation split is held out); 0: all. A small subset trained long
+  /// overfits: the regularization preset's setting.
+  int64_t train_subset = 0;
+  /// At the end, measure the final model on the training images in eval mode (no dropout,
+  /// running statistics): TrainResult::train_eval_acc, the generalization gap's first term.
+  bool eval_train = false;
   /// Stop when validation accuracy has not improved for this many evaluations; 0: off. Needs a
   /// validation split.
   int64_t early_stop = 0;
@@ -109,6 +116,8 @@ struct TrainResult {
   double test_loss = NAN;        ///< the final model on RunData::test (NaN without one)
   double test_acc = NAN;         ///< the final model on RunData::test
   double best_test_acc = NAN;    ///< best.safetensors' model on RunData::test
+  double train_eval_acc = NAN;   ///< TrainConfig::eval_train: the final model on the training set
+  double train_eval_loss = NAN;  ///< its mean loss there
   /// Failed without a NaN: stuck at chance, or the training loss exploded (collapse_reason says
   /// which). Diverged runs (NaN/Inf) are not also counted as collapsed.
   bool collapsed = false;
@@ -138,9 +147,12 @@ struct RunData {
 
 /// Loads `dataset`'s training split and its evaluation split from find_data_dir(data_dir);
 /// val_split > 0 holds that many training images out as the validation split (the same ones for
-/// every run: a fixed seed) and keeps the test split in RunData::test.
+/// every run: a fixed seed) and keeps the test split in RunData::test; train_subset > 0 then keeps
+/// that many of the remaining training images (a fixed random subset).
 RunData load_run_data(const std::string& dataset, const std::string& data_dir,
-                      int64_t val_split = 0);
+                      int64_t val_split = 0, int64_t train_subset = 0);
+/// load_run_data with cfg's dataset, data_dir, val_split and train_subset.
+RunData load_run_data(const TrainConfig& cfg);
 
 /// "val" for a validation split ("val", or "train-val" held out by --val-split), else "test": the
 /// prefix of the evaluation columns of metrics.csv and of summary.json's keys.
@@ -248,11 +260,21 @@ struct EvalResult {
   std::vector<int64_t> predictions;  ///< the predicted class of each image, in order
   std::vector<float> probe_values;   ///< the probe unit's input per image (empty without a probe)
 };
-/// Accuracy and mean loss of `model` on `data` in eval mode, without gradients, normalized as
-/// `dataset_name` is; records the probe unit's inputs when probe_unit >= 0 and the model has a
-/// probe. Restores the model's train/eval mode.
+/// Which statistics BatchNorm layers normalize with during evaluate().
+enum class NormStatistics {
+  kRunning,  ///< eval mode: the running averages (what inference uses)
+  kBatch,    ///< each evaluation batch's own statistics (train-mode BN, dropout off)
+};
+
+/// Accuracy and mean loss of `model` on `data`, without gradients, normalized as `dataset_name`
+/// is; records the probe unit's inputs when probe_unit >= 0 and the model has a probe. kRunning
+/// evaluates in eval mode. kBatch runs every module in train mode except Dropout, so each
+/// normalization uses the batch's statistics (the train/inference discrepancy the inference preset
+/// measures; the result depends on batch_size and on which images share a batch), then restores
+/// the running statistics it updated. Restores the model's train/eval mode.
 EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& dataset_name,
-                    int64_t batch_size, int64_t probe_unit);
+                    int64_t batch_size, int64_t probe_unit,
+                    NormStatistics statistics = NormStatistics::kRunning);
 
 /// Rebuilds the model of a run directory (its config.json) for data shaped like `like`, and loads
 /// its model.safetensors. Returns the config too.
