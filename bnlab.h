@@ -29,6 +29,7 @@
 #include "optim/optim.h"     // optimizers, schedules, gradient clipping
 #include "train/ablation.h"  // run_ablation: matched runs, results.csv, summary.md, plots
 #include "train/models.h"    // the model zoo (registry of model factories)
+#include "train/study.h"     // run_study: every claim about BN with a verdict
 #include "train/trainer.h"   // train(): metrics, checkpoints, resume, data-parallel
 
 /// @namespace bnlab

@@ -22,6 +22,7 @@ Command add_eval_command(CLI::App& parent);
 Command add_ablate_command(CLI::App& parent);
 Command add_data_command(CLI::App& parent);
 Command add_bench_command(CLI::App& parent);
+Command add_study_command(CLI::App& parent);
 
 // A mistake in how the command was called (conflicting flags, an empty --out), found after CLI11
 // parsed the flags: main prints it like a bad flag and exits 2.

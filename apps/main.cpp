@@ -155,6 +155,7 @@ int main(int argc, char** argv) {
       "bnlab: see what batch normalization does. Train, evaluate and ablate networks on MNIST,\n"
       "Fashion-MNIST and CIFAR-10 with and without BatchNorm.\n\n"
       "  bnlab ablate                 the BN paper's Figure 1 on MNIST (default study)\n"
+      "  bnlab study                  every claim about BN, with controls and verdicts\n"
       "  bnlab train --model lenet --norm batch --epochs 2\n"
       "  bnlab eval --checkpoint runs/train\n"
       "  bnlab data show --dataset cifar10 --out grid.png"};
@@ -167,9 +168,9 @@ int main(int argc, char** argv) {
       ->envname("BNLAB_DEBUG");
   app.fallthrough();  // --debug also after the subcommand name
 
-  std::vector<Command> commands{add_train_command(app), add_eval_command(app),
+  std::vector<Command> commands{add_train_command(app),  add_eval_command(app),
                                 add_ablate_command(app), add_data_command(app),
-                                add_bench_command(app)};
+                                add_bench_command(app),  add_study_command(app)};
   auto* info =
       app.add_subcommand("info", "Print the build: version, BLAS and its threading, thread count");
 

@@ -7,4 +7,5 @@ set(BNLAB_APP_SOURCES
   apps/cmd_ablate.cpp
   apps/cmd_data.cpp
   apps/cmd_bench.cpp
+  apps/cmd_study.cpp
 )

@@ -26,7 +26,7 @@ add_library(bnlab::bnlab ALIAS bnlab)  # the same name for add_subdirectory user
 # Internal headers: implementation details no public header may include.
 set(BNLAB_INTERNAL_HEADERS
   data/byte_reader.h  # bounded, gzip-transparent file reads behind the IDX/CIFAR parsers (detail)
-  # The Trainer's and the CLI's parts: the public train/ API is models.h, trainer.h and ablation.h.
+  # The Trainer's and the CLI's parts: the public train/ API is models.h, trainer.h, ablation.h and study.h.
   train/checkpoint.h train/data_parallel.h train/interrupt.h train/knobs.h train/nonfinite_guard.h
   train/plot.h train/progress.h train/run_dir.h
 )

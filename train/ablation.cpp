@@ -336,7 +336,7 @@ void apply_preset(AblationSpec& spec, const std::string& preset) {
     spec.base.eval_train = true;
   }
   if (preset == "inference" && spec.inference_batches.empty())
-    spec.inference_batches = {2, 8, 60, 1000};
+    spec.inference_batches = {4, 60, 1000};
   // The lr preset picks each arm's best rate: on held-out training images, not on the test split.
   if (preset == "lr" && spec.base.val_split == 0 &&
       (spec.base.dataset == "mnist" || spec.base.dataset == "fashion-mnist"))

@@ -8,6 +8,7 @@ set(BNLAB_TRAIN_SOURCES
   train/interrupt.cpp
   train/data_parallel.cpp
   train/ablation.cpp
+  train/study.cpp
   train/knobs.cpp
   train/run_dir.cpp
 )

@@ -9,4 +9,5 @@ set(BNLAB_TEST_APPS_SOURCES
   tests/apps/test_data_cmd.cpp
   tests/apps/test_bench_cmd.cpp
   tests/apps/test_run_dir.cpp
+  tests/apps/test_study_cmd.cpp
 )

@@ -3,4 +3,5 @@ set(BNLAB_TEST_TRAIN_SOURCES
   tests/train/test_collapse.cpp
   tests/train/test_ablation_controls.cpp
   tests/train/test_eval_controls.cpp
+  tests/train/test_study.cpp
 )

@@ -1,0 +1,98 @@
+// bnlab study: the verdict rule on known numbers, and a small study end to end on a tiny MNIST
+// (claims whose data is missing are reported as not run, with the reason).
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "apps/apps_test_util.h"
+#include "core/io.h"
+#include "train/study.h"
+
+using namespace bnlab;
+using apps_test::TempDir;
+
+TEST_CASE("train.study: the verdict is the 95 % t interval's side of zero") {
+  // mean 2, sd 1, n 3: t(2) = 4.303, half width 4.303 / sqrt(3) = 2.484: [-0.484, 4.484].
+  Verdict wide = verdict_of({1, 2, 3});
+  CHECK(wide.n == 3);
+  CHECK(wide.mean == doctest::Approx(2));
+  CHECK(wide.std == doctest::Approx(1));
+  CHECK(wide.ci_low == doctest::Approx(2 - 4.303 / std::sqrt(3.0)));
+  CHECK(wide.ci_high == doctest::Approx(2 + 4.303 / std::sqrt(3.0)));
+  CHECK(wide.verdict == "inconclusive");
+  CHECK(verdict_of({1.0, 1.1, 0.9, 1.0, 1.05}).verdict == "supported");
+  CHECK(verdict_of({-1.0, -1.1, -0.9, -1.0, -1.05}).verdict == "not supported");
+  // One value, or NaNs only: no interval.
+  CHECK(verdict_of({0.5}).verdict == "inconclusive");
+  CHECK(std::isnan(verdict_of({0.5}).ci_low));
+  Verdict nans = verdict_of({NAN, NAN, 0.2});
+  CHECK(nans.n == 1);
+  CHECK(nans.verdict == "inconclusive");
+  // Past 30 degrees of freedom the normal quantile.
+  std::vector<double> many(41);
+  for (size_t i = 0; i < many.size(); ++i) many[i] = (i % 2 == 0) ? 1.0 : 0.0;
+  Verdict big = verdict_of(many);
+  CHECK(big.ci_high - big.mean == doctest::Approx(1.96 * big.std / std::sqrt(41.0)));
+}
+
+TEST_CASE("train.study: budgets and claims are named, unknown ones refused") {
+  CHECK(study_budget("quick").seeds >= 2);
+  CHECK(study_budget("full").mnist_steps > study_budget("standard").mnist_steps);
+  CHECK_THROWS_WITH(study_budget("huge"), doctest::Contains("quick, standard or full"));
+  StudySpec spec;
+  spec.claims = {"no-such-claim"};
+  CHECK_THROWS_WITH(run_study(spec), doctest::Contains("unknown claim 'no-such-claim'"));
+  for (const ClaimInfo& c : study_claims()) {
+    CAPTURE(c.id);
+    CHECK(!c.claim.empty());
+    CHECK(!c.measure.empty());
+  }
+}
+
+TEST_CASE("train.study: a small study writes verdicts for what it ran and says what it could not") {
+  TempDir dir;
+  apps_test::write_tiny_mnist(dir.file("data"), 300, 60);
+  StudySpec spec;
+  spec.budget = study_budget("quick");
+  spec.budget.seeds = 2;
+  spec.budget.mnist_steps = 20;
+  spec.budget.mnist_eval_every = 10;
+  spec.data_dir = dir.file("data");
+  spec.out_dir = dir.file("study");
+  spec.jobs = 1;
+  spec.claims = {"faster-shared-lr", "cost", "placement", "cifar10"};
+  StudyReport r = run_study(spec);
+  REQUIRE(r.claims.size() == 4);
+  for (const ClaimResult& c : r.claims) {
+    CAPTURE(c.info.id);
+    if (c.info.id == "cifar10") {
+      CHECK(c.verdict.verdict == "not run");
+      CHECK(c.verdict.note.find("cifar") != std::string::npos);  // the loader's reason
+      continue;
+    }
+    CHECK(c.verdict.n == 2);
+    CHECK((c.verdict.verdict == "supported" || c.verdict.verdict == "not supported" ||
+           c.verdict.verdict == "inconclusive"));
+    CHECK(std::isfinite(c.verdict.mean));
+  }
+  const std::string md = read_file(r.report_md);
+  CHECK(md.find("**The rule.**") != std::string::npos);
+  CHECK(md.find("## fig1") != std::string::npos);
+  CHECK(md.find("## placement") != std::string::npos);
+  CHECK(md.find("## cifar10\n\nNot run: ") != std::string::npos);
+  const std::string csv = read_file(r.verdicts_csv);
+  CHECK(csv.rfind("claim_id,claim,experiment,measure,n,mean,std,ci_low,ci_high,verdict,note\n",
+                  0) == 0);
+  CHECK(csv.find("\ncifar10,") != std::string::npos);
+  // Both fig1 claims read one experiment: it ran once (two arms x two seeds).
+  CHECK(std::filesystem::exists(dir.file("study/fig1/runs")));
+  CHECK(!std::filesystem::exists(dir.file("study/lr")));
+
+  // Run again: every run is reused, and the per-seed effects come out the same (to the digits
+  // metrics.csv keeps).
+  StudyReport again = run_study(spec);
+  for (size_t i = 0; i < r.claims.size(); ++i) {
+    if (r.claims[i].info.id == "cost" || r.claims[i].info.id == "cifar10") continue;  // timing
+    CHECK(again.claims[i].verdict.mean == doctest::Approx(r.claims[i].verdict.mean).epsilon(1e-5));
+  }
+}
