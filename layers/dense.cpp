@@ -16,9 +16,11 @@ Dense::Dense(const DenseOptions& options, Rng& rng) : options_(options) {
 }
 
 Tensor Dense::forward(const Tensor& x) {
-  BNLAB_CHECK(x.dim() == 2 && x.size(1) == options_.in_features, "Dense: input has ",
-              x.dim() == 2 ? x.size(1) : -1, " features, layer expects ", options_.in_features,
-              " (input ", x.shape(), ", expected [N, ", options_.in_features, "])");
+  BNLAB_CHECK(x.dim() == 2, "Dense: expected input [N, ", options_.in_features, "]; got ",
+              x.shape(), x.dim() > 2 ? " (flatten it first, e.g. with a Flatten layer)" : "");
+  BNLAB_CHECK(x.size(1) == options_.in_features, "Dense: input has ", x.size(1),
+              " features, layer expects ", options_.in_features, " (input ", x.shape(),
+              ", expected [N, ", options_.in_features, "])");
   return linear(x, weight_, bias_);
 }
 

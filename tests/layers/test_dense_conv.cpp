@@ -36,6 +36,12 @@ TEST_CASE("layers.dense: forward by hand with constant weights, and gradient che
   CHECK_THROWS_WITH_AS(
       g(Tensor::ones({64, 784})),
       doctest::Contains("Dense: input has 784 features, layer expects 5 (input [64, 784]"), Error);
+  // An unflattened image batch: the whole shape, not a made-up feature count.
+  CHECK_THROWS_WITH_AS(g(Tensor::ones({2, 1, 28, 28})),
+                       "Dense: expected input [N, 5]; got [2, 1, 28, 28] (flatten it first, e.g. "
+                       "with a Flatten layer)",
+                       Error);
+  CHECK_THROWS_WITH_AS(g(Tensor::ones({5})), "Dense: expected input [N, 5]; got [5]", Error);
 }
 
 TEST_CASE("layers.conv2d: forward by hand, gradient checks with stride and padding, errors") {
