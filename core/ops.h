@@ -60,6 +60,45 @@ Tensor reshape(const Tensor& x, const Shape& shape);  ///< shares data; one dim 
 Tensor flatten(const Tensor& x, int64_t start_dim = 1);
 Tensor clone(const Tensor& x);  ///< copies data; grad passes through
 
+// ---- indexing, joining and views (core/ops/index.cpp, core/ops/shape.cpp) ----
+// Which results share the input's data and which are copies: docs/guide/tensors-autodiff.md. A
+// result shares when its elements are one contiguous block of the input (bnlab tensors are always
+// contiguous); writes through data(), fill_ or copy_ are then seen by both.
+/// `dim` as an index in [0, rank): negative dims count from the end (PyTorch's rule); throws naming
+/// `op`, the dim, `shape` and the valid range otherwise. For argument checks of ops, users' too.
+int64_t wrap_dim(const char* op, int64_t dim, int64_t rank, const Shape& shape);
+/// Elements [start, end) of dimension `dim`, every `step`-th (step >= 1), as Python's x[..., a:b:s]
+/// and PyTorch's Tensor::slice: negative start/end count from the end, out-of-range ones clamp (an
+/// empty result is fine). Shares data when contiguous (dim 0, step 1), else copies.
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step = 1);
+/// `length` elements of dimension `dim` from `start` (negative start counts from the end), as
+/// torch.narrow; throws if they do not fit. Shares data when contiguous, else copies.
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
+/// Index `index` of dimension `dim`, which is removed (torch.select; x[i] is select(x, 0, i));
+/// index in [-size, size). Shares data when contiguous, else copies.
+Tensor select(const Tensor& x, int64_t dim, int64_t index);
+/// Joins tensors along an existing dimension `dim` (torch.cat): same rank, equal sizes in every
+/// other dimension. Always a copy; backward hands each input its slice of the gradient.
+Tensor cat(const std::vector<Tensor>& tensors, int64_t dim = 0);
+/// Joins equal-shaped tensors along a new dimension `dim` in [-rank-1, rank] (torch.stack): cat of
+/// the inputs unsqueezed at dim. Always a copy.
+Tensor stack(const std::vector<Tensor>& tensors, int64_t dim = 0);
+/// Same data, new shape: reshape under PyTorch's other name (bnlab tensors are contiguous, so a
+/// view never needs a copy). Shares data.
+Tensor view(const Tensor& x, const Shape& shape);
+/// Dimensions dim0 and dim1 swapped (torch.transpose). A copy: bnlab tensors stay contiguous.
+Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1);
+/// Result dimension i is input dimension dims[i] (torch.permute; dims a permutation of the
+/// dimensions, negative ones count from the end). A copy.
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
+/// Inserts a dimension of size 1 at `dim` in [-rank-1, rank] (torch.unsqueeze). Shares data.
+Tensor unsqueeze(const Tensor& x, int64_t dim);
+/// Removes every dimension of size 1 (torch.squeeze). Shares data.
+Tensor squeeze(const Tensor& x);
+/// Removes dimension `dim` if its size is 1, else returns the same shape (torch.squeeze(x, dim)).
+/// Shares data.
+Tensor squeeze(const Tensor& x, int64_t dim);
+
 // ---- reductions (core/ops/reduce.cpp) ----
 Tensor sum(const Tensor& x);                                      ///< scalar sum of all elements
 Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);   ///< sum over one dim

@@ -5,6 +5,7 @@ set(BNLAB_CORE_SOURCES
   core/blas.cpp
   core/ops/elementwise.cpp
   core/ops/shape.cpp
+  core/ops/index.cpp
   core/ops/reduce.cpp
   core/ops/matmul.cpp
   core/ops/loss.cpp

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -108,7 +109,20 @@ class StoragePool {
 }  // namespace
 
 Storage::Storage(size_t count) : data_(StoragePool::instance().acquire(count)), size_(count) {}
-Storage::~Storage() { StoragePool::instance().give_back(data_, size_); }
+
+Storage::Storage(const std::shared_ptr<Storage>& base, size_t offset, size_t count)
+    : data_(nullptr), size_(count) {
+  BNLAB_CHECK(base != nullptr && offset <= base->size_ && count <= base->size_ - offset,
+              "tensor: a view of ", count, " elements from offset ", offset,
+              " does not fit in a buffer of ", base ? base->size_ : 0);
+  data_ = base->data_ + offset;
+  offset_ = base->offset_ + offset;
+  owner_ = base->owner_ ? base->owner_ : base;
+}
+
+Storage::~Storage() {
+  if (!owner_) StoragePool::instance().give_back(data_, size_);
+}
 
 size_t storage_pool_cached_bytes() { return StoragePool::instance().cached_bytes(); }
 void storage_pool_release() { StoragePool::instance().release(); }
@@ -192,6 +206,25 @@ Tensor Tensor::normal(const Shape& shape, Rng& rng, float mean, float std) {
   return t;
 }
 
+Tensor Tensor::randn(const Shape& shape, Rng& rng) { return normal(shape, rng, 0.0f, 1.0f); }
+Tensor Tensor::rand(const Shape& shape, Rng& rng) { return uniform(shape, rng, 0.0f, 1.0f); }
+
+Tensor Tensor::arange(double start, double end, double step) {
+  BNLAB_CHECK(std::isfinite(start) && std::isfinite(end) && std::isfinite(step),
+              "arange: start, end and step must be finite; got ", start, ", ", end, ", ", step);
+  BNLAB_CHECK(step != 0.0, "arange: step must be nonzero");
+  BNLAB_CHECK((step > 0 && end >= start) || (step < 0 && end <= start), "arange: step ", step,
+              " does not lead from start ", start, " to end ", end);
+  const double count = std::ceil((end - start) / step);
+  BNLAB_CHECK(count < 9e15, "arange: ", count, " elements are too many");
+  Tensor t = empty({static_cast<int64_t>(count)});
+  float* p = t.data();
+  // start + i * step rather than a running sum, so the last value carries no accumulated error.
+  for (int64_t i = 0; i < t.numel(); ++i)
+    p[i] = static_cast<float>(start + static_cast<double>(i) * step);
+  return t;
+}
+
 Tensor Tensor::wrap(const Shape& shape, std::shared_ptr<detail::Storage> storage) {
   BNLAB_CHECK(storage && static_cast<int64_t>(storage->size()) == numel_of(shape),
               "tensor: storage does not match shape ", shape);
@@ -252,6 +285,27 @@ const std::shared_ptr<Node>& Tensor::grad_fn() const { return checked(impl_)->gr
 Tensor Tensor::detach() const { return wrap(shape(), impl_->storage); }
 
 Tensor Tensor::reshape(const Shape& shape) const { return bnlab::reshape(*this, shape); }
+Tensor Tensor::view(const Shape& shape) const { return bnlab::view(*this, shape); }
+Tensor Tensor::slice(int64_t dim, int64_t start, int64_t end, int64_t step) const {
+  return bnlab::slice(*this, dim, start, end, step);
+}
+Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
+  return bnlab::narrow(*this, dim, start, length);
+}
+Tensor Tensor::select(int64_t dim, int64_t index) const { return bnlab::select(*this, dim, index); }
+Tensor Tensor::operator[](int64_t index) const { return bnlab::select(*this, 0, index); }
+Tensor Tensor::transpose(int64_t dim0, int64_t dim1) const {
+  return bnlab::transpose(*this, dim0, dim1);
+}
+Tensor Tensor::permute(const std::vector<int64_t>& dims) const {
+  return bnlab::permute(*this, dims);
+}
+Tensor Tensor::unsqueeze(int64_t dim) const { return bnlab::unsqueeze(*this, dim); }
+Tensor Tensor::squeeze() const { return bnlab::squeeze(*this); }
+Tensor Tensor::squeeze(int64_t dim) const { return bnlab::squeeze(*this, dim); }
+int64_t Tensor::storage_offset() const {
+  return static_cast<int64_t>(checked(impl_)->storage->offset());
+}
 Tensor Tensor::clone() const { return bnlab::clone(*this); }
 
 const Tensor& Tensor::fill_(float value) const {
@@ -262,7 +316,9 @@ const Tensor& Tensor::fill_(float value) const {
 const Tensor& Tensor::copy_(const Tensor& src) const {
   BNLAB_CHECK(src.numel() == numel(), "copy_: source shape ", src.shape(), " does not match ",
               shape());
-  std::memcpy(data(), src.data(), static_cast<size_t>(numel()) * sizeof(float));
+  // memmove: src may be an overlapping view of the same buffer (x.narrow(0, 1, 2).copy_(x.narrow(0,
+  // 0, 2))).
+  std::memmove(data(), src.data(), static_cast<size_t>(numel()) * sizeof(float));
   return *this;
 }
 
@@ -311,5 +367,11 @@ std::string to_string(const Tensor& t) {
   os << t;
   return os.str();
 }
+
+std::ostream& operator<<(std::ostream& os, const Shape& shape) { return os << to_string(shape); }
+
+Tensor zeros_like(const Tensor& t) { return Tensor::zeros(t.shape()); }
+Tensor ones_like(const Tensor& t) { return Tensor::ones(t.shape()); }
+Tensor full_like(const Tensor& t, float value) { return Tensor::full(t.shape(), value); }
 
 }  // namespace bnlab

@@ -6,9 +6,11 @@
 // The last dimension is contiguous (NumPy/PyTorch order).
 //
 // Copying a Tensor copies the handle: both share data. clone() copies the data. reshape() shares
-// data with a new shape. Gradients live in the tensor's impl, are allocated lazily on first
-// accumulation, and for leaves accumulate across backward() calls until zero_grad() (see
-// core/autograd.h).
+// data with a new shape; views that stay contiguous (select/narrow/slice of one block, squeeze,
+// unsqueeze, view) share a window of the base's buffer, and the rest (transpose, permute, strided
+// slices, cat, stack) copy: docs/guide/tensors-autodiff.md has the table. Gradients live in the
+// tensor's impl, are allocated lazily on first accumulation, and for leaves accumulate across
+// backward() calls until zero_grad() (see core/autograd.h).
 #pragma once
 
 #include <cstdint>
@@ -35,9 +37,16 @@ namespace detail {
 // A float buffer, 64-byte aligned, drawn from a process-wide pool of freed buffers of the same size
 // so that the identical allocations of consecutive training steps do not go back to malloc (see
 // docs/ARCHITECTURE.md).
+//
+// A window is a Storage over `count` floats of another one's buffer (a view such as x[1]): data()
+// and size() describe the window, so code that reads a tensor's storage needs no offset; the window
+// keeps the owning buffer alive and gives nothing back to the pool.
 class Storage {
  public:
   explicit Storage(size_t count);
+  // A window of `count` floats of `base` from element `offset` of base's window; throws if it does
+  // not fit. Windows of windows refer to the owning buffer directly.
+  Storage(const std::shared_ptr<Storage>& base, size_t offset, size_t count);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -45,10 +54,16 @@ class Storage {
   float* data() { return data_; }
   const float* data() const { return data_; }
   size_t size() const { return size_; }
+  // Elements between the owning buffer's start and data() (0 unless a window).
+  size_t offset() const { return offset_; }
+  // The buffer's owner: this storage itself unless it is a window.
+  const Storage* owner() const { return owner_ ? owner_.get() : this; }
 
  private:
   float* data_;
   size_t size_;
+  size_t offset_ = 0;
+  std::shared_ptr<Storage> owner_;  // set for windows only
 };
 
 // Bytes currently held by the pool (freed buffers kept for reuse) and a way to give them back.
@@ -59,11 +74,12 @@ void storage_pool_release();
 
 /// What a Tensor handle points to; shared by every copy of the handle.
 struct TensorImpl {
-  Shape shape;                               ///< dimensions
-  std::shared_ptr<detail::Storage> storage;  ///< the float32 data
-  std::shared_ptr<detail::Storage> grad;     ///< null until a gradient is accumulated
-  bool requires_grad = false;     ///< backward() fills this leaf's grad / ops record a node
-  std::shared_ptr<Node> grad_fn;  ///< null for leaves
+  Shape shape;  ///< dimensions
+  std::shared_ptr<detail::Storage>
+      storage;                            ///< the float32 data (a window of the base's for views)
+  std::shared_ptr<detail::Storage> grad;  ///< null until a gradient is accumulated
+  bool requires_grad = false;             ///< backward() fills this leaf's grad / ops record a node
+  std::shared_ptr<Node> grad_fn;          ///< null for leaves
 };
 
 /// A float32, row-major, contiguous n-dimensional array with reverse-mode autodiff; a cheap
@@ -88,6 +104,16 @@ class Tensor {
   static Tensor uniform(const Shape& shape, Rng& rng, float low = 0.0f, float high = 1.0f);
   /// Normal(mean, std^2), drawn from `rng`.
   static Tensor normal(const Shape& shape, Rng& rng, float mean = 0.0f, float std = 1.0f);
+  /// Standard normal draws from `rng` (torch.randn): normal(shape, rng, 0, 1).
+  static Tensor randn(const Shape& shape, Rng& rng);
+  /// Uniform draws in [0, 1) from `rng` (torch.rand): uniform(shape, rng, 0, 1).
+  static Tensor rand(const Shape& shape, Rng& rng);
+  /// 1-D [start, start + step, ...] up to `end` exclusive (torch.arange): ceil((end - start) /
+  /// step) values, each computed as start + i * step in double. Throws if step is 0 or points away
+  /// from end.
+  static Tensor arange(double start, double end, double step = 1.0);
+  /// [0, 1, ..., end - 1] as floats (torch.arange(end)); see arange(start, end, step).
+  static Tensor arange(double end) { return arange(0.0, end, 1.0); }
   /// A tensor sharing `storage`, e.g. a gradient buffer seen as a tensor. No autograd.
   static Tensor wrap(const Shape& shape, std::shared_ptr<detail::Storage> storage);
 
@@ -140,6 +166,35 @@ class Tensor {
   /// Copies `src`'s data into this tensor (same numel; no autograd).
   const Tensor& copy_(const Tensor& src) const;
 
+  // Indexing and reshaping views (core/ops/index.cpp, core/ops/shape.cpp; the free functions in
+  // core/ops.h). Results that stay one contiguous block share this tensor's data; the others copy
+  // (the table is in docs/guide/tensors-autodiff.md). All differentiable.
+  /// Same data, new shape (one dimension may be -1); as reshape(), since bnlab tensors are
+  /// contiguous.
+  Tensor view(const Shape& shape) const;
+  /// Elements [start, end) of dimension `dim`, every `step`-th; negative start/end count from the
+  /// end and out-of-range ones clamp, as in Python slicing. See bnlab::slice.
+  Tensor slice(int64_t dim, int64_t start, int64_t end, int64_t step = 1) const;
+  /// `length` elements of dimension `dim` from `start`; throws if they do not fit.
+  Tensor narrow(int64_t dim, int64_t start, int64_t length) const;
+  /// Index `index` of dimension `dim`, which is removed; negative index counts from the end.
+  Tensor select(int64_t dim, int64_t index) const;
+  /// select(0, index): t[i] as in PyTorch.
+  Tensor operator[](int64_t index) const;
+  /// Dimensions dim0 and dim1 swapped (a copy).
+  Tensor transpose(int64_t dim0, int64_t dim1) const;
+  /// Dimensions reordered: result dim i is input dim dims[i] (a copy).
+  Tensor permute(const std::vector<int64_t>& dims) const;
+  /// A new dimension of size 1 at `dim` (in [-dim()-1, dim()]); shares data.
+  Tensor unsqueeze(int64_t dim) const;
+  /// Every dimension of size 1 removed; shares data.
+  Tensor squeeze() const;
+  /// Dimension `dim` removed if its size is 1 (otherwise the same shape); shares data.
+  Tensor squeeze(int64_t dim) const;
+  /// Where this tensor's first element sits in the buffer it shares with the tensor it is a view
+  /// of (0 for a tensor owning its buffer), in elements.
+  int64_t storage_offset() const;
+
   /// True if both handles share one TensorImpl.
   bool is_same(const Tensor& other) const { return impl_ == other.impl_; }
   /// The shared implementation.
@@ -155,5 +210,17 @@ class Tensor {
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
 /// The same text as operator<<.
 std::string to_string(const Tensor& t);
+
+/// Prints a shape as PyTorch does: "[2, 3]" ("[]" for a scalar). Shape is a std::vector, so
+/// this is found from inside namespace bnlab or after `using namespace bnlab` (or `using
+/// bnlab::operator<<`).
+std::ostream& operator<<(std::ostream& os, const Shape& shape);
+
+/// Zeros of t's shape (torch.zeros_like).
+Tensor zeros_like(const Tensor& t);
+/// Ones of t's shape (torch.ones_like).
+Tensor ones_like(const Tensor& t);
+/// `value` in every element of a tensor of t's shape (torch.full_like).
+Tensor full_like(const Tensor& t, float value);
 
 }  // namespace bnlab

@@ -10,6 +10,9 @@ set(BNLAB_TEST_CORE_SOURCES
   tests/core/test_ops_fast_paths.cpp
   tests/core/test_ops_dropout.cpp
   tests/core/test_ops_norm.cpp
+  tests/core/test_ops_index.cpp
+  tests/core/test_ops_views.cpp
+  tests/core/test_tensor_creation.cpp
   tests/core/test_blas.cpp
   tests/core/test_training.cpp
   tests/core/test_gradcheck.cpp
