@@ -129,9 +129,10 @@ def _group_count(channels, limit):
     return 1
 
 
-def _make_norm(norm, channels, spatial, groups):
+def _make_norm(norm, channels, spatial, groups, bn_eps=1e-5, bn_momentum=0.1):
     if norm == "batch":
-        return nn.BatchNorm2d(channels) if spatial else nn.BatchNorm1d(channels)
+        bn = nn.BatchNorm2d if spatial else nn.BatchNorm1d
+        return bn(channels, eps=bn_eps, momentum=bn_momentum)
     if norm == "layer":
         # Conv: GroupNorm with one group (over C, H, W, per-channel affine), as models.cpp.
         return nn.GroupNorm(1, channels) if spatial else nn.LayerNorm(channels)
@@ -145,34 +146,44 @@ def _make_norm(norm, channels, spatial, groups):
     raise ValueError(f"unknown norm {norm}")
 
 
-def build_torch_model(name, norm, placement="before", groups=8, num_classes=10):
-    """The torch.nn.Sequential equivalent of build_model with dropout 0 (no Dropout)."""
-    C, H, W = input_geometry(name)
+def build_torch_model(name, norm, placement="before", groups=8, num_classes=10, dropout=0.0,
+                      bn_eps=1e-5, bn_momentum=0.1, geometry=None):
+    """The torch.nn.Sequential equivalent of build_model: Dropout(p) where the zoo puts its dropout
+    layer, none for p = 0 (the parity check's setting). geometry: (C, H, W) of the inputs, default
+    input_geometry(name)."""
+    C, H, W = geometry or input_geometry(name)
     K = num_classes
     layers = []
 
+    def drop():
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+
     def norm_act(channels, spatial, act):
-        n = _make_norm(norm, channels, spatial, groups)
+        n = _make_norm(norm, channels, spatial, groups, bn_eps, bn_momentum)
         if n is not None and placement == "before":
             layers.append(n)
         layers.append(act)
         if n is not None and placement == "after":
             layers.append(n)
 
-    if name == "paper-mlp":
+    if name in ("paper-mlp", "deep-mlp"):
         layers.append(nn.Flatten())
         d = C * H * W
-        for _ in range(3):
+        for _ in range(3 if name == "paper-mlp" else 12):
             layers.append(nn.Linear(d, 100))
             norm_act(100, False, nn.Sigmoid())
             d = 100
+        drop()
         layers.append(nn.Linear(100, K))
     elif name == "mlp":
         layers.append(nn.Flatten())
         layers.append(nn.Linear(C * H * W, 512))
         norm_act(512, False, nn.ReLU())
+        drop()
         layers.append(nn.Linear(512, 256))
         norm_act(256, False, nn.ReLU())
+        drop()
         layers.append(nn.Linear(256, K))
     elif name == "lenet":
         layers.append(nn.Conv2d(C, 32, 5, padding=2))
@@ -184,6 +195,7 @@ def build_torch_model(name, norm, placement="before", groups=8, num_classes=10):
         layers.append(nn.Flatten())
         layers.append(nn.Linear(64 * (H // 4) * (W // 4), 128))
         norm_act(128, False, nn.ReLU())
+        drop()
         layers.append(nn.Linear(128, K))
     elif name == "cifar-cnn":
         c, h, w = C, H, W
@@ -195,6 +207,7 @@ def build_torch_model(name, norm, placement="before", groups=8, num_classes=10):
             layers.append(nn.MaxPool2d(2))
             c, h, w = width, h // 2, w // 2
         layers.append(nn.Flatten())
+        drop()
         layers.append(nn.Linear(128 * h * w, K))
     else:
         raise ValueError(f"unknown model {name}")

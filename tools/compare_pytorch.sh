@@ -8,14 +8,7 @@
 # item is within tolerance, 1 if one is not, 2 if the check cannot run (no torch, no tools target).
 set -euo pipefail
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build=${BNLAB_PT_BUILD:-$repo/build-pt}
-python=/usr/bin/python3
-
-if ! "$python" -c "import torch" 2>/dev/null; then
-  echo "compare_pytorch: $python cannot import torch; as root: apt-get install -y python3-torch" >&2
-  exit 2
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/pytorch_env.sh" compare_pytorch
 if ! grep -Eq '^\s*add_subdirectory\(\s*tools\s*\)' "$repo/CMakeLists.txt"; then
   echo "compare_pytorch: the top-level CMakeLists.txt does not add tools/; add the line" >&2
   echo "  add_subdirectory(tools)" >&2

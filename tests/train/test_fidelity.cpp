@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/apps_test_util.h"
 #include "core/autograd.h"
 #include "core/blas.h"
 #include "core/ops.h"
@@ -258,4 +259,16 @@ TEST_CASE("train.fidelity: a perturbed batch norm or learning rate leaves the ba
     CAPTURE(d.eval_loss);
     CHECK(d.train_loss > 10 * kLossTolerance);
   }
+}
+
+// tools/fidelity.py's statistics and verdict (the PyTorch-side tool; docs/pytorch-parity.md) are
+// tested in Python with fixed inputs (tests/tools/test_fidelity.py): standard library only, no
+// torch. -B: no __pycache__ in the source tree.
+TEST_CASE("train.fidelity: fidelity.py's statistics pass their tests") {
+  const std::string script = std::string(BNLAB_SOURCE_DIR) + "/tests/tools/test_fidelity.py";
+  apps_test::CliResult r =
+      apps_test::run_shell("/usr/bin/python3 -B " + apps_test::shell_quote(script));
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("OK") != std::string::npos);
 }
