@@ -8,17 +8,21 @@
 //              3x that for forward+backward)
 //   batch_norm: train-mode forward and forward+backward at W3/W4 activation shapes (GB/s)
 //   elementwise: relu, sigmoid, add, max_pool2d forward (GB/s of input + output)
+//   fast math:  the vectorizable exp and sigmoid kernels (core/ops/fast_math.h) against the scalar
+//               libm loops they replace, one thread, in L2-sized arrays (Gelem/s)
 //
 //   ./build/bench/micro_ops [--benchmark_filter=gemm] [--benchmark_min_time=0.2]
 // Threads: OMP_NUM_THREADS / the bnlab default (all cores); pin with OMP_NUM_THREADS=1.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <cmath>
 #include <vector>
 
 #include "core/autograd.h"
 #include "core/blas.h"
 #include "core/ops.h"
+#include "core/ops/fast_math.h"
 
 using namespace bnlab;
 
@@ -249,6 +253,46 @@ void BM_max_pool2d(benchmark::State& state) {
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_max_pool2d)->UseRealTime();
+
+// ---- fast math: vectorizable kernels vs scalar libm ----
+// One thread, 16 Ki floats (64 KiB in, 64 KiB out: cache-resident, so the loop's arithmetic is what
+// is measured). The libm loops are what exp/sigmoid were before core/ops/fast_math.h.
+
+template <float (*F)(float)>
+void BM_fast_math(benchmark::State& state) {
+  auto x = random_vector(static_cast<size_t>(state.range(0)), 11);
+  for (auto& v : x) v *= 4.0f;
+  std::vector<float> y(x.size());
+  const int64_t n = state.range(0);
+  for (auto _ : state) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[static_cast<size_t>(i)] = F(x[static_cast<size_t>(i)]);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["Gelem/s"] = benchmark::Counter(static_cast<double>(n) * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+float exp_libm(float v) { return std::exp(v); }
+float exp_vec(float v) { return detail::exp_fast(v); }
+float sigmoid_libm(float v) {  // the former sigmoid kernel
+  if (v >= 0.0f) return 1.0f / (1.0f + std::exp(-v));
+  float e = std::exp(v);
+  return e / (1.0f + e);
+}
+float silu_libm(float v) { return v * sigmoid_libm(v); }
+float silu_vec(float v) { return v * detail::sigmoid_fast(v); }
+float gelu_libm(float v) { return 0.5f * v * std::erfc(-v * 0.70710678f); }
+float gelu_vec(float v) { return v * detail::normal_cdf(v); }
+float tanh_libm(float v) { return std::tanh(v); }
+float tanh_vec(float v) { return detail::tanh_fast(v); }
+BENCHMARK(BM_fast_math<exp_libm>)->Name("BM_exp_libm")->Arg(1 << 14);
+BENCHMARK(BM_fast_math<exp_vec>)->Name("BM_exp_fast")->Arg(1 << 14);
+BENCHMARK(BM_fast_math<silu_libm>)->Name("BM_silu_libm")->Arg(1 << 14);
+BENCHMARK(BM_fast_math<silu_vec>)->Name("BM_silu_fast")->Arg(1 << 14);
+BENCHMARK(BM_fast_math<gelu_libm>)->Name("BM_gelu_libm")->Arg(1 << 14);
+BENCHMARK(BM_fast_math<gelu_vec>)->Name("BM_gelu_fast")->Arg(1 << 14);
+BENCHMARK(BM_fast_math<tanh_libm>)->Name("BM_tanh_libm")->Arg(1 << 14);
+BENCHMARK(BM_fast_math<tanh_vec>)->Name("BM_tanh_fast")->Arg(1 << 14);
 
 }  // namespace
 

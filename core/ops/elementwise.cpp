@@ -2,21 +2,25 @@
 //
 // Binary ops broadcast NumPy-style. Their backward reduces each gradient to its input's shape with
 // the one shared helper sum_to_shape (tinygrad's and ggml's repeat_back idea), so no op
-// reimplements the reduction. Unary ops go through one template whose backward multiplies dout by
-// f'(x, y), the derivative written in terms of the input x and the saved output y (sigmoid' =
-// y(1-y) needs no recomputation).
+// reimplements the reduction. Unary ops go through one template (core/ops/unary_op.h) whose
+// backward multiplies dout by f'(x, y), the derivative written in terms of the input x and the
+// saved output y (sigmoid' = y(1-y) needs no recomputation). exp, sigmoid and tanh use the
+// vectorizable kernels of core/ops/fast_math.h (within 2 ulp of libm; scalar expf made them
+// compute-bound).
 #include <algorithm>
 #include <cmath>
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/ops/fast_math.h"
+#include "core/ops/unary_op.h"
 
 namespace bnlab {
 
 namespace {
 
-// Loops shorter than this stay on one thread: forking costs more than it saves.
-constexpr int64_t kParallelThreshold = 1 << 15;
+using detail::kParallelThreshold;
+using detail::unary;
 
 // Strides of `shape` laid out inside `out_rank` dims (left-padded with 1s); broadcast dims get
 // stride 0.
@@ -114,29 +118,6 @@ Tensor full_grad(const Tensor& dout, const Tensor& a, const Tensor& b, F partial
         [&](int64_t i, int64_t ia, int64_t ib) { pg[i] = pd[i] * partial(pa[ia], pb[ib]); });
   }
   return g;
-}
-
-// y = f(x) elementwise; backward adds dout * df(x, y).
-template <typename F, typename DF>
-Tensor unary(const char* op, const Tensor& x, F f, DF df) {
-  Tensor out = Tensor::empty(x.shape());
-  const float* px = x.data();
-  float* py = out.data();
-  int64_t n = x.numel();
-#pragma omp parallel for simd if (n > kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) py[i] = f(px[i]);
-  if (needs_grad({x})) {
-    attach(out, op, {x}, [df](const Tensor& y, const Tensor& dout, const std::vector<Tensor>& in) {
-      float* dx = grad_buffer(in[0]);
-      const float* px = in[0].data();
-      const float* py = y.data();
-      const float* pd = dout.data();
-      int64_t n = y.numel();
-#pragma omp parallel for simd if (n > kParallelThreshold)
-      for (int64_t i = 0; i < n; ++i) dx[i] += pd[i] * df(px[i], py[i]);
-    });
-  }
-  return out;
 }
 
 }  // namespace
@@ -239,7 +220,7 @@ Tensor mul_scalar(const Tensor& x, float s) {
 
 Tensor exp(const Tensor& x) {
   return unary(
-      "exp", x, [](float v) { return std::exp(v); }, [](float, float y) { return y; });
+      "exp", x, [](float v) { return detail::exp_fast(v); }, [](float, float y) { return y; });
 }
 
 Tensor log(const Tensor& x) {
@@ -274,20 +255,16 @@ Tensor leaky_relu(const Tensor& x, float slope) {
 }
 
 Tensor sigmoid(const Tensor& x) {
-  // Two branches so that exp never overflows: for v < 0 use e^v / (1 + e^v).
+  // e^-|x| never overflows; see sigmoid_fast.
   return unary(
-      "sigmoid", x,
-      [](float v) {
-        if (v >= 0.0f) return 1.0f / (1.0f + std::exp(-v));
-        float e = std::exp(v);
-        return e / (1.0f + e);
-      },
+      "sigmoid", x, [](float v) { return detail::sigmoid_fast(v); },
       [](float, float y) { return y * (1.0f - y); });
 }
 
 Tensor tanh(const Tensor& x) {
   return unary(
-      "tanh", x, [](float v) { return std::tanh(v); }, [](float, float y) { return 1.0f - y * y; });
+      "tanh", x, [](float v) { return detail::tanh_fast(v); },
+      [](float, float y) { return 1.0f - y * y; });
 }
 
 Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }

@@ -1,0 +1,42 @@
+// The one loop behind every unary elementwise op (internal; not installed): y = f(x), and a node
+// whose backward adds dout * df(x, y). Shared by core/ops/elementwise.cpp and activation.cpp so
+// that each op is its two lambdas: the forward and its derivative, written in terms of the input x
+// and the saved output y (sigmoid' = y (1 - y) needs no recomputation).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/tensor.h"
+
+namespace bnlab::detail {
+
+/// Loops shorter than this stay on one thread: forking costs more than it saves.
+constexpr int64_t kParallelThreshold = 1 << 15;
+
+/// y = f(x) elementwise; backward adds dout * df(x, y). f and df must be branch-free enough to
+/// vectorize (see core/ops/fast_math.h) for the loops to run at memory speed.
+template <typename F, typename DF>
+Tensor unary(const char* op, const Tensor& x, F f, DF df) {
+  Tensor out = Tensor::empty(x.shape());
+  const float* px = x.data();
+  float* py = out.data();
+  int64_t n = x.numel();
+#pragma omp parallel for simd if (n > kParallelThreshold)
+  for (int64_t i = 0; i < n; ++i) py[i] = f(px[i]);
+  if (needs_grad({x})) {
+    attach(out, op, {x}, [df](const Tensor& y, const Tensor& dout, const std::vector<Tensor>& in) {
+      float* dx = grad_buffer(in[0]);
+      const float* px = in[0].data();
+      const float* py = y.data();
+      const float* pd = dout.data();
+      int64_t n = y.numel();
+#pragma omp parallel for simd if (n > kParallelThreshold)
+      for (int64_t i = 0; i < n; ++i) dx[i] += pd[i] * df(px[i], py[i]);
+    });
+  }
+  return out;
+}
+
+}  // namespace bnlab::detail
