@@ -9,7 +9,8 @@
 //   batch_norm: train-mode forward and forward+backward at W3/W4 activation shapes (GB/s)
 //   elementwise: relu, sigmoid, add, max_pool2d forward (GB/s of input + output)
 //   fast math:  the vectorizable exp and sigmoid kernels (core/ops/fast_math.h) against the scalar
-//               libm loops they replace, one thread, in L2-sized arrays (Gelem/s)
+//               libm loops they replace, one thread, in L2-sized arrays (Gelem/s); the activation
+//               ops forward and forward+backward
 //
 //   ./build/bench/micro_ops [--benchmark_filter=gemm] [--benchmark_min_time=0.2]
 // Threads: OMP_NUM_THREADS / the bnlab default (all cores); pin with OMP_NUM_THREADS=1.
@@ -293,6 +294,31 @@ BENCHMARK(BM_fast_math<gelu_libm>)->Name("BM_gelu_libm")->Arg(1 << 14);
 BENCHMARK(BM_fast_math<gelu_vec>)->Name("BM_gelu_fast")->Arg(1 << 14);
 BENCHMARK(BM_fast_math<tanh_libm>)->Name("BM_tanh_libm")->Arg(1 << 14);
 BENCHMARK(BM_fast_math<tanh_vec>)->Name("BM_tanh_fast")->Arg(1 << 14);
+
+// The activation ops as a model runs them (allocation, OpenMP, the node in forward+backward).
+template <Tensor (*Op)(const Tensor&)>
+void BM_activation_fwd_bwd(benchmark::State& state) {
+  Rng rng(12);
+  Tensor x = Tensor::normal({state.range(0)}, rng).set_requires_grad();
+  for (auto _ : state) {
+    sum(Op(x)).backward();
+    benchmark::DoNotOptimize(x.grad().data());
+  }
+  state.counters["Gelem/s"] = benchmark::Counter(static_cast<double>(state.range(0)) * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+Tensor gelu_default(const Tensor& x) { return gelu(x); }
+Tensor silu_op(const Tensor& x) { return silu(x); }
+BENCHMARK(BM_unary<silu_op>)->Name("BM_silu")->Arg(128 * 32 * 1024)->UseRealTime();
+BENCHMARK(BM_unary<gelu_default>)->Name("BM_gelu")->Arg(128 * 32 * 1024)->UseRealTime();
+BENCHMARK(BM_activation_fwd_bwd<silu_op>)
+    ->Name("BM_silu_fwd_bwd")
+    ->Arg(128 * 32 * 1024)
+    ->UseRealTime();
+BENCHMARK(BM_activation_fwd_bwd<gelu_default>)
+    ->Name("BM_gelu_fwd_bwd")
+    ->Arg(128 * 32 * 1024)
+    ->UseRealTime();
 
 }  // namespace
 

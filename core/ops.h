@@ -10,6 +10,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string_view>
 #include <vector>
 
 #include "core/random.h"
@@ -34,6 +36,27 @@ Tensor leaky_relu(const Tensor& x,
                   float negative_slope = 0.01f);  ///< x if x > 0 else slope*x; '(0)=slope
 Tensor sigmoid(const Tensor& x);                  ///< 1 / (1 + e^-x), stable for large |x|
 Tensor tanh(const Tensor& x);                     ///< hyperbolic tangent
+Tensor abs(const Tensor& x);                      ///< |x|; abs'(0) = 0
+Tensor sign(const Tensor& x);        ///< -1, 0 or 1 (NaN stays NaN); zero gradient everywhere
+Tensor square(const Tensor& x);      ///< x * x
+Tensor reciprocal(const Tensor& x);  ///< 1 / x
+Tensor rsqrt(const Tensor& x);       ///< 1 / sqrt(x)
+Tensor sin(const Tensor& x);         ///< sine
+Tensor cos(const Tensor& x);         ///< cosine
+Tensor log1p(const Tensor& x);       ///< log(1 + x), accurate near 0
+Tensor expm1(const Tensor& x);       ///< e^x - 1, accurate near 0
+/// min(max(x, min), max) with either bound optional (not both absent); min > max makes every
+/// output max. Gradient passes where min <= x <= max (bounds included); NaN stays NaN.
+Tensor clamp(const Tensor& x, std::optional<float> min, std::optional<float> max);
+Tensor clamp_min(const Tensor& x, float min);  ///< clamp(x, min, none)
+Tensor clamp_max(const Tensor& x, float max);  ///< clamp(x, none, max)
+/// Elementwise max, broadcasting; NaN in either gives NaN; at ties each input gets half the grad.
+Tensor maximum(const Tensor& a, const Tensor& b);
+/// Elementwise min, broadcasting; NaN in either gives NaN; at ties each input gets half the grad.
+Tensor minimum(const Tensor& a, const Tensor& b);
+/// a where condition is 1, b where it is 0; all three broadcast. condition must hold only 0 and 1
+/// (bnlab's bool tensor) and gets no gradient.
+Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b);
 
 Tensor operator+(const Tensor& a, const Tensor& b);  ///< add(a, b)
 Tensor operator-(const Tensor& a, const Tensor& b);  ///< sub(a, b)
@@ -53,6 +76,19 @@ Shape broadcast_shape(const char* op, const Shape& a, const Shape& b);
 /// Sums `g` (of a broadcast shape) down to `shape`: the one reduction every broadcasting op's
 /// backward uses.
 Tensor sum_to_shape(const Tensor& g, const Shape& shape);
+
+// ---- activations (core/ops/activation.cpp) ----
+/// x Phi(x) (Phi the standard normal CDF) with approximate = "none"; with "tanh",
+/// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as torch.nn.functional.gelu.
+Tensor gelu(const Tensor& x, std::string_view approximate = "none");
+Tensor silu(const Tensor& x);  ///< x * sigmoid(x) (swish)
+/// x if x > 0 else alpha (e^x - 1); gradient alpha at x = 0, as PyTorch.
+Tensor elu(const Tensor& x, float alpha = 1.0f);
+/// log(1 + e^(beta x)) / beta, and x itself where beta x > threshold; never overflows.
+Tensor softplus(const Tensor& x, float beta = 1.0f, float threshold = 20.0f);
+Tensor softsign(const Tensor& x);  ///< x / (1 + |x|)
+/// clamp to [min_val, max_val]; zero gradient at and beyond the bounds (PyTorch's).
+Tensor hardtanh(const Tensor& x, float min_val = -1.0f, float max_val = 1.0f);
 
 // ---- shape (core/ops/shape.cpp) ----
 Tensor reshape(const Tensor& x, const Shape& shape);  ///< shares data; one dim may be -1
@@ -126,6 +162,25 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels,
                      float label_smoothing = 0.0f);
 /// Mean of (a - b)^2 over all elements; composed from primitives.
 Tensor mse_loss(const Tensor& a, const Tensor& b);
+/// Mean of |a - b| over all elements (same shapes); gradient sign(a - b), 0 at a == b.
+Tensor l1_loss(const Tensor& a, const Tensor& b);
+/// Mean of 0.5 d^2 / beta where |d| < beta, |d| - 0.5 beta elsewhere (d = a - b, same shapes);
+/// beta = 0 is l1_loss.
+Tensor smooth_l1_loss(const Tensor& a, const Tensor& b, float beta = 1.0f);
+/// Mean of 0.5 d^2 where |d| <= delta, delta (|d| - 0.5 delta) elsewhere (d = a - b, same shapes).
+Tensor huber_loss(const Tensor& a, const Tensor& b, float delta = 1.0f);
+/// Mean over the targets other than ignore_index of -log_probs[n, target n]; log_probs [N, C]
+/// (e.g. from log_softmax), targets N class indices in [0, C). All ignored gives NaN, as torch.
+Tensor nll_loss(const Tensor& log_probs, const std::vector<int64_t>& targets,
+                int64_t ignore_index = -100);
+/// Mean of -[w y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))], w = pos_weight (undefined: 1, else
+/// broadcast to the logits' shape, e.g. [C] for [N, C]); targets (probabilities) have the logits'
+/// shape. Stable for any logit; gradients to logits, targets and pos_weight.
+Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targets,
+                                        const Tensor& pos_weight = Tensor());
+/// Mean of -[y log p + (1 - y) log(1 - p)] with each log clamped at -100 (as torch); probs in
+/// [0, 1] (else throws), targets of the same shape.
+Tensor binary_cross_entropy(const Tensor& probs, const Tensor& targets);
 
 // ---- conv (core/ops/conv.cpp) ----
 /// x [N, C, H, W], weight [K, C, kh, kw], bias [K] or undefined -> [N, K, Ho, Wo],

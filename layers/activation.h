@@ -1,7 +1,10 @@
-// Parameter-free activation layers: ReLU, LeakyReLU, Sigmoid, Tanh (torch.nn names and semantics).
+// Parameter-free activation layers: ReLU, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, ELU, Softplus
+// (torch.nn names, semantics and printed options).
 // Each forwards to the op of the same name in core/ops.h. Identity (torch.nn.Identity) returns its
 // input; fold_batch_norm (layers/bn_fold.h) puts one where each folded BatchNorm was.
 #pragma once
+
+#include <string>
 
 #include "layers/module.h"
 
@@ -46,6 +49,52 @@ class Tanh : public Module {
  public:
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "Tanh"; }
+};
+
+/// x Phi(x), or its tanh approximation (gelu()); no parameters.
+class GELU : public Module {
+ public:
+  /// "none" (exact, torch's default) or "tanh"; anything else throws.
+  explicit GELU(std::string approximate = "none");
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "GELU"; }
+  std::string extra_repr() const override;
+
+ private:
+  std::string approximate_;
+};
+
+/// x * sigmoid(x), a.k.a. swish (silu()); no parameters.
+class SiLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "SiLU"; }
+};
+
+/// x if x > 0 else alpha (e^x - 1) (elu()); no parameters.
+class ELU : public Module {
+ public:
+  /// The negative-side scale (torch's default 1).
+  explicit ELU(float alpha = 1.0f) : alpha_(alpha) {}
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "ELU"; }
+  std::string extra_repr() const override;
+
+ private:
+  float alpha_;
+};
+
+/// log(1 + e^(beta x)) / beta, linear above threshold (softplus()); no parameters.
+class Softplus : public Module {
+ public:
+  /// torch's defaults: beta 1, threshold 20; beta must be finite and nonzero.
+  explicit Softplus(float beta = 1.0f, float threshold = 20.0f);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Softplus"; }
+  std::string extra_repr() const override;
+
+ private:
+  float beta_, threshold_;
 };
 
 }  // namespace bnlab

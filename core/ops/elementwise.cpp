@@ -9,6 +9,8 @@
 // compute-bound).
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <optional>
 
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -265,6 +267,170 @@ Tensor tanh(const Tensor& x) {
   return unary(
       "tanh", x, [](float v) { return detail::tanh_fast(v); },
       [](float, float y) { return 1.0f - y * y; });
+}
+
+// ---- PyTorch's other pointwise ops ----
+//
+// Subgradients and NaN, as torch (tests/core/test_ops_elementwise.cpp pins each):
+//   - abs'(0) = 0 (sign(0)); abs'(NaN) = 0, as PyTorch's sgn.
+//   - sign has a zero gradient everywhere; sign(NaN) = NaN. PyTorch returns 0 there, a known
+//     divergence from NumPy it tracks as a bug (pytorch/pytorch#41245); we propagate, so a NaN
+//     still reaches the non-finite guard.
+//   - clamp passes the gradient where min <= x <= max, bounds included; min > max makes every
+//     output max (torch.clamp); NaN stays NaN with a zero gradient.
+//   - maximum/minimum: NaN in either input gives NaN; at ties a == b each input gets half the
+//     gradient (PyTorch's split); otherwise the chosen input gets all of it.
+//   - where: the gradient goes to the selected input only (none to the condition).
+
+Tensor abs(const Tensor& x) {
+  return unary(
+      "abs", x, [](float v) { return std::fabs(v); },
+      [](float v, float) { return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); });
+}
+
+Tensor sign(const Tensor& x) {
+  return unary(
+      "sign", x,
+      [](float v) { return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : (v == 0.0f ? 0.0f : v)); },
+      [](float, float) { return 0.0f; });
+}
+
+Tensor square(const Tensor& x) {
+  return unary(
+      "square", x, [](float v) { return v * v; }, [](float v, float) { return 2.0f * v; });
+}
+
+Tensor reciprocal(const Tensor& x) {
+  return unary(
+      "reciprocal", x, [](float v) { return 1.0f / v; }, [](float, float y) { return -y * y; });
+}
+
+Tensor rsqrt(const Tensor& x) {
+  return unary(
+      "rsqrt", x, [](float v) { return 1.0f / std::sqrt(v); },
+      [](float, float y) { return -0.5f * y * y * y; });
+}
+
+Tensor sin(const Tensor& x) {
+  return unary(
+      "sin", x, [](float v) { return std::sin(v); }, [](float v, float) { return std::cos(v); });
+}
+
+Tensor cos(const Tensor& x) {
+  return unary(
+      "cos", x, [](float v) { return std::cos(v); }, [](float v, float) { return -std::sin(v); });
+}
+
+Tensor log1p(const Tensor& x) {
+  return unary(
+      "log1p", x, [](float v) { return std::log1p(v); },
+      [](float v, float) { return 1.0f / (1.0f + v); });
+}
+
+Tensor expm1(const Tensor& x) {
+  return unary(
+      "expm1", x, [](float v) { return detail::expm1_fast(v); },
+      [](float, float y) { return y + 1.0f; });
+}
+
+Tensor clamp(const Tensor& x, std::optional<float> min, std::optional<float> max) {
+  BNLAB_CHECK(min || max, "clamp: at least one of min and max must be given (input ", x.shape(),
+              ")");
+  BNLAB_CHECK(!(min && std::isnan(*min)) && !(max && std::isnan(*max)),
+              "clamp: a bound is NaN (min ", min.value_or(0.0f), ", max ", max.value_or(0.0f), ")");
+  const float lo = min.value_or(-std::numeric_limits<float>::infinity());
+  const float hi = max.value_or(std::numeric_limits<float>::infinity());
+  // Two selects in this order give torch's min > max rule and keep NaN (both tests are false).
+  return unary(
+      "clamp", x,
+      [lo, hi](float v) {
+        float y = v < lo ? lo : v;
+        return y > hi ? hi : y;
+      },
+      [lo, hi](float v, float) { return v >= lo && v <= hi ? 1.0f : 0.0f; });
+}
+
+Tensor clamp_min(const Tensor& x, float min) { return clamp(x, min, std::nullopt); }
+Tensor clamp_max(const Tensor& x, float max) { return clamp(x, std::nullopt, max); }
+
+namespace {
+
+// maximum (kMax) or minimum: beats(x, y) says x is chosen over y; a NaN is always chosen, so it
+// propagates. The gradient of each input is 1 where it was chosen alone, 1/2 at ties.
+template <bool kMax>
+Tensor extremum(const char* op, const Tensor& a, const Tensor& b) {
+  auto beats = [](float x, float y) { return kMax ? x > y : x < y; };
+  Tensor out =
+      binary_forward(op, a, b, [beats](float x, float y) { return beats(x, y) || x != x ? x : y; });
+  if (needs_grad({a, b})) {
+    attach(out, op, {a, b},
+           [op, beats](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             const Tensor &a = in[0], &b = in[1];
+             if (a.requires_grad())
+               accumulate_reduced(op, a, full_grad(dout, a, b, [beats](float x, float y) {
+                                    return x == y ? 0.5f : (beats(y, x) ? 0.0f : 1.0f);
+                                  }));
+             if (b.requires_grad())
+               accumulate_reduced(op, b, full_grad(dout, a, b, [beats](float x, float y) {
+                                    return x == y ? 0.5f : (beats(x, y) ? 0.0f : 1.0f);
+                                  }));
+           });
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor maximum(const Tensor& a, const Tensor& b) { return extremum<true>("maximum", a, b); }
+Tensor minimum(const Tensor& a, const Tensor& b) { return extremum<false>("minimum", a, b); }
+
+Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
+  Shape out_shape;
+  try {
+    out_shape =
+        broadcast_shape("where", condition.shape(), broadcast_shape("where", a.shape(), b.shape()));
+  } catch (const Error&) {
+    BNLAB_FAIL("where: condition ", condition.shape(), ", input ", a.shape(), " and other ",
+               b.shape(), " cannot be broadcast together");
+  }
+  const float* pc = condition.data();
+  for (int64_t i = 0; i < condition.numel(); ++i) {
+    BNLAB_CHECK(pc[i] == 0.0f || pc[i] == 1.0f, "where: condition must hold 0 or 1; got ", pc[i],
+                " at flat index ", i, " (condition ", condition.shape(), ")");
+  }
+  // mask: the condition stretched to the output's shape, saved for backward.
+  Tensor mask = Tensor::empty(out_shape);
+  float* pm = mask.data();
+  const size_t r = out_shape.size();
+  for_each_broadcast(out_shape, broadcast_strides(condition.shape(), out_shape),
+                     std::vector<int64_t>(r, 0),
+                     [&](int64_t o, int64_t ic, int64_t) { pm[o] = pc[ic]; });
+  Tensor out = Tensor::empty(out_shape);
+  float* po = out.data();
+  const float* pa = a.data();
+  const float* pb = b.data();
+  for_each_broadcast(
+      out_shape, broadcast_strides(a.shape(), out_shape), broadcast_strides(b.shape(), out_shape),
+      [&](int64_t o, int64_t ia, int64_t ib) { po[o] = pm[o] != 0.0f ? pa[ia] : pb[ib]; });
+  if (needs_grad({a, b})) {
+    attach(out, "where", {a, b},
+           [mask](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             // A select, not dout * mask: an inf in dout must not become NaN on the other side.
+             for (int side = 0; side < 2; ++side) {
+               if (!in[static_cast<size_t>(side)].requires_grad()) continue;
+               const float take = side == 0 ? 1.0f : 0.0f;
+               Tensor g = Tensor::empty(dout.shape());
+               float* pg = g.data();
+               const float* pd = dout.data();
+               const float* pm = mask.data();
+               int64_t n = g.numel();
+#pragma omp parallel for simd if (n > kParallelThreshold)
+               for (int64_t i = 0; i < n; ++i) pg[i] = pm[i] == take ? pd[i] : 0.0f;
+               accumulate_reduced("where", in[static_cast<size_t>(side)], g);
+             }
+           });
+  }
+  return out;
 }
 
 Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }

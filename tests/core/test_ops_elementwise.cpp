@@ -128,3 +128,137 @@ TEST_CASE("ops.elementwise: incompatible shapes name the op and both shapes") {
   CHECK_THROWS_WITH_AS(mul(Tensor::ones({2, 3, 4, 4}), Tensor::ones({2, 1})),
                        doctest::Contains("mul: shapes [2, 3, 4, 4] and [2, 1]"), Error);
 }
+
+TEST_CASE("ops.elementwise: PyTorch's other pointwise ops, values") {
+  Tensor x = Tensor::from({-2, -0.5f, 0, 0.5f, 4}, {5});
+  CHECK(abs(x).to_vector() == std::vector<float>{2, 0.5f, 0, 0.5f, 4});
+  CHECK(sign(x).to_vector() == std::vector<float>{-1, -1, 0, 1, 1});
+  CHECK(square(x).to_vector() == std::vector<float>{4, 0.25f, 0, 0.25f, 16});
+  CHECK(reciprocal(Tensor::from({-2, 0.5f}, {2})).to_vector() == std::vector<float>{-0.5f, 2});
+  CHECK(rsqrt(Tensor::from({4, 0.25f}, {2})).to_vector() == std::vector<float>{0.5f, 2});
+  CHECK(sin(Tensor::from({0.5f}, {1})).item() == std::sin(0.5f));
+  CHECK(cos(Tensor::from({0.5f}, {1})).item() == std::cos(0.5f));
+  // Near 0, where log(1 + x) and exp(x) - 1 would cancel.
+  CHECK(log1p(Tensor::from({1e-7f}, {1})).item() == doctest::Approx(1e-7f).epsilon(1e-6));
+  CHECK(expm1(Tensor::from({1e-7f}, {1})).item() == doctest::Approx(1e-7f).epsilon(1e-6));
+  CHECK(expm1(Tensor::from({2}, {1})).item() == doctest::Approx(std::expm1(2.0f)).epsilon(1e-6));
+  CHECK(clamp(x, -1.0f, 1.0f).to_vector() == std::vector<float>{-1, -0.5f, 0, 0.5f, 1});
+  CHECK(clamp_min(x, 0.0f).to_vector() == std::vector<float>{0, 0, 0, 0.5f, 4});
+  CHECK(clamp_max(x, 0.0f).to_vector() == std::vector<float>{-2, -0.5f, 0, 0, 0});
+  // min > max: every output is max (torch.clamp).
+  CHECK(clamp(x, 3.0f, 2.0f).to_vector() == std::vector<float>(5, 2.0f));
+}
+
+TEST_CASE("ops.elementwise: maximum, minimum and where broadcast") {
+  Tensor a = Tensor::from({1, 5, 3, 2}, {2, 2});
+  Tensor b = Tensor::from({2, 2}, {2});
+  CHECK(maximum(a, b).to_vector() == std::vector<float>{2, 5, 3, 2});
+  CHECK(minimum(a, b).to_vector() == std::vector<float>{1, 2, 2, 2});
+  Tensor cond = Tensor::from({1, 0}, {2, 1});  // one choice per row
+  CHECK(where(cond, a, b).to_vector() == std::vector<float>{1, 5, 2, 2});
+  CHECK(where(Tensor::scalar(0.0f), a, Tensor::scalar(7.0f)).to_vector() ==
+        std::vector<float>(4, 7.0f));
+}
+
+TEST_CASE("ops.elementwise: NaN propagates through clamp, maximum, minimum, abs, sign") {
+  const float nan = std::nanf("");
+  Tensor x = Tensor::from({nan, 1}, {2});
+  Tensor y = Tensor::from({0, nan}, {2});
+  for (const Tensor& t : {maximum(x, y), minimum(x, y), maximum(y, x), minimum(y, x)}) {
+    CHECK(std::isnan(t.data()[0]));
+    CHECK(std::isnan(t.data()[1]));
+  }
+  CHECK(std::isnan(clamp(x, -1.0f, 0.5f).data()[0]));
+  CHECK(std::isnan(abs(x).data()[0]));
+  CHECK(std::isnan(sign(x).data()[0]));  // torch gives 0 here (pytorch/pytorch#41245)
+  // where selects, so a NaN on the side not taken does not leak.
+  CHECK(where(Tensor::from({0, 1}, {2}), x, y).to_vector()[0] == 0.0f);
+}
+
+TEST_CASE("ops.elementwise: gradient checks of the pointwise additions") {
+  // Away from kinks (abs at 0, clamp at its bounds) and from poles (reciprocal, rsqrt at 0).
+  Tensor away = Tensor::from({-1.7f, -0.9f, -0.35f, 0.3f, 0.8f, 1.6f}, {2, 3});
+  away.set_requires_grad();
+  CHECK_GRADIENTS("abs", [](const Inputs& in) { return abs(in[0]); }, {away});
+  CHECK_GRADIENTS("square", [](const Inputs& in) { return square(in[0]); }, {param({6}, 1)});
+  CHECK_GRADIENTS("reciprocal", [](const Inputs& in) { return reciprocal(in[0]); }, {away});
+  CHECK_GRADIENTS("rsqrt", [](const Inputs& in) { return rsqrt(in[0]); },
+                  {param({6}, 2, 0.5f, 3.0f)});
+  CHECK_GRADIENTS("sin", [](const Inputs& in) { return sin(in[0]); }, {param({6}, 3, -3, 3)});
+  CHECK_GRADIENTS("cos", [](const Inputs& in) { return cos(in[0]); }, {param({6}, 4, -3, 3)});
+  CHECK_GRADIENTS("log1p", [](const Inputs& in) { return log1p(in[0]); },
+                  {param({6}, 5, -0.5f, 3.0f)});
+  CHECK_GRADIENTS("expm1", [](const Inputs& in) { return expm1(in[0]); }, {param({6}, 6, -2, 2)});
+  CHECK_GRADIENTS("clamp", [](const Inputs& in) { return clamp(in[0], -1.0f, 0.5f); }, {away});
+  CHECK_GRADIENTS("clamp_min", [](const Inputs& in) { return clamp_min(in[0], 0.0f); }, {away});
+  CHECK_GRADIENTS("sign", [](const Inputs& in) { return sign(in[0]); }, {away});
+  // Binary ops with broadcasting; the inputs never tie.
+  Tensor b = Tensor::from({0.1f, -0.6f, 1.1f}, {3});
+  b.set_requires_grad();
+  CHECK_GRADIENTS("maximum", [](const Inputs& in) { return maximum(in[0], in[1]); }, {away, b});
+  CHECK_GRADIENTS("minimum", [](const Inputs& in) { return minimum(in[1], in[0]); }, {away, b});
+  Tensor cond = Tensor::from({1, 0, 1}, {3});
+  CHECK_GRADIENTS("where", [&](const Inputs& in) { return where(cond, in[0], in[1]); }, {away, b});
+  CHECK_GRADIENTS("where",
+                  [](const Inputs& in) {
+                    return where(Tensor::from({0, 1}, {2, 1}), in[0], in[1]);
+                  },
+                  {param({2, 3}, 7), param({1}, 8)});
+}
+
+TEST_CASE("ops.elementwise: subgradients of the pointwise additions, as PyTorch") {
+  const float nan = std::nanf("");
+  // Values from torch 1.13 (x.grad after sum(f(x)).backward()).
+  auto grad = [](auto f, std::vector<float> at) {
+    Tensor x = Tensor::from(at, {static_cast<int64_t>(at.size())});
+    x.set_requires_grad();
+    sum(f(x)).backward();
+    return x.grad().to_vector();
+  };
+  CHECK(grad([](const Tensor& t) { return abs(t); }, {0, nan}) == std::vector<float>{0, 0});
+  CHECK(grad([](const Tensor& t) { return sign(t); }, {-1, 0, 2}) == std::vector<float>{0, 0, 0});
+  // clamp passes the gradient AT its bounds, not beyond, and not through NaN.
+  CHECK(grad([](const Tensor& t) { return clamp(t, -1.0f, 1.0f); }, {0, nan, -1, 1, 2}) ==
+        std::vector<float>{1, 0, 1, 1, 0});
+  CHECK(grad([](const Tensor& t) { return clamp(t, 3.0f, 2.0f); }, {1, 2.5f, 5}) ==
+        std::vector<float>{0, 0, 0});
+  // maximum/minimum: ties split the gradient; a NaN on either side gives both inputs all of it.
+  Tensor a = Tensor::from({1, 2, nan, 3}, {4});
+  Tensor b = Tensor::from({1, 3, 1, nan}, {4});
+  a.set_requires_grad();
+  b.set_requires_grad();
+  sum(maximum(a, b)).backward();
+  CHECK(a.grad().to_vector() == std::vector<float>{0.5f, 0, 1, 1});
+  CHECK(b.grad().to_vector() == std::vector<float>{0.5f, 1, 1, 1});
+  a.zero_grad();
+  b.zero_grad();
+  sum(minimum(a, b)).backward();
+  CHECK(a.grad().to_vector() == std::vector<float>{0.5f, 1, 1, 1});
+  CHECK(b.grad().to_vector() == std::vector<float>{0.5f, 0, 1, 1});
+  // where: the gradient goes to the chosen side only, reduced over broadcast dims; none to cond.
+  Tensor x = Tensor::from({1, 2, 3, 4}, {2, 2});
+  Tensor s = Tensor::from({5}, {1});
+  x.set_requires_grad();
+  s.set_requires_grad();
+  sum(where(Tensor::from({1, 0}, {2}), x, s)).backward();
+  CHECK(x.grad().to_vector() == std::vector<float>{1, 0, 1, 0});
+  CHECK(s.grad().item() == 2.0f);
+}
+
+TEST_CASE("ops.elementwise: bad arguments of the pointwise additions") {
+  Tensor x = Tensor::ones({2, 3});
+  CHECK_THROWS_WITH_AS(clamp(x, std::nullopt, std::nullopt),
+                       doctest::Contains("clamp: at least one of min and max"), Error);
+  CHECK_THROWS_WITH_AS(clamp(x, std::nanf(""), 1.0f), doctest::Contains("clamp: a bound is NaN"),
+                       Error);
+  CHECK_THROWS_WITH_AS(maximum(x, Tensor::ones({4})),
+                       doctest::Contains("maximum: shapes [2, 3] and [4] cannot be broadcast"),
+                       Error);
+  CHECK_THROWS_WITH_AS(
+      where(Tensor::ones({4}), x, x),
+      doctest::Contains("where: condition [4], input [2, 3] and other [2, 3] cannot be broadcast"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      where(Tensor::from({0.5f}, {1}), x, x),
+      doctest::Contains("where: condition must hold 0 or 1; got 0.5 at flat index 0"), Error);
+}
