@@ -135,16 +135,36 @@ Tensor squeeze(const Tensor& x);
 /// Shares data.
 Tensor squeeze(const Tensor& x, int64_t dim);
 
-// ---- reductions (core/ops/reduce.cpp) ----
+// ---- reductions (core/ops/reduce.cpp; also Tensor methods: x.sum(1) == sum(x, 1)) ----
+// dim may be negative (counts from the end); keepdim keeps the reduced dim with size 1. Indices
+// are int64 positions along dim in a std::vector (bnlab's integer type, as for labels), row-major
+// over the values' shape.
 Tensor sum(const Tensor& x);                                      ///< scalar sum of all elements
 Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);   ///< sum over one dim
 Tensor mean(const Tensor& x);                                     ///< scalar mean
 Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);  ///< mean over one dim
-Tensor max(const Tensor& x, int64_t dim,
-           bool keepdim = false);                           ///< max over dim; grad to the first max
-std::vector<int64_t> argmax(const Tensor& x, int64_t dim);  ///< index of the first max (no grad)
-Tensor softmax(const Tensor& x, int64_t dim = -1);          ///< stable (subtracts the max)
-Tensor log_softmax(const Tensor& x, int64_t dim = -1);      ///< stable log-sum-exp
+/// Max over dim: values (grad flows to the chosen element) and their indices along dim; ties go
+/// to the first index and a NaN wins (the first NaN), as PyTorch's CPU max.
+ValuesIndices max(const Tensor& x, int64_t dim, bool keepdim = false);
+/// Min over dim; as max(x, dim, keepdim).
+ValuesIndices min(const Tensor& x, int64_t dim, bool keepdim = false);
+/// Scalar max of all elements; the grad is split evenly among tied maxima (as PyTorch).
+Tensor max(const Tensor& x);
+/// Scalar min of all elements; the grad is split evenly among tied minima (as PyTorch).
+Tensor min(const Tensor& x);
+std::vector<int64_t> argmax(const Tensor& x, int64_t dim);  ///< max(x, dim).indices (no grad)
+std::vector<int64_t> argmin(const Tensor& x, int64_t dim);  ///< min(x, dim).indices (no grad)
+int64_t argmax(const Tensor& x);  ///< flat (row-major) index of the first max of all elements
+int64_t argmin(const Tensor& x);  ///< flat (row-major) index of the first min of all elements
+/// Variance over dim with divisor max(0, n - correction): correction 1 (or true) is unbiased,
+/// 0 (or false) biased, as torch.var(x, dim, correction=...); n <= correction gives inf/NaN.
+Tensor var(const Tensor& x, int64_t dim, double correction = 1.0, bool keepdim = false);
+Tensor var(const Tensor& x);  ///< unbiased variance of all elements (scalar)
+/// Standard deviation: sqrt(var(x, dim, correction, keepdim)).
+Tensor std(const Tensor& x, int64_t dim, double correction = 1.0, bool keepdim = false);
+Tensor std(const Tensor& x);  ///< unbiased standard deviation of all elements (scalar)
+Tensor softmax(const Tensor& x, int64_t dim = -1);      ///< stable (subtracts the max)
+Tensor log_softmax(const Tensor& x, int64_t dim = -1);  ///< stable log-sum-exp
 
 // ---- matmul (core/ops/matmul.cpp) ----
 /// [M, K] x [K, N] -> [M, N]; trans_a / trans_b use a^T / b^T (stored as given) via GEMM flags, no

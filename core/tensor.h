@@ -31,6 +31,7 @@ using Shape = std::vector<int64_t>;
 int64_t numel_of(const Shape& shape);
 
 struct Node;
+struct ValuesIndices;
 
 namespace detail {
 
@@ -194,6 +195,39 @@ class Tensor {
   /// Where this tensor's first element sits in the buffer it shares with the tensor it is a view
   /// of (0 for a tensor owning its buffer), in elements.
   int64_t storage_offset() const;
+  // Reductions (core/ops/reduce.cpp): the free functions of core/ops.h as methods, as in PyTorch.
+  /// sum(*this): scalar sum of all elements.
+  Tensor sum() const;
+  /// sum(*this, dim, keepdim); dim may be negative.
+  Tensor sum(int64_t dim, bool keepdim = false) const;
+  /// mean(*this): scalar mean.
+  Tensor mean() const;
+  /// mean(*this, dim, keepdim).
+  Tensor mean(int64_t dim, bool keepdim = false) const;
+  /// max(*this): scalar max of all elements.
+  Tensor max() const;
+  /// max(*this, dim, keepdim): values and int64 indices along dim (ties: the first).
+  ValuesIndices max(int64_t dim, bool keepdim = false) const;
+  /// min(*this): scalar min of all elements.
+  Tensor min() const;
+  /// min(*this, dim, keepdim): values and int64 indices along dim (ties: the first).
+  ValuesIndices min(int64_t dim, bool keepdim = false) const;
+  /// argmax(*this): flat index of the first max.
+  int64_t argmax() const;
+  /// argmax(*this, dim): indices of the first max along dim.
+  std::vector<int64_t> argmax(int64_t dim) const;
+  /// argmin(*this): flat index of the first min.
+  int64_t argmin() const;
+  /// argmin(*this, dim): indices of the first min along dim.
+  std::vector<int64_t> argmin(int64_t dim) const;
+  /// var(*this): unbiased variance of all elements.
+  Tensor var() const;
+  /// var(*this, dim, correction, keepdim): divisor max(0, n - correction).
+  Tensor var(int64_t dim, double correction = 1.0, bool keepdim = false) const;
+  /// std(*this): unbiased standard deviation of all elements.
+  Tensor std() const;
+  /// std(*this, dim, correction, keepdim).
+  Tensor std(int64_t dim, double correction = 1.0, bool keepdim = false) const;
 
   /// True if both handles share one TensorImpl.
   bool is_same(const Tensor& other) const { return impl_ == other.impl_; }
@@ -204,6 +238,12 @@ class Tensor {
 
  private:
   std::shared_ptr<TensorImpl> impl_;
+};
+
+/// What max/min over a dim return, as PyTorch's torch.return_types.max: `auto [v, i] = max(x, 1);`.
+struct ValuesIndices {
+  Tensor values;                 ///< the extrema, x's shape reduced over dim (grad flows back)
+  std::vector<int64_t> indices;  ///< their positions along dim, row-major over values' shape
 };
 
 /// "tensor([[1, 2], [3, 4]], shape=[2, 2])", eliding the middle of large tensors.

@@ -5,6 +5,7 @@ set(BNLAB_TEST_CORE_SOURCES
   tests/core/test_fast_math.cpp
   tests/core/test_ops_activation.cpp
   tests/core/test_ops_reduce.cpp
+  tests/core/test_ops_reduce_dim.cpp
   tests/core/test_ops_matmul.cpp
   tests/core/test_ops_loss.cpp
   tests/core/test_ops_conv.cpp
