@@ -8,6 +8,7 @@
 // inputs are reduced back to their shapes by one helper, sum_to_shape.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -212,6 +213,17 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
 /// x [N, C, H, W] -> [N, C, Ho, Wo]; stride defaults to kernel (stride 0 = kernel); padded
 /// cells are -inf. Ties go to the first index in row-major window order.
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride = 0, int64_t padding = 0);
+/// x [N, C, H, W] -> [N, C, Ho, Wo] window means (floor mode), Ho as max_pool2d; stride 0 =
+/// kernel; padding <= kernel / 2 adds zeros, counted in the divisor k*k when count_include_pad (as
+/// torch.nn.functional.avg_pool2d), else left out of it.
+Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride = 0, int64_t padding = 0,
+                  bool count_include_pad = true);
+/// x [N, C, H, W] -> [N, C, oh, ow]: output cell (i, j) averages the rows from floor(i*H/oh) to
+/// ceil((i+1)*H/oh) (exclusive) and likewise the columns, PyTorch's formula; {1, 1} is global
+/// average pooling.
+Tensor adaptive_avg_pool2d(const Tensor& x, std::array<int64_t, 2> output_size);
+/// adaptive_avg_pool2d(x, {output_size, output_size}).
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t output_size);
 
 // ---- dropout (core/ops/dropout.cpp) ----
 /// Training: zero each element with probability p and scale survivors by 1/(1-p) (inverted

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "layers/activation.h"
+#include "layers/avg_pool.h"
 #include "layers/batch_norm.h"
 #include "layers/bn_fold.h"
 #include "layers/conv2d.h"

@@ -9,6 +9,7 @@ set(BNLAB_LAYERS_SOURCES
   layers/activation.cpp
   layers/flatten.cpp
   layers/max_pool.cpp
+  layers/avg_pool.cpp
   layers/layer_norm.cpp
   layers/group_norm.cpp
   layers/instance_norm.cpp

@@ -1,10 +1,11 @@
-// 2-D max pooling with saved argmax indices (as torch.nn.functional.max_pool2d, floor mode,
-// dilation 1).
+// 2-D pooling: max pooling with saved argmax indices (as torch.nn.functional.max_pool2d, floor
+// mode, dilation 1), average pooling (avg_pool2d, floor mode) and adaptive average pooling
+// (adaptive_avg_pool2d).
 //
 // Legend: N batch, C channels, H/W input height/width, Ho/Wo output height/width, k kernel
 // (square), s stride, p padding; Ho = (H + 2p - k) / s + 1.
 //
-// Conventions, tested in tests/core/test_ops_pool.cpp:
+// Max pooling conventions, tested in tests/core/test_ops_pool.cpp:
 //   - padded cells act as -inf: they are never selected, so every output is a real input value;
 //   - ties go to the FIRST maximum in row-major window order (strict >), so the gradient is never
 //   split;
@@ -12,9 +13,21 @@
 // Backward routes each dout to the saved argmax; overlapping windows (s < k) add up. Derivation:
 // docs/derivations.md, "max_pool2d: argmax routing and ties".
 //
-// Reference: https://pytorch.org/docs/stable/generated/torch.nn.MaxPool2d.html
+// Average pooling: every output is the mean of a rectangle of input cells, so both average ops are
+// one kernel over per-row and per-column windows [h0, h1) x [w0, w1) (clamped to the real cells):
+//   - avg_pool2d: window oh covers oh*s - p .. oh*s - p + k; padded cells are zeros, counted in the
+//     divisor (k*k) when count_include_pad, left out of it otherwise (as PyTorch);
+//   - adaptive_avg_pool2d: window i covers floor(i*H/Ho) .. ceil((i+1)*H/Ho) (PyTorch's formula),
+//     so windows may overlap or differ in size by one when H is not a multiple of Ho.
+// Backward spreads dout / divisor evenly over the window's real cells; overlaps add up. A NaN in a
+// window makes its output NaN (plain arithmetic).
+//
+// References: https://pytorch.org/docs/stable/generated/torch.nn.MaxPool2d.html,
+// torch.nn.AvgPool2d.html, torch.nn.AdaptiveAvgPool2d.html
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <vector>
 
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -27,6 +40,36 @@ struct PoolDims {
   int64_t planes;  // N * C: each (n, c) plane is pooled independently
   int64_t H, W, kernel, stride, padding, Ho, Wo;
 };
+
+// Validates a square-window pooling of x [N, C, H, W] (PyTorch's rules, floor mode) and returns its
+// dims, stride 0 resolved to the kernel. `op` names the pooling in errors.
+PoolDims pool_dims(const char* op, const Tensor& x, int64_t kernel, int64_t stride,
+                   int64_t padding) {
+  BNLAB_CHECK(x.dim() == 4, op, ": input must be [N, C, H, W]; got ", x.shape());
+  BNLAB_CHECK(kernel >= 1, op, ": kernel must be >= 1; got ", kernel);
+  BNLAB_CHECK(stride >= 0, op, ": stride must be >= 1 (or 0 for stride = kernel); got ", stride);
+  if (stride == 0) stride = kernel;
+  // As PyTorch, so that no window lies entirely in the padding.
+  BNLAB_CHECK(padding >= 0 && padding <= kernel / 2, op,
+              ": padding must be in [0, kernel / 2] = [0, ", kernel / 2, "]; got ", padding,
+              " for kernel ", kernel);
+  PoolDims d{};
+  d.planes = x.size(0) * x.size(1);
+  d.H = x.size(2);
+  d.W = x.size(3);
+  d.kernel = kernel;
+  d.stride = stride;
+  d.padding = padding;
+  // With H, W >= 1 and padding <= kernel / 2, every window holds at least one real cell.
+  BNLAB_CHECK(d.H >= 1 && d.W >= 1, op, ": input ", x.shape(), " has no spatial extent");
+  // Checked before dividing: C++ truncates a negative quotient toward zero.
+  BNLAB_CHECK(d.H + 2 * padding >= kernel && d.W + 2 * padding >= kernel, op, ": kernel ", kernel,
+              " is larger than the padded input ", d.H + 2 * padding, "x", d.W + 2 * padding,
+              " (input ", x.shape(), ", padding ", padding, ")");
+  d.Ho = (d.H + 2 * padding - kernel) / stride + 1;
+  d.Wo = (d.W + 2 * padding - kernel) / stride + 1;
+  return d;
+}
 
 // out [planes, Ho, Wo] and argmax [planes, Ho, Wo] (index h*W + w inside the plane) from x [planes,
 // H, W].
@@ -103,30 +146,7 @@ void max_pool2d_backward(float* dx, const float* dout, const int64_t* argmax, co
 }  // namespace
 
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
-  BNLAB_CHECK(x.dim() == 4, "max_pool2d: input must be [N, C, H, W]; got ", x.shape());
-  BNLAB_CHECK(kernel >= 1, "max_pool2d: kernel must be >= 1; got ", kernel);
-  BNLAB_CHECK(stride >= 0, "max_pool2d: stride must be >= 1 (or 0 for stride = kernel); got ",
-              stride);
-  if (stride == 0) stride = kernel;
-  // As PyTorch, so that no window lies entirely in the padding.
-  BNLAB_CHECK(padding >= 0 && padding <= kernel / 2,
-              "max_pool2d: padding must be in [0, kernel / 2] = [0, ", kernel / 2, "]; got ",
-              padding, " for kernel ", kernel);
-  PoolDims d{};
-  d.planes = x.size(0) * x.size(1);
-  d.H = x.size(2);
-  d.W = x.size(3);
-  d.kernel = kernel;
-  d.stride = stride;
-  d.padding = padding;
-  // With H, W >= 1 and padding <= kernel / 2, every window holds at least one real cell.
-  BNLAB_CHECK(d.H >= 1 && d.W >= 1, "max_pool2d: input ", x.shape(), " has no spatial extent");
-  BNLAB_CHECK(d.H + 2 * padding >= kernel && d.W + 2 * padding >= kernel, "max_pool2d: kernel ",
-              kernel, " is larger than the padded input ", d.H + 2 * padding, "x",
-              d.W + 2 * padding, " (input ", x.shape(), ", padding ", padding, ")");
-  d.Ho = (d.H + 2 * padding - kernel) / stride + 1;
-  d.Wo = (d.W + 2 * padding - kernel) / stride + 1;
-
+  const PoolDims d = pool_dims("max_pool2d", x, kernel, stride, padding);
   Tensor out = Tensor::empty({x.size(0), x.size(1), d.Ho, d.Wo});
   std::vector<int64_t> argmax(static_cast<size_t>(out.numel()));
   max_pool2d_forward(out.data(), argmax.data(), x.data(), d);
@@ -139,6 +159,124 @@ Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t paddi
            });
   }
   return out;
+}
+
+namespace {
+
+// The windows of an average pooling over planes of [H, W]: output row oh averages input rows
+// [h0[oh], h1[oh]), output column ow columns [w0[ow], w1[ow]) (real cells only); the divisor is
+// `fixed_divisor`, or the window's real cell count when that is 0.
+struct AvgWindows {
+  int64_t planes, H, W, Ho, Wo;
+  std::vector<int64_t> h0, h1, w0, w1;
+  int64_t fixed_divisor = 0;
+  float inv_divisor(int64_t oh, int64_t ow) const {
+    const int64_t count = fixed_divisor ? fixed_divisor : (h1[oh] - h0[oh]) * (w1[ow] - w0[ow]);
+    return 1.0f / static_cast<float>(count);
+  }
+};
+
+// out [planes, Ho, Wo] = window means of x [planes, H, W].
+void avg_pool_forward(float* out, const float* x, const AvgWindows& d) {
+#pragma omp parallel for if (d.planes * d.H * d.W > (1 << 15))
+  for (int64_t plane = 0; plane < d.planes; ++plane) {
+    const float* xp = x + plane * d.H * d.W;
+    float* op = out + plane * d.Ho * d.Wo;
+    for (int64_t oh = 0; oh < d.Ho; ++oh) {
+      for (int64_t ow = 0; ow < d.Wo; ++ow) {
+        float acc = 0.0f;
+        for (int64_t h = d.h0[oh]; h < d.h1[oh]; ++h)
+          for (int64_t w = d.w0[ow]; w < d.w1[ow]; ++w) acc += xp[h * d.W + w];
+        op[oh * d.Wo + ow] = acc * d.inv_divisor(oh, ow);
+      }
+    }
+  }
+}
+
+// dx [planes, H, W] += dout / divisor spread over each window. Parallel over planes: windows never
+// cross planes.
+void avg_pool_backward(float* dx, const float* dout, const AvgWindows& d) {
+#pragma omp parallel for if (d.planes * d.H * d.W > (1 << 15))
+  for (int64_t plane = 0; plane < d.planes; ++plane) {
+    float* dxp = dx + plane * d.H * d.W;
+    const float* gp = dout + plane * d.Ho * d.Wo;
+    for (int64_t oh = 0; oh < d.Ho; ++oh) {
+      for (int64_t ow = 0; ow < d.Wo; ++ow) {
+        const float g = gp[oh * d.Wo + ow] * d.inv_divisor(oh, ow);
+        for (int64_t h = d.h0[oh]; h < d.h1[oh]; ++h)
+          for (int64_t w = d.w0[ow]; w < d.w1[ow]; ++w) dxp[h * d.W + w] += g;
+      }
+    }
+  }
+}
+
+Tensor avg_pool(const char* op, const Tensor& x, AvgWindows d) {
+  Tensor out = Tensor::empty({x.size(0), x.size(1), d.Ho, d.Wo});
+  avg_pool_forward(out.data(), x.data(), d);
+  if (needs_grad({x})) {
+    attach(out, op, {x},
+           [d = std::move(d)](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             avg_pool_backward(grad_buffer(in[0]), dout.data(), d);
+           });
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding,
+                  bool count_include_pad) {
+  const PoolDims p = pool_dims("avg_pool2d", x, kernel, stride, padding);
+  stride = p.stride;
+  AvgWindows d{};
+  d.planes = p.planes;
+  d.H = p.H;
+  d.W = p.W;
+  d.Ho = p.Ho;
+  d.Wo = p.Wo;
+  // Floor mode: every window ends inside the padded input, so with count_include_pad its divisor
+  // is the full k*k.
+  d.fixed_divisor = count_include_pad ? kernel * kernel : 0;
+  auto windows = [&](int64_t size, int64_t count, std::vector<int64_t>& lo,
+                     std::vector<int64_t>& hi) {
+    for (int64_t i = 0; i < count; ++i) {
+      lo.push_back(std::max<int64_t>(i * stride - padding, 0));
+      hi.push_back(std::min<int64_t>(i * stride - padding + kernel, size));
+    }
+  };
+  windows(d.H, d.Ho, d.h0, d.h1);
+  windows(d.W, d.Wo, d.w0, d.w1);
+  return avg_pool("avg_pool2d", x, std::move(d));
+}
+
+Tensor adaptive_avg_pool2d(const Tensor& x, std::array<int64_t, 2> output_size) {
+  BNLAB_CHECK(x.dim() == 4, "adaptive_avg_pool2d: input must be [N, C, H, W]; got ", x.shape());
+  BNLAB_CHECK(output_size[0] >= 1 && output_size[1] >= 1,
+              "adaptive_avg_pool2d: output size must be at least 1x1; got ", output_size[0], "x",
+              output_size[1]);
+  AvgWindows d{};
+  d.planes = x.size(0) * x.size(1);
+  d.H = x.size(2);
+  d.W = x.size(3);
+  BNLAB_CHECK(d.H >= 1 && d.W >= 1, "adaptive_avg_pool2d: input ", x.shape(),
+              " has no spatial extent");
+  d.Ho = output_size[0];
+  d.Wo = output_size[1];
+  // PyTorch's start = floor(i * size / out), end = ceil((i + 1) * size / out).
+  auto windows = [](int64_t size, int64_t count, std::vector<int64_t>& lo,
+                    std::vector<int64_t>& hi) {
+    for (int64_t i = 0; i < count; ++i) {
+      lo.push_back(i * size / count);
+      hi.push_back(((i + 1) * size + count - 1) / count);
+    }
+  };
+  windows(d.H, d.Ho, d.h0, d.h1);
+  windows(d.W, d.Wo, d.w0, d.w1);
+  return avg_pool("adaptive_avg_pool2d", x, std::move(d));
+}
+
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t output_size) {
+  return adaptive_avg_pool2d(x, {output_size, output_size});
 }
 
 }  // namespace bnlab

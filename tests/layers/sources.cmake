@@ -6,4 +6,5 @@ set(BNLAB_TEST_LAYERS_SOURCES
   tests/layers/test_dropout_norms.cpp
   tests/layers/test_activations.cpp
   tests/layers/test_instance_norm.cpp
+  tests/layers/test_avg_pool.cpp
 )
