@@ -204,10 +204,11 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
 Tensor binary_cross_entropy(const Tensor& probs, const Tensor& targets);
 
 // ---- conv (core/ops/conv.cpp) ----
-/// x [N, C, H, W], weight [K, C, kh, kw], bias [K] or undefined -> [N, K, Ho, Wo],
-/// Ho = (H + 2*padding - kh) / stride + 1. im2col + GEMM.
+/// x [N, C, H, W], weight [K, C/groups, kh, kw], bias [K] or undefined -> [N, K, Ho, Wo],
+/// Ho = (H + 2*padding - kh) / stride + 1. With groups G the channels split into G groups, output
+/// group g seeing only input group g (groups == C: depthwise), as PyTorch. im2col + GEMM per group.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride = 1,
-              int64_t padding = 0);
+              int64_t padding = 0, int64_t groups = 1);
 
 // ---- pooling (core/ops/pool.cpp) ----
 /// x [N, C, H, W] -> [N, C, Ho, Wo]; stride defaults to kernel (stride 0 = kernel); padded

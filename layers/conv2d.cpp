@@ -10,8 +10,11 @@ Conv2d::Conv2d(const Conv2dOptions& o, Rng& rng) : options_(o) {
       o.in_channels > 0 && o.out_channels > 0 && o.kernel > 0 && o.stride > 0 && o.padding >= 0,
       "Conv2d: invalid options in_channels=", o.in_channels, " out_channels=", o.out_channels,
       " kernel=", o.kernel, " stride=", o.stride, " padding=", o.padding);
-  weight_ = register_parameter("weight",
-                               Tensor::empty({o.out_channels, o.in_channels, o.kernel, o.kernel}));
+  BNLAB_CHECK(o.groups >= 1 && o.in_channels % o.groups == 0 && o.out_channels % o.groups == 0,
+              "Conv2d: groups=", o.groups, " must divide in_channels=", o.in_channels,
+              " and out_channels=", o.out_channels);
+  weight_ = register_parameter(
+      "weight", Tensor::empty({o.out_channels, o.in_channels / o.groups, o.kernel, o.kernel}));
   if (o.bias) bias_ = register_parameter("bias", Tensor::empty({o.out_channels}));
   init::torch_default_(weight_, bias_, rng);
 }
@@ -19,7 +22,7 @@ Conv2d::Conv2d(const Conv2dOptions& o, Rng& rng) : options_(o) {
 Tensor Conv2d::forward(const Tensor& x) {
   BNLAB_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels, "Conv2d: expected input [N, ",
               options_.in_channels, ", H, W]; got ", x.shape());
-  return conv2d(x, weight_, bias_, options_.stride, options_.padding);
+  return conv2d(x, weight_, bias_, options_.stride, options_.padding, options_.groups);
 }
 
 std::string Conv2d::extra_repr() const {
@@ -27,7 +30,9 @@ std::string Conv2d::extra_repr() const {
   return std::to_string(o.in_channels) + " -> " + std::to_string(o.out_channels) + ", " +
          std::to_string(o.kernel) + "x" + std::to_string(o.kernel) +
          (o.stride != 1 ? ", stride " + std::to_string(o.stride) : "") +
-         (o.padding != 0 ? ", pad " + std::to_string(o.padding) : "") + (o.bias ? "" : ", no bias");
+         (o.padding != 0 ? ", pad " + std::to_string(o.padding) : "") +
+         (o.groups != 1 ? ", groups " + std::to_string(o.groups) : "") +
+         (o.bias ? "" : ", no bias");
 }
 
 }  // namespace bnlab

@@ -1,13 +1,13 @@
-// Conv2d: 2-D convolution as torch.nn.Conv2d (square kernel, stride, zero padding; weight [K, C,
-// kh, kw], bias [K]). Input [N, C, H, W] -> [N, K, Ho, Wo] with Ho = (H + 2*padding - kernel) /
-// stride + 1.
+// Conv2d: 2-D convolution as torch.nn.Conv2d (square kernel, stride, zero padding, groups; weight
+// [K, C/groups, kh, kw], bias [K]). Input [N, C, H, W] -> [N, K, Ho, Wo] with Ho = (H + 2*padding -
+// kernel) / stride + 1.
 #pragma once
 
 #include "layers/module.h"
 
 namespace bnlab {
 
-/// torch.nn.Conv2d's arguments (square kernels, no groups or dilation).
+/// torch.nn.Conv2d's arguments (square kernels, no dilation).
 struct Conv2dOptions {
   int64_t in_channels = 0;   ///< C
   int64_t out_channels = 0;  ///< K
@@ -15,9 +15,13 @@ struct Conv2dOptions {
   int64_t stride = 1;        ///< step between windows
   int64_t padding = 0;       ///< zeros added on each side
   bool bias = true;          ///< learnable bias [K]
+  /// Channel groups G: must divide C and K; output group g sees input group g only. G == C is a
+  /// depthwise conv. The weight is [K, C/G, kernel, kernel], as PyTorch's.
+  int64_t groups = 1;
 };
 
-/// 2-D convolution (conv2d()): [N, C, H, W] -> [N, K, Ho, Wo], weight [K, C, kernel, kernel].
+/// 2-D convolution (conv2d()): [N, C, H, W] -> [N, K, Ho, Wo], weight [K, C/groups, kernel,
+/// kernel].
 class Conv2d : public Module {
  public:
   /// Weights and bias drawn from `rng` with PyTorch's default initialization.
@@ -26,7 +30,7 @@ class Conv2d : public Module {
   std::string type_name() const override { return "Conv2d"; }
   std::string extra_repr() const override;
 
-  /// [K, C, kernel, kernel]
+  /// [K, C/groups, kernel, kernel]
   const Tensor& weight() const { return weight_; }
   /// [K], undefined without bias
   const Tensor& bias() const { return bias_; }

@@ -1,14 +1,18 @@
-// 2-D convolution (cross-correlation, as PyTorch's conv2d) through im2col + one GEMM per image.
+// 2-D convolution (cross-correlation, as PyTorch's conv2d) through im2col + one GEMM per image and
+// group.
 //
 // Legend: N batch, C in-channels, H/W input height/width, K out-channels, kh/kw kernel
-// height/width, Ho/Wo output height/width, CK = C*kh*kw (rows of the column matrix), P = Ho*Wo (its
-// columns).
-//   im2col:   col [CK, P], row (c, i, j), column (oh, ow) holds
-//             x[c, oh*stride - padding + i, ow*stride - padding + j] (0 in the padding)
-//   forward:  out_n [K, P] = W [K, CK] x col_n [CK, P] + b
-//   backward: dW [K, CK] += sum_n dout_n [K, P] x col_n^T
-//             dcol_n [CK, P] = W^T x dout_n, then col2im (the adjoint of im2col) adds it into dx_n
+// height/width, Ho/Wo output height/width, G groups, Cg = C/G and Kg = K/G the channels of one
+// group, CK = Cg*kh*kw (rows of the column matrix), P = Ho*Wo (its columns).
+//   im2col:   col [CK, P] of group g, row (c, i, j), column (oh, ow) holds
+//             x[g*Cg + c, oh*stride - padding + i, ow*stride - padding + j] (0 in the padding)
+//   forward:  out_n[g] [Kg, P] = W[g] [Kg, CK] x col_n[g] [CK, P] + b[g]
+//   backward: dW[g] [Kg, CK] += sum_n dout_n[g] [Kg, P] x col_n[g]^T
+//             dcol_n[g] [CK, P] = W[g]^T x dout_n[g], then col2im (the adjoint of im2col) adds it
+//             into dx_n's channels of group g
 //             db[k] += sum over n and p of dout_n[k, p]
+//   where W[g] is rows [g*Kg, (g+1)*Kg) of the weight [K, Cg, kh, kw] (PyTorch's grouped layout),
+//   i.e. group g's output channels see only its Cg input channels. G == C is a depthwise conv.
 //   Derivation: docs/derivations.md, "conv2d: im2col and col2im".
 //
 // Threads: one image per iteration of an OpenMP loop over N, each thread with its own column
@@ -24,6 +28,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "core/autograd.h"
 #include "core/blas.h"
@@ -38,7 +43,10 @@ struct ConvDims {
   int64_t K, kh, kw;   // weight
   int64_t stride, padding;
   int64_t Ho, Wo;  // output
-  int64_t CK() const { return C * kh * kw; }
+  int64_t G = 1;   // groups
+  int64_t Cg() const { return C / G; }
+  int64_t Kg() const { return K / G; }
+  int64_t CK() const { return Cg() * kh * kw; }
   int64_t P() const { return Ho * Wo; }
   // A 1x1, stride-1, unpadded conv is a plain GEMM on the image itself: col_n == x_n.
   bool pointwise() const { return kh == 1 && kw == 1 && stride == 1 && padding == 0; }
@@ -112,9 +120,9 @@ void same_width_col2im_row(float* dxc, float* row, int64_t i, int64_t j, int64_t
   for (int64_t t = s.t0; t < s.t1; ++t) dxc[t + s.offset] += row[t];
 }
 
-// col [CK, P] <- x_n [C, H, W]; cells that fall in the padding are 0.
+// col [CK, P] <- one group's channels x_n [Cg, H, W]; cells that fall in the padding are 0.
 void im2col(float* col, const float* x, const ConvDims& d) {
-  for (int64_t c = 0; c < d.C; ++c) {
+  for (int64_t c = 0; c < d.Cg(); ++c) {
     const float* xc = x + c * d.H * d.W;
     for (int64_t i = 0; i < d.kh; ++i) {
       for (int64_t j = 0; j < d.kw; ++j) {
@@ -147,11 +155,11 @@ void im2col(float* col, const float* x, const ConvDims& d) {
   }
 }
 
-// dx_n [C, H, W] += col2im(dcol [CK, P]): the adjoint of im2col. An input pixel read by several
-// windows (stride < kernel) receives the sum of their gradients; padding cells receive nothing.
-// dcol is scratch: the same-width path zeroes its padding cells.
+// dx_n [Cg, H, W] (one group's channels) += col2im(dcol [CK, P]): the adjoint of im2col. An input
+// pixel read by several windows (stride < kernel) receives the sum of their gradients; padding
+// cells receive nothing. dcol is scratch: the same-width path zeroes its padding cells.
 void col2im(float* dx, float* dcol, const ConvDims& d) {
-  for (int64_t c = 0; c < d.C; ++c) {
+  for (int64_t c = 0; c < d.Cg(); ++c) {
     float* dxc = dx + c * d.H * d.W;
     for (int64_t i = 0; i < d.kh; ++i) {
       for (int64_t j = 0; j < d.kw; ++j) {
@@ -180,9 +188,9 @@ void col2im(float* dx, float* dcol, const ConvDims& d) {
   }
 }
 
-// out [N, K, Ho, Wo] = conv(x [N, C, H, W], w [K, C, kh, kw]) + b [K] (b may be null).
+// out [N, K, Ho, Wo] = conv(x [N, C, H, W], w [K, Cg, kh, kw]) + b [K] (b may be null).
 void conv2d_forward(float* out, const float* x, const float* w, const float* b, const ConvDims& d) {
-  const int64_t CK = d.CK(), P = d.P();
+  const int64_t CK = d.CK(), P = d.P(), Kg = d.Kg(), group_in = d.Cg() * d.H * d.W;
 #pragma omp parallel if (d.parallel())
   {
     // Per-thread column buffer [CK, P], drawn from the tensor storage pool so repeated steps reuse
@@ -192,25 +200,28 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* b, 
     for (int64_t n = 0; n < d.N; ++n) {
       const float* xn = x + n * d.C * d.H * d.W;
       float* on = out + n * d.K * P;
-      const float* col = xn;
-      if (!d.pointwise()) {
-        im2col(col_storage.data(), xn, d);
-        col = col_storage.data();
-      }
-      // Pre-fill the bias so the GEMM adds onto it (beta = 1) instead of a second pass.
+      // Pre-fill the bias so the GEMMs add onto it (beta = 1) instead of a second pass.
       if (b) {
         for (int64_t k = 0; k < d.K; ++k) std::fill_n(on + k * P, P, b[k]);
       }
-      gemm(false, false, d.K, P, CK, 1.0f, w, CK, col, P, b ? 1.0f : 0.0f, on, P);
+      for (int64_t g = 0; g < d.G; ++g) {
+        const float* col = xn + g * group_in;
+        if (!d.pointwise()) {
+          im2col(col_storage.data(), col, d);
+          col = col_storage.data();
+        }
+        gemm(false, false, Kg, P, CK, 1.0f, w + g * Kg * CK, CK, col, P, b ? 1.0f : 0.0f,
+             on + g * Kg * P, P);
+      }
     }
   }
 }
 
-// Accumulates dx [N, C, H, W], dw [K, C, kh, kw], db [K] (each may be null: not wanted) from dout
+// Accumulates dx [N, C, H, W], dw [K, Cg, kh, kw], db [K] (each may be null: not wanted) from dout
 // [N, K, Ho, Wo].
 void conv2d_backward(float* dx, float* dw, float* db, const float* dout, const float* x,
                      const float* w, const ConvDims& d) {
-  const int64_t CK = d.CK(), P = d.P();
+  const int64_t CK = d.CK(), P = d.P(), Kg = d.Kg(), group_in = d.Cg() * d.H * d.W;
   // db[k] = sum over n, p of dout[n, k, p]; each k is independent. The simd reduction keeps several
   // independent double partial sums: a single serial chain of double adds (no -ffast-math, so the
   // compiler may not reorder it) is bound by the add latency, 4 cycles per element.
@@ -246,25 +257,29 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dout, const f
     detail::Storage col_storage(d.pointwise() ? 0 : static_cast<size_t>(CK * P));
     float* col = col_storage.data();
 #pragma omp for schedule(static)
-    for (int64_t n = 0; n < d.N; ++n) {
-      const float* xn = x + n * d.C * d.H * d.W;
-      const float* gn = dout + n * d.K * P;
+    for (int64_t ng = 0; ng < d.N * d.G; ++ng) {
+      // Image n, group g: its input channels, output channels and weight rows.
+      const int64_t n = ng / d.G, g = ng % d.G;
+      const float* xg = x + n * d.C * d.H * d.W + g * group_in;
+      float* dxg = dx ? dx + n * d.C * d.H * d.W + g * group_in : nullptr;
+      const float* gg = dout + (n * d.K + g * Kg) * P;
+      const float* wg = w + g * Kg * CK;
+      float* dwg = dw_t ? dw_t + g * Kg * CK : nullptr;
       if (d.pointwise()) {
-        // col_n is x_n [C, HW] and col2im is the identity, so both GEMMs work in place.
-        if (dw_t) gemm(false, true, d.K, CK, P, 1.0f, gn, P, xn, P, 1.0f, dw_t, CK);
-        if (dx)
-          gemm(true, false, CK, P, d.K, 1.0f, w, CK, gn, P, 1.0f, dx + n * d.C * d.H * d.W, P);
+        // col is x's group [Cg, HW] and col2im is the identity, so both GEMMs work in place.
+        if (dwg) gemm(false, true, Kg, CK, P, 1.0f, gg, P, xg, P, 1.0f, dwg, CK);
+        if (dxg) gemm(true, false, CK, P, Kg, 1.0f, wg, CK, gg, P, 1.0f, dxg, P);
         continue;
       }
-      if (dw_t) {
-        // dW [K, CK] += dout_n [K, P] x col_n^T [P, CK]
-        im2col(col, xn, d);
-        gemm(false, true, d.K, CK, P, 1.0f, gn, P, col, P, 1.0f, dw_t, CK);
+      if (dwg) {
+        // dW[g] [Kg, CK] += dout_n[g] [Kg, P] x col^T [P, CK]
+        im2col(col, xg, d);
+        gemm(false, true, Kg, CK, P, 1.0f, gg, P, col, P, 1.0f, dwg, CK);
       }
-      if (dx) {
-        // dcol_n [CK, P] = W^T [CK, K] x dout_n [K, P], scattered back onto the image.
-        gemm(true, false, CK, P, d.K, 1.0f, w, CK, gn, P, 0.0f, col, P);
-        col2im(dx + n * d.C * d.H * d.W, col, d);
+      if (dxg) {
+        // dcol [CK, P] = W[g]^T [CK, Kg] x dout_n[g] [Kg, P], scattered back onto the image.
+        gemm(true, false, CK, P, Kg, 1.0f, wg, CK, gg, P, 0.0f, col, P);
+        col2im(dxg, col, d);
       }
     }
   }
@@ -281,9 +296,11 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dout, const f
 }  // namespace
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride,
-              int64_t padding) {
+              int64_t padding, int64_t groups) {
   BNLAB_CHECK(x.dim() == 4, "conv2d: input must be [N, C, H, W]; got ", x.shape());
-  BNLAB_CHECK(weight.dim() == 4, "conv2d: weight must be [K, C, kh, kw]; got ", weight.shape());
+  BNLAB_CHECK(weight.dim() == 4, "conv2d: weight must be [K, C / groups, kh, kw]; got ",
+              weight.shape());
+  BNLAB_CHECK(groups >= 1, "conv2d: groups must be >= 1; got ", groups);
   ConvDims d{};
   d.N = x.size(0);
   d.C = x.size(1);
@@ -294,8 +311,16 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   d.kw = weight.size(3);
   d.stride = stride;
   d.padding = padding;
-  BNLAB_CHECK(weight.size(1) == d.C, "conv2d: input has ", d.C, " channels, weight expects ",
-              weight.size(1), " (input ", x.shape(), ", weight ", weight.shape(), ")");
+  d.G = groups;
+  BNLAB_CHECK(d.C % groups == 0 && d.K % groups == 0, "conv2d: groups ", groups,
+              " must divide both the input channels and the output channels (input ", x.shape(),
+              ", weight ", weight.shape(), ")");
+  BNLAB_CHECK(weight.size(1) * groups == d.C, "conv2d: input has ", d.C,
+              " channels, weight expects ", weight.size(1) * groups,
+              groups > 1 ? " (" + std::to_string(weight.size(1)) + " per group x " +
+                               std::to_string(groups) + " groups)"
+                         : std::string(),
+              " (input ", x.shape(), ", weight ", weight.shape(), ")");
   BNLAB_CHECK(d.kh >= 1 && d.kw >= 1, "conv2d: kernel must be at least 1x1; got weight ",
               weight.shape());
   if (bias.defined()) {

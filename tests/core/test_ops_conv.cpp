@@ -1,5 +1,6 @@
 // conv2d: hand-computed forward values, agreement with a direct (seven-loop) convolution, gradient
-// checks with and without stride/padding/bias, the per-thread dW reduction, and shape errors.
+// checks with and without stride/padding/bias, grouped and depthwise convs (against PyTorch too),
+// the per-thread dW reduction, and shape errors.
 #include <doctest/doctest.h>
 
 #include "core/blas.h"
@@ -13,11 +14,12 @@ namespace {
 using Inputs = std::vector<Tensor>;
 
 // The definition of conv2d, written out directly: out[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c,
-// i, j] * x[n, c, oh*s - p + i, ow*s - p + j], zero outside the image.
+// i, j] * x[n, g*C' + c, oh*s - p + i, ow*s - p + j], zero outside the image, where C' = C/groups
+// is w's second dim and g = k / (K/groups) the group of output channel k.
 std::vector<float> direct_conv(const Tensor& x, const Tensor& w, const Tensor& b, int64_t s,
-                               int64_t p) {
-  int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  int64_t K = w.size(0), kh = w.size(2), kw = w.size(3);
+                               int64_t p, int64_t groups = 1) {
+  int64_t N = x.size(0), Cx = x.size(1), H = x.size(2), W = x.size(3);
+  int64_t K = w.size(0), C = w.size(1), kh = w.size(2), kw = w.size(3);
   int64_t Ho = (H + 2 * p - kh) / s + 1, Wo = (W + 2 * p - kw) / s + 1;
   std::vector<float> out(static_cast<size_t>(N * K * Ho * Wo));
   const float* px = x.data();
@@ -33,8 +35,9 @@ std::vector<float> direct_conv(const Tensor& x, const Tensor& w, const Tensor& b
               for (int64_t j = 0; j < kw; ++j) {
                 int64_t ih = oh * s - p + i, iw = ow * s - p + j;
                 if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                const int64_t cx = k / (K / groups) * C + c;
                 acc += static_cast<double>(pw[((k * C + c) * kh + i) * kw + j]) *
-                       px[((n * C + c) * H + ih) * W + iw];
+                       px[((n * Cx + cx) * H + ih) * W + iw];
               }
           out[o++] = static_cast<float>(acc);
         }
@@ -108,6 +111,17 @@ TEST_CASE("ops.conv: gradient checks for x, weight and bias") {
                     [](const Inputs& in) { return conv2d(in[0], in[1], Tensor(), 1, 1); },
                     {param({1, 2, 5, 5}, 7), param({3, 2, 3, 3}, 8)});
   }
+  SUBCASE("groups 2 and depthwise (groups = C), with stride and padding") {
+    CHECK_GRADIENTS("conv2d groups 2",
+                    [](const Inputs& in) { return conv2d(in[0], in[1], in[2], 1, 1, 2); },
+                    {param({2, 4, 5, 5}, 31), param({6, 2, 3, 3}, 32), param({6}, 33)});
+    CHECK_GRADIENTS("conv2d depthwise",
+                    [](const Inputs& in) { return conv2d(in[0], in[1], in[2], 2, 1, 3); },
+                    {param({2, 3, 5, 6}, 34), param({3, 1, 3, 3}, 35), param({3}, 36)});
+    CHECK_GRADIENTS("conv2d grouped 1x1",
+                    [](const Inputs& in) { return conv2d(in[0], in[1], Tensor(), 1, 0, 2); },
+                    {param({2, 4, 3, 3}, 37), param({4, 2, 1, 1}, 38)});
+  }
   SUBCASE("1x1 pointwise (no im2col) and 1x1 strided") {
     CHECK_GRADIENTS("conv2d 1x1", [](const Inputs& in) { return conv2d(in[0], in[1], in[2]); },
                     {param({3, 4, 3, 3}, 9), param({2, 4, 1, 1}, 10), param({2}, 11)});
@@ -117,26 +131,81 @@ TEST_CASE("ops.conv: gradient checks for x, weight and bias") {
   }
 }
 
-TEST_CASE("ops.conv: per-thread dW partials reduce to the single-threaded gradient") {
-  auto grads = [](int threads) {
-    int previous = num_threads();
-    set_num_threads(threads);
-    // Big enough (N*K*CK*P = 5*8*72*144) that conv2d runs its parallel path.
-    Tensor x = param({5, 8, 12, 12}, 21);
-    Tensor w = param({8, 8, 3, 3}, 22);
-    Tensor b = param({8}, 23);
-    Rng rng(24);
-    Tensor r = Tensor::uniform({5, 8, 12, 12}, rng, -1.0f, 1.0f);
-    sum(mul(conv2d(x, w, b, 1, 1), r)).backward();
-    set_num_threads(previous);
-    return std::vector<std::vector<float>>{x.grad().to_vector(), w.grad().to_vector(),
-                                           b.grad().to_vector()};
+TEST_CASE("ops.conv: groups and depthwise match a direct convolution") {
+  struct Case {
+    Shape x, w;
+    int64_t stride, padding, groups;
   };
-  auto one = grads(1);
-  auto many = grads(4);
-  for (size_t t = 0; t < one.size(); ++t) {
-    CAPTURE(t);
-    CHECK(bnlab::testing::count_mismatches(one[t], many[t], 1e-5) == 0);
+  for (const Case& c : {Case{{2, 4, 7, 6}, {6, 2, 3, 3}, 1, 1, 2},  // same-width path
+                        Case{{2, 6, 7, 7}, {6, 1, 3, 3}, 2, 1, 6},  // depthwise, strided
+                        Case{{1, 4, 5, 5}, {8, 1, 3, 3}, 1, 0, 4},  // depthwise, multiplier 2
+                        Case{{2, 6, 4, 4}, {9, 2, 1, 1}, 1, 0, 3},  // grouped pointwise
+                        Case{{3, 4, 6, 5}, {4, 4, 3, 3}, 1, 1, 1}}) {
+    CAPTURE(to_string(c.w));
+    CAPTURE(c.groups);
+    Tensor x = param(c.x, 41);
+    Tensor w = param(c.w, 42);
+    Tensor b = param({c.w[0]}, 43);
+    std::vector<float> want = direct_conv(x, w, b, c.stride, c.padding, c.groups);
+    std::vector<float> got = conv2d(x, w, b, c.stride, c.padding, c.groups).to_vector();
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("ops.conv: grouped values and gradients match PyTorch") {
+  // Produced with torch 2.x (/usr/bin/python3):
+  //   x = (torch.arange(1., 33.).reshape(1, 2, 4, 4) / 8).requires_grad_()
+  //   w = (torch.arange(1., 37.).reshape(4, 1, 3, 3) / 10 - 0.9).detach().requires_grad_()
+  //   b = torch.tensor([.1, -.2, .3, -.4], requires_grad=True)
+  //   y = F.conv2d(x, w, b, stride=2, padding=1, groups=2); (y * y).sum().backward()
+  //   print(y.flatten(), x.grad.flatten()[:8], w.grad.flatten()[:9], b.grad)
+  std::vector<float> xv(32), wv(36);
+  for (size_t i = 0; i < xv.size(); ++i) xv[i] = static_cast<float>(i + 1) / 8;
+  for (size_t i = 0; i < wv.size(); ++i) wv[i] = static_cast<float>(i + 1) / 10 - 0.9f;
+  Tensor x = Tensor::from(xv, {1, 2, 4, 4});
+  Tensor w = Tensor::from(wv, {4, 1, 3, 3});
+  Tensor b = Tensor::from({0.1f, -0.2f, 0.3f, -0.4f}, {4});
+  for (Tensor* t : {&x, &w, &b}) t->set_requires_grad();
+  Tensor y = conv2d(x, w, b, 2, 1, 2);
+  CHECK(y.shape() == Shape{1, 4, 2, 2});
+  (y * y).sum().backward();
+  auto expect = [](const Tensor& t, const std::vector<float>& want) {
+    std::vector<float> got = t.to_vector();
+    for (size_t i = 0; i < want.size(); ++i)
+      CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-5));
+  };
+  expect(y, {-0.08749997f, -0.5624999f, -1.775f, -3.875f, 1.1875f, 2.5125f, 4.337501f, 6.962501f,
+             16.0625f, 24.9875f, 28.65f, 43.8f, 24.1375f, 38.4625f, 45.1625f, 70.4375f});
+  expect(x.grad(), {1.2575f, 4.05f, 2.9625f, 3.3525f, 6.1375f, 18.205f, 12.3425f, 13.35f});
+  expect(w.grad(), {-5.8125f, -9.0f, -10.4125f, -9.96875f, -15.09375f, -16.66875f, -14.40625f,
+                    -21.39375f, -22.96875f});
+  expect(b.grad(), {-12.6f, 30.0f, 227.0f, 356.4f});
+}
+
+TEST_CASE("ops.conv: per-thread dW partials reduce to the single-threaded gradient") {
+  for (int64_t groups : {1, 4, 8}) {  // 8: depthwise, the work split over (image, group) pairs
+    CAPTURE(groups);
+    auto grads = [groups](int threads) {
+      int previous = num_threads();
+      set_num_threads(threads);
+      // Big enough (N*K*CK*P = 8*8*(72/groups)*576) that conv2d runs its parallel path.
+      Tensor x = param({8, 8, 24, 24}, 21);
+      Tensor w = param({8, 8 / groups, 3, 3}, 22);
+      Tensor b = param({8}, 23);
+      Rng rng(24);
+      Tensor r = Tensor::uniform({8, 8, 24, 24}, rng, -1.0f, 1.0f);
+      sum(mul(conv2d(x, w, b, 1, 1, groups), r)).backward();
+      set_num_threads(previous);
+      return std::vector<std::vector<float>>{x.grad().to_vector(), w.grad().to_vector(),
+                                             b.grad().to_vector()};
+    };
+    auto one = grads(1);
+    auto many = grads(4);
+    for (size_t t = 0; t < one.size(); ++t) {
+      CAPTURE(t);
+      CHECK(bnlab::testing::count_mismatches(one[t], many[t], 1e-5) == 0);
+    }
   }
 }
 
@@ -148,9 +217,21 @@ TEST_CASE("ops.conv: shape errors name the op and both shapes") {
   CHECK_THROWS_WITH_AS(conv2d(Tensor::ones({3, 8, 8}), Tensor::ones({4, 3, 3, 3}), Tensor()),
                        doctest::Contains("conv2d: input must be [N, C, H, W]; got [3, 8, 8]"),
                        Error);
-  CHECK_THROWS_WITH_AS(conv2d(Tensor::ones({1, 3, 8, 8}), Tensor::ones({4, 3, 3}), Tensor()),
-                       doctest::Contains("conv2d: weight must be [K, C, kh, kw]; got [4, 3, 3]"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      conv2d(Tensor::ones({1, 3, 8, 8}), Tensor::ones({4, 3, 3}), Tensor()),
+      doctest::Contains("conv2d: weight must be [K, C / groups, kh, kw]; got [4, 3, 3]"), Error);
+  CHECK_THROWS_WITH_AS(
+      conv2d(Tensor::ones({1, 6, 8, 8}), Tensor::ones({4, 2, 3, 3}), Tensor(), 1, 0, 4),
+      doctest::Contains("conv2d: groups 4 must divide both the input channels and the output "
+                        "channels (input [1, 6, 8, 8], weight [4, 2, 3, 3])"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      conv2d(Tensor::ones({1, 6, 8, 8}), Tensor::ones({4, 2, 3, 3}), Tensor(), 1, 0, 2),
+      doctest::Contains("conv2d: input has 6 channels, weight expects 4 (2 per group x 2 groups)"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      conv2d(Tensor::ones({1, 2, 8, 8}), Tensor::ones({2, 2, 3, 3}), Tensor(), 1, 0, 0),
+      doctest::Contains("conv2d: groups must be >= 1; got 0"), Error);
   CHECK_THROWS_WITH_AS(
       conv2d(Tensor::ones({1, 3, 8, 8}), Tensor::ones({4, 3, 3, 3}), Tensor::ones({3})),
       doctest::Contains("conv2d: bias has shape [3], expected [4]"), Error);

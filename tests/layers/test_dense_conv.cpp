@@ -2,6 +2,7 @@
 // errors.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "gradcheck.h"
@@ -80,4 +81,28 @@ TEST_CASE("layers.init: schemes give the documented spreads") {
   CHECK(init::fans(Tensor::empty({16, 3, 5, 5})).in == 75);
   CHECK_THROWS_WITH_AS(init::apply_scheme("glorot", w, b, rng),
                        doctest::Contains("unknown scheme 'glorot'"), Error);
+}
+
+TEST_CASE("layers.conv2d: groups give PyTorch's weight shape [K, C/groups, k, k] and state_dict") {
+  Rng rng(9);
+  Conv2d dw({.in_channels = 6, .out_channels = 12, .kernel = 3, .padding = 1, .groups = 6}, rng);
+  CHECK(dw.weight().shape() == Shape{12, 1, 3, 3});
+  auto sd = dw.state_dict();  // the keys and shapes a torch.nn.Conv2d(6, 12, 3, groups=6) has
+  REQUIRE(sd.size() == 2);
+  CHECK(sd[0].name == "weight");
+  CHECK(sd[0].tensor.shape() == Shape{12, 1, 3, 3});
+  CHECK(sd[1].name == "bias");
+  CHECK(sd[1].tensor.shape() == Shape{12});
+  // PyTorch's default init bound uses fan_in = C/groups * k * k = 9.
+  float max_abs = 0;
+  for (float v : dw.weight().to_vector()) max_abs = std::max(max_abs, std::abs(v));
+  CHECK(max_abs <= 1.0f / 3.0f);
+  CHECK(dw.to_string().find("6 -> 12, 3x3, pad 1, groups 6") != std::string::npos);
+  Tensor x = Tensor::normal({2, 6, 5, 5}, rng);
+  CHECK(dw(x).to_vector() == conv2d(x, dw.weight(), dw.bias(), 1, 1, 6).to_vector());
+  Conv2d g2({.in_channels = 4, .out_channels = 2, .kernel = 3, .stride = 2, .groups = 2}, rng);
+  CHECK_GRADIENTS("Conv2d groups 2", [&](const Inputs& in) { return g2(in[0]); },
+                  {testing::param({2, 4, 5, 5}, 3), g2.weight(), g2.bias()});
+  CHECK_THROWS_WITH_AS(Conv2d({.in_channels = 6, .out_channels = 4, .groups = 4}, rng),
+                       doctest::Contains("Conv2d: groups=4 must divide in_channels=6"), Error);
 }
