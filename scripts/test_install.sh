@@ -4,14 +4,16 @@
 #      into a temporary prefix;
 #   2. compile every installed header on its own against that prefix (each public header must be
 #      self-contained and include only public headers: internal ones are not installed);
-#   3. build examples/custom-model and examples/custom-ablation out of tree with
+#   3. build examples/custom-model, examples/custom-ablation and examples/resnet-cifar out of tree with
 #      find_package(bnlab CONFIG REQUIRED), and compile custom-model's minimal.cpp (the README's
 #      program, checked to be identical) with pkg-config alone;
 #   4. check both binaries load OpenBLAS's OpenMP build (the run path), then run them on a tiny
 #      synthetic MNIST-format set generated here (no network): the example trains, saves, reloads
 #      and must reach --min-accuracy and reproduce its accuracy after the reload; the ablation
 #      example trains its own model with and without BN through Experiment, and must write
-#      results.csv, summary.md and accuracy.png with both arms learning.
+#      results.csv, summary.md and accuracy.png with both arms learning; the ResNet example trains
+#      200 steps on CIFAR-10 if bnlab finds it (else on generated CIFAR-format data) and must beat
+#      chance (10%) clearly.
 # Exits non-zero on any failure. Usage: bash scripts/test_install.sh   (BNLAB_INSTALL_BUILD_DIR,
 # default build-install; the temporary prefix is removed at exit unless KEEP_PREFIX=1).
 set -euo pipefail
@@ -66,12 +68,18 @@ cmake -S examples/custom-ablation -B "$work/ablation-build" -DCMAKE_BUILD_TYPE=R
   -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$work/ablation-build" -j "$jobs" >/dev/null
 
+step "build examples/resnet-cifar against the install (find_package)"
+cmake -S examples/resnet-cifar -B "$work/resnet-build" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$work/resnet-build" -j "$jobs" >/dev/null
+
 step "compile minimal.cpp with pkg-config"
 pc_flags=$(PKG_CONFIG_PATH="$(dirname "$pc_file")" pkg-config --cflags --libs bnlab)
 g++ -O2 examples/custom-model/minimal.cpp $pc_flags -o "$work/minimal_pkgconfig"
 
 step "run path: OpenBLAS's OpenMP build"
-for exe in "$work/example-build/custom_model" "$work/ablation-build/custom_ablation" "$work/minimal_pkgconfig"; do
+for exe in "$work/example-build/custom_model" "$work/ablation-build/custom_ablation" \
+  "$work/resnet-build/resnet_cifar" "$work/minimal_pkgconfig"; do
   blas=$(ldd "$exe" | awk '/libopenblas/ {print $3}')
   case "$blas" in
     */openblas-openmp/*) echo "$(basename "$exe"): $blas" ;;
@@ -94,6 +102,9 @@ for f in results.csv summary.md accuracy.png runs/norm-none/seed-1/summary.json 
   test -s "$work/ablation/$f" || { echo "test_install: custom_ablation wrote no $f" >&2; exit 1; }
 done
 grep -q '^| norm=batch |' "$work/ablation/summary.md"
+
+step "run the ResNet example (real CIFAR-10 if found, else generated CIFAR-format data)"
+(cd "$work" && ./resnet-build/resnet_cifar --steps 200 --min-accuracy 0.3 | grep -E '^(data|no CIFAR|step|accuracy)')
 
 step "ok"
 echo "test_install: passed in $((SECONDS - start)) s"
