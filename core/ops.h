@@ -238,6 +238,15 @@ struct BatchNormResult {
   Tensor mean;        ///< [C] batch mean (no grad)
   Tensor var;         ///< [C] biased batch variance (no grad); running_var wants var * M / (M - 1)
   int64_t count = 0;  ///< M: values per channel behind mean/var (all shards' under a reducer)
+  Tensor r;           ///< [C] batch_renorm_train's scale correction r (no grad); undefined for BN
+  Tensor d;           ///< [C] batch_renorm_train's shift correction d (no grad); undefined for BN
+};
+/// Batch renormalization's moving statistics and clip limits (batch_renorm_train).
+struct BatchRenormArgs {
+  Tensor running_mean;  ///< [C] mu, the moving mean r and d are measured against
+  Tensor running_var;   ///< [C] moving variance: sigma = sqrt(running_var + eps)
+  float r_max = 1.0f;   ///< r is clipped to [1 / r_max, r_max]; must be >= 1 (1: r = 1)
+  float d_max = 0.0f;   ///< d is clipped to [-d_max, d_max]; must be >= 0 (0: d = 0)
 };
 /// Combines batch-norm statistics across the shards of one data-parallel batch (SyncBN).
 ///
@@ -267,6 +276,15 @@ void merge_moments_into(double* a, const double* b, int64_t channels);
 BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                  float eps,
                                  const std::shared_ptr<BatchNormReducer>& reducer = nullptr);
+/// Train-mode batch renormalization (Ioffe 2017): batch_norm_train's statistics (and reducer),
+/// then per channel r = clip(sigma_B / sigma, 1/r_max, r_max), d = clip((mu_B - mu) / sigma,
+/// -d_max, d_max) against the moving statistics, and y = gamma * (xhat * r + d) + beta. r and d
+/// are constants to backward (stop-gradient): dx is batch norm's with gamma * r in place of
+/// gamma, dgamma = sum(dy * (xhat * r + d)) (docs/derivations.md, "batch_renorm"). With r_max = 1
+/// and d_max = 0 every output and gradient is bit-identical to batch_norm_train's.
+BatchNormResult batch_renorm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                   float eps, const BatchRenormArgs& renorm,
+                                   const std::shared_ptr<BatchNormReducer>& reducer = nullptr);
 /// Eval-mode batch norm with given statistics (no grad to the statistics): y = (x -
 /// mean)/sqrt(var+eps)*g + b; batch_norm_train's normalize pass and backward, the statistics held
 /// constant.

@@ -1,16 +1,59 @@
 #include "layers/batch_norm.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "core/autograd.h"
 #include "core/ops.h"
 
 namespace bnlab {
 
+namespace {
+
+void check_renorm_options(const char* name, const BatchRenormOptions& o) {
+  BNLAB_CHECK(std::isfinite(o.r_max) && o.r_max >= 1.0f, name,
+              ": r_max must be a finite number >= 1 (r is clipped to [1/r_max, r_max]); got ",
+              o.r_max);
+  BNLAB_CHECK(std::isfinite(o.d_max) && o.d_max >= 0.0f, name,
+              ": d_max must be a finite number >= 0 (d is clipped to [-d_max, d_max]); got ",
+              o.d_max);
+  BNLAB_CHECK(o.warmup >= 0, name, ": warmup must be >= 0 steps; got ", o.warmup);
+  BNLAB_CHECK(o.ramp >= 0, name, ": ramp must be >= 0 steps; got ", o.ramp);
+}
+
+}  // namespace
+
+BatchRenormLimits batch_renorm_limits(const BatchRenormOptions& o, int64_t step) {
+  check_renorm_options("batch_renorm_limits", o);
+  BNLAB_CHECK(step >= 0, "batch_renorm_limits: step must be >= 0; got ", step);
+  if (step <= o.warmup) return {1.0f, 0.0f};
+  // Fraction of the ramp done; ramp 0 jumps to the final limits right after the warm-up. In
+  // double: step - warmup is exact there for any step a float counter can hold.
+  const double done =
+      o.ramp == 0
+          ? 1.0
+          : std::min(1.0, static_cast<double>(step - o.warmup) / static_cast<double>(o.ramp));
+  return {static_cast<float>(1.0 + (o.r_max - 1.0) * done), static_cast<float>(o.d_max * done)};
+}
+
 BatchNorm::BatchNorm(const BatchNormOptions& o, int spatial_dims)
-    : options_(o), spatial_dims_(spatial_dims) {
-  BNLAB_CHECK(o.num_features > 0, "BatchNorm: num_features must be positive; got ", o.num_features);
-  BNLAB_CHECK(o.eps > 0.0f, "BatchNorm: eps must be positive; got ", o.eps);
-  BNLAB_CHECK(!o.momentum || (*o.momentum >= 0.0f && *o.momentum <= 1.0f),
-              "BatchNorm: momentum must be in [0, 1]; got ", o.momentum.value_or(0.0f));
+    : BatchNorm(o, spatial_dims, std::nullopt) {}
+
+BatchNorm::BatchNorm(const BatchNormOptions& o, int spatial_dims,
+                     std::optional<BatchRenormOptions> renorm)
+    : options_(o), renorm_(renorm), spatial_dims_(spatial_dims) {
+  // type_name() is virtual, so not callable here: the name from what is being built.
+  const char* name = !renorm ? "BatchNorm" : spatial_dims == 2 ? "BatchRenorm2d" : "BatchRenorm1d";
+  BNLAB_CHECK(o.num_features > 0, name, ": num_features must be positive; got ", o.num_features);
+  BNLAB_CHECK(o.eps > 0.0f, name, ": eps must be positive; got ", o.eps);
+  BNLAB_CHECK(!o.momentum || (*o.momentum >= 0.0f && *o.momentum <= 1.0f), name,
+              ": momentum must be in [0, 1]; got ", o.momentum.value_or(0.0f));
+  if (renorm) {
+    check_renorm_options(name, *renorm);
+    BNLAB_CHECK(o.track_running_stats, name,
+                ": track_running_stats must be true (r and d are measured against the running "
+                "statistics)");
+  }
   if (o.affine) {
     weight_ = register_parameter("weight", Tensor::ones({o.num_features}));
     bias_ = register_parameter("bias", Tensor::zeros({o.num_features}));
@@ -43,7 +86,15 @@ Tensor BatchNorm::forward(const Tensor& x) {
   // Under SyncBN a shard may hold a single value per channel: the check is on all shards' count.
   BNLAB_CHECK(per_channel > 1 || reducer_, type_name(),
               ": expected more than 1 value per channel when training; got input ", x.shape());
-  BatchNormResult r = batch_norm_train(x, weight_, bias_, options_.eps, reducer_);
+  BatchNormResult r;
+  if (renorm_) {
+    // The schedule's step is the batches this layer has trained on, a buffer: resume continues it.
+    const BatchRenormLimits lim = batch_renorm_limits(*renorm_, num_batches_tracked());
+    r = batch_renorm_train(x, weight_, bias_, options_.eps,
+                           {running_mean_, running_var_, lim.r_max, lim.d_max}, reducer_);
+  } else {
+    r = batch_norm_train(x, weight_, bias_, options_.eps, reducer_);
+  }
   per_channel = r.count;
   BNLAB_CHECK(per_channel > 1, type_name(), ": expected more than 1 value per channel over all ",
               "shards when training; got ", per_channel, " (this shard's input ", x.shape(), ")");
@@ -74,6 +125,10 @@ std::string BatchNorm::extra_repr() const {
            : ", cumulative";
   if (!options_.affine) s += ", no affine";
   if (!options_.track_running_stats) s += ", batch stats only";
+  if (renorm_) {
+    s += ", r_max " + std::to_string(renorm_->r_max) + ", d_max " + std::to_string(renorm_->d_max) +
+         ", warmup " + std::to_string(renorm_->warmup) + ", ramp " + std::to_string(renorm_->ramp);
+  }
   return s;
 }
 

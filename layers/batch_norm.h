@@ -8,6 +8,16 @@
 // - eval mode uses the running statistics (or batch statistics when track_running_stats is false);
 // - 1d takes [N, C] or [N, C, L]; 2d takes [N, C, H, W], statistics per channel over N, H, W.
 // Buffers: running_mean [C], running_var [C], num_batches_tracked (scalar, saved as int64).
+//
+// BatchRenorm1d / BatchRenorm2d: batch renormalization (Ioffe 2017, "Batch Renormalization:
+// Towards Reducing Minibatch Dependence in Batch-Normalized Models"), the same layer with
+// batch_renorm_train in training: y = gamma * (xhat * r + d) + beta, r = clip(sigma_B / sigma,
+// 1/r_max, r_max), d = clip((mu_B - mu) / sigma, -d_max, d_max) against the running statistics
+// (sigma = sqrt(running_var + eps)), r and d stop-gradient. r_max and d_max follow a schedule in
+// the layer's own num_batches_tracked (so a resumed run continues it): 1 and 0 for `warmup`
+// batches, then linear to their final values over `ramp` batches. Running statistics, eval and
+// the state_dict are BatchNorm's, so a torch.nn.BatchNorm1d/2d twin loads it unchanged (PyTorch
+// has no batch renormalization; the twin matches it in eval, and in training during the warm-up).
 #pragma once
 
 #include <memory>
@@ -28,6 +38,26 @@ struct BatchNormOptions {
   bool track_running_stats = true;  ///< keep running mean/var for eval (else batch stats always)
 };
 
+/// Batch renormalization's schedule (BatchRenorm1d/2d): r_max and d_max stay 1 and 0 for the
+/// first `warmup` training batches, then grow linearly to `r_max` and `d_max` over `ramp` batches.
+struct BatchRenormOptions {
+  float r_max = 3.0f;     ///< final r_max (the paper's 3); >= 1
+  float d_max = 5.0f;     ///< final d_max (the paper's 5); >= 0
+  int64_t warmup = 1000;  ///< batches of plain batch norm first (docs/guide/modules.md: why 1000)
+  int64_t ramp = 5000;    ///< batches over which the limits grow to r_max, d_max (0: at once)
+};
+
+/// The limits batch renormalization clips r and d to at a given step.
+struct BatchRenormLimits {
+  float r_max;  ///< r in [1 / r_max, r_max]
+  float d_max;  ///< d in [-d_max, d_max]
+};
+
+/// The schedule's limits for the batch after `step` training batches (num_batches_tracked before
+/// it): (1, 0) while step <= warmup, the final (r_max, d_max) from step >= warmup + ramp, linear
+/// in between. Throws for bad options or a negative step.
+BatchRenormLimits batch_renorm_limits(const BatchRenormOptions& options, int64_t step);
+
 /// Batch normalization (Ioffe & Szegedy 2015): batch statistics in training (updating the
 /// running estimates), running statistics in eval. Use BatchNorm1d or BatchNorm2d.
 class BatchNorm : public Module {
@@ -47,14 +77,22 @@ class BatchNorm : public Module {
   int64_t num_batches_tracked() const;
   /// The options it was built with.
   const BatchNormOptions& options() const { return options_; }
+  /// Batch renormalization's schedule (BatchRenorm1d/2d); nullopt for batch norm.
+  const std::optional<BatchRenormOptions>& renorm() const { return renorm_; }
   /// SyncBN: train-mode statistics (and the running estimates) cover every shard's batch, merged
   /// through `reducer` (null: this process's batch only, the default).
   void set_reducer(std::shared_ptr<BatchNormReducer> reducer) { reducer_ = std::move(reducer); }
+
+ protected:
+  /// BatchRenorm1d/2d: batch norm that trains with batch_renorm_train on `renorm`'s schedule.
+  BatchNorm(const BatchNormOptions& options, int spatial_dims,
+            std::optional<BatchRenormOptions> renorm);
 
  private:
   void check_input(const Tensor& x) const;
 
   BatchNormOptions options_;
+  std::optional<BatchRenormOptions> renorm_;
   int spatial_dims_;  ///< 0 or 1 for BatchNorm1d, 2 for BatchNorm2d
   Tensor weight_, bias_, running_mean_, running_var_, num_batches_tracked_;
   std::shared_ptr<BatchNormReducer> reducer_;
@@ -74,6 +112,24 @@ class BatchNorm2d : public BatchNorm {
   /// See BatchNormOptions.
   explicit BatchNorm2d(const BatchNormOptions& options) : BatchNorm(options, 2) {}
   std::string type_name() const override { return "BatchNorm2d"; }
+};
+
+/// Batch renormalization over [N, C] or [N, C, L] input (BatchNorm1d's buffers and eval).
+class BatchRenorm1d : public BatchNorm {
+ public:
+  /// See BatchNormOptions (track_running_stats must stay true) and BatchRenormOptions.
+  explicit BatchRenorm1d(const BatchNormOptions& options, const BatchRenormOptions& renorm = {})
+      : BatchNorm(options, 1, renorm) {}
+  std::string type_name() const override { return "BatchRenorm1d"; }
+};
+
+/// Batch renormalization over [N, C, H, W] input, per channel (BatchNorm2d's buffers and eval).
+class BatchRenorm2d : public BatchNorm {
+ public:
+  /// See BatchNormOptions (track_running_stats must stay true) and BatchRenormOptions.
+  explicit BatchRenorm2d(const BatchNormOptions& options, const BatchRenormOptions& renorm = {})
+      : BatchNorm(options, 2, renorm) {}
+  std::string type_name() const override { return "BatchRenorm2d"; }
 };
 
 }  // namespace bnlab

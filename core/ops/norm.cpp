@@ -1,6 +1,8 @@
-// Normalization ops, each fused with a hand-derived backward: batch norm (train and eval), layer
-// norm and group norm. Batch norm has one forward and one backward for one process and for SyncBN:
-// a reducer merges the per-channel statistics (and the backward sums) between their passes.
+// Normalization ops, each fused with a hand-derived backward: batch norm (train and eval), batch
+// renormalization, layer norm and group norm. Batch norm has one forward and one backward for one
+// process and for SyncBN: a reducer merges the per-channel statistics (and the backward sums)
+// between their passes. Batch renormalization is that same forward and backward with two
+// per-channel constants r and d folded into the affine (see "batch renormalization" below).
 //
 // Batch norm's schedule (batch_norm_passes): its math is written once, as functions of one block of
 // channels (one channel of an image tensor, up to 64 channels of an [N, C] one): the forward's
@@ -34,12 +36,13 @@
 //
 // References: https://pytorch.org/docs/stable/generated/torch.nn.functional.batch_norm.html,
 // .../torch.nn.functional.layer_norm.html, .../torch.nn.functional.group_norm.html;
-// Ioffe & Szegedy 2015; Ba et al. 2016; Wu & He 2018.
+// Ioffe & Szegedy 2015; Ioffe 2017 (batch renormalization); Ba et al. 2016; Wu & He 2018.
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "core/autograd.h"
@@ -213,14 +216,24 @@ void batch_norm_moments(double* moments, double* mean_d, const float* x, const C
 // Forward, second pass: y [N, C, S] = (x - mean) * (rstd * gamma) + beta for channels [c0, c1),
 // with per-channel mean_d/rstd_d [C] (double), the batch's or the running ones. In double: the
 // shift is not folded into a float x * scale + shift, which would cancel. gamma/beta [C] may be
-// null (no affine).
+// null (no affine). kRenorm (batch renormalization): with its r, shift_d [C] it is gamma * (xhat *
+// r + d) + beta, gamma * r in the scale and beta + gamma * d in the shift. A template parameter,
+// not a null check, so that batch norm's instantiation is the code it was (a runtime check let the
+// compiler version the loops, which cost batch norm's backward about 5%).
+template <bool kRenorm>
 void batch_norm_normalize(float* y, const float* x, const double* mean_d, const double* rstd_d,
-                          const float* gamma, const float* beta, const ChannelDims& d, int64_t c0,
-                          int64_t c1) {
+                          const float* gamma, const float* beta, const double* r,
+                          const double* shift_d, const ChannelDims& d, int64_t c0, int64_t c1) {
   double scale[kChannelBlock], shift[kChannelBlock];
   for (int64_t c = c0; c < c1; ++c) {
-    scale[c - c0] = rstd_d[c] * (gamma ? gamma[c] : 1.0);
-    shift[c - c0] = beta ? beta[c] : 0.0;
+    if constexpr (kRenorm) {
+      const double g = gamma ? gamma[c] : 1.0;
+      scale[c - c0] = rstd_d[c] * (g * r[c]);
+      shift[c - c0] = (beta ? beta[c] : 0.0) + g * shift_d[c];
+    } else {
+      scale[c - c0] = rstd_d[c] * (gamma ? gamma[c] : 1.0);
+      shift[c - c0] = beta ? beta[c] : 0.0;
+    }
   }
   channel_map<false>(y, x, d, c0, c1, [&](float v, int64_t c, int64_t) {
     return static_cast<float>((v - mean_d[c]) * scale[c - c0] + shift[c - c0]);
@@ -265,15 +278,20 @@ void batch_norm_grad_sums(double* sums, const float* dy, const float* x, const d
 // Backward, second pass: accumulates dx [N, C, S] from dy [N, C, S] for channels [c0, c1). With
 // `sums` (training: the reduced sums [2, C] over the M values behind the statistics) dx = rstd *
 // (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * gamma; without (eval: the
-// statistics are constants) dx = dy * gamma * rstd.
+// statistics are constants) dx = dy * gamma * rstd. kRenorm: batch renormalization's r [C] is a
+// constant factor of xhat's gradient, so it scales gamma.
+template <bool kRenorm>
 void batch_norm_grad_input(float* dx, const float* dy, const float* x, const double* mean_d,
-                           const double* rstd_d, const float* gamma, const double* sums, double M,
-                           const ChannelDims& d, int64_t c0, int64_t c1) {
+                           const double* rstd_d, const float* gamma, const double* r,
+                           const double* sums, double M, const ChannelDims& d, int64_t c0,
+                           int64_t c1) {
   double k_dy[kChannelBlock], k_mean[kChannelBlock], k_xhat[kChannelBlock];
   for (int64_t c = c0; c < c1; ++c) {
     // mean(dxhat) = gamma * sum_dy / M and mean(dxhat * xhat) = gamma * sum_dy_xhat / M, and
     // xhat = (x - mean) * rstd. Expanded: dx = k_dy * dy - k_mean - k_xhat * (x - mean).
-    const double g = gamma ? gamma[c] : 1.0, rstd = rstd_d[c];
+    double g = gamma ? gamma[c] : 1.0;
+    if constexpr (kRenorm) g *= r[c];
+    const double rstd = rstd_d[c];
     k_dy[c - c0] = rstd * g;
     k_mean[c - c0] = sums ? rstd * g * sums[c] / M : 0.0;
     k_xhat[c - c0] = sums ? rstd * rstd * g * sums[d.C + c] / M : 0.0;
@@ -299,6 +317,7 @@ struct BatchNormSaved {
   // Training: sums the backward terms over the shards the statistics came from. Null in eval,
   // where the statistics are constants.
   std::shared_ptr<BatchNormReducer> reducer;
+  std::vector<double> r, shift;  // [C] batch renormalization's r and d; empty for batch norm
 };
 
 // One process: its batch is the whole batch, so merging and summing leave the values alone.
@@ -313,15 +332,17 @@ const std::shared_ptr<BatchNormReducer>& local_reducer() {
   return local;
 }
 
-// The backward of both batch_norm_train and batch_norm_eval: accumulates into the grads of in =
-// {x, gamma, beta} (those that want one).
-void batch_norm_backward(const BatchNormSaved& s, const Tensor& dout,
-                         const std::vector<Tensor>& in) {
+// The backward of batch_norm_train, batch_renorm_train (kRenorm) and batch_norm_eval: accumulates
+// into the grads of in = {x, gamma, beta} (those that want one).
+template <bool kRenorm>
+void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& dout,
+                                const std::vector<Tensor>& in) {
   const ChannelDims& d = s.d;
   float* dx = grad_buffer(in[0]);
   float* dgamma = grad_buffer(in[1]);
   float* dbeta = grad_buffer(in[2]);
   const float *dy = dout.data(), *x = in[0].data(), *gamma = data_or_null(in[1]);
+  const double* r = kRenorm ? s.r.data() : nullptr;
   const bool training = s.reducer != nullptr;
   const bool want_sums = training || dgamma || dbeta;
   std::vector<double> sums(want_sums ? static_cast<size_t>(2 * d.C) : 0);
@@ -330,22 +351,35 @@ void batch_norm_backward(const BatchNormSaved& s, const Tensor& dout,
   const bool fused = !dx || !training || s.reducer == local_reducer();
   batch_norm_passes(
       d, fused,
-      // This shard's sums; dgamma and dbeta are exactly these.
+      // This shard's sums; dbeta is sum(dy), dgamma sum(dy * xhat) (batch renormalization:
+      // sum(dy * (xhat * r + d)) = r * sum(dy * xhat) + d * sum(dy)).
       [&](int64_t c0, int64_t c1) {
         if (!want_sums) return;
         batch_norm_grad_sums(sums.data(), dy, x, s.mean.data(), s.rstd.data(), d, c0, c1);
         for (int64_t c = c0; c < c1; ++c) {
-          if (dgamma) dgamma[c] += static_cast<float>(sums[static_cast<size_t>(d.C + c)]);
-          if (dbeta) dbeta[c] += static_cast<float>(sums[static_cast<size_t>(c)]);
+          const size_t k = static_cast<size_t>(c);
+          double sum_dy_xhat = sums[static_cast<size_t>(d.C) + k];
+          if constexpr (kRenorm) sum_dy_xhat = r[k] * sum_dy_xhat + s.shift[k] * sums[k];
+          if (dgamma) dgamma[c] += static_cast<float>(sum_dy_xhat);
+          if (dbeta) dbeta[c] += static_cast<float>(sums[k]);
         }
       },
       // The statistics depend on every shard's x, so dx needs every shard's sums.
       [&] { s.reducer->sum(sums.data(), 2 * d.C); },
       [&](int64_t c0, int64_t c1) {
         if (!dx) return;
-        batch_norm_grad_input(dx, dy, x, s.mean.data(), s.rstd.data(), gamma,
-                              training ? sums.data() : nullptr, s.count, d, c0, c1);
+        batch_norm_grad_input<kRenorm>(dx, dy, x, s.mean.data(), s.rstd.data(), gamma, r,
+                                       training ? sums.data() : nullptr, s.count, d, c0, c1);
       });
+}
+
+void batch_norm_backward(const BatchNormSaved& s, const Tensor& dout,
+                         const std::vector<Tensor>& in) {
+  if (s.r.empty()) {
+    batch_norm_backward_passes<false>(s, dout, in);
+  } else {
+    batch_norm_backward_passes<true>(s, dout, in);
+  }
 }
 
 // ---- layer norm and group norm: normalized rows with a per-parameter affine ----
@@ -476,18 +510,36 @@ Tensor norm_rows(const char* op, const Tensor& x, const Tensor& weight, const Te
   return y;
 }
 
-}  // namespace
+// ---- batch renormalization (Ioffe 2017) ----
+//
+// y = gamma * (xhat * r + d) + beta with xhat batch norm's, r = clip(sigma_B / sigma, 1/r_max,
+// r_max), d = clip((mu_B - mu) / sigma, -d_max, d_max), sigma_B = sqrt(var_B + eps) and sigma =
+// sqrt(running_var + eps). r and d are stop-gradient constants, so they only enter as per-channel
+// factors: the forward's scale and shift (batch_norm_normalize) and backward's gamma * r
+// (batch_norm_grad_input) and dgamma = r * sum(dy * xhat) + d * sum(dy). They need mu_B and
+// sigma_B, so they are computed where the statistics are (after the reducer: under SyncBN over the
+// global batch, and the same on every shard since the running statistics are). r_max = 1 gives r =
+// 1 and d_max = 0 gives d = 0 exactly, not by clipping, so a NaN in the moving statistics cannot
+// reach what is then plain batch norm.
 
-BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                 float eps, const std::shared_ptr<BatchNormReducer>& reducer) {
-  const ChannelDims d = channel_dims("batch_norm", x);
-  check_param("batch_norm", "gamma", gamma, {d.C}, x);
-  check_param("batch_norm", "beta", beta, {d.C}, x);
-  check_eps("batch_norm", eps);
+// The training forward of batch norm (renorm null) and of batch renormalization.
+BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Tensor& gamma,
+                                      const Tensor& beta, float eps,
+                                      const std::shared_ptr<BatchNormReducer>& reducer,
+                                      const BatchRenormArgs* renorm) {
+  const ChannelDims d = channel_dims(op, x);
+  check_param(op, "gamma", gamma, {d.C}, x);
+  check_param(op, "beta", beta, {d.C}, x);
+  check_eps(op, eps);
   const size_t C = static_cast<size_t>(d.C);
   // count: this shard's M until the reducer merges the moments (the local one leaves it).
-  BatchNormSaved s{d, std::vector<double>(C), std::vector<double>(C),
-                   static_cast<double>(d.N * d.S), reducer ? reducer : local_reducer()};
+  BatchNormSaved s{d,
+                   std::vector<double>(C),
+                   std::vector<double>(C),
+                   static_cast<double>(d.N * d.S),
+                   reducer ? reducer : local_reducer(),
+                   {},
+                   {}};
   std::vector<double> moments(3 * C);
   // y, shape of x; mean, var: [C], returned without grad (they are statistics, not outputs to
   // train on). var is the biased one, M2 / M; eps goes inside the sqrt.
@@ -498,40 +550,95 @@ BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Ten
   float* var_f = var.data();
   float* y_p = y.data();
   const float *x_p = x.data(), *gamma_p = data_or_null(gamma), *beta_p = data_or_null(beta);
-  batch_norm_passes(
-      d, s.reducer == local_reducer(),
-      // This shard's moments.
-      [&](int64_t c0, int64_t c1) {
-        batch_norm_moments(moments.data(), s.mean.data(), x_p, d, c0, c1);
-      },
-      // The moments of all shards' values.
-      [&] {
-        s.reducer->merge_moments(moments.data(), d.C);
-        s.count = moments[0];
-        BNLAB_CHECK(s.count >= static_cast<double>(d.N * d.S),
-                    "batch_norm: the reducer returned a count of ", s.count,
-                    " values per channel, fewer than this shard's ", d.N * d.S, " (input ",
-                    x.shape(), ")");
-      },
-      // The statistics from the moments, then y.
-      [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) {
-          const double v = moments[3 * c + 2] / s.count;
-          s.mean[c] = moments[3 * c + 1];
-          s.rstd[c] = 1.0 / std::sqrt(v + static_cast<double>(eps));
-          mean_f[c] = static_cast<float>(s.mean[c]);
-          var_f[c] = static_cast<float>(v);
-        }
-        batch_norm_normalize(y_p, x_p, s.mean.data(), s.rstd.data(), gamma_p, beta_p, d, c0, c1);
-      });
+  // Batch renormalization: r, d [C] in double for the passes and as float tensors to return.
+  Tensor r_out, d_out;
+  float *r_f = nullptr, *d_f = nullptr;
+  const float *run_mean = nullptr, *run_var = nullptr;
+  if (renorm) {
+    BNLAB_CHECK(renorm->running_mean.defined() && renorm->running_var.defined(), op,
+                ": running_mean and running_var are required (input ", x.shape(), ")");
+    check_param(op, "running_mean", renorm->running_mean, {d.C}, x);
+    check_param(op, "running_var", renorm->running_var, {d.C}, x);
+    BNLAB_CHECK(std::isfinite(renorm->r_max) && renorm->r_max >= 1.0f, op,
+                ": r_max must be a finite number >= 1; got ", renorm->r_max);
+    BNLAB_CHECK(std::isfinite(renorm->d_max) && renorm->d_max >= 0.0f, op,
+                ": d_max must be a finite number >= 0; got ", renorm->d_max);
+    s.r.resize(C);
+    s.shift.resize(C);
+    r_out = Tensor::empty({d.C});
+    d_out = Tensor::empty({d.C});
+    r_f = r_out.data();
+    d_f = d_out.data();
+    run_mean = renorm->running_mean.data();
+    run_var = renorm->running_var.data();
+  }
+  const double r_max = renorm ? renorm->r_max : 1.0, d_max = renorm ? renorm->d_max : 0.0;
+  // kRenorm as a compile-time constant (see batch_norm_normalize): batch norm runs the code without
+  // the correction.
+  auto forward = [&](auto renorm_tag) {
+    constexpr bool kRenorm = decltype(renorm_tag)::value;
+    batch_norm_passes(
+        d, s.reducer == local_reducer(),
+        // This shard's moments.
+        [&](int64_t c0, int64_t c1) {
+          batch_norm_moments(moments.data(), s.mean.data(), x_p, d, c0, c1);
+        },
+        // The moments of all shards' values.
+        [&] {
+          s.reducer->merge_moments(moments.data(), d.C);
+          s.count = moments[0];
+          BNLAB_CHECK(s.count >= static_cast<double>(d.N * d.S), op,
+                      ": the reducer returned a count of ", s.count,
+                      " values per channel, fewer than this shard's ", d.N * d.S, " (input ",
+                      x.shape(), ")");
+        },
+        // The statistics from the moments (and r, d from them), then y.
+        [&](int64_t c0, int64_t c1) {
+          for (int64_t c = c0; c < c1; ++c) {
+            const double v = moments[3 * c + 2] / s.count;
+            s.mean[c] = moments[3 * c + 1];
+            s.rstd[c] = 1.0 / std::sqrt(v + static_cast<double>(eps));
+            mean_f[c] = static_cast<float>(s.mean[c]);
+            var_f[c] = static_cast<float>(v);
+            if constexpr (!kRenorm) continue;
+            const double sigma = std::sqrt(static_cast<double>(run_var[c]) + eps);
+            const double r = std::sqrt(v + static_cast<double>(eps)) / sigma;
+            const double shift = (s.mean[c] - run_mean[c]) / sigma;
+            s.r[c] = r_max > 1.0 ? std::clamp(r, 1.0 / r_max, r_max) : 1.0;
+            s.shift[c] = d_max > 0.0 ? std::clamp(shift, -d_max, d_max) : 0.0;
+            r_f[c] = static_cast<float>(s.r[c]);
+            d_f[c] = static_cast<float>(s.shift[c]);
+          }
+          batch_norm_normalize<kRenorm>(y_p, x_p, s.mean.data(), s.rstd.data(), gamma_p, beta_p,
+                                        s.r.data(), s.shift.data(), d, c0, c1);
+        });
+  };
+  if (renorm) {
+    forward(std::true_type{});
+  } else {
+    forward(std::false_type{});
+  }
   const int64_t count = static_cast<int64_t>(s.count);
   if (needs_grad({x, gamma, beta})) {
-    attach(y, "batch_norm", {x, gamma, beta},
+    attach(y, op, {x, gamma, beta},
            [s = std::move(s)](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              batch_norm_backward(s, dout, in);
            });
   }
-  return {y, mean, var, count};
+  return {y, mean, var, count, r_out, d_out};
+}
+
+}  // namespace
+
+BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                 float eps, const std::shared_ptr<BatchNormReducer>& reducer) {
+  return batch_norm_train_impl("batch_norm", x, gamma, beta, eps, reducer, nullptr);
+}
+
+BatchNormResult batch_renorm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                   float eps, const BatchRenormArgs& renorm,
+                                   const std::shared_ptr<BatchNormReducer>& reducer) {
+  return batch_norm_train_impl("batch_renorm", x, gamma, beta, eps, reducer, &renorm);
 }
 
 void merge_moments_into(double* a, const double* b, int64_t channels) {
@@ -565,7 +672,7 @@ Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor
   // step, which must not change the backward of a graph recorded before it. No reducer: they are
   // constants.
   const size_t C = static_cast<size_t>(d.C);
-  BatchNormSaved s{d, std::vector<double>(C), std::vector<double>(C), 0.0, nullptr};
+  BatchNormSaved s{d, std::vector<double>(C), std::vector<double>(C), 0.0, nullptr, {}, {}};
   const float* rm = running_mean.data();
   const float* rv = running_var.data();
   for (size_t c = 0; c < C; ++c) {
@@ -576,7 +683,8 @@ Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor
   float* y_p = y.data();
   const float *x_p = x.data(), *gamma_p = data_or_null(gamma), *beta_p = data_or_null(beta);
   for_channel_blocks(d, /*reverse=*/false, [&](int64_t c0, int64_t c1) {
-    batch_norm_normalize(y_p, x_p, s.mean.data(), s.rstd.data(), gamma_p, beta_p, d, c0, c1);
+    batch_norm_normalize<false>(y_p, x_p, s.mean.data(), s.rstd.data(), gamma_p, beta_p, nullptr,
+                                nullptr, d, c0, c1);
   });
   // Inputs are x, gamma, beta only: the running statistics are buffers and never receive a
   // gradient.

@@ -7,4 +7,5 @@ set(BNLAB_TEST_LAYERS_SOURCES
   tests/layers/test_activations.cpp
   tests/layers/test_instance_norm.cpp
   tests/layers/test_avg_pool.cpp
+  tests/layers/test_batch_renorm.cpp
 )
