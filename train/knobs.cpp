@@ -162,6 +162,12 @@ Knob factor(Knob k) {
   return k;
 }
 
+// A knob added after run directories existed: config.json files without it still load (default).
+Knob optional_in_json(Knob k) {
+  k.optional_in_json = true;
+  return k;
+}
+
 std::vector<Knob> make_knobs() {
   std::vector<Knob> t;
   t.push_back(factor(choice(
@@ -229,6 +235,27 @@ std::vector<Knob> make_knobs() {
       [](TrainConfig& c) -> float& { return c.model.bn_eps; }, 0, 1, true, false));
   bn_eps.optional_in_json = true;
   t.push_back(bn_eps);
+  // Batch renormalization's schedule (--norm batch-renorm; absent in older configs).
+  t.push_back(optional_in_json(factor(whole(
+      "model.renorm_warmup", "--renorm-warmup",
+      "batch-renorm: steps of plain batch norm (r_max 1, d_max 0) before the limits grow",
+      [](TrainConfig& c) -> int64_t& { return c.model.renorm_warmup; }, 0, kMaxSteps))));
+  t.push_back(optional_in_json(factor(whole(
+      "model.renorm_ramp", "--renorm-ramp",
+      "batch-renorm: steps over which r_max and d_max grow linearly to --renorm-rmax and "
+      "--renorm-dmax (0: at once)",
+      [](TrainConfig& c) -> int64_t& { return c.model.renorm_ramp; }, 0, kMaxSteps))));
+  t.push_back(optional_in_json(factor(real(
+      "model.renorm_rmax", "--renorm-rmax",
+      "batch-renorm: final r_max; r = sigma_batch / sigma_running is clipped to [1/r_max, r_max]",
+      [](TrainConfig& c) -> float& { return c.model.renorm_rmax; }, 1,
+      std::numeric_limits<float>::max(), false, false))));
+  t.push_back(optional_in_json(factor(real(
+      "model.renorm_dmax", "--renorm-dmax",
+      "batch-renorm: final d_max; d = (mu_batch - mu_running) / sigma_running is clipped to "
+      "[-d_max, d_max]",
+      [](TrainConfig& c) -> float& { return c.model.renorm_dmax; }, 0,
+      std::numeric_limits<float>::max(), false, false))));
   Knob epochs = whole(
       "epochs", "--epochs", "Epochs to train (when --steps is 0)",
       [](TrainConfig& c) -> int64_t& { return c.epochs; }, 0, kMaxEpochs);

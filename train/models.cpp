@@ -41,6 +41,19 @@ const std::vector<NormKind>& norm_kinds() {
          if (site == NormSite::kConv) return std::make_shared<BatchNorm2d>(o);
          return std::make_shared<BatchNorm1d>(o);
        }},
+      // BatchNorm's layer and running statistics, trained with batch renormalization's r and d on
+      // the spec's schedule (docs/ablation.md).
+      {"batch-renorm",
+       [](const ModelSpec& spec, int64_t channels, NormSite site) -> std::shared_ptr<Module> {
+         BatchNormOptions o{
+             .num_features = channels, .eps = spec.bn_eps, .momentum = spec.bn_momentum};
+         BatchRenormOptions renorm{.r_max = spec.renorm_rmax,
+                                   .d_max = spec.renorm_dmax,
+                                   .warmup = spec.renorm_warmup,
+                                   .ramp = spec.renorm_ramp};
+         if (site == NormSite::kConv) return std::make_shared<BatchRenorm2d>(o, renorm);
+         return std::make_shared<BatchRenorm1d>(o, renorm);
+       }},
       // Dense: over the features. Conv: over (C, H, W) per sample = GroupNorm with one group,
       // which keeps the parameters per channel and the model independent of the spatial size.
       {"layer",

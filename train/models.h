@@ -1,8 +1,8 @@
 // The model registry: models built by name from a ModelSpec, for the Trainer, experiments and
 // `load_trained_model`. The zoo (paper-mlp, mlp, deep-mlp, lenet, cifar-cnn, each with the
-// normalization as a choice of none | batch | layer | group | instance placed before or after the
-// activation; instance only in lenet and cifar-cnn) is registered from the start; register_model
-// adds a model of your own (examples/custom-ablation).
+// normalization as a choice of none | batch | batch-renorm | layer | group | instance placed before
+// or after the activation; instance only in lenet and cifar-cnn) is registered from the start;
+// register_model adds a model of your own (examples/custom-ablation).
 //
 // Matched arms share initial weights: normalization layers draw nothing from the Rng and every
 // Dense/Conv keeps its bias in every arm, so the same seed gives the same Dense/Conv weights with
@@ -24,17 +24,24 @@ namespace bnlab {
 struct ModelSpec {
   std::string name =
       "paper-mlp";  ///< a registered name: paper-mlp | mlp | deep-mlp | lenet | cifar-cnn | yours
-  std::string norm = "none";         ///< none | batch | layer | group | instance (conv models)
+  /// none | batch | batch-renorm | layer | group | instance (conv models)
+  std::string norm = "none";
   std::string placement = "before";  ///< before | after the activation
   int64_t groups = 8;        ///< GroupNorm: at most this many groups (largest divisor of the width)
   float dropout = -1.0f;     ///< < 0: the model's own default (lenet 0.5, others 0)
   std::string init = "";     ///< "" = the model's default; else an init::apply_scheme name
   float bn_momentum = 0.1f;  ///< BatchNorm running-statistics momentum (PyTorch's default)
   float bn_eps = 1e-5f;      ///< BatchNorm epsilon inside the sqrt (PyTorch's default)
-  int64_t channels = 1;      ///< input channels
-  int64_t height = 28;       ///< input height
-  int64_t width = 28;        ///< input width
-  int64_t num_classes = 10;  ///< logits per image
+  /// batch-renorm: steps of plain batch norm before r_max, d_max start to grow
+  int64_t renorm_warmup = BatchRenormOptions{}.warmup;
+  /// batch-renorm: steps over which r_max, d_max grow to their final values
+  int64_t renorm_ramp = BatchRenormOptions{}.ramp;
+  float renorm_rmax = BatchRenormOptions{}.r_max;  ///< batch-renorm: final r_max (>= 1)
+  float renorm_dmax = BatchRenormOptions{}.d_max;  ///< batch-renorm: final d_max (>= 0)
+  int64_t channels = 1;                            ///< input channels
+  int64_t height = 28;                             ///< input height
+  int64_t width = 28;                              ///< input width
+  int64_t num_classes = 10;                        ///< logits per image
 };
 
 /// A built model: the network and what training it needs besides its parameters.
@@ -55,8 +62,8 @@ struct Model {
 /// giving Dropout layers *model.dropout_rng (checkpoints save its state, so resume is exact). It
 /// may set model.probe and model.probe_width: the activation whose input percentiles the Trainer
 /// records (the BN paper's Figure 1 b, c); without them no percentiles are recorded. It should
-/// honour spec.norm (none | batch | layer | group | instance) and whichever other spec fields it
-/// means to vary in experiments.
+/// honour spec.norm (none | batch | batch-renorm | layer | group | instance) and whichever other
+/// spec fields it means to vary in experiments.
 using ModelFactory = std::function<void(Model& model, Rng& rng)>;
 
 /// Makes `factory` available under `name` to build_model, and through it to train(), Trainer,
@@ -80,7 +87,8 @@ ModelSpec with_geometry_of(ModelSpec spec, const ImageDataset& data);
 
 /// The registered model names: the zoo's five, then registered ones in registration order.
 std::vector<std::string> model_names();
-/// The normalization choices of ModelSpec::norm: none, batch, layer, group, instance.
+/// The normalization choices of ModelSpec::norm: none, batch, batch-renorm, layer, group,
+/// instance.
 const std::vector<std::string>& norm_names();
 
 }  // namespace bnlab

@@ -1,7 +1,8 @@
 // apps train --resume: a run stopped at a checkpoint and resumed reproduces the uninterrupted run
 // bit for bit -- weights, BatchNorm buffers, optimizer state, dropout generator, metrics -- both in
 // the middle of an epoch (mlp with dropout 0.3) and at an epoch boundary (lenet, dropout 0.5), and
-// with AdamW, a step-dependent schedule and 2 threads; a perturbed dropout generator state in the
+// with AdamW, a step-dependent schedule and 2 threads, and batch renormalization in the middle of
+// its r_max/d_max ramp; a perturbed dropout generator state in the
 // checkpoint shows the comparison would notice. Each resume is a new process, so this is the CI
 // check that N + M steps straight equal N steps, save, and M more (parameters and optimizer state
 // byte for byte). Resuming from a checkpoint taken on SIGINT is in test_interrupt.cpp.
@@ -127,4 +128,16 @@ TEST_CASE("apps.resume: adamw with a warmup-step schedule and group norm on 2 th
       "--schedule warmup:3+step:4:0.5 --batch-size 16 --eval-every 5 --threads 2 --data-dir " +
       shell_quote(dir.file("data"));
   check_resume_equals_uninterrupted(dir, flags, 10, 13, 4, "", 2);
+}
+
+TEST_CASE("apps.resume: batch renormalization resumed in the middle of its ramp") {
+  // Warm-up 4 and ramp 20: at the checkpoint (step 10) r_max and d_max are part-way up, so the
+  // resumed run must take each layer's schedule step from its num_batches_tracked to match.
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 96, 40);
+  const std::string flags =
+      "--model mlp --norm batch-renorm --renorm-warmup 4 --renorm-ramp 20 --batch-size 16 "
+      "--eval-every 5 --lr 0.1 --momentum 0.9 --threads 1 --data-dir " +
+      shell_quote(dir.file("data"));
+  check_resume_equals_uninterrupted(dir, flags, 10, 20, 5);
 }

@@ -198,6 +198,65 @@ TEST_CASE("apps.train: lenet with instance norm trains a few steps - an mlp refu
   CHECK(contains(sweep.output, "--norm instance applies to conv models (lenet, cifar-cnn)"));
 }
 
+TEST_CASE(
+    "apps.train: --norm batch-renorm trains, its settings reach config.json, bad ones exit 2") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 96, 40);
+  const std::string out = dir.file("lenet");
+  // Warm-up 1 and ramp 2: steps 3 and 4 run with r and d active.
+  CliResult r = run_cli(
+      "train --model lenet --norm batch-renorm --renorm-warmup 1 --renorm-ramp 2 --steps 4 "
+      "--eval-every 2 --batch-size 16 --summary " +
+      common_flags(dir) + " --out " + shell_quote(out));
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.output, "renorm r_max 3 d_max 5 warm-up 1 ramp 2"));
+  CHECK(contains(r.output, "BatchRenorm2d"));
+  CHECK(contains(r.output, "BatchRenorm1d"));  // after lenet's dense layer
+  auto rows = parse_csv(read_text(out + "/metrics.csv"));
+  REQUIRE(rows.size() == 4);  // header, steps 0, 2 and 4
+  CHECK(std::isfinite(num(rows[3][2])));
+  CHECK(std::isfinite(num(rows[3][4])));
+  // BatchNorm's state_dict: each norm layer counted its 4 batches.
+  int layers = 0;
+  for (const bnlab::NamedTensor& t : bnlab::load_safetensors(out + "/model.safetensors").tensors) {
+    if (t.name.find("num_batches_tracked") == std::string::npos) continue;
+    ++layers;
+    CHECK(t.tensor.item() == 4.0f);
+  }
+  CHECK(layers == 3);
+  const json config = json::parse(read_text(out + "/config.json"));
+  CHECK(config["model"]["norm"] == "batch-renorm");
+  CHECK(config["model"]["renorm_warmup"] == 1);
+  CHECK(config["model"]["renorm_ramp"] == 2);
+  CHECK(config["model"]["renorm_rmax"] == 3.0);
+  CHECK(config["model"]["renorm_dmax"] == 5.0);
+  // eval uses the running statistics, as for batch norm.
+  CliResult ev = run_cli("eval --checkpoint " + shell_quote(out) + " --data-dir " +
+                         shell_quote(dir.file("data")));
+  CAPTURE(ev.output);
+  CHECK(ev.exit_code == 0);
+  // The schedule is part of the run: a resume that changes it is refused.
+  CliResult conflict = run_cli("train --resume " + shell_quote(out) + " --renorm-rmax 2");
+  CAPTURE(conflict.output);
+  CHECK(conflict.exit_code == 2);
+  CHECK(contains(conflict.output, "has model.renorm_rmax = 3"));
+  // Out-of-range settings exit 2 naming the flag and the rule, before any data is read.
+  for (const auto& [flag, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--renorm-rmax 0.5", "--renorm-rmax: must be a finite number >= 1, got '0.5'"},
+           {"--renorm-dmax -1", "--renorm-dmax: must be a finite number >= 0, got '-1'"},
+           {"--renorm-warmup -3", "--renorm-warmup: must be a whole number from 0"},
+           {"--renorm-ramp 1.5", "--renorm-ramp: must be a whole number from 0"}}) {
+    CAPTURE(flag);
+    CliResult bad = run_cli("train --model mlp --norm batch-renorm --steps 2 " + flag + " " +
+                            common_flags(dir) + " --out " + shell_quote(dir.file("bad")));
+    CAPTURE(bad.output);
+    CHECK(bad.exit_code == 2);
+    CHECK(contains(bad.output, message));
+    CHECK(!fs::exists(dir.file("bad")));
+  }
+}
+
 TEST_CASE("apps.train: a diverging run stops, says so and exits 3") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 96, 40);
