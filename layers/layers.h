@@ -15,3 +15,4 @@
 #include "layers/layer_norm.h"
 #include "layers/max_pool.h"
 #include "layers/module.h"
+#include "layers/rnn.h"

@@ -13,4 +13,5 @@ set(BNLAB_LAYERS_SOURCES
   layers/layer_norm.cpp
   layers/group_norm.cpp
   layers/instance_norm.cpp
+  layers/rnn.cpp
 )

@@ -8,4 +8,5 @@ set(BNLAB_TEST_LAYERS_SOURCES
   tests/layers/test_instance_norm.cpp
   tests/layers/test_avg_pool.cpp
   tests/layers/test_batch_renorm.cpp
+  tests/layers/test_rnn.cpp
 )
