@@ -477,7 +477,8 @@ void check_config(const TrainConfig& c) {
       BNLAB_FAIL("--schedule ", c.schedule, " does not fit --steps ", c.steps, ": ", e.what());
     }
   }
-  const std::vector<std::string> zoo{"paper-mlp", "mlp", "deep-mlp", "lenet", "cifar-cnn"};
+  const std::vector<std::string> zoo{"paper-mlp", "mlp",       "deep-mlp",
+                                     "lenet",     "cifar-cnn", "row-rnn"};
   // A zoo model is built here once on MNIST's geometry: whether it takes the norm (instance needs
   // convs) and its probe width do not depend on the input, so a bad pair is refused before any data
   // is read. A registered model's may depend on the input, so the Trainer checks those once it has
@@ -489,9 +490,9 @@ void check_config(const TrainConfig& c) {
     spec.num_classes = 10;
     Rng rng(0);
     Model m = build_model(spec, rng);
-    BNLAB_CHECK(c.probe_unit < m.probe_width, "--probe-unit must be -1 (off) or a unit from 0 to ",
-                m.probe_width - 1, " of ", c.model.name, "'s last hidden layer, got ",
-                c.probe_unit);
+    BNLAB_CHECK(m.probe == nullptr || c.probe_unit < m.probe_width,
+                "--probe-unit must be -1 (off) or a unit from 0 to ", m.probe_width - 1, " of ",
+                c.model.name, "'s last hidden layer, got ", c.probe_unit);
   }
 }
 

@@ -1,8 +1,9 @@
 // The model registry: models built by name from a ModelSpec, for the Trainer, experiments and
 // `load_trained_model`. The zoo (paper-mlp, mlp, deep-mlp, lenet, cifar-cnn, each with the
 // normalization as a choice of none | batch | batch-renorm | layer | group | instance placed before
-// or after the activation; instance only in lenet and cifar-cnn) is registered from the start;
-// register_model adds a model of your own (examples/custom-ablation).
+// or after the activation; instance only in lenet and cifar-cnn; and row-rnn, a tanh RNN reading an
+// image a row per time step, with none | layer | batch of its recurrent pre-activation) is
+// registered from the start; register_model adds a model of your own (examples/custom-ablation).
 //
 // Matched arms share initial weights: normalization layers draw nothing from the Rng and every
 // Dense/Conv keeps its bias in every arm, so the same seed gives the same Dense/Conv weights with
@@ -22,8 +23,8 @@ namespace bnlab {
 /// What build_model builds: the registered model's name, its normalization choices, and the data's
 /// geometry (the Trainer fills in the last four from the dataset).
 struct ModelSpec {
-  std::string name =
-      "paper-mlp";  ///< a registered name: paper-mlp | mlp | deep-mlp | lenet | cifar-cnn | yours
+  std::string name = "paper-mlp";  ///< registered: paper-mlp | mlp | deep-mlp | lenet | cifar-cnn |
+                                   ///< row-rnn | yours
   /// none | batch | batch-renorm | layer | group | instance (conv models)
   std::string norm = "none";
   std::string placement = "before";  ///< before | after the activation
@@ -74,7 +75,7 @@ using ModelFactory = std::function<void(Model& model, Rng& rng)>;
 void register_model(const std::string& name, ModelFactory factory, float default_lr = 0.01f);
 
 /// The registered model's default learning rate (paper-mlp 0.5, mlp 0.1, lenet 0.05, cifar-cnn
-/// 0.05). Throws for an unknown name.
+/// 0.05, row-rnn 0.02). Throws for an unknown name.
 float default_lr(const std::string& name);
 
 /// Builds the registered model spec.name with weights drawn from `rng`. Throws listing the
@@ -85,7 +86,7 @@ Model build_model(const ModelSpec& spec, Rng& rng);
 /// least 2): what the Trainer and load_trained_model build.
 ModelSpec with_geometry_of(ModelSpec spec, const ImageDataset& data);
 
-/// The registered model names: the zoo's five, then registered ones in registration order.
+/// The registered model names: the zoo's six, then registered ones in registration order.
 std::vector<std::string> model_names();
 /// The normalization choices of ModelSpec::norm: none, batch, batch-renorm, layer, group,
 /// instance.

@@ -5,4 +5,5 @@ set(BNLAB_TEST_TRAIN_SOURCES
   tests/train/test_eval_controls.cpp
   tests/train/test_study.cpp
   tests/train/test_fidelity.cpp
+  tests/train/test_recurrent.cpp
 )
