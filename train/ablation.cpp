@@ -327,7 +327,8 @@ void apply_preset(AblationSpec& spec, const std::string& preset) {
   spec.factors = preset_factors(preset);
   // Smaller batches must not see fewer images: the question is the batch's statistics, not the
   // amount of training (issue 15: batch 2 at fixed steps saw a third of an epoch).
-  if (preset == "batch-size" || preset == "inference") spec.equal_samples = true;
+  if (preset == "batch-size" || preset == "inference" || preset == "recurrent")
+    spec.equal_samples = true;
   if (preset == "gradient-flow") spec.base.grad_stats = true;  // each run's grad_norms.png
   // Overfitting needs a small training set trained long; the gap needs train accuracy measured as
   // the test accuracy is, in eval mode.
@@ -345,7 +346,7 @@ void apply_preset(AblationSpec& spec, const std::string& preset) {
 
 std::vector<std::string> preset_names() {
   return {"fig1",    "lr",      "batch-size",    "init",           "placement", "norm",
-          "dropout", "dataset", "gradient-flow", "regularization", "inference"};
+          "dropout", "dataset", "gradient-flow", "regularization", "inference", "recurrent"};
 }
 
 std::vector<Factor> preset_factors(const std::string& preset) {
@@ -371,6 +372,16 @@ std::vector<Factor> preset_factors(const std::string& preset) {
   // motivation); equal samples and the linear rule keep the comparison about the statistics.
   if (preset == "inference") {
     return {{"norm", {"batch"}}, {"batch-size", {"4", "60"}}, {"lr-scaling", {"linear"}}};
+  }
+  // Batch statistics in a recurrent network (LayerNorm's motivation): row-rnn with one BatchNorm
+  // per time step against LayerNorm and none, at a batch large enough for BN and one that is not
+  // (equal samples and the linear rule, as in inference, so the batch's statistics are the
+  // difference).
+  if (preset == "recurrent") {
+    return {{"model", {"row-rnn"}},
+            {"norm", {"none", "layer", "batch"}},
+            {"batch-size", {"4", "60"}},
+            {"lr-scaling", {"linear"}}};
   }
   if (preset == "dataset")
     return {{"norm", {"none", "batch"}}, {"dataset", {"mnist", "fashion-mnist"}}};

@@ -66,7 +66,7 @@ const std::vector<std::pair<std::string, std::string>>& factor_help();
 /// "norm=none,batch" -> Factor; throws naming the spec and the known factors.
 Factor parse_factor(const std::string& spec);
 /// Named presets: fig1 (default), lr, batch-size, init, placement, norm, dropout, dataset,
-/// regularization, inference, gradient-flow.
+/// regularization, inference, gradient-flow, recurrent.
 std::vector<Factor> preset_factors(const std::string& preset);
 /// Sets spec's factors, and the controls the preset needs to answer its question (batch-size: equal
 /// samples seen and the linear learning-rate rule next to the unscaled one).

@@ -1,12 +1,13 @@
 // The recurrent question (issue 15): the row-rnn zoo model (MNIST read a row per time step by
 // layers/rnn.h) with each normalization it takes, its refusals, a few training steps on a tiny
-// MNIST.
+// MNIST, and the recurrent preset's arms.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
 
 #include "apps/apps_test_util.h"
+#include "train/ablation.h"
 #include "train/knobs.h"
 #include "train/models.h"
 #include "train/trainer.h"
@@ -106,4 +107,31 @@ TEST_CASE("train.recurrent: row-rnn trains on a tiny MNIST with each normalizati
     // It learns: the evaluation loss falls from the untrained model's.
     CHECK(r.rows.back().eval_loss < r.rows.front().eval_loss);
   }
+}
+
+TEST_CASE("train.recurrent: the recurrent preset's arms") {
+  AblationSpec spec;
+  spec.base.batch_size = 60;
+  spec.base.steps = 1000;
+  spec.base.model.name = "paper-mlp";
+  spec.lr_from_model = true;
+  apply_preset(spec, "recurrent");
+  CHECK(spec.equal_samples);
+  CHECK(std::find(preset_names().begin(), preset_names().end(), "recurrent") !=
+        preset_names().end());
+  std::vector<Arm> arms = expand_arms(spec);
+  REQUIRE(arms.size() == 6);
+  const float lr = default_lr("row-rnn");
+  for (size_t i = 0; i < arms.size(); ++i) {
+    const Arm& a = arms[i];
+    CAPTURE(a.name);
+    CHECK(a.config.model.name == "row-rnn");
+    CHECK(a.config.model.norm == std::vector<std::string>{"none", "layer", "batch"}[i / 2]);
+    const bool small = i % 2 == 0;
+    CHECK(a.config.batch_size == (small ? 4 : 60));
+    // Equal samples (15x the steps at batch 4) and the linear rule (lr x 4 / 60).
+    CHECK(a.config.steps == (small ? 15000 : 1000));
+    CHECK(a.config.lr == doctest::Approx(small ? lr * 4.0f / 60.0f : lr));
+  }
+  CHECK(arms[0].name == "model=row-rnn,norm=none,batch-size=4,lr-scaling=linear");
 }
