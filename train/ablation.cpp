@@ -371,7 +371,9 @@ std::vector<Factor> preset_factors(const std::string& preset) {
   // Small batches are where the running averages and the batch statistics part (Batch Renorm's
   // motivation); equal samples and the linear rule keep the comparison about the statistics.
   if (preset == "inference") {
-    return {{"norm", {"batch"}}, {"batch-size", {"4", "60"}}, {"lr-scaling", {"linear"}}};
+    return {{"norm", {"batch", "batch-renorm"}},
+            {"batch-size", {"4", "60"}},
+            {"lr-scaling", {"linear"}}};
   }
   // Batch statistics in a recurrent network (LayerNorm's motivation): row-rnn with one BatchNorm
   // per time step against LayerNorm and none, at a batch large enough for BN and one that is not
