@@ -111,8 +111,8 @@ inline float square_error(float a, float hi) {
 /// Phi(x), the standard normal CDF 0.5 erfc(-x / sqrt 2), relative accuracy in both tails.
 inline float normal_cdf(float x) {
   // erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z/2), z = |x| / sqrt 2 (Numerical Recipes' erfcc).
-  // Phi(-20) is 3e-89, 0 in float: clamping there keeps x^2 and its rounding error finite (inf - inf is NaN).
-  // NaN fails the test and is restored at the end.
+  // Phi(-20) is 3e-89, 0 in float: clamping there keeps x^2 and its rounding error finite (inf -
+  // inf is NaN). NaN fails the test and is restored at the end.
   float a = std::fabs(x) < 20.0f ? std::fabs(x) : 20.0f;
   float z = a * 0.70710678118654752f;
   float t = 1.0f / (1.0f + 0.5f * z);
