@@ -45,11 +45,16 @@ void fold(const Tensor& weight, const Tensor& bias, const BatchNorm& bn, const T
 // training mode is checked by the caller), else null.
 const BatchNorm* foldable(const Module& layer, const Module& next) {
   if (layer.has_forward_hooks() || next.has_forward_hooks()) return nullptr;
-  // Exact types: a subclass may compute something else, and the pair is replaced.
+  // Exact types: a subclass may compute something else, and the pair is replaced. BatchRenorm1d/2d
+  // are listed by name: in eval they are BatchNorm with its running statistics (batch_norm_eval),
+  // as the fold assumes; r and d exist only in training, which the caller refuses.
+  const std::type_info& bn_type = typeid(next);
+  const bool bn1d = bn_type == typeid(BatchNorm1d) || bn_type == typeid(BatchRenorm1d);
+  const bool bn2d = bn_type == typeid(BatchNorm2d) || bn_type == typeid(BatchRenorm2d);
   int64_t outputs = 0;
-  if (typeid(layer) == typeid(Dense) && typeid(next) == typeid(BatchNorm1d)) {
+  if (typeid(layer) == typeid(Dense) && bn1d) {
     outputs = static_cast<const Dense&>(layer).options().out_features;
-  } else if (typeid(layer) == typeid(Conv2d) && typeid(next) == typeid(BatchNorm2d)) {
+  } else if (typeid(layer) == typeid(Conv2d) && bn2d) {
     outputs = static_cast<const Conv2d&>(layer).options().out_channels;
   } else {
     return nullptr;

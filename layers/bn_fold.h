@@ -11,8 +11,10 @@
 // Sequential of the model (the model itself and any descendant), each foldable pair of adjacent
 // children i, i + 1 becomes the folded layer (always with a bias) at i and an Identity at i + 1,
 // so every other child keeps its name and its state_dict keys. A pair is foldable when:
-//   - it is a Dense followed by a BatchNorm1d, or a Conv2d followed by a BatchNorm2d (exactly these
-//     types, not subclasses), with the layer's outputs = the BatchNorm's num_features;
+//   - it is a Dense followed by a BatchNorm1d or BatchRenorm1d, or a Conv2d followed by a
+//     BatchNorm2d or BatchRenorm2d (exactly these types, not other subclasses), with the layer's
+//     outputs = the BatchNorm's num_features. Batch renormalization differs from BatchNorm only in
+//     training (r and d); in eval it is BatchNorm with its running statistics, which the fold uses;
 //   - the BatchNorm tracks running statistics (without them, eval normalizes with the batch's);
 //   - neither module has a forward hook (a hook must see the module it was registered on, so such
 //     a pair is left as it is).
@@ -34,8 +36,8 @@
 
 namespace bnlab {
 
-/// Folds each eval-mode Dense + BatchNorm1d and Conv2d + BatchNorm2d pair in the Sequentials of
-/// `model` into one layer followed by an Identity, in place (see above); returns the number of
+/// Folds each eval-mode Dense + BatchNorm1d/BatchRenorm1d and Conv2d + BatchNorm2d/BatchRenorm2d
+/// pair in the Sequentials of `model` into one layer followed by an Identity, in place (see above); returns the number of
 /// pairs folded. Throws, changing nothing, when a foldable pair is in training mode.
 int64_t fold_batch_norm(Module& model);
 

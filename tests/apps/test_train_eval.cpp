@@ -231,11 +231,16 @@ TEST_CASE(
   CHECK(config["model"]["renorm_ramp"] == 2);
   CHECK(config["model"]["renorm_rmax"] == 3.0);
   CHECK(config["model"]["renorm_dmax"] == 5.0);
-  // eval uses the running statistics, as for batch norm.
-  CliResult ev = run_cli("eval --checkpoint " + shell_quote(out) + " --data-dir " +
+  // eval uses the running statistics, as for batch norm, and folds the three BatchRenorm layers
+  // into the convs and the dense layer before them: the run's last evaluation (unfolded, in the
+  // trainer) is reproduced.
+  CliResult ev = run_cli("eval --checkpoint " + shell_quote(out) + " --json --data-dir " +
                          shell_quote(dir.file("data")));
   CAPTURE(ev.output);
   CHECK(ev.exit_code == 0);
+  const json report = json::parse(read_text(out + "/eval_mnist_test.json"));
+  CHECK(report["accuracy"].get<double>() == doctest::Approx(num(rows[3][5])).epsilon(1e-6));
+  CHECK(report["loss"].get<double>() == doctest::Approx(num(rows[3][4])).epsilon(1e-4));
   // The schedule is part of the run: a resume that changes it is refused.
   CliResult conflict = run_cli("train --resume " + shell_quote(out) + " --renorm-rmax 2");
   CAPTURE(conflict.output);

@@ -1,9 +1,9 @@
 // Explicit BatchNorm folding for inference (layers/bn_fold.h): fold_batch_norm replaces each
-// eval-mode Dense + BatchNorm1d / Conv2d + BatchNorm2d pair in a model's Sequentials by the folded
-// layer and an Identity, equal to the unfolded model within float rounding; it refuses a pair in
-// training mode without changing anything, leaves pairs with hooks or without running statistics
-// alone, and folding a second instance leaves the original's state untouched. Sequential::forward
-// itself never folds.
+// eval-mode Dense + BatchNorm1d / Conv2d + BatchNorm2d pair (BatchRenorm1d/2d too) in a model's
+// Sequentials by the folded layer and an Identity, equal to the unfolded model within float
+// rounding; it refuses a pair in training mode without changing anything, leaves pairs with hooks
+// or without running statistics alone, and folding a second instance leaves the original's state
+// untouched. Sequential::forward itself never folds.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -14,6 +14,7 @@
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "layers/layers.h"
+#include "optim/sgd.h"
 
 using namespace bnlab;
 
@@ -110,6 +111,78 @@ TEST_CASE("layers.bn_fold: Dense + BatchNorm1d folds into one Dense equal to the
     CHECK(max_diff(net(x), unfolded) < 1e-5f);
     CHECK(fold_batch_norm(net) == 0);  // nothing left to fold
   }
+}
+
+TEST_CASE("layers.bn_fold: BatchRenorm pairs trained with r and d clipped fold like BatchNorm") {
+  // Conv2d + BatchRenorm2d and Dense + BatchRenorm1d, trained a few SGD steps with limits tight
+  // enough (r_max 1.2, d_max 0.1 from the first step) that r and d are clipped: the running
+  // statistics and affine parameters are those of a real batch-renorm run, and eval, which uses
+  // them as BatchNorm does, must equal the folded model.
+  const BatchRenormOptions limits{.r_max = 1.2f, .d_max = 0.1f, .warmup = 0, .ramp = 0};
+  auto make = [&](bool renorm) {
+    Rng rng(21);
+    auto bn2d = renorm ? std::static_pointer_cast<BatchNorm>(std::make_shared<BatchRenorm2d>(
+                             BatchNormOptions{.num_features = 3}, limits))
+                       : std::make_shared<BatchNorm2d>(BatchNormOptions{.num_features = 3});
+    auto bn1d = renorm ? std::static_pointer_cast<BatchNorm>(std::make_shared<BatchRenorm1d>(
+                             BatchNormOptions{.num_features = 4}, limits))
+                       : std::make_shared<BatchNorm1d>(BatchNormOptions{.num_features = 4});
+    return std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{
+        std::make_shared<Conv2d>(
+            Conv2dOptions{.in_channels = 2, .out_channels = 3, .kernel = 3, .padding = 1}, rng),
+        bn2d, std::make_shared<ReLU>(), std::make_shared<Flatten>(),
+        std::make_shared<Dense>(DenseOptions{.in_features = 3 * 4 * 4, .out_features = 4}, rng),
+        bn1d, std::make_shared<ReLU>(),
+        std::make_shared<Dense>(DenseOptions{.in_features = 4, .out_features = 3}, rng)});
+  };
+  auto renorm_net = make(true), plain_net = make(false);
+  // The first batch the BatchRenorm2d sees, to check that r and d were clipped there.
+  Tensor first_input;
+  (*renorm_net)[1].register_forward_hook([&](const Module&, const Tensor& in, const Tensor&) {
+    if (!first_input.defined()) first_input = in.detach();
+  });
+  for (auto* net : {renorm_net.get(), plain_net.get()}) {
+    Rng data(22);
+    Sgd sgd(net->parameters(), {.lr = 0.1f});
+    for (int step = 0; step < 6; ++step) {
+      // Inputs off centre and wide, so batch statistics stay far from the running ones.
+      Tensor x = Tensor::normal({8, 2, 4, 4}, data, 1.5f, 2.0f);
+      std::vector<int64_t> labels;
+      for (int64_t n = 0; n < 8; ++n) labels.push_back((n + step) % 3);
+      sgd.zero_grad();
+      cross_entropy((*net)(x), labels).backward();
+      sgd.step();
+    }
+  }
+  REQUIRE(first_input.defined());
+  // Against the initial running statistics (mean 0, var 1), as the layer measured them.
+  BatchNormResult first =
+      batch_renorm_train(first_input, {}, {}, 1e-5f,
+                         {Tensor::zeros({3}), Tensor::ones({3}), limits.r_max, limits.d_max});
+  auto at = [](float v, float bound) { return std::fabs(v - bound) < 1e-6f; };
+  int clipped = 0;
+  for (int64_t c = 0; c < 3; ++c) {
+    const float r = first.r.data()[c], d = first.d.data()[c];
+    clipped += at(r, limits.r_max) || at(r, 1.0f / limits.r_max);
+    clipped += at(std::fabs(d), limits.d_max);
+  }
+  CHECK(clipped > 0);
+  auto& brn2d = dynamic_cast<BatchNorm&>((*renorm_net)[1]);
+  CHECK(brn2d.num_batches_tracked() == 6);
+  CHECK(brn2d.running_var().data()[0] != 1.0f);
+  // Not BatchNorm in disguise: the same steps with BatchNorm train other weights.
+  CHECK(flat_state(*renorm_net) != flat_state(*plain_net));
+
+  (*renorm_net)[1].clear_forward_hooks();  // a hooked pair would stay unfolded
+  renorm_net->eval();
+  Rng rng(23);
+  Tensor x = Tensor::normal({5, 2, 4, 4}, rng, 1.5f, 2.0f);
+  NoGradGuard no_grad;
+  Tensor unfolded = (*renorm_net)(x);
+  CHECK(fold_batch_norm(*renorm_net) == 2);
+  CHECK(types(*renorm_net) == std::vector<std::string>{"Conv2d", "Identity", "ReLU", "Flatten",
+                                                       "Dense", "Identity", "ReLU", "Dense"});
+  CHECK(max_diff((*renorm_net)(x), unfolded) < 1e-5f);
 }
 
 TEST_CASE("layers.bn_fold: every pair of a CNN folds, nested ones too, and names stay put") {

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/apps_test_util.h"
+#include "core/autograd.h"
 #include "core/serialize.h"
 #include "train/models.h"
 #include "train/trainer.h"
@@ -179,4 +180,39 @@ TEST_CASE("train.trainer: a registered model resumes bit for bit and reloads fro
   Model reloaded = load_trained_model(cfg.out_dir, data.train, &loaded_cfg);
   CHECK(loaded_cfg.model.name == "test-two-layer");
   CHECK(weights_of(reloaded) == weights_of(straight.model()));
+}
+
+TEST_CASE("train.registry: zoo models with batch-renorm fold for inference as with batch") {
+  // What bnlab eval and bench do to a trained model: eval(), then fold_batch_norm. Each zoo model
+  // built with batch-renorm has its norm layers in the same places as with batch, so as many pairs
+  // fold, and the folded model computes what the unfolded one did.
+  for (const std::string name : {"paper-mlp", "lenet"}) {
+    CAPTURE(name);
+    int64_t folded[2] = {0, 0};
+    for (int arm = 0; arm < 2; ++arm) {
+      ModelSpec spec;
+      spec.name = name;
+      spec.norm = arm == 0 ? "batch" : "batch-renorm";
+      spec.renorm_warmup = 0;  // r and d active from the first batch
+      spec.renorm_ramp = 0;
+      Rng rng(31);
+      Model m = build_model(spec, rng);
+      Rng data(32);
+      {
+        NoGradGuard no_grad;  // train-mode batches: running statistics that are not 0 and 1
+        for (int i = 0; i < 3; ++i) (*m.net)(Tensor::normal({6, 1, 28, 28}, data, 0.5f, 1.5f));
+      }
+      m.net->eval();
+      Tensor x = Tensor::normal({4, 1, 28, 28}, data);
+      NoGradGuard no_grad;
+      const std::vector<float> unfolded = (*m.net)(x).to_vector();
+      folded[arm] = fold_batch_norm(*m.net);
+      const std::vector<float> y = (*m.net)(x).to_vector();
+      REQUIRE(y.size() == unfolded.size());
+      for (size_t i = 0; i < y.size(); ++i)
+        CHECK(y[i] == doctest::Approx(unfolded[i]).epsilon(1e-5).scale(1.0));
+    }
+    CHECK(folded[0] == 3);
+    CHECK(folded[1] == folded[0]);
+  }
 }
