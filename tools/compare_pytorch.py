@@ -129,10 +129,15 @@ def _group_count(channels, limit):
     return 1
 
 
-def _make_norm(norm, channels, spatial, groups, bn_eps=1e-5, bn_momentum=0.1):
+def _make_norm(norm, channels, spatial, groups, bn_eps=1e-5, bn_momentum=0.1, renorm=None):
     if norm == "batch":
         bn = nn.BatchNorm2d if spatial else nn.BatchNorm1d
         return bn(channels, eps=bn_eps, momentum=bn_momentum)
+    if norm == "batch-renorm":
+        # PyTorch has none: tools/torch_batch_renorm.py mirrors bnlab's (BatchNorm's state_dict).
+        from torch_batch_renorm import BatchRenorm1d, BatchRenorm2d
+        brn = BatchRenorm2d if spatial else BatchRenorm1d
+        return brn(channels, eps=bn_eps, momentum=bn_momentum, **(renorm or {}))
     if norm == "layer":
         # Conv: GroupNorm with one group (over C, H, W, per-channel affine), as models.cpp.
         return nn.GroupNorm(1, channels) if spatial else nn.LayerNorm(channels)
@@ -147,10 +152,11 @@ def _make_norm(norm, channels, spatial, groups, bn_eps=1e-5, bn_momentum=0.1):
 
 
 def build_torch_model(name, norm, placement="before", groups=8, num_classes=10, dropout=0.0,
-                      bn_eps=1e-5, bn_momentum=0.1, geometry=None):
+                      bn_eps=1e-5, bn_momentum=0.1, geometry=None, renorm=None):
     """The torch.nn.Sequential equivalent of build_model: Dropout(p) where the zoo puts its dropout
     layer, none for p = 0 (the parity check's setting). geometry: (C, H, W) of the inputs, default
-    input_geometry(name)."""
+    input_geometry(name). renorm: batch-renorm's schedule, {r_max, d_max, warmup, ramp} (default
+    BatchRenormOptions')."""
     C, H, W = geometry or input_geometry(name)
     K = num_classes
     layers = []
@@ -160,7 +166,7 @@ def build_torch_model(name, norm, placement="before", groups=8, num_classes=10, 
             layers.append(nn.Dropout(dropout))
 
     def norm_act(channels, spatial, act):
-        n = _make_norm(norm, channels, spatial, groups, bn_eps, bn_momentum)
+        n = _make_norm(norm, channels, spatial, groups, bn_eps, bn_momentum, renorm)
         if n is not None and placement == "before":
             layers.append(n)
         layers.append(act)

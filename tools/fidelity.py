@@ -18,12 +18,14 @@ points outside is at most the 99th percentile of Binomial(points, 0.05), what a 
 would give by chance; else outside. Exit status: 0 faithful, 1 outside, 2 cannot run.
 
     bash tools/fidelity.sh --preset fig1 --steps 2000 --eval-every 100 --seeds 3
+    bash tools/fidelity.sh --vary norm=batch,batch-renorm --renorm-warmup 100 --renorm-ramp 400 \
+        --steps 2000 --eval-every 100 --seeds 3
     /usr/bin/python3 tools/fidelity.py --exe build/bnlab --preset fig1 --steps 300 --seeds 2
 
 Any other option is passed to `bnlab ablate` (e.g. --model lenet --vary norm=none,batch). The twin
-supports the zoo (paper-mlp, deep-mlp, mlp, lenet, cifar-cnn; norms none, batch, layer, group,
-instance; placement; dropout; init default or normal:S), plain or momentum SGD with a constant
-rate, label smoothing, on mnist, fashion-mnist and cifar10 without augmentation or a validation
+supports the zoo (paper-mlp, deep-mlp, mlp, lenet, cifar-cnn; norms none, batch, batch-renorm
+(tools/torch_batch_renorm.py, with the run's schedule), layer, group, instance; placement; dropout;
+init default or normal:S), plain or momentum SGD with a constant rate, label smoothing, on mnist, fashion-mnist and cifar10 without augmentation or a validation
 split; an arm it cannot mirror stops the tool with status 2 rather than being compared wrongly.
 """
 
@@ -185,7 +187,7 @@ def check_supported(cfg):
     problems = []
     if model not in ("paper-mlp", "deep-mlp", "mlp", "lenet", "cifar-cnn"):
         problems.append(f"model {model}")
-    if cfg["norm"] not in ("none", "batch", "layer", "group", "instance"):
+    if cfg["norm"] not in ("none", "batch", "batch-renorm", "layer", "group", "instance"):
         problems.append(f"norm {cfg['norm']}")
     init = cfg.get("init") or ""
     if not (init in ("", "default") or init.startswith("normal:")):
@@ -212,9 +214,13 @@ def build_twin(cfg, geometry, classes):
     dropout = cfg.get("dropout", -1.0)
     if dropout < 0:
         dropout = 0.5 if cfg["model"] == "lenet" else 0.0
+    # batch-renorm's schedule (config.json's model.renorm_*; absent before it existed).
+    renorm = {key: cfg[f"renorm_{name}"]
+              for key, name in (("r_max", "rmax"), ("d_max", "dmax"), ("warmup", "warmup"),
+                                ("ramp", "ramp")) if f"renorm_{name}" in cfg}
     net = build_torch_model(cfg["model"], cfg["norm"], cfg.get("placement", "before"),
                             cfg.get("groups", 8), classes, dropout, cfg.get("bn_eps", 1e-5),
-                            cfg.get("bn_momentum", 0.1), geometry)
+                            cfg.get("bn_momentum", 0.1), geometry, renorm)
     init = cfg.get("init") or default_init(cfg["model"])
     if init.startswith("normal:"):
         std = float(init[len("normal:"):])

@@ -82,12 +82,20 @@ std::vector<int64_t> epoch_order(int64_t epoch) {
   return order;
 }
 
+// make_reference.py's batch-renorm arm: RENORM_STEPS and its schedule RENORM.
+constexpr int64_t kRenormSteps = 100;
+constexpr BatchRenormOptions kRenorm{.r_max = 3.0f, .d_max = 1.0f, .warmup = 10, .ramp = 20};
+
 // paper-mlp with the formula's weights: layer l's W[o][i] = 0.01 z, biases 0.
-Model make_model(const std::string& norm, float bn_eps = 1e-5f) {
+Model make_model(const std::string& norm, float bn_eps, const BatchRenormOptions& renorm) {
   ModelSpec spec;
   spec.name = "paper-mlp";
   spec.norm = norm;
   spec.bn_eps = bn_eps;
+  spec.renorm_rmax = renorm.r_max;
+  spec.renorm_dmax = renorm.d_max;
+  spec.renorm_warmup = renorm.warmup;
+  spec.renorm_ramp = renorm.ramp;
   Rng rng(0);
   Model model = build_model(spec, rng);
   uint32_t layer = 0;
@@ -114,9 +122,10 @@ struct Trajectory {
   std::map<int64_t, std::pair<double, double>> eval;  // step -> (loss, accuracy)
 };
 
-Trajectory train_arm(const std::string& norm, float bn_eps = 1e-5f, float lr = 0.5f) {
+Trajectory train_arm(const std::string& norm, float bn_eps = 1e-5f, float lr = 0.5f,
+                     int64_t steps = kSteps, const BatchRenormOptions& renorm = kRenorm) {
   const Examples train = make_examples(0, kTrain), held = make_examples(kTrain, kEval);
-  Model model = make_model(norm, bn_eps);
+  Model model = make_model(norm, bn_eps, renorm);
   std::vector<Tensor> params;
   for (const auto& [name, p] : model.net->named_parameters()) params.push_back(p);
   Sgd sgd(params, SgdOptions{.lr = lr});
@@ -137,7 +146,7 @@ Trajectory train_arm(const std::string& norm, float bn_eps = 1e-5f, float lr = 0
   std::vector<int64_t> order;
   Tensor images = Tensor::empty({kBatch, 1, 28, 28});
   std::vector<int64_t> labels(kBatch);
-  for (int64_t step = 1; step <= kSteps; ++step) {
+  for (int64_t step = 1; step <= steps; ++step) {
     const int64_t epoch = (step - 1) / per_epoch, b = (step - 1) % per_epoch;
     if (b == 0) order = epoch_order(epoch);
     for (int64_t n = 0; n < kBatch; ++n) {
@@ -155,10 +164,9 @@ Trajectory train_arm(const std::string& norm, float bn_eps = 1e-5f, float lr = 0
   return t;
 }
 
-// The reference CSV: per arm, the same fields.
-std::map<std::string, Trajectory> read_reference() {
-  const auto path =
-      std::filesystem::path(BNLAB_SOURCE_DIR) / "tests/train/fidelity/fig1_reference.csv";
+// A reference CSV of tests/train/fidelity: per arm, the same fields.
+std::map<std::string, Trajectory> read_reference(const std::string& file = "fig1_reference.csv") {
+  const auto path = std::filesystem::path(BNLAB_SOURCE_DIR) / "tests/train/fidelity" / file;
   std::ifstream in(path);
   REQUIRE_MESSAGE(in.good(), "cannot read ", path.string());
   std::map<std::string, Trajectory> ref;
@@ -241,6 +249,34 @@ TEST_CASE("train.fidelity: the Figure 1 arms follow PyTorch's trajectory step by
     CHECK(d.train_loss <= kLossTolerance);
     CHECK(d.eval_loss <= kLossTolerance);
     CHECK(d.eval_acc <= kAccTolerance);
+  }
+}
+
+// Batch renormalization against tools/torch_batch_renorm.py (PyTorch has none), committed as
+// tests/train/fidelity/renorm_reference.csv (make_reference.py --renorm): warm-up 10 and ramp 20,
+// so r is clipped to [1/r_max, r_max] in (nearly) every unit and d in some over steps 11-21, and
+// both act unclipped after that. Covers batch_renorm_train's r, d, schedule and stop-gradient
+// backward, and its running statistics in eval.
+TEST_CASE("train.fidelity: the batch-renorm arm follows its PyTorch twin step by step") {
+  OneThread one_thread;
+  const auto ref = read_reference("renorm_reference.csv");
+  REQUIRE(ref.count("batch-renorm") == 1);
+  const Trajectory& want = ref.at("batch-renorm");
+  REQUIRE(want.train_loss.size() == static_cast<size_t>(kRenormSteps));
+  const Deviation d = deviation(train_arm("batch-renorm", 1e-5f, 0.5f, kRenormSteps), want);
+  CAPTURE(d.train_loss);
+  CAPTURE(d.eval_loss);
+  CHECK(d.train_loss <= kLossTolerance);
+  CHECK(d.eval_loss <= kLossTolerance);
+  CHECK(d.eval_acc <= kAccTolerance);
+  // Teeth: plain batch norm (the warm-up's) and a ramp one step longer both leave the band.
+  BatchRenormOptions later = kRenorm;
+  later.ramp += 1;
+  for (const Deviation& off :
+       {deviation(train_arm("batch", 1e-5f, 0.5f, kRenormSteps), want),
+        deviation(train_arm("batch-renorm", 1e-5f, 0.5f, kRenormSteps, later), want)}) {
+    CAPTURE(off.train_loss);
+    CHECK(off.train_loss > 10 * kLossTolerance);
   }
 }
 

@@ -8,6 +8,12 @@ train and eval mode with running statistics, cross entropy, their gradients, SGD
 PyTorch, MNIST or the network. Regenerate (needs Debian's python3-torch) with
 
     /usr/bin/python3 tests/train/fidelity/make_reference.py > tests/train/fidelity/fig1_reference.csv
+    /usr/bin/python3 tests/train/fidelity/make_reference.py --renorm \
+        > tests/train/fidelity/renorm_reference.csv
+
+--renorm writes the batch-renorm arm instead (RENORM_STEPS steps): BatchRenorm1d in place of
+BatchNorm1d, from tools/torch_batch_renorm.py (PyTorch has none), with a schedule short enough
+(RENORM) that r and d are clipped during the ramp and active after it.
 
 Everything random comes from one counter-based hash, so the data, the initial weights and the data
 order are the same numbers on both sides (the C++ side in test_fidelity.cpp mirrors the functions
@@ -36,10 +42,16 @@ the evaluation examples.
 import math
 import sys
 
+import os
+
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                                "tools"))
+from torch_batch_renorm import BatchRenorm1d  # noqa: E402
 
 D = 784
 CLASSES = 10
@@ -53,6 +65,8 @@ SIGNAL = 0.15
 NOISE = 1.0
 STREAM_LABEL, STREAM_PROTO, STREAM_NOISE, STREAM_ORDER, STREAM_WEIGHT = 1, 2, 3, 1000, 100
 ARMS = ("none", "batch")
+RENORM_STEPS = 100
+RENORM = {"r_max": 3.0, "d_max": 1.0, "warmup": 10, "ramp": 20}
 
 
 def hash32(x):
@@ -103,6 +117,8 @@ def build(norm):
         layers.append(nn.Linear(d, 100))
         if norm == "batch":
             layers.append(nn.BatchNorm1d(100))
+        elif norm == "batch-renorm":
+            layers.append(BatchRenorm1d(100, **RENORM))
         layers.append(nn.Sigmoid())
         d = 100
     layers.append(nn.Linear(100, CLASSES))
@@ -115,7 +131,7 @@ def build(norm):
     return net
 
 
-def run(norm, xtr, ytr, xev, yev):
+def run(norm, xtr, ytr, xev, yev, steps):
     net = build(norm)
     opt = torch.optim.SGD(net.parameters(), lr=LR)
     per_epoch = TRAIN // BATCH
@@ -130,7 +146,7 @@ def run(norm, xtr, ytr, xev, yev):
         net.train()
 
     evaluate(0)
-    for step in range(1, STEPS + 1):
+    for step in range(1, steps + 1):
         epoch, b = divmod(step - 1, per_epoch)
         idx = torch.from_numpy(order(epoch)[b * BATCH:(b + 1) * BATCH])
         loss = F.cross_entropy(net(xtr[idx]), ytr[idx])
@@ -149,17 +165,21 @@ def main():
     xtr, ytr = images(0, TRAIN)
     xev, yev = images(TRAIN, EVAL)
     xtr, ytr, xev, yev = map(torch.from_numpy, (xtr, ytr, xev, yev))
-    results = {arm: run(arm, xtr, ytr, xev, yev) for arm in ARMS}
+    renorm = sys.argv[1:] == ["--renorm"]
+    if sys.argv[1:] and not renorm:
+        sys.exit("usage: make_reference.py [--renorm]")
+    arms, steps = (("batch-renorm",), RENORM_STEPS) if renorm else (ARMS, STEPS)
+    results = {arm: run(arm, xtr, ytr, xev, yev, steps) for arm in arms}
     out = sys.stdout
     out.write(f"# bnlab fidelity reference: tests/train/fidelity/make_reference.py, torch "
               f"{torch.__version__}, float32\n")
     cols = ["step"]
-    for arm in ARMS:
+    for arm in arms:
         cols += [f"{arm}_train_loss", f"{arm}_eval_loss", f"{arm}_eval_acc"]
     out.write(",".join(cols) + "\n")
-    for step in range(0, STEPS + 1):
+    for step in range(0, steps + 1):
         cells = [str(step)]
-        for arm in ARMS:
+        for arm in arms:
             losses, evals = results[arm]
             cells.append("" if step == 0 else f"{losses[step - 1]:.9g}")
             if step in evals:
