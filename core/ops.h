@@ -290,6 +290,9 @@ BatchNormResult batch_renorm_train(const Tensor& x, const Tensor& gamma, const T
 /// constant.
 Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                        const Tensor& gamma, const Tensor& beta, float eps);
+/// y = scale[c] * x + shift[c] for x [N, C] or [N, C, *], scale/shift [C] constants (they must not
+/// require grad; backward goes to x only: dx = scale[c] * dy). Noisy batch norm's injected shift.
+Tensor channel_affine(const Tensor& x, const Tensor& scale, const Tensor& shift);
 /// Layer norm over the trailing dims `normalized_shape` (as torch.nn.functional.layer_norm);
 /// weight/bias of that shape or undefined.
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,

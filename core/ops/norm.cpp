@@ -1,5 +1,6 @@
 // Normalization ops, each fused with a hand-derived backward: batch norm (train and eval), batch
-// renormalization, layer norm and group norm. Batch norm has one forward and one backward for one
+// renormalization, layer norm and group norm; and channel_affine, noisy batch norm's per-channel
+// constant scale and shift. Batch norm has one forward and one backward for one
 // process and for SyncBN: a reducer merges the per-channel statistics (and the backward sums)
 // between their passes. Batch renormalization is that same forward and backward with two
 // per-channel constants r and d folded into the affine (see "batch renormalization" below).
@@ -692,6 +693,47 @@ Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor
     attach(y, "batch_norm_eval", {x, gamma, beta},
            [s = std::move(s)](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              batch_norm_backward(s, dout, in);
+           });
+  }
+  return y;
+}
+
+// ---- channel_affine: y = scale[c] * x + shift[c] with constant scale and shift ----
+//
+// Noisy batch norm's injected shift of mean and variance (layers/batch_norm.h, BatchNormNoise).
+// Not a broadcast mul + add: one pass instead of two, no intermediate the size of x, and the
+// per-channel constants are copied, so the backward stays right if the caller refills its tensors
+// for the next step. In float, as the ops it replaces: there is no statistic to cancel here.
+Tensor channel_affine(const Tensor& x, const Tensor& scale, const Tensor& shift) {
+  const ChannelDims d = channel_dims("channel_affine", x);
+  BNLAB_CHECK(scale.defined() && shift.defined(),
+              "channel_affine: scale and shift are required (input ", x.shape(), ")");
+  check_param("channel_affine", "scale", scale, {d.C}, x);
+  check_param("channel_affine", "shift", shift, {d.C}, x);
+  // They get no gradient: refuse rather than leave a parameter silently untrained.
+  BNLAB_CHECK(!scale.requires_grad() && !shift.requires_grad(),
+              "channel_affine: scale and shift are constants and get no gradient; got one that "
+              "requires grad (scale ",
+              scale.shape(), ", shift ", shift.shape(), ")");
+  std::vector<float> k(scale.data(), scale.data() + d.C);  // [C], kept for backward
+  const float* mu = shift.data();
+  Tensor y = Tensor::empty(x.shape());
+  float* y_p = y.data();
+  const float* x_p = x.data();
+  for_channel_blocks(d, /*reverse=*/false, [&](int64_t c0, int64_t c1) {
+    channel_map<false>(y_p, x_p, d, c0, c1,
+                       [&](float v, int64_t c, int64_t) { return k[c] * v + mu[c]; });
+  });
+  if (needs_grad({x})) {
+    // dx = scale[c] * dy.
+    attach(y, "channel_affine", {x},
+           [d, k = std::move(k)](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             float* dx = grad_buffer(in[0]);
+             const float* dy = dout.data();
+             for_channel_blocks(d, /*reverse=*/false, [&](int64_t c0, int64_t c1) {
+               channel_map<true>(dx, dy, d, c0, c1,
+                                 [&](float g, int64_t c, int64_t) { return k[c] * g; });
+             });
            });
   }
   return y;

@@ -392,3 +392,88 @@ TEST_CASE("ops.norm: shape errors name the op and both shapes") {
       doctest::Contains("group_norm: weight has shape [2], expected [6] for input [2, 6, 4]"),
       Error);
 }
+
+TEST_CASE("ops.norm: channel_affine values by hand, on [N, C] and [N, C, H, W]") {
+  Tensor scale = Tensor::from({2.0f, -0.5f}, {2});
+  Tensor shift = Tensor::from({1.0f, 3.0f}, {2});
+  SUBCASE("[N, C]") {
+    Tensor x = Tensor::from({1, 2, 3, 4}, {2, 2});
+    CHECK(channel_affine(x, scale, shift).to_vector() == std::vector<float>{3, 2, 7, 1});
+  }
+  SUBCASE("[N, C, H, W]: channel c of every sample, every position") {
+    Tensor x = Tensor::from({1, 2, 3, 4, 5, 6, 7, 8}, {2, 2, 2, 1});
+    CHECK(channel_affine(x, scale, shift).to_vector() ==
+          std::vector<float>{3, 5, 1.5f, 1, 11, 13, -0.5f, -1});
+  }
+  SUBCASE("NaN passes through its own element only") {
+    Tensor x = Tensor::from({NAN, 2, 3, 4}, {2, 2});
+    std::vector<float> y = channel_affine(x, scale, shift).to_vector();
+    CHECK(std::isnan(y[0]));
+    CHECK(y[1] == 2.0f);
+    CHECK(y[2] == 7.0f);
+  }
+}
+
+TEST_CASE("ops.norm: channel_affine gradient checks (scale and shift held fixed)") {
+  auto affine = [](const Tensor& scale, const Tensor& shift) {
+    return [scale, shift](const Inputs& in) { return channel_affine(in[0], scale, shift); };
+  };
+  Rng rng(3);
+  SUBCASE("[N, C]") {
+    CHECK_GRADIENTS("channel_affine [N, C]",
+                    affine(Tensor::uniform({3}, rng, 0.5f, 2.0f), Tensor::uniform({3}, rng)),
+                    {param({4, 3}, 1)});
+  }
+  SUBCASE("[N, C, H, W]") {
+    CHECK_GRADIENTS("channel_affine [N, C, H, W]",
+                    affine(Tensor::uniform({3}, rng, -2.0f, 2.0f), Tensor::uniform({3}, rng)),
+                    {param({2, 3, 2, 3}, 2)});
+  }
+  SUBCASE("[N, 70]: two channel blocks") {
+    CHECK_GRADIENTS("channel_affine [N, 70]",
+                    affine(Tensor::uniform({70}, rng, 0.5f, 2.0f), Tensor::uniform({70}, rng)),
+                    {param({3, 70}, 3)});
+  }
+}
+
+TEST_CASE("ops.norm: channel_affine keeps its scale for backward and agrees across threads") {
+  Tensor scale = Tensor::from({2.0f, 3.0f}, {2});
+  Tensor x = param({5, 2, 64, 64}, 4);  // above the parallel threshold
+  Tensor y = channel_affine(x, scale, Tensor::zeros({2}));
+  scale.fill_(100.0f);  // a layer refills its noise for the next step before this backward runs
+  sum(y).backward();
+  std::vector<float> g = x.grad().to_vector();
+  const int64_t S = 64 * 64;
+  CHECK(g[0] == 2.0f);
+  CHECK(g[S] == 3.0f);
+  CHECK(g[4 * 2 * S + 2 * S - 1] == 3.0f);
+  int previous = num_threads();
+  set_num_threads(1);
+  Tensor one = channel_affine(x, Tensor::from({2.0f, 3.0f}, {2}), Tensor::from({1.0f, -1.0f}, {2}));
+  set_num_threads(3);
+  Tensor many =
+      channel_affine(x, Tensor::from({2.0f, 3.0f}, {2}), Tensor::from({1.0f, -1.0f}, {2}));
+  set_num_threads(previous);
+  CHECK(one.to_vector() == many.to_vector());
+}
+
+TEST_CASE("ops.norm: channel_affine errors name the op and the shapes") {
+  Tensor x = Tensor::ones({2, 3, 4});
+  CHECK_THROWS_WITH_AS(
+      channel_affine(x, Tensor::ones({2}), Tensor::zeros({3})),
+      doctest::Contains("channel_affine: scale has shape [2], expected [3] for input [2, 3, 4]"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      channel_affine(x, Tensor::ones({3}), Tensor::zeros({3, 1})),
+      doctest::Contains("channel_affine: shift has shape [3, 1], expected [3] for input [2, 3, 4]"),
+      Error);
+  CHECK_THROWS_WITH_AS(channel_affine(x, Tensor(), Tensor::zeros({3})),
+                       doctest::Contains("channel_affine: scale and shift are required"), Error);
+  CHECK_THROWS_WITH_AS(
+      channel_affine(Tensor::ones({3}), Tensor::ones({3}), Tensor::zeros({3})),
+      doctest::Contains("channel_affine: input must be [N, C] or [N, C, *]; got [3]"), Error);
+  Tensor trained = Tensor::ones({3});
+  trained.set_requires_grad();
+  CHECK_THROWS_WITH_AS(channel_affine(x, trained, Tensor::zeros({3})),
+                       doctest::Contains("channel_affine: scale and shift are constants"), Error);
+}
