@@ -56,14 +56,14 @@ uint32_t Rng::below(uint32_t n) {
   return static_cast<uint32_t>(m >> 32);
 }
 
-Rng Rng::split(uint64_t salt) const {
-  // Mix the current state with the salt (splitmix64 finalizer) so children of different salts are
-  // unrelated.
-  uint64_t z = state_ ^ (salt + 0x9e3779b97f4a7c15ULL);
+uint64_t mix_seed(uint64_t seed, uint64_t salt) {
+  uint64_t z = seed ^ (salt + 0x9e3779b97f4a7c15ULL);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  z ^= z >> 31;
-  return Rng(z, salt);
+  return z ^ (z >> 31);
 }
+
+// Mix the current state with the salt so children of different salts are unrelated.
+Rng Rng::split(uint64_t salt) const { return Rng(mix_seed(state_, salt), salt); }
 
 }  // namespace bnlab

@@ -10,6 +10,11 @@
 
 namespace bnlab {
 
+/// A 64-bit seed derived from `seed` and `salt` (the splitmix64 finalizer of seed ^ (salt +
+/// golden ratio)): unrelated outputs for neighbouring salts, e.g. one seed per layer or per step
+/// with no generator state to save.
+uint64_t mix_seed(uint64_t seed, uint64_t salt);
+
 /// A seeded PCG32 generator: every random draw in bnlab takes one, so runs repeat exactly.
 class Rng {
  public:

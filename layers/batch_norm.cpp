@@ -21,7 +21,37 @@ void check_renorm_options(const char* name, const BatchRenormOptions& o) {
   BNLAB_CHECK(o.ramp >= 0, name, ": ramp must be >= 0 steps; got ", o.ramp);
 }
 
+void check_noise(const char* name, const BatchNormNoise& n) {
+  BNLAB_CHECK(std::isfinite(n.mean_range) && n.mean_range >= 0.0f, name,
+              ": noise mean_range must be a finite number >= 0 (mu ~ U(-mean_range, mean_range)); "
+              "got ",
+              n.mean_range);
+  BNLAB_CHECK(std::isfinite(n.var_max) && n.var_max >= 1.0f, name,
+              ": noise var_max must be a finite number >= 1 (var ~ U(1, var_max)); got ",
+              n.var_max);
+}
+
 }  // namespace
+
+BatchNormNoiseDraw batch_norm_noise(const BatchNormNoise& noise, int64_t step, int64_t channels) {
+  check_noise("batch_norm_noise", noise);
+  BNLAB_CHECK(step >= 0, "batch_norm_noise: step must be >= 0; got ", step);
+  BNLAB_CHECK(channels >= 1, "batch_norm_noise: channels must be >= 1; got ", channels);
+  BatchNormNoiseDraw draw{Tensor::empty({channels}), Tensor::empty({channels}),
+                          Tensor::empty({channels})};
+  // A generator made from (seed, step) alone, no state kept between steps: the same step gives
+  // the same draws however often and in whatever order it is asked for (resume, extra forwards).
+  Rng rng(mix_seed(noise.seed, static_cast<uint64_t>(step)));
+  float* mu = draw.mean.data();
+  float* var = draw.var.data();
+  float* scale = draw.scale.data();
+  for (int64_t c = 0; c < channels; ++c) {
+    mu[c] = rng.uniform(-noise.mean_range, noise.mean_range);
+    var[c] = rng.uniform(1.0f, noise.var_max);
+    scale[c] = std::sqrt(var[c]);
+  }
+  return draw;
+}
 
 BatchRenormLimits batch_renorm_limits(const BatchRenormOptions& o, int64_t step) {
   check_renorm_options("batch_renorm_limits", o);
@@ -53,6 +83,11 @@ BatchNorm::BatchNorm(const BatchNormOptions& o, int spatial_dims,
     BNLAB_CHECK(o.track_running_stats, name,
                 ": track_running_stats must be true (r and d are measured against the running "
                 "statistics)");
+  }
+  if (o.noise) {
+    check_noise(name, *o.noise);
+    BNLAB_CHECK(o.track_running_stats, name,
+                ": noise needs track_running_stats (num_batches_tracked picks each step's noise)");
   }
   if (o.affine) {
     weight_ = register_parameter("weight", Tensor::ones({o.num_features}));
@@ -87,9 +122,11 @@ Tensor BatchNorm::forward(const Tensor& x) {
   BNLAB_CHECK(per_channel > 1 || reducer_, type_name(),
               ": expected more than 1 value per channel when training; got input ", x.shape());
   BatchNormResult r;
+  // The batches this layer has trained on before this one, a buffer: resume continues the renorm
+  // schedule and the noise stream from it.
+  const int64_t step = num_batches_tracked();
   if (renorm_) {
-    // The schedule's step is the batches this layer has trained on, a buffer: resume continues it.
-    const BatchRenormLimits lim = batch_renorm_limits(*renorm_, num_batches_tracked());
+    const BatchRenormLimits lim = batch_renorm_limits(*renorm_, step);
     r = batch_renorm_train(x, weight_, bias_, options_.eps,
                            {running_mean_, running_var_, lim.r_max, lim.d_max}, reducer_);
   } else {
@@ -114,6 +151,11 @@ Tensor BatchNorm::forward(const Tensor& x) {
       rv[c] = (1.0f - m) * rv[c] + m * bv[c] * unbias;
     }
   }
+  if (options_.noise && is_training()) {
+    // Noisy BN: after the statistics above, so they stay BN's own.
+    const BatchNormNoiseDraw noise = batch_norm_noise(*options_.noise, step, options_.num_features);
+    return channel_affine(r.y, noise.scale, noise.mean);
+  }
   return r.y;
 }
 
@@ -125,6 +167,10 @@ std::string BatchNorm::extra_repr() const {
            : ", cumulative";
   if (!options_.affine) s += ", no affine";
   if (!options_.track_running_stats) s += ", batch stats only";
+  if (options_.noise) {
+    s += ", noise mean_range " + std::to_string(options_.noise->mean_range) + ", var_max " +
+         std::to_string(options_.noise->var_max);
+  }
   if (renorm_) {
     s += ", r_max " + std::to_string(renorm_->r_max) + ", d_max " + std::to_string(renorm_->d_max) +
          ", warmup " + std::to_string(renorm_->warmup) + ", ramp " + std::to_string(renorm_->ramp);

@@ -18,6 +18,19 @@
 // batches, then linear to their final values over `ramp` batches. Running statistics, eval and
 // the state_dict are BatchNorm's, so a torch.nn.BatchNorm1d/2d twin loads it unchanged (PyTorch
 // has no batch renormalization; the twin matches it in eval, and in training during the warm-up).
+//
+// Noisy batch norm (BatchNormOptions::noise, off by default), an experiment tool after Santurkar,
+// Tsipras, Ilyas & Madry 2018 ("How Does Batch Normalization Help Optimization?", section 2.1):
+// in training, after normalization and affine, each channel's output y becomes s * y + mu with
+// mu ~ U(-mean_range, mean_range), var ~ U(1, var_max), s = sqrt(var), drawn anew every training
+// step and per channel, so the distribution the next layer sees moves every step (large internal
+// covariate shift) while BN still trains. The draws are a function of (seed, step, channel), the
+// step being num_batches_tracked before the batch: every forward within one step (also a
+// measurement's extra forward after restoring the buffers) sees the same noise, a resumed run the
+// same noise as an uninterrupted one, whatever the thread count. Eval mode adds none (as
+// Dropout); the running statistics are BN's own, taken before the noise; the noise adds no
+// parameter or buffer, so the state_dict and its PyTorch twin are unchanged. BatchRenorm1d/2d
+// accept it too (the noise follows the renormalized output).
 #pragma once
 
 #include <memory>
@@ -28,6 +41,31 @@
 
 namespace bnlab {
 
+/// Noisy batch norm's noise (Santurkar et al. 2018): per training step and channel, y' = sqrt(var)
+/// * y + mu on BN's output y, mu ~ U(-mean_range, mean_range), var ~ U(1, var_max). The paper
+/// specifies noise "with non-zero mean and non-unit variance", drawn per step; these uniform ranges
+/// and their defaults are bnlab's reading of it, not the paper's numbers. An experiment tool: it
+/// shows that BN trains despite a large internal covariate shift, it is not a regularizer to use.
+struct BatchNormNoise {
+  float mean_range = 0.5f;  ///< mu ~ U(-mean_range, mean_range); >= 0
+  float var_max = 1.25f;    ///< var ~ U(1, var_max); >= 1 (1: no change of scale)
+  /// The layer's stream: give each layer of a model its own (the zoo mixes the run seed with the
+  /// layer's position)
+  uint64_t seed = 0;
+};
+
+/// One step's noise for `channels` channels (what a noisy BatchNorm applies at that step).
+struct BatchNormNoiseDraw {
+  Tensor mean;   ///< [C] mu, the shift added
+  Tensor var;    ///< [C] var, the variance the unit-variance output is scaled to
+  Tensor scale;  ///< [C] sqrt(var), the factor applied
+};
+
+/// The noise of training step `step` (num_batches_tracked before the batch) for `channels`
+/// channels: a pure function of (noise.seed, step, channel), so every call with the same arguments
+/// returns the same values. Throws for bad ranges, a negative step or channels < 1.
+BatchNormNoiseDraw batch_norm_noise(const BatchNormNoise& noise, int64_t step, int64_t channels);
+
 /// torch.nn.BatchNorm1d/2d's arguments and defaults.
 struct BatchNormOptions {
   int64_t num_features = 0;  ///< C, the channels (features) normalized
@@ -36,6 +74,9 @@ struct BatchNormOptions {
   std::optional<float> momentum = 0.1f;
   bool affine = true;               ///< learnable gamma (weight) and beta (bias)
   bool track_running_stats = true;  ///< keep running mean/var for eval (else batch stats always)
+  /// Noisy batch norm (an experiment tool, see BatchNormNoise); nullopt: off. Needs
+  /// track_running_stats (num_batches_tracked is the step that picks the noise).
+  std::optional<BatchNormNoise> noise = std::nullopt;
 };
 
 /// Batch renormalization's schedule (BatchRenorm1d/2d): r_max and d_max stay 1 and 0 for the

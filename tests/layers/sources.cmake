@@ -8,5 +8,6 @@ set(BNLAB_TEST_LAYERS_SOURCES
   tests/layers/test_instance_norm.cpp
   tests/layers/test_avg_pool.cpp
   tests/layers/test_batch_renorm.cpp
+  tests/layers/test_batch_norm_noise.cpp
   tests/layers/test_rnn.cpp
 )
