@@ -42,7 +42,8 @@ std::string describe_config(const TrainConfig& c) {
   os << "model:        " << c.model.name << " (norm " << c.model.norm << ", placement "
      << c.model.placement << (c.model.init.empty() ? "" : ", init " + c.model.init)
      << (c.model.dropout >= 0 ? ", dropout " + std::to_string(c.model.dropout) : "")
-     << ((c.model.norm == "batch" || c.model.norm == "batch-renorm") &&
+     << ((c.model.norm == "batch" || c.model.norm == "batch-renorm" ||
+          c.model.norm == "noisy-batch") &&
                  (c.model.bn_momentum != 0.1f || c.model.bn_eps != 1e-5f)
              ? ", BN momentum " + find_knob_by_flag("--bn-momentum")->get(c) + " eps " +
                    find_knob_by_flag("--bn-eps")->get(c)
@@ -52,6 +53,11 @@ std::string describe_config(const TrainConfig& c) {
                    find_knob_by_flag("--renorm-dmax")->get(c) + " warm-up " +
                    find_knob_by_flag("--renorm-warmup")->get(c) + " ramp " +
                    find_knob_by_flag("--renorm-ramp")->get(c)
+             : "")
+     << (c.model.norm == "noisy-batch"
+             ? ", noise mean U(-" + find_knob_by_flag("--bn-noise-mean")->get(c) + ", " +
+                   find_knob_by_flag("--bn-noise-mean")->get(c) + ") var U(1, " +
+                   find_knob_by_flag("--bn-noise-var")->get(c) + ")"
              : "")
      << ")\n"
      << "dataset:      " << c.dataset << " (data dir " << data_dir.path << ", " << data_dir.origin

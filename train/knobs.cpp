@@ -256,6 +256,19 @@ std::vector<Knob> make_knobs() {
       "[-d_max, d_max]",
       [](TrainConfig& c) -> float& { return c.model.renorm_dmax; }, 0,
       std::numeric_limits<float>::max(), false, false))));
+  // Noisy batch norm's noise (--norm noisy-batch; absent in older configs).
+  t.push_back(optional_in_json(factor(real(
+      "model.bn_noise_mean", "--bn-noise-mean",
+      "noisy-batch: the mean injected after each BN, per step and channel, is drawn from "
+      "U(-m, m)",
+      [](TrainConfig& c) -> float& { return c.model.bn_noise_mean; }, 0,
+      std::numeric_limits<float>::max(), false, false))));
+  t.push_back(optional_in_json(factor(real(
+      "model.bn_noise_var", "--bn-noise-var",
+      "noisy-batch: the variance injected after each BN, per step and channel, is drawn from "
+      "U(1, v)",
+      [](TrainConfig& c) -> float& { return c.model.bn_noise_var; }, 1,
+      std::numeric_limits<float>::max(), false, false))));
   Knob epochs = whole(
       "epochs", "--epochs", "Epochs to train (when --steps is 0)",
       [](TrainConfig& c) -> int64_t& { return c.epochs; }, 0, kMaxEpochs);

@@ -23,19 +23,24 @@ int64_t group_count(int64_t channels, int64_t limit) {
 enum class NormSite { kConv, kDenseAfterConv, kDense };
 
 // The normalizations a model spec can ask for, one row each: the name (--norm, the norm factor,
-// config.json) and how to make the layer for `channels` features at `site`. Adding a
-// normalization to the CLI and to ablations is one row here once its layer exists.
+// config.json) and how to make the layer for `channels` features at `site`; `seed` is this layer's
+// own stream for per-step noise (noisy-batch). Adding a normalization to the CLI and to ablations
+// is one row here once its layer exists.
 struct NormKind {
   const char* name;
-  std::shared_ptr<Module> (*make)(const ModelSpec& spec, int64_t channels, NormSite site);
+  std::shared_ptr<Module> (*make)(const ModelSpec& spec, int64_t channels, NormSite site,
+                                  uint64_t seed);
 };
 
 const std::vector<NormKind>& norm_kinds() {
   static const std::vector<NormKind> kinds{
       {"none",
-       [](const ModelSpec&, int64_t, NormSite) -> std::shared_ptr<Module> { return nullptr; }},
+       [](const ModelSpec&, int64_t, NormSite, uint64_t) -> std::shared_ptr<Module> {
+         return nullptr;
+       }},
       {"batch",
-       [](const ModelSpec& spec, int64_t channels, NormSite site) -> std::shared_ptr<Module> {
+       [](const ModelSpec& spec, int64_t channels, NormSite site,
+          uint64_t) -> std::shared_ptr<Module> {
          BatchNormOptions o{
              .num_features = channels, .eps = spec.bn_eps, .momentum = spec.bn_momentum};
          if (site == NormSite::kConv) return std::make_shared<BatchNorm2d>(o);
@@ -44,7 +49,8 @@ const std::vector<NormKind>& norm_kinds() {
       // BatchNorm's layer and running statistics, trained with batch renormalization's r and d on
       // the spec's schedule (docs/ablation.md).
       {"batch-renorm",
-       [](const ModelSpec& spec, int64_t channels, NormSite site) -> std::shared_ptr<Module> {
+       [](const ModelSpec& spec, int64_t channels, NormSite site,
+          uint64_t) -> std::shared_ptr<Module> {
          BatchNormOptions o{
              .num_features = channels, .eps = spec.bn_eps, .momentum = spec.bn_momentum};
          BatchRenormOptions renorm{.r_max = spec.renorm_rmax,
@@ -54,17 +60,31 @@ const std::vector<NormKind>& norm_kinds() {
          if (site == NormSite::kConv) return std::make_shared<BatchRenorm2d>(o, renorm);
          return std::make_shared<BatchRenorm1d>(o, renorm);
        }},
+      // Santurkar et al. 2018's "noisy BN", an experiment tool: BatchNorm with a random mean and
+      // variance injected after it, drawn anew every step and per channel (layers/batch_norm.h).
+      {"noisy-batch",
+       [](const ModelSpec& spec, int64_t channels, NormSite site,
+          uint64_t seed) -> std::shared_ptr<Module> {
+         BatchNormOptions o{
+             .num_features = channels,
+             .eps = spec.bn_eps,
+             .momentum = spec.bn_momentum,
+             .noise = BatchNormNoise{
+                 .mean_range = spec.bn_noise_mean, .var_max = spec.bn_noise_var, .seed = seed}};
+         if (site == NormSite::kConv) return std::make_shared<BatchNorm2d>(o);
+         return std::make_shared<BatchNorm1d>(o);
+       }},
       // Dense: over the features. Conv: over (C, H, W) per sample = GroupNorm with one group,
       // which keeps the parameters per channel and the model independent of the spatial size.
       {"layer",
-       [](const ModelSpec&, int64_t channels, NormSite site) -> std::shared_ptr<Module> {
+       [](const ModelSpec&, int64_t channels, NormSite site, uint64_t) -> std::shared_ptr<Module> {
          if (site == NormSite::kConv)
            return std::make_shared<GroupNorm>(
                GroupNormOptions{.num_groups = 1, .num_channels = channels});
          return std::make_shared<LayerNorm>(LayerNormOptions{.normalized_shape = {channels}});
        }},
       {"group",
-       [](const ModelSpec& spec, int64_t channels, NormSite) -> std::shared_ptr<Module> {
+       [](const ModelSpec& spec, int64_t channels, NormSite, uint64_t) -> std::shared_ptr<Module> {
          return std::make_shared<GroupNorm>(GroupNormOptions{
              .num_groups = group_count(channels, spec.groups), .num_channels = channels});
        }},
@@ -74,7 +94,7 @@ const std::vector<NormKind>& norm_kinds() {
       // output has one position per channel, which instance normalization maps to 0: lenet's
       // dense layer after its convs stays unnormalized, and a dense-only model is refused.
       {"instance",
-       [](const ModelSpec&, int64_t channels, NormSite site) -> std::shared_ptr<Module> {
+       [](const ModelSpec&, int64_t channels, NormSite site, uint64_t) -> std::shared_ptr<Module> {
          if (site == NormSite::kDenseAfterConv) return nullptr;
          BNLAB_CHECK(site == NormSite::kConv,
                      "instance normalization needs spatial positions; --norm instance applies to "
@@ -86,16 +106,19 @@ const std::vector<NormKind>& norm_kinds() {
   return kinds;
 }
 
-std::shared_ptr<Module> make_norm(const ModelSpec& spec, int64_t channels, NormSite site) {
+std::shared_ptr<Module> make_norm(const ModelSpec& spec, int64_t channels, NormSite site,
+                                  uint64_t seed) {
   for (const NormKind& kind : norm_kinds())
-    if (spec.norm == kind.name) return kind.make(spec, channels, site);
+    if (spec.norm == kind.name) return kind.make(spec, channels, site, seed);
   return nullptr;  // build_model has checked the name
 }
 
-// Appends norm and activation in the spec's order; returns the activation (the probe candidate).
-Module* add_norm_and_activation(Sequential& net, const ModelSpec& spec, int64_t channels,
+// Appends norm and activation in the model's spec's order; returns the activation (the probe
+// candidate). The norm's noise stream is the model's noise seed mixed with its position in `net`.
+Module* add_norm_and_activation(Sequential& net, const Model& model, int64_t channels,
                                 NormSite site, std::shared_ptr<Module> activation) {
-  auto norm = make_norm(spec, channels, site);
+  const ModelSpec& spec = model.spec;
+  auto norm = make_norm(spec, channels, site, mix_seed(model.noise_seed, net.size()));
   if (norm && spec.placement == "before") net.add(norm);
   net.add(activation);
   if (norm && spec.placement == "after") net.add(norm);
@@ -155,7 +178,7 @@ void build_zoo_model(Model& model, Rng& rng) {
     for (int i = 0; i < depth; ++i) {
       dense(in, 100);
       model.probe =
-          add_norm_and_activation(net, spec, 100, NormSite::kDense, std::make_shared<Sigmoid>());
+          add_norm_and_activation(net, model, 100, NormSite::kDense, std::make_shared<Sigmoid>());
       model.probe_width = 100;
       in = 100;
     }
@@ -177,11 +200,11 @@ void build_zoo_model(Model& model, Rng& rng) {
   } else if (spec.name == "mlp") {
     net.add(std::make_shared<Flatten>());
     dense(D, 512);
-    add_norm_and_activation(net, spec, 512, NormSite::kDense, std::make_shared<ReLU>());
+    add_norm_and_activation(net, model, 512, NormSite::kDense, std::make_shared<ReLU>());
     dropout(0.0f);
     dense(512, 256);
     model.probe =
-        add_norm_and_activation(net, spec, 256, NormSite::kDense, std::make_shared<ReLU>());
+        add_norm_and_activation(net, model, 256, NormSite::kDense, std::make_shared<ReLU>());
     model.probe_width = 256;
     dropout(0.0f);
     dense(256, K);
@@ -189,14 +212,14 @@ void build_zoo_model(Model& model, Rng& rng) {
     // conv(C->32, 5x5, pad 2) -> pool -> conv(32->64, 5x5, pad 2) -> pool -> dense 128 -> dropout
     // -> dense.
     conv(spec.channels, 32, 5, 2);
-    add_norm_and_activation(net, spec, 32, NormSite::kConv, std::make_shared<ReLU>());
+    add_norm_and_activation(net, model, 32, NormSite::kConv, std::make_shared<ReLU>());
     net.add(std::make_shared<MaxPool2d>(2));
     conv(32, 64, 5, 2);
-    add_norm_and_activation(net, spec, 64, NormSite::kConv, std::make_shared<ReLU>());
+    add_norm_and_activation(net, model, 64, NormSite::kConv, std::make_shared<ReLU>());
     net.add(std::make_shared<MaxPool2d>(2));
     net.add(std::make_shared<Flatten>());
     dense(64 * (spec.height / 4) * (spec.width / 4), 128);
-    model.probe = add_norm_and_activation(net, spec, 128, NormSite::kDenseAfterConv,
+    model.probe = add_norm_and_activation(net, model, 128, NormSite::kDenseAfterConv,
                                           std::make_shared<ReLU>());
     model.probe_width = 128;
     dropout(0.5f);
@@ -205,10 +228,10 @@ void build_zoo_model(Model& model, Rng& rng) {
     int64_t in = spec.channels, h = spec.height, w = spec.width;
     for (int64_t width : {32, 64, 128}) {
       conv(in, width, 3, 1);
-      add_norm_and_activation(net, spec, width, NormSite::kConv, std::make_shared<ReLU>());
+      add_norm_and_activation(net, model, width, NormSite::kConv, std::make_shared<ReLU>());
       conv(width, width, 3, 1);
       model.probe =
-          add_norm_and_activation(net, spec, width, NormSite::kConv, std::make_shared<ReLU>());
+          add_norm_and_activation(net, model, width, NormSite::kConv, std::make_shared<ReLU>());
       model.probe_width = width;
       net.add(std::make_shared<MaxPool2d>(2));
       in = width;
@@ -387,6 +410,9 @@ Model build_model(const ModelSpec& spec, Rng& rng) {
   // Split off first, whatever the factory draws, so dropout masks do not depend on the weights'
   // draws.
   model.dropout_rng = std::make_unique<Rng>(rng.split(0xd40u));
+  // split() does not advance rng: the weights stay those of the other arms.
+  Rng noise = rng.split(0x5015eu);
+  model.noise_seed = (static_cast<uint64_t>(noise.next_u32()) << 32) | noise.next_u32();
   factory(model, rng);
   BNLAB_CHECK(model.net != nullptr, "model: the factory of '", spec.name, "' set no model.net");
   BNLAB_CHECK(model.probe == nullptr || model.probe_width > 0, "model: the factory of '", spec.name,

@@ -1,9 +1,10 @@
 // The model registry: models built by name from a ModelSpec, for the Trainer, experiments and
 // `load_trained_model`. The zoo (paper-mlp, mlp, deep-mlp, lenet, cifar-cnn, each with the
-// normalization as a choice of none | batch | batch-renorm | layer | group | instance placed before
-// or after the activation; instance only in lenet and cifar-cnn; and row-rnn, a tanh RNN reading an
-// image a row per time step, with none | layer | batch of its recurrent pre-activation) is
-// registered from the start; register_model adds a model of your own (examples/custom-ablation).
+// normalization as a choice of none | batch | batch-renorm | noisy-batch | layer | group | instance
+// placed before or after the activation; instance only in lenet and cifar-cnn; and row-rnn, a tanh
+// RNN reading an image a row per time step, with none | layer | batch of its recurrent
+// pre-activation) is registered from the start; register_model adds a model of your own
+// (examples/custom-ablation).
 //
 // Matched arms share initial weights: normalization layers draw nothing from the Rng and every
 // Dense/Conv keeps its bias in every arm, so the same seed gives the same Dense/Conv weights with
@@ -25,7 +26,7 @@ namespace bnlab {
 struct ModelSpec {
   std::string name = "paper-mlp";  ///< registered: paper-mlp | mlp | deep-mlp | lenet | cifar-cnn |
                                    ///< row-rnn | yours
-  /// none | batch | batch-renorm | layer | group | instance (conv models)
+  /// none | batch | batch-renorm | noisy-batch | layer | group | instance (conv models)
   std::string norm = "none";
   std::string placement = "before";  ///< before | after the activation
   int64_t groups = 8;        ///< GroupNorm: at most this many groups (largest divisor of the width)
@@ -39,10 +40,14 @@ struct ModelSpec {
   int64_t renorm_ramp = BatchRenormOptions{}.ramp;
   float renorm_rmax = BatchRenormOptions{}.r_max;  ///< batch-renorm: final r_max (>= 1)
   float renorm_dmax = BatchRenormOptions{}.d_max;  ///< batch-renorm: final d_max (>= 0)
-  int64_t channels = 1;                            ///< input channels
-  int64_t height = 28;                             ///< input height
-  int64_t width = 28;                              ///< input width
-  int64_t num_classes = 10;                        ///< logits per image
+  /// noisy-batch: the injected mean is drawn from U(-bn_noise_mean, bn_noise_mean) (>= 0)
+  float bn_noise_mean = BatchNormNoise{}.mean_range;
+  /// noisy-batch: the injected variance is drawn from U(1, bn_noise_var) (>= 1)
+  float bn_noise_var = BatchNormNoise{}.var_max;
+  int64_t channels = 1;      ///< input channels
+  int64_t height = 28;       ///< input height
+  int64_t width = 28;        ///< input width
+  int64_t num_classes = 10;  ///< logits per image
 };
 
 /// A built model: the network and what training it needs besides its parameters.
@@ -55,6 +60,10 @@ struct Model {
   Module* probe = nullptr;
   int64_t probe_width = 0;  ///< units (or channels) of the probe layer
   ModelSpec spec;           ///< what it was built from
+  /// Seed for layers that draw fresh noise every step (noisy-batch), set by build_model from its
+  /// Rng without drawing from it (so the run's seed changes it, the weights stay the same); a
+  /// factory mixes in each layer's position (mix_seed) so that layers get different streams.
+  uint64_t noise_seed = 0;
 };
 
 /// How a registered model is built. On entry model.spec is the requested spec with the data's
@@ -63,8 +72,8 @@ struct Model {
 /// giving Dropout layers *model.dropout_rng (checkpoints save its state, so resume is exact). It
 /// may set model.probe and model.probe_width: the activation whose input percentiles the Trainer
 /// records (the BN paper's Figure 1 b, c); without them no percentiles are recorded. It should
-/// honour spec.norm (none | batch | batch-renorm | layer | group | instance) and whichever other
-/// spec fields it means to vary in experiments.
+/// honour spec.norm (none | batch | batch-renorm | noisy-batch | layer | group | instance) and
+/// whichever other spec fields it means to vary in experiments.
 using ModelFactory = std::function<void(Model& model, Rng& rng)>;
 
 /// Makes `factory` available under `name` to build_model, and through it to train(), Trainer,
@@ -88,8 +97,8 @@ ModelSpec with_geometry_of(ModelSpec spec, const ImageDataset& data);
 
 /// The registered model names: the zoo's six, then registered ones in registration order.
 std::vector<std::string> model_names();
-/// The normalization choices of ModelSpec::norm: none, batch, batch-renorm, layer, group,
-/// instance.
+/// The normalization choices of ModelSpec::norm: none, batch, batch-renorm, noisy-batch, layer,
+/// group, instance.
 const std::vector<std::string>& norm_names();
 
 }  // namespace bnlab

@@ -198,6 +198,23 @@ TEST_CASE("apps.train: lenet with instance norm trains a few steps - an mlp refu
   CHECK(contains(sweep.output, "--norm instance applies to conv models (lenet, cifar-cnn)"));
 }
 
+namespace {
+// Each (flag, message): `train --norm <norm>` with the flag exits 2 naming the flag and the rule,
+// before any data is read or the run directory made.
+void check_refused_settings(const TempDir& dir, const std::string& norm,
+                            const std::vector<std::pair<std::string, std::string>>& cases) {
+  for (const auto& [flag, message] : cases) {
+    CAPTURE(flag);
+    CliResult bad = run_cli("train --model mlp --norm " + norm + " --steps 2 " + flag + " " +
+                            common_flags(dir) + " --out " + shell_quote(dir.file("bad")));
+    CAPTURE(bad.output);
+    CHECK(bad.exit_code == 2);
+    CHECK(contains(bad.output, message));
+    CHECK(!fs::exists(dir.file("bad")));
+  }
+}
+}  // namespace
+
 TEST_CASE(
     "apps.train: --norm batch-renorm trains, its settings reach config.json, bad ones exit 2") {
   TempDir dir;
@@ -246,20 +263,38 @@ TEST_CASE(
   CAPTURE(conflict.output);
   CHECK(conflict.exit_code == 2);
   CHECK(contains(conflict.output, "has model.renorm_rmax = 3"));
-  // Out-of-range settings exit 2 naming the flag and the rule, before any data is read.
-  for (const auto& [flag, message] : std::vector<std::pair<std::string, std::string>>{
-           {"--renorm-rmax 0.5", "--renorm-rmax: must be a finite number >= 1, got '0.5'"},
-           {"--renorm-dmax -1", "--renorm-dmax: must be a finite number >= 0, got '-1'"},
-           {"--renorm-warmup -3", "--renorm-warmup: must be a whole number from 0"},
-           {"--renorm-ramp 1.5", "--renorm-ramp: must be a whole number from 0"}}) {
-    CAPTURE(flag);
-    CliResult bad = run_cli("train --model mlp --norm batch-renorm --steps 2 " + flag + " " +
-                            common_flags(dir) + " --out " + shell_quote(dir.file("bad")));
-    CAPTURE(bad.output);
-    CHECK(bad.exit_code == 2);
-    CHECK(contains(bad.output, message));
-    CHECK(!fs::exists(dir.file("bad")));
-  }
+  check_refused_settings(
+      dir, "batch-renorm",
+      {{"--renorm-rmax 0.5", "--renorm-rmax: must be a finite number >= 1, got '0.5'"},
+       {"--renorm-dmax -1", "--renorm-dmax: must be a finite number >= 0, got '-1'"},
+       {"--renorm-warmup -3", "--renorm-warmup: must be a whole number from 0"},
+       {"--renorm-ramp 1.5", "--renorm-ramp: must be a whole number from 0"}});
+}
+
+TEST_CASE("apps.train: --norm noisy-batch trains, its ranges reach config.json, bad ones exit 2") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 96, 40);
+  const std::string out = dir.file("noisy");
+  CliResult r = run_cli(
+      "train --model paper-mlp --norm noisy-batch --bn-noise-mean 0.25 --bn-noise-var 2 --steps 4 "
+      "--eval-every 2 --batch-size 16 --summary " +
+      common_flags(dir) + " --out " + shell_quote(out));
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.output, "noise mean U(-0.25, 0.25) var U(1, 2)"));
+  CHECK(contains(r.output, "noise mean_range 0.25"));  // the model summary's BatchNorm1d
+  const json config = json::parse(read_text(out + "/config.json"));
+  CHECK(config["model"]["norm"] == "noisy-batch");
+  CHECK(config["model"]["bn_noise_mean"] == 0.25);
+  CHECK(config["model"]["bn_noise_var"] == 2.0);
+  CliResult conflict = run_cli("train --resume " + shell_quote(out) + " --bn-noise-var 3");
+  CAPTURE(conflict.output);
+  CHECK(conflict.exit_code == 2);
+  CHECK(contains(conflict.output, "has model.bn_noise_var = 2"));
+  check_refused_settings(
+      dir, "noisy-batch",
+      {{"--bn-noise-mean -0.5", "--bn-noise-mean: must be a finite number >= 0, got '-0.5'"},
+       {"--bn-noise-var 0.5", "--bn-noise-var: must be a finite number >= 1, got '0.5'"}});
 }
 
 TEST_CASE("apps.train: a diverging run stops, says so and exits 3") {

@@ -6,4 +6,5 @@ set(BNLAB_TEST_TRAIN_SOURCES
   tests/train/test_study.cpp
   tests/train/test_fidelity.cpp
   tests/train/test_recurrent.cpp
+  tests/train/test_noisy_batch.cpp
 )
