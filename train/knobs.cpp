@@ -419,6 +419,40 @@ std::vector<Knob> make_knobs() {
                          [](TrainConfig& c) -> bool& { return c.sync_bn; });
   sync_bn.optional_in_json = true;  // configs written before --sync-bn
   t.push_back(sync_bn);
+  t.push_back(optional_in_json(whole(
+      "mechanism_every", "--mechanism-every",
+      "Every N steps (and at the last), measure internal covariate shift per layer and the loss "
+      "landscape along the gradient without changing the run (ics.csv, smoothness.csv, "
+      "mechanism.csv, .png; costs (etas + layers) forward+backward passes each; 0: off)",
+      [](TrainConfig& c) -> int64_t& { return c.mechanism_every; }, 0, kMaxSteps)));
+  // A list: config.json holds it as the flag's text ("0.5,1,2,4"), each float exactly.
+  Knob etas = named("mechanism_etas", "--mechanism-etas",
+                    "Step sizes of the landscape measurement, as multiples of the step's learning "
+                    "rate, comma-separated (each > 0)");
+  etas.set = [](TrainConfig& c, const std::string& v) {
+    std::vector<float> mults;
+    size_t start = 0;
+    while (true) {
+      const size_t comma = v.find(',', start);
+      const std::string item = v.substr(start, comma == std::string::npos ? comma : comma - start);
+      try {
+        mults.push_back(static_cast<float>(
+            parse_real(item, 0, std::numeric_limits<float>::max(), true, false)));
+      } catch (const Error&) {
+        BNLAB_FAIL("must be a comma-separated list of numbers > 0 (e.g. 0.5,1,2,4), got ",
+                   quoted(v));
+      }
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    c.mechanism_etas = std::move(mults);
+  };
+  etas.get = [](const TrainConfig& c) {
+    std::string out;
+    for (float m : c.mechanism_etas) out += (out.empty() ? "" : ",") + float_text(m);
+    return out;
+  };
+  t.push_back(optional_in_json(etas));
   return t;
 }
 

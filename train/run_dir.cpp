@@ -20,10 +20,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// clang-format off
 const char* const kRunFiles[] = {
     "config.json",    "metrics.csv",    "model.safetensors", "train_state.safetensors",
     "summary.json",   "curves.png",     "curves.gp",         "best.safetensors",
-    "grad_norms.csv", "grad_norms.dat", "grad_norms.gp",     "grad_norms.png"};
+    "grad_norms.csv", "grad_norms.dat", "grad_norms.gp",     "grad_norms.png",
+    "ics.csv",        "ics.dat",        "ics.gp",            "ics.png",
+    "smoothness.csv", "smoothness.gp",  "smoothness.png",    "mechanism.csv"};
+// clang-format on
 
 struct Holder {
   int fd = -1;

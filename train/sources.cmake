@@ -3,6 +3,7 @@ set(BNLAB_TRAIN_SOURCES
   train/progress.cpp
   train/plot.cpp
   train/trainer.cpp
+  train/mechanism.cpp
   train/checkpoint.cpp
   train/nonfinite_guard.cpp
   train/interrupt.cpp

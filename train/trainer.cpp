@@ -29,6 +29,7 @@
 #include "train/data_parallel.h"
 #include "train/interrupt.h"
 #include "train/knobs.h"
+#include "train/mechanism.h"
 #include "train/nonfinite_guard.h"
 #include "train/plot.h"
 #include "train/progress.h"
@@ -84,6 +85,8 @@ void write_summary(const std::string& dir, const TrainConfig& cfg, const TrainRe
   j["images_per_second"] = r.images_per_second;
   j["ranks"] = r.ranks;
   j["allreduce_seconds"] = r.allreduce_seconds;
+  if (cfg.mechanism_every > 0)  // --mechanism-every: its cost (this process), outside train_seconds
+    j["mechanism_seconds"] = r.mechanism_seconds;
   // Keys named by the split they measured: final_val_acc is never called a test accuracy.
   const std::string kind = split_kind(r.eval_split);
   if (!r.rows.empty()) {
@@ -374,15 +377,7 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& d
   NoGradGuard no_grad;
   if (model.probe && probe_unit >= 0) {
     model.probe->register_forward_hook([&](const Module&, const Tensor& x, const Tensor&) {
-      // Dense probe [N, D]: column `unit`. Conv probe [N, C, H, W]: channel `unit` at the centre
-      // pixel.
-      int64_t N = x.size(0);
-      int64_t C = x.size(1);
-      int64_t unit = std::min(probe_unit, C - 1);
-      int64_t plane = x.numel() / (N * C);
-      int64_t centre = x.dim() == 4 ? (x.size(2) / 2) * x.size(3) + x.size(3) / 2 : 0;
-      for (int64_t n = 0; n < N; ++n)
-        result.probe_values.push_back(x.data()[(n * C + unit) * plane + centre]);
+      append_probe_values(x, probe_unit, result.probe_values);
     });
   }
   DataLoaderOptions opts;
@@ -466,6 +461,18 @@ Trainer::Trainer(TrainConfig cfg, const RunData& data) : cfg_(std::move(cfg)), d
               " ranks of batch size ", cfg_.batch_size, " need more than the ", data.train.size(),
               " training images of ", data.train.title());
   optimizer_ = make_optimizer(cfg_, *model_.net);
+  if (cfg_.mechanism_every > 0) {
+    // The measurement replays the step on this process's batch; the gradients it compares would
+    // be one rank's, not the averaged ones the update used.
+    BNLAB_CHECK(dp_->size() == 1, "--mechanism-every measures in one process only; this run has ",
+                dp_->size(), " ranks (mpirun -np)");
+    for (float m : cfg_.mechanism_etas)
+      BNLAB_CHECK(std::isfinite(m) && m > 0.0f,
+                  "--mechanism-etas: every step-size multiple must be > 0; got ", m);
+    BNLAB_CHECK(!cfg_.mechanism_etas.empty(), "--mechanism-etas: give at least one step size");
+    mechanism_ = std::make_unique<MechanismMeter>(model_, cfg_.mechanism_etas, cfg_.label_smoothing,
+                                                  cfg_.probe_unit);
+  }
 
   // drop_last: a ragged final batch (possibly of 1) would give BatchNorm a different, noisier
   // batch.
@@ -535,6 +542,20 @@ void Trainer::open_run_dir(bool& resume, TrainResult& result, Running& run) {
     if (cfg_.grad_stats && fs::exists(grads))
       for (const GradNormRow& row : read_grad_norms_csv(grads.string()))
         if (row.step <= run.step) result.grad_rows.push_back(row);
+    if (cfg_.mechanism_every > 0) {
+      const fs::path ics = fs::path(dir) / "ics.csv";
+      const fs::path smooth = fs::path(dir) / "smoothness.csv";
+      const fs::path mech = fs::path(dir) / "mechanism.csv";
+      if (fs::exists(ics))
+        for (const IcsRow& row : read_ics_csv(ics.string()))
+          if (row.step <= run.step) result.ics_rows.push_back(row);
+      if (fs::exists(smooth))
+        for (const SmoothnessRow& row : read_smoothness_csv(smooth.string()))
+          if (row.step <= run.step) result.smoothness_rows.push_back(row);
+      if (fs::exists(mech))
+        for (const MechanismRow& row : read_mechanism_csv(mech.string()))
+          if (row.step <= run.step) result.mechanism_rows.push_back(row);
+    }
   } else if (dp_->is_root()) {
     // A fresh run replaces whatever run the directory held (the CLI asks for --overwrite first),
     // so no older checkpoint can be resumed under this config.
@@ -563,6 +584,16 @@ bool Trainer::train_step(const Batch& batch, TrainResult& result, Running& run) 
   apply(*optimizer_, *schedule_, cfg_.lr, run.step);
   dp_->reseed_dropout(run.step);  // ranks > 0: a dropout stream per (rank, step): exact resume
   run.guard->before_step();
+  // --mechanism-every (train/mechanism.h): measured around the step, which it leaves unchanged.
+  const bool measured =
+      mechanism_ && ((run.step + 1) % cfg_.mechanism_every == 0 || run.step + 1 == total_);
+  double measure_seconds = 0;
+  auto measure = [&](auto&& f) {
+    auto m0 = clock::now();
+    f();
+    measure_seconds += std::chrono::duration<double>(clock::now() - m0).count();
+  };
+  if (measured) measure([&] { mechanism_->before_forward(); });
   Tensor logits = (*model_.net)(batch.images);
   Tensor loss = cross_entropy(logits, batch.labels, cfg_.label_smoothing);
   float loss_value = static_cast<float>(dp_->mean_over_ranks(loss.item()));
@@ -573,7 +604,17 @@ bool Trainer::train_step(const Batch& batch, TrainResult& result, Running& run) 
   // The non-finite guard (train/nonfinite_guard.h): one check of the loss and the gradients;
   // loss and gradients are averaged over ranks already, so every rank takes the same branch.
   bool apply_update = true;
-  if (run.guard->found(loss_value)) {
+  const bool nonfinite = run.guard->found(loss_value);
+  if (measured) {
+    measure([&] {
+      if (nonfinite) {
+        mechanism_->skip();
+      } else {
+        mechanism_->after_backward(batch.images, batch.labels, loss_value, optimizer_->lr());
+      }
+    });
+  }
+  if (nonfinite) {
     NonFiniteGuard::Verdict v = run.guard->handle(run.step + 1, loss_value, batch.images);
     if (!v.message.empty())
       run.progress->line((cfg_.label.empty() ? "train" : cfg_.label) + ": " + v.message);
@@ -589,8 +630,16 @@ bool Trainer::train_step(const Batch& batch, TrainResult& result, Running& run) 
     if (cfg_.clip_grad_norm > 0.0f) clip_grad_norm(model_.net->parameters(), cfg_.clip_grad_norm);
     optimizer_->step();
   }
+  if (measured && !nonfinite) {
+    measure([&] {
+      mechanism_->after_update(run.step + 1, result.ics_rows, result.smoothness_rows,
+                               result.mechanism_rows);
+    });
+  }
   optimizer_->zero_grad();
-  run.train_seconds += std::chrono::duration<double>(clock::now() - t0).count();
+  // Measuring is not training: it stays out of elapsed_s and images per second.
+  result.mechanism_seconds += measure_seconds;
+  run.train_seconds += std::chrono::duration<double>(clock::now() - t0).count() - measure_seconds;
   ++run.step;
   run.images_since_start += batch.size();
 
@@ -645,10 +694,7 @@ bool Trainer::end_of_period(TrainResult& result, Running& run) {
   if (!dir.empty() && dp_->is_root()) {
     write_file_atomic((fs::path(dir) / "metrics.csv").string(),
                       format_metrics_csv(result.rows, split_kind(data_.eval.split)));
-    if (cfg_.grad_stats) {
-      write_file_atomic((fs::path(dir) / "grad_norms.csv").string(),
-                        format_grad_norms_csv(result.grad_rows));
-    }
+    write_step_records(result);
     if (cfg_.save_checkpoint) {
       save_checkpoint(dir, model_, *optimizer_, {run.step, run.elapsed_before + run.train_seconds});
       run.saved_step = run.step;
@@ -719,18 +765,31 @@ void Trainer::record_grad_norms(int64_t step, TrainResult& result) {
   }
 }
 
+// grad_norms.csv and the mechanism CSVs: all rows so far, rewritten whole at each evaluation (a
+// resumed run read back the rows up to its checkpoint).
+void Trainer::write_step_records(const TrainResult& result) const {
+  const fs::path dir = cfg_.out_dir;
+  if (cfg_.grad_stats)
+    write_file_atomic((dir / "grad_norms.csv").string(), format_grad_norms_csv(result.grad_rows));
+  if (cfg_.mechanism_every > 0) {
+    write_file_atomic((dir / "ics.csv").string(), format_ics_csv(result.ics_rows));
+    write_file_atomic((dir / "smoothness.csv").string(),
+                      format_smoothness_csv(result.smoothness_rows));
+    write_file_atomic((dir / "mechanism.csv").string(),
+                      format_mechanism_csv(result.mechanism_rows));
+  }
+}
+
 void Trainer::write_outputs(const TrainResult& result) const {
   const std::string& dir = cfg_.out_dir;
   if (dir.empty() || !dp_->is_root()) return;
   write_file_atomic((fs::path(dir) / "metrics.csv").string(),
                     format_metrics_csv(result.rows, split_kind(data_.eval.split)));
-  if (cfg_.grad_stats) {
-    write_file_atomic((fs::path(dir) / "grad_norms.csv").string(),
-                      format_grad_norms_csv(result.grad_rows));
-  }
+  write_step_records(result);
   if (gnuplot_available()) {
     plot_curves(dir, split_kind(result.eval_split));
     if (cfg_.grad_stats) plot_grad_norms(dir, result.grad_rows);
+    if (cfg_.mechanism_every > 0) plot_mechanism(dir, result.ics_rows, result.mechanism_rows);
   }
   // No summary for an interrupted run: summary.json marks a finished one (ablate reuses it).
   if (!result.interrupted_by) write_summary(dir, cfg_, result);

@@ -71,6 +71,15 @@ struct TrainConfig {
   /// Data-parallel runs (mpirun -np P; train/data_parallel.h): BatchNorm statistics over the global
   /// batch of all ranks (SyncBN) instead of each rank's own batch. No effect in one process.
   bool sync_bn = false;
+  /// Measure the optimization mechanism (internal covariate shift per layer, the loss landscape
+  /// along the gradient, the probe unit in train mode; train/mechanism.h) at every step that is a
+  /// multiple of this, and at the last step; 0: off. The run itself is unchanged (bit for bit); a
+  /// measured step costs (mechanism_etas.size() + weight tensors) extra forward+backward passes.
+  /// One process only.
+  int64_t mechanism_every = 0;
+  /// The step sizes of the landscape measurement, as multiples of the step's learning rate (each
+  /// > 0): the paper's [0.05, 0.4] at its lr 0.1 is {0.5, 1, 2, 4}.
+  std::vector<float> mechanism_etas = {0.5f, 1.0f, 2.0f, 4.0f};
 };
 
 /// One evaluation point of a run: a row of metrics.csv.
@@ -94,6 +103,47 @@ struct GradNormRow {
   std::string param;       ///< the weight's state_dict name ("3.weight")
   double grad_norm = 0;    ///< its gradient's L2 norm
   double weight_norm = 0;  ///< the weight's L2 norm before the update
+};
+
+/// Internal covariate shift of one layer at a measured step (Santurkar et al. 2018, Definition
+/// 2.1; TrainConfig::mechanism_every): the gradient G of the layer's weight at the step's weights
+/// W^t, against G', the same gradient after every parameter before this weight (forward order) has
+/// taken the step's update (same batch, same BatchNorm and dropout state).
+struct IcsRow {
+  int64_t step = 0;            ///< the measured step (1-based, as metrics.csv)
+  int64_t layer = 0;           ///< 0-based index among the weights (parameters with >= 2 dims)
+  std::string param;           ///< the weight's state_dict name ("1.weight")
+  double grad_norm = 0;        ///< ||G||
+  double grad_norm_after = 0;  ///< ||G'||
+  double l2_diff = 0;          ///< ||G - G'||: 0 for the first layer
+  double cosine = 0;  ///< <G, G'> / (||G|| ||G'||): 1 for the first layer; NaN if a norm is 0
+};
+
+/// The loss landscape at W^t - eta g along the step's gradient g (Santurkar et al. 2018, section
+/// 3.1), same batch and state as the step.
+struct SmoothnessRow {
+  int64_t step = 0;         ///< the measured step
+  double eta = 0;           ///< the absolute step size: eta_mult x the step's learning rate
+  double eta_mult = 0;      ///< the entry of TrainConfig::mechanism_etas
+  double loss = 0;          ///< L(W^t - eta g)
+  double grad_diff_l2 = 0;  ///< ||grad L(W^t - eta g) - g|| over all parameters
+};
+
+/// One measured step's summary (TrainConfig::mechanism_every).
+struct MechanismRow {
+  int64_t step = 0;              ///< the measured step
+  double loss = 0;               ///< the step's training loss L(W^t)
+  double grad_norm = 0;          ///< ||g||, all parameters
+  double loss_min = 0;           ///< min of L over eta in {0} and the etas (loss Lipschitzness)
+  double loss_max = 0;           ///< max of the same
+  double grad_diff_min = 0;      ///< min over the etas of ||g_eta - g|| (gradient predictiveness)
+  double grad_diff_max = 0;      ///< max of the same
+  double beta_smoothness = NAN;  ///< max over the etas of ||g_eta - g|| / ||eta g||
+  double probe_p15 = NAN;        ///< the probe unit's input on the training batch, train mode
+  double probe_p50 = NAN;        ///< its median
+  double probe_p85 = NAN;        ///< its 85th percentile
+  double probe_mean = NAN;       ///< its mean
+  double probe_std = NAN;        ///< its (population) standard deviation
 };
 
 /// What a run did.
@@ -125,6 +175,10 @@ struct TrainResult {
   /// The accuracy of always predicting the evaluation split's commonest class.
   double chance_acc = NAN;
   std::vector<GradNormRow> grad_rows;  ///< with TrainConfig::grad_stats: every evaluation's rows
+  std::vector<IcsRow> ics_rows;  ///< with TrainConfig::mechanism_every: each measured step's layers
+  std::vector<SmoothnessRow> smoothness_rows;  ///< ... each measured step's step sizes
+  std::vector<MechanismRow> mechanism_rows;    ///< ... one row per measured step
+  double mechanism_seconds = 0;  ///< time spent measuring (this process; not in `seconds`)
 };
 
 /// The collapse rule, a function of the metrics alone so that reports can re-apply it to finished
@@ -174,6 +228,7 @@ struct StepInfo {
 };
 
 class Trainer;
+class MechanismMeter;
 
 /// Where user code steps into a run. Both run on every rank of a data-parallel run.
 struct TrainerHooks {
@@ -237,6 +292,7 @@ class Trainer {
   bool track_best(const MetricsRow& row, TrainResult& result, Running& run, bool save);
   void measure_test(TrainResult& result);
   void write_outputs(const TrainResult& result) const;
+  void write_step_records(const TrainResult& result) const;
   void record_grad_norms(int64_t step, TrainResult& result);
 
   TrainConfig cfg_;
@@ -246,6 +302,7 @@ class Trainer {
   std::unique_ptr<Optimizer> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;
   std::unique_ptr<DataLoader> loader_;
+  std::unique_ptr<MechanismMeter> mechanism_;  ///< with cfg.mechanism_every > 0
   int64_t per_epoch_ = 0, total_ = 0, eval_every_ = 0;
   bool fitted_ = false;
 };

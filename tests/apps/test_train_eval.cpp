@@ -479,3 +479,40 @@ TEST_CASE("apps.train: --grad-stats records each weight's gradient norm at every
   REQUIRE(run_cli("train --resume " + shell_quote(part) + " --steps 30").exit_code == 0);
   CHECK(read_text(part + "/grad_norms.csv") == read_text(out + "/grad_norms.csv"));
 }
+
+TEST_CASE("apps.train: --mechanism-every writes ics.csv, smoothness.csv, mechanism.csv") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 200, 50);
+  const std::string flags =
+      "train --model mlp --norm batch --batch-size 20 --eval-every 5 --steps 10 " +
+      common_flags(dir);
+  const std::string out = dir.file("run");
+  CliResult r =
+      run_cli(flags + " --mechanism-every 5 --mechanism-etas 1,2 --out " + shell_quote(out));
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  auto ics = parse_csv(read_text(out + "/ics.csv"));
+  REQUIRE(ics.size() == 1 + 2 * 3);  // header + 2 measured steps x 3 weights (two hidden, output)
+  CHECK(ics[0] == std::vector<std::string>{"step", "layer", "param", "grad_norm", "grad_norm_after",
+                                           "l2_diff", "cosine"});
+  CHECK(ics[1][0] == "5");
+  CHECK(ics[1][5] == "0");  // the first weight: nothing before it moved
+  CHECK(ics[1][6] == "1");
+  auto smooth = parse_csv(read_text(out + "/smoothness.csv"));
+  CHECK(smooth.size() == 1 + 2 * 2);
+  auto mech = parse_csv(read_text(out + "/mechanism.csv"));
+  REQUIRE(mech.size() == 3);
+  CHECK(mech[0].size() == 13);
+  CHECK(mech[2][0] == "10");
+  if (bnlab::gnuplot_available()) {
+    CHECK(fs::exists(out + "/ics.png"));
+    CHECK(fs::exists(out + "/smoothness.png"));
+  }
+  CHECK(contains(read_text(out + "/config.json"), "\"mechanism_etas\": \"1,2\""));
+  for (const char* bad : {"--mechanism-etas 0,1", "--mechanism-etas 1,x", "--mechanism-every -2"}) {
+    CAPTURE(bad);
+    CliResult b = run_cli(flags + " " + bad + " --out " + shell_quote(dir.file("bad")));
+    CHECK(b.exit_code == 2);
+    CHECK(contains(b.output, std::string(bad).substr(0, std::string(bad).find(' '))));
+  }
+}

@@ -1,5 +1,6 @@
 set(BNLAB_TEST_TRAIN_SOURCES
   tests/train/test_trainer.cpp
+  tests/train/test_mechanism.cpp
   tests/train/test_collapse.cpp
   tests/train/test_ablation_controls.cpp
   tests/train/test_eval_controls.cpp
