@@ -365,7 +365,8 @@ void plot_mechanism(const std::string& dir, const std::vector<IcsRow>& ics,
                    (fs::path(dir) / "ics.png").string(), 1400, 500);
   }
   std::ostringstream gp;
-  gp << "set datafile separator ','\nset key autotitle columnhead\nset grid\n"
+  gp << "set termoption noenhanced\nset datafile separator ','\nset key autotitle columnhead\n"
+        "set grid\n"
         "set xlabel 'training steps'\nset style fill transparent solid 0.3 noborder\n"
         "set multiplot layout 1,3 title 'loss landscape along the gradient (Santurkar et al. "
         "2018, Fig. 4)'\n"
