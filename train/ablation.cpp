@@ -19,6 +19,7 @@
 #include "core/io.h"
 #include "train/interrupt.h"
 #include "train/knobs.h"
+#include "train/mechanism_report.h"
 #include "train/plot.h"
 
 namespace bnlab {
@@ -336,6 +337,13 @@ void apply_preset(AblationSpec& spec, const std::string& preset) {
     if (spec.base.train_subset == 0) spec.base.train_subset = 2000;
     spec.base.eval_train = true;
   }
+  // The mechanism measurements (train/mechanism.h) at every evaluation unless set: a few dozen
+  // measured steps show the trend at a cost of (step sizes + layers) passes each.
+  if (preset == "mechanism" && spec.base.mechanism_every == 0) {
+    spec.base.mechanism_every = spec.base.eval_every > 0 ? spec.base.eval_every
+                                : spec.base.steps > 0 ? std::max<int64_t>(1, spec.base.steps / 20)
+                                                      : 100;
+  }
   if (preset == "inference" && spec.inference_batches.empty())
     spec.inference_batches = {4, 60, 1000};
   // The lr preset picks each arm's best rate: on held-out training images, not on the test split.
@@ -345,8 +353,9 @@ void apply_preset(AblationSpec& spec, const std::string& preset) {
 }
 
 std::vector<std::string> preset_names() {
-  return {"fig1",    "lr",      "batch-size",    "init",           "placement", "norm",
-          "dropout", "dataset", "gradient-flow", "regularization", "inference", "recurrent"};
+  return {"fig1",      "lr",        "batch-size", "init",          "placement",
+          "norm",      "dropout",   "dataset",    "gradient-flow", "regularization",
+          "inference", "recurrent", "mechanism"};
 }
 
 std::vector<Factor> preset_factors(const std::string& preset) {
@@ -387,6 +396,9 @@ std::vector<Factor> preset_factors(const std::string& preset) {
   }
   if (preset == "dataset")
     return {{"norm", {"none", "batch"}}, {"dataset", {"mnist", "fashion-mnist"}}};
+  // Santurkar et al.'s test of the ICS explanation: BN with a random shift injected after every
+  // BN layer each step (noisy-batch) next to BN and none, each run measuring ICS and smoothness.
+  if (preset == "mechanism") return {{"norm", {"none", "batch", "noisy-batch"}}};
   std::string names;
   for (const std::string& n : preset_names()) names += (names.empty() ? "" : ", ") + n;
   BNLAB_FAIL("ablate: unknown preset '", preset, "'; expected one of ", names);
@@ -842,6 +854,7 @@ AblationReport run_ablation(const AblationSpec& spec) {
         const Job& job = jobs[i];
         outcomes[i].arm = job.arm;
         outcomes[i].seed = job.seed;
+        outcomes[i].run_dir = job.cfg.out_dir;
         if (finished_run(job.cfg.out_dir, job.cfg)) {
           outcomes[i].result = load_finished(job.cfg.out_dir);
           outcomes[i].reused = true;
@@ -983,9 +996,17 @@ AblationReport run_ablation(const AblationSpec& spec) {
       report.outcomes.back().back().arm = nullptr;
     }
   }
+  std::vector<std::string> mechanism_messages;
+  const std::string mechanism =
+      mechanism_section(spec, report, &report.extra_pngs, &mechanism_messages);
+  report.table += mechanism;
+  md << mechanism;
+  for (const std::string& png : report.extra_pngs) md << "\n![" << png << "](" << png << ")\n";
   report.summary_md = (fs::path(spec.out_dir) / "summary.md").string();
   write_file_atomic(report.summary_md, md.str());
   report.messages = render_plots(spec, arms, outcomes, by_epoch, report);
+  report.messages.insert(report.messages.end(), mechanism_messages.begin(),
+                         mechanism_messages.end());
   return report;
 }
 

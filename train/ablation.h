@@ -59,6 +59,7 @@ struct RunOutcome {
   /// With AblationSpec::inference_batches: accuracy with the running averages, then with batch
   /// statistics at each of those batch sizes (empty for a diverged run).
   std::vector<double> inference_acc;
+  std::string run_dir;  ///< OUT/runs/ARM/seed-S: the run's files (metrics.csv, ics.csv, ...)
 };
 
 /// Factor names and what they change; values are validated when applied.
@@ -95,6 +96,9 @@ struct AblationReport {
   /// Every (arm, seed) run, by arm: outcomes[a] are arms[a]'s runs in seed order (their `arm`
   /// pointers refer to run_ablation's copy and are null here).
   std::vector<std::vector<RunOutcome>> outcomes;
+  /// Figures beyond accuracy and percentiles (the mechanism preset's), relative to the output
+  /// directory.
+  std::vector<std::string> extra_pngs;
   std::vector<std::string> messages;  ///< plot status lines
   /// SIGINT/SIGTERM: the running arms stopped at a step boundary with a checkpoint, no report was
   /// written, and `unfinished` runs remain; rerunning the same command resumes them.

@@ -10,6 +10,7 @@ set(BNLAB_TRAIN_SOURCES
   train/data_parallel.cpp
   train/ablation.cpp
   train/study.cpp
+  train/mechanism_report.cpp
   train/knobs.cpp
   train/run_dir.cpp
 )

@@ -17,6 +17,7 @@
 #include "core/version.h"
 #include "data/datasets.h"
 #include "train/interrupt.h"
+#include "train/mechanism_report.h"
 
 namespace bnlab {
 
@@ -61,6 +62,8 @@ const std::vector<ExperimentDef>& experiments() {
       {"fashion-mnist", "fig1", "fashion-mnist", "paper-mlp", Length::kMnist},
       {"cifar10", "fig1", "cifar10", "cifar-cnn", Length::kCifar},
       {"recurrent", "recurrent", "mnist", "row-rnn", Length::kMnist},
+      {"mechanism", "mechanism", "mnist", "paper-mlp", Length::kMnist},
+      {"mechanism-cifar10", "mechanism", "cifar10", "cifar-cnn", Length::kCifar},
   };
   return defs;
 }
@@ -313,6 +316,49 @@ std::vector<double> measure_claim(const std::string& id, const AblationReport& r
     }
     return out;
   }
+  // The mechanism claims (issue 18): arms none, batch and noisy-batch, each run's measurements
+  // read back from its directory (train/mechanism_report.h).
+  const std::string base_id = id.size() > 8 && id.compare(id.size() - 8, 8, "-cifar10") == 0
+                                  ? id.substr(0, id.size() - 8)
+                                  : id;
+  if (base_id == "noisy-bn-speed") {
+    *note = "BN with a random shift of mean and variance injected after every BN layer each step";
+    return paired(r, {{"norm", "noisy-batch"}}, none, curve_area, note);
+  }
+  if (base_id == "noisy-bn-shift" || base_id == "ics-reduced" || base_id == "smoother") {
+    auto mech = [&](const Settings& arm, double (*f)(const MechanismRun&)) {
+      std::vector<double> out;
+      int a = find_arm(r, arm);
+      if (a < 0) return out;
+      for (const RunOutcome& o : r.outcomes[static_cast<size_t>(a)])
+        out.push_back(f(read_mechanism_run(o.run_dir)));
+      return out;
+    };
+    std::vector<double> plus, minus;
+    if (base_id == "noisy-bn-shift") {
+      *note = "RMS change of the probe unit's input (mean, std) between measured steps, train mode";
+      plus = mech({{"norm", "noisy-batch"}}, activation_drift);
+      minus = mech(none, activation_drift);
+    } else if (base_id == "ics-reduced") {
+      *note =
+          "mean cosine between a layer's weight gradient before and after the preceding "
+          "layers' update (layers 2..L)";
+      plus = mech(batch, mean_ics_cosine);
+      minus = mech(none, mean_ics_cosine);
+    } else {
+      *note = "mean log10 of the effective beta-smoothness along the gradient";
+      plus = mech(none, mean_log10_beta);
+      minus = mech(batch, mean_log10_beta);
+    }
+    if (plus.empty() || minus.empty()) {
+      *note = "the experiment has no measured runs for one side";
+      return {};
+    }
+    std::vector<double> out;
+    for (size_t k = 0; k < std::min(plus.size(), minus.size()); ++k)
+      out.push_back(plus[k] - minus[k]);
+    return out;
+  }
   if (id == "cost") {
     std::vector<double> out = paired(r, batch, none, ms_per_step, note);
     int a = find_arm(r, none);
@@ -388,6 +434,24 @@ const std::vector<ClaimInfo>& study_claims() {
        "recurrent", "final accuracy at batch 4: LayerNorm - BN"},
       {"cost", "BN costs time per training step", "fig1",
        "ms per step: BN / none - 1 (from the runs themselves)"},
+      {"ics-reduced", "BN reduces internal covariate shift (Ioffe and Szegedy's explanation)",
+       "mechanism", "ICS cosine: BN - none"},
+      {"noisy-bn-shift",
+       "Noisy BN's layer inputs shift more during training than a plain network's", "mechanism",
+       "input drift of the probe unit: noisy BN - none"},
+      {"noisy-bn-speed", "Noisy BN still converges faster than no BN (Santurkar et al.)",
+       "mechanism", "area under the test accuracy curve: noisy BN - none"},
+      {"smoother", "BN makes the loss landscape smoother (Santurkar et al.)", "mechanism",
+       "log10 effective beta-smoothness: none - BN"},
+      {"ics-reduced-cifar10", "On CIFAR-10: BN reduces internal covariate shift",
+       "mechanism-cifar10", "ICS cosine: BN - none"},
+      {"noisy-bn-shift-cifar10",
+       "On CIFAR-10: noisy BN's layer inputs shift more than a plain network's",
+       "mechanism-cifar10", "input drift of the probe unit: noisy BN - none"},
+      {"noisy-bn-speed-cifar10", "On CIFAR-10: noisy BN still converges faster than no BN",
+       "mechanism-cifar10", "area under the validation accuracy curve: noisy BN - none"},
+      {"smoother-cifar10", "On CIFAR-10: BN makes the loss landscape smoother", "mechanism-cifar10",
+       "log10 effective beta-smoothness: none - BN"},
   };
   return claims;
 }
@@ -520,6 +584,36 @@ StudyReport run_study(const StudySpec& spec) {
           << " | **" << v.verdict << "** |\n";
     out.claims.push_back(std::move(result));
   }
+  // Does reducing ICS explain BN's speed-up? Not a measurement of its own but a rule over the
+  // mechanism rows, as Santurkar et al. argue it: the explanation fails when BN does not reduce
+  // ICS, or when noisy BN keeps the speed-up although its inputs shift more than a plain
+  // network's; it holds when BN reduces ICS and noisy BN loses the speed-up.
+  bool any_derived = false;
+  for (const std::string suffix : {"", "-cifar10"}) {
+    auto verdict = [&](const std::string& id) -> std::string {
+      for (const ClaimResult& c : out.claims)
+        if (c.info.id == id + suffix) return c.verdict.verdict;
+      return "";
+    };
+    const std::string ics = verdict("ics-reduced"), speed = verdict("noisy-bn-speed"),
+                      shift = verdict("noisy-bn-shift");
+    if (ics.empty() || speed.empty() || shift.empty() || ics == "not run" || speed == "not run")
+      continue;
+    std::string answer = "inconclusive";
+    if (ics == "not supported" || (speed == "supported" && shift == "supported"))
+      answer = "not supported";
+    else if (ics == "supported" && speed == "not supported")
+      answer = "supported";
+    const std::string claim = std::string(suffix.empty() ? "" : "On CIFAR-10: ") +
+                              "reducing internal covariate shift explains BN's speed-up";
+    const std::string why = "ics-reduced" + suffix + " " + ics + ", noisy-bn-speed" + suffix + " " +
+                            speed + ", noisy-bn-shift" + suffix + " " + shift;
+    csv << "ics-explains" << suffix << "," << csv_cell(claim) << ",mechanism" << suffix
+        << ",derived," << 0 << ",,,,," << answer << "," << csv_cell(why) << "\n";
+    table << "| " << claim << " | derived from the rows above: " << why
+          << " (the rule is under the table) | — | — | **" << answer << "** |\n";
+    any_derived = true;
+  }
 
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -548,7 +642,16 @@ StudyReport run_study(const StudySpec& spec) {
         "at chance) scores what it measured. Areas under the accuracy curve are the mean "
         "evaluation accuracy over the run's scheduled evaluations, a convergence-speed measure "
         "that is defined even for arms that never reach a threshold.\n\n"
-     << table.str() << "\nThe same rows, machine-readable: [verdicts.csv](verdicts.csv).\n";
+     << table.str()
+     << (any_derived
+             ? "\n**Does reducing ICS explain BN's speed-up?** (the derived rows) Not supported "
+               "when BN does not reduce ICS (`ics-reduced` not supported), or when noisy BN keeps "
+               "the speed-up (`noisy-bn-speed` supported) although its inputs shift more than a "
+               "plain network's (`noisy-bn-shift` supported), Santurkar et al.'s argument; "
+               "supported when BN reduces ICS and noisy BN loses the speed-up; inconclusive "
+               "otherwise. See docs/mechanism.md.\n"
+             : "")
+     << "\nThe same rows, machine-readable: [verdicts.csv](verdicts.csv).\n";
   for (const std::string& id : order) {
     const ExperimentDef& e = experiment_named(id);
     const AblationReport& r = reports.at(id);
@@ -559,6 +662,8 @@ StudyReport run_study(const StudySpec& spec) {
       md << "\n![" << id << " accuracy](" << id << "/accuracy.png)\n";
     if (!r.percentiles_png.empty() && fs::exists(r.percentiles_png))
       md << "\n![" << id << " percentiles](" << id << "/percentiles.png)\n";
+    for (const std::string& png : r.extra_pngs)
+      md << "\n![" << id << " " << png << "](" << id << "/" << png << ")\n";
     if (e.preset == "gradient-flow")
       md << "\nEach run's per-layer gradient norms: `" << id
          << "/runs/<arm>/seed-<s>/grad_norms.png` (and .csv).\n";

@@ -7,6 +7,7 @@
 #include "apps/apps_test_util.h"
 #include "core/io.h"
 #include "train/study.h"
+#include "train/study_test_util.h"
 
 using namespace bnlab;
 using apps_test::TempDir;
@@ -51,15 +52,7 @@ TEST_CASE("train.study: budgets and claims are named, unknown ones refused") {
 
 TEST_CASE("train.study: a small study writes verdicts for what it ran and says what it could not") {
   TempDir dir;
-  apps_test::write_tiny_mnist(dir.file("data"), 300, 60);
-  StudySpec spec;
-  spec.budget = study_budget("quick");
-  spec.budget.seeds = 2;
-  spec.budget.mnist_steps = 20;
-  spec.budget.mnist_eval_every = 10;
-  spec.data_dir = dir.file("data");
-  spec.out_dir = dir.file("study");
-  spec.jobs = 1;
+  StudySpec spec = study_test::tiny_study(dir);
   spec.claims = {"faster-shared-lr", "cost", "placement", "cifar10"};
   StudyReport r = run_study(spec);
   REQUIRE(r.claims.size() == 4);
