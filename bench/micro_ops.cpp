@@ -8,6 +8,7 @@
 //              3x that for forward+backward)
 //   batch_norm: train-mode forward and forward+backward at W3/W4 activation shapes (GB/s)
 //   elementwise: relu, sigmoid, add, max_pool2d forward (GB/s of input + output)
+//   train step: one training step of W1 and W3 (CPU time of this thread)
 //   fast math:  the vectorizable exp and sigmoid kernels (core/ops/fast_math.h) against the scalar
 //               libm loops they replace, one thread, in L2-sized arrays (Gelem/s); the activation
 //               ops forward and forward+backward
@@ -18,12 +19,15 @@
 #include <cblas.h>
 
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "core/autograd.h"
 #include "core/blas.h"
 #include "core/ops.h"
 #include "core/ops/fast_math.h"
+#include "optim/optim.h"
+#include "train/models.h"
 
 using namespace bnlab;
 
@@ -254,6 +258,65 @@ void BM_max_pool2d(benchmark::State& state) {
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_max_pool2d)->UseRealTime();
+
+// max_pool2d 2x2/2 forward + backward at the W3 (lenet) and W4 (cifar-cnn) activation shapes, the
+// input's grad dropped each iteration as a training step's intermediate grads are. Args: N, C, H (=
+// W). Reported time is this thread's CPU time (run with OMP_NUM_THREADS=1 on a busy machine).
+void BM_max_pool2d_forward_backward(benchmark::State& state) {
+  Rng rng(12);
+  const int64_t N = state.range(0), C = state.range(1), H = state.range(2);
+  Tensor x = Tensor::normal({N, C, H, H}, rng);
+  x.set_requires_grad();
+  Tensor seed = Tensor::normal({N, C, H / 2, H / 2}, rng);
+  for (auto _ : state) {
+    max_pool2d(x, 2).backward(seed);
+    x.zero_grad();
+  }
+  state.counters["GB/s"] = benchmark::Counter(4.0 * 2.5 * static_cast<double>(x.numel()) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_max_pool2d_forward_backward)
+    ->ArgNames({"N", "C", "H"})
+    ->Args({64, 6, 28})    // W3 pool1
+    ->Args({64, 16, 10})   // W3 pool2
+    ->Args({64, 64, 32});  // W4-like
+
+// ---- one training step of a zoo model ----
+// forward + cross-entropy + backward + optimizer step + zero_grad on one fixed N(0, 1) batch, as
+// `bnlab bench` times it (W1 paper-mlp: batch 60, SGD; W3 lenet: batch 64, Adam), but reported as
+// this thread's CPU time, which a busy machine disturbs less than wall time (OMP_NUM_THREADS=1).
+
+void BM_train_step(benchmark::State& state, const char* name, int64_t batch, int64_t channels,
+                   int64_t size, bool adam) {
+  Rng rng(42);
+  ModelSpec spec;
+  spec.name = name;
+  spec.channels = channels;
+  spec.height = size;
+  spec.width = size;
+  Model model = build_model(spec, rng);
+  std::unique_ptr<Optimizer> opt;
+  if (adam) {
+    opt = std::make_unique<Adam>(model.net->parameters(), AdamOptions{.lr = 1e-3f});
+  } else {
+    opt = std::make_unique<Sgd>(model.net->parameters(), SgdOptions{.lr = 0.01f});
+  }
+  Rng data_rng(7);
+  Tensor x = Tensor::normal({batch, channels, size, size}, data_rng);
+  std::vector<int64_t> labels(static_cast<size_t>(batch));
+  for (auto& y : labels) y = static_cast<int64_t>(data_rng.next_u32() % 10);
+  model.net->train(true);
+  for (auto _ : state) {
+    Tensor loss = cross_entropy((*model.net)(x), labels);
+    loss.backward();
+    opt->step();
+    opt->zero_grad();
+  }
+  state.counters["img/s"] =
+      benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK_CAPTURE(BM_train_step, W1_paper_mlp, "paper-mlp", 60, 1, 28, false);
+BENCHMARK_CAPTURE(BM_train_step, W3_lenet, "lenet", 64, 1, 28, true);
 
 // ---- fast math: vectorizable kernels vs scalar libm ----
 // One thread, 16 Ki floats (64 KiB in, 64 KiB out: cache-resident, so the loop's arithmetic is what

@@ -12,6 +12,10 @@
 //   - a NaN in the window wins (as PyTorch), so NaNs propagate instead of being silently dropped.
 // Backward routes each dout to the saved argmax; overlapping windows (s < k) add up. Derivation:
 // docs/derivations.md, "max_pool2d: argmax routing and ties".
+// The common 2x2 stride-2 unpadded case has its own kernels (max_pool2x2_*): the same comparisons
+// in the same order, the winner saved as a byte (its place in the window), branch-free and
+// vectorized; tests/core/test_ops_fast_paths.cpp checks them bit for bit against the general path
+// (detail::max_pool2d_general, core/ops/pool_general.h).
 //
 // Average pooling: every output is the mean of a rectangle of input cells, so both average ops are
 // one kernel over per-row and per-column windows [h0, h1) x [w0, w1) (clamped to the real cells):
@@ -26,11 +30,15 @@
 // torch.nn.AvgPool2d.html, torch.nn.AdaptiveAvgPool2d.html
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/ops/pool_general.h"
 
 namespace bnlab {
 
@@ -72,39 +80,13 @@ PoolDims pool_dims(const char* op, const Tensor& x, int64_t kernel, int64_t stri
 }
 
 // out [planes, Ho, Wo] and argmax [planes, Ho, Wo] (index h*W + w inside the plane) from x [planes,
-// H, W].
+// H, W]: any window. The reference the 2x2/2 kernels below are tested against.
 void max_pool2d_forward(float* out, int64_t* argmax, const float* x, const PoolDims& d) {
 #pragma omp parallel for if (d.planes * d.Ho * d.Wo * d.kernel * d.kernel > (1 << 15))
   for (int64_t plane = 0; plane < d.planes; ++plane) {
     const float* xp = x + plane * d.H * d.W;
     float* op = out + plane * d.Ho * d.Wo;
     int64_t* ap = argmax + plane * d.Ho * d.Wo;
-    if (d.kernel == 2 && d.stride == 2 && d.padding == 0) {
-      // The common 2x2/2 case: the same comparisons in the same window order, unrolled, with no
-      // window clamping (about 4x faster than the general loop below).
-      for (int64_t oh = 0; oh < d.Ho; ++oh) {
-        const float* r0 = xp + 2 * oh * d.W;
-        const float* r1 = r0 + d.W;
-        for (int64_t ow = 0; ow < d.Wo; ++ow) {
-          const int64_t i0 = 2 * oh * d.W + 2 * ow;
-          float best = r0[2 * ow];
-          int64_t at = i0;
-          // Non-short-circuit & and | with selects: on random data the comparisons are
-          // unpredictable, and branches on them cost more than the rest of the loop.
-          auto take = [&](float v, int64_t i) {
-            bool better = (v > best) | (std::isnan(v) & !std::isnan(best));
-            best = better ? v : best;
-            at = better ? i : at;
-          };
-          take(r0[2 * ow + 1], i0 + 1);
-          take(r1[2 * ow], i0 + d.W);
-          take(r1[2 * ow + 1], i0 + d.W + 1);
-          op[oh * d.Wo + ow] = best;
-          ap[oh * d.Wo + ow] = at;
-        }
-      }
-      continue;
-    }
     for (int64_t oh = 0; oh < d.Ho; ++oh) {
       // Clamp the window to the real cells: that is what "padding is -inf" means for a max.
       int64_t h0 = std::max<int64_t>(oh * d.stride - d.padding, 0);
@@ -143,14 +125,115 @@ void max_pool2d_backward(float* dx, const float* dout, const int64_t* argmax, co
   }
 }
 
+// One step of the max in the general loop's order, as a select (no branch: on random data the
+// comparison is unpredictable, and a select lets the loop vectorize): v replaces best when larger,
+// or when v is the first NaN.
+inline bool beats(float v, float best) { return (v > best) | ((v != v) & (best == best)); }
+
+// c ? a : b on the bits: GCC 12 turns a float ?: into a branch in the scalar remainder of a loop,
+// which at lenet's widths (5 to 14 outputs) is most of it, and mispredicts on random data.
+inline float pick(bool c, float a, float b) {
+  const uint32_t m = 0u - static_cast<uint32_t>(c);
+  return std::bit_cast<float>((std::bit_cast<uint32_t>(a) & m) | (std::bit_cast<uint32_t>(b) & ~m));
+}
+
+// The winner of each horizontal pair of one input row: m [Wo] and its place k [Wo] (0 left, 1
+// right). One strided row per loop is what GCC 12 vectorizes (two rows in one loop it does not).
+void pair_max_row(float* __restrict m, uint8_t* __restrict k, const float* __restrict row,
+                  int64_t Wo) {
+#pragma omp simd
+  for (int64_t ow = 0; ow < Wo; ++ow) {
+    const float left = row[2 * ow], right = row[2 * ow + 1];
+    const bool r = beats(right, left);
+    m[ow] = pick(r, right, left);
+    k[ow] = static_cast<uint8_t>(r);
+  }
+}
+
+// The 2x2 stride-2 unpadded windows, the common case. out [planes, Ho, Wo] from x [planes, H, W]
+// and, when `at` is non-null, the winner's place in its window as one byte (0 top-left, 1
+// top-right, 2 bottom-left, 3 bottom-right): 8x less index memory than the general int64 argmax.
+// The max is taken as a tournament, each pair's winner first, then the bottom pair's winner
+// against the top's: "the first maximum, a NaN above all" is associative, so this picks the same
+// cell as the general loop's row-major chain, bit for bit.
+void max_pool2x2_forward(float* out, uint8_t* at, const float* x, const PoolDims& d) {
+  const int64_t H = d.H, W = d.W, Ho = d.Ho, Wo = d.Wo;
+#pragma omp parallel if (d.planes * H * W > (1 << 16))
+  {
+    // The bottom pairs' winners of one output row, and the top's places when no index is kept.
+    std::vector<float> bottom(static_cast<size_t>(Wo));
+    std::vector<uint8_t> bottom_k(static_cast<size_t>(Wo)), top_k(static_cast<size_t>(Wo));
+#pragma omp for
+    for (int64_t plane = 0; plane < d.planes; ++plane) {
+      for (int64_t oh = 0; oh < Ho; ++oh) {
+        const float* r0 = x + plane * H * W + 2 * oh * W;  // window rows 2oh, 2oh + 1
+        float* __restrict o = out + (plane * Ho + oh) * Wo;
+        uint8_t* __restrict a = at ? at + (plane * Ho + oh) * Wo : top_k.data();
+        pair_max_row(o, a, r0, Wo);
+        pair_max_row(bottom.data(), bottom_k.data(), r0 + W, Wo);
+        const float* __restrict b = bottom.data();
+        const uint8_t* __restrict bk = bottom_k.data();
+#pragma omp simd
+        for (int64_t ow = 0; ow < Wo; ++ow) {
+          const bool lower = beats(b[ow], o[ow]);  // ties keep the top (earlier) cell
+          o[ow] = pick(lower, b[ow], o[ow]);
+          a[ow] = lower ? static_cast<uint8_t>(2 + bk[ow]) : a[ow];
+        }
+      }
+    }
+  }
+}
+
+// One input row of the 2x2 backward: row [2 Wo] gets dout g [Wo] in the cells whose window place
+// k [Wo] is `place` (left) or `place + 1` (right), nothing elsewhere. kAssign: the row's gradient
+// is being created (a fresh buffer), so cells are set, zeros included; else added to. Selects, not
+// `+= k == place ? g : 0`: adding +0 would turn a -0 already there into +0.
+template <bool kAssign>
+void route_row(float* __restrict row, const float* __restrict g, const uint8_t* __restrict k,
+               int place, int64_t Wo) {
+#pragma omp simd
+  for (int64_t ow = 0; ow < Wo; ++ow) {
+    const float left = kAssign ? 0.0f : row[2 * ow], right = kAssign ? 0.0f : row[2 * ow + 1];
+    row[2 * ow] = pick(k[ow] == place, left + g[ow], left);
+    row[2 * ow + 1] = pick(k[ow] == place + 1, right + g[ow], right);
+  }
+}
+
+// dx [planes, H, W] gets dout [planes, Ho, Wo] at each window's saved place `at`: added, or, with
+// `assign`, written over every cell (the rows and columns floor mode leaves out get zeros), so that
+// a fresh gradient buffer needs no zero-fill. Windows do not overlap and never cross planes.
+void max_pool2x2_backward(float* dx, const float* dout, const uint8_t* at, const PoolDims& d,
+                          bool assign) {
+  const int64_t H = d.H, W = d.W, Ho = d.Ho, Wo = d.Wo;
+#pragma omp parallel for if (d.planes * H * W > (1 << 16))
+  for (int64_t plane = 0; plane < d.planes; ++plane) {
+    float* dxp = dx + plane * H * W;
+    for (int64_t oh = 0; oh < Ho; ++oh) {
+      float* d0 = dxp + 2 * oh * W;
+      const float* g = dout + (plane * Ho + oh) * Wo;
+      const uint8_t* a = at + (plane * Ho + oh) * Wo;
+      if (assign) {
+        route_row<true>(d0, g, a, 0, Wo);
+        route_row<true>(d0 + W, g, a, 2, Wo);
+        if (W % 2) d0[W - 1] = d0[2 * W - 1] = 0.0f;
+      } else {
+        route_row<false>(d0, g, a, 0, Wo);
+        route_row<false>(d0 + W, g, a, 2, Wo);
+      }
+    }
+    if (assign && H % 2) std::fill_n(dxp + (H - 1) * W, W, 0.0f);
+  }
+}
+
 }  // namespace
 
-Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
+namespace detail {
+
+Tensor max_pool2d_general(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
   const PoolDims d = pool_dims("max_pool2d", x, kernel, stride, padding);
   Tensor out = Tensor::empty({x.size(0), x.size(1), d.Ho, d.Wo});
   std::vector<int64_t> argmax(static_cast<size_t>(out.numel()));
   max_pool2d_forward(out.data(), argmax.data(), x.data(), d);
-
   if (needs_grad({x})) {
     attach(out, "max_pool2d", {x},
            [d, argmax = std::move(argmax)](const Tensor&, const Tensor& dout,
@@ -158,6 +241,28 @@ Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t paddi
              max_pool2d_backward(grad_buffer(in[0]), dout.data(), argmax.data(), d);
            });
   }
+  return out;
+}
+
+}  // namespace detail
+
+Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
+  const PoolDims d = pool_dims("max_pool2d", x, kernel, stride, padding);
+  if (d.kernel != 2 || d.stride != 2 || d.padding != 0) {
+    return detail::max_pool2d_general(x, kernel, stride, padding);
+  }
+  Tensor out = Tensor::empty({x.size(0), x.size(1), d.Ho, d.Wo});
+  if (!needs_grad({x})) {
+    max_pool2x2_forward(out.data(), nullptr, x.data(), d);
+    return out;
+  }
+  // Default-initialized: the forward writes every byte.
+  std::shared_ptr<uint8_t[]> at(new uint8_t[static_cast<size_t>(out.numel())]);
+  max_pool2x2_forward(out.data(), at.get(), x.data(), d);
+  attach(out, "max_pool2d", {x},
+         [d, at = std::move(at)](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+           max_pool2x2_backward(grad_buffer(in[0]), dout.data(), at.get(), d, false);
+         });
   return out;
 }
 

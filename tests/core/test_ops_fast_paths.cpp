@@ -5,10 +5,12 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/ops/pool_general.h"
 #include "gradcheck.h"
 
 using namespace bnlab;
@@ -51,6 +53,49 @@ TEST_CASE("ops.pool: the 2x2 stride-2 path matches a reference, ties and NaN inc
   CHECK_GRADIENTS("max_pool2d 2x2/2",
                   [](const std::vector<Tensor>& in) { return max_pool2d(in[0], 2); },
                   {param({1, 2, 4, 6}, 32)});
+}
+
+// The bits of a tensor's values, so that NaNs compare too.
+static std::vector<uint32_t> bits_of(const Tensor& t) {
+  std::vector<uint32_t> out(static_cast<size_t>(t.numel()));
+  std::memcpy(out.data(), t.data(), out.size() * sizeof(float));
+  return out;
+}
+
+TEST_CASE("ops.pool: the 2x2 stride-2 kernels equal the general path bit for bit") {
+  // Values from {-1, 0, 1, 2} (many ties inside windows, -0 included) with NaNs sprinkled in; odd
+  // H and W exercise floor mode (the last row / column belongs to no window).
+  for (Shape shape : {Shape{2, 3, 6, 5}, Shape{1, 2, 7, 7}, Shape{2, 2, 3, 2}, Shape{1, 1, 2, 2},
+                      Shape{2, 4, 9, 11}, Shape{8, 16, 28, 28}}) {
+    CAPTURE(shape);
+    Rng rng(77);
+    Tensor x = Tensor::empty(shape);
+    const float values[] = {-1.0f, -0.0f, 0.0f,
+                            1.0f,  2.0f,  std::numeric_limits<float>::quiet_NaN()};
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      const uint32_t r = rng.next_u32() % 64;
+      x.data()[i] = r < 60 ? values[r % 5] : values[5];  // NaN with probability 1/16
+    }
+    x.set_requires_grad();
+    Tensor y_fast = max_pool2d(x, 2);
+    Tensor y_ref = detail::max_pool2d_general(x, 2, 2, 0);
+    REQUIRE(y_fast.shape() == y_ref.shape());
+    CHECK(bits_of(y_fast) == bits_of(y_ref));
+    {
+      NoGradGuard no_grad;  // the index-free forward
+      CHECK(bits_of(max_pool2d(x, 2)) == bits_of(y_ref));
+    }
+    // Backward into a fresh grad, then accumulated into an existing one (both paths of grad
+    // buffers), against the general path's routing.
+    Tensor seed = Tensor::normal(y_ref.shape(), rng);
+    y_fast.backward(seed);
+    max_pool2d(x, 2).backward(seed);
+    Tensor fast_grad = x.grad().clone();
+    x.zero_grad();
+    y_ref.backward(seed);
+    detail::max_pool2d_general(x, 2, 2, 0).backward(seed);
+    CHECK(bits_of(fast_grad) == bits_of(x.grad()));
+  }
 }
 
 // Checks y = conv2d(x, w, no bias, stride, padding) element by element against the textbook
