@@ -1,5 +1,11 @@
 // The backward engine: topological order with an explicit stack, one pass in reverse, graph
-// release.
+// release; and the gradient buffers.
+//
+// Ownership of gradients: a tensor's grad buffer is its own (TensorImpl::grad) and holds the sum of
+// every contribution so far. The first contribution creates it: through grad_target() unfilled, and
+// that writer assigns all of it; through grad_buffer() zero-filled, for writers that add into only
+// part of it. Later contributions add. Non-leaf buffers are freed once their node ran; leaf buffers
+// stay until zero_grad().
 #include "core/autograd.h"
 
 #include <cstring>
@@ -32,24 +38,32 @@ void attach(Tensor& out, const char* op, std::vector<Tensor> inputs, Node::Backw
   out.impl()->requires_grad = true;
 }
 
-float* grad_buffer(const Tensor& input) {
-  if (!input.defined() || !input.requires_grad()) return nullptr;
+GradTarget grad_target(const Tensor& input) {
+  if (!input.defined() || !input.requires_grad()) return {};
   TensorImpl& impl = *input.impl();
-  if (!impl.grad) {
-    impl.grad = std::make_shared<detail::Storage>(impl.storage->size());
-    std::memset(impl.grad->data(), 0, impl.grad->size() * sizeof(float));
-  }
-  return impl.grad->data();
+  if (impl.grad) return {impl.grad->data(), false};
+  impl.grad = std::make_shared<detail::Storage>(impl.storage->size());
+  return {impl.grad->data(), true};
+}
+
+float* grad_buffer(const Tensor& input) {
+  GradTarget t = grad_target(input);
+  if (t.fresh) std::memset(t.data, 0, input.impl()->grad->size() * sizeof(float));
+  return t.data;
 }
 
 void accumulate_grad(const char* op, const Tensor& input, const Tensor& g) {
   if (!input.defined() || !input.requires_grad()) return;
   BNLAB_CHECK(g.shape() == input.shape(), op, " backward: gradient of shape ", g.shape(),
               " for an input of shape ", input.shape());
-  float* dst = grad_buffer(input);
+  GradTarget dst = grad_target(input);
   const float* src = g.data();
-  int64_t n = g.numel();
-  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+  const int64_t n = g.numel();
+  if (dst.fresh) {
+    std::memcpy(dst.data, src, static_cast<size_t>(n) * sizeof(float));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) dst.data[i] += src[i];
 }
 
 namespace detail {
@@ -105,12 +119,10 @@ void run_backward(const Tensor& root, const Tensor* seed) {
   std::vector<std::shared_ptr<TensorImpl>> order = topological_order(root.impl());
 
   // Seed the root.
-  float* root_grad = grad_buffer(root);
-  if (seed) {
-    const float* s = seed->data();
-    for (int64_t i = 0; i < root.numel(); ++i) root_grad[i] += s[i];
-  } else {
-    root_grad[0] += 1.0f;
+  const GradTarget root_grad = grad_target(root);
+  for (int64_t i = 0; i < root.numel(); ++i) {
+    const float s = seed ? seed->data()[i] : 1.0f;
+    root_grad.data[i] = root_grad.fresh ? s : root_grad.data[i] + s;
   }
 
   // Reverse post-order: every consumer of a tensor runs before the tensor's own node.

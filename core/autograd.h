@@ -5,6 +5,12 @@
 // receives the output and the output's gradient and ADDS into the inputs' gradients. The closure
 // never captures the output itself: out -> node -> closure -> out would be a shared_ptr cycle.
 //
+// Gradient buffers belong to their tensor (TensorImpl::grad) and are created by the first
+// contribution. A writer that covers every element asks grad_target() and, when the buffer is
+// fresh, ASSIGNS its contribution (GEMM beta 0, `=` instead of `+=`, a copy): the buffer is never
+// zero-filled just to be added into. Scatters and partial writers ask grad_buffer(), which
+// zero-fills on creation. Either way the sum over all contributions is what ends up in the buffer.
+//
 // backward() builds an iterative (explicit-stack) topological order, runs each node once in reverse
 // order, frees intermediate gradients as soon as they are consumed, and releases every node it ran.
 // A second backward through a released graph throws instead of double counting.
@@ -58,6 +64,25 @@ void attach(Tensor& out, const char* op, std::vector<Tensor> inputs, Node::Backw
 /// The gradient buffer of `input` to add into (allocated and zeroed on first use, sized from the
 /// input's own shape), or nullptr when `input` is undefined or does not require a grad.
 float* grad_buffer(const Tensor& input);
+
+/// Where a backward closure writes one input's gradient: see grad_target.
+struct GradTarget {
+  float* data = nullptr;  ///< the gradient buffer; nullptr when the input needs no gradient
+  /// True when `data` was allocated by this call and not filled: the writer must ASSIGN every
+  /// element (its contribution is the whole gradient so far). False: ADD into it.
+  bool fresh = false;
+  /// Whether the input needs a gradient at all.
+  explicit operator bool() const { return data != nullptr; }
+  /// The `beta` of a GEMM that writes this gradient: 0 (overwrite) when fresh, else 1 (add).
+  float beta() const { return fresh ? 0.0f : 1.0f; }
+};
+
+/// The gradient buffer of `input` for a writer that covers every element: on first use it is
+/// allocated but NOT zeroed (`fresh`), saving a pass over memory; the caller then assigns all of it
+/// instead of adding. Ask just before writing: when two inputs are one tensor, the second request
+/// sees the first's buffer (not fresh) and adds. Writers that touch only some elements (scatters)
+/// use grad_buffer.
+GradTarget grad_target(const Tensor& input);
 
 /// Adds `g` into the gradient of `input` after checking the two shapes are equal (naming `op` if
 /// not).

@@ -31,6 +31,16 @@ GradcheckResult check_gradients(const char* op, const GradcheckFn& fn, std::vect
   Tensor r = Tensor::uniform(y.shape(), rng, -1.0f, 1.0f);
   Tensor loss = sum(mul(y, r));
   loss.backward();
+  std::vector<std::vector<float>> added(inputs.size());
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    Tensor& x = inputs[k];
+    if (!x.defined() || !x.requires_grad()) continue;
+    added[k] = x.grad().to_vector();
+    x.zero_grad();
+  }
+  // Again with no gradient buffers: an op whose first contribution assigns (grad_target) must
+  // write all of it. Both results are checked.
+  sum(mul(fn(inputs), r)).backward();
 
   // L = sum(fn(inputs) * R) in double, without a graph.
   auto projected = [&]() {
@@ -46,7 +56,9 @@ GradcheckResult check_gradients(const char* op, const GradcheckFn& fn, std::vect
   for (size_t k = 0; k < inputs.size(); ++k) {
     Tensor& x = inputs[k];
     if (!x.defined() || !x.requires_grad()) continue;
-    std::vector<float> analytic = x.grad().to_vector();
+    // No buffer: nothing reached this input (a gradient of zero).
+    const std::vector<float> fresh =
+        x.has_grad() ? x.grad().to_vector() : std::vector<float>(static_cast<size_t>(x.numel()));
     float* px = x.data();
     for (int64_t i = 0; i < x.numel(); ++i) {
       float original = px[i];
@@ -59,14 +71,18 @@ GradcheckResult check_gradients(const char* op, const GradcheckFn& fn, std::vect
       double l_minus = projected();
       px[i] = original;
       double numeric = (l_plus - l_minus) / (plus_h + minus_h);
-      double got = static_cast<double>(analytic[static_cast<size_t>(i)]) - kSentinel;
-      double abs_err = std::fabs(numeric - got);
-      double rel_err = abs_err / std::max(std::fabs(numeric), std::fabs(got));
-      if (abs_err > opts.atol && rel_err > opts.rtol) {
-        result.ok = false;
-        if (failure_count++ < opts.max_failures) {
-          failures << op << ": input " << k << " " << to_string(x.shape()) << " flat index " << i
-                   << ": numeric " << numeric << " vs analytic " << got << "\n";
+      const size_t at = static_cast<size_t>(i);
+      for (double got :
+           {static_cast<double>(added[k][at]) - kSentinel, static_cast<double>(fresh[at])}) {
+        double abs_err = std::fabs(numeric - got);
+        double rel_err = abs_err / std::max(std::fabs(numeric), std::fabs(got));
+        // !(<=) so that a NaN (an unwritten fresh buffer) fails too.
+        if (!(abs_err <= opts.atol) && !(rel_err <= opts.rtol)) {
+          result.ok = false;
+          if (failure_count++ < opts.max_failures) {
+            failures << op << ": input " << k << " " << to_string(x.shape()) << " flat index " << i
+                     << ": numeric " << numeric << " vs analytic " << got << "\n";
+          }
         }
       }
     }

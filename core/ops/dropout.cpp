@@ -29,10 +29,13 @@ void dropout_forward(float* out, const float* x, const float* mask, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * mask[i];
 }
 
-// dx [n] += dout [n] * mask [n]
-void dropout_backward(float* dx, const float* dout, const float* mask, int64_t n) {
+// dx [n] += dout [n] * mask [n]; dx = ... when dx.fresh (see grad_target).
+void dropout_backward(const GradTarget& dx, const float* dout, const float* mask, int64_t n) {
 #pragma omp parallel for simd if (n > kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) dx[i] += dout[i] * mask[i];
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = dout[i] * mask[i];
+    dx.data[i] = dx.fresh ? g : dx.data[i] + g;
+  }
 }
 
 }  // namespace
@@ -56,7 +59,7 @@ Tensor dropout(const Tensor& x, float p, bool training, Rng& rng) {
   if (needs_grad({x})) {
     attach(out, "dropout", {x},
            [mask](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-             dropout_backward(grad_buffer(in[0]), dout.data(), mask.data(), in[0].numel());
+             dropout_backward(grad_target(in[0]), dout.data(), mask.data(), in[0].numel());
            });
   }
   return out;

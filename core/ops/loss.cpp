@@ -73,7 +73,7 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels,
     attach(
         out, "cross_entropy", {logits},
         [probs, labels, N, K, s](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-          float* dx = grad_buffer(in[0]);
+          const GradTarget dx = grad_target(in[0]);
           const float* pp = probs.data();
           float g = dout.data()[0] / static_cast<float>(N);
           float uniform = s / static_cast<float>(K);
@@ -81,7 +81,8 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels,
             int64_t y = labels[static_cast<size_t>(n)];
             for (int64_t k = 0; k < K; ++k) {
               float target = uniform + (k == y ? 1.0f - s : 0.0f);
-              dx[n * K + k] += g * (pp[n * K + k] - target);
+              const float v = g * (pp[n * K + k] - target);
+              dx.data[n * K + k] = dx.fresh ? v : dx.data[n * K + k] + v;
             }
           }
         });

@@ -75,15 +75,19 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     attach(out, "linear", {x, weight, bias},
            [N, D, K](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              const float* dC = dout.data();
-             if (float* dx = grad_buffer(in[0])) {
-               gemm(false, false, N, D, K, 1.0f, dC, K, in[1].data(), D, 1.0f, dx, D);  // dout W
+             // A fresh gradient is written by beta 0 (assigned), an existing one added to.
+             if (const GradTarget dx = grad_target(in[0])) {
+               gemm(false, false, N, D, K, 1.0f, dC, K, in[1].data(), D, dx.beta(), dx.data,
+                    D);  // dout W
              }
-             if (float* dw = grad_buffer(in[1])) {
-               gemm(true, false, K, D, N, 1.0f, dC, K, in[0].data(), D, 1.0f, dw, D);  // dout^T x
+             if (const GradTarget dw = grad_target(in[1])) {
+               gemm(true, false, K, D, N, 1.0f, dC, K, in[0].data(), D, dw.beta(), dw.data,
+                    D);  // dout^T x
              }
-             if (float* db = grad_buffer(in[2])) {
+             if (const GradTarget db = grad_target(in[2])) {
+               for (int64_t k = 0; k < K; ++k) db.data[k] = db.fresh ? 0.0f : db.data[k];
                for (int64_t n = 0; n < N; ++n)
-                 for (int64_t k = 0; k < K; ++k) db[k] += dC[n * K + k];
+                 for (int64_t k = 0; k < K; ++k) db.data[k] += dC[n * K + k];
              }
            });
   }

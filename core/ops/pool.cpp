@@ -261,7 +261,8 @@ Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t paddi
   max_pool2x2_forward(out.data(), at.get(), x.data(), d);
   attach(out, "max_pool2d", {x},
          [d, at = std::move(at)](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-           max_pool2x2_backward(grad_buffer(in[0]), dout.data(), at.get(), d, false);
+           const GradTarget dx = grad_target(in[0]);
+           max_pool2x2_backward(dx.data, dout.data(), at.get(), d, dx.fresh);
          });
   return out;
 }

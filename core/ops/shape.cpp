@@ -17,11 +17,15 @@ namespace bnlab {
 
 namespace {
 void add_through(const Tensor& input, const Tensor& dout) {
-  float* dx = grad_buffer(input);
+  const GradTarget dx = grad_target(input);
   if (!dx) return;
   const float* pd = dout.data();
   int64_t n = dout.numel();
-  for (int64_t i = 0; i < n; ++i) dx[i] += pd[i];
+  if (dx.fresh) {
+    std::memcpy(dx.data, pd, static_cast<size_t>(n) * sizeof(float));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) dx.data[i] += pd[i];
 }
 
 // x's data under `shape` (same numel, already resolved), recorded as `op`.

@@ -27,13 +27,16 @@ Tensor unary(const char* op, const Tensor& x, F f, DF df) {
   for (int64_t i = 0; i < n; ++i) py[i] = f(px[i]);
   if (needs_grad({x})) {
     attach(out, op, {x}, [df](const Tensor& y, const Tensor& dout, const std::vector<Tensor>& in) {
-      float* dx = grad_buffer(in[0]);
+      const GradTarget dx = grad_target(in[0]);
       const float* px = in[0].data();
       const float* py = y.data();
       const float* pd = dout.data();
       int64_t n = y.numel();
 #pragma omp parallel for simd if (n > kParallelThreshold)
-      for (int64_t i = 0; i < n; ++i) dx[i] += pd[i] * df(px[i], py[i]);
+      for (int64_t i = 0; i < n; ++i) {
+        const float g = pd[i] * df(px[i], py[i]);
+        dx.data[i] = dx.fresh ? g : dx.data[i] + g;  // a fresh buffer is assigned, not zeroed
+      }
     });
   }
   return out;
