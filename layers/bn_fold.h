@@ -37,8 +37,9 @@
 namespace bnlab {
 
 /// Folds each eval-mode Dense + BatchNorm1d/BatchRenorm1d and Conv2d + BatchNorm2d/BatchRenorm2d
-/// pair in the Sequentials of `model` into one layer followed by an Identity, in place (see above); returns the number of
-/// pairs folded. Throws, changing nothing, when a foldable pair is in training mode.
+/// pair in the Sequentials of `model` into one layer followed by an Identity, in place (see above);
+/// returns the number of pairs folded. Throws, changing nothing, when a foldable pair is in
+/// training mode.
 int64_t fold_batch_norm(Module& model);
 
 }  // namespace bnlab
