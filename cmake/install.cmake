@@ -30,7 +30,7 @@ set(BNLAB_INTERNAL_HEADERS
   data/byte_reader.h  # bounded, gzip-transparent file reads behind the IDX/CIFAR parsers (detail)
   # The Trainer's and the CLI's parts: the public train/ API is models.h, trainer.h, ablation.h and study.h.
   train/checkpoint.h train/data_parallel.h train/interrupt.h train/knobs.h train/mechanism.h train/nonfinite_guard.h
-  train/plot.h train/progress.h train/run_dir.h
+  train/plot.h train/progress.h train/report_text.h train/run_dir.h
 )
 file(GLOB_RECURSE BNLAB_PUBLIC_HEADERS CONFIGURE_DEPENDS RELATIVE "${PROJECT_SOURCE_DIR}"
      "${PROJECT_SOURCE_DIR}/core/*.h" "${PROJECT_SOURCE_DIR}/layers/*.h"

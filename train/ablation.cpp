@@ -21,12 +21,16 @@
 #include "train/knobs.h"
 #include "train/mechanism_report.h"
 #include "train/plot.h"
+#include "train/report_text.h"
 
 namespace bnlab {
 
 namespace fs = std::filesystem;
 
 namespace {
+
+using detail::csv_escape;
+using detail::fmt;
 
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
@@ -51,13 +55,6 @@ std::string slug(const std::string& arm) {
     }
   }
   return out.empty() ? "base" : out;
-}
-
-std::string csv_escape(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string out = "\"";
-  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return out + "\"";
 }
 
 // The first evaluated step (or epoch, by_epoch) at which the evaluation accuracy reached
@@ -91,12 +88,6 @@ Stats stats_of(const std::vector<double>& v) {
   s.std = v.size() > 1 ? std::sqrt(ss / static_cast<double>(v.size() - 1))
                        : 0.0;  // sample std over seeds
   return s;
-}
-
-std::string fmt(const char* format, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, format, v);
-  return buf;
 }
 
 // Does the run directory hold the same experiment? Thread count, data directory and progress

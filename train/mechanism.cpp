@@ -20,6 +20,7 @@
 #include "core/io.h"
 #include "core/ops.h"
 #include "train/plot.h"
+#include "train/report_text.h"
 
 namespace bnlab {
 
@@ -233,34 +234,7 @@ void append_probe_values(const Tensor& x, int64_t unit, std::vector<float>& out)
 
 namespace {
 
-std::vector<std::string> split_line(const std::string& line) {
-  std::vector<std::string> cells;
-  std::stringstream ss(line);
-  std::string cell;
-  while (std::getline(ss, cell, ',')) cells.push_back(cell);
-  if (!line.empty() && line.back() == ',') cells.emplace_back();
-  return cells;
-}
-
-// Calls make(cells) for every data line of `path`, which must have `columns` cells.
-template <typename Row, typename Make>
-std::vector<Row> read_rows(const std::string& path, size_t columns, Make make) {
-  std::vector<Row> rows;
-  std::istringstream in(read_file(path));
-  std::string line;
-  std::getline(in, line);  // header
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    std::vector<std::string> c = split_line(line);
-    BNLAB_CHECK(c.size() == columns, path, ": expected ", columns, " columns in line '", line, "'");
-    try {
-      rows.push_back(make(c));
-    } catch (const std::exception&) {
-      BNLAB_FAIL(path, ": cannot read line '", line, "'");
-    }
-  }
-  return rows;
-}
+using detail::read_csv_rows;
 
 std::ostringstream csv_stream(const char* header) {
   std::ostringstream os;
@@ -300,21 +274,21 @@ std::string format_mechanism_csv(const std::vector<MechanismRow>& rows) {
 }
 
 std::vector<IcsRow> read_ics_csv(const std::string& path) {
-  return read_rows<IcsRow>(path, 7, [](const std::vector<std::string>& c) {
+  return read_csv_rows<IcsRow>(path, 7, [](const std::vector<std::string>& c) {
     return IcsRow{std::stoll(c[0]), std::stoll(c[1]), c[2],           std::stod(c[3]),
                   std::stod(c[4]),  std::stod(c[5]),  std::stod(c[6])};
   });
 }
 
 std::vector<SmoothnessRow> read_smoothness_csv(const std::string& path) {
-  return read_rows<SmoothnessRow>(path, 5, [](const std::vector<std::string>& c) {
+  return read_csv_rows<SmoothnessRow>(path, 5, [](const std::vector<std::string>& c) {
     return SmoothnessRow{std::stoll(c[0]), std::stod(c[1]), std::stod(c[2]), std::stod(c[3]),
                          std::stod(c[4])};
   });
 }
 
 std::vector<MechanismRow> read_mechanism_csv(const std::string& path) {
-  return read_rows<MechanismRow>(path, 13, [](const std::vector<std::string>& c) {
+  return read_csv_rows<MechanismRow>(path, 13, [](const std::vector<std::string>& c) {
     MechanismRow r;
     r.step = std::stoll(c[0]);
     double* fields[] = {&r.loss,          &r.grad_norm,     &r.loss_min,        &r.loss_max,

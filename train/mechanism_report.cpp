@@ -13,12 +13,15 @@
 #include "core/io.h"
 #include "train/mechanism.h"
 #include "train/plot.h"
+#include "train/report_text.h"
 
 namespace bnlab {
 
 namespace fs = std::filesystem;
 
 namespace {
+
+using detail::fmt;
 
 double mean_of(const std::vector<double>& v) {
   double sum = 0;
@@ -41,12 +44,6 @@ double std_of(const std::vector<double>& v) {
       ++n;
     }
   return n > 1 ? std::sqrt(ss / static_cast<double>(n - 1)) : NAN;
-}
-
-std::string fmt(const char* format, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, format, v);
-  return buf;
 }
 
 // The ICS cells the summaries average: every layer but the first, whose ICS is 0 by definition.

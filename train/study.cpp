@@ -18,6 +18,7 @@
 #include "data/datasets.h"
 #include "train/interrupt.h"
 #include "train/mechanism_report.h"
+#include "train/report_text.h"
 
 namespace bnlab {
 
@@ -25,18 +26,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string fmt(const char* format, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, format, v);
-  return buf;
-}
-
-std::string csv_cell(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string out = "\"";
-  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return out + "\"";
-}
+using detail::csv_escape;
+using detail::fmt;
 
 // How long an experiment's runs are, in the budget's terms.
 enum class Length { kMnist, kOverfit, kCifar, kRecurrent };
@@ -571,10 +562,10 @@ StudyReport run_study(const StudySpec& spec) {
       result.verdict.note = note;
     }
     const Verdict& v = result.verdict;
-    csv << c.id << "," << csv_cell(c.claim) << "," << c.experiment << "," << csv_cell(c.measure)
+    csv << c.id << "," << csv_escape(c.claim) << "," << c.experiment << "," << csv_escape(c.measure)
         << "," << v.n << "," << fmt("%.6g", v.mean) << "," << fmt("%.6g", v.std) << ","
         << fmt("%.6g", v.ci_low) << "," << fmt("%.6g", v.ci_high) << "," << v.verdict << ","
-        << csv_cell(v.note) << "\n";
+        << csv_escape(v.note) << "\n";
     table << "| " << c.claim << " | " << c.measure << " ([" << c.experiment << "](#" << c.experiment
           << "))" << (v.note.empty() ? "" : "; " + v.note) << " | "
           << (v.n > 0
@@ -611,8 +602,8 @@ StudyReport run_study(const StudySpec& spec) {
                               "reducing internal covariate shift explains BN's speed-up";
     const std::string why = "ics-reduced" + suffix + " " + ics + ", noisy-bn-speed" + suffix + " " +
                             speed + ", noisy-bn-shift" + suffix + " " + shift;
-    csv << "ics-explains" << suffix << "," << csv_cell(claim) << ",mechanism" << suffix
-        << ",derived," << 0 << ",,,,," << answer << "," << csv_cell(why) << "\n";
+    csv << "ics-explains" << suffix << "," << csv_escape(claim) << ",mechanism" << suffix
+        << ",derived," << 0 << ",,,,," << answer << "," << csv_escape(why) << "\n";
     table << "| " << claim << " | derived from the rows above: " << why
           << " (the rule is under the table) | — | — | **" << answer << "** |\n";
     any_derived = true;

@@ -33,6 +33,7 @@
 #include "train/nonfinite_guard.h"
 #include "train/plot.h"
 #include "train/progress.h"
+#include "train/report_text.h"
 #include "train/run_dir.h"
 
 namespace bnlab {
@@ -136,24 +137,9 @@ std::string format_grad_norms_csv(const std::vector<GradNormRow>& rows) {
 }
 
 std::vector<GradNormRow> read_grad_norms_csv(const std::string& path) {
-  std::vector<GradNormRow> rows;
-  std::istringstream in(read_file(path));
-  std::string line;
-  std::getline(in, line);  // header
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    std::stringstream ss(line);
-    std::string step, param, grad, weight;
-    if (!std::getline(ss, step, ',') || !std::getline(ss, param, ',') ||
-        !std::getline(ss, grad, ',') || !std::getline(ss, weight, ','))
-      BNLAB_FAIL(path, ": expected 4 columns in line '", line, "'");
-    try {
-      rows.push_back({std::stoll(step), param, std::stod(grad), std::stod(weight)});
-    } catch (const std::exception&) {
-      BNLAB_FAIL(path, ": cannot read line '", line, "'");
-    }
-  }
-  return rows;
+  return detail::read_csv_rows<GradNormRow>(path, 4, [](const std::vector<std::string>& c) {
+    return GradNormRow{std::stoll(c[0]), c[1], std::stod(c[2]), std::stod(c[3])};
+  });
 }
 
 // grad_norms.png: each weight's gradient norm over training, log scale, one line per layer from
