@@ -10,8 +10,9 @@
 //   batch 128;
 //                 SGD momentum 0.9; input 3x32x32
 // These are the zoo models (train/models.cpp) with their default init, built with norm "none" or
-// "batch" (placement "before"). Inputs are synthetic: one fixed-seed batch of N(0, 1) images and
-// uniform labels, reused every step (bench/compare_pytorch.py does the same in PyTorch).
+// "batch" (placement "before") by default, or any other zoo norm --norms names. Inputs are
+// synthetic: one fixed-seed batch of N(0, 1) images and uniform labels, reused every step
+// (bench/compare_pytorch.py does the same in PyTorch).
 //
 // Each (workload, norm, threads) runs in its own child process (this executable re-executed with
 // the hidden --child flag) so that its peak RSS is its own, and the thread count is set before any
@@ -81,6 +82,19 @@ const Workload& find_workload(const std::string& name) {
              "cifar-cnn");
 }
 
+// The zoo's normalizations (train/models.h), as the flag's help and its error list them.
+std::string norm_list() {
+  std::string list;
+  for (const std::string& n : norm_names()) list += (list.empty() ? "" : ", ") + n;
+  return list;
+}
+
+void check_norm(const std::string& norm) {
+  const auto& names = norm_names();
+  BNLAB_CHECK(std::find(names.begin(), names.end(), norm) != names.end(), "bench: unknown norm '",
+              norm, "'; expected one of ", norm_list());
+}
+
 struct Timing {
   double median = 0, min = 0, max = 0;  // images per second
   int64_t steps_per_repeat = 0;
@@ -137,19 +151,42 @@ double peak_rss_mb() {
   return static_cast<double>(ru.ru_maxrss) / 1024.0;  // Linux reports KiB
 }
 
-// The child's work: one workload, one norm, one thread count; prints one JSON line.
-int run_child(const std::string& workload, const std::string& norm, int threads,
-              const MeasureOptions& mo, bool train_only) {
-  const Workload& w = find_workload(workload);
-  set_num_threads(threads);
-  Rng rng(42);
+ModelSpec workload_spec(const Workload& w, const std::string& norm) {
   ModelSpec spec;
   spec.name = w.model;
   spec.norm = norm;
   spec.channels = w.channels;
   spec.height = w.height;
   spec.width = w.width;
-  Model model = build_model(spec, rng);
+  return spec;
+}
+
+// Not every norm fits every model (instance norm needs spatial positions): checked by building
+// each pair once before any child runs, so a bad combination is a flag error, not a failure
+// halfway through the table.
+void check_combinations(const std::vector<std::string>& workloads,
+                        const std::vector<std::string>& norms) {
+  for (const std::string& name : workloads) {
+    for (const std::string& norm : norms) {
+      const Workload& w = find_workload(name);
+      try {
+        Rng rng(42);
+        (void)build_model(workload_spec(w, norm), rng);
+      } catch (const Error& e) {
+        throw UsageError("bench: " + std::string(w.id) + " (" + w.model + ") with --norms " + norm +
+                         ": " + e.what());
+      }
+    }
+  }
+}
+
+// The child's work: one workload, one norm, one thread count; prints one JSON line.
+int run_child(const std::string& workload, const std::string& norm, int threads,
+              const MeasureOptions& mo, bool train_only) {
+  const Workload& w = find_workload(workload);
+  set_num_threads(threads);
+  Rng rng(42);
+  Model model = build_model(workload_spec(w, norm), rng);
   std::unique_ptr<Optimizer> opt;
   if (std::string(w.optimizer) == "adam") {
     opt = std::make_unique<Adam>(model.net->parameters(), AdamOptions{.lr = 1e-3f});
@@ -272,11 +309,8 @@ Command add_bench_command(CLI::App& parent) {
                   "Comma-separated workloads: W1 (paper-mlp), W2 (mlp), W3 (lenet), W4 (cifar-cnn)")
       ->check(each_item([](const std::string& w) { find_workload(w); }))
       ->capture_default_str();
-  app->add_option("--norms", o->norms, "Comma-separated: none, batch")
-      ->check(each_item([](const std::string& n) {
-        BNLAB_CHECK(n == "none" || n == "batch", "bench: --norms takes none and batch; got '", n,
-                    "'");
-      }))
+  app->add_option("--norms", o->norms, "Comma-separated normalizations: " + norm_list())
+      ->check(each_item(check_norm))
       ->capture_default_str();
   app->add_option("--repeats", o->measure.repeats, "Timed repeats per measurement")
       ->check(whole_number_in(1, 1000))
@@ -312,11 +346,10 @@ Command add_bench_command(CLI::App& parent) {
     std::vector<std::string> names;
     for (const auto& w : split_list(o->workloads)) names.push_back(find_workload(w).id);
     std::vector<std::string> norms = split_list(o->norms);
-    for (const auto& n : norms)
-      BNLAB_CHECK(n == "none" || n == "batch", "bench: --norms takes none and batch; got '", n,
-                  "'");
+    for (const auto& n : norms) check_norm(n);
     BNLAB_CHECK(!threads.empty() && !names.empty() && !norms.empty(),
                 "bench: --threads, --workloads and --norms must not be empty");
+    check_combinations(names, norms);
 
     std::printf(
         "bnlab bench: OpenBLAS %s (%s threading); repeats %d x ~%.2fs after %.2fs warm-up\n",
@@ -352,16 +385,23 @@ Command add_bench_command(CLI::App& parent) {
         if (r["workload"] == w && r["norm"] == n && r["threads"] == t) return &r;
       return nullptr;
     };
-    std::printf("\nno-BN / BN (train, infer) and scaling vs %d thread(s) (train):\n", threads[0]);
+    std::printf(
+        "\nno-BN / BN and none / each other norm (train, infer), and scaling vs %d thread(s) "
+        "(train):\n",
+        threads[0]);
     for (const auto& name : names) {
       for (int t : threads) {
         const json* a = find(name, "none", t);
-        const json* b = find(name, "batch", t);
         std::printf("%-3s %d thr:", name.c_str(), t);
-        if (a && b) {
-          std::printf("  no-BN/BN train %.2f", (*a)["train"]["median"].get<double>() /
-                                                   (*b)["train"]["median"].get<double>());
-          if (a->contains("infer"))
+        for (const auto& n : norms) {
+          const json* b = find(name, n, t);
+          if (n == "none" || !a || !b) continue;
+          // "no-BN/BN" as the tables in docs/performance.md and the README call BN's cost.
+          const std::string label = n == "batch" ? "no-BN/BN" : "none/" + n;
+          std::printf(
+              "  %s train %.2f", label.c_str(),
+              (*a)["train"]["median"].get<double>() / (*b)["train"]["median"].get<double>());
+          if (a->contains("infer") && b->contains("infer"))
             std::printf(", infer %.2f", (*a)["infer"]["median"].get<double>() /
                                             (*b)["infer"]["median"].get<double>());
         }

@@ -44,13 +44,36 @@ TEST_CASE("apps.bench: one short workload writes the table and the JSON") {
   CHECK(doc["results"][1]["norm"] == "batch");
 }
 
+TEST_CASE("apps.bench: --norms takes every zoo normalization and reports each one's cost") {
+  TempDir dir;
+  std::string json_path = dir.file("bench.json");
+  CliResult r = run_cli(
+      "bench --workloads W1 --norms none,batch-renorm,layer --threads 1 --repeats 1 "
+      "--seconds 0.01 --warmup 0 --train-only --json " +
+      shell_quote(json_path));
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("none/batch-renorm train") != std::string::npos);
+  CHECK(r.output.find("none/layer train") != std::string::npos);
+  auto doc = nlohmann::json::parse(read_file(json_path));
+  REQUIRE(doc["results"].size() == 3);
+  CHECK(doc["results"][1]["norm"] == "batch-renorm");
+  CHECK(doc["results"][2]["norm"] == "layer");
+}
+
 TEST_CASE("apps.bench: unknown workloads, norms and thread counts are flag errors (exit 2)") {
   CliResult w = run_cli("bench --workloads W1,W9");
   CHECK(w.exit_code == 2);
   CHECK(w.output.find("unknown workload 'W9'") != std::string::npos);
-  CliResult n = run_cli("bench --norms layer");
+  CliResult n = run_cli("bench --norms batch,bogus");
   CHECK(n.exit_code == 2);
-  CHECK(n.output.find("got 'layer'") != std::string::npos);
+  CHECK(n.output.find("unknown norm 'bogus'") != std::string::npos);
+  CHECK(n.output.find("batch-renorm") != std::string::npos);  // the list of what it takes
+  // A norm the model cannot take is refused before any child runs.
+  CliResult mlp = run_cli("bench --workloads W3,W1 --norms instance --threads 1");
+  CHECK(mlp.exit_code == 2);
+  CHECK(mlp.output.find("W1 (paper-mlp) with --norms instance") != std::string::npos);
+  CHECK(mlp.output.find("train img/s") == std::string::npos);  // no table was started
   for (const char* bad : {"0", "1,0", "2,x", "99999999999999999999"}) {
     CAPTURE(bad);
     CliResult t = run_cli(std::string("bench --threads ") + bad);
