@@ -1,12 +1,14 @@
-// GEMM through OpenBLAS and the shared thread-count setting.
+// GEMM through OpenBLAS (and bnlab's AVX-512 kernel by name), and the shared thread-count setting.
 #include "core/blas.h"
 
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <climits>
 
 #include "core/error.h"
+#include "core/gemm_avx512.h"
 
 extern "C" {
 // Declared by OpenBLAS's cblas.h in recent versions; repeated here for older headers.
@@ -18,16 +20,59 @@ int openblas_get_num_threads(void);
 
 namespace bnlab {
 
-void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+namespace {
+
+void check_gemm_args(const char* op, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                     int64_t lda, int64_t ldb, int64_t ldc) {
+  BNLAB_CHECK(M >= 0 && N >= 0 && K >= 0, op, ": negative size M=", M, " N=", N, " K=", K);
+  const int64_t a_row = trans_a ? M : K, b_row = trans_b ? K : N;
+  BNLAB_CHECK(lda >= a_row && ldb >= b_row && ldc >= N, op,
+              ": leading dimension shorter than its row: lda=", lda, " (row ", a_row,
+              "), ldb=", ldb, " (row ", b_row, "), ldc=", ldc, " (row ", N, ") for M=", M, " N=", N,
+              " K=", K, trans_a ? " A^T" : "", trans_b ? " B^T" : "");
+}
+
+void openblas_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                    int64_t ldc) {
   BNLAB_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
                   ldc <= INT_MAX,
               "gemm: sizes M=", M, " N=", N, " K=", K, " exceed the 32-bit BLAS interface");
   if (M == 0 || N == 0) return;
+  // BLAS wants every leading dimension >= 1 even when that dimension is empty (K = 0); no element
+  // is read along it then, so raising 0 to 1 changes nothing else.
+  lda = std::max<int64_t>(lda, 1);
+  ldb = std::max<int64_t>(ldb, 1);
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
               trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(M), static_cast<int>(N),
               static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta,
               C, static_cast<int>(ldc));
+}
+
+}  // namespace
+
+bool gemm_avx512_available() { return detail::cpu_has_avx512f(); }
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  check_gemm_args("gemm", trans_a, trans_b, M, N, K, lda, ldb, ldc);
+  openblas_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void gemm_openblas(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                   int64_t ldc) {
+  check_gemm_args("gemm_openblas", trans_a, trans_b, M, N, K, lda, ldb, ldc);
+  openblas_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                 int64_t ldc) {
+  check_gemm_args("gemm_avx512", trans_a, trans_b, M, N, K, lda, ldb, ldc);
+  BNLAB_CHECK(detail::cpu_has_avx512f(),
+              "gemm_avx512: this CPU lacks AVX-512F; bnlab::gemm falls back to OpenBLAS there");
+  detail::gemm_avx512_kernel(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void set_num_threads(int n) {

@@ -1,5 +1,8 @@
-// The BLAS and thread glue: one GEMM entry point (OpenBLAS cblas_sgemm, transposes as flags) and
-// one place that sets the thread count for both OpenMP and OpenBLAS.
+// The BLAS and thread glue: one GEMM entry point (transposes as flags) and one place that sets the
+// thread count for both OpenMP and OpenBLAS.
+//
+// bnlab::gemm runs OpenBLAS's cblas_sgemm; bnlab's own AVX-512F kernel (core/gemm_avx512.cpp) is
+// callable explicitly (gemm_avx512) next to OpenBLAS (gemm_openblas), for tests and benchmarks.
 //
 // bnlab links OpenBLAS's OpenMP build, so OpenBLAS shares OpenMP's thread pool: a GEMM called
 // inside one of our parallel regions runs single-threaded instead of spawning threads of its own
@@ -14,8 +17,23 @@ namespace bnlab {
 /// C[M, N] = alpha * op(A) op(B) + beta * C, row-major; op(A) is [M, K] (A stored [K, M] if
 /// trans_a), op(B) is [K, N] (B stored [N, K] if trans_b). Leading dimensions are those of the
 /// stored matrices.
+/// BLAS semantics: beta == 0 assigns C without reading it (C may hold NaN); alpha == 0 or K == 0
+/// gives beta * C. Throws on negative sizes or a leading dimension shorter than its row.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+/// True when this CPU can run gemm_avx512().
+bool gemm_avx512_available();
+
+/// gemm() through OpenBLAS, whatever gemm_path() says (sizes limited to the 32-bit interface).
+void gemm_openblas(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                   int64_t ldc);
+/// gemm() through bnlab's AVX-512F kernel, whatever gemm_path() says; throws if
+/// gemm_avx512_available() is false.
+void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                 int64_t ldc);
 
 /// Sets OpenMP's and OpenBLAS's thread counts together (n <= 0: the machine's core count).
 void set_num_threads(int n);

@@ -18,6 +18,7 @@ set(BNLAB_TEST_CORE_SOURCES
   tests/core/test_ops_views.cpp
   tests/core/test_tensor_creation.cpp
   tests/core/test_blas.cpp
+  tests/core/test_gemm.cpp
   tests/core/test_training.cpp
   tests/core/test_gradcheck.cpp
   tests/core/test_toolchain.cpp

@@ -1,0 +1,369 @@
+// bnlab's own single-precision GEMM for CPUs with AVX-512F: C = alpha op(A) op(B) + beta C,
+// row-major, the contract of bnlab::gemm (core/blas.h), which dispatches here at run time.
+//
+// Why: the environment pins OPENBLAS_CORETYPE=Haswell, which caps OpenBLAS at AVX2 kernels; on a
+// core with full-width AVX-512 that leaves about half the FMA throughput unused
+// (docs/performance.md).
+//
+// Design (GotoBLAS / BLIS): five loops around a register-blocked microkernel.
+//   jc: columns of C in blocks of NC        B block [KC, NC] packed once per (jc, pc): lives in
+//   L2/L3 pc: the K dimension in blocks of <= KC   (first block applies the caller's beta, later
+//   ones add) ic: rows of C in blocks of MC            A block [MC, KC] packed once per (ic, pc):
+//   lives in L2 jr: NR-wide column panels of the B block  one panel (KC x NR floats) stays in L1
+//   across ir ir: MR-high row panels of the A block     the microkernel: an MR x NR tile of C in
+//   registers
+// Packing absorbs the transposes: op(A) goes to MR x KC panels (k-major: MR values per k), op(B)
+// to KC x NR panels (NR values per k), whatever the stored layout, so the microkernel sees one
+// layout for all four transpose cases. Edge panels are zero-padded to MR / NR; the microkernel
+// always computes a full tile and writes back only the valid mr x nr part with masked loads and
+// stores, so any M, N, K work without a scalar tail.
+//
+// Conventions (tested in tests/core/test_gemm.cpp):
+//   - BLAS semantics: beta == 0 never reads C (it may hold NaN garbage: autograd's first writer
+//     assigns with beta 0); alpha == 0 or K == 0 gives C = beta C without reading A or B
+//     (as the reference BLAS and OpenBLAS).
+//   - Determinism: each C element is sum over K blocks (fixed by K alone) of an in-order k sum in
+//     one accumulator lane; threads only split rows or columns of C, so results are bit-identical
+//     for every thread count.
+//   - Threads: outside an OpenMP parallel region a large enough product is split over the OpenMP
+//     team (columns when N is the wider side, rows otherwise); inside one (conv's per-image loop)
+//     it runs on the calling thread.
+//   - ISA: only the functions marked BNLAB_AVX512 use AVX-512; the rest of the binary stays
+//     portable and the dispatcher checks __builtin_cpu_supports("avx512f") before calling in.
+//
+// References: K. Goto, R. van de Geijn, "Anatomy of high-performance matrix multiplication", ACM
+// TOMS 34(3), 2008; F. Van Zee, R. van de Geijn, "BLIS", ACM TOMS 41(3), 2015.
+#include "core/gemm_avx512.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdlib>
+#include <utility>
+
+#include "core/error.h"
+#include "core/gemm_avx512.h"
+
+#define BNLAB_AVX512 __attribute__((target("avx512f")))
+
+// GCC 12's AVX-512 shuffle intrinsics start from _mm512_undefined_ps(), a self-initialized
+// variable that -Wmaybe-uninitialized reports wherever they are inlined (GCC bug 105593, fixed in
+// GCC 13); the value is fully overwritten, so the warning is noise here.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace bnlab {
+namespace {
+
+// Register tile: NR = two zmm of columns, MR rows -> 2 * MR = 28 accumulators, plus the two B
+// vectors and the A broadcast: 31 of the 32 zmm registers, none spilled. Measured against MR = 12
+// (24 accumulators) on the bench/gemm_paths shapes: 1024^3 149 vs 143 GFLOP/s, and faster on all
+// but the M = 32 conv shapes, which the edge-tile variants below recover.
+constexpr int64_t kMR = 14;
+constexpr int64_t kNR = 32;
+// Cache blocks for Zen 5 (L1d 48 KiB, L2 1 MiB per core): a B panel KC x NR = 32 KiB stays in L1
+// while the microkernel walks the A block; the A block MC x KC = 252 KiB sits in L2 next to the
+// B block's current panels; the B block KC x NC = 2 MiB streams from L2/L3 one panel at a time.
+constexpr int64_t kKC = 256;
+constexpr int64_t kMC = 18 * kMR;
+constexpr int64_t kNC = 64 * kNR;
+// Below this many multiply-adds, a second thread costs more (fork/join, duplicate packing) than it
+// saves.
+constexpr int64_t kParallelMinWork = int64_t{1} << 21;
+
+// Packing buffers: one pair per thread, grown on demand and reused, 64-byte aligned so the
+// microkernel's B loads are aligned. Conv calls GEMM from every thread of its image loop, so the
+// buffers must be per thread.
+class PackBuffer {
+ public:
+  PackBuffer() = default;
+  PackBuffer(const PackBuffer&) = delete;
+  PackBuffer& operator=(const PackBuffer&) = delete;
+  ~PackBuffer() { std::free(data_); }
+  float* get(int64_t floats) {
+    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
+    if (bytes > capacity_) {
+      std::free(data_);
+      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+      BNLAB_CHECK(data_ != nullptr, "gemm: cannot allocate a ", bytes, "-byte packing buffer");
+      capacity_ = bytes;
+    }
+    return data_;
+  }
+
+ private:
+  float* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+thread_local PackBuffer tls_pack_a;
+thread_local PackBuffer tls_pack_b;
+
+// Splits n into ceil(n / block) nearly equal pieces (so K = 300 becomes 150 + 150, not 256 + 44);
+// returns the piece size, a multiple of `unit` when n allows it.
+int64_t balanced_block(int64_t n, int64_t block, int64_t unit) {
+  const int64_t pieces = (n + block - 1) / block;
+  const int64_t size = (n + pieces - 1) / pieces;
+  return std::min(block, (size + unit - 1) / unit * unit);
+}
+
+// Lane mask for the first n of 16 lanes (n <= 0: none, n >= 16: all).
+inline __mmask16 lanes(int64_t n) {
+  if (n <= 0) return 0;
+  return n >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// In-register transpose of a 16 x 16 block: r[i] lane j <-> r[j] lane i. Three shuffle stages
+// (pairs of floats, then quads, then 128-bit lanes twice), the usual AVX-512 sequence.
+BNLAB_AVX512 inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int h = 0; h < 16; h += 8) {
+    for (int i = 0; i < 4; ++i) {
+      t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
+      t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xDD);
+    }
+  }
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+  }
+}
+
+// Copies `rows` (<= 16) rows of a row-major matrix, columns k0 .. k0 + kc, to k-major form: value
+// (row r, column k0 + k) goes to dst[k * dst_ld + r]; rows past `rows` are written as zeros up to
+// `width` (<= 16). This is the transposing half of packing (op(A) from [M, K] storage, op(B) from
+// [N, K]); going through 16 x 16 register transposes keeps it at vector speed, where a scalar
+// strided copy cost as much as the products for conv's small-M GEMMs.
+BNLAB_AVX512 void pack_transposed(const float* src, int64_t ld, int64_t rows, int64_t kc,
+                                  int64_t width, float* dst, int64_t dst_ld) {
+  const __mmask16 out_mask = lanes(width);
+  for (int64_t k = 0; k < kc; k += 16) {
+    const __mmask16 in_mask = lanes(kc - k);
+    __m512 r[16];
+    for (int64_t i = 0; i < 16; ++i) {
+      r[i] = i < rows ? _mm512_maskz_loadu_ps(in_mask, src + i * ld + k) : _mm512_setzero_ps();
+    }
+    transpose16(r);
+    const int64_t n = std::min<int64_t>(16, kc - k);
+    for (int64_t i = 0; i < n; ++i) _mm512_mask_storeu_ps(dst + (k + i) * dst_ld, out_mask, r[i]);
+  }
+}
+
+// op(A)[i0 : i0 + mc, k0 : k0 + kc] -> MR-row panels, panel p at dst + p * MR * kc, element
+// (i, k) of the panel at k * MR + i; rows past mc are zero.
+BNLAB_AVX512 void pack_a(bool trans_a, const float* A, int64_t lda, int64_t i0, int64_t k0,
+                         int64_t mc, int64_t kc, float* dst) {
+  for (int64_t p = 0; p < mc; p += kMR, dst += kMR * kc) {
+    const int64_t mr = std::min(kMR, mc - p);
+    if (trans_a) {
+      // Stored [K, M]: the MR values of one k are contiguous.
+      const __mmask16 m = lanes(mr);
+      for (int64_t k = 0; k < kc; ++k) {
+        const __m512 v = _mm512_maskz_loadu_ps(m, A + (k0 + k) * lda + i0 + p);
+        _mm512_mask_storeu_ps(dst + k * kMR, lanes(kMR), v);
+      }
+    } else {
+      // Stored [M, K]: rows of A become the panel's columns.
+      pack_transposed(A + (i0 + p) * lda + k0, lda, mr, kc, kMR, dst, kMR);
+    }
+  }
+}
+
+// op(B)[k0 : k0 + kc, j0 : j0 + nc] -> NR-column panels, panel q at dst + q * kc * NR, element
+// (k, j) of the panel at k * NR + j; columns past nc are zero.
+BNLAB_AVX512 void pack_b(bool trans_b, const float* B, int64_t ldb, int64_t k0, int64_t j0,
+                         int64_t nc, int64_t kc, float* dst) {
+  for (int64_t q = 0; q < nc; q += kNR, dst += kc * kNR) {
+    const int64_t nr = std::min(kNR, nc - q);
+    if (!trans_b) {
+      // Stored [K, N]: one k row of the panel is NR contiguous floats (masked at the edge).
+      const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = B + (k0 + k) * ldb + j0 + q;
+        _mm512_store_ps(dst + k * kNR, _mm512_maskz_loadu_ps(m0, src));
+        _mm512_store_ps(dst + k * kNR + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+      }
+    } else {
+      // Stored [N, K]: rows of B become the panel's columns, 16 at a time.
+      const float* src = B + (j0 + q) * ldb + k0;
+      pack_transposed(src, ldb, std::min<int64_t>(nr, 16), kc, 16, dst, kNR);
+      // (With nr <= 16 the second half reads no row and writes zeros.)
+      pack_transposed(nr > 16 ? src + 16 * ldb : src, ldb, std::max<int64_t>(nr - 16, 0), kc, 16,
+                      dst + 16, kNR);
+    }
+  }
+}
+
+// The tile C[0 : mr, 0 : nr] = alpha * (a_panel x b_panel) + beta * C, with the panels packed as
+// above (kc steps). R <= MR rows and V (1 or 2) zmm columns are computed: the full tile is
+// <MR, 2>; an edge tile takes the smallest variant that covers it, so the zero padding of an edge
+// panel costs no FMAs (M = 32 = 14 + 14 + 4 would otherwise spend 42 rows of work on 32). Every
+// variant does the same arithmetic per element (an in-order FMA chain over k, then alpha and
+// beta), so which variant covers an element never changes its value. beta == 0 does not read C.
+// noinline: inlined into gemm_serial, GCC 12 spilled the B vectors to the stack on every k step
+// (1024^3 fell from about 134 to 90 GFLOP/s); on its own the loop keeps all accumulators, both B
+// vectors and the broadcast in registers.
+template <int R, int V>
+__attribute__((noinline)) BNLAB_AVX512 void micro_kernel(int64_t kc, const float* __restrict a,
+                                                         const float* __restrict b, float* c,
+                                                         int64_t ldc, float alpha, float beta,
+                                                         int64_t mr, int64_t nr) {
+  static_assert(R >= 1 && R <= kMR && (V == 1 || V == 2));
+  __m512 acc[R][V];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < kc; ++k, a += kMR, b += kNR) {
+    __m512 bv[V];
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+#pragma GCC unroll 2
+      for (int v = 0; v < V; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+    }
+  }
+  const __mmask16 mask[2] = {lanes(nr), lanes(nr - 16)};
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+    if (i >= mr) break;
+    float* ci = c + i * ldc;
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) {
+      __m512 r = _mm512_mul_ps(va, acc[i][v]);
+      if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask[v], ci + 16 * v), r);
+      _mm512_mask_storeu_ps(ci + 16 * v, mask[v], r);
+    }
+  }
+}
+
+using MicroKernel = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float,
+                             int64_t, int64_t);
+
+// The variant for an mr x nr tile: rows rounded up to even (2, 4, ..., 12, then the full MR = 14),
+// one or two zmm columns.
+template <int V, size_t... I>
+constexpr std::array<MicroKernel, sizeof...(I)> row_variants(std::index_sequence<I...>) {
+  return {&micro_kernel<std::min<int>(2 * (I + 1), kMR), V>...};
+}
+constexpr auto kKernels1 = row_variants<1>(std::make_index_sequence<(kMR + 1) / 2>());
+constexpr auto kKernels2 = row_variants<2>(std::make_index_sequence<(kMR + 1) / 2>());
+
+MicroKernel kernel_for(int64_t mr, int64_t nr) {
+  const size_t row_class = static_cast<size_t>((mr + 1) / 2 - 1);
+  return nr > 16 ? kKernels2[row_class] : kKernels1[row_class];
+}
+
+// C = beta * C for the alpha == 0 / K == 0 cases; beta == 0 assigns zeros without reading C.
+void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
+  for (int64_t i = 0; i < M; ++i) {
+    float* ci = C + i * ldc;
+    if (beta == 0.0f) {
+      std::fill_n(ci, N, 0.0f);
+    } else if (beta != 1.0f) {
+      for (int64_t j = 0; j < N; ++j) ci[j] *= beta;
+    }
+  }
+}
+
+// The five loops on the calling thread.
+void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                 int64_t ldc) {
+  const int64_t KC = balanced_block(K, kKC, 1);
+  const int64_t MC = balanced_block(M, kMC, kMR);
+  const int64_t NC = balanced_block(N, kNC, kNR);
+  float* pa = tls_pack_a.get(std::min(MC, (M + kMR - 1) / kMR * kMR) * KC);
+  float* pb = tls_pack_b.get(std::min(NC, (N + kNR - 1) / kNR * kNR) * KC);
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    const int64_t nc = std::min(NC, N - jc);
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      const float beta_block = pc == 0 ? beta : 1.0f;
+      pack_b(trans_b, B, ldb, pc, jc, nc, kc, pb);
+      for (int64_t ic = 0; ic < M; ic += MC) {
+        const int64_t mc = std::min(MC, M - ic);
+        pack_a(trans_a, A, lda, ic, pc, mc, kc, pa);
+        for (int64_t jr = 0; jr < nc; jr += kNR) {
+          for (int64_t ir = 0; ir < mc; ir += kMR) {
+            const int64_t mr = std::min(kMR, mc - ir), nr = std::min(kNR, nc - jr);
+            kernel_for(mr, nr)(kc, pa + ir * kc, pb + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
+                               alpha, beta_block, mr, nr);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+namespace detail {
+
+bool cpu_has_avx512f() {
+  // libgcc's check includes the OS's consent (XCR0 saves the zmm state), not only CPUID.
+  static const bool available = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return available;
+}
+
+void gemm_avx512_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                        float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0 || alpha == 0.0f) {
+    scale_c(M, N, beta, C, ldc);
+    return;
+  }
+  const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (threads < 2 || M * N * K < kParallelMinWork) {
+    gemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  // Split the wider side of C into one contiguous range per thread, in whole tiles so no thread
+  // gets an extra edge tile. Each thread packs its own share (of B when splitting columns; all of
+  // A, which is then read T times, cheap next to the T-fold smaller product).
+  const bool split_n = (N + kNR - 1) / kNR >= (M + kMR - 1) / kMR;
+  const int64_t unit = split_n ? kNR : kMR;
+  const int64_t tiles = ((split_n ? N : M) + unit - 1) / unit;
+  const int team = static_cast<int>(std::min(threads, tiles));
+#pragma omp parallel num_threads(team)
+  {
+    const int64_t t = omp_get_thread_num();
+    const int64_t lo = std::min(tiles * t / team * unit, split_n ? N : M);
+    const int64_t hi = std::min(tiles * (t + 1) / team * unit, split_n ? N : M);
+    if (hi > lo) {
+      if (split_n) {
+        const float* Bt = trans_b ? B + lo * ldb : B + lo;
+        gemm_serial(trans_a, trans_b, M, hi - lo, K, alpha, A, lda, Bt, ldb, beta, C + lo, ldc);
+      } else {
+        const float* At = trans_a ? A + lo : A + lo * lda;
+        gemm_serial(trans_a, trans_b, hi - lo, N, K, alpha, At, lda, B, ldb, beta, C + lo * ldc,
+                    ldc);
+      }
+    }
+  }
+}
+
+}  // namespace detail
+}  // namespace bnlab

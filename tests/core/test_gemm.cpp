@@ -1,0 +1,250 @@
+// Both GEMM paths behind bnlab::gemm (OpenBLAS and bnlab's own AVX-512F kernel) against a naive
+// double-precision reference: the four transpose cases, sizes around every block edge of the
+// AVX-512 kernel (MR = 12, NR = 32, KC = 256, MC = 240, NC = 2048; core/gemm_avx512.cpp), padded
+// leading dimensions, the alpha/beta rules of BLAS, NaN/Inf propagation and bit-identical results
+// for 1 and 2 threads. On a CPU without AVX-512F the own-kernel cases are skipped with a message.
+//
+// Error bound: each C element is a sum of K products formed with fused multiply-adds (one rounding
+// each), possibly in K blocks with alpha applied and C added per block (a few more roundings). The
+// classical bound for such a sum (Higham, "Accuracy and Stability of Numerical Algorithms", 3.1)
+// is |err| <= gamma_n * (|alpha| sum_k |a_ik||b_kj| + |beta||c_ij|), gamma_n = n u / (1 - n u),
+// u = 2^-24, with n the number of roundings on the longest path; n = K + 4 covers both paths.
+#include <doctest/doctest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/blas.h"
+#include "core/error.h"
+#include "core/random.h"
+
+using namespace bnlab;
+
+namespace {
+
+using GemmFn = void (*)(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                        const float*, int64_t, float, float*, int64_t);
+
+struct Path {
+  const char* name;
+  GemmFn fn;
+};
+
+// The paths this machine can run; says so when the own kernel is skipped.
+std::vector<Path> paths() {
+  std::vector<Path> out{{"openblas", &gemm_openblas}};
+  if (gemm_avx512_available()) {
+    out.push_back({"avx512", &gemm_avx512});
+  } else {
+    MESSAGE("CPU lacks AVX-512F: bnlab's own GEMM kernel is not tested here, only OpenBLAS");
+  }
+  return out;
+}
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// A rows x cols matrix stored with leading dimension ld >= cols; the gap columns hold NaN so a
+// kernel that reads them poisons its result.
+struct Matrix {
+  int64_t rows, cols, ld;
+  std::vector<float> v;
+  Matrix(int64_t r, int64_t c, int64_t pad, uint64_t seed) : rows(r), cols(c), ld(c + pad) {
+    v.assign(static_cast<size_t>(std::max<int64_t>(r * ld, 1)), kNaN);
+    Rng rng(seed);
+    for (int64_t i = 0; i < r; ++i) {
+      for (int64_t j = 0; j < c; ++j) v[i * ld + j] = rng.uniform(-1.0f, 1.0f);
+    }
+  }
+  float& at(int64_t i, int64_t j) { return v[i * ld + j]; }
+  float at(int64_t i, int64_t j) const { return v[i * ld + j]; }
+};
+
+// op(X)(i, k) of a stored matrix.
+float op_at(const Matrix& x, bool trans, int64_t i, int64_t k) {
+  return trans ? x.at(k, i) : x.at(i, k);
+}
+
+struct Shape {
+  int64_t M, N, K;
+};
+
+// Runs every path and (alpha, beta) on one shape and transpose pair, checking each element
+// against the double reference within the bound stated at the top.
+void check_shape(const Shape& s, bool ta, bool tb, const std::vector<Path>& ps) {
+  const int64_t pad = 3;
+  Matrix A = ta ? Matrix(s.K, s.M, pad, 1) : Matrix(s.M, s.K, pad, 1);
+  Matrix B = tb ? Matrix(s.N, s.K, pad, 2) : Matrix(s.K, s.N, pad, 2);
+  const Matrix C0(s.M, s.N, pad, 3);
+  std::vector<double> ab(static_cast<size_t>(s.M * s.N)), mag(ab.size());
+  for (int64_t i = 0; i < s.M; ++i) {
+    for (int64_t j = 0; j < s.N; ++j) {
+      double sum = 0.0, abs_sum = 0.0;
+      for (int64_t k = 0; k < s.K; ++k) {
+        const double p = double(op_at(A, ta, i, k)) * double(op_at(B, tb, k, j));
+        sum += p;
+        abs_sum += std::fabs(p);
+      }
+      ab[i * s.N + j] = sum;
+      mag[i * s.N + j] = abs_sum;
+    }
+  }
+  const double u = std::ldexp(1.0, -24), n = double(s.K + 4);
+  const double gamma = n * u / (1.0 - n * u);
+  for (const Path& p : ps) {
+    for (float alpha : {1.0f, -0.5f, 0.0f}) {
+      for (float beta : {0.0f, 1.0f, 0.7f}) {
+        CAPTURE(p.name);
+        CAPTURE(s.M);
+        CAPTURE(s.N);
+        CAPTURE(s.K);
+        CAPTURE(ta);
+        CAPTURE(tb);
+        CAPTURE(alpha);
+        CAPTURE(beta);
+        Matrix C = C0;
+        // beta == 0 must not read C: give it NaN garbage.
+        if (beta == 0.0f) {
+          for (int64_t i = 0; i < s.M; ++i) std::fill_n(&C.at(i, 0), s.N, kNaN);
+        }
+        p.fn(ta, tb, s.M, s.N, s.K, alpha, A.v.data(), A.ld, B.v.data(), B.ld, beta, C.v.data(),
+             C.ld);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < s.M; ++i) {
+          for (int64_t j = 0; j < s.N; ++j) {
+            const double c0 = beta == 0.0f ? 0.0 : double(C0.at(i, j));
+            const double want = double(alpha) * ab[i * s.N + j] + double(beta) * c0;
+            const double bound =
+                gamma * (std::fabs(alpha) * mag[i * s.N + j] + std::fabs(beta) * std::fabs(c0));
+            const float got = C.at(i, j);
+            if (!(std::fabs(double(got) - want) <= bound)) ++bad;
+          }
+          // The padding of C's rows is never written.
+          for (int64_t j = s.N; j < C.ld; ++j) {
+            if (!std::isnan(C.at(i, j))) ++bad;
+          }
+        }
+        CHECK(bad == 0);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("gemm: both paths match a double reference around every block edge") {
+  const std::vector<Path> ps = paths();
+  const std::vector<Shape> shapes = {
+      {1, 1, 1},     {1, 1, 2},     {11, 31, 7},   {12, 32, 16},   {13, 33, 17},  {12, 31, 255},
+      {11, 33, 256}, {13, 32, 257}, {7, 5, 515},   {25, 65, 40},   {241, 37, 19}, {3, 2081, 9},
+      {2, 2049, 3},  {1, 300, 100}, {300, 1, 100}, {480, 70, 260},
+  };
+  for (const Shape& s : shapes) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) check_shape(s, ta, tb, ps);
+    }
+  }
+}
+
+TEST_CASE("gemm: K = 0 gives beta * C, and empty M or N leaves C alone") {
+  for (const Path& p : paths()) {
+    CAPTURE(p.name);
+    std::vector<float> C = {1, 2, 3, 4, 5, 6};
+    const float a = kNaN, b = kNaN;  // never read
+    p.fn(false, false, 2, 3, 0, 1.0f, &a, 0, &b, 3, 0.5f, C.data(), 3);
+    CHECK(C == std::vector<float>{0.5f, 1, 1.5f, 2, 2.5f, 3});
+    std::vector<float> garbage(6, kNaN);
+    p.fn(true, true, 2, 3, 0, 1.0f, &a, 2, &b, 0, 0.0f, garbage.data(), 3);
+    CHECK(garbage == std::vector<float>(6, 0.0f));
+    std::vector<float> untouched = {7, 8};
+    p.fn(false, false, 0, 2, 4, 1.0f, &a, 4, &b, 2, 0.0f, untouched.data(), 2);
+    p.fn(false, false, 2, 0, 4, 1.0f, &a, 4, &b, 0, 0.0f, untouched.data(), 1);
+    CHECK(untouched == std::vector<float>{7, 8});
+  }
+}
+
+TEST_CASE("gemm: NaN and Inf in A propagate to their rows only") {
+  for (const Path& p : paths()) {
+    CAPTURE(p.name);
+    const int64_t M = 14, N = 35, K = 300;
+    Matrix A(M, K, 0, 4), B(K, N, 0, 5);
+    for (int64_t j = 0; j < N; ++j) B.at(0, j) = 0.25f + std::fabs(B.at(0, j));
+    A.at(2, 0) = kNaN;
+    A.at(13, 0) = kInf;  // row 13 sits in the second (edge) row panel
+    A.at(5, 0) = -kInf;
+    std::vector<float> C(static_cast<size_t>(M * N));
+    p.fn(false, false, M, N, K, 1.0f, A.v.data(), K, B.v.data(), N, 0.0f, C.data(), N);
+    for (int64_t j = 0; j < N; ++j) {
+      CAPTURE(j);
+      CHECK(std::isnan(C[2 * N + j]));
+      CHECK(C[13 * N + j] == kInf);
+      CHECK(C[5 * N + j] == -kInf);
+      CHECK(std::isfinite(C[0 * N + j]));
+      CHECK(std::isfinite(C[12 * N + j]));
+    }
+  }
+}
+
+TEST_CASE("gemm: bit-identical for 1 and 2 threads and inside a parallel region") {
+  if (!gemm_avx512_available()) {
+    MESSAGE("CPU lacks AVX-512F: own-kernel determinism not tested (OpenBLAS's is its own)");
+    return;
+  }
+  const int before = num_threads();
+  // Wide (split over columns) and tall (split over rows), both above the threading threshold.
+  for (const Shape& s : std::vector<Shape>{{50, 700, 300}, {700, 40, 300}}) {
+    for (bool ta : {false, true}) {
+      CAPTURE(s.M);
+      CAPTURE(ta);
+      Matrix A = ta ? Matrix(s.K, s.M, 1, 6) : Matrix(s.M, s.K, 1, 6);
+      const Matrix B(s.K, s.N, 2, 7), C0(s.M, s.N, 0, 8);
+      auto run = [&](int threads) {
+        set_num_threads(threads);
+        Matrix C = C0;
+        gemm_avx512(ta, false, s.M, s.N, s.K, 0.7f, A.v.data(), A.ld, B.v.data(), B.ld, 1.0f,
+                    C.v.data(), C.ld);
+        return C.v;
+      };
+      const std::vector<float> one = run(1), two = run(2);
+      CHECK(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0);
+      // Inside a parallel region each thread runs its own call on its own packing buffers.
+      set_num_threads(2);
+      std::vector<std::vector<float>> per_thread(2, C0.v);
+#pragma omp parallel num_threads(2)
+      {
+        auto& C = per_thread[static_cast<size_t>(omp_get_thread_num())];
+        gemm_avx512(ta, false, s.M, s.N, s.K, 0.7f, A.v.data(), A.ld, B.v.data(), B.ld, 1.0f,
+                    C.data(), C0.ld);
+      }
+      for (const auto& C : per_thread) {
+        CHECK(std::memcmp(one.data(), C.data(), one.size() * sizeof(float)) == 0);
+      }
+    }
+  }
+  set_num_threads(before);
+}
+
+TEST_CASE("gemm: bad sizes and leading dimensions throw, naming the op") {
+  std::vector<float> x(64, 1.0f);
+  for (const Path& p : paths()) {
+    CAPTURE(p.name);
+    CHECK_THROWS_WITH_AS(
+        p.fn(false, false, -1, 2, 2, 1.0f, x.data(), 2, x.data(), 2, 0.0f, x.data(), 2),
+        doctest::Contains("negative size"), Error);
+    // A is [M, K] = [3, 4] but lda = 3.
+    CHECK_THROWS_WITH_AS(
+        p.fn(false, false, 3, 2, 4, 1.0f, x.data(), 3, x.data(), 2, 0.0f, x.data(), 2),
+        doctest::Contains("lda=3"), Error);
+    // B^T stored [N, K] = [2, 4] but ldb = 2.
+    CHECK_THROWS_WITH_AS(
+        p.fn(false, true, 3, 2, 4, 1.0f, x.data(), 4, x.data(), 2, 0.0f, x.data(), 2),
+        doctest::Contains("ldb=2"), Error);
+  }
+  CHECK_THROWS_WITH_AS(
+      gemm(false, false, 2, 5, 1, 1.0f, x.data(), 1, x.data(), 5, 0.0f, x.data(), 4),
+      doctest::Contains("ldc=4"), Error);
+}
