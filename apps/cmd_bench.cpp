@@ -220,10 +220,12 @@ int run_child(const std::string& workload, const std::string& norm, int threads,
     out["infer"] = timing_json(infer);
   }
   out["peak_rss_mb"] = peak_rss_mb();
-  // What this process's OpenBLAS is (build, kernel core, threading), for the record: the build
-  // that gets loaded and OPENBLAS_CORETYPE change the GEMM speed (docs/performance.md).
+  // Which GEMM ran and what this process's OpenBLAS is (build, kernel core, threading), for the
+  // record: the GEMM path, the OpenBLAS build that gets loaded and OPENBLAS_CORETYPE change the
+  // speed (docs/performance.md).
   out["blas"] = blas_config();
   out["blas_parallel"] = blas_parallel_mode();
+  out["gemm"] = gemm_path_name();
   out["blas_threads"] = blas_num_threads();
   std::cout << "BNLAB_BENCH " << out.dump() << std::endl;
   return 0;
@@ -352,8 +354,10 @@ Command add_bench_command(CLI::App& parent) {
     check_combinations(names, norms);
 
     std::printf(
-        "bnlab bench: OpenBLAS %s (%s threading); repeats %d x ~%.2fs after %.2fs warm-up\n",
-        blas_config().c_str(), blas_parallel_mode().c_str(), mo.repeats, mo.seconds, mo.warmup);
+        "bnlab bench: GEMM %s; OpenBLAS %s (%s threading); repeats %d x ~%.2fs after %.2fs "
+        "warm-up\n",
+        gemm_path_name().c_str(), blas_config().c_str(), blas_parallel_mode().c_str(), mo.repeats,
+        mo.seconds, mo.warmup);
     std::printf("%-3s %-10s %-5s %3s | %-28s | %-28s | %8s\n", "", "model", "norm", "thr",
                 "train img/s  [min-max]", "infer img/s  [min-max]", "RSS MB");
     std::fflush(stdout);
@@ -417,11 +421,8 @@ Command add_bench_command(CLI::App& parent) {
       }
     }
     if (!o->json_path.empty()) {
-      json doc = {{"blas", blas_config()},
-                  {"repeats", mo.repeats},
-                  {"seconds", mo.seconds},
-                  {"warmup", mo.warmup},
-                  {"results", results}};
+      json doc = {{"blas", blas_config()}, {"gemm", gemm_path_name()}, {"repeats", mo.repeats},
+                  {"seconds", mo.seconds}, {"warmup", mo.warmup},      {"results", results}};
       write_file_atomic(o->json_path, doc.dump(2) + "\n");
       std::printf("wrote %s\n", o->json_path.c_str());
     }

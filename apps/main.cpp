@@ -206,6 +206,7 @@ int main(int argc, char** argv) {
       if (c.app->parsed()) return c.run();
     if (info->parsed()) {
       std::cout << "bnlab " << version() << " (" << git_commit() << ")\n"
+                << "GEMM:    " << bnlab::gemm_path_name() << "\n"
                 << "BLAS:    OpenBLAS, " << bnlab::blas_parallel_mode()
                 << " threading: " << bnlab::blas_config() << "\n"
                 << "threads: " << bnlab::num_threads() << "\n";

@@ -232,7 +232,8 @@ def format_markdown(doc):
         f"{m['threads_per_core']} thread(s) per core), AVX2 {'yes' if m['avx2'] else 'no'}, "
         f"AVX-512 {'yes (' + ' '.join(m['avx512']) + ')' if m['avx512'] else 'no'}; "
         f"kernel {m['kernel']}",
-        f"- bnlab OpenBLAS: {bl['blas']} ({bl['blas_parallel']}); mapped "
+        f"- bnlab GEMM: {bl.get('gemm', 'openblas')}; OpenBLAS: {bl['blas']} "
+        f"({bl['blas_parallel']}); mapped "
         f"{', '.join(bl['blas_paths'])}",
         f"- PyTorch {tc['version']} ({tc['python']}): {tc['blas_config']}, core "
         f"{tc['blas_core']}, {tc['blas_parallel']}; mapped {tc['blas_path']} (verified OpenMP "
@@ -702,6 +703,7 @@ def main(argv=None):
         bnlab=dict(exe=os.path.abspath(args.bnlab),
                    version=bnlab_version(args.bnlab, child_env(os.environ, threads[0])),
                    blas=first_b["result"].get("blas", "unknown"),
+                   gemm=first_b["result"].get("gemm", "openblas"),
                    blas_parallel=first_b["result"].get("blas_parallel", "unknown"),
                    blas_paths=first_b["blas_paths"],
                    blas_threads=sorted({m["result"].get("blas_threads", -1)

@@ -3,7 +3,9 @@
 //
 //   reference: raw cblas_sgemm at 1024^3 (the sgemm peak) and a STREAM-like triad a = b + s*c on
 //              3 x 32 MiB arrays (memory bandwidth, 12 bytes moved per element)
-//   gemm:      bnlab::gemm vs raw cblas_sgemm at the benchmark workloads' dense and conv shapes
+//   gemm:      bnlab::gemm (labelled with its path, core/blas.h) vs raw cblas_sgemm at the
+//              benchmark workloads' dense and conv shapes; bench/gemm_paths compares the two
+//              paths interleaved, which is the fairer comparison on a loaded machine
 //   conv2d:    forward and forward+backward of the W3/W4 conv layers (2*N*K*CK*P flops forward,
 //              3x that for forward+backward)
 //   batch_norm: train-mode forward and forward+backward at W3/W4 activation shapes (GB/s)
@@ -91,6 +93,7 @@ void BM_gemm_bnlab(benchmark::State& state) {
     benchmark::DoNotOptimize(c.data());
   }
   gemm_counters(state, M, N, K);
+  state.SetLabel(gemm_path_name());
 }
 
 void BM_gemm_cblas(benchmark::State& state) {

@@ -1,4 +1,5 @@
-// GEMM through OpenBLAS (and bnlab's AVX-512 kernel by name), and the shared thread-count setting.
+// GEMM dispatch (bnlab's AVX-512 kernel or OpenBLAS, chosen once per process), the OpenBLAS path,
+// and the shared thread-count setting.
 #include "core/blas.h"
 
 #include <cblas.h>
@@ -6,6 +7,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 
 #include "core/error.h"
 #include "core/gemm_avx512.h"
@@ -49,14 +52,41 @@ void openblas_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
               C, static_cast<int>(ldc));
 }
 
+GemmPath choose_path() {
+  const char* env = std::getenv("BNLAB_GEMM");
+  if (env != nullptr && std::strcmp(env, "openblas") == 0) return GemmPath::openblas;
+  return detail::cpu_has_avx512f() ? GemmPath::avx512 : GemmPath::openblas;
+}
+
+// The small-product rule: products with N <= 8 columns stay on OpenBLAS even on the AVX-512
+// path. The own kernel's narrowest tile is 16 columns wide, so at N <= 8 at least half its lanes
+// are padding; measured (bench/gemm_paths, one thread, M = 64) OpenBLAS-Haswell and the own kernel
+// are then level (own / OpenBLAS 0.92-1.01 at N = 4 and 8), while from N = 10 on the own kernel
+// is ahead (1.5x at N = 10, 1.6x at N = 12). Every conv and dense shape of the workloads has
+// N >= 25 except a 10-class classifier's forward (N = 10).
+bool small_for_avx512(int64_t N) { return N <= 8; }
+
 }  // namespace
+
+GemmPath gemm_path() {
+  static const GemmPath path = choose_path();
+  return path;
+}
+
+std::string gemm_path_name() {
+  return gemm_path() == GemmPath::avx512 ? "bnlab-avx512" : "openblas";
+}
 
 bool gemm_avx512_available() { return detail::cpu_has_avx512f(); }
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   check_gemm_args("gemm", trans_a, trans_b, M, N, K, lda, ldb, ldc);
-  openblas_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (gemm_path() == GemmPath::avx512 && !small_for_avx512(N)) {
+    detail::gemm_avx512_kernel(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else {
+    openblas_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
 }
 
 void gemm_openblas(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,

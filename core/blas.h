@@ -1,8 +1,10 @@
 // The BLAS and thread glue: one GEMM entry point (transposes as flags) and one place that sets the
 // thread count for both OpenMP and OpenBLAS.
 //
-// bnlab::gemm runs OpenBLAS's cblas_sgemm; bnlab's own AVX-512F kernel (core/gemm_avx512.cpp) is
-// callable explicitly (gemm_avx512) next to OpenBLAS (gemm_openblas), for tests and benchmarks.
+// bnlab::gemm runs one of two implementations, chosen once per process: bnlab's own AVX-512F
+// kernel (core/gemm_avx512.cpp) when the CPU has AVX-512F, OpenBLAS's cblas_sgemm otherwise or when
+// the environment variable BNLAB_GEMM is `openblas`. Both are callable explicitly (gemm_openblas,
+// gemm_avx512), for tests and benchmarks.
 //
 // bnlab links OpenBLAS's OpenMP build, so OpenBLAS shares OpenMP's thread pool: a GEMM called
 // inside one of our parallel regions runs single-threaded instead of spawning threads of its own
@@ -22,6 +24,19 @@ namespace bnlab {
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+/// The GEMM implementations behind gemm().
+enum class GemmPath {
+  openblas,  ///< OpenBLAS's cblas_sgemm (whatever kernel core it selected; see blas_config())
+  avx512,    ///< bnlab's own AVX-512F kernel (needs a CPU with AVX-512F)
+};
+
+/// The path gemm() takes in this process: avx512 when the CPU has AVX-512F and BNLAB_GEMM is not
+/// `openblas` (the variable is read once, at the first call), openblas otherwise. On the avx512
+/// path, products with N <= 8 columns still go to OpenBLAS (measured level there; the rule and its
+/// figures are in core/blas.cpp).
+GemmPath gemm_path();
+/// gemm_path() as text for logs and benchmark records: "bnlab-avx512" or "openblas".
+std::string gemm_path_name();
 /// True when this CPU can run gemm_avx512().
 bool gemm_avx512_available();
 

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps_test_util.h"
+#include "core/blas.h"
 #include "core/io.h"
 
 using namespace bnlab;
@@ -39,7 +40,11 @@ TEST_CASE("apps.bench: one short workload writes the table and the JSON") {
     CHECK(row["blas"].get<std::string>().find("OpenBLAS") != std::string::npos);
     CHECK(row["blas_parallel"] == "OpenMP");
     CHECK(row["blas_threads"] == 1);
+    // ... and which GEMM ran (the child inherits this process's environment and CPU).
+    CHECK(row["gemm"] == gemm_path_name());
   }
+  CHECK(doc["gemm"] == gemm_path_name());
+  CHECK(r.output.find("GEMM " + gemm_path_name()) != std::string::npos);
   CHECK(doc["results"][0]["norm"] == "none");
   CHECK(doc["results"][1]["norm"] == "batch");
 }

@@ -248,3 +248,33 @@ TEST_CASE("gemm: bad sizes and leading dimensions throw, naming the op") {
       gemm(false, false, 2, 5, 1, 1.0f, x.data(), 1, x.data(), 5, 0.0f, x.data(), 4),
       doctest::Contains("ldc=4"), Error);
 }
+
+TEST_CASE("gemm: bnlab::gemm runs the chosen path, OpenBLAS for N <= 8") {
+  // The two paths round differently, so bit-equality tells which one ran.
+  for (int64_t N : {8, 9, 40}) {
+    CAPTURE(N);
+    const int64_t M = 20, K = 300;
+    const Matrix A(M, K, 0, 9), B(K, N, 0, 10);
+    std::vector<float> via_gemm(static_cast<size_t>(M * N)), via_openblas = via_gemm;
+    gemm(false, false, M, N, K, 1.0f, A.v.data(), K, B.v.data(), N, 0.0f, via_gemm.data(), N);
+    gemm_openblas(false, false, M, N, K, 1.0f, A.v.data(), K, B.v.data(), N, 0.0f,
+                  via_openblas.data(), N);
+    if (gemm_path() == GemmPath::openblas || N <= 8) {
+      CHECK(via_gemm == via_openblas);
+    } else {
+      std::vector<float> via_own(via_gemm.size());
+      gemm_avx512(false, false, M, N, K, 1.0f, A.v.data(), K, B.v.data(), N, 0.0f, via_own.data(),
+                  N);
+      CHECK(via_gemm == via_own);
+      CHECK(via_gemm != via_openblas);
+    }
+  }
+}
+
+TEST_CASE("gemm: the default path is the own kernel on AVX-512F unless BNLAB_GEMM=openblas") {
+  const char* env = std::getenv("BNLAB_GEMM");
+  const bool forced = env != nullptr && std::string(env) == "openblas";
+  const GemmPath want = gemm_avx512_available() && !forced ? GemmPath::avx512 : GemmPath::openblas;
+  CHECK(gemm_path() == want);
+  CHECK(gemm_path_name() == (want == GemmPath::avx512 ? "bnlab-avx512" : "openblas"));
+}
