@@ -6,12 +6,14 @@
 // (docs/performance.md).
 //
 // Design (GotoBLAS / BLIS): five loops around a register-blocked microkernel.
-//   jc: columns of C in blocks of NC        B block [KC, NC] packed once per (jc, pc): lives in
-//   L2/L3 pc: the K dimension in blocks of <= KC   (first block applies the caller's beta, later
-//   ones add) ic: rows of C in blocks of MC            A block [MC, KC] packed once per (ic, pc):
-//   lives in L2 jr: NR-wide column panels of the B block  one panel (KC x NR floats) stays in L1
-//   across ir ir: MR-high row panels of the A block     the microkernel: an MR x NR tile of C in
-//   registers
+//   jc: columns of C in blocks of NC; the B block [KC, NC] is packed once per (jc, pc) and lives
+//       in L2/L3.
+//   pc: K in blocks of at most KC; the first block applies the caller's beta, later ones add.
+//   ic: rows of C in blocks of MC; the A block [MC, KC] is packed once per (ic, pc) and lives in
+//       L2.
+//   jr: NR-wide column panels of the B block; one panel (KC x NR floats) stays in L1 across ir.
+//   ir: MR-high row panels of the A block; the microkernel keeps an MR x NR tile of C in
+//       registers.
 // Packing absorbs the transposes: op(A) goes to MR x KC panels (k-major: MR values per k), op(B)
 // to KC x NR panels (NR values per k), whatever the stored layout, so the microkernel sees one
 // layout for all four transpose cases. Edge panels are zero-padded to MR / NR; the microkernel
