@@ -280,9 +280,10 @@ void BM_max_pool2d_forward_backward(benchmark::State& state) {
 }
 BENCHMARK(BM_max_pool2d_forward_backward)
     ->ArgNames({"N", "C", "H"})
-    ->Args({64, 6, 28})    // W3 pool1
-    ->Args({64, 16, 10})   // W3 pool2
-    ->Args({64, 64, 32});  // W4-like
+    ->Args({64, 32, 28})    // W3 pool1
+    ->Args({64, 64, 14})    // W3 pool2
+    ->Args({128, 32, 32})   // W4 pool1
+    ->Args({128, 128, 8});  // W4 pool3
 
 // ---- one training step of a zoo model ----
 // forward + cross-entropy + backward + optimizer step + zero_grad on one fixed N(0, 1) batch, as

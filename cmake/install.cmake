@@ -27,6 +27,7 @@ add_library(bnlab::bnlab ALIAS bnlab)  # the same name for add_subdirectory user
 set(BNLAB_INTERNAL_HEADERS
   core/ops/fast_math.h core/ops/unary_op.h  # kernels shared by core/ops/*.cpp (detail)
   core/ops/pool_general.h  # max_pool2d's general path, for the 2x2 kernels' tests (detail)
+  core/ops/max_pool2x2_avx512.h  # the 2x2 path's AVX-512F row kernels (detail)
   core/gemm_avx512.h  # the AVX-512 SGEMM behind bnlab::gemm (detail)
   data/byte_reader.h  # bounded, gzip-transparent file reads behind the IDX/CIFAR parsers (detail)
   # The Trainer's and the CLI's parts: the public train/ API is models.h, trainer.h, ablation.h and study.h.

@@ -30,6 +30,7 @@
 // torch.nn.AvgPool2d.html, torch.nn.AdaptiveAvgPool2d.html
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -37,7 +38,9 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/gemm_avx512.h"
 #include "core/ops.h"
+#include "core/ops/max_pool2x2_avx512.h"
 #include "core/ops/pool_general.h"
 
 namespace bnlab {
@@ -158,6 +161,17 @@ void pair_max_row(float* __restrict m, uint8_t* __restrict k, const float* __res
 // cell as the general loop's row-major chain, bit for bit.
 void max_pool2x2_forward(float* out, uint8_t* at, const float* x, const PoolDims& d) {
   const int64_t H = d.H, W = d.W, Ho = d.Ho, Wo = d.Wo;
+  if (detail::max_pool2x2_uses_avx512()) {
+#pragma omp parallel for if (d.planes * H * W > (1 << 16))
+    for (int64_t plane = 0; plane < d.planes; ++plane) {
+      for (int64_t oh = 0; oh < Ho; ++oh) {
+        const float* r0 = x + plane * H * W + 2 * oh * W;
+        const int64_t o = (plane * Ho + oh) * Wo;
+        detail::max_pool2x2_row_avx512(out + o, at ? at + o : nullptr, r0, r0 + W, Wo);
+      }
+    }
+    return;
+  }
 #pragma omp parallel if (d.planes * H * W > (1 << 16))
   {
     // The bottom pairs' winners of one output row, and the top's places when no index is kept.
@@ -205,6 +219,7 @@ void route_row(float* __restrict row, const float* __restrict g, const uint8_t* 
 void max_pool2x2_backward(float* dx, const float* dout, const uint8_t* at, const PoolDims& d,
                           bool assign) {
   const int64_t H = d.H, W = d.W, Ho = d.Ho, Wo = d.Wo;
+  const bool avx512 = detail::max_pool2x2_uses_avx512();
 #pragma omp parallel for if (d.planes * H * W > (1 << 16))
   for (int64_t plane = 0; plane < d.planes; ++plane) {
     float* dxp = dx + plane * H * W;
@@ -212,7 +227,10 @@ void max_pool2x2_backward(float* dx, const float* dout, const uint8_t* at, const
       float* d0 = dxp + 2 * oh * W;
       const float* g = dout + (plane * Ho + oh) * Wo;
       const uint8_t* a = at + (plane * Ho + oh) * Wo;
-      if (assign) {
+      if (avx512) {
+        detail::max_pool2x2_route_avx512(d0, d0 + W, g, a, Wo, assign);
+        if (assign && W % 2) d0[W - 1] = d0[2 * W - 1] = 0.0f;
+      } else if (assign) {
         route_row<true>(d0, g, a, 0, Wo);
         route_row<true>(d0 + W, g, a, 2, Wo);
         if (W % 2) d0[W - 1] = d0[2 * W - 1] = 0.0f;
@@ -228,6 +246,14 @@ void max_pool2x2_backward(float* dx, const float* dout, const uint8_t* at, const
 }  // namespace
 
 namespace detail {
+
+namespace {
+std::atomic<bool> avx512_allowed{true};
+}  // namespace
+
+bool max_pool2x2_uses_avx512() { return avx512_allowed.load() && cpu_has_avx512f(); }
+
+void allow_max_pool2x2_avx512(bool allowed) { avx512_allowed.store(allowed); }
 
 Tensor max_pool2d_general(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
   const PoolDims d = pool_dims("max_pool2d", x, kernel, stride, padding);

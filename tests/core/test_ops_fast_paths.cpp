@@ -64,38 +64,52 @@ static std::vector<uint32_t> bits_of(const Tensor& t) {
 
 TEST_CASE("ops.pool: the 2x2 stride-2 kernels equal the general path bit for bit") {
   // Values from {-1, 0, 1, 2} (many ties inside windows, -0 included) with NaNs sprinkled in; odd
-  // H and W exercise floor mode (the last row / column belongs to no window).
-  for (Shape shape : {Shape{2, 3, 6, 5}, Shape{1, 2, 7, 7}, Shape{2, 2, 3, 2}, Shape{1, 1, 2, 2},
-                      Shape{2, 4, 9, 11}, Shape{8, 16, 28, 28}}) {
-    CAPTURE(shape);
-    Rng rng(77);
-    Tensor x = Tensor::empty(shape);
-    const float values[] = {-1.0f, -0.0f, 0.0f,
-                            1.0f,  2.0f,  std::numeric_limits<float>::quiet_NaN()};
-    for (int64_t i = 0; i < x.numel(); ++i) {
-      const uint32_t r = rng.next_u32() % 64;
-      x.data()[i] = r < 60 ? values[r % 5] : values[5];  // NaN with probability 1/16
+  // H and W exercise floor mode (the last row / column belongs to no window). Widths around the
+  // AVX-512 kernels' 16-output chunks (Wo 15, 16, 17, 32, 33). Both kernels: the AVX-512F rows
+  // (where the CPU has them) and the portable loops, the fallback elsewhere.
+  const bool avx512 = detail::max_pool2x2_uses_avx512();
+  MESSAGE("2x2 max-pool kernels tested: portable", avx512 ? " and AVX-512F" : " only");
+  for (bool allow_avx512 : {true, false}) {
+    if (allow_avx512 && !avx512) continue;
+    detail::allow_max_pool2x2_avx512(allow_avx512);
+    for (Shape shape :
+         {Shape{2, 3, 6, 5}, Shape{1, 2, 7, 7}, Shape{2, 2, 3, 2}, Shape{1, 1, 2, 2},
+          Shape{2, 4, 9, 11}, Shape{8, 16, 28, 28}, Shape{2, 3, 5, 30}, Shape{2, 2, 4, 33},
+          Shape{1, 2, 3, 34}, Shape{1, 3, 2, 64}, Shape{2, 2, 6, 67}}) {
+      CAPTURE(allow_avx512);
+      CAPTURE(shape);
+      Rng rng(77);
+      Tensor x = Tensor::empty(shape);
+      const float values[] = {-1.0f, -0.0f, 0.0f,
+                              1.0f,  2.0f,  std::numeric_limits<float>::quiet_NaN()};
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        const uint32_t r = rng.next_u32() % 64;
+        x.data()[i] = r < 60 ? values[r % 5] : values[5];  // NaN with probability 1/16
+      }
+      x.set_requires_grad();
+      Tensor y_fast = max_pool2d(x, 2);
+      Tensor y_ref = detail::max_pool2d_general(x, 2, 2, 0);
+      REQUIRE(y_fast.shape() == y_ref.shape());
+      CHECK(bits_of(y_fast) == bits_of(y_ref));
+      {
+        NoGradGuard no_grad;  // the index-free forward
+        CHECK(bits_of(max_pool2d(x, 2)) == bits_of(y_ref));
+      }
+      // Backward into a fresh grad, then accumulated into an existing one (both paths of grad
+      // buffers), against the general path's routing.
+      Tensor seed = Tensor::normal(y_ref.shape(), rng);
+      // Some -0 gradients: a fresh buffer's winners must hold 0 + g = +0, as a zeroed one would.
+      for (int64_t i = 0; i < seed.numel(); i += 7) seed.data()[i] = -0.0f;
+      y_fast.backward(seed);
+      max_pool2d(x, 2).backward(seed);
+      Tensor fast_grad = x.grad().clone();
+      x.zero_grad();
+      y_ref.backward(seed);
+      detail::max_pool2d_general(x, 2, 2, 0).backward(seed);
+      CHECK(bits_of(fast_grad) == bits_of(x.grad()));
     }
-    x.set_requires_grad();
-    Tensor y_fast = max_pool2d(x, 2);
-    Tensor y_ref = detail::max_pool2d_general(x, 2, 2, 0);
-    REQUIRE(y_fast.shape() == y_ref.shape());
-    CHECK(bits_of(y_fast) == bits_of(y_ref));
-    {
-      NoGradGuard no_grad;  // the index-free forward
-      CHECK(bits_of(max_pool2d(x, 2)) == bits_of(y_ref));
-    }
-    // Backward into a fresh grad, then accumulated into an existing one (both paths of grad
-    // buffers), against the general path's routing.
-    Tensor seed = Tensor::normal(y_ref.shape(), rng);
-    y_fast.backward(seed);
-    max_pool2d(x, 2).backward(seed);
-    Tensor fast_grad = x.grad().clone();
-    x.zero_grad();
-    y_ref.backward(seed);
-    detail::max_pool2d_general(x, 2, 2, 0).backward(seed);
-    CHECK(bits_of(fast_grad) == bits_of(x.grad()));
   }
+  detail::allow_max_pool2x2_avx512(true);
 }
 
 // Checks y = conv2d(x, w, no bias, stride, padding) element by element against the textbook
