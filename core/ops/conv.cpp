@@ -218,9 +218,11 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* b, 
 }
 
 // Accumulates dx [N, C, H, W], dw [K, Cg, kh, kw], db [K] (each may be null: not wanted) from dout
-// [N, K, Ho, Wo].
-void conv2d_backward(float* dx, float* dw, float* db, const float* dout, const float* x,
-                     const float* w, const ConvDims& d) {
+// [N, K, Ho, Wo]. dx_fresh: dx is a fresh (unfilled) gradient buffer, which each image's part
+// ASSIGNS: a pointwise conv's GEMM with beta 0, else the part is zeroed right before its col2im
+// adds into it, while it is in cache, instead of a whole-tensor memset before the backward.
+void conv2d_backward(float* dx, bool dx_fresh, float* dw, float* db, const float* dout,
+                     const float* x, const float* w, const ConvDims& d) {
   const int64_t CK = d.CK(), P = d.P(), Kg = d.Kg(), group_in = d.Cg() * d.H * d.W;
   // db[k] = sum over n, p of dout[n, k, p]; each k is independent. The simd reduction keeps several
   // independent double partial sums: a single serial chain of double adds (no -ffast-math, so the
@@ -268,7 +270,7 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dout, const f
       if (d.pointwise()) {
         // col is x's group [Cg, HW] and col2im is the identity, so both GEMMs work in place.
         if (dwg) gemm(false, true, Kg, CK, P, 1.0f, gg, P, xg, P, 1.0f, dwg, CK);
-        if (dxg) gemm(true, false, CK, P, Kg, 1.0f, wg, CK, gg, P, 1.0f, dxg, P);
+        if (dxg) gemm(true, false, CK, P, Kg, 1.0f, wg, CK, gg, P, dx_fresh ? 0.0f : 1.0f, dxg, P);
         continue;
       }
       if (dwg) {
@@ -279,6 +281,7 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dout, const f
       if (dxg) {
         // dcol [CK, P] = W[g]^T [CK, Kg] x dout_n[g] [Kg, P], scattered back onto the image.
         gemm(true, false, CK, P, Kg, 1.0f, wg, CK, gg, P, 0.0f, col, P);
+        if (dx_fresh) std::fill_n(dxg, group_in, 0.0f);
         col2im(dxg, col, d);
       }
     }
@@ -343,8 +346,9 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   if (needs_grad({x, weight, bias})) {
     attach(out, "conv2d", {x, weight, bias},
            [d](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-             conv2d_backward(grad_buffer(in[0]), grad_buffer(in[1]), grad_buffer(in[2]),
-                             dout.data(), in[0].data(), in[1].data(), d);
+             const GradTarget dx = grad_target(in[0]);
+             conv2d_backward(dx.data, dx.fresh, grad_buffer(in[1]), grad_buffer(in[2]), dout.data(),
+                             in[0].data(), in[1].data(), d);
            });
   }
   return out;
