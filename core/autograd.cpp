@@ -119,9 +119,13 @@ void run_backward(const Tensor& root, const Tensor* seed) {
   std::vector<std::shared_ptr<TensorImpl>> order = topological_order(root.impl());
 
   // Seed the root.
+  // data() and numel() are out-of-line calls: hoisted, or a non-scalar seed costs two calls per
+  // element (20 % of a conv benchmark's backward).
   const GradTarget root_grad = grad_target(root);
-  for (int64_t i = 0; i < root.numel(); ++i) {
-    const float s = seed ? seed->data()[i] : 1.0f;
+  const float* seed_data = seed ? seed->data() : nullptr;
+  const int64_t root_numel = root.numel();
+  for (int64_t i = 0; i < root_numel; ++i) {
+    const float s = seed_data ? seed_data[i] : 1.0f;
     root_grad.data[i] = root_grad.fresh ? s : root_grad.data[i] + s;
   }
 
