@@ -1,5 +1,8 @@
 // 2-D convolution (cross-correlation, as PyTorch's conv2d) through im2col + one GEMM per image and
-// group.
+// group: the reference path, for every shape. 3x3, stride-1, padding-1, ungrouped convs with
+// enough channels take Winograd F(4x4, 3x3) instead (core/ops/conv_winograd.cpp; the rule is
+// detail::conv2d_path, BNLAB_CONV=im2col|winograd forces a path). The path is chosen per call from
+// the shape alone, never from timings, so a run's numerics are reproducible.
 //
 // Legend: N batch, C in-channels, H/W input height/width, K out-channels, kh/kw kernel
 // height/width, Ho/Wo output height/width, G groups, Cg = C/G and Kg = K/G the channels of one
@@ -33,6 +36,7 @@
 #include "core/autograd.h"
 #include "core/blas.h"
 #include "core/ops.h"
+#include "core/ops/conv_winograd.h"
 
 namespace bnlab {
 
@@ -217,28 +221,32 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* b, 
   }
 }
 
-// Accumulates dx [N, C, H, W], dw [K, Cg, kh, kw], db [K] (each may be null: not wanted) from dout
-// [N, K, Ho, Wo]. dx_fresh: dx is a fresh (unfilled) gradient buffer, which each image's part
-// ASSIGNS: a pointwise conv's GEMM with beta 0, else the part is zeroed right before its col2im
-// adds into it, while it is in cache, instead of a whole-tensor memset before the backward.
-void conv2d_backward(float* dx, bool dx_fresh, float* dw, float* db, const float* dout,
-                     const float* x, const float* w, const ConvDims& d) {
-  const int64_t CK = d.CK(), P = d.P(), Kg = d.Kg(), group_in = d.Cg() * d.H * d.W;
+// db [K] += sum over n, p of dout [N, K, Ho, Wo]; both paths share it.
+void conv2d_bias_backward(float* db, const float* dout, const ConvDims& d) {
+  const int64_t P = d.P();
   // db[k] = sum over n, p of dout[n, k, p]; each k is independent. The simd reduction keeps several
   // independent double partial sums: a single serial chain of double adds (no -ffast-math, so the
   // compiler may not reorder it) is bound by the add latency, 4 cycles per element.
-  if (db) {
 #pragma omp parallel for if (d.N * d.K * P > (1 << 15))
-    for (int64_t k = 0; k < d.K; ++k) {
-      double acc = 0.0;
-      for (int64_t n = 0; n < d.N; ++n) {
-        const float* g = dout + (n * d.K + k) * P;
+  for (int64_t k = 0; k < d.K; ++k) {
+    double acc = 0.0;
+    for (int64_t n = 0; n < d.N; ++n) {
+      const float* g = dout + (n * d.K + k) * P;
 #pragma omp simd reduction(+ : acc)
-        for (int64_t p = 0; p < P; ++p) acc += g[p];
-      }
-      db[k] += static_cast<float>(acc);
+      for (int64_t p = 0; p < P; ++p) acc += g[p];
     }
+    db[k] += static_cast<float>(acc);
   }
+}
+
+// Accumulates dx [N, C, H, W] and dw [K, Cg, kh, kw] (either may be null: not wanted) from dout
+// [N, K, Ho, Wo] on the im2col path. dx_fresh: dx is a fresh (unfilled) gradient buffer, which each
+// image's part ASSIGNS: a pointwise conv's GEMM with beta 0, else the part is zeroed right before
+// its col2im adds into it, while it is in cache, instead of a whole-tensor memset before the
+// backward.
+void conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* dout, const float* x,
+                     const float* w, const ConvDims& d) {
+  const int64_t CK = d.CK(), P = d.P(), Kg = d.Kg(), group_in = d.Cg() * d.H * d.W;
   if (!dx && !dw) return;
 
   // dW is a sum over images, so threads cannot share it: thread 0 accumulates straight into dw and
@@ -340,15 +348,30 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   d.Ho = (d.H + 2 * padding - d.kh) / stride + 1;
   d.Wo = (d.W + 2 * padding - d.kw) / stride + 1;
 
+  // The path is fixed here, by shape and BNLAB_CONV only, and the backward reuses it.
+  const bool winograd = detail::conv2d_path(detail::conv_path_mode(), d.C, d.K, d.kh, d.kw, stride,
+                                            padding, groups) == detail::ConvPath::winograd;
+  const detail::WinogradShape ws{d.N, d.C, d.H, d.W, d.K};
   Tensor out = Tensor::empty({d.N, d.K, d.Ho, d.Wo});
-  conv2d_forward(out.data(), x.data(), weight.data(), bias.defined() ? bias.data() : nullptr, d);
+  const float* b = bias.defined() ? bias.data() : nullptr;
+  if (winograd) {
+    detail::winograd_conv2d_forward(out.data(), x.data(), weight.data(), b, ws);
+  } else {
+    conv2d_forward(out.data(), x.data(), weight.data(), b, d);
+  }
 
   if (needs_grad({x, weight, bias})) {
     attach(out, "conv2d", {x, weight, bias},
-           [d](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-             const GradTarget dx = grad_target(in[0]);
-             conv2d_backward(dx.data, dx.fresh, grad_buffer(in[1]), grad_buffer(in[2]), dout.data(),
-                             in[0].data(), in[1].data(), d);
+           [d, ws, winograd](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             if (float* db = grad_buffer(in[2])) conv2d_bias_backward(db, dout.data(), d);
+             if (winograd) {
+               detail::winograd_conv2d_backward(grad_buffer(in[0]), grad_buffer(in[1]), dout.data(),
+                                                in[0].data(), in[1].data(), ws);
+             } else {
+               const GradTarget dx = grad_target(in[0]);
+               conv2d_backward(dx.data, dx.fresh, grad_buffer(in[1]), dout.data(), in[0].data(),
+                               in[1].data(), d);
+             }
            });
   }
   return out;

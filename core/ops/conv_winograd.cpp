@@ -1,0 +1,459 @@
+// Winograd F(4x4, 3x3) convolution for 3x3, stride-1, padding-1, ungrouped conv2d: forward, input
+// gradient and weight gradient.
+//
+// Legend: N batch, C in-channels, K out-channels, H x W image (= output size), a tile t is a 4x4
+// block of outputs at rows [4ty, 4ty + 4) and columns [4tx, 4tx + 4) of image n (cropped at the
+// bottom/right edge when H or W is not a multiple of 4); its input patch d is the 6x6 window at
+// (4ty - 1, 4tx - 1), zero outside the image. xi in [0, 36) indexes a 6x6 transform cell.
+//   weights: U[xi][k][c] = (G g[k][c] G^T)[xi]                        (computed in double)
+//   forward: V[xi][c][t] = (B^T d[c] B)[xi]
+//            M[xi] [K, T] = U[xi] [K, C] x V[xi] [C, T]                 (36 GEMMs per block)
+//            y[k] tile = A^T M[.][k][t] A, cropped, + b[k]
+//   backward (the exact adjoints of those linear maps):
+//            dM[xi][k][t] = (A dY[k] tile A^T)[xi]                      (dY zero outside)
+//            dU[xi] [K, C] += dM[xi] [K, T] x V[xi]^T                   (transpose flag)
+//            dw[k][c] += G^T dU[.][k][c] G                              (3x3, in double)
+//            dV[xi] [C, T] = U[xi]^T x dM[xi]                           (transpose flag)
+//            dx patch of (t, c) += B dV[.][c][t] B^T, overlap-added (patches overlap by 2 cells;
+//            cells in the padding are dropped)
+//   B^T, G, A^T: Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2015), points
+//   0, +-1, +-2, +-1/2, infinity; each 1-D transform below is one of those matrices written out.
+//
+// Blocking: tiles are numbered image by image, row by row. A work unit is a run of whole images
+// (several small images, or one large one), so two units never write the same input pixel's
+// gradient; a unit is processed in blocks of at most `block` tiles, sized so a block's V and M
+// (36 (C + K) block floats) stay in L2. Within a block, kLanes consecutive tiles are transformed
+// together, one SIMD lane each (the V/M layouts have the tile innermost, so a lane group is one
+// contiguous store per cell).
+//
+// Threads: OpenMP over units, each thread with its own block workspace from the storage pool; a
+// GEMM inside the region runs on the calling thread. dW is a sum over tiles: the units are split
+// into a FIXED number of slots (min(kSlots, units), independent of the thread count), each slot
+// sums its units in order into a zeroed dU and transforms it to a dw partial, and the partials
+// are added in slot order, so dw, like dx and the output, is bit-identical for every thread count.
+//
+// Numerics: a transform cell mixes the 6x6 patch with weights up to 5 (B^T) and outputs mix 36
+// cells with weights up to 8^2 (A^T), so rounding errors are larger than im2col's: measured, and
+// bounded in tests/core/test_ops_conv_winograd.cpp, by a small multiple of float epsilon times
+// sum |w||x| over each output's window. A NaN or inf in x reaches every output the reference makes
+// non-finite and may also reach other outputs of the (up to four) tiles whose 6x6 patches contain
+// it, never outputs outside those tiles.
+#include "core/ops/conv_winograd.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/blas.h"
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace bnlab::detail {
+
+namespace {
+
+constexpr int64_t kLanes = 16;  // tiles transformed together
+constexpr int64_t kCells = 36;  // 6x6 transform cells
+constexpr int64_t kSlots = 8;   // dW reduction slots (see Threads above)
+// Bytes of V and M per block: half of this machine's 1 MiB L2, leaving room for U's rows and the
+// GEMM's packing buffers.
+constexpr int64_t kBlockBytes = 512 * 1024;
+
+// ---- Mode and path rule ----
+
+std::atomic<ConvPathMode>& mode_slot() {
+  static std::atomic<ConvPathMode> mode{parse_conv_path_mode(std::getenv("BNLAB_CONV"))};
+  return mode;
+}
+
+// ---- 1-D transforms on kLanes tiles: in[i * is + lane] -> out[j * os + lane] ----
+
+// B^T (6x6): the input transform.
+inline void bt_1d(const float* in, int64_t is, float* out, int64_t os) {
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) {
+    const float d0 = in[l], d1 = in[is + l], d2 = in[2 * is + l], d3 = in[3 * is + l],
+                d4 = in[4 * is + l], d5 = in[5 * is + l];
+    out[l] = 4.0f * d0 - 5.0f * d2 + d4;
+    out[os + l] = -4.0f * (d1 + d2) + (d3 + d4);
+    out[2 * os + l] = 4.0f * (d1 - d2) + (d4 - d3);
+    out[3 * os + l] = 2.0f * (d3 - d1) + (d4 - d2);
+    out[4 * os + l] = 2.0f * (d1 - d3) + (d4 - d2);
+    out[5 * os + l] = 4.0f * d1 - 5.0f * d3 + d5;
+  }
+}
+
+// B = (B^T)^T (6x6): the adjoint of bt_1d.
+inline void b_1d(const float* in, int64_t is, float* out, int64_t os) {
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) {
+    const float v0 = in[l], v1 = in[is + l], v2 = in[2 * is + l], v3 = in[3 * is + l],
+                v4 = in[4 * is + l], v5 = in[5 * is + l];
+    out[l] = 4.0f * v0;
+    out[os + l] = 4.0f * (v2 - v1 + v5) + 2.0f * (v4 - v3);
+    out[2 * os + l] = -5.0f * v0 - 4.0f * (v1 + v2) - (v3 + v4);
+    out[3 * os + l] = (v1 - v2) + 2.0f * (v3 - v4) - 5.0f * v5;
+    out[4 * os + l] = v0 + (v1 + v2) + (v3 + v4);
+    out[5 * os + l] = v5;
+  }
+}
+
+// A^T (4x6): the output transform.
+inline void at_1d(const float* in, int64_t is, float* out, int64_t os) {
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) {
+    const float m0 = in[l], m1 = in[is + l], m2 = in[2 * is + l], m3 = in[3 * is + l],
+                m4 = in[4 * is + l], m5 = in[5 * is + l];
+    const float p12 = m1 + m2, d12 = m1 - m2, p34 = m3 + m4, d34 = m3 - m4;
+    out[l] = m0 + p12 + p34;
+    out[os + l] = d12 + 2.0f * d34;
+    out[2 * os + l] = p12 + 4.0f * p34;
+    out[3 * os + l] = d12 + 8.0f * d34 + m5;
+  }
+}
+
+// A = (A^T)^T (6x4): the adjoint of at_1d.
+inline void a_1d(const float* in, int64_t is, float* out, int64_t os) {
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) {
+    const float v0 = in[l], v1 = in[is + l], v2 = in[2 * is + l], v3 = in[3 * is + l];
+    out[l] = v0;
+    out[os + l] = v0 + v1 + v2 + v3;
+    out[2 * os + l] = v0 - v1 + v2 - v3;
+    out[3 * os + l] = v0 + 2.0f * v1 + 4.0f * v2 + 8.0f * v3;
+    out[4 * os + l] = v0 - 2.0f * v1 + 4.0f * v2 - 8.0f * v3;
+    out[5 * os + l] = v3;
+  }
+}
+
+// G (6x3), for the weight transform and its adjoint (once per call, so plain double loops).
+constexpr double kG[6][3] = {{1.0 / 4, 0, 0},
+                             {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                             {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                             {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                             {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                             {0, 0, 1}};
+
+// U [36][K][C] from w [K][C][3][3].
+void transform_weights(float* U, const float* w, int64_t K, int64_t C) {
+#pragma omp parallel for if (K * C > 4096)
+  for (int64_t kc = 0; kc < K * C; ++kc) {
+    const float* g = w + kc * 9;
+    double t[6][3];  // G g
+    for (int a = 0; a < 6; ++a)
+      for (int j = 0; j < 3; ++j) {
+        double acc = 0.0;
+        for (int i = 0; i < 3; ++i)
+          if (kG[a][i] != 0.0) acc += kG[a][i] * g[i * 3 + j];
+        t[a][j] = acc;
+      }
+    for (int a = 0; a < 6; ++a)
+      for (int b = 0; b < 6; ++b) {
+        double acc = 0.0;
+        for (int j = 0; j < 3; ++j)
+          if (kG[b][j] != 0.0) acc += t[a][j] * kG[b][j];
+        U[(a * 6 + b) * K * C + kc] = static_cast<float>(acc);
+      }
+  }
+}
+
+// dw [K][C][3][3] += G^T dU[.][k][c] G, dU [36][K][C] (the adjoint of transform_weights).
+void add_weight_gradient(float* dw, const float* dU, int64_t K, int64_t C) {
+  for (int64_t kc = 0; kc < K * C; ++kc) {
+    double t[3][6];  // G^T dU
+    for (int i = 0; i < 3; ++i)
+      for (int b = 0; b < 6; ++b) {
+        double acc = 0.0;
+        for (int a = 0; a < 6; ++a)
+          if (kG[a][i] != 0.0) acc += kG[a][i] * dU[(a * 6 + b) * K * C + kc];
+        t[i][b] = acc;
+      }
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j) {
+        double acc = 0.0;
+        for (int b = 0; b < 6; ++b)
+          if (kG[b][j] != 0.0) acc += t[i][b] * kG[b][j];
+        dw[kc * 9 + i * 3 + j] += static_cast<float>(acc);
+      }
+  }
+}
+
+// ---- Tiling ----
+
+struct Plan {
+  WinogradShape s;
+  int64_t tiles_h, tiles_w, per_image;  // tiles per image = tiles_h * tiles_w
+  int64_t block;                        // tiles per block, a multiple of kLanes
+  int64_t images_per_unit, units;
+
+  explicit Plan(const WinogradShape& shape) : s(shape) {
+    tiles_h = (s.H + 3) / 4;
+    tiles_w = (s.W + 3) / 4;
+    per_image = tiles_h * tiles_w;
+    const int64_t fit = kBlockBytes / (4 * kCells * (s.C + s.K));
+    block = std::clamp<int64_t>(fit / kLanes * kLanes, kLanes, 512);
+    // Whole images per unit: as many as fill a block, at least one.
+    images_per_unit = std::max<int64_t>(1, block / per_image);
+    block = std::min(block, (images_per_unit * per_image + kLanes - 1) / kLanes * kLanes);
+    units = (s.N + images_per_unit - 1) / images_per_unit;
+  }
+  // Parallel only when the work pays for waking the team (as conv.cpp's rule).
+  bool parallel() const { return units > 1 && s.N * s.K * s.C * s.H * s.W > (int64_t{1} << 18); }
+  int64_t workspace() const { return kCells * (s.C + s.K) * block; }
+};
+
+// Where the lanes' tiles sit: image pointer offsets and the patch origin. Lanes past the unit's
+// last tile are marked invalid (they transform zeros and are never written back).
+struct LaneTiles {
+  int64_t count;          // valid lanes
+  int64_t n[kLanes];      // image
+  int64_t r0[kLanes];     // first output row (4ty); the patch starts one row above
+  int64_t c0[kLanes];     // first output column (4tx)
+  bool interior[kLanes];  // patch entirely inside the image
+};
+
+LaneTiles lane_tiles(const Plan& p, int64_t n0, int64_t first, int64_t unit_tiles) {
+  LaneTiles lt{};
+  lt.count = std::clamp<int64_t>(unit_tiles - first, 0, kLanes);
+  for (int64_t l = 0; l < lt.count; ++l) {
+    const int64_t u = first + l, r = u % p.per_image;
+    lt.n[l] = n0 + u / p.per_image;
+    lt.r0[l] = 4 * (r / p.tiles_w);
+    lt.c0[l] = 4 * (r % p.tiles_w);
+    lt.interior[l] =
+        lt.r0[l] >= 1 && lt.r0[l] + 5 <= p.s.H && lt.c0[l] >= 1 && lt.c0[l] + 5 <= p.s.W;
+  }
+  return lt;
+}
+
+// d [36][kLanes] <- the lanes' 6x6 patches of channel c of x (0 outside the image).
+void gather_patches(float* d, const float* x, int64_t c, const LaneTiles& lt, const Plan& p) {
+  const int64_t H = p.s.H, W = p.s.W;
+  std::fill_n(d, kCells * kLanes, 0.0f);
+  for (int64_t l = 0; l < lt.count; ++l) {
+    const float* plane = x + (lt.n[l] * p.s.C + c) * H * W;
+    const int64_t ih0 = lt.r0[l] - 1, iw0 = lt.c0[l] - 1;
+    if (lt.interior[l]) {
+      for (int64_t i = 0; i < 6; ++i)
+        for (int64_t j = 0; j < 6; ++j)
+          d[(i * 6 + j) * kLanes + l] = plane[(ih0 + i) * W + iw0 + j];
+      continue;
+    }
+    for (int64_t i = std::max<int64_t>(0, -ih0); i < std::min<int64_t>(6, H - ih0); ++i)
+      for (int64_t j = std::max<int64_t>(0, -iw0); j < std::min<int64_t>(6, W - iw0); ++j)
+        d[(i * 6 + j) * kLanes + l] = plane[(ih0 + i) * W + iw0 + j];
+  }
+}
+
+// dx's channel c += the lanes' 6x6 patch gradients dd [36][kLanes], cells in the padding dropped.
+// Lanes are added in order, so overlapping patches accumulate deterministically.
+void scatter_patches(float* dx, const float* dd, int64_t c, const LaneTiles& lt, const Plan& p) {
+  const int64_t H = p.s.H, W = p.s.W;
+  for (int64_t l = 0; l < lt.count; ++l) {
+    float* plane = dx + (lt.n[l] * p.s.C + c) * H * W;
+    const int64_t ih0 = lt.r0[l] - 1, iw0 = lt.c0[l] - 1;
+    for (int64_t i = std::max<int64_t>(0, -ih0); i < std::min<int64_t>(6, H - ih0); ++i)
+      for (int64_t j = std::max<int64_t>(0, -iw0); j < std::min<int64_t>(6, W - iw0); ++j)
+        plane[(ih0 + i) * W + iw0 + j] += dd[(i * 6 + j) * kLanes + l];
+  }
+}
+
+// V[xi][c][first .. first + kLanes) of a block (row stride ld) for every channel.
+void input_transform(float* V, int64_t ld, int64_t col, const float* x, const LaneTiles& lt,
+                     const Plan& p) {
+  alignas(64) float d[kCells * kLanes], t[kCells * kLanes], v[kCells * kLanes];
+  for (int64_t c = 0; c < p.s.C; ++c) {
+    gather_patches(d, x, c, lt, p);
+    for (int64_t j = 0; j < 6; ++j) bt_1d(d + j * kLanes, 6 * kLanes, t + j * kLanes, 6 * kLanes);
+    for (int64_t a = 0; a < 6; ++a) bt_1d(t + a * 6 * kLanes, kLanes, v + a * 6 * kLanes, kLanes);
+    for (int64_t xi = 0; xi < kCells; ++xi)
+      std::copy_n(v + xi * kLanes, kLanes, V + (xi * p.s.C + c) * ld + col);
+  }
+}
+
+// The output tiles of the lanes from M[xi][k][col ..] (row stride ld), plus bias.
+void output_transform(float* out, const float* b, const float* M, int64_t ld, int64_t col,
+                      const LaneTiles& lt, const Plan& p) {
+  alignas(64) float m[kCells * kLanes], t[24 * kLanes], y[16 * kLanes];
+  const int64_t H = p.s.H, W = p.s.W;
+  for (int64_t k = 0; k < p.s.K; ++k) {
+    for (int64_t xi = 0; xi < kCells; ++xi)
+      std::copy_n(M + (xi * p.s.K + k) * ld + col, kLanes, m + xi * kLanes);
+    for (int64_t j = 0; j < 6; ++j) at_1d(m + j * kLanes, 6 * kLanes, t + j * kLanes, 6 * kLanes);
+    for (int64_t r = 0; r < 4; ++r) at_1d(t + r * 6 * kLanes, kLanes, y + r * 4 * kLanes, kLanes);
+    const float bias = b ? b[k] : 0.0f;
+    for (int64_t l = 0; l < lt.count; ++l) {
+      float* plane = out + (lt.n[l] * p.s.K + k) * H * W;
+      const int64_t rows = std::min<int64_t>(4, H - lt.r0[l]),
+                    cols = std::min<int64_t>(4, W - lt.c0[l]);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t s = 0; s < cols; ++s)
+          plane[(lt.r0[l] + r) * W + lt.c0[l] + s] = y[(r * 4 + s) * kLanes + l] + bias;
+    }
+  }
+}
+
+// dM[xi][k][col ..] = A dY tile A^T for the lanes (dY zero outside the image).
+void output_gradient_transform(float* dM, int64_t ld, int64_t col, const float* dout,
+                               const LaneTiles& lt, const Plan& p) {
+  alignas(64) float dy[16 * kLanes], t[24 * kLanes], m[kCells * kLanes];
+  const int64_t H = p.s.H, W = p.s.W;
+  for (int64_t k = 0; k < p.s.K; ++k) {
+    std::fill_n(dy, 16 * kLanes, 0.0f);
+    for (int64_t l = 0; l < lt.count; ++l) {
+      const float* plane = dout + (lt.n[l] * p.s.K + k) * H * W;
+      const int64_t rows = std::min<int64_t>(4, H - lt.r0[l]),
+                    cols = std::min<int64_t>(4, W - lt.c0[l]);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t s = 0; s < cols; ++s)
+          dy[(r * 4 + s) * kLanes + l] = plane[(lt.r0[l] + r) * W + lt.c0[l] + s];
+    }
+    for (int64_t j = 0; j < 4; ++j) a_1d(dy + j * kLanes, 4 * kLanes, t + j * kLanes, 4 * kLanes);
+    for (int64_t a = 0; a < 6; ++a) a_1d(t + a * 4 * kLanes, kLanes, m + a * 6 * kLanes, kLanes);
+    for (int64_t xi = 0; xi < kCells; ++xi)
+      std::copy_n(m + xi * kLanes, kLanes, dM + (xi * p.s.K + k) * ld + col);
+  }
+}
+
+// dx += B dV[.][c][col ..] B^T for the lanes, every channel.
+void input_gradient_transform(float* dx, const float* dV, int64_t ld, int64_t col,
+                              const LaneTiles& lt, const Plan& p) {
+  alignas(64) float v[kCells * kLanes], t[kCells * kLanes], dd[kCells * kLanes];
+  for (int64_t c = 0; c < p.s.C; ++c) {
+    for (int64_t xi = 0; xi < kCells; ++xi)
+      std::copy_n(dV + (xi * p.s.C + c) * ld + col, kLanes, v + xi * kLanes);
+    for (int64_t j = 0; j < 6; ++j) b_1d(v + j * kLanes, 6 * kLanes, t + j * kLanes, 6 * kLanes);
+    for (int64_t a = 0; a < 6; ++a) b_1d(t + a * 6 * kLanes, kLanes, dd + a * 6 * kLanes, kLanes);
+    scatter_patches(dx, dd, c, lt, p);
+  }
+}
+
+// Calls f(n0, first, count, unit_tiles) for each block of unit u: its first image n0, the
+// block's first tile within the unit, its tile count, and the unit's tile count.
+template <class F>
+void for_each_block(const Plan& p, int64_t u, F&& f) {
+  const int64_t n0 = u * p.images_per_unit;
+  const int64_t unit_tiles = (std::min(p.s.N, n0 + p.images_per_unit) - n0) * p.per_image;
+  for (int64_t first = 0; first < unit_tiles; first += p.block)
+    f(n0, first, std::min(p.block, unit_tiles - first), unit_tiles);
+}
+
+}  // namespace
+
+ConvPathMode parse_conv_path_mode(const char* value) {
+  if (value == nullptr || value[0] == '\0' || std::strcmp(value, "auto") == 0)
+    return ConvPathMode::automatic;
+  if (std::strcmp(value, "im2col") == 0) return ConvPathMode::im2col;
+  if (std::strcmp(value, "winograd") == 0) return ConvPathMode::winograd;
+  BNLAB_FAIL("BNLAB_CONV: unknown value '", value, "'; expected auto, im2col or winograd");
+}
+
+ConvPathMode conv_path_mode() { return mode_slot().load(); }
+
+ConvPathMode set_conv_path_mode(ConvPathMode mode) { return mode_slot().exchange(mode); }
+
+bool conv2d_winograd_eligible(int64_t kh, int64_t kw, int64_t stride, int64_t padding,
+                              int64_t groups) {
+  return kh == 3 && kw == 3 && stride == 1 && padding == 1 && groups == 1;
+}
+
+// The static rule (never a run-time timing, so a run's numerics do not depend on the machine's
+// load): eligible shapes with at least kMinChannels input channels take Winograd. Measured in
+// docs/performance.md, "Winograd F(4x4, 3x3) convolution".
+ConvPath conv2d_path(ConvPathMode mode, int64_t C, int64_t K, int64_t kh, int64_t kw,
+                     int64_t stride, int64_t padding, int64_t groups) {
+  constexpr int64_t kMinChannels = 16;
+  if (mode == ConvPathMode::im2col || !conv2d_winograd_eligible(kh, kw, stride, padding, groups))
+    return ConvPath::im2col;
+  if (mode == ConvPathMode::winograd) return ConvPath::winograd;
+  return C >= kMinChannels && K >= kMinChannels ? ConvPath::winograd : ConvPath::im2col;
+}
+
+const char* conv_path_name(ConvPath path) {
+  return path == ConvPath::winograd ? "winograd" : "im2col";
+}
+
+void winograd_conv2d_forward(float* out, const float* x, const float* w, const float* b,
+                             const WinogradShape& s) {
+  const Plan p(s);
+  Storage U(static_cast<size_t>(kCells * s.K * s.C));
+  transform_weights(U.data(), w, s.K, s.C);
+  const int64_t ld = p.block;
+#pragma omp parallel if (p.parallel())
+  {
+    Storage ws(static_cast<size_t>(p.workspace()));
+    float* V = ws.data();
+    float* M = V + kCells * s.C * ld;
+#pragma omp for schedule(static)
+    for (int64_t u = 0; u < p.units; ++u) {
+      for_each_block(p, u, [&](int64_t n0, int64_t first, int64_t count, int64_t unit_tiles) {
+        for (int64_t col = 0; col < count; col += kLanes)
+          input_transform(V, ld, col, x, lane_tiles(p, n0, first + col, unit_tiles), p);
+        for (int64_t xi = 0; xi < kCells; ++xi)
+          gemm(false, false, s.K, count, s.C, 1.0f, U.data() + xi * s.K * s.C, s.C,
+               V + xi * s.C * ld, ld, 0.0f, M + xi * s.K * ld, ld);
+        for (int64_t col = 0; col < count; col += kLanes)
+          output_transform(out, b, M, ld, col, lane_tiles(p, n0, first + col, unit_tiles), p);
+      });
+    }
+  }
+}
+
+void winograd_conv2d_backward(float* dx, float* dw, const float* dout, const float* x,
+                              const float* w, const WinogradShape& s) {
+  if (!dx && !dw) return;
+  const Plan p(s);
+  const int64_t ld = p.block, KC = s.K * s.C;
+  Storage U(dx ? static_cast<size_t>(kCells * KC) : 0);
+  if (dx) transform_weights(U.data(), w, s.K, s.C);
+  const int64_t slots = std::min(kSlots, p.units);
+  // Each slot's dU, summed over its units in order (see Threads above).
+  Storage dU(dw ? static_cast<size_t>(slots * kCells * KC) : 0);
+#pragma omp parallel if (p.parallel())
+  {
+    Storage ws(static_cast<size_t>(p.workspace()));
+    float* V = ws.data();  // V for dU, then overwritten by dV
+    float* dM = V + kCells * s.C * ld;
+#pragma omp for schedule(static)
+    for (int64_t slot = 0; slot < slots; ++slot) {
+      float* dU_s = dw ? dU.data() + slot * kCells * KC : nullptr;
+      if (dU_s) std::fill_n(dU_s, kCells * KC, 0.0f);
+      for (int64_t u = p.units * slot / slots; u < p.units * (slot + 1) / slots; ++u) {
+        for_each_block(p, u, [&](int64_t n0, int64_t first, int64_t count, int64_t unit_tiles) {
+          for (int64_t col = 0; col < count; col += kLanes)
+            output_gradient_transform(dM, ld, col, dout, lane_tiles(p, n0, first + col, unit_tiles),
+                                      p);
+          if (dU_s) {
+            for (int64_t col = 0; col < count; col += kLanes)
+              input_transform(V, ld, col, x, lane_tiles(p, n0, first + col, unit_tiles), p);
+            for (int64_t xi = 0; xi < kCells; ++xi)
+              gemm(false, true, s.K, s.C, count, 1.0f, dM + xi * s.K * ld, ld, V + xi * s.C * ld,
+                   ld, 1.0f, dU_s + xi * KC, s.C);
+          }
+          if (dx) {
+            for (int64_t xi = 0; xi < kCells; ++xi)
+              gemm(true, false, s.C, count, s.K, 1.0f, U.data() + xi * KC, s.C, dM + xi * s.K * ld,
+                   ld, 0.0f, V + xi * s.C * ld, ld);
+            for (int64_t col = 0; col < count; col += kLanes)
+              input_gradient_transform(dx, V, ld, col, lane_tiles(p, n0, first + col, unit_tiles),
+                                       p);
+          }
+        });
+      }
+    }
+  }
+  if (dw) {
+    float* total = dU.data();
+    for (int64_t slot = 1; slot < slots; ++slot) {
+      const float* part = dU.data() + slot * kCells * KC;
+#pragma omp simd
+      for (int64_t i = 0; i < kCells * KC; ++i) total[i] += part[i];
+    }
+    add_weight_gradient(dw, total, s.K, s.C);
+  }
+}
+
+}  // namespace bnlab::detail

@@ -1,0 +1,278 @@
+// conv2d's Winograd F(4x4, 3x3) path (core/ops/conv_winograd.cpp): forward, dx and dw against a
+// double-precision direct convolution within a stated error bound, finite-difference gradient
+// checks, NaN propagation, bit-identical results for 1 and 2 threads, and the path rule with its
+// BNLAB_CONV override.
+#include <doctest/doctest.h>
+
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "core/blas.h"
+#include "core/ops/conv_winograd.h"
+#include "gradcheck.h"
+
+using namespace bnlab;
+using bnlab::detail::ConvPath;
+using bnlab::detail::ConvPathMode;
+using bnlab::detail::ScopedConvPathMode;
+using bnlab::testing::param;
+
+namespace {
+using Inputs = std::vector<Tensor>;
+
+// The error bound: F(4x4, 3x3) in float mixes each output's 6x6 input patch with transform
+// weights up to 5 (B^T), 8 (A^T) and 1/24 (G), so it loses a few more bits than a direct sum.
+// Each result r with exact value e and magnitude m must satisfy
+// |r - e| <= kBoundUlps * FLT_EPSILON * m, where m is the sum of |terms| r is made of: sum |w||x|
+// over the output's window plus |b| for y, sum |w||dy| for dx, and for dw the sum of |dy||x| over
+// all 9 taps of the (k, c) pair (see reference()). Measured worst ratios over the cases below
+// (g++ 12, AVX-512): 21 for y, 13 for dx, 0.5 for dw; 64 leaves room across
+// compilers and seeds, while a wrong transform entry fails by orders of magnitude (checked once by
+// breaking one entry of B^T, A^T and G in turn).
+constexpr double kBoundUlps = 64.0;
+
+// Exact (double) 3x3, stride-1, padding-1 convolution y = conv(x, w) + b, its gradients for the
+// output gradient g, and each result's magnitude (the sum of the absolute values of its terms).
+struct Reference {
+  std::vector<double> y, y_mag, dx, dx_mag, dw, dw_mag;
+};
+
+Reference reference(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& g) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = w.size(0);
+  Reference r;
+  r.y.assign(static_cast<size_t>(N * K * H * W), 0.0);
+  r.y_mag = r.y;
+  r.dx.assign(static_cast<size_t>(N * C * H * W), 0.0);
+  r.dx_mag = r.dx;
+  r.dw.assign(static_cast<size_t>(K * C * 9), 0.0);
+  r.dw_mag = r.dw;
+  const float *px = x.data(), *pw = w.data(), *pg = g.data();
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t oh = 0; oh < H; ++oh)
+        for (int64_t ow = 0; ow < W; ++ow) {
+          const size_t o = static_cast<size_t>(((n * K + k) * H + oh) * W + ow);
+          const double go = pg[o];
+          if (b.defined()) {
+            r.y[o] = b.data()[k];
+            r.y_mag[o] = std::fabs(b.data()[k]);
+          }
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t i = 0; i < 3; ++i)
+              for (int64_t j = 0; j < 3; ++j) {
+                const int64_t ih = oh - 1 + i, iw = ow - 1 + j;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                const size_t xi = static_cast<size_t>(((n * C + c) * H + ih) * W + iw);
+                const size_t wi = static_cast<size_t>(((k * C + c) * 3 + i) * 3 + j);
+                const double xv = px[xi], wv = pw[wi];
+                r.y[o] += wv * xv;
+                r.y_mag[o] += std::fabs(wv * xv);
+                r.dx[xi] += wv * go;
+                r.dx_mag[xi] += std::fabs(wv * go);
+                r.dw[wi] += go * xv;
+                r.dw_mag[wi] += std::fabs(go * xv);
+              }
+        }
+  // A weight's gradient comes out of transforms mixing the pair's 9 taps, so its rounding error
+  // scales with all of them (a tap that never meets a real pixel has exact gradient 0 but picks
+  // up rounding from its neighbours): each tap's magnitude is the sum over the pair's taps.
+  for (size_t kc = 0; kc < r.dw_mag.size(); kc += 9) {
+    double total = 0.0;
+    for (size_t t = 0; t < 9; ++t) total += r.dw_mag[kc + t];
+    std::fill_n(r.dw_mag.begin() + static_cast<std::ptrdiff_t>(kc), 9, total);
+  }
+  return r;
+}
+
+// The worst |got - want| / (FLT_EPSILON * magnitude) (0 where both are exactly 0).
+double worst_ulps(const std::vector<float>& got, const std::vector<double>& want,
+                  const std::vector<double>& mag) {
+  REQUIRE(got.size() == want.size());
+  double worst = 0.0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::fabs(got[i] - want[i]);
+    if (err == 0.0) continue;
+    worst = std::max(worst, mag[i] > 0.0 ? err / (FLT_EPSILON * mag[i]) : INFINITY);
+  }
+  return worst;
+}
+
+struct Result {
+  std::vector<float> y, dx, dw, db;
+};
+
+// conv2d (3x3, stride 1, padding 1) and its backward for output gradient g, under `mode`.
+Result run_conv(ConvPathMode mode, const Tensor& x0, const Tensor& w0, const Tensor& b0,
+                const Tensor& g) {
+  ScopedConvPathMode scoped(mode);
+  Tensor x = x0.detach().clone().set_requires_grad();
+  Tensor w = w0.detach().clone().set_requires_grad();
+  Tensor b = b0.defined() ? b0.detach().clone().set_requires_grad() : Tensor();
+  Tensor y = conv2d(x, w, b, 1, 1);
+  y.backward(g);
+  Result r{y.to_vector(), x.grad().to_vector(), w.grad().to_vector(), {}};
+  if (b.defined()) r.db = b.grad().to_vector();
+  return r;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("ops.conv winograd: forward, dx and dw match a double-precision direct convolution") {
+  struct Case {
+    Shape x;
+    int64_t K;
+    bool bias;
+  };
+  // H, W not multiples of 4 (cropped edge tiles), a 1x1 image, several images per block (8x8,
+  // N = 40), and several blocks per image with a partial lane group (21x37 at 64/48 channels).
+  for (const Case& c : {Case{{3, 2, 1, 1}, 3, true}, Case{{2, 3, 5, 7}, 4, true},
+                        Case{{2, 5, 8, 8}, 6, false}, Case{{3, 7, 13, 6}, 5, true},
+                        Case{{40, 16, 8, 8}, 16, false}, Case{{1, 64, 21, 37}, 48, true}}) {
+    CAPTURE(to_string(c.x));
+    CAPTURE(c.K);
+    CAPTURE(c.bias);
+    const Tensor x = param(c.x, 1);
+    const Tensor w = param({c.K, c.x[1], 3, 3}, 2);
+    const Tensor b = c.bias ? param({c.K}, 3) : Tensor();
+    const Tensor g = param({c.x[0], c.K, c.x[2], c.x[3]}, 4).detach();
+    const Reference ref = reference(x, w, b, g);
+    const Result got = run_conv(ConvPathMode::winograd, x, w, b, g);
+    const double y_ulps = worst_ulps(got.y, ref.y, ref.y_mag);
+    const double dx_ulps = worst_ulps(got.dx, ref.dx, ref.dx_mag);
+    const double dw_ulps = worst_ulps(got.dw, ref.dw, ref.dw_mag);
+    MESSAGE("worst error / (FLT_EPSILON * magnitude): y ", y_ulps, ", dx ", dx_ulps, ", dw ",
+            dw_ulps);
+    CHECK(y_ulps <= kBoundUlps);
+    CHECK(dx_ulps <= kBoundUlps);
+    CHECK(dw_ulps <= kBoundUlps);
+    // The bias gradient is the shared code of both paths: bit-identical to im2col's.
+    if (c.bias) CHECK(same_bits(got.db, run_conv(ConvPathMode::im2col, x, w, b, g).db));
+  }
+}
+
+TEST_CASE("ops.conv winograd: gradient checks through conv2d") {
+  // conv2d is linear in x and in w separately, so a large step has no truncation error, and it
+  // keeps the forward's rounding noise (larger on this path, see kBoundUlps) divided by 2h below
+  // the tolerances; with the default h = 1e-3 that noise alone reaches about 4 %.
+  GradcheckOptions opts;
+  opts.step = 0.1;
+  ScopedConvPathMode scoped(ConvPathMode::winograd);
+  CHECK_GRADIENTS(
+      "conv2d winograd", [](const Inputs& in) { return conv2d(in[0], in[1], in[2], 1, 1); },
+      {param({2, 3, 5, 7}, 11), param({4, 3, 3, 3}, 12), param({4}, 13)}, opts);
+  CHECK_GRADIENTS(
+      "conv2d winograd no bias",
+      [](const Inputs& in) { return conv2d(in[0], in[1], Tensor(), 1, 1); },
+      {param({1, 2, 9, 6}, 14), param({3, 2, 3, 3}, 15)}, opts);
+}
+
+TEST_CASE("ops.conv winograd: NaN and inf in x stay within the tiles whose patches read them") {
+  // A non-finite pixel at (4, 4) lies in the 6x6 input patches of the four output tiles at rows
+  // and columns [0, 8): the reference makes its 3x3 neighbourhood non-finite (every channel);
+  // Winograd does that too, may spread it to other outputs of those four tiles (a patch cell
+  // reaches up to the whole 4x4 tile through the transforms, and an inf can turn into NaN
+  // there as +inf and -inf terms meet), and leaves every output outside them exactly as if the
+  // pixel were 0.
+  ScopedConvPathMode scoped(ConvPathMode::winograd);
+  const int64_t H = 12, W = 12, K = 3;
+  const Tensor w = param({K, 2, 3, 3}, 22).detach();
+  const Tensor b = param({K}, 23).detach();
+  for (const float bad : {NAN, INFINITY}) {
+    CAPTURE(bad);
+    Tensor x = param({1, 2, H, W}, 21).detach();
+    x.data()[(1 * H + 4) * W + 4] = 0.0f;
+    const std::vector<float> clean = conv2d(x, w, b, 1, 1).to_vector();
+    x.data()[(1 * H + 4) * W + 4] = bad;
+    const std::vector<float> y = conv2d(x, w, b, 1, 1).to_vector();
+    int spread = 0;
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t oh = 0; oh < H; ++oh)
+        for (int64_t ow = 0; ow < W; ++ow) {
+          const size_t o = static_cast<size_t>((k * H + oh) * W + ow);
+          const bool window = std::abs(oh - 4) <= 1 && std::abs(ow - 4) <= 1;
+          const bool tiles = oh < 8 && ow < 8;
+          if (window) CHECK_FALSE(std::isfinite(y[o]));
+          if (!tiles) CHECK(same_bits({y[o]}, {clean[o]}));
+          if (tiles && !window && !std::isfinite(y[o])) ++spread;
+        }
+    MESSAGE("non-finite outputs outside the reference's window: ", spread);
+  }
+}
+
+TEST_CASE("ops.conv winograd: results are bit-identical for 1 and 2 threads") {
+  // Large enough to run the parallel region, with several work units and dW slots.
+  const Tensor x = param({8, 32, 16, 16}, 31);
+  const Tensor w = param({32, 32, 3, 3}, 32);
+  const Tensor b = param({32}, 33);
+  const Tensor g = param({8, 32, 16, 16}, 34).detach();
+  const int before = num_threads();
+  set_num_threads(1);
+  const Result one = run_conv(ConvPathMode::winograd, x, w, b, g);
+  set_num_threads(2);
+  const Result two = run_conv(ConvPathMode::winograd, x, w, b, g);
+  set_num_threads(before);
+  CHECK(same_bits(one.y, two.y));
+  CHECK(same_bits(one.dx, two.dx));
+  CHECK(same_bits(one.dw, two.dw));
+  CHECK(same_bits(one.db, two.db));
+}
+
+TEST_CASE("ops.conv winograd: the path rule and BNLAB_CONV") {
+  using detail::conv2d_path;
+  const auto A = ConvPathMode::automatic, I = ConvPathMode::im2col, Wg = ConvPathMode::winograd;
+  SUBCASE("eligible: 3x3, stride 1, padding 1, groups 1; automatic mode needs 16+ channels") {
+    CHECK(conv2d_path(A, 32, 32, 3, 3, 1, 1, 1) == ConvPath::winograd);
+    CHECK(conv2d_path(A, 16, 16, 3, 3, 1, 1, 1) == ConvPath::winograd);
+    CHECK(conv2d_path(A, 3, 32, 3, 3, 1, 1, 1) == ConvPath::im2col);  // cifar-cnn's first layer
+    CHECK(conv2d_path(A, 32, 8, 3, 3, 1, 1, 1) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 32, 32, 3, 3, 2, 1, 1) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 32, 32, 3, 3, 1, 0, 1) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 32, 32, 3, 3, 1, 1, 2) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 32, 32, 5, 5, 1, 1, 1) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 32, 32, 3, 1, 1, 1, 1) == ConvPath::im2col);
+  }
+  SUBCASE("forced modes") {
+    CHECK(conv2d_path(I, 32, 32, 3, 3, 1, 1, 1) == ConvPath::im2col);
+    CHECK(conv2d_path(Wg, 3, 32, 3, 3, 1, 1, 1) == ConvPath::winograd);
+    CHECK(conv2d_path(Wg, 32, 32, 3, 3, 2, 1, 1) == ConvPath::im2col);  // not eligible
+    CHECK(std::string(detail::conv_path_name(ConvPath::winograd)) == "winograd");
+    CHECK(std::string(detail::conv_path_name(ConvPath::im2col)) == "im2col");
+  }
+  SUBCASE("parsing BNLAB_CONV") {
+    CHECK(detail::parse_conv_path_mode(nullptr) == A);
+    CHECK(detail::parse_conv_path_mode("") == A);
+    CHECK(detail::parse_conv_path_mode("auto") == A);
+    CHECK(detail::parse_conv_path_mode("im2col") == I);
+    CHECK(detail::parse_conv_path_mode("winograd") == Wg);
+    CHECK_THROWS_WITH_AS(detail::parse_conv_path_mode("Winograd"), doctest::Contains("BNLAB_CONV"),
+                         std::exception);
+    CHECK_THROWS_WITH_AS(detail::parse_conv_path_mode("fast"),
+                         doctest::Contains("auto, im2col or winograd"), std::exception);
+  }
+  SUBCASE("conv2d follows the rule: automatic mode gives the chosen path's exact bits") {
+    const Tensor g16 = param({2, 16, 6, 9}, 44).detach();
+    const Tensor x16 = param({2, 16, 6, 9}, 41), w16 = param({16, 16, 3, 3}, 42);
+    const Tensor b16 = param({16}, 43);
+    const Result auto16 = run_conv(A, x16, w16, b16, g16);
+    const Result win16 = run_conv(Wg, x16, w16, b16, g16);
+    const Result col16 = run_conv(I, x16, w16, b16, g16);
+    CHECK(same_bits(auto16.y, win16.y));
+    CHECK(same_bits(auto16.dx, win16.dx));
+    CHECK(same_bits(auto16.dw, win16.dw));
+    CHECK_FALSE(same_bits(win16.y, col16.y));  // the two paths are told apart by their bits
+    const Tensor g3 = param({2, 16, 6, 9}, 48).detach();
+    const Tensor x3 = param({2, 3, 6, 9}, 45), w3 = param({16, 3, 3, 3}, 46);
+    const Result auto3 = run_conv(A, x3, w3, Tensor(), g3);
+    const Result col3 = run_conv(I, x3, w3, Tensor(), g3);
+    const Result win3 = run_conv(Wg, x3, w3, Tensor(), g3);
+    CHECK(same_bits(auto3.y, col3.y));
+    CHECK(same_bits(auto3.dw, col3.dw));
+    CHECK_FALSE(same_bits(win3.y, col3.y));
+  }
+}
