@@ -59,7 +59,7 @@ constexpr int64_t kLanes = 16;  // tiles transformed together
 constexpr int64_t kCells = 36;  // 6x6 transform cells
 constexpr int64_t kSlots = 8;   // dW reduction slots (see Threads above)
 // Bytes of V and M per block: half of this machine's 1 MiB L2, leaving room for U's rows and the
-// GEMM's packing buffers.
+// GEMM's packing buffers (budgets of 2 MiB measured the same within the noise, 8 MiB slower).
 constexpr int64_t kBlockBytes = 512 * 1024;
 
 // ---- Mode and path rule ----
@@ -129,55 +129,48 @@ inline void a_1d(const float* in, int64_t is, float* out, int64_t os) {
   }
 }
 
-// G (6x3), for the weight transform and its adjoint (once per call, so plain double loops).
-constexpr double kG[6][3] = {{1.0 / 4, 0, 0},
-                             {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                             {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                             {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                             {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                             {0, 0, 1}};
+// G (6x3) and G^T (3x6) on doubles, for the weight transform and its adjoint (once per call per
+// (k, c) pair; written out because a generic loop over G's entries cost 7 % of a 64->128 8x8
+// forward).
+inline void g_1d(const double* in, int64_t is, double* out, int64_t os) {
+  const double g0 = in[0], g1 = in[is], g2 = in[2 * is];
+  out[0] = g0 / 4;
+  out[os] = -(g0 + g1 + g2) / 6;
+  out[2 * os] = -(g0 - g1 + g2) / 6;
+  out[3 * os] = g0 / 24 + g1 / 12 + g2 / 6;
+  out[4 * os] = g0 / 24 - g1 / 12 + g2 / 6;
+  out[5 * os] = g2;
+}
+
+inline void gt_1d(const double* in, int64_t is, double* out, int64_t os) {
+  const double v0 = in[0], v1 = in[is], v2 = in[2 * is], v3 = in[3 * is], v4 = in[4 * is],
+               v5 = in[5 * is];
+  out[0] = v0 / 4 - (v1 + v2) / 6 + (v3 + v4) / 24;
+  out[os] = (v2 - v1) / 6 + (v3 - v4) / 12;
+  out[2 * os] = (v3 + v4 - v1 - v2) / 6 + v5;
+}
 
 // U [36][K][C] from w [K][C][3][3].
 void transform_weights(float* U, const float* w, int64_t K, int64_t C) {
 #pragma omp parallel for if (K * C > 4096)
   for (int64_t kc = 0; kc < K * C; ++kc) {
-    const float* g = w + kc * 9;
-    double t[6][3];  // G g
-    for (int a = 0; a < 6; ++a)
-      for (int j = 0; j < 3; ++j) {
-        double acc = 0.0;
-        for (int i = 0; i < 3; ++i)
-          if (kG[a][i] != 0.0) acc += kG[a][i] * g[i * 3 + j];
-        t[a][j] = acc;
-      }
-    for (int a = 0; a < 6; ++a)
-      for (int b = 0; b < 6; ++b) {
-        double acc = 0.0;
-        for (int j = 0; j < 3; ++j)
-          if (kG[b][j] != 0.0) acc += t[a][j] * kG[b][j];
-        U[(a * 6 + b) * K * C + kc] = static_cast<float>(acc);
-      }
+    double g[9], t[18], u[36];
+    for (int i = 0; i < 9; ++i) g[i] = w[kc * 9 + i];
+    for (int j = 0; j < 3; ++j) g_1d(g + j, 3, t + j, 3);          // t [6][3] = G g
+    for (int a = 0; a < 6; ++a) g_1d(t + a * 3, 1, u + a * 6, 1);  // u [6][6] = t G^T
+    for (int xi = 0; xi < 36; ++xi) U[xi * K * C + kc] = static_cast<float>(u[xi]);
   }
 }
 
 // dw [K][C][3][3] += G^T dU[.][k][c] G, dU [36][K][C] (the adjoint of transform_weights).
 void add_weight_gradient(float* dw, const float* dU, int64_t K, int64_t C) {
+#pragma omp parallel for if (K * C > 4096)
   for (int64_t kc = 0; kc < K * C; ++kc) {
-    double t[3][6];  // G^T dU
-    for (int i = 0; i < 3; ++i)
-      for (int b = 0; b < 6; ++b) {
-        double acc = 0.0;
-        for (int a = 0; a < 6; ++a)
-          if (kG[a][i] != 0.0) acc += kG[a][i] * dU[(a * 6 + b) * K * C + kc];
-        t[i][b] = acc;
-      }
-    for (int i = 0; i < 3; ++i)
-      for (int j = 0; j < 3; ++j) {
-        double acc = 0.0;
-        for (int b = 0; b < 6; ++b)
-          if (kG[b][j] != 0.0) acc += t[i][b] * kG[b][j];
-        dw[kc * 9 + i * 3 + j] += static_cast<float>(acc);
-      }
+    double v[36], t[18], g[9];
+    for (int xi = 0; xi < 36; ++xi) v[xi] = dU[xi * K * C + kc];
+    for (int b = 0; b < 6; ++b) gt_1d(v + b, 6, t + b, 6);          // t [3][6] = G^T v
+    for (int i = 0; i < 3; ++i) gt_1d(t + i * 6, 1, g + i * 3, 1);  // g [3][3] = t G
+    for (int i = 0; i < 9; ++i) dw[kc * 9 + i] += static_cast<float>(g[i]);
   }
 }
 
@@ -193,8 +186,9 @@ struct Plan {
     tiles_h = (s.H + 3) / 4;
     tiles_w = (s.W + 3) / 4;
     per_image = tiles_h * tiles_w;
+    // At least 32 tiles: the GEMM's register tile is 32 columns wide.
     const int64_t fit = kBlockBytes / (4 * kCells * (s.C + s.K));
-    block = std::clamp<int64_t>(fit / kLanes * kLanes, kLanes, 512);
+    block = std::clamp<int64_t>(fit / kLanes * kLanes, 2 * kLanes, 512);
     // Whole images per unit: as many as fill a block, at least one.
     images_per_unit = std::max<int64_t>(1, block / per_image);
     block = std::min(block, (images_per_unit * per_image + kLanes - 1) / kLanes * kLanes);
@@ -210,9 +204,9 @@ struct Plan {
 struct LaneTiles {
   int64_t count;          // valid lanes
   int64_t n[kLanes];      // image
+  bool interior[kLanes];  // patch entirely inside the image
   int64_t r0[kLanes];     // first output row (4ty); the patch starts one row above
   int64_t c0[kLanes];     // first output column (4tx)
-  bool interior[kLanes];  // patch entirely inside the image
 };
 
 LaneTiles lane_tiles(const Plan& p, int64_t n0, int64_t first, int64_t unit_tiles) {
@@ -221,15 +215,16 @@ LaneTiles lane_tiles(const Plan& p, int64_t n0, int64_t first, int64_t unit_tile
   for (int64_t l = 0; l < lt.count; ++l) {
     const int64_t u = first + l, r = u % p.per_image;
     lt.n[l] = n0 + u / p.per_image;
-    lt.r0[l] = 4 * (r / p.tiles_w);
-    lt.c0[l] = 4 * (r % p.tiles_w);
     lt.interior[l] =
         lt.r0[l] >= 1 && lt.r0[l] + 5 <= p.s.H && lt.c0[l] >= 1 && lt.c0[l] + 5 <= p.s.W;
+    lt.r0[l] = 4 * (r / p.tiles_w);
+    lt.c0[l] = 4 * (r % p.tiles_w);
   }
   return lt;
 }
 
-// d [36][kLanes] <- the lanes' 6x6 patches of channel c of x (0 outside the image).
+// d [36][kLanes] <- the lanes' 6x6 patches of channel c of x (0 outside the image). Per-lane
+// copies: one masked 16-lane gather per patch cell instead measured twice as slow here.
 void gather_patches(float* d, const float* x, int64_t c, const LaneTiles& lt, const Plan& p) {
   const int64_t H = p.s.H, W = p.s.W;
   std::fill_n(d, kCells * kLanes, 0.0f);
