@@ -132,45 +132,62 @@ inline void a_1d(const float* in, int64_t is, float* out, int64_t os) {
 // G (6x3) and G^T (3x6) on doubles, for the weight transform and its adjoint (once per call per
 // (k, c) pair; written out because a generic loop over G's entries cost 7 % of a 64->128 8x8
 // forward).
+constexpr double k6 = 1.0 / 6, k12 = 1.0 / 12, k24 = 1.0 / 24;  // products, not divisions
+
 inline void g_1d(const double* in, int64_t is, double* out, int64_t os) {
   const double g0 = in[0], g1 = in[is], g2 = in[2 * is];
-  out[0] = g0 / 4;
-  out[os] = -(g0 + g1 + g2) / 6;
-  out[2 * os] = -(g0 - g1 + g2) / 6;
-  out[3 * os] = g0 / 24 + g1 / 12 + g2 / 6;
-  out[4 * os] = g0 / 24 - g1 / 12 + g2 / 6;
+  out[0] = 0.25 * g0;
+  out[os] = -k6 * (g0 + g1 + g2);
+  out[2 * os] = -k6 * (g0 - g1 + g2);
+  out[3 * os] = k24 * g0 + k12 * g1 + k6 * g2;
+  out[4 * os] = k24 * g0 - k12 * g1 + k6 * g2;
   out[5 * os] = g2;
 }
 
 inline void gt_1d(const double* in, int64_t is, double* out, int64_t os) {
   const double v0 = in[0], v1 = in[is], v2 = in[2 * is], v3 = in[3 * is], v4 = in[4 * is],
                v5 = in[5 * is];
-  out[0] = v0 / 4 - (v1 + v2) / 6 + (v3 + v4) / 24;
-  out[os] = (v2 - v1) / 6 + (v3 - v4) / 12;
-  out[2 * os] = (v3 + v4 - v1 - v2) / 6 + v5;
+  out[0] = 0.25 * v0 - k6 * (v1 + v2) + k24 * (v3 + v4);
+  out[os] = k6 * (v2 - v1) + k12 * (v3 - v4);
+  out[2 * os] = k6 * (v3 + v4 - v1 - v2) + v5;
 }
 
-// U [36][K][C] from w [K][C][3][3].
+// U [36][K][C] from w [K][C][3][3]. 16 pairs at a time, so each of U's 36 planes gets one
+// contiguous 64-byte row: one pair's 36 values sit K*C floats apart (16 KiB at 64x64, so all in one
+// L1 set), and storing them one by one was 70 % of this function.
 void transform_weights(float* U, const float* w, int64_t K, int64_t C) {
-#pragma omp parallel for if (K * C > 4096)
-  for (int64_t kc = 0; kc < K * C; ++kc) {
-    double g[9], t[18], u[36];
-    for (int i = 0; i < 9; ++i) g[i] = w[kc * 9 + i];
-    for (int j = 0; j < 3; ++j) g_1d(g + j, 3, t + j, 3);          // t [6][3] = G g
-    for (int a = 0; a < 6; ++a) g_1d(t + a * 3, 1, u + a * 6, 1);  // u [6][6] = t G^T
-    for (int xi = 0; xi < 36; ++xi) U[xi * K * C + kc] = static_cast<float>(u[xi]);
+  const int64_t KC = K * C;
+#pragma omp parallel for if (KC > 4096)
+  for (int64_t kc0 = 0; kc0 < KC; kc0 += kLanes) {
+    float rows[kCells][kLanes];
+    const int64_t count = std::min(kLanes, KC - kc0);
+    for (int64_t q = 0; q < count; ++q) {
+      double g[9], t[18], u[36];
+      for (int i = 0; i < 9; ++i) g[i] = w[(kc0 + q) * 9 + i];
+      for (int j = 0; j < 3; ++j) g_1d(g + j, 3, t + j, 3);          // t [6][3] = G g
+      for (int a = 0; a < 6; ++a) g_1d(t + a * 3, 1, u + a * 6, 1);  // u [6][6] = t G^T
+      for (int xi = 0; xi < 36; ++xi) rows[xi][q] = static_cast<float>(u[xi]);
+    }
+    for (int64_t xi = 0; xi < kCells; ++xi) std::copy_n(rows[xi], count, U + xi * KC + kc0);
   }
 }
 
-// dw [K][C][3][3] += G^T dU[.][k][c] G, dU [36][K][C] (the adjoint of transform_weights).
+// dw [K][C][3][3] += G^T dU[.][k][c] G, dU [36][K][C] (the adjoint of transform_weights; 16 pairs
+// at a time for the same reason).
 void add_weight_gradient(float* dw, const float* dU, int64_t K, int64_t C) {
-#pragma omp parallel for if (K * C > 4096)
-  for (int64_t kc = 0; kc < K * C; ++kc) {
-    double v[36], t[18], g[9];
-    for (int xi = 0; xi < 36; ++xi) v[xi] = dU[xi * K * C + kc];
-    for (int b = 0; b < 6; ++b) gt_1d(v + b, 6, t + b, 6);          // t [3][6] = G^T v
-    for (int i = 0; i < 3; ++i) gt_1d(t + i * 6, 1, g + i * 3, 1);  // g [3][3] = t G
-    for (int i = 0; i < 9; ++i) dw[kc * 9 + i] += static_cast<float>(g[i]);
+  const int64_t KC = K * C;
+#pragma omp parallel for if (KC > 4096)
+  for (int64_t kc0 = 0; kc0 < KC; kc0 += kLanes) {
+    float rows[kCells][kLanes];
+    const int64_t count = std::min(kLanes, KC - kc0);
+    for (int64_t xi = 0; xi < kCells; ++xi) std::copy_n(dU + xi * KC + kc0, count, rows[xi]);
+    for (int64_t q = 0; q < count; ++q) {
+      double v[36], t[18], g[9];
+      for (int xi = 0; xi < 36; ++xi) v[xi] = rows[xi][q];
+      for (int b = 0; b < 6; ++b) gt_1d(v + b, 6, t + b, 6);          // t [3][6] = G^T v
+      for (int i = 0; i < 3; ++i) gt_1d(t + i * 6, 1, g + i * 3, 1);  // g [3][3] = t G
+      for (int i = 0; i < 9; ++i) dw[(kc0 + q) * 9 + i] += static_cast<float>(g[i]);
+    }
   }
 }
 
@@ -205,6 +222,7 @@ struct LaneTiles {
   int64_t count;          // valid lanes
   int64_t n[kLanes];      // image
   bool interior[kLanes];  // patch entirely inside the image
+  bool all_whole;         // every lane valid with a whole (uncropped) 4x4 output tile
   int64_t r0[kLanes];     // first output row (4ty); the patch starts one row above
   int64_t c0[kLanes];     // first output column (4tx)
 };
@@ -220,15 +238,23 @@ LaneTiles lane_tiles(const Plan& p, int64_t n0, int64_t first, int64_t unit_tile
     lt.r0[l] = 4 * (r / p.tiles_w);
     lt.c0[l] = 4 * (r % p.tiles_w);
   }
+  lt.all_whole = lt.count == kLanes;
+  for (int64_t l = 0; l < lt.count; ++l) {
+    lt.all_whole = lt.all_whole && lt.r0[l] + 4 <= p.s.H && lt.c0[l] + 4 <= p.s.W;
+  }
   return lt;
 }
 
-// d [36][kLanes] <- the lanes' 6x6 patches of channel c of x (0 outside the image). Per-lane
-// copies: one masked 16-lane gather per patch cell instead measured twice as slow here.
+// d [36][kLanes] <- the lanes' 6x6 patches of channel c of x (0 outside the image and in the
+// lanes past lt.count). Per-lane copies that write every cell (a zero fill of d first was 12 % of
+// a 64->64 16x16 step; one masked 16-lane gather per cell measured twice as slow as the copies).
 void gather_patches(float* d, const float* x, int64_t c, const LaneTiles& lt, const Plan& p) {
   const int64_t H = p.s.H, W = p.s.W;
-  std::fill_n(d, kCells * kLanes, 0.0f);
-  for (int64_t l = 0; l < lt.count; ++l) {
+  for (int64_t l = 0; l < kLanes; ++l) {
+    if (l >= lt.count) {
+      for (int64_t ij = 0; ij < kCells; ++ij) d[ij * kLanes + l] = 0.0f;
+      continue;
+    }
     const float* plane = x + (lt.n[l] * p.s.C + c) * H * W;
     const int64_t ih0 = lt.r0[l] - 1, iw0 = lt.c0[l] - 1;
     if (lt.interior[l]) {
@@ -237,9 +263,20 @@ void gather_patches(float* d, const float* x, int64_t c, const LaneTiles& lt, co
           d[(i * 6 + j) * kLanes + l] = plane[(ih0 + i) * W + iw0 + j];
       continue;
     }
-    for (int64_t i = std::max<int64_t>(0, -ih0); i < std::min<int64_t>(6, H - ih0); ++i)
-      for (int64_t j = std::max<int64_t>(0, -iw0); j < std::min<int64_t>(6, W - iw0); ++j)
-        d[(i * 6 + j) * kLanes + l] = plane[(ih0 + i) * W + iw0 + j];
+    // A border patch: the rows and columns inside the image are ranges, so no per-cell test.
+    const int64_t i0 = std::max<int64_t>(0, -ih0), i1 = std::clamp<int64_t>(H - ih0, i0, 6);
+    const int64_t j0 = std::max<int64_t>(0, -iw0), j1 = std::clamp<int64_t>(W - iw0, j0, 6);
+    for (int64_t i = 0; i < 6; ++i) {
+      float* di = d + i * 6 * kLanes + l;
+      if (i < i0 || i >= i1) {
+        for (int64_t j = 0; j < 6; ++j) di[j * kLanes] = 0.0f;
+        continue;
+      }
+      const float* src = plane + (ih0 + i) * W + iw0;
+      for (int64_t j = 0; j < j0; ++j) di[j * kLanes] = 0.0f;
+      for (int64_t j = j0; j < j1; ++j) di[j * kLanes] = src[j];
+      for (int64_t j = j1; j < 6; ++j) di[j * kLanes] = 0.0f;
+    }
   }
 }
 
@@ -259,25 +296,24 @@ void scatter_patches(float* dx, const float* dd, int64_t c, const LaneTiles& lt,
 // V[xi][c][first .. first + kLanes) of a block (row stride ld) for every channel.
 void input_transform(float* V, int64_t ld, int64_t col, const float* x, const LaneTiles& lt,
                      const Plan& p) {
-  alignas(64) float d[kCells * kLanes], t[kCells * kLanes], v[kCells * kLanes];
+  alignas(64) float d[kCells * kLanes], t[kCells * kLanes];
+  const int64_t xs = p.s.C * ld;  // from one cell's rows of V to the next's
   for (int64_t c = 0; c < p.s.C; ++c) {
     gather_patches(d, x, c, lt, p);
     for (int64_t j = 0; j < 6; ++j) bt_1d(d + j * kLanes, 6 * kLanes, t + j * kLanes, 6 * kLanes);
-    for (int64_t a = 0; a < 6; ++a) bt_1d(t + a * 6 * kLanes, kLanes, v + a * 6 * kLanes, kLanes);
-    for (int64_t xi = 0; xi < kCells; ++xi)
-      std::copy_n(v + xi * kLanes, kLanes, V + (xi * p.s.C + c) * ld + col);
+    float* Vc = V + c * ld + col;
+    for (int64_t a = 0; a < 6; ++a) bt_1d(t + a * 6 * kLanes, kLanes, Vc + a * 6 * xs, xs);
   }
 }
 
 // The output tiles of the lanes from M[xi][k][col ..] (row stride ld), plus bias.
 void output_transform(float* out, const float* b, const float* M, int64_t ld, int64_t col,
                       const LaneTiles& lt, const Plan& p) {
-  alignas(64) float m[kCells * kLanes], t[24 * kLanes], y[16 * kLanes];
-  const int64_t H = p.s.H, W = p.s.W;
+  alignas(64) float t[24 * kLanes], y[16 * kLanes];
+  const int64_t H = p.s.H, W = p.s.W, xs = p.s.K * ld;
   for (int64_t k = 0; k < p.s.K; ++k) {
-    for (int64_t xi = 0; xi < kCells; ++xi)
-      std::copy_n(M + (xi * p.s.K + k) * ld + col, kLanes, m + xi * kLanes);
-    for (int64_t j = 0; j < 6; ++j) at_1d(m + j * kLanes, 6 * kLanes, t + j * kLanes, 6 * kLanes);
+    const float* Mk = M + k * ld + col;
+    for (int64_t j = 0; j < 6; ++j) at_1d(Mk + j * xs, 6 * xs, t + j * kLanes, 6 * kLanes);
     for (int64_t r = 0; r < 4; ++r) at_1d(t + r * 6 * kLanes, kLanes, y + r * 4 * kLanes, kLanes);
     const float bias = b ? b[k] : 0.0f;
     for (int64_t l = 0; l < lt.count; ++l) {
@@ -294,10 +330,10 @@ void output_transform(float* out, const float* b, const float* M, int64_t ld, in
 // dM[xi][k][col ..] = A dY tile A^T for the lanes (dY zero outside the image).
 void output_gradient_transform(float* dM, int64_t ld, int64_t col, const float* dout,
                                const LaneTiles& lt, const Plan& p) {
-  alignas(64) float dy[16 * kLanes], t[24 * kLanes], m[kCells * kLanes];
-  const int64_t H = p.s.H, W = p.s.W;
+  alignas(64) float dy[16 * kLanes], t[24 * kLanes];
+  const int64_t H = p.s.H, W = p.s.W, xs = p.s.K * ld;
   for (int64_t k = 0; k < p.s.K; ++k) {
-    std::fill_n(dy, 16 * kLanes, 0.0f);
+    if (!lt.all_whole) std::fill_n(dy, 16 * kLanes, 0.0f);
     for (int64_t l = 0; l < lt.count; ++l) {
       const float* plane = dout + (lt.n[l] * p.s.K + k) * H * W;
       const int64_t rows = std::min<int64_t>(4, H - lt.r0[l]),
@@ -307,20 +343,19 @@ void output_gradient_transform(float* dM, int64_t ld, int64_t col, const float* 
           dy[(r * 4 + s) * kLanes + l] = plane[(lt.r0[l] + r) * W + lt.c0[l] + s];
     }
     for (int64_t j = 0; j < 4; ++j) a_1d(dy + j * kLanes, 4 * kLanes, t + j * kLanes, 4 * kLanes);
-    for (int64_t a = 0; a < 6; ++a) a_1d(t + a * 4 * kLanes, kLanes, m + a * 6 * kLanes, kLanes);
-    for (int64_t xi = 0; xi < kCells; ++xi)
-      std::copy_n(m + xi * kLanes, kLanes, dM + (xi * p.s.K + k) * ld + col);
+    float* dMk = dM + k * ld + col;
+    for (int64_t a = 0; a < 6; ++a) a_1d(t + a * 4 * kLanes, kLanes, dMk + a * 6 * xs, xs);
   }
 }
 
 // dx += B dV[.][c][col ..] B^T for the lanes, every channel.
 void input_gradient_transform(float* dx, const float* dV, int64_t ld, int64_t col,
                               const LaneTiles& lt, const Plan& p) {
-  alignas(64) float v[kCells * kLanes], t[kCells * kLanes], dd[kCells * kLanes];
+  alignas(64) float t[kCells * kLanes], dd[kCells * kLanes];
+  const int64_t xs = p.s.C * ld;
   for (int64_t c = 0; c < p.s.C; ++c) {
-    for (int64_t xi = 0; xi < kCells; ++xi)
-      std::copy_n(dV + (xi * p.s.C + c) * ld + col, kLanes, v + xi * kLanes);
-    for (int64_t j = 0; j < 6; ++j) b_1d(v + j * kLanes, 6 * kLanes, t + j * kLanes, 6 * kLanes);
+    const float* dVc = dV + c * ld + col;
+    for (int64_t j = 0; j < 6; ++j) b_1d(dVc + j * xs, 6 * xs, t + j * kLanes, 6 * kLanes);
     for (int64_t a = 0; a < 6; ++a) b_1d(t + a * 6 * kLanes, kLanes, dd + a * 6 * kLanes, kLanes);
     scatter_patches(dx, dd, c, lt, p);
   }
