@@ -29,8 +29,9 @@
 // Threads: OpenMP over units, each thread with its own block workspace from the storage pool; a
 // GEMM inside the region runs on the calling thread. dW is a sum over tiles: the units are split
 // into a FIXED number of slots (min(kSlots, units), independent of the thread count), each slot
-// sums its units in order into a zeroed dU and transforms it to a dw partial, and the partials
-// are added in slot order, so dw, like dx and the output, is bit-identical for every thread count.
+// sums its units in order into a zeroed dU (in its thread's workspace) and transforms it to a
+// weight-sized partial, and the partials are added in slot order, so dw, like dx and the output,
+// is bit-identical for every thread count.
 //
 // Numerics: a transform cell mixes the 6x6 patch with weights up to 5 (B^T) and outputs mix 36
 // cells with weights up to 8^2 (A^T), so rounding errors are larger than im2col's: measured, and
@@ -440,16 +441,18 @@ void winograd_conv2d_backward(float* dx, float* dw, const float* dout, const flo
   Storage U(dx ? static_cast<size_t>(kCells * KC) : 0);
   if (dx) transform_weights(U.data(), w, s.K, s.C);
   const int64_t slots = std::min(kSlots, p.units);
-  // Each slot's dU, summed over its units in order (see Threads above).
-  Storage dU(dw ? static_cast<size_t>(slots * kCells * KC) : 0);
+  // Each slot's weight gradient G^T dU G (see Threads above), [K, C, 3, 3]; a slot's dU lives in
+  // the workspace of the thread running it, so dU-sized memory scales with threads, not slots.
+  Storage partials(dw ? static_cast<size_t>(slots * KC * 9) : 0);
+  if (dw) std::fill_n(partials.data(), slots * KC * 9, 0.0f);
 #pragma omp parallel if (p.parallel())
   {
-    Storage ws(static_cast<size_t>(p.workspace()));
+    Storage ws(static_cast<size_t>(p.workspace() + (dw ? kCells * KC : 0)));
     float* V = ws.data();  // V for dU, then overwritten by dV
     float* dM = V + kCells * s.C * ld;
+    float* dU_s = dw ? dM + kCells * s.K * ld : nullptr;
 #pragma omp for schedule(static)
     for (int64_t slot = 0; slot < slots; ++slot) {
-      float* dU_s = dw ? dU.data() + slot * kCells * KC : nullptr;
       if (dU_s) std::fill_n(dU_s, kCells * KC, 0.0f);
       for (int64_t u = p.units * slot / slots; u < p.units * (slot + 1) / slots; ++u) {
         for_each_block(p, u, [&](int64_t n0, int64_t first, int64_t count, int64_t unit_tiles) {
@@ -473,16 +476,15 @@ void winograd_conv2d_backward(float* dx, float* dw, const float* dout, const flo
           }
         });
       }
+      if (dU_s) add_weight_gradient(partials.data() + slot * KC * 9, dU_s, s.K, s.C);
     }
   }
   if (dw) {
-    float* total = dU.data();
-    for (int64_t slot = 1; slot < slots; ++slot) {
-      const float* part = dU.data() + slot * kCells * KC;
+    for (int64_t slot = 0; slot < slots; ++slot) {
+      const float* part = partials.data() + slot * KC * 9;
 #pragma omp simd
-      for (int64_t i = 0; i < kCells * KC; ++i) total[i] += part[i];
+      for (int64_t i = 0; i < KC * 9; ++i) dw[i] += part[i];
     }
-    add_weight_gradient(dw, total, s.K, s.C);
   }
 }
 
