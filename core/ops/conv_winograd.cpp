@@ -392,11 +392,14 @@ bool conv2d_winograd_eligible(int64_t kh, int64_t kw, int64_t stride, int64_t pa
 }
 
 // The static rule (never a run-time timing, so a run's numerics do not depend on the machine's
-// load): eligible shapes with at least kMinChannels input channels take Winograd. Measured in
-// docs/performance.md, "Winograd F(4x4, 3x3) convolution".
+// load): eligible shapes with at least 32 input and 32 output channels take Winograd. Measured
+// (bench/conv_paths, batch 128, docs/performance.md "Winograd F(4x4, 3x3) convolution"): from 32
+// channels on Winograd is 1.2-2x faster; at 16->16 it is level (forward+backward 0.88-1.11x over
+// runs), at 8 channels or 3 input channels slower (0.5-0.96x): the transforms cost per channel
+// what the GEMMs save, and the GEMMs are too thin to save much.
 ConvPath conv2d_path(ConvPathMode mode, int64_t C, int64_t K, int64_t kh, int64_t kw,
                      int64_t stride, int64_t padding, int64_t groups) {
-  constexpr int64_t kMinChannels = 16;
+  constexpr int64_t kMinChannels = 32;
   if (mode == ConvPathMode::im2col || !conv2d_winograd_eligible(kh, kw, stride, padding, groups))
     return ConvPath::im2col;
   if (mode == ConvPathMode::winograd) return ConvPath::winograd;

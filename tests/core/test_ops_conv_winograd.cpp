@@ -226,9 +226,12 @@ TEST_CASE("ops.conv winograd: results are bit-identical for 1 and 2 threads") {
 TEST_CASE("ops.conv winograd: the path rule and BNLAB_CONV") {
   using detail::conv2d_path;
   const auto A = ConvPathMode::automatic, I = ConvPathMode::im2col, Wg = ConvPathMode::winograd;
-  SUBCASE("eligible: 3x3, stride 1, padding 1, groups 1; automatic mode needs 16+ channels") {
+  SUBCASE("eligible: 3x3, stride 1, padding 1, groups 1; automatic mode needs 32+ channels") {
     CHECK(conv2d_path(A, 32, 32, 3, 3, 1, 1, 1) == ConvPath::winograd);
-    CHECK(conv2d_path(A, 16, 16, 3, 3, 1, 1, 1) == ConvPath::winograd);
+    CHECK(conv2d_path(A, 128, 64, 3, 3, 1, 1, 1) == ConvPath::winograd);
+    CHECK(conv2d_path(A, 16, 16, 3, 3, 1, 1, 1) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 16, 64, 3, 3, 1, 1, 1) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 64, 16, 3, 3, 1, 1, 1) == ConvPath::im2col);
     CHECK(conv2d_path(A, 3, 32, 3, 3, 1, 1, 1) == ConvPath::im2col);  // cifar-cnn's first layer
     CHECK(conv2d_path(A, 32, 8, 3, 3, 1, 1, 1) == ConvPath::im2col);
     CHECK(conv2d_path(A, 32, 32, 3, 3, 2, 1, 1) == ConvPath::im2col);
@@ -256,18 +259,18 @@ TEST_CASE("ops.conv winograd: the path rule and BNLAB_CONV") {
                          doctest::Contains("auto, im2col or winograd"), std::exception);
   }
   SUBCASE("conv2d follows the rule: automatic mode gives the chosen path's exact bits") {
-    const Tensor g16 = param({2, 16, 6, 9}, 44).detach();
-    const Tensor x16 = param({2, 16, 6, 9}, 41), w16 = param({16, 16, 3, 3}, 42);
-    const Tensor b16 = param({16}, 43);
-    const Result auto16 = run_conv(A, x16, w16, b16, g16);
-    const Result win16 = run_conv(Wg, x16, w16, b16, g16);
-    const Result col16 = run_conv(I, x16, w16, b16, g16);
-    CHECK(same_bits(auto16.y, win16.y));
-    CHECK(same_bits(auto16.dx, win16.dx));
-    CHECK(same_bits(auto16.dw, win16.dw));
-    CHECK_FALSE(same_bits(win16.y, col16.y));  // the two paths are told apart by their bits
-    const Tensor g3 = param({2, 16, 6, 9}, 48).detach();
-    const Tensor x3 = param({2, 3, 6, 9}, 45), w3 = param({16, 3, 3, 3}, 46);
+    const Tensor g32 = param({2, 32, 6, 9}, 44).detach();
+    const Tensor x32 = param({2, 32, 6, 9}, 41), w32 = param({32, 32, 3, 3}, 42);
+    const Tensor b32 = param({32}, 43);
+    const Result auto32 = run_conv(A, x32, w32, b32, g32);
+    const Result win32 = run_conv(Wg, x32, w32, b32, g32);
+    const Result col32 = run_conv(I, x32, w32, b32, g32);
+    CHECK(same_bits(auto32.y, win32.y));
+    CHECK(same_bits(auto32.dx, win32.dx));
+    CHECK(same_bits(auto32.dw, win32.dw));
+    CHECK_FALSE(same_bits(win32.y, col32.y));  // the two paths are told apart by their bits
+    const Tensor g3 = param({2, 32, 6, 9}, 48).detach();
+    const Tensor x3 = param({2, 3, 6, 9}, 45), w3 = param({32, 3, 3, 3}, 46);
     const Result auto3 = run_conv(A, x3, w3, Tensor(), g3);
     const Result col3 = run_conv(I, x3, w3, Tensor(), g3);
     const Result win3 = run_conv(Wg, x3, w3, Tensor(), g3);
