@@ -276,6 +276,13 @@ void merge_moments_into(double* a, const double* b, int64_t channels);
 BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                  float eps,
                                  const std::shared_ptr<BatchNormReducer>& reducer = nullptr);
+/// Train-mode batch norm followed by relu, fused: batch_norm_train(x, gamma, beta, eps, reducer)
+/// with y = relu(bn(x)) (relu'(0) = 0, NaN passes through), computed without materializing bn(x)
+/// or its gradient. Statistics, output and the grads of x, gamma and beta are bit-identical to
+/// relu(batch_norm_train(...).y)'s; Sequential runs a training BatchNorm1d/2d + ReLU pair with it.
+BatchNormResult batch_norm_relu_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                      float eps,
+                                      const std::shared_ptr<BatchNormReducer>& reducer = nullptr);
 /// Train-mode batch renormalization (Ioffe 2017): batch_norm_train's statistics (and reducer),
 /// then per channel r = clip(sigma_B / sigma, 1/r_max, r_max), d = clip((mu_B - mu) / sigma,
 /// -d_max, d_max) against the moving statistics, and y = gamma * (xhat * r + d) + beta. r and d

@@ -245,8 +245,8 @@ Tensor relu(const Tensor& x) {
   // relu'(0) = 0, as in PyTorch. NaN passes through (v < 0 is false for NaN), as torch.relu does,
   // so a non-finite activation still reaches the loss and the non-finite guard.
   return unary(
-      "relu", x, [](float v) { return v < 0.0f ? 0.0f : v; },
-      [](float v, float) { return v > 0.0f ? 1.0f : 0.0f; });
+      "relu", x, [](float v) { return detail::relu_value(v); },
+      [](float v, float) { return detail::relu_derivative(v); });
 }
 
 Tensor leaky_relu(const Tensor& x, float slope) {

@@ -35,6 +35,13 @@
 //   = sum(dy)
 // with the means and sums over the M values of a channel (batch norm) or the L values of a row.
 //
+// batch_norm_relu_train is batch norm followed by relu in the same passes: the normalize pass
+// writes z = relu(y) instead of y, and the backward reads dz and takes relu's mask from z (z > 0
+// exactly where y > 0) wherever batch norm's reads dy, so y and dy are never materialized: two
+// passes over [N, C, S] fewer forward, three fewer backward. Every value is computed with the same
+// float and double operations as the unfused pair (relu_value / relu_derivative, core/ops/
+// unary_op.h, are relu's own), so results are bit-identical to relu(batch_norm_train(x).y).
+//
 // References: https://pytorch.org/docs/stable/generated/torch.nn.functional.batch_norm.html,
 // .../torch.nn.functional.layer_norm.html, .../torch.nn.functional.group_norm.html;
 // Ioffe & Szegedy 2015; Ioffe 2017 (batch renormalization); Ba et al. 2016; Wu & He 2018.
@@ -48,6 +55,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/ops/unary_op.h"
 
 namespace bnlab {
 
@@ -149,21 +157,22 @@ void batch_norm_passes(const ChannelDims& d, bool fused, First first, Between be
   for_channel_blocks(d, /*reverse=*/true, second);
 }
 
-// acc[c - c0] += sum over n, s of f(x[n, c, s], c) for c in [c0, c1).
+// acc[c - c0] += sum over n, s of f(&x[n, c, s], c) for c in [c0, c1). f gets the element's address
+// rather than its value so that it can read the same element of a second tensor of x's layout.
 template <class F>
 void channel_sums(double* acc, const float* x, const ChannelDims& d, int64_t c0, int64_t c1, F f) {
   for (int64_t n = 0; n < d.N; ++n) {
     if (d.S == 1) {
       const float* xr = x + n * d.C;
 #pragma omp simd
-      for (int64_t c = c0; c < c1; ++c) acc[c - c0] += f(xr[c], c);
+      for (int64_t c = c0; c < c1; ++c) acc[c - c0] += f(xr + c, c);
       continue;
     }
     for (int64_t c = c0; c < c1; ++c) {
       const float* xc = x + (n * d.C + c) * d.S;
       double s_acc = 0.0;
 #pragma omp simd reduction(+ : s_acc)
-      for (int64_t s = 0; s < d.S; ++s) s_acc += f(xc[s], c);
+      for (int64_t s = 0; s < d.S; ++s) s_acc += f(xc + s, c);
       acc[c - c0] += s_acc;
     }
   }
@@ -201,10 +210,10 @@ void batch_norm_moments(double* moments, double* mean_d, const float* x, const C
                         int64_t c0, int64_t c1) {
   const double M = static_cast<double>(d.N * d.S);
   double sum[kChannelBlock] = {}, sq[kChannelBlock] = {};
-  channel_sums(sum, x, d, c0, c1, [](float v, int64_t) { return static_cast<double>(v); });
+  channel_sums(sum, x, d, c0, c1, [](const float* v, int64_t) { return static_cast<double>(*v); });
   for (int64_t c = c0; c < c1; ++c) mean_d[c] = sum[c - c0] / M;
-  channel_sums(sq, x, d, c0, c1, [mean_d](float v, int64_t c) {
-    double dev = v - mean_d[c];
+  channel_sums(sq, x, d, c0, c1, [mean_d](const float* v, int64_t c) {
+    double dev = *v - mean_d[c];
     return dev * dev;
   });
   for (int64_t c = c0; c < c1; ++c) {
@@ -220,8 +229,9 @@ void batch_norm_moments(double* moments, double* mean_d, const float* x, const C
 // null (no affine). kRenorm (batch renormalization): with its r, shift_d [C] it is gamma * (xhat *
 // r + d) + beta, gamma * r in the scale and beta + gamma * d in the shift. A template parameter,
 // not a null check, so that batch norm's instantiation is the code it was (a runtime check let the
-// compiler version the loops, which cost batch norm's backward about 5%).
-template <bool kRenorm>
+// compiler version the loops, which cost batch norm's backward about 5%). kRelu
+// (batch_norm_relu_train): writes relu(y) instead of y, relu applied to the same float y.
+template <bool kRenorm, bool kRelu = false>
 void batch_norm_normalize(float* y, const float* x, const double* mean_d, const double* rstd_d,
                           const float* gamma, const float* beta, const double* r,
                           const double* shift_d, const ChannelDims& d, int64_t c0, int64_t c1) {
@@ -237,17 +247,36 @@ void batch_norm_normalize(float* y, const float* x, const double* mean_d, const 
     }
   }
   channel_map<false>(y, x, d, c0, c1, [&](float v, int64_t c, int64_t) {
-    return static_cast<float>((v - mean_d[c]) * scale[c - c0] + shift[c - c0]);
+    const float out = static_cast<float>((v - mean_d[c]) * scale[c - c0] + shift[c - c0]);
+    if constexpr (kRelu) return detail::relu_value(out);
+    return out;
   });
+}
+
+// The gradient w.r.t. batch norm's output y of one element, given the incoming gradient g there.
+// kRelu (batch_norm_relu_train): g is the gradient w.r.t. relu's output z [N, C, S] at flat index
+// i; the value is relu's backward, g * relu'(z), the same float relu's own backward writes
+// (relu'(z) = relu'(y)), so every sum and dx below is bit-identical to the unfused pair's.
+template <bool kRelu>
+float grad_at(float g, const float* z, std::ptrdiff_t i) {
+  if constexpr (kRelu) {
+    return g * detail::relu_derivative(z[i]);
+  } else {
+    return g;
+  }
 }
 
 // Backward, first pass: sums [2, C] = (sum(dy), sum(dy * xhat)) of channels [c0, c1), xhat = (x -
 // mean) * rstd, from dy and x [N, C, S]: what dbeta, dgamma and both dx correction terms are made
-// of.
-void batch_norm_grad_sums(double* sums, const float* dy, const float* x, const double* mean_d,
-                          const double* rstd_d, const ChannelDims& d, int64_t c0, int64_t c1) {
+// of. kRelu: dy is relu's dz, masked by z [N, C, S] (grad_at); z is unused otherwise.
+template <bool kRelu = false>
+void batch_norm_grad_sums(double* sums, const float* dy, const float* z, const float* x,
+                          const double* mean_d, const double* rstd_d, const ChannelDims& d,
+                          int64_t c0, int64_t c1) {
   double sum_dy[kChannelBlock] = {}, sum_dy_xhat[kChannelBlock] = {};
-  channel_sums(sum_dy, dy, d, c0, c1, [](float g, int64_t) { return static_cast<double>(g); });
+  channel_sums(sum_dy, dy, d, c0, c1, [dy, z](const float* g, int64_t) {
+    return static_cast<double>(grad_at<kRelu>(*g, z, g - dy));
+  });
   // sum(dy * xhat) needs x and dy side by side; the same two layouts as channel_sums. They share
   // the layout, so x is indexed with dy's offsets (dy + i -> x + i).
   const std::ptrdiff_t to_x = x - dy;
@@ -257,7 +286,8 @@ void batch_norm_grad_sums(double* sums, const float* dy, const float* x, const d
       const float* xr = gr + to_x;
 #pragma omp simd
       for (int64_t c = c0; c < c1; ++c)
-        sum_dy_xhat[c - c0] += gr[c] * ((xr[c] - mean_d[c]) * rstd_d[c]);
+        sum_dy_xhat[c - c0] +=
+            grad_at<kRelu>(gr[c], z, gr + c - dy) * ((xr[c] - mean_d[c]) * rstd_d[c]);
       continue;
     }
     for (int64_t c = c0; c < c1; ++c) {
@@ -266,7 +296,8 @@ void batch_norm_grad_sums(double* sums, const float* dy, const float* x, const d
       const double m = mean_d[c], rstd = rstd_d[c];
       double acc = 0.0;
 #pragma omp simd reduction(+ : acc)
-      for (int64_t s = 0; s < d.S; ++s) acc += gc[s] * ((xc[s] - m) * rstd);
+      for (int64_t s = 0; s < d.S; ++s)
+        acc += grad_at<kRelu>(gc[s], z, gc + s - dy) * ((xc[s] - m) * rstd);
       sum_dy_xhat[c - c0] += acc;
     }
   }
@@ -280,12 +311,13 @@ void batch_norm_grad_sums(double* sums, const float* dy, const float* x, const d
 // `sums` (training: the reduced sums [2, C] over the M values behind the statistics) dx = rstd *
 // (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * gamma; without (eval: the
 // statistics are constants) dx = dy * gamma * rstd. kRenorm: batch renormalization's r [C] is a
-// constant factor of xhat's gradient, so it scales gamma.
-template <bool kRenorm>
-void batch_norm_grad_input(float* dx, const float* dy, const float* x, const double* mean_d,
-                           const double* rstd_d, const float* gamma, const double* r,
-                           const double* sums, double M, const ChannelDims& d, int64_t c0,
-                           int64_t c1) {
+// constant factor of xhat's gradient, so it scales gamma. kRelu: dy is relu's dz, masked by z
+// (grad_at).
+template <bool kRenorm, bool kRelu = false>
+void batch_norm_grad_input(float* dx, const float* dy, const float* z, const float* x,
+                           const double* mean_d, const double* rstd_d, const float* gamma,
+                           const double* r, const double* sums, double M, const ChannelDims& d,
+                           int64_t c0, int64_t c1) {
   double k_dy[kChannelBlock], k_mean[kChannelBlock], k_xhat[kChannelBlock];
   for (int64_t c = c0; c < c1; ++c) {
     // mean(dxhat) = gamma * sum_dy / M and mean(dxhat * xhat) = gamma * sum_dy_xhat / M, and
@@ -298,15 +330,16 @@ void batch_norm_grad_input(float* dx, const float* dy, const float* x, const dou
     k_xhat[c - c0] = sums ? rstd * rstd * g * sums[d.C + c] / M : 0.0;
   }
   if (!sums) {
-    channel_map<true>(dx, dy, d, c0, c1, [&](float g, int64_t c, int64_t) {
-      return static_cast<float>(k_dy[c - c0] * g);
+    channel_map<true>(dx, dy, d, c0, c1, [&](float g, int64_t c, int64_t i) {
+      return static_cast<float>(k_dy[c - c0] * grad_at<kRelu>(g, z, i));
     });
     return;
   }
-  // dy and x share the layout: i is the flat index of both.
+  // dy, z and x share the layout: i is the flat index of all three.
   channel_map<true>(dx, dy, d, c0, c1, [&](float g, int64_t c, int64_t i) {
     const int64_t j = c - c0;
-    return static_cast<float>(k_dy[j] * g - k_mean[j] - k_xhat[j] * (x[i] - mean_d[c]));
+    return static_cast<float>(k_dy[j] * grad_at<kRelu>(g, z, i) - k_mean[j] -
+                              k_xhat[j] * (x[i] - mean_d[c]));
   });
 }
 
@@ -319,6 +352,9 @@ struct BatchNormSaved {
   // where the statistics are constants.
   std::shared_ptr<BatchNormReducer> reducer;
   std::vector<double> r, shift;  // [C] batch renormalization's r and d; empty for batch norm
+  // batch_norm_relu_train: the node's output is z = relu(y) and its gradient is dz; backward
+  // takes relu's mask from z.
+  bool relu = false;
 };
 
 // One process: its batch is the whole batch, so merging and summing leave the values alone.
@@ -333,12 +369,14 @@ const std::shared_ptr<BatchNormReducer>& local_reducer() {
   return local;
 }
 
-// The backward of batch_norm_train, batch_renorm_train (kRenorm) and batch_norm_eval: accumulates
-// into the grads of in = {x, gamma, beta} (those that want one).
-template <bool kRenorm>
-void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& dout,
+// The backward of batch_norm_train, batch_renorm_train (kRenorm), batch_norm_relu_train (kRelu,
+// `out` = z) and batch_norm_eval: accumulates into the grads of in = {x, gamma, beta} (those that
+// want one).
+template <bool kRenorm, bool kRelu>
+void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, const Tensor& dout,
                                 const std::vector<Tensor>& in) {
   const ChannelDims& d = s.d;
+  const float* z = kRelu ? out.data() : nullptr;
   float* dx = grad_buffer(in[0]);
   float* dgamma = grad_buffer(in[1]);
   float* dbeta = grad_buffer(in[2]);
@@ -356,7 +394,7 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& dout,
       // sum(dy * (xhat * r + d)) = r * sum(dy * xhat) + d * sum(dy)).
       [&](int64_t c0, int64_t c1) {
         if (!want_sums) return;
-        batch_norm_grad_sums(sums.data(), dy, x, s.mean.data(), s.rstd.data(), d, c0, c1);
+        batch_norm_grad_sums<kRelu>(sums.data(), dy, z, x, s.mean.data(), s.rstd.data(), d, c0, c1);
         for (int64_t c = c0; c < c1; ++c) {
           const size_t k = static_cast<size_t>(c);
           double sum_dy_xhat = sums[static_cast<size_t>(d.C) + k];
@@ -369,17 +407,19 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& dout,
       [&] { s.reducer->sum(sums.data(), 2 * d.C); },
       [&](int64_t c0, int64_t c1) {
         if (!dx) return;
-        batch_norm_grad_input<kRenorm>(dx, dy, x, s.mean.data(), s.rstd.data(), gamma, r,
-                                       training ? sums.data() : nullptr, s.count, d, c0, c1);
+        batch_norm_grad_input<kRenorm, kRelu>(dx, dy, z, x, s.mean.data(), s.rstd.data(), gamma, r,
+                                              training ? sums.data() : nullptr, s.count, d, c0, c1);
       });
 }
 
-void batch_norm_backward(const BatchNormSaved& s, const Tensor& dout,
+void batch_norm_backward(const BatchNormSaved& s, const Tensor& out, const Tensor& dout,
                          const std::vector<Tensor>& in) {
-  if (s.r.empty()) {
-    batch_norm_backward_passes<false>(s, dout, in);
+  if (s.relu) {
+    batch_norm_backward_passes<false, true>(s, out, dout, in);
+  } else if (s.r.empty()) {
+    batch_norm_backward_passes<false, false>(s, out, dout, in);
   } else {
-    batch_norm_backward_passes<true>(s, dout, in);
+    batch_norm_backward_passes<true, false>(s, out, dout, in);
   }
 }
 
@@ -523,11 +563,12 @@ Tensor norm_rows(const char* op, const Tensor& x, const Tensor& weight, const Te
 // 1 and d_max = 0 gives d = 0 exactly, not by clipping, so a NaN in the moving statistics cannot
 // reach what is then plain batch norm.
 
-// The training forward of batch norm (renorm null) and of batch renormalization.
+// The training forward of batch norm (renorm null), of batch renormalization, and with `relu` of
+// batch norm followed by relu (batch_norm_relu_train; not with renorm).
 BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Tensor& gamma,
                                       const Tensor& beta, float eps,
                                       const std::shared_ptr<BatchNormReducer>& reducer,
-                                      const BatchRenormArgs* renorm) {
+                                      const BatchRenormArgs* renorm, bool relu) {
   const ChannelDims d = channel_dims(op, x);
   check_param(op, "gamma", gamma, {d.C}, x);
   check_param(op, "beta", beta, {d.C}, x);
@@ -540,7 +581,8 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
                    static_cast<double>(d.N * d.S),
                    reducer ? reducer : local_reducer(),
                    {},
-                   {}};
+                   {},
+                   relu};
   std::vector<double> moments(3 * C);
   // y, shape of x; mean, var: [C], returned without grad (they are statistics, not outputs to
   // train on). var is the biased one, M2 / M; eps goes inside the sqrt.
@@ -574,10 +616,11 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
     run_var = renorm->running_var.data();
   }
   const double r_max = renorm ? renorm->r_max : 1.0, d_max = renorm ? renorm->d_max : 0.0;
-  // kRenorm as a compile-time constant (see batch_norm_normalize): batch norm runs the code without
-  // the correction.
-  auto forward = [&](auto renorm_tag) {
+  // kRenorm and kRelu as compile-time constants (see batch_norm_normalize): batch norm runs the
+  // code without the correction.
+  auto forward = [&](auto renorm_tag, auto relu_tag) {
     constexpr bool kRenorm = decltype(renorm_tag)::value;
+    constexpr bool kRelu = decltype(relu_tag)::value;
     batch_norm_passes(
         d, s.reducer == local_reducer(),
         // This shard's moments.
@@ -610,21 +653,24 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
             r_f[c] = static_cast<float>(s.r[c]);
             d_f[c] = static_cast<float>(s.shift[c]);
           }
-          batch_norm_normalize<kRenorm>(y_p, x_p, s.mean.data(), s.rstd.data(), gamma_p, beta_p,
-                                        s.r.data(), s.shift.data(), d, c0, c1);
+          batch_norm_normalize<kRenorm, kRelu>(y_p, x_p, s.mean.data(), s.rstd.data(), gamma_p,
+                                               beta_p, s.r.data(), s.shift.data(), d, c0, c1);
         });
   };
   if (renorm) {
-    forward(std::true_type{});
+    forward(std::true_type{}, std::false_type{});
+  } else if (relu) {
+    forward(std::false_type{}, std::true_type{});
   } else {
-    forward(std::false_type{});
+    forward(std::false_type{}, std::false_type{});
   }
   const int64_t count = static_cast<int64_t>(s.count);
   if (needs_grad({x, gamma, beta})) {
-    attach(y, op, {x, gamma, beta},
-           [s = std::move(s)](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-             batch_norm_backward(s, dout, in);
-           });
+    attach(
+        y, op, {x, gamma, beta},
+        [s = std::move(s)](const Tensor& out, const Tensor& dout, const std::vector<Tensor>& in) {
+          batch_norm_backward(s, out, dout, in);
+        });
   }
   return {y, mean, var, count, r_out, d_out};
 }
@@ -633,13 +679,18 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
 
 BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                  float eps, const std::shared_ptr<BatchNormReducer>& reducer) {
-  return batch_norm_train_impl("batch_norm", x, gamma, beta, eps, reducer, nullptr);
+  return batch_norm_train_impl("batch_norm", x, gamma, beta, eps, reducer, nullptr, false);
+}
+
+BatchNormResult batch_norm_relu_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                      float eps, const std::shared_ptr<BatchNormReducer>& reducer) {
+  return batch_norm_train_impl("batch_norm_relu", x, gamma, beta, eps, reducer, nullptr, true);
 }
 
 BatchNormResult batch_renorm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                    float eps, const BatchRenormArgs& renorm,
                                    const std::shared_ptr<BatchNormReducer>& reducer) {
-  return batch_norm_train_impl("batch_renorm", x, gamma, beta, eps, reducer, &renorm);
+  return batch_norm_train_impl("batch_renorm", x, gamma, beta, eps, reducer, &renorm, false);
 }
 
 void merge_moments_into(double* a, const double* b, int64_t channels) {
@@ -673,7 +724,7 @@ Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor
   // step, which must not change the backward of a graph recorded before it. No reducer: they are
   // constants.
   const size_t C = static_cast<size_t>(d.C);
-  BatchNormSaved s{d, std::vector<double>(C), std::vector<double>(C), 0.0, nullptr, {}, {}};
+  BatchNormSaved s{d, std::vector<double>(C), std::vector<double>(C), 0.0, nullptr, {}, {}, false};
   const float* rm = running_mean.data();
   const float* rv = running_var.data();
   for (size_t c = 0; c < C; ++c) {
@@ -690,10 +741,11 @@ Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor
   // Inputs are x, gamma, beta only: the running statistics are buffers and never receive a
   // gradient.
   if (needs_grad({x, gamma, beta})) {
-    attach(y, "batch_norm_eval", {x, gamma, beta},
-           [s = std::move(s)](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-             batch_norm_backward(s, dout, in);
-           });
+    attach(
+        y, "batch_norm_eval", {x, gamma, beta},
+        [s = std::move(s)](const Tensor& out, const Tensor& dout, const std::vector<Tensor>& in) {
+          batch_norm_backward(s, out, dout, in);
+        });
   }
   return y;
 }

@@ -15,6 +15,14 @@ namespace bnlab::detail {
 /// Loops shorter than this stay on one thread: forking costs more than it saves.
 constexpr int64_t kParallelThreshold = 1 << 15;
 
+/// relu(v) = max(v, 0), shared by relu() and batch_norm_relu_train so that the two cannot drift
+/// apart. A NaN passes through (v < 0 is false for NaN), as torch.relu, and -0 stays -0.
+inline float relu_value(float v) { return v < 0.0f ? 0.0f : v; }
+/// relu'(v): 1 for v > 0, else 0, so relu'(0) = relu'(NaN) = 0. Also exact from relu's OUTPUT,
+/// since relu(v) > 0 exactly where v > 0. Backward multiplies dout by it rather than selecting, so
+/// an inf or NaN in dout still gives NaN where relu' = 0.
+inline float relu_derivative(float v) { return v > 0.0f ? 1.0f : 0.0f; }
+
 /// y = f(x) elementwise; backward adds dout * df(x, y). f and df must be branch-free enough to
 /// vectorize (see core/ops/fast_math.h) for the loops to run at memory speed.
 template <typename F, typename DF>

@@ -15,6 +15,7 @@ set(BNLAB_TEST_CORE_SOURCES
   tests/core/test_ops_fast_paths.cpp
   tests/core/test_ops_dropout.cpp
   tests/core/test_ops_norm.cpp
+  tests/core/test_ops_bn_relu.cpp
   tests/core/test_ops_index.cpp
   tests/core/test_ops_views.cpp
   tests/core/test_tensor_creation.cpp
