@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <typeinfo>
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "layers/activation.h"
 
 namespace bnlab {
 
@@ -117,6 +119,22 @@ Tensor BatchNorm::forward(const Tensor& x) {
   if (!use_batch_stats) {
     return batch_norm_eval(x, running_mean_, running_var_, weight_, bias_, options_.eps);
   }
+  return forward_batch_stats(x, /*relu=*/false);
+}
+
+Tensor BatchNorm::forward_fused(Module& next, const Tensor& x) {
+  // Exactly BatchNorm1d/2d (not BatchRenorm or a user's subclass, whose forward may differ) in
+  // training with running statistics and without noise, then exactly ReLU: what
+  // batch_norm_relu_train computes. In eval the pair is left alone (fold_batch_norm's business).
+  const std::type_info& type = typeid(*this);
+  const bool plain = (type == typeid(BatchNorm1d) || type == typeid(BatchNorm2d)) && !renorm_ &&
+                     !options_.noise && options_.track_running_stats;
+  if (!plain || !is_training() || typeid(next) != typeid(ReLU)) return Tensor();
+  check_input(x);
+  return forward_batch_stats(x, /*relu=*/true);
+}
+
+Tensor BatchNorm::forward_batch_stats(const Tensor& x, bool relu) {
   int64_t per_channel = x.numel() / options_.num_features;  // M = N * H * W
   // Under SyncBN a shard may hold a single value per channel: the check is on all shards' count.
   BNLAB_CHECK(per_channel > 1 || reducer_, type_name(),
@@ -129,34 +147,38 @@ Tensor BatchNorm::forward(const Tensor& x) {
     const BatchRenormLimits lim = batch_renorm_limits(*renorm_, step);
     r = batch_renorm_train(x, weight_, bias_, options_.eps,
                            {running_mean_, running_var_, lim.r_max, lim.d_max}, reducer_);
+  } else if (relu) {
+    r = batch_norm_relu_train(x, weight_, bias_, options_.eps, reducer_);
   } else {
     r = batch_norm_train(x, weight_, bias_, options_.eps, reducer_);
   }
   per_channel = r.count;
   BNLAB_CHECK(per_channel > 1, type_name(), ": expected more than 1 value per channel over all ",
               "shards when training; got ", per_channel, " (this shard's input ", x.shape(), ")");
-  if (is_training() && options_.track_running_stats) {
-    NoGradGuard no_grad;
-    float tracked = num_batches_tracked_.item() + 1.0f;
-    num_batches_tracked_.fill_(tracked);
-    float m = options_.momentum ? *options_.momentum : 1.0f / tracked;
-    // The unbiased variance for the running estimate, as PyTorch: var * M / (M - 1).
-    float unbias = static_cast<float>(per_channel) / static_cast<float>(per_channel - 1);
-    float* rm = running_mean_.data();
-    float* rv = running_var_.data();
-    const float* bm = r.mean.data();
-    const float* bv = r.var.data();
-    for (int64_t c = 0; c < options_.num_features; ++c) {
-      rm[c] = (1.0f - m) * rm[c] + m * bm[c];
-      rv[c] = (1.0f - m) * rv[c] + m * bv[c] * unbias;
-    }
-  }
+  if (is_training() && options_.track_running_stats) update_running_stats(r);
   if (options_.noise && is_training()) {
     // Noisy BN: after the statistics above, so they stay BN's own.
     const BatchNormNoiseDraw noise = batch_norm_noise(*options_.noise, step, options_.num_features);
     return channel_affine(r.y, noise.scale, noise.mean);
   }
   return r.y;
+}
+
+void BatchNorm::update_running_stats(const BatchNormResult& r) {
+  NoGradGuard no_grad;
+  float tracked = num_batches_tracked_.item() + 1.0f;
+  num_batches_tracked_.fill_(tracked);
+  float m = options_.momentum ? *options_.momentum : 1.0f / tracked;
+  // The unbiased variance for the running estimate, as PyTorch: var * M / (M - 1).
+  float unbias = static_cast<float>(r.count) / static_cast<float>(r.count - 1);
+  float* rm = running_mean_.data();
+  float* rv = running_var_.data();
+  const float* bm = r.mean.data();
+  const float* bv = r.var.data();
+  for (int64_t c = 0; c < options_.num_features; ++c) {
+    rm[c] = (1.0f - m) * rm[c] + m * bm[c];
+    rv[c] = (1.0f - m) * rv[c] + m * bv[c] * unbias;
+  }
 }
 
 std::string BatchNorm::extra_repr() const {

@@ -106,6 +106,10 @@ class BatchNorm : public Module {
   /// `spatial_dims`: 1 for [N, C] or [N, C, L] input, 2 for [N, C, H, W].
   BatchNorm(const BatchNormOptions& options, int spatial_dims);
   Tensor forward(const Tensor& x) override;
+  /// Training BatchNorm1d/2d (exactly these types, tracking running statistics, no noise) followed
+  /// by exactly ReLU: relu(forward(x)) in one op (batch_norm_relu_train), bit-identical, with the
+  /// running statistics updated as forward does. Undefined (not fused) otherwise, eval included.
+  Tensor forward_fused(Module& next, const Tensor& x) override;
   std::string extra_repr() const override;
 
   const Tensor& weight() const { return weight_; }  ///< gamma, undefined without affine
@@ -131,6 +135,12 @@ class BatchNorm : public Module {
 
  private:
   void check_input(const Tensor& x) const;
+  /// The training (batch statistics) forward: the op, the running statistics, the noise. `relu`:
+  /// batch_norm_relu_train in place of batch_norm_train (plain batch norm only).
+  Tensor forward_batch_stats(const Tensor& x, bool relu);
+  /// running = (1 - m) * running + m * batch (running_var from the unbiased variance) and
+  /// num_batches_tracked + 1, for r's statistics; the one update of every training forward.
+  void update_running_stats(const BatchNormResult& r);
 
   BatchNormOptions options_;
   std::optional<BatchRenormOptions> renorm_;

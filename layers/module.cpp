@@ -16,6 +16,8 @@ Tensor Module::operator()(const Tensor& x) {
   return y;
 }
 
+Tensor Module::forward_fused(Module&, const Tensor&) { return Tensor(); }
+
 Tensor Module::register_parameter(const std::string& name, Tensor value) {
   BNLAB_CHECK(value.defined(), type_name(), ": parameter '", name, "' is undefined");
   for (const auto& [n, t] : params_)
@@ -144,8 +146,26 @@ void Sequential::set(size_t i, std::shared_ptr<Module> module) {
 }
 
 Tensor Sequential::forward(const Tensor& x) {
+  // Adjacent children may run as one fused op (Module::forward_fused: BatchNorm + ReLU in
+  // training), with results bit-identical to running them one after the other. Not when either
+  // has a forward hook: a hook must see its own module's output, which the fused op never forms.
+  // Decided anew on each call (a virtual call and type checks), so hooks added or removed between
+  // steps and train()/eval() take effect at once and the model's structure is never rewritten
+  // (fold_batch_norm, which changes results at float rounding, is an explicit rewrite instead).
+  const auto& kids = children();
   Tensor h = x;
-  for (const auto& [name, child] : children()) h = (*child)(h);
+  for (size_t i = 0; i < kids.size(); ++i) {
+    Module& m = *kids[i].second;
+    if (i + 1 < kids.size() && !m.has_forward_hooks() && !kids[i + 1].second->has_forward_hooks()) {
+      Tensor fused = m.forward_fused(*kids[i + 1].second, h);
+      if (fused.defined()) {
+        h = fused;
+        ++i;  // child i + 1 ran inside the fused op
+        continue;
+      }
+    }
+    h = m(h);
+  }
   return h;
 }
 

@@ -37,6 +37,12 @@ class Module {
   virtual Tensor forward(const Tensor& x) = 0;
   /// forward, then the registered hooks.
   Tensor operator()(const Tensor& x);
+  /// next.forward(forward(x)) computed as one fused op, or an undefined Tensor when this module
+  /// does not fuse with `next` (the default). Sequential::forward asks it of each pair of adjacent
+  /// children when neither has a forward hook; an override must return exactly what the two
+  /// forwards would, side effects (running statistics) included. BatchNorm1d/2d + ReLU in training
+  /// is the one fused pair (layers/batch_norm.h).
+  virtual Tensor forward_fused(Module& next, const Tensor& x);
 
   /// One canonical type name ("Dense", "BatchNorm2d") used in printing and errors.
   virtual std::string type_name() const = 0;
