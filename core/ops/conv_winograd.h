@@ -54,6 +54,11 @@ ConvPath conv2d_path(ConvPathMode mode, int64_t C, int64_t K, int64_t kh, int64_
 /// "im2col" or "winograd".
 const char* conv_path_name(ConvPath path);
 
+/// Tests: false makes the transforms use only their portable code (the path on CPUs without
+/// AVX-512F), true (the default) lets them use AVX-512F where the CPU has it. Not for use while
+/// another thread runs convolutions.
+void allow_winograd_avx512(bool allowed);
+
 /// Shape of a Winograd conv: x [N, C, H, W], w [K, C, 3, 3], out [N, K, H, W].
 struct WinogradShape {
   int64_t N, C, H, W, K;

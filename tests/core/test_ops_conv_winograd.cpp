@@ -223,6 +223,26 @@ TEST_CASE("ops.conv winograd: results are bit-identical for 1 and 2 threads") {
   CHECK(same_bits(one.db, two.db));
 }
 
+TEST_CASE("ops.conv winograd: the AVX-512F patch gather equals the portable one bit for bit") {
+  // Shapes whose lane groups mix interior and border patches, span image rows and images, and end
+  // with a partial group (lanes past the last tile), with sizes not multiples of 4.
+  for (Shape shape : {Shape{3, 2, 13, 6}, Shape{2, 3, 32, 32}, Shape{5, 2, 8, 8},
+                      Shape{1, 2, 21, 37}, Shape{2, 1, 1, 1}}) {
+    CAPTURE(shape);
+    const Tensor x = param(shape, 41);
+    const Tensor w = param({4, shape[1], 3, 3}, 42);
+    const Tensor b = param({4}, 43);
+    const Tensor g = param({shape[0], 4, shape[2], shape[3]}, 44).detach();
+    detail::allow_winograd_avx512(false);
+    const Result portable = run_conv(ConvPathMode::winograd, x, w, b, g);
+    detail::allow_winograd_avx512(true);
+    const Result dispatched = run_conv(ConvPathMode::winograd, x, w, b, g);
+    CHECK(same_bits(portable.y, dispatched.y));
+    CHECK(same_bits(portable.dx, dispatched.dx));
+    CHECK(same_bits(portable.dw, dispatched.dw));
+  }
+}
+
 TEST_CASE("ops.conv winograd: the path rule and BNLAB_CONV") {
   using detail::conv2d_path;
   const auto A = ConvPathMode::automatic, I = ConvPathMode::im2col, Wg = ConvPathMode::winograd;
