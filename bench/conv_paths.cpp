@@ -54,11 +54,25 @@ int main(int argc, char** argv) {
   int rounds = 11;
   int64_t batch = 128;
   std::string filter, profile;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "--rounds") == 0) rounds = std::max(1, std::atoi(argv[i + 1]));
-    if (std::strcmp(argv[i], "--batch") == 0) batch = std::max(1, std::atoi(argv[i + 1]));
-    if (std::strcmp(argv[i], "--filter") == 0) filter = argv[i + 1];
-    if (std::strcmp(argv[i], "--profile") == 0) profile = argv[i + 1];
+  for (int i = 1; i < argc; i += 2) {
+    const bool has_value = i + 1 < argc;
+    if (has_value && std::strcmp(argv[i], "--rounds") == 0) {
+      rounds = std::max(1, std::atoi(argv[i + 1]));
+    } else if (has_value && std::strcmp(argv[i], "--batch") == 0) {
+      batch = std::max(1, std::atoi(argv[i + 1]));
+    } else if (has_value && std::strcmp(argv[i], "--filter") == 0) {
+      filter = argv[i + 1];
+    } else if (has_value && std::strcmp(argv[i], "--profile") == 0) {
+      profile = argv[i + 1];
+    } else {
+      // A benchmark that ignored an unknown flag ran for minutes on `--help`.
+      std::fprintf(stderr,
+                   "conv_paths: unknown flag or missing value: %s\n"
+                   "usage: conv_paths [--rounds N] [--batch N] [--filter TEXT] "
+                   "[--profile winograd|im2col]\n",
+                   argv[i]);
+      return 2;
+    }
   }
   std::printf("conv_paths: im2col vs winograd, GEMM %s, %d threads, batch %lld, %d rounds\n",
               gemm_path_name().c_str(), num_threads(), static_cast<long long>(batch), rounds);

@@ -98,9 +98,19 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   int rounds = 31;
   std::string filter;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "--rounds") == 0) rounds = std::max(1, std::atoi(argv[i + 1]));
-    if (std::strcmp(argv[i], "--filter") == 0) filter = argv[i + 1];
+  for (int i = 1; i < argc; i += 2) {
+    const bool has_value = i + 1 < argc;
+    if (has_value && std::strcmp(argv[i], "--rounds") == 0) {
+      rounds = std::max(1, std::atoi(argv[i + 1]));
+    } else if (has_value && std::strcmp(argv[i], "--filter") == 0) {
+      filter = argv[i + 1];
+    } else {
+      std::fprintf(stderr,
+                   "gemm_paths: unknown flag or missing value: %s\n"
+                   "usage: gemm_paths [--rounds N] [--filter TEXT]\n",
+                   argv[i]);
+      return 2;
+    }
   }
   if (!gemm_avx512_available()) {
     std::printf("gemm_paths: this CPU lacks AVX-512F; nothing to compare\n");
