@@ -23,6 +23,7 @@
 #include "core/autograd.h"
 #include "core/blas.h"
 #include "core/ops.h"
+#include "core/ops/conv_path.h"
 #include "core/ops/conv_winograd.h"
 #include "core/random.h"
 

@@ -1,8 +1,8 @@
 // 2-D convolution (cross-correlation, as PyTorch's conv2d) through im2col + one GEMM per image and
 // group: the reference path, for every shape. 3x3, stride-1, padding-1, ungrouped convs with
-// enough channels take Winograd F(4x4, 3x3) instead (core/ops/conv_winograd.cpp; the rule is
-// detail::conv2d_path, BNLAB_CONV=im2col|winograd forces a path). The path is chosen per call from
-// the shape alone, never from timings, so a run's numerics are reproducible.
+// enough channels take Winograd F(4x4, 3x3) instead (core/ops/conv_winograd.cpp). The rule is
+// detail::conv2d_path (core/ops/conv_path.cpp; BNLAB_CONV=im2col|winograd forces a path); it sees
+// the shape alone, never timings, so a run's numerics are reproducible.
 //
 // Legend: N batch, C in-channels, H/W input height/width, K out-channels, kh/kw kernel
 // height/width, Ho/Wo output height/width, G groups, Cg = C/G and Kg = K/G the channels of one
@@ -36,6 +36,7 @@
 #include "core/autograd.h"
 #include "core/blas.h"
 #include "core/ops.h"
+#include "core/ops/conv_path.h"
 #include "core/ops/conv_winograd.h"
 
 namespace bnlab {

@@ -46,8 +46,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 
 #include "core/blas.h"
 #include "core/error.h"
@@ -73,16 +71,9 @@ constexpr int64_t kSlots = 8;   // dW reduction slots (see Threads above)
 // GEMM's packing buffers (budgets of 2 MiB measured the same within the noise, 8 MiB slower).
 constexpr int64_t kBlockBytes = 512 * 1024;
 
-// ---- Mode and path rule ----
-
 // Whether the transforms may use their AVX-512F parts (on CPUs that have it): tests turn it off to
 // check the portable code on an AVX-512 machine.
 std::atomic<bool> winograd_avx512_allowed{true};
-
-std::atomic<ConvPathMode>& mode_slot() {
-  static std::atomic<ConvPathMode> mode{parse_conv_path_mode(std::getenv("BNLAB_CONV"))};
-  return mode;
-}
 
 // ---- 1-D transforms on kLanes tiles: in[i * is + lane] -> out[j * os + lane] ----
 
@@ -463,42 +454,11 @@ void for_each_block(const Plan& p, int64_t u, F&& f) {
 
 }  // namespace
 
-ConvPathMode parse_conv_path_mode(const char* value) {
-  if (value == nullptr || value[0] == '\0' || std::strcmp(value, "auto") == 0)
-    return ConvPathMode::automatic;
-  if (std::strcmp(value, "im2col") == 0) return ConvPathMode::im2col;
-  if (std::strcmp(value, "winograd") == 0) return ConvPathMode::winograd;
-  BNLAB_FAIL("BNLAB_CONV: unknown value '", value, "'; expected auto, im2col or winograd");
-}
-
-ConvPathMode conv_path_mode() { return mode_slot().load(); }
-
 void allow_winograd_avx512(bool allowed) { winograd_avx512_allowed.store(allowed); }
-
-ConvPathMode set_conv_path_mode(ConvPathMode mode) { return mode_slot().exchange(mode); }
 
 bool conv2d_winograd_eligible(int64_t kh, int64_t kw, int64_t stride, int64_t padding,
                               int64_t groups) {
   return kh == 3 && kw == 3 && stride == 1 && padding == 1 && groups == 1;
-}
-
-// The static rule (never a run-time timing, so a run's numerics do not depend on the machine's
-// load): eligible shapes with at least 32 input and 32 output channels take Winograd. Measured
-// (bench/conv_paths, batch 128, docs/performance.md "Winograd F(4x4, 3x3) convolution"): from 32
-// channels on Winograd is 1.2-2x faster; at 16->16 it is level (forward+backward 0.88-1.11x over
-// runs), at 8 channels or 3 input channels slower (0.5-0.96x): the transforms cost per channel
-// what the GEMMs save, and the GEMMs are too thin to save much.
-ConvPath conv2d_path(ConvPathMode mode, int64_t C, int64_t K, int64_t kh, int64_t kw,
-                     int64_t stride, int64_t padding, int64_t groups) {
-  constexpr int64_t kMinChannels = 32;
-  if (mode == ConvPathMode::im2col || !conv2d_winograd_eligible(kh, kw, stride, padding, groups))
-    return ConvPath::im2col;
-  if (mode == ConvPathMode::winograd) return ConvPath::winograd;
-  return C >= kMinChannels && K >= kMinChannels ? ConvPath::winograd : ConvPath::im2col;
-}
-
-const char* conv_path_name(ConvPath path) {
-  return path == ConvPath::winograd ? "winograd" : "im2col";
 }
 
 void winograd_conv2d_forward(float* out, const float* x, const float* w, const float* b,

@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "core/blas.h"
+#include "core/ops/conv_path.h"
 #include "core/ops/conv_winograd.h"
 #include "gradcheck.h"
 
