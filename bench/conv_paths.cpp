@@ -1,14 +1,16 @@
-// conv_paths: conv2d's two paths (im2col + GEMM, Winograd F(4x4, 3x3)) against each other,
-// interleaved in one process, at the 3x3 conv shapes of cifar-cnn (workload W4, batch 128),
-// forward alone and forward + backward (dx and dw; db is shared code).
+// conv_paths: conv2d's im2col + GEMM path against the faster path for each shape, interleaved in
+// one process, forward alone and forward + backward (dw, and dx except for first layers, whose
+// input needs no gradient; db is shared code): Winograd F(4x4, 3x3) at the 3x3 conv shapes of
+// cifar-cnn (workload W4) and narrow ones that probe its channel limit; the direct kernels at the
+// first layers of lenet (W3) and cifar-cnn, and at lenet's second, thick 5x5 layer.
 //
 // The paths alternate (A B A B ...) in `--rounds` rounds, each round timing `reps` calls of one
 // path (reps sized for about 20 ms), so load from other processes hits both alike. Reported: the
 // median milliseconds per call of each path and the median of the per-round ratios
-// im2col / Winograd (above 1: Winograd is faster), robust to the load drifting between rounds.
+// im2col / other (above 1: the other path is faster), robust to the load drifting between rounds.
 //
 //   OMP_NUM_THREADS=1 ./build/bench/conv_paths [--rounds 11] [--batch 128] [--filter 64->]
-//                                              [--profile winograd|im2col]
+//                                              [--profile winograd|direct|auto|im2col]
 // --profile runs only that path (both columns), for a profiler.
 #include <omp.h>
 
@@ -33,7 +35,9 @@ using detail::ConvPathMode;
 namespace {
 
 struct Layer {
-  int64_t C, K, H;
+  int64_t C, K, H, k, padding;
+  ConvPathMode other;  // the path compared with im2col
+  bool input_grad;     // false for a first layer
 };
 
 double median(std::vector<double> v) {
@@ -70,24 +74,43 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "conv_paths: unknown flag or missing value: %s\n"
                    "usage: conv_paths [--rounds N] [--batch N] [--filter TEXT] "
-                   "[--profile winograd|im2col]\n",
+                   "[--profile winograd|direct|auto|im2col]\n",
                    argv[i]);
       return 2;
     }
   }
-  std::printf("conv_paths: im2col vs winograd, GEMM %s, %d threads, batch %lld, %d rounds\n",
+  std::printf("conv_paths: im2col vs winograd/direct, GEMM %s, %d threads, batch %lld, %d rounds\n",
               gemm_path_name().c_str(), num_threads(), static_cast<long long>(batch), rounds);
-  std::printf("%-18s %-8s %10s %10s %7s\n", "layer", "pass", "im2col ms", "wino ms", "ratio");
-  // cifar-cnn's six 3x3 convs, then narrow layers that probe the path rule's channel limit.
-  const Layer layers[] = {{3, 32, 32},   {32, 32, 32}, {32, 64, 16}, {64, 64, 16}, {64, 128, 8},
-                          {128, 128, 8}, {8, 8, 32},   {16, 16, 32}, {8, 32, 32}};
+  std::printf("%-22s %-14s %-8s %10s %10s %7s\n", "layer", "path", "pass", "im2col ms", "other ms",
+              "ratio");
+  // The direct rows take the automatic rule's path: direct at first layers (direct forward and dw),
+  // direct-data at thicker 5x5 ones (direct forward and dx).
+  const ConvPathMode wino = ConvPathMode::winograd, direct = ConvPathMode::automatic;
+  const Layer layers[] = {
+      // cifar-cnn's six 3x3 convs, then narrow layers that probe Winograd's channel limit.
+      {3, 32, 32, 3, 1, wino, true},
+      {32, 32, 32, 3, 1, wino, true},
+      {32, 64, 16, 3, 1, wino, true},
+      {64, 64, 16, 3, 1, wino, true},
+      {64, 128, 8, 3, 1, wino, true},
+      {128, 128, 8, 3, 1, wino, true},
+      {8, 8, 32, 3, 1, wino, true},
+      {16, 16, 32, 3, 1, wino, true},
+      {8, 32, 32, 3, 1, wino, true},
+      // First layers (cifar-cnn's, lenet's), then thicker ones that probe the direct path's limit.
+      {3, 32, 32, 3, 1, direct, false},
+      {1, 32, 28, 5, 2, direct, false},
+      {8, 32, 28, 5, 2, direct, true},
+      {32, 64, 14, 5, 2, direct, true},
+  };
   using Clock = std::chrono::steady_clock;
   for (const Layer& l : layers) {
-    const std::string name = std::to_string(l.C) + "->" + std::to_string(l.K) + " @" +
+    const std::string name = std::to_string(l.C) + "->" + std::to_string(l.K) + " " +
+                             std::to_string(l.k) + "x" + std::to_string(l.k) + " @" +
                              std::to_string(l.H) + "x" + std::to_string(l.H);
     if (!filter.empty() && name.find(filter) == std::string::npos) continue;
-    Tensor x = random_tensor({batch, l.C, l.H, l.H}, 1).set_requires_grad();
-    Tensor w = random_tensor({l.K, l.C, 3, 3}, 2).set_requires_grad();
+    Tensor x = random_tensor({batch, l.C, l.H, l.H}, 1).set_requires_grad(l.input_grad);
+    Tensor w = random_tensor({l.K, l.C, l.k, l.k}, 2).set_requires_grad();
     Tensor b = random_tensor({l.K}, 3).set_requires_grad();
     const Tensor seed = random_tensor({batch, l.K, l.H, l.H}, 4);
     for (const bool backward : {false, true}) {
@@ -95,15 +118,15 @@ int main(int argc, char** argv) {
         detail::ScopedConvPathMode scoped(mode);
         if (!backward) {
           NoGradGuard no_grad;
-          (void)conv2d(x, w, b, 1, 1);
+          (void)conv2d(x, w, b, 1, l.padding);
           return;
         }
-        conv2d(x, w, b, 1, 1).backward(seed);
-        x.zero_grad();
+        conv2d(x, w, b, 1, l.padding).backward(seed);
+        if (l.input_grad) x.zero_grad();
         w.zero_grad();
         b.zero_grad();
       };
-      ConvPathMode modes[2] = {ConvPathMode::im2col, ConvPathMode::winograd};
+      ConvPathMode modes[2] = {ConvPathMode::im2col, l.other};
       if (!profile.empty()) modes[0] = modes[1] = detail::parse_conv_path_mode(profile.c_str());
       call(modes[0]);
       call(modes[1]);
@@ -122,8 +145,11 @@ int main(int argc, char** argv) {
         }
         ratio.push_back(per[0] / per[1]);
       }
-      std::printf("%-18s %-8s %10.3f %10.3f %7.2f\n", name.c_str(), backward ? "fwd+bwd" : "fwd",
-                  median(ms[0]), median(ms[1]), median(ratio));
+      const detail::ConvPath other =
+          detail::conv2d_path(l.other, l.C, l.K, l.k, l.k, 1, l.padding, 1);
+      std::printf("%-22s %-14s %-8s %10.3f %10.3f %7.2f\n", name.c_str(),
+                  detail::conv_path_name(other), backward ? "fwd+bwd" : "fwd", median(ms[0]),
+                  median(ms[1]), median(ratio));
       std::fflush(stdout);
     }
   }

@@ -13,6 +13,7 @@ set(BNLAB_CORE_SOURCES
   core/ops/loss.cpp
   core/ops/conv.cpp
   core/ops/conv_path.cpp
+  core/ops/conv_direct.cpp
   core/ops/conv_winograd.cpp
   core/ops/pool.cpp
   core/ops/max_pool2x2_avx512.cpp

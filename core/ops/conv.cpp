@@ -1,8 +1,9 @@
 // 2-D convolution (cross-correlation, as PyTorch's conv2d) through im2col + one GEMM per image and
-// group: the reference path, for every shape. 3x3, stride-1, padding-1, ungrouped convs with
-// enough channels take Winograd F(4x4, 3x3) instead (core/ops/conv_winograd.cpp). The rule is
-// detail::conv2d_path (core/ops/conv_path.cpp; BNLAB_CONV=im2col|winograd forces a path); it sees
-// the shape alone, never timings, so a run's numerics are reproducible.
+// group: the reference path, for every shape. Two faster paths take the shapes they suit: Winograd
+// F(4x4, 3x3) for 3x3, stride-1, padding-1 convs with enough channels (core/ops/conv_winograd.cpp)
+// and direct kernels for thin first layers (core/ops/conv_direct.cpp). The rule is
+// detail::conv2d_path (core/ops/conv_path.cpp; BNLAB_CONV=im2col|winograd|direct forces a path);
+// it sees the shape alone, never timings, so a run's numerics are reproducible.
 //
 // Legend: N batch, C in-channels, H/W input height/width, K out-channels, kh/kw kernel
 // height/width, Ho/Wo output height/width, G groups, Cg = C/G and Kg = K/G the channels of one
@@ -36,6 +37,7 @@
 #include "core/autograd.h"
 #include "core/blas.h"
 #include "core/ops.h"
+#include "core/ops/conv_direct.h"
 #include "core/ops/conv_path.h"
 #include "core/ops/conv_winograd.h"
 
@@ -350,29 +352,47 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   d.Wo = (d.W + 2 * padding - d.kw) / stride + 1;
 
   // The path is fixed here, by shape and BNLAB_CONV only, and the backward reuses it.
-  const bool winograd = detail::conv2d_path(detail::conv_path_mode(), d.C, d.K, d.kh, d.kw, stride,
-                                            padding, groups) == detail::ConvPath::winograd;
+  const detail::ConvPath path =
+      detail::conv2d_path(detail::conv_path_mode(), d.C, d.K, d.kh, d.kw, stride, padding, groups);
   const detail::WinogradShape ws{d.N, d.C, d.H, d.W, d.K};
+  const detail::DirectConvShape ds{d.N, d.C, d.H, d.W, d.K, d.kh, padding, d.Ho, d.Wo};
   Tensor out = Tensor::empty({d.N, d.K, d.Ho, d.Wo});
   const float* b = bias.defined() ? bias.data() : nullptr;
-  if (winograd) {
-    detail::winograd_conv2d_forward(out.data(), x.data(), weight.data(), b, ws);
-  } else {
-    conv2d_forward(out.data(), x.data(), weight.data(), b, d);
+  switch (path) {
+    case detail::ConvPath::winograd:
+      detail::winograd_conv2d_forward(out.data(), x.data(), weight.data(), b, ws);
+      break;
+    case detail::ConvPath::direct:
+    case detail::ConvPath::direct_data:
+      detail::conv2d_direct_forward(out.data(), x.data(), weight.data(), b, ds);
+      break;
+    case detail::ConvPath::im2col:
+      conv2d_forward(out.data(), x.data(), weight.data(), b, d);
+      break;
   }
 
   if (needs_grad({x, weight, bias})) {
     attach(out, "conv2d", {x, weight, bias},
-           [d, ws, winograd](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+           [d, ws, ds, path](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              if (float* db = grad_buffer(in[2])) conv2d_bias_backward(db, dout.data(), d);
-             if (winograd) {
+             if (path == detail::ConvPath::winograd) {
                detail::winograd_conv2d_backward(grad_buffer(in[0]), grad_buffer(in[1]), dout.data(),
                                                 in[0].data(), in[1].data(), ws);
-             } else {
-               const GradTarget dx = grad_target(in[0]);
-               conv2d_backward(dx.data, dx.fresh, grad_buffer(in[1]), dout.data(), in[0].data(),
-                               in[1].data(), d);
+               return;
              }
+             // The direct paths: `direct` (thin first layers) computes dw with the direct kernel
+             // and dx with im2col's (a thin layer's transposed conv has C <= 4 outputs, a poor
+             // fit); `direct_data` computes dx as the transposed direct conv and dw with im2col's.
+             const GradTarget dx = grad_target(in[0]);
+             float* dw = grad_buffer(in[1]);
+             const bool direct_dx = path == detail::ConvPath::direct_data && dx.data;
+             const bool direct_dw = path == detail::ConvPath::direct && dw;
+             if (direct_dx) {
+               detail::conv2d_direct_input_grad(dx.data, dx.fresh, dout.data(), in[1].data(), ds);
+             }
+             if (direct_dw) detail::conv2d_direct_weight_grad(dw, dout.data(), in[0].data(), ds);
+             conv2d_backward(direct_dx ? nullptr : dx.data, dx.fresh, direct_dw ? nullptr : dw,
+                             dout.data(), in[0].data(), in[1].data(), d);
            });
   }
   return out;

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/ops/conv_direct.h"
 #include "core/ops/conv_winograd.h"
 
 namespace bnlab::detail {
@@ -25,7 +26,8 @@ ConvPathMode parse_conv_path_mode(const char* value) {
     return ConvPathMode::automatic;
   if (std::strcmp(value, "im2col") == 0) return ConvPathMode::im2col;
   if (std::strcmp(value, "winograd") == 0) return ConvPathMode::winograd;
-  BNLAB_FAIL("BNLAB_CONV: unknown value '", value, "'; expected auto, im2col or winograd");
+  if (std::strcmp(value, "direct") == 0) return ConvPathMode::direct;
+  BNLAB_FAIL("BNLAB_CONV: unknown value '", value, "'; expected auto, im2col, winograd or direct");
 }
 
 ConvPathMode conv_path_mode() { return mode_slot().load(); }
@@ -37,17 +39,51 @@ ConvPathMode set_conv_path_mode(ConvPathMode mode) { return mode_slot().exchange
 // channels on Winograd is 1.2-2x faster; at 16->16 it is level (forward+backward 0.88-1.11x over
 // runs), at 8 channels or 3 input channels slower (0.5-0.96x): the transforms cost per channel
 // what the GEMMs save, and the GEMMs are too thin to save much.
+// Direct: eligible shapes with at most kMaxDirectChannels input channels (thin first layers) take
+// the direct forward and weight gradient on a CPU with AVX2 or AVX-512F; eligible 5x5 convs with
+// more channels take the direct forward and input gradient with AVX-512F. Measured
+// (bench/conv_paths and single-pass timings, docs/performance.md "Direct convolution"): with
+// AVX-512F the direct forward is 1.25-1.6x im2col's; the direct weight gradient wins at 1-3 input
+// channels but is 1.5x slower at 32 -> 64 (one small item per (channel block, c, i)); the
+// transposed direct conv for dx is 1.04-1.1x im2col's at 8 and 32 input channels, 4x slower at 1
+// (8 output lanes, 1 used). With AVX2 (against OpenBLAS's Haswell kernels) the thin layers still
+// gain (forward+dw 1.07-1.17x), but at 8 and 32 channels dx is 0.75-0.97x.
 ConvPath conv2d_path(ConvPathMode mode, int64_t C, int64_t K, int64_t kh, int64_t kw,
                      int64_t stride, int64_t padding, int64_t groups) {
-  constexpr int64_t kMinChannels = 32;
-  if (mode == ConvPathMode::im2col || !conv2d_winograd_eligible(kh, kw, stride, padding, groups))
-    return ConvPath::im2col;
-  if (mode == ConvPathMode::winograd) return ConvPath::winograd;
-  return C >= kMinChannels && K >= kMinChannels ? ConvPath::winograd : ConvPath::im2col;
+  constexpr int64_t kMinWinogradChannels = 32, kMaxDirectChannels = 4;
+  const bool winograd = conv2d_winograd_eligible(kh, kw, stride, padding, groups);
+  const bool direct = conv2d_direct_eligible(kh, kw, stride, padding, groups);
+  switch (mode) {
+    case ConvPathMode::im2col:
+      return ConvPath::im2col;
+    case ConvPathMode::winograd:
+      return winograd ? ConvPath::winograd : ConvPath::im2col;
+    case ConvPathMode::direct:
+      return direct ? ConvPath::direct : ConvPath::im2col;
+    case ConvPathMode::automatic:
+      break;
+  }
+  if (winograd && C >= kMinWinogradChannels && K >= kMinWinogradChannels) return ConvPath::winograd;
+  const DirectIsa isa = direct_conv_isa();
+  if (direct && isa != DirectIsa::portable) {
+    if (C <= kMaxDirectChannels) return ConvPath::direct;
+    if (kh == 5 && isa == DirectIsa::avx512) return ConvPath::direct_data;
+  }
+  return ConvPath::im2col;
 }
 
 const char* conv_path_name(ConvPath path) {
-  return path == ConvPath::winograd ? "winograd" : "im2col";
+  switch (path) {
+    case ConvPath::winograd:
+      return "winograd";
+    case ConvPath::direct:
+      return "direct";
+    case ConvPath::direct_data:
+      return "direct-data";
+    case ConvPath::im2col:
+      break;
+  }
+  return "im2col";
 }
 
 }  // namespace bnlab::detail

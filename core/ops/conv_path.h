@@ -1,6 +1,7 @@
 // Which implementation computes a conv2d (internal; not installed): im2col + GEMM, the reference
-// for every shape (core/ops/conv.cpp), or Winograd F(4x4, 3x3) (core/ops/conv_winograd.cpp);
-// BNLAB_CONV; and the static rule that picks one per shape.
+// for every shape (core/ops/conv.cpp), Winograd F(4x4, 3x3) (core/ops/conv_winograd.cpp) or the
+// direct kernels for thin first layers (core/ops/conv_direct.cpp); BNLAB_CONV; and the static rule
+// that picks one per shape.
 #pragma once
 #include <cstdint>
 
@@ -8,8 +9,10 @@ namespace bnlab::detail {
 
 /// The implementations behind conv2d.
 enum class ConvPath {
-  im2col,    ///< im2col + GEMM (core/ops/conv.cpp), every shape; the reference path
-  winograd,  ///< Winograd F(4x4, 3x3), only eligible shapes (conv2d_winograd_eligible)
+  im2col,       ///< im2col + GEMM (core/ops/conv.cpp), every shape; the reference path
+  winograd,     ///< Winograd F(4x4, 3x3), only eligible shapes (conv2d_winograd_eligible)
+  direct,       ///< direct kernels for the forward and dw (dx: im2col's), eligible shapes only
+  direct_data,  ///< direct forward and dx (dw: im2col's), eligible shapes only
 };
 
 /// What BNLAB_CONV asks for: the static rule, or one path forced.
@@ -17,10 +20,11 @@ enum class ConvPathMode {
   automatic,  ///< unset or `auto`: conv2d_path()'s measured rule
   im2col,     ///< `im2col`: always the reference path
   winograd,   ///< `winograd`: Winograd wherever eligible, whatever the channel counts
+  direct,     ///< `direct`: the direct kernels wherever eligible, whatever the channel counts
 };
 
-/// BNLAB_CONV's value as a mode: null, "" or "auto" -> automatic, "im2col", "winograd"; anything
-/// else throws, naming the variable and the accepted values.
+/// BNLAB_CONV's value as a mode: null, "" or "auto" -> automatic, "im2col", "winograd", "direct";
+/// anything else throws, naming the variable and the accepted values.
 ConvPathMode parse_conv_path_mode(const char* value);
 
 /// The mode conv2d uses: BNLAB_CONV, read once at the first call, unless set_conv_path_mode()
@@ -48,7 +52,7 @@ class ScopedConvPathMode {
 ConvPath conv2d_path(ConvPathMode mode, int64_t C, int64_t K, int64_t kh, int64_t kw,
                      int64_t stride, int64_t padding, int64_t groups);
 
-/// "im2col" or "winograd".
+/// "im2col", "winograd" or "direct".
 const char* conv_path_name(ConvPath path);
 
 }  // namespace bnlab::detail

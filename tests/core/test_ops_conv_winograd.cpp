@@ -253,12 +253,12 @@ TEST_CASE("ops.conv winograd: the path rule and BNLAB_CONV") {
     CHECK(conv2d_path(A, 16, 16, 3, 3, 1, 1, 1) == ConvPath::im2col);
     CHECK(conv2d_path(A, 16, 64, 3, 3, 1, 1, 1) == ConvPath::im2col);
     CHECK(conv2d_path(A, 64, 16, 3, 3, 1, 1, 1) == ConvPath::im2col);
-    CHECK(conv2d_path(A, 3, 32, 3, 3, 1, 1, 1) == ConvPath::im2col);  // cifar-cnn's first layer
+    CHECK(conv2d_path(A, 3, 32, 3, 3, 1, 1, 1) != ConvPath::winograd);  // cifar-cnn's first layer
     CHECK(conv2d_path(A, 32, 8, 3, 3, 1, 1, 1) == ConvPath::im2col);
     CHECK(conv2d_path(A, 32, 32, 3, 3, 2, 1, 1) == ConvPath::im2col);
     CHECK(conv2d_path(A, 32, 32, 3, 3, 1, 0, 1) == ConvPath::im2col);
     CHECK(conv2d_path(A, 32, 32, 3, 3, 1, 1, 2) == ConvPath::im2col);
-    CHECK(conv2d_path(A, 32, 32, 5, 5, 1, 1, 1) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 32, 32, 5, 5, 1, 1, 1) != ConvPath::winograd);
     CHECK(conv2d_path(A, 32, 32, 3, 1, 1, 1, 1) == ConvPath::im2col);
   }
   SUBCASE("forced modes") {
@@ -277,7 +277,7 @@ TEST_CASE("ops.conv winograd: the path rule and BNLAB_CONV") {
     CHECK_THROWS_WITH_AS(detail::parse_conv_path_mode("Winograd"), doctest::Contains("BNLAB_CONV"),
                          std::exception);
     CHECK_THROWS_WITH_AS(detail::parse_conv_path_mode("fast"),
-                         doctest::Contains("auto, im2col or winograd"), std::exception);
+                         doctest::Contains("auto, im2col, winograd or direct"), std::exception);
   }
   SUBCASE("conv2d follows the rule: automatic mode gives the chosen path's exact bits") {
     const Tensor g32 = param({2, 32, 6, 9}, 44).detach();
@@ -292,11 +292,16 @@ TEST_CASE("ops.conv winograd: the path rule and BNLAB_CONV") {
     CHECK_FALSE(same_bits(win32.y, col32.y));  // the two paths are told apart by their bits
     const Tensor g3 = param({2, 32, 6, 9}, 48).detach();
     const Tensor x3 = param({2, 3, 6, 9}, 45), w3 = param({32, 3, 3, 3}, 46);
+    // 3 input channels: not Winograd but the thin-layer rule's path (tests/core/
+    // test_ops_conv_direct.cpp tests which).
+    const ConvPathMode thin = conv2d_path(A, 3, 32, 3, 3, 1, 1, 1) == ConvPath::direct
+                                  ? ConvPathMode::direct
+                                  : ConvPathMode::im2col;
     const Result auto3 = run_conv(A, x3, w3, Tensor(), g3);
-    const Result col3 = run_conv(I, x3, w3, Tensor(), g3);
+    const Result thin3 = run_conv(thin, x3, w3, Tensor(), g3);
     const Result win3 = run_conv(Wg, x3, w3, Tensor(), g3);
-    CHECK(same_bits(auto3.y, col3.y));
-    CHECK(same_bits(auto3.dw, col3.dw));
-    CHECK_FALSE(same_bits(win3.y, col3.y));
+    CHECK(same_bits(auto3.y, thin3.y));
+    CHECK(same_bits(auto3.dw, thin3.dw));
+    CHECK_FALSE(same_bits(win3.y, thin3.y));
   }
 }
