@@ -1,6 +1,9 @@
 #include "layers/conv2d.h"
 
+#include <typeinfo>
+
 #include "core/ops.h"
+#include "layers/activation.h"
 #include "layers/init.h"
 
 namespace bnlab {
@@ -19,10 +22,21 @@ Conv2d::Conv2d(const Conv2dOptions& o, Rng& rng) : options_(o) {
   init::torch_default_(weight_, bias_, rng);
 }
 
-Tensor Conv2d::forward(const Tensor& x) {
+void Conv2d::check_input(const Tensor& x) const {
   BNLAB_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels, "Conv2d: expected input [N, ",
               options_.in_channels, ", H, W]; got ", x.shape());
+}
+
+Tensor Conv2d::forward(const Tensor& x) {
+  check_input(x);
   return conv2d(x, weight_, bias_, options_.stride, options_.padding, options_.groups);
+}
+
+Tensor Conv2d::forward_fused(Module& next, const Tensor& x) {
+  // Exactly ReLU (a subclass may compute something else).
+  if (typeid(next) != typeid(ReLU)) return Tensor();
+  check_input(x);
+  return conv2d_relu(x, weight_, bias_, options_.stride, options_.padding, options_.groups);
 }
 
 std::string Conv2d::extra_repr() const {

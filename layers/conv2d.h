@@ -27,6 +27,9 @@ class Conv2d : public Module {
   /// Weights and bias drawn from `rng` with PyTorch's default initialization.
   Conv2d(const Conv2dOptions& options, Rng& rng);
   Tensor forward(const Tensor& x) override;
+  /// With `next` a ReLU: conv2d_relu (one pass over the output in inference, the two ops with
+  /// gradients). Undefined (not fused) otherwise.
+  Tensor forward_fused(Module& next, const Tensor& x) override;
   std::string type_name() const override { return "Conv2d"; }
   std::string extra_repr() const override;
 
@@ -38,6 +41,8 @@ class Conv2d : public Module {
   const Conv2dOptions& options() const { return options_; }
 
  private:
+  void check_input(const Tensor& x) const;
+
   Conv2dOptions options_;
   Tensor weight_, bias_;
 };

@@ -5,8 +5,10 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <typeinfo>
 
 #include "core/autograd.h"
+#include "layers/activation.h"
 
 namespace bnlab {
 
@@ -147,20 +149,28 @@ void Sequential::set(size_t i, std::shared_ptr<Module> module) {
 
 Tensor Sequential::forward(const Tensor& x) {
   // Adjacent children may run as one fused op (Module::forward_fused: BatchNorm + ReLU in
-  // training), with results bit-identical to running them one after the other. Not when either
-  // has a forward hook: a hook must see its own module's output, which the fused op never forms.
-  // Decided anew on each call (a virtual call and type checks), so hooks added or removed between
-  // steps and train()/eval() take effect at once and the model's structure is never rewritten
-  // (fold_batch_norm, which changes results at float rounding, is an explicit rewrite instead).
+  // training, Conv2d + ReLU), with results bit-identical to running them one after the other. Not
+  // when either has a forward hook: a hook must see its own module's output, which the fused op
+  // never forms. Decided anew on each call (a virtual call and type checks), so hooks added or
+  // removed between steps and train()/eval() take effect at once and the model's structure is never
+  // rewritten (fold_batch_norm, which changes results at float rounding, is an explicit rewrite
+  // instead). Unhooked Identity children between the two are skipped: fold_batch_norm leaves one
+  // where each folded BatchNorm was, between the Conv2d and the ReLU that fuse in inference.
   const auto& kids = children();
+  auto skippable = [&](size_t j) {
+    return j < kids.size() && typeid(*kids[j].second) == typeid(Identity) &&
+           !kids[j].second->has_forward_hooks();
+  };
   Tensor h = x;
   for (size_t i = 0; i < kids.size(); ++i) {
     Module& m = *kids[i].second;
-    if (i + 1 < kids.size() && !m.has_forward_hooks() && !kids[i + 1].second->has_forward_hooks()) {
-      Tensor fused = m.forward_fused(*kids[i + 1].second, h);
+    size_t j = i + 1;
+    while (skippable(j)) ++j;
+    if (j < kids.size() && !m.has_forward_hooks() && !kids[j].second->has_forward_hooks()) {
+      Tensor fused = m.forward_fused(*kids[j].second, h);
       if (fused.defined()) {
         h = fused;
-        ++i;  // child i + 1 ran inside the fused op
+        i = j;  // the children up to j ran inside the fused op (or were identities)
         continue;
       }
     }

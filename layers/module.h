@@ -40,8 +40,8 @@ class Module {
   /// next.forward(forward(x)) computed as one fused op, or an undefined Tensor when this module
   /// does not fuse with `next` (the default). Sequential::forward asks it of each pair of adjacent
   /// children when neither has a forward hook; an override must return exactly what the two
-  /// forwards would, side effects (running statistics) included. BatchNorm1d/2d + ReLU in training
-  /// is the one fused pair (layers/batch_norm.h).
+  /// forwards would, side effects (running statistics) included. The fused pairs: BatchNorm1d/2d +
+  /// ReLU in training (layers/batch_norm.h) and Conv2d + ReLU (layers/conv2d.h).
   virtual Tensor forward_fused(Module& next, const Tensor& x);
 
   /// One canonical type name ("Dense", "BatchNorm2d") used in printing and errors.

@@ -40,6 +40,7 @@
 #include "core/ops/conv_direct.h"
 #include "core/ops/conv_path.h"
 #include "core/ops/conv_winograd.h"
+#include "core/ops/unary_op.h"
 
 namespace bnlab {
 
@@ -195,8 +196,10 @@ void col2im(float* dx, float* dcol, const ConvDims& d) {
   }
 }
 
-// out [N, K, Ho, Wo] = conv(x [N, C, H, W], w [K, Cg, kh, kw]) + b [K] (b may be null).
-void conv2d_forward(float* out, const float* x, const float* w, const float* b, const ConvDims& d) {
+// out [N, K, Ho, Wo] = conv(x [N, C, H, W], w [K, Cg, kh, kw]) + b [K] (b may be null), through
+// relu when `relu` (each image's output while it is in cache).
+void conv2d_forward(float* out, const float* x, const float* w, const float* b, const ConvDims& d,
+                    bool relu) {
   const int64_t CK = d.CK(), P = d.P(), Kg = d.Kg(), group_in = d.Cg() * d.H * d.W;
 #pragma omp parallel if (d.parallel())
   {
@@ -219,6 +222,10 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* b, 
         }
         gemm(false, false, Kg, P, CK, 1.0f, w + g * Kg * CK, CK, col, P, b ? 1.0f : 0.0f,
              on + g * Kg * P, P);
+      }
+      if (relu) {
+#pragma omp simd
+        for (int64_t i = 0; i < d.K * P; ++i) on[i] = detail::relu_value(on[i]);
       }
     }
   }
@@ -307,10 +314,10 @@ void conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* dout, con
   }
 }
 
-}  // namespace
-
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride,
-              int64_t padding, int64_t groups) {
+// conv2d, and conv2d_relu's fused forward when `relu` (which the caller passes only when no input
+// needs a gradient).
+Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride,
+                 int64_t padding, int64_t groups, bool relu) {
   BNLAB_CHECK(x.dim() == 4, "conv2d: input must be [N, C, H, W]; got ", x.shape());
   BNLAB_CHECK(weight.dim() == 4, "conv2d: weight must be [K, C / groups, kh, kw]; got ",
               weight.shape());
@@ -360,14 +367,14 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   const float* b = bias.defined() ? bias.data() : nullptr;
   switch (path) {
     case detail::ConvPath::winograd:
-      detail::winograd_conv2d_forward(out.data(), x.data(), weight.data(), b, ws);
+      detail::winograd_conv2d_forward(out.data(), x.data(), weight.data(), b, ws, relu);
       break;
     case detail::ConvPath::direct:
     case detail::ConvPath::direct_data:
-      detail::conv2d_direct_forward(out.data(), x.data(), weight.data(), b, ds);
+      detail::conv2d_direct_forward(out.data(), x.data(), weight.data(), b, ds, relu);
       break;
     case detail::ConvPath::im2col:
-      conv2d_forward(out.data(), x.data(), weight.data(), b, d);
+      conv2d_forward(out.data(), x.data(), weight.data(), b, d, relu);
       break;
   }
 
@@ -396,6 +403,20 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
            });
   }
   return out;
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride,
+              int64_t padding, int64_t groups) {
+  return conv2d_op(x, weight, bias, stride, padding, groups, /*relu=*/false);
+}
+
+Tensor conv2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride,
+                   int64_t padding, int64_t groups) {
+  if (needs_grad({x, weight, bias}))
+    return relu(conv2d_op(x, weight, bias, stride, padding, groups, false));
+  return conv2d_op(x, weight, bias, stride, padding, groups, /*relu=*/true);
 }
 
 }  // namespace bnlab

@@ -39,7 +39,15 @@
 #include <atomic>
 
 #include "core/gemm_avx512.h"
+#include "core/ops/unary_op.h"
 #include "core/tensor.h"
+
+// GCC 12's AVX-512 intrinsics (here _mm512_max_ps) start from _mm512_undefined_*(), which
+// -Wmaybe-uninitialized reports wherever they are inlined (GCC bug 105593); the value is fully
+// overwritten.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 // Every function defined between BNLAB_TARGET_BEGIN(isa) and BNLAB_TARGET_END is compiled for
 // `isa`: GCC's target pragma; clang ignores that one and takes an attribute pushed onto each
@@ -80,6 +88,7 @@ struct ForwardTile {
   int64_t channels;    // output channels of the block that exist (<= Vec::kChannels)
   const float* w;      // the block's packed weights [C][k][k][kChannels]
   const float* bias;   // kChannels values (0 past channels, or no bias)
+  bool relu;           // store relu(out) (conv2d_relu in inference)
 };
 
 // One image's part of a weight-gradient item: dy at the block's first channel of image n, x at
@@ -112,6 +121,7 @@ struct Vec {
   static reg load(const float* p) { return *p; }
   static reg load_first(const float* p, int64_t n) { return n > 0 ? *p : 0.0f; }
   static reg fma(reg a, reg b, reg c) { return a * b + c; }
+  static reg relu(reg v) { return relu_value(v); }
   static void store(float* p, reg v) { *p = v; }
   static void store_first(float* p, reg v, int64_t n) {
     if (n > 0) *p = v;
@@ -135,6 +145,8 @@ struct Vec {
   static reg load(const float* p) { return _mm256_loadu_ps(p); }
   static reg load_first(const float* p, int64_t n) { return _mm256_maskload_ps(p, first(n)); }
   static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  // max(0, v) returns its second operand when either is NaN: NaN passes, as relu_value.
+  static reg relu(reg v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }
   static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
   static void store_first(float* p, reg v, int64_t n) { _mm256_maskstore_ps(p, first(n), v); }
 };
@@ -156,6 +168,8 @@ struct Vec {
   static reg load(const float* p) { return _mm512_loadu_ps(p); }
   static reg load_first(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(first(n), p); }
   static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+  // max(0, v) returns its second operand when either is NaN: NaN passes, as relu_value.
+  static reg relu(reg v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
   // Plain stores for whole registers: on AMD Zen 4/5 a masked store with every lane set is much
   // slower than a plain one.
   static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
@@ -226,7 +240,7 @@ DirectIsa direct_conv_isa() {
 DirectIsa limit_direct_conv_isa(DirectIsa max) { return isa_cap.exchange(max); }
 
 void conv2d_direct_forward(float* out, const float* x, const float* w, const float* b,
-                           const DirectConvShape& s) {
+                           const DirectConvShape& s, bool relu) {
   const DirectKernels& kr = kernels_for(direct_conv_isa());
   const int64_t L = kr.lanes, R = kr.segments, Q = kr.channels;
   const int64_t Hp = s.H + 2 * s.padding, Wp = s.W + 2 * s.padding;
@@ -256,6 +270,7 @@ void conv2d_direct_forward(float* out, const float* x, const float* w, const flo
       t.channels = std::min(Q, s.K - block * Q);
       t.w = pw + block * taps * Q;
       t.bias = pb + block * Q;
+      t.relu = relu;
       for (int64_t first = 0; first < segments; first += R) {
         for (int64_t r = 0; r < R; ++r) {
           // A filler segment past the image's last repeats the first one and stores nothing.

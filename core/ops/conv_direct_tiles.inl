@@ -5,7 +5,8 @@
 //
 // Vec provides: reg; kLanes, kSegments, kChannels; grad_channels(k); zero(), set1(v), load(p)
 // (unaligned), load_first(p, n) (lanes >= n read as 0 and not touched), fma(a, b, c) = a * b + c,
-// store(p, v), store_first(p, v, n) (lanes < n only).
+// relu(v) (relu_value lane by lane, NaN passing), store(p, v), store_first(p, v, n) (lanes < n
+// only).
 //
 // Both tiles are noinline with every loop over registers fully unrolled at constant bounds, as
 // core/gemm_avx512.cpp's micro-kernel: an array of registers indexed by a run-time bound, or a
@@ -56,10 +57,11 @@ __attribute__((noinline)) void forward_tile(const ForwardTile& t) {
     for (int q = 0; q < Q; ++q) {
       if (q >= t.channels || t.count[r] == 0) continue;
       float* o = t.out[r] + q * t.out_plane;
+      const reg v = t.relu ? Vec::relu(acc[r][q]) : acc[r][q];
       if (t.count[r] == Vec::kLanes) {
-        Vec::store(o, acc[r][q]);
+        Vec::store(o, v);
       } else {
-        Vec::store_first(o, acc[r][q], t.count[r]);
+        Vec::store_first(o, v, t.count[r]);
       }
     }
   }

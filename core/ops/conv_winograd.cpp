@@ -50,6 +50,7 @@
 #include "core/blas.h"
 #include "core/error.h"
 #include "core/gemm_avx512.h"
+#include "core/ops/unary_op.h"
 #include "core/tensor.h"
 
 #define BNLAB_WINO_AVX512 __attribute__((target("avx512f")))
@@ -387,9 +388,10 @@ void input_transform(float* V, int64_t ld, int64_t col, const float* x, const La
   }
 }
 
-// The output tiles of the lanes from M[xi][k][col ..] (row stride ld), plus bias.
+// The output tiles of the lanes from M[xi][k][col ..] (row stride ld), plus bias, through relu
+// when `relu` (conv2d_relu in inference).
 void output_transform(float* out, const float* b, const float* M, int64_t ld, int64_t col,
-                      const LaneTiles& lt, const Plan& p) {
+                      const LaneTiles& lt, const Plan& p, bool relu) {
   alignas(64) float t[24 * kLanes], y[16 * kLanes];
   const int64_t H = p.s.H, W = p.s.W, xs = p.s.K * ld;
   for (int64_t k = 0; k < p.s.K; ++k) {
@@ -397,13 +399,20 @@ void output_transform(float* out, const float* b, const float* M, int64_t ld, in
     for (int64_t j = 0; j < 6; ++j) at_1d(Mk + j * xs, 6 * xs, t + j * kLanes, 6 * kLanes);
     for (int64_t r = 0; r < 4; ++r) at_1d(t + r * 6 * kLanes, kLanes, y + r * 4 * kLanes, kLanes);
     const float bias = b ? b[k] : 0.0f;
+    if (relu) {
+#pragma omp simd
+      for (int64_t i = 0; i < 16 * kLanes; ++i) y[i] = relu_value(y[i] + bias);
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < 16 * kLanes; ++i) y[i] += bias;
+    }
     for (int64_t l = 0; l < lt.count; ++l) {
       float* plane = out + (lt.n[l] * p.s.K + k) * H * W;
       const int64_t rows = std::min<int64_t>(4, H - lt.r0[l]),
                     cols = std::min<int64_t>(4, W - lt.c0[l]);
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t s = 0; s < cols; ++s)
-          plane[(lt.r0[l] + r) * W + lt.c0[l] + s] = y[(r * 4 + s) * kLanes + l] + bias;
+          plane[(lt.r0[l] + r) * W + lt.c0[l] + s] = y[(r * 4 + s) * kLanes + l];
     }
   }
 }
@@ -462,7 +471,7 @@ bool conv2d_winograd_eligible(int64_t kh, int64_t kw, int64_t stride, int64_t pa
 }
 
 void winograd_conv2d_forward(float* out, const float* x, const float* w, const float* b,
-                             const WinogradShape& s) {
+                             const WinogradShape& s, bool relu) {
   const Plan p(s);
   Storage U(static_cast<size_t>(kCells * s.K * s.C));
   transform_weights(U.data(), w, s.K, s.C);
@@ -481,7 +490,7 @@ void winograd_conv2d_forward(float* out, const float* x, const float* w, const f
           gemm(false, false, s.K, count, s.C, 1.0f, U.data() + xi * s.K * s.C, s.C,
                V + xi * s.C * ld, ld, 0.0f, M + xi * s.K * ld, ld);
         for (int64_t col = 0; col < count; col += kLanes)
-          output_transform(out, b, M, ld, col, lane_tiles(p, n0, first + col, unit_tiles), p);
+          output_transform(out, b, M, ld, col, lane_tiles(p, n0, first + col, unit_tiles), p, relu);
       });
     }
   }

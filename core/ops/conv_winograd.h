@@ -20,9 +20,9 @@ struct WinogradShape {
   int64_t N, C, H, W, K;
 };
 
-/// out [N, K, H, W] = conv(x, w) + b (b may be null).
+/// out [N, K, H, W] = conv(x, w) + b (b may be null), through relu when `relu`.
 void winograd_conv2d_forward(float* out, const float* x, const float* w, const float* b,
-                             const WinogradShape& s);
+                             const WinogradShape& s, bool relu = false);
 
 /// Accumulates dx [N, C, H, W] and dw [K, C, 3, 3] (either may be null: not wanted) from dout
 /// [N, K, H, W]. The bias gradient is conv.cpp's, shared by both paths.

@@ -1,0 +1,170 @@
+// Conv + bias + ReLU in one pass for inference: conv2d_relu equals relu(conv2d) bit for bit on
+// every conv path (NaN passing, -0 kept), and is the two ops with gradients; Conv2d fuses with
+// exactly ReLU; Sequential offers the fusion past the Identity a folded BatchNorm leaves (not past
+// a hooked one); a folded conv net's inference is bit-identical fused and unfused.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <typeinfo>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/ops/conv_path.h"
+#include "gradcheck.h"
+#include "layers/layers.h"
+
+using namespace bnlab;
+using detail::ConvPath;
+using detail::ConvPathMode;
+
+namespace {
+
+// Bitwise equality of two tensors' values (NaN == NaN, -0 != +0).
+bool same_bits(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape()) return false;
+  return std::memcmp(a.data(), b.data(), static_cast<size_t>(a.numel()) * sizeof(float)) == 0;
+}
+
+// A module that records which module Sequential offers it as a fusion partner, and never fuses.
+class Probe : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return x; }
+  Tensor forward_fused(Module& next, const Tensor&) override {
+    offered = next.type_name();
+    return Tensor();
+  }
+  std::string type_name() const override { return "Probe"; }
+  std::string offered;
+};
+
+}  // namespace
+
+TEST_CASE("ops.conv2d_relu: equals relu(conv2d) bit for bit on every conv path") {
+  struct Case {
+    const char* name;
+    Shape x, w;
+    int64_t stride, padding;
+    ConvPath path;  // the path the case is for, under its mode
+    ConvPathMode mode;
+  };
+  const Case cases[] = {
+      {"im2col, strided",
+       {2, 3, 9, 11},
+       {5, 3, 3, 3},
+       2,
+       1,
+       ConvPath::im2col,
+       ConvPathMode::automatic},
+      {"winograd",
+       {2, 32, 9, 10},
+       {32, 32, 3, 3},
+       1,
+       1,
+       ConvPath::winograd,
+       ConvPathMode::winograd},
+      {"direct", {2, 1, 12, 21}, {9, 1, 5, 5}, 1, 2, ConvPath::direct, ConvPathMode::direct},
+      {"direct, 3x3", {2, 3, 8, 18}, {10, 3, 3, 3}, 1, 1, ConvPath::direct, ConvPathMode::direct},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.name);
+    REQUIRE(detail::conv2d_path(c.mode, c.x[1], c.w[0], c.w[2], c.w[3], c.stride, c.padding, 1) ==
+            c.path);
+    detail::ScopedConvPathMode scoped(c.mode);
+    Rng rng(4);
+    Tensor x = Tensor::normal(c.x, rng), w = Tensor::normal(c.w, rng);
+    Tensor b = Tensor::normal({c.w[0]}, rng);
+    x.data()[7] = std::numeric_limits<float>::quiet_NaN();  // reaches some outputs
+    NoGradGuard no_grad;
+    const Tensor fused = conv2d_relu(x, w, b, c.stride, c.padding);
+    const Tensor two_ops = relu(conv2d(x, w, b, c.stride, c.padding));
+    CHECK(same_bits(fused, two_ops));
+    int64_t nans = 0, zeros = 0, positive = 0;
+    for (int64_t i = 0; i < fused.numel(); ++i) {
+      const float v = fused.data()[i];
+      nans += std::isnan(v) ? 1 : 0;
+      zeros += v == 0.0f ? 1 : 0;
+      positive += v > 0.0f ? 1 : 0;
+    }
+    CHECK(nans > 0);  // NaN passes through the ReLU, as torch.relu
+    CHECK(zeros > 0);
+    CHECK(positive > 0);
+    // Without a bias.
+    CHECK(same_bits(conv2d_relu(x, w, Tensor(), c.stride, c.padding),
+                    relu(conv2d(x, w, Tensor(), c.stride, c.padding))));
+  }
+}
+
+TEST_CASE("ops.conv2d_relu: with gradients it is the two ops") {
+  using bnlab::testing::param;
+  using Inputs = std::vector<Tensor>;
+  Tensor x = param({2, 3, 6, 7}, 31), w = param({4, 3, 3, 3}, 32), b = param({4}, 33);
+  const Tensor y = conv2d_relu(x, w, b, 1, 1);
+  REQUIRE(y.grad_fn() != nullptr);
+  CHECK(std::string(y.grad_fn()->op) == "relu");
+  CHECK_GRADIENTS("conv2d_relu",
+                  [](const Inputs& in) { return conv2d_relu(in[0], in[1], in[2], 1, 1); },
+                  {param({2, 3, 6, 7}, 34), param({4, 3, 3, 3}, 35), param({4}, 36)});
+}
+
+TEST_CASE("layers.conv_relu_fusion: Conv2d fuses with exactly ReLU") {
+  Rng rng(2);
+  Conv2d conv(Conv2dOptions{.in_channels = 2, .out_channels = 3, .kernel = 3, .padding = 1}, rng);
+  ReLU relu_layer;
+  LeakyReLU leaky;
+  const Tensor x = Tensor::normal({2, 2, 5, 5}, rng);
+  NoGradGuard no_grad;
+  const Tensor fused = conv.forward_fused(relu_layer, x);
+  REQUIRE(fused.defined());
+  CHECK(same_bits(fused, relu_layer(conv(x))));
+  CHECK_FALSE(conv.forward_fused(leaky, x).defined());
+  CHECK_THROWS_WITH(conv.forward_fused(relu_layer, Tensor::normal({2, 3, 5, 5}, rng)),
+                    doctest::Contains("Conv2d: expected input [N, 2, H, W]"));
+}
+
+TEST_CASE("layers.conv_relu_fusion: Sequential offers the fusion past unhooked Identity children") {
+  auto probe = std::make_shared<Probe>();
+  auto identity = std::make_shared<Identity>();
+  Sequential seq;
+  seq.add(probe);
+  seq.add(identity);
+  seq.add(std::make_shared<Identity>());
+  seq.add(std::make_shared<ReLU>());
+  Rng rng(1);
+  const Tensor x = Tensor::normal({2, 3}, rng);
+  (void)seq(x);
+  CHECK(probe->offered == "ReLU");
+  // A hooked Identity is a module whose output someone sees: it is not skipped, and a hooked
+  // module never fuses, so nothing is offered.
+  identity->register_forward_hook([](const Module&, const Tensor&, const Tensor&) {});
+  probe->offered.clear();
+  (void)seq(x);
+  CHECK(probe->offered.empty());
+}
+
+TEST_CASE("layers.conv_relu_fusion: a folded conv net's inference is bit-identical fused") {
+  // conv-BN-ReLU-pool twice (lenet-like: a thin 5x5 first layer, a 5x5 second), eval, folded.
+  Rng rng(6);
+  auto seq = std::make_shared<Sequential>();
+  seq->add(std::make_shared<Conv2d>(
+      Conv2dOptions{.in_channels = 1, .out_channels = 8, .kernel = 5, .padding = 2}, rng));
+  seq->add(std::make_shared<BatchNorm2d>(BatchNormOptions{.num_features = 8}));
+  seq->add(std::make_shared<ReLU>());
+  seq->add(std::make_shared<MaxPool2d>(2));
+  seq->add(std::make_shared<Conv2d>(
+      Conv2dOptions{.in_channels = 8, .out_channels = 16, .kernel = 5, .padding = 2}, rng));
+  seq->add(std::make_shared<BatchNorm2d>(BatchNormOptions{.num_features = 16}));
+  seq->add(std::make_shared<ReLU>());
+  for (int step = 0; step < 2; ++step) (void)(*seq)(Tensor::normal({4, 1, 12, 12}, rng));
+  seq->eval();
+  REQUIRE(fold_batch_norm(*seq) == 2);
+  const Tensor x = Tensor::normal({3, 1, 12, 12}, rng);
+  NoGradGuard no_grad;
+  const Tensor fused = (*seq)(x);
+  Tensor h = x;
+  for (const auto& [name, child] : seq->children()) h = (*child)(h);  // never fused
+  CHECK(same_bits(fused, h));
+}
