@@ -383,7 +383,8 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
            [d, ws, ds, path](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              if (float* db = grad_buffer(in[2])) conv2d_bias_backward(db, dout.data(), d);
              if (path == detail::ConvPath::winograd) {
-               detail::winograd_conv2d_backward(grad_buffer(in[0]), grad_buffer(in[1]), dout.data(),
+               const GradTarget dx = grad_target(in[0]);
+               detail::winograd_conv2d_backward(dx.data, dx.fresh, grad_buffer(in[1]), dout.data(),
                                                 in[0].data(), in[1].data(), ws);
                return;
              }

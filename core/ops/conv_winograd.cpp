@@ -496,8 +496,8 @@ void winograd_conv2d_forward(float* out, const float* x, const float* w, const f
   }
 }
 
-void winograd_conv2d_backward(float* dx, float* dw, const float* dout, const float* x,
-                              const float* w, const WinogradShape& s) {
+void winograd_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* dout,
+                              const float* x, const float* w, const WinogradShape& s) {
   if (!dx && !dw) return;
   const Plan p(s);
   const int64_t ld = p.block, KC = s.K * s.C;
@@ -518,6 +518,12 @@ void winograd_conv2d_backward(float* dx, float* dw, const float* dout, const flo
     for (int64_t slot = 0; slot < slots; ++slot) {
       if (dU_s) std::fill_n(dU_s, kCells * KC, 0.0f);
       for (int64_t u = p.units * slot / slots; u < p.units * (slot + 1) / slots; ++u) {
+        // A fresh dx is zeroed unit by unit (whole images) just before its patches are added in,
+        // while it is in cache, instead of a whole-tensor fill before the backward.
+        if (dx && dx_fresh) {
+          const int64_t n0 = u * p.images_per_unit, n1 = std::min(s.N, n0 + p.images_per_unit);
+          std::fill(dx + n0 * s.C * s.H * s.W, dx + n1 * s.C * s.H * s.W, 0.0f);
+        }
         for_each_block(p, u, [&](int64_t n0, int64_t first, int64_t count, int64_t unit_tiles) {
           for (int64_t col = 0; col < count; col += kLanes)
             output_gradient_transform(dM, ld, col, dout, lane_tiles(p, n0, first + col, unit_tiles),

@@ -25,8 +25,9 @@ void winograd_conv2d_forward(float* out, const float* x, const float* w, const f
                              const WinogradShape& s, bool relu = false);
 
 /// Accumulates dx [N, C, H, W] and dw [K, C, 3, 3] (either may be null: not wanted) from dout
-/// [N, K, H, W]. The bias gradient is conv.cpp's, shared by both paths.
-void winograd_conv2d_backward(float* dx, float* dw, const float* dout, const float* x,
-                              const float* w, const WinogradShape& s);
+/// [N, K, H, W]; dx_fresh: dx is a fresh, unfilled gradient buffer (grad_target), which is then
+/// assigned. The bias gradient is conv.cpp's, shared by both paths.
+void winograd_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* dout,
+                              const float* x, const float* w, const WinogradShape& s);
 
 }  // namespace bnlab::detail

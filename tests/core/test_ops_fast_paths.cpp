@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
 
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -205,5 +206,65 @@ TEST_CASE(
         "conv2d same-width path",
         [=](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], 1, cs.p); },
         {param({1, 2, cs.H, cs.W}, 80), param({2, 2, cs.kh, kw}, 81), param({2}, 82)});
+  }
+}
+
+TEST_CASE(
+    "ops: input gradients assigned into fresh buffers equal those added into existing ones "
+    "(batch norm, batch norm + relu, Winograd conv)") {
+  // The first backward writes x's gradient into a fresh buffer (assigned, or zeroed image by image
+  // just before a scatter); the second adds into it. -0 contributions must come out +0 in the
+  // fresh buffer, as adding into zeros would give. Batch norm adds its whole contribution at once,
+  // so the sum is exactly twice the first (doubling is exact); Winograd's dx adds patch by patch
+  // into what is there, so it is twice the first up to rounding.
+  Rng rng(12);
+  const Tensor gamma = Tensor::normal({32}, rng), beta = Tensor::normal({32}, rng);
+  gamma.data()[0] = 0.0f;  // channel 0's dx is 0 * dy - 0 - 0 * xhat: -0 wherever dy < 0
+  const Tensor w = Tensor::normal({32, 32, 3, 3}, rng);
+  using Op = Tensor (*)(const Tensor&, const Tensor&, const Tensor&, const Tensor&);
+  struct Case {
+    const char* name;
+    Op op;
+    bool exact;
+  };
+  const Case cases[] = {
+      {"batch_norm_train",
+       [](const Tensor& x, const Tensor& g, const Tensor& b, const Tensor&) {
+         return batch_norm_train(x, g, b, 1e-5f).y;
+       },
+       true},
+      {"batch_norm_relu_train",
+       [](const Tensor& x, const Tensor& g, const Tensor& b, const Tensor&) {
+         return batch_norm_relu_train(x, g, b, 1e-5f).y;
+       },
+       true},
+      {"conv2d (Winograd: 32 -> 32, 3x3)",
+       [](const Tensor& x, const Tensor&, const Tensor&, const Tensor& wt) {
+         return conv2d(x, wt, Tensor(), 1, 1);
+       },
+       false},
+  };
+  for (const Case& c : cases) {
+    const std::string name = c.name;
+    CAPTURE(name);
+    Tensor x = Tensor::normal({3, 32, 6, 7}, rng).set_requires_grad();
+    Tensor seed = Tensor::normal({3, 32, 6, 7}, rng);
+    for (int64_t i = 0; i < seed.numel(); i += 5) seed.data()[i] = -0.0f;
+    c.op(x, gamma, beta, w).backward(seed);
+    const Tensor once = x.grad().clone();
+    int64_t negative_zeros = 0;
+    for (int64_t i = 0; i < once.numel(); ++i)
+      negative_zeros += once.data()[i] == 0.0f && std::signbit(once.data()[i]) ? 1 : 0;
+    CHECK(negative_zeros == 0);
+    c.op(x, gamma, beta, w).backward(seed);
+    const Tensor twice = x.grad();
+    int64_t differ = 0;
+    for (int64_t i = 0; i < once.numel(); ++i) {
+      const float doubled = once.data()[i] + once.data()[i], got = twice.data()[i];
+      const bool same = c.exact ? std::memcmp(&doubled, &got, sizeof got) == 0
+                                : std::abs(got - doubled) <= 1e-5f * (1.0f + std::abs(doubled));
+      differ += same ? 0 : 1;
+    }
+    CHECK(differ == 0);
   }
 }
