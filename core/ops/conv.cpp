@@ -1,7 +1,7 @@
 // 2-D convolution (cross-correlation, as PyTorch's conv2d) through im2col + one GEMM per image and
 // group: the reference path, for every shape. Two faster paths take the shapes they suit: Winograd
 // F(4x4, 3x3) for 3x3, stride-1, padding-1 convs with enough channels (core/ops/conv_winograd.cpp)
-// and direct kernels for thin first layers (core/ops/conv_direct.cpp). The rule is
+// and direct kernels for thin first layers and 5x5 convs (core/ops/conv_direct.cpp). The rule is
 // detail::conv2d_path (core/ops/conv_path.cpp; BNLAB_CONV=im2col|winograd|direct forces a path);
 // it sees the shape alone, never timings, so a run's numerics are reproducible.
 //

@@ -1,10 +1,12 @@
-// Direct convolution for thin layers: stride 1, one group, square 3x3 or 5x5 kernels; forward and
-// weight gradient (the input gradient stays on im2col: a first layer's input needs none).
+// Direct convolution: stride 1, one group, square 3x3 or 5x5 kernels; forward, input gradient (the
+// transposed conv, run by the forward's tiles) and weight gradient. Which of them a conv uses is
+// conv_path.cpp's rule: thin first layers take the forward and dw, thicker 5x5 convs the forward
+// and dx.
 //
 // Why not im2col: a first layer's GEMMs have an inner dimension of C*k*k (9-100), so the GEMM
-// spends much of its time packing, and the column matrix it reads is k*k times the image. Measured
-// at W3's first layer (1 -> 32 channels, 5x5, 28x28) and W4's (3 -> 32, 3x3, 32x32):
-// docs/performance.md, "Direct convolution for thin first layers".
+// spends much of its time packing, and the column matrix it reads is k*k times the image; at 5x5
+// the column matrix is 25 times the image for any channel count. Measured at W3's and W4's layers:
+// docs/performance.md, "Direct convolution".
 //
 // Legend as in core/ops/conv.cpp: N batch, C in-channels, H/W input size, K out-channels, k kernel
 // size, Ho/Wo output size, p padding. L lanes per register; a segment is up to L neighbouring

@@ -1,8 +1,8 @@
-// Direct convolution kernels for thin layers (internal; not installed): stride-1, ungrouped convs
-// with a square 3x3 or 5x5 kernel, forward and weight gradient, with AVX-512F, AVX2+FMA and
-// portable code chosen at run time. The rule (core/ops/conv_path.cpp) gives them the first layer of
-// an image network (1-4 input channels), where im2col + GEMM fits badly; conventions and reasoning
-// are at the top of core/ops/conv_direct.cpp.
+// Direct convolution kernels (internal; not installed): stride-1, ungrouped convs with a square 3x3
+// or 5x5 kernel, forward, input gradient and weight gradient, with AVX-512F, AVX2+FMA and portable
+// code chosen at run time. The rule (core/ops/conv_path.cpp) gives them the first layer of an image
+// network (1-4 input channels: forward and dw) and thicker 5x5 convs (forward and dx), where
+// im2col + GEMM fits worse; conventions and reasoning are at the top of core/ops/conv_direct.cpp.
 #pragma once
 
 #include <cstdint>
