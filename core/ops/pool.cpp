@@ -153,51 +153,6 @@ void pair_max_row(float* __restrict m, uint8_t* __restrict k, const float* __res
   }
 }
 
-// The 2x2 stride-2 unpadded windows, the common case. out [planes, Ho, Wo] from x [planes, H, W]
-// and, when `at` is non-null, the winner's place in its window as one byte (0 top-left, 1
-// top-right, 2 bottom-left, 3 bottom-right): 8x less index memory than the general int64 argmax.
-// The max is taken as a tournament, each pair's winner first, then the bottom pair's winner
-// against the top's: "the first maximum, a NaN above all" is associative, so this picks the same
-// cell as the general loop's row-major chain, bit for bit.
-void max_pool2x2_forward(float* out, uint8_t* at, const float* x, const PoolDims& d) {
-  const int64_t H = d.H, W = d.W, Ho = d.Ho, Wo = d.Wo;
-  if (detail::max_pool2x2_uses_avx512()) {
-#pragma omp parallel for if (d.planes * H * W > (1 << 16))
-    for (int64_t plane = 0; plane < d.planes; ++plane) {
-      for (int64_t oh = 0; oh < Ho; ++oh) {
-        const float* r0 = x + plane * H * W + 2 * oh * W;
-        const int64_t o = (plane * Ho + oh) * Wo;
-        detail::max_pool2x2_row_avx512(out + o, at ? at + o : nullptr, r0, r0 + W, Wo);
-      }
-    }
-    return;
-  }
-#pragma omp parallel if (d.planes * H * W > (1 << 16))
-  {
-    // The bottom pairs' winners of one output row, and the top's places when no index is kept.
-    std::vector<float> bottom(static_cast<size_t>(Wo));
-    std::vector<uint8_t> bottom_k(static_cast<size_t>(Wo)), top_k(static_cast<size_t>(Wo));
-#pragma omp for
-    for (int64_t plane = 0; plane < d.planes; ++plane) {
-      for (int64_t oh = 0; oh < Ho; ++oh) {
-        const float* r0 = x + plane * H * W + 2 * oh * W;  // window rows 2oh, 2oh + 1
-        float* __restrict o = out + (plane * Ho + oh) * Wo;
-        uint8_t* __restrict a = at ? at + (plane * Ho + oh) * Wo : top_k.data();
-        pair_max_row(o, a, r0, Wo);
-        pair_max_row(bottom.data(), bottom_k.data(), r0 + W, Wo);
-        const float* __restrict b = bottom.data();
-        const uint8_t* __restrict bk = bottom_k.data();
-#pragma omp simd
-        for (int64_t ow = 0; ow < Wo; ++ow) {
-          const bool lower = beats(b[ow], o[ow]);  // ties keep the top (earlier) cell
-          o[ow] = pick(lower, b[ow], o[ow]);
-          a[ow] = lower ? static_cast<uint8_t>(2 + bk[ow]) : a[ow];
-        }
-      }
-    }
-  }
-}
-
 // One input row of the 2x2 backward: row [2 Wo] gets dout g [Wo] in the cells whose window place
 // k [Wo] is `place` (left) or `place + 1` (right), nothing elsewhere. kAssign: the row's gradient
 // is being created (a fresh buffer), so cells are set, zeros included; else added to. Selects, not
@@ -213,39 +168,76 @@ void route_row(float* __restrict row, const float* __restrict g, const uint8_t* 
   }
 }
 
-// dx [planes, H, W] gets dout [planes, Ho, Wo] at each window's saved place `at`: added, or, with
-// `assign`, written over every cell (the rows and columns floor mode leaves out get zeros), so that
-// a fresh gradient buffer needs no zero-fill. Windows do not overlap and never cross planes.
-void max_pool2x2_backward(float* dx, const float* dout, const uint8_t* at, const PoolDims& d,
-                          bool assign) {
-  const int64_t H = d.H, W = d.W, Ho = d.Ho, Wo = d.Wo;
-  const bool avx512 = detail::max_pool2x2_uses_avx512();
-#pragma omp parallel for if (d.planes * H * W > (1 << 16))
-  for (int64_t plane = 0; plane < d.planes; ++plane) {
-    float* dxp = dx + plane * H * W;
-    for (int64_t oh = 0; oh < Ho; ++oh) {
-      float* d0 = dxp + 2 * oh * W;
-      const float* g = dout + (plane * Ho + oh) * Wo;
-      const uint8_t* a = at + (plane * Ho + oh) * Wo;
-      if (avx512) {
-        detail::max_pool2x2_route_avx512(d0, d0 + W, g, a, Wo, assign);
-        if (assign && W % 2) d0[W - 1] = d0[2 * W - 1] = 0.0f;
-      } else if (assign) {
-        route_row<true>(d0, g, a, 0, Wo);
-        route_row<true>(d0 + W, g, a, 2, Wo);
-        if (W % 2) d0[W - 1] = d0[2 * W - 1] = 0.0f;
-      } else {
-        route_row<false>(d0, g, a, 0, Wo);
-        route_row<false>(d0 + W, g, a, 2, Wo);
-      }
-    }
-    if (assign && H % 2) std::fill_n(dxp + (H - 1) * W, W, 0.0f);
-  }
-}
-
 }  // namespace
 
 namespace detail {
+
+// The 2x2 stride-2 unpadded windows of one plane, the common case: out [Ho, Wo] from x [H, W] and,
+// when `place` is non-null, the winner's place in its window as one byte (0 top-left, 1 top-right,
+// 2 bottom-left, 3 bottom-right): 8x less index memory than the general int64 argmax. The max is
+// taken as a tournament, each pair's winner first, then the bottom pair's winner against the
+// top's: "the first maximum, a NaN above all" is associative, so this picks the same cell as the
+// general loop's row-major chain, bit for bit.
+void max_pool2x2_plane(float* out, uint8_t* place, const float* x, int64_t H, int64_t W) {
+  const int64_t Ho = H / 2, Wo = W / 2;
+  if (max_pool2x2_uses_avx512()) {
+    for (int64_t oh = 0; oh < Ho; ++oh) {
+      const float* r0 = x + 2 * oh * W;
+      max_pool2x2_row_avx512(out + oh * Wo, place ? place + oh * Wo : nullptr, r0, r0 + W, Wo);
+    }
+    return;
+  }
+  // The bottom pairs' winners of one output row, and the top's places when no index is kept: per
+  // thread, grown once, so pooling plane by plane allocates nothing.
+  thread_local std::vector<float> bottom;
+  thread_local std::vector<uint8_t> bottom_k, top_k;
+  if (bottom.size() < static_cast<size_t>(Wo)) {
+    bottom.resize(static_cast<size_t>(Wo));
+    bottom_k.resize(static_cast<size_t>(Wo));
+    top_k.resize(static_cast<size_t>(Wo));
+  }
+  for (int64_t oh = 0; oh < Ho; ++oh) {
+    const float* r0 = x + 2 * oh * W;  // window rows 2oh, 2oh + 1
+    float* __restrict o = out + oh * Wo;
+    uint8_t* __restrict a = place ? place + oh * Wo : top_k.data();
+    pair_max_row(o, a, r0, Wo);
+    pair_max_row(bottom.data(), bottom_k.data(), r0 + W, Wo);
+    const float* __restrict b = bottom.data();
+    const uint8_t* __restrict bk = bottom_k.data();
+#pragma omp simd
+    for (int64_t ow = 0; ow < Wo; ++ow) {
+      const bool lower = beats(b[ow], o[ow]);  // ties keep the top (earlier) cell
+      o[ow] = pick(lower, b[ow], o[ow]);
+      a[ow] = lower ? static_cast<uint8_t>(2 + bk[ow]) : a[ow];
+    }
+  }
+}
+
+// dx [H, W] gets dout [Ho, Wo] at each window's saved place: added, or, with `assign`, written over
+// every cell (the rows and columns floor mode leaves out get zeros), so that a fresh gradient
+// buffer needs no zero-fill. Windows do not overlap.
+void max_pool2x2_plane_backward(float* dx, const float* dout, const uint8_t* place, int64_t H,
+                                int64_t W, bool assign) {
+  const int64_t Ho = H / 2, Wo = W / 2;
+  const bool avx512 = max_pool2x2_uses_avx512();
+  for (int64_t oh = 0; oh < Ho; ++oh) {
+    float* d0 = dx + 2 * oh * W;
+    const float* g = dout + oh * Wo;
+    const uint8_t* a = place + oh * Wo;
+    if (avx512) {
+      max_pool2x2_route_avx512(d0, d0 + W, g, a, Wo, assign);
+      if (assign && W % 2) d0[W - 1] = d0[2 * W - 1] = 0.0f;
+    } else if (assign) {
+      route_row<true>(d0, g, a, 0, Wo);
+      route_row<true>(d0 + W, g, a, 2, Wo);
+      if (W % 2) d0[W - 1] = d0[2 * W - 1] = 0.0f;
+    } else {
+      route_row<false>(d0, g, a, 0, Wo);
+      route_row<false>(d0 + W, g, a, 2, Wo);
+    }
+  }
+  if (assign && H % 2) std::fill_n(dx + (H - 1) * W, W, 0.0f);
+}
 
 namespace {
 std::atomic<bool> avx512_allowed{true};
@@ -271,6 +263,30 @@ Tensor max_pool2d_general(const Tensor& x, int64_t kernel, int64_t stride, int64
 }
 
 }  // namespace detail
+
+namespace {
+
+// The 2x2 path over every plane of x [planes, H, W]. Planes are independent: threads split them.
+void max_pool2x2_forward(float* out, uint8_t* at, const float* x, const PoolDims& d) {
+  const int64_t in_plane = d.H * d.W, out_plane = d.Ho * d.Wo;
+#pragma omp parallel for if (d.planes * in_plane > (1 << 16))
+  for (int64_t plane = 0; plane < d.planes; ++plane) {
+    detail::max_pool2x2_plane(out + plane * out_plane, at ? at + plane * out_plane : nullptr,
+                              x + plane * in_plane, d.H, d.W);
+  }
+}
+
+void max_pool2x2_backward(float* dx, const float* dout, const uint8_t* at, const PoolDims& d,
+                          bool assign) {
+  const int64_t in_plane = d.H * d.W, out_plane = d.Ho * d.Wo;
+#pragma omp parallel for if (d.planes * in_plane > (1 << 16))
+  for (int64_t plane = 0; plane < d.planes; ++plane) {
+    detail::max_pool2x2_plane_backward(dx + plane * in_plane, dout + plane * out_plane,
+                                       at + plane * out_plane, d.H, d.W, assign);
+  }
+}
+
+}  // namespace
 
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
   const PoolDims d = pool_dims("max_pool2d", x, kernel, stride, padding);

@@ -1,7 +1,8 @@
 // max_pool2d's general path (any window, padding and stride; int64 argmax), which max_pool2d uses
-// for every shape but the common 2x2 stride-2 unpadded one, and the choice of the 2x2 path's
-// kernels. Internal: exposed so that tests can check both 2x2 kernels against the general path bit
-// for bit (tests/core/test_ops_fast_paths.cpp).
+// for every shape but the common 2x2 stride-2 unpadded one, the choice of the 2x2 path's kernels,
+// and that path on one plane. Internal: exposed so that tests can check both 2x2 kernels against
+// the general path bit for bit (tests/core/test_ops_fast_paths.cpp), and so that
+// batch_norm_relu_max_pool2x2_train (core/ops/norm.cpp) pools with exactly max_pool2d's code.
 #pragma once
 
 #include <cstdint>
@@ -22,5 +23,17 @@ bool max_pool2x2_uses_avx512();
 // kernels are checked on an AVX-512 machine; true restores the default. Not for use while another
 // thread pools.
 void allow_max_pool2x2_avx512(bool allowed);
+
+// max_pool2d(x, 2)'s kernels on one plane x [H, W] (H, W >= 2), as max_pool2d runs them on this
+// CPU: out [H/2, W/2] and, when `place` is non-null, each window's winner as its place in the
+// window (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right). Ties go to the first maximum, a
+// NaN wins (core/ops/pool.cpp). Allocates nothing after a thread's first call.
+void max_pool2x2_plane(float* out, uint8_t* place, const float* x, int64_t H, int64_t W);
+
+// The adjoint on one plane: dx [H, W] gets dout [H/2, W/2] at each window's `place`. assign: dx is
+// being created, so every cell is written (0 + g at the winners, +0 elsewhere, including the row
+// and column floor mode leaves out); else dout is added at the winners only.
+void max_pool2x2_plane_backward(float* dx, const float* dout, const uint8_t* place, int64_t H,
+                                int64_t W, bool assign);
 
 }  // namespace bnlab::detail
