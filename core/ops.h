@@ -289,6 +289,14 @@ BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Ten
 BatchNormResult batch_norm_relu_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                       float eps,
                                       const std::shared_ptr<BatchNormReducer>& reducer = nullptr);
+/// batch_norm_relu_train followed by max_pool2d(., 2) (2x2 windows, stride 2, no padding, floor
+/// mode), fused: x [N, C, H, W] with H, W >= 2; y = max_pool2d(relu(bn(x)), 2), [N, C, H/2, W/2],
+/// with mean, var and count of the whole x. Neither bn(x) nor relu's output is materialized.
+/// Statistics, output and the grads of x, gamma and beta are bit-identical to the unfused chain's;
+/// Sequential runs a training BatchNorm2d + ReLU + MaxPool2d(2) with it.
+BatchNormResult batch_norm_relu_max_pool2x2_train(
+    const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+    const std::shared_ptr<BatchNormReducer>& reducer = nullptr);
 /// Train-mode batch renormalization (Ioffe 2017): batch_norm_train's statistics (and reducer),
 /// then per channel r = clip(sigma_B / sigma, 1/r_max, r_max), d = clip((mu_B - mu) / sigma,
 /// -d_max, d_max) against the moving statistics, and y = gamma * (xhat * r + d) + beta. r and d

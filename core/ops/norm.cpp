@@ -42,19 +42,32 @@
 // float and double operations as the unfused pair (relu_value / relu_derivative, core/ops/
 // unary_op.h, are relu's own), so results are bit-identical to relu(batch_norm_train(x).y).
 //
+// batch_norm_relu_max_pool2x2_train goes one op further, max_pool2d(z, 2) where it follows
+// (lenet's and cifar-cnn's conv blocks): the normalize pass forms z one plane at a time in scratch
+// and pools it with max_pool2d's own plane kernel, so only the pooled p (a quarter of z) and the
+// winners' places reach memory. Backward re-forms each plane's gradient w.r.t. bn(x) in scratch
+// from dp, p and the places (for_pooled_planes: the same floats as the unfused chain's dz *
+// relu'(z)) and runs the same machine code on each plane as batch_norm_relu_train does on its runs
+// (the *_run functions below are not inlined, so both reductions add in one order). Results are
+// bit-identical to max_pool2d(relu(bn(x)), 2); three passes over [N, C, H, W] fewer forward, three
+// fewer backward, and z is not kept for backward.
+//
 // References: https://pytorch.org/docs/stable/generated/torch.nn.functional.batch_norm.html,
 // .../torch.nn.functional.layer_norm.html, .../torch.nn.functional.group_norm.html;
 // Ioffe & Szegedy 2015; Ioffe 2017 (batch renormalization); Ba et al. 2016; Wu & He 2018.
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <memory>
 #include <type_traits>
 #include <vector>
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/ops/pool_general.h"
 #include "core/ops/unary_op.h"
 
 namespace bnlab {
@@ -231,6 +244,12 @@ void batch_norm_moments(double* moments, double* mean_d, const float* x, const C
 // not a null check, so that batch norm's instantiation is the code it was (a runtime check let the
 // compiler version the loops, which cost batch norm's backward about 5%). kRelu
 // (batch_norm_relu_train): writes relu(y) instead of y, relu applied to the same float y.
+// One normalized value, the expression every normalize pass uses (so that the fused ops form the
+// same floats): in double, then rounded once.
+inline float normalized(float v, double mean, double scale, double shift) {
+  return static_cast<float>((v - mean) * scale + shift);
+}
+
 template <bool kRenorm, bool kRelu = false>
 void batch_norm_normalize(float* y, const float* x, const double* mean_d, const double* rstd_d,
                           const float* gamma, const float* beta, const double* r,
@@ -247,7 +266,7 @@ void batch_norm_normalize(float* y, const float* x, const double* mean_d, const 
     }
   }
   channel_map<false>(y, x, d, c0, c1, [&](float v, int64_t c, int64_t) {
-    const float out = static_cast<float>((v - mean_d[c]) * scale[c - c0] + shift[c - c0]);
+    const float out = normalized(v, mean_d[c], scale[c - c0], shift[c - c0]);
     if constexpr (kRelu) return detail::relu_value(out);
     return out;
   });
@@ -266,6 +285,23 @@ float grad_at(float g, const float* z, std::ptrdiff_t i) {
   }
 }
 
+// kRelu on images, one run of S values of one (n, c): returns (sum(dz * relu'(z)), sum(dz *
+// relu'(z) * xhat)) over it. Each sum is a simd reduction over the run; dz and z are read and
+// masked once for both. Not inlined: batch_norm_relu_max_pool2x2_train calls this same code on the
+// runs it re-forms, so its sums add in the same order, bit for bit.
+[[gnu::noinline]] std::pair<double, double> relu_grad_sums_run(const float* gc, const float* zc,
+                                                               const float* xc, double mean,
+                                                               double rstd, int64_t S) {
+  double a = 0.0, b = 0.0;
+#pragma omp simd reduction(+ : a, b)
+  for (int64_t s = 0; s < S; ++s) {
+    const float g = grad_at<true>(gc[s], zc, s);
+    a += static_cast<double>(g);
+    b += g * ((xc[s] - mean) * rstd);
+  }
+  return {a, b};
+}
+
 // Backward, first pass: sums [2, C] = (sum(dy), sum(dy * xhat)) of channels [c0, c1), xhat = (x -
 // mean) * rstd, from dy and x [N, C, S]: what dbeta, dgamma and both dx correction terms are made
 // of. kRelu: dy is relu's dz, masked by z [N, C, S] (grad_at); z is unused otherwise.
@@ -276,20 +312,13 @@ void batch_norm_grad_sums(double* sums, const float* dy, const float* z, const f
   double sum_dy[kChannelBlock] = {}, sum_dy_xhat[kChannelBlock] = {};
   if constexpr (kRelu) {
     if (d.S > 1) {
-      // Images: both sums in one loop, so dz and z are read and masked once, not twice. Each sum
-      // is still its own simd reduction over the same runs, as in the two loops below.
+      // Images: both sums in one loop (relu_grad_sums_run), so dz and z are read and masked once,
+      // not twice. Each sum is still its own simd reduction over the same runs, as below.
       for (int64_t n = 0; n < d.N; ++n) {
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t base = (n * d.C + c) * d.S;
-          const float *gc = dy + base, *zc = z + base, *xc = x + base;
-          const double m = mean_d[c], rstd = rstd_d[c];
-          double a = 0.0, b = 0.0;
-#pragma omp simd reduction(+ : a, b)
-          for (int64_t s = 0; s < d.S; ++s) {
-            const float g = grad_at<kRelu>(gc[s], zc, s);
-            a += static_cast<double>(g);
-            b += g * ((xc[s] - m) * rstd);
-          }
+          const auto [a, b] =
+              relu_grad_sums_run(dy + base, z + base, x + base, mean_d[c], rstd_d[c], d.S);
           sum_dy[c - c0] += a;
           sum_dy_xhat[c - c0] += b;
         }
@@ -334,6 +363,39 @@ void batch_norm_grad_sums(double* sums, const float* dy, const float* z, const f
   }
 }
 
+// The expanded training dx of one channel: dx = k_dy * dy - k_mean - k_xhat * (x - mean). With
+// dxhat = dy * gamma, mean(dxhat) = gamma * sum_dy / M and mean(dxhat * xhat) = gamma *
+// sum_dy_xhat / M, xhat = (x - mean) * rstd. Without sums (eval: the statistics are constants)
+// only k_dy is used. g is gamma (1 without affine; batch renormalization's gamma * r).
+struct DxCoefficients {
+  double k_dy, k_mean, k_xhat;
+};
+DxCoefficients dx_coefficients(double g, double rstd, const double* sums, double M, int64_t C,
+                               int64_t c) {
+  return {rstd * g, sums ? rstd * g * sums[c] / M : 0.0,
+          sums ? rstd * rstd * g * sums[C + c] / M : 0.0};
+}
+
+// kRelu on images with sums (training), one run of S values of one (n, c): dx = k.k_dy * dz *
+// relu'(z) - k.k_mean - k.k_xhat * (x - mean), assigned (fresh: + 0.0f, what adding into a zeroed
+// buffer gives) or added. Not inlined, for batch_norm_relu_max_pool2x2_train's sake, as
+// relu_grad_sums_run.
+[[gnu::noinline]] void relu_grad_input_run(float* dxc, bool fresh, const float* gc, const float* zc,
+                                           const float* xc, DxCoefficients k, double mean,
+                                           int64_t S) {
+  auto value = [&](int64_t s) {
+    return static_cast<float>(k.k_dy * grad_at<true>(gc[s], zc, s) - k.k_mean -
+                              k.k_xhat * (xc[s] - mean));
+  };
+  if (fresh) {
+#pragma omp simd
+    for (int64_t s = 0; s < S; ++s) dxc[s] = value(s) + 0.0f;
+  } else {
+#pragma omp simd
+    for (int64_t s = 0; s < S; ++s) dxc[s] += value(s);
+  }
+}
+
 // Backward, second pass: accumulates dx [N, C, S] from dy [N, C, S] for channels [c0, c1). With
 // `sums` (training: the reduced sums [2, C] over the M values behind the statistics) dx = rstd *
 // (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * gamma; without (eval: the
@@ -348,14 +410,24 @@ void batch_norm_grad_input(float* dx, bool dx_fresh, const float* dy, const floa
                            const ChannelDims& d, int64_t c0, int64_t c1) {
   double k_dy[kChannelBlock], k_mean[kChannelBlock], k_xhat[kChannelBlock];
   for (int64_t c = c0; c < c1; ++c) {
-    // mean(dxhat) = gamma * sum_dy / M and mean(dxhat * xhat) = gamma * sum_dy_xhat / M, and
-    // xhat = (x - mean) * rstd. Expanded: dx = k_dy * dy - k_mean - k_xhat * (x - mean).
     double g = gamma ? gamma[c] : 1.0;
     if constexpr (kRenorm) g *= r[c];
-    const double rstd = rstd_d[c];
-    k_dy[c - c0] = rstd * g;
-    k_mean[c - c0] = sums ? rstd * g * sums[c] / M : 0.0;
-    k_xhat[c - c0] = sums ? rstd * rstd * g * sums[d.C + c] / M : 0.0;
+    const DxCoefficients k = dx_coefficients(g, rstd_d[c], sums, M, d.C, c);
+    k_dy[c - c0] = k.k_dy;
+    k_mean[c - c0] = k.k_mean;
+    k_xhat[c - c0] = k.k_xhat;
+    if constexpr (kRelu) {
+      if (sums && d.S > 1) {
+        for (int64_t n = 0; n < d.N; ++n) {
+          const int64_t base = (n * d.C + c) * d.S;
+          relu_grad_input_run(dx + base, dx_fresh, dy + base, z + base, x + base, k, mean_d[c],
+                              d.S);
+        }
+      }
+    }
+  }
+  if constexpr (kRelu) {
+    if (sums && d.S > 1) return;  // done above, run by run
   }
   auto write = [&](auto f) {
     if (dx_fresh) {
@@ -392,7 +464,117 @@ struct BatchNormSaved {
   // batch_norm_relu_train: the node's output is z = relu(y) and its gradient is dz; backward
   // takes relu's mask from z.
   bool relu = false;
+  // batch_norm_relu_max_pool2x2_train (relu too): the node's output is the pooled p [N, C, H/2,
+  // W/2] and its gradient dp; `place` [N, C, H/2, W/2] holds each window's winner (max_pool2d's
+  // 2x2 place bytes), H x W is x's plane (S = H * W).
+  std::shared_ptr<uint8_t[]> place;
+  int64_t H = 0, W = 0;
 };
+
+// ---- batch_norm_relu_max_pool2x2_train: planes of z and dz formed in scratch, never stored ----
+
+// A thread's scratch for planes of `floats` values: grown once, so that the fused passes allocate
+// nothing per channel or per step.
+float* plane_scratch(size_t floats) {
+  thread_local std::vector<float> scratch;
+  if (scratch.size() < floats) scratch.resize(floats);
+  return scratch.data();
+}
+
+// Forward, second pass of the pooled op for channels [c0, c1) (images: one channel): each plane of
+// z = relu(normalized x) is formed in scratch and pooled by max_pool2d's own plane kernel into p
+// [N, C, H/2, W/2], with the winners' places (when `place` is non-null).
+void pooled_normalize(float* p, uint8_t* place, const float* x, const double* mean_d,
+                      const double* rstd_d, const float* gamma, const float* beta,
+                      const ChannelDims& d, int64_t H, int64_t W, int64_t c0, int64_t c1) {
+  const int64_t P = (H / 2) * (W / 2);
+  float* z = plane_scratch(static_cast<size_t>(d.S));
+  for (int64_t c = c0; c < c1; ++c) {
+    const double mean = mean_d[c], scale = rstd_d[c] * (gamma ? gamma[c] : 1.0);
+    const double shift = beta ? beta[c] : 0.0;
+    for (int64_t n = 0; n < d.N; ++n) {
+      const float* xc = x + (n * d.C + c) * d.S;
+#pragma omp simd
+      for (int64_t s = 0; s < d.S; ++s)
+        z[s] = detail::relu_value(normalized(xc[s], mean, scale, shift));
+      const int64_t out = (n * d.C + c) * P;
+      detail::max_pool2x2_plane(p + out, place ? place + out : nullptr, z, H, W);
+    }
+  }
+}
+
+// Re-forms plane (n, c)'s gradient w.r.t. batch norm's output in scratch and calls f(g, ones,
+// base): g [S] holds (0 + dp) * relu'(p) at each window's winner (its `place`: 0 top-left, 1
+// top-right, 2 bottom-left, 3 bottom-right, core/ops/pool_general.h) and +0 in every other cell,
+// ones [S] is all 1, base is the plane's offset in x. For the run functions, which take dz *
+// relu'(z) at every cell, (g, ones) gives the same floats as the unfused chain's (dz, z): there dz
+// is 0 + dp at the winner (max_pool2d's backward into a fresh buffer) and +0 elsewhere, and
+// relu'(z) at the winner is relu'(p) (z = p there); g * relu'(1) = g exactly, and +0 *
+// relu'(anything) = +0.
+//
+// Two ways to write g, by width. Rows of at least kDenseWidth windows are written whole, four
+// selects per window in a vectorized loop. Narrower rows (lenet's 7 and 14) would run that loop
+// mostly in its scalar remainder, so there g is a buffer kept all +0 between planes: one store per
+// window sets the winner, one after f resets it.
+template <class F>
+void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p, int64_t c, F f) {
+  constexpr int64_t kDenseWidth = 16;
+  const ChannelDims& d = s.d;
+  const int64_t H = s.H, W = s.W, Ho = H / 2, Wo = W / 2;
+  const bool dense = Wo >= kDenseWidth;
+  // Per thread, grown once. `sparse` is all +0 whenever no plane is in it.
+  thread_local std::vector<float> plane, sparse, masked, ones;
+  const size_t S = static_cast<size_t>(d.S);
+  if (ones.size() < S) {
+    plane.resize(S);
+    sparse.assign(S, 0.0f);
+    masked.resize(S / 4);
+    ones.assign(S, 1.0f);
+  }
+  float* __restrict g = dense ? plane.data() : sparse.data();
+  float* __restrict gm = masked.data();  // each window's (0 + dp) * relu'(p), [Ho, Wo]
+  // v where `keep`, else +0; on the bits, so that the compiler never makes it a branch (as
+  // max_pool2d's pick), which would be mispredicted half the time on real data.
+  auto keep_if = [](bool keep, float v) {
+    return std::bit_cast<float>(std::bit_cast<uint32_t>(v) & (0u - static_cast<uint32_t>(keep)));
+  };
+  const int64_t offset[4] = {0, 1, W, W + 1};  // of each place from its window's top-left cell
+  for (int64_t n = 0; n < d.N; ++n) {
+    const int64_t out = (n * d.C + c) * Ho * Wo;
+    const float* __restrict dpp = dp + out;
+    const float* __restrict pp = p + out;
+    const uint8_t* __restrict k = s.place.get() + out;
+#pragma omp simd
+    for (int64_t j = 0; j < Ho * Wo; ++j) gm[j] = (0.0f + dpp[j]) * detail::relu_derivative(pp[j]);
+    if (dense) {
+      for (int64_t oh = 0; oh < Ho; ++oh) {
+        float* __restrict top = g + 2 * oh * W;
+        float* __restrict bottom = top + W;
+        const uint8_t* __restrict kr = k + oh * Wo;
+        const float* __restrict gr = gm + oh * Wo;
+#pragma omp simd
+        for (int64_t ow = 0; ow < Wo; ++ow) {
+          top[2 * ow] = keep_if(kr[ow] == 0, gr[ow]);
+          top[2 * ow + 1] = keep_if(kr[ow] == 1, gr[ow]);
+          bottom[2 * ow] = keep_if(kr[ow] == 2, gr[ow]);
+          bottom[2 * ow + 1] = keep_if(kr[ow] == 3, gr[ow]);
+        }
+        if (W % 2) top[W - 1] = bottom[W - 1] = 0.0f;  // the column no window covers
+      }
+      if (H % 2) std::fill_n(g + (H - 1) * W, W, 0.0f);  // the row no window covers
+      f(static_cast<const float*>(g), static_cast<const float*>(ones.data()), (n * d.C + c) * d.S);
+      continue;
+    }
+    auto winner = [&](int64_t oh, int64_t ow) {
+      return 2 * oh * W + 2 * ow + offset[k[oh * Wo + ow] & 3];
+    };
+    for (int64_t oh = 0; oh < Ho; ++oh)
+      for (int64_t ow = 0; ow < Wo; ++ow) g[winner(oh, ow)] = gm[oh * Wo + ow];
+    f(static_cast<const float*>(g), static_cast<const float*>(ones.data()), (n * d.C + c) * d.S);
+    for (int64_t oh = 0; oh < Ho; ++oh)
+      for (int64_t ow = 0; ow < Wo; ++ow) g[winner(oh, ow)] = 0.0f;
+  }
+}
 
 // One process: its batch is the whole batch, so merging and summing leave the values alone.
 class LocalReducer final : public BatchNormReducer {
@@ -409,9 +591,12 @@ const std::shared_ptr<BatchNormReducer>& local_reducer() {
 // The backward of batch_norm_train, batch_renorm_train (kRenorm), batch_norm_relu_train (kRelu,
 // `out` = z) and batch_norm_eval: accumulates into the grads of in = {x, gamma, beta} (those that
 // want one).
-template <bool kRenorm, bool kRelu>
+// kPool (batch_norm_relu_max_pool2x2_train, with kRelu): `out` is p, `dout` dp, and each plane's dz
+// and z are re-formed from them (for_pooled_planes).
+template <bool kRenorm, bool kRelu, bool kPool = false>
 void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, const Tensor& dout,
                                 const std::vector<Tensor>& in) {
+  static_assert(!kPool || (kRelu && !kRenorm));
   const ChannelDims& d = s.d;
   const float* z = kRelu ? out.data() : nullptr;
   // The input-gradient pass writes every element of dx, so a fresh buffer is assigned, never
@@ -434,7 +619,23 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
       // sum(dy * (xhat * r + d)) = r * sum(dy * xhat) + d * sum(dy)).
       [&](int64_t c0, int64_t c1) {
         if (!want_sums) return;
-        batch_norm_grad_sums<kRelu>(sums.data(), dy, z, x, s.mean.data(), s.rstd.data(), d, c0, c1);
+        if constexpr (kPool) {
+          for (int64_t c = c0; c < c1; ++c) {
+            double sum_dy = 0.0, sum_dy_xhat = 0.0;
+            for_pooled_planes(s, dy, z, c, [&](const float* gp, const float* ones, int64_t base) {
+              const auto [a, b] =
+                  relu_grad_sums_run(gp, ones, x + base, s.mean[static_cast<size_t>(c)],
+                                     s.rstd[static_cast<size_t>(c)], d.S);
+              sum_dy += a;
+              sum_dy_xhat += b;
+            });
+            sums[static_cast<size_t>(c)] = sum_dy;
+            sums[static_cast<size_t>(d.C + c)] = sum_dy_xhat;
+          }
+        } else {
+          batch_norm_grad_sums<kRelu>(sums.data(), dy, z, x, s.mean.data(), s.rstd.data(), d, c0,
+                                      c1);
+        }
         for (int64_t c = c0; c < c1; ++c) {
           const size_t k = static_cast<size_t>(c);
           double sum_dy_xhat = sums[static_cast<size_t>(d.C) + k];
@@ -447,6 +648,18 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
       [&] { s.reducer->sum(sums.data(), 2 * d.C); },
       [&](int64_t c0, int64_t c1) {
         if (!dx) return;
+        if constexpr (kPool) {
+          for (int64_t c = c0; c < c1; ++c) {
+            const size_t k = static_cast<size_t>(c);
+            const DxCoefficients coef =
+                dx_coefficients(gamma ? gamma[c] : 1.0, s.rstd[k], sums.data(), s.count, d.C, c);
+            for_pooled_planes(s, dy, z, c, [&](const float* gp, const float* ones, int64_t base) {
+              relu_grad_input_run(dx + base, dx_target.fresh, gp, ones, x + base, coef, s.mean[k],
+                                  d.S);
+            });
+          }
+          return;
+        }
         batch_norm_grad_input<kRenorm, kRelu>(dx, dx_target.fresh, dy, z, x, s.mean.data(),
                                               s.rstd.data(), gamma, r,
                                               training ? sums.data() : nullptr, s.count, d, c0, c1);
@@ -455,7 +668,9 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
 
 void batch_norm_backward(const BatchNormSaved& s, const Tensor& out, const Tensor& dout,
                          const std::vector<Tensor>& in) {
-  if (s.relu) {
+  if (s.place) {
+    batch_norm_backward_passes<false, true, true>(s, out, dout, in);
+  } else if (s.relu) {
     batch_norm_backward_passes<false, true>(s, out, dout, in);
   } else if (s.r.empty()) {
     batch_norm_backward_passes<false, false>(s, out, dout, in);
@@ -604,12 +819,21 @@ Tensor norm_rows(const char* op, const Tensor& x, const Tensor& weight, const Te
 // 1 and d_max = 0 gives d = 0 exactly, not by clipping, so a NaN in the moving statistics cannot
 // reach what is then plain batch norm.
 
-// The training forward of batch norm (renorm null), of batch renormalization, and with `relu` of
-// batch norm followed by relu (batch_norm_relu_train; not with renorm).
+// What follows batch norm inside its op (not with renorm).
+enum class Epilogue { kNone, kRelu, kReluMaxPool2x2 };
+
+// The training forward of batch norm (renorm null), of batch renormalization, and of batch norm
+// followed by relu (batch_norm_relu_train) or by relu and max_pool2d(., 2)
+// (batch_norm_relu_max_pool2x2_train).
 BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Tensor& gamma,
                                       const Tensor& beta, float eps,
                                       const std::shared_ptr<BatchNormReducer>& reducer,
-                                      const BatchRenormArgs* renorm, bool relu) {
+                                      const BatchRenormArgs* renorm, Epilogue epilogue) {
+  const bool relu = epilogue != Epilogue::kNone, pool = epilogue == Epilogue::kReluMaxPool2x2;
+  if (pool) {
+    BNLAB_CHECK(x.dim() == 4 && x.size(2) >= 2 && x.size(3) >= 2, op,
+                ": input must be [N, C, H, W] with H, W >= 2; got ", x.shape());
+  }
   const ChannelDims d = channel_dims(op, x);
   check_param(op, "gamma", gamma, {d.C}, x);
   check_param(op, "beta", beta, {d.C}, x);
@@ -623,11 +847,18 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
                    reducer ? reducer : local_reducer(),
                    {},
                    {},
-                   relu};
+                   relu,
+                   nullptr,
+                   pool ? x.size(2) : 0,
+                   pool ? x.size(3) : 0};
   std::vector<double> moments(3 * C);
   // y, shape of x; mean, var: [C], returned without grad (they are statistics, not outputs to
-  // train on). var is the biased one, M2 / M; eps goes inside the sqrt.
-  Tensor y = Tensor::empty(x.shape());
+  // train on). var is the biased one, M2 / M; eps goes inside the sqrt. With the pool, y is p [N,
+  // C, H/2, W/2], and `place` its windows' winners when backward needs them (default-initialized:
+  // the forward writes every byte).
+  const bool wants_grad = needs_grad({x, gamma, beta});
+  Tensor y = pool ? Tensor::empty({d.N, d.C, s.H / 2, s.W / 2}) : Tensor::empty(x.shape());
+  if (pool && wants_grad) s.place.reset(new uint8_t[static_cast<size_t>(y.numel())]);
   Tensor mean = Tensor::empty({d.C});
   Tensor var = Tensor::empty({d.C});
   float* mean_f = mean.data();
@@ -694,6 +925,11 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
             r_f[c] = static_cast<float>(s.r[c]);
             d_f[c] = static_cast<float>(s.shift[c]);
           }
+          if (pool) {
+            pooled_normalize(y_p, s.place.get(), x_p, s.mean.data(), s.rstd.data(), gamma_p, beta_p,
+                             d, s.H, s.W, c0, c1);
+            return;
+          }
           batch_norm_normalize<kRenorm, kRelu>(y_p, x_p, s.mean.data(), s.rstd.data(), gamma_p,
                                                beta_p, s.r.data(), s.shift.data(), d, c0, c1);
         });
@@ -706,7 +942,7 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
     forward(std::false_type{}, std::false_type{});
   }
   const int64_t count = static_cast<int64_t>(s.count);
-  if (needs_grad({x, gamma, beta})) {
+  if (wants_grad) {
     attach(
         y, op, {x, gamma, beta},
         [s = std::move(s)](const Tensor& out, const Tensor& dout, const std::vector<Tensor>& in) {
@@ -720,18 +956,28 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
 
 BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                  float eps, const std::shared_ptr<BatchNormReducer>& reducer) {
-  return batch_norm_train_impl("batch_norm", x, gamma, beta, eps, reducer, nullptr, false);
+  return batch_norm_train_impl("batch_norm", x, gamma, beta, eps, reducer, nullptr,
+                               Epilogue::kNone);
 }
 
 BatchNormResult batch_norm_relu_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                       float eps, const std::shared_ptr<BatchNormReducer>& reducer) {
-  return batch_norm_train_impl("batch_norm_relu", x, gamma, beta, eps, reducer, nullptr, true);
+  return batch_norm_train_impl("batch_norm_relu", x, gamma, beta, eps, reducer, nullptr,
+                               Epilogue::kRelu);
+}
+
+BatchNormResult batch_norm_relu_max_pool2x2_train(
+    const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+    const std::shared_ptr<BatchNormReducer>& reducer) {
+  return batch_norm_train_impl("batch_norm_relu_max_pool2x2", x, gamma, beta, eps, reducer, nullptr,
+                               Epilogue::kReluMaxPool2x2);
 }
 
 BatchNormResult batch_renorm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                    float eps, const BatchRenormArgs& renorm,
                                    const std::shared_ptr<BatchNormReducer>& reducer) {
-  return batch_norm_train_impl("batch_renorm", x, gamma, beta, eps, reducer, &renorm, false);
+  return batch_norm_train_impl("batch_renorm", x, gamma, beta, eps, reducer, &renorm,
+                               Epilogue::kNone);
 }
 
 void merge_moments_into(double* a, const double* b, int64_t channels) {
@@ -765,7 +1011,9 @@ Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor
   // step, which must not change the backward of a graph recorded before it. No reducer: they are
   // constants.
   const size_t C = static_cast<size_t>(d.C);
-  BatchNormSaved s{d, std::vector<double>(C), std::vector<double>(C), 0.0, nullptr, {}, {}, false};
+  BatchNormSaved s{
+      d, std::vector<double>(C), std::vector<double>(C), 0.0, nullptr, {}, {}, false, nullptr, 0,
+      0};
   const float* rm = running_mean.data();
   const float* rv = running_var.data();
   for (size_t c = 0; c < C; ++c) {

@@ -1,8 +1,12 @@
-// batch_norm_relu_train against the unfused pair relu(batch_norm_train(x).y): bit-identical
-// statistics, output and gradients of x, gamma and beta for [N, C] and [N, C, H, W] (below and over
-// the OpenMP threshold, with and without affine), the kinks (outputs exactly 0 after
-// normalization, -0), NaN and inf, a channel of zero variance, a reducer (SyncBN),
-// finite-difference gradient checks away from the kink, and shape errors under the op's own name.
+// The fused batch norm ops against their unfused chains, bit for bit: batch_norm_relu_train
+// against relu(batch_norm_train(x).y), and batch_norm_relu_max_pool2x2_train against
+// max_pool2d(relu(batch_norm_train(x).y), 2). Statistics, output and gradients of x, gamma and beta
+// for [N, C] and [N, C, H, W] (below and over the OpenMP threshold, with and without affine), the
+// kinks (outputs exactly 0 after normalization, -0), NaN and inf, a channel of zero variance, a
+// reducer (SyncBN); for the pooled op also both 2x2 pool kernels (AVX-512F where the CPU has it,
+// and the portable loops), odd H and W (floor mode drops a row and a column that still count in
+// the statistics and still get a gradient), ties inside windows, windows of relu zeros, 1 and 2
+// threads; finite-difference gradient checks away from the kinks; errors under each op's own name.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -10,6 +14,8 @@
 #include <memory>
 #include <vector>
 
+#include "core/blas.h"
+#include "core/ops/pool_general.h"
 #include "gradcheck.h"
 
 using namespace bnlab;
@@ -38,28 +44,44 @@ void check_same_bits(const Floats& fused, const Floats& unfused) {
   }
 }
 
-// Output, mean, var and the grads of x, gamma, beta after backward with seed dz, fused or not.
-// gamma/beta may be undefined (no affine); their grads are then left out.
-Floats run(bool fused, const Tensor& x, const Tensor& g, const Tensor& b, const Tensor& dz,
-           const std::shared_ptr<BatchNormReducer>& reducer = nullptr) {
+// Output, mean, var and the grads of x, gamma, beta after backward with seed `seed`, for batch
+// norm + relu (+ the 2x2 max-pool with `pool`), fused or not. gamma/beta may be undefined (no
+// affine); their grads are then left out.
+Floats run_chain(bool pool, bool fused, const Tensor& x, const Tensor& g, const Tensor& b,
+                 const Tensor& seed, const std::shared_ptr<BatchNormReducer>& reducer) {
   Tensor xi = x.clone().set_requires_grad();
   Tensor gi = g.defined() ? g.clone().set_requires_grad() : Tensor();
   Tensor bi = b.defined() ? b.clone().set_requires_grad() : Tensor();
   BatchNormResult r;
-  Tensor z;
+  Tensor out;
   if (fused) {
-    r = batch_norm_relu_train(xi, gi, bi, 1e-5f, reducer);
-    z = r.y;
+    r = pool ? batch_norm_relu_max_pool2x2_train(xi, gi, bi, 1e-5f, reducer)
+             : batch_norm_relu_train(xi, gi, bi, 1e-5f, reducer);
+    out = r.y;
   } else {
     r = batch_norm_train(xi, gi, bi, 1e-5f, reducer);
-    z = relu(r.y);
+    out = pool ? max_pool2d(relu(r.y), 2) : relu(r.y);
   }
-  z.backward(dz);
-  Floats out{z.to_vector(), r.mean.to_vector(), r.var.to_vector(), xi.grad().to_vector()};
-  if (gi.defined()) out.push_back(gi.grad().to_vector());
-  if (bi.defined()) out.push_back(bi.grad().to_vector());
+  REQUIRE(out.shape() == seed.shape());
+  out.backward(seed);
+  Floats result{out.to_vector(), r.mean.to_vector(), r.var.to_vector(), xi.grad().to_vector()};
+  if (gi.defined()) result.push_back(gi.grad().to_vector());
+  if (bi.defined()) result.push_back(bi.grad().to_vector());
   CHECK(r.count == x.numel() / x.size(1));
-  return out;
+  return result;
+}
+
+// batch_norm_relu_train or the pair relu(batch_norm_train), backward with seed dz.
+Floats run(bool fused, const Tensor& x, const Tensor& g, const Tensor& b, const Tensor& dz,
+           const std::shared_ptr<BatchNormReducer>& reducer = nullptr) {
+  return run_chain(false, fused, x, g, b, dz, reducer);
+}
+
+// batch_norm_relu_max_pool2x2_train or the chain max_pool2d(relu(batch_norm_train), 2), backward
+// with seed dp.
+Floats run_pooled(bool fused, const Tensor& x, const Tensor& g, const Tensor& b, const Tensor& dp,
+                  const std::shared_ptr<BatchNormReducer>& reducer = nullptr) {
+  return run_chain(true, fused, x, g, b, dp, reducer);
 }
 
 // A reducer that changes nothing but forces the two-phase schedule (all first passes, reducer,
@@ -69,6 +91,21 @@ class NoOtherShard final : public BatchNormReducer {
   void merge_moments(double*, int64_t) override {}
   void sum(double*, int64_t) override {}
 };
+
+Shape pooled(const Shape& s) { return {s[0], s[1], s[2] / 2, s[3] / 2}; }
+
+// Runs f once with each 2x2 pool kernel this CPU has, restoring the default afterwards.
+template <class F>
+void with_each_pool_kernel(F f) {
+  const bool avx512 = detail::max_pool2x2_uses_avx512();
+  for (bool allow : {true, false}) {
+    if (allow && !avx512) continue;
+    CAPTURE(allow);
+    detail::allow_max_pool2x2_avx512(allow);
+    f();
+  }
+  detail::allow_max_pool2x2_avx512(true);
+}
 }  // namespace
 
 TEST_CASE("ops.bn_relu: bit-identical to relu(batch_norm_train) forward and backward") {
@@ -163,4 +200,122 @@ TEST_CASE("ops.bn_relu: shape errors name batch_norm_relu") {
                        Error);
   CHECK_THROWS_WITH_AS(batch_norm_relu_train(x, Tensor(), Tensor(), -1.0f),
                        doctest::Contains("batch_norm_relu: eps must be >= 0"), Error);
+}
+
+TEST_CASE("ops.bn_relu_pool: bit-identical to max_pool2d(relu(batch_norm_train)) both ways") {
+  // [8, 16, 17, 19] and [16, 8, 28, 28] are over the OpenMP threshold (threads split the
+  // channels); odd sizes leave a row or column out of every window.
+  with_each_pool_kernel([] {
+    Rng rng(81);
+    for (const Shape& shape :
+         {Shape{4, 3, 5, 5}, Shape{2, 2, 2, 2}, Shape{3, 5, 6, 7}, Shape{8, 16, 17, 19},
+          Shape{16, 8, 28, 28}, Shape{2, 3, 2, 35}, Shape{3, 2, 7, 33}}) {
+      CAPTURE(shape);
+      const int64_t C = shape[1];
+      Tensor x = Tensor::normal(shape, rng, 0.3f, 1.3f), dp = Tensor::normal(pooled(shape), rng);
+      Tensor g = Tensor::uniform({C}, rng, -1.5f, 1.5f), b = Tensor::normal({C}, rng);
+      check_same_bits(run_pooled(true, x, g, b, dp), run_pooled(false, x, g, b, dp));
+      check_same_bits(run_pooled(true, x, Tensor(), Tensor(), dp),
+                      run_pooled(false, x, Tensor(), Tensor(), dp));
+      auto reducer = std::make_shared<NoOtherShard>();
+      check_same_bits(run_pooled(true, x, g, b, dp, reducer),
+                      run_pooled(false, x, g, b, dp, reducer));
+      check_same_bits(run_pooled(true, x, g, b, dp, reducer), run_pooled(true, x, g, b, dp));
+    }
+  });
+}
+
+TEST_CASE("ops.bn_relu_pool: ties, relu zeros, -0, NaN and inf as the unfused chain") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  with_each_pool_kernel([&] {
+    SUBCASE("few distinct values: ties in most windows, windows of relu zeros") {
+      // x from {-1, 0, 1, 2}: equal x normalize to equal z, so windows tie (the first cell wins and
+      // takes the gradient) and all-negative windows pool relu zeros (the first zero wins, and
+      // relu'(0) = 0 stops its gradient). dp holds -0 and an inf, which becomes NaN where relu' =
+      // 0.
+      Rng rng(82);
+      const Shape shape{4, 6, 7, 9};
+      Tensor x = Tensor::empty(shape);
+      for (int64_t i = 0; i < x.numel(); ++i)
+        x.data()[i] = static_cast<float>(static_cast<int>(rng.next_u32() % 4) - 1);
+      Tensor dp = Tensor::normal(pooled(shape), rng);
+      for (int64_t i = 0; i < dp.numel(); i += 5) dp.data()[i] = -0.0f;
+      dp.data()[3] = inf;
+      Tensor g = Tensor::uniform({6}, rng, -1.5f, 1.5f),
+             b = Tensor::from({0, 0.5f, -0.5f, 0, 1, -1}, {6});
+      check_same_bits(run_pooled(true, x, g, b, dp), run_pooled(false, x, g, b, dp));
+    }
+    SUBCASE("a NaN makes its channel NaN, the others stay finite") {
+      Rng rng(83);
+      Tensor x = Tensor::normal({3, 4, 6, 6}, rng);
+      x.data()[2 * 36 + 7] = nan;  // image 0, channel 2
+      Tensor dp = Tensor::normal({3, 4, 3, 3}, rng);
+      Tensor g = Tensor::uniform({4}, rng, 0.5f, 1.5f), b = Tensor::normal({4}, rng);
+      const Floats fused = run_pooled(true, x, g, b, dp);
+      check_same_bits(fused, run_pooled(false, x, g, b, dp));
+      CHECK(std::isnan(fused[0][2 * 9]));
+      CHECK(std::isfinite(fused[0][0]));
+    }
+    SUBCASE("-0 pooled: gamma -1, beta -0") {
+      // x = 0 in a channel of mean 0 normalizes to 0 * -rstd - 0 = -0, kept by relu; the window
+      // of -0 and negatives pools -0.
+      Tensor x = Tensor::from({0, 1, 2, 3, 0, -1, -2, -3}, {1, 2, 2, 2});
+      Tensor dp = Tensor::from({1, 1}, {1, 2, 1, 1});
+      Tensor g = Tensor::from({-1, -1}, {2}), b = Tensor::from({-0.0f, -0.0f}, {2});
+      const Floats fused = run_pooled(true, x, g, b, dp);
+      check_same_bits(fused, run_pooled(false, x, g, b, dp));
+    }
+  });
+}
+
+TEST_CASE("ops.bn_relu_pool: the same bits with 1 and 2 threads, and without grad") {
+  Rng rng(84);
+  const Shape shape{16, 8, 28, 28};  // over the OpenMP threshold
+  Tensor x = Tensor::normal(shape, rng), dp = Tensor::normal(pooled(shape), rng);
+  Tensor g = Tensor::uniform({8}, rng, -1.5f, 1.5f), b = Tensor::normal({8}, rng);
+  const int before = num_threads();
+  set_num_threads(1);
+  const Floats one = run_pooled(true, x, g, b, dp);
+  set_num_threads(2);
+  const Floats two = run_pooled(true, x, g, b, dp);
+  set_num_threads(before);
+  check_same_bits(one, two);
+  NoGradGuard no_grad;  // no places kept
+  const BatchNormResult r = batch_norm_relu_max_pool2x2_train(x, g, b, 1e-5f);
+  CHECK(same_bits(r.y.to_vector(), one[0]));
+  CHECK_FALSE(r.y.requires_grad());
+}
+
+TEST_CASE("ops.bn_relu_pool: gradient checks for x, gamma and beta") {
+  // Random inputs keep the outputs away from relu's kink and from ties inside windows.
+  auto fn = [](const Inputs& in) {
+    return batch_norm_relu_max_pool2x2_train(in[0], in[1], in[2], 1e-5f).y;
+  };
+  CHECK_GRADIENTS("batch_norm_relu_max_pool2x2", fn,
+                  {param({3, 2, 4, 5}, 85), param({2}, 86, -1.5f, 1.5f), param({2}, 87)});
+  CHECK_GRADIENTS("batch_norm_relu_max_pool2x2 no affine",
+                  [](const Inputs& in) {
+                    return batch_norm_relu_max_pool2x2_train(in[0], Tensor(), Tensor(), 1e-5f).y;
+                  },
+                  {param({2, 3, 5, 4}, 88)});
+}
+
+TEST_CASE("ops.bn_relu_pool: errors name batch_norm_relu_max_pool2x2") {
+  Tensor x = Tensor::ones({8, 3, 5, 5});
+  CHECK_THROWS_WITH_AS(
+      batch_norm_relu_max_pool2x2_train(x, Tensor::ones({4}), Tensor(), 1e-5f),
+      doctest::Contains(
+          "batch_norm_relu_max_pool2x2: gamma has shape [4], expected [3] for input [8, 3, 5, 5]"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      batch_norm_relu_max_pool2x2_train(Tensor::ones({8, 3, 5}), Tensor(), Tensor(), 1e-5f),
+      doctest::Contains("batch_norm_relu_max_pool2x2: input must be [N, C, H, W] with H, W >= 2; "
+                        "got [8, 3, 5]"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      batch_norm_relu_max_pool2x2_train(Tensor::ones({8, 3, 1, 5}), Tensor(), Tensor(), 1e-5f),
+      doctest::Contains("input must be [N, C, H, W] with H, W >= 2; got [8, 3, 1, 5]"), Error);
+  CHECK_THROWS_WITH_AS(batch_norm_relu_max_pool2x2_train(x, Tensor(), Tensor(), -1.0f),
+                       doctest::Contains("batch_norm_relu_max_pool2x2: eps must be >= 0"), Error);
 }
