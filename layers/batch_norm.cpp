@@ -7,6 +7,7 @@
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "layers/activation.h"
+#include "layers/max_pool.h"
 
 namespace bnlab {
 
@@ -119,22 +120,32 @@ Tensor BatchNorm::forward(const Tensor& x) {
   if (!use_batch_stats) {
     return batch_norm_eval(x, running_mean_, running_var_, weight_, bias_, options_.eps);
   }
-  return forward_batch_stats(x, /*relu=*/false);
+  return forward_batch_stats(x, Then::kNothing);
 }
 
-Tensor BatchNorm::forward_fused(Module& next, const Tensor& x) {
+FusedForward BatchNorm::forward_fused(std::span<Module* const> next, const Tensor& x) {
   // Exactly BatchNorm1d/2d (not BatchRenorm or a user's subclass, whose forward may differ) in
   // training with running statistics and without noise, then exactly ReLU: what
-  // batch_norm_relu_train computes. In eval the pair is left alone (fold_batch_norm's business).
+  // batch_norm_relu_train computes, and with exactly MaxPool2d(2) after it what
+  // batch_norm_relu_max_pool2x2_train computes. In eval they are left alone (fold_batch_norm's
+  // business).
   const std::type_info& type = typeid(*this);
   const bool plain = (type == typeid(BatchNorm1d) || type == typeid(BatchNorm2d)) && !renorm_ &&
                      !options_.noise && options_.track_running_stats;
-  if (!plain || !is_training() || typeid(next) != typeid(ReLU)) return Tensor();
+  if (!plain || !is_training() || next.empty() || typeid(*next[0]) != typeid(ReLU)) return {};
   check_input(x);
-  return forward_batch_stats(x, /*relu=*/true);
+  const auto* pool = next.size() > 1 && typeid(*next[1]) == typeid(MaxPool2d)
+                         ? static_cast<MaxPool2d*>(next[1])
+                         : nullptr;
+  // Where the pool would refuse x (H or W below 2), it runs on its own and says so.
+  if (pool && pool->kernel() == 2 && pool->stride() == 2 && pool->padding() == 0 && x.dim() == 4 &&
+      x.size(2) >= 2 && x.size(3) >= 2) {
+    return {forward_batch_stats(x, Then::kReluMaxPool2x2), 2};
+  }
+  return {forward_batch_stats(x, Then::kRelu), 1};
 }
 
-Tensor BatchNorm::forward_batch_stats(const Tensor& x, bool relu) {
+Tensor BatchNorm::forward_batch_stats(const Tensor& x, Then then) {
   int64_t per_channel = x.numel() / options_.num_features;  // M = N * H * W
   // Under SyncBN a shard may hold a single value per channel: the check is on all shards' count.
   BNLAB_CHECK(per_channel > 1 || reducer_, type_name(),
@@ -147,7 +158,9 @@ Tensor BatchNorm::forward_batch_stats(const Tensor& x, bool relu) {
     const BatchRenormLimits lim = batch_renorm_limits(*renorm_, step);
     r = batch_renorm_train(x, weight_, bias_, options_.eps,
                            {running_mean_, running_var_, lim.r_max, lim.d_max}, reducer_);
-  } else if (relu) {
+  } else if (then == Then::kReluMaxPool2x2) {
+    r = batch_norm_relu_max_pool2x2_train(x, weight_, bias_, options_.eps, reducer_);
+  } else if (then == Then::kRelu) {
     r = batch_norm_relu_train(x, weight_, bias_, options_.eps, reducer_);
   } else {
     r = batch_norm_train(x, weight_, bias_, options_.eps, reducer_);

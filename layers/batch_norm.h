@@ -107,9 +107,12 @@ class BatchNorm : public Module {
   BatchNorm(const BatchNormOptions& options, int spatial_dims);
   Tensor forward(const Tensor& x) override;
   /// Training BatchNorm1d/2d (exactly these types, tracking running statistics, no noise) followed
-  /// by exactly ReLU: relu(forward(x)) in one op (batch_norm_relu_train), bit-identical, with the
-  /// running statistics updated as forward does. Undefined (not fused) otherwise, eval included.
-  Tensor forward_fused(Module& next, const Tensor& x) override;
+  /// by exactly ReLU: relu(forward(x)) in one op (batch_norm_relu_train), 1 module fused; and when
+  /// next[1] is exactly a MaxPool2d with 2x2 windows, stride 2, no padding, and x is [N, C, H, W]
+  /// with H, W >= 2, the pool too (batch_norm_relu_max_pool2x2_train), 2 fused. Bit-identical to
+  /// the modules one by one, running statistics updated as forward does. Not fused ({}) otherwise,
+  /// eval included.
+  FusedForward forward_fused(std::span<Module* const> next, const Tensor& x) override;
   std::string extra_repr() const override;
 
   const Tensor& weight() const { return weight_; }  ///< gamma, undefined without affine
@@ -135,9 +138,11 @@ class BatchNorm : public Module {
 
  private:
   void check_input(const Tensor& x) const;
-  /// The training (batch statistics) forward: the op, the running statistics, the noise. `relu`:
-  /// batch_norm_relu_train in place of batch_norm_train (plain batch norm only).
-  Tensor forward_batch_stats(const Tensor& x, bool relu);
+  /// What the training forward computes after batch norm (plain batch norm only): nothing,
+  /// relu (batch_norm_relu_train) or relu and a 2x2 max-pool (batch_norm_relu_max_pool2x2_train).
+  enum class Then { kNothing, kRelu, kReluMaxPool2x2 };
+  /// The training (batch statistics) forward: the op, the running statistics, the noise.
+  Tensor forward_batch_stats(const Tensor& x, Then then);
   /// running = (1 - m) * running + m * batch (running_var from the unbiased variance) and
   /// num_batches_tracked + 1, for r's statistics; the one update of every training forward.
   void update_running_stats(const BatchNormResult& r);

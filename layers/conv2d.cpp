@@ -32,11 +32,11 @@ Tensor Conv2d::forward(const Tensor& x) {
   return conv2d(x, weight_, bias_, options_.stride, options_.padding, options_.groups);
 }
 
-Tensor Conv2d::forward_fused(Module& next, const Tensor& x) {
+FusedForward Conv2d::forward_fused(std::span<Module* const> next, const Tensor& x) {
   // Exactly ReLU (a subclass may compute something else).
-  if (typeid(next) != typeid(ReLU)) return Tensor();
+  if (next.empty() || typeid(*next[0]) != typeid(ReLU)) return {};
   check_input(x);
-  return conv2d_relu(x, weight_, bias_, options_.stride, options_.padding, options_.groups);
+  return {conv2d_relu(x, weight_, bias_, options_.stride, options_.padding, options_.groups), 1};
 }
 
 std::string Conv2d::extra_repr() const {

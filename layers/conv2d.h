@@ -27,9 +27,9 @@ class Conv2d : public Module {
   /// Weights and bias drawn from `rng` with PyTorch's default initialization.
   Conv2d(const Conv2dOptions& options, Rng& rng);
   Tensor forward(const Tensor& x) override;
-  /// With `next` a ReLU: conv2d_relu (one pass over the output in inference, the two ops with
-  /// gradients). Undefined (not fused) otherwise.
-  Tensor forward_fused(Module& next, const Tensor& x) override;
+  /// With next[0] exactly a ReLU: conv2d_relu (one pass over the output in inference, the two ops
+  /// with gradients), 1 module fused. Not fused ({}) otherwise.
+  FusedForward forward_fused(std::span<Module* const> next, const Tensor& x) override;
   std::string type_name() const override { return "Conv2d"; }
   std::string extra_repr() const override;
 

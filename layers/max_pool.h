@@ -15,6 +15,10 @@ class MaxPool2d : public Module {
   std::string type_name() const override { return "MaxPool2d"; }
   std::string extra_repr() const override;
 
+  int64_t kernel() const { return kernel_; }    ///< the window's side
+  int64_t stride() const { return stride_; }    ///< the kernel when built with stride 0
+  int64_t padding() const { return padding_; }  ///< cells of -inf on each side
+
  private:
   int64_t kernel_, stride_, padding_;
 };

@@ -18,7 +18,7 @@ Tensor Module::operator()(const Tensor& x) {
   return y;
 }
 
-Tensor Module::forward_fused(Module&, const Tensor&) { return Tensor(); }
+FusedForward Module::forward_fused(std::span<Module* const>, const Tensor&) { return {}; }
 
 Tensor Module::register_parameter(const std::string& name, Tensor value) {
   BNLAB_CHECK(value.defined(), type_name(), ": parameter '", name, "' is undefined");
@@ -148,29 +148,44 @@ void Sequential::set(size_t i, std::shared_ptr<Module> module) {
 }
 
 Tensor Sequential::forward(const Tensor& x) {
-  // Adjacent children may run as one fused op (Module::forward_fused: BatchNorm + ReLU in
-  // training, Conv2d + ReLU), with results bit-identical to running them one after the other. Not
-  // when either has a forward hook: a hook must see its own module's output, which the fused op
-  // never forms. Decided anew on each call (a virtual call and type checks), so hooks added or
-  // removed between steps and train()/eval() take effect at once and the model's structure is never
-  // rewritten (fold_batch_norm, which changes results at float rounding, is an explicit rewrite
-  // instead). Unhooked Identity children between the two are skipped: fold_batch_norm leaves one
-  // where each folded BatchNorm was, between the Conv2d and the ReLU that fuse in inference.
+  // Adjacent children may run as one fused op (Module::forward_fused: BatchNorm + ReLU (+
+  // MaxPool2d(2)) in training, Conv2d + ReLU), with results bit-identical to running them one after
+  // the other. Not when one of them has a forward hook: a hook must see its own module's output,
+  // which the fused op never forms. Decided anew on each call (a virtual call and type checks), so
+  // hooks added or removed between steps and train()/eval() take effect at once and the model's
+  // structure is never rewritten (fold_batch_norm, which changes results at float rounding, is an
+  // explicit rewrite instead). Unhooked Identity children between the two are skipped:
+  // fold_batch_norm leaves one where each folded BatchNorm was, between the Conv2d and the ReLU
+  // that fuse in inference.
   const auto& kids = children();
   auto skippable = [&](size_t j) {
     return j < kids.size() && typeid(*kids[j].second) == typeid(Identity) &&
            !kids[j].second->has_forward_hooks();
   };
+  constexpr size_t kMaxOffered = 2;  // the longest fusion: BatchNorm2d + ReLU + MaxPool2d
   Tensor h = x;
   for (size_t i = 0; i < kids.size(); ++i) {
     Module& m = *kids[i].second;
-    size_t j = i + 1;
-    while (skippable(j)) ++j;
-    if (j < kids.size() && !m.has_forward_hooks() && !kids[j].second->has_forward_hooks()) {
-      Tensor fused = m.forward_fused(*kids[j].second, h);
-      if (fused.defined()) {
-        h = fused;
-        i = j;  // the children up to j ran inside the fused op (or were identities)
+    // The hook-free children after m, with their indices.
+    Module* next[kMaxOffered];
+    size_t index[kMaxOffered];
+    size_t offered = 0;
+    for (size_t j = i + 1; !m.has_forward_hooks() && j < kids.size() && offered < kMaxOffered;
+         ++j) {
+      if (skippable(j)) continue;
+      if (kids[j].second->has_forward_hooks()) break;
+      next[offered] = kids[j].second.get();
+      index[offered++] = j;
+    }
+    if (offered > 0) {
+      FusedForward fused = m.forward_fused(std::span<Module* const>(next, offered), h);
+      if (fused.output.defined()) {
+        BNLAB_CHECK(fused.modules >= 1 && fused.modules <= offered, m.type_name(),
+                    ": forward_fused reports ", fused.modules, " fused modules of the ", offered,
+                    " offered");
+        h = fused.output;
+        i = index[fused.modules -
+                  1];  // the children up to here ran inside the op (or were identities)
         continue;
       }
     }

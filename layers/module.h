@@ -9,6 +9,7 @@
 
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,6 +18,15 @@
 #include "core/tensor.h"
 
 namespace bnlab {
+
+class Module;
+
+/// What Module::forward_fused ran: the fused op's output and how many of the modules it was offered
+/// ran inside it.
+struct FusedForward {
+  Tensor output;       ///< undefined: not fused
+  size_t modules = 0;  ///< the first `modules` of `next` ran inside the op (>= 1 when fused)
+};
 
 /// The base of every layer and model: parameters, buffers and children registered by name in the
 /// constructor (PyTorch's idiom), giving PyTorch's state_dict names and recursive train()/eval().
@@ -37,12 +47,14 @@ class Module {
   virtual Tensor forward(const Tensor& x) = 0;
   /// forward, then the registered hooks.
   Tensor operator()(const Tensor& x);
-  /// next.forward(forward(x)) computed as one fused op, or an undefined Tensor when this module
-  /// does not fuse with `next` (the default). Sequential::forward asks it of each pair of adjacent
-  /// children when neither has a forward hook; an override must return exactly what the two
-  /// forwards would, side effects (running statistics) included. The fused pairs: BatchNorm1d/2d +
-  /// ReLU in training (layers/batch_norm.h) and Conv2d + ReLU (layers/conv2d.h).
-  virtual Tensor forward_fused(Module& next, const Tensor& x);
+  /// next[k-1](...next[0](forward(x))) computed as one fused op for some k >= 1, returned with k;
+  /// or {} when this module fuses with none of them (the default). Sequential::forward offers each
+  /// hook-free child the hook-free children that follow it (at most two, never empty; unhooked
+  /// Identity children skipped, a hooked child ends the list). An override must return exactly
+  /// what the forwards would, side effects (running statistics) included. The fusions:
+  /// BatchNorm1d/2d + ReLU and BatchNorm2d + ReLU + MaxPool2d(2) in training
+  /// (layers/batch_norm.h), Conv2d + ReLU (layers/conv2d.h).
+  virtual FusedForward forward_fused(std::span<Module* const> next, const Tensor& x);
 
   /// One canonical type name ("Dense", "BatchNorm2d") used in printing and errors.
   virtual std::string type_name() const = 0;

@@ -1,10 +1,13 @@
 // Sequential's training fusion of BatchNorm1d/2d + ReLU (Module::forward_fused,
-// batch_norm_relu_train): when it is taken (the output's node is "batch_norm_relu") and when not
-// (hooks, BatchRenorm, noise, no running statistics, LeakyReLU, eval mode), with bit-identical
-// outputs, gradients and running statistics either way; a hook on the BatchNorm sees its own
-// output; a small CNN trained 3 steps with and without the fusion ends with bit-identical state.
+// batch_norm_relu_train) and of BatchNorm2d + ReLU + MaxPool2d(2)
+// (batch_norm_relu_max_pool2x2_train): when it is taken (the output's node is "batch_norm_relu" or
+// "batch_norm_relu_max_pool2x2") and when not (hooks, BatchRenorm, noise, no running statistics,
+// LeakyReLU, eval mode, other pools), with bit-identical outputs, gradients and running statistics
+// either way; a hook on the BatchNorm sees its own output; small CNNs trained 3 steps with and
+// without the fusions end with bit-identical state.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -44,16 +47,19 @@ Tensor unfused_forward(Sequential& seq, const Tensor& x) {
   return h;
 }
 
-// A BatchNorm (weight and bias made non-trivial) then an activation, built twice identically.
+// A BatchNorm (weight and bias made non-trivial) then an activation (and `more` modules after it),
+// built twice identically.
 template <class Norm>
 std::shared_ptr<Sequential> make_pair_model(std::shared_ptr<Module> activation, int64_t C,
-                                            BatchNormOptions o = {}) {
+                                            BatchNormOptions o = {},
+                                            std::vector<std::shared_ptr<Module>> more = {}) {
   o.num_features = C;
   auto norm = std::make_shared<Norm>(o);
   Rng rng(5);
   auto seq = std::make_shared<Sequential>();
   seq->add(norm);
   seq->add(std::move(activation));
+  for (auto& m : more) seq->add(std::move(m));
   for (const Tensor& p : seq->parameters()) p.copy_(Tensor::uniform(p.shape(), rng, -1.0f, 1.5f));
   return seq;
 }
@@ -65,11 +71,12 @@ Tensor three_steps(Sequential& a, Sequential& b, const Shape& shape) {
   Rng rng(9);
   Tensor out_a;
   for (int step = 0; step < 3; ++step) {
-    Tensor x = Tensor::normal(shape, rng, 0.2f, 1.1f), dz = Tensor::normal(shape, rng);
+    Tensor x = Tensor::normal(shape, rng, 0.2f, 1.1f);
     Tensor xa = x.clone().set_requires_grad(), xb = x.clone().set_requires_grad();
     out_a = a(xa);
     Tensor out_b = unfused_forward(b, xb);
     CHECK(same_bits(out_a, out_b));
+    Tensor dz = Tensor::normal(out_a.shape(), rng);
     out_a.backward(dz);
     out_b.backward(dz);
     CHECK(same_bits(xa.grad(), xb.grad()));
@@ -85,6 +92,29 @@ Tensor three_steps(Sequential& a, Sequential& b, const Shape& shape) {
     check_same_state(a, b);
   }
   return out_a;
+}
+
+// Three steps of cross-entropy training of `fused` and `unfused` (same architecture and init, the
+// second with fusion switched off by hooks) on the same random batches of `shape`, labels i % 3;
+// the losses must agree bit for bit at every step.
+template <class Optimizer>
+void train_twins(Sequential& fused, Sequential& unfused, Optimizer& opt_fused,
+                 Optimizer& opt_unfused, const Shape& shape, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int64_t> labels(static_cast<size_t>(shape[0]));
+  for (size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<int64_t>(i % 3);
+  for (int step = 0; step < 3; ++step) {
+    Tensor x = Tensor::normal(shape, rng);
+    Tensor loss_fused = cross_entropy(fused(x), labels);
+    Tensor loss_unfused = cross_entropy(unfused(x), labels);
+    CHECK(same_bits(loss_fused, loss_unfused));
+    opt_fused.zero_grad();
+    opt_unfused.zero_grad();
+    loss_fused.backward();
+    loss_unfused.backward();
+    opt_fused.step();
+    opt_unfused.step();
+  }
 }
 
 }  // namespace
@@ -228,21 +258,112 @@ TEST_CASE("layers.bn_relu_fusion: a small CNN trains 3 steps bit-identically fus
   (*fused)[6].register_forward_hook(input_node);
   Sgd opt_fused(fused->parameters(), {.lr = 0.1f, .momentum = 0.9f});
   Sgd opt_unfused(unfused->parameters(), {.lr = 0.1f, .momentum = 0.9f});
-  Rng rng(22);
-  for (int step = 0; step < 3; ++step) {
-    Tensor x = Tensor::normal({6, 3, 6, 6}, rng);
-    std::vector<int64_t> labels{0, 1, 2, 0, 1, 2};
-    Tensor loss_fused = cross_entropy((*fused)(x), labels);
-    Tensor loss_unfused = cross_entropy((*unfused)(x), labels);
-    CHECK(same_bits(loss_fused, loss_unfused));
-    opt_fused.zero_grad();
-    opt_unfused.zero_grad();
-    loss_fused.backward();
-    loss_unfused.backward();
-    opt_fused.step();
-    opt_unfused.step();
-  }
+  train_twins(*fused, *unfused, opt_fused, opt_unfused, {6, 3, 6, 6}, 22);
   CHECK(unfused_calls == 6);
   CHECK(fused_inputs == std::vector<std::string>(6, "batch_norm_relu"));
+  check_same_state(*fused, *unfused);
+}
+
+TEST_CASE("layers.bn_relu_fusion: BatchNorm2d + ReLU + MaxPool2d(2) fuse into one op") {
+  auto pool = [](int64_t k, int64_t stride = 0, int64_t padding = 0) {
+    return std::vector<std::shared_ptr<Module>>{std::make_shared<MaxPool2d>(k, stride, padding)};
+  };
+  auto model = [&](std::vector<std::shared_ptr<Module>> more) {
+    return make_pair_model<BatchNorm2d>(std::make_shared<ReLU>(), 3, {}, std::move(more));
+  };
+  SUBCASE("MaxPool2d(2) and MaxPool2d(2, 2): fused, odd sizes included") {
+    for (const Shape& shape : {Shape{4, 3, 6, 8}, Shape{3, 3, 5, 7}, Shape{2, 3, 2, 2}}) {
+      CAPTURE(shape);
+      auto a = model(pool(2)), b = model(pool(2));
+      CHECK(std::string(node_name(three_steps(*a, *b, shape))) == "batch_norm_relu_max_pool2x2");
+      auto c = model(pool(2, 2)), d = model(pool(2, 2));
+      CHECK(std::string(node_name(three_steps(*c, *d, shape))) == "batch_norm_relu_max_pool2x2");
+    }
+  }
+  SUBCASE("an unhooked Identity between the ReLU and the pool is skipped") {
+    auto more = [&] {
+      return std::vector<std::shared_ptr<Module>>{std::make_shared<Identity>(),
+                                                  std::make_shared<MaxPool2d>(2)};
+    };
+    auto a = model(more()), b = model(more());
+    CHECK(std::string(node_name(three_steps(*a, *b, {4, 3, 6, 6}))) ==
+          "batch_norm_relu_max_pool2x2");
+  }
+  SUBCASE("other pools: BatchNorm + ReLU fuse, the pool runs on its own") {
+    for (auto [k, stride, padding] : {std::array<int64_t, 3>{2, 1, 0}, {3, 2, 0}, {2, 2, 1}}) {
+      CAPTURE(k);
+      CAPTURE(stride);
+      CAPTURE(padding);
+      auto a = model(pool(k, stride, padding)), b = model(pool(k, stride, padding));
+      CHECK(std::string(node_name(three_steps(*a, *b, {4, 3, 7, 6}))) == "max_pool2d");
+      // The graph before backward releases it: the pool's input is the fused pair's output.
+      Rng rng(6);
+      const Tensor out = (*a)(Tensor::normal({4, 3, 7, 6}, rng).set_requires_grad());
+      REQUIRE(out.grad_fn());
+      REQUIRE(out.grad_fn()->inputs.size() == 1);
+      CHECK(std::string(node_name(out.grad_fn()->inputs[0])) == "batch_norm_relu");
+    }
+  }
+  SUBCASE("a hook on the pool: BatchNorm + ReLU fuse, the hook sees the pool's own output") {
+    auto a = model(pool(2)), b = model(pool(2));
+    int calls = 0;
+    (*a)[2].register_forward_hook([&calls](const Module&, const Tensor& x, const Tensor& y) {
+      ++calls;
+      CHECK(std::string(node_name(x)) == "batch_norm_relu");
+      CHECK(std::string(node_name(y)) == "max_pool2d");
+    });
+    three_steps(*a, *b, {4, 3, 6, 6});
+    CHECK(calls == 3);
+  }
+  SUBCASE("eval mode: nothing fuses") {
+    auto a = model(pool(2)), b = model(pool(2));
+    a->eval();
+    b->eval();
+    CHECK(std::string(node_name(three_steps(*a, *b, {4, 3, 6, 6}))) == "max_pool2d");
+  }
+  SUBCASE("a 1-row input: the pool's own error, as unfused") {
+    auto a = model(pool(2)), b = model(pool(2));
+    Tensor x = Tensor::ones({4, 3, 1, 6});
+    CHECK_THROWS_WITH_AS((*a)(x), doctest::Contains("max_pool2d: kernel 2 is larger"), Error);
+    CHECK_THROWS_WITH_AS(unfused_forward(*b, x),
+                         doctest::Contains("max_pool2d: kernel 2 is larger"), Error);
+  }
+}
+
+TEST_CASE(
+    "layers.bn_relu_fusion: a LeNet-like CNN trains 3 steps bit-identically with the pool fused") {
+  // conv, BN, ReLU, pool twice in one Sequential, as the zoo's lenet. The unfused twin gets a
+  // do-nothing forward hook on each ReLU.
+  auto make = [] {
+    Rng rng(23);
+    auto net = std::make_shared<Sequential>();
+    for (auto [c_in, c_out] : {std::array<int64_t, 2>{1, 4}, {4, 6}}) {
+      net->add(std::make_shared<Conv2d>(
+          Conv2dOptions{.in_channels = c_in, .out_channels = c_out, .kernel = 5, .padding = 2},
+          rng));
+      net->add(std::make_shared<BatchNorm2d>(BatchNormOptions{.num_features = c_out}));
+      net->add(std::make_shared<ReLU>());
+      net->add(std::make_shared<MaxPool2d>(2));
+    }
+    net->add(std::make_shared<Flatten>());
+    net->add(
+        std::make_shared<Dense>(DenseOptions{.in_features = 6 * 3 * 3, .out_features = 3}, rng));
+    return net;
+  };
+  auto fused = make(), unfused = make();
+  auto noop = [](const Module&, const Tensor&, const Tensor&) {};
+  (*unfused)[2].register_forward_hook(noop);
+  (*unfused)[6].register_forward_hook(noop);
+  std::vector<std::string> fused_inputs;
+  for (size_t i : {4, 8}) {
+    (*fused)[i].register_forward_hook(
+        [&fused_inputs](const Module&, const Tensor& x, const Tensor&) {
+          fused_inputs.emplace_back(node_name(x));
+        });
+  }
+  Adam opt_fused(fused->parameters(), {});
+  Adam opt_unfused(unfused->parameters(), {});
+  train_twins(*fused, *unfused, opt_fused, opt_unfused, {8, 1, 14, 14}, 24);
+  CHECK(fused_inputs == std::vector<std::string>(6, "batch_norm_relu_max_pool2x2"));
   check_same_state(*fused, *unfused);
 }

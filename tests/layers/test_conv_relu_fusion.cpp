@@ -33,9 +33,9 @@ bool same_bits(const Tensor& a, const Tensor& b) {
 class Probe : public Module {
  public:
   Tensor forward(const Tensor& x) override { return x; }
-  Tensor forward_fused(Module& next, const Tensor&) override {
-    offered = next.type_name();
-    return Tensor();
+  FusedForward forward_fused(std::span<Module* const> next, const Tensor&) override {
+    offered = next[0]->type_name();
+    return {};
   }
   std::string type_name() const override { return "Probe"; }
   std::string offered;
@@ -117,11 +117,14 @@ TEST_CASE("layers.conv_relu_fusion: Conv2d fuses with exactly ReLU") {
   LeakyReLU leaky;
   const Tensor x = Tensor::normal({2, 2, 5, 5}, rng);
   NoGradGuard no_grad;
-  const Tensor fused = conv.forward_fused(relu_layer, x);
-  REQUIRE(fused.defined());
-  CHECK(same_bits(fused, relu_layer(conv(x))));
-  CHECK_FALSE(conv.forward_fused(leaky, x).defined());
-  CHECK_THROWS_WITH(conv.forward_fused(relu_layer, Tensor::normal({2, 3, 5, 5}, rng)),
+  Module* relu_next[] = {&relu_layer, &leaky};
+  Module* leaky_next[] = {&leaky};
+  const FusedForward fused = conv.forward_fused(relu_next, x);
+  REQUIRE(fused.output.defined());
+  CHECK(fused.modules == 1);
+  CHECK(same_bits(fused.output, relu_layer(conv(x))));
+  CHECK_FALSE(conv.forward_fused(leaky_next, x).output.defined());
+  CHECK_THROWS_WITH(conv.forward_fused(relu_next, Tensor::normal({2, 3, 5, 5}, rng)),
                     doctest::Contains("Conv2d: expected input [N, 2, H, W]"));
 }
 
