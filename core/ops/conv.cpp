@@ -308,7 +308,7 @@ void conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* dout, con
   if (dw) {
     for (int64_t t = 1; t < team; ++t) {
       const float* part = partials.data() + (t - 1) * wsize;
-#pragma omp parallel for simd if (wsize > (1 << 15))
+#pragma omp parallel for simd if (parallel : wsize > (1 << 15))
       for (int64_t i = 0; i < wsize; ++i) dw[i] += part[i];
     }
   }

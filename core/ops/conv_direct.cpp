@@ -307,7 +307,7 @@ void conv2d_direct_input_grad(float* dx, bool assign, const float* dout, const f
   Storage fresh(static_cast<size_t>(size));
   conv2d_direct_forward(fresh.data(), dout, flipped.data(), nullptr, t);
   const float* f = fresh.data();
-#pragma omp parallel for simd if (size > (1 << 16))
+#pragma omp parallel for simd if (parallel : size > (1 << 16))
   for (int64_t i = 0; i < size; ++i) dx[i] += f[i];
 }
 

@@ -107,7 +107,7 @@ Tensor pointwise_loss(const char* op, const Tensor& x, const Tensor& y, F f, DX 
   const float* py = y.data();
   float* po = out.data();
   const int64_t n = x.numel();
-#pragma omp parallel for simd if (n > detail::kParallelThreshold)
+#pragma omp parallel for simd if (parallel : n > detail::kParallelThreshold)
   for (int64_t i = 0; i < n; ++i) po[i] = f(px[i], py[i]);
   if (needs_grad({x, y})) {
     attach(out, op, {x, y},
@@ -117,11 +117,11 @@ Tensor pointwise_loss(const char* op, const Tensor& x, const Tensor& y, F f, DX 
              const float* pd = dout.data();
              const int64_t n = dout.numel();
              if (float* dx = grad_buffer(in[0])) {
-#pragma omp parallel for simd if (n > detail::kParallelThreshold)
+#pragma omp parallel for simd if (parallel : n > detail::kParallelThreshold)
                for (int64_t i = 0; i < n; ++i) dx[i] += pd[i] * dfx(px[i], py[i]);
              }
              if (float* dy = grad_buffer(in[1])) {
-#pragma omp parallel for simd if (n > detail::kParallelThreshold)
+#pragma omp parallel for simd if (parallel : n > detail::kParallelThreshold)
                for (int64_t i = 0; i < n; ++i) dy[i] += pd[i] * dfy(px[i], py[i]);
              }
            });

@@ -12,7 +12,10 @@
 
 namespace bnlab::detail {
 
-/// Loops shorter than this stay on one thread: forking costs more than it saves.
+/// Loops shorter than this stay on one thread: forking costs more than it saves. Written
+/// `parallel for simd if (parallel : n > kParallelThreshold)`: an `if` without the `parallel :`
+/// modifier applies to the simd construct too (OpenMP 5.0), and GCC then runs every loop below
+/// the threshold as scalar code, which kept all of the MLPs' elementwise ops unvectorized.
 constexpr int64_t kParallelThreshold = 1 << 15;
 
 /// relu(v) = max(v, 0), shared by relu() and batch_norm_relu_train so that the two cannot drift
@@ -31,7 +34,7 @@ Tensor unary(const char* op, const Tensor& x, F f, DF df) {
   const float* px = x.data();
   float* py = out.data();
   int64_t n = x.numel();
-#pragma omp parallel for simd if (n > kParallelThreshold)
+#pragma omp parallel for simd if (parallel : n > kParallelThreshold)
   for (int64_t i = 0; i < n; ++i) py[i] = f(px[i]);
   if (needs_grad({x})) {
     attach(out, op, {x}, [df](const Tensor& y, const Tensor& dout, const std::vector<Tensor>& in) {
@@ -40,7 +43,7 @@ Tensor unary(const char* op, const Tensor& x, F f, DF df) {
       const float* py = y.data();
       const float* pd = dout.data();
       int64_t n = y.numel();
-#pragma omp parallel for simd if (n > kParallelThreshold)
+#pragma omp parallel for simd if (parallel : n > kParallelThreshold)
       for (int64_t i = 0; i < n; ++i) {
         const float g = pd[i] * df(px[i], py[i]);
         dx.data[i] = dx.fresh ? g : dx.data[i] + g;  // a fresh buffer is assigned, not zeroed
