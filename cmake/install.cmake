@@ -26,6 +26,7 @@ add_library(bnlab::bnlab ALIAS bnlab)  # the same name for add_subdirectory user
 # Internal headers: implementation details no public header may include.
 set(BNLAB_INTERNAL_HEADERS
   core/ops/fast_math.h core/ops/unary_op.h  # kernels shared by core/ops/*.cpp (detail)
+  core/parallel.h  # OpenMP loops that enter the team only when it pays (detail)
   core/ops/pool_general.h  # max_pool2d's general path, for the 2x2 kernels' tests (detail)
   core/ops/max_pool2x2_avx512.h  # the 2x2 path's AVX-512F row kernels (detail)
   core/gemm_avx512.h  # the AVX-512 SGEMM behind bnlab::gemm (detail)

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/parallel.h"
+
 namespace bnlab {
 
 namespace {
@@ -78,8 +80,7 @@ void Adam::update_param(size_t index, const ParamGroup& group, float* p, const f
   float* v = state(1, index);                                   // [n] exp_avg_sq
   float* v_max = options_.amsgrad ? state(2, index) : nullptr;  // [n] max_exp_avg_sq
 
-#pragma omp parallel for if (n >= detail::kOptimParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) {
+  detail::parallel_for(n, n >= detail::kOptimParallelThreshold, [=](int64_t i) {
     float d = g[i];
     if (decoupled) p[i] *= decay;      // AdamW: shrink the weight, outside the adaptive scaling
     if (l2) d += weight_decay * p[i];  // Adam: the L2 gradient goes through the adaptive scaling
@@ -93,7 +94,7 @@ void Adam::update_param(size_t index, const ParamGroup& group, float* p, const f
     // Why eps after the correction: torch's denom = sqrt(v) / sqrt(1 - beta2^t) + eps.
     const float denom = std::sqrt(second) / bias_correction2_sqrt + eps;
     p[i] -= step_size * (m[i] / denom);
-  }
+  });
 }
 
 }  // namespace bnlab

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/parallel.h"
 
 namespace bnlab {
 
@@ -20,8 +21,13 @@ float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
     const float* g = p.impl()->grad->data();
     const int64_t n = p.numel();
     double acc = 0.0;
-#pragma omp parallel for reduction(+ : acc) if (n >= (1 << 16))
-    for (int64_t i = 0; i < n; ++i) acc += static_cast<double>(g[i]) * g[i];
+    if (n >= (1 << 16)) {
+#pragma omp parallel for reduction(+ : acc)
+      for (int64_t i = 0; i < n; ++i) acc += static_cast<double>(g[i]) * g[i];
+    } else {
+      // Not `parallel ... if`: a region of one thread still costs a system call (core/parallel.h).
+      for (int64_t i = 0; i < n; ++i) acc += static_cast<double>(g[i]) * g[i];
+    }
     total_sq += acc;
   }
   const double total = std::sqrt(total_sq);
@@ -34,8 +40,7 @@ float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
       if (!p.defined() || !p.has_grad()) continue;
       float* g = p.impl()->grad->data();
       const int64_t n = p.numel();
-#pragma omp parallel for if (n >= (1 << 16))
-      for (int64_t i = 0; i < n; ++i) g[i] *= c;
+      detail::parallel_for(n, n >= (1 << 16), [=](int64_t i) { g[i] *= c; });
     }
   }
   return static_cast<float>(total);

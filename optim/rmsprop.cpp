@@ -6,6 +6,8 @@
 
 #include <cmath>
 
+#include "core/parallel.h"
+
 namespace bnlab {
 
 namespace {
@@ -50,8 +52,7 @@ void Rmsprop::update_param(size_t index, const ParamGroup& group, float* p, cons
   float* b = momentum > 0.0f ? state(slot++, index) : nullptr;    // [n] momentum_buffer
   float* a = options_.centered ? state(slot++, index) : nullptr;  // [n] grad_avg
 
-#pragma omp parallel for if (n >= detail::kOptimParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) {
+  detail::parallel_for(n, n >= detail::kOptimParallelThreshold, [=](int64_t i) {
     float d = g[i];
     if (weight_decay != 0.0f) d += weight_decay * p[i];
     s[i] = s[i] * alpha + one_minus_alpha * d * d;
@@ -70,7 +71,7 @@ void Rmsprop::update_param(size_t index, const ParamGroup& group, float* p, cons
     } else {
       p[i] -= lr * (d / r);
     }
-  }
+  });
 }
 
 }  // namespace bnlab

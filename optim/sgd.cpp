@@ -3,6 +3,8 @@
 // Reference: https://pytorch.org/docs/stable/generated/torch.optim.SGD.html
 #include "optim/sgd.h"
 
+#include "core/parallel.h"
+
 namespace bnlab {
 
 namespace {
@@ -37,8 +39,7 @@ void Sgd::update_param(size_t index, const ParamGroup& group, float* p, const fl
   float* buf = momentum != 0.0f ? state(0, index) : nullptr;  // [n] momentum_buffer
   const bool first = step == 1;
 
-#pragma omp parallel for if (n >= detail::kOptimParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) {
+  detail::parallel_for(n, n >= detail::kOptimParallelThreshold, [=](int64_t i) {
     float d = g[i];
     // L2 weight decay goes into the gradient (grad.add(param, alpha=weight_decay)), so momentum
     // sees it.
@@ -55,7 +56,7 @@ void Sgd::update_param(size_t index, const ParamGroup& group, float* p, const fl
       d = nesterov ? d + momentum * buf[i] : buf[i];
     }
     p[i] -= lr * d;
-  }
+  });
 }
 
 }  // namespace bnlab

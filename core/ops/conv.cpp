@@ -41,6 +41,7 @@
 #include "core/ops/conv_path.h"
 #include "core/ops/conv_winograd.h"
 #include "core/ops/unary_op.h"
+#include "core/parallel.h"
 
 namespace bnlab {
 
@@ -237,8 +238,7 @@ void conv2d_bias_backward(float* db, const float* dout, const ConvDims& d) {
   // db[k] = sum over n, p of dout[n, k, p]; each k is independent. The simd reduction keeps several
   // independent double partial sums: a single serial chain of double adds (no -ffast-math, so the
   // compiler may not reorder it) is bound by the add latency, 4 cycles per element.
-#pragma omp parallel for if (d.N * d.K * P > (1 << 15))
-  for (int64_t k = 0; k < d.K; ++k) {
+  detail::parallel_for(d.K, d.N * d.K * P > (1 << 15), [&](int64_t k) {
     double acc = 0.0;
     for (int64_t n = 0; n < d.N; ++n) {
       const float* g = dout + (n * d.K + k) * P;
@@ -246,7 +246,7 @@ void conv2d_bias_backward(float* db, const float* dout, const ConvDims& d) {
       for (int64_t p = 0; p < P; ++p) acc += g[p];
     }
     db[k] += static_cast<float>(acc);
-  }
+  });
 }
 
 // Accumulates dx [N, C, H, W] and dw [K, Cg, kh, kw] (either may be null: not wanted) from dout
@@ -308,8 +308,7 @@ void conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* dout, con
   if (dw) {
     for (int64_t t = 1; t < team; ++t) {
       const float* part = partials.data() + (t - 1) * wsize;
-#pragma omp parallel for simd if (parallel : wsize > (1 << 15))
-      for (int64_t i = 0; i < wsize; ++i) dw[i] += part[i];
+      detail::parallel_for_simd(wsize, wsize > (1 << 15), [=](int64_t i) { dw[i] += part[i]; });
     }
   }
 }

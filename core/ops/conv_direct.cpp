@@ -178,6 +178,7 @@ struct Vec {
   static void store_first(float* p, reg v, int64_t n) { _mm512_mask_storeu_ps(p, first(n), v); }
 };
 #include "core/ops/conv_direct_tiles.inl"
+#include "core/parallel.h"
 }  // namespace avx512
 BNLAB_TARGET_END
 
@@ -307,8 +308,7 @@ void conv2d_direct_input_grad(float* dx, bool assign, const float* dout, const f
   Storage fresh(static_cast<size_t>(size));
   conv2d_direct_forward(fresh.data(), dout, flipped.data(), nullptr, t);
   const float* f = fresh.data();
-#pragma omp parallel for simd if (parallel : size > (1 << 16))
-  for (int64_t i = 0; i < size; ++i) dx[i] += f[i];
+  detail::parallel_for_simd(size, size > (1 << 16), [=](int64_t i) { dx[i] += f[i]; });
 }
 
 void conv2d_direct_weight_grad(float* dw, const float* dout, const float* x,

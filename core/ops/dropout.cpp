@@ -16,6 +16,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/parallel.h"
 
 namespace bnlab {
 
@@ -25,17 +26,15 @@ constexpr int64_t kParallelThreshold = 1 << 15;
 
 // out [n] = x [n] * mask [n]
 void dropout_forward(float* out, const float* x, const float* mask, int64_t n) {
-#pragma omp parallel for simd if (parallel : n > kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * mask[i];
+  detail::parallel_for_simd(n, n > kParallelThreshold, [=](int64_t i) { out[i] = x[i] * mask[i]; });
 }
 
 // dx [n] += dout [n] * mask [n]; dx = ... when dx.fresh (see grad_target).
 void dropout_backward(const GradTarget& dx, const float* dout, const float* mask, int64_t n) {
-#pragma omp parallel for simd if (parallel : n > kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) {
+  detail::parallel_for_simd(n, n > kParallelThreshold, [=](int64_t i) {
     const float g = dout[i] * mask[i];
     dx.data[i] = dx.fresh ? g : dx.data[i] + g;
-  }
+  });
 }
 
 }  // namespace

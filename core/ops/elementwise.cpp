@@ -16,6 +16,7 @@
 #include "core/ops.h"
 #include "core/ops/fast_math.h"
 #include "core/ops/unary_op.h"
+#include "core/parallel.h"
 
 namespace bnlab {
 
@@ -80,12 +81,11 @@ Tensor binary_forward(const char* op, const Tensor& a, const Tensor& b, F f) {
   const float* pb = b.data();
   int64_t n = out.numel();
   if (a.shape() == b.shape()) {
-#pragma omp parallel for simd if (parallel : n > kParallelThreshold)
-    for (int64_t i = 0; i < n; ++i) o[i] = f(pa[i], pb[i]);
+    detail::parallel_for_simd(n, n > kParallelThreshold,
+                              [=](int64_t i) { o[i] = f(pa[i], pb[i]); });
   } else if (b.numel() == 1 && a.shape() == out_shape) {
     float s = pb[0];
-#pragma omp parallel for simd if (parallel : n > kParallelThreshold)
-    for (int64_t i = 0; i < n; ++i) o[i] = f(pa[i], s);
+    detail::parallel_for_simd(n, n > kParallelThreshold, [=](int64_t i) { o[i] = f(pa[i], s); });
   } else {
     for_each_broadcast(out_shape, broadcast_strides(a.shape(), out_shape),
                        broadcast_strides(b.shape(), out_shape),
@@ -111,8 +111,8 @@ Tensor full_grad(const Tensor& dout, const Tensor& a, const Tensor& b, F partial
   const float* pb = b.data();
   if (a.shape() == dout.shape() && b.shape() == dout.shape()) {
     int64_t n = g.numel();
-#pragma omp parallel for simd if (parallel : n > kParallelThreshold)
-    for (int64_t i = 0; i < n; ++i) pg[i] = pd[i] * partial(pa[i], pb[i]);
+    detail::parallel_for_simd(n, n > kParallelThreshold,
+                              [=](int64_t i) { pg[i] = pd[i] * partial(pa[i], pb[i]); });
   } else {
     for_each_broadcast(
         dout.shape(), broadcast_strides(a.shape(), dout.shape()),
@@ -424,8 +424,8 @@ Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
                const float* pd = dout.data();
                const float* pm = mask.data();
                int64_t n = g.numel();
-#pragma omp parallel for simd if (parallel : n > kParallelThreshold)
-               for (int64_t i = 0; i < n; ++i) pg[i] = pm[i] == take ? pd[i] : 0.0f;
+               detail::parallel_for_simd(n, n > kParallelThreshold,
+                                         [=](int64_t i) { pg[i] = pm[i] == take ? pd[i] : 0.0f; });
                accumulate_reduced("where", in[static_cast<size_t>(side)], g);
              }
            });

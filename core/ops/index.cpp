@@ -18,6 +18,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/parallel.h"
 
 namespace bnlab {
 
@@ -46,8 +47,7 @@ void move_rows(float* dst, const float* src, const Rows& r, bool dst_is_strided)
   // With step 1 each outer slice's rows are adjacent on both sides: one run of count * inner.
   const int64_t run = r.step == 1 ? r.count * r.inner : r.inner;
   const int64_t runs = r.step == 1 ? std::min<int64_t>(r.count, 1) : r.count;
-#pragma omp parallel for if (r.outer * r.count * r.inner > kParallelFloats)
-  for (int64_t o = 0; o < r.outer; ++o) {
+  detail::parallel_for(r.outer, r.outer * r.count * r.inner > kParallelFloats, [=](int64_t o) {
     for (int64_t j = 0; j < runs; ++j) {
       const int64_t strided = (o * r.size + r.start + j * r.step) * r.inner;
       const int64_t packed = o * r.count * r.inner + j * run;
@@ -59,7 +59,7 @@ void move_rows(float* dst, const float* src, const Rows& r, bool dst_is_strided)
         std::memcpy(d, s, static_cast<size_t>(run) * sizeof(float));
       }
     }
-  }
+  });
 }
 
 // The one selection primitive behind slice, narrow and select: rows of dimension d of x, as a

@@ -27,6 +27,7 @@
 #include "core/ops.h"
 #include "core/ops/fast_math.h"
 #include "core/ops/unary_op.h"
+#include "core/parallel.h"
 
 namespace bnlab {
 
@@ -107,8 +108,8 @@ Tensor pointwise_loss(const char* op, const Tensor& x, const Tensor& y, F f, DX 
   const float* py = y.data();
   float* po = out.data();
   const int64_t n = x.numel();
-#pragma omp parallel for simd if (parallel : n > detail::kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) po[i] = f(px[i], py[i]);
+  detail::parallel_for_simd(n, n > detail::kParallelThreshold,
+                            [=](int64_t i) { po[i] = f(px[i], py[i]); });
   if (needs_grad({x, y})) {
     attach(out, op, {x, y},
            [dfx, dfy](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
@@ -117,12 +118,12 @@ Tensor pointwise_loss(const char* op, const Tensor& x, const Tensor& y, F f, DX 
              const float* pd = dout.data();
              const int64_t n = dout.numel();
              if (float* dx = grad_buffer(in[0])) {
-#pragma omp parallel for simd if (parallel : n > detail::kParallelThreshold)
-               for (int64_t i = 0; i < n; ++i) dx[i] += pd[i] * dfx(px[i], py[i]);
+               detail::parallel_for_simd(n, n > detail::kParallelThreshold,
+                                         [=](int64_t i) { dx[i] += pd[i] * dfx(px[i], py[i]); });
              }
              if (float* dy = grad_buffer(in[1])) {
-#pragma omp parallel for simd if (parallel : n > detail::kParallelThreshold)
-               for (int64_t i = 0; i < n; ++i) dy[i] += pd[i] * dfy(px[i], py[i]);
+               detail::parallel_for_simd(n, n > detail::kParallelThreshold,
+                                         [=](int64_t i) { dy[i] += pd[i] * dfy(px[i], py[i]); });
              }
            });
   }

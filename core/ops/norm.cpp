@@ -69,6 +69,7 @@
 #include "core/ops.h"
 #include "core/ops/pool_general.h"
 #include "core/ops/unary_op.h"
+#include "core/parallel.h"
 
 namespace bnlab {
 
@@ -693,8 +694,7 @@ struct RowsAffine {
 void norm_rows_forward(float* y, double* mean_d, double* rstd_d, const float* x, const float* w,
                        const float* b, const RowsAffine& d, float eps) {
   const int64_t blocks = d.L / d.inner;
-#pragma omp parallel for if (d.R * d.L > kParallelThreshold)
-  for (int64_t r = 0; r < d.R; ++r) {
+  detail::parallel_for(d.R, d.R * d.L > kParallelThreshold, [&](int64_t r) {
     const float* xr = x + r * d.L;
     float* yr = y + r * d.L;
     // Two passes in double: the mean, then the biased variance from deviations.
@@ -718,7 +718,7 @@ void norm_rows_forward(float* y, double* mean_d, double* rstd_d, const float* x,
         yr[j] = static_cast<float>((xr[j] - m) * rstd * g + bias);
       }
     }
-  }
+  });
 }
 
 // Accumulates dx [R, L], dw [P], db [P] (null when not wanted) from dy [R, L].

@@ -42,6 +42,7 @@
 #include "core/ops.h"
 #include "core/ops/max_pool2x2_avx512.h"
 #include "core/ops/pool_general.h"
+#include "core/parallel.h"
 
 namespace bnlab {
 
@@ -85,47 +86,46 @@ PoolDims pool_dims(const char* op, const Tensor& x, int64_t kernel, int64_t stri
 // out [planes, Ho, Wo] and argmax [planes, Ho, Wo] (index h*W + w inside the plane) from x [planes,
 // H, W]: any window. The reference the 2x2/2 kernels below are tested against.
 void max_pool2d_forward(float* out, int64_t* argmax, const float* x, const PoolDims& d) {
-#pragma omp parallel for if (d.planes * d.Ho * d.Wo * d.kernel * d.kernel > (1 << 15))
-  for (int64_t plane = 0; plane < d.planes; ++plane) {
-    const float* xp = x + plane * d.H * d.W;
-    float* op = out + plane * d.Ho * d.Wo;
-    int64_t* ap = argmax + plane * d.Ho * d.Wo;
-    for (int64_t oh = 0; oh < d.Ho; ++oh) {
-      // Clamp the window to the real cells: that is what "padding is -inf" means for a max.
-      int64_t h0 = std::max<int64_t>(oh * d.stride - d.padding, 0);
-      int64_t h1 = std::min<int64_t>(oh * d.stride - d.padding + d.kernel, d.H);
-      for (int64_t ow = 0; ow < d.Wo; ++ow) {
-        int64_t w0 = std::max<int64_t>(ow * d.stride - d.padding, 0);
-        int64_t w1 = std::min<int64_t>(ow * d.stride - d.padding + d.kernel, d.W);
-        int64_t best = h0 * d.W + w0;
-        float best_value = xp[best];
-        for (int64_t h = h0; h < h1; ++h) {
-          for (int64_t w = w0; w < w1; ++w) {
-            float v = xp[h * d.W + w];
-            // Strict > keeps the first of equal maxima; the first NaN wins and stays.
-            if (v > best_value || (std::isnan(v) && !std::isnan(best_value))) {
-              best_value = v;
-              best = h * d.W + w;
+  detail::parallel_for(
+      d.planes, d.planes * d.Ho * d.Wo * d.kernel * d.kernel > (1 << 15), [&](int64_t plane) {
+        const float* xp = x + plane * d.H * d.W;
+        float* op = out + plane * d.Ho * d.Wo;
+        int64_t* ap = argmax + plane * d.Ho * d.Wo;
+        for (int64_t oh = 0; oh < d.Ho; ++oh) {
+          // Clamp the window to the real cells: that is what "padding is -inf" means for a max.
+          int64_t h0 = std::max<int64_t>(oh * d.stride - d.padding, 0);
+          int64_t h1 = std::min<int64_t>(oh * d.stride - d.padding + d.kernel, d.H);
+          for (int64_t ow = 0; ow < d.Wo; ++ow) {
+            int64_t w0 = std::max<int64_t>(ow * d.stride - d.padding, 0);
+            int64_t w1 = std::min<int64_t>(ow * d.stride - d.padding + d.kernel, d.W);
+            int64_t best = h0 * d.W + w0;
+            float best_value = xp[best];
+            for (int64_t h = h0; h < h1; ++h) {
+              for (int64_t w = w0; w < w1; ++w) {
+                float v = xp[h * d.W + w];
+                // Strict > keeps the first of equal maxima; the first NaN wins and stays.
+                if (v > best_value || (std::isnan(v) && !std::isnan(best_value))) {
+                  best_value = v;
+                  best = h * d.W + w;
+                }
+              }
             }
+            op[oh * d.Wo + ow] = best_value;
+            ap[oh * d.Wo + ow] = best;
           }
         }
-        op[oh * d.Wo + ow] = best_value;
-        ap[oh * d.Wo + ow] = best;
-      }
-    }
-  }
+      });
 }
 
 // dx [planes, H, W] += dout routed to the saved argmax. Parallel over planes: windows never cross
 // planes.
 void max_pool2d_backward(float* dx, const float* dout, const int64_t* argmax, const PoolDims& d) {
-#pragma omp parallel for if (d.planes * d.Ho * d.Wo > (1 << 15))
-  for (int64_t plane = 0; plane < d.planes; ++plane) {
+  detail::parallel_for(d.planes, d.planes * d.Ho * d.Wo > (1 << 15), [&](int64_t plane) {
     float* dxp = dx + plane * d.H * d.W;
     const float* gp = dout + plane * d.Ho * d.Wo;
     const int64_t* ap = argmax + plane * d.Ho * d.Wo;
     for (int64_t i = 0; i < d.Ho * d.Wo; ++i) dxp[ap[i]] += gp[i];
-  }
+  });
 }
 
 // One step of the max in the general loop's order, as a select (no branch: on random data the
@@ -269,21 +269,19 @@ namespace {
 // The 2x2 path over every plane of x [planes, H, W]. Planes are independent: threads split them.
 void max_pool2x2_forward(float* out, uint8_t* at, const float* x, const PoolDims& d) {
   const int64_t in_plane = d.H * d.W, out_plane = d.Ho * d.Wo;
-#pragma omp parallel for if (d.planes * in_plane > (1 << 16))
-  for (int64_t plane = 0; plane < d.planes; ++plane) {
+  detail::parallel_for(d.planes, d.planes * in_plane > (1 << 16), [&](int64_t plane) {
     detail::max_pool2x2_plane(out + plane * out_plane, at ? at + plane * out_plane : nullptr,
                               x + plane * in_plane, d.H, d.W);
-  }
+  });
 }
 
 void max_pool2x2_backward(float* dx, const float* dout, const uint8_t* at, const PoolDims& d,
                           bool assign) {
   const int64_t in_plane = d.H * d.W, out_plane = d.Ho * d.Wo;
-#pragma omp parallel for if (d.planes * in_plane > (1 << 16))
-  for (int64_t plane = 0; plane < d.planes; ++plane) {
+  detail::parallel_for(d.planes, d.planes * in_plane > (1 << 16), [&](int64_t plane) {
     detail::max_pool2x2_plane_backward(dx + plane * in_plane, dout + plane * out_plane,
                                        at + plane * out_plane, d.H, d.W, assign);
-  }
+  });
 }
 
 }  // namespace
@@ -326,8 +324,7 @@ struct AvgWindows {
 
 // out [planes, Ho, Wo] = window means of x [planes, H, W].
 void avg_pool_forward(float* out, const float* x, const AvgWindows& d) {
-#pragma omp parallel for if (d.planes * d.H * d.W > (1 << 15))
-  for (int64_t plane = 0; plane < d.planes; ++plane) {
+  detail::parallel_for(d.planes, d.planes * d.H * d.W > (1 << 15), [&](int64_t plane) {
     const float* xp = x + plane * d.H * d.W;
     float* op = out + plane * d.Ho * d.Wo;
     for (int64_t oh = 0; oh < d.Ho; ++oh) {
@@ -338,14 +335,13 @@ void avg_pool_forward(float* out, const float* x, const AvgWindows& d) {
         op[oh * d.Wo + ow] = acc * d.inv_divisor(oh, ow);
       }
     }
-  }
+  });
 }
 
 // dx [planes, H, W] += dout / divisor spread over each window. Parallel over planes: windows never
 // cross planes.
 void avg_pool_backward(float* dx, const float* dout, const AvgWindows& d) {
-#pragma omp parallel for if (d.planes * d.H * d.W > (1 << 15))
-  for (int64_t plane = 0; plane < d.planes; ++plane) {
+  detail::parallel_for(d.planes, d.planes * d.H * d.W > (1 << 15), [&](int64_t plane) {
     float* dxp = dx + plane * d.H * d.W;
     const float* gp = dout + plane * d.Ho * d.Wo;
     for (int64_t oh = 0; oh < d.Ho; ++oh) {
@@ -355,7 +351,7 @@ void avg_pool_backward(float* dx, const float* dout, const AvgWindows& d) {
           for (int64_t w = d.w0[ow]; w < d.w1[ow]; ++w) dxp[h * d.W + w] += g;
       }
     }
-  }
+  });
 }
 
 Tensor avg_pool(const char* op, const Tensor& x, AvgWindows d) {

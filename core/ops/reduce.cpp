@@ -26,6 +26,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/parallel.h"
 
 namespace bnlab {
 
@@ -66,11 +67,10 @@ template <class Fn>
 void for_each_tile(const DimView& v, Fn fn) {
   const int64_t tiles = (v.inner + kTile - 1) / kTile;
   const int64_t total = v.outer * tiles;
-#pragma omp parallel for schedule(static) if (v.outer * v.n * v.inner > (1 << 16) && total > 1)
-  for (int64_t t = 0; t < total; ++t) {
+  detail::parallel_for(total, v.outer * v.n * v.inner > (1 << 16) && total > 1, [&](int64_t t) {
     const int64_t i0 = (t % tiles) * kTile;
     fn(t / tiles, i0, std::min(i0 + kTile, v.inner));
-  }
+  });
 }
 
 // acc[i - i0] = sum over k of x[o, k, i] for i in [i0, i1), in double.
@@ -99,24 +99,22 @@ void broadcast_add(float* dx, const float* g, float scale, const DimView& v) {
   if (v.inner == 1) {
     // Reducing the last dim (or everything): each output's gradient fills a contiguous row, so
     // vectorize along k rather than along the one-wide inner loop below.
-#pragma omp parallel for if (v.outer * v.n > (1 << 16))
-    for (int64_t o = 0; o < v.outer; ++o) {
+    detail::parallel_for(v.outer, v.outer * v.n > (1 << 16), [=](int64_t o) {
       const float go = g[o] * scale;
       float* row = dx + o * v.n;
 #pragma omp simd
       for (int64_t k = 0; k < v.n; ++k) row[k] += go;
-    }
+    });
     return;
   }
-#pragma omp parallel for if (v.outer * v.n * v.inner > (1 << 16) && v.outer > 1)
-  for (int64_t o = 0; o < v.outer; ++o) {
+  detail::parallel_for(v.outer, v.outer * v.n * v.inner > (1 << 16) && v.outer > 1, [=](int64_t o) {
     const float* go = g + o * v.inner;
     for (int64_t k = 0; k < v.n; ++k) {
       float* row = dx + (o * v.n + k) * v.inner;
 #pragma omp simd
       for (int64_t i = 0; i < v.inner; ++i) row[i] += go[i] * scale;
     }
-  }
+  });
 }
 
 // Sum over the viewed dim, scaled (1 for sum, 1/n for mean).
@@ -307,17 +305,17 @@ Tensor variance(const char* op, const Tensor& x, const DimView& v, double correc
              const float* xin = in[0].data();
              const float* g = dout.data();
              float* dx = grad_buffer(in[0]);
-#pragma omp parallel for if (v.outer * v.n * v.inner > (1 << 16) && v.outer > 1)
-             for (int64_t o = 0; o < v.outer; ++o) {
-               const float* go = g + o * v.inner;
-               const float* mo = means.data() + o * v.inner;
-               for (int64_t k = 0; k < v.n; ++k) {
-                 const int64_t at = (o * v.n + k) * v.inner;
+             detail::parallel_for(v.outer, v.outer * v.n * v.inner > (1 << 16) && v.outer > 1,
+                                  [&](int64_t o) {
+                                    const float* go = g + o * v.inner;
+                                    const float* mo = means.data() + o * v.inner;
+                                    for (int64_t k = 0; k < v.n; ++k) {
+                                      const int64_t at = (o * v.n + k) * v.inner;
 #pragma omp simd
-                 for (int64_t i = 0; i < v.inner; ++i)
-                   dx[at + i] += go[i] * scale * (xin[at + i] - mo[i]);
-               }
-             }
+                                      for (int64_t i = 0; i < v.inner; ++i)
+                                        dx[at + i] += go[i] * scale * (xin[at + i] - mo[i]);
+                                    }
+                                  });
            });
   }
   return out;
@@ -339,8 +337,7 @@ namespace {
 
 // Writes softmax (log_space=false) or log_softmax (true) of x over the viewed dim into out.
 void softmax_forward(float* out, const float* x, const DimView& v, bool log_space) {
-#pragma omp parallel for if (v.outer * v.n * v.inner > (1 << 15))
-  for (int64_t o = 0; o < v.outer; ++o) {
+  detail::parallel_for(v.outer, v.outer * v.n * v.inner > (1 << 15), [&](int64_t o) {
     for (int64_t i = 0; i < v.inner; ++i) {
       const float* row = x + o * v.n * v.inner + i;
       float* orow = out + o * v.n * v.inner + i;
@@ -357,7 +354,7 @@ void softmax_forward(float* out, const float* x, const DimView& v, bool log_spac
         for (int64_t k = 0; k < v.n; ++k) orow[k * v.inner] = std::exp(row[k * v.inner] - m) * inv;
       }
     }
-  }
+  });
 }
 
 }  // namespace

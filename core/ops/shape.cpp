@@ -12,6 +12,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/parallel.h"
 
 namespace bnlab {
 
@@ -91,8 +92,7 @@ void permute_forward(float* dst, const float* src, const Shape& src_shape,
   const int64_t Q = tiled ? out_shape[q] : 1, dq = tiled ? dst_stride[q] : 0;
   const int64_t tile = tiled ? 16 : L;
   const int64_t planes = n / (L * Q);  // one per index of the other out dims
-#pragma omp parallel for if (n > (1 << 16))
-  for (int64_t p = 0; p < planes; ++p) {
+  detail::parallel_for(planes, n > (1 << 16), [&](int64_t p) {
     int64_t s0 = 0, d0 = 0;  // src and dst offsets of plane p
     for (int64_t i = static_cast<int64_t>(k) - 2, rest = p; i >= 0; --i) {
       const auto u = static_cast<size_t>(i);
@@ -118,7 +118,7 @@ void permute_forward(float* dst, const float* src, const Shape& src_shape,
         }
       }
     }
-  }
+  });
 }
 }  // namespace
 

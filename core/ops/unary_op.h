@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/parallel.h"
 #include "core/tensor.h"
 
 namespace bnlab::detail {
@@ -34,8 +35,7 @@ Tensor unary(const char* op, const Tensor& x, F f, DF df) {
   const float* px = x.data();
   float* py = out.data();
   int64_t n = x.numel();
-#pragma omp parallel for simd if (parallel : n > kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) py[i] = f(px[i]);
+  detail::parallel_for_simd(n, n > kParallelThreshold, [=](int64_t i) { py[i] = f(px[i]); });
   if (needs_grad({x})) {
     attach(out, op, {x}, [df](const Tensor& y, const Tensor& dout, const std::vector<Tensor>& in) {
       const GradTarget dx = grad_target(in[0]);
@@ -43,11 +43,10 @@ Tensor unary(const char* op, const Tensor& x, F f, DF df) {
       const float* py = y.data();
       const float* pd = dout.data();
       int64_t n = y.numel();
-#pragma omp parallel for simd if (parallel : n > kParallelThreshold)
-      for (int64_t i = 0; i < n; ++i) {
+      detail::parallel_for_simd(n, n > kParallelThreshold, [=](int64_t i) {
         const float g = pd[i] * df(px[i], py[i]);
         dx.data[i] = dx.fresh ? g : dx.data[i] + g;  // a fresh buffer is assigned, not zeroed
-      }
+      });
     });
   }
   return out;
