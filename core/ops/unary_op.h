@@ -13,10 +13,8 @@
 
 namespace bnlab::detail {
 
-/// Loops shorter than this stay on one thread: forking costs more than it saves. Written
-/// `parallel for simd if (parallel : n > kParallelThreshold)`: an `if` without the `parallel :`
-/// modifier applies to the simd construct too (OpenMP 5.0), and GCC then runs every loop below
-/// the threshold as scalar code, which kept all of the MLPs' elementwise ops unvectorized.
+/// Loops shorter than this stay on one thread, outside any parallel region (core/parallel.h):
+/// forking costs more than it saves.
 constexpr int64_t kParallelThreshold = 1 << 15;
 
 /// relu(v) = max(v, 0), shared by relu() and batch_norm_relu_train so that the two cannot drift
