@@ -175,13 +175,30 @@ void batch_norm_passes(const ChannelDims& d, bool fused, First first, Between be
 // rather than its value so that it can read the same element of a second tensor of x's layout.
 template <class F>
 void channel_sums(double* acc, const float* x, const ChannelDims& d, int64_t c0, int64_t c1, F f) {
-  for (int64_t n = 0; n < d.N; ++n) {
-    if (d.S == 1) {
-      const float* xr = x + n * d.C;
+  if (d.S == 1) {
+    // [N, C]: kSumGroup channels at a time, their sums held in registers down the whole batch
+    // (accumulating the block's 64 sums row by row kept them in memory: a load and a store per
+    // element). Each channel still adds its values in the order of n, so the sums are the same.
+    constexpr int64_t kSumGroup = 16;
+    int64_t c = c0;
+    for (; c + kSumGroup <= c1; c += kSumGroup) {
+      double a[kSumGroup];
+      for (int64_t j = 0; j < kSumGroup; ++j) a[j] = acc[c - c0 + j];
+      for (int64_t n = 0; n < d.N; ++n) {
+        const float* xr = x + n * d.C + c;
 #pragma omp simd
-      for (int64_t c = c0; c < c1; ++c) acc[c - c0] += f(xr + c, c);
-      continue;
+        for (int64_t j = 0; j < kSumGroup; ++j) a[j] += f(xr + j, c + j);
+      }
+      for (int64_t j = 0; j < kSumGroup; ++j) acc[c - c0 + j] = a[j];
     }
+    for (; c < c1; ++c) {
+      double a = acc[c - c0];
+      for (int64_t n = 0; n < d.N; ++n) a += f(x + n * d.C + c, c);
+      acc[c - c0] = a;
+    }
+    return;
+  }
+  for (int64_t n = 0; n < d.N; ++n) {
     for (int64_t c = c0; c < c1; ++c) {
       const float* xc = x + (n * d.C + c) * d.S;
       double s_acc = 0.0;
@@ -337,16 +354,12 @@ void batch_norm_grad_sums(double* sums, const float* dy, const float* z, const f
   // sum(dy * xhat) needs x and dy side by side; the same two layouts as channel_sums. They share
   // the layout, so x is indexed with dy's offsets (dy + i -> x + i).
   const std::ptrdiff_t to_x = x - dy;
-  for (int64_t n = 0; n < d.N; ++n) {
-    if (d.S == 1) {
-      const float* gr = dy + n * d.C;
-      const float* xr = gr + to_x;
-#pragma omp simd
-      for (int64_t c = c0; c < c1; ++c)
-        sum_dy_xhat[c - c0] +=
-            grad_at<kRelu>(gr[c], z, gr + c - dy) * ((xr[c] - mean_d[c]) * rstd_d[c]);
-      continue;
-    }
+  if (d.S == 1) {
+    channel_sums(sum_dy_xhat, dy, d, c0, c1, [=](const float* g, int64_t c) {
+      return grad_at<kRelu>(*g, z, g - dy) * ((g[to_x] - mean_d[c]) * rstd_d[c]);
+    });
+  }
+  for (int64_t n = 0; n < d.N && d.S > 1; ++n) {
     for (int64_t c = c0; c < c1; ++c) {
       const float* gc = dy + (n * d.C + c) * d.S;
       const float* xc = gc + to_x;
