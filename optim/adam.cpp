@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "core/parallel.h"
 
@@ -80,21 +81,31 @@ void Adam::update_param(size_t index, const ParamGroup& group, float* p, const f
   float* v = state(1, index);                                   // [n] exp_avg_sq
   float* v_max = options_.amsgrad ? state(2, index) : nullptr;  // [n] max_exp_avg_sq
 
-  detail::parallel_for(n, n >= detail::kOptimParallelThreshold, [=](int64_t i) {
-    float d = g[i];
-    if (decoupled) p[i] *= decay;      // AdamW: shrink the weight, outside the adaptive scaling
-    if (l2) d += weight_decay * p[i];  // Adam: the L2 gradient goes through the adaptive scaling
-    m[i] = lerp(m[i], d, one_minus_beta1);
-    v[i] = v[i] * beta2_f + one_minus_beta2 * d * d;
-    float second = v[i];
-    if (v_max) {
-      v_max[i] = std::max(v_max[i], v[i]);
-      second = v_max[i];
-    }
-    // Why eps after the correction: torch's denom = sqrt(v) / sqrt(1 - beta2^t) + eps.
-    const float denom = std::sqrt(second) / bias_correction2_sqrt + eps;
-    p[i] -= step_size * (m[i] / denom);
-  });
+  // amsgrad's v_max as a compile-time constant, not `if (v_max)` in the loop: see Sgd (a null
+  // pointer's masked vector loads trap into microcode assists).
+  auto update = [&](auto with_max) {
+    constexpr bool kAmsgrad = decltype(with_max)::value;
+    detail::parallel_for(n, n >= detail::kOptimParallelThreshold, [=](int64_t i) {
+      float d = g[i];
+      if (decoupled) p[i] *= decay;      // AdamW: shrink the weight, outside the adaptive scaling
+      if (l2) d += weight_decay * p[i];  // Adam: the L2 gradient goes through the adaptive scaling
+      m[i] = lerp(m[i], d, one_minus_beta1);
+      v[i] = v[i] * beta2_f + one_minus_beta2 * d * d;
+      float second = v[i];
+      if constexpr (kAmsgrad) {
+        v_max[i] = std::max(v_max[i], v[i]);
+        second = v_max[i];
+      }
+      // Why eps after the correction: torch's denom = sqrt(v) / sqrt(1 - beta2^t) + eps.
+      const float denom = std::sqrt(second) / bias_correction2_sqrt + eps;
+      p[i] -= step_size * (m[i] / denom);
+    });
+  };
+  if (v_max) {
+    update(std::true_type{});
+  } else {
+    update(std::false_type{});
+  }
 }
 
 }  // namespace bnlab

@@ -5,6 +5,7 @@
 #include "optim/rmsprop.h"
 
 #include <cmath>
+#include <type_traits>
 
 #include "core/parallel.h"
 
@@ -52,26 +53,44 @@ void Rmsprop::update_param(size_t index, const ParamGroup& group, float* p, cons
   float* b = momentum > 0.0f ? state(slot++, index) : nullptr;    // [n] momentum_buffer
   float* a = options_.centered ? state(slot++, index) : nullptr;  // [n] grad_avg
 
-  detail::parallel_for(n, n >= detail::kOptimParallelThreshold, [=](int64_t i) {
-    float d = g[i];
-    if (weight_decay != 0.0f) d += weight_decay * p[i];
-    s[i] = s[i] * alpha + one_minus_alpha * d * d;
-    float r;
-    if (a) {
-      // Centered: divide by an estimate of the gradient's standard deviation, not its RMS.
-      a[i] = lerp(a[i], d, one_minus_alpha);
-      r = std::sqrt(s[i] - a[i] * a[i]);
-    } else {
-      r = std::sqrt(s[i]);
-    }
-    r += eps;  // eps outside the sqrt, as torch
+  // The optional buffers' presence as compile-time constants, not `if (a)` / `if (b)` in the loop:
+  // see Sgd (a null pointer's masked vector loads trap into microcode assists).
+  auto update = [&](auto centered, auto with_momentum) {
+    constexpr bool kCentered = decltype(centered)::value;
+    constexpr bool kMomentum = decltype(with_momentum)::value;
+    detail::parallel_for(n, n >= detail::kOptimParallelThreshold, [=](int64_t i) {
+      float d = g[i];
+      if (weight_decay != 0.0f) d += weight_decay * p[i];
+      s[i] = s[i] * alpha + one_minus_alpha * d * d;
+      float r;
+      if constexpr (kCentered) {
+        // Centered: divide by an estimate of the gradient's standard deviation, not its RMS.
+        a[i] = lerp(a[i], d, one_minus_alpha);
+        r = std::sqrt(s[i] - a[i] * a[i]);
+      } else {
+        r = std::sqrt(s[i]);
+      }
+      r += eps;  // eps outside the sqrt, as torch
+      if constexpr (kMomentum) {
+        b[i] = b[i] * momentum + d / r;
+        p[i] -= lr * b[i];
+      } else {
+        p[i] -= lr * (d / r);
+      }
+    });
+  };
+  auto with_momentum = [&](auto centered) {
     if (b) {
-      b[i] = b[i] * momentum + d / r;
-      p[i] -= lr * b[i];
+      update(centered, std::true_type{});
     } else {
-      p[i] -= lr * (d / r);
+      update(centered, std::false_type{});
     }
-  });
+  };
+  if (a) {
+    with_momentum(std::true_type{});
+  } else {
+    with_momentum(std::false_type{});
+  }
 }
 
 }  // namespace bnlab
