@@ -41,6 +41,7 @@
 #include <atomic>
 
 #include "core/gemm_avx512.h"
+#include "core/ops/isa_target.h"
 #include "core/ops/unary_op.h"
 #include "core/tensor.h"
 
@@ -49,19 +50,6 @@
 // overwritten.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
-// Every function defined between BNLAB_TARGET_BEGIN(isa) and BNLAB_TARGET_END is compiled for
-// `isa`: GCC's target pragma; clang ignores that one and takes an attribute pushed onto each
-// function instead (the fuzzing build uses clang).
-#define BNLAB_PRAGMA(x) _Pragma(#x)
-#if defined(__clang__)
-#define BNLAB_TARGET_BEGIN(isa) \
-  BNLAB_PRAGMA(clang attribute push(__attribute__((target(isa))), apply_to = function))
-#define BNLAB_TARGET_END BNLAB_PRAGMA(clang attribute pop)
-#else
-#define BNLAB_TARGET_BEGIN(isa) BNLAB_PRAGMA(GCC push_options) BNLAB_PRAGMA(GCC target(isa))
-#define BNLAB_TARGET_END BNLAB_PRAGMA(GCC pop_options)
 #endif
 
 // GCC turns short fill and copy loops into memset/memcpy calls; this keeps a function's loops as
