@@ -102,6 +102,13 @@ int main(int argc, char** argv) {
       {1, 32, 28, 5, 2, direct, false},
       {8, 32, 28, 5, 2, direct, true},
       {32, 64, 14, 5, 2, direct, true},
+      // The frequency-domain path at lenet's second conv and neighbouring small-image shapes.
+      {32, 64, 14, 5, 2, ConvPathMode::fourier, true},
+      {16, 32, 14, 5, 2, ConvPathMode::fourier, true},
+      {64, 64, 8, 5, 2, ConvPathMode::fourier, true},
+      {32, 32, 16, 3, 1, ConvPathMode::fourier, true},
+      {128, 128, 8, 3, 1, ConvPathMode::fourier, true},
+      {8, 16, 14, 5, 2, ConvPathMode::fourier, true},
   };
   using Clock = std::chrono::steady_clock;
   for (const Layer& l : layers) {
@@ -146,7 +153,7 @@ int main(int argc, char** argv) {
         ratio.push_back(per[0] / per[1]);
       }
       const detail::ConvPath other =
-          detail::conv2d_path(l.other, l.C, l.K, l.k, l.k, 1, l.padding, 1);
+          detail::conv2d_path(l.other, l.C, l.K, l.k, l.k, 1, l.padding, 1, l.H, l.H);
       std::printf("%-22s %-14s %-8s %10.3f %10.3f %7.2f\n", name.c_str(),
                   detail::conv_path_name(other), backward ? "fwd+bwd" : "fwd", median(ms[0]),
                   median(ms[1]), median(ratio));

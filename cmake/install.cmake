@@ -33,6 +33,7 @@ set(BNLAB_INTERNAL_HEADERS
   core/ops/conv_path.h  # which implementation computes a conv2d, and BNLAB_CONV (detail)
   core/ops/conv_winograd.h  # conv2d's Winograd F(4x4, 3x3) path (detail)
   core/ops/conv_direct.h  # conv2d's direct kernels for thin layers (detail)
+  core/ops/conv_fourier.h  # conv2d's frequency-domain path for small images, large kernels (detail)
   core/ops/isa_target.h  # compiling a stretch of code for one instruction set (detail)
   data/byte_reader.h  # bounded, gzip-transparent file reads behind the IDX/CIFAR parsers (detail)
   # The Trainer's and the CLI's parts: the public train/ API is models.h, trainer.h, ablation.h and study.h.

@@ -14,6 +14,7 @@ set(BNLAB_CORE_SOURCES
   core/ops/conv.cpp
   core/ops/conv_path.cpp
   core/ops/conv_direct.cpp
+  core/ops/conv_fourier.cpp
   core/ops/conv_winograd.cpp
   core/ops/pool.cpp
   core/ops/max_pool2x2_avx512.cpp

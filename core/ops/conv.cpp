@@ -38,6 +38,7 @@
 #include "core/blas.h"
 #include "core/ops.h"
 #include "core/ops/conv_direct.h"
+#include "core/ops/conv_fourier.h"
 #include "core/ops/conv_path.h"
 #include "core/ops/conv_winograd.h"
 #include "core/ops/unary_op.h"
@@ -358,10 +359,11 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
   d.Wo = (d.W + 2 * padding - d.kw) / stride + 1;
 
   // The path is fixed here, by shape and BNLAB_CONV only, and the backward reuses it.
-  const detail::ConvPath path =
-      detail::conv2d_path(detail::conv_path_mode(), d.C, d.K, d.kh, d.kw, stride, padding, groups);
+  const detail::ConvPath path = detail::conv2d_path(detail::conv_path_mode(), d.C, d.K, d.kh, d.kw,
+                                                    stride, padding, groups, d.H, d.W);
   const detail::WinogradShape ws{d.N, d.C, d.H, d.W, d.K};
   const detail::DirectConvShape ds{d.N, d.C, d.H, d.W, d.K, d.kh, padding, d.Ho, d.Wo};
+  const detail::FourierConvShape fs{d.N, d.C, d.H, d.W, d.K, d.kh, d.kw, padding, d.Ho, d.Wo};
   Tensor out = Tensor::empty({d.N, d.K, d.Ho, d.Wo});
   const float* b = bias.defined() ? bias.data() : nullptr;
   switch (path) {
@@ -372,6 +374,9 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
     case detail::ConvPath::direct_data:
       detail::conv2d_direct_forward(out.data(), x.data(), weight.data(), b, ds, relu);
       break;
+    case detail::ConvPath::fourier:
+      detail::fourier_conv2d_forward(out.data(), x.data(), weight.data(), b, fs, relu);
+      break;
     case detail::ConvPath::im2col:
       conv2d_forward(out.data(), x.data(), weight.data(), b, d, relu);
       break;
@@ -379,12 +384,18 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
 
   if (needs_grad({x, weight, bias})) {
     attach(out, "conv2d", {x, weight, bias},
-           [d, ws, ds, path](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+           [d, ws, ds, fs, path](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              if (float* db = grad_buffer(in[2])) conv2d_bias_backward(db, dout.data(), d);
              if (path == detail::ConvPath::winograd) {
                const GradTarget dx = grad_target(in[0]);
                detail::winograd_conv2d_backward(dx.data, dx.fresh, grad_buffer(in[1]), dout.data(),
                                                 in[0].data(), in[1].data(), ws);
+               return;
+             }
+             if (path == detail::ConvPath::fourier) {
+               const GradTarget dx = grad_target(in[0]);
+               detail::fourier_conv2d_backward(dx.data, dx.fresh, grad_buffer(in[1]), dout.data(),
+                                               in[0].data(), in[1].data(), fs);
                return;
              }
              // The direct paths: `direct` (thin first layers) computes dw with the direct kernel

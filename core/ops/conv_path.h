@@ -1,6 +1,7 @@
 // Which implementation computes a conv2d (internal; not installed): im2col + GEMM, the reference
-// for every shape (core/ops/conv.cpp), Winograd F(4x4, 3x3) (core/ops/conv_winograd.cpp) or the
-// direct kernels for thin first layers (core/ops/conv_direct.cpp); BNLAB_CONV; and the static rule
+// for every shape (core/ops/conv.cpp), Winograd F(4x4, 3x3) (core/ops/conv_winograd.cpp), the
+// direct kernels for thin first layers (core/ops/conv_direct.cpp) or the frequency-domain path for
+// small images with large kernels (core/ops/conv_fourier.cpp); BNLAB_CONV; and the static rule
 // that picks one per shape.
 #pragma once
 #include <cstdint>
@@ -13,6 +14,7 @@ enum class ConvPath {
   winograd,     ///< Winograd F(4x4, 3x3), only eligible shapes (conv2d_winograd_eligible)
   direct,       ///< direct kernels for the forward and dw (dx: im2col's), eligible shapes only
   direct_data,  ///< direct forward and dx (dw: im2col's), eligible shapes only
+  fourier,      ///< frequency-domain forward, dx and dw, eligible shapes only
 };
 
 /// What BNLAB_CONV asks for: the static rule, or one path forced.
@@ -21,9 +23,11 @@ enum class ConvPathMode {
   im2col,     ///< `im2col`: always the reference path
   winograd,   ///< `winograd`: Winograd wherever eligible, whatever the channel counts
   direct,     ///< `direct`: the direct kernels wherever eligible, whatever the channel counts
+  fourier,    ///< `fourier`: the frequency-domain path wherever eligible, whatever the channels
 };
 
-/// BNLAB_CONV's value as a mode: null, "" or "auto" -> automatic, "im2col", "winograd", "direct";
+/// BNLAB_CONV's value as a mode: null, "" or "auto" -> automatic, "im2col", "winograd", "direct",
+/// "fourier";
 /// anything else throws, naming the variable and the accepted values.
 ConvPathMode parse_conv_path_mode(const char* value);
 
@@ -47,12 +51,12 @@ class ScopedConvPathMode {
   ConvPathMode previous_;
 };
 
-/// The path conv2d takes for input channels C and output channels K of the given kernel under
-/// `mode` (the static rule, documented at its definition).
+/// The path conv2d takes for input channels C and output channels K of the given kernel on H x W
+/// images under `mode` (the static rule, documented at its definition).
 ConvPath conv2d_path(ConvPathMode mode, int64_t C, int64_t K, int64_t kh, int64_t kw,
-                     int64_t stride, int64_t padding, int64_t groups);
+                     int64_t stride, int64_t padding, int64_t groups, int64_t H, int64_t W);
 
-/// "im2col", "winograd" or "direct".
+/// "im2col", "winograd", "direct", "direct-data" or "fourier".
 const char* conv_path_name(ConvPath path);
 
 }  // namespace bnlab::detail

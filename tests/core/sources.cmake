@@ -10,6 +10,7 @@ set(BNLAB_TEST_CORE_SOURCES
   tests/core/test_ops_loss.cpp
   tests/core/test_ops_conv.cpp
   tests/core/test_ops_conv_direct.cpp
+  tests/core/test_ops_conv_fourier.cpp
   tests/core/test_ops_conv_winograd.cpp
   tests/core/test_ops_pool.cpp
   tests/core/test_ops_avg_pool.cpp

@@ -301,21 +301,21 @@ TEST_CASE("ops.conv_direct: the shapes it takes and the path rule") {
   const ConvPath thick5x5 =
       detail::direct_conv_isa() == DirectIsa::avx512 ? ConvPath::direct_data : ConvPath::im2col;
   // (mode, C, K, kh, kw, stride, padding, groups)
-  CHECK(detail::conv2d_path(A, 1, 32, 5, 5, 1, 2, 1) == thin);
-  CHECK(detail::conv2d_path(A, 3, 32, 3, 3, 1, 1, 1) == thin);
-  CHECK(detail::conv2d_path(A, 4, 8, 3, 3, 1, 1, 1) == thin);
-  CHECK(detail::conv2d_path(A, 5, 32, 3, 3, 1, 1, 1) == ConvPath::im2col);  // not thin
-  CHECK(detail::conv2d_path(A, 32, 64, 5, 5, 1, 2, 1) == thick5x5);         // lenet's second
-  CHECK(detail::conv2d_path(A, 5, 8, 5, 5, 1, 0, 1) == thick5x5);
-  CHECK(detail::conv2d_path(A, 32, 32, 3, 3, 1, 1, 1) == ConvPath::winograd);
-  CHECK(detail::conv2d_path(A, 3, 32, 3, 3, 2, 1, 1) == ConvPath::im2col);
-  CHECK(detail::conv2d_path(D, 32, 64, 5, 5, 1, 2, 1) == ConvPath::direct);  // forced
-  CHECK(detail::conv2d_path(D, 32, 64, 3, 3, 1, 1, 1) == ConvPath::direct);
-  CHECK(detail::conv2d_path(D, 3, 32, 3, 3, 2, 1, 1) == ConvPath::im2col);  // not eligible
-  CHECK(detail::conv2d_path(I, 1, 32, 5, 5, 1, 2, 1) == ConvPath::im2col);
+  CHECK(detail::conv2d_path(A, 1, 32, 5, 5, 1, 2, 1, 28, 28) == thin);
+  CHECK(detail::conv2d_path(A, 3, 32, 3, 3, 1, 1, 1, 28, 28) == thin);
+  CHECK(detail::conv2d_path(A, 4, 8, 3, 3, 1, 1, 1, 28, 28) == thin);
+  CHECK(detail::conv2d_path(A, 5, 32, 3, 3, 1, 1, 1, 28, 28) == ConvPath::im2col);  // not thin
+  CHECK(detail::conv2d_path(A, 32, 64, 5, 5, 1, 2, 1, 28, 28) == thick5x5);  // lenet's second
+  CHECK(detail::conv2d_path(A, 5, 8, 5, 5, 1, 0, 1, 28, 28) == thick5x5);
+  CHECK(detail::conv2d_path(A, 32, 32, 3, 3, 1, 1, 1, 28, 28) == ConvPath::winograd);
+  CHECK(detail::conv2d_path(A, 3, 32, 3, 3, 2, 1, 1, 28, 28) == ConvPath::im2col);
+  CHECK(detail::conv2d_path(D, 32, 64, 5, 5, 1, 2, 1, 28, 28) == ConvPath::direct);  // forced
+  CHECK(detail::conv2d_path(D, 32, 64, 3, 3, 1, 1, 1, 28, 28) == ConvPath::direct);
+  CHECK(detail::conv2d_path(D, 3, 32, 3, 3, 2, 1, 1, 28, 28) == ConvPath::im2col);  // not eligible
+  CHECK(detail::conv2d_path(I, 1, 32, 5, 5, 1, 2, 1, 28, 28) == ConvPath::im2col);
   CHECK(detail::parse_conv_path_mode("direct") == D);
   CHECK_THROWS_WITH(detail::parse_conv_path_mode("fast"),
-                    doctest::Contains("expected auto, im2col, winograd or direct"));
+                    doctest::Contains("expected auto, im2col, winograd, direct or fourier"));
   CHECK(std::string(detail::conv_path_name(ConvPath::direct)) == "direct");
   CHECK(std::string(detail::conv_path_name(ConvPath::direct_data)) == "direct-data");
 }
@@ -396,7 +396,7 @@ TEST_CASE("ops.conv_direct: conv2d's direct paths and im2col agree") {
     if (detail::direct_conv_isa() != DirectIsa::avx512) return;  // automatic mode is im2col
     const Tensor x = Tensor::normal({3, 12, 9, 20}, rng), w = Tensor::normal({7, 12, 5, 5}, rng),
                  b = Tensor::normal({7}, rng), g = Tensor::normal({3, 7, 9, 20}, rng);
-    REQUIRE(detail::conv2d_path(detail::ConvPathMode::automatic, 12, 7, 5, 5, 1, 2, 1) ==
+    REQUIRE(detail::conv2d_path(detail::ConvPathMode::automatic, 12, 7, 5, 5, 1, 2, 1, 9, 20) ==
             detail::ConvPath::direct_data);
     const Result direct = run_conv(detail::ConvPathMode::automatic, x, w, b, g);
     const Result ref = run_conv(detail::ConvPathMode::im2col, x, w, b, g);

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "conv_test_util.h"
 #include "core/blas.h"
 #include "core/ops/conv_path.h"
 #include "core/ops/conv_winograd.h"
@@ -18,7 +19,11 @@ using namespace bnlab;
 using bnlab::detail::ConvPath;
 using bnlab::detail::ConvPathMode;
 using bnlab::detail::ScopedConvPathMode;
+using bnlab::testing::ConvResult;
 using bnlab::testing::param;
+using bnlab::testing::run_conv;
+using bnlab::testing::same_bits;
+using bnlab::testing::worst_ulps;
 
 namespace {
 using Inputs = std::vector<Tensor>;
@@ -87,41 +92,6 @@ Reference reference(const Tensor& x, const Tensor& w, const Tensor& b, const Ten
   return r;
 }
 
-// The worst |got - want| / (FLT_EPSILON * magnitude) (0 where both are exactly 0).
-double worst_ulps(const std::vector<float>& got, const std::vector<double>& want,
-                  const std::vector<double>& mag) {
-  REQUIRE(got.size() == want.size());
-  double worst = 0.0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double err = std::fabs(got[i] - want[i]);
-    if (err == 0.0) continue;
-    worst = std::max(worst, mag[i] > 0.0 ? err / (FLT_EPSILON * mag[i]) : INFINITY);
-  }
-  return worst;
-}
-
-struct Result {
-  std::vector<float> y, dx, dw, db;
-};
-
-// conv2d (3x3, stride 1, padding 1) and its backward for output gradient g, under `mode`.
-Result run_conv(ConvPathMode mode, const Tensor& x0, const Tensor& w0, const Tensor& b0,
-                const Tensor& g) {
-  ScopedConvPathMode scoped(mode);
-  Tensor x = x0.detach().clone().set_requires_grad();
-  Tensor w = w0.detach().clone().set_requires_grad();
-  Tensor b = b0.defined() ? b0.detach().clone().set_requires_grad() : Tensor();
-  Tensor y = conv2d(x, w, b, 1, 1);
-  y.backward(g);
-  Result r{y.to_vector(), x.grad().to_vector(), w.grad().to_vector(), {}};
-  if (b.defined()) r.db = b.grad().to_vector();
-  return r;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
 }  // namespace
 
 TEST_CASE("ops.conv winograd: forward, dx and dw match a double-precision direct convolution") {
@@ -143,7 +113,7 @@ TEST_CASE("ops.conv winograd: forward, dx and dw match a double-precision direct
     const Tensor b = c.bias ? param({c.K}, 3) : Tensor();
     const Tensor g = param({c.x[0], c.K, c.x[2], c.x[3]}, 4).detach();
     const Reference ref = reference(x, w, b, g);
-    const Result got = run_conv(ConvPathMode::winograd, x, w, b, g);
+    const ConvResult got = run_conv(ConvPathMode::winograd, x, w, b, g, 1);
     const double y_ulps = worst_ulps(got.y, ref.y, ref.y_mag);
     const double dx_ulps = worst_ulps(got.dx, ref.dx, ref.dx_mag);
     const double dw_ulps = worst_ulps(got.dw, ref.dw, ref.dw_mag);
@@ -153,7 +123,7 @@ TEST_CASE("ops.conv winograd: forward, dx and dw match a double-precision direct
     CHECK(dx_ulps <= kBoundUlps);
     CHECK(dw_ulps <= kBoundUlps);
     // The bias gradient is the shared code of both paths: bit-identical to im2col's.
-    if (c.bias) CHECK(same_bits(got.db, run_conv(ConvPathMode::im2col, x, w, b, g).db));
+    if (c.bias) CHECK(same_bits(got.db, run_conv(ConvPathMode::im2col, x, w, b, g, 1).db));
   }
 }
 
@@ -214,9 +184,9 @@ TEST_CASE("ops.conv winograd: results are bit-identical for 1 and 2 threads") {
   const Tensor g = param({8, 32, 16, 16}, 34).detach();
   const int before = num_threads();
   set_num_threads(1);
-  const Result one = run_conv(ConvPathMode::winograd, x, w, b, g);
+  const ConvResult one = run_conv(ConvPathMode::winograd, x, w, b, g, 1);
   set_num_threads(2);
-  const Result two = run_conv(ConvPathMode::winograd, x, w, b, g);
+  const ConvResult two = run_conv(ConvPathMode::winograd, x, w, b, g, 1);
   set_num_threads(before);
   CHECK(same_bits(one.y, two.y));
   CHECK(same_bits(one.dx, two.dx));
@@ -235,9 +205,9 @@ TEST_CASE("ops.conv winograd: the AVX-512F patch gather equals the portable one 
     const Tensor b = param({4}, 43);
     const Tensor g = param({shape[0], 4, shape[2], shape[3]}, 44).detach();
     detail::allow_winograd_avx512(false);
-    const Result portable = run_conv(ConvPathMode::winograd, x, w, b, g);
+    const ConvResult portable = run_conv(ConvPathMode::winograd, x, w, b, g, 1);
     detail::allow_winograd_avx512(true);
-    const Result dispatched = run_conv(ConvPathMode::winograd, x, w, b, g);
+    const ConvResult dispatched = run_conv(ConvPathMode::winograd, x, w, b, g, 1);
     CHECK(same_bits(portable.y, dispatched.y));
     CHECK(same_bits(portable.dx, dispatched.dx));
     CHECK(same_bits(portable.dw, dispatched.dw));
@@ -248,23 +218,24 @@ TEST_CASE("ops.conv winograd: the path rule and BNLAB_CONV") {
   using detail::conv2d_path;
   const auto A = ConvPathMode::automatic, I = ConvPathMode::im2col, Wg = ConvPathMode::winograd;
   SUBCASE("eligible: 3x3, stride 1, padding 1, groups 1; automatic mode needs 32+ channels") {
-    CHECK(conv2d_path(A, 32, 32, 3, 3, 1, 1, 1) == ConvPath::winograd);
-    CHECK(conv2d_path(A, 128, 64, 3, 3, 1, 1, 1) == ConvPath::winograd);
-    CHECK(conv2d_path(A, 16, 16, 3, 3, 1, 1, 1) == ConvPath::im2col);
-    CHECK(conv2d_path(A, 16, 64, 3, 3, 1, 1, 1) == ConvPath::im2col);
-    CHECK(conv2d_path(A, 64, 16, 3, 3, 1, 1, 1) == ConvPath::im2col);
-    CHECK(conv2d_path(A, 3, 32, 3, 3, 1, 1, 1) != ConvPath::winograd);  // cifar-cnn's first layer
-    CHECK(conv2d_path(A, 32, 8, 3, 3, 1, 1, 1) == ConvPath::im2col);
-    CHECK(conv2d_path(A, 32, 32, 3, 3, 2, 1, 1) == ConvPath::im2col);
-    CHECK(conv2d_path(A, 32, 32, 3, 3, 1, 0, 1) == ConvPath::im2col);
-    CHECK(conv2d_path(A, 32, 32, 3, 3, 1, 1, 2) == ConvPath::im2col);
-    CHECK(conv2d_path(A, 32, 32, 5, 5, 1, 1, 1) != ConvPath::winograd);
-    CHECK(conv2d_path(A, 32, 32, 3, 1, 1, 1, 1) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 32, 32, 3, 3, 1, 1, 1, 16, 16) == ConvPath::winograd);
+    CHECK(conv2d_path(A, 128, 64, 3, 3, 1, 1, 1, 16, 16) == ConvPath::winograd);
+    CHECK(conv2d_path(A, 16, 16, 3, 3, 1, 1, 1, 16, 16) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 16, 64, 3, 3, 1, 1, 1, 16, 16) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 64, 16, 3, 3, 1, 1, 1, 16, 16) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 3, 32, 3, 3, 1, 1, 1, 16, 16) !=
+          ConvPath::winograd);  // cifar-cnn's first layer
+    CHECK(conv2d_path(A, 32, 8, 3, 3, 1, 1, 1, 16, 16) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 32, 32, 3, 3, 2, 1, 1, 16, 16) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 32, 32, 3, 3, 1, 0, 1, 16, 16) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 32, 32, 3, 3, 1, 1, 2, 16, 16) == ConvPath::im2col);
+    CHECK(conv2d_path(A, 32, 32, 5, 5, 1, 1, 1, 16, 16) != ConvPath::winograd);
+    CHECK(conv2d_path(A, 32, 32, 3, 1, 1, 1, 1, 16, 16) == ConvPath::im2col);
   }
   SUBCASE("forced modes") {
-    CHECK(conv2d_path(I, 32, 32, 3, 3, 1, 1, 1) == ConvPath::im2col);
-    CHECK(conv2d_path(Wg, 3, 32, 3, 3, 1, 1, 1) == ConvPath::winograd);
-    CHECK(conv2d_path(Wg, 32, 32, 3, 3, 2, 1, 1) == ConvPath::im2col);  // not eligible
+    CHECK(conv2d_path(I, 32, 32, 3, 3, 1, 1, 1, 16, 16) == ConvPath::im2col);
+    CHECK(conv2d_path(Wg, 3, 32, 3, 3, 1, 1, 1, 16, 16) == ConvPath::winograd);
+    CHECK(conv2d_path(Wg, 32, 32, 3, 3, 2, 1, 1, 16, 16) == ConvPath::im2col);  // not eligible
     CHECK(std::string(detail::conv_path_name(ConvPath::winograd)) == "winograd");
     CHECK(std::string(detail::conv_path_name(ConvPath::im2col)) == "im2col");
   }
@@ -277,15 +248,16 @@ TEST_CASE("ops.conv winograd: the path rule and BNLAB_CONV") {
     CHECK_THROWS_WITH_AS(detail::parse_conv_path_mode("Winograd"), doctest::Contains("BNLAB_CONV"),
                          std::exception);
     CHECK_THROWS_WITH_AS(detail::parse_conv_path_mode("fast"),
-                         doctest::Contains("auto, im2col, winograd or direct"), std::exception);
+                         doctest::Contains("auto, im2col, winograd, direct or fourier"),
+                         std::exception);
   }
   SUBCASE("conv2d follows the rule: automatic mode gives the chosen path's exact bits") {
     const Tensor g32 = param({2, 32, 6, 9}, 44).detach();
     const Tensor x32 = param({2, 32, 6, 9}, 41), w32 = param({32, 32, 3, 3}, 42);
     const Tensor b32 = param({32}, 43);
-    const Result auto32 = run_conv(A, x32, w32, b32, g32);
-    const Result win32 = run_conv(Wg, x32, w32, b32, g32);
-    const Result col32 = run_conv(I, x32, w32, b32, g32);
+    const ConvResult auto32 = run_conv(A, x32, w32, b32, g32, 1);
+    const ConvResult win32 = run_conv(Wg, x32, w32, b32, g32, 1);
+    const ConvResult col32 = run_conv(I, x32, w32, b32, g32, 1);
     CHECK(same_bits(auto32.y, win32.y));
     CHECK(same_bits(auto32.dx, win32.dx));
     CHECK(same_bits(auto32.dw, win32.dw));
@@ -294,12 +266,12 @@ TEST_CASE("ops.conv winograd: the path rule and BNLAB_CONV") {
     const Tensor x3 = param({2, 3, 6, 9}, 45), w3 = param({32, 3, 3, 3}, 46);
     // 3 input channels: not Winograd but the thin-layer rule's path (tests/core/
     // test_ops_conv_direct.cpp tests which).
-    const ConvPathMode thin = conv2d_path(A, 3, 32, 3, 3, 1, 1, 1) == ConvPath::direct
+    const ConvPathMode thin = conv2d_path(A, 3, 32, 3, 3, 1, 1, 1, 16, 16) == ConvPath::direct
                                   ? ConvPathMode::direct
                                   : ConvPathMode::im2col;
-    const Result auto3 = run_conv(A, x3, w3, Tensor(), g3);
-    const Result thin3 = run_conv(thin, x3, w3, Tensor(), g3);
-    const Result win3 = run_conv(Wg, x3, w3, Tensor(), g3);
+    const ConvResult auto3 = run_conv(A, x3, w3, Tensor(), g3, 1);
+    const ConvResult thin3 = run_conv(thin, x3, w3, Tensor(), g3, 1);
+    const ConvResult win3 = run_conv(Wg, x3, w3, Tensor(), g3, 1);
     CHECK(same_bits(auto3.y, thin3.y));
     CHECK(same_bits(auto3.dw, thin3.dw));
     CHECK_FALSE(same_bits(win3.y, thin3.y));

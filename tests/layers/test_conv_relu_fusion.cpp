@@ -71,8 +71,8 @@ TEST_CASE("ops.conv2d_relu: equals relu(conv2d) bit for bit on every conv path")
   };
   for (const Case& c : cases) {
     CAPTURE(c.name);
-    REQUIRE(detail::conv2d_path(c.mode, c.x[1], c.w[0], c.w[2], c.w[3], c.stride, c.padding, 1) ==
-            c.path);
+    REQUIRE(detail::conv2d_path(c.mode, c.x[1], c.w[0], c.w[2], c.w[3], c.stride, c.padding, 1,
+                                c.x[2], c.x[3]) == c.path);
     detail::ScopedConvPathMode scoped(c.mode);
     Rng rng(4);
     Tensor x = Tensor::normal(c.x, rng), w = Tensor::normal(c.w, rng);

@@ -1,0 +1,358 @@
+// Frequency-domain convolution for stride-1, ungrouped conv2d on small images: forward, input
+// gradient and weight gradient, each as whole-plane 2-D discrete Fourier transforms around one
+// complex GEMM per frequency.
+//
+// Why: lenet's second conv (32 -> 64, 5x5, 14x14) is about 3.85 GFLOP per batch of 64 for the
+// three passes; at this core's GEMM peak that alone needs more time than 1.25x PyTorch's whole step
+// allows (docs/performance.md). In the frequency domain each (image, out-channel, in-channel)
+// triple costs one complex multiply-add per frequency, 18 x 10 = 180 of them at 14x14 padded to
+// 18x18, instead of 14 x 14 x 25 = 4900 multiply-adds: 6.8x fewer flops, and the transforms are
+// done once per plane, not once per channel pair.
+//
+// Legend: N batch, C in-channels, K out-channels, H x W image, kh x kw kernel, p padding,
+// Ho x Wo output (= H + 2p - kh + 1, likewise Wo). The grid is Lh x Lw = (H + 2p) x (W + 2p); a
+// plane's spectrum is its 2-D DFT on that grid, kept for v < Vw = Lw / 2 + 1 (the rest is the
+// complex conjugate: the planes are real), F = Lh * Vw frequencies f = u * Vw + v.
+//   image x[n][c] sits at the grid's origin; kernel w[k][c] too; output y[n][k] at (i, j) is the
+//   grid's (i - p, j - p) mod (Lh, Lw). On a grid of exactly the padded size the circular
+//   correlation wraps only into zeros, so it is the padded convolution exactly:
+//     Y[n][k](f) = sum_c X[n][c](f) conj(W[k][c](f))                 (correlation theorem)
+//     dX[n][c](f) = sum_k dY[n][k](f) W[k][c](f)                      (the adjoint: convolution)
+//     dW[k][c](f) = sum_n X[n][c](f) conj(dY[n][k](f))
+//   As real GEMMs per frequency, with the real parts of a spectrum's rows above its imaginary
+//   parts (the "4M" form):
+//     U_f [2K, 2C] = [[Re W, Im W], [-Im W, Re W]]
+//     forward:  Ys_f [2K, n] = U_f x Xs_f [2C, n]
+//     dx:       dXs_f [2C, n] = U_f^T x dYs_f [2K, n]                  (transpose flag)
+//     dw:       G_f [2K, 2C] += dYs_f x Xs_f^T; Re dW = G11 + G22, Im dW = G12 - G21
+//   where Xs_f holds the images' spectra at f as columns (image innermost: one plane's values go to
+//   F rows of the buffer, and planes of consecutive images fill each row's consecutive floats).
+// The per-plane transforms (conv_fourier_kernels.inl) are two passes of dense DFTs, 16 lanes
+// wide: along the rows with the spectrum's columns v in the lanes, then along the columns with
+// u and Lh - u computed together. At these sizes (rows <= 32, 16 lanes) dense DFTs with
+// precomputed twiddles cost less than the GEMMs and need no FFT plan per size.
+//
+// Blocking: images in chunks of up to `chunk` (the spectra of a chunk within kChunkFloats).
+// Threads: within a chunk, OpenMP over planes for the transforms and over frequencies for the
+// GEMMs (each GEMM on its thread); dW's G accumulates chunk after chunk. Every value is the same
+// sequence of operations for any thread count, so results are bit-identical for 1 and 2 threads.
+// Numerics: a spectrum value sums up to rows x cols plane values with unit-modulus twiddles, and
+// the inverse divides by Lh Lw, so rounding errors grow like those of a long dot product, not like
+// Winograd's: tests/core/test_ops_conv_fourier.cpp bounds the difference from a double reference by
+// a small multiple of float epsilon times the root-mean-square of sum |w||x| over the windows. A
+// NaN or inf anywhere in an input plane reaches every output of that image (it enters every
+// frequency).
+#include "core/ops/conv_fourier.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <numbers>
+
+#include "core/blas.h"
+#include "core/ops/conv_direct.h"
+#include "core/ops/isa_target.h"
+#include "core/ops/unary_op.h"
+#include "core/tensor.h"
+
+// Row16 values are passed only inside noinline functions of one instruction set each; GCC warns
+// that their ABI would differ between sets.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+namespace bnlab::detail {
+
+namespace {
+
+constexpr int64_t kLanes = 16;
+constexpr int64_t kMaxRows = 32;  // Lh, and so every placement's rows
+constexpr int64_t kMaxCols = 16;  // every placement's columns, and Vw
+// Floats of spectra (X's and Y's, or dY's and X's) per chunk of images: 16 MiB, so a batch of 64
+// lenet images is one chunk.
+constexpr int64_t kChunkFloats = int64_t{4} << 20;
+
+using Row16 = float __attribute__((vector_size(64)));
+
+std::atomic<int64_t> chunk_cap{0};  // limit_fourier_chunk()
+
+struct Grid {
+  int64_t Lh, Lw, Vw, F;
+};
+
+// Where a real plane of rows x cols sits on the grid: element (r, j) at ((r + row_off) mod Lh,
+// (j + col_off) mod Lw); and the twiddles its transforms use (floats, computed in double).
+struct Placement {
+  int64_t rows = 0, cols = 0;
+  // forward_plane, along a row: fwd_col[j] = {cos, -sin}(2 pi v (j + col_off) / Lw), v in lanes.
+  alignas(64) float fwd_col[kMaxCols * 2 * kLanes] = {};
+  // inverse_plane, along a row: inv_col[v] = a_v / (Lh Lw) {cos, -sin}(2 pi v (j + col_off) / Lw),
+  // j in lanes; a_v = 1 for v = 0 and v = Lw / 2, else 2.
+  alignas(64) float inv_col[kMaxCols * 2 * kLanes] = {};
+  // Both, along the columns: {cos, sin}(2 pi u (r + row_off) / Lh) at [u][r].
+  float row_cos[kMaxRows * kMaxRows] = {};
+  float row_sin[kMaxRows * kMaxRows] = {};
+
+  Placement(int64_t rows_, int64_t cols_, int64_t row_off, int64_t col_off, const Grid& g)
+      : rows(rows_), cols(cols_) {
+    // cos and sin of 2 pi k / L for k < L (angles reduced mod L in integers before any table
+    // lookup), with the zeros exact.
+    double cos_w[2 * kMaxCols], sin_w[2 * kMaxCols], cos_h[kMaxRows], sin_h[kMaxRows];
+    auto circle = [](double* cs, double* sn, int64_t L) {
+      for (int64_t k = 0; k < L; ++k) {
+        const double a = 2.0 * std::numbers::pi * static_cast<double>(k) / static_cast<double>(L);
+        sn[k] = (2 * k) % L == 0 ? 0.0 : std::sin(a);
+        cs[k] = (4 * k) % L == 0 && (4 * k / L) % 2 == 1 ? 0.0 : std::cos(a);
+      }
+    };
+    circle(cos_w, sin_w, g.Lw);
+    circle(cos_h, sin_h, g.Lh);
+    const double scale = 1.0 / static_cast<double>(g.Lh * g.Lw);
+    for (int64_t j = 0; j < cols; ++j) {
+      for (int64_t v = 0; v < g.Vw; ++v) {
+        const int64_t k = (v * (j + col_off)) % g.Lw;
+        fwd_col[(2 * j) * kLanes + v] = static_cast<float>(cos_w[k]);
+        fwd_col[(2 * j + 1) * kLanes + v] = static_cast<float>(-sin_w[k]);
+        const double a_v = (v == 0 || 2 * v == g.Lw) ? scale : 2.0 * scale;
+        inv_col[(2 * v) * kLanes + j] = static_cast<float>(a_v * cos_w[k]);
+        inv_col[(2 * v + 1) * kLanes + j] = static_cast<float>(-a_v * sin_w[k]);
+      }
+    }
+    for (int64_t u = 0; u < g.Lh; ++u) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t k = (u * (r + row_off)) % g.Lh;
+        row_cos[u * kMaxRows + r] = static_cast<float>(cos_h[k]);
+        row_sin[u * kMaxRows + r] = static_cast<float>(sin_h[k]);
+      }
+    }
+  }
+};
+
+// ---- The instruction sets ----
+
+namespace portable {
+#include "core/ops/conv_fourier_kernels.inl"
+}  // namespace portable
+
+BNLAB_TARGET_BEGIN("avx2,fma")
+namespace avx2 {
+#include "core/ops/conv_fourier_kernels.inl"
+}  // namespace avx2
+BNLAB_TARGET_END
+
+BNLAB_TARGET_BEGIN("avx512f")
+namespace avx512 {
+#include "core/ops/conv_fourier_kernels.inl"
+}  // namespace avx512
+BNLAB_TARGET_END
+
+struct Kernels {
+  void (*forward)(const float*, int64_t, int64_t, const Placement&, const Grid&, float*, float*,
+                  int64_t);
+  void (*inverse)(const float*, const float*, int64_t, int64_t, const Placement&, const Grid&,
+                  float*, int64_t, bool, float, bool);
+};
+
+// The direct kernels' instruction set (direct_conv_isa(), which tests can cap) picks ours too.
+Kernels kernels() {
+  switch (direct_conv_isa()) {
+    case DirectIsa::avx512:
+      return {avx512::forward_group, avx512::inverse_group};
+    case DirectIsa::avx2:
+      return {avx2::forward_group, avx2::inverse_group};
+    case DirectIsa::portable:
+      break;
+  }
+  return {portable::forward_group, portable::inverse_group};
+}
+
+struct Plan {
+  FourierConvShape s;
+  Grid g;
+  Placement image, kernel, output;  // x and dx; w and dw; y and dy
+  int64_t chunk;                    // images per chunk
+  bool parallel;
+  Kernels k;
+
+  explicit Plan(const FourierConvShape& shape)
+      : s(shape),
+        g(grid(shape)),
+        image(s.H, s.W, 0, 0, g),
+        kernel(s.kh, s.kw, 0, 0, g),
+        output(s.Ho, s.Wo, g.Lh - s.padding % g.Lh, g.Lw - s.padding % g.Lw, g),
+        chunk(std::clamp<int64_t>(kChunkFloats / (g.F * 2 * (s.C + s.K)), 1, s.N)),
+        parallel(s.N * s.K * s.C * s.H * s.W > (int64_t{1} << 18)),
+        k(kernels()) {
+    if (const int64_t cap = chunk_cap.load(); cap > 0) chunk = std::min(chunk, cap);
+  }
+
+  static Grid grid(const FourierConvShape& s) {
+    const int64_t Lh = s.H + 2 * s.padding, Lw = s.W + 2 * s.padding, Vw = Lw / 2 + 1;
+    return {Lh, Lw, Vw, Lh * Vw};
+  }
+};
+
+// U [F][2K][2C] (see the top): each (k, c) kernel's spectrum into the upper block row, 16
+// channels at a time, then the lower block row copied from it.
+void weight_spectra(float* U, const float* w, const Plan& p) {
+  const int64_t K = p.s.K, C = p.s.C, taps = p.s.kh * p.s.kw, fs = 4 * K * C;
+  const int64_t groups = (C + kLanes - 1) / kLanes;
+#pragma omp parallel if (p.parallel)
+  {
+#pragma omp for schedule(static)
+    for (int64_t kg = 0; kg < K * groups; ++kg) {
+      const int64_t k = kg / groups, c0 = kg % groups * kLanes;
+      p.k.forward(w + (k * C + c0) * taps, taps, std::min(kLanes, C - c0), p.kernel, p.g,
+                  U + k * 2 * C + c0, U + k * 2 * C + C + c0, fs);
+    }
+#pragma omp for schedule(static)
+    for (int64_t f = 0; f < p.g.F; ++f) {
+      float* Uf = U + f * fs;
+      for (int64_t k = 0; k < K; ++k) {
+        const float* top = Uf + k * 2 * C;
+        float* bottom = Uf + (K + k) * 2 * C;
+        for (int64_t c = 0; c < C; ++c) {
+          bottom[c] = -top[C + c];
+          bottom[C + c] = top[c];
+        }
+      }
+    }
+  }
+}
+
+// Spectra of a chunk of n images (src [n][A][rows][cols]) into dst: image i, plane a goes to
+// column i, rows a (real) and A + a (imaginary) of every frequency's [2A, n] matrix; 16 images
+// of one channel at a time.
+void chunk_spectra(float* dst, const float* src, int64_t A, int64_t n, const Placement& pl,
+                   const Plan& p) {
+  const int64_t plane = pl.rows * pl.cols, fs = 2 * A * n, groups = (n + kLanes - 1) / kLanes;
+#pragma omp for schedule(static)
+  for (int64_t ag = 0; ag < A * groups; ++ag) {
+    const int64_t a = ag / groups, i0 = ag % groups * kLanes;
+    p.k.forward(src + (i0 * A + a) * plane, A * plane, std::min(kLanes, n - i0), pl, p.g,
+                dst + a * n + i0, dst + (A + a) * n + i0, fs);
+  }
+}
+
+// The inverse of chunk_spectra: each plane of dst [n][A][rows][cols] from its column of src,
+// assigned (+ bias[a], through relu when `relu`) or added.
+void chunk_planes(float* dst, const float* src, int64_t A, int64_t n, const Placement& pl,
+                  const Plan& p, bool assign, const float* bias, bool relu) {
+  const int64_t plane = pl.rows * pl.cols, fs = 2 * A * n, groups = (n + kLanes - 1) / kLanes;
+#pragma omp for schedule(static)
+  for (int64_t ag = 0; ag < A * groups; ++ag) {
+    const int64_t a = ag / groups, i0 = ag % groups * kLanes;
+    p.k.inverse(src + a * n + i0, src + (A + a) * n + i0, fs, std::min(kLanes, n - i0), pl, p.g,
+                dst + (i0 * A + a) * plane, A * plane, assign, bias ? bias[a] : 0.0f, relu);
+  }
+}
+
+// dw [K][C][kh][kw] += each kernel's dW (see the top) from G [F][2K][2C], 16 channels at a time
+// (their dW spectra formed in a [F][16] buffer first).
+void add_weight_gradient(float* dw, const float* G, const Plan& p) {
+  const int64_t K = p.s.K, C = p.s.C, taps = p.s.kh * p.s.kw, fs = 4 * K * C;
+  const int64_t groups = (C + kLanes - 1) / kLanes;
+#pragma omp parallel if (p.parallel)
+  {
+    Storage spectra(static_cast<size_t>(2 * p.g.F * kLanes));
+    float* re = spectra.data();
+    float* im = re + p.g.F * kLanes;
+#pragma omp for schedule(static)
+    for (int64_t kg = 0; kg < K * groups; ++kg) {
+      const int64_t k = kg / groups, c0 = kg % groups * kLanes, count = std::min(kLanes, C - c0);
+      const float* g11 = G + k * 2 * C + c0;  // G_f[k][c]
+      const float* g12 = g11 + C;             // G_f[k][C + c]
+      const float* g21 = g11 + K * 2 * C;     // G_f[K + k][c]
+      const float* g22 = g21 + C;             // G_f[K + k][C + c]
+      for (int64_t f = 0; f < p.g.F; ++f) {
+        const int64_t o = f * fs;
+        for (int64_t l = 0; l < count; ++l) {
+          re[f * kLanes + l] = g11[o + l] + g22[o + l];
+          im[f * kLanes + l] = g12[o + l] - g21[o + l];
+        }
+      }
+      p.k.inverse(re, im, kLanes, count, p.kernel, p.g, dw + (k * C + c0) * taps, taps, false, 0.0f,
+                  false);
+    }
+  }
+}
+
+}  // namespace
+
+int64_t limit_fourier_chunk(int64_t max_images) { return chunk_cap.exchange(max_images); }
+
+bool conv2d_fourier_eligible(int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t stride,
+                             int64_t padding, int64_t groups) {
+  if (stride != 1 || groups != 1 || padding < 0) return false;
+  const int64_t Lh = H + 2 * padding, Lw = W + 2 * padding;
+  const int64_t Ho = Lh - kh + 1, Wo = Lw - kw + 1;
+  return Lh <= kMaxRows && Lw <= 2 * kMaxCols - 1 && W <= kMaxCols && kw <= kMaxCols && Ho >= 1 &&
+         Wo >= 1 && Wo <= kMaxCols && H >= 1 && W >= 1;
+}
+
+void fourier_conv2d_forward(float* out, const float* x, const float* w, const float* b,
+                            const FourierConvShape& s, bool relu) {
+  const Plan p(s);
+  const int64_t F = p.g.F, C = s.C, K = s.K;
+  Storage U(static_cast<size_t>(F * 4 * K * C));
+  weight_spectra(U.data(), w, p);
+  Storage Xs(static_cast<size_t>(F * 2 * C * p.chunk)),
+      Ys(static_cast<size_t>(F * 2 * K * p.chunk));
+  for (int64_t n0 = 0; n0 < s.N; n0 += p.chunk) {
+    const int64_t n = std::min(p.chunk, s.N - n0);
+#pragma omp parallel if (p.parallel)
+    {
+      chunk_spectra(Xs.data(), x + n0 * C * s.H * s.W, C, n, p.image, p);
+#pragma omp for schedule(static)
+      for (int64_t f = 0; f < F; ++f) {
+        gemm(false, false, 2 * K, n, 2 * C, 1.0f, U.data() + f * 4 * K * C, 2 * C,
+             Xs.data() + f * 2 * C * n, n, 0.0f, Ys.data() + f * 2 * K * n, n);
+      }
+      chunk_planes(out + n0 * K * s.Ho * s.Wo, Ys.data(), K, n, p.output, p, true, b, relu);
+    }
+  }
+}
+
+void fourier_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* dout, const float* x,
+                             const float* w, const FourierConvShape& s) {
+  if (!dx && !dw) return;
+  const Plan p(s);
+  const int64_t F = p.g.F, C = s.C, K = s.K, KC = K * C;
+  Storage U(dx ? static_cast<size_t>(F * 4 * KC) : 0);
+  if (dx) weight_spectra(U.data(), w, p);
+  Storage G(dw ? static_cast<size_t>(F * 4 * KC) : 0);
+  if (dw) std::fill_n(G.data(), F * 4 * KC, 0.0f);
+  // Xs holds X's spectra for dW, then dX's.
+  Storage dYs(static_cast<size_t>(F * 2 * K * p.chunk)),
+      Xs(static_cast<size_t>(F * 2 * C * p.chunk));
+  for (int64_t n0 = 0; n0 < s.N; n0 += p.chunk) {
+    const int64_t n = std::min(p.chunk, s.N - n0);
+#pragma omp parallel if (p.parallel)
+    {
+      chunk_spectra(dYs.data(), dout + n0 * K * s.Ho * s.Wo, K, n, p.output, p);
+      if (dw) {
+        chunk_spectra(Xs.data(), x + n0 * C * s.H * s.W, C, n, p.image, p);
+#pragma omp for schedule(static)
+        for (int64_t f = 0; f < F; ++f) {
+          gemm(false, true, 2 * K, 2 * C, n, 1.0f, dYs.data() + f * 2 * K * n, n,
+               Xs.data() + f * 2 * C * n, n, 1.0f, G.data() + f * 4 * KC, 2 * C);
+        }
+      }
+      if (dx) {
+#pragma omp for schedule(static)
+        for (int64_t f = 0; f < F; ++f) {
+          gemm(true, false, 2 * C, n, 2 * K, 1.0f, U.data() + f * 4 * KC, 2 * C,
+               dYs.data() + f * 2 * K * n, n, 0.0f, Xs.data() + f * 2 * C * n, n);
+        }
+        chunk_planes(dx + n0 * C * s.H * s.W, Xs.data(), C, n, p.image, p, dx_fresh, nullptr,
+                     false);
+      }
+    }
+  }
+  if (dw) add_weight_gradient(dw, G.data(), p);
+}
+
+}  // namespace bnlab::detail
