@@ -2,9 +2,11 @@
 
 #include <typeinfo>
 
+#include "core/autograd.h"
 #include "core/ops.h"
 #include "layers/activation.h"
 #include "layers/init.h"
+#include "layers/max_pool.h"
 
 namespace bnlab {
 
@@ -36,7 +38,23 @@ FusedForward Conv2d::forward_fused(std::span<Module* const> next, const Tensor& 
   // Exactly ReLU (a subclass may compute something else).
   if (next.empty() || typeid(*next[0]) != typeid(ReLU)) return {};
   check_input(x);
-  return {conv2d_relu(x, weight_, bias_, options_.stride, options_.padding, options_.groups), 1};
+  const Conv2dOptions& o = options_;
+  // With gradients and exactly a MaxPool2d after the ReLU: the pool first, then relu. relu is
+  // monotone, so it commutes with max: the values are max_pool2d(relu(y))'s and so are the
+  // gradients (the winner of a window with a positive maximum is the same element either way; a
+  // window whose maximum is <= 0 gets gradient 0 either way), while relu's forward and backward
+  // pass over the pooled tensor instead of y (a quarter of it for 2x2). Only zeros may differ,
+  // in sign: relu keeps -0.0 (relu_value), so the pooled zero of a window whose largest value is
+  // -0.0 (and the zero gradients of windows with no positive value) can come out with the other
+  // sign, which no later sum or product can tell apart from the same zero. Without gradients
+  // conv2d_relu's fused write costs less still.
+  if (next.size() >= 2 && typeid(*next[1]) == typeid(MaxPool2d) &&
+      needs_grad({x, weight_, bias_})) {
+    const auto& pool = static_cast<const MaxPool2d&>(*next[1]);
+    const Tensor y = conv2d(x, weight_, bias_, o.stride, o.padding, o.groups);
+    return {relu(max_pool2d(y, pool.kernel(), pool.stride(), pool.padding())), 2};
+  }
+  return {conv2d_relu(x, weight_, bias_, o.stride, o.padding, o.groups), 1};
 }
 
 std::string Conv2d::extra_repr() const {

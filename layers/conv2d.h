@@ -28,7 +28,9 @@ class Conv2d : public Module {
   Conv2d(const Conv2dOptions& options, Rng& rng);
   Tensor forward(const Tensor& x) override;
   /// With next[0] exactly a ReLU: conv2d_relu (one pass over the output in inference, the two ops
-  /// with gradients), 1 module fused. Not fused ({}) otherwise.
+  /// with gradients), 1 module fused; with gradients and next[1] exactly a MaxPool2d too:
+  /// relu(max_pool2d(conv2d(x))), the same values and gradients as the three in order (up to the
+  /// sign of zeros) with relu on the pooled tensor, 2 modules fused. Not fused ({}) otherwise.
   FusedForward forward_fused(std::span<Module* const> next, const Tensor& x) override;
   std::string type_name() const override { return "Conv2d"; }
   std::string extra_repr() const override;

@@ -1,7 +1,8 @@
 // Conv + bias + ReLU in one pass for inference: conv2d_relu equals relu(conv2d) bit for bit on
 // every conv path (NaN passing, -0 kept), and is the two ops with gradients; Conv2d fuses with
 // exactly ReLU; Sequential offers the fusion past the Identity a folded BatchNorm leaves (not past
-// a hooked one); a folded conv net's inference is bit-identical fused and unfused.
+// a hooked one); a folded conv net's inference is bit-identical fused and unfused; in training
+// Conv2d + ReLU + MaxPool2d pools before the relu with the same losses and gradients.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -16,6 +17,7 @@
 #include "core/ops/conv_path.h"
 #include "gradcheck.h"
 #include "layers/layers.h"
+#include "optim/optim.h"
 
 using namespace bnlab;
 using detail::ConvPath;
@@ -170,4 +172,65 @@ TEST_CASE("layers.conv_relu_fusion: a folded conv net's inference is bit-identic
   Tensor h = x;
   for (const auto& [name, child] : seq->children()) h = (*child)(h);  // never fused
   CHECK(same_bits(fused, h));
+}
+
+TEST_CASE("layers.conv_relu_fusion: in training Conv2d + ReLU + MaxPool2d pool before the relu") {
+  // Twin nets, the second's ReLUs hooked so nothing fuses; 3 SGD steps on the same batches: the
+  // losses, every gradient and every parameter agree bit for bit (random normal data: no conv
+  // output is exactly -0.0, the one place the fused order may flip a zero's sign). Both pool
+  // shapes: 2x2 (lenet) and 3x3 stride 2 padding 1 (padded cells, overlapping windows).
+  for (const int64_t kernel : {2, 3}) {
+    CAPTURE(kernel);
+    auto make = [&] {
+      Rng rng(5);
+      auto seq = std::make_shared<Sequential>();
+      seq->add(std::make_shared<Conv2d>(
+          Conv2dOptions{.in_channels = 2, .out_channels = 4, .kernel = 3, .padding = 1}, rng));
+      seq->add(std::make_shared<ReLU>());
+      seq->add(std::make_shared<MaxPool2d>(kernel, 2, kernel == 3 ? 1 : 0));
+      seq->add(std::make_shared<Flatten>());
+      seq->add(
+          std::make_shared<Dense>(DenseOptions{.in_features = 4 * 4 * 4, .out_features = 3}, rng));
+      return seq;
+    };
+    auto fused = make(), unfused = make();
+    (*unfused)[1].register_forward_hook([](const Module&, const Tensor&, const Tensor&) {});
+    Sgd opt_fused(fused->parameters(), SgdOptions{.lr = 0.1f, .momentum = 0.9f});
+    Sgd opt_unfused(unfused->parameters(), SgdOptions{.lr = 0.1f, .momentum = 0.9f});
+    Rng rng(6);
+    std::vector<int64_t> labels{0, 1, 2, 0, 1};
+    for (int step = 0; step < 3; ++step) {
+      const Tensor x = Tensor::normal({5, 2, 8, 8}, rng);
+      Tensor loss_f = cross_entropy((*fused)(x), labels);
+      Tensor loss_u = cross_entropy((*unfused)(x), labels);
+      CHECK(same_bits(loss_f, loss_u));
+      opt_fused.zero_grad();
+      opt_unfused.zero_grad();
+      loss_f.backward();
+      loss_u.backward();
+      const auto pf = fused->parameters(), pu = unfused->parameters();
+      for (size_t i = 0; i < pf.size(); ++i) CHECK(same_bits(pf[i].grad(), pu[i].grad()));
+      opt_fused.step();
+      opt_unfused.step();
+    }
+  }
+}
+
+TEST_CASE("layers.conv_relu_fusion: with gradients the fused op is relu over the pool") {
+  // Without gradients conv2d_relu's single pass runs instead (1 module fused).
+  Rng rng(7);
+  Conv2d conv(Conv2dOptions{.in_channels = 2, .out_channels = 3, .kernel = 3, .padding = 1}, rng);
+  ReLU relu_layer;
+  MaxPool2d pool(2);
+  Module* next[] = {&relu_layer, &pool};
+  const Tensor x = Tensor::normal({2, 2, 6, 6}, rng);
+  const FusedForward training = conv.forward_fused(next, x);
+  REQUIRE(training.output.defined());
+  CHECK(training.modules == 2);
+  CHECK(std::string(training.output.grad_fn()->op) == "relu");
+  CHECK(same_bits(training.output, pool(relu_layer(conv(x)))));
+  NoGradGuard no_grad;
+  const FusedForward inference = conv.forward_fused(next, x);
+  CHECK(inference.modules == 1);
+  CHECK(same_bits(inference.output, relu_layer(conv(x))));
 }
