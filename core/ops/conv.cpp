@@ -366,6 +366,8 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
   const detail::FourierConvShape fs{d.N, d.C, d.H, d.W, d.K, d.kh, d.kw, padding, d.Ho, d.Wo};
   Tensor out = Tensor::empty({d.N, d.K, d.Ho, d.Wo});
   const float* b = bias.defined() ? bias.data() : nullptr;
+  const bool training = needs_grad({x, weight, bias});
+  std::shared_ptr<detail::FourierSaved> spectra;  // the fourier forward's, for its backward
   switch (path) {
     case detail::ConvPath::winograd:
       detail::winograd_conv2d_forward(out.data(), x.data(), weight.data(), b, ws, relu);
@@ -375,16 +377,18 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
       detail::conv2d_direct_forward(out.data(), x.data(), weight.data(), b, ds, relu);
       break;
     case detail::ConvPath::fourier:
-      detail::fourier_conv2d_forward(out.data(), x.data(), weight.data(), b, fs, relu);
+      spectra = detail::fourier_conv2d_forward(out.data(), x.data(), weight.data(), b, fs, relu,
+                                               training);
       break;
     case detail::ConvPath::im2col:
       conv2d_forward(out.data(), x.data(), weight.data(), b, d, relu);
       break;
   }
 
-  if (needs_grad({x, weight, bias})) {
+  if (training) {
     attach(out, "conv2d", {x, weight, bias},
-           [d, ws, ds, fs, path](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+           [d, ws, ds, fs, path, spectra](const Tensor&, const Tensor& dout,
+                                          const std::vector<Tensor>& in) {
              if (float* db = grad_buffer(in[2])) conv2d_bias_backward(db, dout.data(), d);
              if (path == detail::ConvPath::winograd) {
                const GradTarget dx = grad_target(in[0]);
@@ -395,7 +399,7 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
              if (path == detail::ConvPath::fourier) {
                const GradTarget dx = grad_target(in[0]);
                detail::fourier_conv2d_backward(dx.data, dx.fresh, grad_buffer(in[1]), dout.data(),
-                                               in[0].data(), in[1].data(), fs);
+                                               in[0].data(), in[1].data(), fs, spectra.get());
                return;
              }
              // The direct paths: `direct` (thin first layers) computes dw with the direct kernel

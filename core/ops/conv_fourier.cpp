@@ -293,61 +293,81 @@ bool conv2d_fourier_eligible(int64_t H, int64_t W, int64_t kh, int64_t kw, int64
          Wo >= 1 && Wo <= kMaxCols && H >= 1 && W >= 1;
 }
 
-void fourier_conv2d_forward(float* out, const float* x, const float* w, const float* b,
-                            const FourierConvShape& s, bool relu) {
+struct FourierSaved {
+  Storage U;   // weight_spectra()
+  Storage Xs;  // chunk_spectra() of x for the whole batch; empty when it took several chunks
+  FourierSaved(size_t u, size_t xs) : U(u), Xs(xs) {}
+};
+
+std::shared_ptr<FourierSaved> fourier_conv2d_forward(float* out, const float* x, const float* w,
+                                                     const float* b, const FourierConvShape& s,
+                                                     bool relu, bool save) {
   const Plan p(s);
   const int64_t F = p.g.F, C = s.C, K = s.K;
-  Storage U(static_cast<size_t>(F * 4 * K * C));
-  weight_spectra(U.data(), w, p);
-  Storage Xs(static_cast<size_t>(F * 2 * C * p.chunk)),
-      Ys(static_cast<size_t>(F * 2 * K * p.chunk));
+  const size_t u_size = static_cast<size_t>(F * 4 * K * C);
+  const size_t xs_size = static_cast<size_t>(F * 2 * C * p.chunk);
+  // The images' spectra are kept only when one chunk holds the batch (lenet's 64 images do).
+  std::shared_ptr<FourierSaved> saved =
+      save ? std::make_shared<FourierSaved>(u_size, p.chunk == s.N ? xs_size : 0) : nullptr;
+  const bool keep_x = saved && saved->Xs.size() > 0;
+  Storage own_U(saved ? 0 : u_size), own_Xs(keep_x ? 0 : xs_size);
+  float* U = saved ? saved->U.data() : own_U.data();
+  float* Xs = keep_x ? saved->Xs.data() : own_Xs.data();
+  weight_spectra(U, w, p);
+  Storage Ys(static_cast<size_t>(F * 2 * K * p.chunk));
   for (int64_t n0 = 0; n0 < s.N; n0 += p.chunk) {
     const int64_t n = std::min(p.chunk, s.N - n0);
 #pragma omp parallel if (p.parallel)
     {
-      chunk_spectra(Xs.data(), x + n0 * C * s.H * s.W, C, n, p.image, p);
+      chunk_spectra(Xs, x + n0 * C * s.H * s.W, C, n, p.image, p);
 #pragma omp for schedule(static)
       for (int64_t f = 0; f < F; ++f) {
-        gemm(false, false, 2 * K, n, 2 * C, 1.0f, U.data() + f * 4 * K * C, 2 * C,
-             Xs.data() + f * 2 * C * n, n, 0.0f, Ys.data() + f * 2 * K * n, n);
+        gemm(false, false, 2 * K, n, 2 * C, 1.0f, U + f * 4 * K * C, 2 * C, Xs + f * 2 * C * n, n,
+             0.0f, Ys.data() + f * 2 * K * n, n);
       }
       chunk_planes(out + n0 * K * s.Ho * s.Wo, Ys.data(), K, n, p.output, p, true, b, relu);
     }
   }
+  return saved;
 }
 
 void fourier_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* dout, const float* x,
-                             const float* w, const FourierConvShape& s) {
+                             const float* w, const FourierConvShape& s, const FourierSaved* saved) {
   if (!dx && !dw) return;
   const Plan p(s);
   const int64_t F = p.g.F, C = s.C, K = s.K, KC = K * C;
-  Storage U(dx ? static_cast<size_t>(F * 4 * KC) : 0);
-  if (dx) weight_spectra(U.data(), w, p);
+  // U for dx: the forward's, else transformed again.
+  Storage own_U(dx && !saved ? static_cast<size_t>(F * 4 * KC) : 0);
+  if (dx && !saved) weight_spectra(own_U.data(), w, p);
+  const float* U = saved ? saved->U.data() : own_U.data();
+  // X's spectra for dW: the forward's when it kept them (one chunk), else transformed here.
+  const bool saved_x = saved && saved->Xs.size() > 0 && p.chunk == s.N;
   Storage G(dw ? static_cast<size_t>(F * 4 * KC) : 0);
   if (dw) std::fill_n(G.data(), F * 4 * KC, 0.0f);
-  // Xs holds X's spectra for dW, then dX's.
+  // work holds X's spectra for dW (unless saved), then dX's.
   Storage dYs(static_cast<size_t>(F * 2 * K * p.chunk)),
-      Xs(static_cast<size_t>(F * 2 * C * p.chunk));
+      work(static_cast<size_t>(F * 2 * C * p.chunk));
   for (int64_t n0 = 0; n0 < s.N; n0 += p.chunk) {
     const int64_t n = std::min(p.chunk, s.N - n0);
 #pragma omp parallel if (p.parallel)
     {
       chunk_spectra(dYs.data(), dout + n0 * K * s.Ho * s.Wo, K, n, p.output, p);
       if (dw) {
-        chunk_spectra(Xs.data(), x + n0 * C * s.H * s.W, C, n, p.image, p);
+        const float* Xs = saved_x ? saved->Xs.data() : work.data();
+        if (!saved_x) chunk_spectra(work.data(), x + n0 * C * s.H * s.W, C, n, p.image, p);
 #pragma omp for schedule(static)
         for (int64_t f = 0; f < F; ++f) {
           gemm(false, true, 2 * K, 2 * C, n, 1.0f, dYs.data() + f * 2 * K * n, n,
-               Xs.data() + f * 2 * C * n, n, 1.0f, G.data() + f * 4 * KC, 2 * C);
+               Xs + f * 2 * C * n, n, 1.0f, G.data() + f * 4 * KC, 2 * C);
         }
       }
       if (dx) {
 #pragma omp for schedule(static)
         for (int64_t f = 0; f < F; ++f) {
-          gemm(true, false, 2 * C, n, 2 * K, 1.0f, U.data() + f * 4 * KC, 2 * C,
-               dYs.data() + f * 2 * K * n, n, 0.0f, Xs.data() + f * 2 * C * n, n);
+          gemm(true, false, 2 * C, n, 2 * K, 1.0f, U + f * 4 * KC, 2 * C,
+               dYs.data() + f * 2 * K * n, n, 0.0f, work.data() + f * 2 * C * n, n);
         }
-        chunk_planes(dx + n0 * C * s.H * s.W, Xs.data(), C, n, p.image, p, dx_fresh, nullptr,
+        chunk_planes(dx + n0 * C * s.H * s.W, work.data(), C, n, p.image, p, dx_fresh, nullptr,
                      false);
       }
     }

@@ -5,6 +5,7 @@
 // core/ops/conv_path.h's.
 #pragma once
 #include <cstdint>
+#include <memory>
 
 namespace bnlab::detail {
 
@@ -25,14 +26,23 @@ bool conv2d_fourier_eligible(int64_t H, int64_t W, int64_t kh, int64_t kw, int64
 /// convolutions.
 int64_t limit_fourier_chunk(int64_t max_images);
 
+/// What a forward keeps for its backward (training): the weights' spectra and, when the batch
+/// was one chunk of images, the images' spectra, so the backward need not transform them again.
+/// Opaque; it holds the values of x and w as the forward saw them.
+struct FourierSaved;
+
 /// out = conv(x, w) + b (b may be null), through relu when `relu`. Requires an eligible shape.
-void fourier_conv2d_forward(float* out, const float* x, const float* w, const float* b,
-                            const FourierConvShape& s, bool relu = false);
+/// Returns the spectra for fourier_conv2d_backward when `save`, else null.
+std::shared_ptr<FourierSaved> fourier_conv2d_forward(float* out, const float* x, const float* w,
+                                                     const float* b, const FourierConvShape& s,
+                                                     bool relu = false, bool save = false);
 
 /// dx [N, C, H, W] and dw [K, C, kh, kw] (either may be null: not wanted) from dout
 /// [N, K, Ho, Wo]: dx is assigned when dx_fresh (a fresh, unfilled gradient buffer), else added
-/// to; dw is added to. The bias gradient is conv.cpp's, shared by every path.
+/// to; dw is added to. `saved` (may be null) is the forward's return for the same x and w. The
+/// bias gradient is conv.cpp's, shared by every path.
 void fourier_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* dout, const float* x,
-                             const float* w, const FourierConvShape& s);
+                             const float* w, const FourierConvShape& s,
+                             const FourierSaved* saved = nullptr);
 
 }  // namespace bnlab::detail

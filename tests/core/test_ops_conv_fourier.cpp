@@ -252,3 +252,29 @@ TEST_CASE("ops.conv fourier: eligibility and BNLAB_CONV=fourier") {
   CHECK(detail::conv2d_path(A, 32, 64, 5, 5, 1, 2, 1, 14, 14) == ConvPath::im2col);
   detail::limit_direct_conv_isa(before);
 }
+
+TEST_CASE(
+    "ops.conv fourier: the backward gives the same bits with or without the forward's spectra") {
+  // conv2d's backward reuses the spectra its forward kept (U, and X's when the batch was one
+  // chunk); without them it transforms w and x again, the same computation.
+  const detail::FourierConvShape s{3, 4, 9, 7, 5, 5, 3, 2, 9, 9};
+  const Tensor x = param({3, 4, 9, 7}, 61), w = param({5, 4, 5, 3}, 62);
+  const Tensor g = param({3, 5, 9, 9}, 63);
+  for (const int64_t cap : {int64_t{0}, int64_t{2}}) {  // one chunk; two (X's spectra not kept)
+    CAPTURE(cap);
+    const int64_t before = detail::limit_fourier_chunk(cap);
+    std::vector<float> y(3 * 5 * 81), dx_kept(3 * 4 * 63), dw_kept(5 * 4 * 15, 0.5f);
+    std::vector<float> dx_again(dx_kept.size()), dw_again(dw_kept);
+    const auto saved =
+        detail::fourier_conv2d_forward(y.data(), x.data(), w.data(), nullptr, s, false, true);
+    REQUIRE(saved != nullptr);
+    CHECK(detail::fourier_conv2d_forward(y.data(), x.data(), w.data(), nullptr, s) == nullptr);
+    detail::fourier_conv2d_backward(dx_kept.data(), true, dw_kept.data(), g.data(), x.data(),
+                                    w.data(), s, saved.get());
+    detail::fourier_conv2d_backward(dx_again.data(), true, dw_again.data(), g.data(), x.data(),
+                                    w.data(), s);
+    detail::limit_fourier_chunk(before);
+    CHECK(same_bits(dx_kept, dx_again));
+    CHECK(same_bits(dw_kept, dw_again));
+  }
+}
