@@ -55,10 +55,13 @@
 
 #define BNLAB_WINO_AVX512 __attribute__((target("avx512f")))
 
-// GCC 12's AVX-512 shuffle intrinsics start from _mm512_undefined_*(), which -Wmaybe-uninitialized
-// reports wherever they are inlined (GCC bug 105593); the value is fully overwritten.
+// GCC 12's AVX-512 shuffle, cast and extract intrinsics start from _mm512_undefined_*() or
+// _mm_undefined_ps(), which -Wmaybe-uninitialized (and at -O1, as in the sanitizer build,
+// -Wuninitialized) reports wherever they are inlined (GCC bug 105593); the value is fully
+// overwritten.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 namespace bnlab::detail {
@@ -75,6 +78,12 @@ constexpr int64_t kBlockBytes = 512 * 1024;
 // Whether the transforms may use their AVX-512F parts (on CPUs that have it): tests turn it off to
 // check the portable code on an AVX-512 machine.
 std::atomic<bool> winograd_avx512_allowed{true};
+
+// Whether the transforms' AVX-512F parts run: the CPU has AVX-512F and tests have not turned them
+// off.
+bool avx512_transforms() {
+  return winograd_avx512_allowed.load(std::memory_order_relaxed) && cpu_has_avx512f();
+}
 
 // ---- 1-D transforms on kLanes tiles: in[i * is + lane] -> out[j * os + lane] ----
 
@@ -357,6 +366,83 @@ BNLAB_WINO_AVX512 void gather_patches_avx512(float* d, const float* x, int64_t c
   }
 }
 
+// In-place 16x16 transpose: element j of register i goes to element i of register j. Pairs of
+// registers are interleaved (unpack), then quadruples (shuffle_ps), then the 128-bit blocks of four
+// registers are transposed as a 4x4 matrix (two rounds of shuffle_f32x4).
+BNLAB_WINO_AVX512 inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16], u[16];
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) {
+    t[2 * j] = _mm512_unpacklo_ps(r[2 * j], r[2 * j + 1]);
+    t[2 * j + 1] = _mm512_unpackhi_ps(r[2 * j], r[2 * j + 1]);
+  }
+  // u[4j + m], block q: element 4q + m of rows 4j .. 4j + 3.
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    u[4 * j] = _mm512_shuffle_ps(t[4 * j], t[4 * j + 2], 0x44);
+    u[4 * j + 1] = _mm512_shuffle_ps(t[4 * j], t[4 * j + 2], 0xEE);
+    u[4 * j + 2] = _mm512_shuffle_ps(t[4 * j + 1], t[4 * j + 3], 0x44);
+    u[4 * j + 3] = _mm512_shuffle_ps(t[4 * j + 1], t[4 * j + 3], 0xEE);
+  }
+  // Row 4q + m gathers block q of u[m], u[4 + m], u[8 + m], u[12 + m].
+#pragma GCC unroll 4
+  for (int m = 0; m < 4; ++m) {
+    const __m512 v0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44);
+    const __m512 v1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xEE);
+    const __m512 v2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
+    const __m512 v3 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xEE);
+    r[m] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+    r[4 + m] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+    r[8 + m] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+    r[12 + m] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+  }
+}
+
+// Where lane l's tile starts (its first output row) in plane k of a [N, K, H, W] tensor.
+inline int64_t tile_offset(int64_t k, int64_t l, const LaneTiles& lt, const Plan& p) {
+  return ((lt.n[l] * p.s.K + k) * p.s.H + lt.r0[l]) * p.s.W + lt.c0[l];
+}
+
+// dy [16][kLanes] <- the lanes' 4x4 tiles of channel k of dout, for 16 valid lanes with whole
+// tiles (lt.all_whole): a lane's tile, 4 rows of 4, is one register, and a 16x16 transpose turns
+// the 16 registers into the 16 cells x 16 lanes. The values of output_gradient_transform's copies,
+// in 24 loads and stores and 64 shuffles instead of 256 scalar loads and stores.
+BNLAB_WINO_AVX512 void gather_whole_tiles_avx512(float* dy, const float* dout, int64_t k,
+                                                 const LaneTiles& lt, const Plan& p) {
+  const int64_t W = p.s.W;
+  __m512 r[16];
+#pragma GCC unroll 16
+  for (int l = 0; l < 16; ++l) {
+    const float* t = dout + tile_offset(k, l, lt, p);
+    __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(t));
+    v = _mm512_insertf32x4(v, _mm_loadu_ps(t + W), 1);
+    v = _mm512_insertf32x4(v, _mm_loadu_ps(t + 2 * W), 2);
+    r[l] = _mm512_insertf32x4(v, _mm_loadu_ps(t + 3 * W), 3);
+  }
+  transpose16x16(r);
+#pragma GCC unroll 16
+  for (int e = 0; e < 16; ++e) _mm512_store_ps(dy + e * kLanes, r[e]);
+}
+
+// The inverse: the lanes' 4x4 output tiles y [16][kLanes] into channel k of out, for 16 valid
+// lanes with whole tiles.
+BNLAB_WINO_AVX512 void scatter_whole_tiles_avx512(float* out, const float* y, int64_t k,
+                                                  const LaneTiles& lt, const Plan& p) {
+  const int64_t W = p.s.W;
+  __m512 r[16];
+#pragma GCC unroll 16
+  for (int e = 0; e < 16; ++e) r[e] = _mm512_load_ps(y + e * kLanes);
+  transpose16x16(r);
+#pragma GCC unroll 16
+  for (int l = 0; l < 16; ++l) {
+    float* t = out + tile_offset(k, l, lt, p);
+    _mm_storeu_ps(t, _mm512_castps512_ps128(r[l]));
+    _mm_storeu_ps(t + W, _mm512_extractf32x4_ps(r[l], 1));
+    _mm_storeu_ps(t + 2 * W, _mm512_extractf32x4_ps(r[l], 2));
+    _mm_storeu_ps(t + 3 * W, _mm512_extractf32x4_ps(r[l], 3));
+  }
+}
+
 // dx's channel c += the lanes' 6x6 patch gradients dd [36][kLanes], cells in the padding dropped.
 // Lanes are added in order, so overlapping patches accumulate deterministically.
 void scatter_patches(float* dx, const float* dd, int64_t c, const LaneTiles& lt, const Plan& p) {
@@ -375,7 +461,7 @@ void input_transform(float* V, int64_t ld, int64_t col, const float* x, const La
                      const Plan& p) {
   alignas(64) float d[kCells * kLanes], t[kCells * kLanes];
   const int64_t xs = p.s.C * ld;  // from one cell's rows of V to the next's
-  const bool avx512 = winograd_avx512_allowed.load(std::memory_order_relaxed) && cpu_has_avx512f();
+  const bool avx512 = avx512_transforms();
   for (int64_t c = 0; c < p.s.C; ++c) {
     if (avx512) {
       gather_patches_avx512(d, x, c, lt, p);
@@ -394,6 +480,7 @@ void output_transform(float* out, const float* b, const float* M, int64_t ld, in
                       const LaneTiles& lt, const Plan& p, bool relu) {
   alignas(64) float t[24 * kLanes], y[16 * kLanes];
   const int64_t H = p.s.H, W = p.s.W, xs = p.s.K * ld;
+  const bool whole_avx512 = lt.all_whole && avx512_transforms();
   for (int64_t k = 0; k < p.s.K; ++k) {
     const float* Mk = M + k * ld + col;
     for (int64_t j = 0; j < 6; ++j) at_1d(Mk + j * xs, 6 * xs, t + j * kLanes, 6 * kLanes);
@@ -405,6 +492,10 @@ void output_transform(float* out, const float* b, const float* M, int64_t ld, in
     } else {
 #pragma omp simd
       for (int64_t i = 0; i < 16 * kLanes; ++i) y[i] += bias;
+    }
+    if (whole_avx512) {
+      scatter_whole_tiles_avx512(out, y, k, lt, p);
+      continue;
     }
     for (int64_t l = 0; l < lt.count; ++l) {
       float* plane = out + (lt.n[l] * p.s.K + k) * H * W;
@@ -422,9 +513,11 @@ void output_gradient_transform(float* dM, int64_t ld, int64_t col, const float* 
                                const LaneTiles& lt, const Plan& p) {
   alignas(64) float dy[16 * kLanes], t[24 * kLanes];
   const int64_t H = p.s.H, W = p.s.W, xs = p.s.K * ld;
+  const bool whole_avx512 = lt.all_whole && avx512_transforms();
   for (int64_t k = 0; k < p.s.K; ++k) {
     if (!lt.all_whole) std::fill_n(dy, 16 * kLanes, 0.0f);
-    for (int64_t l = 0; l < lt.count; ++l) {
+    if (whole_avx512) gather_whole_tiles_avx512(dy, dout, k, lt, p);
+    for (int64_t l = 0; !whole_avx512 && l < lt.count; ++l) {
       const float* plane = dout + (lt.n[l] * p.s.K + k) * H * W;
       const int64_t rows = std::min<int64_t>(4, H - lt.r0[l]),
                     cols = std::min<int64_t>(4, W - lt.c0[l]);
