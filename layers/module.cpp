@@ -149,12 +149,13 @@ void Sequential::set(size_t i, std::shared_ptr<Module> module) {
 
 Tensor Sequential::forward(const Tensor& x) {
   // Adjacent children may run as one fused op (Module::forward_fused: BatchNorm + ReLU (+
-  // MaxPool2d(2)) in training, Conv2d + ReLU), with results bit-identical to running them one after
-  // the other. Not when one of them has a forward hook: a hook must see its own module's output,
-  // which the fused op never forms. Decided anew on each call (a virtual call and type checks), so
-  // hooks added or removed between steps and train()/eval() take effect at once and the model's
-  // structure is never rewritten (fold_batch_norm, which changes results at float rounding, is an
-  // explicit rewrite instead). Unhooked Identity children between the two are skipped:
+  // MaxPool2d(2)) in training, Conv2d + ReLU (+ MaxPool2d, pooled before the relu, in training)),
+  // with results bit-identical (the conv + relu + pool: up to the sign of zeros) to running them
+  // one after the other. Not when one of them has a forward hook: a hook must see its own module's
+  // output, which the fused op never forms. Decided anew on each call (a virtual call and type
+  // checks), so hooks added or removed between steps and train()/eval() take effect at once and the
+  // model's structure is never rewritten (fold_batch_norm, which changes results at float rounding,
+  // is an explicit rewrite instead). Unhooked Identity children between the two are skipped:
   // fold_batch_norm leaves one where each folded BatchNorm was, between the Conv2d and the ReLU
   // that fuse in inference.
   const auto& kids = children();

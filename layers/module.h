@@ -53,7 +53,8 @@ class Module {
   /// Identity children skipped, a hooked child ends the list). An override must return exactly
   /// what the forwards would, side effects (running statistics) included. The fusions:
   /// BatchNorm1d/2d + ReLU and BatchNorm2d + ReLU + MaxPool2d(2) in training
-  /// (layers/batch_norm.h), Conv2d + ReLU (layers/conv2d.h).
+  /// (layers/batch_norm.h), Conv2d + ReLU, and Conv2d + ReLU + MaxPool2d with gradients as
+  /// relu(max_pool2d(conv2d)) (layers/conv2d.h; equal up to the sign of zeros).
   virtual FusedForward forward_fused(std::span<Module* const> next, const Tensor& x);
 
   /// One canonical type name ("Dense", "BatchNorm2d") used in printing and errors.
