@@ -245,6 +245,32 @@ class CliProcess {
     return false;
   }
 
+  // True once `sig` (sent with signal()) is no longer pending in the child: the kernel has handed
+  // it to a handler. Two equal signals sent without this wait can merge into one. Polls /proc;
+  // fails the test after `seconds`.
+  bool wait_until_taken(int sig, double seconds = 60) const {
+    const unsigned long long bit = 1ULL << (sig - 1);
+    auto pending = [&](const fs::path& status_file, const std::string& field) {
+      std::ifstream in(status_file);
+      std::string line;
+      while (std::getline(in, line))
+        if (line.rfind(field, 0) == 0)
+          return (std::stoull(line.substr(field.size()), nullptr, 16) & bit) != 0;
+      return false;
+    };
+    const std::string proc = "/proc/" + std::to_string(pid_);
+    for (int i = 0; i < static_cast<int>(seconds * 200); ++i) {
+      std::error_code ec;
+      bool any = pending(proc + "/status", "ShdPnd:");
+      for (const auto& task : fs::directory_iterator(proc + "/task", ec))
+        any = any || pending(task.path() / "status", "SigPnd:");
+      if (ec) return false;  // the child is gone
+      if (!any) return true;
+      ::usleep(5000);
+    }
+    return false;
+  }
+
   // Reads the output to the end (without the filler) and reaps the child. exit_code is the exit
   // status, or 128 + the signal that killed it.
   CliResult finish() {

@@ -112,8 +112,11 @@ TEST_CASE("apps.interrupt: a second signal exits at once without saving") {
       /*block_output=*/true);
   REQUIRE(child.wait_until_blocked_in_write());
   // Both signals arrive while the child is blocked writing its progress: the first only sets the
-  // flag (the write resumes), the second ends the process there and then.
-  child.signal(SIGTERM);
+  // flag (the write resumes), the second ends the process there and then. The same signal twice,
+  // the second sent once the first is taken: two different signals pending at once are delivered
+  // lowest number first, whatever order they were sent in, and the exit code would tell which.
+  child.signal(SIGINT);
+  REQUIRE(child.wait_until_taken(SIGINT));
   child.signal(SIGINT);
   CliResult r = child.finish();
   CAPTURE(r.output);
