@@ -367,5 +367,25 @@ void gemm_avx512_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
   }
 }
 
+int64_t gemm_packed_a_floats(int64_t M, int64_t K) { return (M + kMR - 1) / kMR * kMR * K; }
+
+void gemm_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K, float* packed) {
+  BNLAB_CHECK(K <= kGemmPackedMaxK, "gemm_pack_a: K=", K, " exceeds one K block (", kGemmPackedMaxK,
+              ")");
+  static_assert(kGemmPackedMaxK == kKC && kGemmPanelColumns == kNR);
+  pack_a(trans_a, A, lda, 0, 0, M, K, packed);
+}
+
+void gemm_avx512_packed(int64_t M, int64_t N, int64_t K, float alpha, const float* packed_a,
+                        const float* b_panel, float beta, float* C, int64_t ldc) {
+  BNLAB_CHECK(N >= 1 && N <= kNR && K >= 1 && K <= kKC, "gemm_avx512_packed: N=", N, " K=", K,
+              " outside one panel (N <= ", kNR, ", K <= ", kKC, ")");
+  // The loops of gemm_serial for one (jc, pc) block and one jr panel.
+  for (int64_t ir = 0; ir < M; ir += kMR) {
+    const int64_t mr = std::min(kMR, M - ir);
+    kernel_for(mr, N)(K, packed_a + ir * K, b_panel, C + ir * ldc, ldc, alpha, beta, mr, N);
+  }
+}
+
 }  // namespace detail
 }  // namespace bnlab

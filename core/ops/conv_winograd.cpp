@@ -25,6 +25,10 @@
 // (36 (C + K) block floats) stay in L2. Within a block, kLanes consecutive tiles are transformed
 // together, one SIMD lane each (the V/M layouts have the tile innermost, so a lane group is one
 // contiguous store per cell).
+// With bnlab's AVX-512 GEMM (Plan::packed) a block is one GEMM panel, 32 tiles: then a cell's
+// V [C, 32] and dM [K, 32] are already in the layout the GEMM kernel packs B into, and U (and U^T
+// for dx) are packed once per call, so the forward's and dx's 36 GEMMs per block pack nothing
+// (docs/performance.md, "Pre-packed GEMMs").
 //
 // Threads: OpenMP over units, each thread with its own block workspace from the storage pool; a
 // GEMM inside the region runs on the calling thread. dW is a sum over tiles: the units are split
@@ -46,6 +50,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <optional>
 
 #include "core/blas.h"
 #include "core/error.h"
@@ -214,14 +219,20 @@ struct Plan {
   int64_t tiles_h, tiles_w, per_image;  // tiles per image = tiles_h * tiles_w
   int64_t block;                        // tiles per block, a multiple of kLanes
   int64_t images_per_unit, units;
+  // The forward's and dx's GEMMs take pre-packed weights and V / dM as the kernel's B panel
+  // (detail::gemm_avx512_packed); then a block is one panel, kGemmPanelColumns tiles.
+  bool packed;
 
   explicit Plan(const WinogradShape& shape) : s(shape) {
     tiles_h = (s.H + 3) / 4;
     tiles_w = (s.W + 3) / 4;
     per_image = tiles_h * tiles_w;
+    packed = avx512_transforms() && gemm_path() == GemmPath::avx512 && s.C <= kGemmPackedMaxK &&
+             s.K <= kGemmPackedMaxK;
     // At least 32 tiles: the GEMM's register tile is 32 columns wide.
     const int64_t fit = kBlockBytes / (4 * kCells * (s.C + s.K));
-    block = std::clamp<int64_t>(fit / kLanes * kLanes, 2 * kLanes, 512);
+    block =
+        packed ? kGemmPanelColumns : std::clamp<int64_t>(fit / kLanes * kLanes, 2 * kLanes, 512);
     // Whole images per unit: as many as fill a block, at least one.
     images_per_unit = std::max<int64_t>(1, block / per_image);
     block = std::min(block, (images_per_unit * per_image + kLanes - 1) / kLanes * kLanes);
@@ -230,6 +241,28 @@ struct Plan {
   // Parallel only when the work pays for waking the team (as conv.cpp's rule).
   bool parallel() const { return units > 1 && s.N * s.K * s.C * s.H * s.W > (int64_t{1} << 18); }
   int64_t workspace() const { return kCells * (s.C + s.K) * block; }
+};
+
+// The 36 cells' [rows, depth] matrices of U (each stored [K, C]; transposed: U^T, [C, K]) in the
+// GEMM's packed form, for Plan::packed.
+class PackedCells {
+ public:
+  PackedCells(const float* U, int64_t K, int64_t C, bool transposed)
+      : rows_(transposed ? C : K),
+        depth_(transposed ? K : C),
+        stride_(gemm_packed_a_floats(rows_, depth_)),
+        data_(static_cast<size_t>(kCells * stride_)) {
+    for (int64_t xi = 0; xi < kCells; ++xi)
+      gemm_pack_a(transposed, U + xi * K * C, C, rows_, depth_, data_.data() + xi * stride_);
+  }
+  // C [rows, n] = cell xi's matrix x B, B one panel [depth, n <= 32] (beta 0).
+  void multiply(int64_t xi, int64_t n, const float* b_panel, float* c, int64_t ldc) const {
+    gemm_avx512_packed(rows_, n, depth_, 1.0f, data_.data() + xi * stride_, b_panel, 0.0f, c, ldc);
+  }
+
+ private:
+  int64_t rows_, depth_, stride_;
+  Storage data_;
 };
 
 // Where the lanes' tiles sit: image pointer offsets and the patch origin. Lanes past the unit's
@@ -568,6 +601,8 @@ void winograd_conv2d_forward(float* out, const float* x, const float* w, const f
   const Plan p(s);
   Storage U(static_cast<size_t>(kCells * s.K * s.C));
   transform_weights(U.data(), w, s.K, s.C);
+  std::optional<PackedCells> packed_u;
+  if (p.packed) packed_u.emplace(U.data(), s.K, s.C, /*transposed=*/false);
   const int64_t ld = p.block;
 #pragma omp parallel if (p.parallel())
   {
@@ -579,9 +614,14 @@ void winograd_conv2d_forward(float* out, const float* x, const float* w, const f
       for_each_block(p, u, [&](int64_t n0, int64_t first, int64_t count, int64_t unit_tiles) {
         for (int64_t col = 0; col < count; col += kLanes)
           input_transform(V, ld, col, x, lane_tiles(p, n0, first + col, unit_tiles), p);
-        for (int64_t xi = 0; xi < kCells; ++xi)
-          gemm(false, false, s.K, count, s.C, 1.0f, U.data() + xi * s.K * s.C, s.C,
-               V + xi * s.C * ld, ld, 0.0f, M + xi * s.K * ld, ld);
+        for (int64_t xi = 0; xi < kCells; ++xi) {
+          if (packed_u) {
+            packed_u->multiply(xi, count, V + xi * s.C * ld, M + xi * s.K * ld, ld);
+          } else {
+            gemm(false, false, s.K, count, s.C, 1.0f, U.data() + xi * s.K * s.C, s.C,
+                 V + xi * s.C * ld, ld, 0.0f, M + xi * s.K * ld, ld);
+          }
+        }
         for (int64_t col = 0; col < count; col += kLanes)
           output_transform(out, b, M, ld, col, lane_tiles(p, n0, first + col, unit_tiles), p, relu);
       });
@@ -596,6 +636,8 @@ void winograd_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* 
   const int64_t ld = p.block, KC = s.K * s.C;
   Storage U(dx ? static_cast<size_t>(kCells * KC) : 0);
   if (dx) transform_weights(U.data(), w, s.K, s.C);
+  std::optional<PackedCells> packed_ut;
+  if (dx && p.packed) packed_ut.emplace(U.data(), s.K, s.C, /*transposed=*/true);
   const int64_t slots = std::min(kSlots, p.units);
   // Each slot's weight gradient G^T dU G (see Threads above), [K, C, 3, 3]; a slot's dU lives in
   // the workspace of the thread running it, so dU-sized memory scales with threads, not slots.
@@ -629,9 +671,14 @@ void winograd_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* 
                    ld, 1.0f, dU_s + xi * KC, s.C);
           }
           if (dx) {
-            for (int64_t xi = 0; xi < kCells; ++xi)
-              gemm(true, false, s.C, count, s.K, 1.0f, U.data() + xi * KC, s.C, dM + xi * s.K * ld,
-                   ld, 0.0f, V + xi * s.C * ld, ld);
+            for (int64_t xi = 0; xi < kCells; ++xi) {
+              if (packed_ut) {
+                packed_ut->multiply(xi, count, dM + xi * s.K * ld, V + xi * s.C * ld, ld);
+              } else {
+                gemm(true, false, s.C, count, s.K, 1.0f, U.data() + xi * KC, s.C,
+                     dM + xi * s.K * ld, ld, 0.0f, V + xi * s.C * ld, ld);
+              }
+            }
             for (int64_t col = 0; col < count; col += kLanes)
               input_gradient_transform(dx, V, ld, col, lane_tiles(p, n0, first + col, unit_tiles),
                                        p);

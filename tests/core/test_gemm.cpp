@@ -12,7 +12,9 @@
 #include <doctest/doctest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -20,6 +22,7 @@
 
 #include "core/blas.h"
 #include "core/error.h"
+#include "core/gemm_avx512.h"
 #include "core/random.h"
 
 using namespace bnlab;
@@ -277,4 +280,50 @@ TEST_CASE("gemm: the default path is the own kernel on AVX-512F unless BNLAB_GEM
   const GemmPath want = gemm_avx512_available() && !forced ? GemmPath::avx512 : GemmPath::openblas;
   CHECK(gemm_path() == want);
   CHECK(gemm_path_name() == (want == GemmPath::avx512 ? "bnlab-avx512" : "openblas"));
+}
+
+TEST_CASE("gemm: the pre-packed entry equals the own kernel bit for bit") {
+  if (!gemm_avx512_available()) {
+    MESSAGE("CPU lacks AVX-512F: the pre-packed entry is not tested");
+    return;
+  }
+  // One K block (K <= 256) and one B panel (N <= 32): every edge-tile variant of M and N, a
+  // panel whose unused columns hold NaN (they feed only lanes that are not stored), beta 0 over
+  // NaN garbage in C, and both orientations of A.
+  for (const Shape& s : std::vector<Shape>{
+           {1, 1, 1}, {14, 32, 7}, {15, 17, 64}, {32, 32, 32}, {37, 9, 256}, {128, 31, 128}}) {
+    for (bool ta : {false, true}) {
+      for (float beta : {0.0f, 0.7f}) {
+        CAPTURE(s.M);
+        CAPTURE(s.N);
+        CAPTURE(s.K);
+        CAPTURE(ta);
+        CAPTURE(beta);
+        const Matrix A = ta ? Matrix(s.K, s.M, 2, 11) : Matrix(s.M, s.K, 2, 11);
+        const Matrix B(s.K, detail::kGemmPanelColumns, 0, 12);
+        float* panel = static_cast<float*>(
+            std::aligned_alloc(64, static_cast<size_t>(s.K * detail::kGemmPanelColumns) * 4));
+        std::copy(B.v.begin(), B.v.end(), panel);
+        for (int64_t k = 0; k < s.K; ++k)
+          std::fill(panel + k * detail::kGemmPanelColumns + s.N,
+                    panel + (k + 1) * detail::kGemmPanelColumns, kNaN);
+        std::vector<float> packed(static_cast<size_t>(detail::gemm_packed_a_floats(s.M, s.K)));
+        detail::gemm_pack_a(ta, A.v.data(), A.ld, s.M, s.K, packed.data());
+        const Matrix C0(s.M, s.N, 1, 13);
+        Matrix want = C0, got = C0;
+        if (beta == 0.0f) {
+          std::fill(got.v.begin(), got.v.end(), kNaN);
+          want = got;
+        }
+        gemm_avx512(ta, false, s.M, s.N, s.K, 0.9f, A.v.data(), A.ld, B.v.data(), B.ld, beta,
+                    want.v.data(), want.ld);
+        detail::gemm_avx512_packed(s.M, s.N, s.K, 0.9f, packed.data(), panel, beta, got.v.data(),
+                                   got.ld);
+        std::free(panel);
+        CHECK(std::memcmp(want.v.data(), got.v.data(), want.v.size() * sizeof(float)) == 0);
+      }
+    }
+  }
+  CHECK_THROWS_WITH_AS(detail::gemm_pack_a(false, nullptr, 300, 4, 300, nullptr),
+                       doctest::Contains("gemm_pack_a"), Error);
 }
