@@ -180,16 +180,25 @@ void transform_weights(float* U, const float* w, int64_t K, int64_t C) {
   const int64_t KC = K * C;
 #pragma omp parallel for if (KC > 4096)
   for (int64_t kc0 = 0; kc0 < KC; kc0 += kLanes) {
-    float rows[kCells][kLanes];
+    // Element e of a pair's g, t or u at [e * kLanes + q], q the pair's lane: each 1-D transform
+    // runs on the 16 pairs at once (a scalar loop per pair was 1.7 % of a cifar-cnn step).
+    alignas(64) double g[9 * kLanes], t[18 * kLanes], u[kCells * kLanes];
     const int64_t count = std::min(kLanes, KC - kc0);
-    for (int64_t q = 0; q < count; ++q) {
-      double g[9], t[18], u[36];
-      for (int i = 0; i < 9; ++i) g[i] = w[(kc0 + q) * 9 + i];
-      for (int j = 0; j < 3; ++j) g_1d(g + j, 3, t + j, 3);          // t [6][3] = G g
-      for (int a = 0; a < 6; ++a) g_1d(t + a * 3, 1, u + a * 6, 1);  // u [6][6] = t G^T
-      for (int xi = 0; xi < 36; ++xi) rows[xi][q] = static_cast<float>(u[xi]);
+    for (int i = 0; i < 9; ++i)
+      for (int64_t q = 0; q < kLanes; ++q) g[i * kLanes + q] = q < count ? w[(kc0 + q) * 9 + i] : 0;
+    for (int j = 0; j < 3; ++j) {  // t [6][3] = G g
+#pragma omp simd
+      for (int64_t q = 0; q < kLanes; ++q)
+        g_1d(g + j * kLanes + q, 3 * kLanes, t + j * kLanes + q, 3 * kLanes);
     }
-    for (int64_t xi = 0; xi < kCells; ++xi) std::copy_n(rows[xi], count, U + xi * KC + kc0);
+    for (int a = 0; a < 6; ++a) {  // u [6][6] = t G^T
+#pragma omp simd
+      for (int64_t q = 0; q < kLanes; ++q)
+        g_1d(t + a * 3 * kLanes + q, kLanes, u + a * 6 * kLanes + q, kLanes);
+    }
+    for (int64_t xi = 0; xi < kCells; ++xi)
+      for (int64_t q = 0; q < count; ++q)
+        U[xi * KC + kc0 + q] = static_cast<float>(u[xi * kLanes + q]);
   }
 }
 
@@ -199,16 +208,32 @@ void add_weight_gradient(float* dw, const float* dU, int64_t K, int64_t C) {
   const int64_t KC = K * C;
 #pragma omp parallel for if (KC > 4096)
   for (int64_t kc0 = 0; kc0 < KC; kc0 += kLanes) {
-    float rows[kCells][kLanes];
+    // The lane layout of transform_weights (a scalar loop per pair here was 4.3 % of a cifar-cnn
+    // + BN step: it runs once per dW slot).
+    alignas(64) double v[kCells * kLanes], t[18 * kLanes], g[9 * kLanes];
     const int64_t count = std::min(kLanes, KC - kc0);
-    for (int64_t xi = 0; xi < kCells; ++xi) std::copy_n(dU + xi * KC + kc0, count, rows[xi]);
-    for (int64_t q = 0; q < count; ++q) {
-      double v[36], t[18], g[9];
-      for (int xi = 0; xi < 36; ++xi) v[xi] = rows[xi][q];
-      for (int b = 0; b < 6; ++b) gt_1d(v + b, 6, t + b, 6);          // t [3][6] = G^T v
-      for (int i = 0; i < 3; ++i) gt_1d(t + i * 6, 1, g + i * 3, 1);  // g [3][3] = t G
-      for (int i = 0; i < 9; ++i) dw[(kc0 + q) * 9 + i] += static_cast<float>(g[i]);
+    for (int64_t xi = 0; xi < kCells; ++xi) {
+      const float* src = dU + xi * KC + kc0;
+      double* dst = v + xi * kLanes;
+      if (count == kLanes) {
+#pragma omp simd
+        for (int64_t q = 0; q < kLanes; ++q) dst[q] = src[q];
+      } else {
+        for (int64_t q = 0; q < kLanes; ++q) dst[q] = q < count ? src[q] : 0;
+      }
     }
+    for (int b = 0; b < 6; ++b) {  // t [3][6] = G^T v
+#pragma omp simd
+      for (int64_t q = 0; q < kLanes; ++q)
+        gt_1d(v + b * kLanes + q, 6 * kLanes, t + b * kLanes + q, 6 * kLanes);
+    }
+    for (int i = 0; i < 3; ++i) {  // g [3][3] = t G
+#pragma omp simd
+      for (int64_t q = 0; q < kLanes; ++q)
+        gt_1d(t + i * 6 * kLanes + q, kLanes, g + i * 3 * kLanes + q, kLanes);
+    }
+    for (int64_t q = 0; q < count; ++q)
+      for (int i = 0; i < 9; ++i) dw[(kc0 + q) * 9 + i] += static_cast<float>(g[i * kLanes + q]);
   }
 }
 
