@@ -59,6 +59,20 @@
 #include "core/tensor.h"
 
 #define BNLAB_WINO_AVX512 __attribute__((target("avx512f")))
+// AVX-512F with 512-bit vectors for the compiler's own vectorization (see the transform clones).
+#if defined(__clang__)
+#define BNLAB_WINO_AVX512_WIDE __attribute__((target("avx512f"), min_vector_width(512)))
+#else
+#define BNLAB_WINO_AVX512_WIDE __attribute__((target("avx512f,prefer-vector-width=512")))
+#endif
+// The transforms' float arithmetic must round alike in the AVX-512F clones and the portable code
+// (a test compares their results bit for bit), whatever the build's -march: no contraction of
+// a * b + c into fused multiply-adds in this file, which the clones could do and an SSE2 build not.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 // GCC 12's AVX-512 shuffle, cast and extract intrinsics start from _mm512_undefined_*() or
 // _mm_undefined_ps(), which -Wmaybe-uninitialized (and at -O1, as in the sanitizer build,
@@ -515,11 +529,13 @@ void scatter_patches(float* dx, const float* dd, int64_t c, const LaneTiles& lt,
 }
 
 // V[xi][c][first .. first + kLanes) of a block (row stride ld) for every channel.
-void input_transform(float* V, int64_t ld, int64_t col, const float* x, const LaneTiles& lt,
-                     const Plan& p) {
+template <bool kAvx512>
+[[gnu::always_inline]] inline void input_transform_impl(float* V, int64_t ld, int64_t col,
+                                                        const float* x, const LaneTiles& lt,
+                                                        const Plan& p) {
   alignas(64) float d[kCells * kLanes], t[kCells * kLanes];
   const int64_t xs = p.s.C * ld;  // from one cell's rows of V to the next's
-  const bool avx512 = avx512_transforms();
+  const bool avx512 = kAvx512;
   for (int64_t c = 0; c < p.s.C; ++c) {
     if (avx512) {
       gather_patches_avx512(d, x, c, lt, p);
@@ -534,11 +550,14 @@ void input_transform(float* V, int64_t ld, int64_t col, const float* x, const La
 
 // The output tiles of the lanes from M[xi][k][col ..] (row stride ld), plus bias, through relu
 // when `relu` (conv2d_relu in inference).
-void output_transform(float* out, const float* b, const float* M, int64_t ld, int64_t col,
-                      const LaneTiles& lt, const Plan& p, bool relu) {
+template <bool kAvx512>
+[[gnu::always_inline]] inline void output_transform_impl(float* out, const float* b, const float* M,
+                                                         int64_t ld, int64_t col,
+                                                         const LaneTiles& lt, const Plan& p,
+                                                         bool relu) {
   alignas(64) float t[24 * kLanes], y[16 * kLanes];
   const int64_t H = p.s.H, W = p.s.W, xs = p.s.K * ld;
-  const bool whole_avx512 = lt.all_whole && avx512_transforms();
+  const bool whole_avx512 = lt.all_whole && kAvx512;
   for (int64_t k = 0; k < p.s.K; ++k) {
     const float* Mk = M + k * ld + col;
     for (int64_t j = 0; j < 6; ++j) at_1d(Mk + j * xs, 6 * xs, t + j * kLanes, 6 * kLanes);
@@ -567,11 +586,14 @@ void output_transform(float* out, const float* b, const float* M, int64_t ld, in
 }
 
 // dM[xi][k][col ..] = A dY tile A^T for the lanes (dY zero outside the image).
-void output_gradient_transform(float* dM, int64_t ld, int64_t col, const float* dout,
-                               const LaneTiles& lt, const Plan& p) {
+template <bool kAvx512>
+[[gnu::always_inline]] inline void output_gradient_transform_impl(float* dM, int64_t ld,
+                                                                  int64_t col, const float* dout,
+                                                                  const LaneTiles& lt,
+                                                                  const Plan& p) {
   alignas(64) float dy[16 * kLanes], t[24 * kLanes];
   const int64_t H = p.s.H, W = p.s.W, xs = p.s.K * ld;
-  const bool whole_avx512 = lt.all_whole && avx512_transforms();
+  const bool whole_avx512 = lt.all_whole && kAvx512;
   for (int64_t k = 0; k < p.s.K; ++k) {
     if (!lt.all_whole) std::fill_n(dy, 16 * kLanes, 0.0f);
     if (whole_avx512) gather_whole_tiles_avx512(dy, dout, k, lt, p);
@@ -590,8 +612,11 @@ void output_gradient_transform(float* dM, int64_t ld, int64_t col, const float* 
 }
 
 // dx += B dV[.][c][col ..] B^T for the lanes, every channel.
-void input_gradient_transform(float* dx, const float* dV, int64_t ld, int64_t col,
-                              const LaneTiles& lt, const Plan& p) {
+template <bool kAvx512>
+[[gnu::always_inline]] inline void input_gradient_transform_impl(float* dx, const float* dV,
+                                                                 int64_t ld, int64_t col,
+                                                                 const LaneTiles& lt,
+                                                                 const Plan& p) {
   alignas(64) float t[kCells * kLanes], dd[kCells * kLanes];
   const int64_t xs = p.s.C * ld;
   for (int64_t c = 0; c < p.s.C; ++c) {
@@ -599,6 +624,65 @@ void input_gradient_transform(float* dx, const float* dV, int64_t ld, int64_t co
     for (int64_t j = 0; j < 6; ++j) b_1d(dVc + j * xs, 6 * xs, t + j * kLanes, 6 * kLanes);
     for (int64_t a = 0; a < 6; ++a) b_1d(t + a * 6 * kLanes, kLanes, dd + a * 6 * kLanes, kLanes);
     scatter_patches(dx, dd, c, lt, p);
+  }
+}
+
+// Each transform twice: the portable build, and a clone for CPUs with AVX-512F, whose 16-lane
+// rows are one zmm register each (GCC's default for -march builds, 256-bit vectors, took two
+// instructions per row operation, and a generic build's SSE2 four).
+BNLAB_WINO_AVX512_WIDE void input_transform_avx512(float* V, int64_t ld, int64_t col,
+                                                   const float* x, const LaneTiles& lt,
+                                                   const Plan& p) {
+  input_transform_impl<true>(V, ld, col, x, lt, p);
+}
+void input_transform(float* V, int64_t ld, int64_t col, const float* x, const LaneTiles& lt,
+                     const Plan& p) {
+  if (avx512_transforms()) {
+    input_transform_avx512(V, ld, col, x, lt, p);
+  } else {
+    input_transform_impl<false>(V, ld, col, x, lt, p);
+  }
+}
+
+BNLAB_WINO_AVX512_WIDE void output_transform_avx512(float* out, const float* b, const float* M,
+                                                    int64_t ld, int64_t col, const LaneTiles& lt,
+                                                    const Plan& p, bool relu) {
+  output_transform_impl<true>(out, b, M, ld, col, lt, p, relu);
+}
+void output_transform(float* out, const float* b, const float* M, int64_t ld, int64_t col,
+                      const LaneTiles& lt, const Plan& p, bool relu) {
+  if (avx512_transforms()) {
+    output_transform_avx512(out, b, M, ld, col, lt, p, relu);
+  } else {
+    output_transform_impl<false>(out, b, M, ld, col, lt, p, relu);
+  }
+}
+
+BNLAB_WINO_AVX512_WIDE void output_gradient_transform_avx512(float* dM, int64_t ld, int64_t col,
+                                                             const float* dout, const LaneTiles& lt,
+                                                             const Plan& p) {
+  output_gradient_transform_impl<true>(dM, ld, col, dout, lt, p);
+}
+void output_gradient_transform(float* dM, int64_t ld, int64_t col, const float* dout,
+                               const LaneTiles& lt, const Plan& p) {
+  if (avx512_transforms()) {
+    output_gradient_transform_avx512(dM, ld, col, dout, lt, p);
+  } else {
+    output_gradient_transform_impl<false>(dM, ld, col, dout, lt, p);
+  }
+}
+
+BNLAB_WINO_AVX512_WIDE void input_gradient_transform_avx512(float* dx, const float* dV, int64_t ld,
+                                                            int64_t col, const LaneTiles& lt,
+                                                            const Plan& p) {
+  input_gradient_transform_impl<true>(dx, dV, ld, col, lt, p);
+}
+void input_gradient_transform(float* dx, const float* dV, int64_t ld, int64_t col,
+                              const LaneTiles& lt, const Plan& p) {
+  if (avx512_transforms()) {
+    input_gradient_transform_avx512(dx, dV, ld, col, lt, p);
+  } else {
+    input_gradient_transform_impl<false>(dx, dV, ld, col, lt, p);
   }
 }
 
