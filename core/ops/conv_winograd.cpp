@@ -333,6 +333,47 @@ LaneTiles lane_tiles(const Plan& p, int64_t n0, int64_t first, int64_t unit_tile
   return lt;
 }
 
+// The rows of one channel's plane that the lanes read, one contiguous run per image (the lanes of
+// one image are consecutive and go down its rows): each lane's rows r0 + shift .. r0 + shift +
+// rows, clipped to the image. Offsets are from the tensor's start at channel 0.
+struct LaneRuns {
+  int64_t count = 0;
+  int64_t begin[kLanes], end[kLanes];
+};
+
+LaneRuns lane_runs(const LaneTiles& lt, const Plan& p, int64_t channels, int64_t shift,
+                   int64_t rows) {
+  const int64_t H = p.s.H, W = p.s.W;
+  LaneRuns r;
+  int64_t last_n = -1;
+  for (int64_t l = 0; l < lt.count; ++l) {
+    const int64_t lo = std::clamp<int64_t>(lt.r0[l] + shift, 0, H);
+    const int64_t hi = std::clamp<int64_t>(lt.r0[l] + shift + rows, 0, H);
+    const int64_t plane = lt.n[l] * channels * H * W;
+    if (lt.n[l] != last_n) {
+      r.begin[r.count] = plane + lo * W;
+      r.end[r.count++] = plane + hi * W;
+      last_n = lt.n[l];
+    } else {
+      r.begin[r.count - 1] = std::min(r.begin[r.count - 1], plane + lo * W);
+      r.end[r.count - 1] = std::max(r.end[r.count - 1], plane + hi * W);
+    }
+  }
+  return r;
+}
+
+// Asks for the cache lines of the runs in the plane at `base` (a channel's offset into the tensor).
+// The transforms walk channels, H * W floats apart: every channel's rows start on pages the
+// hardware prefetcher has not seen (it stops at 4 KiB pages), so the loads of the next channels'
+// patches are requested while the current one is transformed.
+inline void prefetch_runs(const float* base, const LaneRuns& r) {
+  for (int64_t i = 0; i < r.count; ++i)
+    for (int64_t f = r.begin[i]; f < r.end[i]; f += 16) __builtin_prefetch(base + f);
+}
+
+// How many channels ahead the transforms request their input rows.
+constexpr int64_t kPrefetchChannels = 2;
+
 // d [36][kLanes] <- the lanes' 6x6 patches of channel c of x (0 outside the image and in the
 // lanes past lt.count). Per-lane copies that write every cell (a zero fill of d first was 12 % of
 // a 64->64 16x16 step; one masked 16-lane gather per cell measured twice as slow as the copies).
@@ -536,7 +577,10 @@ template <bool kAvx512>
   alignas(64) float d[kCells * kLanes], t[kCells * kLanes];
   const int64_t xs = p.s.C * ld;  // from one cell's rows of V to the next's
   const bool avx512 = kAvx512;
+  const LaneRuns runs = lane_runs(lt, p, p.s.C, -1, 6);
+  const int64_t plane = p.s.H * p.s.W;
   for (int64_t c = 0; c < p.s.C; ++c) {
+    if (c + kPrefetchChannels < p.s.C) prefetch_runs(x + (c + kPrefetchChannels) * plane, runs);
     if (avx512) {
       gather_patches_avx512(d, x, c, lt, p);
     } else {
