@@ -108,6 +108,29 @@ TEST_CASE("ops.norm: batch_norm_train statistics survive a large common offset")
   }
 }
 
+TEST_CASE("ops.norm: batch_norm_train merges per-image moments without losing the variance") {
+  // Images are reduced plane by plane and the planes' (count, mean, M2) merged: planes whose means
+  // differ by far more than their spread (+-1e3 around 1e4, std 0.05 within a plane) must give the
+  // two-pass variance of all values, which is dominated by the spread of the plane means, and a
+  // channel whose planes all have the same large mean must keep its tiny variance.
+  const int64_t N = 6, C = 2, H = 5, W = 7;
+  Rng rng(21);
+  Tensor x = Tensor::normal({N, C, H, W}, rng, 0.0f, 0.05f);
+  float* p = x.data();
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < H * W; ++i) {
+      p[(n * C + 0) * H * W + i] += 1e4f + (n % 2 ? 1e3f : -1e3f) * static_cast<float>(n);
+      p[(n * C + 1) * H * W + i] += 1e4f;
+    }
+  BatchNormResult r = batch_norm_train(x, Tensor(), Tensor(), 0.0f);
+  for (int64_t c = 0; c < C; ++c) {
+    CAPTURE(c);
+    const Stats in = channel_stats(x, c);
+    CHECK(r.mean.data()[c] == doctest::Approx(in.mean).epsilon(1e-7));
+    CHECK(r.var.data()[c] == doctest::Approx(in.var).epsilon(1e-5));
+  }
+}
+
 TEST_CASE("ops.norm: batch_norm_train gradient checks for x, gamma and beta") {
   auto bn = [](const Inputs& in) { return batch_norm_train(in[0], in[1], in[2], 1e-5f).y; };
   SUBCASE("[N, C]") {
