@@ -131,12 +131,17 @@ constexpr int64_t kChannelBlock = 64;
 
 // How an image tensor's channels are blocked. kWide: each thread's share of the channels in blocks
 // of up to kChannelBlock, walked image by image, so each image's part of a block is one contiguous
-// run of memory. kOneChannel: one channel per block, its N runs (C * S floats apart) one after the
-// other, so the block's second pass finds them in cache. Measured on cifar-cnn's shapes (batch 128,
-// one thread, AMD EPYC): the training forward (moments, then normalize) takes 0.45-0.7x the time
-// with kWide at 32 and 64 channels without the pool; the backward (three tensors read per pass)
-// was not faster with kWide (0.94-1.14x the time over two runs), so it keeps kOneChannel.
-enum class ImageBlocks { kWide, kOneChannel };
+// run of memory. kPageRuns: blocks of just enough channels that each image's part of a block is
+// kPageFloats (4 KiB, a page) or more, walked image by image, so that the block's second pass finds
+// its values in cache (1.5 MiB for cifar-cnn's [128, 32, 32, 32] with three tensors read) while
+// the hardware prefetcher, which stops at 4 KiB pages, still sees runs a page long. Measured on
+// cifar-cnn's shapes (batch 128, one thread, AMD EPYC): the training forward (moments, then
+// normalize) takes 0.45-0.7x the time with kWide at 32 and 64 channels without the pool; the
+// backward (three tensors read per pass) was not faster with kWide (0.94-1.14x the time over two
+// runs), and with one channel per block (before kPageRuns) the 8x8 and 16x16 planes were 256-byte
+// and 1 KiB runs that the prefetcher never followed.
+enum class ImageBlocks { kWide, kPageRuns };
+constexpr int64_t kPageFloats = 1024;
 
 // Calls f(c0, c1) for every channel block [c0, c1). Threads take contiguous runs of blocks, the
 // same runs in every call for the same shape, in ascending order or, with `reverse`, descending.
@@ -146,10 +151,12 @@ void for_channel_blocks(const ChannelDims& d, bool reverse, F f,
                         ImageBlocks images = ImageBlocks::kWide) {
   const bool parallel = d.N * d.C * d.S > kParallelThreshold;
   int64_t cb = kChannelBlock;
-  if (d.S > 1 && images == ImageBlocks::kOneChannel) cb = 1;
-  if (d.S > 1 && images == ImageBlocks::kWide) {
+  if (d.S > 1) {
     const int64_t team = parallel ? omp_get_max_threads() : 1;
-    cb = std::clamp<int64_t>((d.C + team - 1) / team, 1, kChannelBlock);
+    const int64_t share = (d.C + team - 1) / team;  // every thread gets channels
+    const int64_t page = (kPageFloats + d.S - 1) / d.S;
+    cb = std::clamp<int64_t>(images == ImageBlocks::kWide ? share : std::min(share, page), 1,
+                             kChannelBlock);
   }
   const int64_t blocks = (d.C + cb - 1) / cb;
   auto run = [&](int64_t lo, int64_t hi) {
@@ -480,18 +487,20 @@ void batch_norm_grad_input(float* dx, bool dx_fresh, const float* dy, const floa
     k_dy[c - c0] = k.k_dy;
     k_mean[c - c0] = k.k_mean;
     k_xhat[c - c0] = k.k_xhat;
-    if constexpr (kRelu) {
-      if (sums && d.S > 1) {
-        for (int64_t n = 0; n < d.N; ++n) {
+  }
+  if constexpr (kRelu) {
+    if (sums && d.S > 1) {
+      // Run by run, in memory order.
+      for (int64_t n = 0; n < d.N; ++n) {
+        for (int64_t c = c0; c < c1; ++c) {
           const int64_t base = (n * d.C + c) * d.S;
+          const DxCoefficients k{k_dy[c - c0], k_mean[c - c0], k_xhat[c - c0]};
           relu_grad_input_run(dx + base, dx_fresh, dy + base, z + base, x + base, k, mean_d[c],
                               d.S);
         }
       }
+      return;
     }
-  }
-  if constexpr (kRelu) {
-    if (sums && d.S > 1) return;  // done above, run by run
   }
   auto write = [&](auto f) {
     if (dx_fresh) {
@@ -545,43 +554,50 @@ float* plane_scratch(size_t floats) {
   return scratch.data();
 }
 
-// Forward, second pass of the pooled op for channels [c0, c1) (images: one channel): each plane of
-// z = relu(normalized x) is formed in scratch and pooled by max_pool2d's own plane kernel into p
-// [N, C, H/2, W/2], with the winners' places (when `place` is non-null).
+// Forward, second pass of the pooled op for channels [c0, c1): each plane of z = relu(normalized
+// x) is formed in scratch and pooled by max_pool2d's own plane kernel into p [N, C, H/2, W/2], with
+// the winners' places (when `place` is non-null). Image by image, so that x, p and the places are
+// read and written in memory order: channel by channel, cifar-cnn's 8x8 planes were 256-byte runs
+// 32 KiB apart, which the hardware prefetcher (it stops at 4 KiB pages) never followed, and the
+// pass took 3x the unpooled one's time.
 void pooled_normalize(float* p, uint8_t* place, const float* x, const double* mean_d,
                       const double* rstd_d, const float* gamma, const float* beta,
                       const ChannelDims& d, int64_t H, int64_t W, int64_t c0, int64_t c1) {
   const int64_t P = (H / 2) * (W / 2);
   float* z = plane_scratch(static_cast<size_t>(d.S));
+  double scale[kChannelBlock], shift[kChannelBlock];
   for (int64_t c = c0; c < c1; ++c) {
-    const double mean = mean_d[c], scale = rstd_d[c] * (gamma ? gamma[c] : 1.0);
-    const double shift = beta ? beta[c] : 0.0;
-    for (int64_t n = 0; n < d.N; ++n) {
+    scale[c - c0] = rstd_d[c] * (gamma ? gamma[c] : 1.0);
+    shift[c - c0] = beta ? beta[c] : 0.0;
+  }
+  for (int64_t n = 0; n < d.N; ++n) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const double mean = mean_d[c], sc = scale[c - c0], sh = shift[c - c0];
       const float* xc = x + (n * d.C + c) * d.S;
 #pragma omp simd
-      for (int64_t s = 0; s < d.S; ++s)
-        z[s] = detail::relu_value(normalized(xc[s], mean, scale, shift));
+      for (int64_t s = 0; s < d.S; ++s) z[s] = detail::relu_value(normalized(xc[s], mean, sc, sh));
       const int64_t out = (n * d.C + c) * P;
       detail::max_pool2x2_plane(p + out, place ? place + out : nullptr, z, H, W);
     }
   }
 }
 
-// Re-forms plane (n, c)'s gradient w.r.t. batch norm's output in scratch and calls f(g, ones,
-// base): g [S] holds (0 + dp) * relu'(p) at each window's winner (its `place`: 0 top-left, 1
-// top-right, 2 bottom-left, 3 bottom-right, core/ops/pool_general.h) and +0 in every other cell,
-// ones [S] is all 1, base is the plane's offset in x. For the run functions, which take dz *
-// relu'(z) at every cell, (g, ones) gives the same floats as the unfused chain's (dz, z): there dz
-// is 0 + dp at the winner (max_pool2d's backward into a fresh buffer) and +0 elsewhere, and
-// relu'(z) at the winner is relu'(p) (z = p there); g * relu'(1) = g exactly, and +0 *
-// relu'(anything) = +0.
+// For each plane (n, c), c in [c0, c1), in memory order (n outer): re-forms its gradient w.r.t.
+// batch norm's output in scratch and calls f(c, g, ones, base): g [S] holds (0 + dp) * relu'(p) at
+// each window's winner (its `place`: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right,
+// core/ops/pool_general.h) and +0 in every other cell, ones [S] is all 1, base is the plane's
+// offset in x. For the run functions, which take dz * relu'(z) at every cell, (g, ones) gives the
+// same floats as the unfused chain's (dz, z): there dz is 0 + dp at the winner (max_pool2d's
+// backward into a fresh buffer) and +0 elsewhere, and relu'(z) at the winner is relu'(p) (z = p
+// there); g * relu'(1) = g exactly, and +0 * relu'(anything) = +0.
 //
 // Two ways to write g, by width. Rows of at least kDenseWidth windows are written whole, four
 // selects per window in a vectorized loop. Narrower rows (lenet's 7 and 14) would run that loop
 // mostly in its scalar remainder, so there g is a buffer kept all +0 between planes: one store per
 // window sets the winner, one after f resets it.
 template <class F>
-void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p, int64_t c, F f) {
+void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p, int64_t c0,
+                       int64_t c1, F f) {
   constexpr int64_t kDenseWidth = 16;
   const ChannelDims& d = s.d;
   const int64_t H = s.H, W = s.W, Ho = H / 2, Wo = W / 2;
@@ -604,39 +620,44 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
   };
   const int64_t offset[4] = {0, 1, W, W + 1};  // of each place from its window's top-left cell
   for (int64_t n = 0; n < d.N; ++n) {
-    const int64_t out = (n * d.C + c) * Ho * Wo;
-    const float* __restrict dpp = dp + out;
-    const float* __restrict pp = p + out;
-    const uint8_t* __restrict k = s.place.get() + out;
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t out = (n * d.C + c) * Ho * Wo;
+      const float* __restrict dpp = dp + out;
+      const float* __restrict pp = p + out;
+      const uint8_t* __restrict k = s.place.get() + out;
 #pragma omp simd
-    for (int64_t j = 0; j < Ho * Wo; ++j) gm[j] = (0.0f + dpp[j]) * detail::relu_derivative(pp[j]);
-    if (dense) {
-      for (int64_t oh = 0; oh < Ho; ++oh) {
-        float* __restrict top = g + 2 * oh * W;
-        float* __restrict bottom = top + W;
-        const uint8_t* __restrict kr = k + oh * Wo;
-        const float* __restrict gr = gm + oh * Wo;
+      for (int64_t j = 0; j < Ho * Wo; ++j)
+        gm[j] = (0.0f + dpp[j]) * detail::relu_derivative(pp[j]);
+      if (dense) {
+        for (int64_t oh = 0; oh < Ho; ++oh) {
+          float* __restrict top = g + 2 * oh * W;
+          float* __restrict bottom = top + W;
+          const uint8_t* __restrict kr = k + oh * Wo;
+          const float* __restrict gr = gm + oh * Wo;
 #pragma omp simd
-        for (int64_t ow = 0; ow < Wo; ++ow) {
-          top[2 * ow] = keep_if(kr[ow] == 0, gr[ow]);
-          top[2 * ow + 1] = keep_if(kr[ow] == 1, gr[ow]);
-          bottom[2 * ow] = keep_if(kr[ow] == 2, gr[ow]);
-          bottom[2 * ow + 1] = keep_if(kr[ow] == 3, gr[ow]);
+          for (int64_t ow = 0; ow < Wo; ++ow) {
+            top[2 * ow] = keep_if(kr[ow] == 0, gr[ow]);
+            top[2 * ow + 1] = keep_if(kr[ow] == 1, gr[ow]);
+            bottom[2 * ow] = keep_if(kr[ow] == 2, gr[ow]);
+            bottom[2 * ow + 1] = keep_if(kr[ow] == 3, gr[ow]);
+          }
+          if (W % 2) top[W - 1] = bottom[W - 1] = 0.0f;  // the column no window covers
         }
-        if (W % 2) top[W - 1] = bottom[W - 1] = 0.0f;  // the column no window covers
+        if (H % 2) std::fill_n(g + (H - 1) * W, W, 0.0f);  // the row no window covers
+        f(c, static_cast<const float*>(g), static_cast<const float*>(ones.data()),
+          (n * d.C + c) * d.S);
+        continue;
       }
-      if (H % 2) std::fill_n(g + (H - 1) * W, W, 0.0f);  // the row no window covers
-      f(static_cast<const float*>(g), static_cast<const float*>(ones.data()), (n * d.C + c) * d.S);
-      continue;
+      auto winner = [&](int64_t oh, int64_t ow) {
+        return 2 * oh * W + 2 * ow + offset[k[oh * Wo + ow] & 3];
+      };
+      for (int64_t oh = 0; oh < Ho; ++oh)
+        for (int64_t ow = 0; ow < Wo; ++ow) g[winner(oh, ow)] = gm[oh * Wo + ow];
+      f(c, static_cast<const float*>(g), static_cast<const float*>(ones.data()),
+        (n * d.C + c) * d.S);
+      for (int64_t oh = 0; oh < Ho; ++oh)
+        for (int64_t ow = 0; ow < Wo; ++ow) g[winner(oh, ow)] = 0.0f;
     }
-    auto winner = [&](int64_t oh, int64_t ow) {
-      return 2 * oh * W + 2 * ow + offset[k[oh * Wo + ow] & 3];
-    };
-    for (int64_t oh = 0; oh < Ho; ++oh)
-      for (int64_t ow = 0; ow < Wo; ++ow) g[winner(oh, ow)] = gm[oh * Wo + ow];
-    f(static_cast<const float*>(g), static_cast<const float*>(ones.data()), (n * d.C + c) * d.S);
-    for (int64_t oh = 0; oh < Ho; ++oh)
-      for (int64_t ow = 0; ow < Wo; ++ow) g[winner(oh, ow)] = 0.0f;
   }
 }
 
@@ -678,24 +699,24 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
   // reducer's sum together), in eval (no reducer) or with the local reducer.
   const bool fused = !dx || !training || s.reducer == local_reducer();
   batch_norm_passes(
-      d, ImageBlocks::kOneChannel, fused,
+      d, ImageBlocks::kPageRuns, fused,
       // This shard's sums; dbeta is sum(dy), dgamma sum(dy * xhat) (batch renormalization:
       // sum(dy * (xhat * r + d)) = r * sum(dy * xhat) + d * sum(dy)).
       [&](int64_t c0, int64_t c1) {
         if (!want_sums) return;
         if constexpr (kPool) {
           for (int64_t c = c0; c < c1; ++c) {
-            double sum_dy = 0.0, sum_dy_xhat = 0.0;
-            for_pooled_planes(s, dy, z, c, [&](const float* gp, const float* ones, int64_t base) {
-              const auto [a, b] =
-                  relu_grad_sums_run(gp, ones, x + base, s.mean[static_cast<size_t>(c)],
-                                     s.rstd[static_cast<size_t>(c)], d.S);
-              sum_dy += a;
-              sum_dy_xhat += b;
-            });
-            sums[static_cast<size_t>(c)] = sum_dy;
-            sums[static_cast<size_t>(d.C + c)] = sum_dy_xhat;
+            sums[static_cast<size_t>(c)] = 0.0;
+            sums[static_cast<size_t>(d.C + c)] = 0.0;
           }
+          for_pooled_planes(s, dy, z, c0, c1,
+                            [&](int64_t c, const float* gp, const float* ones, int64_t base) {
+                              const size_t k = static_cast<size_t>(c);
+                              const auto [a, b] =
+                                  relu_grad_sums_run(gp, ones, x + base, s.mean[k], s.rstd[k], d.S);
+                              sums[k] += a;
+                              sums[static_cast<size_t>(d.C) + k] += b;
+                            });
         } else {
           batch_norm_grad_sums<kRelu>(sums.data(), dy, z, x, s.mean.data(), s.rstd.data(), d, c0,
                                       c1);
@@ -713,15 +734,16 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
       [&](int64_t c0, int64_t c1) {
         if (!dx) return;
         if constexpr (kPool) {
+          DxCoefficients coef[kChannelBlock];
           for (int64_t c = c0; c < c1; ++c) {
-            const size_t k = static_cast<size_t>(c);
-            const DxCoefficients coef =
-                dx_coefficients(gamma ? gamma[c] : 1.0, s.rstd[k], sums.data(), s.count, d.C, c);
-            for_pooled_planes(s, dy, z, c, [&](const float* gp, const float* ones, int64_t base) {
-              relu_grad_input_run(dx + base, dx_target.fresh, gp, ones, x + base, coef, s.mean[k],
-                                  d.S);
-            });
+            coef[c - c0] = dx_coefficients(gamma ? gamma[c] : 1.0, s.rstd[static_cast<size_t>(c)],
+                                           sums.data(), s.count, d.C, c);
           }
+          for_pooled_planes(
+              s, dy, z, c0, c1, [&](int64_t c, const float* gp, const float* ones, int64_t base) {
+                relu_grad_input_run(dx + base, dx_target.fresh, gp, ones, x + base, coef[c - c0],
+                                    s.mean[static_cast<size_t>(c)], d.S);
+              });
           return;
         }
         batch_norm_grad_input<kRenorm, kRelu>(dx, dx_target.fresh, dy, z, x, s.mean.data(),
