@@ -1,6 +1,7 @@
 // Tensor handle, its factories, the pooled storage behind it, and printing.
 #include "core/tensor.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -64,7 +65,20 @@ class StoragePool {
         return p;
       }
     }
-    void* p = std::aligned_alloc(kAlignment, bytes_for(count));
+    const size_t bytes = bytes_for(count);
+    if (bytes >= kHugePage && huge_pages_wanted()) {
+      // Whole 2 MiB pages, asked for as transparent huge pages (granted when the kernel's THP
+      // mode is "always" or "madvise"; a refusal leaves ordinary pages). Batch norm's passes
+      // stride over activations of several MiB a page of 4 KiB at a time; with huge pages their
+      // backward took 0.85-0.92x the time (cifar-cnn's six BN + ReLU shapes, one thread, AMD
+      // EPYC with THP "madvise", four alternating runs) and conv was unchanged.
+      const size_t whole = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+      void* p = std::aligned_alloc(kHugePage, whole);
+      BNLAB_CHECK(p != nullptr, "tensor: out of memory allocating ", count, " floats");
+      (void)madvise(p, whole, MADV_HUGEPAGE);  // advice only: EINVAL on kernels without THP
+      return static_cast<float*>(p);
+    }
+    void* p = std::aligned_alloc(kAlignment, bytes);
     BNLAB_CHECK(p != nullptr, "tensor: out of memory allocating ", count, " floats");
     return static_cast<float*>(p);
   }
@@ -95,6 +109,15 @@ class StoragePool {
 
  private:
   static constexpr size_t kAlignment = 64;
+  static constexpr size_t kHugePage = size_t{2} << 20;
+  // BNLAB_HUGE_PAGES=0 turns the advice off (to compare, or where compaction stalls hurt more).
+  static bool huge_pages_wanted() {
+    static const bool wanted = [] {
+      const char* env = std::getenv("BNLAB_HUGE_PAGES");
+      return env == nullptr || std::strcmp(env, "0") != 0;
+    }();
+    return wanted;
+  }
   static constexpr size_t kMaxCachedBytes = size_t{1} << 30;
   static size_t bytes_for(size_t count) {
     size_t bytes = std::max<size_t>(count, 1) * sizeof(float);

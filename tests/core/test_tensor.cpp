@@ -2,6 +2,9 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "core/ops.h"
 
@@ -93,4 +96,28 @@ TEST_CASE("tensor: storage pool reuses freed buffers of the same size") {
   }
   Tensor b = Tensor::empty({1234, 7});
   CHECK(b.data() == first);
+}
+
+TEST_CASE("tensor: buffers of 2 MiB or more start on a 2 MiB boundary, whole and reusable") {
+  // The storage pool asks for transparent huge pages for them (BNLAB_HUGE_PAGES=0 turns that
+  // off), which needs 2 MiB-aligned, 2 MiB-rounded blocks; smaller ones stay 64-byte aligned.
+  const char* env = std::getenv("BNLAB_HUGE_PAGES");
+  const bool huge = env == nullptr || std::string(env) != "0";
+  const uintptr_t two_mib = uintptr_t{2} << 20;
+  for (int64_t floats : {int64_t{1} << 19, (int64_t{1} << 19) + 1, int64_t{3} << 20}) {
+    CAPTURE(floats);
+    const float* first;
+    {
+      Tensor t = Tensor::full({floats}, 2.5f);
+      first = t.data();
+      if (huge) CHECK(reinterpret_cast<uintptr_t>(t.data()) % two_mib == 0);
+      CHECK(reinterpret_cast<uintptr_t>(t.data()) % 64 == 0);
+      CHECK(t.data()[0] == 2.5f);
+      CHECK(t.data()[floats - 1] == 2.5f);
+    }
+    Tensor again = Tensor::empty({floats});
+    CHECK(again.data() == first);
+  }
+  Tensor small = Tensor::empty({(int64_t{1} << 19) - 16});  // just under 2 MiB
+  CHECK(reinterpret_cast<uintptr_t>(small.data()) % 64 == 0);
 }
