@@ -49,10 +49,11 @@
 // and pools it with max_pool2d's own plane kernel, so only the pooled p (a quarter of z) and the
 // winners' places reach memory. Backward re-forms each plane's gradient w.r.t. bn(x) in scratch
 // from dp, p and the places (for_pooled_planes: the same floats as the unfused chain's dz *
-// relu'(z)) and runs the same machine code on each plane as batch_norm_relu_train does on its runs
-// (the *_run functions below are not inlined, so both reductions add in one order). Results are
-// bit-identical to max_pool2d(relu(bn(x)), 2); three passes over [N, C, H, W] fewer forward, three
-// fewer backward, and z is not kept for backward.
+// relu'(z)), once per block: the sums pass keeps a block's planes in per-thread scratch for its dx
+// pass (kept_planes). It runs the same machine code on each plane as batch_norm_relu_train does on
+// its runs (the *_run functions below are not inlined, so both reductions add in one order).
+// Results are bit-identical to max_pool2d(relu(bn(x)), 2); three passes over [N, C, H, W] fewer
+// forward, three fewer backward, and z is not kept for backward.
 //
 // References: https://pytorch.org/docs/stable/generated/torch.nn.functional.batch_norm.html,
 // .../torch.nn.functional.layer_norm.html, .../torch.nn.functional.group_norm.html;
@@ -595,6 +596,24 @@ void pooled_normalize(float* p, uint8_t* place, const float* x, const double* me
 // selects per window in a vectorized loop. Narrower rows (lenet's 7 and 14) would run that loop
 // mostly in its scalar remainder, so there g is a buffer kept all +0 between planes: one store per
 // window sets the winner, one after f resets it.
+// A thread's array of S ones (grown once): z's stand-in for the run functions (see below).
+const float* ones_for_planes(size_t S) {
+  thread_local std::vector<float> ones;
+  if (ones.size() < S) ones.assign(S, 1.0f);
+  return ones.data();
+}
+
+// The pooled backward's re-formed planes of one channel block [c0, c1), kept by its first pass for
+// its second ([N][c1 - c0][S], per thread, grown once), when that fits in kKeptPlanesMaxFloats.
+// Re-forming a plane (for_pooled_planes) costs more than reading it back from cache: lenet's
+// narrow rows take one scalar store per window.
+constexpr int64_t kKeptPlanesMaxFloats = int64_t{4} << 20;  // 16 MiB
+float* kept_planes(int64_t floats) {
+  thread_local std::vector<float> kept;
+  if (kept.size() < static_cast<size_t>(floats)) kept.resize(static_cast<size_t>(floats));
+  return kept.data();
+}
+
 template <class F>
 void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p, int64_t c0,
                        int64_t c1, F f) {
@@ -603,14 +622,14 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
   const int64_t H = s.H, W = s.W, Ho = H / 2, Wo = W / 2;
   const bool dense = Wo >= kDenseWidth;
   // Per thread, grown once. `sparse` is all +0 whenever no plane is in it.
-  thread_local std::vector<float> plane, sparse, masked, ones;
+  thread_local std::vector<float> plane, sparse, masked;
   const size_t S = static_cast<size_t>(d.S);
-  if (ones.size() < S) {
+  if (plane.size() < S) {
     plane.resize(S);
     sparse.assign(S, 0.0f);
     masked.resize(S / 4);
-    ones.assign(S, 1.0f);
   }
+  const float* ones = ones_for_planes(S);
   float* __restrict g = dense ? plane.data() : sparse.data();
   float* __restrict gm = masked.data();  // each window's (0 + dp) * relu'(p), [Ho, Wo]
   // v where `keep`, else +0; on the bits, so that the compiler never makes it a branch (as
@@ -644,8 +663,7 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
           if (W % 2) top[W - 1] = bottom[W - 1] = 0.0f;  // the column no window covers
         }
         if (H % 2) std::fill_n(g + (H - 1) * W, W, 0.0f);  // the row no window covers
-        f(c, static_cast<const float*>(g), static_cast<const float*>(ones.data()),
-          (n * d.C + c) * d.S);
+        f(c, static_cast<const float*>(g), ones, (n * d.C + c) * d.S);
         continue;
       }
       auto winner = [&](int64_t oh, int64_t ow) {
@@ -653,8 +671,7 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
       };
       for (int64_t oh = 0; oh < Ho; ++oh)
         for (int64_t ow = 0; ow < Wo; ++ow) g[winner(oh, ow)] = gm[oh * Wo + ow];
-      f(c, static_cast<const float*>(g), static_cast<const float*>(ones.data()),
-        (n * d.C + c) * d.S);
+      f(c, static_cast<const float*>(g), ones, (n * d.C + c) * d.S);
       for (int64_t oh = 0; oh < Ho; ++oh)
         for (int64_t ow = 0; ow < Wo; ++ow) g[winner(oh, ow)] = 0.0f;
     }
@@ -698,6 +715,17 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
   // Nothing between the passes without dx (every shard has the same graph, so all skip the
   // reducer's sum together), in eval (no reducer) or with the local reducer.
   const bool fused = !dx || !training || s.reducer == local_reducer();
+  // kPool: whether a block's first pass keeps its re-formed planes for its second (kept_planes):
+  // only when the second runs right after the first on the same thread (fused) and needs them.
+  auto keep_planes = [&](int64_t c0, int64_t c1) {
+    return kPool && fused && want_sums && dx != nullptr &&
+           d.N * (c1 - c0) * d.S <= kKeptPlanesMaxFloats;
+  };
+  // Plane (n, c)'s place in a block's kept planes, from its offset `base` in x.
+  auto kept_offset = [&](int64_t c0, int64_t c1, int64_t c, int64_t base) {
+    const int64_t n = base / (d.C * d.S);
+    return (n * (c1 - c0) + (c - c0)) * d.S;
+  };
   batch_norm_passes(
       d, ImageBlocks::kPageRuns, fused,
       // This shard's sums; dbeta is sum(dy), dgamma sum(dy * xhat) (batch renormalization:
@@ -709,6 +737,7 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
             sums[static_cast<size_t>(c)] = 0.0;
             sums[static_cast<size_t>(d.C + c)] = 0.0;
           }
+          float* kept = keep_planes(c0, c1) ? kept_planes(d.N * (c1 - c0) * d.S) : nullptr;
           for_pooled_planes(s, dy, z, c0, c1,
                             [&](int64_t c, const float* gp, const float* ones, int64_t base) {
                               const size_t k = static_cast<size_t>(c);
@@ -716,6 +745,7 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
                                   relu_grad_sums_run(gp, ones, x + base, s.mean[k], s.rstd[k], d.S);
                               sums[k] += a;
                               sums[static_cast<size_t>(d.C) + k] += b;
+                              if (kept) std::copy_n(gp, d.S, kept + kept_offset(c0, c1, c, base));
                             });
         } else {
           batch_norm_grad_sums<kRelu>(sums.data(), dy, z, x, s.mean.data(), s.rstd.data(), d, c0,
@@ -739,11 +769,23 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
             coef[c - c0] = dx_coefficients(gamma ? gamma[c] : 1.0, s.rstd[static_cast<size_t>(c)],
                                            sums.data(), s.count, d.C, c);
           }
-          for_pooled_planes(
-              s, dy, z, c0, c1, [&](int64_t c, const float* gp, const float* ones, int64_t base) {
-                relu_grad_input_run(dx + base, dx_target.fresh, gp, ones, x + base, coef[c - c0],
-                                    s.mean[static_cast<size_t>(c)], d.S);
-              });
+          auto dx_run = [&](int64_t c, const float* gp, const float* ones, int64_t base) {
+            relu_grad_input_run(dx + base, dx_target.fresh, gp, ones, x + base, coef[c - c0],
+                                s.mean[static_cast<size_t>(c)], d.S);
+          };
+          if (keep_planes(c0, c1)) {
+            // The planes the first pass kept (the same floats), in memory order.
+            const float* kept = kept_planes(d.N * (c1 - c0) * d.S);
+            const float* ones = ones_for_planes(static_cast<size_t>(d.S));
+            for (int64_t n = 0; n < d.N; ++n) {
+              for (int64_t c = c0; c < c1; ++c) {
+                const int64_t base = (n * d.C + c) * d.S;
+                dx_run(c, kept + kept_offset(c0, c1, c, base), ones, base);
+              }
+            }
+            return;
+          }
+          for_pooled_planes(s, dy, z, c0, c1, dx_run);
           return;
         }
         batch_norm_grad_input<kRenorm, kRelu>(dx, dx_target.fresh, dy, z, x, s.mean.data(),
