@@ -216,9 +216,11 @@ void transform_weights(float* U, const float* w, int64_t K, int64_t C) {
   }
 }
 
-// dw [K][C][3][3] += G^T dU[.][k][c] G, dU [36][K][C] (the adjoint of transform_weights; 16 pairs
-// at a time for the same reason).
-void add_weight_gradient(float* dw, const float* dU, int64_t K, int64_t C) {
+// dw [K][C][3][3] = 0 + G^T dU[.][k][c] G, dU [36][K][C] (the adjoint of transform_weights; 16
+// pairs at a time for the same reason). Assigned, as adding into a zeroed buffer would give (-0
+// becomes +0), so that a slot's partial needs no zero fill (a serial memset of up to 4.7 MB per
+// cifar-cnn layer while the other threads waited).
+void write_weight_gradient(float* dw, const float* dU, int64_t K, int64_t C) {
   const int64_t KC = K * C;
 #pragma omp parallel for if (KC > 4096)
   for (int64_t kc0 = 0; kc0 < KC; kc0 += kLanes) {
@@ -247,7 +249,8 @@ void add_weight_gradient(float* dw, const float* dU, int64_t K, int64_t C) {
         gt_1d(t + i * 6 * kLanes + q, kLanes, g + i * 3 * kLanes + q, kLanes);
     }
     for (int64_t q = 0; q < count; ++q)
-      for (int i = 0; i < 9; ++i) dw[(kc0 + q) * 9 + i] += static_cast<float>(g[i * kLanes + q]);
+      for (int i = 0; i < 9; ++i)
+        dw[(kc0 + q) * 9 + i] = 0.0f + static_cast<float>(g[i * kLanes + q]);
   }
 }
 
@@ -794,8 +797,7 @@ void winograd_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* 
   const int64_t slots = std::min(kSlots, p.units);
   // Each slot's weight gradient G^T dU G (see Threads above), [K, C, 3, 3]; a slot's dU lives in
   // the workspace of the thread running it, so dU-sized memory scales with threads, not slots.
-  Storage partials(dw ? static_cast<size_t>(slots * KC * 9) : 0);
-  if (dw) std::fill_n(partials.data(), slots * KC * 9, 0.0f);
+  Storage partials(dw ? static_cast<size_t>(slots * KC * 9) : 0);  // each written once, whole
 #pragma omp parallel if (p.parallel())
   {
     Storage ws(static_cast<size_t>(p.workspace() + (dw ? kCells * KC : 0)));
@@ -838,7 +840,7 @@ void winograd_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* 
           }
         });
       }
-      if (dU_s) add_weight_gradient(partials.data() + slot * KC * 9, dU_s, s.K, s.C);
+      if (dU_s) write_weight_gradient(partials.data() + slot * KC * 9, dU_s, s.K, s.C);
     }
   }
   if (dw) {
