@@ -209,10 +209,10 @@ Tensor binary_cross_entropy(const Tensor& probs, const Tensor& targets);
 /// group g seeing only input group g (groups == C: depthwise), as PyTorch. im2col + GEMM per group.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride = 1,
               int64_t padding = 0, int64_t groups = 1);
-/// relu(conv2d(x, weight, bias, ...)), the same values bit for bit. When no input needs a gradient
-/// (inference) the ReLU is applied as each image's output is written, saving relu's pass over the
-/// output; Sequential runs an unhooked Conv2d + ReLU pair through it (a folded BatchNorm's Identity
-/// between them included). With gradients it is the two ops.
+/// relu(conv2d(x, weight, bias, ...)), the same values and gradients bit for bit. The ReLU is
+/// applied as each image's output is written, saving relu's pass over the output (and, in
+/// training, keeping the pre-ReLU output); Sequential runs an unhooked Conv2d + ReLU pair through
+/// it (a folded BatchNorm's Identity between them included). Its graph node is "conv2d_relu".
 Tensor conv2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride = 1,
                    int64_t padding = 0, int64_t groups = 1);
 

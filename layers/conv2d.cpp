@@ -47,7 +47,8 @@ FusedForward Conv2d::forward_fused(std::span<Module* const> next, const Tensor& 
   // in sign: relu keeps -0.0 (relu_value), so the pooled zero of a window whose largest value is
   // -0.0 (and the zero gradients of windows with no positive value) can come out with the other
   // sign, which no later sum or product can tell apart from the same zero. Without gradients
-  // conv2d_relu's fused write costs less still.
+  // conv2d_relu's fused write costs less still. Without a pool (or without gradients) it is
+  // conv2d_relu, which writes relu(conv) directly in training too.
   if (next.size() >= 2 && typeid(*next[1]) == typeid(MaxPool2d) &&
       needs_grad({x, weight_, bias_})) {
     const auto& pool = static_cast<const MaxPool2d&>(*next[1]);

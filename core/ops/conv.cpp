@@ -327,8 +327,10 @@ void conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* dout, con
   }
 }
 
-// conv2d, and conv2d_relu's fused forward when `relu` (which the caller passes only when no input
-// needs a gradient).
+// conv2d, and conv2d_relu when `relu`: each path applies the ReLU as it writes the output, and the
+// backward first masks dout by relu'(out) (relu's own backward: relu' from the output is exact),
+// into a scratch tensor that then serves as the conv's dout, so both directions are bit-identical
+// to relu(conv2d(...)) while the output of the conv before the ReLU is never written.
 Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride,
                  int64_t padding, int64_t groups, bool relu) {
   BNLAB_CHECK(x.dim() == 4, "conv2d: input must be [N, C, H, W]; got ", x.shape());
@@ -399,9 +401,21 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
   }
 
   if (training) {
-    attach(out, "conv2d", {x, weight, bias},
-           [d, ws, ds, fs, path, spectra](const Tensor&, const Tensor& dout,
-                                          const std::vector<Tensor>& in) {
+    attach(out, relu ? "conv2d_relu" : "conv2d", {x, weight, bias},
+           [d, ws, ds, fs, path, spectra, relu](const Tensor& y, const Tensor& dy,
+                                                const std::vector<Tensor>& in) {
+             // relu's backward, dz * relu'(z), as its unary op computes it.
+             Tensor masked;
+             if (relu) {
+               masked = Tensor::empty(y.shape());
+               const float *pz = y.data(), *pg = dy.data();
+               float* pm = masked.data();
+               const int64_t n = y.numel();
+               detail::parallel_for_simd(n, n > detail::kParallelThreshold, [=](int64_t i) {
+                 pm[i] = pg[i] * detail::relu_derivative(pz[i]);
+               });
+             }
+             const Tensor& dout = relu ? masked : dy;
              if (float* db = grad_buffer(in[2])) conv2d_bias_backward(db, dout.data(), d);
              if (path == detail::ConvPath::winograd) {
                const GradTarget dx = grad_target(in[0]);
@@ -442,8 +456,6 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
 
 Tensor conv2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride,
                    int64_t padding, int64_t groups) {
-  if (needs_grad({x, weight, bias}))
-    return relu(conv2d_op(x, weight, bias, stride, padding, groups, false));
   return conv2d_op(x, weight, bias, stride, padding, groups, /*relu=*/true);
 }
 

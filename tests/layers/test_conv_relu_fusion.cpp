@@ -1,5 +1,5 @@
-// Conv + bias + ReLU in one pass for inference: conv2d_relu equals relu(conv2d) bit for bit on
-// every conv path (NaN passing, -0 kept), and is the two ops with gradients; Conv2d fuses with
+// Conv + bias + ReLU in one pass: conv2d_relu equals relu(conv2d) bit for bit on every conv path
+// (NaN passing, -0 kept), forward and, with gradients, backward (one op); Conv2d fuses with
 // exactly ReLU; Sequential offers the fusion past the Identity a folded BatchNorm leaves (not past
 // a hooked one); a folded conv net's inference is bit-identical fused and unfused; in training
 // Conv2d + ReLU + MaxPool2d pools before the relu with the same losses and gradients.
@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/ops/conv_direct.h"
 #include "core/ops/conv_path.h"
 #include "gradcheck.h"
 #include "layers/layers.h"
@@ -43,17 +44,18 @@ class Probe : public Module {
   std::string offered;
 };
 
-}  // namespace
+// One case per conv path (the path its mode gives for its shape): conv2d_relu must equal
+// relu(conv2d) on each.
+struct ConvCase {
+  const char* name;
+  Shape x, w;
+  int64_t stride, padding;
+  ConvPath path;
+  ConvPathMode mode;
+};
 
-TEST_CASE("ops.conv2d_relu: equals relu(conv2d) bit for bit on every conv path") {
-  struct Case {
-    const char* name;
-    Shape x, w;
-    int64_t stride, padding;
-    ConvPath path;  // the path the case is for, under its mode
-    ConvPathMode mode;
-  };
-  const Case cases[] = {
+std::vector<ConvCase> conv_cases() {
+  std::vector<ConvCase> cases = {
       {"im2col, strided",
        {2, 3, 9, 11},
        {5, 3, 3, 3},
@@ -70,8 +72,25 @@ TEST_CASE("ops.conv2d_relu: equals relu(conv2d) bit for bit on every conv path")
        ConvPathMode::winograd},
       {"direct", {2, 1, 12, 21}, {9, 1, 5, 5}, 1, 2, ConvPath::direct, ConvPathMode::direct},
       {"direct, 3x3", {2, 3, 8, 18}, {10, 3, 3, 3}, 1, 1, ConvPath::direct, ConvPathMode::direct},
+      {"fourier", {3, 4, 14, 14}, {6, 4, 5, 5}, 1, 2, ConvPath::fourier, ConvPathMode::fourier},
   };
-  for (const Case& c : cases) {
+  // Automatic mode picks the direct forward and dx for a thick 5x5 only with AVX-512F.
+  if (detail::direct_conv_isa() == detail::DirectIsa::avx512) {
+    cases.push_back({"direct_data",
+                     {3, 12, 9, 20},
+                     {7, 12, 5, 5},
+                     1,
+                     2,
+                     ConvPath::direct_data,
+                     ConvPathMode::automatic});
+  }
+  return cases;
+}
+
+}  // namespace
+
+TEST_CASE("ops.conv2d_relu: equals relu(conv2d) bit for bit on every conv path") {
+  for (const ConvCase& c : conv_cases()) {
     CAPTURE(c.name);
     REQUIRE(detail::conv2d_path(c.mode, c.x[1], c.w[0], c.w[2], c.w[3], c.stride, c.padding, 1,
                                 c.x[2], c.x[3]) == c.path);
@@ -100,13 +119,42 @@ TEST_CASE("ops.conv2d_relu: equals relu(conv2d) bit for bit on every conv path")
   }
 }
 
-TEST_CASE("ops.conv2d_relu: with gradients it is the two ops") {
+TEST_CASE("ops.conv2d_relu: with gradients one op, the two ops' values and gradients bit for bit") {
   using bnlab::testing::param;
   using Inputs = std::vector<Tensor>;
   Tensor x = param({2, 3, 6, 7}, 31), w = param({4, 3, 3, 3}, 32), b = param({4}, 33);
   const Tensor y = conv2d_relu(x, w, b, 1, 1);
   REQUIRE(y.grad_fn() != nullptr);
-  CHECK(std::string(y.grad_fn()->op) == "relu");
+  CHECK(std::string(y.grad_fn()->op) == "conv2d_relu");
+  // Every conv path, with and without a bias: output, dx, dw and db of a loss that weights each
+  // output differently.
+  for (const ConvCase& c : conv_cases()) {
+    CAPTURE(c.name);
+    REQUIRE(detail::conv2d_path(c.mode, c.x[1], c.w[0], c.w[2], c.w[3], c.stride, c.padding, 1,
+                                c.x[2], c.x[3]) == c.path);
+    for (const bool with_bias : {true, false}) {
+      CAPTURE(with_bias);
+      detail::ScopedConvPathMode scoped(c.mode);
+      auto run = [&](bool fused) {
+        Rng rng(9);
+        Tensor xi = Tensor::normal(c.x, rng).set_requires_grad(true);
+        Tensor wi = Tensor::normal(c.w, rng).set_requires_grad(true);
+        Tensor bi = with_bias ? Tensor::normal({c.w[0]}, rng).set_requires_grad(true) : Tensor();
+        const Tensor out = fused ? conv2d_relu(xi, wi, bi, c.stride, c.padding)
+                                 : relu(conv2d(xi, wi, bi, c.stride, c.padding));
+        Tensor weights = Tensor::normal(out.shape(), rng);
+        sum(mul(out, weights)).backward();
+        std::vector<Tensor> got{out, xi.grad(), wi.grad()};
+        if (with_bias) got.push_back(bi.grad());
+        return got;
+      };
+      const std::vector<Tensor> fused = run(true), two_ops = run(false);
+      for (size_t i = 0; i < fused.size(); ++i) {
+        CAPTURE(i);
+        CHECK(same_bits(fused[i], two_ops[i]));
+      }
+    }
+  }
   CHECK_GRADIENTS("conv2d_relu",
                   [](const Inputs& in) { return conv2d_relu(in[0], in[1], in[2], 1, 1); },
                   {param({2, 3, 6, 7}, 34), param({4, 3, 3, 3}, 35), param({4}, 36)});
