@@ -28,9 +28,12 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -180,43 +183,67 @@ void check_combinations(const std::vector<std::string>& workloads,
   }
 }
 
+// One arm of a measurement: the workload's model with `norm`, its optimizer, and one batch of
+// x ~ N(0, 1) with labels uniform in 0..9 (reused every step).
+struct Arm {
+  Model model;
+  std::unique_ptr<Optimizer> opt;
+};
+
+Arm make_arm(const Workload& w, const std::string& norm) {
+  Rng rng(42);
+  Arm arm{build_model(workload_spec(w, norm), rng), nullptr};
+  if (std::string(w.optimizer) == "adam") {
+    arm.opt = std::make_unique<Adam>(arm.model.net->parameters(), AdamOptions{.lr = 1e-3f});
+  } else {
+    arm.opt = std::make_unique<Sgd>(arm.model.net->parameters(),
+                                    SgdOptions{.lr = 0.01f, .momentum = w.momentum});
+  }
+  arm.model.net->train(true);
+  return arm;
+}
+
+struct Batch {
+  Tensor x;
+  std::vector<int64_t> labels;
+};
+
+Batch make_batch(const Workload& w) {
+  Rng data_rng(7);
+  Batch b{Tensor::normal({w.batch, w.channels, w.height, w.width}, data_rng),
+          std::vector<int64_t>(static_cast<size_t>(w.batch))};
+  for (auto& y : b.labels) y = static_cast<int64_t>(data_rng.next_u32() % 10);
+  return b;
+}
+
+void train_step(Arm& arm, const Batch& b) {
+  Tensor loss = cross_entropy((*arm.model.net)(b.x), b.labels);
+  loss.backward();
+  arm.opt->step();
+  arm.opt->zero_grad();
+}
+
+// Eval mode with BatchNorm folded into the layer before it, as inference is measured.
+void to_inference(Arm& arm) {
+  arm.model.net->train(false);
+  fold_batch_norm(*arm.model.net);
+}
+
 // The child's work: one workload, one norm, one thread count; prints one JSON line.
 int run_child(const std::string& workload, const std::string& norm, int threads,
               const MeasureOptions& mo, bool train_only) {
   const Workload& w = find_workload(workload);
   set_num_threads(threads);
-  Rng rng(42);
-  Model model = build_model(workload_spec(w, norm), rng);
-  std::unique_ptr<Optimizer> opt;
-  if (std::string(w.optimizer) == "adam") {
-    opt = std::make_unique<Adam>(model.net->parameters(), AdamOptions{.lr = 1e-3f});
-  } else {
-    opt = std::make_unique<Sgd>(model.net->parameters(),
-                                SgdOptions{.lr = 0.01f, .momentum = w.momentum});
-  }
-  // x: [N, C, H, W] ~ N(0, 1); labels uniform in 0..9 (one batch, reused).
-  Rng data_rng(7);
-  Tensor x = Tensor::normal({w.batch, w.channels, w.height, w.width}, data_rng);
-  std::vector<int64_t> labels(static_cast<size_t>(w.batch));
-  for (auto& y : labels) y = static_cast<int64_t>(data_rng.next_u32() % 10);
-
-  model.net->train(true);
-  Timing train = measure(
-      [&] {
-        Tensor loss = cross_entropy((*model.net)(x), labels);
-        loss.backward();
-        opt->step();
-        opt->zero_grad();
-      },
-      w.batch, mo);
+  Arm arm = make_arm(w, norm);
+  const Batch batch = make_batch(w);
+  Timing train = measure([&] { train_step(arm, batch); }, w.batch, mo);
   json out = {{"workload", w.id},           {"model", w.model}, {"norm", norm},
               {"threads", threads},         {"batch", w.batch}, {"optimizer", w.optimizer},
               {"train", timing_json(train)}};
   if (!train_only) {
-    model.net->train(false);
-    fold_batch_norm(*model.net);
+    to_inference(arm);
     NoGradGuard no_grad;
-    Timing infer = measure([&] { (void)(*model.net)(x); }, w.batch, mo);
+    Timing infer = measure([&] { (void)(*arm.model.net)(batch.x); }, w.batch, mo);
     out["infer"] = timing_json(infer);
   }
   out["peak_rss_mb"] = peak_rss_mb();
@@ -227,6 +254,72 @@ int run_child(const std::string& workload, const std::string& norm, int threads,
   out["blas_parallel"] = blas_parallel_mode();
   out["gemm"] = gemm_path_name();
   out["blas_threads"] = blas_num_threads();
+  std::cout << "BNLAB_BENCH " << out.dump() << std::endl;
+  return 0;
+}
+
+// The cost of `norm` against none measured in ONE process: both models built side by side, then
+// rounds of a few steps of each in turn, and per round the ratio of their step times (norm / none,
+// as "no-BN / BN" in images/s). Separate processes of one binary differ by up to 1.5x here
+// (docs/performance.md), which swamps a 10 % cost; within a process, alternating rounds, drift
+// cancels. Each round runs about a third of --seconds per arm; 3 x --repeats rounds (at least 7).
+json paired_ratio(const std::function<void()>& with_norm, const std::function<void()>& none,
+                  const MeasureOptions& mo) {
+  auto seconds_of = [](const std::function<void()>& f, int64_t steps) {
+    const auto t0 = clock_type::now();
+    for (int64_t i = 0; i < steps; ++i) f();
+    return std::chrono::duration<double>(clock_type::now() - t0).count();
+  };
+  // Warm-up, which also sizes the rounds.
+  double warm = 0;
+  int64_t warm_steps = 0;
+  while (warm_steps < 2 || warm < mo.warmup) {
+    warm += seconds_of(with_norm, 1) + seconds_of(none, 1);
+    ++warm_steps;
+  }
+  const double per_pair = warm / static_cast<double>(warm_steps);
+  const int64_t steps = std::max<int64_t>(1, std::llround(mo.seconds / 3 / (per_pair / 2)));
+  const int rounds = std::max(7, 3 * mo.repeats);
+  std::vector<double> ratios;
+  for (int r = 0; r < rounds; ++r) {
+    // Each arm goes first in every other round, so that neither always inherits the other's
+    // cache state.
+    double a = 0, b = 0;
+    if (r % 2 == 0) {
+      a = seconds_of(with_norm, steps);
+      b = seconds_of(none, steps);
+    } else {
+      b = seconds_of(none, steps);
+      a = seconds_of(with_norm, steps);
+    }
+    ratios.push_back(a / b);
+  }
+  std::sort(ratios.begin(), ratios.end());
+  auto at = [&](double q) { return ratios[static_cast<size_t>(q * (ratios.size() - 1) + 0.5)]; };
+  return {{"median", at(0.5)},
+          {"q1", at(0.25)},
+          {"q3", at(0.75)},
+          {"rounds", rounds},
+          {"steps_per_round", steps}};
+}
+
+// The paired child: `norm` against none for one workload and thread count; prints one JSON line.
+int run_pair_child(const std::string& workload, const std::string& norm, int threads,
+                   const MeasureOptions& mo, bool train_only) {
+  const Workload& w = find_workload(workload);
+  set_num_threads(threads);
+  Arm with_norm = make_arm(w, norm), none = make_arm(w, "none");
+  const Batch batch = make_batch(w);
+  json out = {{"workload", w.id}, {"model", w.model}, {"norm", norm}, {"threads", threads}};
+  out["train"] =
+      paired_ratio([&] { train_step(with_norm, batch); }, [&] { train_step(none, batch); }, mo);
+  if (!train_only) {
+    to_inference(with_norm);
+    to_inference(none);
+    NoGradGuard no_grad;
+    out["infer"] = paired_ratio([&] { (void)(*with_norm.model.net)(batch.x); },
+                                [&] { (void)(*none.model.net)(batch.x); }, mo);
+  }
   std::cout << "BNLAB_BENCH " << out.dump() << std::endl;
   return 0;
 }
@@ -285,8 +378,8 @@ Command add_bench_command(CLI::App& parent) {
   struct Options {
     std::string threads = "1,2", workloads = "W1,W2,W3,W4", norms = "none,batch", json_path;
     MeasureOptions measure;
-    bool train_only = false;
-    std::string child;  // hidden: "workload:norm:threads"
+    bool train_only = false, paired = false;
+    std::string child;  // hidden: "workload:norm:threads[:pair]"
   };
   auto o = std::make_shared<Options>();
   CLI::App* app = parent.add_subcommand(
@@ -324,6 +417,9 @@ Command add_bench_command(CLI::App& parent) {
       ->check(kFiniteNonNegative)
       ->capture_default_str();
   app->add_flag("--train-only", o->train_only, "Skip the inference measurement");
+  app->add_flag("--paired", o->paired,
+                "Also measure each norm's cost against none in one process (both models, "
+                "alternating rounds), which cancels the process-to-process spread");
   app->add_option("--json", o->json_path, "Also write all results as JSON to this file");
   app->add_option("--child", o->child)->group("");  // internal: one measurement in this process
 
@@ -332,7 +428,10 @@ Command add_bench_command(CLI::App& parent) {
     if (!o->child.empty()) {
       // "workload:norm:threads", written by the parent below.
       auto parts = split_list(o->child, ':');
-      BNLAB_CHECK(parts.size() == 3, "bench: bad --child '", o->child, "'");
+      BNLAB_CHECK(parts.size() == 3 || (parts.size() == 4 && parts[3] == "pair"),
+                  "bench: bad --child '", o->child, "'");
+      if (parts.size() == 4)
+        return run_pair_child(parts[0], parts[1], std::stoi(parts[2]), mo, o->train_only);
       return run_child(parts[0], parts[1], std::stoi(parts[2]), mo, o->train_only);
     }
     std::vector<int> threads;
@@ -362,17 +461,20 @@ Command add_bench_command(CLI::App& parent) {
                 "train img/s  [min-max]", "infer img/s  [min-max]", "RSS MB");
     std::fflush(stdout);
     json results = json::array();
+    auto child_args = [&](const std::string& spec) {
+      std::vector<std::string> args{"bnlab",     "bench",
+                                    "--repeats", std::to_string(mo.repeats),
+                                    "--seconds", std::to_string(mo.seconds),
+                                    "--warmup",  std::to_string(mo.warmup)};
+      if (o->train_only) args.push_back("--train-only");
+      args.push_back("--child");
+      args.push_back(spec);
+      return args;
+    };
     for (const auto& name : names) {
       for (int t : threads) {
         for (const auto& norm : norms) {
-          std::vector<std::string> args{"bnlab",     "bench",
-                                        "--repeats", std::to_string(mo.repeats),
-                                        "--seconds", std::to_string(mo.seconds),
-                                        "--warmup",  std::to_string(mo.warmup)};
-          if (o->train_only) args.push_back("--train-only");
-          args.push_back("--child");
-          args.push_back(name + ":" + norm + ":" + std::to_string(t));
-          json r = spawn_child(args);
+          json r = spawn_child(child_args(name + ":" + norm + ":" + std::to_string(t)));
           std::printf("%-3s %-10s %-5s %3d | %-28s | %-28s | %8.1f\n", name.c_str(),
                       r["model"].get<std::string>().c_str(), norm.c_str(), t,
                       fmt_rate(r["train"]).c_str(),
@@ -420,9 +522,36 @@ Command add_bench_command(CLI::App& parent) {
         std::printf("\n");
       }
     }
+    json paired = json::array();
+    if (o->paired) {
+      std::printf(
+          "\nin one process, alternating rounds: step time with each norm / without (median "
+          "[interquartile range] of the rounds):\n");
+      for (const auto& name : names) {
+        for (int t : threads) {
+          for (const auto& norm : norms) {
+            if (norm == "none") continue;
+            json r = spawn_child(child_args(name + ":" + norm + ":" + std::to_string(t) + ":pair"));
+            auto fmt = [](const json& q) {
+              char buf[64];
+              std::snprintf(buf, sizeof buf, "%.3f [%.3f-%.3f]", q["median"].get<double>(),
+                            q["q1"].get<double>(), q["q3"].get<double>());
+              return std::string(buf);
+            };
+            std::printf("%-3s %d thr: %s/none train %s", name.c_str(), t, norm.c_str(),
+                        fmt(r["train"]).c_str());
+            if (r.contains("infer")) std::printf(", infer %s", fmt(r["infer"]).c_str());
+            std::printf("\n");
+            std::fflush(stdout);
+            paired.push_back(r);
+          }
+        }
+      }
+    }
     if (!o->json_path.empty()) {
       json doc = {{"blas", blas_config()}, {"gemm", gemm_path_name()}, {"repeats", mo.repeats},
                   {"seconds", mo.seconds}, {"warmup", mo.warmup},      {"results", results}};
+      if (o->paired) doc["paired"] = paired;
       write_file_atomic(o->json_path, doc.dump(2) + "\n");
       std::printf("wrote %s\n", o->json_path.c_str());
     }

@@ -1,4 +1,5 @@
-// bnlab bench: a minimal real run writes the table and a JSON document with every measured field;
+// bnlab bench: a minimal real run writes the table and a JSON document with every measured field,
+// and --paired the in-process cost of a norm against none;
 // bad lists are rejected with the offending value named; bench/compare_pytorch.py's pure helpers
 // pass their own tests. (No timing is asserted.)
 #include <doctest/doctest.h>
@@ -13,18 +14,34 @@ using namespace bnlab;
 using namespace bnlab::testing;
 using namespace apps_test;
 
-TEST_CASE("apps.bench: one short workload writes the table and the JSON") {
+namespace {
+
+// `bnlab bench FLAGS --json FILE` in a temporary directory: the run and, when it succeeded, the
+// JSON it wrote (else null).
+struct BenchRun {
+  CliResult cli;
+  nlohmann::json doc;
+};
+
+BenchRun run_bench(const std::string& flags) {
   TempDir dir;
-  std::string json_path = dir.file("bench.json");
-  CliResult r = run_cli(
-      "bench --workloads W1 --norms none,batch --threads 1 --repeats 2 "
-      "--seconds 0.01 --warmup 0 --json " +
-      shell_quote(json_path));
+  const std::string json_path = dir.file("bench.json");
+  BenchRun run{run_cli("bench " + flags + " --json " + shell_quote(json_path)), nullptr};
+  if (run.cli.exit_code == 0) run.doc = nlohmann::json::parse(read_file(json_path));
+  return run;
+}
+
+}  // namespace
+
+TEST_CASE("apps.bench: one short workload writes the table and the JSON") {
+  const BenchRun run = run_bench(
+      "--workloads W1 --norms none,batch --threads 1 --repeats 2 --seconds 0.01 --warmup 0");
+  const CliResult& r = run.cli;
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("paper-mlp") != std::string::npos);
   CHECK(r.output.find("no-BN/BN train") != std::string::npos);
-  auto doc = nlohmann::json::parse(read_file(json_path));
+  const auto& doc = run.doc;
   REQUIRE(doc["results"].size() == 2);
   for (const auto& row : doc["results"]) {
     CHECK(row["workload"] == "W1");
@@ -50,20 +67,49 @@ TEST_CASE("apps.bench: one short workload writes the table and the JSON") {
 }
 
 TEST_CASE("apps.bench: --norms takes every zoo normalization and reports each one's cost") {
-  TempDir dir;
-  std::string json_path = dir.file("bench.json");
-  CliResult r = run_cli(
-      "bench --workloads W1 --norms none,batch-renorm,layer --threads 1 --repeats 1 "
-      "--seconds 0.01 --warmup 0 --train-only --json " +
-      shell_quote(json_path));
+  const BenchRun run = run_bench(
+      "--workloads W1 --norms none,batch-renorm,layer --threads 1 --repeats 1 --seconds 0.01 "
+      "--warmup 0 --train-only");
+  const CliResult& r = run.cli;
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("none/batch-renorm train") != std::string::npos);
   CHECK(r.output.find("none/layer train") != std::string::npos);
-  auto doc = nlohmann::json::parse(read_file(json_path));
+  const auto& doc = run.doc;
   REQUIRE(doc["results"].size() == 3);
   CHECK(doc["results"][1]["norm"] == "batch-renorm");
   CHECK(doc["results"][2]["norm"] == "layer");
+}
+
+TEST_CASE("apps.bench: --paired measures each norm against none in one process") {
+  const BenchRun run = run_bench(
+      "--workloads W1 --norms none,batch --threads 1 --repeats 1 --seconds 0.01 --warmup 0 "
+      "--paired");
+  const CliResult& r = run.cli;
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("W1  1 thr: batch/none train ") != std::string::npos);
+  CHECK(r.output.find(", infer ") != std::string::npos);
+  const auto& doc = run.doc;
+  REQUIRE(doc["paired"].size() == 1);
+  const auto& p = doc["paired"][0];
+  CHECK(p["workload"] == "W1");
+  CHECK(p["norm"] == "batch");
+  for (const char* mode : {"train", "infer"}) {
+    CAPTURE(mode);
+    const auto& q = p[mode];
+    CHECK(q["rounds"] == 7);  // at least 7, 3 x --repeats otherwise
+    CHECK(q["steps_per_round"].get<int64_t>() >= 1);
+    CHECK(q["q1"].get<double>() > 0.0);
+    CHECK(q["q1"].get<double>() <= q["median"].get<double>());
+    CHECK(q["median"].get<double>() <= q["q3"].get<double>());
+  }
+  // Without --paired there is no such section.
+  CliResult plain = run_cli(
+      "bench --workloads W1 --norms none,batch --threads 1 --repeats 1 --seconds 0.01 "
+      "--warmup 0 --train-only");
+  CHECK(plain.exit_code == 0);
+  CHECK(plain.output.find("batch/none train") == std::string::npos);
 }
 
 TEST_CASE("apps.bench: unknown workloads, norms and thread counts are flag errors (exit 2)") {
