@@ -6,6 +6,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/ops/plane_moments.h"
 #include "layers/activation.h"
 #include "layers/max_pool.h"
 
@@ -123,7 +124,8 @@ Tensor BatchNorm::forward(const Tensor& x) {
   return forward_batch_stats(x, Then::kNothing);
 }
 
-FusedForward BatchNorm::forward_fused(std::span<Module* const> next, const Tensor& x) {
+std::pair<BatchNorm::Then, size_t> BatchNorm::fusion_with(std::span<Module* const> next,
+                                                         const Tensor& x) const {
   // Exactly BatchNorm1d/2d (not BatchRenorm or a user's subclass, whose forward may differ) in
   // training with running statistics and without noise, then exactly ReLU: what
   // batch_norm_relu_train computes, and with exactly MaxPool2d(2) after it what
@@ -132,20 +134,42 @@ FusedForward BatchNorm::forward_fused(std::span<Module* const> next, const Tenso
   const std::type_info& type = typeid(*this);
   const bool plain = (type == typeid(BatchNorm1d) || type == typeid(BatchNorm2d)) && !renorm_ &&
                      !options_.noise && options_.track_running_stats;
-  if (!plain || !is_training() || next.empty() || typeid(*next[0]) != typeid(ReLU)) return {};
-  check_input(x);
+  if (!plain || !is_training() || next.empty() || typeid(*next[0]) != typeid(ReLU)) {
+    return {Then::kNothing, 0};
+  }
   const auto* pool = next.size() > 1 && typeid(*next[1]) == typeid(MaxPool2d)
                          ? static_cast<MaxPool2d*>(next[1])
                          : nullptr;
   // Where the pool would refuse x (H or W below 2), it runs on its own and says so.
   if (pool && pool->kernel() == 2 && pool->stride() == 2 && pool->padding() == 0 && x.dim() == 4 &&
       x.size(2) >= 2 && x.size(3) >= 2) {
-    return {forward_batch_stats(x, Then::kReluMaxPool2x2), 2};
+    return {Then::kReluMaxPool2x2, 2};
   }
-  return {forward_batch_stats(x, Then::kRelu), 1};
+  return {Then::kRelu, 1};
 }
 
-Tensor BatchNorm::forward_batch_stats(const Tensor& x, Then then) {
+FusedForward BatchNorm::forward_fused(std::span<Module* const> next, const Tensor& x) {
+  check_input(x);
+  const auto [then, fused] = fusion_with(next, x);
+  if (fused == 0) return {};
+  return {forward_batch_stats(x, then), fused};
+}
+
+bool BatchNorm::takes_conv_planes() const {
+  const std::type_info& type = typeid(*this);
+  return (type == typeid(BatchNorm2d) || type == typeid(BatchRenorm2d)) &&
+         (is_training() || !options_.track_running_stats);
+}
+
+FusedForward BatchNorm::forward_given_planes(std::span<Module* const> next, const Tensor& x,
+                                             const double* planes) {
+  BNLAB_CHECK(takes_conv_planes(), type_name(), ": given plane moments outside training");
+  check_input(x);
+  const auto [then, fused] = fusion_with(next, x);
+  return {forward_batch_stats(x, then, planes), 1 + fused};
+}
+
+Tensor BatchNorm::forward_batch_stats(const Tensor& x, Then then, const double* planes) {
   int64_t per_channel = x.numel() / options_.num_features;  // M = N * H * W
   // Under SyncBN a shard may hold a single value per channel: the check is on all shards' count.
   BNLAB_CHECK(per_channel > 1 || reducer_, type_name(),
@@ -154,7 +178,20 @@ Tensor BatchNorm::forward_batch_stats(const Tensor& x, Then then) {
   // The batches this layer has trained on before this one, a buffer: resume continues the renorm
   // schedule and the noise stream from it.
   const int64_t step = num_batches_tracked();
-  if (renorm_) {
+  if (planes) {
+    // The same ops below, the conv's plane moments in place of their first pass.
+    std::optional<BatchRenormArgs> args;
+    if (renorm_) {
+      const BatchRenormLimits lim = batch_renorm_limits(*renorm_, step);
+      args = BatchRenormArgs{running_mean_, running_var_, lim.r_max, lim.d_max};
+    }
+    const detail::BatchNormThen op_then = then == Then::kReluMaxPool2x2
+                                              ? detail::BatchNormThen::relu_max_pool2x2
+                                          : then == Then::kRelu ? detail::BatchNormThen::relu
+                                                                : detail::BatchNormThen::nothing;
+    r = detail::batch_norm_train_given_planes(x, weight_, bias_, options_.eps, reducer_,
+                                              args ? &*args : nullptr, op_then, planes);
+  } else if (renorm_) {
     const BatchRenormLimits lim = batch_renorm_limits(*renorm_, step);
     r = batch_renorm_train(x, weight_, bias_, options_.eps,
                            {running_mean_, running_var_, lim.r_max, lim.d_max}, reducer_);

@@ -35,6 +35,7 @@
 
 #include <memory>
 #include <optional>
+#include <utility>
 
 #include "core/ops.h"
 #include "layers/module.h"
@@ -113,6 +114,11 @@ class BatchNorm : public Module {
   /// the modules one by one, running statistics updated as forward does. Not fused ({}) otherwise,
   /// eval included.
   FusedForward forward_fused(std::span<Module* const> next, const Tensor& x) override;
+  /// Whether a Conv2d before this module hands it its output's per-plane moments (the first pass
+  /// of the statistics, computed while each image was in cache): exactly BatchNorm2d or
+  /// BatchRenorm2d, using batch statistics (training, or no running statistics tracked). Then
+  /// Conv2d::forward_fused runs this module, and what it fuses with, inside its op.
+  bool takes_conv_planes() const;
   std::string extra_repr() const override;
 
   const Tensor& weight() const { return weight_; }  ///< gamma, undefined without affine
@@ -141,8 +147,19 @@ class BatchNorm : public Module {
   /// What the training forward computes after batch norm (plain batch norm only): nothing,
   /// relu (batch_norm_relu_train) or relu and a 2x2 max-pool (batch_norm_relu_max_pool2x2_train).
   enum class Then { kNothing, kRelu, kReluMaxPool2x2 };
-  /// The training (batch statistics) forward: the op, the running statistics, the noise.
-  Tensor forward_batch_stats(const Tensor& x, Then then);
+  /// What forward_fused fuses with the modules `next` on x: what follows batch norm in its op and
+  /// how many of `next` that is (0: not fused).
+  std::pair<Then, size_t> fusion_with(std::span<Module* const> next, const Tensor& x) const;
+  /// The training (batch statistics) forward: the op, the running statistics, the noise. planes:
+  /// x's per-plane moments [N * C * 2] as its Conv2d computed them (core/ops/plane_moments.h), or
+  /// null.
+  Tensor forward_batch_stats(const Tensor& x, Then then, const double* planes = nullptr);
+  /// For Conv2d::forward_fused, when takes_conv_planes(): forward_fused(next, x), or forward(x)
+  /// when nothing fuses, with x's plane moments given. The modules run: this one and the first
+  /// `modules - 1` of next.
+  friend class Conv2d;
+  FusedForward forward_given_planes(std::span<Module* const> next, const Tensor& x,
+                                    const double* planes);
   /// running = (1 - m) * running + m * batch (running_var from the unbiased variance) and
   /// num_batches_tracked + 1, for r's statistics; the one update of every training forward.
   void update_running_stats(const BatchNormResult& r);

@@ -4,7 +4,9 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/ops/plane_moments.h"
 #include "layers/activation.h"
+#include "layers/batch_norm.h"
 #include "layers/init.h"
 #include "layers/max_pool.h"
 
@@ -35,10 +37,22 @@ Tensor Conv2d::forward(const Tensor& x) {
 }
 
 FusedForward Conv2d::forward_fused(std::span<Module* const> next, const Tensor& x) {
-  // Exactly ReLU (a subclass may compute something else).
-  if (next.empty() || typeid(*next[0]) != typeid(ReLU)) return {};
-  check_input(x);
+  if (next.empty()) return {};
   const Conv2dOptions& o = options_;
+  // A BatchNorm2d on batch statistics: its first pass, each plane's moments, done here while the
+  // conv's output is in cache instead of in a pass of its own over the whole output.
+  if (auto* bn = dynamic_cast<BatchNorm*>(next[0]); bn && bn->takes_conv_planes()) {
+    check_input(x);
+    plane_moments_.resize(static_cast<size_t>(2 * x.size(0) * o.out_channels));
+    const Tensor y = detail::conv2d_with_plane_moments(x, weight_, bias_, o.stride, o.padding,
+                                                       o.groups, /*relu=*/false,
+                                                       plane_moments_.data());
+    const FusedForward rest = bn->forward_given_planes(next.subspan(1), y, plane_moments_.data());
+    return {rest.output, rest.modules};
+  }
+  // Exactly ReLU (a subclass may compute something else).
+  if (typeid(*next[0]) != typeid(ReLU)) return {};
+  check_input(x);
   // With gradients and exactly a MaxPool2d after the ReLU: the pool first, then relu. relu is
   // monotone, so it commutes with max: the values are max_pool2d(relu(y))'s and so are the
   // gradients (the winner of a window with a positive maximum is the same element either way; a

@@ -3,6 +3,8 @@
 // kernel) / stride + 1.
 #pragma once
 
+#include <vector>
+
 #include "layers/module.h"
 
 namespace bnlab {
@@ -30,7 +32,11 @@ class Conv2d : public Module {
   /// With next[0] exactly a ReLU: conv2d_relu (one pass over the output in inference, the two ops
   /// with gradients), 1 module fused; with gradients and next[1] exactly a MaxPool2d too:
   /// relu(max_pool2d(conv2d(x))), the same values and gradients as the three in order (up to the
-  /// sign of zeros) with relu on the pooled tensor, 2 modules fused. Not fused ({}) otherwise.
+  /// sign of zeros) with relu on the pooled tensor, 2 modules fused. With next[0] a BatchNorm2d
+  /// that uses batch statistics (BatchNorm::takes_conv_planes): the conv computes each output
+  /// plane's moments while the image is in cache and the BatchNorm, with what it fuses with, runs
+  /// on them, 1 + its modules fused; bit-identical to the modules one by one. Not fused ({})
+  /// otherwise.
   FusedForward forward_fused(std::span<Module* const> next, const Tensor& x) override;
   std::string type_name() const override { return "Conv2d"; }
   std::string extra_repr() const override;
@@ -47,6 +53,8 @@ class Conv2d : public Module {
 
   Conv2dOptions options_;
   Tensor weight_, bias_;
+  /// The output's plane moments for a BatchNorm2d after it, [N * K * 2], reused across steps.
+  std::vector<double> plane_moments_;
 };
 
 }  // namespace bnlab

@@ -149,7 +149,8 @@ void Sequential::set(size_t i, std::shared_ptr<Module> module) {
 
 Tensor Sequential::forward(const Tensor& x) {
   // Adjacent children may run as one fused op (Module::forward_fused: BatchNorm + ReLU (+
-  // MaxPool2d(2)) in training, Conv2d + ReLU (+ MaxPool2d, pooled before the relu, in training)),
+  // MaxPool2d(2)) in training, Conv2d + ReLU (+ MaxPool2d, pooled before the relu, in training),
+  // Conv2d + BatchNorm2d on batch statistics (+ what that BatchNorm fuses with)),
   // with results bit-identical (the conv + relu + pool: up to the sign of zeros) to running them
   // one after the other. Not when one of them has a forward hook: a hook must see its own module's
   // output, which the fused op never forms. Decided anew on each call (a virtual call and type
@@ -163,7 +164,7 @@ Tensor Sequential::forward(const Tensor& x) {
     return j < kids.size() && typeid(*kids[j].second) == typeid(Identity) &&
            !kids[j].second->has_forward_hooks();
   };
-  constexpr size_t kMaxOffered = 2;  // the longest fusion: BatchNorm2d + ReLU + MaxPool2d
+  constexpr size_t kMaxOffered = 3;  // the longest fusion: Conv2d + BatchNorm2d + ReLU + MaxPool2d
   Tensor h = x;
   for (size_t i = 0; i < kids.size(); ++i) {
     Module& m = *kids[i].second;

@@ -49,12 +49,14 @@ class Module {
   Tensor operator()(const Tensor& x);
   /// next[k-1](...next[0](forward(x))) computed as one fused op for some k >= 1, returned with k;
   /// or {} when this module fuses with none of them (the default). Sequential::forward offers each
-  /// hook-free child the hook-free children that follow it (at most two, never empty; unhooked
+  /// hook-free child the hook-free children that follow it (at most three, never empty; unhooked
   /// Identity children skipped, a hooked child ends the list). An override must return exactly
   /// what the forwards would, side effects (running statistics) included. The fusions:
   /// BatchNorm1d/2d + ReLU and BatchNorm2d + ReLU + MaxPool2d(2) in training
-  /// (layers/batch_norm.h), Conv2d + ReLU, and Conv2d + ReLU + MaxPool2d with gradients as
-  /// relu(max_pool2d(conv2d)) (layers/conv2d.h; equal up to the sign of zeros).
+  /// (layers/batch_norm.h), Conv2d + ReLU, Conv2d + ReLU + MaxPool2d with gradients as
+  /// relu(max_pool2d(conv2d)) (layers/conv2d.h; equal up to the sign of zeros), and Conv2d +
+  /// BatchNorm2d (+ ReLU (+ MaxPool2d(2))) in training, the conv computing the statistics' first
+  /// pass.
   virtual FusedForward forward_fused(std::span<Module* const> next, const Tensor& x);
 
   /// One canonical type name ("Dense", "BatchNorm2d") used in printing and errors.

@@ -42,6 +42,7 @@
 #include "core/ops/conv_fourier.h"
 #include "core/ops/conv_path.h"
 #include "core/ops/conv_winograd.h"
+#include "core/ops/plane_moments.h"
 #include "core/ops/unary_op.h"
 #include "core/parallel.h"
 
@@ -202,7 +203,7 @@ void col2im(float* dx, float* dcol, const ConvDims& d) {
 // out [N, K, Ho, Wo] = conv(x [N, C, H, W], w [K, Cg, kh, kw]) + b [K] (b may be null), through
 // relu when `relu` (each image's output while it is in cache).
 void conv2d_forward(float* out, const float* x, const float* w, const float* b, const ConvDims& d,
-                    bool relu) {
+                    bool relu, double* pm) {
   const int64_t CK = d.CK(), P = d.P(), Kg = d.Kg(), group_in = d.Cg() * d.H * d.W;
 #pragma omp parallel if (d.parallel())
   {
@@ -230,6 +231,7 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* b, 
 #pragma omp simd
         for (int64_t i = 0; i < d.K * P; ++i) on[i] = detail::relu_value(on[i]);
       }
+      if (pm) detail::plane_moments(pm + 2 * n * d.K, on, d.K, P);
     }
   }
 }
@@ -332,7 +334,7 @@ void conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* dout, con
 // into a scratch tensor that then serves as the conv's dout, so both directions are bit-identical
 // to relu(conv2d(...)) while the output of the conv before the ReLU is never written.
 Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride,
-                 int64_t padding, int64_t groups, bool relu) {
+                 int64_t padding, int64_t groups, bool relu, double* pm = nullptr) {
   BNLAB_CHECK(x.dim() == 4, "conv2d: input must be [N, C, H, W]; got ", x.shape());
   BNLAB_CHECK(weight.dim() == 4, "conv2d: weight must be [K, C / groups, kh, kw]; got ",
               weight.shape());
@@ -385,18 +387,18 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
   std::shared_ptr<detail::FourierSaved> spectra;  // the fourier forward's, for its backward
   switch (path) {
     case detail::ConvPath::winograd:
-      detail::winograd_conv2d_forward(out.data(), x.data(), weight.data(), b, ws, relu);
+      detail::winograd_conv2d_forward(out.data(), x.data(), weight.data(), b, ws, relu, pm);
       break;
     case detail::ConvPath::direct:
     case detail::ConvPath::direct_data:
-      detail::conv2d_direct_forward(out.data(), x.data(), weight.data(), b, ds, relu);
+      detail::conv2d_direct_forward(out.data(), x.data(), weight.data(), b, ds, relu, pm);
       break;
     case detail::ConvPath::fourier:
       spectra = detail::fourier_conv2d_forward(out.data(), x.data(), weight.data(), b, fs, relu,
-                                               training);
+                                               training, pm);
       break;
     case detail::ConvPath::im2col:
-      conv2d_forward(out.data(), x.data(), weight.data(), b, d, relu);
+      conv2d_forward(out.data(), x.data(), weight.data(), b, d, relu, pm);
       break;
   }
 
@@ -458,5 +460,16 @@ Tensor conv2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, in
                    int64_t padding, int64_t groups) {
   return conv2d_op(x, weight, bias, stride, padding, groups, /*relu=*/true);
 }
+
+namespace detail {
+
+Tensor conv2d_with_plane_moments(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                 int64_t stride, int64_t padding, int64_t groups, bool relu,
+                                 double* pm) {
+  BNLAB_CHECK(pm, "conv2d: the plane moments' buffer is null (input ", x.shape(), ")");
+  return conv2d_op(x, weight, bias, stride, padding, groups, relu, pm);
+}
+
+}  // namespace detail
 
 }  // namespace bnlab

@@ -42,6 +42,7 @@
 
 #include "core/gemm_avx512.h"
 #include "core/ops/isa_target.h"
+#include "core/ops/plane_moments.h"
 #include "core/ops/unary_op.h"
 #include "core/tensor.h"
 
@@ -231,7 +232,7 @@ DirectIsa direct_conv_isa() {
 DirectIsa limit_direct_conv_isa(DirectIsa max) { return isa_cap.exchange(max); }
 
 void conv2d_direct_forward(float* out, const float* x, const float* w, const float* b,
-                           const DirectConvShape& s, bool relu) {
+                           const DirectConvShape& s, bool relu, double* pm) {
   const DirectKernels& kr = kernels_for(direct_conv_isa());
   const int64_t L = kr.lanes, R = kr.segments, Q = kr.channels;
   const int64_t Hp = s.H + 2 * s.padding, Wp = s.W + 2 * s.padding;
@@ -272,6 +273,10 @@ void conv2d_direct_forward(float* out, const float* x, const float* w, const flo
           t.count[r] = first + r < segments ? std::min(L, s.Wo - ow0) : 0;
         }
         tile(t);
+      }
+      if (pm) {  // this image's planes of the block, just written
+        const int64_t k0 = n * s.K + block * Q;
+        plane_moments(pm + 2 * k0, out + k0 * s.Ho * s.Wo, t.channels, s.Ho * s.Wo);
       }
     }
   }

@@ -31,9 +31,10 @@ DirectIsa direct_conv_isa();
 /// cap. Not for use while another thread runs convolutions.
 DirectIsa limit_direct_conv_isa(DirectIsa max);
 
-/// out = conv(x, w) + b (b may be null), through relu when `relu`. Requires an eligible shape.
+/// out = conv(x, w) + b (b may be null), through relu when `relu`; with pm, also its planes'
+/// plane_moments (core/ops/plane_moments.h), [N * K * 2]. Requires an eligible shape.
 void conv2d_direct_forward(float* out, const float* x, const float* w, const float* b,
-                           const DirectConvShape& s, bool relu = false);
+                           const DirectConvShape& s, bool relu = false, double* pm = nullptr);
 
 /// dx [N, C, H, W] = (assign) or += the input gradient for dout [N, K, Ho, Wo]: the transposed
 /// convolution, computed as a forward direct conv of dout with w flipped. Requires an eligible

@@ -55,6 +55,7 @@
 #include "core/blas.h"
 #include "core/ops/conv_direct.h"
 #include "core/ops/isa_target.h"
+#include "core/ops/plane_moments.h"
 #include "core/ops/unary_op.h"
 #include "core/tensor.h"
 
@@ -238,15 +239,19 @@ void chunk_spectra(float* dst, const float* src, int64_t A, int64_t n, const Pla
 }
 
 // The inverse of chunk_spectra: each plane of dst [n][A][rows][cols] from its column of src,
-// assigned (+ bias[a], through relu when `relu`) or added.
+// assigned (+ bias[a], through relu when `relu`) or added. With pm, each plane's plane_moments
+// (core/ops/plane_moments.h) into pm [n][A][2] right after it is written.
 void chunk_planes(float* dst, const float* src, int64_t A, int64_t n, const Placement& pl,
-                  const Plan& p, bool assign, const float* bias, bool relu) {
+                  const Plan& p, bool assign, const float* bias, bool relu, double* pm = nullptr) {
   const int64_t plane = pl.rows * pl.cols, fs = 2 * A * n, groups = (n + kLanes - 1) / kLanes;
 #pragma omp for schedule(static)
   for (int64_t ag = 0; ag < A * groups; ++ag) {
-    const int64_t a = ag / groups, i0 = ag % groups * kLanes;
-    p.k.inverse(src + a * n + i0, src + (A + a) * n + i0, fs, std::min(kLanes, n - i0), pl, p.g,
+    const int64_t a = ag / groups, i0 = ag % groups * kLanes, lanes = std::min(kLanes, n - i0);
+    p.k.inverse(src + a * n + i0, src + (A + a) * n + i0, fs, lanes, pl, p.g,
                 dst + (i0 * A + a) * plane, A * plane, assign, bias ? bias[a] : 0.0f, relu);
+    if (!pm) continue;
+    for (int64_t i = i0; i < i0 + lanes; ++i)
+      plane_moments(pm + 2 * (i * A + a), dst + (i * A + a) * plane, 1, plane);
   }
 }
 
@@ -301,7 +306,7 @@ struct FourierSaved {
 
 std::shared_ptr<FourierSaved> fourier_conv2d_forward(float* out, const float* x, const float* w,
                                                      const float* b, const FourierConvShape& s,
-                                                     bool relu, bool save) {
+                                                     bool relu, bool save, double* pm) {
   const Plan p(s);
   const int64_t F = p.g.F, C = s.C, K = s.K;
   const size_t u_size = static_cast<size_t>(F * 4 * K * C);
@@ -325,7 +330,8 @@ std::shared_ptr<FourierSaved> fourier_conv2d_forward(float* out, const float* x,
         gemm(false, false, 2 * K, n, 2 * C, 1.0f, U + f * 4 * K * C, 2 * C, Xs + f * 2 * C * n, n,
              0.0f, Ys.data() + f * 2 * K * n, n);
       }
-      chunk_planes(out + n0 * K * s.Ho * s.Wo, Ys.data(), K, n, p.output, p, true, b, relu);
+      chunk_planes(out + n0 * K * s.Ho * s.Wo, Ys.data(), K, n, p.output, p, true, b, relu,
+                   pm ? pm + 2 * n0 * K : nullptr);
     }
   }
   return saved;

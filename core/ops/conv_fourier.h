@@ -31,11 +31,13 @@ int64_t limit_fourier_chunk(int64_t max_images);
 /// Opaque; it holds the values of x and w as the forward saw them.
 struct FourierSaved;
 
-/// out = conv(x, w) + b (b may be null), through relu when `relu`. Requires an eligible shape.
-/// Returns the spectra for fourier_conv2d_backward when `save`, else null.
+/// out = conv(x, w) + b (b may be null), through relu when `relu`; with pm, also its planes'
+/// plane_moments (core/ops/plane_moments.h), [N * K * 2]. Requires an eligible shape. Returns the
+/// spectra for fourier_conv2d_backward when `save`, else null.
 std::shared_ptr<FourierSaved> fourier_conv2d_forward(float* out, const float* x, const float* w,
                                                      const float* b, const FourierConvShape& s,
-                                                     bool relu = false, bool save = false);
+                                                     bool relu = false, bool save = false,
+                                                     double* pm = nullptr);
 
 /// dx [N, C, H, W] and dw [K, C, kh, kw] (either may be null: not wanted) from dout
 /// [N, K, Ho, Wo]: dx is assigned when dx_fresh (a fresh, unfilled gradient buffer), else added

@@ -55,6 +55,7 @@
 #include "core/blas.h"
 #include "core/error.h"
 #include "core/gemm_avx512.h"
+#include "core/ops/plane_moments.h"
 #include "core/ops/unary_op.h"
 #include "core/tensor.h"
 
@@ -753,7 +754,7 @@ bool conv2d_winograd_eligible(int64_t kh, int64_t kw, int64_t stride, int64_t pa
 }
 
 void winograd_conv2d_forward(float* out, const float* x, const float* w, const float* b,
-                             const WinogradShape& s, bool relu) {
+                             const WinogradShape& s, bool relu, double* pm) {
   const Plan p(s);
   Storage U(static_cast<size_t>(kCells * s.K * s.C));
   transform_weights(U.data(), w, s.K, s.C);
@@ -781,6 +782,10 @@ void winograd_conv2d_forward(float* out, const float* x, const float* w, const f
         for (int64_t col = 0; col < count; col += kLanes)
           output_transform(out, b, M, ld, col, lane_tiles(p, n0, first + col, unit_tiles), p, relu);
       });
+      if (pm) {  // the unit's images, just written
+        const int64_t n0 = u * p.images_per_unit, n1 = std::min(s.N, n0 + p.images_per_unit);
+        plane_moments(pm + 2 * n0 * s.K, out + n0 * s.K * s.H * s.W, (n1 - n0) * s.K, s.H * s.W);
+      }
     }
   }
 }

@@ -20,9 +20,10 @@ struct WinogradShape {
   int64_t N, C, H, W, K;
 };
 
-/// out [N, K, H, W] = conv(x, w) + b (b may be null), through relu when `relu`.
+/// out [N, K, H, W] = conv(x, w) + b (b may be null), through relu when `relu`; with pm, also its
+/// planes' plane_moments (core/ops/plane_moments.h), [N * K * 2].
 void winograd_conv2d_forward(float* out, const float* x, const float* w, const float* b,
-                             const WinogradShape& s, bool relu = false);
+                             const WinogradShape& s, bool relu = false, double* pm = nullptr);
 
 /// Accumulates dx [N, C, H, W] and dw [K, C, 3, 3] (either may be null: not wanted) from dout
 /// [N, K, H, W]; dx_fresh: dx is a fresh, unfilled gradient buffer (grad_target), which is then

@@ -70,11 +70,35 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/ops/plane_moments.h"
 #include "core/ops/pool_general.h"
 #include "core/ops/unary_op.h"
 #include "core/parallel.h"
 
 namespace bnlab {
+
+namespace detail {
+
+void plane_moments(double* pm, const float* x, int64_t planes, int64_t S) {
+  const double count = static_cast<double>(S);
+  for (int64_t i = 0; i < planes; ++i) {
+    const float* xc = x + i * S;
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t k = 0; k < S; ++k) sum += static_cast<double>(xc[k]);
+    const double mean = sum / count;
+    double m2 = 0.0;
+#pragma omp simd reduction(+ : m2)
+    for (int64_t k = 0; k < S; ++k) {
+      const double dev = xc[k] - mean;
+      m2 += dev * dev;
+    }
+    pm[2 * i] = mean;
+    pm[2 * i + 1] = m2;
+  }
+}
+
+}  // namespace detail
 
 namespace {
 
@@ -267,30 +291,28 @@ void channel_map(float* out, const float* in, const ChannelDims& d, int64_t c0, 
 // Forward, first pass: moments [C][3] = (M, mean, M2) of channels [c0, c1) of x [N, C, S], M = N *
 // S, M2 = sum of squared deviations from the mean. mean_d [C] receives the mean as well (a plain
 // array for the deviation loop to read). Two passes over the block: the mean, then the deviations
-// (no E[x^2] - E[x]^2 cancellation).
+// (no E[x^2] - E[x]^2 cancellation). given_planes (images only, else null): x's plane_moments
+// [N * C * 2], computed by the op that wrote x.
 void batch_norm_moments(double* moments, double* mean_d, const float* x, const ChannelDims& d,
-                        int64_t c0, int64_t c1) {
+                        int64_t c0, int64_t c1, const double* given_planes) {
   if (d.S > 1) {
-    // Images: each (n, c) plane's own two passes (its mean, then its squared deviations, the
-    // second from L1), merged into the channel's (count, mean, M2) in the order of n with Chan et
-    // al.'s update, as SyncBN merges shards. One read of x from memory instead of two, in memory
-    // order when the block spans several channels.
+    // Images: each (n, c) plane's own two passes (plane_moments: its mean, then its squared
+    // deviations, the second from L1), merged into the channel's (count, mean, M2) in the order of
+    // n with Chan et al.'s update, as SyncBN merges shards. One read of x from memory instead of
+    // two, in memory order when the block spans several channels; none when the conv that wrote x
+    // gave its planes' moments (core/ops/plane_moments.h).
     for (int64_t c = c0; c < c1; ++c) std::fill_n(moments + 3 * c, 3, 0.0);
     const double S = static_cast<double>(d.S);
+    double local[2 * kChannelBlock];
     for (int64_t n = 0; n < d.N; ++n) {
+      const double* pm = local;
+      if (given_planes) {
+        pm = given_planes + 2 * (n * d.C + c0);
+      } else {
+        detail::plane_moments(local, x + (n * d.C + c0) * d.S, c1 - c0, d.S);
+      }
       for (int64_t c = c0; c < c1; ++c) {
-        const float* xc = x + (n * d.C + c) * d.S;
-        double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < d.S; ++i) sum += static_cast<double>(xc[i]);
-        const double plane_mean = sum / S;
-        double m2 = 0.0;
-#pragma omp simd reduction(+ : m2)
-        for (int64_t i = 0; i < d.S; ++i) {
-          const double dev = xc[i] - plane_mean;
-          m2 += dev * dev;
-        }
-        const double plane[3] = {S, plane_mean, m2};
+        const double plane[3] = {S, pm[2 * (c - c0)], pm[2 * (c - c0) + 1]};
         merge_moments_into(moments + 3 * c, plane, 1);
       }
     }
@@ -946,8 +968,8 @@ Tensor norm_rows(const char* op, const Tensor& x, const Tensor& weight, const Te
 // 1 and d_max = 0 gives d = 0 exactly, not by clipping, so a NaN in the moving statistics cannot
 // reach what is then plain batch norm.
 
-// What follows batch norm inside its op (not with renorm).
-enum class Epilogue { kNone, kRelu, kReluMaxPool2x2 };
+// What follows batch norm inside its op (nothing with renorm).
+using detail::BatchNormThen;
 
 // The training forward of batch norm (renorm null), of batch renormalization, and of batch norm
 // followed by relu (batch_norm_relu_train) or by relu and max_pool2d(., 2)
@@ -955,8 +977,9 @@ enum class Epilogue { kNone, kRelu, kReluMaxPool2x2 };
 BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Tensor& gamma,
                                       const Tensor& beta, float eps,
                                       const std::shared_ptr<BatchNormReducer>& reducer,
-                                      const BatchRenormArgs* renorm, Epilogue epilogue) {
-  const bool relu = epilogue != Epilogue::kNone, pool = epilogue == Epilogue::kReluMaxPool2x2;
+                                      const BatchRenormArgs* renorm, BatchNormThen then,
+                                      const double* given_planes = nullptr) {
+  const bool relu = then != BatchNormThen::nothing, pool = then == BatchNormThen::relu_max_pool2x2;
   if (pool) {
     BNLAB_CHECK(x.dim() == 4 && x.size(2) >= 2 && x.size(3) >= 2, op,
                 ": input must be [N, C, H, W] with H, W >= 2; got ", x.shape());
@@ -1024,7 +1047,7 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
         d, ImageBlocks::kWide, s.reducer == local_reducer(),
         // This shard's moments.
         [&](int64_t c0, int64_t c1) {
-          batch_norm_moments(moments.data(), s.mean.data(), x_p, d, c0, c1);
+          batch_norm_moments(moments.data(), s.mean.data(), x_p, d, c0, c1, given_planes);
         },
         // The moments of all shards' values.
         [&] {
@@ -1084,28 +1107,47 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
 BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                  float eps, const std::shared_ptr<BatchNormReducer>& reducer) {
   return batch_norm_train_impl("batch_norm", x, gamma, beta, eps, reducer, nullptr,
-                               Epilogue::kNone);
+                               BatchNormThen::nothing);
 }
 
 BatchNormResult batch_norm_relu_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                       float eps, const std::shared_ptr<BatchNormReducer>& reducer) {
   return batch_norm_train_impl("batch_norm_relu", x, gamma, beta, eps, reducer, nullptr,
-                               Epilogue::kRelu);
+                               BatchNormThen::relu);
 }
 
 BatchNormResult batch_norm_relu_max_pool2x2_train(
     const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
     const std::shared_ptr<BatchNormReducer>& reducer) {
   return batch_norm_train_impl("batch_norm_relu_max_pool2x2", x, gamma, beta, eps, reducer, nullptr,
-                               Epilogue::kReluMaxPool2x2);
+                               BatchNormThen::relu_max_pool2x2);
 }
 
 BatchNormResult batch_renorm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                    float eps, const BatchRenormArgs& renorm,
                                    const std::shared_ptr<BatchNormReducer>& reducer) {
   return batch_norm_train_impl("batch_renorm", x, gamma, beta, eps, reducer, &renorm,
-                               Epilogue::kNone);
+                               BatchNormThen::nothing);
 }
+
+namespace detail {
+
+BatchNormResult batch_norm_train_given_planes(const Tensor& x, const Tensor& gamma,
+                                              const Tensor& beta, float eps,
+                                              const std::shared_ptr<BatchNormReducer>& reducer,
+                                              const BatchRenormArgs* renorm, BatchNormThen then,
+                                              const double* pm) {
+  const char* op = renorm                                   ? "batch_renorm"
+                   : then == BatchNormThen::nothing          ? "batch_norm"
+                   : then == BatchNormThen::relu             ? "batch_norm_relu"
+                                                             : "batch_norm_relu_max_pool2x2";
+  BNLAB_CHECK(x.dim() == 4 && pm, op, ": given plane moments need an [N, C, H, W] input; got ",
+              x.shape());
+  BNLAB_CHECK(!renorm || then == BatchNormThen::nothing, op, ": renorm is not fused with relu");
+  return batch_norm_train_impl(op, x, gamma, beta, eps, reducer, renorm, then, pm);
+}
+
+}  // namespace detail
 
 void merge_moments_into(double* a, const double* b, int64_t channels) {
   for (int64_t c = 0; c < channels; ++c) {

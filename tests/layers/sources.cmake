@@ -4,6 +4,7 @@ set(BNLAB_TEST_LAYERS_SOURCES
   tests/layers/test_batch_norm.cpp
   tests/layers/test_bn_relu_fusion.cpp
   tests/layers/test_conv_relu_fusion.cpp
+  tests/layers/test_conv_bn_fusion.cpp
   tests/layers/test_bn_fold.cpp
   tests/layers/test_dropout_norms.cpp
   tests/layers/test_activations.cpp

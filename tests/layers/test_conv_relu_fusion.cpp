@@ -16,21 +16,18 @@
 #include "core/autograd.h"
 #include "core/ops/conv_direct.h"
 #include "core/ops/conv_path.h"
+#include "conv_path_cases.h"
 #include "gradcheck.h"
 #include "layers/layers.h"
 #include "optim/optim.h"
 
 using namespace bnlab;
-using detail::ConvPath;
-using detail::ConvPathMode;
+using bnlab::testing::ConvCase;
+using bnlab::testing::conv_cases;
+using bnlab::testing::require_path;
+using bnlab::testing::same_bits;
 
 namespace {
-
-// Bitwise equality of two tensors' values (NaN == NaN, -0 != +0).
-bool same_bits(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape()) return false;
-  return std::memcmp(a.data(), b.data(), static_cast<size_t>(a.numel()) * sizeof(float)) == 0;
-}
 
 // A module that records which module Sequential offers it as a fusion partner, and never fuses.
 class Probe : public Module {
@@ -44,56 +41,12 @@ class Probe : public Module {
   std::string offered;
 };
 
-// One case per conv path (the path its mode gives for its shape): conv2d_relu must equal
-// relu(conv2d) on each.
-struct ConvCase {
-  const char* name;
-  Shape x, w;
-  int64_t stride, padding;
-  ConvPath path;
-  ConvPathMode mode;
-};
-
-std::vector<ConvCase> conv_cases() {
-  std::vector<ConvCase> cases = {
-      {"im2col, strided",
-       {2, 3, 9, 11},
-       {5, 3, 3, 3},
-       2,
-       1,
-       ConvPath::im2col,
-       ConvPathMode::automatic},
-      {"winograd",
-       {2, 32, 9, 10},
-       {32, 32, 3, 3},
-       1,
-       1,
-       ConvPath::winograd,
-       ConvPathMode::winograd},
-      {"direct", {2, 1, 12, 21}, {9, 1, 5, 5}, 1, 2, ConvPath::direct, ConvPathMode::direct},
-      {"direct, 3x3", {2, 3, 8, 18}, {10, 3, 3, 3}, 1, 1, ConvPath::direct, ConvPathMode::direct},
-      {"fourier", {3, 4, 14, 14}, {6, 4, 5, 5}, 1, 2, ConvPath::fourier, ConvPathMode::fourier},
-  };
-  // Automatic mode picks the direct forward and dx for a thick 5x5 only with AVX-512F.
-  if (detail::direct_conv_isa() == detail::DirectIsa::avx512) {
-    cases.push_back({"direct_data",
-                     {3, 12, 9, 20},
-                     {7, 12, 5, 5},
-                     1,
-                     2,
-                     ConvPath::direct_data,
-                     ConvPathMode::automatic});
-  }
-  return cases;
-}
-
 }  // namespace
 
 TEST_CASE("ops.conv2d_relu: equals relu(conv2d) bit for bit on every conv path") {
   for (const ConvCase& c : conv_cases()) {
     CAPTURE(c.name);
-    REQUIRE(detail::conv2d_path(c.mode, c.x[1], c.w[0], c.w[2], c.w[3], c.stride, c.padding, 1,
-                                c.x[2], c.x[3]) == c.path);
+    require_path(c);
     detail::ScopedConvPathMode scoped(c.mode);
     Rng rng(4);
     Tensor x = Tensor::normal(c.x, rng), w = Tensor::normal(c.w, rng);
@@ -130,8 +83,7 @@ TEST_CASE("ops.conv2d_relu: with gradients one op, the two ops' values and gradi
   // output differently.
   for (const ConvCase& c : conv_cases()) {
     CAPTURE(c.name);
-    REQUIRE(detail::conv2d_path(c.mode, c.x[1], c.w[0], c.w[2], c.w[3], c.stride, c.padding, 1,
-                                c.x[2], c.x[3]) == c.path);
+    require_path(c);
     for (const bool with_bias : {true, false}) {
       CAPTURE(with_bias);
       detail::ScopedConvPathMode scoped(c.mode);

@@ -1,0 +1,252 @@
+// Conv2d + BatchNorm2d in training: the conv computes each output plane's moments (batch norm's
+// first pass) while the image is in cache (core/ops/plane_moments.h). On every conv path the moments
+// are exactly plane_moments of the output; batch norm given them computes what it computes alone;
+// and Conv2d's fusion with BatchNorm2d (+ ReLU (+ MaxPool2d(2))), BatchRenorm2d included, gives the
+// outputs, gradients and running statistics of the modules run one by one, bit for bit. When it is
+// not taken: eval with running statistics, a BatchNorm subclass, BatchNorm1d.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "conv_path_cases.h"
+#include "core/autograd.h"
+#include "core/ops/plane_moments.h"
+#include "layers/layers.h"
+
+using namespace bnlab;
+using bnlab::testing::ConvCase;
+using bnlab::testing::conv_cases;
+using bnlab::testing::require_path;
+using bnlab::testing::same_bits;
+
+namespace {
+
+bool same_doubles(const std::vector<double>& a, const std::vector<double>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
+}
+
+// plane_moments of every plane of y [N, K, Ho, Wo].
+std::vector<double> moments_of(const Tensor& y) {
+  std::vector<double> pm(static_cast<size_t>(2 * y.size(0) * y.size(1)));
+  detail::plane_moments(pm.data(), y.data(), y.size(0) * y.size(1), y.size(2) * y.size(3));
+  return pm;
+}
+
+// A BatchNorm2d whose forward is its own business: Conv2d must not hand it plane moments.
+class MyBatchNorm2d : public BatchNorm2d {
+ public:
+  using BatchNorm2d::BatchNorm2d;
+  std::string type_name() const override { return "MyBatchNorm2d"; }
+};
+
+// A module that records how many modules Sequential offers it, and never fuses.
+class CountingProbe : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return x; }
+  FusedForward forward_fused(std::span<Module* const> next, const Tensor&) override {
+    offered = next.size();
+    return {};
+  }
+  std::string type_name() const override { return "CountingProbe"; }
+  size_t offered = 0;
+};
+
+}  // namespace
+
+TEST_CASE("ops.conv2d_with_plane_moments: its output's plane moments on every conv path") {
+  for (const ConvCase& c : conv_cases()) {
+    CAPTURE(c.name);
+    require_path(c);
+    detail::ScopedConvPathMode scoped(c.mode);
+    Rng rng(5);
+    const Tensor x = Tensor::normal(c.x, rng), w = Tensor::normal(c.w, rng);
+    const Tensor b = Tensor::normal({c.w[0]}, rng);
+    NoGradGuard no_grad;
+    for (const bool relu : {false, true}) {
+      CAPTURE(relu);
+      std::vector<double> pm(static_cast<size_t>(2 * c.x[0] * c.w[0]), -1.0);
+      const Tensor y = detail::conv2d_with_plane_moments(x, w, b, c.stride, c.padding, 1, relu,
+                                                         pm.data());
+      const Tensor plain = relu ? conv2d_relu(x, w, b, c.stride, c.padding)
+                                : conv2d(x, w, b, c.stride, c.padding);
+      CHECK(same_bits(y, plain));
+      CHECK(same_doubles(pm, moments_of(y)));
+      // The last plane's mean and M2 against a plain sum (plane_moments is batch norm's code).
+      const int64_t S = y.size(2) * y.size(3);
+      const float* last = y.data() + y.numel() - S;
+      double sum = 0.0, m2 = 0.0;
+      for (int64_t i = 0; i < S; ++i) sum += last[i];
+      for (int64_t i = 0; i < S; ++i) m2 += (last[i] - sum / S) * (last[i] - sum / S);
+      CHECK(pm[pm.size() - 2] == doctest::Approx(sum / S).epsilon(1e-12));
+      CHECK(pm.back() == doctest::Approx(m2).epsilon(1e-9));
+    }
+  }
+  std::vector<double> pm(2);
+  CHECK_THROWS_WITH(detail::conv2d_with_plane_moments(Tensor::ones({1, 1, 3, 3}),
+                                                      Tensor::ones({1, 1, 3, 3}), Tensor(), 1, 1,
+                                                      1, false, nullptr),
+                    doctest::Contains("conv2d: the plane moments' buffer is null"));
+}
+
+TEST_CASE("ops.batch_norm_train_given_planes: what batch norm computes alone, bit for bit") {
+  using detail::BatchNormThen;
+  Rng rng(8);
+  for (const BatchNormThen then :
+       {BatchNormThen::nothing, BatchNormThen::relu, BatchNormThen::relu_max_pool2x2}) {
+    CAPTURE(static_cast<int>(then));
+    auto run = [&](bool given, const std::vector<double>* planes) {
+      Rng r(3);
+      // A common offset of 5: the per-plane two passes keep it from cancelling.
+      Tensor x = add(Tensor::normal({3, 5, 6, 7}, r), Tensor::full({3, 5, 6, 7}, 5.0f))
+                     .detach()
+                     .set_requires_grad(true);
+      Tensor gamma = Tensor::normal({5}, r).set_requires_grad(true);
+      Tensor beta = Tensor::normal({5}, r).set_requires_grad(true);
+      const std::vector<double> own = moments_of(x);
+      BatchNormResult res;
+      if (given) {
+        res = detail::batch_norm_train_given_planes(x, gamma, beta, 1e-5f, nullptr, nullptr, then,
+                                                    planes ? planes->data() : own.data());
+      } else if (then == BatchNormThen::nothing) {
+        res = batch_norm_train(x, gamma, beta, 1e-5f);
+      } else if (then == BatchNormThen::relu) {
+        res = batch_norm_relu_train(x, gamma, beta, 1e-5f);
+      } else {
+        res = batch_norm_relu_max_pool2x2_train(x, gamma, beta, 1e-5f);
+      }
+      sum(mul(res.y, Tensor::normal(res.y.shape(), r))).backward();
+      return std::vector<Tensor>{res.y, res.mean, res.var, x.grad(), gamma.grad(), beta.grad()};
+    };
+    const std::vector<Tensor> alone = run(false, nullptr), given = run(true, nullptr);
+    for (size_t i = 0; i < alone.size(); ++i) {
+      CAPTURE(i);
+      CHECK(same_bits(alone[i], given[i]));
+    }
+    // The given moments are what it uses: another tensor's give other statistics.
+    const std::vector<double> other = moments_of(Tensor::normal({3, 5, 6, 7}, rng));
+    CHECK_FALSE(same_bits(run(true, &other)[1], alone[1]));
+  }
+  const std::vector<double> pm(2 * 6);
+  CHECK_THROWS_WITH(detail::batch_norm_train_given_planes(Tensor::ones({2, 3}), Tensor(), Tensor(),
+                                                          1e-5f, nullptr, nullptr,
+                                                          BatchNormThen::nothing, pm.data()),
+                    doctest::Contains("batch_norm: given plane moments need an [N, C, H, W]"));
+}
+
+TEST_CASE("layers.conv_bn_fusion: Conv2d + BatchNorm2d (+ ReLU (+ MaxPool2d)) as one by one") {
+  enum class Norm { batch, renorm };
+  for (const ConvCase& c : conv_cases()) {
+    require_path(c);
+    for (const Norm norm : {Norm::batch, Norm::renorm}) {
+      for (const size_t tail : {size_t{1}, size_t{2}, size_t{3}}) {
+        for (const bool with_bias : {true, false}) {
+          CAPTURE(c.name);
+          CAPTURE(norm == Norm::renorm);
+          CAPTURE(tail);
+          CAPTURE(with_bias);
+          detail::ScopedConvPathMode scoped(c.mode);
+          // Two training steps (the second with running statistics and renorm's r, d moved),
+          // fused or one by one: outputs, every gradient, the running statistics.
+          auto run = [&](bool fused) {
+            Rng rng(21);
+            Conv2d conv(Conv2dOptions{.in_channels = c.x[1],
+                                      .out_channels = c.w[0],
+                                      .kernel = c.w[2],
+                                      .stride = c.stride,
+                                      .padding = c.padding,
+                                      .bias = with_bias},
+                        rng);
+            const BatchNormOptions bo{.num_features = c.w[0]};
+            std::shared_ptr<BatchNorm> bn;
+            if (norm == Norm::batch) {
+              bn = std::make_shared<BatchNorm2d>(bo);
+            } else {
+              bn = std::make_shared<BatchRenorm2d>(
+                  bo, BatchRenormOptions{.r_max = 1.5f, .d_max = 0.5f, .warmup = 0, .ramp = 1});
+            }
+            ReLU relu_layer;
+            MaxPool2d pool(2);
+            Module* next[] = {bn.get(), &relu_layer, &pool};
+            std::vector<Tensor> got;
+            for (int step = 0; step < 2; ++step) {
+              Tensor x = Tensor::normal(c.x, rng).set_requires_grad(true);
+              Tensor h;
+              if (fused) {
+                const FusedForward f = conv.forward_fused(std::span<Module* const>(next, tail), x);
+                REQUIRE(f.output.defined());
+                // BatchRenorm2d fuses with nothing after it; the conv still takes it.
+                CHECK(f.modules == (norm == Norm::renorm ? 1 : tail));
+                h = f.output;
+                for (size_t k = f.modules; k < tail; ++k) h = (*next[k])(h);
+              } else {
+                h = conv(x);
+                for (size_t k = 0; k < tail; ++k) h = (*next[k])(h);
+              }
+              for (auto& p : conv.parameters()) p.zero_grad();
+              for (auto& p : bn->parameters()) p.zero_grad();
+              sum(mul(h, Tensor::normal(h.shape(), rng))).backward();
+              got.insert(got.end(), {h, x.grad(), conv.weight().grad(), bn->weight().grad(),
+                                     bn->bias().grad(), bn->running_mean().clone(),
+                                     bn->running_var().clone()});
+              if (with_bias) got.push_back(conv.bias().grad());
+            }
+            return got;
+          };
+          const std::vector<Tensor> fused = run(true), alone = run(false);
+          REQUIRE(fused.size() == alone.size());
+          for (size_t i = 0; i < fused.size(); ++i) {
+            CAPTURE(i);
+            CHECK(same_bits(fused[i], alone[i]));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("layers.conv_bn_fusion: not taken in eval, for subclasses or BatchNorm1d, and errors") {
+  Rng rng(3);
+  Conv2d conv(Conv2dOptions{.in_channels = 2, .out_channels = 3, .kernel = 3, .padding = 1}, rng);
+  const Tensor x = Tensor::normal({4, 2, 5, 5}, rng);
+  BatchNorm2d bn(BatchNormOptions{.num_features = 3});
+  MyBatchNorm2d mine(BatchNormOptions{.num_features = 3});
+  BatchNorm1d bn1d(BatchNormOptions{.num_features = 3});
+  BatchNorm2d no_running(BatchNormOptions{.num_features = 3, .track_running_stats = false});
+  CHECK(bn.takes_conv_planes());
+  CHECK_FALSE(mine.takes_conv_planes());
+  CHECK_FALSE(bn1d.takes_conv_planes());
+  Module* to_bn[] = {&bn};
+  Module* to_mine[] = {&mine};
+  Module* to_1d[] = {&bn1d};
+  Module* to_no_running[] = {&no_running};
+  CHECK_FALSE(conv.forward_fused(to_mine, x).output.defined());
+  CHECK_FALSE(conv.forward_fused(to_1d, x).output.defined());
+  // Eval: running statistics, no batch moments to compute; without running statistics, batch
+  // statistics in eval too, so the conv computes them.
+  bn.eval();
+  no_running.eval();
+  CHECK_FALSE(bn.takes_conv_planes());
+  CHECK_FALSE(conv.forward_fused(to_bn, x).output.defined());
+  const FusedForward f = conv.forward_fused(to_no_running, x);
+  REQUIRE(f.output.defined());
+  CHECK(f.modules == 1);
+  CHECK(same_bits(f.output, no_running(conv(x))));
+  // A BatchNorm2d for other channels says so, as it does on its own.
+  BatchNorm2d wrong(BatchNormOptions{.num_features = 4});
+  Module* to_wrong[] = {&wrong};
+  CHECK_THROWS_WITH(conv.forward_fused(to_wrong, x),
+                    doctest::Contains("BatchNorm2d: expected input [N, C, H, W] with C = 4"));
+  // Sequential offers the conv the BatchNorm2d, the ReLU and the pool.
+  auto probe = std::make_shared<CountingProbe>();
+  Sequential seq;
+  seq.add(probe);
+  seq.add(std::make_shared<BatchNorm2d>(BatchNormOptions{.num_features = 2}));
+  seq.add(std::make_shared<ReLU>());
+  seq.add(std::make_shared<MaxPool2d>(2));
+  (void)seq(x);
+  CHECK(probe->offered == 3);
+}
