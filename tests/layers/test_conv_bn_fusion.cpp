@@ -1,9 +1,9 @@
 // Conv2d + BatchNorm2d in training: the conv computes each output plane's moments (batch norm's
 // first pass) while the image is in cache (core/ops/plane_moments.h). On every conv path the moments
 // are exactly plane_moments of the output; batch norm given them computes what it computes alone;
-// and Conv2d's fusion with BatchNorm2d (+ ReLU (+ MaxPool2d(2))), BatchRenorm2d included, gives the
-// outputs, gradients and running statistics of the modules run one by one, bit for bit. When it is
-// not taken: eval with running statistics, a BatchNorm subclass, BatchNorm1d.
+// and Conv2d's fusion with BatchNorm2d (+ ReLU (+ MaxPool2d(2))), BatchRenorm2d and SyncBN included,
+// gives the outputs, gradients and running statistics of the modules run one by one, bit for bit.
+// When it is not taken: eval with running statistics, a BatchNorm subclass, BatchNorm1d.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -35,6 +35,30 @@ std::vector<double> moments_of(const Tensor& y) {
   detail::plane_moments(pm.data(), y.data(), y.size(0) * y.size(1), y.size(2) * y.size(3));
   return pm;
 }
+
+// SyncBN against a fixed other shard of `channels` channels: its moments (10 values of mean 0.5 and
+// M2 3 per channel) and backward sums (0.25 each) are merged in, so batch norm runs its two-phase
+// schedule (all first passes, the reducer, all second passes).
+class FixedOtherShard final : public BatchNormReducer {
+ public:
+  explicit FixedOtherShard(int64_t channels) : channels_(channels) {}
+  void merge_moments(double* moments, int64_t channels) override {
+    REQUIRE(channels == channels_);
+    const std::vector<double> other = [&] {
+      std::vector<double> m;
+      for (int64_t c = 0; c < channels; ++c) m.insert(m.end(), {10.0, 0.5, 3.0});
+      return m;
+    }();
+    merge_moments_into(moments, other.data(), channels);
+  }
+  void sum(double* values, int64_t n) override {
+    REQUIRE(n == 2 * channels_);
+    for (int64_t i = 0; i < n; ++i) values[i] += 0.25;
+  }
+
+ private:
+  int64_t channels_;
+};
 
 // A BatchNorm2d whose forward is its own business: Conv2d must not hand it plane moments.
 class MyBatchNorm2d : public BatchNorm2d {
@@ -138,14 +162,14 @@ TEST_CASE("ops.batch_norm_train_given_planes: what batch norm computes alone, bi
 }
 
 TEST_CASE("layers.conv_bn_fusion: Conv2d + BatchNorm2d (+ ReLU (+ MaxPool2d)) as one by one") {
-  enum class Norm { batch, renorm };
+  enum class Norm { batch, renorm, synced };
   for (const ConvCase& c : conv_cases()) {
     require_path(c);
-    for (const Norm norm : {Norm::batch, Norm::renorm}) {
+    for (const Norm norm : {Norm::batch, Norm::renorm, Norm::synced}) {
       for (const size_t tail : {size_t{1}, size_t{2}, size_t{3}}) {
         for (const bool with_bias : {true, false}) {
           CAPTURE(c.name);
-          CAPTURE(norm == Norm::renorm);
+          CAPTURE(static_cast<int>(norm));
           CAPTURE(tail);
           CAPTURE(with_bias);
           detail::ScopedConvPathMode scoped(c.mode);
@@ -162,8 +186,9 @@ TEST_CASE("layers.conv_bn_fusion: Conv2d + BatchNorm2d (+ ReLU (+ MaxPool2d)) as
                         rng);
             const BatchNormOptions bo{.num_features = c.w[0]};
             std::shared_ptr<BatchNorm> bn;
-            if (norm == Norm::batch) {
+            if (norm != Norm::renorm) {
               bn = std::make_shared<BatchNorm2d>(bo);
+              if (norm == Norm::synced) bn->set_reducer(std::make_shared<FixedOtherShard>(c.w[0]));
             } else {
               bn = std::make_shared<BatchRenorm2d>(
                   bo, BatchRenormOptions{.r_max = 1.5f, .d_max = 0.5f, .warmup = 0, .ramp = 1});
