@@ -6,6 +6,7 @@ Run through bench/compare_pytorch.sh (builds bnlab, checks that /usr/bin/python3
     bash bench/compare_pytorch.sh [--quick] [--repeats 3] [--threads 1,2] [--workloads W1,W3]
                                   [--inner-repeats 3] [--seconds 0.3] [--warmup 0.3] [--settle 60]
                                   [--out-dir bench/results] [--require-quiet]
+                                  [--keep-coretype]
 
 Method (docs/performance.md, "How the PyTorch comparison is measured"):
 
@@ -17,8 +18,10 @@ Method (docs/performance.md, "How the PyTorch comparison is measured"):
   re-faulted on every step. Each torch process reads /proc/self/maps and refuses to measure unless
   every mapped libopenblas is the OpenMP build; the path, build string, core and thread count are
   recorded. bnlab's process gets the same environment, so only the framework differs.
-  OPENBLAS_CORETYPE (and any other OPENBLAS_*, ATEN_CPU_CAPABILITY) is inherited unchanged and
-  recorded.
+  A forced OPENBLAS_CORETYPE is removed from both sides (OpenBLAS then picks the CPU's own kernels:
+  with OPENBLAS_CORETYPE=Haswell on an AVX-512 CPU, torch's dense layers ran at 60 % of their best
+  speed), unless --keep-coretype; what was found is recorded either way. Any other OPENBLAS_*,
+  ATEN_CPU_CAPABILITY, ... is inherited unchanged and recorded.
 - For each row (workload, norm, threads), --repeats rounds alternate the sides, bnlab then torch,
   bnlab, torch, ... each a fresh process (warm-up, --inner-repeats timed repeats of ~--seconds, its
   median): slow drift hits both sides alike. A row reports each side's median over the rounds with
@@ -56,7 +59,8 @@ OPENMP_BLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
 QUIET_LOAD_PER_CPU = 0.3
 NOT_QUIET = "NOT QUIET -- not for publication"
 SAMPLE_INTERVAL = 0.1  # seconds between samples of the runnable tasks during a measurement
-# Environment variables that change either side's speed: recorded as found, never changed.
+# Environment variables that change either side's speed: recorded as found, never changed (except
+# OPENBLAS_CORETYPE, removed by child_env unless --keep-coretype).
 RECORDED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OPENBLAS_L2_SIZE", "GOTO_NUM_THREADS",
                 "OMP_PROC_BIND", "OMP_PLACES", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
                 "ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "LD_PRELOAD")
@@ -151,9 +155,15 @@ def openmp_openblas(paths):
     return bool(ob) and all(p.startswith(OPENMP_BLAS_DIR + "/") for p in paths)
 
 
-def child_env(base, threads):
-    """The environment of every measured process, bnlab's and torch's alike."""
+def child_env(base, threads, keep_coretype=False):
+    """The environment of every measured process, bnlab's and torch's alike.
+
+    A forced OPENBLAS_CORETYPE is dropped unless keep_coretype: PyTorch's best configuration is
+    OpenBLAS's own choice of kernels for the CPU (a machine that pins an older core, e.g. Haswell
+    on an AVX-512 CPU, would otherwise slow torch's dense layers, not bnlab's own GEMM)."""
     env = dict(base)
+    if not keep_coretype:
+        env.pop("OPENBLAS_CORETYPE", None)
     lib = env.get("LD_LIBRARY_PATH", "")
     env["LD_LIBRARY_PATH"] = OPENMP_BLAS_DIR + (":" + lib if lib else "")
     env["OMP_NUM_THREADS"] = str(threads)
@@ -221,7 +231,11 @@ def format_markdown(doc):
     quiet = doc["quiet"]
     mark = "" if quiet else f" -- {NOT_QUIET}"
     m, s, bl, tc, ld = doc["machine"], doc["settings"], doc["bnlab"], doc["torch"], doc["load"]
-    env_found = ", ".join(f"{k}={v}" for k, v in doc["env"]["inherited"].items()) or "none"
+    removed = doc["env"].get("removed", {})
+    env_found = ", ".join(f"{k}={v}" for k, v in doc["env"]["inherited"].items()
+                          if k not in removed) or "none"
+    env_removed = "".join(f" Removed from both sides: {k}={v} (OpenBLAS picks the CPU's own "
+                          f"kernels; --keep-coretype keeps it)." for k, v in removed.items())
     out = [f"# bnlab vs PyTorch{mark}", ""]
     if not quiet:
         out += [f"**{NOT_QUIET}.** The machine was not quiet:", ""]
@@ -241,7 +255,8 @@ def format_markdown(doc):
         f"- Both sides: {doc['env']['set']}; OMP_NUM_THREADS = torch.set_num_threads = bnlab "
         f"--threads = the row's thr (OpenBLAS threads seen: bnlab "
         f"{'/'.join(str(t) for t in bl['blas_threads'])}, torch "
-        f"{'/'.join(str(t) for t in tc['blas_threads'])}). Inherited unchanged: {env_found}",
+        f"{'/'.join(str(t) for t in tc['blas_threads'])}). Inherited unchanged: {env_found}."
+        f"{env_removed}",
         f"- Method: {s['repeats']} alternating rounds per row (bnlab, torch, bnlab, torch, ...), "
         f"each a fresh process: warm-up {s['warmup']} s, {s['inner_repeats']} timed repeats of "
         f"~{s['seconds']} s, the process's median; img/s = median (min..max) over the rounds; "
@@ -588,6 +603,9 @@ def parse_args(argv):
     ap.add_argument("--settle", type=float,
                     help="wait up to this many seconds for a quiet load average first (default 60)")
     ap.add_argument("--out-dir", help="where the .json and .md go (default bench/results)")
+    ap.add_argument("--keep-coretype", action="store_true",
+                    help="keep an inherited OPENBLAS_CORETYPE on both sides (by default it is "
+                         "removed, so OpenBLAS uses the CPU's own kernels)")
     ap.add_argument("--require-quiet", action="store_true",
                     help="write no table (exit 3) unless the machine was quiet throughout")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -625,7 +643,8 @@ def main(argv=None):
     out_dir = args.out_dir or os.path.join(repo, "bench", "results")
 
     try:
-        probe = subprocess.run([TORCH_PYTHON, "-c", "import torch"], env=child_env(os.environ, 1),
+        probe = subprocess.run([TORCH_PYTHON, "-c", "import torch"],
+                               env=child_env(os.environ, 1, args.keep_coretype),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     except OSError as e:
         probe = subprocess.CompletedProcess([], 1, stderr=str(e))
@@ -646,7 +665,7 @@ def main(argv=None):
     rows, measurements = [], []
     for w in workloads:
         for t in threads:
-            env = child_env(os.environ, t)
+            env = child_env(os.environ, t, args.keep_coretype)
             for norm in ("none", "batch"):
                 key = f"{w}:{norm}:{t}"
                 got = {"bnlab": [], "torch": []}
@@ -696,12 +715,16 @@ def main(argv=None):
                       seconds=args.seconds, warmup=args.warmup, threads=threads,
                       workloads=workloads, quick=args.quick,
                       order="per row: bnlab, torch alternating for `repeats` rounds"),
-        env=dict(set=", ".join(f"{k}={v}" for k, v in child_env(os.environ, 1).items()
+        env=dict(set=", ".join(f"{k}={v}"
+                               for k, v in child_env(os.environ, 1, args.keep_coretype).items()
                                if k in ("LD_LIBRARY_PATH", "MALLOC_MMAP_THRESHOLD_",
                                         "MALLOC_TRIM_THRESHOLD_")),
-                 inherited={k: os.environ[k] for k in RECORDED_ENV if k in os.environ}),
+                 inherited={k: os.environ[k] for k in RECORDED_ENV if k in os.environ},
+                 removed={k: os.environ[k] for k in ("OPENBLAS_CORETYPE",)
+                          if k in os.environ and not args.keep_coretype}),
         bnlab=dict(exe=os.path.abspath(args.bnlab),
-                   version=bnlab_version(args.bnlab, child_env(os.environ, threads[0])),
+                   version=bnlab_version(args.bnlab,
+                                         child_env(os.environ, threads[0], args.keep_coretype)),
                    blas=first_b["result"].get("blas", "unknown"),
                    gemm=first_b["result"].get("gemm", "openblas"),
                    blas_parallel=first_b["result"].get("blas_parallel", "unknown"),

@@ -113,15 +113,22 @@ class Parsing(unittest.TestCase):
 class Environment(unittest.TestCase):
     def test_child_env_sets_the_four_and_keeps_the_rest(self):
         base = {"PATH": "/bin", "OPENBLAS_CORETYPE": "Haswell", "LD_LIBRARY_PATH": "/opt/lib"}
-        env = cp.child_env(base, 2)
+        env = cp.child_env(base, 2, keep_coretype=True)
         self.assertEqual(env["LD_LIBRARY_PATH"], cp.OPENMP_BLAS_DIR + ":/opt/lib")
         self.assertEqual(env["OMP_NUM_THREADS"], "2")
         self.assertEqual(env["MALLOC_MMAP_THRESHOLD_"], "4000000000")
         self.assertEqual(env["MALLOC_TRIM_THRESHOLD_"], "4000000000")
-        self.assertEqual(env["OPENBLAS_CORETYPE"], "Haswell")  # recorded, never changed
+        self.assertEqual(env["OPENBLAS_CORETYPE"], "Haswell")  # kept when asked
         self.assertEqual(env["PATH"], "/bin")
         self.assertNotIn("OMP_NUM_THREADS", base)  # the caller's dict is untouched
-        self.assertNotIn("OPENBLAS_CORETYPE", cp.child_env({}, 1))  # nor added
+        self.assertNotIn("OPENBLAS_CORETYPE", cp.child_env({}, 1, keep_coretype=True))  # nor added
+
+    def test_child_env_drops_a_forced_coretype_by_default(self):
+        base = {"PATH": "/bin", "OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512"}
+        env = cp.child_env(base, 1)
+        self.assertNotIn("OPENBLAS_CORETYPE", env)  # OpenBLAS picks the CPU's own kernels
+        self.assertEqual(env["OPENBLAS_L2_SIZE"], "512")  # everything else is inherited
+        self.assertEqual(base["OPENBLAS_CORETYPE"], "Haswell")  # the caller's dict is untouched
 
     def test_child_env_without_ld_library_path(self):
         self.assertEqual(cp.child_env({}, 1)["LD_LIBRARY_PATH"], cp.OPENMP_BLAS_DIR)
@@ -216,7 +223,15 @@ class Markdown(unittest.TestCase):
         # The title, the banner, and one line right above each of the two tables.
         self.assertEqual(md.count(cp.NOT_QUIET), 4)
         self.assertIn("- 1-minute load average 3.00 before the first measurement", md)
-        self.assertIn("OPENBLAS_CORETYPE=Haswell", md)
+        self.assertIn("Inherited unchanged: OPENBLAS_CORETYPE=Haswell.", md)
+        self.assertNotIn("Removed from both sides", md)
+
+    def test_a_removed_coretype_is_reported_as_removed(self):
+        doc = fake_doc(True)
+        doc["env"]["removed"] = {"OPENBLAS_CORETYPE": "Haswell"}
+        md = cp.format_markdown(doc)
+        self.assertIn("Inherited unchanged: none. Removed from both sides: OPENBLAS_CORETYPE=Haswell "
+                      "(OpenBLAS picks the CPU's own kernels; --keep-coretype keeps it).", md)
 
     def test_quiet_has_no_mark(self):
         md = cp.format_markdown(fake_doc(True))
