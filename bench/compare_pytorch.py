@@ -60,7 +60,8 @@ QUIET_LOAD_PER_CPU = 0.3
 NOT_QUIET = "NOT QUIET -- not for publication"
 SAMPLE_INTERVAL = 0.1  # seconds between samples of the runnable tasks during a measurement
 # Environment variables that change either side's speed: recorded as found, never changed (except
-# OPENBLAS_CORETYPE, removed by child_env unless --keep-coretype).
+# FORCED_CORE, removed by child_env unless --keep-coretype).
+FORCED_CORE = "OPENBLAS_CORETYPE"
 RECORDED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OPENBLAS_L2_SIZE", "GOTO_NUM_THREADS",
                 "OMP_PROC_BIND", "OMP_PLACES", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
                 "ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "LD_PRELOAD")
@@ -163,7 +164,7 @@ def child_env(base, threads, keep_coretype=False):
     on an AVX-512 CPU, would otherwise slow torch's dense layers, not bnlab's own GEMM)."""
     env = dict(base)
     if not keep_coretype:
-        env.pop("OPENBLAS_CORETYPE", None)
+        env.pop(FORCED_CORE, None)
     lib = env.get("LD_LIBRARY_PATH", "")
     env["LD_LIBRARY_PATH"] = OPENMP_BLAS_DIR + (":" + lib if lib else "")
     env["OMP_NUM_THREADS"] = str(threads)
@@ -720,8 +721,8 @@ def main(argv=None):
                                if k in ("LD_LIBRARY_PATH", "MALLOC_MMAP_THRESHOLD_",
                                         "MALLOC_TRIM_THRESHOLD_")),
                  inherited={k: os.environ[k] for k in RECORDED_ENV if k in os.environ},
-                 removed={k: os.environ[k] for k in ("OPENBLAS_CORETYPE",)
-                          if k in os.environ and not args.keep_coretype}),
+                 removed={FORCED_CORE: os.environ[FORCED_CORE]}
+                 if FORCED_CORE in os.environ and not args.keep_coretype else {}),
         bnlab=dict(exe=os.path.abspath(args.bnlab),
                    version=bnlab_version(args.bnlab,
                                          child_env(os.environ, threads[0], args.keep_coretype)),
