@@ -5,7 +5,7 @@ Run through bench/compare_pytorch.sh (builds bnlab, checks that /usr/bin/python3
 
     bash bench/compare_pytorch.sh [--quick] [--repeats 3] [--threads 1,2] [--workloads W1,W3]
                                   [--inner-repeats 3] [--seconds 0.3] [--warmup 0.3] [--settle 60]
-                                  [--out-dir bench/results] [--require-quiet]
+                                  [--retries 2] [--out-dir bench/results] [--require-quiet]
                                   [--keep-coretype]
 
 Method (docs/performance.md, "How the PyTorch comparison is measured"):
@@ -33,7 +33,8 @@ Method (docs/performance.md, "How the PyTorch comparison is measured"):
   threads) must average at most the same 0.3 x CPUs. The load average itself is recorded before
   and after every measurement, but once the benchmark runs it counts the benchmark's own threads
   (one busy thread alone takes it past 0.6 within a minute on 2 CPUs), so it cannot judge
-  the others. A run that is not quiet is written with "NOT QUIET -- not for publication" on its
+  the others. A round during which they averaged more is measured again, both sides, up to
+  --retries times (the discarded measurements stay in the JSON). A run that is not quiet is written with "NOT QUIET -- not for publication" on its
   table; with --require-quiet no table is written at all (exit 3).
 
 Output: bench/results/compare_pytorch-<UTC time>.json (everything: machine, environment, each
@@ -188,6 +189,34 @@ def paired_ratios(ours, theirs):
     return [a / b if b else float("nan") for a, b in zip(ours, theirs)]
 
 
+def busy_round(pair, limit):
+    """True when other programs' runnable tasks averaged above limit during either measurement of
+    a round (or could not be sampled): the round is measured again, if retries are left."""
+    return any(m["foreign_mean"] is None or m["foreign_mean"] > limit for m in pair)
+
+
+def measure_round(run, sides, key, rnd, limit, retries, log=sys.stderr):
+    """One round of a row: each side once, in order (bnlab, torch), each a fresh process through
+    run(side, cmd, label). A round during which other programs ran (busy_round) is measured again,
+    up to `retries` times. Returns (the kept pair, the discarded measurements)."""
+    discarded = []
+    for attempt in range(retries + 1):
+        pair = []
+        for side, cmd in sides:
+            m = run(side, cmd, f"{key} {side} round {rnd}")
+            m.update(side=side, round=rnd, attempt=attempt + 1)
+            pair.append(m)
+        again = busy_round(pair, limit) and attempt < retries
+        rates = " / ".join(f"{m['side']} {m['result']['train']['median']:.0f}" for m in pair)
+        print(f"# {key} round {rnd}: train {rates} img/s; others runnable "
+              f"{max(m['foreign_mean'] or 0.0 for m in pair):.2f}"
+              + ("; other programs ran, measuring again" if again else ""),
+              file=log, flush=True)
+        if not again:
+            return pair, discarded
+        discarded.extend(pair)
+
+
 def quiet_verdict(cpus, start_load1, measurements, per_cpu=QUIET_LOAD_PER_CPU):
     """(quiet, limit, reasons): the run is quiet when the load average before it and the other
     programs' runnable tasks during every measurement (mean of the samples) stay <= per_cpu x cpus.
@@ -227,6 +256,19 @@ def md_table(header, rows):
     return "\n".join(lines)
 
 
+def retried(doc):
+    """The Method line's account of rounds measured again (empty for documents without retries)."""
+    retries = doc["settings"].get("retries", 0)
+    if not retries:
+        return ""
+    gone = doc.get("discarded", [])
+    rounds = len({(m["label"].rsplit(" round ", 1)[0].rsplit(" ", 1)[0],
+                   m["label"].rsplit(" round ", 1)[1], m["attempt"]) for m in gone})
+    return (f"; a round during which other programs' runnable tasks averaged above the limit was "
+            f"measured again, up to {retries} times: {rounds} round(s) discarded "
+            f"(in the JSON's \"discarded\")")
+
+
 def format_markdown(doc):
     """The Markdown report of a result document (the JSON this script writes)."""
     quiet = doc["quiet"]
@@ -261,7 +303,7 @@ def format_markdown(doc):
         f"- Method: {s['repeats']} alternating rounds per row (bnlab, torch, bnlab, torch, ...), "
         f"each a fresh process: warm-up {s['warmup']} s, {s['inner_repeats']} timed repeats of "
         f"~{s['seconds']} s, the process's median; img/s = median (min..max) over the rounds; "
-        f"ratio = bnlab / torch, median (min..max) of the rounds' ratios",
+        f"ratio = bnlab / torch, median (min..max) of the rounds' ratios" + retried(doc),
         f"- Load: 1-minute load average {ld['start_load1']:.2f} at the start (limit "
         f"{ld['limit']:.2f} = {QUIET_LOAD_PER_CPU} x {m['cpus']} CPUs), {ld['min_load1']:.2f}.."
         f"{ld['max_load1']:.2f} over the readings before/after each measurement (these include the "
@@ -607,18 +649,22 @@ def parse_args(argv):
     ap.add_argument("--keep-coretype", action="store_true",
                     help="keep an inherited OPENBLAS_CORETYPE on both sides (by default it is "
                          "removed, so OpenBLAS uses the CPU's own kernels)")
+    ap.add_argument("--retries", type=int,
+                    help="measure a round again, up to this many times, when other programs ran "
+                         "during it (default 2; 0 keeps every round)")
     ap.add_argument("--require-quiet", action="store_true",
                     help="write no table (exit 3) unless the machine was quiet throughout")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    quick = dict(threads="1", repeats=2, seconds=0.1, warmup=0.1, settle=0.0)
-    full = dict(threads="1,2", repeats=3, seconds=0.3, warmup=0.3, settle=60.0)
+    quick = dict(threads="1", repeats=2, seconds=0.1, warmup=0.1, settle=0.0, retries=0)
+    full = dict(threads="1,2", repeats=3, seconds=0.3, warmup=0.3, settle=60.0, retries=2)
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
     if (args.repeats < 1 or args.inner_repeats < 1 or args.seconds <= 0 or args.warmup < 0 or
-            args.settle < 0):
-        ap.error("--repeats and --inner-repeats >= 1, --seconds > 0, --warmup and --settle >= 0")
+            args.settle < 0 or args.retries < 0):
+        ap.error("--repeats and --inner-repeats >= 1, --seconds > 0, --warmup, --settle and "
+                 "--retries >= 0")
     return ap, args
 
 
@@ -663,7 +709,9 @@ def main(argv=None):
              str(args.warmup)]
     me = [TORCH_PYTHON, os.path.abspath(__file__), "--inner-repeats", str(args.inner_repeats),
           "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
-    rows, measurements = [], []
+    # measurements: the ones the tables use; discarded: rounds measured again because other
+    # programs ran during them (kept in the JSON, counted in the report).
+    rows, measurements, discarded = [], [], []
     for w in workloads:
         for t in threads:
             env = child_env(os.environ, t, args.keep_coretype)
@@ -671,18 +719,15 @@ def main(argv=None):
                 key = f"{w}:{norm}:{t}"
                 got = {"bnlab": [], "torch": []}
                 for rnd in range(1, args.repeats + 1):
-                    # Alternating: bnlab, torch, bnlab, torch, ... each a fresh process.
-                    for side, cmd in (("bnlab", [args.bnlab, "bench"] + inner + ["--child", key]),
-                                      ("torch", me + ["--child", key])):
-                        m = run_measured(cmd, env, f"{key} {side} round {rnd}")
-                        m.update(side=side, round=rnd)
-                        got[side].append(m)
+                    pair, gone = measure_round(
+                        lambda side, cmd, label: run_measured(cmd, env, label),
+                        (("bnlab", [args.bnlab, "bench"] + inner + ["--child", key]),
+                         ("torch", me + ["--child", key])),
+                        key, rnd, limit, args.retries)
+                    discarded.extend(gone)
+                    for m in pair:
+                        got[m["side"]].append(m)
                         measurements.append(m)
-                    b, tt = got["bnlab"][-1]["result"], got["torch"][-1]["result"]
-                    print(f"# {key} round {rnd}: train bnlab {b['train']['median']:.0f} / torch "
-                          f"{tt['train']['median']:.0f} img/s; others runnable "
-                          f"{got['torch'][-1]['foreign_mean'] or 0:.2f}", file=sys.stderr,
-                          flush=True)
                 row = dict(workload=w, model=WORKLOADS[w]["model"], norm=norm, threads=t)
                 for side in ("bnlab", "torch"):
                     res = [m["result"] for m in got[side]]
@@ -712,7 +757,8 @@ def main(argv=None):
         verdict="quiet" if quiet else NOT_QUIET, reasons=reasons,
         started_utc=started, finished_utc=utc_now(), command=sys.argv,
         machine=machine,
-        settings=dict(repeats=args.repeats, inner_repeats=args.inner_repeats,
+        settings=dict(repeats=args.repeats, retries=args.retries,
+                      inner_repeats=args.inner_repeats,
                       seconds=args.seconds, warmup=args.warmup, threads=threads,
                       workloads=workloads, quick=args.quick,
                       order="per row: bnlab, torch alternating for `repeats` rounds"),
@@ -743,7 +789,9 @@ def main(argv=None):
                   min_load1=min(all_loads), max_load1=max(all_loads),
                   max_foreign_mean=max(m["foreign_mean"] or 0.0 for m in measurements),
                   max_steal_pct=max((m["steal_pct"] or 0.0) for m in measurements)),
-        rows=rows)
+        rows=rows,
+        discarded=[dict(label=m["label"], attempt=m["attempt"], foreign_mean=m["foreign_mean"],
+                        train=m["result"]["train"]["median"]) for m in discarded])
 
     os.makedirs(out_dir, exist_ok=True)
     stamp = started.replace("-", "").replace(":", "")

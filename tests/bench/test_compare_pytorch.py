@@ -8,6 +8,7 @@ or by hand: python3 -B tests/bench/test_compare_pytorch.py
 """
 
 import copy
+import io
 import os
 import sys
 import unittest
@@ -171,6 +172,60 @@ class Quiet(unittest.TestCase):
         self.assertIn("short one", reasons[0])
 
 
+class Retries(unittest.TestCase):
+    """A round during which other programs ran is measured again (measure_round, busy_round)."""
+
+    @staticmethod
+    def runner(foreign_by_call):
+        calls = []
+
+        def run(side, cmd, label):
+            f = foreign_by_call[len(calls)]
+            calls.append(label)
+            return dict(label=label, foreign_mean=f, result=dict(train=dict(median=100.0)))
+        return run, calls
+
+    def test_busy_round(self):
+        self.assertFalse(cp.busy_round([measurement("a", 0.1), measurement("b", 0.6)], 0.6))
+        self.assertTrue(cp.busy_round([measurement("a", 0.1), measurement("b", 0.61)], 0.6))
+        self.assertTrue(cp.busy_round([measurement("a", None), measurement("b", 0.0)], 0.6))
+
+    def test_a_quiet_round_is_measured_once(self):
+        run, calls = self.runner([0.0, 0.2])
+        pair, gone = cp.measure_round(run, (("bnlab", []), ("torch", [])), "W2:none:1", 1, 0.6,
+                                      2, log=io.StringIO())
+        self.assertEqual(calls, ["W2:none:1 bnlab round 1", "W2:none:1 torch round 1"])
+        self.assertEqual([(m["side"], m["attempt"]) for m in pair], [("bnlab", 1), ("torch", 1)])
+        self.assertEqual(gone, [])
+
+    def test_a_busy_round_is_measured_again_until_quiet(self):
+        # The torch side of attempt 1 and the bnlab side of attempt 2 saw other programs.
+        run, calls = self.runner([0.0, 0.9, 0.7, 0.0, 0.1, 0.1])
+        pair, gone = cp.measure_round(run, (("bnlab", []), ("torch", [])), "W3:batch:2", 3, 0.6,
+                                      2, log=io.StringIO())
+        self.assertEqual(len(calls), 6)
+        self.assertEqual([m["attempt"] for m in pair], [3, 3])
+        self.assertEqual([m["foreign_mean"] for m in pair], [0.1, 0.1])
+        self.assertEqual([(m["side"], m["attempt"]) for m in gone],
+                         [("bnlab", 1), ("torch", 1), ("bnlab", 2), ("torch", 2)])
+
+    def test_retries_run_out_and_the_last_round_is_kept(self):
+        # Kept even though busy: quiet_verdict then marks the run NOT QUIET.
+        run, calls = self.runner([0.9, 0.0, 0.9, 0.0])
+        pair, gone = cp.measure_round(run, (("bnlab", []), ("torch", [])), "W1:none:1", 1, 0.6,
+                                      1, log=io.StringIO())
+        self.assertEqual(len(calls), 4)
+        self.assertEqual([m["attempt"] for m in pair], [2, 2])
+        self.assertEqual(len(gone), 2)
+        self.assertFalse(cp.quiet_verdict(2, 0.0, pair)[0])
+
+    def test_no_retries(self):
+        run, calls = self.runner([0.9, 0.9])
+        pair, gone = cp.measure_round(run, (("bnlab", []), ("torch", [])), "W1:none:1", 1, 0.6,
+                                      0, log=io.StringIO())
+        self.assertEqual((len(calls), len(pair), gone), (2, 2, []))
+
+
 class Statistics(unittest.TestCase):
     def test_summarize(self):
         s = cp.summarize([3.0, 1.0, 2.0, 10.0])
@@ -255,6 +310,22 @@ class Markdown(unittest.TestCase):
         self.assertEqual(doc, before)
 
 
+class RetriedInTheReport(unittest.TestCase):
+    def test_discarded_rounds_are_counted_on_the_method_line(self):
+        doc = fake_doc(True)
+        doc["settings"]["retries"] = 2
+        doc["discarded"] = [
+            dict(label="W1:none:1 bnlab round 2", attempt=1, foreign_mean=0.0, train=1.0),
+            dict(label="W1:none:1 torch round 2", attempt=1, foreign_mean=0.9, train=1.0),
+            dict(label="W1:batch:1 bnlab round 1", attempt=1, foreign_mean=0.8, train=1.0),
+            dict(label="W1:batch:1 torch round 1", attempt=1, foreign_mean=0.0, train=1.0)]
+        md = cp.format_markdown(doc)
+        self.assertIn("measured again, up to 2 times: 2 round(s) discarded", md)
+
+    def test_documents_without_retries_say_nothing(self):
+        self.assertNotIn("measured again", cp.format_markdown(fake_doc(True)))
+
+
 class Arguments(unittest.TestCase):
     def test_quick_defaults_and_explicit_flags_win(self):
         _, a = cp.parse_args(["--quick"])
@@ -263,8 +334,19 @@ class Arguments(unittest.TestCase):
         _, a = cp.parse_args(["--quick", "--threads", "1,2", "--repeats", "4"])
         self.assertEqual((a.threads, a.repeats), ("1,2", 4))
         _, a = cp.parse_args([])
-        self.assertEqual((a.threads, a.repeats, a.seconds, a.warmup, a.settle),
-                         ("1,2", 3, 0.3, 0.3, 60.0))
+        self.assertEqual((a.threads, a.repeats, a.seconds, a.warmup, a.settle, a.retries),
+                         ("1,2", 3, 0.3, 0.3, 60.0, 2))
+        self.assertEqual(cp.parse_args(["--quick"])[1].retries, 0)
+        self.assertEqual(cp.parse_args(["--retries", "0"])[1].retries, 0)
+
+    def test_negative_retries_is_a_usage_error(self):
+        with self.assertRaises(SystemExit) as e, open(os.devnull, "w") as null:
+            stderr, sys.stderr = sys.stderr, null
+            try:
+                cp.parse_args(["--retries", "-1"])
+            finally:
+                sys.stderr = stderr
+        self.assertEqual(e.exception.code, 2)
 
 
 if __name__ == "__main__":
