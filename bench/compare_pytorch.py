@@ -6,7 +6,7 @@ Run through bench/compare_pytorch.sh (builds bnlab, checks that /usr/bin/python3
     bash bench/compare_pytorch.sh [--quick] [--repeats 3] [--threads 1,2] [--workloads W1,W3]
                                   [--inner-repeats 3] [--seconds 0.3] [--warmup 0.3] [--settle 60]
                                   [--retries 2] [--out-dir bench/results] [--require-quiet]
-                                  [--keep-coretype]
+                                  [--keep-coretype] [--no-pin]
 
 Method (docs/performance.md, "How the PyTorch comparison is measured"):
 
@@ -34,8 +34,11 @@ Method (docs/performance.md, "How the PyTorch comparison is measured"):
   and after every measurement, but once the benchmark runs it counts the benchmark's own threads
   (one busy thread alone takes it past 0.6 within a minute on 2 CPUs), so it cannot judge
   the others. A round during which they averaged more is measured again, both sides, up to
-  --retries times (the discarded measurements stay in the JSON). A run that is not quiet is written with "NOT QUIET -- not for publication" on its
-  table; with --require-quiet no table is written at all (exit 3).
+  --retries times (the discarded measurements stay in the JSON). A run that is not quiet is
+  written with "NOT QUIET -- not for publication" on its table; with --require-quiet no table is
+  written at all (exit 3).
+- Pinning: a row with fewer threads than CPUs runs both sides on the same lowest-numbered CPUs
+  (--no-pin: wherever the scheduler puts them); virtual CPUs need not be equally fast.
 
 Output: bench/results/compare_pytorch-<UTC time>.json (everything: machine, environment, each
 measurement with its load readings) and .md (the tables), and the tables on stdout.
@@ -189,6 +192,16 @@ def paired_ratios(ours, theirs):
     return [a / b if b else float("nan") for a, b in zip(ours, theirs)]
 
 
+def pinned_cpus(allowed, threads):
+    """The CPUs both sides of a row with `threads` threads are pinned to: the lowest `threads` of
+    the allowed ones, or None (no pinning) when the row uses them all. Virtual CPUs need not be
+    equally fast (on this project's 2-vCPU machines one ran conv nets up to 25 % slower than the
+    other at times, which no load reading inside the machine shows), so a one-thread row whose
+    two sides landed on different CPUs compared the CPUs, not the frameworks."""
+    cpus = sorted(allowed)
+    return cpus[:threads] if threads < len(cpus) else None
+
+
 def busy_round(pair, limit):
     """True when other programs' runnable tasks averaged above limit during either measurement of
     a round (or could not be sampled): the round is measured again, if retries are left."""
@@ -269,6 +282,17 @@ def retried(doc):
             f"(in the JSON's \"discarded\")")
 
 
+def pinning(doc):
+    """The Method line's account of pinned rows (empty when none was pinned)."""
+    pins = sorted({(r["threads"], tuple(r["pinned"])) for r in doc["rows"] if r.get("pinned")})
+    if not pins:
+        return ""
+    where = ", ".join(f"{t} thr on CPU{'s' if len(c) > 1 else ''} {','.join(map(str, c))}"
+                      for t, c in pins)
+    return (f"; rows with fewer threads than CPUs ran both sides pinned to the same CPUs ({where}): "
+            f"virtual CPUs can differ in speed")
+
+
 def format_markdown(doc):
     """The Markdown report of a result document (the JSON this script writes)."""
     quiet = doc["quiet"]
@@ -303,7 +327,8 @@ def format_markdown(doc):
         f"- Method: {s['repeats']} alternating rounds per row (bnlab, torch, bnlab, torch, ...), "
         f"each a fresh process: warm-up {s['warmup']} s, {s['inner_repeats']} timed repeats of "
         f"~{s['seconds']} s, the process's median; img/s = median (min..max) over the rounds; "
-        f"ratio = bnlab / torch, median (min..max) of the rounds' ratios" + retried(doc),
+        f"ratio = bnlab / torch, median (min..max) of the rounds' ratios" + retried(doc)
+        + pinning(doc),
         f"- Load: 1-minute load average {ld['start_load1']:.2f} at the start (limit "
         f"{ld['limit']:.2f} = {QUIET_LOAD_PER_CPU} x {m['cpus']} CPUs), {ld['min_load1']:.2f}.."
         f"{ld['max_load1']:.2f} over the readings before/after each measurement (these include the "
@@ -544,14 +569,16 @@ def own_running(pid):
     return running_threads(texts)
 
 
-def run_measured(cmd, env, label):
-    """Runs one measurement process; returns its BNLAB_BENCH JSON and the conditions around it:
-    load average before/after, other programs' runnable tasks while it ran, hypervisor steal."""
+def run_measured(cmd, env, label, cpus=None):
+    """Runs one measurement process (pinned to `cpus` when given); returns its BNLAB_BENCH JSON and
+    the conditions around it: load average before/after, other programs' runnable tasks while it
+    ran, hypervisor steal."""
     before, stat0 = loadavg(), cpu_times()
     t0 = time.monotonic()
     samples, maps = [], []
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        p = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
+        p = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True, preexec_fn=pin)
         # sleep + poll, not wait(timeout): Popen.wait polls every few ms; this wakes 10 times/s.
         while True:
             time.sleep(SAMPLE_INTERVAL)
@@ -652,6 +679,9 @@ def parse_args(argv):
     ap.add_argument("--retries", type=int,
                     help="measure a round again, up to this many times, when other programs ran "
                          "during it (default 2; 0 keeps every round)")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="do not pin rows with fewer threads than CPUs (by default both sides of "
+                         "such a row run on the same, lowest-numbered CPUs)")
     ap.add_argument("--require-quiet", action="store_true",
                     help="write no table (exit 3) unless the machine was quiet throughout")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -715,12 +745,13 @@ def main(argv=None):
     for w in workloads:
         for t in threads:
             env = child_env(os.environ, t, args.keep_coretype)
+            pin = None if args.no_pin else pinned_cpus(os.sched_getaffinity(0), t)
             for norm in ("none", "batch"):
                 key = f"{w}:{norm}:{t}"
                 got = {"bnlab": [], "torch": []}
                 for rnd in range(1, args.repeats + 1):
                     pair, gone = measure_round(
-                        lambda side, cmd, label: run_measured(cmd, env, label),
+                        lambda side, cmd, label: run_measured(cmd, env, label, pin),
                         (("bnlab", [args.bnlab, "bench"] + inner + ["--child", key]),
                          ("torch", me + ["--child", key])),
                         key, rnd, limit, args.retries)
@@ -728,7 +759,8 @@ def main(argv=None):
                     for m in pair:
                         got[m["side"]].append(m)
                         measurements.append(m)
-                row = dict(workload=w, model=WORKLOADS[w]["model"], norm=norm, threads=t)
+                row = dict(workload=w, model=WORKLOADS[w]["model"], norm=norm, threads=t,
+                           pinned=pin)
                 for side in ("bnlab", "torch"):
                     res = [m["result"] for m in got[side]]
                     row[side] = dict(train=summarize([r["train"]["median"] for r in res]),
@@ -757,7 +789,7 @@ def main(argv=None):
         verdict="quiet" if quiet else NOT_QUIET, reasons=reasons,
         started_utc=started, finished_utc=utc_now(), command=sys.argv,
         machine=machine,
-        settings=dict(repeats=args.repeats, retries=args.retries,
+        settings=dict(repeats=args.repeats, retries=args.retries, pin=not args.no_pin,
                       inner_repeats=args.inner_repeats,
                       seconds=args.seconds, warmup=args.warmup, threads=threads,
                       workloads=workloads, quick=args.quick,

@@ -6,6 +6,7 @@
 #   bash bench/compare_pytorch.sh [--quick] [--repeats 3] [--threads 1,2] [--workloads W1,W3]
 #                                 [--inner-repeats 3] [--seconds 0.3] [--warmup 0.3] [--settle 60]
 #                                 [--retries 2] [--out-dir DIR] [--require-quiet] [--keep-coretype]
+#                                 [--no-pin]
 #
 # Writes bench/results/compare_pytorch-<UTC time>[-NOT-QUIET].{json,md} and prints the tables. A run
 # on a busy machine is marked "NOT QUIET -- not for publication"; --require-quiet writes no table

@@ -310,6 +310,33 @@ class Markdown(unittest.TestCase):
         self.assertEqual(doc, before)
 
 
+class Pinning(unittest.TestCase):
+    def test_rows_with_fewer_threads_than_cpus_are_pinned_to_the_lowest(self):
+        self.assertEqual(cp.pinned_cpus({1, 0}, 1), [0])
+        self.assertEqual(cp.pinned_cpus({5, 3, 7, 4}, 2), [3, 4])
+
+    def test_rows_using_every_cpu_are_not_pinned(self):
+        self.assertIsNone(cp.pinned_cpus({0, 1}, 2))
+        self.assertIsNone(cp.pinned_cpus({0, 1}, 4))
+
+    def test_the_report_names_the_pinned_cpus(self):
+        doc = fake_doc(True, threads=(1, 2))
+        for r in doc["rows"]:
+            r["pinned"] = [0] if r["threads"] == 1 else None
+        self.assertIn("pinned to the same CPUs (1 thr on CPU 0)", cp.format_markdown(doc))
+        self.assertNotIn("pinned", cp.format_markdown(fake_doc(True)))
+
+    def test_a_pinned_process_runs_only_there(self):
+        # The pin is applied in the child before exec: it reports its own affinity.
+        cpu = min(os.sched_getaffinity(0))
+        m = cp.run_measured(
+            [sys.executable, "-c",
+             "import os, time, json; time.sleep(0.25); "
+             "print('BNLAB_BENCH ' + json.dumps(sorted(os.sched_getaffinity(0))))"],
+            dict(os.environ), "pin check", cpus=[cpu])
+        self.assertEqual(m["result"], [cpu])
+
+
 class RetriedInTheReport(unittest.TestCase):
     def test_discarded_rounds_are_counted_on_the_method_line(self):
         doc = fake_doc(True)
@@ -338,6 +365,8 @@ class Arguments(unittest.TestCase):
                          ("1,2", 3, 0.3, 0.3, 60.0, 2))
         self.assertEqual(cp.parse_args(["--quick"])[1].retries, 0)
         self.assertEqual(cp.parse_args(["--retries", "0"])[1].retries, 0)
+        self.assertFalse(cp.parse_args([])[1].no_pin)
+        self.assertTrue(cp.parse_args(["--no-pin"])[1].no_pin)
 
     def test_negative_retries_is_a_usage_error(self):
         with self.assertRaises(SystemExit) as e, open(os.devnull, "w") as null:
