@@ -129,14 +129,14 @@ std::pair<BatchNorm::Then, size_t> BatchNorm::fusion_with(std::span<Module* cons
   // Exactly BatchNorm1d/2d (not BatchRenorm or a user's subclass, whose forward may differ) in
   // training with running statistics and without noise, then exactly ReLU: what
   // batch_norm_relu_train computes, and with exactly MaxPool2d(2) after it what
-  // batch_norm_relu_max_pool2x2_train computes. In eval they are left alone (fold_batch_norm's
-  // business).
+  // batch_norm_relu_max_pool2x2_train computes; or then exactly Sigmoid: what
+  // batch_norm_sigmoid_train computes. In eval they are left alone (fold_batch_norm's business).
   const std::type_info& type = typeid(*this);
   const bool plain = (type == typeid(BatchNorm1d) || type == typeid(BatchNorm2d)) && !renorm_ &&
                      !options_.noise && options_.track_running_stats;
-  if (!plain || !is_training() || next.empty() || typeid(*next[0]) != typeid(ReLU)) {
-    return {Then::kNothing, 0};
-  }
+  if (!plain || !is_training() || next.empty()) return {Then::kNothing, 0};
+  if (typeid(*next[0]) == typeid(Sigmoid)) return {Then::kSigmoid, 1};
+  if (typeid(*next[0]) != typeid(ReLU)) return {Then::kNothing, 0};
   const auto* pool = next.size() > 1 && typeid(*next[1]) == typeid(MaxPool2d)
                          ? static_cast<MaxPool2d*>(next[1])
                          : nullptr;
@@ -185,10 +185,11 @@ Tensor BatchNorm::forward_batch_stats(const Tensor& x, Then then, const double* 
       const BatchRenormLimits lim = batch_renorm_limits(*renorm_, step);
       args = BatchRenormArgs{running_mean_, running_var_, lim.r_max, lim.d_max};
     }
-    const detail::BatchNormThen op_then = then == Then::kReluMaxPool2x2
-                                              ? detail::BatchNormThen::relu_max_pool2x2
-                                          : then == Then::kRelu ? detail::BatchNormThen::relu
-                                                                : detail::BatchNormThen::nothing;
+    const detail::BatchNormThen op_then =
+        then == Then::kReluMaxPool2x2 ? detail::BatchNormThen::relu_max_pool2x2
+        : then == Then::kRelu         ? detail::BatchNormThen::relu
+        : then == Then::kSigmoid      ? detail::BatchNormThen::sigmoid
+                                      : detail::BatchNormThen::nothing;
     r = detail::batch_norm_train_given_planes(x, weight_, bias_, options_.eps, reducer_,
                                               args ? &*args : nullptr, op_then, planes);
   } else if (renorm_) {
@@ -199,6 +200,8 @@ Tensor BatchNorm::forward_batch_stats(const Tensor& x, Then then, const double* 
     r = batch_norm_relu_max_pool2x2_train(x, weight_, bias_, options_.eps, reducer_);
   } else if (then == Then::kRelu) {
     r = batch_norm_relu_train(x, weight_, bias_, options_.eps, reducer_);
+  } else if (then == Then::kSigmoid) {
+    r = batch_norm_sigmoid_train(x, weight_, bias_, options_.eps, reducer_);
   } else {
     r = batch_norm_train(x, weight_, bias_, options_.eps, reducer_);
   }

@@ -110,7 +110,8 @@ class BatchNorm : public Module {
   /// Training BatchNorm1d/2d (exactly these types, tracking running statistics, no noise) followed
   /// by exactly ReLU: relu(forward(x)) in one op (batch_norm_relu_train), 1 module fused; and when
   /// next[1] is exactly a MaxPool2d with 2x2 windows, stride 2, no padding, and x is [N, C, H, W]
-  /// with H, W >= 2, the pool too (batch_norm_relu_max_pool2x2_train), 2 fused. Bit-identical to
+  /// with H, W >= 2, the pool too (batch_norm_relu_max_pool2x2_train), 2 fused; or by exactly
+  /// Sigmoid: sigmoid(forward(x)) in one op (batch_norm_sigmoid_train), 1 fused. Bit-identical to
   /// the modules one by one, running statistics updated as forward does. Not fused ({}) otherwise,
   /// eval included.
   FusedForward forward_fused(std::span<Module* const> next, const Tensor& x) override;
@@ -145,8 +146,9 @@ class BatchNorm : public Module {
  private:
   void check_input(const Tensor& x) const;
   /// What the training forward computes after batch norm (plain batch norm only): nothing,
-  /// relu (batch_norm_relu_train) or relu and a 2x2 max-pool (batch_norm_relu_max_pool2x2_train).
-  enum class Then { kNothing, kRelu, kReluMaxPool2x2 };
+  /// relu (batch_norm_relu_train), relu and a 2x2 max-pool (batch_norm_relu_max_pool2x2_train) or
+  /// sigmoid (batch_norm_sigmoid_train).
+  enum class Then { kNothing, kRelu, kReluMaxPool2x2, kSigmoid };
   /// What forward_fused fuses with the modules `next` on x: what follows batch norm in its op and
   /// how many of `next` that is (0: not fused).
   std::pair<Then, size_t> fusion_with(std::span<Module* const> next, const Tensor& x) const;

@@ -260,7 +260,7 @@ Tensor sigmoid(const Tensor& x) {
   // e^-|x| never overflows; see sigmoid_fast.
   return unary(
       "sigmoid", x, [](float v) { return detail::sigmoid_fast(v); },
-      [](float, float y) { return y * (1.0f - y); });
+      [](float, float y) { return detail::sigmoid_derivative(y); });
 }
 
 Tensor tanh(const Tensor& x) {

@@ -44,6 +44,12 @@
 // float and double operations as the unfused pair (relu_value / relu_derivative, core/ops/
 // unary_op.h, are relu's own), so results are bit-identical to relu(batch_norm_train(x).y).
 //
+// batch_norm_sigmoid_train is the same with sigmoid in relu's place (the paper-mlp's BatchNorm1d +
+// Sigmoid): the normalize pass writes z = sigmoid(y) with sigmoid()'s own sigmoid_fast, and the
+// backward multiplies dz by sigmoid_derivative(z), the float sigmoid's backward writes; bit-identical
+// to sigmoid(batch_norm_train(x).y), a NaN's sign aside. Images take the generic loops (relu's *_run functions below
+// serve the pooled op too).
+//
 // batch_norm_relu_max_pool2x2_train goes one op further, max_pool2d(z, 2) where it follows
 // (lenet's and cifar-cnn's conv blocks): the normalize pass forms z one plane at a time in scratch
 // and pools it with max_pool2d's own plane kernel, so only the pooled p (a quarter of z) and the
@@ -70,6 +76,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/ops/fast_math.h"
 #include "core/ops/plane_moments.h"
 #include "core/ops/pool_general.h"
 #include "core/ops/unary_op.h"
@@ -101,6 +108,10 @@ void plane_moments(double* pm, const float* x, int64_t planes, int64_t S) {
 }  // namespace detail
 
 namespace {
+
+// The activation batch norm's own passes apply after normalizing (batch_norm_relu_train,
+// batch_norm_sigmoid_train) and whose derivative its backward takes from their output z.
+enum class Activation { none, relu, sigmoid };
 
 // Work below this many elements stays on one thread: forking costs more than it saves.
 constexpr int64_t kParallelThreshold = 1 << 15;
@@ -340,15 +351,16 @@ void batch_norm_moments(double* moments, double* mean_d, const float* x, const C
 // null (no affine). kRenorm (batch renormalization): with its r, shift_d [C] it is gamma * (xhat *
 // r + d) + beta, gamma * r in the scale and beta + gamma * d in the shift. A template parameter,
 // not a null check, so that batch norm's instantiation is the code it was (a runtime check let the
-// compiler version the loops, which cost batch norm's backward about 5%). kRelu
-// (batch_norm_relu_train): writes relu(y) instead of y, relu applied to the same float y.
+// compiler version the loops, which cost batch norm's backward about 5%). kAct
+// (batch_norm_relu_train, batch_norm_sigmoid_train): writes relu(y) or sigmoid(y) instead of y,
+// the activation applied to the same float y.
 // One normalized value, the expression every normalize pass uses (so that the fused ops form the
 // same floats): in double, then rounded once.
 inline float normalized(float v, double mean, double scale, double shift) {
   return static_cast<float>((v - mean) * scale + shift);
 }
 
-template <bool kRenorm, bool kRelu = false>
+template <bool kRenorm, Activation kAct = Activation::none>
 void batch_norm_normalize(float* y, const float* x, const double* mean_d, const double* rstd_d,
                           const float* gamma, const float* beta, const double* r,
                           const double* shift_d, const ChannelDims& d, int64_t c0, int64_t c1) {
@@ -365,25 +377,42 @@ void batch_norm_normalize(float* y, const float* x, const double* mean_d, const 
   }
   channel_map<false>(y, x, d, c0, c1, [&](float v, int64_t c, int64_t) {
     const float out = normalized(v, mean_d[c], scale[c - c0], shift[c - c0]);
-    if constexpr (kRelu) return detail::relu_value(out);
+    if constexpr (kAct == Activation::relu) return detail::relu_value(out);
     return out;
   });
+  if constexpr (kAct == Activation::sigmoid) {
+    // A loop of its own over the runs just written (still in cache): inside the normalize loop GCC
+    // left sigmoid_fast scalar, and the fused op was slower than the pair (13 % of a paper-mlp
+    // step against 7 %). The same floats either way.
+    const bool rows = d.S == 1;
+    for (int64_t n = 0; n < d.N; ++n) {
+      for (int64_t c = c0; c < c1; c += rows ? c1 - c0 : 1) {
+        float* run = y + (rows ? n * d.C + c0 : (n * d.C + c) * d.S);
+        const int64_t len = rows ? c1 - c0 : d.S;
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) run[j] = detail::sigmoid_fast(run[j]);
+      }
+    }
+  }
 }
 
 // The gradient w.r.t. batch norm's output y of one element, given the incoming gradient g there.
-// kRelu (batch_norm_relu_train): g is the gradient w.r.t. relu's output z [N, C, S] at flat index
-// i; the value is relu's backward, g * relu'(z), the same float relu's own backward writes
-// (relu'(z) = relu'(y)), so every sum and dx below is bit-identical to the unfused pair's.
-template <bool kRelu>
+// kAct relu (batch_norm_relu_train): g is the gradient w.r.t. relu's output z [N, C, S] at flat
+// index i; the value is relu's backward, g * relu'(z), the same float relu's own backward writes
+// (relu'(z) = relu'(y)), so every sum and dx below is bit-identical to the unfused pair's. kAct
+// sigmoid (batch_norm_sigmoid_train): likewise sigmoid's backward, g * z (1 - z).
+template <Activation kAct>
 float grad_at(float g, const float* z, std::ptrdiff_t i) {
-  if constexpr (kRelu) {
+  if constexpr (kAct == Activation::relu) {
     return g * detail::relu_derivative(z[i]);
+  } else if constexpr (kAct == Activation::sigmoid) {
+    return g * detail::sigmoid_derivative(z[i]);
   } else {
     return g;
   }
 }
 
-// kRelu on images, one run of S values of one (n, c): returns (sum(dz * relu'(z)), sum(dz *
+// relu on images, one run of S values of one (n, c): returns (sum(dz * relu'(z)), sum(dz *
 // relu'(z) * xhat)) over it. Each sum is a simd reduction over the run; dz and z are read and
 // masked once for both. Not inlined: batch_norm_relu_max_pool2x2_train calls this same code on the
 // runs it re-forms, so its sums add in the same order, bit for bit.
@@ -393,7 +422,7 @@ float grad_at(float g, const float* z, std::ptrdiff_t i) {
   double a = 0.0, b = 0.0;
 #pragma omp simd reduction(+ : a, b)
   for (int64_t s = 0; s < S; ++s) {
-    const float g = grad_at<true>(gc[s], zc, s);
+    const float g = grad_at<Activation::relu>(gc[s], zc, s);
     a += static_cast<double>(g);
     b += g * ((xc[s] - mean) * rstd);
   }
@@ -402,13 +431,13 @@ float grad_at(float g, const float* z, std::ptrdiff_t i) {
 
 // Backward, first pass: sums [2, C] = (sum(dy), sum(dy * xhat)) of channels [c0, c1), xhat = (x -
 // mean) * rstd, from dy and x [N, C, S]: what dbeta, dgamma and both dx correction terms are made
-// of. kRelu: dy is relu's dz, masked by z [N, C, S] (grad_at); z is unused otherwise.
-template <bool kRelu = false>
+// of. kAct: dy is the activation's dz, multiplied by its derivative from z [N, C, S] (grad_at); z is unused otherwise.
+template <Activation kAct = Activation::none>
 void batch_norm_grad_sums(double* sums, const float* dy, const float* z, const float* x,
                           const double* mean_d, const double* rstd_d, const ChannelDims& d,
                           int64_t c0, int64_t c1) {
   double sum_dy[kChannelBlock] = {}, sum_dy_xhat[kChannelBlock] = {};
-  if constexpr (kRelu) {
+  if constexpr (kAct == Activation::relu) {
     if (d.S > 1) {
       // Images: both sums in one loop (relu_grad_sums_run), so dz and z are read and masked once,
       // not twice. Each sum is still its own simd reduction over the same runs, as below.
@@ -429,14 +458,14 @@ void batch_norm_grad_sums(double* sums, const float* dy, const float* z, const f
     }
   }
   channel_sums(sum_dy, dy, d, c0, c1, [dy, z](const float* g, int64_t) {
-    return static_cast<double>(grad_at<kRelu>(*g, z, g - dy));
+    return static_cast<double>(grad_at<kAct>(*g, z, g - dy));
   });
   // sum(dy * xhat) needs x and dy side by side; the same two layouts as channel_sums. They share
   // the layout, so x is indexed with dy's offsets (dy + i -> x + i).
   const std::ptrdiff_t to_x = x - dy;
   if (d.S == 1) {
     channel_sums(sum_dy_xhat, dy, d, c0, c1, [=](const float* g, int64_t c) {
-      return grad_at<kRelu>(*g, z, g - dy) * ((g[to_x] - mean_d[c]) * rstd_d[c]);
+      return grad_at<kAct>(*g, z, g - dy) * ((g[to_x] - mean_d[c]) * rstd_d[c]);
     });
   }
   for (int64_t n = 0; n < d.N && d.S > 1; ++n) {
@@ -447,7 +476,7 @@ void batch_norm_grad_sums(double* sums, const float* dy, const float* z, const f
       double acc = 0.0;
 #pragma omp simd reduction(+ : acc)
       for (int64_t s = 0; s < d.S; ++s)
-        acc += grad_at<kRelu>(gc[s], z, gc + s - dy) * ((xc[s] - m) * rstd);
+        acc += grad_at<kAct>(gc[s], z, gc + s - dy) * ((xc[s] - m) * rstd);
       sum_dy_xhat[c - c0] += acc;
     }
   }
@@ -470,7 +499,7 @@ DxCoefficients dx_coefficients(double g, double rstd, const double* sums, double
           sums ? rstd * rstd * g * sums[C + c] / M : 0.0};
 }
 
-// kRelu on images with sums (training), one run of S values of one (n, c): dx = k.k_dy * dz *
+// relu on images with sums (training), one run of S values of one (n, c): dx = k.k_dy * dz *
 // relu'(z) - k.k_mean - k.k_xhat * (x - mean), assigned (fresh: + 0.0f, what adding into a zeroed
 // buffer gives) or added. Not inlined, for batch_norm_relu_max_pool2x2_train's sake, as
 // relu_grad_sums_run.
@@ -478,7 +507,7 @@ DxCoefficients dx_coefficients(double g, double rstd, const double* sums, double
                                            const float* xc, DxCoefficients k, double mean,
                                            int64_t S) {
   auto value = [&](int64_t s) {
-    return static_cast<float>(k.k_dy * grad_at<true>(gc[s], zc, s) - k.k_mean -
+    return static_cast<float>(k.k_dy * grad_at<Activation::relu>(gc[s], zc, s) - k.k_mean -
                               k.k_xhat * (xc[s] - mean));
   };
   if (fresh) {
@@ -494,10 +523,10 @@ DxCoefficients dx_coefficients(double g, double rstd, const double* sums, double
 // `sums` (training: the reduced sums [2, C] over the M values behind the statistics) dx = rstd *
 // (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * gamma; without (eval: the
 // statistics are constants) dx = dy * gamma * rstd. kRenorm: batch renormalization's r [C] is a
-// constant factor of xhat's gradient, so it scales gamma. kRelu: dy is relu's dz, masked by z
-// (grad_at). dx_fresh: dx is a fresh gradient buffer (grad_target), which this pass ASSIGNS (it
+// constant factor of xhat's gradient, so it scales gamma. kAct: dy is the activation's dz, times
+// its derivative from z (grad_at). dx_fresh: dx is a fresh gradient buffer (grad_target), which this pass ASSIGNS (it
 // writes every element of its channels) instead of adding into a zero-filled one.
-template <bool kRenorm, bool kRelu = false>
+template <bool kRenorm, Activation kAct = Activation::none>
 void batch_norm_grad_input(float* dx, bool dx_fresh, const float* dy, const float* z,
                            const float* x, const double* mean_d, const double* rstd_d,
                            const float* gamma, const double* r, const double* sums, double M,
@@ -511,7 +540,7 @@ void batch_norm_grad_input(float* dx, bool dx_fresh, const float* dy, const floa
     k_mean[c - c0] = k.k_mean;
     k_xhat[c - c0] = k.k_xhat;
   }
-  if constexpr (kRelu) {
+  if constexpr (kAct == Activation::relu) {
     if (sums && d.S > 1) {
       // Run by run, in memory order.
       for (int64_t n = 0; n < d.N; ++n) {
@@ -536,14 +565,14 @@ void batch_norm_grad_input(float* dx, bool dx_fresh, const float* dy, const floa
   };
   if (!sums) {
     write([&](float g, int64_t c, int64_t i) {
-      return static_cast<float>(k_dy[c - c0] * grad_at<kRelu>(g, z, i));
+      return static_cast<float>(k_dy[c - c0] * grad_at<kAct>(g, z, i));
     });
     return;
   }
   // dy, z and x share the layout: i is the flat index of all three.
   write([&](float g, int64_t c, int64_t i) {
     const int64_t j = c - c0;
-    return static_cast<float>(k_dy[j] * grad_at<kRelu>(g, z, i) - k_mean[j] -
+    return static_cast<float>(k_dy[j] * grad_at<kAct>(g, z, i) - k_mean[j] -
                               k_xhat[j] * (x[i] - mean_d[c]));
   });
 }
@@ -557,9 +586,9 @@ struct BatchNormSaved {
   // where the statistics are constants.
   std::shared_ptr<BatchNormReducer> reducer;
   std::vector<double> r, shift;  // [C] batch renormalization's r and d; empty for batch norm
-  // batch_norm_relu_train: the node's output is z = relu(y) and its gradient is dz; backward
-  // takes relu's mask from z.
-  bool relu = false;
+  // batch_norm_relu_train / batch_norm_sigmoid_train: the node's output is z = relu(y) or
+  // sigmoid(y) and its gradient is dz; backward takes the activation's derivative from z.
+  Activation act = Activation::none;
   // batch_norm_relu_max_pool2x2_train (relu too): the node's output is the pooled p [N, C, H/2,
   // W/2] and its gradient dp; `place` [N, C, H/2, W/2] holds each window's winner (max_pool2d's
   // 2x2 place bytes), H x W is x's plane (S = H * W).
@@ -712,17 +741,18 @@ const std::shared_ptr<BatchNormReducer>& local_reducer() {
   return local;
 }
 
-// The backward of batch_norm_train, batch_renorm_train (kRenorm), batch_norm_relu_train (kRelu,
+// The backward of batch_norm_train, batch_renorm_train (kRenorm), batch_norm_relu_train and
+// batch_norm_sigmoid_train (kAct,
 // `out` = z) and batch_norm_eval: accumulates into the grads of in = {x, gamma, beta} (those that
 // want one).
-// kPool (batch_norm_relu_max_pool2x2_train, with kRelu): `out` is p, `dout` dp, and each plane's dz
+// kPool (batch_norm_relu_max_pool2x2_train, with relu): `out` is p, `dout` dp, and each plane's dz
 // and z are re-formed from them (for_pooled_planes).
-template <bool kRenorm, bool kRelu, bool kPool = false>
+template <bool kRenorm, Activation kAct, bool kPool = false>
 void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, const Tensor& dout,
                                 const std::vector<Tensor>& in) {
-  static_assert(!kPool || (kRelu && !kRenorm));
+  static_assert(!kPool || (kAct == Activation::relu && !kRenorm));
   const ChannelDims& d = s.d;
-  const float* z = kRelu ? out.data() : nullptr;
+  const float* z = kAct != Activation::none ? out.data() : nullptr;
   // The input-gradient pass writes every element of dx, so a fresh buffer is assigned, never
   // zero-filled first (a zero fill was 3 % of a cifar-cnn + BN training step).
   const GradTarget dx_target = grad_target(in[0]);
@@ -770,7 +800,7 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
                               if (kept) std::copy_n(gp, d.S, kept + kept_offset(c0, c1, c, base));
                             });
         } else {
-          batch_norm_grad_sums<kRelu>(sums.data(), dy, z, x, s.mean.data(), s.rstd.data(), d, c0,
+          batch_norm_grad_sums<kAct>(sums.data(), dy, z, x, s.mean.data(), s.rstd.data(), d, c0,
                                       c1);
         }
         for (int64_t c = c0; c < c1; ++c) {
@@ -810,7 +840,7 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
           for_pooled_planes(s, dy, z, c0, c1, dx_run);
           return;
         }
-        batch_norm_grad_input<kRenorm, kRelu>(dx, dx_target.fresh, dy, z, x, s.mean.data(),
+        batch_norm_grad_input<kRenorm, kAct>(dx, dx_target.fresh, dy, z, x, s.mean.data(),
                                               s.rstd.data(), gamma, r,
                                               training ? sums.data() : nullptr, s.count, d, c0, c1);
       });
@@ -819,13 +849,15 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
 void batch_norm_backward(const BatchNormSaved& s, const Tensor& out, const Tensor& dout,
                          const std::vector<Tensor>& in) {
   if (s.place) {
-    batch_norm_backward_passes<false, true, true>(s, out, dout, in);
-  } else if (s.relu) {
-    batch_norm_backward_passes<false, true>(s, out, dout, in);
+    batch_norm_backward_passes<false, Activation::relu, true>(s, out, dout, in);
+  } else if (s.act == Activation::relu) {
+    batch_norm_backward_passes<false, Activation::relu>(s, out, dout, in);
+  } else if (s.act == Activation::sigmoid) {
+    batch_norm_backward_passes<false, Activation::sigmoid>(s, out, dout, in);
   } else if (s.r.empty()) {
-    batch_norm_backward_passes<false, false>(s, out, dout, in);
+    batch_norm_backward_passes<false, Activation::none>(s, out, dout, in);
   } else {
-    batch_norm_backward_passes<true, false>(s, out, dout, in);
+    batch_norm_backward_passes<true, Activation::none>(s, out, dout, in);
   }
 }
 
@@ -979,7 +1011,10 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
                                       const std::shared_ptr<BatchNormReducer>& reducer,
                                       const BatchRenormArgs* renorm, BatchNormThen then,
                                       const double* given_planes = nullptr) {
-  const bool relu = then != BatchNormThen::nothing, pool = then == BatchNormThen::relu_max_pool2x2;
+  const Activation act = then == BatchNormThen::sigmoid ? Activation::sigmoid
+                         : then == BatchNormThen::nothing ? Activation::none
+                                                          : Activation::relu;
+  const bool pool = then == BatchNormThen::relu_max_pool2x2;
   if (pool) {
     BNLAB_CHECK(x.dim() == 4 && x.size(2) >= 2 && x.size(3) >= 2, op,
                 ": input must be [N, C, H, W] with H, W >= 2; got ", x.shape());
@@ -997,7 +1032,7 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
                    reducer ? reducer : local_reducer(),
                    {},
                    {},
-                   relu,
+                   act,
                    nullptr,
                    pool ? x.size(2) : 0,
                    pool ? x.size(3) : 0};
@@ -1038,11 +1073,11 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
     run_var = renorm->running_var.data();
   }
   const double r_max = renorm ? renorm->r_max : 1.0, d_max = renorm ? renorm->d_max : 0.0;
-  // kRenorm and kRelu as compile-time constants (see batch_norm_normalize): batch norm runs the
+  // kRenorm and kAct as compile-time constants (see batch_norm_normalize): batch norm runs the
   // code without the correction.
-  auto forward = [&](auto renorm_tag, auto relu_tag) {
+  auto forward = [&](auto renorm_tag, auto act_tag) {
     constexpr bool kRenorm = decltype(renorm_tag)::value;
-    constexpr bool kRelu = decltype(relu_tag)::value;
+    constexpr Activation kAct = decltype(act_tag)::value;
     batch_norm_passes(
         d, ImageBlocks::kWide, s.reducer == local_reducer(),
         // This shard's moments.
@@ -1080,16 +1115,19 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
                              d, s.H, s.W, c0, c1);
             return;
           }
-          batch_norm_normalize<kRenorm, kRelu>(y_p, x_p, s.mean.data(), s.rstd.data(), gamma_p,
+          batch_norm_normalize<kRenorm, kAct>(y_p, x_p, s.mean.data(), s.rstd.data(), gamma_p,
                                                beta_p, s.r.data(), s.shift.data(), d, c0, c1);
         });
   };
+  using None = std::integral_constant<Activation, Activation::none>;
   if (renorm) {
-    forward(std::true_type{}, std::false_type{});
-  } else if (relu) {
-    forward(std::false_type{}, std::true_type{});
+    forward(std::true_type{}, None{});
+  } else if (act == Activation::relu) {
+    forward(std::false_type{}, std::integral_constant<Activation, Activation::relu>{});
+  } else if (act == Activation::sigmoid) {
+    forward(std::false_type{}, std::integral_constant<Activation, Activation::sigmoid>{});
   } else {
-    forward(std::false_type{}, std::false_type{});
+    forward(std::false_type{}, None{});
   }
   const int64_t count = static_cast<int64_t>(s.count);
   if (wants_grad) {
@@ -1116,6 +1154,13 @@ BatchNormResult batch_norm_relu_train(const Tensor& x, const Tensor& gamma, cons
                                BatchNormThen::relu);
 }
 
+BatchNormResult batch_norm_sigmoid_train(const Tensor& x, const Tensor& gamma,
+                                         const Tensor& beta, float eps,
+                                         const std::shared_ptr<BatchNormReducer>& reducer) {
+  return batch_norm_train_impl("batch_norm_sigmoid", x, gamma, beta, eps, reducer, nullptr,
+                               BatchNormThen::sigmoid);
+}
+
 BatchNormResult batch_norm_relu_max_pool2x2_train(
     const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
     const std::shared_ptr<BatchNormReducer>& reducer) {
@@ -1140,10 +1185,11 @@ BatchNormResult batch_norm_train_given_planes(const Tensor& x, const Tensor& gam
   const char* op = renorm                                   ? "batch_renorm"
                    : then == BatchNormThen::nothing          ? "batch_norm"
                    : then == BatchNormThen::relu             ? "batch_norm_relu"
+                   : then == BatchNormThen::sigmoid          ? "batch_norm_sigmoid"
                                                              : "batch_norm_relu_max_pool2x2";
   BNLAB_CHECK(x.dim() == 4 && pm, op, ": given plane moments need an [N, C, H, W] input; got ",
               x.shape());
-  BNLAB_CHECK(!renorm || then == BatchNormThen::nothing, op, ": renorm is not fused with relu");
+  BNLAB_CHECK(!renorm || then == BatchNormThen::nothing, op, ": renorm is not fused with an activation");
   return batch_norm_train_impl(op, x, gamma, beta, eps, reducer, renorm, then, pm);
 }
 
@@ -1181,8 +1227,8 @@ Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor
   // constants.
   const size_t C = static_cast<size_t>(d.C);
   BatchNormSaved s{
-      d, std::vector<double>(C), std::vector<double>(C), 0.0, nullptr, {}, {}, false, nullptr, 0,
-      0};
+      d,  std::vector<double>(C), std::vector<double>(C), 0.0, nullptr, {}, {}, Activation::none,
+      nullptr, 0, 0};
   const float* rm = running_mean.data();
   const float* rv = running_var.data();
   for (size_t c = 0; c < C; ++c) {

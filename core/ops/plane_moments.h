@@ -32,10 +32,12 @@ Tensor conv2d_with_plane_moments(const Tensor& x, const Tensor& weight, const Te
 enum class BatchNormThen {
   nothing,         ///< batch_norm_train
   relu,            ///< batch_norm_relu_train
-  relu_max_pool2x2 ///< batch_norm_relu_max_pool2x2_train
+  relu_max_pool2x2, ///< batch_norm_relu_max_pool2x2_train
+  sigmoid,          ///< batch_norm_sigmoid_train
 };
 
-/// batch_norm_train / batch_norm_relu_train / batch_norm_relu_max_pool2x2_train (by `then`), or
+/// batch_norm_train / batch_norm_relu_train / batch_norm_relu_max_pool2x2_train /
+/// batch_norm_sigmoid_train (by `then`), or
 /// batch_renorm_train when renorm is not null, with the per-plane moments of the 4-D x given:
 /// pm [N * C * 2] as plane_moments computes them for x's planes (conv2d_with_plane_moments).
 /// Results bit-identical to the op computing them itself.

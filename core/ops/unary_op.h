@@ -25,6 +25,10 @@ inline float relu_value(float v) { return v < 0.0f ? 0.0f : v; }
 /// an inf or NaN in dout still gives NaN where relu' = 0.
 inline float relu_derivative(float v) { return v > 0.0f ? 1.0f : 0.0f; }
 
+/// sigmoid's derivative from its output y: y (1 - y). Shared by sigmoid() and
+/// batch_norm_sigmoid_train so that the two cannot drift apart (their gradients are bit-identical).
+inline float sigmoid_derivative(float y) { return y * (1.0f - y); }
+
 /// y = f(x) elementwise; backward adds dout * df(x, y). f and df must be branch-free enough to
 /// vectorize (see core/ops/fast_math.h) for the loops to run at memory speed.
 template <typename F, typename DF>

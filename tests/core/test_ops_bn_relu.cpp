@@ -7,6 +7,8 @@
 // and the portable loops), odd H and W (floor mode drops a row and a column that still count in
 // the statistics and still get a gradient), ties inside windows, windows of relu zeros, 1 and 2
 // threads; finite-difference gradient checks away from the kinks; errors under each op's own name.
+// batch_norm_sigmoid_train against sigmoid(batch_norm_train(x).y) likewise, at the end (a NaN's
+// sign aside, which IEEE leaves unspecified).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "core/blas.h"
+#include "core/ops/fast_math.h"
 #include "core/ops/pool_general.h"
 #include "gradcheck.h"
 
@@ -318,4 +321,105 @@ TEST_CASE("ops.bn_relu_pool: errors name batch_norm_relu_max_pool2x2") {
       doctest::Contains("input must be [N, C, H, W] with H, W >= 2; got [8, 3, 1, 5]"), Error);
   CHECK_THROWS_WITH_AS(batch_norm_relu_max_pool2x2_train(x, Tensor(), Tensor(), -1.0f),
                        doctest::Contains("batch_norm_relu_max_pool2x2: eps must be >= 0"), Error);
+}
+
+// ---- batch_norm_sigmoid_train against sigmoid(batch_norm_train(x).y) ----
+
+namespace {
+// Bitwise equality as same_bits, except that a NaN's sign is not compared: IEEE 754 leaves it
+// unspecified, and the fused and unfused code (sigmoid_fast inlined in different loops) may pick
+// different operands' NaN. -0 and +0 still differ.
+void check_same_values(const Floats& fused, const Floats& unfused) {
+  REQUIRE(fused.size() == unfused.size());
+  for (size_t k = 0; k < fused.size(); ++k) {
+    CAPTURE(k);
+    REQUIRE(fused[k].size() == unfused[k].size());
+    bool same = true;
+    for (size_t i = 0; i < fused[k].size(); ++i) {
+      const float a = fused[k][i], b = unfused[k][i];
+      same = same && (std::isnan(a) ? std::isnan(b)
+                                    : !std::isnan(b) && a == b && std::signbit(a) == std::signbit(b));
+    }
+    CHECK(same);
+  }
+}
+
+Floats run_sigmoid(bool fused, const Tensor& x, const Tensor& g, const Tensor& b, const Tensor& dz,
+                   const std::shared_ptr<BatchNormReducer>& reducer = nullptr) {
+  Tensor xi = x.clone().set_requires_grad();
+  Tensor gi = g.defined() ? g.clone().set_requires_grad() : Tensor();
+  Tensor bi = b.defined() ? b.clone().set_requires_grad() : Tensor();
+  BatchNormResult r = fused ? batch_norm_sigmoid_train(xi, gi, bi, 1e-5f, reducer)
+                            : batch_norm_train(xi, gi, bi, 1e-5f, reducer);
+  Tensor out = fused ? r.y : sigmoid(r.y);
+  out.backward(dz);
+  Floats result{out.to_vector(), r.mean.to_vector(), r.var.to_vector(), xi.grad().to_vector()};
+  if (gi.defined()) result.push_back(gi.grad().to_vector());
+  if (bi.defined()) result.push_back(bi.grad().to_vector());
+  CHECK(r.count == x.numel() / x.size(1));
+  return result;
+}
+}  // namespace
+
+TEST_CASE("ops.bn_sigmoid: bit-identical to sigmoid(batch_norm_train) forward and backward") {
+  // [60, 100] is the paper-mlp's layer; [300, 130] and [8, 16, 17, 19] are over the OpenMP
+  // threshold (threads split the channels).
+  Rng rng(81);
+  for (const Shape& shape : {Shape{6, 70}, Shape{60, 100}, Shape{4, 3, 5, 5}, Shape{300, 130},
+                             Shape{8, 16, 17, 19}, Shape{5, 4, 7}}) {
+    CAPTURE(shape);
+    const int64_t C = shape[1];
+    Tensor x = Tensor::normal(shape, rng, 0.3f, 1.3f), dz = Tensor::normal(shape, rng);
+    Tensor g = Tensor::uniform({C}, rng, -3.0f, 3.0f), b = Tensor::normal({C}, rng);
+    SUBCASE("affine") {
+      check_same_bits(run_sigmoid(true, x, g, b, dz), run_sigmoid(false, x, g, b, dz));
+    }
+    SUBCASE("no affine") {
+      check_same_bits(run_sigmoid(true, x, Tensor(), Tensor(), dz),
+                      run_sigmoid(false, x, Tensor(), Tensor(), dz));
+    }
+    SUBCASE("reducer") {
+      auto reducer = std::make_shared<NoOtherShard>();
+      check_same_bits(run_sigmoid(true, x, g, b, dz, reducer),
+                      run_sigmoid(false, x, g, b, dz, reducer));
+      check_same_bits(run_sigmoid(true, x, g, b, dz, reducer), run_sigmoid(true, x, g, b, dz));
+    }
+  }
+}
+
+TEST_CASE("ops.bn_sigmoid: saturation, NaN and a zero-variance channel as the unfused pair") {
+  // [N, C] = [4, 3]. Channel 0 with gamma 200: outputs saturate to exactly 0 and 1 in float, where
+  // sigmoid' = y (1 - y) is exactly 0 and no gradient passes. Channel 1: constant, zero variance,
+  // output sigmoid(beta). Channel 2: a NaN in x makes the whole channel NaN.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor x = Tensor::from({-1, 2, 0.5f, -1, 2, 3, 1, 2, nan, 1, 2, 7}, {4, 3});
+  Tensor g = Tensor::from({200, 1, 1}, {3}), b = Tensor::from({0, 0.5f, 0}, {3});
+  Tensor dz = Tensor::from({1, 2, 3, -4, 5, 6, 7, -8, 9, 10, 11, -12}, {4, 3});
+  Floats fused = run_sigmoid(true, x, g, b, dz), unfused = run_sigmoid(false, x, g, b, dz);
+  check_same_values(fused, unfused);
+  CHECK(fused[0][0] == 0.0f);  // sigmoid(-200) underflows to 0 in float
+  CHECK(fused[0][6] == 1.0f);  // and sigmoid(200) rounds to 1
+  CHECK(fused[5][0] == 0.0f);  // no gradient reaches beta through saturated outputs
+  CHECK(fused[0][1] == detail::sigmoid_fast(0.5f));
+  CHECK(std::isnan(fused[0][2]));
+  CHECK(std::isnan(fused[3][2]));
+}
+
+TEST_CASE("ops.bn_sigmoid: gradient checks for x, gamma and beta") {
+  auto fn = [](const Inputs& in) { return batch_norm_sigmoid_train(in[0], in[1], in[2], 1e-5f).y; };
+  SUBCASE("[N, C]") {
+    CHECK_GRADIENTS("batch_norm_sigmoid [N, C]", fn,
+                    {param({6, 4}, 91), param({4}, 92, 0.5f, 1.5f), param({4}, 93)});
+  }
+  SUBCASE("[N, C, H, W]") {
+    CHECK_GRADIENTS("batch_norm_sigmoid [N, C, H, W]", fn,
+                    {param({3, 2, 3, 2}, 94), param({2}, 95, -1.5f, 1.5f), param({2}, 96)});
+  }
+}
+
+TEST_CASE("ops.bn_sigmoid: shape errors name batch_norm_sigmoid") {
+  CHECK_THROWS_WITH_AS(
+      batch_norm_sigmoid_train(Tensor::ones({8, 3}), Tensor::ones({4}), Tensor(), 1e-5f),
+      doctest::Contains("batch_norm_sigmoid: gamma has shape [4], expected [3] for input [8, 3]"),
+      Error);
 }

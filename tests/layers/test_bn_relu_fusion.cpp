@@ -4,7 +4,8 @@
 // "batch_norm_relu_max_pool2x2") and when not (hooks, BatchRenorm, noise, no running statistics,
 // LeakyReLU, eval mode, other pools), with bit-identical outputs, gradients and running statistics
 // either way; a hook on the BatchNorm sees its own output; small CNNs trained 3 steps with and
-// without the fusions end with bit-identical state.
+// without the fusions end with bit-identical state. BatchNorm1d/2d + Sigmoid likewise
+// (batch_norm_sigmoid_train, the paper-mlp's pair).
 #include <doctest/doctest.h>
 
 #include <array>
@@ -365,5 +366,64 @@ TEST_CASE(
   Adam opt_unfused(unfused->parameters(), {});
   train_twins(*fused, *unfused, opt_fused, opt_unfused, {8, 1, 14, 14}, 24);
   CHECK(fused_inputs == std::vector<std::string>(6, "batch_norm_relu_max_pool2x2"));
+  check_same_state(*fused, *unfused);
+}
+
+TEST_CASE("layers.bn_relu_fusion: Sequential fuses a training BatchNorm + Sigmoid, bit-identically") {
+  SUBCASE("BatchNorm1d [N, C]") {
+    auto a = make_pair_model<BatchNorm1d>(std::make_shared<Sigmoid>(), 70);
+    auto b = make_pair_model<BatchNorm1d>(std::make_shared<Sigmoid>(), 70);
+    CHECK(std::string(node_name(three_steps(*a, *b, {9, 70}))) == "batch_norm_sigmoid");
+  }
+  SUBCASE("BatchNorm2d [N, C, H, W]") {
+    auto a = make_pair_model<BatchNorm2d>(std::make_shared<Sigmoid>(), 3);
+    auto b = make_pair_model<BatchNorm2d>(std::make_shared<Sigmoid>(), 3);
+    CHECK(std::string(node_name(three_steps(*a, *b, {4, 3, 5, 6}))) == "batch_norm_sigmoid");
+  }
+  SUBCASE("not with a hook on the Sigmoid, nor in eval") {
+    auto a = make_pair_model<BatchNorm1d>(std::make_shared<Sigmoid>(), 5);
+    auto b = make_pair_model<BatchNorm1d>(std::make_shared<Sigmoid>(), 5);
+    (*a)[1].register_forward_hook([](const Module&, const Tensor&, const Tensor&) {});
+    CHECK(std::string(node_name(three_steps(*a, *b, {6, 5}))) == "sigmoid");
+    auto c = make_pair_model<BatchNorm1d>(std::make_shared<Sigmoid>(), 5);
+    c->eval();
+    Rng rng(2);
+    CHECK(std::string(node_name((*c)(Tensor::normal({6, 5}, rng).set_requires_grad()))) ==
+          "sigmoid");
+  }
+}
+
+TEST_CASE("layers.bn_relu_fusion: a paper-mlp trains 3 steps bit-identically fused and unfused") {
+  // Dense -> BatchNorm1d -> Sigmoid twice, then the classifier, as the zoo's paper-mlp with BN; the
+  // unfused twin has a do-nothing hook on each Sigmoid.
+  auto make = [] {
+    Rng rng(31);
+    auto net = std::make_shared<Sequential>();
+    int64_t in = 12;
+    for (int layer = 0; layer < 2; ++layer) {
+      net->add(std::make_shared<Dense>(DenseOptions{.in_features = in, .out_features = 10}, rng));
+      net->add(std::make_shared<BatchNorm1d>(BatchNormOptions{.num_features = 10}));
+      net->add(std::make_shared<Sigmoid>());
+      in = 10;
+    }
+    net->add(std::make_shared<Dense>(DenseOptions{.in_features = 10, .out_features = 3}, rng));
+    return net;
+  };
+  auto fused = make(), unfused = make();
+  int unfused_calls = 0;
+  auto count = [&unfused_calls](const Module&, const Tensor&, const Tensor&) { ++unfused_calls; };
+  (*unfused)[2].register_forward_hook(count);
+  (*unfused)[5].register_forward_hook(count);
+  std::vector<std::string> fused_inputs;
+  auto input_node = [&fused_inputs](const Module&, const Tensor& x, const Tensor&) {
+    fused_inputs.emplace_back(node_name(x));
+  };
+  (*fused)[3].register_forward_hook(input_node);
+  (*fused)[6].register_forward_hook(input_node);
+  Sgd opt_fused(fused->parameters(), {.lr = 0.1f, .momentum = 0.9f});
+  Sgd opt_unfused(unfused->parameters(), {.lr = 0.1f, .momentum = 0.9f});
+  train_twins(*fused, *unfused, opt_fused, opt_unfused, {8, 12}, 32);
+  CHECK(unfused_calls == 6);
+  CHECK(fused_inputs == std::vector<std::string>(6, "batch_norm_sigmoid"));
   check_same_state(*fused, *unfused);
 }
