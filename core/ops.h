@@ -290,14 +290,14 @@ BatchNormResult batch_norm_relu_train(const Tensor& x, const Tensor& gamma, cons
                                       float eps,
                                       const std::shared_ptr<BatchNormReducer>& reducer = nullptr);
 /// Train-mode batch norm followed by sigmoid, fused: batch_norm_train(x, gamma, beta, eps, reducer)
-/// with y = sigmoid(bn(x)), computed without materializing bn(x) or its gradient (the backward takes
-/// sigmoid' = y (1 - y) from y). Statistics, output and the grads of x, gamma and beta are
+/// with y = sigmoid(bn(x)), computed without materializing bn(x) or its gradient (the backward
+/// takes sigmoid' = y (1 - y) from y). Statistics, output and the grads of x, gamma and beta are
 /// bit-identical to sigmoid(batch_norm_train(...).y)'s (a NaN result is NaN in both, its sign
 /// unspecified, as IEEE leaves it); Sequential runs a training
 /// BatchNorm1d/2d + Sigmoid pair with it (the paper-mlp of Ioffe & Szegedy).
-BatchNormResult batch_norm_sigmoid_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                         float eps,
-                                         const std::shared_ptr<BatchNormReducer>& reducer = nullptr);
+BatchNormResult batch_norm_sigmoid_train(
+    const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+    const std::shared_ptr<BatchNormReducer>& reducer = nullptr);
 /// batch_norm_relu_train followed by max_pool2d(., 2) (2x2 windows, stride 2, no padding, floor
 /// mode), fused: x [N, C, H, W] with H, W >= 2; y = max_pool2d(relu(bn(x)), 2), [N, C, H/2, W/2],
 /// with mean, var and count of the whole x. Neither bn(x) nor relu's output is materialized.

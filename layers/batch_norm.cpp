@@ -125,7 +125,7 @@ Tensor BatchNorm::forward(const Tensor& x) {
 }
 
 std::pair<BatchNorm::Then, size_t> BatchNorm::fusion_with(std::span<Module* const> next,
-                                                         const Tensor& x) const {
+                                                          const Tensor& x) const {
   // Exactly BatchNorm1d/2d (not BatchRenorm or a user's subclass, whose forward may differ) in
   // training with running statistics and without noise, then exactly ReLU: what
   // batch_norm_relu_train computes, and with exactly MaxPool2d(2) after it what
@@ -185,11 +185,11 @@ Tensor BatchNorm::forward_batch_stats(const Tensor& x, Then then, const double* 
       const BatchRenormLimits lim = batch_renorm_limits(*renorm_, step);
       args = BatchRenormArgs{running_mean_, running_var_, lim.r_max, lim.d_max};
     }
-    const detail::BatchNormThen op_then =
-        then == Then::kReluMaxPool2x2 ? detail::BatchNormThen::relu_max_pool2x2
-        : then == Then::kRelu         ? detail::BatchNormThen::relu
-        : then == Then::kSigmoid      ? detail::BatchNormThen::sigmoid
-                                      : detail::BatchNormThen::nothing;
+    const detail::BatchNormThen op_then = then == Then::kReluMaxPool2x2
+                                              ? detail::BatchNormThen::relu_max_pool2x2
+                                          : then == Then::kRelu    ? detail::BatchNormThen::relu
+                                          : then == Then::kSigmoid ? detail::BatchNormThen::sigmoid
+                                                                   : detail::BatchNormThen::nothing;
     r = detail::batch_norm_train_given_planes(x, weight_, bias_, options_.eps, reducer_,
                                               args ? &*args : nullptr, op_then, planes);
   } else if (renorm_) {

@@ -46,9 +46,9 @@
 //
 // batch_norm_sigmoid_train is the same with sigmoid in relu's place (the paper-mlp's BatchNorm1d +
 // Sigmoid): the normalize pass writes z = sigmoid(y) with sigmoid()'s own sigmoid_fast, and the
-// backward multiplies dz by sigmoid_derivative(z), the float sigmoid's backward writes; bit-identical
-// to sigmoid(batch_norm_train(x).y), a NaN's sign aside. Images take the generic loops (relu's *_run functions below
-// serve the pooled op too).
+// backward multiplies dz by sigmoid_derivative(z), the float sigmoid's backward writes;
+// bit-identical to sigmoid(batch_norm_train(x).y), a NaN's sign aside. Images take the generic
+// loops (relu's *_run functions below serve the pooled op too).
 //
 // batch_norm_relu_max_pool2x2_train goes one op further, max_pool2d(z, 2) where it follows
 // (lenet's and cifar-cnn's conv blocks): the normalize pass forms z one plane at a time in scratch
@@ -431,7 +431,8 @@ float grad_at(float g, const float* z, std::ptrdiff_t i) {
 
 // Backward, first pass: sums [2, C] = (sum(dy), sum(dy * xhat)) of channels [c0, c1), xhat = (x -
 // mean) * rstd, from dy and x [N, C, S]: what dbeta, dgamma and both dx correction terms are made
-// of. kAct: dy is the activation's dz, multiplied by its derivative from z [N, C, S] (grad_at); z is unused otherwise.
+// of. kAct: dy is the activation's dz, multiplied by its derivative from z [N, C, S] (grad_at); z
+// is unused otherwise.
 template <Activation kAct = Activation::none>
 void batch_norm_grad_sums(double* sums, const float* dy, const float* z, const float* x,
                           const double* mean_d, const double* rstd_d, const ChannelDims& d,
@@ -524,8 +525,9 @@ DxCoefficients dx_coefficients(double g, double rstd, const double* sums, double
 // (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * gamma; without (eval: the
 // statistics are constants) dx = dy * gamma * rstd. kRenorm: batch renormalization's r [C] is a
 // constant factor of xhat's gradient, so it scales gamma. kAct: dy is the activation's dz, times
-// its derivative from z (grad_at). dx_fresh: dx is a fresh gradient buffer (grad_target), which this pass ASSIGNS (it
-// writes every element of its channels) instead of adding into a zero-filled one.
+// its derivative from z (grad_at). dx_fresh: dx is a fresh gradient buffer (grad_target), which
+// this pass ASSIGNS (it writes every element of its channels) instead of adding into a zero-filled
+// one.
 template <bool kRenorm, Activation kAct = Activation::none>
 void batch_norm_grad_input(float* dx, bool dx_fresh, const float* dy, const float* z,
                            const float* x, const double* mean_d, const double* rstd_d,
@@ -801,7 +803,7 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
                             });
         } else {
           batch_norm_grad_sums<kAct>(sums.data(), dy, z, x, s.mean.data(), s.rstd.data(), d, c0,
-                                      c1);
+                                     c1);
         }
         for (int64_t c = c0; c < c1; ++c) {
           const size_t k = static_cast<size_t>(c);
@@ -841,8 +843,8 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
           return;
         }
         batch_norm_grad_input<kRenorm, kAct>(dx, dx_target.fresh, dy, z, x, s.mean.data(),
-                                              s.rstd.data(), gamma, r,
-                                              training ? sums.data() : nullptr, s.count, d, c0, c1);
+                                             s.rstd.data(), gamma, r,
+                                             training ? sums.data() : nullptr, s.count, d, c0, c1);
       });
 }
 
@@ -1011,7 +1013,7 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
                                       const std::shared_ptr<BatchNormReducer>& reducer,
                                       const BatchRenormArgs* renorm, BatchNormThen then,
                                       const double* given_planes = nullptr) {
-  const Activation act = then == BatchNormThen::sigmoid ? Activation::sigmoid
+  const Activation act = then == BatchNormThen::sigmoid   ? Activation::sigmoid
                          : then == BatchNormThen::nothing ? Activation::none
                                                           : Activation::relu;
   const bool pool = then == BatchNormThen::relu_max_pool2x2;
@@ -1116,7 +1118,7 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
             return;
           }
           batch_norm_normalize<kRenorm, kAct>(y_p, x_p, s.mean.data(), s.rstd.data(), gamma_p,
-                                               beta_p, s.r.data(), s.shift.data(), d, c0, c1);
+                                              beta_p, s.r.data(), s.shift.data(), d, c0, c1);
         });
   };
   using None = std::integral_constant<Activation, Activation::none>;
@@ -1154,8 +1156,8 @@ BatchNormResult batch_norm_relu_train(const Tensor& x, const Tensor& gamma, cons
                                BatchNormThen::relu);
 }
 
-BatchNormResult batch_norm_sigmoid_train(const Tensor& x, const Tensor& gamma,
-                                         const Tensor& beta, float eps,
+BatchNormResult batch_norm_sigmoid_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                         float eps,
                                          const std::shared_ptr<BatchNormReducer>& reducer) {
   return batch_norm_train_impl("batch_norm_sigmoid", x, gamma, beta, eps, reducer, nullptr,
                                BatchNormThen::sigmoid);
@@ -1182,14 +1184,15 @@ BatchNormResult batch_norm_train_given_planes(const Tensor& x, const Tensor& gam
                                               const std::shared_ptr<BatchNormReducer>& reducer,
                                               const BatchRenormArgs* renorm, BatchNormThen then,
                                               const double* pm) {
-  const char* op = renorm                                   ? "batch_renorm"
-                   : then == BatchNormThen::nothing          ? "batch_norm"
-                   : then == BatchNormThen::relu             ? "batch_norm_relu"
-                   : then == BatchNormThen::sigmoid          ? "batch_norm_sigmoid"
-                                                             : "batch_norm_relu_max_pool2x2";
+  const char* op = renorm                           ? "batch_renorm"
+                   : then == BatchNormThen::nothing ? "batch_norm"
+                   : then == BatchNormThen::relu    ? "batch_norm_relu"
+                   : then == BatchNormThen::sigmoid ? "batch_norm_sigmoid"
+                                                    : "batch_norm_relu_max_pool2x2";
   BNLAB_CHECK(x.dim() == 4 && pm, op, ": given plane moments need an [N, C, H, W] input; got ",
               x.shape());
-  BNLAB_CHECK(!renorm || then == BatchNormThen::nothing, op, ": renorm is not fused with an activation");
+  BNLAB_CHECK(!renorm || then == BatchNormThen::nothing, op,
+              ": renorm is not fused with an activation");
   return batch_norm_train_impl(op, x, gamma, beta, eps, reducer, renorm, then, pm);
 }
 
@@ -1226,9 +1229,17 @@ Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor
   // step, which must not change the backward of a graph recorded before it. No reducer: they are
   // constants.
   const size_t C = static_cast<size_t>(d.C);
-  BatchNormSaved s{
-      d,  std::vector<double>(C), std::vector<double>(C), 0.0, nullptr, {}, {}, Activation::none,
-      nullptr, 0, 0};
+  BatchNormSaved s{d,
+                   std::vector<double>(C),
+                   std::vector<double>(C),
+                   0.0,
+                   nullptr,
+                   {},
+                   {},
+                   Activation::none,
+                   nullptr,
+                   0,
+                   0};
   const float* rm = running_mean.data();
   const float* rv = running_var.data();
   for (size_t c = 0; c < C; ++c) {

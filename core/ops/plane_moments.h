@@ -30,10 +30,10 @@ Tensor conv2d_with_plane_moments(const Tensor& x, const Tensor& weight, const Te
 
 /// What follows batch norm inside its op.
 enum class BatchNormThen {
-  nothing,         ///< batch_norm_train
-  relu,            ///< batch_norm_relu_train
-  relu_max_pool2x2, ///< batch_norm_relu_max_pool2x2_train
-  sigmoid,          ///< batch_norm_sigmoid_train
+  nothing,           ///< batch_norm_train
+  relu,              ///< batch_norm_relu_train
+  relu_max_pool2x2,  ///< batch_norm_relu_max_pool2x2_train
+  sigmoid,           ///< batch_norm_sigmoid_train
 };
 
 /// batch_norm_train / batch_norm_relu_train / batch_norm_relu_max_pool2x2_train /

@@ -337,8 +337,9 @@ void check_same_values(const Floats& fused, const Floats& unfused) {
     bool same = true;
     for (size_t i = 0; i < fused[k].size(); ++i) {
       const float a = fused[k][i], b = unfused[k][i];
-      same = same && (std::isnan(a) ? std::isnan(b)
-                                    : !std::isnan(b) && a == b && std::signbit(a) == std::signbit(b));
+      same =
+          same && (std::isnan(a) ? std::isnan(b)
+                                 : !std::isnan(b) && a == b && std::signbit(a) == std::signbit(b));
     }
     CHECK(same);
   }

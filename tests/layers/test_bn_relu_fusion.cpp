@@ -369,7 +369,8 @@ TEST_CASE(
   check_same_state(*fused, *unfused);
 }
 
-TEST_CASE("layers.bn_relu_fusion: Sequential fuses a training BatchNorm + Sigmoid, bit-identically") {
+TEST_CASE(
+    "layers.bn_relu_fusion: Sequential fuses a training BatchNorm + Sigmoid, bit-identically") {
   SUBCASE("BatchNorm1d [N, C]") {
     auto a = make_pair_model<BatchNorm1d>(std::make_shared<Sigmoid>(), 70);
     auto b = make_pair_model<BatchNorm1d>(std::make_shared<Sigmoid>(), 70);
