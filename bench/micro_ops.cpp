@@ -28,6 +28,7 @@
 #include "core/blas.h"
 #include "core/ops.h"
 #include "core/ops/fast_math.h"
+#include "core/ops/plane_moments.h"
 #include "optim/optim.h"
 #include "train/models.h"
 
@@ -223,6 +224,34 @@ void bn_shapes(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_batch_norm_forward)->Apply(bn_shapes);
 BENCHMARK(BM_batch_norm_forward_backward)->Apply(bn_shapes);
+
+// Conv2d + BatchNorm2d + ReLU + MaxPool2d(2)'s batch-norm part in training, as Sequential runs
+// it: batch_norm_train_given_planes with the conv's plane moments given (computed once here), so
+// the op is its single normalize + relu + pool pass over x (the places kept, x requiring grad).
+// Args: N, C, H (= W). GB/s counts x read and the pooled output written.
+void BM_bn_relu_pool_forward(benchmark::State& state) {
+  Rng rng(7);
+  const int64_t N = state.range(0), C = state.range(1), H = state.range(2);
+  Tensor x = Tensor::normal({N, C, H, H}, rng), g = Tensor::ones({C}), b = Tensor::zeros({C});
+  x.set_requires_grad();
+  std::vector<double> pm(static_cast<size_t>(2 * N * C));
+  detail::plane_moments(pm.data(), x.data(), N * C, H * H);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(
+        detail::batch_norm_train_given_planes(x, g, b, 1e-5f, nullptr, nullptr,
+                                              detail::BatchNormThen::relu_max_pool2x2, pm.data())
+            .y.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(4.0 * 1.25 * static_cast<double>(x.numel()) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_bn_relu_pool_forward)
+    ->ArgNames({"N", "C", "H"})
+    ->Args({64, 32, 28})   // W3 block 1
+    ->Args({64, 64, 14})   // W3 block 2
+    ->Args({128, 32, 32})  // W4 block 1
+    ->Args({128, 128, 8})  // W4 block 3
+    ->UseRealTime();
 
 // ---- elementwise ----
 
