@@ -66,8 +66,9 @@ static std::vector<uint32_t> bits_of(const Tensor& t) {
 TEST_CASE("ops.pool: the 2x2 stride-2 kernels equal the general path bit for bit") {
   // Values from {-1, 0, 1, 2} (many ties inside windows, -0 included) with NaNs sprinkled in; odd
   // H and W exercise floor mode (the last row / column belongs to no window). Widths around the
-  // AVX-512 kernels' 16-output chunks (Wo 15, 16, 17, 32, 33). Both kernels: the AVX-512F rows
-  // (where the CPU has them) and the portable loops, the fallback elsewhere.
+  // AVX-512 kernels' 16-output chunks (Wo 15, 16, 17, 32, 33), and every partial chunk of 1 to 15
+  // outputs (their place bytes are stored and loaded in pieces of 8, 4, 2 and 1). Both kernels: the
+  // AVX-512F rows (where the CPU has them) and the portable loops, the fallback elsewhere.
   const bool avx512 = detail::max_pool2x2_uses_avx512();
   MESSAGE("2x2 max-pool kernels tested: portable", avx512 ? " and AVX-512F" : " only");
   for (bool allow_avx512 : {true, false}) {
@@ -76,7 +77,9 @@ TEST_CASE("ops.pool: the 2x2 stride-2 kernels equal the general path bit for bit
     for (Shape shape :
          {Shape{2, 3, 6, 5}, Shape{1, 2, 7, 7}, Shape{2, 2, 3, 2}, Shape{1, 1, 2, 2},
           Shape{2, 4, 9, 11}, Shape{8, 16, 28, 28}, Shape{2, 3, 5, 30}, Shape{2, 2, 4, 33},
-          Shape{1, 2, 3, 34}, Shape{1, 3, 2, 64}, Shape{2, 2, 6, 67}}) {
+          Shape{1, 2, 3, 34}, Shape{1, 3, 2, 64}, Shape{2, 2, 6, 67}, Shape{1, 2, 4, 8},
+          Shape{1, 2, 4, 12}, Shape{1, 2, 4, 16}, Shape{1, 2, 4, 18}, Shape{1, 2, 4, 20},
+          Shape{1, 2, 4, 22}, Shape{1, 2, 4, 24}, Shape{1, 2, 4, 26}}) {
       CAPTURE(allow_avx512);
       CAPTURE(shape);
       Rng rng(77);
