@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/autograd.h"
+#include "core/blas.h"
 #include "core/ops.h"
 #include "core/ops/pool_general.h"
 #include "gradcheck.h"
@@ -181,6 +182,35 @@ TEST_CASE("ops.conv: the vectorized bias gradient equals the double-precision su
       for (int64_t p = 0; p < Ho * Wo; ++p) acc += r.data()[(n * K + k) * Ho * Wo + p];
     CAPTURE(k);
     CHECK(b.grad().data()[k] == doctest::Approx(2.0 * acc).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("ops.conv: the bias gradient over the threading threshold, 1 and 2 threads alike") {
+  // N * K * P = 8 * 16 * 289 values, over the size at which the images are split between threads;
+  // each plane is summed on its own and the planes added in image order, so the result has the
+  // same bits for any thread count and equals the double-precision sum to float rounding.
+  const int64_t N = 8, C = 3, K = 16, H = 17;
+  Rng rng(64);
+  Tensor x = Tensor::normal({N, C, H, H}, rng);
+  Tensor w = param({K, C, 3, 3}, 65);
+  Tensor r = Tensor::uniform({N, K, H, H}, rng, -1.0f, 1.0f);
+  auto bias_grad = [&](int threads) {
+    set_num_threads(threads);
+    Tensor b = param({K}, 66);
+    sum(mul(conv2d(x, w, b, 1, 1), r)).backward();  // dout = r
+    return b.grad().to_vector();
+  };
+  const int before = num_threads();
+  const std::vector<float> one = bias_grad(1), two = bias_grad(2);
+  set_num_threads(before);
+  REQUIRE(one.size() == static_cast<size_t>(K));
+  CHECK(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0);
+  for (int64_t k = 0; k < K; ++k) {
+    double acc = 0.0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t p = 0; p < H * H; ++p) acc += r.data()[(n * K + k) * H * H + p];
+    CAPTURE(k);
+    CHECK(one[static_cast<size_t>(k)] == doctest::Approx(acc).epsilon(1e-6));
   }
 }
 
