@@ -240,13 +240,19 @@ void chunk_spectra(float* dst, const float* src, int64_t A, int64_t n, const Pla
 
 // The inverse of chunk_spectra: each plane of dst [n][A][rows][cols] from its column of src,
 // assigned (+ bias[a], through relu when `relu`) or added. With pm, each plane's plane_moments
-// (core/ops/plane_moments.h) into pm [n][A][2] right after it is written.
+// (core/ops/plane_moments.h) into pm [n][A][2] right after it is written, and the threads split
+// the images (16 at a time) rather than the channels: batch norm, which takes those moments,
+// normalizes the images each thread wrote (for_image_ranges, core/ops/norm.cpp). Without pm the
+// channels: an input gradient goes to batch norm's backward, which splits channels.
 void chunk_planes(float* dst, const float* src, int64_t A, int64_t n, const Placement& pl,
                   const Plan& p, bool assign, const float* bias, bool relu, double* pm = nullptr) {
   const int64_t plane = pl.rows * pl.cols, fs = 2 * A * n, groups = (n + kLanes - 1) / kLanes;
+  const bool images_outer = pm != nullptr;
 #pragma omp for schedule(static)
   for (int64_t ag = 0; ag < A * groups; ++ag) {
-    const int64_t a = ag / groups, i0 = ag % groups * kLanes, lanes = std::min(kLanes, n - i0);
+    const int64_t a = images_outer ? ag % A : ag / groups;
+    const int64_t i0 = (images_outer ? ag / A : ag % groups) * kLanes;
+    const int64_t lanes = std::min(kLanes, n - i0);
     p.k.inverse(src + a * n + i0, src + (A + a) * n + i0, fs, lanes, pl, p.g,
                 dst + (i0 * A + a) * plane, A * plane, assign, bias ? bias[a] : 0.0f, relu);
     if (!pm) continue;

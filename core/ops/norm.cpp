@@ -213,6 +213,23 @@ void for_channel_blocks(const ChannelDims& d, bool reverse, F f,
   }
 }
 
+// Calls f(n0, n1) for each thread's contiguous range of images, [N t / team, N (t + 1) / team):
+// the split of the convs that give batch norm their planes' moments (direct, Winograd, im2col and
+// the frequency-domain path with moments all split images so), so that a thread normalizes
+// images it wrote itself. Below kParallelThreshold elements, one range on the calling thread.
+template <class F>
+void for_image_ranges(const ChannelDims& d, F f) {
+  if (d.N * d.C * d.S <= kParallelThreshold) {
+    f(int64_t{0}, d.N);
+    return;
+  }
+#pragma omp parallel
+  {
+    const int64_t team = omp_get_num_threads(), t = omp_get_thread_num();
+    f(d.N * t / team, d.N * (t + 1) / team);
+  }
+}
+
 // The schedule of two passes over the channel blocks with `between` (the reducer) between them.
 // `fused` (nothing to do between: the local reducer, or none): one loop over the blocks runs each
 // block's second pass right after its first, while its values are in cache. Otherwise (SyncBN):
@@ -1073,46 +1090,69 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
   auto forward = [&](auto renorm_tag, auto act_tag) {
     constexpr bool kRenorm = decltype(renorm_tag)::value;
     constexpr Activation kAct = decltype(act_tag)::value;
-    batch_norm_passes(
-        d, ImageBlocks::kWide, s.reducer == local_reducer(),
-        // This shard's moments.
-        [&](int64_t c0, int64_t c1) {
-          batch_norm_moments(moments.data(), s.mean.data(), x_p, d, c0, c1, given_planes);
-        },
-        // The moments of all shards' values.
-        [&] {
-          s.reducer->merge_moments(moments.data(), d.C);
-          s.count = moments[0];
-          BNLAB_CHECK(s.count >= static_cast<double>(d.N * d.S), op,
-                      ": the reducer returned a count of ", s.count,
-                      " values per channel, fewer than this shard's ", d.N * d.S, " (input ",
-                      x.shape(), ")");
-        },
-        // The statistics from the moments (and r, d from them), then y.
-        [&](int64_t c0, int64_t c1) {
-          for (int64_t c = c0; c < c1; ++c) {
-            const double v = moments[3 * c + 2] / s.count;
-            s.mean[c] = moments[3 * c + 1];
-            s.rstd[c] = 1.0 / std::sqrt(v + static_cast<double>(eps));
-            mean_f[c] = static_cast<float>(s.mean[c]);
-            var_f[c] = static_cast<float>(v);
-            if constexpr (!kRenorm) continue;
-            const double sigma = std::sqrt(static_cast<double>(run_var[c]) + eps);
-            const double r = std::sqrt(v + static_cast<double>(eps)) / sigma;
-            const double shift = (s.mean[c] - run_mean[c]) / sigma;
-            s.r[c] = r_max > 1.0 ? std::clamp(r, 1.0 / r_max, r_max) : 1.0;
-            s.shift[c] = d_max > 0.0 ? std::clamp(shift, -d_max, d_max) : 0.0;
-            r_f[c] = static_cast<float>(s.r[c]);
-            d_f[c] = static_cast<float>(s.shift[c]);
-          }
-          if (pool) {
-            pooled_normalize(y_p, s.place.get(), x_p, s.mean.data(), s.rstd.data(), gamma_p, beta_p,
-                             d, s.H, s.W, c0, c1);
-            return;
-          }
-          batch_norm_normalize<kRenorm, kAct>(y_p, x_p, s.mean.data(), s.rstd.data(), gamma_p,
-                                              beta_p, s.r.data(), s.shift.data(), d, c0, c1);
-        });
+    // This shard's moments.
+    auto moments_of = [&](int64_t c0, int64_t c1) {
+      batch_norm_moments(moments.data(), s.mean.data(), x_p, d, c0, c1, given_planes);
+    };
+    // The moments of all shards' values.
+    auto merge = [&] {
+      s.reducer->merge_moments(moments.data(), d.C);
+      s.count = moments[0];
+      BNLAB_CHECK(s.count >= static_cast<double>(d.N * d.S), op,
+                  ": the reducer returned a count of ", s.count,
+                  " values per channel, fewer than this shard's ", d.N * d.S, " (input ", x.shape(),
+                  ")");
+    };
+    // The statistics from the moments (and r, d from them).
+    auto statistics = [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const double v = moments[3 * c + 2] / s.count;
+        s.mean[c] = moments[3 * c + 1];
+        s.rstd[c] = 1.0 / std::sqrt(v + static_cast<double>(eps));
+        mean_f[c] = static_cast<float>(s.mean[c]);
+        var_f[c] = static_cast<float>(v);
+        if constexpr (!kRenorm) continue;
+        const double sigma = std::sqrt(static_cast<double>(run_var[c]) + eps);
+        const double r = std::sqrt(v + static_cast<double>(eps)) / sigma;
+        const double shift = (s.mean[c] - run_mean[c]) / sigma;
+        s.r[c] = r_max > 1.0 ? std::clamp(r, 1.0 / r_max, r_max) : 1.0;
+        s.shift[c] = d_max > 0.0 ? std::clamp(shift, -d_max, d_max) : 0.0;
+        r_f[c] = static_cast<float>(s.r[c]);
+        d_f[c] = static_cast<float>(s.shift[c]);
+      }
+    };
+    // y for channels [c0, c1) of the images of `part` (x's dims with N of them), from image n0.
+    auto normalize = [&](const ChannelDims& part, int64_t n0, int64_t c0, int64_t c1) {
+      const int64_t in = n0 * d.C * d.S;
+      if (pool) {
+        const int64_t out = n0 * d.C * (s.H / 2) * (s.W / 2);
+        pooled_normalize(y_p + out, s.place ? s.place.get() + out : nullptr, x_p + in,
+                         s.mean.data(), s.rstd.data(), gamma_p, beta_p, part, s.H, s.W, c0, c1);
+        return;
+      }
+      batch_norm_normalize<kRenorm, kAct>(y_p + in, x_p + in, s.mean.data(), s.rstd.data(), gamma_p,
+                                          beta_p, s.r.data(), s.shift.data(), part, c0, c1);
+    };
+    if (!given_planes) {
+      batch_norm_passes(d, ImageBlocks::kWide, s.reducer == local_reducer(), moments_of, merge,
+                        [&](int64_t c0, int64_t c1) {
+                          statistics(c0, c1);
+                          normalize(d, 0, c0, c1);
+                        });
+      return;
+    }
+    // The conv that wrote x gave its planes' moments, so the statistics cost no pass over x, and
+    // the normalize pass is free to split the images between threads as that conv did (see
+    // for_image_ranges): split by channel, each thread read half of every image, much of it
+    // still in the other core's cache, and the pass ran little faster on two threads than on one.
+    for_channel_blocks(d, /*reverse=*/false, moments_of);
+    if (s.reducer != local_reducer()) merge();
+    statistics(0, d.C);
+    for_image_ranges(d, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n)
+        for (int64_t c0 = 0; c0 < d.C; c0 += kChannelBlock)
+          normalize({1, d.C, d.S}, n, c0, std::min(d.C, c0 + kChannelBlock));
+    });
   };
   using None = std::integral_constant<Activation, Activation::none>;
   if (renorm) {

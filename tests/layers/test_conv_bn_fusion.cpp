@@ -1,9 +1,9 @@
 // Conv2d + BatchNorm2d in training: the conv computes each output plane's moments (batch norm's
-// first pass) while the image is in cache (core/ops/plane_moments.h). On every conv path the moments
-// are exactly plane_moments of the output; batch norm given them computes what it computes alone;
-// and Conv2d's fusion with BatchNorm2d (+ ReLU (+ MaxPool2d(2))), BatchRenorm2d and SyncBN included,
-// gives the outputs, gradients and running statistics of the modules run one by one, bit for bit.
-// When it is not taken: eval with running statistics, a BatchNorm subclass, BatchNorm1d.
+// first pass) while the image is in cache (core/ops/plane_moments.h). On every conv path the
+// moments are exactly plane_moments of the output; batch norm given them computes what it computes
+// alone; and Conv2d's fusion with BatchNorm2d (+ ReLU (+ MaxPool2d(2))), BatchRenorm2d and SyncBN
+// included, gives the outputs, gradients and running statistics of the modules run one by one, bit
+// for bit. When it is not taken: eval with running statistics, a BatchNorm subclass, BatchNorm1d.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -14,12 +14,13 @@
 
 #include "conv_path_cases.h"
 #include "core/autograd.h"
+#include "core/blas.h"
 #include "core/ops/plane_moments.h"
 #include "layers/layers.h"
 
 using namespace bnlab;
-using bnlab::testing::ConvCase;
 using bnlab::testing::conv_cases;
+using bnlab::testing::ConvCase;
 using bnlab::testing::require_path;
 using bnlab::testing::same_bits;
 
@@ -93,10 +94,10 @@ TEST_CASE("ops.conv2d_with_plane_moments: its output's plane moments on every co
     for (const bool relu : {false, true}) {
       CAPTURE(relu);
       std::vector<double> pm(static_cast<size_t>(2 * c.x[0] * c.w[0]), -1.0);
-      const Tensor y = detail::conv2d_with_plane_moments(x, w, b, c.stride, c.padding, 1, relu,
-                                                         pm.data());
-      const Tensor plain = relu ? conv2d_relu(x, w, b, c.stride, c.padding)
-                                : conv2d(x, w, b, c.stride, c.padding);
+      const Tensor y =
+          detail::conv2d_with_plane_moments(x, w, b, c.stride, c.padding, 1, relu, pm.data());
+      const Tensor plain =
+          relu ? conv2d_relu(x, w, b, c.stride, c.padding) : conv2d(x, w, b, c.stride, c.padding);
       CHECK(same_bits(y, plain));
       CHECK(same_doubles(pm, moments_of(y)));
       // The last plane's mean and M2 against a plain sum (plane_moments is batch norm's code).
@@ -110,55 +111,67 @@ TEST_CASE("ops.conv2d_with_plane_moments: its output's plane moments on every co
     }
   }
   std::vector<double> pm(2);
-  CHECK_THROWS_WITH(detail::conv2d_with_plane_moments(Tensor::ones({1, 1, 3, 3}),
-                                                      Tensor::ones({1, 1, 3, 3}), Tensor(), 1, 1,
-                                                      1, false, nullptr),
-                    doctest::Contains("conv2d: the plane moments' buffer is null"));
+  CHECK_THROWS_WITH(
+      detail::conv2d_with_plane_moments(Tensor::ones({1, 1, 3, 3}), Tensor::ones({1, 1, 3, 3}),
+                                        Tensor(), 1, 1, 1, false, nullptr),
+      doctest::Contains("conv2d: the plane moments' buffer is null"));
 }
 
 TEST_CASE("ops.batch_norm_train_given_planes: what batch norm computes alone, bit for bit") {
+  // Small, and over the threading threshold with more channels than one block (the given-planes
+  // forward splits images between threads, batch norm alone splits channels): alone on one
+  // thread, given on two.
   using detail::BatchNormThen;
   Rng rng(8);
-  for (const BatchNormThen then :
-       {BatchNormThen::nothing, BatchNormThen::relu, BatchNormThen::relu_max_pool2x2}) {
-    CAPTURE(static_cast<int>(then));
-    auto run = [&](bool given, const std::vector<double>* planes) {
-      Rng r(3);
-      // A common offset of 5: the per-plane two passes keep it from cancelling.
-      Tensor x = add(Tensor::normal({3, 5, 6, 7}, r), Tensor::full({3, 5, 6, 7}, 5.0f))
-                     .detach()
-                     .set_requires_grad(true);
-      Tensor gamma = Tensor::normal({5}, r).set_requires_grad(true);
-      Tensor beta = Tensor::normal({5}, r).set_requires_grad(true);
-      const std::vector<double> own = moments_of(x);
-      BatchNormResult res;
-      if (given) {
-        res = detail::batch_norm_train_given_planes(x, gamma, beta, 1e-5f, nullptr, nullptr, then,
-                                                    planes ? planes->data() : own.data());
-      } else if (then == BatchNormThen::nothing) {
-        res = batch_norm_train(x, gamma, beta, 1e-5f);
-      } else if (then == BatchNormThen::relu) {
-        res = batch_norm_relu_train(x, gamma, beta, 1e-5f);
-      } else {
-        res = batch_norm_relu_max_pool2x2_train(x, gamma, beta, 1e-5f);
+  const int before = num_threads();
+  for (const Shape& shape : {Shape{3, 5, 6, 7}, Shape{8, 70, 8, 8}}) {
+    CAPTURE(shape);
+    for (const BatchNormThen then : {BatchNormThen::nothing, BatchNormThen::relu,
+                                     BatchNormThen::relu_max_pool2x2, BatchNormThen::sigmoid}) {
+      CAPTURE(static_cast<int>(then));
+      auto run = [&](bool given, const std::vector<double>* planes) {
+        set_num_threads(given ? 2 : 1);
+        Rng r(3);
+        // A common offset of 5: the per-plane two passes keep it from cancelling.
+        Tensor x = add(Tensor::normal(shape, r), Tensor::full(shape, 5.0f))
+                       .detach()
+                       .set_requires_grad(true);
+        const int64_t C = shape[1];
+        Tensor gamma = Tensor::normal({C}, r).set_requires_grad(true);
+        Tensor beta = Tensor::normal({C}, r).set_requires_grad(true);
+        const std::vector<double> own = moments_of(x);
+        BatchNormResult res;
+        if (given) {
+          res = detail::batch_norm_train_given_planes(x, gamma, beta, 1e-5f, nullptr, nullptr, then,
+                                                      planes ? planes->data() : own.data());
+        } else if (then == BatchNormThen::nothing) {
+          res = batch_norm_train(x, gamma, beta, 1e-5f);
+        } else if (then == BatchNormThen::relu) {
+          res = batch_norm_relu_train(x, gamma, beta, 1e-5f);
+        } else if (then == BatchNormThen::sigmoid) {
+          res = batch_norm_sigmoid_train(x, gamma, beta, 1e-5f);
+        } else {
+          res = batch_norm_relu_max_pool2x2_train(x, gamma, beta, 1e-5f);
+        }
+        sum(mul(res.y, Tensor::normal(res.y.shape(), r))).backward();
+        return std::vector<Tensor>{res.y, res.mean, res.var, x.grad(), gamma.grad(), beta.grad()};
+      };
+      const std::vector<Tensor> alone = run(false, nullptr), given = run(true, nullptr);
+      for (size_t i = 0; i < alone.size(); ++i) {
+        CAPTURE(i);
+        CHECK(same_bits(alone[i], given[i]));
       }
-      sum(mul(res.y, Tensor::normal(res.y.shape(), r))).backward();
-      return std::vector<Tensor>{res.y, res.mean, res.var, x.grad(), gamma.grad(), beta.grad()};
-    };
-    const std::vector<Tensor> alone = run(false, nullptr), given = run(true, nullptr);
-    for (size_t i = 0; i < alone.size(); ++i) {
-      CAPTURE(i);
-      CHECK(same_bits(alone[i], given[i]));
+      // The given moments are what it uses: another tensor's give other statistics.
+      const std::vector<double> other = moments_of(Tensor::normal(shape, rng));
+      CHECK_FALSE(same_bits(run(true, &other)[1], alone[1]));
     }
-    // The given moments are what it uses: another tensor's give other statistics.
-    const std::vector<double> other = moments_of(Tensor::normal({3, 5, 6, 7}, rng));
-    CHECK_FALSE(same_bits(run(true, &other)[1], alone[1]));
   }
+  set_num_threads(before);
   const std::vector<double> pm(2 * 6);
-  CHECK_THROWS_WITH(detail::batch_norm_train_given_planes(Tensor::ones({2, 3}), Tensor(), Tensor(),
-                                                          1e-5f, nullptr, nullptr,
-                                                          BatchNormThen::nothing, pm.data()),
-                    doctest::Contains("batch_norm: given plane moments need an [N, C, H, W]"));
+  CHECK_THROWS_WITH(
+      detail::batch_norm_train_given_planes(Tensor::ones({2, 3}), Tensor(), Tensor(), 1e-5f,
+                                            nullptr, nullptr, BatchNormThen::nothing, pm.data()),
+      doctest::Contains("batch_norm: given plane moments need an [N, C, H, W]"));
 }
 
 TEST_CASE("layers.conv_bn_fusion: Conv2d + BatchNorm2d (+ ReLU (+ MaxPool2d)) as one by one") {
@@ -214,9 +227,9 @@ TEST_CASE("layers.conv_bn_fusion: Conv2d + BatchNorm2d (+ ReLU (+ MaxPool2d)) as
               for (auto& p : conv.parameters()) p.zero_grad();
               for (auto& p : bn->parameters()) p.zero_grad();
               sum(mul(h, Tensor::normal(h.shape(), rng))).backward();
-              got.insert(got.end(), {h, x.grad(), conv.weight().grad(), bn->weight().grad(),
-                                     bn->bias().grad(), bn->running_mean().clone(),
-                                     bn->running_var().clone()});
+              got.insert(got.end(),
+                         {h, x.grad(), conv.weight().grad(), bn->weight().grad(), bn->bias().grad(),
+                          bn->running_mean().clone(), bn->running_var().clone()});
               if (with_bias) got.push_back(conv.bias().grad());
             }
             return got;
