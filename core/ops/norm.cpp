@@ -422,17 +422,21 @@ float grad_at(float g, const float* z, std::ptrdiff_t i) {
   }
 }
 
-// relu on images, one run of S values of one (n, c): returns (sum(dz * relu'(z)), sum(dz *
-// relu'(z) * xhat)) over it. Each sum is a simd reduction over the run; dz and z are read and
-// masked once for both. Not inlined: batch_norm_relu_max_pool2x2_train calls this same code on the
-// runs it re-forms, so its sums add in the same order, bit for bit.
-[[gnu::noinline]] std::pair<double, double> relu_grad_sums_run(const float* gc, const float* zc,
-                                                               const float* xc, double mean,
-                                                               double rstd, int64_t S) {
+// relu on images (kAct relu), one run of S values of one (n, c): returns (sum(dz * relu'(z)),
+// sum(dz * relu'(z) * xhat)) over it. Each sum is a simd reduction over the run; dz and z are read
+// and masked once for both. kAct none: the run's gradient g is already relu's backward (the pooled
+// op's re-formed planes, for_pooled_planes), and zc is not read. Not inlined, and one template for
+// both: batch_norm_relu_max_pool2x2_train runs the same loop on the planes it re-forms, so its sums
+// add in the same order, bit for bit (g * relu'(z) there would be g * 1 = g).
+template <Activation kAct>
+[[gnu::noinline]] std::pair<double, double> grad_sums_run(const float* gc, const float* zc,
+                                                          const float* xc, double mean, double rstd,
+                                                          int64_t S) {
+  static_assert(kAct == Activation::relu || kAct == Activation::none);
   double a = 0.0, b = 0.0;
 #pragma omp simd reduction(+ : a, b)
   for (int64_t s = 0; s < S; ++s) {
-    const float g = grad_at<Activation::relu>(gc[s], zc, s);
+    const float g = grad_at<kAct>(gc[s], zc, s);
     a += static_cast<double>(g);
     b += g * ((xc[s] - mean) * rstd);
   }
@@ -450,13 +454,13 @@ void batch_norm_grad_sums(double* sums, const float* dy, const float* z, const f
   double sum_dy[kChannelBlock] = {}, sum_dy_xhat[kChannelBlock] = {};
   if constexpr (kAct == Activation::relu) {
     if (d.S > 1) {
-      // Images: both sums in one loop (relu_grad_sums_run), so dz and z are read and masked once,
+      // Images: both sums in one loop (grad_sums_run), so dz and z are read and masked once,
       // not twice. Each sum is still its own simd reduction over the same runs, as below.
       for (int64_t n = 0; n < d.N; ++n) {
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t base = (n * d.C + c) * d.S;
-          const auto [a, b] =
-              relu_grad_sums_run(dy + base, z + base, x + base, mean_d[c], rstd_d[c], d.S);
+          const auto [a, b] = grad_sums_run<Activation::relu>(dy + base, z + base, x + base,
+                                                              mean_d[c], rstd_d[c], d.S);
           sum_dy[c - c0] += a;
           sum_dy_xhat[c - c0] += b;
         }
@@ -512,13 +516,14 @@ DxCoefficients dx_coefficients(double g, double rstd, const double* sums, double
 
 // relu on images with sums (training), one run of S values of one (n, c): dx = k.k_dy * dz *
 // relu'(z) - k.k_mean - k.k_xhat * (x - mean), assigned (fresh: + 0.0f, what adding into a zeroed
-// buffer gives) or added. Not inlined, for batch_norm_relu_max_pool2x2_train's sake, as
-// relu_grad_sums_run.
-[[gnu::noinline]] void relu_grad_input_run(float* dxc, bool fresh, const float* gc, const float* zc,
-                                           const float* xc, DxCoefficients k, double mean,
-                                           int64_t S) {
+// buffer gives) or added. kAct none: gc is relu's backward already (the pooled op), zc not read.
+// Not inlined, for batch_norm_relu_max_pool2x2_train's sake, as grad_sums_run.
+template <Activation kAct>
+[[gnu::noinline]] void grad_input_run(float* dxc, bool fresh, const float* gc, const float* zc,
+                                      const float* xc, DxCoefficients k, double mean, int64_t S) {
+  static_assert(kAct == Activation::relu || kAct == Activation::none);
   auto value = [&](int64_t s) {
-    return static_cast<float>(k.k_dy * grad_at<Activation::relu>(gc[s], zc, s) - k.k_mean -
+    return static_cast<float>(k.k_dy * grad_at<kAct>(gc[s], zc, s) - k.k_mean -
                               k.k_xhat * (xc[s] - mean));
   };
   if (fresh) {
@@ -559,8 +564,8 @@ void batch_norm_grad_input(float* dx, bool dx_fresh, const float* dy, const floa
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t base = (n * d.C + c) * d.S;
           const DxCoefficients k{k_dy[c - c0], k_mean[c - c0], k_xhat[c - c0]};
-          relu_grad_input_run(dx + base, dx_fresh, dy + base, z + base, x + base, k, mean_d[c],
-                              d.S);
+          grad_input_run<Activation::relu>(dx + base, dx_fresh, dy + base, z + base, x + base, k,
+                                           mean_d[c], d.S);
         }
       }
       return;
@@ -647,25 +652,18 @@ void pooled_normalize(float* p, uint8_t* place, const float* x, const double* me
 }
 
 // For each plane (n, c), c in [c0, c1), in memory order (n outer): re-forms its gradient w.r.t.
-// batch norm's output in scratch and calls f(c, g, ones, base): g [S] holds (0 + dp) * relu'(p) at
-// each window's winner (its `place`: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right,
-// core/ops/pool_general.h) and +0 in every other cell, ones [S] is all 1, base is the plane's
-// offset in x. For the run functions, which take dz * relu'(z) at every cell, (g, ones) gives the
-// same floats as the unfused chain's (dz, z): there dz is 0 + dp at the winner (max_pool2d's
+// batch norm's output in scratch and calls f(c, g, base): g [S] holds (0 + dp) * relu'(p) at each
+// window's winner (its `place`: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right,
+// core/ops/pool_general.h) and +0 in every other cell, base is the plane's offset in x. These are
+// the floats of the unfused chain's dz * relu'(z): there dz is 0 + dp at the winner (max_pool2d's
 // backward into a fresh buffer) and +0 elsewhere, and relu'(z) at the winner is relu'(p) (z = p
-// there); g * relu'(1) = g exactly, and +0 * relu'(anything) = +0.
+// there), +0 * relu'(anything) = +0. So the run functions take g as it is (kAct none): a stand-in
+// z of ones (g * relu'(1) = g) was a third stream read in both passes.
 //
 // Two ways to write g, by width. Rows of at least kDenseWidth windows are written whole, four
 // selects per window in a vectorized loop. Narrower rows (lenet's 7 and 14) would run that loop
 // mostly in its scalar remainder, so there g is a buffer kept all +0 between planes: one store per
 // window sets the winner, one after f resets it.
-// A thread's array of S ones (grown once): z's stand-in for the run functions (see below).
-const float* ones_for_planes(size_t S) {
-  thread_local std::vector<float> ones;
-  if (ones.size() < S) ones.assign(S, 1.0f);
-  return ones.data();
-}
-
 // The pooled backward's re-formed planes of one channel block [c0, c1), kept by its first pass for
 // its second ([N][c1 - c0][S], per thread, grown once), when that fits in kKeptPlanesMaxFloats.
 // Re-forming a plane (for_pooled_planes) costs more than reading it back from cache: lenet's
@@ -692,7 +690,6 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
     sparse.assign(S, 0.0f);
     masked.resize(S / 4);
   }
-  const float* ones = ones_for_planes(S);
   float* __restrict g = dense ? plane.data() : sparse.data();
   float* __restrict gm = masked.data();  // each window's (0 + dp) * relu'(p), [Ho, Wo]
   // v where `keep`, else +0; on the bits, so that the compiler never makes it a branch (as
@@ -726,7 +723,7 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
           if (W % 2) top[W - 1] = bottom[W - 1] = 0.0f;  // the column no window covers
         }
         if (H % 2) std::fill_n(g + (H - 1) * W, W, 0.0f);  // the row no window covers
-        f(c, static_cast<const float*>(g), ones, (n * d.C + c) * d.S);
+        f(c, static_cast<const float*>(g), (n * d.C + c) * d.S);
         continue;
       }
       auto winner = [&](int64_t oh, int64_t ow) {
@@ -734,7 +731,7 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
       };
       for (int64_t oh = 0; oh < Ho; ++oh)
         for (int64_t ow = 0; ow < Wo; ++ow) g[winner(oh, ow)] = gm[oh * Wo + ow];
-      f(c, static_cast<const float*>(g), ones, (n * d.C + c) * d.S);
+      f(c, static_cast<const float*>(g), (n * d.C + c) * d.S);
       for (int64_t oh = 0; oh < Ho; ++oh)
         for (int64_t ow = 0; ow < Wo; ++ow) g[winner(oh, ow)] = 0.0f;
     }
@@ -802,15 +799,14 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
             sums[static_cast<size_t>(d.C + c)] = 0.0;
           }
           float* kept = keep_planes(c0, c1) ? kept_planes(d.N * (c1 - c0) * d.S) : nullptr;
-          for_pooled_planes(s, dy, z, c0, c1,
-                            [&](int64_t c, const float* gp, const float* ones, int64_t base) {
-                              const size_t k = static_cast<size_t>(c);
-                              const auto [a, b] =
-                                  relu_grad_sums_run(gp, ones, x + base, s.mean[k], s.rstd[k], d.S);
-                              sums[k] += a;
-                              sums[static_cast<size_t>(d.C) + k] += b;
-                              if (kept) std::copy_n(gp, d.S, kept + kept_offset(c0, c1, c, base));
-                            });
+          for_pooled_planes(s, dy, z, c0, c1, [&](int64_t c, const float* gp, int64_t base) {
+            const size_t k = static_cast<size_t>(c);
+            const auto [a, b] =
+                grad_sums_run<Activation::none>(gp, nullptr, x + base, s.mean[k], s.rstd[k], d.S);
+            sums[k] += a;
+            sums[static_cast<size_t>(d.C) + k] += b;
+            if (kept) std::copy_n(gp, d.S, kept + kept_offset(c0, c1, c, base));
+          });
         } else {
           batch_norm_grad_sums<kAct>(sums.data(), dy, z, x, s.mean.data(), s.rstd.data(), d, c0,
                                      c1);
@@ -833,18 +829,17 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
             coef[c - c0] = dx_coefficients(gamma ? gamma[c] : 1.0, s.rstd[static_cast<size_t>(c)],
                                            sums.data(), s.count, d.C, c);
           }
-          auto dx_run = [&](int64_t c, const float* gp, const float* ones, int64_t base) {
-            relu_grad_input_run(dx + base, dx_target.fresh, gp, ones, x + base, coef[c - c0],
-                                s.mean[static_cast<size_t>(c)], d.S);
+          auto dx_run = [&](int64_t c, const float* gp, int64_t base) {
+            grad_input_run<Activation::none>(dx + base, dx_target.fresh, gp, nullptr, x + base,
+                                             coef[c - c0], s.mean[static_cast<size_t>(c)], d.S);
           };
           if (keep_planes(c0, c1)) {
             // The planes the first pass kept (the same floats), in memory order.
             const float* kept = kept_planes(d.N * (c1 - c0) * d.S);
-            const float* ones = ones_for_planes(static_cast<size_t>(d.S));
             for (int64_t n = 0; n < d.N; ++n) {
               for (int64_t c = c0; c < c1; ++c) {
                 const int64_t base = (n * d.C + c) * d.S;
-                dx_run(c, kept + kept_offset(c0, c1, c, base), ones, base);
+                dx_run(c, kept + kept_offset(c0, c1, c, base), base);
               }
             }
             return;
