@@ -422,6 +422,20 @@ float grad_at(float g, const float* z, std::ptrdiff_t i) {
   }
 }
 
+// The backward's sums pass walks a channel block [c0, c1) image by image, one run of S values per
+// (n, c), and reads x (and dz, z) from memory in runs of a few KiB one image apart, which the
+// hardware prefetcher picks up late on every run: in perf the sums waited on those loads. So each
+// run asks for the next run's lines while it computes: next_run_base gives the next (n, c)'s offset
+// in this order (or -1 after the last), prefetch_run one run of S floats at p.
+int64_t next_run_base(const ChannelDims& d, int64_t base, int64_t c, int64_t c0, int64_t c1) {
+  const int64_t next = c + 1 < c1 ? base + d.S : base + (d.C - (c1 - c0) + 1) * d.S;
+  return next < d.N * d.C * d.S ? next : -1;
+}
+
+void prefetch_run(const float* p, int64_t S) {
+  for (int64_t o = 0; o < S; o += 16) __builtin_prefetch(p + o);
+}
+
 // relu on images (kAct relu), one run of S values of one (n, c): returns (sum(dz * relu'(z)),
 // sum(dz * relu'(z) * xhat)) over it. Each sum is a simd reduction over the run; dz and z are read
 // and masked once for both. kAct none: the run's gradient g is already relu's backward (the pooled
@@ -459,6 +473,11 @@ void batch_norm_grad_sums(double* sums, const float* dy, const float* z, const f
       for (int64_t n = 0; n < d.N; ++n) {
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t base = (n * d.C + c) * d.S;
+          if (const int64_t next = next_run_base(d, base, c, c0, c1); next >= 0) {
+            prefetch_run(dy + next, d.S);
+            prefetch_run(z + next, d.S);
+            prefetch_run(x + next, d.S);
+          }
           const auto [a, b] = grad_sums_run<Activation::relu>(dy + base, z + base, x + base,
                                                               mean_d[c], rstd_d[c], d.S);
           sum_dy[c - c0] += a;
@@ -563,6 +582,11 @@ void batch_norm_grad_input(float* dx, bool dx_fresh, const float* dy, const floa
       for (int64_t n = 0; n < d.N; ++n) {
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t base = (n * d.C + c) * d.S;
+          if (const int64_t next = next_run_base(d, base, c, c0, c1); next >= 0) {
+            prefetch_run(dy + next, d.S);
+            prefetch_run(z + next, d.S);
+            prefetch_run(x + next, d.S);
+          }
           const DxCoefficients k{k_dy[c - c0], k_mean[c - c0], k_xhat[c - c0]};
           grad_input_run<Activation::relu>(dx + base, dx_fresh, dy + base, z + base, x + base, k,
                                            mean_d[c], d.S);
@@ -704,6 +728,13 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
       const float* __restrict dpp = dp + out;
       const float* __restrict pp = p + out;
       const uint8_t* __restrict k = s.place.get() + out;
+      // The next plane's dp, p and places (see next_run_base), a quarter of x's run each.
+      if (const int64_t next = next_run_base(d, (n * d.C + c) * d.S, c, c0, c1); next >= 0) {
+        const int64_t next_out = next / d.S * Ho * Wo;
+        prefetch_run(dp + next_out, Ho * Wo);
+        prefetch_run(p + next_out, Ho * Wo);
+        for (int64_t o = 0; o < Ho * Wo; o += 64) __builtin_prefetch(s.place.get() + next_out + o);
+      }
 #pragma omp simd
       for (int64_t j = 0; j < Ho * Wo; ++j)
         gm[j] = (0.0f + dpp[j]) * detail::relu_derivative(pp[j]);
@@ -801,6 +832,9 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
           float* kept = keep_planes(c0, c1) ? kept_planes(d.N * (c1 - c0) * d.S) : nullptr;
           for_pooled_planes(s, dy, z, c0, c1, [&](int64_t c, const float* gp, int64_t base) {
             const size_t k = static_cast<size_t>(c);
+            // The next plane's x (its dp, p and places are a quarter of the size).
+            if (const int64_t next = next_run_base(d, base, c, c0, c1); next >= 0)
+              prefetch_run(x + next, d.S);
             const auto [a, b] =
                 grad_sums_run<Activation::none>(gp, nullptr, x + base, s.mean[k], s.rstd[k], d.S);
             sums[k] += a;
@@ -839,6 +873,8 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
             for (int64_t n = 0; n < d.N; ++n) {
               for (int64_t c = c0; c < c1; ++c) {
                 const int64_t base = (n * d.C + c) * d.S;
+                if (const int64_t next = next_run_base(d, base, c, c0, c1); next >= 0)
+                  prefetch_run(x + next, d.S);
                 dx_run(c, kept + kept_offset(c0, c1, c, base), base);
               }
             }
