@@ -48,7 +48,7 @@
 // Sigmoid): the normalize pass writes z = sigmoid(y) with sigmoid()'s own sigmoid_fast, and the
 // backward multiplies dz by sigmoid_derivative(z), the float sigmoid's backward writes;
 // bit-identical to sigmoid(batch_norm_train(x).y), a NaN's sign aside. Images take the generic
-// loops (relu's *_run functions below serve the pooled op too).
+// loops (the *_run functions below serve relu and the pooled op).
 //
 // batch_norm_relu_max_pool2x2_train goes one op further, max_pool2d(z, 2) where it follows
 // (lenet's and cifar-cnn's conv blocks): the normalize pass forms z one plane at a time in scratch
@@ -56,8 +56,9 @@
 // winners' places reach memory. Backward re-forms each plane's gradient w.r.t. bn(x) in scratch
 // from dp, p and the places (for_pooled_planes: the same floats as the unfused chain's dz *
 // relu'(z)), once per block: the sums pass keeps a block's planes in per-thread scratch for its dx
-// pass (kept_planes). It runs the same machine code on each plane as batch_norm_relu_train does on
-// its runs (the *_run functions below are not inlined, so both reductions add in one order).
+// pass (kept_planes). It runs the same loops on each plane as batch_norm_relu_train does on its
+// runs (grad_sums_run and grad_input_run below, not inlined; their relu and none instances differ
+// only in relu's mask, and the re-formed planes need none), so both reductions add in one order.
 // Results are bit-identical to max_pool2d(relu(bn(x)), 2); three passes over [N, C, H, W] fewer
 // forward, three fewer backward, and z is not kept for backward.
 //
