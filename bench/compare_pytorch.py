@@ -39,6 +39,12 @@ Method (docs/performance.md, "How the PyTorch comparison is measured"):
   written at all (exit 3).
 - Pinning: a row with fewer threads than CPUs runs both sides on the same lowest-numbered CPUs
   (--no-pin: wherever the scheduler puts them); virtual CPUs need not be equally fast.
+- CPU speed: right before and after each measurement, the CPUs it runs on are probed (a fixed
+  Python loop, ~20 ms each, CpuSpeed); full speed is the fastest reading of the run. A round
+  next to which a CPU read below FULL_SPEED_SHARE (0.9) of full speed is measured again like a
+  busy one, after waiting up to 30 s for full speed. The host can slow one vCPU by 20-40 % for
+  minutes, which neither the load average nor the steal time shows. Measurements kept slowed
+  (retries used up) are named in the report; they do not make the run not quiet.
 
 Output: bench/results/compare_pytorch-<UTC time>.json (everything: machine, environment, each
 measurement with its load readings) and .md (the tables), and the tables on stdout.
@@ -61,6 +67,9 @@ import time
 TORCH_PYTHON = "/usr/bin/python3"
 OPENMP_BLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
 QUIET_LOAD_PER_CPU = 0.3
+# A measurement is taken at full speed when every CPU it ran on did at least this share of the
+# probe's best rate right before and right after it (cpu_speed_probe; the probe repeats to ~1 %).
+FULL_SPEED_SHARE = 0.9
 NOT_QUIET = "NOT QUIET -- not for publication"
 SAMPLE_INTERVAL = 0.1  # seconds between samples of the runnable tasks during a measurement
 # Environment variables that change either side's speed: recorded as found, never changed (except
@@ -202,16 +211,38 @@ def pinned_cpus(allowed, threads):
     return cpus[:threads] if threads < len(cpus) else None
 
 
-def busy_round(pair, limit):
+def speed_share(speeds, reference):
+    """The slowest of a measurement's CPU probe readings ({cpu: iterations/s}, before and after
+    it) as a share of the run's reference (the fastest reading seen at the start); None when
+    nothing was probed."""
+    readings = [v for probe in speeds for v in probe.values()]
+    if not readings or not reference:
+        return None
+    return min(readings) / reference
+
+
+def slowed(m, share=FULL_SPEED_SHARE):
+    """True when a CPU the measurement ran on was below `share` of full speed next to it.
+    Virtual CPUs slow down when the host's other tenants load them: on this project's 2-vCPU
+    machines one CPU ran 20-40 % slow for minutes at a time, with no sign in the load average
+    or the steal time, and it hit whichever side ran then."""
+    got = m.get("speed_share")
+    return got is not None and got < share
+
+
+def busy_round(pair, limit, share=FULL_SPEED_SHARE):
     """True when other programs' runnable tasks averaged above limit during either measurement of
-    a round (or could not be sampled): the round is measured again, if retries are left."""
-    return any(m["foreign_mean"] is None or m["foreign_mean"] > limit for m in pair)
+    a round (or could not be sampled), or a CPU was slowed next to one (slowed): the round is
+    measured again, if retries are left."""
+    return any(m["foreign_mean"] is None or m["foreign_mean"] > limit or slowed(m, share)
+               for m in pair)
 
 
-def measure_round(run, sides, key, rnd, limit, retries, log=sys.stderr):
+def measure_round(run, sides, key, rnd, limit, retries, log=sys.stderr, before_retry=None):
     """One round of a row: each side once, in order (bnlab, torch), each a fresh process through
-    run(side, cmd, label). A round during which other programs ran (busy_round) is measured again,
-    up to `retries` times. Returns (the kept pair, the discarded measurements)."""
+    run(side, cmd, label). A round during which other programs ran or a CPU was slowed
+    (busy_round) is measured again, up to `retries` times, after before_retry() (which waits for
+    full speed). Returns (the kept pair, the discarded measurements)."""
     discarded = []
     for attempt in range(retries + 1):
         pair = []
@@ -221,13 +252,18 @@ def measure_round(run, sides, key, rnd, limit, retries, log=sys.stderr):
             pair.append(m)
         again = busy_round(pair, limit) and attempt < retries
         rates = " / ".join(f"{m['side']} {m['result']['train']['median']:.0f}" for m in pair)
+        shares = [m["speed_share"] for m in pair if m.get("speed_share") is not None]
         print(f"# {key} round {rnd}: train {rates} img/s; others runnable "
               f"{max(m['foreign_mean'] or 0.0 for m in pair):.2f}"
-              + ("; other programs ran, measuring again" if again else ""),
+              + (f"; slowest CPU {min(shares):.2f} of full speed" if shares else "")
+              + ("; " + ("a CPU was slowed" if any(slowed(m) for m in pair)
+                         else "other programs ran") + ", measuring again" if again else ""),
               file=log, flush=True)
         if not again:
             return pair, discarded
         discarded.extend(pair)
+        if before_retry:
+            before_retry()
 
 
 def quiet_verdict(cpus, start_load1, measurements, per_cpu=QUIET_LOAD_PER_CPU):
@@ -275,9 +311,25 @@ def retried(doc):
     if not retries:
         return ""
     rounds = len(doc.get("discarded", [])) // 2  # measure_round discards both sides of a round
-    return (f"; a round during which other programs' runnable tasks averaged above the limit was "
-            f"measured again, up to {retries} times: {rounds} round(s) discarded "
+    slow = (f" or a CPU probed below {doc['speed']['full_speed_share']} of full speed next to it"
+            if "speed" in doc else "")
+    return (f"; a round during which other programs' runnable tasks averaged above the limit{slow} "
+            f"was measured again, up to {retries} times: {rounds} round(s) discarded "
             f"(in the JSON's \"discarded\")")
+
+
+def cpu_speed_line(doc):
+    """The report's account of the CPU probe (None for documents without one)."""
+    sp = doc.get("speed")
+    if not sp or sp.get("min_share") is None:
+        return None
+    slowed_kept = sp["slowed"]
+    return (f"- CPU speed: each measurement's CPUs were probed right before and after it (a fixed "
+            f"Python loop, best of 3); the slowest reading next to a kept measurement was "
+            f"{sp['min_share']:.2f} of the run's fastest; "
+            + (f"{len(slowed_kept)} kept measurement(s) below {sp['full_speed_share']} "
+               f"(first: {slowed_kept[0]})" if slowed_kept
+               else f"none below {sp['full_speed_share']}"))
 
 
 def pinning(doc):
@@ -334,12 +386,17 @@ def format_markdown(doc):
         f"up to {ld['max_foreign_mean']:.2f}; hypervisor steal up to {ld['max_steal_pct']:.1f}%",
         "- Columns: load 1m = the 1-minute load averages read before and after the row's "
         "measurements (min..max); others = the highest mean number of other programs' runnable "
-        "tasks during one of them",
-        "",
+        "tasks during one of them"
+        + ("; CPU speed = the slowest probe reading next to one of them, as a share of full speed"
+           if cpu_speed_line(doc) else ""),
     ]
+    out += [line for line in (cpu_speed_line(doc),) if line] + [""]
     header = ["workload", "BN", "thr", "bnlab train img/s", "torch train img/s", "train ratio",
               "bnlab infer img/s", "torch infer img/s", "infer ratio", "bnlab RSS MB",
               "torch RSS MB", "load 1m", "others"]
+    with_speed = cpu_speed_line(doc) is not None
+    if with_speed:
+        header.append("CPU speed")
     rows = []
     for r in doc["rows"]:
         b, t = r["bnlab"], r["torch"]
@@ -349,6 +406,9 @@ def format_markdown(doc):
                      fmt_ratio(r["infer_ratio"]), f"{b['peak_rss_mb']:.0f}",
                      f"{t['peak_rss_mb']:.0f}", f"{r['load1_min']:.2f}..{r['load1_max']:.2f}",
                      f"{r['foreign_max']:.2f}"])
+        if with_speed:
+            share = r.get("speed_share_min")
+            rows[-1].append("" if share is None else f"{share:.2f}")
     if not quiet:
         out += [f"{NOT_QUIET}:", ""]
     out += [md_table(header, rows), ""]
@@ -567,10 +627,64 @@ def own_running(pid):
     return running_threads(texts)
 
 
-def run_measured(cmd, env, label, cpus=None):
+def cpu_speed_probe(cpu, iterations=300_000, repeats=3):
+    """Iterations/s of a fixed pure-Python loop on `cpu` (this process moves there for it and
+    back), the best of `repeats`: how fast that CPU runs right now, in about 20 ms. Any steady
+    loop would do; the readings are only compared with each other."""
+    home = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    best = None
+    try:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            x = 0
+            for i in range(iterations):
+                x += i
+            t = time.perf_counter() - t0
+            best = t if best is None or t < best else best
+    finally:
+        os.sched_setaffinity(0, home)
+    return iterations / best
+
+
+class CpuSpeed:
+    """Probe readings of the CPUs and the run's full speed: the fastest reading seen so far (all
+    CPUs of a machine are taken to be alike when nothing slows them)."""
+
+    def __init__(self, cpus):
+        self.cpus = sorted(cpus)
+        self.full = 0.0
+
+    def read(self, cpus=None):
+        got = {c: cpu_speed_probe(c) for c in (cpus or self.cpus)}
+        self.full = max([self.full] + list(got.values()))
+        return got
+
+    def calibrate(self, readings=5):
+        for _ in range(readings):
+            self.read()
+            time.sleep(0.2)
+
+    def wait_for_full_speed(self, cpus=None, seconds=30.0):
+        """Before a round is measured again: waits up to `seconds` until every CPU of the row
+        probes at FULL_SPEED_SHARE of full speed or more."""
+        t0 = time.monotonic()
+        while True:
+            got = self.read(cpus)
+            share = min(got.values()) / self.full
+            if share >= FULL_SPEED_SHARE or time.monotonic() - t0 >= seconds:
+                return
+            print(f"# waiting for full CPU speed (slowest CPU {share:.2f}), "
+                  f"{seconds - (time.monotonic() - t0):.0f} s left", file=sys.stderr, flush=True)
+            time.sleep(2.0)
+
+
+def run_measured(cmd, env, label, cpus=None, speed=None):
     """Runs one measurement process (pinned to `cpus` when given); returns its BNLAB_BENCH JSON and
     the conditions around it: load average before/after, other programs' runnable tasks while it
-    ran, hypervisor steal."""
+    ran, hypervisor steal, and (with a CpuSpeed) its CPUs' probe readings right before and after
+    and the slowest of them as a share of full speed."""
+    speed_before = speed.read(cpus) if speed else {}
     before, stat0 = loadavg(), cpu_times()
     t0 = time.monotonic()
     samples, maps = [], []
@@ -589,6 +703,7 @@ def run_measured(cmd, env, label, cpus=None):
                 maps = blas_mappings(read_text(f"/proc/{p.pid}/maps") or "")
         wall = time.monotonic() - t0
         after, stat1 = loadavg(), cpu_times()
+        speed_after = speed.read(cpus) if speed else {}
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
@@ -605,7 +720,9 @@ def run_measured(cmd, env, label, cpus=None):
     return dict(label=label, result=result, load_before=before, load_after=after,
                 foreign_mean=statistics.mean(samples) if samples else None,
                 foreign_max=max(samples) if samples else None, samples=len(samples),
-                steal_pct=steal_percent(stat0, stat1), wall_s=wall, blas_paths=maps)
+                steal_pct=steal_percent(stat0, stat1), wall_s=wall, blas_paths=maps,
+                cpu_speed=dict(before=speed_before, after=speed_after),
+                speed_share=speed_share([speed_before, speed_after], speed.full if speed else 0))
 
 
 def lscpu_summary():
@@ -732,6 +849,8 @@ def main(argv=None):
     limit = QUIET_LOAD_PER_CPU * cpus
     started = utc_now()
     waited = settle(limit, args.settle)
+    speed = CpuSpeed(os.sched_getaffinity(0))
+    speed.calibrate()
     start_load = loadavg()
     inner = ["--repeats", str(args.inner_repeats), "--seconds", str(args.seconds), "--warmup",
              str(args.warmup)]
@@ -749,10 +868,11 @@ def main(argv=None):
                 got = {"bnlab": [], "torch": []}
                 for rnd in range(1, args.repeats + 1):
                     pair, gone = measure_round(
-                        lambda side, cmd, label: run_measured(cmd, env, label, pin),
+                        lambda side, cmd, label: run_measured(cmd, env, label, pin, speed),
                         (("bnlab", [args.bnlab, "bench"] + inner + ["--child", key]),
                          ("torch", me + ["--child", key])),
-                        key, rnd, limit, args.retries)
+                        key, rnd, limit, args.retries,
+                        before_retry=lambda: speed.wait_for_full_speed(pin))
                     discarded.extend(gone)
                     for m in pair:
                         got[m["side"]].append(m)
@@ -772,6 +892,8 @@ def main(argv=None):
                 loads = [m[k]["load1"] for m in mine for k in ("load_before", "load_after") if m[k]]
                 row["load1_min"], row["load1_max"] = min(loads), max(loads)
                 row["foreign_max"] = max(m["foreign_mean"] or 0.0 for m in mine)
+                shares = [m["speed_share"] for m in mine if m["speed_share"] is not None]
+                row["speed_share_min"] = min(shares) if shares else None
                 row["measurements"] = mine
                 rows.append(row)
 
@@ -819,9 +941,14 @@ def main(argv=None):
                   min_load1=min(all_loads), max_load1=max(all_loads),
                   max_foreign_mean=max(m["foreign_mean"] or 0.0 for m in measurements),
                   max_steal_pct=max((m["steal_pct"] or 0.0) for m in measurements)),
+        speed=dict(full_iterations_per_s=speed.full, full_speed_share=FULL_SPEED_SHARE,
+                   min_share=min((m["speed_share"] for m in measurements
+                                  if m["speed_share"] is not None), default=None),
+                   slowed=[m["label"] for m in measurements if slowed(m)]),
         rows=rows,
         discarded=[dict(label=m["label"], attempt=m["attempt"], foreign_mean=m["foreign_mean"],
-                        train=m["result"]["train"]["median"]) for m in discarded])
+                        speed_share=m["speed_share"], train=m["result"]["train"]["median"])
+                   for m in discarded])
 
     os.makedirs(out_dir, exist_ok=True)
     stamp = started.replace("-", "").replace(":", "")

@@ -226,6 +226,70 @@ class Retries(unittest.TestCase):
         self.assertEqual((len(calls), len(pair), gone), (2, 2, []))
 
 
+class CpuSpeed(unittest.TestCase):
+    """A measurement next to which a CPU probed slow is measured again (speed_share, slowed)."""
+
+    def test_speed_share_is_the_slowest_reading_before_or_after(self):
+        self.assertAlmostEqual(cp.speed_share([{0: 50.0, 1: 40.0}, {0: 48.0, 1: 49.0}], 50.0), 0.8)
+        self.assertAlmostEqual(cp.speed_share([{0: 50.0}, {0: 45.0}], 50.0), 0.9)
+        self.assertIsNone(cp.speed_share([{}, {}], 50.0))
+        self.assertIsNone(cp.speed_share([{0: 50.0}], 0.0))
+
+    def test_slowed(self):
+        self.assertTrue(cp.slowed(dict(speed_share=0.89)))
+        self.assertFalse(cp.slowed(dict(speed_share=0.9)))
+        self.assertFalse(cp.slowed(dict(speed_share=None)))
+        self.assertFalse(cp.slowed(dict()))  # documents from before the probe
+        self.assertTrue(cp.slowed(dict(speed_share=0.94), share=0.95))
+
+    def test_a_slowed_round_is_busy(self):
+        quiet = dict(label="a", foreign_mean=0.0, speed_share=1.0)
+        self.assertFalse(cp.busy_round([quiet, dict(quiet, speed_share=0.95)], 0.6))
+        self.assertTrue(cp.busy_round([quiet, dict(quiet, speed_share=0.7)], 0.6))
+
+    def test_a_slowed_round_waits_and_is_measured_again(self):
+        shares = [1.0, 0.75, 0.98, 1.0]
+        calls, waits = [], []
+
+        def run(side, cmd, label):
+            calls.append(label)
+            return dict(label=label, foreign_mean=0.0, speed_share=shares[len(calls) - 1],
+                        result=dict(train=dict(median=100.0)))
+        log = io.StringIO()
+        pair, gone = cp.measure_round(run, (("bnlab", []), ("torch", [])), "W4:none:2", 1, 0.6,
+                                      2, log=log, before_retry=lambda: waits.append(len(calls)))
+        self.assertEqual(len(calls), 4)
+        self.assertEqual(waits, [2])  # once, after the slowed attempt, before the next one
+        self.assertEqual([m["speed_share"] for m in pair], [0.98, 1.0])
+        self.assertEqual([m["attempt"] for m in gone], [1, 1])
+        self.assertIn("slowest CPU 0.75 of full speed; a CPU was slowed, measuring again",
+                      log.getvalue())
+
+    def test_the_probe_reads_a_rate_and_returns_home(self):
+        home = os.sched_getaffinity(0)
+        speed = cp.CpuSpeed(home)
+        got = speed.read([min(home)])
+        self.assertEqual(list(got), [min(home)])
+        self.assertGreater(got[min(home)], 0.0)
+        self.assertEqual(speed.full, got[min(home)])
+        self.assertEqual(os.sched_getaffinity(0), home)
+
+    def test_the_report_gives_the_slowest_reading_per_row_and_overall(self):
+        doc = fake_doc(True)
+        doc["speed"] = dict(full_iterations_per_s=5.5e7, full_speed_share=0.9, min_share=0.84,
+                            slowed=["W1:batch:1 torch round 2"])
+        doc["rows"][0]["speed_share_min"] = 0.97
+        doc["rows"][1]["speed_share_min"] = 0.84
+        md = cp.format_markdown(doc)
+        self.assertIn("| load 1m | others | CPU speed |", md)
+        self.assertIn("| 0.10..1.20 | 0.05 | 0.97 |", md)
+        self.assertIn("| 0.10..1.20 | 0.05 | 0.84 |", md)
+        self.assertIn("the slowest reading next to a kept measurement was 0.84 of the run's "
+                      "fastest; 1 kept measurement(s) below 0.9 (first: W1:batch:1 torch round 2)",
+                      md)
+        self.assertNotIn("CPU speed", cp.format_markdown(fake_doc(True)))
+
+
 class Statistics(unittest.TestCase):
     def test_summarize(self):
         s = cp.summarize([3.0, 1.0, 2.0, 10.0])
