@@ -137,33 +137,56 @@ double conv_flops(const benchmark::State& s) {
   return 2.0 * N * K * C * k * k * Ho * Ho;
 }
 
-void BM_conv2d_forward(benchmark::State& state) {
+// A benchmark's conv: input, weight and bias from the Args, and the padding.
+struct ConvInputs {
+  Tensor x, w, b;
+  int64_t padding;
+};
+
+ConvInputs conv_inputs(const benchmark::State& state) {
   Rng rng(5);
   const int64_t N = state.range(0), C = state.range(1), H = state.range(2), K = state.range(3),
-                k = state.range(4), p = state.range(5);
-  Tensor x = Tensor::normal({N, C, H, H}, rng), w = Tensor::normal({K, C, k, k}, rng),
-         b = Tensor::normal({K}, rng);
+                k = state.range(4);
+  Tensor x = Tensor::normal({N, C, H, H}, rng), w = Tensor::normal({K, C, k, k}, rng);
+  return {x, w, Tensor::normal({K}, rng), state.range(5)};
+}
+
+void BM_conv2d_forward(benchmark::State& state) {
+  const ConvInputs in = conv_inputs(state);
   NoGradGuard no_grad;
-  for (auto _ : state) benchmark::DoNotOptimize(conv2d(x, w, b, 1, p).data());
+  for (auto _ : state) benchmark::DoNotOptimize(conv2d(in.x, in.w, in.b, 1, in.padding).data());
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(conv_flops(state) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// The conv as Conv2d + BatchNorm2d runs it in training: each output image's plane moments computed
+// right after the image is written (detail::conv2d_with_plane_moments); against BM_conv2d_forward,
+// what batch norm's first pass costs inside the conv.
+void BM_conv2d_forward_with_moments(benchmark::State& state) {
+  const ConvInputs in = conv_inputs(state);
+  std::vector<double> pm(static_cast<size_t>(2 * in.x.size(0) * in.w.size(0)));
+  NoGradGuard no_grad;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(
+        detail::conv2d_with_plane_moments(in.x, in.w, in.b, 1, in.padding, 1, false, pm.data())
+            .data());
+  }
   state.counters["GFLOP/s"] =
       benchmark::Counter(conv_flops(state) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void BM_conv2d_forward_backward(benchmark::State& state) {
-  Rng rng(5);
-  const int64_t N = state.range(0), C = state.range(1), H = state.range(2), K = state.range(3),
-                k = state.range(4), p = state.range(5);
-  Tensor x = Tensor::normal({N, C, H, H}, rng), w = Tensor::normal({K, C, k, k}, rng),
-         b = Tensor::normal({K}, rng);
-  x.set_requires_grad();
-  w.set_requires_grad();
-  b.set_requires_grad();
-  Tensor seed = Tensor::normal(conv2d(x.detach(), w.detach(), b.detach(), 1, p).shape(), rng);
+  ConvInputs in = conv_inputs(state);
+  Rng rng(6);
+  Tensor seed = Tensor::normal(conv2d(in.x, in.w, in.b, 1, in.padding).shape(), rng);
+  in.x.set_requires_grad();
+  in.w.set_requires_grad();
+  in.b.set_requires_grad();
   for (auto _ : state) {
-    conv2d(x, w, b, 1, p).backward(seed);
-    x.zero_grad();
-    w.zero_grad();
-    b.zero_grad();
+    conv2d(in.x, in.w, in.b, 1, in.padding).backward(seed);
+    in.x.zero_grad();
+    in.w.zero_grad();
+    in.b.zero_grad();
   }
   state.counters["GFLOP/s"] = benchmark::Counter(3.0 * conv_flops(state) * 1e-9,
                                                  benchmark::Counter::kIsIterationInvariantRate);
@@ -180,6 +203,7 @@ void conv_shapes(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 BENCHMARK(BM_conv2d_forward)->Apply(conv_shapes);
+BENCHMARK(BM_conv2d_forward_with_moments)->Apply(conv_shapes);
 BENCHMARK(BM_conv2d_forward_backward)->Apply(conv_shapes);
 
 // ---- batch_norm (train mode) ----
