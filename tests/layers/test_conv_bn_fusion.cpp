@@ -82,6 +82,41 @@ class CountingProbe : public Module {
 
 }  // namespace
 
+TEST_CASE(
+    "ops.plane_moments: mean and M2 of each plane, at every length around its 32-wide steps") {
+  // Far from zero (mean 1000, spread 1): the two passes keep M2 exact where sum of squares minus
+  // the squared sum would lose it. The reference adds in long double, in order.
+  Rng rng(3);
+  for (const int64_t S : {1, 7, 31, 32, 33, 63, 64, 65, 100, 196, 1024}) {
+    CAPTURE(S);
+    const int64_t planes = 3;
+    std::vector<float> x(static_cast<size_t>(planes * S));
+    for (float& v : x) v = 1000.0f + rng.normal();
+    std::vector<double> pm(static_cast<size_t>(2 * planes), -1.0);
+    detail::plane_moments(pm.data(), x.data(), planes, S);
+    for (int64_t i = 0; i < planes; ++i) {
+      const float* p = x.data() + i * S;
+      long double sum = 0.0L, m2 = 0.0L;
+      for (int64_t k = 0; k < S; ++k) sum += p[k];
+      const long double mean = sum / S;
+      for (int64_t k = 0; k < S; ++k) m2 += (p[k] - mean) * (p[k] - mean);
+      CHECK(pm[2 * i] == doctest::Approx(static_cast<double>(mean)).epsilon(1e-14));
+      if (S == 1) {
+        CHECK(pm[2 * i + 1] == 0.0);
+      } else {
+        CHECK(pm[2 * i + 1] == doctest::Approx(static_cast<double>(m2)).epsilon(1e-10));
+      }
+    }
+    // A NaN anywhere in a plane, body or tail, makes that plane's moments NaN and no other's.
+    x[static_cast<size_t>(S + S - 1)] = std::nanf("");
+    detail::plane_moments(pm.data(), x.data(), planes, S);
+    CHECK(std::isnan(pm[2]));
+    CHECK(std::isnan(pm[3]));
+    CHECK(std::isfinite(pm[0]));
+    CHECK(std::isfinite(pm[5]));
+  }
+}
+
 TEST_CASE("ops.conv2d_with_plane_moments: its output's plane moments on every conv path") {
   for (const ConvCase& c : conv_cases()) {
     CAPTURE(c.name);
