@@ -13,7 +13,8 @@
 //     associative;
 //   - backward, assign: winners get 0 + g, the other cells +0 (as a zeroed buffer plus g would);
 //     accumulate: winners get row + g, the other cells are not touched (adding +0 would turn a -0
-//     already there into +0).
+//     already there into +0); unpool (batch norm's pooled backward re-forming its planes):
+//     winners get g as it is, -0 included, the other cells +0.
 // Masked loads and stores touch only the 2 Wo input / Wo output cells of the row, so a row at the
 // end of an allocation is safe (masked-off lanes do not fault); full chunks use plain ones.
 #include "core/ops/max_pool2x2_avx512.h"
@@ -147,11 +148,14 @@ BNLAB_AVX512 inline __m512i load_places(const uint8_t* place, int64_t n) {
   return _mm512_cvtepu8_epi32(load_place_bytes(place, n));
 }
 
+// How a gradient row is written (see the conventions above).
+enum class Route { assign, accumulate, unpool };
+
 // One gradient row chunk: lanes 2i and 2i + 1 (the window's left and right cells) of the 2 n cells
 // get g[i] where place[i] is `left_place` or `left_place + 1`. The left and right cells' values are
 // selected in output lanes, then interleaved (two permutes per 16 outputs).
 BNLAB_AVX512 inline void route_chunk(float* row, __m512 g, __m512i places, int left_place,
-                                     const ChunkMasks& m, bool assign) {
+                                     const ChunkMasks& m, Route route) {
   // Interleaving indices: lane 2i takes lane i of the first operand, lane 2i + 1 lane i of the
   // second (the low eight of each for the first register, the high eight for the second).
   const __m512i interleave_lo =
@@ -160,16 +164,19 @@ BNLAB_AVX512 inline void route_chunk(float* row, __m512 g, __m512i places, int l
   const __m512 zero = _mm512_setzero_ps();
   const __mmask16 left = _mm512_cmpeq_epi32_mask(places, _mm512_set1_epi32(left_place));
   const __mmask16 right = _mm512_cmpeq_epi32_mask(places, _mm512_set1_epi32(left_place + 1));
-  // 0 + g in the winners (+0 for a -0 gradient, as a zeroed buffer plus g gives), +0 elsewhere.
-  const __m512 left_g = _mm512_maskz_add_ps(left, zero, g);
-  const __m512 right_g = _mm512_maskz_add_ps(right, zero, g);
+  // 0 + g in the winners (+0 for a -0 gradient, as a zeroed buffer plus g gives), or g itself
+  // (unpool), +0 elsewhere.
+  const bool as_is = route == Route::unpool;
+  const __m512 left_g = as_is ? _mm512_maskz_mov_ps(left, g) : _mm512_maskz_add_ps(left, zero, g);
+  const __m512 right_g =
+      as_is ? _mm512_maskz_mov_ps(right, g) : _mm512_maskz_add_ps(right, zero, g);
   const __m512i interleave[2] = {interleave_lo, interleave_hi};
   const __mmask16 in_masks[2] = {m.in_lo, m.in_hi};
   for (int half = 0; half < 2; ++half) {
     if (!in_masks[half]) continue;
     float* cells = row + 16 * half;
     const __m512 routed = _mm512_permutex2var_ps(left_g, interleave[half], right_g);
-    if (assign) {
+    if (route != Route::accumulate) {
       store(cells, in_masks[half], routed);
       continue;
     }
@@ -211,16 +218,30 @@ BNLAB_AVX512 void max_pool2x2_row_avx512(float* out, uint8_t* place, const float
   }
 }
 
-BNLAB_AVX512 void max_pool2x2_route_avx512(float* top, float* bottom, const float* g,
-                                           const uint8_t* place, int64_t Wo, bool assign) {
+namespace {
+
+BNLAB_AVX512 void route_rows(float* top, float* bottom, const float* g, const uint8_t* place,
+                             int64_t Wo, Route route) {
   for (int64_t ow = 0; ow < Wo; ow += 16) {
     const int64_t n = std::min<int64_t>(16, Wo - ow);
     const ChunkMasks m = chunk_masks(n);
     const __m512 gv = n == 16 ? _mm512_loadu_ps(g + ow) : _mm512_maskz_loadu_ps(m.out, g + ow);
     const __m512i places = load_places(place + ow, n);
-    route_chunk(top + 2 * ow, gv, places, 0, m, assign);
-    route_chunk(bottom + 2 * ow, gv, places, 2, m, assign);
+    route_chunk(top + 2 * ow, gv, places, 0, m, route);
+    route_chunk(bottom + 2 * ow, gv, places, 2, m, route);
   }
+}
+
+}  // namespace
+
+BNLAB_AVX512 void max_pool2x2_route_avx512(float* top, float* bottom, const float* g,
+                                           const uint8_t* place, int64_t Wo, bool assign) {
+  route_rows(top, bottom, g, place, Wo, assign ? Route::assign : Route::accumulate);
+}
+
+BNLAB_AVX512 void max_pool2x2_unpool_avx512(float* top, float* bottom, const float* g,
+                                            const uint8_t* place, int64_t Wo) {
+  route_rows(top, bottom, g, place, Wo, Route::unpool);
 }
 
 }  // namespace bnlab::detail

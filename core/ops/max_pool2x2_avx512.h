@@ -22,4 +22,10 @@ void max_pool2x2_row_avx512(float* out, uint8_t* place, const float* top, const 
 void max_pool2x2_route_avx512(float* top, float* bottom, const float* g, const uint8_t* place,
                               int64_t Wo, bool assign);
 
+// The same routing with g written as it is: the winner of each window gets g (a -0 stays -0), the
+// other cells +0; batch norm's pooled backward re-forms its gradient planes with it (core/ops/
+// norm.cpp, for_pooled_planes). Requires cpu_has_avx512f().
+void max_pool2x2_unpool_avx512(float* top, float* bottom, const float* g, const uint8_t* place,
+                               int64_t Wo);
+
 }  // namespace bnlab::detail

@@ -237,17 +237,21 @@ TEST_CASE("ops.bn_relu_pool: ties, relu zeros, -0, NaN and inf as the unfused ch
       // takes the gradient) and all-negative windows pool relu zeros (the first zero wins, and
       // relu'(0) = 0 stops its gradient). dp holds -0 and an inf, which becomes NaN where relu' =
       // 0.
+      // Narrow rows (4 windows) and wide ones (17: the re-formed planes' dense rows, a full and a
+      // partial chunk of 16).
       Rng rng(82);
-      const Shape shape{4, 6, 7, 9};
-      Tensor x = Tensor::empty(shape);
-      for (int64_t i = 0; i < x.numel(); ++i)
-        x.data()[i] = static_cast<float>(static_cast<int>(rng.next_u32() % 4) - 1);
-      Tensor dp = Tensor::normal(pooled(shape), rng);
-      for (int64_t i = 0; i < dp.numel(); i += 5) dp.data()[i] = -0.0f;
-      dp.data()[3] = inf;
-      Tensor g = Tensor::uniform({6}, rng, -1.5f, 1.5f),
-             b = Tensor::from({0, 0.5f, -0.5f, 0, 1, -1}, {6});
-      check_same_bits(run_pooled(true, x, g, b, dp), run_pooled(false, x, g, b, dp));
+      for (const Shape& shape : {Shape{4, 6, 7, 9}, Shape{3, 6, 5, 34}}) {
+        CAPTURE(shape);
+        Tensor x = Tensor::empty(shape);
+        for (int64_t i = 0; i < x.numel(); ++i)
+          x.data()[i] = static_cast<float>(static_cast<int>(rng.next_u32() % 4) - 1);
+        Tensor dp = Tensor::normal(pooled(shape), rng);
+        for (int64_t i = 0; i < dp.numel(); i += 5) dp.data()[i] = -0.0f;
+        dp.data()[3] = inf;
+        Tensor g = Tensor::uniform({6}, rng, -1.5f, 1.5f),
+               b = Tensor::from({0, 0.5f, -0.5f, 0, 1, -1}, {6});
+        check_same_bits(run_pooled(true, x, g, b, dp), run_pooled(false, x, g, b, dp));
+      }
     }
     SUBCASE("a NaN makes its channel NaN, the others stay finite") {
       Rng rng(83);

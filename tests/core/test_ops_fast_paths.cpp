@@ -4,14 +4,19 @@
 // conv2d's vectorized bias-gradient reduction.
 #include <doctest/doctest.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "core/autograd.h"
 #include "core/blas.h"
+#include "core/gemm_avx512.h"
 #include "core/ops.h"
+#include "core/ops/max_pool2x2_avx512.h"
 #include "core/ops/pool_general.h"
 #include "gradcheck.h"
 
@@ -115,6 +120,41 @@ TEST_CASE("ops.pool: the 2x2 stride-2 kernels equal the general path bit for bit
     }
   }
   detail::allow_max_pool2x2_avx512(true);
+}
+
+TEST_CASE("ops.pool: the AVX-512 unpool rows put each g, -0 included, at its window's winner") {
+  // max_pool2x2_unpool_avx512 re-forms batch norm's pooled gradient planes (core/ops/norm.cpp):
+  // the winner (place 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) gets g as it is,
+  // every other cell of the two rows +0. Every width from 1 to 40 windows (full and partial
+  // 16-window chunks); the cells past 2 Wo must be left alone.
+  if (!detail::cpu_has_avx512f()) {
+    MESSAGE("no AVX-512F on this CPU: max_pool2x2_unpool_avx512 not tested");
+    return;
+  }
+  Rng rng(19);
+  for (int64_t Wo = 1; Wo <= 40; ++Wo) {
+    CAPTURE(Wo);
+    std::vector<float> g(static_cast<size_t>(Wo));
+    std::vector<uint8_t> place(static_cast<size_t>(Wo));
+    for (int64_t j = 0; j < Wo; ++j) {
+      g[j] = j % 3 == 0 ? -0.0f : rng.normal();
+      place[j] = static_cast<uint8_t>(rng.next_u32() % 4);
+    }
+    const float sentinel = 7.0f;
+    std::vector<float> rows(static_cast<size_t>(2 * (2 * Wo + 1)), sentinel);
+    float* top = rows.data();
+    float* bottom = top + 2 * Wo + 1;
+    detail::max_pool2x2_unpool_avx512(top, bottom, g.data(), place.data(), Wo);
+    for (int64_t j = 0; j < Wo; ++j) {
+      const float* cells[4] = {top + 2 * j, top + 2 * j + 1, bottom + 2 * j, bottom + 2 * j + 1};
+      for (int k = 0; k < 4; ++k) {
+        const float want = k == place[j] ? g[j] : 0.0f;
+        CHECK(std::bit_cast<uint32_t>(*cells[k]) == std::bit_cast<uint32_t>(want));
+      }
+    }
+    CHECK(top[2 * Wo] == sentinel);
+    CHECK(bottom[2 * Wo] == sentinel);
+  }
 }
 
 // Checks y = conv2d(x, w, no bias, stride, padding) element by element against the textbook
