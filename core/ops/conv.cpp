@@ -247,7 +247,9 @@ void conv2d_bias_backward(float* db, const float* dout, const ConvDims& d) {
   // core's cache, and the pass took as long on two threads as on one (W4's six conv layers,
   // about 3 % of the step). The sum of each channel does not depend on the split.
   const bool parallel = N * K * P > (1 << 15);
-  std::vector<double> plane_sums(static_cast<size_t>(N * K));
+  // The calling thread's buffer, grown once, not allocated on every step.
+  thread_local std::vector<double> plane_sums;
+  if (plane_sums.size() < static_cast<size_t>(N * K)) plane_sums.resize(static_cast<size_t>(N * K));
   double* ps = plane_sums.data();
   detail::parallel_for(N, parallel, [=](int64_t n) {
     for (int64_t k = 0; k < K; ++k) {
