@@ -823,15 +823,14 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
           const float* __restrict gr = gm + oh * Wo;
           if (avx512) {
             detail::max_pool2x2_unpool_avx512(top, bottom, gr, kr, Wo);
-            if (W % 2) top[W - 1] = bottom[W - 1] = 0.0f;
-            continue;
-          }
+          } else {
 #pragma omp simd
-          for (int64_t ow = 0; ow < Wo; ++ow) {
-            top[2 * ow] = keep_if(kr[ow] == 0, gr[ow]);
-            top[2 * ow + 1] = keep_if(kr[ow] == 1, gr[ow]);
-            bottom[2 * ow] = keep_if(kr[ow] == 2, gr[ow]);
-            bottom[2 * ow + 1] = keep_if(kr[ow] == 3, gr[ow]);
+            for (int64_t ow = 0; ow < Wo; ++ow) {
+              top[2 * ow] = keep_if(kr[ow] == 0, gr[ow]);
+              top[2 * ow + 1] = keep_if(kr[ow] == 1, gr[ow]);
+              bottom[2 * ow] = keep_if(kr[ow] == 2, gr[ow]);
+              bottom[2 * ow + 1] = keep_if(kr[ow] == 3, gr[ow]);
+            }
           }
           if (W % 2) top[W - 1] = bottom[W - 1] = 0.0f;  // the column no window covers
         }
