@@ -213,7 +213,7 @@ def pinned_cpus(allowed, threads):
 
 def speed_share(speeds, reference):
     """The slowest of a measurement's CPU probe readings ({cpu: iterations/s}, before and after
-    it) as a share of the run's reference (the fastest reading seen at the start); None when
+    it) as a share of the run's reference (its fastest reading so far, CpuSpeed.full); None when
     nothing was probed."""
     readings = [v for probe in speeds for v in probe.values()]
     if not readings or not reference:
@@ -353,6 +353,7 @@ def format_markdown(doc):
                           if k not in removed) or "none"
     env_removed = "".join(f" Removed from both sides: {k}={v} (OpenBLAS picks the CPU's own "
                           f"kernels; --keep-coretype keeps it)." for k, v in removed.items())
+    speed_line = cpu_speed_line(doc)
     out = [f"# bnlab vs PyTorch{mark}", ""]
     if not quiet:
         out += [f"**{NOT_QUIET}.** The machine was not quiet:", ""]
@@ -388,13 +389,13 @@ def format_markdown(doc):
         "measurements (min..max); others = the highest mean number of other programs' runnable "
         "tasks during one of them"
         + ("; CPU speed = the slowest probe reading next to one of them, as a share of full speed"
-           if cpu_speed_line(doc) else ""),
+           if speed_line else ""),
     ]
-    out += [line for line in (cpu_speed_line(doc),) if line] + [""]
+    out += ([speed_line] if speed_line else []) + [""]
     header = ["workload", "BN", "thr", "bnlab train img/s", "torch train img/s", "train ratio",
               "bnlab infer img/s", "torch infer img/s", "infer ratio", "bnlab RSS MB",
               "torch RSS MB", "load 1m", "others"]
-    with_speed = cpu_speed_line(doc) is not None
+    with_speed = speed_line is not None
     if with_speed:
         header.append("CPU speed")
     rows = []
