@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <vector>
 
 #include "conv_test_util.h"
 #include "core/blas.h"
@@ -225,6 +226,36 @@ TEST_CASE(
     const Reference ref = reference(x, w, b, g);
     CHECK(worst_ulps(portable.dw, ref.dw, ref.dw_mag) <= kBoundUlps);
     CHECK(worst_ulps(dispatched.dw, ref.dw, ref.dw_mag) <= kBoundUlps);
+  }
+}
+
+TEST_CASE("ops.conv winograd: a fresh dx holds what adding into zeros gives, whatever it held") {
+  // A fresh dx (grad_target's unfilled buffer) is zeroed unit by unit inside the backward, not
+  // before it. Starting from NaN, every cell must be written, with the bits adding into a zeroed
+  // dx gives (-0 included). Shapes: cropped edge tiles, a 1x1 and a one-row image, several
+  // images per block, several blocks per image with a partial lane group.
+  for (const Shape& shape : {Shape{3, 2, 13, 6}, Shape{2, 3, 5, 7}, Shape{2, 2, 1, 1},
+                             Shape{2, 2, 1, 9}, Shape{40, 4, 8, 8}, Shape{1, 5, 21, 37}}) {
+    CAPTURE(shape);
+    const int64_t N = shape[0], C = shape[1], H = shape[2], W = shape[3], K = 3;
+    const Tensor x = param(shape, 51);
+    const Tensor w = param({K, C, 3, 3}, 52);
+    Tensor g = param({N, K, H, W}, 53).detach();
+    // Image 0's gradient all -0 (its patch gradients then hold -0 cells), some -0 elsewhere.
+    for (int64_t i = 0; i < g.numel(); i += i < K * H * W ? 1 : 7) g.data()[i] = -0.0f;
+    const detail::WinogradShape s{N, C, H, W, K};
+    for (const bool avx512 : {true, false}) {
+      CAPTURE(avx512);
+      detail::allow_winograd_avx512(avx512);
+      std::vector<float> fresh(static_cast<size_t>(x.numel()), std::nanf(""));
+      std::vector<float> zeroed(static_cast<size_t>(x.numel()), 0.0f);
+      detail::winograd_conv2d_backward(fresh.data(), true, nullptr, g.data(), x.data(), w.data(),
+                                       s);
+      detail::winograd_conv2d_backward(zeroed.data(), false, nullptr, g.data(), x.data(), w.data(),
+                                       s);
+      detail::allow_winograd_avx512(true);
+      CHECK(std::memcmp(fresh.data(), zeroed.data(), fresh.size() * sizeof(float)) == 0);
+    }
   }
 }
 
