@@ -206,8 +206,11 @@ TEST_CASE(
     "ops.conv winograd: the AVX-512F transforms and packed GEMMs give the portable y and dx") {
   // Shapes whose lane groups mix interior and border patches, span image rows and images, and end
   // with a partial group (lanes past the last tile), with sizes not multiples of 4.
-  for (Shape shape : {Shape{3, 2, 13, 6}, Shape{2, 3, 32, 32}, Shape{5, 2, 8, 8},
-                      Shape{1, 2, 21, 37}, Shape{2, 1, 1, 1}}) {
+  // Images 4 and more tiles wide scatter their patch gradients with AVX-512F, in strips of a tile
+  // row's lanes (7 x 18: five tiles a row, strips split across lane groups; 16 x 13).
+  for (Shape shape :
+       {Shape{3, 2, 13, 6}, Shape{2, 3, 32, 32}, Shape{5, 2, 8, 8}, Shape{1, 2, 21, 37},
+        Shape{2, 1, 1, 1}, Shape{3, 2, 7, 18}, Shape{2, 2, 16, 13}}) {
     CAPTURE(shape);
     const Tensor x = param(shape, 41);
     const Tensor w = param({4, shape[1], 3, 3}, 42);
