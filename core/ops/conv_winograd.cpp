@@ -413,35 +413,48 @@ void gather_patches(float* d, const float* x, int64_t c, const LaneTiles& lt, co
   }
 }
 
+// Where the lanes' patches lie, for gather_patches_avx512: the same for every channel, so worked
+// out once per lane group (per channel, these scalar tests outnumbered the gather's vector
+// instructions).
+struct PatchRows {
+  int64_t offset[kLanes];       // patch cell (0, 0) from x's start at channel 0 (may be < 0)
+  __mmask16 lo[6][kLanes / 2];  // patch row i's load mask for lane l (valid columns, or none)
+  __mmask16 hi[6][kLanes / 2];  // ... for lane l + 8, shifted to elements 8..13
+};
+
+PatchRows patch_rows(const LaneTiles& lt, const Plan& p) {
+  const int64_t H = p.s.H, W = p.s.W;
+  PatchRows r{};
+  for (int64_t l = 0; l < lt.count; ++l) {
+    const int64_t ih0 = lt.r0[l] - 1, iw0 = lt.c0[l] - 1;
+    r.offset[l] = lt.n[l] * p.s.C * H * W + ih0 * W + iw0;
+    const int64_t i0 = std::max<int64_t>(0, -ih0), i1 = std::clamp<int64_t>(H - ih0, i0, 6);
+    const int64_t j0 = std::max<int64_t>(0, -iw0), j1 = std::clamp<int64_t>(W - iw0, j0, 6);
+    const unsigned cols = ((1u << j1) - 1u) & ~((1u << j0) - 1u);
+    for (int64_t i = i0; i < i1; ++i) {
+      if (l < kLanes / 2) {
+        r.lo[i][l] = static_cast<__mmask16>(cols);
+      } else {
+        r.hi[i][l - kLanes / 2] = static_cast<__mmask16>(cols << 8);
+      }
+    }
+  }
+  return r;
+}
+
 // gather_patches with AVX-512F: per patch row i, each pair of lanes (l, l + 8) is one zmm filled by
 // two masked loads (lane l's six cells in the low half, lane l + 8's in the high half; columns and
 // rows in the padding, and lanes past lt.count, masked to 0), then an 8x8 transpose within each
 // 256-bit half turns the eight registers into the row's six cells x 16 lanes. About 60
 // instructions per patch row instead of 96 scalar loads and stores. Same values as gather_patches.
 BNLAB_WINO_AVX512 void gather_patches_avx512(float* d, const float* x, int64_t c,
-                                             const LaneTiles& lt, const Plan& p) {
-  const int64_t H = p.s.H, W = p.s.W;
-  // Per lane: the patch's first row and column in the plane, its valid rows [i0, i1) and the
-  // mask of its valid columns.
-  int64_t i0[kLanes], i1[kLanes];
+                                             const PatchRows& pr, const Plan& p) {
+  const int64_t W = p.s.W;
+  // The lanes' patch cell (0, 0) in channel c, formed as an integer: it may lie before the plane.
   uintptr_t base[kLanes];
-  __mmask16 cols[kLanes];
-  for (int64_t l = 0; l < kLanes; ++l) {
-    if (l >= lt.count) {
-      i0[l] = i1[l] = 0;
-      base[l] = reinterpret_cast<uintptr_t>(x);
-      cols[l] = 0;
-      continue;
-    }
-    const int64_t ih0 = lt.r0[l] - 1, iw0 = lt.c0[l] - 1;
-    i0[l] = std::max<int64_t>(0, -ih0);
-    i1[l] = std::clamp<int64_t>(H - ih0, i0[l], 6);
-    const int64_t j0 = std::max<int64_t>(0, -iw0), j1 = std::clamp<int64_t>(W - iw0, j0, 6);
-    cols[l] = static_cast<__mmask16>(((1u << j1) - 1) & ~((1u << j0) - 1));
-    // The address of the patch's cell (0, 0), formed as an integer: it may lie before the plane.
-    base[l] = reinterpret_cast<uintptr_t>(x + (lt.n[l] * p.s.C + c) * H * W) +
-              static_cast<uintptr_t>(ih0 * W + iw0) * sizeof(float);
-  }
+  for (int64_t l = 0; l < kLanes; ++l)
+    base[l] = reinterpret_cast<uintptr_t>(x) +
+              static_cast<uintptr_t>(c * p.s.H * W + pr.offset[l]) * sizeof(float);
   // Indices that gather 128-bit blocks for the last transpose step: {a0, b0 | a2, b2} and
   // {a1, b1 | a3, b3}, as permutex2var indices (b's lanes are 16 + i).
   const __m512i lo_blocks =
@@ -450,17 +463,14 @@ BNLAB_WINO_AVX512 void gather_patches_avx512(float* d, const float* x, int64_t c
       _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 23, 22, 21, 20, 7, 6, 5, 4);
   for (int64_t i = 0; i < 6; ++i) {
     __m512 r[8];
+    const uintptr_t row_bytes = static_cast<uintptr_t>(i * W) * sizeof(float);
     for (int64_t l = 0; l < 8; ++l) {
-      const int64_t h = l + 8;
-      const __mmask16 lo_mask = i >= i0[l] && i < i1[l] ? cols[l] : 0;
-      const __mmask16 hi_mask = i >= i0[h] && i < i1[h] ? cols[h] : 0;
-      const uintptr_t row_bytes = static_cast<uintptr_t>(i * W) * sizeof(float);
       __m512 v =
-          _mm512_maskz_loadu_ps(lo_mask, reinterpret_cast<const float*>(base[l] + row_bytes));
-      // Lane h's six cells land in elements 8..13: load from 8 floats before its row start.
+          _mm512_maskz_loadu_ps(pr.lo[i][l], reinterpret_cast<const float*>(base[l] + row_bytes));
+      // Lane l + 8's six cells land in elements 8..13: load from 8 floats before its row start.
       v = _mm512_mask_loadu_ps(
-          v, static_cast<__mmask16>(hi_mask << 8),
-          reinterpret_cast<const float*>(base[h] + row_bytes - 8 * sizeof(float)));
+          v, pr.hi[i][l],
+          reinterpret_cast<const float*>(base[l + 8] + row_bytes - 8 * sizeof(float)));
       r[l] = v;
     }
     // 8x8 transpose in each 256-bit half: rows r[l] = lane l's cells, columns = cells j.
@@ -678,10 +688,11 @@ template <bool kAvx512>
   const bool avx512 = kAvx512;
   const LaneRuns runs = lane_runs(lt, p, p.s.C, -1, 6);
   const int64_t plane = p.s.H * p.s.W;
+  const PatchRows rows = avx512 ? patch_rows(lt, p) : PatchRows{};
   for (int64_t c = 0; c < p.s.C; ++c) {
     if (c + kPrefetchChannels < p.s.C) prefetch_runs(x + (c + kPrefetchChannels) * plane, runs);
     if (avx512) {
-      gather_patches_avx512(d, x, c, lt, p);
+      gather_patches_avx512(d, x, c, rows, p);
     } else {
       gather_patches(d, x, c, lt, p);
     }
