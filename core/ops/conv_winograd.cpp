@@ -530,17 +530,29 @@ inline int64_t tile_offset(int64_t k, int64_t l, const LaneTiles& lt, const Plan
   return ((lt.n[l] * p.s.K + k) * p.s.H + lt.r0[l]) * p.s.W + lt.c0[l];
 }
 
+// tile_offset at channel 0 for every lane, worked out once per lane group rather than per channel.
+struct TileOffsets {
+  int64_t at[kLanes];
+};
+inline TileOffsets whole_tile_offsets(const LaneTiles& lt, const Plan& p) {
+  TileOffsets t{};
+  for (int64_t l = 0; l < lt.count; ++l) t.at[l] = tile_offset(0, l, lt, p);
+  return t;
+}
+
 // dy [16][kLanes] <- the lanes' 4x4 tiles of channel k of dout, for 16 valid lanes with whole
 // tiles (lt.all_whole): a lane's tile, 4 rows of 4, is one register, and a 16x16 transpose turns
 // the 16 registers into the 16 cells x 16 lanes. The values of output_gradient_transform's copies,
 // in 24 loads and stores and 64 shuffles instead of 256 scalar loads and stores.
+// tiles: each lane's tile_offset at channel 0 (whole_tile_offsets), the same for every channel.
 BNLAB_WINO_AVX512 void gather_whole_tiles_avx512(float* dy, const float* dout, int64_t k,
-                                                 const LaneTiles& lt, const Plan& p) {
+                                                 const int64_t* tiles, const Plan& p) {
   const int64_t W = p.s.W;
+  const float* channel = dout + k * p.s.H * W;
   __m512 r[16];
 #pragma GCC unroll 16
   for (int l = 0; l < 16; ++l) {
-    const float* t = dout + tile_offset(k, l, lt, p);
+    const float* t = channel + tiles[l];
     __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(t));
     v = _mm512_insertf32x4(v, _mm_loadu_ps(t + W), 1);
     v = _mm512_insertf32x4(v, _mm_loadu_ps(t + 2 * W), 2);
@@ -554,15 +566,16 @@ BNLAB_WINO_AVX512 void gather_whole_tiles_avx512(float* dy, const float* dout, i
 // The inverse: the lanes' 4x4 output tiles y [16][kLanes] into channel k of out, for 16 valid
 // lanes with whole tiles.
 BNLAB_WINO_AVX512 void scatter_whole_tiles_avx512(float* out, const float* y, int64_t k,
-                                                  const LaneTiles& lt, const Plan& p) {
+                                                  const int64_t* tiles, const Plan& p) {
   const int64_t W = p.s.W;
+  float* channel = out + k * p.s.H * W;
   __m512 r[16];
 #pragma GCC unroll 16
   for (int e = 0; e < 16; ++e) r[e] = _mm512_load_ps(y + e * kLanes);
   transpose16x16(r);
 #pragma GCC unroll 16
   for (int l = 0; l < 16; ++l) {
-    float* t = out + tile_offset(k, l, lt, p);
+    float* t = channel + tiles[l];
     _mm_storeu_ps(t, _mm512_castps512_ps128(r[l]));
     _mm_storeu_ps(t + W, _mm512_extractf32x4_ps(r[l], 1));
     _mm_storeu_ps(t + 2 * W, _mm512_extractf32x4_ps(r[l], 2));
@@ -712,6 +725,7 @@ template <bool kAvx512>
   alignas(64) float t[24 * kLanes], y[16 * kLanes];
   const int64_t H = p.s.H, W = p.s.W, xs = p.s.K * ld;
   const bool whole_avx512 = lt.all_whole && kAvx512;
+  const TileOffsets tiles = whole_avx512 ? whole_tile_offsets(lt, p) : TileOffsets{};
   for (int64_t k = 0; k < p.s.K; ++k) {
     const float* Mk = M + k * ld + col;
     for (int64_t j = 0; j < 6; ++j) at_1d(Mk + j * xs, 6 * xs, t + j * kLanes, 6 * kLanes);
@@ -725,7 +739,7 @@ template <bool kAvx512>
       for (int64_t i = 0; i < 16 * kLanes; ++i) y[i] += bias;
     }
     if (whole_avx512) {
-      scatter_whole_tiles_avx512(out, y, k, lt, p);
+      scatter_whole_tiles_avx512(out, y, k, tiles.at, p);
       continue;
     }
     for (int64_t l = 0; l < lt.count; ++l) {
@@ -748,9 +762,10 @@ template <bool kAvx512>
   alignas(64) float dy[16 * kLanes], t[24 * kLanes];
   const int64_t H = p.s.H, W = p.s.W, xs = p.s.K * ld;
   const bool whole_avx512 = lt.all_whole && kAvx512;
+  const TileOffsets tiles = whole_avx512 ? whole_tile_offsets(lt, p) : TileOffsets{};
   for (int64_t k = 0; k < p.s.K; ++k) {
     if (!lt.all_whole) std::fill_n(dy, 16 * kLanes, 0.0f);
-    if (whole_avx512) gather_whole_tiles_avx512(dy, dout, k, lt, p);
+    if (whole_avx512) gather_whole_tiles_avx512(dy, dout, k, tiles.at, p);
     for (int64_t l = 0; !whole_avx512 && l < lt.count; ++l) {
       const float* plane = dout + (lt.n[l] * p.s.K + k) * H * W;
       const int64_t rows = std::min<int64_t>(4, H - lt.r0[l]),
