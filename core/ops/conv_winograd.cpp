@@ -936,7 +936,9 @@ void winograd_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* 
     float* dU_s = dw ? dM + kCells * s.K * ld : nullptr;
 #pragma omp for schedule(static)
     for (int64_t slot = 0; slot < slots; ++slot) {
-      if (dU_s) std::fill_n(dU_s, kCells * KC, 0.0f);
+      // The slot's first block assigns dU (beta 0) instead of adding into a zero-filled one: the
+      // fill was a pass of up to 2.4 MB per slot (36 cells x K x C) that the GEMM then re-read.
+      bool dU_empty = true;
       for (int64_t u = p.units * slot / slots; u < p.units * (slot + 1) / slots; ++u) {
         // A fresh dx is zeroed unit by unit (whole images) just before its patches are added in,
         // while it is in cache, instead of a whole-tensor fill before the backward.
@@ -953,7 +955,8 @@ void winograd_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* 
               input_transform(V, ld, col, x, lane_tiles(p, n0, first + col, unit_tiles), p);
             for (int64_t xi = 0; xi < kCells; ++xi)
               gemm(false, true, s.K, s.C, count, 1.0f, dM + xi * s.K * ld, ld, V + xi * s.C * ld,
-                   ld, 1.0f, dU_s + xi * KC, s.C);
+                   ld, dU_empty ? 0.0f : 1.0f, dU_s + xi * KC, s.C);
+            dU_empty = false;
           }
           if (dx) {
             for (int64_t xi = 0; xi < kCells; ++xi) {
@@ -970,6 +973,7 @@ void winograd_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* 
           }
         });
       }
+      if (dU_s && dU_empty) std::fill_n(dU_s, kCells * KC, 0.0f);  // (a slot always has a block)
       if (dU_s) write_weight_gradient(partials.data() + slot * KC * 9, dU_s, s.K, s.C);
     }
   }
