@@ -413,6 +413,14 @@ void gather_patches(float* d, const float* x, int64_t c, const LaneTiles& lt, co
   }
 }
 
+// Element t of a 16-lane mask is set for lo <= t < hi (bounds clamped to 0..16).
+inline __mmask16 lanes_between(int64_t lo, int64_t hi) {
+  lo = std::clamp<int64_t>(lo, 0, 16);
+  hi = std::clamp<int64_t>(hi, 0, 16);
+  if (hi <= lo) return 0;
+  return static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+
 // Where the lanes' patches lie, for gather_patches_avx512: the same for every channel, so worked
 // out once per lane group (per channel, these scalar tests outnumbered the gather's vector
 // instructions).
@@ -430,10 +438,10 @@ PatchRows patch_rows(const LaneTiles& lt, const Plan& p) {
     r.offset[l] = lt.n[l] * p.s.C * H * W + ih0 * W + iw0;
     const int64_t i0 = std::max<int64_t>(0, -ih0), i1 = std::clamp<int64_t>(H - ih0, i0, 6);
     const int64_t j0 = std::max<int64_t>(0, -iw0), j1 = std::clamp<int64_t>(W - iw0, j0, 6);
-    const unsigned cols = ((1u << j1) - 1u) & ~((1u << j0) - 1u);
+    const __mmask16 cols = lanes_between(j0, j1);
     for (int64_t i = i0; i < i1; ++i) {
       if (l < kLanes / 2) {
-        r.lo[i][l] = static_cast<__mmask16>(cols);
+        r.lo[i][l] = cols;
       } else {
         r.hi[i][l - kLanes / 2] = static_cast<__mmask16>(cols << 8);
       }
@@ -594,14 +602,6 @@ void scatter_patches(float* dx, const float* dd, int64_t c, const LaneTiles& lt,
       for (int64_t j = std::max<int64_t>(0, -iw0); j < std::min<int64_t>(6, W - iw0); ++j)
         plane[(ih0 + i) * W + iw0 + j] += dd[(i * 6 + j) * kLanes + l];
   }
-}
-
-// Element t of a 16-lane mask is set for lo <= t < hi (bounds clamped to 0..16).
-inline __mmask16 lanes_between(int64_t lo, int64_t hi) {
-  lo = std::clamp<int64_t>(lo, 0, 16);
-  hi = std::clamp<int64_t>(hi, 0, 16);
-  if (hi <= lo) return 0;
-  return static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
 }
 
 // Four rows of 16 lanes d0..d3 interleaved: out[q] element 4 mm + j = dj's lane 4 q + mm, i.e. the
