@@ -8,6 +8,7 @@
 
 #include "core/autograd.h"     // NoGradGuard; attach, grad_buffer, needs_grad for new ops
 #include "core/blas.h"         // set_num_threads, gemm
+#include "core/cpu_isa.h"      // cpu_isa, BNLAB_MAX_ISA
 #include "core/distributed.h"  // Communicator, world(): data-parallel training
 #include "core/error.h"        // bnlab::Error, BNLAB_CHECK
 #include "core/gradcheck.h"    // check_gradients: finite-difference checks of your own ops

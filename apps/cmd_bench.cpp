@@ -40,6 +40,7 @@
 #include "apps/commands.h"
 #include "core/autograd.h"
 #include "core/blas.h"
+#include "core/cpu_isa.h"
 #include "core/io.h"
 #include "core/ops.h"
 #include "layers/bn_fold.h"
@@ -253,6 +254,7 @@ int run_child(const std::string& workload, const std::string& norm, int threads,
   out["blas"] = blas_config();
   out["blas_parallel"] = blas_parallel_mode();
   out["gemm"] = gemm_path_name();
+  out["isa"] = cpu_isa_name(cpu_isa());
   out["blas_threads"] = blas_num_threads();
   std::cout << "BNLAB_BENCH " << out.dump() << std::endl;
   return 0;
@@ -453,10 +455,10 @@ Command add_bench_command(CLI::App& parent) {
     check_combinations(names, norms);
 
     std::printf(
-        "bnlab bench: GEMM %s; OpenBLAS %s (%s threading); repeats %d x ~%.2fs after %.2fs "
-        "warm-up\n",
-        gemm_path_name().c_str(), blas_config().c_str(), blas_parallel_mode().c_str(), mo.repeats,
-        mo.seconds, mo.warmup);
+        "bnlab bench: SIMD %s; GEMM %s; OpenBLAS %s (%s threading); repeats %d x ~%.2fs after "
+        "%.2fs warm-up\n",
+        cpu_isa_name(cpu_isa()), gemm_path_name().c_str(), blas_config().c_str(),
+        blas_parallel_mode().c_str(), mo.repeats, mo.seconds, mo.warmup);
     std::printf("%-3s %-10s %-5s %3s | %-28s | %-28s | %8s\n", "", "model", "norm", "thr",
                 "train img/s  [min-max]", "infer img/s  [min-max]", "RSS MB");
     std::fflush(stdout);
@@ -549,8 +551,10 @@ Command add_bench_command(CLI::App& parent) {
       }
     }
     if (!o->json_path.empty()) {
-      json doc = {{"blas", blas_config()}, {"gemm", gemm_path_name()}, {"repeats", mo.repeats},
-                  {"seconds", mo.seconds}, {"warmup", mo.warmup},      {"results", results}};
+      json doc = {
+          {"blas", blas_config()}, {"gemm", gemm_path_name()}, {"isa", cpu_isa_name(cpu_isa())},
+          {"repeats", mo.repeats}, {"seconds", mo.seconds},    {"warmup", mo.warmup},
+          {"results", results}};
       if (o->paired) doc["paired"] = paired;
       write_file_atomic(o->json_path, doc.dump(2) + "\n");
       std::printf("wrote %s\n", o->json_path.c_str());

@@ -16,6 +16,7 @@
 
 #include "apps/commands.h"
 #include "core/blas.h"
+#include "core/cpu_isa.h"
 #include "core/distributed.h"
 #include "core/error.h"
 #include "core/io.h"
@@ -202,10 +203,19 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    // A bad BNLAB_MAX_ISA stops here, before any work, rather than at the first kernel.
+    (void)bnlab::cpu_isa();
     for (const Command& c : commands)
       if (c.app->parsed()) return c.run();
     if (info->parsed()) {
       std::cout << "bnlab " << version() << " (" << git_commit() << ")\n"
+                << "SIMD:    " << bnlab::cpu_isa_name(bnlab::cpu_isa())
+                << (bnlab::cpu_isa() < bnlab::cpu_isa_supported()
+                        ? std::string(" (the CPU has ") +
+                              bnlab::cpu_isa_name(bnlab::cpu_isa_supported()) +
+                              "; capped by BNLAB_MAX_ISA)"
+                        : std::string())
+                << "\n"
                 << "GEMM:    " << bnlab::gemm_path_name() << "\n"
                 << "BLAS:    OpenBLAS, " << bnlab::blas_parallel_mode()
                 << " threading: " << bnlab::blas_config() << "\n"

@@ -46,8 +46,8 @@
 #include <cstdlib>
 #include <utility>
 
+#include "core/cpu_isa.h"
 #include "core/error.h"
-#include "core/gemm_avx512.h"
 
 #define BNLAB_AVX512 __attribute__((target("avx512f")))
 
@@ -320,14 +320,7 @@ void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
 
 namespace detail {
 
-bool cpu_has_avx512f() {
-  // libgcc's check includes the OS's consent (XCR0 saves the zmm state), not only CPUID.
-  static const bool available = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  return available;
-}
+bool cpu_has_avx512f() { return cpu_isa() == CpuIsa::avx512; }
 
 void gemm_avx512_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                         const float* A, int64_t lda, const float* B, int64_t ldb, float beta,

@@ -8,7 +8,8 @@
 
 namespace bnlab::detail {
 
-// True when the CPU executing us has AVX-512F (cached after the first call).
+// True when the dispatched kernels may use AVX-512F: cpu_isa() (core/cpu_isa.h), which is the
+// CPU's support capped by BNLAB_MAX_ISA.
 bool cpu_has_avx512f();
 
 // C[M, N] = alpha op(A) op(B) + beta C with bnlab::gemm's argument conventions; requires

@@ -4,6 +4,7 @@ set(BNLAB_CORE_SOURCES
   core/random.cpp
   core/blas.cpp
   core/gemm_avx512.cpp
+  core/cpu_isa.cpp
   core/ops/elementwise.cpp
   core/ops/activation.cpp
   core/ops/shape.cpp

@@ -40,7 +40,7 @@
 #include <algorithm>
 #include <atomic>
 
-#include "core/gemm_avx512.h"
+#include "core/cpu_isa.h"
 #include "core/ops/isa_target.h"
 #include "core/ops/plane_moments.h"
 #include "core/ops/unary_op.h"
@@ -174,13 +174,15 @@ BNLAB_TARGET_END
 std::atomic<DirectIsa> isa_cap{DirectIsa::avx512};
 
 DirectIsa best_isa() {
-  static const DirectIsa best = [] {
-    if (cpu_has_avx512f()) return DirectIsa::avx512;
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return DirectIsa::avx2;
-    return DirectIsa::portable;
-  }();
-  return best;
+  switch (cpu_isa()) {
+    case CpuIsa::avx512:
+      return DirectIsa::avx512;
+    case CpuIsa::avx2:
+      return DirectIsa::avx2;
+    case CpuIsa::portable:
+      break;
+  }
+  return DirectIsa::portable;
 }
 
 const DirectKernels& kernels_for(DirectIsa isa) {

@@ -43,7 +43,9 @@ std::vector<Path> paths() {
   if (gemm_avx512_available()) {
     out.push_back({"avx512", &gemm_avx512});
   } else {
-    MESSAGE("CPU lacks AVX-512F: bnlab's own GEMM kernel is not tested here, only OpenBLAS");
+    MESSAGE(
+        "no AVX-512F (the CPU, or BNLAB_MAX_ISA): bnlab's own GEMM kernel is not tested here, only "
+        "OpenBLAS");
   }
   return out;
 }
@@ -194,7 +196,9 @@ TEST_CASE("gemm: NaN and Inf in A propagate to their rows only") {
 
 TEST_CASE("gemm: bit-identical for 1 and 2 threads and inside a parallel region") {
   if (!gemm_avx512_available()) {
-    MESSAGE("CPU lacks AVX-512F: own-kernel determinism not tested (OpenBLAS's is its own)");
+    MESSAGE(
+        "no AVX-512F (the CPU, or BNLAB_MAX_ISA): own-kernel determinism not tested (OpenBLAS's is "
+        "its own)");
     return;
   }
   const int before = num_threads();
@@ -284,7 +288,7 @@ TEST_CASE("gemm: the default path is the own kernel on AVX-512F unless BNLAB_GEM
 
 TEST_CASE("gemm: the pre-packed entry equals the own kernel bit for bit") {
   if (!gemm_avx512_available()) {
-    MESSAGE("CPU lacks AVX-512F: the pre-packed entry is not tested");
+    MESSAGE("no AVX-512F (the CPU, or BNLAB_MAX_ISA): the pre-packed entry is not tested");
     return;
   }
   // One K block (K <= 256) and one B panel (N <= 32): every edge-tile variant of M and N, a
