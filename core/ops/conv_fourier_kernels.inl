@@ -1,9 +1,9 @@
 // The frequency-domain convolution's transforms (core/ops/conv_fourier.cpp), written once for every
 // instruction set. conv_fourier.cpp includes this file once per set, inside a namespace of its own
 // and under the matching target (core/ops/isa_target.h), so each copy is compiled for its own
-// instructions. Row16 is GCC's 16-float vector type: one zmm with AVX-512F, two ymm with AVX2,
-// four xmm otherwise; `a + b * s` with a scalar s becomes a fused multiply-add where the set has
-// one.
+// instructions. Row16 is 16 floats that support +, -, += and * by a scalar: GCC's 16-float vector
+// type (one zmm) with AVX-512F, SplitRow's two ymm with AVX2 and four xmm otherwise; `a + b * s`
+// becomes a fused multiply-add where the set has one.
 //
 // A group is up to 16 planes transformed together, one per lane: their spectra are neighbours in
 // the GEMM operands (images of one channel, or channels of one kernel row), so each spectrum value
@@ -13,11 +13,12 @@
 // Lanes l < count of p (the rest read as 0).
 inline Row16 load_lanes(const float* p, int64_t count) {
   Row16 v = {};
+  // (The full group's copy with a constant size, so that it compiles to vector moves.)
   if (count == kLanes) {
     std::memcpy(&v, p, sizeof v);
-    return v;
+  } else {
+    std::memcpy(&v, p, static_cast<size_t>(count) * sizeof(float));
   }
-  for (int64_t l = 0; l < count; ++l) v[l] = p[l];
   return v;
 }
 
@@ -25,9 +26,9 @@ inline Row16 load_lanes(const float* p, int64_t count) {
 inline void store_lanes(float* p, Row16 v, int64_t count) {
   if (count == kLanes) {
     std::memcpy(p, &v, sizeof v);
-    return;
+  } else {
+    std::memcpy(p, &v, static_cast<size_t>(count) * sizeof(float));
   }
-  for (int64_t l = 0; l < count; ++l) p[l] = v[l];
 }
 
 // The half spectra of `count` real planes (plane l at src + l * plane_stride, Placement p's rows x
