@@ -19,6 +19,7 @@ set(BNLAB_CORE_SOURCES
   core/ops/conv_winograd.cpp
   core/ops/pool.cpp
   core/ops/max_pool2x2_avx512.cpp
+  core/ops/max_pool2x2_avx2.cpp
   core/ops/dropout.cpp
   core/ops/norm.cpp
   core/io.cpp

@@ -782,7 +782,7 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
   const ChannelDims& d = s.d;
   const int64_t H = s.H, W = s.W, Ho = H / 2, Wo = W / 2;
   const bool dense = Wo >= kDenseWidth;
-  const bool avx512 = detail::max_pool2x2_uses_avx512();
+  const bool avx512 = detail::max_pool2x2_isa() == CpuIsa::avx512;
   // Per thread, grown once. `sparse` is all +0 whenever no plane is in it.
   thread_local std::vector<float> plane, sparse, masked;
   const size_t S = static_cast<size_t>(d.S);

@@ -38,8 +38,9 @@
 #include <vector>
 
 #include "core/autograd.h"
-#include "core/gemm_avx512.h"
+#include "core/cpu_isa.h"
 #include "core/ops.h"
+#include "core/ops/max_pool2x2_avx2.h"
 #include "core/ops/max_pool2x2_avx512.h"
 #include "core/ops/pool_general.h"
 #include "core/parallel.h"
@@ -180,10 +181,11 @@ namespace detail {
 // general loop's row-major chain, bit for bit.
 void max_pool2x2_plane(float* out, uint8_t* place, const float* x, int64_t H, int64_t W) {
   const int64_t Ho = H / 2, Wo = W / 2;
-  if (max_pool2x2_uses_avx512()) {
+  if (const CpuIsa isa = max_pool2x2_isa(); isa != CpuIsa::portable) {
+    const auto row = isa == CpuIsa::avx512 ? max_pool2x2_row_avx512 : max_pool2x2_row_avx2;
     for (int64_t oh = 0; oh < Ho; ++oh) {
       const float* r0 = x + 2 * oh * W;
-      max_pool2x2_row_avx512(out + oh * Wo, place ? place + oh * Wo : nullptr, r0, r0 + W, Wo);
+      row(out + oh * Wo, place ? place + oh * Wo : nullptr, r0, r0 + W, Wo);
     }
     return;
   }
@@ -219,7 +221,7 @@ void max_pool2x2_plane(float* out, uint8_t* place, const float* x, int64_t H, in
 void max_pool2x2_plane_backward(float* dx, const float* dout, const uint8_t* place, int64_t H,
                                 int64_t W, bool assign) {
   const int64_t Ho = H / 2, Wo = W / 2;
-  const bool avx512 = max_pool2x2_uses_avx512();
+  const bool avx512 = max_pool2x2_isa() == CpuIsa::avx512;
   for (int64_t oh = 0; oh < Ho; ++oh) {
     float* d0 = dx + 2 * oh * W;
     const float* g = dout + oh * Wo;
@@ -240,12 +242,12 @@ void max_pool2x2_plane_backward(float* dx, const float* dout, const uint8_t* pla
 }
 
 namespace {
-std::atomic<bool> avx512_allowed{true};
+std::atomic<CpuIsa> isa_cap{CpuIsa::avx512};
 }  // namespace
 
-bool max_pool2x2_uses_avx512() { return avx512_allowed.load() && cpu_has_avx512f(); }
+CpuIsa max_pool2x2_isa() { return std::min(cpu_isa(), isa_cap.load()); }
 
-void allow_max_pool2x2_avx512(bool allowed) { avx512_allowed.store(allowed); }
+CpuIsa limit_max_pool2x2_isa(CpuIsa max) { return isa_cap.exchange(max); }
 
 Tensor max_pool2d_general(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
   const PoolDims d = pool_dims("max_pool2d", x, kernel, stride, padding);

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "core/cpu_isa.h"
 #include "core/tensor.h"
 
 namespace bnlab::detail {
@@ -15,14 +16,15 @@ namespace bnlab::detail {
 // same checks, conventions (first maximum wins ties, NaN wins) and node name.
 Tensor max_pool2d_general(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding);
 
-// Whether the 2x2 path runs its AVX-512F row kernels (core/ops/max_pool2x2_avx512.h): when the CPU
-// has AVX-512F, unless turned off below.
-bool max_pool2x2_uses_avx512();
+// Which row kernels the 2x2 path runs: AVX-512F (core/ops/max_pool2x2_avx512.h), AVX2 (the
+// forward's rows, core/ops/max_pool2x2_avx2.h; the backward then runs the portable loops) or the
+// portable loops: cpu_isa(), capped by limit_max_pool2x2_isa.
+CpuIsa max_pool2x2_isa();
 
-// Tests: false makes the 2x2 path use its portable loops (the fallback on other CPUs), so both
-// kernels are checked on an AVX-512 machine; true restores the default. Not for use while another
+// Tests: caps the kernels at `max` so that every kernel narrower than the CPU's is checked too;
+// returns the previous cap (CpuIsa::avx512 restores the default). Not for use while another
 // thread pools.
-void allow_max_pool2x2_avx512(bool allowed);
+CpuIsa limit_max_pool2x2_isa(CpuIsa max);
 
 // max_pool2d(x, 2)'s kernels on one plane x [H, W] (H, W >= 2), as max_pool2d runs them on this
 // CPU: out [H/2, W/2] and, when `place` is non-null, each window's winner as its place in the

@@ -100,14 +100,14 @@ Shape pooled(const Shape& s) { return {s[0], s[1], s[2] / 2, s[3] / 2}; }
 // Runs f once with each 2x2 pool kernel this CPU has, restoring the default afterwards.
 template <class F>
 void with_each_pool_kernel(F f) {
-  const bool avx512 = detail::max_pool2x2_uses_avx512();
-  for (bool allow : {true, false}) {
-    if (allow && !avx512) continue;
-    CAPTURE(allow);
-    detail::allow_max_pool2x2_avx512(allow);
+  const CpuIsa widest = detail::max_pool2x2_isa();
+  for (CpuIsa isa : {CpuIsa::avx512, CpuIsa::avx2, CpuIsa::portable}) {
+    if (isa > widest) continue;
+    CAPTURE(cpu_isa_name(isa));
+    detail::limit_max_pool2x2_isa(isa);
     f();
   }
-  detail::allow_max_pool2x2_avx512(true);
+  detail::limit_max_pool2x2_isa(CpuIsa::avx512);
 }
 }  // namespace
 

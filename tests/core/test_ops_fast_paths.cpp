@@ -73,20 +73,22 @@ TEST_CASE("ops.pool: the 2x2 stride-2 kernels equal the general path bit for bit
   // Values from {-1, 0, 1, 2} (many ties inside windows, -0 included) with NaNs sprinkled in; odd
   // H and W exercise floor mode (the last row / column belongs to no window). Widths around the
   // AVX-512 kernels' 16-output chunks (Wo 15, 16, 17, 32, 33), and every partial chunk of 1 to 15
-  // outputs (their place bytes are stored and loaded in pieces of 8, 4, 2 and 1). Both kernels: the
-  // AVX-512F rows (where the CPU has them) and the portable loops, the fallback elsewhere.
-  const bool avx512 = detail::max_pool2x2_uses_avx512();
-  MESSAGE("2x2 max-pool kernels tested: portable", avx512 ? " and AVX-512F" : " only");
-  for (bool allow_avx512 : {true, false}) {
-    if (allow_avx512 && !avx512) continue;
-    detail::allow_max_pool2x2_avx512(allow_avx512);
+  // outputs (their place bytes are stored and loaded in pieces of 8, 4, 2 and 1; the AVX2 rows'
+  // chunks are 8 outputs). Every kernel the CPU (and BNLAB_MAX_ISA) allows: the AVX-512F rows, the
+  // AVX2 forward rows and the portable loops.
+  const CpuIsa widest = detail::max_pool2x2_isa();
+  MESSAGE((std::string("2x2 max-pool kernels tested: up to ") + cpu_isa_name(widest)));
+  for (CpuIsa isa : {CpuIsa::avx512, CpuIsa::avx2, CpuIsa::portable}) {
+    if (isa > widest) continue;
+    detail::limit_max_pool2x2_isa(isa);
+    REQUIRE(detail::max_pool2x2_isa() == isa);
     for (Shape shape :
          {Shape{2, 3, 6, 5}, Shape{1, 2, 7, 7}, Shape{2, 2, 3, 2}, Shape{1, 1, 2, 2},
           Shape{2, 4, 9, 11}, Shape{8, 16, 28, 28}, Shape{2, 3, 5, 30}, Shape{2, 2, 4, 33},
           Shape{1, 2, 3, 34}, Shape{1, 3, 2, 64}, Shape{2, 2, 6, 67}, Shape{1, 2, 4, 8},
           Shape{1, 2, 4, 12}, Shape{1, 2, 4, 16}, Shape{1, 2, 4, 18}, Shape{1, 2, 4, 20},
           Shape{1, 2, 4, 22}, Shape{1, 2, 4, 24}, Shape{1, 2, 4, 26}}) {
-      CAPTURE(allow_avx512);
+      CAPTURE(cpu_isa_name(isa));
       CAPTURE(shape);
       Rng rng(77);
       Tensor x = Tensor::empty(shape);
@@ -119,7 +121,7 @@ TEST_CASE("ops.pool: the 2x2 stride-2 kernels equal the general path bit for bit
       CHECK(bits_of(fast_grad) == bits_of(x.grad()));
     }
   }
-  detail::allow_max_pool2x2_avx512(true);
+  detail::limit_max_pool2x2_isa(CpuIsa::avx512);
 }
 
 TEST_CASE("ops.pool: the AVX-512 unpool rows put each g, -0 included, at its window's winner") {
@@ -128,7 +130,7 @@ TEST_CASE("ops.pool: the AVX-512 unpool rows put each g, -0 included, at its win
   // every other cell of the two rows +0. Every width from 1 to 40 windows (full and partial
   // 16-window chunks); the cells past 2 Wo must be left alone.
   if (!detail::cpu_has_avx512f()) {
-    MESSAGE("no AVX-512F on this CPU: max_pool2x2_unpool_avx512 not tested");
+    MESSAGE("no AVX-512F (the CPU, or BNLAB_MAX_ISA): max_pool2x2_unpool_avx512 not tested");
     return;
   }
   Rng rng(19);
