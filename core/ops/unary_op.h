@@ -4,6 +4,7 @@
 // and the saved output y (sigmoid' = y (1 - y) needs no recomputation).
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <vector>
 
@@ -22,8 +23,12 @@ constexpr int64_t kParallelThreshold = 1 << 15;
 inline float relu_value(float v) { return v < 0.0f ? 0.0f : v; }
 /// relu'(v): 1 for v > 0, else 0, so relu'(0) = relu'(NaN) = 0. Also exact from relu's OUTPUT,
 /// since relu(v) > 0 exactly where v > 0. Backward multiplies dout by it rather than selecting, so
-/// an inf or NaN in dout still gives NaN where relu' = 0.
-inline float relu_derivative(float v) { return v > 0.0f ? 1.0f : 0.0f; }
+/// an inf or NaN in dout still gives NaN where relu' = 0. Formed on the bits (1.0f is 0x3f800000):
+/// for AVX2 GCC 12 kept `v > 0 ? 1 : 0` a branch inside batch norm's fused sums, which then
+/// stayed scalar (20 % of an MLP's step with BN, against 2 % with AVX-512's masks).
+inline float relu_derivative(float v) {
+  return std::bit_cast<float>(0x3f800000u & (0u - static_cast<uint32_t>(v > 0.0f)));
+}
 
 /// sigmoid's derivative from its output y: y (1 - y). Shared by sigmoid() and
 /// batch_norm_sigmoid_train so that the two cannot drift apart (their gradients are bit-identical).
