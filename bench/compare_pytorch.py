@@ -6,7 +6,7 @@ Run through bench/compare_pytorch.sh (builds bnlab, checks that /usr/bin/python3
     bash bench/compare_pytorch.sh [--quick] [--repeats 3] [--threads 1,2] [--workloads W1,W3]
                                   [--inner-repeats 3] [--seconds 0.3] [--warmup 0.3] [--settle 60]
                                   [--retries 2] [--out-dir bench/results] [--require-quiet]
-                                  [--keep-coretype] [--no-pin]
+                                  [--keep-coretype] [--no-pin] [--max-isa avx2]
 
 Method (docs/performance.md, "How the PyTorch comparison is measured"):
 
@@ -37,6 +37,10 @@ Method (docs/performance.md, "How the PyTorch comparison is measured"):
   --retries times (the discarded measurements stay in the JSON). A run that is not quiet is
   written with "NOT QUIET -- not for publication" on its table; with --require-quiet no table is
   written at all (exit 3).
+- --max-isa avx2: what an AVX2-only CPU would see, emulated on a wider one. Both sides get the
+  caps of ISA_CAPS (bnlab's BNLAB_MAX_ISA, ATEN_CPU_CAPABILITY, oneDNN's ISA cap, OpenBLAS's
+  Haswell core); compare_pytorch.sh builds bnlab for x86-64-v3 instead of -march=native. The
+  report says so in its title.
 - Pinning: a row with fewer threads than CPUs runs both sides on the same lowest-numbered CPUs
   (--no-pin: wherever the scheduler puts them); virtual CPUs need not be equally fast.
 - CPU speed: right before and after each measurement, the CPUs it runs on are probed (a fixed
@@ -169,15 +173,26 @@ def openmp_openblas(paths):
     return bool(ob) and all(p.startswith(OPENMP_BLAS_DIR + "/") for p in paths)
 
 
-def child_env(base, threads, keep_coretype=False):
+# --max-isa: the variables that make each side's run-time dispatch behave as on a CPU without
+# the wider instruction sets (bnlab's BNLAB_MAX_ISA, ATen's CPU capability, oneDNN's ISA cap under
+# both of its names, OpenBLAS's kernel core), the same on both sides.
+ISA_CAPS = {
+    "avx2": {"BNLAB_MAX_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "DNNL_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell"},
+}
+
+
+def child_env(base, threads, keep_coretype=False, max_isa=None):
     """The environment of every measured process, bnlab's and torch's alike.
 
     A forced OPENBLAS_CORETYPE is dropped unless keep_coretype: PyTorch's best configuration is
     OpenBLAS's own choice of kernels for the CPU (a machine that pins an older core, e.g. Haswell
-    on an AVX-512 CPU, would otherwise slow torch's dense layers, not bnlab's own GEMM)."""
+    on an AVX-512 CPU, would otherwise slow torch's dense layers, not bnlab's own GEMM). max_isa
+    (a key of ISA_CAPS) sets its caps on top, OpenBLAS's core included."""
     env = dict(base)
     if not keep_coretype:
         env.pop(FORCED_CORE, None)
+    env.update(ISA_CAPS.get(max_isa, {}))
     lib = env.get("LD_LIBRARY_PATH", "")
     env["LD_LIBRARY_PATH"] = OPENMP_BLAS_DIR + (":" + lib if lib else "")
     env["OMP_NUM_THREADS"] = str(threads)
@@ -354,7 +369,14 @@ def format_markdown(doc):
     env_removed = "".join(f" Removed from both sides: {k}={v} (OpenBLAS picks the CPU's own "
                           f"kernels; --keep-coretype keeps it)." for k, v in removed.items())
     speed_line = cpu_speed_line(doc)
-    out = [f"# bnlab vs PyTorch{mark}", ""]
+    isa = s.get("max_isa")
+    out = [f"# bnlab vs PyTorch{' as on an ' + isa.upper() + '-only CPU' if isa else ''}{mark}",
+           ""]
+    if isa:
+        out += [f"**Emulated: both sides capped at {isa.upper()}** on this CPU ("
+                + ", ".join(f"{k}={v}" for k, v in ISA_CAPS[isa].items())
+                + "; bnlab built without -march=native by compare_pytorch.sh). Not a measurement "
+                "of the CPU itself.", ""]
     if not quiet:
         out += [f"**{NOT_QUIET}.** The machine was not quiet:", ""]
         out += [f"- {r}" for r in doc["reasons"]] + [""]
@@ -792,6 +814,10 @@ def parse_args(argv):
     ap.add_argument("--keep-coretype", action="store_true",
                     help="keep an inherited OPENBLAS_CORETYPE on both sides (by default it is "
                          "removed, so OpenBLAS uses the CPU's own kernels)")
+    ap.add_argument("--max-isa", choices=sorted(ISA_CAPS),
+                    help="emulate a CPU without the wider instruction sets: caps both sides' "
+                         "run-time dispatch (bnlab, ATen, oneDNN, OpenBLAS); compare_pytorch.sh "
+                         "then also builds bnlab for that CPU instead of -march=native")
     ap.add_argument("--retries", type=int,
                     help="measure a round again, up to this many times, when other programs ran "
                          "during it (default 2; 0 keeps every round)")
@@ -837,7 +863,7 @@ def main(argv=None):
 
     try:
         probe = subprocess.run([TORCH_PYTHON, "-c", "import torch"],
-                               env=child_env(os.environ, 1, args.keep_coretype),
+                               env=child_env(os.environ, 1, args.keep_coretype, args.max_isa),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     except OSError as e:
         probe = subprocess.CompletedProcess([], 1, stderr=str(e))
@@ -862,7 +888,7 @@ def main(argv=None):
     rows, measurements, discarded = [], [], []
     for w in workloads:
         for t in threads:
-            env = child_env(os.environ, t, args.keep_coretype)
+            env = child_env(os.environ, t, args.keep_coretype, args.max_isa)
             pin = None if args.no_pin else pinned_cpus(os.sched_getaffinity(0), t)
             for norm in ("none", "batch"):
                 key = f"{w}:{norm}:{t}"
@@ -913,18 +939,20 @@ def main(argv=None):
         settings=dict(repeats=args.repeats, retries=args.retries, pin=not args.no_pin,
                       inner_repeats=args.inner_repeats,
                       seconds=args.seconds, warmup=args.warmup, threads=threads,
-                      workloads=workloads, quick=args.quick,
+                      workloads=workloads, quick=args.quick, max_isa=args.max_isa,
                       order="per row: bnlab, torch alternating for `repeats` rounds"),
         env=dict(set=", ".join(f"{k}={v}"
-                               for k, v in child_env(os.environ, 1, args.keep_coretype).items()
+                               for k, v in child_env(os.environ, 1, args.keep_coretype, args.max_isa).items()
                                if k in ("LD_LIBRARY_PATH", "MALLOC_MMAP_THRESHOLD_",
-                                        "MALLOC_TRIM_THRESHOLD_")),
+                                        "MALLOC_TRIM_THRESHOLD_")
+                               or k in ISA_CAPS.get(args.max_isa, {})),
                  inherited={k: os.environ[k] for k in RECORDED_ENV if k in os.environ},
                  removed={FORCED_CORE: os.environ[FORCED_CORE]}
-                 if FORCED_CORE in os.environ and not args.keep_coretype else {}),
+                 if FORCED_CORE in os.environ and not args.keep_coretype and not args.max_isa
+                 else {}),
         bnlab=dict(exe=os.path.abspath(args.bnlab),
                    version=bnlab_version(args.bnlab,
-                                         child_env(os.environ, threads[0], args.keep_coretype)),
+                                         child_env(os.environ, threads[0], args.keep_coretype, args.max_isa)),
                    blas=first_b["result"].get("blas", "unknown"),
                    gemm=first_b["result"].get("gemm", "openblas"),
                    blas_parallel=first_b["result"].get("blas_parallel", "unknown"),

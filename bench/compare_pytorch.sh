@@ -6,18 +6,31 @@
 #   bash bench/compare_pytorch.sh [--quick] [--repeats 3] [--threads 1,2] [--workloads W1,W3]
 #                                 [--inner-repeats 3] [--seconds 0.3] [--warmup 0.3] [--settle 60]
 #                                 [--retries 2] [--out-dir DIR] [--require-quiet] [--keep-coretype]
-#                                 [--no-pin]
+#                                 [--no-pin] [--max-isa avx2]
 #
 # Writes bench/results/compare_pytorch-<UTC time>[-NOT-QUIET].{json,md} and prints the tables. A run
 # on a busy machine is marked "NOT QUIET -- not for publication"; --require-quiet writes no table
 # then (exit 3). Method and how to publish the table: docs/performance.md.
-# Build directory: $BNLAB_BENCH_BUILD, else build-bench at the repository root.
+# Build directory: $BNLAB_BENCH_BUILD, else build-bench at the repository root (build-bench-avx2
+# with --max-isa avx2: bnlab built for x86-64-v3, AVX2 + FMA, instead of -march=native, so that
+# its compiler-vectorized loops are those of an AVX2-only CPU too).
 # Exit status: 0 done, 1 cannot run (no torch under /usr/bin/python3, build or measurement failed),
 # 2 bad flag, 3 not quiet with --require-quiet.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build=${BNLAB_BENCH_BUILD:-$repo/build-bench}
+max_isa=
+prev=
+for arg in "$@"; do
+  if [ "$prev" = "--max-isa" ]; then max_isa=$arg; fi
+  case $arg in --max-isa=*) max_isa=${arg#--max-isa=} ;; esac
+  prev=$arg
+done
+case $max_isa in
+  "") build=${BNLAB_BENCH_BUILD:-$repo/build-bench} ;;
+  avx2) build=${BNLAB_BENCH_BUILD:-$repo/build-bench-avx2} ;;
+  *) echo "compare_pytorch: --max-isa takes avx2; got '$max_isa'" >&2; exit 2 ;;
+esac
 # Debian's interpreter: the one python3-torch installs into. (A `python3` earlier on PATH, e.g.
 # pyenv's, has no torch.)
 python=/usr/bin/python3
@@ -42,6 +55,9 @@ fi
 
 # Configure once (an existing build directory keeps its options; Release is enforced).
 configure=(-DCMAKE_BUILD_TYPE=Release)
+if [ "$max_isa" = avx2 ]; then
+  configure+=(-DBNLAB_NATIVE=OFF "-DCMAKE_CXX_FLAGS=-march=x86-64-v3 -mprefer-vector-width=256")
+fi
 if [ ! -f "$build/CMakeCache.txt" ]; then
   configure+=(-DBNLAB_BUILD_TESTS=OFF)
   if command -v ccache >/dev/null; then configure+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi

@@ -131,6 +131,19 @@ class Environment(unittest.TestCase):
         self.assertEqual(env["OPENBLAS_L2_SIZE"], "512")  # everything else is inherited
         self.assertEqual(base["OPENBLAS_CORETYPE"], "Haswell")  # the caller's dict is untouched
 
+    def test_child_env_max_isa_caps_both_sides_and_sets_openblas_core(self):
+        base = {"PATH": "/bin", "OPENBLAS_CORETYPE": "SkylakeX"}
+        env = cp.child_env(base, 1, max_isa="avx2")
+        self.assertEqual(env["BNLAB_MAX_ISA"], "avx2")
+        self.assertEqual(env["ATEN_CPU_CAPABILITY"], "avx2")
+        self.assertEqual(env["ONEDNN_MAX_CPU_ISA"], "AVX2")
+        self.assertEqual(env["DNNL_MAX_CPU_ISA"], "AVX2")
+        self.assertEqual(env["OPENBLAS_CORETYPE"], "Haswell")  # the cap's core, not the inherited
+        self.assertNotIn("BNLAB_MAX_ISA", cp.child_env(base, 1))  # no cap unless asked
+        self.assertEqual(cp.parse_args(["--max-isa", "avx2"])[1].max_isa, "avx2")
+        with self.assertRaises(SystemExit):
+            cp.parse_args(["--max-isa", "sse"])
+
     def test_child_env_without_ld_library_path(self):
         self.assertEqual(cp.child_env({}, 1)["LD_LIBRARY_PATH"], cp.OPENMP_BLAS_DIR)
 
@@ -273,6 +286,15 @@ class CpuSpeed(unittest.TestCase):
         self.assertGreater(got[min(home)], 0.0)
         self.assertEqual(speed.full, got[min(home)])
         self.assertEqual(os.sched_getaffinity(0), home)
+
+    def test_an_emulated_run_says_so_in_its_title(self):
+        doc = fake_doc(True)
+        doc["settings"]["max_isa"] = "avx2"
+        md = cp.format_markdown(doc)
+        self.assertTrue(md.startswith("# bnlab vs PyTorch as on an AVX2-only CPU"))
+        self.assertIn("**Emulated: both sides capped at AVX2**", md)
+        self.assertIn("BNLAB_MAX_ISA=avx2", md)
+        self.assertNotIn("Emulated", cp.format_markdown(fake_doc(True)))
 
     def test_the_report_gives_the_slowest_reading_per_row_and_overall(self):
         doc = fake_doc(True)
