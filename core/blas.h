@@ -2,9 +2,9 @@
 // thread count for both OpenMP and OpenBLAS.
 //
 // bnlab::gemm runs one of two implementations, chosen once per process: bnlab's own AVX-512F
-// kernel (core/gemm_avx512.cpp) when the CPU has AVX-512F, OpenBLAS's cblas_sgemm otherwise or when
-// the environment variable BNLAB_GEMM is `openblas`. Both are callable explicitly (gemm_openblas,
-// gemm_avx512), for tests and benchmarks.
+// kernel (core/gemm_avx512.cpp) when cpu_isa() allows AVX-512F, OpenBLAS's cblas_sgemm otherwise or
+// when the environment variable BNLAB_GEMM is `openblas`. Both are callable explicitly
+// (gemm_openblas, gemm_avx512), for tests and benchmarks.
 //
 // bnlab links OpenBLAS's OpenMP build, so OpenBLAS shares OpenMP's thread pool: a GEMM called
 // inside one of our parallel regions runs single-threaded instead of spawning threads of its own
@@ -30,7 +30,8 @@ enum class GemmPath {
   avx512,    ///< bnlab's own AVX-512F kernel (needs a CPU with AVX-512F)
 };
 
-/// The path gemm() takes in this process: avx512 when the CPU has AVX-512F and BNLAB_GEMM is not
+/// The path gemm() takes in this process: avx512 when the CPU has AVX-512F (and BNLAB_MAX_ISA,
+/// core/cpu_isa.h, does not cap it below) and BNLAB_GEMM is not
 /// `openblas` (the variable is read once, at the first call), openblas otherwise. On the avx512
 /// path, products with N <= 8 columns still go to OpenBLAS (measured level there; the rule and its
 /// figures are in core/blas.cpp).

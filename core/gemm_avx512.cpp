@@ -31,7 +31,8 @@
 //     team (columns when N is the wider side, rows otherwise); inside one (conv's per-image loop)
 //     it runs on the calling thread.
 //   - ISA: only the functions marked BNLAB_AVX512 use AVX-512; the rest of the binary stays
-//     portable and the dispatcher checks __builtin_cpu_supports("avx512f") before calling in.
+//     portable and the dispatcher checks cpu_has_avx512f() (cpu_isa(), core/cpu_isa.h: the CPU's
+//     support capped by BNLAB_MAX_ISA) before calling in.
 //
 // References: K. Goto, R. van de Geijn, "Anatomy of high-performance matrix multiplication", ACM
 // TOMS 34(3), 2008; F. Van Zee, R. van de Geijn, "BLIS", ACM TOMS 41(3), 2015.
