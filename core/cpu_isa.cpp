@@ -1,8 +1,8 @@
 // cpu_isa(): the CPU's widest SIMD set, capped by BNLAB_MAX_ISA, decided once per process.
 //
-// Decided once because the kernels that consult it keep per-process state built for one width
-// (cached conv-path choices measured at first use, GEMM packing layouts): a cap that changed
-// mid-process would mix them.
+// Decided once because what consults it keeps per-process choices made for one width (the GEMM
+// path, read once by gemm_path()): a cap that changed mid-process would mix them, and a run's
+// numerics would depend on when it changed.
 #include "core/cpu_isa.h"
 
 #include <cstdlib>
