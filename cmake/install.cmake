@@ -30,6 +30,7 @@ set(BNLAB_INTERNAL_HEADERS
   core/ops/pool_general.h  # max_pool2d's general path, for the 2x2 kernels' tests (detail)
   core/ops/max_pool2x2_avx512.h  # the 2x2 path's AVX-512F row kernels (detail)
   core/ops/max_pool2x2_avx2.h  # the 2x2 forward's AVX2 row kernel (detail)
+  core/ops/max_pool2x2_places.h  # the 2x2 kernels' place-byte stores (detail)
   core/gemm_avx512.h  # the AVX-512 SGEMM behind bnlab::gemm (detail)
   core/ops/conv_path.h  # which implementation computes a conv2d, and BNLAB_CONV (detail)
   core/ops/conv_winograd.h  # conv2d's Winograd F(4x4, 3x3) path (detail)

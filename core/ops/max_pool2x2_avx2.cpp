@@ -19,6 +19,8 @@
 #include <array>
 #include <cstring>
 
+#include "core/ops/max_pool2x2_places.h"
+
 #define BNLAB_AVX2 __attribute__((target("avx2,fma")))
 
 namespace bnlab::detail {
@@ -78,24 +80,6 @@ constexpr std::array<uint64_t, 256> kSpread = [] {
   return t;
 }();
 
-// The first n (< 8) bytes of `bytes` to dst, in pieces of 4, 2 and 1 (a memcpy of a variable n
-// is a library call).
-inline void store_place_bytes(uint8_t* dst, uint64_t bytes, int64_t n) {
-  if (n & 4) {
-    const auto v = static_cast<uint32_t>(bytes);
-    std::memcpy(dst, &v, 4);
-    dst += 4;
-    bytes >>= 32;
-  }
-  if (n & 2) {
-    const auto v = static_cast<uint16_t>(bytes);
-    std::memcpy(dst, &v, 2);
-    dst += 2;
-    bytes >>= 16;
-  }
-  if (n & 1) *dst = static_cast<uint8_t>(bytes);
-}
-
 }  // namespace
 
 BNLAB_AVX2 void max_pool2x2_row_avx2(float* out, uint8_t* place, const float* top,
@@ -120,7 +104,7 @@ BNLAB_AVX2 void max_pool2x2_row_avx2(float* out, uint8_t* place, const float* to
       if (n == kChunk) {
         std::memcpy(place + ow, &bytes, 8);
       } else {
-        store_place_bytes(place + ow, bytes, n);
+        store_low_place_bytes(place + ow, bytes, n);
       }
     }
   }

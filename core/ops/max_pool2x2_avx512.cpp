@@ -24,6 +24,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/ops/max_pool2x2_places.h"
+
 #define BNLAB_AVX512 __attribute__((target("avx512f")))
 
 // GCC 12's AVX-512 shuffle intrinsics start from _mm512_undefined_*(), which -Wmaybe-uninitialized
@@ -91,8 +93,7 @@ BNLAB_AVX512 inline Pair pair_max(const float* row, const ChunkMasks& m) {
 }
 
 // The first n (< 16) place bytes of a chunk, to or from the low bytes of a register, in pieces of
-// 8, 4, 2 and 1 bytes: a memcpy of a variable n is a library call, and it was 8-15 % of batch
-// norm's pooled forward at lenet's 7-wide rows.
+// 8, 4, 2 and 1 bytes (see store_low_place_bytes).
 inline void store_place_bytes(uint8_t* dst, __m128i bytes, int64_t n) {
   uint64_t lo = static_cast<uint64_t>(_mm_cvtsi128_si64(bytes));
   if (n & 8) {
@@ -100,19 +101,7 @@ inline void store_place_bytes(uint8_t* dst, __m128i bytes, int64_t n) {
     dst += 8;
     lo = static_cast<uint64_t>(_mm_cvtsi128_si64(_mm_unpackhi_epi64(bytes, bytes)));
   }
-  if (n & 4) {
-    const auto v = static_cast<uint32_t>(lo);
-    std::memcpy(dst, &v, 4);
-    dst += 4;
-    lo >>= 32;
-  }
-  if (n & 2) {
-    const auto v = static_cast<uint16_t>(lo);
-    std::memcpy(dst, &v, 2);
-    dst += 2;
-    lo >>= 16;
-  }
-  if (n & 1) *dst = static_cast<uint8_t>(lo);
+  store_low_place_bytes(dst, lo, n & 7);
 }
 
 inline __m128i load_place_bytes(const uint8_t* src, int64_t n) {
