@@ -31,7 +31,8 @@
 # summary table and exits non-zero if any target had a finding. Replay one input:
 # build-fuzz/fuzz_<t> FILE.
 # Environment: BNLAB_FUZZ_BUILD_DIR (default build-fuzz), JOBS (build parallelism, default nproc),
-# CXX_FUZZ (default clang++-14), BNLAB_FUZZ_SEED (exploratory mode only).
+# FUZZ_JOBS (targets run at once, default nproc), CXX_FUZZ (default clang++-14), BNLAB_FUZZ_SEED
+# (exploratory mode only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,8 +41,8 @@ all_targets=(idx cifar safetensors image grid schedule)
 
 # --ci: executions per target (libFuzzer -runs, which counts the initial run of the seeds too) and
 # the seed. Targets differ a lot in speed, so each has its own count, chosen for about 20 s per
-# target (replay included), 2.5 minutes for all six, on the CI machine: 2 cores (AMD EPYC) shared
-# with other builds. Measured 2026-12-01 at commit 415283d in this configuration (-seed=1, one
+# target (replay included), 2.5 minutes for all six one after another, on the CI machine: 2 cores
+# (AMD EPYC) shared with other builds. (They now run side by side, one per core: see run_target.) Measured 2026-12-01 at commit 415283d in this configuration (-seed=1, one
 # thread each), two runs at a load average of 1.5-3; exec/s is libFuzzer's average over the run:
 #   target          runs   exec/s        time
 #   idx           400000   25000         17 s
@@ -105,6 +106,8 @@ export ASAN_OPTIONS="$asan_options${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 # The parsers are single-threaded; keep any OpenMP region in the library so too, since coverage
 # counters bumped from several threads at once would make the feature counts vary between runs.
+# (GNU nproc follows OMP_NUM_THREADS, so the number of targets run at once is taken before it.)
+fuzz_jobs=${FUZZ_JOBS:-$(nproc)}
 export OMP_NUM_THREADS=1
 
 # The committed inputs of target $1, sorted (bytewise) so the order is the same on every machine.
@@ -121,11 +124,16 @@ final_coverage() {
     sed -nE 's/.* cov: ([0-9]+) ft: ([0-9]+) corp: ([0-9]+)\/.*/\1 \2 \3/p'
 }
 
-failed=()
-summary=()
 tmp_root=$(mktemp -d "${TMPDIR:-/tmp}/bnlab-fuzz.XXXXXX")
 trap 'rm -rf "$tmp_root"' EXIT
-for t in "${targets[@]}"; do
+
+# One target, both modes: its messages go to stdout/stderr, its summary row to
+# $tmp_root/$t.summary, and $tmp_root/$t.failed exists if it had a finding.
+run_target() {
+  local t=$1
+  local findings found_before target_failed bin inputs dict max_len t0 replay_log status executed
+  local last replay replay_status runs work seeds log args execs cov ft corp digest loaded nonempty
+  local f new seed_dirs d seed used_seed
   findings="$build_dir/findings/$t"
   mkdir -p "$findings"
   found_before=$(find "$findings" -type f | wc -l)
@@ -205,9 +213,9 @@ for t in "${targets[@]}"; do
       grep -E "ERROR: |runtime error:|bnlab fuzz:|Test unit written" "$log" | head -10 >&2 || true
     fi
     new=$(($(find "$findings" -type f | wc -l) - found_before))
-    summary+=("$(printf '%-12s %7s %5s  %9s %9s %6s %6s %5s  %-12s %5s %4s  %3ss' "$t" "$replay" \
+    printf '%-12s %7s %5s  %9s %9s %6s %6s %5s  %-12s %5s %4s  %3ss\n' "$t" "$replay" \
       "$replay_status" "$runs" "${execs:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$digest" \
-      "$status" "$new" "$((SECONDS - t0))")")
+      "$status" "$new" "$((SECONDS - t0))" >"$tmp_root/$t.summary"
   else
     work="$build_dir/corpus/$t"
     mkdir -p "$work"
@@ -235,10 +243,38 @@ for t in "${targets[@]}"; do
       grep -E "ERROR: |runtime error:|bnlab fuzz:|Test unit written" "$log" | head -10 >&2 || true
     fi
     new=$(($(find "$findings" -type f | wc -l) - found_before))
-    summary+=("$(printf '%-12s %12s %6s %6s %5s  %10s  %5s %4s' "$t" "${execs:-?}" "${cov:-?}" \
-      "${ft:-?}" "${corp:-?}" "${used_seed:-?}" "$status" "$new")")
+    printf '%-12s %12s %6s %6s %5s  %10s  %5s %4s\n' "$t" "${execs:-?}" "${cov:-?}" "${ft:-?}" \
+      "${corp:-?}" "${used_seed:-?}" "$status" "$new" >"$tmp_root/$t.summary"
   fi
-  if [ "$target_failed" -ne 0 ]; then failed+=("$t"); fi
+  if [ "$target_failed" -ne 0 ]; then touch "$tmp_root/$t.failed"; fi
+}
+
+# The targets run side by side, one per core (FUZZ_JOBS, default nproc): each is one
+# single-threaded process whose result depends only on its own inputs, -runs and -seed, never on
+# what runs next to it, so --ci gives the same table either way, in a fraction of the time. Each
+# target's messages are kept in a file and printed in target order when all are done.
+# `wait -n` returns at once for a target that finished before it was called.
+active=0
+for t in "${targets[@]}"; do
+  if [ "$active" -ge "$fuzz_jobs" ]; then
+    wait -n || true
+    active=$((active - 1))
+  fi
+  run_target "$t" >"$tmp_root/$t.out" 2>&1 &
+  active=$((active + 1))
+done
+wait
+failed=()
+summary=()
+for t in "${targets[@]}"; do
+  cat "$tmp_root/$t.out"
+  if [ -f "$tmp_root/$t.summary" ]; then
+    summary+=("$(cat "$tmp_root/$t.summary")")
+  else
+    summary+=("$t: no summary (the script itself failed for this target; see above)")
+    touch "$tmp_root/$t.failed"
+  fi
+  if [ -f "$tmp_root/$t.failed" ]; then failed+=("$t"); fi
 done
 
 if [ "$mode" = ci ]; then
