@@ -42,8 +42,9 @@ all_targets=(idx cifar safetensors image grid schedule)
 # --ci: executions per target (libFuzzer -runs, which counts the initial run of the seeds too) and
 # the seed. Targets differ a lot in speed, so each has its own count, chosen for about 20 s per
 # target (replay included), 2.5 minutes for all six one after another, on the CI machine: 2 cores
-# (AMD EPYC) shared with other builds. (They now run side by side, one per core: see run_target.) Measured 2026-12-01 at commit 415283d in this configuration (-seed=1, one
-# thread each), two runs at a load average of 1.5-3; exec/s is libFuzzer's average over the run:
+# (AMD EPYC) shared with other builds; they now run side by side, one per core (see run_target).
+# Measured 2026-12-01 at commit 415283d in this configuration (-seed=1, one thread each), two runs
+# at a load average of 1.5-3; exec/s is libFuzzer's average over the run:
 #   target          runs   exec/s        time
 #   idx           400000   25000         17 s
 #   cifar           7000   333-350       21-22 s
@@ -83,6 +84,11 @@ else
 fi
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then targets=("${all_targets[@]}"); fi
+case "${FUZZ_JOBS:-1}" in *[!0-9]*) fuzz_jobs_ok=0 ;; *) fuzz_jobs_ok=$((10#${FUZZ_JOBS:-1} > 0)) ;; esac
+if [ "$fuzz_jobs_ok" -ne 1 ]; then
+  echo "fuzz.sh: FUZZ_JOBS must be a positive whole number, got '${FUZZ_JOBS}'" >&2
+  exit 2
+fi
 for t in "${targets[@]}"; do
   case " ${all_targets[*]} " in *" $t "*) ;; *)
     echo "fuzz.sh: unknown target '$t' (targets: ${all_targets[*]})" >&2; exit 2 ;;
