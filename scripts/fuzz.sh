@@ -84,7 +84,9 @@ else
 fi
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then targets=("${all_targets[@]}"); fi
-case "${FUZZ_JOBS:-1}" in *[!0-9]*) fuzz_jobs_ok=0 ;; *) fuzz_jobs_ok=$((10#${FUZZ_JOBS:-1} > 0)) ;; esac
+# Targets run at once. (Taken before OMP_NUM_THREADS=1 is exported below: GNU nproc follows it.)
+fuzz_jobs=${FUZZ_JOBS:-$(nproc)}
+case "$fuzz_jobs" in *[!0-9]*) fuzz_jobs_ok=0 ;; *) fuzz_jobs_ok=$((10#$fuzz_jobs > 0)) ;; esac
 if [ "$fuzz_jobs_ok" -ne 1 ]; then
   echo "fuzz.sh: FUZZ_JOBS must be a positive whole number, got '${FUZZ_JOBS}'" >&2
   exit 2
@@ -112,8 +114,6 @@ export ASAN_OPTIONS="$asan_options${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 # The parsers are single-threaded; keep any OpenMP region in the library so too, since coverage
 # counters bumped from several threads at once would make the feature counts vary between runs.
-# (GNU nproc follows OMP_NUM_THREADS, so the number of targets run at once is taken before it.)
-fuzz_jobs=${FUZZ_JOBS:-$(nproc)}
 export OMP_NUM_THREADS=1
 
 # The committed inputs of target $1, sorted (bytewise) so the order is the same on every machine.
