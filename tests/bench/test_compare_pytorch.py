@@ -222,15 +222,47 @@ class Retries(unittest.TestCase):
         self.assertEqual([(m["side"], m["attempt"]) for m in gone],
                          [("bnlab", 1), ("torch", 1), ("bnlab", 2), ("torch", 2)])
 
-    def test_retries_run_out_and_the_last_round_is_kept(self):
+    def test_retries_run_out_and_a_busy_round_is_kept(self):
         # Kept even though busy: quiet_verdict then marks the run NOT QUIET.
         run, calls = self.runner([0.9, 0.0, 0.9, 0.0])
         pair, gone = cp.measure_round(run, (("bnlab", []), ("torch", [])), "W1:none:1", 1, 0.6,
                                       1, log=io.StringIO())
         self.assertEqual(len(calls), 4)
-        self.assertEqual([m["attempt"] for m in pair], [2, 2])
-        self.assertEqual(len(gone), 2)
+        self.assertEqual([m["attempt"] for m in pair], [1, 1])  # a tie keeps the first
+        self.assertEqual([m["attempt"] for m in gone], [2, 2])
         self.assertFalse(cp.quiet_verdict(2, 0.0, pair)[0])
+
+    def test_retries_run_out_and_the_quietest_attempt_is_kept(self):
+        # Seen on 2026-12-04: attempt 2 was quiet but for a slowed CPU, attempt 3 had others at
+        # 0.71; keeping the last attempt made the whole run NOT QUIET.
+        run = self.runner([0.67, 0.0, 0.05, 0.0, 0.71, 0.0])[0]
+        shares = iter([0.85, 0.9, 0.86, 0.9, 0.95, 0.95])
+
+        def slowed_run(side, cmd, label):
+            return dict(run(side, cmd, label), speed_share=next(shares))
+        log = io.StringIO()
+        pair, gone = cp.measure_round(slowed_run, (("bnlab", []), ("torch", [])), "W3:batch:1",
+                                      2, 0.6, 2, log=log)
+        self.assertEqual([m["attempt"] for m in pair], [2, 2])
+        self.assertEqual([m["foreign_mean"] for m in pair], [0.05, 0.0])
+        self.assertEqual(sorted(m["attempt"] for m in gone), [1, 1, 3, 3])
+        self.assertTrue(cp.quiet_verdict(2, 0.0, pair)[0])
+        self.assertIn("every attempt was busy; kept the quietest, attempt 2", log.getvalue())
+
+    def test_round_noise_orders_by_conditions_only(self):
+        def pair(foreign, share, rate=100.0):
+            return [dict(foreign_mean=foreign, speed_share=share,
+                         result=dict(train=dict(median=rate))), dict(foreign_mean=0.0)]
+        key = lambda p: cp.round_noise(p, 0.6)
+        # Others above the limit outrank a slowed CPU; unsampled counts as above.
+        self.assertLess(key(pair(0.1, 0.5)), key(pair(0.7, 1.0)))
+        self.assertLess(key(pair(0.7, 1.0)), key(pair(None, 1.0)))
+        # Then a slowed CPU, then fewer other tasks, then the faster CPU.
+        self.assertLess(key(pair(0.5, 0.95)), key(pair(0.0, 0.8)))
+        self.assertLess(key(pair(0.1, 0.8)), key(pair(0.2, 0.85)))
+        self.assertLess(key(pair(0.1, 0.85)), key(pair(0.1, 0.8)))
+        # The rate plays no part.
+        self.assertEqual(key(pair(0.1, 0.8, 1.0)), key(pair(0.1, 0.8, 1e9)))
 
     def test_no_retries(self):
         run, calls = self.runner([0.9, 0.9])
