@@ -50,8 +50,8 @@ Method (docs/performance.md, "How the PyTorch comparison is measured"):
   minutes, which neither the load average nor the steal time shows. Measurements kept slowed
   (retries used up) are named in the report; they do not make the run not quiet.
 - Retries used up: the round keeps its quietest attempt (round_noise: others within the limit
-  first, then not slowed, then the fewest other tasks, then the fastest CPU), judged by the
-  conditions alone, never by the rates.
+  first, then not slowed, then the fastest slowest CPU, then the fewest other tasks), judged by
+  the conditions alone, never by the rates.
 
 Output: bench/results/compare_pytorch-<UTC time>.json (everything: machine, environment, each
 measurement with its load readings) and .md (the tables), and the tables on stdout.
@@ -258,14 +258,16 @@ def busy_round(pair, limit, share=FULL_SPEED_SHARE):
 
 def round_noise(pair, limit, share=FULL_SPEED_SHARE):
     """How disturbed a round's conditions were, as a sort key (smaller is quieter): whether other
-    programs ran above limit (or could not be sampled), whether a CPU was slowed, the most other
-    programs' runnable tasks, and the slowest CPU. Conditions only, never the rates, so choosing
-    the quietest of several attempts does not choose a result."""
+    programs ran above limit (or could not be sampled), whether a CPU was slowed, the slowest
+    CPU's share of full speed (higher first: between a CPU at 0.37 and one at 0.84, the
+    difference in other tasks within the limit, e.g. 0.06 against 0.08, says nothing), and then
+    the most other programs' runnable tasks. Conditions only, never the rates, so choosing the
+    quietest of several attempts does not choose a result."""
     foreign = [m["foreign_mean"] for m in pair]
     shares = [m["speed_share"] for m in pair if m.get("speed_share") is not None]
     return (any(f is None or f > limit for f in foreign), any(slowed(m, share) for m in pair),
-            max(float("inf") if f is None else f for f in foreign),
-            -min(shares, default=0.0))
+            -min(shares, default=0.0),
+            max(float("inf") if f is None else f for f in foreign))
 
 
 def measure_round(run, sides, key, rnd, limit, retries, log=sys.stderr, before_retry=None):

@@ -249,6 +249,20 @@ class Retries(unittest.TestCase):
         self.assertTrue(cp.quiet_verdict(2, 0.0, pair)[0])
         self.assertIn("every attempt was busy; kept the quietest, attempt 2", log.getvalue())
 
+    def test_among_slowed_attempts_the_fastest_cpu_is_kept(self):
+        # Seen at 22:13 UTC the same evening (W3:batch:2 round 2), under an order that put other
+        # tasks before CPU speed: attempt 2 was kept at 0.37 of full speed for its others at 0.06
+        # against 0.08, while attempt 3 ran at 0.84.
+        run = self.runner([0.08, 0.0, 0.06, 0.0, 0.08, 0.0])[0]
+        shares = iter([0.42, 0.9, 0.37, 0.9, 0.84, 0.9])
+
+        def slowed_run(side, cmd, label):
+            return dict(run(side, cmd, label), speed_share=next(shares))
+        pair, gone = cp.measure_round(slowed_run, (("bnlab", []), ("torch", [])), "W3:batch:2",
+                                      2, 0.6, 2, log=io.StringIO())
+        self.assertEqual([m["attempt"] for m in pair], [3, 3])
+        self.assertEqual([m["speed_share"] for m in pair], [0.84, 0.9])
+
     def test_round_noise_orders_by_conditions_only(self):
         def pair(foreign, share, rate=100.0):
             return [dict(foreign_mean=foreign, speed_share=share,
@@ -257,10 +271,10 @@ class Retries(unittest.TestCase):
         # Others above the limit outrank a slowed CPU; unsampled counts as above.
         self.assertLess(key(pair(0.1, 0.5)), key(pair(0.7, 1.0)))
         self.assertLess(key(pair(0.7, 1.0)), key(pair(None, 1.0)))
-        # Then a slowed CPU, then fewer other tasks, then the faster CPU.
+        # Then a slowed CPU, then the faster CPU, then fewer other tasks.
         self.assertLess(key(pair(0.5, 0.95)), key(pair(0.0, 0.8)))
-        self.assertLess(key(pair(0.1, 0.8)), key(pair(0.2, 0.85)))
-        self.assertLess(key(pair(0.1, 0.85)), key(pair(0.1, 0.8)))
+        self.assertLess(key(pair(0.2, 0.85)), key(pair(0.1, 0.8)))
+        self.assertLess(key(pair(0.1, 0.8)), key(pair(0.2, 0.8)))
         # The rate plays no part.
         self.assertEqual(key(pair(0.1, 0.8, 1.0)), key(pair(0.1, 0.8, 1e9)))
 
