@@ -50,8 +50,8 @@ Method (docs/performance.md, "How the PyTorch comparison is measured"):
   minutes, which neither the load average nor the steal time shows. Measurements kept slowed
   (retries used up) are named in the report; they do not make the run not quiet.
 - Retries used up: the round keeps its quietest attempt (round_noise: others within the limit
-  first, then not slowed, then the fastest slowest CPU, then the fewest other tasks), judged by
-  the conditions alone, never by the rates.
+  first, then no CPU slowed, then the highest reading of the slowest CPU, then the fewest other
+  tasks), judged by the conditions alone, never by the rates.
 
 Output: bench/results/compare_pytorch-<UTC time>.json (everything: machine, environment, each
 measurement with its load readings) and .md (the tables), and the tables on stdout.
@@ -354,8 +354,8 @@ def retried(doc):
     slow = (f" or a CPU probed below {doc['speed']['full_speed_share']} of full speed next to it"
             if "speed" in doc else "")
     return (f"; a round during which other programs' runnable tasks averaged above the limit{slow} "
-            f"was measured again, up to {retries} times: {rounds} round(s) discarded "
-            f"(in the JSON's \"discarded\")")
+            f"was measured again, up to {retries} times, keeping the quietest attempt when all "
+            f"were busy: {rounds} round(s) discarded (in the JSON's \"discarded\")")
 
 
 def cpu_speed_line(doc):

@@ -479,7 +479,8 @@ class RetriedInTheReport(unittest.TestCase):
             dict(label="W1:batch:1 bnlab round 1", attempt=1, foreign_mean=0.8, train=1.0),
             dict(label="W1:batch:1 torch round 1", attempt=1, foreign_mean=0.0, train=1.0)]
         md = cp.format_markdown(doc)
-        self.assertIn("measured again, up to 2 times: 2 round(s) discarded", md)
+        self.assertIn("measured again, up to 2 times, keeping the quietest attempt when all were "
+                      "busy: 2 round(s) discarded", md)
 
     def test_documents_without_retries_say_nothing(self):
         self.assertNotIn("measured again", cp.format_markdown(fake_doc(True)))
