@@ -248,12 +248,16 @@ def slowed(m, share=FULL_SPEED_SHARE):
     return got is not None and got < share
 
 
+def others_ran(m, limit):
+    """True when other programs' runnable tasks averaged above limit during the measurement, or
+    could not be sampled."""
+    return m["foreign_mean"] is None or m["foreign_mean"] > limit
+
+
 def busy_round(pair, limit, share=FULL_SPEED_SHARE):
-    """True when other programs' runnable tasks averaged above limit during either measurement of
-    a round (or could not be sampled), or a CPU was slowed next to one (slowed): the round is
-    measured again, if retries are left."""
-    return any(m["foreign_mean"] is None or m["foreign_mean"] > limit or slowed(m, share)
-               for m in pair)
+    """True when other programs ran (others_ran) during either measurement of a round, or a CPU
+    was slowed next to one (slowed): the round is measured again, if retries are left."""
+    return any(others_ran(m, limit) or slowed(m, share) for m in pair)
 
 
 def round_noise(pair, limit, share=FULL_SPEED_SHARE):
@@ -265,7 +269,7 @@ def round_noise(pair, limit, share=FULL_SPEED_SHARE):
     quietest of several attempts does not choose a result."""
     foreign = [m["foreign_mean"] for m in pair]
     shares = [m["speed_share"] for m in pair if m.get("speed_share") is not None]
-    return (any(f is None or f > limit for f in foreign), any(slowed(m, share) for m in pair),
+    return (any(others_ran(m, limit) for m in pair), any(slowed(m, share) for m in pair),
             -min(shares, default=0.0),
             max(float("inf") if f is None else f for f in foreign))
 
