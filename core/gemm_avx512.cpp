@@ -106,6 +106,16 @@ class PackBuffer {
 thread_local PackBuffer tls_pack_a;
 thread_local PackBuffer tls_pack_b;
 
+// The height of the next register tile with `rows` rows left: MR, except that 15 or 16 rows
+// become two tiles of 8 (and 7): a 1- or 2-row tile has only 2 or 4 accumulator chains, too few
+// to hide the FMA latency, and ran at half the FMA rate (M = 128 = 9 x 14 + 2, every dense
+// layer's forward at batch 128, spent about 3 % of its time in the 2-row tile). The number of
+// tiles stays ceil(rows / MR), so the packed size does not change; pack_a and every loop over
+// row tiles take their heights from here, one panel (MR rows of stride) per tile.
+constexpr int64_t row_tile(int64_t rows) {
+  return rows > kMR && rows <= kMR + 2 ? (rows + 1) / 2 : std::min(kMR, rows);
+}
+
 // Splits n into ceil(n / block) nearly equal pieces (so K = 300 becomes 150 + 150, not 256 + 44);
 // returns the piece size, a multiple of `unit` when n allows it.
 int64_t balanced_block(int64_t n, int64_t block, int64_t unit) {
@@ -170,8 +180,8 @@ BNLAB_AVX512 void pack_transposed(const float* src, int64_t ld, int64_t rows, in
 // (i, k) of the panel at k * MR + i; rows past mc are zero.
 BNLAB_AVX512 void pack_a(bool trans_a, const float* A, int64_t lda, int64_t i0, int64_t k0,
                          int64_t mc, int64_t kc, float* dst) {
-  for (int64_t p = 0; p < mc; p += kMR, dst += kMR * kc) {
-    const int64_t mr = std::min(kMR, mc - p);
+  for (int64_t p = 0, mr = 0; p < mc; p += mr, dst += kMR * kc) {
+    mr = row_tile(mc - p);
     if (trans_a) {
       // Stored [K, M]: the MR values of one k are contiguous.
       const __mmask16 m = lanes(mr);
@@ -306,10 +316,12 @@ void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
         const int64_t mc = std::min(MC, M - ic);
         pack_a(trans_a, A, lda, ic, pc, mc, kc, pa);
         for (int64_t jr = 0; jr < nc; jr += kNR) {
-          for (int64_t ir = 0; ir < mc; ir += kMR) {
-            const int64_t mr = std::min(kMR, mc - ir), nr = std::min(kNR, nc - jr);
-            kernel_for(mr, nr)(kc, pa + ir * kc, pb + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
-                               alpha, beta_block, mr, nr);
+          const int64_t nr = std::min(kNR, nc - jr);
+          const float* panel = pa;
+          for (int64_t ir = 0, mr = 0; ir < mc; ir += mr, panel += kMR * kc) {
+            mr = row_tile(mc - ir);
+            kernel_for(mr, nr)(kc, panel, pb + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, alpha,
+                               beta_block, mr, nr);
           }
         }
       }
@@ -381,9 +393,10 @@ void gemm_avx512_packed(int64_t M, int64_t N, int64_t K, float alpha, const floa
   BNLAB_CHECK(N >= 1 && N <= kNR && K >= 1 && K <= kKC, "gemm_avx512_packed: N=", N, " K=", K,
               " outside one panel (N <= ", kNR, ", K <= ", kKC, ")");
   // The loops of gemm_serial for one (jc, pc) block and one jr panel.
-  for (int64_t ir = 0; ir < M; ir += kMR) {
-    const int64_t mr = std::min(kMR, M - ir);
-    kernel_for(mr, N)(K, packed_a + ir * K, b_panel, C + ir * ldc, ldc, alpha, beta, mr, N);
+  const float* panel = packed_a;
+  for (int64_t ir = 0, mr = 0; ir < M; ir += mr, panel += kMR * K) {
+    mr = row_tile(M - ir);
+    kernel_for(mr, N)(K, panel, b_panel, C + ir * ldc, ldc, alpha, beta, mr, N);
   }
 }
 

@@ -144,10 +144,13 @@ void check_shape(const Shape& s, bool ta, bool tb, const std::vector<Path>& ps) 
 
 TEST_CASE("gemm: both paths match a double reference around every block edge") {
   const std::vector<Path> ps = paths();
+  // The last row: rows ending 15 or 16 past a full tile, which the own kernel covers with two
+  // shorter tiles (alone, at batch 128, and at the end of the second row block: 268 = 140 + 128).
   const std::vector<Shape> shapes = {
-      {1, 1, 1},     {1, 1, 2},     {11, 31, 7},   {12, 32, 16},   {13, 33, 17},  {12, 31, 255},
-      {11, 33, 256}, {13, 32, 257}, {7, 5, 515},   {25, 65, 40},   {241, 37, 19}, {3, 2081, 9},
-      {2, 2049, 3},  {1, 300, 100}, {300, 1, 100}, {480, 70, 260},
+      {1, 1, 1},      {1, 1, 2},     {11, 31, 7},   {12, 32, 16},   {13, 33, 17},
+      {12, 31, 255},  {11, 33, 256}, {13, 32, 257}, {7, 5, 515},    {25, 65, 40},
+      {241, 37, 19},  {3, 2081, 9},  {2, 2049, 3},  {1, 300, 100},  {300, 1, 100},
+      {480, 70, 260}, {15, 33, 20},  {16, 31, 300}, {128, 40, 784}, {268, 20, 30},
   };
   for (const Shape& s : shapes) {
     for (bool ta : {false, true}) {
