@@ -72,6 +72,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <type_traits>
 #include <vector>
@@ -327,27 +328,46 @@ void batch_norm_passes(const ChannelDims& d, ImageBlocks images, bool fused, Fir
   for_channel_blocks(d, /*reverse=*/true, second, images);
 }
 
+// [N, C] sums go kSumGroup channels at a time, their sums held in registers down the whole batch
+// (accumulating a block's 64 sums row by row kept them in memory: a load and a store per element).
+// for_sum_groups calls group(cs, keep) for channel groups [cs, cs + kSumGroup) covering [c0, c1),
+// where the channels from `keep` on are the group's new ones. A block of at least kSumGroup
+// channels that is not a multiple of it ends in a group that overlaps the one before (keep > cs):
+// its first channels are summed again and the result dropped, instead of summing the last few
+// channels one scalar chain each down the batch (the 36-channel block of paper-mlp's 100 ended in
+// four such chains). Narrower blocks (c1 - c0 < kSumGroup) take the callers' per-channel loops.
+// Each channel adds its values in the order of n either way, so the sums do not depend on the
+// grouping.
+constexpr int64_t kSumGroup = 16;
+
+template <class Group>
+void for_sum_groups(int64_t c0, int64_t c1, Group group) {
+  int64_t c = c0;
+  for (; c + kSumGroup <= c1; c += kSumGroup) group(c, c);
+  if (c < c1) group(c1 - kSumGroup, c);
+}
+
 // acc[c - c0] += sum over n, s of f(&x[n, c, s], c) for c in [c0, c1). f gets the element's address
 // rather than its value so that it can read the same element of a second tensor of x's layout.
 template <class F>
 void channel_sums(double* acc, const float* x, const ChannelDims& d, int64_t c0, int64_t c1, F f) {
-  if (d.S == 1) {
-    // [N, C]: kSumGroup channels at a time, their sums held in registers down the whole batch
-    // (accumulating the block's 64 sums row by row kept them in memory: a load and a store per
-    // element). Each channel still adds its values in the order of n, so the sums are the same.
-    constexpr int64_t kSumGroup = 16;
-    int64_t c = c0;
-    for (; c + kSumGroup <= c1; c += kSumGroup) {
+  if (d.S == 1 && c1 - c0 >= kSumGroup) {
+    for_sum_groups(c0, c1, [&](int64_t cs, int64_t keep) {
       double a[kSumGroup];
-      for (int64_t j = 0; j < kSumGroup; ++j) a[j] = acc[c - c0 + j];
+      for (int64_t j = 0; j < kSumGroup; ++j) a[j] = cs + j >= keep ? acc[cs - c0 + j] : 0.0;
       for (int64_t n = 0; n < d.N; ++n) {
-        const float* xr = x + n * d.C + c;
+        const float* xr = x + n * d.C + cs;
 #pragma omp simd
-        for (int64_t j = 0; j < kSumGroup; ++j) a[j] += f(xr + j, c + j);
+        for (int64_t j = 0; j < kSumGroup; ++j) a[j] += f(xr + j, cs + j);
       }
-      for (int64_t j = 0; j < kSumGroup; ++j) acc[c - c0 + j] = a[j];
-    }
-    for (; c < c1; ++c) {
+      for (int64_t j = 0; j < kSumGroup; ++j) {
+        if (cs + j >= keep) acc[cs - c0 + j] = a[j];
+      }
+    });
+    return;
+  }
+  if (d.S == 1) {
+    for (int64_t c = c0; c < c1; ++c) {
       double a = acc[c - c0];
       for (int64_t n = 0; n < d.N; ++n) a += f(x + n * d.C + c, c);
       acc[c - c0] = a;
@@ -372,39 +392,53 @@ void channel_sums(double* acc, const float* x, const ChannelDims& d, int64_t c0,
 template <class Fa, class Fb>
 void channel_sum_pair(double* acc_a, double* acc_b, const float* x, const ChannelDims& d,
                       int64_t c0, int64_t c1, Fa fa, Fb fb) {
-  constexpr int64_t kSumGroup = 16;
-  int64_t c = c0;
-  for (; c + kSumGroup <= c1; c += kSumGroup) {
+  if (c1 - c0 < kSumGroup) {
+    for (int64_t c = c0; c < c1; ++c) {
+      double a = acc_a[c - c0], b = acc_b[c - c0];
+      for (int64_t n = 0; n < d.N; ++n) {
+        a += fa(x + n * d.C + c, c);
+        b += fb(x + n * d.C + c, c);
+      }
+      acc_a[c - c0] = a;
+      acc_b[c - c0] = b;
+    }
+    return;
+  }
+  for_sum_groups(c0, c1, [&](int64_t cs, int64_t keep) {
     double a[kSumGroup], b[kSumGroup];
     for (int64_t j = 0; j < kSumGroup; ++j) {
-      a[j] = acc_a[c - c0 + j];
-      b[j] = acc_b[c - c0 + j];
+      a[j] = cs + j >= keep ? acc_a[cs - c0 + j] : 0.0;
+      b[j] = cs + j >= keep ? acc_b[cs - c0 + j] : 0.0;
     }
     for (int64_t n = 0; n < d.N; ++n) {
-      const float* xr = x + n * d.C + c;
+      const float* xr = x + n * d.C + cs;
 #pragma omp simd
       for (int64_t j = 0; j < kSumGroup; ++j) {
-        a[j] += fa(xr + j, c + j);
-        b[j] += fb(xr + j, c + j);
+        a[j] += fa(xr + j, cs + j);
+        b[j] += fb(xr + j, cs + j);
       }
     }
     for (int64_t j = 0; j < kSumGroup; ++j) {
-      acc_a[c - c0 + j] = a[j];
-      acc_b[c - c0 + j] = b[j];
+      if (cs + j >= keep) {
+        acc_a[cs - c0 + j] = a[j];
+        acc_b[cs - c0 + j] = b[j];
+      }
     }
-  }
-  for (; c < c1; ++c) {
-    double a = acc_a[c - c0], b = acc_b[c - c0];
-    for (int64_t n = 0; n < d.N; ++n) {
-      a += fa(x + n * d.C + c, c);
-      b += fb(x + n * d.C + c, c);
-    }
-    acc_a[c - c0] = a;
-    acc_b[c - c0] = b;
-  }
+  });
 }
 
 // out[n, c, s] = f(in[n, c, s], c) (or += with Accumulate) for c in [c0, c1).
+//
+// Each contiguous run goes in whole vectors of kRunLanes floats. When its length is not a multiple
+// of that (paper-mlp's [N, 100] in blocks of 64 and 36), its last kRunLanes elements are computed
+// first, as one vector overlapping the run's last full one, and stored after it: a scalar
+// remainder of 4 elements per row, with sigmoid_fast's division in it, took 40 % of the
+// BatchNorm1d + Sigmoid pass on [60, 100]. Computing the tail before the run is written is what
+// makes the overlap safe when out is in (the fused sigmoid's in-place pass) or accumulated into:
+// the overlapped elements' values come from the inputs as they were, the same values the full
+// vectors store. Every element gets the same arithmetic, so the results are as before.
+constexpr int64_t kRunLanes = 16;
+
 template <bool Accumulate, class F>
 void channel_map(float* out, const float* in, const ChannelDims& d, int64_t c0, int64_t c1, F f) {
   for (int64_t n = 0; n < d.N; ++n) {
@@ -414,16 +448,25 @@ void channel_map(float* out, const float* in, const ChannelDims& d, int64_t c0, 
       const int64_t base = d.S == 1 ? n * d.C + c0 : (n * d.C + c) * d.S;
       float* o = out + base;
       const float* i = in + base;
-#pragma omp simd
-      for (int64_t j = 0; j < len; ++j) {
+      auto value = [&](int64_t j) {
         const int64_t ch = d.S == 1 ? c0 + j : c;
-        float v = f(i[j], ch, base + j);
+        const float v = f(i[j], ch, base + j);
         if constexpr (Accumulate) {
-          o[j] += v;
+          return o[j] + v;
         } else {
-          o[j] = v;
+          return v;
         }
+      };
+      const int64_t whole = len > kRunLanes ? len / kRunLanes * kRunLanes : len;
+      float tail[kRunLanes];
+      const int64_t tail_at = len - kRunLanes;
+      if (whole < len) {
+#pragma omp simd
+        for (int64_t j = 0; j < kRunLanes; ++j) tail[j] = value(tail_at + j);
       }
+#pragma omp simd
+      for (int64_t j = 0; j < whole; ++j) o[j] = value(j);
+      if (whole < len) std::memcpy(o + tail_at, tail, sizeof tail);
     }
   }
 }

@@ -4,7 +4,9 @@
 // against a double reference, and shape errors.
 #include <doctest/doctest.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <utility>
@@ -180,6 +182,57 @@ TEST_CASE("ops.norm: batch_norm_train on [N, C] with several channel blocks") {
         double y = (x.data()[n * C + c] - m) / std::sqrt(v + 1e-5) * g.data()[c] + b.data()[c];
         CHECK(r.y.data()[n * C + c] == doctest::Approx(y).epsilon(1e-5));
       }
+    }
+  }
+}
+
+TEST_CASE("ops.norm: [N, C] batch norm gives each channel what it gives that channel alone") {
+  // A channel's statistics, output and gradients must not depend on its neighbours: the [N, C]
+  // passes go in groups of 16 channels and rows in vectors of 16 floats, and a block whose width
+  // is not a multiple of 16 (17, 36, the 64 + 36 of paper-mlp's 100) ends in a group or vector
+  // that overlaps the one before it. Channel c alone ([N, 1]) takes the per-channel loops. Bitwise:
+  // each channel adds its values in the order of n either way.
+  Rng rng(31);
+  const int64_t N = 7;
+  const auto bits = [](float v) { return std::bit_cast<uint32_t>(v); };
+  for (int64_t C : {16, 17, 36, 100}) {
+    for (int act = 0; act < 3; ++act) {
+      CAPTURE(C);
+      CAPTURE(act);
+      const auto train = [act](const Tensor& x, const Tensor& g, const Tensor& b) {
+        return act == 0   ? batch_norm_train(x, g, b, 1e-5f)
+               : act == 1 ? batch_norm_relu_train(x, g, b, 1e-5f)
+                          : batch_norm_sigmoid_train(x, g, b, 1e-5f);
+      };
+      Tensor x = Tensor::normal({N, C}, rng, 0.3f, 1.3f).set_requires_grad();
+      Tensor g = Tensor::uniform({C}, rng, -3.0f, 3.0f).set_requires_grad();
+      Tensor b = Tensor::normal({C}, rng).set_requires_grad();
+      Tensor dy = Tensor::normal({N, C}, rng);
+      BatchNormResult all = train(x, g, b);
+      all.y.backward(dy);
+      int mismatches = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        std::vector<float> xc(N), dyc(N);
+        for (int64_t n = 0; n < N; ++n) {
+          xc[n] = x.data()[n * C + c];
+          dyc[n] = dy.data()[n * C + c];
+        }
+        Tensor x1 = Tensor::from(xc, {N, 1}).set_requires_grad();
+        Tensor g1 = Tensor::from({g.data()[c]}, {1}).set_requires_grad();
+        Tensor b1 = Tensor::from({b.data()[c]}, {1}).set_requires_grad();
+        BatchNormResult one = train(x1, g1, b1);
+        one.y.backward(Tensor::from(dyc, {N, 1}));
+        bool same = bits(one.mean.data()[0]) == bits(all.mean.data()[c]) &&
+                    bits(one.var.data()[0]) == bits(all.var.data()[c]) &&
+                    bits(g1.grad().data()[0]) == bits(g.grad().data()[c]) &&
+                    bits(b1.grad().data()[0]) == bits(b.grad().data()[c]);
+        for (int64_t n = 0; n < N; ++n) {
+          same = same && bits(one.y.data()[n]) == bits(all.y.data()[n * C + c]) &&
+                 bits(x1.grad().data()[n]) == bits(x.grad().data()[n * C + c]);
+        }
+        mismatches += same ? 0 : 1;
+      }
+      CHECK(mismatches == 0);
     }
   }
 }
