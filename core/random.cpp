@@ -17,15 +17,59 @@ void Rng::seed_with(uint64_t seed, uint64_t stream) {
   spare_ = 0.0f;
 }
 
-uint32_t Rng::next_u32() {
-  uint64_t old = state_;
-  state_ = old * 6364136223846793005ULL + inc_;
+namespace {
+
+constexpr uint64_t kPcgMultiplier = 6364136223846793005ULL;
+
+// PCG32's output (XSH-RR) for the state before a step.
+inline uint32_t pcg_output(uint64_t old) {
   auto xorshifted = static_cast<uint32_t>(((old >> 18u) ^ old) >> 27u);
   auto rot = static_cast<uint32_t>(old >> 59u);
   return (xorshifted >> rot) | (xorshifted << ((-rot) & 31u));
 }
 
-float Rng::uniform() { return static_cast<float>(next_u32() >> 8) * (1.0f / 16777216.0f); }
+inline float uniform_of(uint32_t bits) {
+  return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f);
+}
+
+}  // namespace
+
+uint32_t Rng::next_u32() {
+  uint64_t old = state_;
+  state_ = old * kPcgMultiplier + inc_;
+  return pcg_output(old);
+}
+
+float Rng::uniform() { return uniform_of(next_u32()); }
+
+void Rng::fill_uniform(float* out, int64_t n) {
+  // One generator is one chain: each state is the previous times a constant plus inc_, so n calls
+  // of uniform() wait n times on a 64-bit multiply and an add. kLanes chains started one step
+  // apart, each jumping kLanes steps at a time (state_{i+L} = a^L state_i + inc (a^{L-1} + ... +
+  // a + 1), the LCG's jump-ahead), produce the same states in the same order without waiting on
+  // each other; the loop over lanes vectorizes where the CPU multiplies 64-bit lanes.
+  constexpr int kLanes = 8;
+  uint64_t jump_mul = 1, jump_add = 0;
+  for (int k = 0; k < kLanes; ++k) {
+    jump_add = jump_add * kPcgMultiplier + inc_;
+    jump_mul *= kPcgMultiplier;
+  }
+  int64_t i = 0;
+  if (n >= kLanes) {
+    uint64_t lane[kLanes];
+    lane[0] = state_;
+    for (int k = 1; k < kLanes; ++k) lane[k] = lane[k - 1] * kPcgMultiplier + inc_;
+    for (; i + kLanes <= n; i += kLanes) {
+#pragma omp simd
+      for (int k = 0; k < kLanes; ++k) {
+        out[i + k] = uniform_of(pcg_output(lane[k]));
+        lane[k] = lane[k] * jump_mul + jump_add;
+      }
+    }
+    state_ = lane[0];  // the state after the i draws made so far
+  }
+  for (; i < n; ++i) out[i] = uniform();
+}
 
 float Rng::normal() {
   if (has_spare_) {

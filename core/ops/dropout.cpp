@@ -50,7 +50,12 @@ Tensor dropout(const Tensor& x, float p, bool training, Rng& rng) {
   const float keep_scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
   Tensor mask = Tensor::empty(x.shape());
   float* pm = mask.data();
-  for (int64_t i = 0; i < n; ++i) pm[i] = rng.uniform() < p ? 0.0f : keep_scale;
+  // The draws first, in bulk (Rng::fill_uniform: the same values as n calls of rng.uniform()),
+  // then the factors in a loop without a branch: drawing and comparing element by element took
+  // 55 us for lenet's [64, 128] (a call and an unpredictable branch per element).
+  rng.fill_uniform(pm, n);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) pm[i] = pm[i] < p ? 0.0f : keep_scale;
 
   Tensor out = Tensor::empty(x.shape());
   dropout_forward(out.data(), x.data(), pm, n);

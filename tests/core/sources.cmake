@@ -16,6 +16,7 @@ set(BNLAB_TEST_CORE_SOURCES
   tests/core/test_ops_avg_pool.cpp
   tests/core/test_ops_fast_paths.cpp
   tests/core/test_ops_dropout.cpp
+  tests/core/test_random.cpp
   tests/core/test_ops_norm.cpp
   tests/core/test_ops_bn_relu.cpp
   tests/core/test_ops_index.cpp

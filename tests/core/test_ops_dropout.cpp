@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <vector>
 
 #include "gradcheck.h"
 
@@ -67,6 +68,19 @@ TEST_CASE("ops.dropout: the mask comes from the rng and drives backward") {
   // With x = 1, the output is the mask itself, and so is the gradient of sum(y).
   sum(ya).backward();
   CHECK(x.grad().to_vector() == ya.to_vector());
+}
+
+TEST_CASE("ops.dropout: element i is dropped when the i-th draw of uniform() is below p") {
+  // The documented rule, against the draws made one at a time: the mask is drawn in bulk
+  // (Rng::fill_uniform), which must not change which elements drop. 1037 elements: not a multiple
+  // of the bulk draw's 8 chains.
+  const float p = 0.3f;
+  Rng rng(5), draws(5);
+  Tensor y = dropout(Tensor::ones({1037}), p, true, rng);
+  std::vector<float> expected(1037);
+  for (float& v : expected) v = draws.uniform() < p ? 0.0f : 1.0f / (1.0f - p);
+  CHECK(y.to_vector() == expected);
+  CHECK(rng.next_u32() == draws.next_u32());  // and the rng advanced by exactly 1037 draws
 }
 
 TEST_CASE("ops.dropout: gradient check with a frozen mask") {
