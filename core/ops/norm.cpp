@@ -255,11 +255,12 @@ constexpr int64_t kPageFloats = 1024;
 
 // Calls f(c0, c1) for every channel block [c0, c1). Threads take contiguous runs of blocks, the
 // same runs in every call for the same shape, in ascending order or, with `reverse`, descending.
-// Below kParallelThreshold elements no parallel region is entered.
+// Below kParallelThreshold elements, at one thread and inside another region no parallel region
+// is entered (core/parallel.h: a team of one costs a futex round).
 template <class F>
 void for_channel_blocks(const ChannelDims& d, bool reverse, F f,
                         ImageBlocks images = ImageBlocks::kWide) {
-  const bool parallel = d.N * d.C * d.S > kParallelThreshold;
+  const bool parallel = d.N * d.C * d.S > kParallelThreshold && detail::team_has_threads();
   int64_t cb = kChannelBlock;
   if (d.S > 1) {
     const int64_t team = parallel ? omp_get_max_threads() : 1;
@@ -290,10 +291,11 @@ void for_channel_blocks(const ChannelDims& d, bool reverse, F f,
 // Calls f(n0, n1) for each thread's contiguous range of images, [N t / team, N (t + 1) / team):
 // the split of the convs that give batch norm their planes' moments (direct, Winograd, im2col and
 // the frequency-domain path with moments all split images so), so that a thread normalizes
-// images it wrote itself. Below kParallelThreshold elements, one range on the calling thread.
+// images it wrote itself. Below kParallelThreshold elements, at one thread and inside another
+// region, one range on the calling thread.
 template <class F>
 void for_image_ranges(const ChannelDims& d, F f) {
-  if (d.N * d.C * d.S <= kParallelThreshold) {
+  if (d.N * d.C * d.S <= kParallelThreshold || !detail::team_has_threads()) {
     f(int64_t{0}, d.N);
     return;
   }
@@ -1343,7 +1345,11 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
     // the normalize pass is free to split the images between threads as that conv did (see
     // for_image_ranges): split by channel, each thread read half of every image, much of it
     // still in the other core's cache, and the pass ran little faster on two threads than on one.
-    for_channel_blocks(d, /*reverse=*/false, moments_of);
+    // Merging the planes' moments reads two doubles per (n, c) plane, not x: 6-26 us a layer at
+    // one thread on lenet's and cifar-cnn's, which a parallel region made 9-29 us at two
+    // (bench/omp_regions.sh), so it stays on the calling thread.
+    for (int64_t c0 = 0; c0 < d.C; c0 += kChannelBlock)
+      moments_of(c0, std::min(d.C, c0 + kChannelBlock));
     if (s.reducer != local_reducer()) merge();
     statistics(0, d.C);
     for_image_ranges(d, [&](int64_t n0, int64_t n1) {
