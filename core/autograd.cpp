@@ -4,8 +4,9 @@
 // Ownership of gradients: a tensor's grad buffer is its own (TensorImpl::grad) and holds the sum of
 // every contribution so far. The first contribution creates it: through grad_target() unfilled, and
 // that writer assigns all of it; through grad_buffer() zero-filled, for writers that add into only
-// part of it. Later contributions add. Non-leaf buffers are freed once their node ran; leaf buffers
-// stay until zero_grad().
+// part of it; through pass_grad_through(), a view's backward, as the output's own buffer handed
+// over (the output's reference is dropped right after its node ran). Later contributions add.
+// Non-leaf buffers are freed once their node ran; leaf buffers stay until zero_grad().
 #include "core/autograd.h"
 
 #include <cstring>
@@ -50,6 +51,24 @@ float* grad_buffer(const Tensor& input) {
   GradTarget t = grad_target(input);
   if (t.fresh) std::memset(t.data, 0, input.impl()->grad->size() * sizeof(float));
   return t.data;
+}
+
+void pass_grad_through(const Tensor& input, const Tensor& dout) {
+  if (!input.defined() || !input.requires_grad()) return;
+  TensorImpl& impl = *input.impl();
+  const std::shared_ptr<detail::Storage>& g = dout.impl()->storage;
+  BNLAB_CHECK(g->size() == impl.storage->size(), "backward: gradient of shape ", dout.shape(),
+              " passed through to an input of shape ", input.shape());
+  // Handed over, not copied: a copy was a serial pass over lenet's flattened activations
+  // (800 KB) in every training step.
+  if (!impl.grad) {
+    impl.grad = g;
+    return;
+  }
+  float* dst = impl.grad->data();
+  const float* src = g->data();
+  const size_t n = g->size();
+  for (size_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 
 void accumulate_grad(const char* op, const Tensor& input, const Tensor& g) {

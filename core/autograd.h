@@ -9,7 +9,8 @@
 // contribution. A writer that covers every element asks grad_target() and, when the buffer is
 // fresh, ASSIGNS its contribution (GEMM beta 0, `=` instead of `+=`, a copy): the buffer is never
 // zero-filled just to be added into. Scatters and partial writers ask grad_buffer(), which
-// zero-fills on creation. Either way the sum over all contributions is what ends up in the buffer.
+// zero-fills on creation. A view's backward (same elements, same order) hands the output's buffer
+// itself to its input (pass_grad_through). Either way the sum over all contributions is what ends up in the buffer.
 //
 // backward() builds an iterative (explicit-stack) topological order, runs each node once in reverse
 // order, frees intermediate gradients as soon as they are consumed, and releases every node it ran.
@@ -87,6 +88,13 @@ GradTarget grad_target(const Tensor& input);
 /// Adds `g` into the gradient of `input` after checking the two shapes are equal (naming `op` if
 /// not).
 void accumulate_grad(const char* op, const Tensor& input, const Tensor& g);
+
+/// For a backward whose input's gradient is its `dout` unchanged (reshape, view, flatten and the
+/// like: the same elements in the same order): `input` takes dout's buffer as its gradient when it
+/// has none yet, instead of a copy; otherwise dout is added into it. Only for the `dout` a closure
+/// received: the engine frees that buffer from the output right after the closure returns, so the
+/// input is then its one owner. Same element count required.
+void pass_grad_through(const Tensor& input, const Tensor& dout);
 
 namespace detail {
 void run_backward(const Tensor& root, const Tensor* seed);

@@ -17,18 +17,6 @@
 namespace bnlab {
 
 namespace {
-void add_through(const Tensor& input, const Tensor& dout) {
-  const GradTarget dx = grad_target(input);
-  if (!dx) return;
-  const float* pd = dout.data();
-  int64_t n = dout.numel();
-  if (dx.fresh) {
-    std::memcpy(dx.data, pd, static_cast<size_t>(n) * sizeof(float));
-    return;
-  }
-  for (int64_t i = 0; i < n; ++i) dx.data[i] += pd[i];
-}
-
 // x's data under `shape` (same numel, already resolved), recorded as `op`.
 Tensor same_data(const char* op, const Tensor& x, const Shape& shape) {
   auto impl = std::make_shared<TensorImpl>();
@@ -37,7 +25,7 @@ Tensor same_data(const char* op, const Tensor& x, const Shape& shape) {
   Tensor out(impl);
   if (needs_grad({x})) {
     attach(out, op, {x}, [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-      add_through(in[0], dout);
+      pass_grad_through(in[0], dout);
     });
   }
   return out;
@@ -218,7 +206,7 @@ Tensor clone(const Tensor& x) {
   std::memcpy(out.data(), x.data(), static_cast<size_t>(x.numel()) * sizeof(float));
   if (needs_grad({x})) {
     attach(out, "clone", {x}, [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-      add_through(in[0], dout);
+      pass_grad_through(in[0], dout);
     });
   }
   return out;

@@ -88,3 +88,48 @@ TEST_CASE("autograd: accumulate_grad rejects a gradient of the wrong shape, nami
       doctest::Contains("myop backward: gradient of shape [3, 2] for an input of shape [2, 3]"),
       Error);
 }
+
+TEST_CASE("autograd: a view hands its gradient on, and other contributions still add") {
+  const std::vector<float> wa{1, 2, 3, 4, 5, 6}, wb{10, 20, 30, 40, 50, 60},
+      wx{100, 200, 300, 400, 500, 600};
+  auto expect_sum = [](const Tensor& g, std::vector<std::vector<float>> parts) {
+    std::vector<float> want(6, 0.0f);
+    for (const auto& p : parts)
+      for (size_t i = 0; i < 6; ++i) want[i] += p[i];
+    CHECK(g.to_vector() == want);
+  };
+  SUBCASE("two views of one leaf and the leaf itself, in either order of use") {
+    for (bool views_first : {true, false}) {
+      Tensor x = Tensor::from({1, 1, 1, 1, 1, 1}, {2, 3});
+      x.set_requires_grad();
+      Tensor direct = sum(x * Tensor::from(wx, {2, 3}));
+      Tensor via_a = sum(x.reshape({3, 2}) * Tensor::from(wa, {3, 2}));
+      Tensor via_b = sum(x.reshape({6}) * Tensor::from(wb, {6}));
+      Tensor loss = views_first ? via_a + via_b + direct : direct + via_b + via_a;
+      loss.backward();
+      expect_sum(x.grad(), {wa, wb, wx});
+    }
+  }
+  SUBCASE("a chain of views, and a leaf's gradient accumulating over two backward calls") {
+    Tensor x = Tensor::from({1, 1, 1, 1, 1, 1}, {2, 3});
+    x.set_requires_grad();
+    const Tensor w = Tensor::from(wa, {2, 3});
+    sum(x.reshape({6}).reshape({3, 2}).reshape({2, 3}) * w).backward();
+    expect_sum(x.grad(), {wa});
+    // Buffers of the same size made and freed in between must not be the leaf's.
+    Tensor t = Tensor::ones({6});
+    t.set_requires_grad();
+    sum(t.reshape({2, 3}) * Tensor::from(wb, {2, 3})).backward();
+    expect_sum(x.grad(), {wa});
+    sum(x.reshape({3, 2}) * Tensor::from(wa, {3, 2})).backward();
+    expect_sum(x.grad(), {wa, wa});
+  }
+  SUBCASE("a view as the root: its seed is copied, not taken") {
+    Tensor x = Tensor::ones({2, 3});
+    x.set_requires_grad();
+    Tensor seed = Tensor::from(wa, {6});
+    x.reshape({6}).backward(seed);
+    seed.fill_(0.0f);
+    expect_sum(x.grad(), {wa});
+  }
+}
