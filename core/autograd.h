@@ -10,7 +10,8 @@
 // fresh, ASSIGNS its contribution (GEMM beta 0, `=` instead of `+=`, a copy): the buffer is never
 // zero-filled just to be added into. Scatters and partial writers ask grad_buffer(), which
 // zero-fills on creation. A view's backward (same elements, same order) hands the output's buffer
-// itself to its input (pass_grad_through). Either way the sum over all contributions is what ends up in the buffer.
+// itself to its input (pass_grad_through). Either way the sum over all contributions is what ends
+// up in the buffer.
 //
 // backward() builds an iterative (explicit-stack) topological order, runs each node once in reverse
 // order, frees intermediate gradients as soon as they are consumed, and releases every node it ran.

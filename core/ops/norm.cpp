@@ -782,8 +782,8 @@ void batch_norm_grad_input(float* dx, bool dx_fresh, const float* dy, const floa
 // Per-channel doubles an op needs only while it runs (the forward's moments, the backward's sums),
 // zeroed, in a thread's buffer grown once. As a std::vector per call they were, from C = 43 on,
 // glibc's "large" requests (1 KiB and up), and each such malloc first consolidates the fast bins:
-// with the autograd's small frees, malloc_consolidate was 0.6 % of paper-mlp + BN's training step.
-// `Use` tells the buffers apart, so that one op's forward and backward never share one.
+// with the autograd's small frees, malloc_consolidate was 0.4-0.6 % of paper-mlp + BN's training
+// step. `Use` tells the buffers apart, so that one op's forward and backward never share one.
 template <class Use>
 double* channel_doubles(size_t count) {
   thread_local std::vector<double> buffer;
@@ -1026,8 +1026,7 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
             if (kept) std::copy_n(gp, d.S, kept + kept_offset(c0, c1, c, base));
           });
         } else {
-          batch_norm_grad_sums<kAct>(sums, dy, z, x, s.mean.data(), s.rstd.data(), d, c0,
-                                     c1);
+          batch_norm_grad_sums<kAct>(sums, dy, z, x, s.mean.data(), s.rstd.data(), d, c0, c1);
         }
         for (int64_t c = c0; c < c1; ++c) {
           const size_t k = static_cast<size_t>(c);
@@ -1068,8 +1067,8 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
           return;
         }
         batch_norm_grad_input<kRenorm, kAct>(dx, dx_target.fresh, dy, z, x, s.mean.data(),
-                                             s.rstd.data(), gamma, r,
-                                             training ? sums : nullptr, s.count, d, c0, c1);
+                                             s.rstd.data(), gamma, r, training ? sums : nullptr,
+                                             s.count, d, c0, c1);
       });
 }
 
