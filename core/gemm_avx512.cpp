@@ -49,6 +49,7 @@
 
 #include "core/cpu_isa.h"
 #include "core/error.h"
+#include "core/transpose16_avx512.h"
 
 #define BNLAB_AVX512 __attribute__((target("avx512f")))
 
@@ -130,32 +131,6 @@ inline __mmask16 lanes(int64_t n) {
   return n >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-// In-register transpose of a 16 x 16 block: r[i] lane j <-> r[j] lane i. Three shuffle stages
-// (pairs of floats, then quads, then 128-bit lanes twice), the usual AVX-512 sequence.
-BNLAB_AVX512 inline void transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-  }
-  for (int h = 0; h < 16; h += 8) {
-    for (int i = 0; i < 4; ++i) {
-      t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
-      t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xDD);
-    }
-  }
-  for (int i = 0; i < 8; ++i) {
-    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-  }
-}
-
 // Copies `rows` (<= 16) rows of a row-major matrix, columns k0 .. k0 + kc, to k-major form: value
 // (row r, column k0 + k) goes to dst[k * dst_ld + r]; rows past `rows` are written as zeros up to
 // `width` (<= 16). This is the transposing half of packing (op(A) from [M, K] storage, op(B) from
@@ -170,7 +145,7 @@ BNLAB_AVX512 void pack_transposed(const float* src, int64_t ld, int64_t rows, in
     for (int64_t i = 0; i < 16; ++i) {
       r[i] = i < rows ? _mm512_maskz_loadu_ps(in_mask, src + i * ld + k) : _mm512_setzero_ps();
     }
-    transpose16(r);
+    detail::transpose16(r);
     const int64_t n = std::min<int64_t>(16, kc - k);
     for (int64_t i = 0; i < n; ++i) _mm512_mask_storeu_ps(dst + (k + i) * dst_ld, out_mask, r[i]);
   }
