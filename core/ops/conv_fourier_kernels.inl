@@ -7,8 +7,9 @@
 //
 // A group is up to 16 planes transformed together, one per lane: their spectra are neighbours in
 // the GEMM operands (images of one channel, or channels of one kernel row), so each spectrum value
-// of the group is one 64-byte load or store. The planes themselves are transposed into lanes on
-// the way in (and back on the way out), plane by plane.
+// of the group is one 64-byte load or store. The planes themselves go into lanes on the way in and
+// back out of them on the way out through planes_to_lanes and lanes_to_planes (conv_fourier.cpp:
+// 16 x 16 register transposes with AVX-512F, scalar copies otherwise).
 
 // Lanes l < count of p (the rest read as 0).
 inline Row16 load_lanes(const float* p, int64_t count) {
@@ -31,6 +32,30 @@ inline void store_lanes(float* p, Row16 v, int64_t count) {
   }
 }
 
+// f(std::integral_constant<int, B>, i0) over 0 .. n in blocks of B = 4 consecutive indices, the
+// last block narrower. The transforms' sums are chains of dependent multiply-adds (about 4 cycles
+// each); a block of independent sums side by side keeps both FMA pipes busy, where one sum at a
+// time waited on its own chain. Each sum still runs in its own order, so the results are those of
+// one sum at a time, bit for bit.
+template <typename F>
+[[gnu::always_inline]] inline void for_blocks(int64_t n, F&& f) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) f(std::integral_constant<int, 4>{}, i);
+  switch (n - i) {
+    case 3:
+      f(std::integral_constant<int, 3>{}, i);
+      break;
+    case 2:
+      f(std::integral_constant<int, 2>{}, i);
+      break;
+    case 1:
+      f(std::integral_constant<int, 1>{}, i);
+      break;
+    default:
+      break;
+  }
+}
+
 // The half spectra of `count` real planes (plane l at src + l * plane_stride, Placement p's rows x
 // cols, rows contiguous), value (u, v) of plane l to re[(u * Vw + v) * fs + l] and
 // im[(u * Vw + v) * fs + l], for u < Lh, v < Vw:
@@ -42,49 +67,60 @@ __attribute__((noinline)) void forward_group(const float* src, int64_t plane_str
                                              float* im, int64_t fs) {
   const int64_t rows = p.rows, cols = p.cols, cells = rows * cols, Vw = g.Vw;
   alignas(64) Row16 x[kMaxRows * kMaxCols];
-  float* xf = reinterpret_cast<float*>(x);
-  for (int64_t l = 0; l < kLanes; ++l) {
-    const float* s = src + l * plane_stride;
-    if (l < count) {
-      for (int64_t q = 0; q < cells; ++q) xf[q * kLanes + l] = s[q];
-    } else {
-      for (int64_t q = 0; q < cells; ++q) xf[q * kLanes + l] = 0.0f;
-    }
-  }
+  planes_to_lanes(src, plane_stride, count, cells, reinterpret_cast<float*>(x));
   alignas(64) Row16 ar[kMaxRows * kMaxCols], ai[kMaxRows * kMaxCols];
   for (int64_t r = 0; r < rows; ++r) {
     const Row16* xr = x + r * cols;
-    for (int64_t v = 0; v < Vw; ++v) {
-      Row16 sr = {}, si = {};
+    for_blocks(Vw, [&](auto width, int64_t v0) {
+      constexpr int B = decltype(width)::value;
+      Row16 sr[B] = {}, si[B] = {};
       for (int64_t j = 0; j < cols; ++j) {
-        sr += xr[j] * p.fwd_col[(2 * j) * kLanes + v];
-        si += xr[j] * p.fwd_col[(2 * j + 1) * kLanes + v];
+        const Row16 xj = xr[j];
+        const float* cs = p.fwd_col + (2 * j) * kLanes + v0;
+#pragma GCC unroll 4
+        for (int t = 0; t < B; ++t) {
+          sr[t] += xj * cs[t];
+          si[t] += xj * cs[kLanes + t];
+        }
       }
-      ar[r * Vw + v] = sr;
-      ai[r * Vw + v] = si;
-    }
+#pragma GCC unroll 4
+      for (int t = 0; t < B; ++t) {
+        ar[r * Vw + v0 + t] = sr[t];
+        ai[r * Vw + v0 + t] = si[t];
+      }
+    });
   }
   for (int64_t u = 0; 2 * u <= g.Lh; ++u) {
     const float* c = p.row_cos + u * kMaxRows;
     const float* s = p.row_sin + u * kMaxRows;
     const bool paired = u != 0 && 2 * u != g.Lh;
-    for (int64_t v = 0; v < Vw; ++v) {
-      Row16 pr = {}, pi = {}, qr = {}, qi = {};
+    for_blocks(Vw, [&](auto width, int64_t v0) {
+      constexpr int B = decltype(width)::value;
+      Row16 pr[B] = {}, pi[B] = {}, qr[B] = {}, qi[B] = {};
       for (int64_t r = 0; r < rows; ++r) {
-        pr += ar[r * Vw + v] * c[r];
-        pi += ai[r * Vw + v] * c[r];
-        qr += ar[r * Vw + v] * s[r];
-        qi += ai[r * Vw + v] * s[r];
+        const float cr = c[r], sr = s[r];
+        const Row16* a_r = ar + r * Vw + v0;
+        const Row16* a_i = ai + r * Vw + v0;
+#pragma GCC unroll 4
+        for (int t = 0; t < B; ++t) {
+          pr[t] += a_r[t] * cr;
+          pi[t] += a_i[t] * cr;
+          qr[t] += a_r[t] * sr;
+          qi[t] += a_i[t] * sr;
+        }
       }
-      const int64_t f = u * Vw + v;
-      store_lanes(re + f * fs, pr + qi, count);
-      store_lanes(im + f * fs, pi - qr, count);
-      if (paired) {
-        const int64_t f2 = (g.Lh - u) * Vw + v;
-        store_lanes(re + f2 * fs, pr - qi, count);
-        store_lanes(im + f2 * fs, pi + qr, count);
+#pragma GCC unroll 4
+      for (int t = 0; t < B; ++t) {
+        const int64_t f = u * Vw + v0 + t;
+        store_lanes(re + f * fs, pr[t] + qi[t], count);
+        store_lanes(im + f * fs, pi[t] - qr[t], count);
+        if (paired) {
+          const int64_t f2 = (g.Lh - u) * Vw + v0 + t;
+          store_lanes(re + f2 * fs, pr[t] - qi[t], count);
+          store_lanes(im + f2 * fs, pi[t] + qr[t], count);
+        }
       }
-    }
+    });
   }
 }
 
@@ -118,41 +154,52 @@ __attribute__((noinline)) void inverse_group(const float* re, const float* im, i
     }
   }
   const bool even = Lh % 2 == 0;
+  alignas(64) Row16 z[kMaxRows * kMaxCols];  // cell (i, j) at i * cols + j
   for (int64_t i = 0; i < p.rows; ++i) {
-    alignas(64) Row16 br[kMaxCols], bi[kMaxCols], z[kMaxCols];
+    alignas(64) Row16 br[kMaxCols], bi[kMaxCols];
     const float sign = even ? p.row_cos[(Lh / 2) * kMaxRows + i] : 0.0f;
-    for (int64_t v = 0; v < Vw; ++v) {
-      Row16 sr = fr[v], si = fi[v];
-      if (even) {
-        sr += fr[(Lh / 2) * Vw + v] * sign;
-        si += fi[(Lh / 2) * Vw + v] * sign;
+    for_blocks(Vw, [&](auto width, int64_t v0) {
+      constexpr int B = decltype(width)::value;
+      Row16 sr[B], si[B];
+#pragma GCC unroll 4
+      for (int t = 0; t < B; ++t) {
+        sr[t] = fr[v0 + t];
+        si[t] = fi[v0 + t];
+        if (even) {
+          sr[t] += fr[(Lh / 2) * Vw + v0 + t] * sign;
+          si[t] += fi[(Lh / 2) * Vw + v0 + t] * sign;
+        }
       }
       for (int64_t u = 1; u <= pairs; ++u) {
         const float c = p.row_cos[u * kMaxRows + i], s = p.row_sin[u * kMaxRows + i];
-        const int64_t a = u * Vw + v, b = (Lh - u) * Vw + v;
-        sr += fr[a] * c - fi[b] * s;
-        si += fi[a] * c + fr[b] * s;
+        const Row16* fa_r = fr + u * Vw + v0;
+        const Row16* fa_i = fi + u * Vw + v0;
+        const Row16* fb_r = fr + (Lh - u) * Vw + v0;
+        const Row16* fb_i = fi + (Lh - u) * Vw + v0;
+#pragma GCC unroll 4
+        for (int t = 0; t < B; ++t) {
+          sr[t] += fa_r[t] * c - fb_i[t] * s;
+          si[t] += fa_i[t] * c + fb_r[t] * s;
+        }
       }
-      br[v] = sr;
-      bi[v] = si;
-    }
-    for (int64_t j = 0; j < p.cols; ++j) {
-      Row16 acc = {};
-      for (int64_t v = 0; v < Vw; ++v)
-        acc +=
-            br[v] * p.inv_col[(2 * v) * kLanes + j] + bi[v] * p.inv_col[(2 * v + 1) * kLanes + j];
-      z[j] = acc;
-    }
-    const float* zf = reinterpret_cast<const float*>(z);
-    for (int64_t l = 0; l < count; ++l) {
-      float* out = dst + l * plane_stride + i * p.cols;
-      if (!assign) {
-        for (int64_t j = 0; j < p.cols; ++j) out[j] += zf[j * kLanes + l];
-      } else if (relu) {
-        for (int64_t j = 0; j < p.cols; ++j) out[j] = relu_value(zf[j * kLanes + l] + bias);
-      } else {
-        for (int64_t j = 0; j < p.cols; ++j) out[j] = zf[j * kLanes + l] + bias;
+#pragma GCC unroll 4
+      for (int t = 0; t < B; ++t) {
+        br[v0 + t] = sr[t];
+        bi[v0 + t] = si[t];
       }
-    }
+    });
+    for_blocks(p.cols, [&](auto width, int64_t j0) {
+      constexpr int B = decltype(width)::value;
+      Row16 acc[B] = {};
+      for (int64_t v = 0; v < Vw; ++v) {
+        const float* ic = p.inv_col + (2 * v) * kLanes + j0;
+#pragma GCC unroll 4
+        for (int t = 0; t < B; ++t) acc[t] += br[v] * ic[t] + bi[v] * ic[kLanes + t];
+      }
+#pragma GCC unroll 4
+      for (int t = 0; t < B; ++t) z[i * p.cols + j0 + t] = acc[t];
+    });
   }
+  lanes_to_planes(reinterpret_cast<const float*>(z), p.rows * p.cols, count, dst, plane_stride,
+                  assign, bias, relu);
 }
