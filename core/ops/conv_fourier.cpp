@@ -112,8 +112,31 @@ static_assert(sizeof(SplitRow<2>) == kLanes * sizeof(float) &&
 
 std::atomic<int64_t> chunk_cap{0};  // limit_fourier_chunk()
 
+// The grid, and which of its F half-spectrum frequencies get products. Columns v = 0 and, for an
+// even Lw, v = Lw / 2 are themselves conjugate-symmetric along u, since their row sums are real:
+// the value at (Lh - u, v) is the conjugate of the one at (u, v). The transforms give those pairs
+// exactly (the same P and Q, the imaginary sign flipped), so the products at (Lh - u, v) would be
+// the conjugates of those at (u, v), term by term; they are skipped (16 of lenet's 180), and the
+// inverses read the mirror with its imaginary part negated.
 struct Grid {
   int64_t Lh, Lw, Vw, F;
+
+  // Columns kept in the rows u > Lh / 2: 1 .. upper_cols().
+  int64_t upper_cols() const { return Vw - 1 - (Lw % 2 == 0 ? 1 : 0); }
+  int64_t computed() const { return (Lh / 2 + 1) * Vw + (Lh - Lh / 2 - 1) * upper_cols(); }
+  // The i-th computed frequency, i < computed(): every frequency of the rows u <= Lh / 2, then the
+  // kept columns of the rows above.
+  int64_t computed_frequency(int64_t i) const {
+    const int64_t lower = (Lh / 2 + 1) * Vw;
+    if (i < lower) return i;
+    const int64_t j = i - lower, cols = upper_cols();
+    return (Lh / 2 + 1 + j / cols) * Vw + 1 + j % cols;
+  }
+  // The frequency whose conjugate f is when f is skipped, else -1.
+  int64_t mirror_of(int64_t f) const {
+    const int64_t u = f / Vw, v = f % Vw;
+    return u > Lh / 2 && (v == 0 || 2 * v == Lw) ? (Lh - u) * Vw + v : -1;
+  }
 };
 
 // Where a real plane of rows x cols sits on the grid: element (r, j) at ((r + row_off) mod Lh,
@@ -327,8 +350,8 @@ void weight_spectra(float* U, const float* w, const Plan& p) {
                   U + k * 2 * C + c0, U + k * 2 * C + C + c0, fs);
     }
 #pragma omp for schedule(static)
-    for (int64_t f = 0; f < p.g.F; ++f) {
-      float* Uf = U + f * fs;
+    for (int64_t i = 0; i < p.g.computed(); ++i) {
+      float* Uf = U + p.g.computed_frequency(i) * fs;
       for (int64_t k = 0; k < K; ++k) {
         const float* top = Uf + k * 2 * C;
         float* bottom = Uf + (K + k) * 2 * C;
@@ -395,8 +418,9 @@ void add_weight_gradient(float* dw, const float* G, const Plan& p) {
       const float* g12 = g11 + C;             // G_f[k][C + c]
       const float* g21 = g11 + K * 2 * C;     // G_f[K + k][c]
       const float* g22 = g21 + C;             // G_f[K + k][C + c]
-      for (int64_t f = 0; f < p.g.F; ++f) {
-        const int64_t o = f * fs;
+      // (The skipped frequencies, Grid::mirror_of, are left out: inverse reads their mirrors.)
+      for (int64_t i = 0; i < p.g.computed(); ++i) {
+        const int64_t f = p.g.computed_frequency(i), o = f * fs;
         for (int64_t l = 0; l < count; ++l) {
           re[f * kLanes + l] = g11[o + l] + g22[o + l];
           im[f * kLanes + l] = g12[o + l] - g21[o + l];
@@ -449,7 +473,8 @@ std::shared_ptr<FourierSaved> fourier_conv2d_forward(float* out, const float* x,
     {
       chunk_spectra(Xs, x + n0 * C * s.H * s.W, C, n, p.image, p);
 #pragma omp for schedule(static)
-      for (int64_t f = 0; f < F; ++f) {
+      for (int64_t i = 0; i < p.g.computed(); ++i) {
+        const int64_t f = p.g.computed_frequency(i);
         gemm(false, false, 2 * K, n, 2 * C, 1.0f, U + f * 4 * K * C, 2 * C, Xs + f * 2 * C * n, n,
              0.0f, Ys.data() + f * 2 * K * n, n);
       }
@@ -487,14 +512,16 @@ void fourier_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* d
         const float* Xs = saved_x ? saved->Xs.data() : work.data();
         if (!saved_x) chunk_spectra(work.data(), x + n0 * C * s.H * s.W, C, n, p.image, p);
 #pragma omp for schedule(static)
-        for (int64_t f = 0; f < F; ++f) {
+        for (int64_t i = 0; i < p.g.computed(); ++i) {
+          const int64_t f = p.g.computed_frequency(i);
           gemm(false, true, 2 * K, 2 * C, n, 1.0f, dYs.data() + f * 2 * K * n, n,
                Xs + f * 2 * C * n, n, n0 == 0 ? 0.0f : 1.0f, G.data() + f * 4 * KC, 2 * C);
         }
       }
       if (dx) {
 #pragma omp for schedule(static)
-        for (int64_t f = 0; f < F; ++f) {
+        for (int64_t i = 0; i < p.g.computed(); ++i) {
+          const int64_t f = p.g.computed_frequency(i);
           gemm(true, false, 2 * C, n, 2 * K, 1.0f, U + f * 4 * KC, 2 * C,
                dYs.data() + f * 2 * K * n, n, 0.0f, work.data() + f * 2 * C * n, n);
         }

@@ -114,7 +114,8 @@ __attribute__((noinline)) void forward_group(const float* src, int64_t plane_str
         const int64_t f = u * Vw + v0 + t;
         store_lanes(re + f * fs, pr[t] + qi[t], count);
         store_lanes(im + f * fs, pi[t] - qr[t], count);
-        if (paired) {
+        // (Skipped: the frequencies whose products are not computed, Grid::mirror_of.)
+        if (paired && v0 + t != 0 && 2 * (v0 + t) != g.Lw) {
           const int64_t f2 = (g.Lh - u) * Vw + v0 + t;
           store_lanes(re + f2 * fs, pr[t] - qi[t], count);
           store_lanes(im + f2 * fs, pi[t] + qr[t], count);
@@ -140,8 +141,11 @@ __attribute__((noinline)) void inverse_group(const float* re, const float* im, i
   // F, then S in row u and D in row Lh - u of each pair.
   alignas(64) Row16 fr[kMaxRows * kMaxCols], fi[kMaxRows * kMaxCols];
   for (int64_t f = 0; f < Lh * Vw; ++f) {
-    fr[f] = load_lanes(re + f * fs, count);
-    fi[f] = load_lanes(im + f * fs, count);
+    // A skipped frequency is its mirror's conjugate (Grid::mirror_of).
+    const int64_t m = g.mirror_of(f);
+    fr[f] = load_lanes(re + (m < 0 ? f : m) * fs, count);
+    fi[f] = load_lanes(im + (m < 0 ? f : m) * fs, count);
+    if (m >= 0) fi[f] = fi[f] * -1.0f;
   }
   for (int64_t u = 1; u <= pairs; ++u) {
     for (int64_t v = 0; v < Vw; ++v) {
