@@ -125,12 +125,6 @@ int64_t balanced_block(int64_t n, int64_t block, int64_t unit) {
   return std::min(block, (size + unit - 1) / unit * unit);
 }
 
-// Lane mask for the first n of 16 lanes (n <= 0: none, n >= 16: all).
-inline __mmask16 lanes(int64_t n) {
-  if (n <= 0) return 0;
-  return n >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << n) - 1u);
-}
-
 // Copies `rows` (<= 16) rows of a row-major matrix, columns k0 .. k0 + kc, to k-major form: value
 // (row r, column k0 + k) goes to dst[k * dst_ld + r]; rows past `rows` are written as zeros up to
 // `width` (<= 16). This is the transposing half of packing (op(A) from [M, K] storage, op(B) from
@@ -138,9 +132,9 @@ inline __mmask16 lanes(int64_t n) {
 // strided copy cost as much as the products for conv's small-M GEMMs.
 BNLAB_AVX512 void pack_transposed(const float* src, int64_t ld, int64_t rows, int64_t kc,
                                   int64_t width, float* dst, int64_t dst_ld) {
-  const __mmask16 out_mask = lanes(width);
+  const __mmask16 out_mask = detail::first_lanes(width);
   for (int64_t k = 0; k < kc; k += 16) {
-    const __mmask16 in_mask = lanes(kc - k);
+    const __mmask16 in_mask = detail::first_lanes(kc - k);
     __m512 r[16];
     for (int64_t i = 0; i < 16; ++i) {
       r[i] = i < rows ? _mm512_maskz_loadu_ps(in_mask, src + i * ld + k) : _mm512_setzero_ps();
@@ -159,10 +153,10 @@ BNLAB_AVX512 void pack_a(bool trans_a, const float* A, int64_t lda, int64_t i0, 
     mr = row_tile(mc - p);
     if (trans_a) {
       // Stored [K, M]: the MR values of one k are contiguous.
-      const __mmask16 m = lanes(mr);
+      const __mmask16 m = detail::first_lanes(mr);
       for (int64_t k = 0; k < kc; ++k) {
         const __m512 v = _mm512_maskz_loadu_ps(m, A + (k0 + k) * lda + i0 + p);
-        _mm512_mask_storeu_ps(dst + k * kMR, lanes(kMR), v);
+        _mm512_mask_storeu_ps(dst + k * kMR, detail::first_lanes(kMR), v);
       }
     } else {
       // Stored [M, K]: rows of A become the panel's columns.
@@ -179,7 +173,7 @@ BNLAB_AVX512 void pack_b(bool trans_b, const float* B, int64_t ldb, int64_t k0, 
     const int64_t nr = std::min(kNR, nc - q);
     if (!trans_b) {
       // Stored [K, N]: one k row of the panel is NR contiguous floats (masked at the edge).
-      const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
+      const __mmask16 m0 = detail::first_lanes(nr), m1 = detail::first_lanes(nr - 16);
       for (int64_t k = 0; k < kc; ++k) {
         const float* src = B + (k0 + k) * ldb + j0 + q;
         _mm512_store_ps(dst + k * kNR, _mm512_maskz_loadu_ps(m0, src));
@@ -228,7 +222,7 @@ __attribute__((noinline)) BNLAB_AVX512 void micro_kernel(int64_t kc, const float
       for (int v = 0; v < V; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
     }
   }
-  const __mmask16 mask[2] = {lanes(nr), lanes(nr - 16)};
+  const __mmask16 mask[2] = {detail::first_lanes(nr), detail::first_lanes(nr - 16)};
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {

@@ -1,12 +1,15 @@
-// The in-register transpose of a 16 x 16 float block in AVX-512F registers, shared by the GEMM's
-// packing (core/gemm_avx512.cpp) and the frequency-domain convolution's lane transposes
-// (core/ops/conv_fourier.cpp). Internal; not installed.
+// The in-register transpose of a 16 x 16 float block in AVX-512F registers, and the lane mask
+// for partial blocks, shared by the GEMM's packing (core/gemm_avx512.cpp) and the
+// frequency-domain convolution's lane transposes (core/ops/conv_fourier.cpp). Internal; not
+// installed.
 //
 // Only callers compiled for AVX-512F (a target attribute or pragma) may use it, and only after the
 // run-time check of the CPU that their dispatcher makes.
 #pragma once
 
 #include <immintrin.h>
+
+#include <cstdint>
 
 // GCC 12's AVX-512 shuffle intrinsics start from _mm512_undefined_ps(), a self-initialized
 // variable that -Wmaybe-uninitialized reports wherever they are inlined (GCC bug 105593, fixed in
@@ -17,6 +20,13 @@
 #endif
 
 namespace bnlab::detail {
+
+// Mask of the first n of 16 lanes (n <= 0: none, n >= 16: all), for the masked loads and stores
+// of a partial block.
+__attribute__((target("avx512f"), always_inline)) inline __mmask16 first_lanes(int64_t n) {
+  if (n <= 0) return 0;
+  return n >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << n) - 1u);
+}
 
 // r[i] lane j <-> r[j] lane i. Three shuffle stages (pairs of floats, then quads, then 128-bit
 // lanes twice), the usual AVX-512 sequence.

@@ -1,6 +1,7 @@
 // Frequency-domain convolution for stride-1, ungrouped conv2d on small images: forward, input
 // gradient and weight gradient, each as whole-plane 2-D discrete Fourier transforms around one
-// complex GEMM per frequency.
+// complex GEMM per frequency, except the frequencies whose products are the conjugates of others'
+// (see Grid).
 //
 // Why: lenet's second conv (32 -> 64, 5x5, 14x14) is about 3.85 GFLOP per batch of 64 for the
 // three passes; at this core's GEMM peak that alone needs more time than 1.25x PyTorch's whole step
@@ -219,10 +220,6 @@ void lanes_to_planes_scalar(const float* lanes, int64_t cells, int64_t count, fl
 // copies were a quarter of the forward transform's time (perf, lenet's second conv): one load
 // per value, from planes that mostly come from L3, so few misses were in flight at once.
 BNLAB_TARGET_BEGIN("avx512f")
-inline __mmask16 first_lanes(int64_t n) {
-  return n >= kLanes ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << n) - 1u);
-}
-
 void planes_to_lanes_avx512(const float* src, int64_t plane_stride, int64_t count, int64_t cells,
                             float* lanes) {
   for (int64_t q0 = 0; q0 < cells; q0 += kLanes) {
