@@ -18,7 +18,8 @@
 // to KC x NR panels (NR values per k), whatever the stored layout, so the microkernel sees one
 // layout for all four transpose cases. Edge panels are zero-padded to MR / NR; the microkernel
 // always computes a full tile and writes back only the valid mr x nr part with masked loads and
-// stores, so any M, N, K work without a scalar tail.
+// stores, so any M, N, K work without a scalar tail. A column panel of at most 8 valid columns
+// (N = 100's last 4) runs narrow_kernel instead, with the rows in the vector lanes.
 //
 // Conventions (tested in tests/core/test_gemm.cpp):
 //   - BLAS semantics: beta == 0 never reads C (it may hold NaN garbage: autograd's first writer
@@ -237,6 +238,96 @@ __attribute__((noinline)) BNLAB_AVX512 void micro_kernel(int64_t kc, const float
   }
 }
 
+// A narrow column panel (nr <= kNarrow of its 32 columns are C's): the microkernel would compute
+// all 14 rows x 16 columns of a zmm to keep nr of them, so at N = 100 (paper-mlp's layers: 96 + 4)
+// the last 4 columns cost half a full tile's time per row panel. Here the rows are the vector
+// lanes instead: a packed A panel holds the 14 rows of one k contiguously, so P panels' rows are
+// loaded as they lie and each of W columns of B is broadcast: P x W accumulators (a column of one
+// panel each), W multiply-adds per panel and k instead of 14. Per element the arithmetic is the
+// microkernel's (an in-order FMA chain over k of the same products, then alpha, then beta), so
+// results are bit-identical whichever covers a column; the write-back gathers and scatters C's
+// columns (at stride ldc), once per tile.
+constexpr int64_t kNarrow = 8;
+
+template <int P, int W>
+__attribute__((noinline)) BNLAB_AVX512 void narrow_kernel(int64_t kc, const float* __restrict a,
+                                                          const float* __restrict b, float* c,
+                                                          int64_t ldc, float alpha, float beta,
+                                                          const int64_t* rows, int64_t nr) {
+  static_assert(P >= 1 && W >= 1 && P * W + P + 1 <= 32, "accumulators must fit the registers");
+  __m512 acc[P][W];
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p) {
+#pragma GCC unroll 8
+    for (int j = 0; j < W; ++j) acc[p][j] = _mm512_setzero_ps();
+  }
+  // A panel's k step is MR = 14 floats: the two lanes past them are masked off (the last k of
+  // the last panel ends the buffer).
+  const __mmask16 panel_rows = detail::first_lanes(kMR);
+  for (int64_t k = 0; k < kc; ++k, a += kMR, b += kNR) {
+    __m512 av[P];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) av[p] = _mm512_maskz_loadu_ps(panel_rows, a + p * kMR * kc);
+#pragma GCC unroll 8
+    for (int j = 0; j < W; ++j) {
+      const __m512 bj = _mm512_set1_ps(b[j]);
+#pragma GCC unroll 4
+      for (int p = 0; p < P; ++p) acc[p][j] = _mm512_fmadd_ps(av[p], bj, acc[p][j]);
+    }
+  }
+  const __m512i row_offsets =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(static_cast<int32_t>(ldc)));
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  float* panel_c = c;
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p) {
+    const __mmask16 m = detail::first_lanes(rows[p]);
+#pragma GCC unroll 8
+    for (int j = 0; j < W; ++j) {
+      if (j >= nr) break;
+      __m512 r = _mm512_mul_ps(va, acc[p][j]);
+      if (beta != 0.0f) {
+        const __m512 cv =
+            _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, row_offsets, panel_c + j, 4);
+        r = _mm512_fmadd_ps(vb, cv, r);
+      }
+      _mm512_mask_i32scatter_ps(panel_c + j, m, row_offsets, r, 4);
+    }
+    panel_c += rows[p] * ldc;
+  }
+}
+
+using NarrowKernel = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float,
+                              const int64_t*, int64_t);
+
+// Panels per call: enough accumulators to cover the FMA latency, with the A loads and the
+// broadcast still in registers.
+constexpr int kNarrowPanels4 = 4;  // W = 4: 16 accumulators
+constexpr int kNarrowPanels8 = 3;  // W = 8: 24 accumulators
+
+// The narrow panel's C[0 : mc, 0 : nr] from the A block's row panels (heights from row_tile).
+BNLAB_AVX512 void narrow_panel(int64_t kc, const float* pa, int64_t mc, const float* b, float* c,
+                               int64_t ldc, float alpha, float beta, int64_t nr) {
+  static constexpr NarrowKernel kW4[] = {narrow_kernel<1, 4>, narrow_kernel<2, 4>,
+                                         narrow_kernel<3, 4>, narrow_kernel<4, 4>};
+  static constexpr NarrowKernel kW8[] = {narrow_kernel<1, 8>, narrow_kernel<2, 8>,
+                                         narrow_kernel<3, 8>};
+  const int most = nr <= 4 ? kNarrowPanels4 : kNarrowPanels8;
+  for (int64_t ir = 0; ir < mc;) {
+    int64_t rows[kNarrowPanels4];
+    int count = 0;
+    int64_t covered = 0;
+    while (count < most && ir + covered < mc) {
+      rows[count] = row_tile(mc - ir - covered);
+      covered += rows[count++];
+    }
+    (nr <= 4 ? kW4 : kW8)[count - 1](kc, pa, b, c + ir * ldc, ldc, alpha, beta, rows, nr);
+    pa += count * kMR * kc;
+    ir += covered;
+  }
+}
+
 using MicroKernel = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float,
                              int64_t, int64_t);
 
@@ -275,6 +366,8 @@ void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
   const int64_t NC = balanced_block(N, kNC, kNR);
   float* pa = tls_pack_a.get(std::min(MC, (M + kMR - 1) / kMR * kMR) * KC);
   float* pb = tls_pack_b.get(std::min(NC, (N + kNR - 1) / kNR * kNR) * KC);
+  // narrow_panel addresses C's rows with 32-bit offsets (up to 15 ldc).
+  const bool narrow_ok = ldc <= INT32_MAX / 16;
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
@@ -286,6 +379,11 @@ void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
         pack_a(trans_a, A, lda, ic, pc, mc, kc, pa);
         for (int64_t jr = 0; jr < nc; jr += kNR) {
           const int64_t nr = std::min(kNR, nc - jr);
+          if (nr <= kNarrow && narrow_ok) {
+            narrow_panel(kc, pa, mc, pb + jr * kc, C + ic * ldc + jc + jr, ldc, alpha, beta_block,
+                         nr);
+            continue;
+          }
           const float* panel = pa;
           for (int64_t ir = 0, mr = 0; ir < mc; ir += mr, panel += kMR * kc) {
             mr = row_tile(mc - ir);

@@ -1,6 +1,6 @@
 // Both GEMM paths behind bnlab::gemm (OpenBLAS and bnlab's own AVX-512F kernel) against a naive
 // double-precision reference: the four transpose cases, sizes around every block edge of the
-// AVX-512 kernel (MR = 12, NR = 32, KC = 256, MC = 240, NC = 2048; core/gemm_avx512.cpp), padded
+// AVX-512 kernel (MR = 14, NR = 32, KC = 256, MC = 252, NC = 2048; core/gemm_avx512.cpp), padded
 // leading dimensions, the alpha/beta rules of BLAS, NaN/Inf propagation and bit-identical results
 // for 1 and 2 threads. On a CPU without AVX-512F the own-kernel cases are skipped with a message.
 //
@@ -241,6 +241,52 @@ TEST_CASE("gemm: bit-identical for 1 and 2 threads and inside a parallel region"
     }
   }
   set_num_threads(before);
+}
+
+TEST_CASE(
+    "gemm: columns in a narrow last panel equal the same columns in a full one, bit for bit") {
+  if (!gemm_avx512_available()) {
+    MESSAGE("no AVX-512F (the CPU, or BNLAB_MAX_ISA): the own kernel's narrow panels not tested");
+    return;
+  }
+  // A last panel of 1-8 columns runs narrow_kernel (rows in the lanes); the same columns inside a
+  // full 32-column panel run the microkernel. N = 100: paper-mlp's layers (96 + 4); K = 300 and
+  // 784 span two and four K blocks (beta applied once, then C added); M = 29 and 300 end in short
+  // row tiles, 300 in a second row block.
+  for (const Shape& s :
+       std::vector<Shape>{{60, 100, 784}, {29, 37, 300}, {16, 4, 257}, {300, 70, 30}, {1, 40, 5}}) {
+    const int64_t wide = (s.N + 31) / 32 * 32;
+    for (const auto& [ta, tb] :
+         {std::pair{false, false}, {true, false}, {false, true}, {true, true}}) {
+      for (float beta : {0.0f, 0.5f}) {
+        CAPTURE(s.M);
+        CAPTURE(s.N);
+        CAPTURE(ta);
+        CAPTURE(tb);
+        CAPTURE(beta);
+        const Matrix A = ta ? Matrix(s.K, s.M, 0, 11) : Matrix(s.M, s.K, 0, 11);
+        // B holds `wide` columns; the narrow call reads the first N of them (ldb unchanged).
+        const Matrix B = tb ? Matrix(wide, s.K, 0, 12) : Matrix(s.K, wide, 0, 12);
+        const Matrix C0(s.M, wide, 0, 13);
+        Matrix full = C0, narrow = C0;
+        gemm_avx512(ta, tb, s.M, wide, s.K, 0.7f, A.v.data(), A.ld, B.v.data(), B.ld, beta,
+                    full.v.data(), full.ld);
+        gemm_avx512(ta, tb, s.M, s.N, s.K, 0.7f, A.v.data(), A.ld, B.v.data(), B.ld, beta,
+                    narrow.v.data(), narrow.ld);
+        int64_t differ = 0, outside_changed = 0;
+        for (int64_t i = 0; i < s.M; ++i) {
+          for (int64_t j = 0; j < wide; ++j) {
+            const float* got = &narrow.v[static_cast<size_t>(i * wide + j)];
+            const float* want = j < s.N ? &full.v[static_cast<size_t>(i * wide + j)]
+                                        : &C0.v[static_cast<size_t>(i * wide + j)];
+            if (std::memcmp(got, want, sizeof(float)) != 0) ++(j < s.N ? differ : outside_changed);
+          }
+        }
+        CHECK(differ == 0);
+        CHECK(outside_changed == 0);
+      }
+    }
+  }
 }
 
 TEST_CASE("gemm: bad sizes and leading dimensions throw, naming the op") {
