@@ -58,13 +58,15 @@ GemmPath choose_path() {
   return detail::cpu_has_avx512f() ? GemmPath::avx512 : GemmPath::openblas;
 }
 
-// The small-product rule: products with N <= 8 columns stay on OpenBLAS even on the AVX-512
-// path. The own kernel's narrowest tile is 16 columns wide, so at N <= 8 at least half its lanes
-// are padding; measured (bench/gemm_paths, one thread, M = 64) OpenBLAS-Haswell and the own kernel
-// are then level (own / OpenBLAS 0.92-1.01 at N = 4 and 8), while from N = 10 on the own kernel
-// is ahead (1.5x at N = 10, 1.6x at N = 12). Every conv and dense shape of the workloads has
-// N >= 25 except a 10-class classifier's forward (N = 10).
-bool small_for_avx512(int64_t N) { return N <= 8; }
+// The small-product rule: products with N <= 8 columns and fewer than 32 rows stay on OpenBLAS
+// even on the AVX-512 path. Such a product is a few matrix-vector products, where OpenBLAS's
+// kernels skip the packing the own kernel does. Since its narrow panels (rows in the lanes,
+// core/gemm_avx512.cpp) the own kernel is ahead at N <= 8 from M = 32 rows on (one thread, best of
+// 2000 calls, K = 100 and 800, B transposed: own / OpenBLAS speed 1.09-1.60 at M = 32, 1.14-1.96 at
+// M = 64 and 512) and behind below (0.57-0.85 at M = 1 to 4, 0.78-1.15 at M = 8 and 16). From N = 9
+// on it is ahead at every M (1.17-1.62 at M = 1 to 32). Every conv and dense shape of the
+// workloads has N >= 25 except a 10-class classifier's forward (N = 10).
+bool small_for_avx512(int64_t M, int64_t N) { return N <= 8 && M < 32; }
 
 }  // namespace
 
@@ -82,7 +84,7 @@ bool gemm_avx512_available() { return detail::cpu_has_avx512f(); }
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   check_gemm_args("gemm", trans_a, trans_b, M, N, K, lda, ldb, ldc);
-  if (gemm_path() == GemmPath::avx512 && !small_for_avx512(N)) {
+  if (gemm_path() == GemmPath::avx512 && !small_for_avx512(M, N)) {
     detail::gemm_avx512_kernel(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   } else {
     openblas_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -33,8 +33,8 @@ enum class GemmPath {
 /// The path gemm() takes in this process: avx512 when the CPU has AVX-512F (and BNLAB_MAX_ISA,
 /// core/cpu_isa.h, does not cap it below) and BNLAB_GEMM is not
 /// `openblas` (the variable is read once, at the first call), openblas otherwise. On the avx512
-/// path, products with N <= 8 columns still go to OpenBLAS (measured level there; the rule and its
-/// figures are in core/blas.cpp).
+/// path, products with N <= 8 columns and M < 32 rows still go to OpenBLAS (a few matrix-vector
+/// products, where it is faster; the rule and its figures are in core/blas.cpp).
 GemmPath gemm_path();
 /// gemm_path() as text for logs and benchmark records: "bnlab-avx512" or "openblas".
 std::string gemm_path_name();
