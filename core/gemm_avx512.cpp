@@ -19,7 +19,8 @@
 // layout for all four transpose cases. Edge panels are zero-padded to MR / NR; the microkernel
 // always computes a full tile and writes back only the valid mr x nr part with masked loads and
 // stores, so any M, N, K work without a scalar tail. A column panel of at most 8 valid columns
-// (N = 100's last 4) runs narrow_kernel instead, with the rows in the vector lanes.
+// (N = 100's last 4), and the last 1-8 of a panel of 17-24, run narrow_kernel instead, with the
+// rows in the vector lanes.
 //
 // Conventions (tested in tests/core/test_gemm.cpp):
 //   - BLAS semantics: beta == 0 never reads C (it may hold NaN garbage: autograd's first writer
@@ -298,6 +299,14 @@ __attribute__((noinline)) BNLAB_AVX512 void narrow_kernel(int64_t kc, const floa
   }
 }
 
+// How many of a panel's nr columns the microkernel covers; narrow_panel takes the rest. A panel
+// of 17-24 columns runs the one-zmm tile on 16 and narrow_panel on the last 1-8: two threads split
+// N = 100 as 48 + 52 columns, and 52 = 32 + 20.
+constexpr int64_t wide_columns(int64_t nr) {
+  if (nr <= kNarrow) return 0;
+  return nr > 16 && nr <= 16 + kNarrow ? 16 : nr;
+}
+
 using NarrowKernel = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float,
                               const int64_t*, int64_t);
 
@@ -379,16 +388,17 @@ void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
         pack_a(trans_a, A, lda, ic, pc, mc, kc, pa);
         for (int64_t jr = 0; jr < nc; jr += kNR) {
           const int64_t nr = std::min(kNR, nc - jr);
-          if (nr <= kNarrow && narrow_ok) {
-            narrow_panel(kc, pa, mc, pb + jr * kc, C + ic * ldc + jc + jr, ldc, alpha, beta_block,
-                         nr);
-            continue;
+          const int64_t wide = narrow_ok ? wide_columns(nr) : nr;
+          if (wide < nr) {
+            narrow_panel(kc, pa, mc, pb + jr * kc + wide, C + ic * ldc + jc + jr + wide, ldc, alpha,
+                         beta_block, nr - wide);
           }
+          if (wide == 0) continue;
           const float* panel = pa;
           for (int64_t ir = 0, mr = 0; ir < mc; ir += mr, panel += kMR * kc) {
             mr = row_tile(mc - ir);
-            kernel_for(mr, nr)(kc, panel, pb + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, alpha,
-                               beta_block, mr, nr);
+            kernel_for(mr, wide)(kc, panel, pb + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, alpha,
+                                 beta_block, mr, wide);
           }
         }
       }

@@ -249,12 +249,18 @@ TEST_CASE(
     MESSAGE("no AVX-512F (the CPU, or BNLAB_MAX_ISA): the own kernel's narrow panels not tested");
     return;
   }
-  // A last panel of 1-8 columns runs narrow_kernel (rows in the lanes); the same columns inside a
-  // full 32-column panel run the microkernel. N = 100: paper-mlp's layers (96 + 4); K = 300 and
-  // 784 span two and four K blocks (beta applied once, then C added); M = 29 and 300 end in short
-  // row tiles, 300 in a second row block.
-  for (const Shape& s :
-       std::vector<Shape>{{60, 100, 784}, {29, 37, 300}, {16, 4, 257}, {300, 70, 30}, {1, 40, 5}}) {
+  // A last panel of 1-8 columns runs narrow_kernel (rows in the lanes), and so do the last 1-8
+  // of a panel of 17-24 (N = 52, 17); the same columns inside a full 32-column panel run the
+  // microkernel. N = 100: paper-mlp's layers (96 + 4); K = 300 and 784 span two and four K blocks
+  // (beta applied once, then C added); M = 29 and 300 end in short row tiles, 300 in a second row
+  // block.
+  for (const Shape& s : std::vector<Shape>{{60, 100, 784},
+                                           {29, 37, 300},
+                                           {16, 4, 257},
+                                           {300, 70, 30},
+                                           {1, 40, 5},
+                                           {60, 52, 784},
+                                           {29, 17, 300}}) {
     const int64_t wide = (s.N + 31) / 32 * 32;
     for (const auto& [ta, tb] :
          {std::pair{false, false}, {true, false}, {false, true}, {true, true}}) {
