@@ -35,7 +35,9 @@
 //
 // Blocking: images in chunks of up to `chunk` (the spectra of a chunk within kChunkFloats).
 // Threads: within a chunk, OpenMP over planes for the transforms and over frequencies for the
-// GEMMs (each GEMM on its thread); dW's G accumulates chunk after chunk. Every value is the same
+// GEMMs (each GEMM on its thread), each thread on its static share until a thread that finishes
+// takes over the other's last items (StealingLoop, core/stealing_loop.h: on this project's VM
+// one vCPU often runs slower); dW's G accumulates chunk after chunk. Every value is the same
 // sequence of operations for any thread count, so results are bit-identical for 1 and 2 threads.
 // Numerics: a spectrum value sums up to rows x cols plane values with unit-modulus twiddles, and
 // the inverse divides by Lh Lw, so rounding errors grow like those of a long dot product, not like
@@ -60,6 +62,7 @@
 #include "core/ops/isa_target.h"
 #include "core/ops/plane_moments.h"
 #include "core/ops/unary_op.h"
+#include "core/stealing_loop.h"
 #include "core/tensor.h"
 #include "core/transpose16_avx512.h"
 
@@ -361,18 +364,21 @@ void weight_spectra(float* U, const float* w, const Plan& p) {
   }
 }
 
+// Transform groups of 16 images for n images.
+int64_t groups_of(int64_t n) { return (n + kLanes - 1) / kLanes; }
+
 // Spectra of a chunk of n images (src [n][A][rows][cols]) into dst: image i, plane a goes to
 // column i, rows a (real) and A + a (imaginary) of every frequency's [2A, n] matrix; 16 images
 // of one channel at a time.
-void chunk_spectra(float* dst, const float* src, int64_t A, int64_t n, const Placement& pl,
-                   const Plan& p) {
-  const int64_t plane = pl.rows * pl.cols, fs = 2 * A * n, groups = (n + kLanes - 1) / kLanes;
-#pragma omp for schedule(static)
-  for (int64_t ag = 0; ag < A * groups; ++ag) {
+void chunk_spectra(StealingLoop& loop, float* dst, const float* src, int64_t A, int64_t n,
+                   const Placement& pl, const Plan& p) {
+  const int64_t plane = pl.rows * pl.cols, fs = 2 * A * n, groups = groups_of(n);
+  loop.run([&](int64_t ag) {
     const int64_t a = ag / groups, i0 = ag % groups * kLanes;
     p.k.forward(src + (i0 * A + a) * plane, A * plane, std::min(kLanes, n - i0), pl, p.g,
                 dst + a * n + i0, dst + (A + a) * n + i0, fs);
-  }
+  });
+#pragma omp barrier
 }
 
 // The inverse of chunk_spectra: each plane of dst [n][A][rows][cols] from its column of src,
@@ -381,21 +387,22 @@ void chunk_spectra(float* dst, const float* src, int64_t A, int64_t n, const Pla
 // the images (16 at a time) rather than the channels: batch norm, which takes those moments,
 // normalizes the images each thread wrote (for_image_ranges, core/ops/norm.cpp). Without pm the
 // channels: an input gradient goes to batch norm's backward, which splits channels.
-void chunk_planes(float* dst, const float* src, int64_t A, int64_t n, const Placement& pl,
-                  const Plan& p, bool assign, const float* bias, bool relu, double* pm = nullptr) {
-  const int64_t plane = pl.rows * pl.cols, fs = 2 * A * n, groups = (n + kLanes - 1) / kLanes;
+void chunk_planes(StealingLoop& loop, float* dst, const float* src, int64_t A, int64_t n,
+                  const Placement& pl, const Plan& p, bool assign, const float* bias, bool relu,
+                  double* pm = nullptr) {
+  const int64_t plane = pl.rows * pl.cols, fs = 2 * A * n, groups = groups_of(n);
   const bool images_outer = pm != nullptr;
-#pragma omp for schedule(static)
-  for (int64_t ag = 0; ag < A * groups; ++ag) {
+  loop.run([&](int64_t ag) {
     const int64_t a = images_outer ? ag % A : ag / groups;
     const int64_t i0 = (images_outer ? ag / A : ag % groups) * kLanes;
     const int64_t lanes = std::min(kLanes, n - i0);
     p.k.inverse(src + a * n + i0, src + (A + a) * n + i0, fs, lanes, pl, p.g,
                 dst + (i0 * A + a) * plane, A * plane, assign, bias ? bias[a] : 0.0f, relu);
-    if (!pm) continue;
+    if (!pm) return;
     for (int64_t i = i0; i < i0 + lanes; ++i)
       plane_moments(pm + 2 * (i * A + a), dst + (i * A + a) * plane, 1, plane);
-  }
+  });
+  // (No barrier: every caller ends its region here, and the region's end is one.)
 }
 
 // dw [K][C][kh][kw] += each kernel's dW (see the top) from G [F][2K][2C], 16 channels at a time
@@ -466,16 +473,17 @@ std::shared_ptr<FourierSaved> fourier_conv2d_forward(float* out, const float* x,
   Storage Ys(static_cast<size_t>(F * 2 * K * p.chunk));
   for (int64_t n0 = 0; n0 < s.N; n0 += p.chunk) {
     const int64_t n = std::min(p.chunk, s.N - n0);
+    StealingLoop spectra(C * groups_of(n)), products(p.g.computed()), planes(K * groups_of(n));
 #pragma omp parallel if (p.parallel)
     {
-      chunk_spectra(Xs, x + n0 * C * s.H * s.W, C, n, p.image, p);
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < p.g.computed(); ++i) {
+      chunk_spectra(spectra, Xs, x + n0 * C * s.H * s.W, C, n, p.image, p);
+      products.run([&](int64_t i) {
         const int64_t f = p.g.computed_frequency(i);
         gemm(false, false, 2 * K, n, 2 * C, 1.0f, U + f * 4 * K * C, 2 * C, Xs + f * 2 * C * n, n,
              0.0f, Ys.data() + f * 2 * K * n, n);
-      }
-      chunk_planes(out + n0 * K * s.Ho * s.Wo, Ys.data(), K, n, p.output, p, true, b, relu,
+      });
+#pragma omp barrier
+      chunk_planes(planes, out + n0 * K * s.Ho * s.Wo, Ys.data(), K, n, p.output, p, true, b, relu,
                    pm ? pm + 2 * n0 * K : nullptr);
     }
   }
@@ -502,28 +510,31 @@ void fourier_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* d
       work(static_cast<size_t>(F * 2 * C * p.chunk));
   for (int64_t n0 = 0; n0 < s.N; n0 += p.chunk) {
     const int64_t n = std::min(p.chunk, s.N - n0);
+    StealingLoop dy_spectra(K * groups_of(n)), x_spectra(C * groups_of(n)),
+        dw_products(p.g.computed()), dx_products(p.g.computed()), dx_planes(C * groups_of(n));
 #pragma omp parallel if (p.parallel)
     {
-      chunk_spectra(dYs.data(), dout + n0 * K * s.Ho * s.Wo, K, n, p.output, p);
+      chunk_spectra(dy_spectra, dYs.data(), dout + n0 * K * s.Ho * s.Wo, K, n, p.output, p);
       if (dw) {
         const float* Xs = saved_x ? saved->Xs.data() : work.data();
-        if (!saved_x) chunk_spectra(work.data(), x + n0 * C * s.H * s.W, C, n, p.image, p);
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < p.g.computed(); ++i) {
+        if (!saved_x)
+          chunk_spectra(x_spectra, work.data(), x + n0 * C * s.H * s.W, C, n, p.image, p);
+        dw_products.run([&](int64_t i) {
           const int64_t f = p.g.computed_frequency(i);
           gemm(false, true, 2 * K, 2 * C, n, 1.0f, dYs.data() + f * 2 * K * n, n,
                Xs + f * 2 * C * n, n, n0 == 0 ? 0.0f : 1.0f, G.data() + f * 4 * KC, 2 * C);
-        }
+        });
+#pragma omp barrier
       }
       if (dx) {
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < p.g.computed(); ++i) {
+        dx_products.run([&](int64_t i) {
           const int64_t f = p.g.computed_frequency(i);
           gemm(true, false, 2 * C, n, 2 * K, 1.0f, U + f * 4 * KC, 2 * C,
                dYs.data() + f * 2 * K * n, n, 0.0f, work.data() + f * 2 * C * n, n);
-        }
-        chunk_planes(dx + n0 * C * s.H * s.W, work.data(), C, n, p.image, p, dx_fresh, nullptr,
-                     false);
+        });
+#pragma omp barrier
+        chunk_planes(dx_planes, dx + n0 * C * s.H * s.W, work.data(), C, n, p.image, p, dx_fresh,
+                     nullptr, false);
       }
     }
   }
