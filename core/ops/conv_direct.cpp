@@ -25,7 +25,9 @@
 // Instruction sets (chosen at run time, direct_conv_isa()): AVX-512F (L = 16; 3 segments x 8
 // channels = 24 accumulators), AVX2 + FMA (L = 8; 2 x 6, within 16 registers), portable (L = 1).
 // The tiles are written once (conv_direct_tiles.inl) and compiled per set under #pragma GCC target.
-// Threads: the forward splits over (image, block of output channels); the weight gradient splits
+// Threads: the forward splits over (image, block of output channels), each thread's static share
+// until a thread that finishes takes over the other's last pairs (core/stealing_loop.h); the
+// weight gradient splits
 // its (channel block, c, i) items among the threads, each visiting the images in order, so every
 // output and every lane sum is the same sequence of operations for any thread count: results are
 // bit-identical for 1 and 2 threads.
@@ -44,6 +46,8 @@
 #include "core/ops/isa_target.h"
 #include "core/ops/plane_moments.h"
 #include "core/ops/unary_op.h"
+#include "core/parallel.h"
+#include "core/stealing_loop.h"
 #include "core/tensor.h"
 
 // GCC 12's AVX-512 intrinsics (here _mm512_max_ps) start from _mm512_undefined_*(), which
@@ -167,7 +171,6 @@ struct Vec {
   static void store_first(float* p, reg v, int64_t n) { _mm512_mask_storeu_ps(p, first(n), v); }
 };
 #include "core/ops/conv_direct_tiles.inl"
-#include "core/parallel.h"
 }  // namespace avx512
 BNLAB_TARGET_END
 
@@ -253,9 +256,12 @@ void conv2d_direct_forward(float* out, const float* x, const float* w, const flo
   void (*tile)(const ForwardTile&) = s.k == 3 ? kr.forward3 : kr.forward5;
   const int64_t per_row = (s.Wo + L - 1) / L, segments = s.Ho * per_row;
 
-#pragma omp parallel for collapse(2) schedule(static) if (worth_threads(s))
-  for (int64_t n = 0; n < s.N; ++n) {
-    for (int64_t block = 0; block < blocks; ++block) {
+  // Items (image, channel block), image-major as collapse(2) numbered them.
+  StealingLoop items(s.N * blocks);
+#pragma omp parallel if (worth_threads(s))
+  items.run([&](int64_t item) {
+    const int64_t n = item / blocks, block = item % blocks;
+    {
       ForwardTile t{};
       t.plane = Hp * Wp;
       t.row = Wp;
@@ -281,7 +287,7 @@ void conv2d_direct_forward(float* out, const float* x, const float* w, const flo
         plane_moments(pm + 2 * k0, out + k0 * s.Ho * s.Wo, t.channels, s.Ho * s.Wo);
       }
     }
-  }
+  });
 }
 
 void conv2d_direct_input_grad(float* dx, bool assign, const float* dout, const float* w,

@@ -31,7 +31,9 @@
 // (docs/performance.md, "Pre-packed GEMMs").
 //
 // Threads: OpenMP over units, each thread with its own block workspace from the storage pool; a
-// GEMM inside the region runs on the calling thread. dW is a sum over tiles: the units are split
+// GEMM inside the region runs on the calling thread. Units (forward) and slots (backward) go to
+// threads in static shares, and a thread that finishes takes over the other's last ones
+// (core/stealing_loop.h). dW is a sum over tiles: the units are split
 // into a FIXED number of slots (min(kSlots, units), independent of the thread count), each slot
 // sums its units in order into a zeroed dU (in its thread's workspace) and transforms it to a
 // weight-sized partial, and the partials are added in slot order, so dw, like dx and the output,
@@ -57,6 +59,7 @@
 #include "core/gemm_avx512.h"
 #include "core/ops/plane_moments.h"
 #include "core/ops/unary_op.h"
+#include "core/stealing_loop.h"
 #include "core/tensor.h"
 
 #define BNLAB_WINO_AVX512 __attribute__((target("avx512f")))
@@ -886,13 +889,13 @@ void winograd_conv2d_forward(float* out, const float* x, const float* w, const f
   std::optional<PackedCells> packed_u;
   if (p.packed) packed_u.emplace(U.data(), s.K, s.C, /*transposed=*/false);
   const int64_t ld = p.block;
+  StealingLoop units(p.units);
 #pragma omp parallel if (p.parallel())
   {
     Storage ws(static_cast<size_t>(p.workspace()));
     float* V = ws.data();
     float* M = V + kCells * s.C * ld;
-#pragma omp for schedule(static)
-    for (int64_t u = 0; u < p.units; ++u) {
+    units.run([&](int64_t u) {
       for_each_block(p, u, [&](int64_t n0, int64_t first, int64_t count, int64_t unit_tiles) {
         for (int64_t col = 0; col < count; col += kLanes)
           input_transform(V, ld, col, x, lane_tiles(p, n0, first + col, unit_tiles), p);
@@ -911,7 +914,7 @@ void winograd_conv2d_forward(float* out, const float* x, const float* w, const f
         const int64_t n0 = u * p.images_per_unit, n1 = std::min(s.N, n0 + p.images_per_unit);
         plane_moments(pm + 2 * n0 * s.K, out + n0 * s.K * s.H * s.W, (n1 - n0) * s.K, s.H * s.W);
       }
-    }
+    });
   }
 }
 
@@ -928,14 +931,14 @@ void winograd_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* 
   // Each slot's weight gradient G^T dU G (see Threads above), [K, C, 3, 3]; a slot's dU lives in
   // the workspace of the thread running it, so dU-sized memory scales with threads, not slots.
   Storage partials(dw ? static_cast<size_t>(slots * KC * 9) : 0);  // each written once, whole
+  StealingLoop slot_loop(slots);
 #pragma omp parallel if (p.parallel())
   {
     Storage ws(static_cast<size_t>(p.workspace() + (dw ? kCells * KC : 0)));
     float* V = ws.data();  // V for dU, then overwritten by dV
     float* dM = V + kCells * s.C * ld;
     float* dU_s = dw ? dM + kCells * s.K * ld : nullptr;
-#pragma omp for schedule(static)
-    for (int64_t slot = 0; slot < slots; ++slot) {
+    slot_loop.run([&](int64_t slot) {
       // The slot's first block assigns dU (beta 0) instead of adding into a zero-filled one: the
       // fill was a pass of up to 2.4 MB per slot (36 cells x K x C) that the GEMM then re-read.
       bool dU_empty = true;
@@ -975,7 +978,7 @@ void winograd_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* 
       }
       if (dU_s && dU_empty) std::fill_n(dU_s, kCells * KC, 0.0f);  // (a slot always has a block)
       if (dU_s) write_weight_gradient(partials.data() + slot * KC * 9, dU_s, s.K, s.C);
-    }
+    });
   }
   if (dw) {
     for (int64_t slot = 0; slot < slots; ++slot) {
