@@ -86,6 +86,7 @@
 #include "core/ops/pool_general.h"
 #include "core/ops/unary_op.h"
 #include "core/parallel.h"
+#include "core/stealing_loop.h"
 
 namespace bnlab {
 
@@ -254,7 +255,8 @@ enum class ImageBlocks { kWide, kPageRuns };
 constexpr int64_t kPageFloats = 1024;
 
 // Calls f(c0, c1) for every channel block [c0, c1). Threads take contiguous runs of blocks, the
-// same runs in every call for the same shape, in ascending order or, with `reverse`, descending.
+// same runs in every call for the same shape, in ascending order or, with `reverse`, descending;
+// in ascending order a thread that finishes its run takes over the other's last blocks.
 // Below kParallelThreshold elements, at one thread and inside another region no parallel region
 // is entered (core/parallel.h: a team of one costs a futex round).
 template <class F>
@@ -281,11 +283,20 @@ void for_channel_blocks(const ChannelDims& d, bool reverse, F f,
     run(0, blocks);  // forking costs more than it saves
     return;
   }
+  if (reverse) {
 #pragma omp parallel
-  {
-    const int64_t team = omp_get_num_threads(), t = omp_get_thread_num();
-    run(blocks * t / team, blocks * (t + 1) / team);
+    {
+      const int64_t team = omp_get_num_threads(), t = omp_get_thread_num();
+      run(blocks * t / team, blocks * (t + 1) / team);
+    }
+    return;
   }
+  // Ascending: each thread's run of blocks, the rest taken over by a thread that finishes first
+  // (core/stealing_loop.h). (Descending is SyncBN's second pass, which should find in each core's
+  // cache the blocks that core's first pass left there: the static runs.)
+  detail::StealingLoop loop(blocks);
+#pragma omp parallel
+  loop.run([&](int64_t b) { run(b, b + 1); });
 }
 
 // Calls f(n0, n1) for each thread's contiguous range of images, [N t / team, N (t + 1) / team):
