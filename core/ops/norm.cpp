@@ -299,22 +299,21 @@ void for_channel_blocks(const ChannelDims& d, bool reverse, F f,
   loop.run([&](int64_t b) { run(b, b + 1); });
 }
 
-// Calls f(n0, n1) for each thread's contiguous range of images, [N t / team, N (t + 1) / team):
-// the split of the convs that give batch norm their planes' moments (direct, Winograd, im2col and
-// the frequency-domain path with moments all split images so), so that a thread normalizes
-// images it wrote itself. Below kParallelThreshold elements, at one thread and inside another
-// region, one range on the calling thread.
+// Calls f(n, n + 1) for every image, each thread starting on its contiguous range [N t / team,
+// N (t + 1) / team): the split of the convs that give batch norm their planes' moments (direct,
+// Winograd, im2col and the frequency-domain path with moments all split images so), so that a
+// thread normalizes images it wrote itself; a thread that finishes its range takes over the
+// other's last images (core/stealing_loop.h), as those convs do. Below kParallelThreshold
+// elements, at one thread and inside another region, f(0, N) on the calling thread.
 template <class F>
 void for_image_ranges(const ChannelDims& d, F f) {
   if (d.N * d.C * d.S <= kParallelThreshold || !detail::team_has_threads()) {
     f(int64_t{0}, d.N);
     return;
   }
+  detail::StealingLoop images(d.N);
 #pragma omp parallel
-  {
-    const int64_t team = omp_get_num_threads(), t = omp_get_thread_num();
-    f(d.N * t / team, d.N * (t + 1) / team);
-  }
+  images.run([&](int64_t n) { f(n, n + 1); });
 }
 
 // The schedule of two passes over the channel blocks with `between` (the reducer) between them.
