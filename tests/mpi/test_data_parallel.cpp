@@ -26,17 +26,22 @@ namespace {
 // `mpirun ... -np <ranks>` with what every launch here needs: Open MPI refuses root without its
 // two allow-root variables (CI runs as root); --oversubscribe, since 2 ranks may exceed the cores;
 // --timeout ends a hung job (the failure these tests look for) with an error; LeakSanitizer off
-// in the ranks, because MPI_Init's allocations live until exit (sanitizer builds).
-std::string mpirun(int ranks) {
+// in the ranks, because MPI_Init's allocations live until exit (sanitizer builds); and the job's
+// session directory under the test's own `dir` (orte_tmpdir_base): by default every job of a
+// user shares /tmp/ompi.<host>.<uid>, and Open MPI 4.1.4 creates and removes it without a lock,
+// so two jobs started together under ctest -j2 failed in orte_init ("mkdir ... /tmp/ompi.vm.0:
+// File exists", 3 of 51 loaded runs of these tests on 2026-12-05) or, once, both hung.
+std::string mpirun(int ranks, const TempDir& dir) {
   return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
          "ASAN_OPTIONS=\"${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0\" " +
-         shell_quote(BNLAB_MPIEXEC) + " --oversubscribe --timeout 120 -np " +
-         std::to_string(ranks) + " -x OMP_NUM_THREADS=1 -x ASAN_OPTIONS ";
+         shell_quote(BNLAB_MPIEXEC) + " --oversubscribe --timeout 120 --mca orte_tmpdir_base " +
+         shell_quote(dir.path.string()) + " -np " + std::to_string(ranks) +
+         " -x OMP_NUM_THREADS=1 -x ASAN_OPTIONS ";
 }
 
 // `mpirun ... -np <ranks> bnlab <args>`, one OpenMP thread per rank.
-CliResult run_mpi(int ranks, const std::string& args) {
-  return run_shell(mpirun(ranks) + shell_quote(BNLAB_CLI_PATH) + " " + args);
+CliResult run_mpi(int ranks, const TempDir& dir, const std::string& args) {
+  return run_shell(mpirun(ranks, dir) + shell_quote(BNLAB_CLI_PATH) + " " + args);
 }
 
 std::map<std::string, std::vector<float>> load_model(const std::string& dir) {
@@ -83,7 +88,7 @@ TEST_CASE("mpi: 2 ranks with --sync-bn equal one process on the global batch") {
   TempDir dir("mpi_sync");
   write_tiny_mnist(dir.path.string(), 200, 40);
   CliResult two =
-      run_mpi(2, train_flags(dir, 4, 8) + " --sync-bn --out " + shell_quote(dir.file("two")));
+      run_mpi(2, dir, train_flags(dir, 4, 8) + " --sync-bn --out " + shell_quote(dir.file("two")));
   CAPTURE(two.output);
   REQUIRE(two.exit_code == 0);
   CHECK(contains(two.output, "2 ranks, global batch 2 x 8 = 16"));
@@ -113,7 +118,8 @@ TEST_CASE("mpi: without --sync-bn each rank normalizes with its own shard's stat
   // After one step, rank 0's running statistics depend only on the initial weights and the
   // batch it normalized: its own shard (global positions 0..7) = a single process's first batch
   // of 8.
-  CliResult two = run_mpi(2, train_flags(dir, 1, 8) + " --out " + shell_quote(dir.file("two")));
+  CliResult two =
+      run_mpi(2, dir, train_flags(dir, 1, 8) + " --out " + shell_quote(dir.file("two")));
   CAPTURE(two.output);
   REQUIRE(two.exit_code == 0);
   CliResult shard = run_cli(train_flags(dir, 1, 8) + " --out " + shell_quote(dir.file("shard")));
@@ -129,9 +135,9 @@ TEST_CASE("mpi: without --sync-bn each rank normalizes with its own shard's stat
 TEST_CASE("mpi: a rank that dies mid-run ends the job with an error instead of hanging") {
   TempDir dir("mpi_die");
   write_tiny_mnist(dir.path.string(), 200, 40);
-  CliResult r = run_shell("BNLAB_TEST_RANK_EXIT=1:2 " + mpirun(2) + "-x BNLAB_TEST_RANK_EXIT " +
-                          shell_quote(BNLAB_CLI_PATH) + " " + train_flags(dir, 50, 8) + " --out " +
-                          shell_quote(dir.file("run")));
+  CliResult r = run_shell("BNLAB_TEST_RANK_EXIT=1:2 " + mpirun(2, dir) +
+                          "-x BNLAB_TEST_RANK_EXIT " + shell_quote(BNLAB_CLI_PATH) + " " +
+                          train_flags(dir, 50, 8) + " --out " + shell_quote(dir.file("run")));
   CAPTURE(r.output);
   // mpirun exits with the dead rank's status (3); a hang would end at --timeout with 110
   // (ETIMEDOUT). Exit codes, not mpirun's explanatory text: Open MPI 4.1.4 sometimes loses that
@@ -152,12 +158,13 @@ TEST_CASE(
   const std::string flags =
       "train --model lenet --norm batch --dropout 0.5 --threads 1 --data-dir " +
       shell_quote(dir.path.string()) + " --eval-every 2";
-  CliResult a = run_mpi(2, flags + " -b 8 --steps 4 --out " + shell_quote(dir.file("a")));
+  CliResult a = run_mpi(2, dir, flags + " -b 8 --steps 4 --out " + shell_quote(dir.file("a")));
   CAPTURE(a.output);
   REQUIRE(a.exit_code == 0);
-  CliResult b = run_mpi(2, flags + " -b 8 --steps 2 --out " + shell_quote(dir.file("b")));
+  CliResult b = run_mpi(2, dir, flags + " -b 8 --steps 2 --out " + shell_quote(dir.file("b")));
   REQUIRE(b.exit_code == 0);
-  CliResult resumed = run_mpi(2, "train --resume " + shell_quote(dir.file("b")) + " --steps 4");
+  CliResult resumed =
+      run_mpi(2, dir, "train --resume " + shell_quote(dir.file("b")) + " --steps 4");
   CAPTURE(resumed.output);
   REQUIRE(resumed.exit_code == 0);
   CHECK(read_text(dir.file("a") + "/model.safetensors") ==
@@ -174,7 +181,7 @@ TEST_CASE("mpi: an error on one rank ends every rank with MPI_Abort and the mess
   const std::string script = "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then exec " + common +
                              shell_quote(dir.file("missing")) + "; else exec " + common +
                              shell_quote(dir.path.string()) + "; fi";
-  CliResult r = run_shell(mpirun(2) + "sh -c " + shell_quote(script));
+  CliResult r = run_shell(mpirun(2, dir) + "sh -c " + shell_quote(script));
   CAPTURE(r.output);
   // MPI_Abort(1) ends the job with status 1 (a hang would give mpirun's --timeout status 110).
   // mpirun's own "MPI_ABORT was invoked on rank 1" text is not checked: Open MPI sometimes loses it
