@@ -27,10 +27,9 @@
 // The tiles are written once (conv_direct_tiles.inl) and compiled per set under #pragma GCC target.
 // Threads: the forward splits over (image, block of output channels), each thread's static share
 // until a thread that finishes takes over the other's last pairs (core/stealing_loop.h); the
-// weight gradient splits
-// its (channel block, c, i) items among the threads, each visiting the images in order, so every
-// output and every lane sum is the same sequence of operations for any thread count: results are
-// bit-identical for 1 and 2 threads.
+// weight gradient splits its (channel block, c, i) items among the threads, each visiting the
+// images in order, so every output and every lane sum is the same sequence of operations for any
+// thread count: results are bit-identical for 1 and 2 threads.
 // Numerics: each output is the same sum as im2col + GEMM's in another order; the instruction sets
 // differ from each other only in that order. tests/core/test_ops_conv_direct.cpp bounds the
 // difference from a double reference.
@@ -256,36 +255,34 @@ void conv2d_direct_forward(float* out, const float* x, const float* w, const flo
   void (*tile)(const ForwardTile&) = s.k == 3 ? kr.forward3 : kr.forward5;
   const int64_t per_row = (s.Wo + L - 1) / L, segments = s.Ho * per_row;
 
-  // Items (image, channel block), image-major as collapse(2) numbered them.
+  // Items (image, channel block), image-major.
   StealingLoop items(s.N * blocks);
 #pragma omp parallel if (worth_threads(s))
   items.run([&](int64_t item) {
     const int64_t n = item / blocks, block = item % blocks;
-    {
-      ForwardTile t{};
-      t.plane = Hp * Wp;
-      t.row = Wp;
-      t.C = s.C;
-      t.out_plane = s.Ho * s.Wo;
-      t.channels = std::min(Q, s.K - block * Q);
-      t.w = pw + block * taps * Q;
-      t.bias = pb + block * Q;
-      t.relu = relu;
-      for (int64_t first = 0; first < segments; first += R) {
-        for (int64_t r = 0; r < R; ++r) {
-          // A filler segment past the image's last repeats the first one and stores nothing.
-          const int64_t seg = first + r < segments ? first + r : first;
-          const int64_t oh = seg / per_row, ow0 = seg % per_row * L;
-          t.x[r] = xp.data() + ((n * s.C) * Hp + oh) * Wp + ow0;
-          t.out[r] = out + ((n * s.K + block * Q) * s.Ho + oh) * s.Wo + ow0;
-          t.count[r] = first + r < segments ? std::min(L, s.Wo - ow0) : 0;
-        }
-        tile(t);
+    ForwardTile t{};
+    t.plane = Hp * Wp;
+    t.row = Wp;
+    t.C = s.C;
+    t.out_plane = s.Ho * s.Wo;
+    t.channels = std::min(Q, s.K - block * Q);
+    t.w = pw + block * taps * Q;
+    t.bias = pb + block * Q;
+    t.relu = relu;
+    for (int64_t first = 0; first < segments; first += R) {
+      for (int64_t r = 0; r < R; ++r) {
+        // A filler segment past the image's last repeats the first one and stores nothing.
+        const int64_t seg = first + r < segments ? first + r : first;
+        const int64_t oh = seg / per_row, ow0 = seg % per_row * L;
+        t.x[r] = xp.data() + ((n * s.C) * Hp + oh) * Wp + ow0;
+        t.out[r] = out + ((n * s.K + block * Q) * s.Ho + oh) * s.Wo + ow0;
+        t.count[r] = first + r < segments ? std::min(L, s.Wo - ow0) : 0;
       }
-      if (pm) {  // this image's planes of the block, just written
-        const int64_t k0 = n * s.K + block * Q;
-        plane_moments(pm + 2 * k0, out + k0 * s.Ho * s.Wo, t.channels, s.Ho * s.Wo);
-      }
+      tile(t);
+    }
+    if (pm) {  // this image's planes of the block, just written
+      const int64_t k0 = n * s.K + block * Q;
+      plane_moments(pm + 2 * k0, out + k0 * s.Ho * s.Wo, t.channels, s.Ho * s.Wo);
     }
   });
 }

@@ -33,11 +33,11 @@
 // Threads: OpenMP over units, each thread with its own block workspace from the storage pool; a
 // GEMM inside the region runs on the calling thread. Units (forward) and slots (backward) go to
 // threads in static shares, and a thread that finishes takes over the other's last ones
-// (core/stealing_loop.h). dW is a sum over tiles: the units are split
-// into a FIXED number of slots (min(kSlots, units), independent of the thread count), each slot
-// sums its units in order into a zeroed dU (in its thread's workspace) and transforms it to a
-// weight-sized partial, and the partials are added in slot order, so dw, like dx and the output,
-// is bit-identical for every thread count.
+// (core/stealing_loop.h). dW is a sum over tiles: the units are split into a FIXED number of slots
+// (min(kSlots, units), independent of the thread count), each slot sums its units in order into a
+// zeroed dU (in its thread's workspace) and transforms it to a weight-sized partial, and the
+// partials are added in slot order, so dw, like dx and the output, is bit-identical for every
+// thread count.
 //
 // Numerics: a transform cell mixes the 6x6 patch with weights up to 5 (B^T) and outputs mix 36
 // cells with weights up to 8^2 (A^T), so rounding errors are larger than im2col's: measured, and

@@ -303,7 +303,8 @@ void for_channel_blocks(const ChannelDims& d, bool reverse, F f,
 // N (t + 1) / team): the split of the convs that give batch norm their planes' moments (direct,
 // Winograd, im2col and the frequency-domain path with moments all split images so), so that a
 // thread normalizes images it wrote itself; a thread that finishes its range takes over the
-// other's last images (core/stealing_loop.h), as those convs do. Below kParallelThreshold
+// other's last images (core/stealing_loop.h), as the direct, Winograd and frequency-domain convs
+// do. Below kParallelThreshold
 // elements, at one thread and inside another region, f(0, N) on the calling thread.
 template <class F>
 void for_image_ranges(const ChannelDims& d, F f) {
