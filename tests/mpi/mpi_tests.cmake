@@ -4,3 +4,7 @@
 # with Open MPI's allow-root variables and mpirun's own --timeout against a hung job.
 target_sources(bnlab_tests PRIVATE tests/mpi/test_data_parallel.cpp)
 target_compile_definitions(bnlab_tests PRIVATE BNLAB_MPIEXEC="${MPIEXEC_EXECUTABLE}")
+# One MPI job at a time under ctest -j (why: tests/mpi/mpi_serial.cmake), set by a script ctest
+# includes after the discovered tests, since their names exist only then.
+set_property(DIRECTORY ${CMAKE_SOURCE_DIR} APPEND PROPERTY TEST_INCLUDE_FILES
+             ${CMAKE_SOURCE_DIR}/tests/mpi/mpi_serial.cmake)

@@ -9,7 +9,8 @@
 //   mpirun --timeout fails the test if the job hangs), and an error on one rank ends all of them
 //   (MPI_Abort);
 // - a 2-rank run with dropout resumed from its checkpoint equals the uninterrupted one.
-// Compiled into bnlab_tests by tests/mpi/mpi_tests.cmake only when BNLAB_MPI is on.
+// Compiled into bnlab_tests by tests/mpi/mpi_tests.cmake only when BNLAB_MPI is on; ctest runs
+// these cases one at a time (tests/mpi/mpi_serial.cmake).
 #include <doctest/doctest.h>
 
 #include <cmath>
