@@ -37,6 +37,7 @@ set(BNLAB_INTERNAL_HEADERS
   core/ops/conv_direct.h  # conv2d's direct kernels for thin layers (detail)
   core/ops/conv_fourier.h  # conv2d's frequency-domain path for small images, large kernels (detail)
   core/ops/isa_target.h  # compiling a stretch of code for one instruction set (detail)
+  core/ops/prefetch.h  # software prefetch of a run of memory, always inlined (detail)
   data/byte_reader.h  # bounded, gzip-transparent file reads behind the IDX/CIFAR parsers (detail)
   # The Trainer's and the CLI's parts: the public train/ API is models.h, trainer.h, ablation.h and study.h.
   train/checkpoint.h train/data_parallel.h train/interrupt.h train/knobs.h train/mechanism.h train/nonfinite_guard.h

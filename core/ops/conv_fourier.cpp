@@ -61,6 +61,7 @@
 #include "core/ops/conv_direct.h"
 #include "core/ops/isa_target.h"
 #include "core/ops/plane_moments.h"
+#include "core/ops/prefetch.h"
 #include "core/ops/unary_op.h"
 #include "core/stealing_loop.h"
 #include "core/tensor.h"
@@ -368,26 +369,21 @@ void weight_spectra(float* U, const float* w, const Plan& p) {
 int64_t groups_of(int64_t n) { return (n + kLanes - 1) / kLanes; }
 
 // Asks for the next frequency's slices of two per-frequency operands (a and b, frequency f's
-// slice at f * floats) in L2, one prefetch per cache line, each capped at 256 KiB (a quarter of a
-// Zen 5 core's L2). The products loops call it before each GEMM: the transforms wrote every
-// frequency, so a frequency's operands (lenet's conv2: 32 + 16 KiB) lie in L3, and the GEMM's
-// packing read them there at L3 latency, line after line. With the next ones requested while this
-// GEMM runs, lenet's 170 per-frequency forward GEMMs ran about 1.6x faster (a harness, one
-// thread; docs/performance.md). A thread that steals walks down, not up, so its hint is wasted,
-// not wrong.
-// always_inline: GCC 12 at -O3 deleted every call to a separate helper made of nothing but
-// prefetches (it takes a prefetch for an operation without side effects), leaving no prefetch in
-// the binary; inlined into the loop, they stay.
+// slice at f * floats) in L2, each capped at 256 KiB (a quarter of a Zen 5 core's L2). The
+// products loops call it before each GEMM: the transforms wrote every frequency, so a frequency's
+// operands (lenet's conv2: 32 + 16 KiB) lie in L3, and the GEMM's packing read them there at L3
+// latency, line after line. With the next ones requested while this GEMM runs, lenet's 170
+// per-frequency forward GEMMs ran about 1.6x faster (a harness, one thread;
+// docs/performance.md). A thread that steals walks down, not up, so its hint is wasted, not wrong.
+// always_inline, like prefetch_run inside it (core/ops/prefetch.h says why).
 [[gnu::always_inline]] inline void prefetch_next(const Plan& p, int64_t i, const float* a,
                                                  int64_t a_floats, const float* b,
                                                  int64_t b_floats) {
   if (i + 1 >= p.g.computed()) return;
   const int64_t next = p.g.computed_frequency(i + 1);
-  const float* slice_a = a + next * a_floats;
-  const float* slice_b = b + next * b_floats;
-  const int64_t cap = int64_t{64} << 10;
-  for (int64_t j = 0; j < std::min(a_floats, cap); j += 16) __builtin_prefetch(slice_a + j, 0, 2);
-  for (int64_t j = 0; j < std::min(b_floats, cap); j += 16) __builtin_prefetch(slice_b + j, 0, 2);
+  constexpr int64_t kCapBytes = int64_t{256} << 10;
+  prefetch_run<PrefetchTo::l2>(a + next * a_floats, a_floats, kCapBytes);
+  prefetch_run<PrefetchTo::l2>(b + next * b_floats, b_floats, kCapBytes);
 }
 
 // Spectra of a chunk of n images (src [n][A][rows][cols]) into dst: image i, plane a goes to

@@ -58,6 +58,7 @@
 #include "core/error.h"
 #include "core/gemm_avx512.h"
 #include "core/ops/plane_moments.h"
+#include "core/ops/prefetch.h"
 #include "core/ops/unary_op.h"
 #include "core/stealing_loop.h"
 #include "core/tensor.h"
@@ -373,9 +374,8 @@ LaneRuns lane_runs(const LaneTiles& lt, const Plan& p, int64_t channels, int64_t
 // The transforms walk channels, H * W floats apart: every channel's rows start on pages the
 // hardware prefetcher has not seen (it stops at 4 KiB pages), so the loads of the next channels'
 // patches are requested while the current one is transformed.
-inline void prefetch_runs(const float* base, const LaneRuns& r) {
-  for (int64_t i = 0; i < r.count; ++i)
-    for (int64_t f = r.begin[i]; f < r.end[i]; f += 16) __builtin_prefetch(base + f);
+[[gnu::always_inline]] inline void prefetch_runs(const float* base, const LaneRuns& r) {
+  for (int64_t i = 0; i < r.count; ++i) prefetch_run(base + r.begin[i], r.end[i] - r.begin[i]);
 }
 
 // How many channels ahead the transforms request their input rows.

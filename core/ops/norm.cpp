@@ -84,6 +84,7 @@
 #include "core/ops/max_pool2x2_avx512.h"
 #include "core/ops/plane_moments.h"
 #include "core/ops/pool_general.h"
+#include "core/ops/prefetch.h"
 #include "core/ops/unary_op.h"
 #include "core/parallel.h"
 #include "core/stealing_loop.h"
@@ -594,14 +595,12 @@ float grad_at(float g, const float* z, std::ptrdiff_t i) {
 // (n, c), and reads x (and dz, z) from memory in runs of a few KiB one image apart, which the
 // hardware prefetcher picks up late on every run: in perf the sums waited on those loads. So each
 // run asks for the next run's lines while it computes: next_run_base gives the next (n, c)'s offset
-// in this order (or -1 after the last), prefetch_run one run of S floats at p.
+// in this order (or -1 after the last), and prefetch_run (core/ops/prefetch.h) asks for its lines.
+using detail::prefetch_run;
+
 int64_t next_run_base(const ChannelDims& d, int64_t base, int64_t c, int64_t c0, int64_t c1) {
   const int64_t next = c + 1 < c1 ? base + d.S : base + (d.C - (c1 - c0) + 1) * d.S;
   return next < d.N * d.C * d.S ? next : -1;
-}
-
-void prefetch_run(const float* p, int64_t S) {
-  for (int64_t o = 0; o < S; o += 16) __builtin_prefetch(p + o);
 }
 
 // relu on images (kAct relu), one run of S values of one (n, c): returns (sum(dz * relu'(z)),
@@ -924,7 +923,7 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
         const int64_t next_out = next / d.S * Ho * Wo;
         prefetch_run(dp + next_out, Ho * Wo);
         prefetch_run(p + next_out, Ho * Wo);
-        for (int64_t o = 0; o < Ho * Wo; o += 64) __builtin_prefetch(s.place.get() + next_out + o);
+        prefetch_run(s.place.get() + next_out, Ho * Wo);
       }
 #pragma omp simd
       for (int64_t j = 0; j < Ho * Wo; ++j)
