@@ -605,10 +605,10 @@ int64_t next_run_base(const ChannelDims& d, int64_t base, int64_t c, int64_t c0,
 
 // relu on images (kAct relu), one run of S values of one (n, c): returns (sum(dz * relu'(z)),
 // sum(dz * relu'(z) * xhat)) over it. Each sum is a simd reduction over the run; dz and z are read
-// and masked once for both. kAct none: the run's gradient g is already relu's backward (the pooled
-// op's re-formed planes, for_pooled_planes), and zc is not read. Not inlined, and one template for
-// both: batch_norm_relu_max_pool2x2_train runs the same loop on the planes it re-forms, so its sums
-// add in the same order, bit for bit (g * relu'(z) there would be g * 1 = g).
+// and masked once for both. kAct none: the run's gradient g is taken as it is (plain batch norm's
+// dy, or the pooled op's re-formed planes, for_pooled_planes), and zc is not read. Not inlined, and
+// one template for both: batch_norm_relu_max_pool2x2_train runs the same loop on the planes it
+// re-forms, so its sums add in the same order, bit for bit (g * relu'(z) there would be g * 1 = g).
 template <Activation kAct>
 [[gnu::noinline]] std::pair<double, double> grad_sums_run(const float* gc, const float* zc,
                                                           const float* xc, double mean, double rstd,
@@ -633,20 +633,20 @@ void batch_norm_grad_sums(double* sums, const float* dy, const float* z, const f
                           const double* mean_d, const double* rstd_d, const ChannelDims& d,
                           int64_t c0, int64_t c1) {
   double sum_dy[kChannelBlock] = {}, sum_dy_xhat[kChannelBlock] = {};
-  if constexpr (kAct == Activation::relu) {
+  if constexpr (kAct == Activation::relu || kAct == Activation::none) {
     if (d.S > 1) {
-      // Images: both sums in one loop (grad_sums_run), so dz and z are read and masked once,
+      // Images: both sums in one loop (grad_sums_run), so dy (and z) are read, and masked, once,
       // not twice. Each sum is still its own simd reduction over the same runs, as below.
       for (int64_t n = 0; n < d.N; ++n) {
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t base = (n * d.C + c) * d.S;
           if (const int64_t next = next_run_base(d, base, c, c0, c1); next >= 0) {
             prefetch_run(dy + next, d.S);
-            prefetch_run(z + next, d.S);
+            if (z) prefetch_run(z + next, d.S);
             prefetch_run(x + next, d.S);
           }
-          const auto [a, b] = grad_sums_run<Activation::relu>(dy + base, z + base, x + base,
-                                                              mean_d[c], rstd_d[c], d.S);
+          const auto [a, b] = grad_sums_run<kAct>(dy + base, z ? z + base : nullptr, x + base,
+                                                  mean_d[c], rstd_d[c], d.S);
           sum_dy[c - c0] += a;
           sum_dy_xhat[c - c0] += b;
         }
@@ -706,7 +706,8 @@ DxCoefficients dx_coefficients(double g, double rstd, const double* sums, double
 
 // relu on images with sums (training), one run of S values of one (n, c): dx = k.k_dy * dz *
 // relu'(z) - k.k_mean - k.k_xhat * (x - mean), assigned (fresh: + 0.0f, what adding into a zeroed
-// buffer gives) or added. kAct none: gc is relu's backward already (the pooled op), zc not read.
+// buffer gives) or added. kAct none: gc is taken as it is (plain batch norm's dy, or the pooled
+// op's re-formed planes), zc not read.
 // Not inlined, for batch_norm_relu_max_pool2x2_train's sake, as grad_sums_run.
 template <Activation kAct>
 [[gnu::noinline]] void grad_input_run(float* dxc, bool fresh, const float* gc, const float* zc,
@@ -747,20 +748,20 @@ void batch_norm_grad_input(float* dx, bool dx_fresh, const float* dy, const floa
     k_mean[c - c0] = k.k_mean;
     k_xhat[c - c0] = k.k_xhat;
   }
-  if constexpr (kAct == Activation::relu) {
+  if constexpr (kAct == Activation::relu || kAct == Activation::none) {
     if (sums && d.S > 1) {
-      // Run by run, in memory order.
+      // Run by run, in memory order, each asking for the next run's lines.
       for (int64_t n = 0; n < d.N; ++n) {
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t base = (n * d.C + c) * d.S;
           if (const int64_t next = next_run_base(d, base, c, c0, c1); next >= 0) {
             prefetch_run(dy + next, d.S);
-            prefetch_run(z + next, d.S);
+            if (z) prefetch_run(z + next, d.S);
             prefetch_run(x + next, d.S);
           }
           const DxCoefficients k{k_dy[c - c0], k_mean[c - c0], k_xhat[c - c0]};
-          grad_input_run<Activation::relu>(dx + base, dx_fresh, dy + base, z + base, x + base, k,
-                                           mean_d[c], d.S);
+          grad_input_run<kAct>(dx + base, dx_fresh, dy + base, z ? z + base : nullptr, x + base, k,
+                               mean_d[c], d.S);
         }
       }
       return;
