@@ -9,7 +9,7 @@
 // __builtin_prefetch has no side effect GCC recognizes, and GCC 12 at -O3 deleted every call to
 // such a helper when it was not inlined (conv_fourier's first version: no prefetch left in the
 // binary, and it measured the same as the build without it). Inlined into the caller's loop, the
-// hints stay. tests/core/test_prefetch.cpp disassembles the CLI and checks that they did.
+// hints stay. tests/core/test_toolchain.cpp disassembles the CLI and checks that they did.
 //
 // A prefetch is only a hint: it never faults, and the results do not depend on it.
 #pragma once
