@@ -31,6 +31,8 @@ case $max_isa in
   avx2) build=${BNLAB_BENCH_BUILD:-$repo/build-bench-avx2} ;;
   *) echo "compare_pytorch: --max-isa takes avx2; got '$max_isa'" >&2; exit 2 ;;
 esac
+# PyTorch itself (python3-torch, and the OpenMP OpenBLAS it should load) when missing.
+bash "$repo/scripts/setup.sh" --pytorch
 # Debian's interpreter: the one python3-torch installs into. (A `python3` earlier on PATH, e.g.
 # pyenv's, has no torch.)
 python=/usr/bin/python3

@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
 # Installs bnlab's Debian dependencies when any is missing; silent when there is nothing to do.
 # Run as root (or with sudo) on Debian 12. Idempotent.
+#   bash scripts/setup.sh             what building, testing and training need
+#   bash scripts/setup.sh --pytorch   those and the PyTorch reference the comparison and parity
+#                                     tools run (bench/compare_pytorch.sh, tools/*.sh call this)
 set -euo pipefail
+
+pytorch=false
+for arg in "$@"; do
+  case $arg in
+    --pytorch) pytorch=true ;;
+    *) echo "setup: unknown option '$arg' (expected --pytorch)" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   build-essential cmake g++ pkg-config
@@ -21,6 +32,12 @@ packages=(
   libbenchmark-dev        # Google Benchmark: the microbenchmarks in bench/
   python3                 # /usr/bin/python3 (standard library only): tests of bench/compare_pytorch.py's helpers
 )
+if $pytorch; then
+  packages+=(
+    python3-torch           # Debian's PyTorch 1.13 under /usr/bin/python3, the reference (about 1 GB)
+    libopenblas0-openmp     # the OpenBLAS build PyTorch's best CPU configuration loads
+  )
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -37,7 +54,7 @@ fi
 
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
-    echo "setup: missing packages (${missing[*]}) and not root; run as root: bash scripts/setup.sh" >&2
+    echo "setup: missing packages (${missing[*]}) and not root; run as root: bash scripts/setup.sh $*" >&2
     exit 1
   fi
 else

@@ -6,6 +6,9 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BNLAB_PT_BUILD:-$repo/build-pt}
 python=/usr/bin/python3
 
+# PyTorch itself (python3-torch) when missing.
+bash "$repo/scripts/setup.sh" --pytorch
+
 if ! "$python" -c "import torch" 2>/dev/null; then
   echo "$1: $python cannot import torch; as root: apt-get install -y python3-torch" >&2
   exit 2
