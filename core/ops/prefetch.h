@@ -19,8 +19,10 @@
 
 namespace bnlab::detail {
 
-/// Where a prefetched line should go: every level (L1 and down), or L2 and down, for data a
-/// whole GEMM or more ahead that would only evict the current working set from L1.
+/// Where a prefetched line should go: every level (L1 and down), or L2 and down: for data a
+/// whole GEMM or more ahead that would only evict the current working set from L1, and for
+/// streams from memory, where hints into L1 can hold the L1 miss buffers the loop's own loads
+/// need (batch norm's runs, core/ops/norm.cpp).
 enum class PrefetchTo : int { l1 = 3, l2 = 2 };
 
 /// Asks for the cache lines of count elements at p (reads), at most max_bytes of them from the
