@@ -14,8 +14,6 @@
 //
 //   ./build/bench/prefetch_levels [--n 64] [--c 32] [--s 784] [--block 2] [--rounds 15]
 // One thread; pin it (taskset -c 1) for steadier figures.
-#include <immintrin.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -94,20 +92,33 @@ double pass(const Dims& d, const float* g, const float* x, Run run) {
   return total;
 }
 
-int64_t flag(int argc, char** argv, const char* name, int64_t fallback) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return std::atoll(argv[i + 1]);
-  return fallback;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Dims d{flag(argc, argv, "--n", 64), flag(argc, argv, "--c", 32),
-               flag(argc, argv, "--s", 784), flag(argc, argv, "--block", 2)};
-  const int64_t rounds = flag(argc, argv, "--rounds", 15);
+  Dims d{64, 32, 784, 2};
+  int64_t rounds = 15;
+  for (int i = 1; i < argc; i += 2) {
+    int64_t* value = std::strcmp(argv[i], "--n") == 0        ? &d.N
+                     : std::strcmp(argv[i], "--c") == 0      ? &d.C
+                     : std::strcmp(argv[i], "--s") == 0      ? &d.S
+                     : std::strcmp(argv[i], "--block") == 0  ? &d.block
+                     : std::strcmp(argv[i], "--rounds") == 0 ? &rounds
+                                                             : nullptr;
+    if (value == nullptr || i + 1 >= argc) {
+      std::fprintf(stderr,
+                   "prefetch_levels: unknown option or missing value '%s'; usage: prefetch_levels "
+                   "[--n 64] [--c 32] [--s 784] [--block 2] [--rounds 15]\n",
+                   argv[i]);
+      return 2;
+    }
+    *value = std::atoll(argv[i + 1]);
+  }
   if (d.N < 1 || d.C < 1 || d.S < 1 || d.block < 1 || rounds < 1) {
     std::fprintf(stderr, "prefetch_levels: every size and --rounds must be >= 1\n");
+    return 2;
+  }
+  if (d.N > (int64_t{1} << 28) / d.C / d.S) {
+    std::fprintf(stderr, "prefetch_levels: n * c * s must be at most 2^28 floats (1 GiB)\n");
     return 2;
   }
   const size_t count = static_cast<size_t>(d.N * d.C * d.S);
