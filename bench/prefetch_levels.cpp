@@ -24,6 +24,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/ops/prefetch.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -54,15 +56,13 @@ enum class Hint { none, l1, l2 };
   return {a, b};
 }
 
+// The op's own helper (core/ops/prefetch.h), at each level; none asks for nothing.
 template <Hint kHint>
 [[gnu::always_inline]] inline void prefetch(const float* p, int64_t count) {
-  if constexpr (kHint == Hint::none) return;
-  for (int64_t i = 0; i < count; i += 16) {
-    if constexpr (kHint == Hint::l1)
-      __builtin_prefetch(p + i, 0, 3);
-    else
-      __builtin_prefetch(p + i, 0, 2);
-  }
+  if constexpr (kHint == Hint::l1)
+    bnlab::detail::prefetch_run<bnlab::detail::PrefetchTo::l1>(p, count);
+  if constexpr (kHint == Hint::l2)
+    bnlab::detail::prefetch_run<bnlab::detail::PrefetchTo::l2>(p, count);
 }
 
 struct Dims {
