@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Times each OpenMP region of a `bnlab bench` workload's training step at one and at two threads
-# (bench/omp_regions.c, preloaded) and prints them side by side: microseconds per step inside each
+# (bench/omp_regions.cpp, preloaded) and prints them side by side: microseconds per step inside each
 # region and before it (serial work), and the region's speed-up. A region well under 2x on two
 # threads is where a two-thread step waits.
 #   bash bench/omp_regions.sh [W3:batch] [build-bench]
@@ -39,6 +39,13 @@ def name(offset):
         s = s.replace(junk, "")
     return s[:90]
 one, two = load(1), load(2)
+if not one or not two:
+    # No step began: the anchor region (the first conv's) never ran. The MLPs have no conv, and at
+    # one thread their GEMMs enter no region at all.
+    print(f"omp_regions.sh: no training step of {spec} began at the first conv's region "
+          "(conv2d_direct_forward); the tool times the conv nets (W3, W4), not the MLPs",
+          file=sys.stderr)
+    sys.exit(2)
 rates = [open(f"{tmp}/rate{t}").read().strip() for t in (1, 2)]
 print(f"{spec}: training img/s {rates[0]} (1 thread), {rates[1]} (2 threads)")
 print(f"{'1 thr':>8} {'before':>7} | {'2 thr':>8} {'before':>7} | {'x':>5}  region (us per step)")
