@@ -45,6 +45,7 @@
 #include "core/ops.h"
 #include "layers/bn_fold.h"
 #include "optim/optim.h"
+#include "train/knobs.h"
 #include "train/models.h"
 
 namespace bnlab::apps {
@@ -423,18 +424,30 @@ Command add_bench_command(CLI::App& parent) {
                 "Also measure each norm's cost against none in one process (both models, "
                 "alternating rounds), which cancels the process-to-process spread");
   app->add_option("--json", o->json_path, "Also write all results as JSON to this file");
-  app->add_option("--child", o->child)->group("");  // internal: one measurement in this process
+  // Internal: one measurement in this process, "workload:norm:threads[:pair]" as the parent
+  // writes it. Hidden, so CLI11 would print a bad value without the flag's name: checked in the
+  // runner instead, as a usage error (exit 2).
+  app->add_option("--child", o->child)->group("");
 
   Runner run = [o]() {
     const MeasureOptions& mo = o->measure;
     if (!o->child.empty()) {
-      // "workload:norm:threads", written by the parent below.
-      auto parts = split_list(o->child, ':');
-      BNLAB_CHECK(parts.size() == 3 || (parts.size() == 4 && parts[3] == "pair"),
-                  "bench: bad --child '", o->child, "'");
-      if (parts.size() == 4)
-        return run_pair_child(parts[0], parts[1], std::stoi(parts[2]), mo, o->train_only);
-      return run_child(parts[0], parts[1], std::stoi(parts[2]), mo, o->train_only);
+      // "workload:norm:threads[:pair]", written by the parent below.
+      const auto parts = split_list(o->child, ':');
+      int threads = 0;
+      try {
+        if (parts.size() != 3 && !(parts.size() == 4 && parts[3] == "pair"))
+          BNLAB_FAIL("wants workload:norm:threads[:pair]");
+        find_workload(parts[0]);
+        check_norm(parts[1]);
+        threads = static_cast<int>(parse_whole_number(parts[2], 1, 1024));
+      } catch (const Error& e) {
+        std::string why = e.what();
+        if (why.rfind("bench: ", 0) == 0) why.erase(0, 7);  // find_workload's own prefix
+        throw UsageError("bench: --child '" + o->child + "': " + why);
+      }
+      if (parts.size() == 4) return run_pair_child(parts[0], parts[1], threads, mo, o->train_only);
+      return run_child(parts[0], parts[1], threads, mo, o->train_only);
     }
     std::vector<int> threads;
     for (const auto& t : split_list(o->threads)) {
