@@ -441,9 +441,10 @@ Command add_bench_command(CLI::App& parent) {
         find_workload(parts[0]);
         check_norm(parts[1]);
         threads = static_cast<int>(parse_whole_number(parts[2], 1, 1024));
-      } catch (const Error& e) {
+        check_combinations({parts[0]}, {parts[1]});
+      } catch (const std::runtime_error& e) {  // Error, or check_combinations' UsageError
         std::string why = e.what();
-        if (why.rfind("bench: ", 0) == 0) why.erase(0, 7);  // find_workload's own prefix
+        if (why.rfind("bench: ", 0) == 0) why.erase(0, 7);  // the checks' own prefix
         throw UsageError("bench: --child '" + o->child + "': " + why);
       }
       if (parts.size() == 4) return run_pair_child(parts[0], parts[1], threads, mo, o->train_only);

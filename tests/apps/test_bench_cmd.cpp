@@ -136,8 +136,8 @@ TEST_CASE("apps.bench: unknown workloads, norms and thread counts are flag error
 // --child is the parent's (and bench/compare_pytorch.py's, bench/omp_regions.sh's) way to run one
 // measurement; a bad one was "error: stoi" with exit 1, or ran with 0 threads.
 TEST_CASE("apps.bench: a bad --child is a flag error (exit 2) that names it") {
-  for (const char* bad :
-       {"W3:batch:x", "W3:batch:0", "W3:batch", "W3:batch:1:pairs", "W9:batch:1", "W3:bogus:1"}) {
+  for (const char* bad : {"W3:batch:x", "W3:batch:0", "W3:batch", "W3:batch:1:pairs", "W9:batch:1",
+                          "W3:bogus:1", "W1:instance:1"}) {
     CAPTURE(bad);
     CliResult r = run_cli(std::string("bench --child ") + bad);
     CHECK(r.exit_code == 2);
@@ -148,6 +148,8 @@ TEST_CASE("apps.bench: a bad --child is a flag error (exit 2) that names it") {
   CHECK(w.output.find("unknown workload 'W9'") != std::string::npos);
   CliResult t = run_cli("bench --child W1:none:0");
   CHECK(t.output.find("from 1 to 1024, got '0'") != std::string::npos);
+  CliResult m = run_cli("bench --child W1:instance:1");  // instance norm needs images
+  CHECK(m.output.find("W1 (paper-mlp) with --norms instance") != std::string::npos);
 }
 
 // The benchmark script's helpers (lscpu parsing, the quiet verdict, statistics, the Markdown table)
