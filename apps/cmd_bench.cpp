@@ -266,18 +266,24 @@ int run_child(const std::string& workload, const std::string& norm, int threads,
 // as "no-BN / BN" in images/s). Separate processes of one binary differ by up to 1.5x here
 // (docs/performance.md), which swamps a 10 % cost; within a process, alternating rounds, drift
 // cancels. Each round runs about a third of --seconds per arm; 3 x --repeats rounds (at least 7).
-json paired_ratio(const std::function<void()>& with_norm, const std::function<void()>& none,
-                  const MeasureOptions& mo) {
-  auto seconds_of = [](const std::function<void()>& f, int64_t steps) {
+// An arm's `enter`, when set, runs untimed before each of its blocks of steps (the thread-scaling
+// pair sets the arm's thread count there).
+struct PairArm {
+  std::function<void()> step, enter;
+};
+
+json paired_ratio(const PairArm& a_arm, const PairArm& b_arm, const MeasureOptions& mo) {
+  auto seconds_of = [](const PairArm& arm, int64_t steps) {
+    if (arm.enter) arm.enter();
     const auto t0 = clock_type::now();
-    for (int64_t i = 0; i < steps; ++i) f();
+    for (int64_t i = 0; i < steps; ++i) arm.step();
     return std::chrono::duration<double>(clock_type::now() - t0).count();
   };
   // Warm-up, which also sizes the rounds.
   double warm = 0;
   int64_t warm_steps = 0;
   while (warm_steps < 2 || warm < mo.warmup) {
-    warm += seconds_of(with_norm, 1) + seconds_of(none, 1);
+    warm += seconds_of(a_arm, 1) + seconds_of(b_arm, 1);
     ++warm_steps;
   }
   const double per_pair = warm / static_cast<double>(warm_steps);
@@ -289,11 +295,11 @@ json paired_ratio(const std::function<void()>& with_norm, const std::function<vo
     // cache state.
     double a = 0, b = 0;
     if (r % 2 == 0) {
-      a = seconds_of(with_norm, steps);
-      b = seconds_of(none, steps);
+      a = seconds_of(a_arm, steps);
+      b = seconds_of(b_arm, steps);
     } else {
-      b = seconds_of(none, steps);
-      a = seconds_of(with_norm, steps);
+      b = seconds_of(b_arm, steps);
+      a = seconds_of(a_arm, steps);
     }
     ratios.push_back(a / b);
   }
@@ -314,14 +320,47 @@ int run_pair_child(const std::string& workload, const std::string& norm, int thr
   Arm with_norm = make_arm(w, norm), none = make_arm(w, "none");
   const Batch batch = make_batch(w);
   json out = {{"workload", w.id}, {"model", w.model}, {"norm", norm}, {"threads", threads}};
-  out["train"] =
-      paired_ratio([&] { train_step(with_norm, batch); }, [&] { train_step(none, batch); }, mo);
+  out["train"] = paired_ratio({[&] { train_step(with_norm, batch); }, {}},
+                              {[&] { train_step(none, batch); }, {}}, mo);
   if (!train_only) {
     to_inference(with_norm);
     to_inference(none);
     NoGradGuard no_grad;
-    out["infer"] = paired_ratio([&] { (void)(*with_norm.model.net)(batch.x); },
-                                [&] { (void)(*none.model.net)(batch.x); }, mo);
+    out["infer"] = paired_ratio({[&] { (void)(*with_norm.model.net)(batch.x); }, {}},
+                                {[&] { (void)(*none.model.net)(batch.x); }, {}}, mo);
+  }
+  std::cout << "BNLAB_BENCH " << out.dump() << std::endl;
+  return 0;
+}
+
+// The thread-scaling child: one model of `workload` with `norm`, rounds of steps alternating
+// between `base` threads and `threads` threads in this process, and per round the speed-up (step
+// time at `base` / at `threads`). Separate processes read this ratio with the spread of two
+// processes (docs/performance.md: W3's 2/1 went from 1.66 to 2.08 between runs with nothing
+// changed); in one process, alternating rounds, a slowed vCPU or a busy neighbour hits both arms.
+// The conv path is chosen from the shape alone (core/ops/conv_path.cpp), so both arms run the same
+// kernels.
+int run_scale_child(const std::string& workload, const std::string& norm, int threads, int base,
+                    const MeasureOptions& mo, bool train_only) {
+  const Workload& w = find_workload(workload);
+  set_num_threads(threads);  // the larger team first, so that its threads exist before timing
+  Arm arm = make_arm(w, norm);
+  const Batch batch = make_batch(w);
+  json out = {{"workload", w.id},
+              {"model", w.model},
+              {"norm", norm},
+              {"threads", threads},
+              {"base_threads", base}};
+  // Time at base / time at threads: the speed-up.
+  const auto at_base = [base] { set_num_threads(base); };
+  const auto at_threads = [threads] { set_num_threads(threads); };
+  const auto train = [&] { train_step(arm, batch); };
+  out["train"] = paired_ratio({train, at_base}, {train, at_threads}, mo);
+  if (!train_only) {
+    to_inference(arm);
+    NoGradGuard no_grad;
+    const auto infer = [&] { (void)(*arm.model.net)(batch.x); };
+    out["infer"] = paired_ratio({infer, at_base}, {infer, at_threads}, mo);
   }
   std::cout << "BNLAB_BENCH " << out.dump() << std::endl;
   return 0;
@@ -375,6 +414,14 @@ std::string fmt_rate(const json& t) {
   return buf;
 }
 
+// A paired measurement's median [interquartile range].
+std::string fmt_quartiles(const json& q) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3f [%.3f-%.3f]", q["median"].get<double>(),
+                q["q1"].get<double>(), q["q3"].get<double>());
+  return buf;
+}
+
 }  // namespace
 
 Command add_bench_command(CLI::App& parent) {
@@ -382,7 +429,7 @@ Command add_bench_command(CLI::App& parent) {
     std::string threads = "1,2", workloads = "W1,W2,W3,W4", norms = "none,batch", json_path;
     MeasureOptions measure;
     bool train_only = false, paired = false;
-    std::string child;  // hidden: "workload:norm:threads[:pair]"
+    std::string child;  // hidden: "workload:norm:threads[:pair | :scale:base]"
   };
   auto o = std::make_shared<Options>();
   CLI::App* app = parent.add_subcommand(
@@ -424,29 +471,33 @@ Command add_bench_command(CLI::App& parent) {
                 "Also measure each norm's cost against none in one process (both models, "
                 "alternating rounds), which cancels the process-to-process spread");
   app->add_option("--json", o->json_path, "Also write all results as JSON to this file");
-  // Internal: one measurement in this process, "workload:norm:threads[:pair]" as the parent
-  // writes it. Hidden, so CLI11 would print a bad value without the flag's name: checked in the
-  // runner instead, as a usage error (exit 2).
+  // Internal: one measurement in this process, "workload:norm:threads[:pair | :scale:base]" as the
+  // parent writes it. Hidden, so CLI11 would print a bad value without the flag's name: checked in
+  // the runner instead, as a usage error (exit 2).
   app->add_option("--child", o->child)->group("");
 
   Runner run = [o]() {
     const MeasureOptions& mo = o->measure;
     if (!o->child.empty()) {
-      // "workload:norm:threads[:pair]", written by the parent below.
+      // "workload:norm:threads[:pair | :scale:base]", written by the parent below.
       const auto parts = split_list(o->child, ':');
-      int threads = 0;
+      int threads = 0, base = 0;
       try {
-        if (parts.size() != 3 && !(parts.size() == 4 && parts[3] == "pair"))
-          BNLAB_FAIL("wants workload:norm:threads[:pair]");
+        if (parts.size() != 3 && !(parts.size() == 4 && parts[3] == "pair") &&
+            !(parts.size() == 5 && parts[3] == "scale"))
+          BNLAB_FAIL("wants workload:norm:threads[:pair | :scale:base]");
         find_workload(parts[0]);
         check_norm(parts[1]);
         threads = static_cast<int>(parse_whole_number(parts[2], 1, 1024));
+        if (parts.size() == 5) base = static_cast<int>(parse_whole_number(parts[4], 1, 1024));
         check_combinations({parts[0]}, {parts[1]});
       } catch (const std::runtime_error& e) {  // Error, or check_combinations' UsageError
         std::string why = e.what();
         if (why.rfind("bench: ", 0) == 0) why.erase(0, 7);  // the checks' own prefix
         throw UsageError("bench: --child '" + o->child + "': " + why);
       }
+      if (parts.size() == 5)
+        return run_scale_child(parts[0], parts[1], threads, base, mo, o->train_only);
       if (parts.size() == 4) return run_pair_child(parts[0], parts[1], threads, mo, o->train_only);
       return run_child(parts[0], parts[1], threads, mo, o->train_only);
     }
@@ -538,7 +589,7 @@ Command add_bench_command(CLI::App& parent) {
         std::printf("\n");
       }
     }
-    json paired = json::array();
+    json paired = json::array(), scaling = json::array();
     if (o->paired) {
       std::printf(
           "\nin one process, alternating rounds: step time with each norm / without (median "
@@ -548,18 +599,37 @@ Command add_bench_command(CLI::App& parent) {
           for (const auto& norm : norms) {
             if (norm == "none") continue;
             json r = spawn_child(child_args(name + ":" + norm + ":" + std::to_string(t) + ":pair"));
-            auto fmt = [](const json& q) {
-              char buf[64];
-              std::snprintf(buf, sizeof buf, "%.3f [%.3f-%.3f]", q["median"].get<double>(),
-                            q["q1"].get<double>(), q["q3"].get<double>());
-              return std::string(buf);
-            };
             std::printf("%-3s %d thr: %s/none train %s", name.c_str(), t, norm.c_str(),
-                        fmt(r["train"]).c_str());
-            if (r.contains("infer")) std::printf(", infer %s", fmt(r["infer"]).c_str());
+                        fmt_quartiles(r["train"]).c_str());
+            if (r.contains("infer")) std::printf(", infer %s", fmt_quartiles(r["infer"]).c_str());
             std::printf("\n");
             std::fflush(stdout);
             paired.push_back(r);
+          }
+        }
+      }
+      // Thread scaling the same way: one model, rounds alternating between the first thread count
+      // and each other one.
+      bool header = false;
+      for (const auto& name : names) {
+        for (int t : threads) {
+          if (t == threads[0]) continue;
+          if (!header) {
+            std::printf(
+                "\nin one process, alternating rounds: speed-up at each thread count over %d "
+                "(step time at %d / at it; median [interquartile range] of the rounds):\n",
+                threads[0], threads[0]);
+            header = true;
+          }
+          for (const auto& norm : norms) {
+            json r = spawn_child(child_args(name + ":" + norm + ":" + std::to_string(t) +
+                                            ":scale:" + std::to_string(threads[0])));
+            std::printf("%-3s %d thr / %d, %s: train %s", name.c_str(), t, threads[0], norm.c_str(),
+                        fmt_quartiles(r["train"]).c_str());
+            if (r.contains("infer")) std::printf(", infer %s", fmt_quartiles(r["infer"]).c_str());
+            std::printf("\n");
+            std::fflush(stdout);
+            scaling.push_back(r);
           }
         }
       }
@@ -569,7 +639,10 @@ Command add_bench_command(CLI::App& parent) {
           {"blas", blas_config()}, {"gemm", gemm_path_name()}, {"isa", cpu_isa_name(cpu_isa())},
           {"repeats", mo.repeats}, {"seconds", mo.seconds},    {"warmup", mo.warmup},
           {"results", results}};
-      if (o->paired) doc["paired"] = paired;
+      if (o->paired) {
+        doc["paired"] = paired;
+        doc["paired_scaling"] = scaling;
+      }
       write_file_atomic(o->json_path, doc.dump(2) + "\n");
       std::printf("wrote %s\n", o->json_path.c_str());
     }

@@ -1,7 +1,7 @@
 // bnlab bench: a minimal real run writes the table and a JSON document with every measured field,
-// and --paired the in-process cost of a norm against none;
-// bad lists are rejected with the offending value named; bench/compare_pytorch.py's pure helpers
-// pass their own tests. (No timing is asserted.)
+// and --paired the in-process cost of a norm against none and the speed-up over the first thread
+// count; bad lists are rejected with the offending value named; bench/compare_pytorch.py's pure
+// helpers pass their own tests. (No timing is asserted.)
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
@@ -29,6 +29,15 @@ BenchRun run_bench(const std::string& flags) {
   BenchRun run{run_cli("bench " + flags + " --json " + shell_quote(json_path)), nullptr};
   if (run.cli.exit_code == 0) run.doc = nlohmann::json::parse(read_file(json_path));
   return run;
+}
+
+// One paired measurement of --repeats 1: its rounds and ordered quartiles of positive ratios.
+void check_paired_quartiles(const nlohmann::json& q) {
+  CHECK(q["rounds"] == 7);  // at least 7, 3 x --repeats otherwise
+  CHECK(q["steps_per_round"].get<int64_t>() >= 1);
+  CHECK(q["q1"].get<double>() > 0.0);
+  CHECK(q["q1"].get<double>() <= q["median"].get<double>());
+  CHECK(q["median"].get<double>() <= q["q3"].get<double>());
 }
 
 }  // namespace
@@ -97,12 +106,7 @@ TEST_CASE("apps.bench: --paired measures each norm against none in one process")
   CHECK(p["norm"] == "batch");
   for (const char* mode : {"train", "infer"}) {
     CAPTURE(mode);
-    const auto& q = p[mode];
-    CHECK(q["rounds"] == 7);  // at least 7, 3 x --repeats otherwise
-    CHECK(q["steps_per_round"].get<int64_t>() >= 1);
-    CHECK(q["q1"].get<double>() > 0.0);
-    CHECK(q["q1"].get<double>() <= q["median"].get<double>());
-    CHECK(q["median"].get<double>() <= q["q3"].get<double>());
+    check_paired_quartiles(p[mode]);
   }
   // Without --paired there is no such section.
   CliResult plain = run_cli(
@@ -110,6 +114,34 @@ TEST_CASE("apps.bench: --paired measures each norm against none in one process")
       "--warmup 0 --train-only");
   CHECK(plain.exit_code == 0);
   CHECK(plain.output.find("batch/none train") == std::string::npos);
+}
+
+TEST_CASE("apps.bench: --paired with several thread counts measures the scaling in one process") {
+  const BenchRun run = run_bench(
+      "--workloads W1 --norms none,batch --threads 1,2 --repeats 1 --seconds 0.01 --warmup 0 "
+      "--paired --train-only");
+  const CliResult& r = run.cli;
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("speed-up at each thread count over 1") != std::string::npos);
+  CHECK(r.output.find("W1  2 thr / 1, none: train ") != std::string::npos);
+  CHECK(r.output.find("W1  2 thr / 1, batch: train ") != std::string::npos);
+  const auto& doc = run.doc;
+  REQUIRE(doc["paired_scaling"].size() == 2);
+  for (const auto& p : doc["paired_scaling"]) {
+    CHECK(p["workload"] == "W1");
+    CHECK(p["threads"] == 2);
+    CHECK(p["base_threads"] == 1);
+    CHECK_FALSE(p.contains("infer"));  // --train-only
+    check_paired_quartiles(p["train"]);
+  }
+  // With one thread count there is nothing to scale against.
+  const BenchRun one = run_bench(
+      "--workloads W1 --norms none --threads 1 --repeats 1 --seconds 0.01 --warmup 0 --paired "
+      "--train-only");
+  CHECK(one.cli.exit_code == 0);
+  CHECK(one.doc["paired_scaling"].empty());
+  CHECK(one.cli.output.find("speed-up") == std::string::npos);
 }
 
 TEST_CASE("apps.bench: unknown workloads, norms and thread counts are flag errors (exit 2)") {
@@ -136,8 +168,9 @@ TEST_CASE("apps.bench: unknown workloads, norms and thread counts are flag error
 // --child is the parent's (and bench/compare_pytorch.py's, bench/omp_regions.sh's) way to run one
 // measurement; a bad one was "error: stoi" with exit 1, or ran with 0 threads.
 TEST_CASE("apps.bench: a bad --child is a flag error (exit 2) that names it") {
-  for (const char* bad : {"W3:batch:x", "W3:batch:0", "W3:batch", "W3:batch:1:pairs", "W9:batch:1",
-                          "W3:bogus:1", "W1:instance:1"}) {
+  for (const char* bad :
+       {"W3:batch:x", "W3:batch:0", "W3:batch", "W3:batch:1:pairs", "W9:batch:1", "W3:bogus:1",
+        "W1:instance:1", "W3:batch:2:scale", "W3:batch:2:scale:0", "W3:batch:2:pair:1"}) {
     CAPTURE(bad);
     CliResult r = run_cli(std::string("bench --child ") + bad);
     CHECK(r.exit_code == 2);
