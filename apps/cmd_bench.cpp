@@ -414,6 +414,15 @@ std::string fmt_rate(const json& t) {
   return buf;
 }
 
+// A double as the shortest text that reads back as the same value, for a child's flags:
+// std::to_string keeps six decimals, so --seconds 1e-7 reached the child as 0.000000 and failed
+// its check there.
+std::string exact_decimal(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
 // A paired measurement's median [interquartile range].
 std::string fmt_quartiles(const json& q) {
   char buf[64];
@@ -531,8 +540,8 @@ Command add_bench_command(CLI::App& parent) {
     auto child_args = [&](const std::string& spec) {
       std::vector<std::string> args{"bnlab",     "bench",
                                     "--repeats", std::to_string(mo.repeats),
-                                    "--seconds", std::to_string(mo.seconds),
-                                    "--warmup",  std::to_string(mo.warmup)};
+                                    "--seconds", exact_decimal(mo.seconds),
+                                    "--warmup",  exact_decimal(mo.warmup)};
       if (o->train_only) args.push_back("--train-only");
       args.push_back("--child");
       args.push_back(spec);

@@ -144,6 +144,18 @@ TEST_CASE("apps.bench: --paired with several thread counts measures the scaling 
   CHECK(one.cli.output.find("speed-up") == std::string::npos);
 }
 
+// The parent passes --seconds and --warmup on to each child; with six decimals a valid 1e-7 arrived
+// as 0 and the child refused it (exit 1, "the child ... failed").
+TEST_CASE("apps.bench: a tiny --seconds reaches the child unchanged") {
+  const BenchRun run = run_bench(
+      "--workloads W1 --norms none --threads 1 --repeats 1 --seconds 1e-7 --warmup 1e-9 "
+      "--train-only");
+  INFO(run.cli.output);
+  REQUIRE(run.cli.exit_code == 0);
+  CHECK(run.doc["seconds"].get<double>() == 1e-7);
+  CHECK(run.doc["results"][0]["train"]["repeats"] == 1);
+}
+
 TEST_CASE("apps.bench: unknown workloads, norms and thread counts are flag errors (exit 2)") {
   CliResult w = run_cli("bench --workloads W1,W9");
   CHECK(w.exit_code == 2);
