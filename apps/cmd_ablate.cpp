@@ -61,7 +61,7 @@ Command add_ablate_command(CLI::App& parent) {
   app->add_option("--thresholds", spec->thresholds,
                   "Accuracies for the 'steps to' columns, e.g. 0.9,0.95 (default: the dataset's)")
       ->delimiter(',')
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(finite_number_in(0.0, 1.0));
 
   Runner run = [app, spec, preset, vary]() {
     install_interrupt_handlers();  // SIGINT/SIGTERM: each running arm checkpoints and stops

@@ -35,6 +35,8 @@ struct UsageError : std::runtime_error {
 // number >= 0.
 extern const CLI::Validator kFinitePositive;
 extern const CLI::Validator kFiniteNonNegative;
+// A finite number in [lo, hi]: CLI::Range lets NaN through (every comparison with it is false).
+CLI::Validator finite_number_in(double lo, double hi);
 // A whole number in [lo, hi], whole text only: "1e20", "2.5" and numbers past int64 are refused
 // rather than clamped (train/knobs.h parse_whole_number).
 CLI::Validator whole_number_in(int64_t lo, int64_t hi);

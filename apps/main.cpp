@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
@@ -66,6 +67,22 @@ CLI::Validator validator(Check check, const std::string& name) {
 }
 
 }  // namespace
+
+CLI::Validator finite_number_in(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        try {
+          size_t used = 0;
+          const double v = std::stod(s, &used);
+          if (used == s.size() && std::isfinite(v) && v >= lo && v <= hi) return "";
+        } catch (const std::exception&) {
+        }
+        char range[64];
+        std::snprintf(range, sizeof range, "must be a number from %g to %g", lo, hi);
+        return range + (", got '" + s + "'");
+      },
+      "NUMBER");
+}
 
 CLI::Validator whole_number_in(int64_t lo, int64_t hi) {
   return validator([lo, hi](const std::string& s) { parse_whole_number(s, lo, hi); }, "INT");

@@ -226,6 +226,14 @@ TEST_CASE("apps.ablate: one table per dataset, with thresholds that suit it") {
   CHECK(contains(again, "steps to 20% | steps to 30% |"));
   CHECK_FALSE(contains(again, "steps to 85%"));
   CHECK(run_cli(ablate_flags(dir, out) + " --thresholds 1.5").exit_code == 2);
+  // NaN passes every range comparison; it made a column "steps to nan%".
+  for (const char* bad : {"nan", "0.9,nan", "inf", "0.9x"}) {
+    CAPTURE(bad);
+    const CliResult t = run_cli(ablate_flags(dir, out) + " --thresholds " + bad);
+    CHECK(t.exit_code == 2);
+    CHECK(contains(t.output, "--thresholds"));
+    CHECK(contains(t.output, "from 0 to 1"));
+  }
 }
 
 TEST_CASE("apps.ablate: a rate sweep also compares each arm at its own best rate, chosen on val") {
