@@ -112,28 +112,6 @@ bool finished_run(const std::string& dir, const TrainConfig& cfg) {
   return true;
 }
 
-TrainResult load_finished(const std::string& dir) {
-  TrainResult r;
-  r.rows = read_metrics_csv((fs::path(dir) / "metrics.csv").string());
-  std::string path = (fs::path(dir) / "summary.json").string();
-  try {
-    auto j = nlohmann::json::parse(read_file(path));
-    r.diverged = j.at("diverged");
-    r.diverged_step = j.at("diverged_step");
-    r.steps_done = j.at("steps");
-    r.seconds = j.at("train_seconds");
-    r.images_per_second = j.at("images_per_second");
-    r.eval_split = j.at("eval_split");
-    r.chance_acc = j.value("chance_acc", NAN);  // absent in summaries before collapse detection
-    r.test_acc = j.value("final_test_acc", NAN);
-    r.train_eval_acc = j.value("final_train_acc_eval_mode", NAN);
-    r.train_eval_loss = j.value("final_train_loss_eval_mode", NAN);
-  } catch (const nlohmann::json::exception& e) {
-    BNLAB_FAIL(path, ": unreadable summary: ", e.what());
-  }
-  return r;
-}
-
 // Per arm and evaluated step: accuracy mean/min/max and probe percentiles averaged over seeds.
 struct CurvePoint {
   int64_t step;
@@ -847,7 +825,7 @@ AblationReport run_ablation(const AblationSpec& spec) {
         outcomes[i].seed = job.seed;
         outcomes[i].run_dir = job.cfg.out_dir;
         if (finished_run(job.cfg.out_dir, job.cfg)) {
-          outcomes[i].result = load_finished(job.cfg.out_dir);
+          outcomes[i].result = load_finished_run(job.cfg.out_dir);
           outcomes[i].reused = true;
           TrainResult& r = outcomes[i].result;
           if (!r.diverged) {  // this sweep's collapse rule, which may differ from the first run's

@@ -113,6 +113,46 @@ void write_summary(const std::string& dir, const TrainConfig& cfg, const TrainRe
   write_file_atomic((fs::path(dir) / "summary.json").string(), j.dump(2) + "\n");
 }
 
+}  // namespace
+
+TrainResult load_finished_run(const std::string& dir) {
+  TrainResult r;
+  r.rows = read_metrics_csv((fs::path(dir) / "metrics.csv").string());
+  std::string path = (fs::path(dir) / "summary.json").string();
+  try {
+    auto j = json::parse(read_file(path));
+    r.diverged = j.at("diverged");
+    r.diverged_step = j.at("diverged_step");
+    r.steps_done = j.at("steps");
+    r.seconds = j.at("train_seconds");
+    r.images_per_second = j.at("images_per_second");
+    r.eval_split = j.at("eval_split");
+    // Absent from older summaries, or from some runs (no rows, no test split): NaN / defaults.
+    const std::string kind = split_kind(r.eval_split);
+    auto number = [&](const std::string& key) {
+      return j.contains(key) && j[key].is_number() ? j[key].get<double>() : NAN;
+    };
+    r.ranks = j.value("ranks", 1);
+    r.nonfinite_steps = j.value("nonfinite_steps", int64_t{0});
+    r.first_nonfinite_step = j.value("first_nonfinite_step", int64_t{-1});
+    r.best_step = j.value("best_step", int64_t{-1});
+    r.best_eval_acc = number("best_" + kind + "_acc");
+    r.chance_acc = number("chance_acc");
+    r.test_acc = number("final_test_acc");
+    r.test_loss = number("final_test_loss");
+    r.best_test_acc = number("best_model_test_acc");
+    r.train_eval_acc = number("final_train_acc_eval_mode");
+    r.train_eval_loss = number("final_train_loss_eval_mode");
+    r.collapsed = j.value("collapsed", false);
+    r.collapse_reason = j.value("collapse_reason", std::string());
+  } catch (const json::exception& e) {
+    BNLAB_FAIL(path, ": unreadable summary: ", e.what());
+  }
+  return r;
+}
+
+namespace {
+
 // config.json: the settings, plus what produced the run (read back, "provenance" is ignored: it
 // is not a setting). The data directory is recorded as resolved, since "" and relative paths mean
 // different places from different working directories.
@@ -411,8 +451,9 @@ struct Trainer::Running {
   double loss_sum = 0;
   int64_t correct = 0, seen = 0;
   int64_t images_since_start = 0;
-  int64_t saved_step = -1;      // the step of the newest checkpoint on disk
-  double best_acc = -INFINITY;  // the best evaluation so far (track_best)
+  int64_t saved_step = -1;       // the step of the newest checkpoint on disk
+  bool finished_before = false;  // resumed a run already finished at the requested steps
+  double best_acc = -INFINITY;   // the best evaluation so far (track_best)
   int64_t evals_since_best = 0;
   std::unique_ptr<NonFiniteGuard> guard;
   std::unique_ptr<Progress> progress;
@@ -499,10 +540,6 @@ void Trainer::open_run_dir(bool& resume, TrainResult& result, Running& run) {
   if (dp_->is_root()) {
     run.lock = RunDirLock(dir);
     remove_stale_temporaries(dir);  // of killed writes: the lock says no one else is writing
-    // summary.json marks a finished run; from here on this one is not (an extended resume that
-    // is interrupted must not leave the shorter run's summary beside its newer checkpoint).
-    std::error_code ec;
-    fs::remove(fs::path(dir) / "summary.json", ec);
   }
   if (resume && !fs::exists(fs::path(dir) / "train_state.safetensors")) {
     // Killed before its first checkpoint: nothing to continue, so start it over.
@@ -520,6 +557,12 @@ void Trainer::open_run_dir(bool& resume, TrainResult& result, Running& run) {
     run.loss_sum = resumed.loss_sum;
     run.correct = resumed.correct;
     run.seen = resumed.seen;
+    BNLAB_CHECK(run.step <= total_, "train: checkpoint is at step ", run.step,
+                ", past the requested ", total_, " steps");
+    if (run.step == total_ && fs::exists(fs::path(dir) / "summary.json")) {
+      run.finished_before = true;  // fit() returns its result and leaves the directory alone
+      return;
+    }
     std::string metrics_path = (fs::path(dir) / "metrics.csv").string();
     for (const MetricsRow& row : read_metrics_csv(metrics_path))
       if (row.step <= run.step) result.rows.push_back(row);
@@ -547,6 +590,14 @@ void Trainer::open_run_dir(bool& resume, TrainResult& result, Running& run) {
     // so no older checkpoint can be resumed under this config.
     clear_run(dir);
     write_file_atomic((fs::path(dir) / "config.json").string(), config_with_provenance(cfg_));
+  }
+  // summary.json marks a finished run; from here on this one is not (an extended resume that is
+  // interrupted must not leave the shorter run's summary beside its newer checkpoint). Removed
+  // only now, once the checkpoint has loaded and fits the requested steps, so that a refused
+  // resume leaves a finished run finished.
+  if (dp_->is_root()) {
+    std::error_code ec;
+    fs::remove(fs::path(dir) / "summary.json", ec);
   }
 }
 
@@ -788,9 +839,18 @@ TrainResult Trainer::fit(bool resume) {
   result.eval_split = data_.eval.split;
   Running run;
   open_run_dir(resume, result, run);
-  BNLAB_CHECK(run.step <= total_, "train: checkpoint is at step ", run.step,
-              ", past the requested ", total_, " steps");
   const std::string& dir = cfg_.out_dir;
+  if (run.finished_before) {
+    // Nothing to train: rewriting its outputs would only lose what this process did not measure
+    // (the training speed, the metrics' full precision).
+    if (!cfg_.quiet && dp_->is_root()) {
+      std::printf(
+          "notice: %s finished its %ld steps already; nothing to train, nothing rewritten\n",
+          dir.c_str(), static_cast<long>(total_));
+      std::fflush(stdout);
+    }
+    return load_finished_run(dir);
+  }
   run.progress = std::make_unique<Progress>(
       cfg_.label.empty() ? "train" : cfg_.label, total_, cfg_.log_every,
       cfg_.quiet || !dp_->is_root() ? nullptr : stdout, cfg_.plain_progress);

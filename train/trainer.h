@@ -268,7 +268,10 @@ class Trainer {
   /// summary.json there; a fresh run (resume false) first removes the run files the directory
   /// held. resume: continue from the checkpoint in cfg.out_dir (written by an earlier run with the
   /// same config), bit-exactly as if uninterrupted; a directory with no checkpoint yet starts from
-  /// step 0, with a notice. Call once.
+  /// step 0, with a notice; a finished run (its checkpoint at the last step, summary.json written)
+  /// is left as it is, with a notice, and its result is load_finished_run's. A refused resume (a
+  /// checkpoint past the requested steps, an unreadable one) changes nothing in the directory.
+  /// Call once.
   TrainResult fit(bool resume = false);
 
   /// Replaces the optimizer made from the config (before fit()). A resumed run must use the same
@@ -309,6 +312,11 @@ class Trainer {
 
 /// Trains per cfg on `data`: Trainer(cfg, data).fit(resume).
 TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume = false);
+
+/// The result of the finished run in `dir`, as its summary.json and metrics.csv hold it (the
+/// metrics at the CSV's precision; no per-step records). Throws naming the file when either is
+/// missing or unreadable.
+TrainResult load_finished_run(const std::string& dir);
 
 /// What evaluate() measured.
 struct EvalResult {

@@ -1,8 +1,9 @@
 // A run directory belongs to one run: a second process is refused while the first holds the lock,
 // a new run does not silently replace an old one (--overwrite does, --resume continues it), a
 // resume refuses flags that contradict the saved config, a run killed before its first checkpoint
-// resumes from step 0, and config.json / train_state values are checked like flags. Also the error
-// text users see: no source file:line unless asked for, files named, diverged weights flagged.
+// resumes from step 0, a finished run is left as it is by a resume, and config.json / train_state
+// values are checked like flags. Also the error text users see: no source file:line unless asked
+// for, files named, diverged weights flagged.
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -124,6 +125,47 @@ TEST_CASE("apps.run_dir: a run killed before its first checkpoint resumes from s
   CHECK(contains(r.output, "has no checkpoint yet; starting the run from step 0"));
   CHECK_FALSE(fs::exists(dir.file("run") + "/config.json.tmp.12345.0"));
   CHECK(read_text(dir.file("run") + "/model.safetensors") == complete);  // the same run
+}
+
+// A resume that is refused must not unfinish the run: summary.json (what ablate reuses a run by)
+// was removed before the checkpoint was checked. A resume with nothing left to train rewrote
+// summary.json with 0 img/s and the metrics at metrics.csv's precision.
+TEST_CASE("apps.run_dir: resuming a finished run changes nothing in it") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  REQUIRE(run_cli(flags(dir, "run", 3)).exit_code == 0);
+  const std::string run = dir.file("run");
+  auto snapshot = [&] {
+    std::string all;
+    for (const char* f : {"summary.json", "metrics.csv", "model.safetensors",
+                          "train_state.safetensors", "config.json"})
+      all += std::string(f) + ":" + read_text(run + "/" + f) + "\n";
+    return all;
+  };
+  const std::string before = snapshot();
+
+  CliResult shorter = run_cli("train --resume " + shell_quote(run) + " --steps 2");
+  CAPTURE(shorter.output);
+  CHECK(shorter.exit_code == 1);
+  CHECK(contains(shorter.output, "checkpoint is at step 3, past the requested 2 steps"));
+  CHECK(snapshot() == before);
+
+  CliResult again = run_cli("train --resume " + shell_quote(run));
+  CAPTURE(again.output);
+  CHECK(again.exit_code == 0);
+  CHECK(contains(again.output, "finished its 3 steps already; nothing to train"));
+  CHECK(snapshot() == before);
+  // The result printed is the run's own, with its measured speed.
+  const auto summary = nlohmann::json::parse(read_text(run + "/summary.json"));
+  CHECK(summary["images_per_second"].get<double>() > 0.0);
+  CHECK(contains(again.output, "final: step 3 |"));
+  CHECK_FALSE(contains(again.output, "| 0 img/s training"));
+
+  // A longer run continues from the checkpoint as before.
+  CliResult longer = run_cli("train --resume " + shell_quote(run) + " --steps 4");
+  CAPTURE(longer.output);
+  CHECK(longer.exit_code == 0);
+  CHECK(contains(read_text(run + "/summary.json"), "\"steps\": 4"));
 }
 
 TEST_CASE("apps.run_dir: config.json and train_state values are checked like flags") {
