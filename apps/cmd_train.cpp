@@ -93,11 +93,20 @@ Command add_train_command(CLI::App& parent) {
   Runner run = [cfg, resume, show_summary, overwrite, app]() {
     install_interrupt_handlers();  // SIGINT/SIGTERM: checkpoint at the next step boundary
     TrainConfig c = *cfg;
-    const bool resuming = !resume->empty();
+    // Given at all, not "given and not empty": --resume '' silently started a new run in
+    // runs/train.
+    const bool resuming = app->count("--resume") > 0;
     // Everything the flags decide is checked before any data is read.
     if (resuming) {
+      if (resume->empty()) throw UsageError("--resume must name a run directory, got ''");
       if (*overwrite) throw UsageError("--overwrite and --resume contradict each other");
-      if (app->count("--out") && c.out_dir != *resume) {
+      // The same directory however it is spelled (run/, ./run, a symlink): compared as strings,
+      // --resume run/ --out run was refused as a conflict.
+      std::error_code ec;
+      const bool same_dir =
+          fs::equivalent(c.out_dir, *resume, ec) ||
+          fs::path(c.out_dir).lexically_normal() == fs::path(*resume).lexically_normal();
+      if (app->count("--out") && !same_dir) {
         throw UsageError("--out " + c.out_dir + " conflicts with --resume " + *resume +
                          ": a resumed run stays in its directory");
       }

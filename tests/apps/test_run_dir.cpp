@@ -106,6 +106,17 @@ TEST_CASE("apps.run_dir: --resume refuses flags that contradict the saved config
   CAPTURE(same.output);
   CHECK(same.exit_code == 0);
   CHECK(contains(read_text(dir.file("run") + "/summary.json"), "\"steps\": 3"));
+  // --out naming the same directory another way is no conflict.
+  CliResult spelled = run_cli("train --resume " + shell_quote(dir.file("run") + "/") + " --out " +
+                              shell_quote(dir.file("run")) + " --steps 4");
+  CAPTURE(spelled.output);
+  CHECK(spelled.exit_code == 0);
+  CHECK(contains(read_text(dir.file("run") + "/summary.json"), "\"steps\": 4"));
+  // An empty --resume is a mistake, not "no resume" (it started a new run in runs/train).
+  CliResult empty = run_cli("train --resume '' --steps 1");
+  CAPTURE(empty.output);
+  CHECK(empty.exit_code == 2);
+  CHECK(contains(empty.output, "--resume must name a run directory, got ''"));
 }
 
 TEST_CASE("apps.run_dir: a run killed before its first checkpoint resumes from step 0") {
