@@ -39,8 +39,8 @@ std::string canonical(const std::string& name) {
   return name;
 }
 
-// Runs `load`, appending to a "not found" error the data directory, how it was chosen, and the
-// command that fetches the dataset into it.
+// Runs `load`, turning a "not found" error into DataNotFound with the data directory, how it was
+// chosen, and the command that fetches the dataset into it appended.
 template <typename Load>
 ImageDataset with_fetch_hint(const std::string& name, const DataDir& data_dir,
                              const std::string& subdir, Load load) {
@@ -65,7 +65,7 @@ ImageDataset with_fetch_hint(const std::string& name, const DataDir& data_dir,
           (fs::path(target) / subdir).string();
     }
     hint += " (or set BNLAB_DATA / --data-dir to the directory holding " + subdir + "/)";
-    throw Error(msg + hint, e.where());
+    throw DataNotFound(msg + hint, e.where());
   }
 }
 

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "data/dataset.h"
 #include "data/transforms.h"
 
@@ -42,7 +43,15 @@ DataDir find_data_dir(const std::string& flag = "");
 /// find_data_dir(flag).path.
 std::string resolve_data_dir(const std::string& flag = "");
 
-/// Loads split `split` of dataset `name` from data_dir. Throws bnlab::Error naming the missing file
+/// What load_dataset throws when a dataset's files are not there (as opposed to there but
+/// corrupt, which is a plain Error): callers that can do without the dataset (bnlab study skips
+/// its experiments) catch this one alone.
+class DataNotFound : public Error {
+ public:
+  using Error::Error;
+};
+
+/// Loads split `split` of dataset `name` from data_dir. Throws DataNotFound naming the missing file
 /// and the command that fetches it, e.g. "mnist: data/mnist/train-images-idx3-ubyte not found (nor
 /// .gz); run: bash scripts/fetch_data.sh --data-dir /abs/data mnist (or set BNLAB_DATA /
 /// --data-dir to the directory holding mnist/)".

@@ -379,11 +379,12 @@ std::string utc_now() {
   return buf;
 }
 
-// Why an experiment cannot run here ("" when it can): its dataset is missing or unreadable.
+// Why an experiment cannot run here ("" when it can): its dataset is not there. A dataset that is
+// there but corrupt is an error the study stops on, not a reason to skip quietly (exit 0).
 std::string data_problem(const std::string& dataset, const std::string& data_dir) {
   try {
     load_dataset(dataset, "train", find_data_dir(data_dir));
-  } catch (const Error& e) {
+  } catch (const DataNotFound& e) {
     return e.what();
   }
   return "";

@@ -1,5 +1,5 @@
 // bnlab study: the verdict rule on known numbers, and a small study end to end on a tiny MNIST
-// (claims whose data is missing are reported as not run, with the reason).
+// (claims whose data is missing are reported as not run, with the reason; corrupt data stops it).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -88,4 +88,26 @@ TEST_CASE("train.study: a small study writes verdicts for what it ran and says w
     if (r.claims[i].info.id == "cost" || r.claims[i].info.id == "cifar10") continue;  // timing
     CHECK(again.claims[i].verdict.mean == doctest::Approx(r.claims[i].verdict.mean).epsilon(1e-5));
   }
+}
+
+// A dataset that is there but corrupt is not "missing": skipping it reported "not run" and exit 0,
+// where data info and train stop naming the file.
+TEST_CASE("train.study: a corrupt dataset stops the study naming the file") {
+  TempDir dir;
+  StudySpec spec = study_test::tiny_study(dir);
+  spec.claims = {"faster-shared-lr"};
+  const std::string images = dir.file("data") + "/mnist/train-images-idx3-ubyte";
+  std::string bytes = read_file(images);
+  bytes += "12345678";  // trailing bytes after the last image
+  write_file_atomic(images, bytes);
+  try {
+    run_study(spec);
+    FAIL("run_study accepted a corrupt dataset");
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    CAPTURE(msg);
+    CHECK(msg.find("train-images-idx3-ubyte") != std::string::npos);
+    CHECK(msg.find("trailing") != std::string::npos);
+  }
+  CHECK(!std::filesystem::exists(dir.file("study/fig1/runs")));  // nothing was trained
 }
