@@ -423,6 +423,11 @@ std::string exact_decimal(double v) {
   return buf;
 }
 
+template <typename T>
+void add_once(std::vector<T>& list, const T& value) {
+  if (std::find(list.begin(), list.end(), value) == list.end()) list.push_back(value);
+}
+
 // A paired measurement's median [interquartile range].
 std::string fmt_quartiles(const json& q) {
   char buf[64];
@@ -518,12 +523,16 @@ Command add_bench_command(CLI::App& parent) {
       } catch (const std::exception&) {
       }
       BNLAB_CHECK(n >= 1 && n <= 1024, "bench: --threads wants positive integers; got '", t, "'");
-      threads.push_back(n);
+      add_once(threads, n);
     }
-    std::vector<std::string> names;
-    for (const auto& w : split_list(o->workloads)) names.push_back(find_workload(w).id);
-    std::vector<std::string> norms = split_list(o->norms);
-    for (const auto& n : norms) check_norm(n);
+    // A value named twice is measured once (W1,w1 and W1,W1 ran the same rows twice).
+    std::vector<std::string> names, norms;
+    for (const auto& w : split_list(o->workloads))
+      add_once(names, std::string(find_workload(w).id));
+    for (const auto& n : split_list(o->norms)) {
+      check_norm(n);
+      add_once(norms, n);
+    }
     BNLAB_CHECK(!threads.empty() && !names.empty() && !norms.empty(),
                 "bench: --threads, --workloads and --norms must not be empty");
     check_combinations(names, norms);

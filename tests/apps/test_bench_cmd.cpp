@@ -144,6 +144,15 @@ TEST_CASE("apps.bench: --paired with several thread counts measures the scaling 
   CHECK(one.cli.output.find("speed-up") == std::string::npos);
 }
 
+TEST_CASE("apps.bench: a value listed twice is measured once") {
+  const BenchRun run = run_bench(
+      "--workloads W1,w1,W1 --norms none,none --threads 1,1 --repeats 1 --seconds 0.01 --warmup 0 "
+      "--train-only");
+  INFO(run.cli.output);
+  REQUIRE(run.cli.exit_code == 0);
+  CHECK(run.doc["results"].size() == 1);
+}
+
 // The parent passes --seconds and --warmup on to each child; with six decimals a valid 1e-7 arrived
 // as 0 and the child refused it (exit 1, "the child ... failed").
 TEST_CASE("apps.bench: a tiny --seconds reaches the child unchanged") {
