@@ -31,6 +31,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <memory>
@@ -53,6 +54,7 @@ namespace bnlab::apps {
 namespace {
 
 using json = nlohmann::json;
+namespace fs = std::filesystem;
 using clock_type = std::chrono::steady_clock;
 
 struct Workload {
@@ -536,6 +538,14 @@ Command add_bench_command(CLI::App& parent) {
     BNLAB_CHECK(!threads.empty() && !names.empty() && !norms.empty(),
                 "bench: --threads, --workloads and --norms must not be empty");
     check_combinations(names, norms);
+    if (!o->json_path.empty()) {
+      // Found before the minutes of measuring, not when the results are written.
+      const fs::path parent = fs::path(o->json_path).parent_path();
+      std::error_code ec;
+      if (fs::is_directory(o->json_path, ec) ||
+          !fs::is_directory(parent.empty() ? fs::path(".") : parent, ec))
+        throw UsageError("bench: --json " + o->json_path + ": not a file in an existing directory");
+    }
 
     std::printf(
         "bnlab bench: SIMD %s; GEMM %s; OpenBLAS %s (%s threading); repeats %d x ~%.2fs after "

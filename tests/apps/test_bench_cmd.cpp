@@ -178,6 +178,14 @@ TEST_CASE("apps.bench: unknown workloads, norms and thread counts are flag error
   CHECK(mlp.exit_code == 2);
   CHECK(mlp.output.find("W1 (paper-mlp) with --norms instance") != std::string::npos);
   CHECK(mlp.output.find("train img/s") == std::string::npos);  // no table was started
+  // An output nowhere to be written is refused before anything is measured.
+  for (const char* bad : {"/nonexistent-dir/b.json", "/tmp"}) {
+    CAPTURE(bad);
+    CliResult j = run_cli(std::string("bench --workloads W1 --threads 1 --json ") + bad);
+    CHECK(j.exit_code == 2);
+    CHECK(j.output.find("not a file in an existing directory") != std::string::npos);
+    CHECK(j.output.find("train img/s") == std::string::npos);
+  }
   for (const char* bad : {"0", "1,0", "2,x", "99999999999999999999"}) {
     CAPTURE(bad);
     CliResult t = run_cli(std::string("bench --threads ") + bad);
