@@ -44,6 +44,8 @@ Command add_data_command(CLI::App& parent) {
   common(info);
 
   Runner run = [o, show]() {
+    // Before the data is read, as ablate's --out: an empty name would only fail at the write.
+    if (show->parsed() && o->out.empty()) throw UsageError("--out must name a file, got ''");
     ImageDataset data = load_dataset(o->dataset, o->split, find_data_dir(o->data_dir));
     if (show->parsed()) {
       GridOptions g;

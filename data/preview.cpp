@@ -9,11 +9,11 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <iomanip>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/io.h"
 #include "core/random.h"
 
 namespace bnlab {
@@ -137,15 +137,22 @@ int64_t write_sample_grid(const ImageDataset& data, int64_t n, const std::string
     draw_text(canvas, name, x0, y0 + img_h + ts, ts, max_chars);
   }
 
-  const int ok =
-      stbi_write_png(path.c_str(), static_cast<int>(canvas.width), static_cast<int>(canvas.height),
-                     3, canvas.rgb.data(), static_cast<int>(canvas.width * 3));
-  BNLAB_CHECK(ok != 0, "write_sample_grid: cannot write ", path);
+  // Encoded in memory and written by write_file_atomic: stbi_write_png's own file output ignores
+  // failed writes (a full disk left a truncated grid.png and a "wrote" message).
+  std::string png;
+  const int ok = stbi_write_png_to_func(
+      [](void* context, void* data, int size) {
+        static_cast<std::string*>(context)->append(static_cast<const char*>(data),
+                                                   static_cast<size_t>(size));
+      },
+      &png, static_cast<int>(canvas.width), static_cast<int>(canvas.height), 3, canvas.rgb.data(),
+      static_cast<int>(canvas.width * 3));
+  BNLAB_CHECK(ok != 0, "write_sample_grid: cannot encode ", path, " as PNG (", canvas.width, "x",
+              canvas.height, " pixels)");
+  write_file_atomic(path, png);
 
   if (options.sidecar) {
-    const std::string side = path + ".txt";
-    std::ofstream out(side);
-    BNLAB_CHECK(out.good(), "write_sample_grid: cannot write ", side);
+    std::ostringstream out;
     out << "# " << path << ": " << data.title() << ", " << n << " images in " << rows << " rows x "
         << cols << " columns\n# row col index label class\n";
     for (int64_t k = 0; k < n; ++k) {
@@ -154,7 +161,7 @@ int64_t write_sample_grid(const ImageDataset& data, int64_t n, const std::string
       out << k / cols << " " << k % cols << " " << idx << " " << y << " "
           << data.class_names[static_cast<size_t>(y)] << "\n";
     }
-    BNLAB_CHECK(out.good(), "write_sample_grid: cannot write ", side);
+    write_file_atomic(path + ".txt", out.str());
   }
   return n;
 }

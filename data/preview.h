@@ -23,7 +23,8 @@ struct GridOptions {
 
 /// Writes an RGB PNG grid of min(n, size) images with each image's class name (upper-cased,
 /// truncated to the cell width; characters outside A-Z 0-9 - / _ . become '?') under it. Returns
-/// the number drawn. Throws naming the path if it cannot be written.
+/// the number drawn. Both files are replaced atomically (write_file_atomic): a failed write throws
+/// naming the file and the OS's reason, and leaves no partial file behind.
 int64_t write_sample_grid(const ImageDataset& data, int64_t n, const std::string& path,
                           const GridOptions& options = {});
 

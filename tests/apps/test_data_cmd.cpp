@@ -50,6 +50,59 @@ TEST_CASE("apps.data: show writes a PNG grid and its label listing") {
   CHECK(read_text(few).compare(0, 8, "\x89PNG\r\n\x1a\n") == 0);
 }
 
+// A write that fails half-way (here a file size limit, which stops writes at 8 KiB with EFBIG the
+// way a full disk stops them with ENOSPC, and binds root too) is an error naming the file and the
+// reason; the grid drawn before stays whole and no temporary file is left.
+TEST_CASE("apps.data: show reports a failed write and keeps the old grid") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"));
+  const std::string png = dir.file("grid.png");
+  const std::string show = "data show --dataset mnist --data-dir " + shell_quote(dir.file("data")) +
+                           " --out " + shell_quote(png);
+  REQUIRE(run_cli(show).exit_code == 0);
+  const std::string before = read_text(png);
+  const std::string listing = read_text(png + ".txt");
+  REQUIRE(before.size() > 16384);
+
+  CliResult r = run_shell("trap '' XFSZ; ulimit -f 16; " + shell_quote(BNLAB_CLI_PATH) + " " +
+                          show + " --random");
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK_FALSE(contains(r.output, "wrote"));
+  CHECK(contains(r.output, "cannot write " + png));
+  CHECK(contains(r.output, "File too large"));
+  CHECK(read_text(png) == before);
+  CHECK(read_text(png + ".txt") == listing);
+  int entries = 0;
+  for (const auto& e : fs::directory_iterator(dir.path)) entries += e.is_regular_file() ? 1 : 0;
+  CHECK(entries == 2);  // grid.png and grid.png.txt: no temporary file left behind
+}
+
+// An output that cannot be written says why, not only "cannot write".
+TEST_CASE("apps.data: show names the reason an output cannot be written") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"));
+  const std::string show =
+      "data show --count 4 --dataset mnist --data-dir " + shell_quote(dir.file("data")) + " --out ";
+  fs::create_directories(dir.path / "a_directory");
+  CliResult into_directory = run_cli(show + shell_quote(dir.file("a_directory")));
+  CAPTURE(into_directory.output);
+  CHECK(into_directory.exit_code == 1);
+  CHECK(contains(into_directory.output, "Is a directory"));
+  CHECK(fs::is_directory(dir.path / "a_directory"));
+
+  CliResult missing_parent = run_cli(show + shell_quote(dir.file("no/such/dir/g.png")));
+  CAPTURE(missing_parent.output);
+  CHECK(missing_parent.exit_code == 1);
+  CHECK(contains(missing_parent.output, "No such file or directory"));
+
+  CliResult empty = run_cli(show + "''");
+  CAPTURE(empty.output);
+  CHECK(empty.exit_code == 2);
+  CHECK(contains(empty.output, "--out must name a file"));
+  CHECK_FALSE(contains(empty.output, "wrote"));
+}
+
 // Without --data-dir and $BNLAB_DATA, from a directory without ./data, the CLI reads the per-user
 // directory $XDG_DATA_HOME/bnlab, and a missing dataset names that directory, why it was chosen and
 // the fetch command. The environment is set for the child shell only.
