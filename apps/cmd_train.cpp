@@ -199,11 +199,17 @@ Command add_train_command(CLI::App& parent) {
       std::printf("allreduce: %.2f ms/step on rank 0 (gradients and loss, %d ranks)\n",
                   1e3 * r.allreduce_seconds / static_cast<double>(r.steps_done), r.ranks);
     }
+    // This run's render, not an existing file: a failed one leaves an older curves.png in place.
+    bool curves_drawn = false;
+    for (const PlotResult& p : r.plots) {
+      if (!p.rendered) std::cout << p.message << "\n";
+      if (p.rendered && fs::path(p.png).filename() == "curves.png") curves_drawn = true;
+    }
     std::cout << "wrote: " << c.out_dir
               << "/{config.json, metrics.csv, model.safetensors, train_state.safetensors, "
               << "summary.json"
               << (fs::exists(fs::path(c.out_dir) / "best.safetensors") ? ", best.safetensors" : "")
-              << (fs::exists(fs::path(c.out_dir) / "curves.png") ? ", curves.png" : "") << "}\n";
+              << (curves_drawn ? ", curves.png" : "") << "}\n";
     return r.diverged ? 3 : 0;
   };
   return {app, run};

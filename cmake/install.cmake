@@ -39,9 +39,10 @@ set(BNLAB_INTERNAL_HEADERS
   core/ops/isa_target.h  # compiling a stretch of code for one instruction set (detail)
   core/ops/prefetch.h  # software prefetch of a run of memory, always inlined (detail)
   data/byte_reader.h  # bounded, gzip-transparent file reads behind the IDX/CIFAR parsers (detail)
-  # The Trainer's and the CLI's parts: the public train/ API is models.h, trainer.h, ablation.h and study.h.
+  # The Trainer's and the CLI's parts: the public train/ API is models.h, trainer.h, ablation.h,
+  # study.h and plot.h (TrainResult::plots).
   train/checkpoint.h train/data_parallel.h train/interrupt.h train/knobs.h train/mechanism.h train/nonfinite_guard.h
-  train/plot.h train/progress.h train/report_text.h train/run_dir.h
+  train/progress.h train/report_text.h train/run_dir.h
 )
 file(GLOB_RECURSE BNLAB_PUBLIC_HEADERS CONFIGURE_DEPENDS RELATIVE "${PROJECT_SOURCE_DIR}"
      "${PROJECT_SOURCE_DIR}/core/*.h" "${PROJECT_SOURCE_DIR}/layers/*.h"

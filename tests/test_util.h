@@ -91,6 +91,26 @@ inline void write_bytes(const std::string& path, const std::vector<uint8_t>& byt
   if (!out) throw std::runtime_error("test: cannot write " + path);
 }
 
+// The bytes of a complete PNG's frame as printf(1) escapes: the signature and the IEND chunk, which
+// is all render_gnuplot checks. The signature alone is a PNG cut short.
+inline const char* const kPngSignatureEscaped = "\\211PNG\\r\\n\\032\\n";
+inline const char* const kPngFrameEscaped =
+    "\\211PNG\\r\\n\\032\\n\\0\\0\\0\\0IEND\\256B\\140\\202";
+
+// Makes `dir`/gnuplot, a stand-in that writes `png_escaped` (printf(1) escapes) to the file its
+// script's `set output` line names, prints nothing and exits 0: what the real one does when its
+// write fails on a full disk. Put `dir` first on PATH to use it.
+inline void write_fake_gnuplot(const std::string& dir, const std::string& png_escaped) {
+  const std::string path = dir + "/gnuplot";
+  {
+    std::ofstream out(path);
+    out << "#!/bin/sh\nout=$(sed -n \"s/^set output '\\(.*\\)'$/\\1/p\" \"$1\")\nprintf '"
+        << png_escaped << "' > \"$out\"\n";
+    if (!out) throw std::runtime_error("test: cannot write " + path);
+  }
+  std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+}
+
 // Elements of `got` that differ from `expected` by more than epsilon * (1 + max(|a|, |b|))
 // (doctest's Approx rule); a size mismatch counts every element. Used to compare results across
 // thread counts.

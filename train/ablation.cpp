@@ -214,10 +214,11 @@ std::vector<std::string> render_plots(const AblationSpec& spec, const std::vecto
     }
   }
   acc << "unset multiplot\n";
-  report.accuracy_png = (fs::path(spec.out_dir) / "accuracy.png").string();
-  messages.push_back(render_gnuplot((fs::path(spec.out_dir) / "accuracy.gp").string(), acc.str(),
-                                    report.accuracy_png, 1600, 520)
-                         .message);
+  PlotResult accuracy =
+      render_gnuplot((fs::path(spec.out_dir) / "accuracy.gp").string(), acc.str(),
+                     (fs::path(spec.out_dir) / "accuracy.png").string(), 1600, 520);
+  messages.push_back(accuracy.message);
+  if (accuracy.rendered) report.accuracy_png = accuracy.png;
 
   if (have_probe) {
     double pad = 0.05 * (hi - lo + 1e-9);
@@ -239,11 +240,12 @@ std::vector<std::string> render_plots(const AblationSpec& spec, const std::vecto
           << ":6 with lines lw 2 " << arm_style(a) << " title '50th'\n";
     }
     pct << "unset multiplot\n";
-    report.percentiles_png = (fs::path(spec.out_dir) / "percentiles.png").string();
-    messages.push_back(render_gnuplot((fs::path(spec.out_dir) / "percentiles.gp").string(),
-                                      pct.str(), report.percentiles_png,
-                                      static_cast<int>(480 * cols), static_cast<int>(380 * rows))
-                           .message);
+    PlotResult percentiles =
+        render_gnuplot((fs::path(spec.out_dir) / "percentiles.gp").string(), pct.str(),
+                       (fs::path(spec.out_dir) / "percentiles.png").string(),
+                       static_cast<int>(480 * cols), static_cast<int>(380 * rows));
+    messages.push_back(percentiles.message);
+    if (percentiles.rendered) report.percentiles_png = percentiles.png;
   }
   return messages;
 }

@@ -87,8 +87,8 @@ std::vector<Arm> expand_arms(const AblationSpec& spec);
 struct AblationReport {
   std::string results_csv;      ///< OUT/results.csv: one row per (arm, seed, evaluation)
   std::string summary_md;       ///< OUT/summary.md: the table below with the settings
-  std::string accuracy_png;     ///< OUT/accuracy.png ("" when gnuplot is missing)
-  std::string percentiles_png;  ///< OUT/percentiles.png ("" without probe values or gnuplot)
+  std::string accuracy_png;     ///< OUT/accuracy.png ("" when not drawn: no gnuplot, or it failed)
+  std::string percentiles_png;  ///< OUT/percentiles.png ("" without probe values, or not drawn)
   std::string table;            ///< the Markdown summary table
   /// Per arm in grid order: its name and its last evaluation's accuracy, averaged over the seeds.
   std::vector<std::pair<std::string, double>> final_accuracy;

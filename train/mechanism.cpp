@@ -302,7 +302,7 @@ std::vector<MechanismRow> read_mechanism_csv(const std::string& path) {
 // ---- plots ----
 
 void plot_mechanism(const std::string& dir, const std::vector<IcsRow>& ics,
-                    const std::vector<MechanismRow>& summary) {
+                    const std::vector<MechanismRow>& summary, std::vector<PlotResult>& plots) {
   if (summary.empty()) return;
   // ics.png: one line per weight, input (dark) to output (light), as grad_norms.png.
   std::vector<std::string> params;
@@ -335,8 +335,8 @@ void plot_mechanism(const std::string& dir, const std::vector<IcsRow>& ics,
           "set logscale y\nset title '||G - G''||  (l2)'\nplot \\\n"
        << lines[0].str() << "unset logscale y\nset yrange [*:1]\nset title 'cos(G, G'')'\nplot \\\n"
        << lines[1].str() << "unset multiplot\n";
-    render_gnuplot((fs::path(dir) / "ics.gp").string(), gp.str(),
-                   (fs::path(dir) / "ics.png").string(), 1400, 500);
+    plots.push_back(render_gnuplot((fs::path(dir) / "ics.gp").string(), gp.str(),
+                                   (fs::path(dir) / "ics.png").string(), 1400, 500));
   }
   std::ostringstream gp;
   gp << "set termoption noenhanced\nset datafile separator ','\nset key autotitle columnhead\n"
@@ -353,8 +353,8 @@ void plot_mechanism(const std::string& dir, const std::vector<IcsRow>& ics,
         "plot 'mechanism.csv' using 1:8 with linespoints lw 2 pt 7 ps 0.5 lc rgb '#31a354' "
         "title 'max ||g_eta - g|| / ||eta g||'\n"
         "unset multiplot\n";
-  render_gnuplot((fs::path(dir) / "smoothness.gp").string(), gp.str(),
-                 (fs::path(dir) / "smoothness.png").string(), 1500, 450);
+  plots.push_back(render_gnuplot((fs::path(dir) / "smoothness.gp").string(), gp.str(),
+                                 (fs::path(dir) / "smoothness.png").string(), 1500, 450));
 }
 
 }  // namespace bnlab

@@ -93,7 +93,8 @@ std::vector<MechanismRow> read_mechanism_csv(const std::string& path);
 
 // ics.png (each weight's l2 difference, log scale, and cosine over steps) and smoothness.png (the
 // loss range and gradient-change range bands over steps) in `dir`, from its CSVs' rows.
+// Each render's result is appended to `plots`.
 void plot_mechanism(const std::string& dir, const std::vector<IcsRow>& ics,
-                    const std::vector<MechanismRow>& summary);
+                    const std::vector<MechanismRow>& summary, std::vector<PlotResult>& plots);
 
 }  // namespace bnlab

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "core/error.h"
 #include "core/io.h"
 
 namespace bnlab {
@@ -20,6 +21,26 @@ std::string shell_quote(const std::string& s) {
   std::string out = "'";
   for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return out + "'";
+}
+
+// Why `path` is not a complete PNG ("" when it is): the signature first and the IEND chunk last.
+// gnuplot's pngcairo terminal exits 0, often silently, when the image could not be written (a full
+// disk, a file size limit) and leaves the truncated file, so its status alone proves nothing.
+std::string png_problem(const std::string& path) {
+  static const std::string kSignature("\x89PNG\r\n\x1a\n", 8);
+  static const std::string kEnd("\0\0\0\0IEND\xae\x42\x60\x82", 12);
+  std::string bytes;
+  try {
+    bytes = read_file(path);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  if (bytes.size() < kSignature.size() + kEnd.size() || bytes.compare(0, 8, kSignature) != 0 ||
+      bytes.compare(bytes.size() - kEnd.size(), kEnd.size(), kEnd) != 0) {
+    return "gnuplot left an incomplete PNG (" + std::to_string(bytes.size()) +
+           " bytes; is the disk full?)";
+  }
+  return "";
 }
 }  // namespace
 
@@ -61,12 +82,26 @@ PlotResult render_gnuplot(const std::string& script_path, const std::string& bod
   std::error_code ec;
   fs::remove(tmp_script, ec);
   fs::path tmp_png = dir / tmp_name;
-  if (status == 0 && fs::exists(tmp_png)) {
+  std::string problem;
+  if (status != 0) {
+    problem = "gnuplot failed";
+  } else if (!fs::exists(tmp_png)) {
+    problem = "gnuplot drew nothing";
+  } else {
+    problem = png_problem(tmp_png.string());
+  }
+  if (problem.empty()) {
     fs::rename(tmp_png, png_path, ec);
+    if (ec) problem = "cannot rename " + tmp_png.string() + " to it: " + ec.message();
     r.rendered = !ec;
   }
   fs::remove(tmp_png, ec);
-  r.message = r.rendered ? "plot: " + png_path : "gnuplot failed on " + script_path + ": " + output;
+  while (!output.empty() && output.back() == '\n') output.pop_back();
+  r.message = r.rendered ? "plot: " + png_path
+                         : "warning: plot " + png_path + " not written: " + problem +
+                               (output.empty() ? "" : "; gnuplot said: " + output) +
+                               ". Render it again with: cd " + dir.string() + " && gnuplot " +
+                               fs::path(script_path).filename().string();
   return r;
 }
 

@@ -184,7 +184,8 @@ std::vector<GradNormRow> read_grad_norms_csv(const std::string& path) {
 
 // grad_norms.png: each weight's gradient norm over training, log scale, one line per layer from
 // the input (dark) to the output (light), so a vanishing gradient shows as a fan.
-void plot_grad_norms(const std::string& dir, const std::vector<GradNormRow>& rows) {
+void plot_grad_norms(const std::string& dir, const std::vector<GradNormRow>& rows,
+                     std::vector<PlotResult>& plots) {
   std::vector<std::string> params;
   for (const GradNormRow& r : rows)
     if (std::find(params.begin(), params.end(), r.param) == params.end()) params.push_back(r.param);
@@ -209,14 +210,14 @@ void plot_grad_norms(const std::string& dir, const std::vector<GradNormRow>& row
        << "palette frac " << frac << " title " << gnuplot_quote(params[i])
        << (i + 1 < params.size() ? ", \\\n" : "\n");
   }
-  render_gnuplot((fs::path(dir) / "grad_norms.gp").string(), gp.str(),
-                 (fs::path(dir) / "grad_norms.png").string(), 1100, 550);
+  plots.push_back(render_gnuplot((fs::path(dir) / "grad_norms.gp").string(), gp.str(),
+                                 (fs::path(dir) / "grad_norms.png").string(), 1100, 550));
 }
 
 // curves.png beside metrics.csv: loss and accuracy, training (running mean since the previous
 // evaluation, train mode) and the evaluation split, against steps. Without gnuplot, curves.gp
 // stays for later (plot.h).
-void plot_curves(const std::string& dir, const std::string& eval_split) {
+PlotResult plot_curves(const std::string& dir, const std::string& eval_split) {
   std::ostringstream gp;
   gp << "set datafile separator ','\nset key autotitle columnhead\nset grid\n"
         "set xlabel 'training steps'\nset multiplot layout 1,2\n"
@@ -228,8 +229,8 @@ void plot_curves(const std::string& dir, const std::string& eval_split) {
         "plot 'metrics.csv' using 1:4 with lines lw 2 title 'train', "
         "'metrics.csv' using 1:6 with linespoints lw 2 title "
      << gnuplot_quote(eval_split) << "\nunset multiplot\n";
-  render_gnuplot((fs::path(dir) / "curves.gp").string(), gp.str(),
-                 (fs::path(dir) / "curves.png").string(), 1200, 450);
+  return render_gnuplot((fs::path(dir) / "curves.gp").string(), gp.str(),
+                        (fs::path(dir) / "curves.png").string(), 1200, 450);
 }
 
 }  // namespace
@@ -817,16 +818,17 @@ void Trainer::write_step_records(const TrainResult& result) const {
   }
 }
 
-void Trainer::write_outputs(const TrainResult& result) const {
+void Trainer::write_outputs(TrainResult& result) const {
   const std::string& dir = cfg_.out_dir;
   if (dir.empty() || !dp_->is_root()) return;
   write_file_atomic((fs::path(dir) / "metrics.csv").string(),
                     format_metrics_csv(result.rows, split_kind(data_.eval.split)));
   write_step_records(result);
   if (gnuplot_available()) {
-    plot_curves(dir, split_kind(result.eval_split));
-    if (cfg_.grad_stats) plot_grad_norms(dir, result.grad_rows);
-    if (cfg_.mechanism_every > 0) plot_mechanism(dir, result.ics_rows, result.mechanism_rows);
+    result.plots.push_back(plot_curves(dir, split_kind(result.eval_split)));
+    if (cfg_.grad_stats) plot_grad_norms(dir, result.grad_rows, result.plots);
+    if (cfg_.mechanism_every > 0)
+      plot_mechanism(dir, result.ics_rows, result.mechanism_rows, result.plots);
   }
   // No summary for an interrupted run: summary.json marks a finished one (ablate reuses it).
   if (!result.interrupted_by) write_summary(dir, cfg_, result);

@@ -13,6 +13,7 @@
 
 #include "data/dataset.h"
 #include "train/models.h"
+#include "train/plot.h"
 
 namespace bnlab {
 
@@ -179,6 +180,9 @@ struct TrainResult {
   std::vector<SmoothnessRow> smoothness_rows;  ///< ... each measured step's step sizes
   std::vector<MechanismRow> mechanism_rows;    ///< ... one row per measured step
   double mechanism_seconds = 0;  ///< time spent measuring (this process; not in `seconds`)
+  /// The plots drawn in the run directory (none without gnuplot); a failed one has rendered false
+  /// and a warning as its message, and did not fail the run.
+  std::vector<PlotResult> plots;
 };
 
 /// The collapse rule, a function of the metrics alone so that reports can re-apply it to finished
@@ -294,7 +298,7 @@ class Trainer {
   bool end_of_period(TrainResult& result, Running& run);
   bool track_best(const MetricsRow& row, TrainResult& result, Running& run, bool save);
   void measure_test(TrainResult& result);
-  void write_outputs(const TrainResult& result) const;
+  void write_outputs(TrainResult& result) const;
   void write_step_records(const TrainResult& result) const;
   void record_grad_norms(int64_t step, TrainResult& result);
 

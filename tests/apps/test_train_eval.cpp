@@ -378,6 +378,28 @@ TEST_CASE("apps.train: --log-every sets the progress lines of a log, curves.png 
   CHECK(contains(resumed.output, "step 35/40"));
 }
 
+// gnuplot exits 0 after it failed to write the image (a full disk); the stand-in does the same. The
+// run succeeds, as without gnuplot, but curves.png is reported as not written and not listed.
+TEST_CASE("apps.train: a curves.png cut short is a warning, not in the list of files written") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 200, 50);
+  fs::create_directories(dir.path / "bin");
+  bnlab::testing::write_fake_gnuplot(dir.file("bin"), bnlab::testing::kPngSignatureEscaped);
+  const std::string out = dir.file("run");
+  CliResult r = run_shell("PATH=" + shell_quote(dir.file("bin")) + ":\"$PATH\" " +
+                          shell_quote(BNLAB_CLI_PATH) + " train --model mlp --steps 4 " +
+                          "--batch-size 20 " + common_flags(dir) + " --out " + shell_quote(out));
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.output, "warning: plot " + out + "/curves.png not written: "));
+  CHECK(contains(r.output, "incomplete PNG"));
+  CHECK(contains(r.output, "wrote: " + out + "/{config.json"));
+  CHECK_FALSE(contains(r.output, ", curves.png}"));
+  CHECK_FALSE(fs::exists(out + "/curves.png"));
+  CHECK_FALSE(fs::exists(out + "/.curves.png.tmp"));
+  CHECK(fs::exists(out + "/summary.json"));
+}
+
 TEST_CASE(
     "apps.train: --val-split evaluates on held-out training images, selects and stops on them") {
   TempDir dir;
