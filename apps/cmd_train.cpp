@@ -199,6 +199,10 @@ Command add_train_command(CLI::App& parent) {
       std::printf("allreduce: %.2f ms/step on rank 0 (gradients and loss, %d ranks)\n",
                   1e3 * r.allreduce_seconds / static_cast<double>(r.steps_done), r.ranks);
     }
+    if (r.finished_before) {
+      std::cout << "unchanged: " << c.out_dir << "\n";
+      return r.diverged ? 3 : 0;
+    }
     // This run's render, not an existing file: a failed one leaves an older curves.png in place.
     bool curves_drawn = false;
     for (const PlotResult& p : r.plots) {

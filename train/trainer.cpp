@@ -851,7 +851,9 @@ TrainResult Trainer::fit(bool resume) {
           dir.c_str(), static_cast<long>(total_));
       std::fflush(stdout);
     }
-    return load_finished_run(dir);
+    TrainResult finished = load_finished_run(dir);
+    finished.finished_before = true;
+    return finished;
   }
   run.progress = std::make_unique<Progress>(
       cfg_.label.empty() ? "train" : cfg_.label, total_, cfg_.log_every,

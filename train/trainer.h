@@ -180,6 +180,9 @@ struct TrainResult {
   std::vector<SmoothnessRow> smoothness_rows;  ///< ... each measured step's step sizes
   std::vector<MechanismRow> mechanism_rows;    ///< ... one row per measured step
   double mechanism_seconds = 0;  ///< time spent measuring (this process; not in `seconds`)
+  /// fit(resume) of a run already finished at the requested steps: nothing was trained or written,
+  /// and the fields are load_finished_run's.
+  bool finished_before = false;
   /// The plots drawn in the run directory (none without gnuplot); a failed one has rendered false
   /// and a warning as its message, and did not fail the run.
   std::vector<PlotResult> plots;

@@ -171,6 +171,8 @@ TEST_CASE("apps.run_dir: resuming a finished run changes nothing in it") {
   CHECK(summary["images_per_second"].get<double>() > 0.0);
   CHECK(contains(again.output, "final: step 3 |"));
   CHECK_FALSE(contains(again.output, "| 0 img/s training"));
+  CHECK(contains(again.output, "unchanged: " + run));
+  CHECK_FALSE(contains(again.output, "wrote:"));
 
   // A longer run continues from the checkpoint as before.
   CliResult longer = run_cli("train --resume " + shell_quote(run) + " --steps 4");
