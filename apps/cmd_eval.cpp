@@ -1,11 +1,13 @@
 // bnlab eval: accuracy, per-class accuracy and the confusion matrix of a trained run's checkpoint.
 #include <unistd.h>
 
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "apps/commands.h"
 #include "core/io.h"
@@ -67,7 +69,11 @@ Command add_eval_command(CLI::App& parent) {
     // Inference only from here on: each Dense/Conv2d + BatchNorm pair runs as one layer.
     model.net->eval();
     fold_batch_norm(*model.net);
-    EvalResult ev = evaluate(model, data, dataset, o->batch_size, -1);
+    // A named dataset is normalized with its published constants, whichever run evaluates it; a
+    // folder has none, so it is normalized as the run's training images were.
+    std::optional<NormalizeOptions> norm = find_standard_normalization(dataset);
+    if (!norm) norm = run_normalization(o->checkpoint, cfg);
+    EvalResult ev = evaluate(model, data, *norm, o->batch_size, -1);
 
     int64_t K = data.num_classes();
     std::vector<std::vector<int64_t>> confusion(static_cast<size_t>(K),
@@ -108,9 +114,11 @@ Command add_eval_command(CLI::App& parent) {
       nlohmann::json j{{"dataset", dataset},      {"split", o->split}, {"images", data.size()},
                        {"accuracy", ev.accuracy}, {"loss", ev.loss},   {"per_class", per_class},
                        {"confusion", confusion}};
-      std::string path =
-          (std::filesystem::path(o->checkpoint) / ("eval_" + dataset + "_" + o->split + ".json"))
-              .string();
+      // A folder dataset's name holds its path: '/' and ':' would name other directories.
+      std::string file = "eval_" + dataset + "_" + o->split + ".json";
+      for (char& ch : file)
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-') ch = '_';
+      std::string path = (std::filesystem::path(o->checkpoint) / file).string();
       write_file_atomic(path, j.dump(2) + "\n");
       std::printf("wrote %s\n", path.c_str());
     }

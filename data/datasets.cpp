@@ -6,11 +6,13 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 
 #include "core/error.h"
 #include "data/cifar.h"
 #include "data/idx.h"
 #include "data/image_folder.h"
+#include "data/preview.h"
 
 namespace bnlab {
 
@@ -177,15 +179,35 @@ ImageDataset load_dataset(const std::string& raw_name, const std::string& split,
              "'; expected mnist, fashion-mnist, cifar10, cifar100 or folder:PATH");
 }
 
-NormalizeOptions standard_normalization(const std::string& raw_name) {
+std::optional<NormalizeOptions> find_standard_normalization(const std::string& raw_name) {
   const std::string name = canonical(raw_name);
-  if (name == "mnist") return {{0.1307f}, {0.3081f}};
-  if (name == "fashion-mnist") return {{0.2860f}, {0.3530f}};
-  if (name == "cifar10") return {{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}};
-  if (name == "cifar100") return {{0.5071f, 0.4865f, 0.4409f}, {0.2673f, 0.2564f, 0.2762f}};
-  BNLAB_FAIL(
-      "dataset: no standard normalization for '", raw_name,
-      "'; known: mnist, fashion-mnist, cifar10, cifar100 (compute others with compute_info)");
+  if (name == "mnist") return NormalizeOptions{{0.1307f}, {0.3081f}};
+  if (name == "fashion-mnist") return NormalizeOptions{{0.2860f}, {0.3530f}};
+  if (name == "cifar10")
+    return NormalizeOptions{{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}};
+  if (name == "cifar100")
+    return NormalizeOptions{{0.5071f, 0.4865f, 0.4409f}, {0.2673f, 0.2564f, 0.2762f}};
+  return std::nullopt;
+}
+
+NormalizeOptions standard_normalization(const std::string& raw_name) {
+  std::optional<NormalizeOptions> known = find_standard_normalization(raw_name);
+  BNLAB_CHECK(known.has_value(), "dataset: no standard normalization for '", raw_name,
+              "'; known: mnist, fashion-mnist, cifar10, cifar100 (compute others with "
+              "compute_info, or training_normalization)");
+  return *known;
+}
+
+NormalizeOptions training_normalization(const std::string& name, const ImageDataset& train) {
+  if (std::optional<NormalizeOptions> known = find_standard_normalization(name)) return *known;
+  const DatasetInfo info = compute_info(train);
+  NormalizeOptions norm;
+  for (size_t c = 0; c < info.mean.size(); ++c) {
+    norm.mean.push_back(static_cast<float>(info.mean[c]));
+    // A channel of one constant value has std 0; 1 leaves it centred instead of dividing by 0.
+    norm.std.push_back(info.std[c] > 0 ? static_cast<float>(info.std[c]) : 1.0f);
+  }
+  return norm;
 }
 
 }  // namespace bnlab

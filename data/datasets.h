@@ -19,6 +19,7 @@
 // that exists, else PATH/<class>/* (data/image_folder.h).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,9 +67,17 @@ ImageDataset load_dataset(const std::string& name, const std::string& split,
 
 /// Per-channel mean/std of the training set in [0, 1] units: mnist 0.1307/0.3081, fashion-mnist
 /// 0.2860/0.3530, cifar10 (0.4914, 0.4822, 0.4465)/(0.2470, 0.2435, 0.2616), cifar100
-/// (0.5071, 0.4865, 0.4409)/(0.2673, 0.2564, 0.2762). Throws for other names (compute them with
-/// compute_info in data/preview.h).
+/// (0.5071, 0.4865, 0.4409)/(0.2673, 0.2564, 0.2762). Throws for other names
+/// (training_normalization computes theirs).
 NormalizeOptions standard_normalization(const std::string& name);
+
+/// standard_normalization(name), or nullopt for a dataset without published constants.
+std::optional<NormalizeOptions> find_standard_normalization(const std::string& name);
+
+/// What a run trained on `train` of dataset `name` normalizes with: standard_normalization(name)
+/// for the named datasets, else (folder:PATH) the per-channel mean/std of `train`'s pixels
+/// (compute_info), as torchvision's constants are of the named training sets.
+NormalizeOptions training_normalization(const std::string& name, const ImageDataset& train);
 
 /// The splits load_dataset accepts for `name` (for help texts); throws for an unknown name.
 std::vector<std::string> dataset_splits(const std::string& name);

@@ -17,6 +17,7 @@
 #include "core/blas.h"
 #include "core/distributed.h"
 #include "core/io.h"
+#include "data/datasets.h"
 #include "train/interrupt.h"
 #include "train/knobs.h"
 #include "train/mechanism_report.h"
@@ -692,11 +693,11 @@ std::vector<double> inference_accuracies(const AblationSpec& spec, const TrainCo
   if (spec.inference_batches.empty() || result.diverged) return {};
   const ImageDataset& split = data.test ? *data.test : data.eval;
   Model model = load_trained_model(cfg.out_dir, split);
+  const NormalizeOptions norm = training_normalization(cfg.dataset, data.train);
   std::vector<double> acc{
-      evaluate(model, split, cfg.dataset, cfg.eval_batch_size, -1, NormStatistics::kRunning)
-          .accuracy};
+      evaluate(model, split, norm, cfg.eval_batch_size, -1, NormStatistics::kRunning).accuracy};
   for (int64_t b : spec.inference_batches)
-    acc.push_back(evaluate(model, split, cfg.dataset, b, -1, NormStatistics::kBatch).accuracy);
+    acc.push_back(evaluate(model, split, norm, b, -1, NormStatistics::kBatch).accuracy);
   return acc;
 }
 

@@ -155,9 +155,11 @@ namespace {
 
 // config.json: the settings, plus what produced the run (read back, "provenance" is ignored: it
 // is not a setting). The data directory is recorded as resolved, since "" and relative paths mean
-// different places from different working directories.
-std::string config_with_provenance(const TrainConfig& cfg) {
+// different places from different working directories. The normalization too: a folder's is
+// computed from its images, and eval must normalize as training did even if they change.
+std::string config_with_provenance(const TrainConfig& cfg, const NormalizeOptions& normalize) {
   json j = json::parse(config_to_json(cfg));
+  j["normalization"] = {{"mean", normalize.mean}, {"std", normalize.std}};
   std::error_code ec;
   fs::path data = fs::absolute(resolve_data_dir(cfg.data_dir), ec);
   j["provenance"] = {
@@ -374,6 +376,23 @@ RunData load_run_data(const TrainConfig& cfg) {
   return load_run_data(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.train_subset);
 }
 
+NormalizeOptions run_normalization(const std::string& dir, const TrainConfig& cfg) {
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  const json j = json::parse(read_file(config_path), nullptr, false);
+  if (j.is_object() && j.contains("normalization")) {
+    try {
+      const json& n = j.at("normalization");
+      return {n.at("mean").get<std::vector<float>>(), n.at("std").get<std::vector<float>>()};
+    } catch (const json::exception& e) {
+      BNLAB_FAIL(config_path, ": key 'normalization': ", e.what());
+    }
+  }
+  // Written before config.json recorded it: the published constants need no data.
+  if (std::optional<NormalizeOptions> known = find_standard_normalization(cfg.dataset))
+    return *known;
+  return training_normalization(cfg.dataset, load_run_data(cfg).train);
+}
+
 namespace {
 
 // Train mode for every module but Dropout: batch statistics without dropout's noise.
@@ -385,6 +404,12 @@ void train_except_dropout(Module& m) {
 }  // namespace
 
 EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& dataset_name,
+                    int64_t batch_size, int64_t probe_unit, NormStatistics statistics) {
+  return evaluate(model, data, standard_normalization(dataset_name), batch_size, probe_unit,
+                  statistics);
+}
+
+EvalResult evaluate(Model& model, const ImageDataset& data, const NormalizeOptions& normalize,
                     int64_t batch_size, int64_t probe_unit, NormStatistics statistics) {
   EvalResult result;
   bool was_training = model.net->is_training();
@@ -410,7 +435,7 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& d
   DataLoaderOptions opts;
   opts.batch_size = batch_size;
   opts.shuffle = false;
-  opts.normalize = standard_normalization(dataset_name);
+  opts.normalize = normalize;
   opts.prefetch = false;
   DataLoader loader(data, opts);
   loader.start_epoch(0);
@@ -511,7 +536,8 @@ Trainer::Trainer(TrainConfig cfg, const RunData& data) : cfg_(std::move(cfg)), d
   lopts.seed = cfg_.seed;
   lopts.shards = dp_->size();  // this rank's slice of each global batch of size() * batch_size
   lopts.shard = dp_->rank();
-  lopts.normalize = standard_normalization(cfg_.dataset);
+  normalize_ = training_normalization(cfg_.dataset, data.train);
+  lopts.normalize = normalize_;
   if (cfg_.augment) lopts.augment = AugmentOptions{.crop_padding = 4, .horizontal_flip = true};
   loader_ = std::make_unique<DataLoader>(data.train, lopts);
   per_epoch_ = loader_->batches_per_epoch();
@@ -590,7 +616,8 @@ void Trainer::open_run_dir(bool& resume, TrainResult& result, Running& run) {
     // A fresh run replaces whatever run the directory held (the CLI asks for --overwrite first),
     // so no older checkpoint can be resumed under this config.
     clear_run(dir);
-    write_file_atomic((fs::path(dir) / "config.json").string(), config_with_provenance(cfg_));
+    write_file_atomic((fs::path(dir) / "config.json").string(),
+                      config_with_provenance(cfg_, normalize_));
   }
   // summary.json marks a finished run; from here on this one is not (an extended resume that is
   // interrupted must not leave the shorter run's summary beside its newer checkpoint). Removed
@@ -603,7 +630,7 @@ void Trainer::open_run_dir(bool& resume, TrainResult& result, Running& run) {
 }
 
 void Trainer::evaluate_into(MetricsRow& row, const Running& run) {
-  EvalResult ev = evaluate(model_, data_.eval, cfg_.dataset, cfg_.eval_batch_size, cfg_.probe_unit);
+  EvalResult ev = evaluate(model_, data_.eval, normalize_, cfg_.eval_batch_size, cfg_.probe_unit);
   row.eval_loss = ev.loss;
   row.eval_acc = ev.accuracy;
   row.lr = optimizer_->lr();
@@ -775,7 +802,7 @@ bool Trainer::track_best(const MetricsRow& row, TrainResult& result, Running& ru
 // A validation run's test split, measured once: the final model, and the selected one.
 void Trainer::measure_test(TrainResult& result) {
   if (!data_.test || !dp_->is_root()) return;
-  EvalResult final_model = evaluate(model_, *data_.test, cfg_.dataset, cfg_.eval_batch_size, -1);
+  EvalResult final_model = evaluate(model_, *data_.test, normalize_, cfg_.eval_batch_size, -1);
   result.test_loss = final_model.loss;
   result.test_acc = final_model.accuracy;
   const fs::path best = fs::path(cfg_.out_dir) / "best.safetensors";
@@ -784,7 +811,7 @@ void Trainer::measure_test(TrainResult& result) {
   Model selected = build_model(model_.spec, rng);
   selected.net->load_state_dict(load_safetensors(best.string()).tensors);
   result.best_test_acc =
-      evaluate(selected, *data_.test, cfg_.dataset, cfg_.eval_batch_size, -1).accuracy;
+      evaluate(selected, *data_.test, normalize_, cfg_.eval_batch_size, -1).accuracy;
 }
 
 // The weights' gradient norms of this step (gradients averaged over ranks, before the update).
@@ -913,7 +940,7 @@ TrainResult Trainer::fit(bool resume) {
     // The generalization gap's first term: train mode would count dropout's noise and batch
     // statistics as the model's training accuracy.
     if (cfg_.eval_train && dp_->is_root() && !result.diverged) {
-      EvalResult on_train = evaluate(model_, data_.train, cfg_.dataset, cfg_.eval_batch_size, -1);
+      EvalResult on_train = evaluate(model_, data_.train, normalize_, cfg_.eval_batch_size, -1);
       result.train_eval_acc = on_train.accuracy;
       result.train_eval_loss = on_train.loss;
     }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "data/dataset.h"
+#include "data/transforms.h"
 #include "train/models.h"
 #include "train/plot.h"
 
@@ -292,6 +293,9 @@ class Trainer {
   const TrainConfig& config() const { return cfg_; }      ///< the settings
   int64_t total_steps() const { return total_; }          ///< steps the run will take
   int64_t steps_per_epoch() const { return per_epoch_; }  ///< batches in one epoch (per rank)
+  /// What the loaders normalize with: training_normalization(cfg.dataset, data.train), recorded
+  /// in config.json's "normalization".
+  const NormalizeOptions& normalization() const { return normalize_; }
 
  private:
   struct Running;  ///< the counters of one fit()
@@ -307,6 +311,7 @@ class Trainer {
 
   TrainConfig cfg_;
   const RunData& data_;
+  NormalizeOptions normalize_;
   Model model_;
   std::unique_ptr<DataParallel> dp_;
   std::unique_ptr<Optimizer> optimizer_;
@@ -347,6 +352,15 @@ enum class NormStatistics {
 EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& dataset_name,
                     int64_t batch_size, int64_t probe_unit,
                     NormStatistics statistics = NormStatistics::kRunning);
+/// evaluate, normalized with `normalize` (a run's normalization(), or run_normalization()).
+EvalResult evaluate(Model& model, const ImageDataset& data, const NormalizeOptions& normalize,
+                    int64_t batch_size, int64_t probe_unit,
+                    NormStatistics statistics = NormStatistics::kRunning);
+
+/// What the run in `dir` (its config `cfg`) normalized its images with: config.json's
+/// "normalization"; for a run directory without it, training_normalization of the images
+/// load_run_data(cfg) trains on (the published constants for a named dataset).
+NormalizeOptions run_normalization(const std::string& dir, const TrainConfig& cfg);
 
 /// Rebuilds the model of a run directory (its config.json) for data shaped like `like`, and loads
 /// its model.safetensors. Returns the config too.

@@ -2,6 +2,7 @@
 // run (config.json, metrics.csv, checkpoints, summary.json), learning above chance, eval's accuracy
 // and confusion matrix agreeing with the run's summary, the other models and norms, and divergence.
 #include <doctest/doctest.h>
+#include <stb_image_write.h>
 
 #include <algorithm>
 #include <cmath>
@@ -537,4 +538,94 @@ TEST_CASE("apps.train: --mechanism-every writes ics.csv, smoothness.csv, mechani
     CHECK(b.exit_code == 2);
     CHECK(contains(b.output, std::string(bad).substr(0, std::string(bad).find(' '))));
   }
+}
+
+namespace {
+
+// Writes root/<split>/<class>/<i>.png for two classes: `per_class` RGB 6x6 images of seeded
+// noise, class b brighter. Returns each channel's pixel values, for statistics computed here.
+std::vector<std::vector<double>> write_png_folder_split(const fs::path& root,
+                                                        const std::string& split, int per_class,
+                                                        uint32_t seed) {
+  constexpr int kH = 6, kW = 6, kC = 3;
+  std::vector<std::vector<double>> channels(kC);
+  uint32_t s = seed;
+  for (const char* cls : {"a", "b"}) {
+    fs::create_directories(root / split / cls);
+    for (int i = 0; i < per_class; ++i) {
+      std::vector<uint8_t> hwc(kH * kW * kC);
+      for (size_t p = 0; p < hwc.size(); ++p) {
+        s = s * 1664525u + 1013904223u;
+        hwc[p] = static_cast<uint8_t>((s >> 24) % 128 + (cls[0] == 'b' ? 100 : 0) + 20 * (p % kC));
+        channels[p % kC].push_back(hwc[p]);
+      }
+      const std::string path = (root / split / cls / (std::to_string(i) + ".png")).string();
+      REQUIRE(stbi_write_png(path.c_str(), kW, kH, kC, hwc.data(), kW * kC) != 0);
+    }
+  }
+  return channels;
+}
+
+}  // namespace
+
+TEST_CASE("apps.train: a folder dataset trains and evaluates, normalized by its training images") {
+  TempDir dir;
+  const fs::path root = dir.path / "pics";
+  const auto train_pixels = write_png_folder_split(root, "train", 8, 7);
+  write_png_folder_split(root, "test", 4, 11);
+  const std::string dataset = shell_quote("folder:" + root.string());
+  const std::string out = dir.file("run");
+  CliResult r = run_cli("train --model mlp --dataset " + dataset +
+                        " --steps 3 --batch-size 4 --threads 1 --out " + shell_quote(out));
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+
+  // config.json records the per-channel mean/std of the training images (pixel / 255).
+  json cfg = json::parse(read_text(out + "/config.json"));
+  REQUIRE(cfg["normalization"]["mean"].size() == 3);
+  for (size_t c = 0; c < 3; ++c) {
+    double sum = 0, sum_sq = 0;
+    for (double v : train_pixels[c]) {
+      sum += v / 255.0;
+      sum_sq += (v / 255.0) * (v / 255.0);
+    }
+    const double n = static_cast<double>(train_pixels[c].size());
+    const double mean = sum / n;
+    CHECK(cfg["normalization"]["mean"][c].get<double>() == doctest::Approx(mean).epsilon(1e-5));
+    CHECK(cfg["normalization"]["std"][c].get<double>() ==
+          doctest::Approx(std::sqrt(sum_sq / n - mean * mean)).epsilon(1e-4));
+  }
+
+  // eval measures what training measured at its end: the same images, normalized the same way.
+  const std::string eval_args = "eval --checkpoint " + shell_quote(out) + " --json";
+  CliResult ev = run_cli(eval_args);
+  CAPTURE(ev.output);
+  REQUIRE(ev.exit_code == 0);
+  // One file in the run directory, whatever characters the dataset's path holds.
+  std::string report_path;
+  for (const auto& f : fs::directory_iterator(out))
+    if (f.path().filename().string().rfind("eval_", 0) == 0) report_path = f.path().string();
+  REQUIRE(contains(report_path, "_test.json"));
+  json report = json::parse(read_text(report_path));
+  json summary = json::parse(read_text(out + "/summary.json"));
+  CHECK(report["images"] == 8);
+  CHECK(report["accuracy"].get<double>() ==
+        doctest::Approx(summary["final_test_acc"].get<double>()));
+  CHECK(report["loss"].get<double>() ==
+        doctest::Approx(summary["final_test_loss"].get<double>()).epsilon(1e-5));
+  const double loss = report["loss"].get<double>();
+
+  // The recorded statistics are the ones eval uses ...
+  json changed = cfg;
+  changed["normalization"]["std"] = {0.01, 0.01, 0.01};
+  std::ofstream(out + "/config.json") << changed.dump();
+  REQUIRE(run_cli(eval_args).exit_code == 0);
+  CHECK(json::parse(read_text(report_path))["loss"].get<double>() !=
+        doctest::Approx(loss).epsilon(1e-3));
+  // ... and without them, eval recomputes the same ones from the training images.
+  cfg.erase("normalization");
+  std::ofstream(out + "/config.json") << cfg.dump();
+  REQUIRE(run_cli(eval_args).exit_code == 0);
+  CHECK(json::parse(read_text(report_path))["loss"].get<double>() ==
+        doctest::Approx(loss).epsilon(1e-6));
 }

@@ -93,6 +93,24 @@ TEST_CASE("data.datasets: standard normalization constants") {
                        doctest::Contains("no standard normalization"), Error);
 }
 
+TEST_CASE("data.datasets: training_normalization computes a folder's statistics from its images") {
+  // Two 1x2 images of 2 channels: channel 0 holds 0, 51, 102, 153; channel 1 is constant 255.
+  ImageDataset d;
+  d.name = "folder:/x";
+  d.channels = 2, d.height = 1, d.width = 2;
+  d.class_names = {"a"};
+  d.pixels = {0, 51, 255, 255, 102, 153, 255, 255};
+  d.labels = {0, 0};
+  NormalizeOptions n = training_normalization("folder:/x", d);
+  REQUIRE(n.mean.size() == 2);
+  CHECK(n.mean[0] == doctest::Approx(0.3));  // (0 + 0.2 + 0.4 + 0.6) / 4
+  CHECK(n.std[0] == doctest::Approx(std::sqrt(0.05)));
+  CHECK(n.mean[1] == doctest::Approx(1.0));
+  CHECK(n.std[1] == 1.0f);  // a constant channel is centred, not divided by 0
+  // The named datasets keep their published constants, whatever the images.
+  CHECK(training_normalization("mnist", d).mean == standard_normalization("mnist").mean);
+}
+
 // Real data, when scripts/fetch_data.sh has been run in this checkout (skipped otherwise): the
 // standard sizes, and MNIST's well-known statistics.
 TEST_CASE("data.datasets: real MNIST / Fashion-MNIST / CIFAR-10 if fetched") {
