@@ -21,6 +21,7 @@ Command add_data_command(CLI::App& parent) {
   app->require_subcommand(1);
   auto common = [&](CLI::App* sub) {
     sub->add_option("--dataset", o->dataset, "mnist, fashion-mnist, cifar10, cifar100, folder:PATH")
+        ->check(knob_value("--dataset"))
         ->capture_default_str();
     sub->add_option("--split", o->split, "Split (train, test; cifar10 also val, test_first1000)")
         ->capture_default_str();
@@ -44,6 +45,7 @@ Command add_data_command(CLI::App& parent) {
   common(info);
 
   Runner run = [o, show]() {
+    check_split(o->dataset, o->split);
     // Before the data is read, as ablate's --out: an empty name would only fail at the write.
     if (show->parsed() && o->out.empty()) throw UsageError("--out must name a file, got ''");
     ImageDataset data = load_dataset(o->dataset, o->split, find_data_dir(o->data_dir));

@@ -31,7 +31,8 @@ Command add_eval_command(CLI::App& parent) {
   app->add_option("--checkpoint", o->checkpoint,
                   "Run directory written by bnlab train (config.json, model.safetensors)")
       ->required();
-  app->add_option("--dataset", o->dataset, "Dataset (default: the one the run trained on)");
+  app->add_option("--dataset", o->dataset, "Dataset (default: the one the run trained on)")
+      ->check(knob_value("--dataset"));
   app->add_option("--split", o->split, "Split: test, val, train, test_first1000 (cifar10)")
       ->capture_default_str();
   app->add_option("--data-dir", o->data_dir, find_knob_by_flag("--data-dir")->help);
@@ -44,6 +45,7 @@ Command add_eval_command(CLI::App& parent) {
     std::string config_path = (std::filesystem::path(o->checkpoint) / "config.json").string();
     TrainConfig cfg = config_from_json(read_file(config_path), config_path);
     std::string dataset = o->dataset.empty() ? cfg.dataset : o->dataset;
+    check_split(dataset, o->split);
     ImageDataset data = load_dataset(dataset, o->split, find_data_dir(o->data_dir));
     Model model = load_trained_model(o->checkpoint, data);
     // A diverged run's weights (NaN/Inf) still "evaluate", to a meaningless accuracy: say so and

@@ -44,5 +44,11 @@ CLI::Validator whole_number_in(int64_t lo, int64_t hi);
 CLI::Validator whole_number_list_in(int64_t lo, int64_t hi);
 // 0 to 2^64-1; "-1" is refused rather than wrapped.
 extern const CLI::Validator kUnsigned64;
+// The value rule of the training flag `flag` (train/knobs.h), for a command that takes the flag
+// without a TrainConfig to set: `eval --dataset` refuses what `train --dataset` refuses.
+CLI::Validator knob_value(const std::string& flag);
+// Throws UsageError unless `split` is a split of `dataset` (dataset_splits); a folder's splits are
+// its sub-directories, so any name passes. Call it before any data is read.
+void check_split(const std::string& dataset, const std::string& split);
 
 }  // namespace bnlab::apps

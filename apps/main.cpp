@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "core/version.h"
+#include "data/datasets.h"
 #include "train/interrupt.h"
 #include "train/knobs.h"
 
@@ -104,6 +105,26 @@ CLI::Validator whole_number_list_in(int64_t lo, int64_t hi) {
 
 const CLI::Validator kUnsigned64 =
     validator([](const std::string& s) { parse_unsigned(s); }, "UINT64");
+
+CLI::Validator knob_value(const std::string& flag) {
+  const Knob* k = find_knob_by_flag(flag);
+  return validator(
+      [k](const std::string& s) {
+        TrainConfig scratch;
+        k->set(scratch, s);
+      },
+      "TEXT");
+}
+
+void check_split(const std::string& dataset, const std::string& split) {
+  if (dataset.rfind("folder:", 0) == 0) return;
+  const std::vector<std::string> splits = dataset_splits(dataset);
+  if (std::find(splits.begin(), splits.end(), split) != splits.end()) return;
+  std::string names;
+  for (size_t i = 0; i < splits.size(); ++i)
+    names += (i == 0 ? "" : i + 1 == splits.size() ? " or " : ", ") + splits[i];
+  throw UsageError("--split: must be " + names + " for " + dataset + ", got '" + split + "'");
+}
 
 namespace {
 

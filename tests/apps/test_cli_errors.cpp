@@ -142,6 +142,43 @@ TEST_CASE("apps.cli: a missing dataset exits 1 naming the file and the fetch com
   CHECK(contains(data.output, "scripts/fetch_data.sh"));
 }
 
+TEST_CASE(
+    "apps.cli: eval and data refuse a bad --dataset or --split with exit 2, reading no data") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 40, 10);
+  const std::string run = shell_quote(dir.file("run"));
+  REQUIRE(run_cli("train --model mlp --steps 1 --batch-size 8 --threads 1 --data-dir " +
+                  shell_quote(dir.file("data")) + " --out " + run)
+              .exit_code == 0);
+  // An empty data directory: reading data first would fail with "not found" and exit 1.
+  fs::create_directories(dir.file("empty"));
+  const std::string no_data = " --data-dir " + shell_quote(dir.file("empty"));
+  struct Case {
+    std::string args, flag, value;
+  };
+  const std::vector<Case> cases = {
+      // No run directory at all: --dataset is refused before config.json is read.
+      {"eval --checkpoint " + shell_quote(dir.file("nothing")) + " --dataset bogus", "--dataset",
+       "bogus"},
+      {"eval --checkpoint " + run + " --split bogus", "--split", "bogus"},
+      {"eval --checkpoint " + run + " --dataset cifar10 --split bogus", "--split", "bogus"},
+      {"data info --dataset bogus", "--dataset", "bogus"},
+      {"data info --split bogus", "--split", "bogus"},
+      {"data info --dataset mnist --split trainval", "--split", "trainval"},
+      {"data show --dataset bogus --out " + shell_quote(dir.file("g.png")), "--dataset", "bogus"},
+      {"data show --split bogus --out " + shell_quote(dir.file("g.png")), "--split", "bogus"},
+  };
+  for (const Case& c : cases) {
+    CliResult r = run_cli(c.args + no_data);
+    CAPTURE(c.args);
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.output, "error: " + c.flag + ": must be"));
+    CHECK(contains(r.output, "'" + c.value + "'"));
+  }
+  CHECK_FALSE(fs::exists(dir.file("g.png")));
+}
+
 TEST_CASE("apps.cli: ablate flag values out of range exit 2 naming the flag") {
   TempDir dir;
   for (const std::string& flags :
