@@ -1,6 +1,7 @@
 // bnlab eval: accuracy, per-class accuracy and the confusion matrix of a trained run's checkpoint.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -19,6 +20,20 @@
 
 namespace bnlab::apps {
 
+namespace {
+
+// cifar10's batch 5, or a folder's PATH/val/ (without it a folder's "val" would be PATH itself).
+bool has_own_val_split(const std::string& dataset) {
+  if (dataset.rfind("folder:", 0) == 0) {
+    std::error_code ec;
+    return std::filesystem::is_directory(std::filesystem::path(dataset.substr(7)) / "val", ec);
+  }
+  const std::vector<std::string> splits = dataset_splits(dataset);
+  return std::find(splits.begin(), splits.end(), "val") != splits.end();
+}
+
+}  // namespace
+
 Command add_eval_command(CLI::App& parent) {
   struct Options {
     std::string checkpoint, dataset, split = "test", data_dir;
@@ -33,7 +48,10 @@ Command add_eval_command(CLI::App& parent) {
       ->required();
   app->add_option("--dataset", o->dataset, "Dataset (default: the one the run trained on)")
       ->check(knob_value("--dataset"));
-  app->add_option("--split", o->split, "Split: test, val, train, test_first1000 (cifar10)")
+  app->add_option("--split", o->split,
+                  "Split: test; val (the images --val-split held out, or cifar10's batch 5); train "
+                  "(the images the run trained on: without those --val-split held out, "
+                  "--train-subset applied); test_first1000 (cifar10)")
       ->capture_default_str();
   app->add_option("--data-dir", o->data_dir, find_knob_by_flag("--data-dir")->help);
   app->add_option("--batch-size", o->batch_size, "Evaluation batch size")
@@ -45,8 +63,27 @@ Command add_eval_command(CLI::App& parent) {
     std::string config_path = (std::filesystem::path(o->checkpoint) / "config.json").string();
     TrainConfig cfg = config_from_json(read_file(config_path), config_path);
     std::string dataset = o->dataset.empty() ? cfg.dataset : o->dataset;
-    check_split(dataset, o->split);
-    ImageDataset data = load_dataset(dataset, o->split, find_data_dir(o->data_dir));
+    // On the run's own dataset, train and val are what training used and held out.
+    const bool own = dataset == cfg.dataset;
+    const bool held_out = own && cfg.val_split > 0;
+    if (o->split == "val" && !held_out && !has_own_val_split(dataset)) {
+      throw UsageError("--split val: " + o->checkpoint +
+                       " has no validation split: it trained without --val-split, and " + dataset +
+                       " has no val split of its own (use --split test)");
+    }
+    if (!(o->split == "val" && held_out)) check_split(dataset, o->split);
+    cfg.data_dir = o->data_dir;
+    ImageDataset data = own ? load_run_split(cfg, o->split)
+                            : load_dataset(dataset, o->split, find_data_dir(o->data_dir));
+    std::string what;
+    if (own && o->split == "train" && (cfg.val_split > 0 || cfg.train_subset > 0)) {
+      what = ": the images the run trained on";
+      if (cfg.val_split > 0)
+        what += ", without the " + std::to_string(cfg.val_split) + " --val-split held out";
+      if (cfg.train_subset > 0) what += ", its --train-subset";
+    } else if (held_out && o->split == "val") {
+      what = ": the training images --val-split held out for validation";
+    }
     Model model = load_trained_model(o->checkpoint, data);
     // A diverged run's weights (NaN/Inf) still "evaluate", to a meaningless accuracy: say so and
     // exit 3, the code `bnlab train` gives a diverged run.
@@ -85,8 +122,9 @@ Command add_eval_command(CLI::App& parent) {
       auto pred = static_cast<size_t>(ev.predictions[i]);
       if (pred < static_cast<size_t>(K)) ++confusion[truth][pred];
     }
-    std::printf("%s on %s (%ld images): accuracy %.4f, loss %.4f\n\n", o->checkpoint.c_str(),
-                data.title().c_str(), static_cast<long>(data.size()), ev.accuracy, ev.loss);
+    std::printf("%s on %s (%ld images%s): accuracy %.4f, loss %.4f\n\n", o->checkpoint.c_str(),
+                data.title().c_str(), static_cast<long>(data.size()), what.c_str(), ev.accuracy,
+                ev.loss);
     std::printf("%-14s %8s %8s\n", "class", "images", "accuracy");
     nlohmann::json per_class = nlohmann::json::array();
     for (int64_t k = 0; k < K; ++k) {

@@ -376,6 +376,14 @@ RunData load_run_data(const TrainConfig& cfg) {
   return load_run_data(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.train_subset);
 }
 
+ImageDataset load_run_split(const TrainConfig& cfg, const std::string& split) {
+  // load_run_data is the one place that knows how training carves its splits.
+  if (split == "train" && (cfg.val_split > 0 || cfg.train_subset > 0))
+    return load_run_data(cfg).train;
+  if (split == "val" && cfg.val_split > 0) return load_run_data(cfg).eval;
+  return load_dataset(cfg.dataset, split, find_data_dir(cfg.data_dir));
+}
+
 NormalizeOptions run_normalization(const std::string& dir, const TrainConfig& cfg) {
   const std::string config_path = (fs::path(dir) / "config.json").string();
   const json j = json::parse(read_file(config_path), nullptr, false);

@@ -216,6 +216,12 @@ RunData load_run_data(const std::string& dataset, const std::string& data_dir,
 /// load_run_data with cfg's dataset, data_dir, val_split and train_subset.
 RunData load_run_data(const TrainConfig& cfg);
 
+/// Split `split` of the run configured by `cfg`, as that run saw it: "train" is the images it
+/// trained on (RunData::train: without those --val-split held out, --train-subset applied), "val"
+/// the images --val-split held out (RunData::eval); other splits, and "val" of a run without
+/// --val-split, are load_dataset(cfg.dataset, split).
+ImageDataset load_run_split(const TrainConfig& cfg, const std::string& split);
+
 /// "val" for a validation split ("val", or "train-val" held out by --val-split), else "test": the
 /// prefix of the evaluation columns of metrics.csv and of summary.json's keys.
 std::string split_kind(const std::string& split);

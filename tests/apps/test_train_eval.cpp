@@ -629,3 +629,47 @@ TEST_CASE("apps.train: a folder dataset trains and evaluates, normalized by its 
   CHECK(json::parse(read_text(report_path))["loss"].get<double>() ==
         doctest::Approx(loss).epsilon(1e-6));
 }
+
+TEST_CASE("apps.eval: --split val is the images --val-split held out, --split train the rest") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 200, 40);
+  const std::string out = dir.file("run");
+  CliResult r = run_cli("train --model mlp --steps 6 --batch-size 16 --val-split 50 --eval-train " +
+                        common_flags(dir) + " --out " + shell_quote(out));
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  json summary = json::parse(read_text(out + "/summary.json"));
+  const std::string eval_args = "eval --json --checkpoint " + shell_quote(out) + " --data-dir " +
+                                shell_quote(dir.file("data"));
+
+  // Evaluates `split` and compares it with what training measured on the same images.
+  auto check_split = [&](const std::string& split, const std::string& says, int64_t images,
+                         const std::string& summary_acc, const std::string& summary_loss) {
+    CliResult ev = run_cli(eval_args + " --split " + split);
+    CAPTURE(ev.output);
+    REQUIRE(ev.exit_code == 0);
+    CHECK(contains(ev.output, says));
+    json report = json::parse(read_text(out + "/eval_mnist_" + split + ".json"));
+    CHECK(report["images"] == images);
+    CHECK(report["accuracy"].get<double>() == doctest::Approx(summary[summary_acc].get<double>()));
+    CHECK(report["loss"].get<double>() ==
+          doctest::Approx(summary[summary_loss].get<double>()).epsilon(1e-5));
+  };
+  // The validation images: what training's last evaluation measured.
+  check_split("val", "(50 images: the training images --val-split held out", 50, "final_val_acc",
+              "final_val_loss");
+  // The training images without them: what --eval-train measured.
+  check_split("train", "(150 images: the images the run trained on, without the 50", 150,
+              "final_train_acc_eval_mode", "final_train_loss_eval_mode");
+
+  // A run without --val-split has no validation split to measure.
+  const std::string plain = dir.file("plain");
+  REQUIRE(run_cli("train --model mlp --steps 2 --batch-size 16 " + common_flags(dir) + " --out " +
+                  shell_quote(plain))
+              .exit_code == 0);
+  CliResult none = run_cli("eval --checkpoint " + shell_quote(plain) + " --split val --data-dir " +
+                           shell_quote(dir.file("data")));
+  CAPTURE(none.output);
+  CHECK(none.exit_code == 2);
+  CHECK(contains(none.output, plain + " has no validation split"));
+}
