@@ -12,7 +12,15 @@ bool gnuplot_available() { return std::system("command -v gnuplot >/dev/null 2>&
 
 std::string gnuplot_quote(const std::string& s) {
   std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
+  for (char c : s) {
+    if (c == '\'') {
+      out += "''";
+    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      out += ' ';  // a newline would end the command mid-string (ablate --title $'a\nb')
+    } else {
+      out += c;
+    }
+  }
   return out + "'";
 }
 

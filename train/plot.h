@@ -30,7 +30,8 @@ PlotResult render_gnuplot(const std::string& script_path, const std::string& bod
 /// Whether a `gnuplot` is on PATH.
 bool gnuplot_available();
 
-/// Quotes `s` for a gnuplot script: single quotes, doubled inside.
+/// Quotes `s` for a gnuplot script: single quotes, doubled inside; control characters such as a
+/// newline, which would end the command, become spaces.
 std::string gnuplot_quote(const std::string& s);
 
 }  // namespace bnlab

@@ -1,5 +1,6 @@
 // render_gnuplot against a stand-in gnuplot: an image cut short (gnuplot exits 0 after a failed
-// write) is reported and never renamed into place, and a complete one is.
+// write) is reported and never renamed into place, and a complete one is. gnuplot_quote's output
+// stays one string on one line.
 #include <doctest/doctest.h>
 
 #include <cstdlib>
@@ -54,4 +55,12 @@ TEST_CASE("train.plot: a complete PNG is renamed into place") {
   CHECK(r.message == "plot: " + png);
   CHECK(fs::file_size(png) == 20);
   CHECK_FALSE(fs::exists(dir.path / ".curves.png.tmp"));
+}
+
+// A title with a newline (ablate --title) ended the gnuplot command inside the string, and the plot
+// failed with a syntax error.
+TEST_CASE("train.plot: gnuplot_quote keeps a string on one line") {
+  CHECK(bnlab::gnuplot_quote("it's") == "'it''s'");
+  CHECK(bnlab::gnuplot_quote("two\nlines\r\tand a tab") == "'two lines  and a tab'");
+  CHECK(bnlab::gnuplot_quote("") == "''");
 }
