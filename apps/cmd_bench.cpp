@@ -339,9 +339,10 @@ int run_pair_child(const std::string& workload, const std::string& norm, int thr
 // between `base` threads and `threads` threads in this process, and per round the speed-up (step
 // time at `base` / at `threads`). Separate processes read this ratio with the spread of two
 // processes (docs/performance.md: W3's 2/1 went from 1.66 to 2.08 between runs with nothing
-// changed); in one process, alternating rounds, a slowed vCPU or a busy neighbour hits both arms.
-// The conv path is chosen from the shape alone (core/ops/conv_path.cpp), so both arms run the same
-// kernels.
+// changed); in one process, alternating rounds, that drift cancels. A vCPU the host slows during a
+// round still costs the two-thread arm more, which needs both, so the rounds spread
+// (performance.md, "Thread scaling in one process"). The conv path is chosen from the shape alone
+// (core/ops/conv_path.cpp), so both arms run the same kernels.
 int run_scale_child(const std::string& workload, const std::string& norm, int threads, int base,
                     const MeasureOptions& mo, bool train_only) {
   const Workload& w = find_workload(workload);
@@ -416,7 +417,7 @@ std::string fmt_rate(const json& t) {
   return buf;
 }
 
-// A double as the shortest text that reads back as the same value, for a child's flags:
+// A double as text that reads back as the same value (17 significant digits), for a child's flags:
 // std::to_string keeps six decimals, so --seconds 1e-7 reached the child as 0.000000 and failed
 // its check there.
 std::string exact_decimal(double v) {
