@@ -117,7 +117,8 @@ void write_summary(const std::string& dir, const TrainConfig& cfg, const TrainRe
 
 TrainResult load_finished_run(const std::string& dir) {
   TrainResult r;
-  r.rows = read_metrics_csv((fs::path(dir) / "metrics.csv").string());
+  const std::string metrics_path = (fs::path(dir) / "metrics.csv").string();
+  r.rows = read_metrics_csv(metrics_path);
   std::string path = (fs::path(dir) / "summary.json").string();
   try {
     auto j = json::parse(read_file(path));
@@ -145,6 +146,21 @@ TrainResult load_finished_run(const std::string& dir) {
     r.train_eval_loss = number("final_train_loss_eval_mode");
     r.collapsed = j.value("collapsed", false);
     r.collapse_reason = j.value("collapse_reason", std::string());
+    // summary.json repeats metrics.csv's last row, written just before it. A metrics.csv that
+    // disagrees (emptied or cut short by hand, or copied from another run) would hand a sweep
+    // that reuses the run curves and steps-to-threshold that are not the run's, so refuse it.
+    const std::string final_key = "final_" + kind + "_acc";
+    if (j.contains(final_key)) {
+      BNLAB_CHECK(!r.rows.empty(), metrics_path, " has no rows, but ", path,
+                  " records a finished run; delete ", dir, " to train it again");
+      const double recorded = number(final_key), last = r.rows.back().eval_acc;
+      // metrics.csv holds 7 significant digits.
+      const bool agree = (std::isnan(recorded) && std::isnan(last)) ||
+                         std::abs(recorded - last) <= 1e-6 * std::max(1.0, std::abs(recorded));
+      BNLAB_CHECK(agree, metrics_path, "'s last row (step ", r.rows.back().step, ") has ", kind,
+                  "_acc ", last, " but ", path, " records ", final_key, " ", recorded,
+                  ": the files are not from one run; delete ", dir, " to train it again");
+    }
   } catch (const json::exception& e) {
     BNLAB_FAIL(path, ": unreadable summary: ", e.what());
   }

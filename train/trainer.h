@@ -333,7 +333,8 @@ TrainResult train(const TrainConfig& cfg, const RunData& data, bool resume = fal
 
 /// The result of the finished run in `dir`, as its summary.json and metrics.csv hold it (the
 /// metrics at the CSV's precision; no per-step records). Throws naming the file when either is
-/// missing or unreadable.
+/// missing or unreadable, and naming both when metrics.csv's last row is not the final metrics
+/// summary.json records (an emptied or cut metrics.csv).
 TrainResult load_finished_run(const std::string& dir);
 
 /// What evaluate() measured.

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <set>
 
@@ -107,6 +108,40 @@ TEST_CASE("apps.ablate: the default preset runs both arms, writes the report and
   CHECK(contains(again.output, "reusing"));
   CHECK(read_text(out + "/results.csv") == csv);
   CHECK(read_text(out + "/summary.md") == summary);
+}
+
+TEST_CASE("apps.ablate: a finished run whose metrics.csv disagrees with its summary is refused") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"));
+  const std::string out = dir.file("fig1");
+  const std::string command =
+      ablate_flags(dir, out) + " --steps 10 --eval-every 5 --batch-size 30 --vary norm=none";
+  REQUIRE(run_cli(command).exit_code == 0);
+  const std::string metrics = out + "/runs/norm-none/seed-1/metrics.csv";
+  const std::string full = read_text(metrics);
+  const std::string header = full.substr(0, full.find('\n') + 1);
+  const std::string without_last_row = full.substr(0, full.rfind('\n', full.size() - 2) + 1);
+  // Rewrites metrics.csv and runs the same sweep again.
+  auto rerun_with = [&](const std::string& text) {
+    std::ofstream(metrics) << text;
+    return run_cli(command);
+  };
+
+  CliResult emptied = rerun_with(header);
+  CAPTURE(emptied.output);
+  CHECK(emptied.exit_code == 1);
+  CHECK(contains(emptied.output, "metrics.csv has no rows"));
+  CHECK(contains(emptied.output, "summary.json records a finished run"));
+  CliResult cut = rerun_with(without_last_row);
+  CAPTURE(cut.output);
+  CHECK(cut.exit_code == 1);
+  CHECK(contains(cut.output, "metrics.csv's last row (step 5)"));
+  CHECK(contains(cut.output, "the files are not from one run"));
+  // The refusals changed nothing: restored, the run is reused as before.
+  CliResult restored = rerun_with(full);
+  CAPTURE(restored.output);
+  CHECK(restored.exit_code == 0);
+  CHECK(contains(restored.output, "norm=none: already finished"));
 }
 
 TEST_CASE("apps.ablate: two --vary factors give one arm per combination") {
