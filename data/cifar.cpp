@@ -88,6 +88,16 @@ void read_one_batch(detail::ByteReader& in, const LayoutInfo& info, ImageDataset
       BNLAB_CHECK(label < info.num_classes, path, ": record ", records + r, " has label ", label,
                   ", but ", info.description, " labels are 0-", info.num_classes - 1,
                   " (wrong layout, or not a CIFAR batch?)");
+      // CIFAR-100 records carry both labels; the one not kept is checked too, so a corrupt record
+      // is refused whichever labels are loaded.
+      if (info.label_bytes == 2) {
+        const int64_t other = info.label_offset == 0 ? 1 : 0;
+        const int64_t other_classes = other == 0 ? 20 : 100;
+        BNLAB_CHECK(rec[other] < other_classes, path, ": record ", records + r, " has ",
+                    other == 0 ? "coarse" : "fine", " label ", int{rec[other]}, ", but CIFAR-100 ",
+                    other == 0 ? "coarse" : "fine", " labels are 0-", other_classes - 1,
+                    " (corrupt, or not a CIFAR-100 batch?)");
+      }
       out.labels.push_back(label);
       out.pixels.insert(out.pixels.end(), rec + info.label_bytes, rec + record);
     }

@@ -56,6 +56,24 @@ TEST_CASE("data.cifar: CIFAR-100 fine and coarse labels") {
                        doctest::Contains("train.bin: file holds 6148 bytes, not a whole number of "
                                          "3073-byte CIFAR-10 records"),
                        Error);
+
+  // Both labels of every record are checked, whichever is kept: a corrupt coarse label is refused
+  // when the fine labels are loaded, and the other way round.
+  std::vector<uint8_t> bad_coarse = f, bad_fine = f;
+  bad_coarse[3074] = 20;  // record 1's coarse label
+  bad_fine[1] = 100;      // record 0's fine label
+  write_bytes(dir.file("bad_coarse.bin"), bad_coarse);
+  write_bytes(dir.file("bad_fine.bin"), bad_fine);
+  CHECK_THROWS_WITH_AS(
+      read_cifar_batches({dir.file("bad_coarse.bin")}, CifarLayout::kCifar100Fine, "c", ""),
+      doctest::Contains("bad_coarse.bin: record 1 has coarse label 20, but CIFAR-100 coarse labels "
+                        "are 0-19"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      read_cifar_batches({dir.file("bad_fine.bin")}, CifarLayout::kCifar100Coarse, "c", ""),
+      doctest::Contains("bad_fine.bin: record 0 has fine label 100, but CIFAR-100 fine labels are "
+                        "0-99"),
+      Error);
 }
 
 TEST_CASE("data.cifar: truncated, empty and mislabelled files are rejected naming the file") {

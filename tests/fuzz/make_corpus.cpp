@@ -77,10 +77,13 @@ void idx_seeds() {
   seed("idx", "short", Bytes("\x00\x00\x00\x08\x03\x00", 6));
 }
 
-Bytes cifar_records(int count, int label_bytes, uint8_t label) {
+// CIFAR-10 records (label_bytes 1: `label`) or CIFAR-100 ones (2: coarse label `label`, fine label
+// `fine`), each record's labels one more than the previous record's.
+Bytes cifar_records(int count, int label_bytes, uint8_t label, uint8_t fine = 0) {
   Bytes f;
   for (int r = 0; r < count; ++r) {
-    for (int l = 0; l < label_bytes; ++l) f += static_cast<char>(label + r);
+    f += static_cast<char>(label + r);
+    if (label_bytes == 2) f += static_cast<char>(fine + r);
     for (int p = 0; p < 3072; ++p) f += static_cast<char>((r * 40 + p) % 256);
   }
   return f;
@@ -88,8 +91,9 @@ Bytes cifar_records(int count, int label_bytes, uint8_t label) {
 
 void cifar_seeds() {
   seed("cifar", "cifar10-one", mode(0) + cifar_records(1, 1, 3));
-  seed("cifar", "cifar100-fine-one", mode(1) + cifar_records(1, 2, 42));
-  seed("cifar", "cifar100-coarse-one", mode(2) + cifar_records(1, 2, 7));
+  seed("cifar", "cifar100-fine-one", mode(1) + cifar_records(1, 2, 12, 42));
+  seed("cifar", "cifar100-coarse-one", mode(2) + cifar_records(1, 2, 7, 7));
+  seed("cifar", "cifar100-fine-bad-coarse", mode(1) + cifar_records(1, 2, 20, 42));
   seed("cifar", "cifar10-two-gzip-wrapped", mode(4) + cifar_records(2, 1, 5));
   seed("cifar", "cifar10-two-gz", mode(0) + gzip(cifar_records(2, 1, 5)));
   seed("cifar", "cifar10-bad-label", mode(0) + cifar_records(1, 1, 10));

@@ -43,6 +43,7 @@ const Expect kExpected[] = {
     {"cifar", "corpus", "cifar10-one", nullptr},
     {"cifar", "corpus", "cifar100-fine-one", nullptr},
     {"cifar", "corpus", "cifar100-coarse-one", nullptr},
+    {"cifar", "corpus", "cifar100-fine-bad-coarse", "record 0 has coarse label 20, but CIFAR-100 coarse labels are 0-19"},
     {"cifar", "corpus", "cifar10-two-gz", nullptr},
     {"cifar", "corpus", "cifar10-bad-label", "record 0 has label 10"},
     {"cifar", "corpus", "cifar10-truncated", "file holds 3000 bytes, not a whole number of 3073-byte CIFAR-10 records"},
