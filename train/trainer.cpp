@@ -357,6 +357,38 @@ Model load_trained_model(const std::string& dir, const ImageDataset& like, Train
   return model;
 }
 
+namespace {
+
+std::string joined_names(const std::vector<std::string>& names) {
+  std::string text;
+  for (const std::string& n : names) text += (text.empty() ? "" : ", ") + n;
+  return text;
+}
+
+// A folder dataset's splits are separate directories, each deciding its own classes (its
+// sub-directories) and image size: a test/ without one class folder would silently shift every
+// later label. The model is built for the training split, so every other split must match it.
+void check_split_matches_training(const std::string& dataset, const ImageDataset& train,
+                                  const ImageDataset& other) {
+  const std::string what = "dataset " + dataset + ": the " +
+                           (other.split.empty() ? std::string("evaluation") : other.split) +
+                           " split's ";
+  BNLAB_CHECK(other.channels == train.channels && other.height == train.height &&
+                  other.width == train.width,
+              what, "images are ", other.channels, "x", other.height, "x", other.width,
+              " but the training split's are ", train.channels, "x", train.height, "x", train.width,
+              "; every split needs one image size and channel count");
+  BNLAB_CHECK(other.class_names == train.class_names, what, "classes (",
+              joined_names(other.class_names), ") are not the training split's (",
+              joined_names(train.class_names),
+              "), so its labels would mean other classes; give every split the same class "
+              "folders");
+}
+
+bool is_folder_dataset(const std::string& dataset) { return dataset.rfind("folder:", 0) == 0; }
+
+}  // namespace
+
 RunData load_run_data(const std::string& dataset, const std::string& data_dir, int64_t val_split,
                       int64_t train_subset) {
   const DataDir dir = find_data_dir(data_dir);
@@ -374,6 +406,10 @@ RunData load_run_data(const std::string& dataset, const std::string& data_dir, i
     constexpr uint64_t kValSplitSeed = 0x5eedu;
     TrainValSplit parts = split_train_val(train, val_split, kValSplitSeed);
     data = {std::move(parts.train), std::move(parts.val), load_dataset(dataset, "test", dir)};
+  }
+  if (is_folder_dataset(dataset)) {
+    check_split_matches_training(dataset, data.train, data.eval);
+    if (data.test) check_split_matches_training(dataset, data.train, *data.test);
   }
   if (train_subset > 0 && train_subset < data.train.size()) {
     // A fixed subset too (its own seed), so every seed and arm overfits the same images.
@@ -397,7 +433,11 @@ ImageDataset load_run_split(const TrainConfig& cfg, const std::string& split) {
   if (split == "train" && (cfg.val_split > 0 || cfg.train_subset > 0))
     return load_run_data(cfg).train;
   if (split == "val" && cfg.val_split > 0) return load_run_data(cfg).eval;
-  return load_dataset(cfg.dataset, split, find_data_dir(cfg.data_dir));
+  const DataDir dir = find_data_dir(cfg.data_dir);
+  ImageDataset data = load_dataset(cfg.dataset, split, dir);
+  if (is_folder_dataset(cfg.dataset) && split != "train")
+    check_split_matches_training(cfg.dataset, load_dataset(cfg.dataset, "train", dir), data);
+  return data;
 }
 
 NormalizeOptions run_normalization(const std::string& dir, const TrainConfig& cfg) {

@@ -542,15 +542,16 @@ TEST_CASE("apps.train: --mechanism-every writes ics.csv, smoothness.csv, mechani
 
 namespace {
 
-// Writes root/<split>/<class>/<i>.png for two classes: `per_class` RGB 6x6 images of seeded
-// noise, class b brighter. Returns each channel's pixel values, for statistics computed here.
-std::vector<std::vector<double>> write_png_folder_split(const fs::path& root,
-                                                        const std::string& split, int per_class,
-                                                        uint32_t seed) {
-  constexpr int kH = 6, kW = 6, kC = 3;
+// Writes root/<split>/<class>/<i>.png for `classes`: `per_class` RGB size x size images of
+// seeded noise, class b brighter. Returns each channel's pixel values, for statistics computed
+// here.
+std::vector<std::vector<double>> write_png_folder_split(
+    const fs::path& root, const std::string& split, int per_class, uint32_t seed,
+    const std::vector<std::string>& classes = {"a", "b"}, int size = 6) {
+  const int kH = size, kW = size, kC = 3;
   std::vector<std::vector<double>> channels(kC);
   uint32_t s = seed;
-  for (const char* cls : {"a", "b"}) {
+  for (const std::string& cls : classes) {
     fs::create_directories(root / split / cls);
     for (int i = 0; i < per_class; ++i) {
       std::vector<uint8_t> hwc(kH * kW * kC);
@@ -628,6 +629,43 @@ TEST_CASE("apps.train: a folder dataset trains and evaluates, normalized by its 
   REQUIRE(run_cli(eval_args).exit_code == 0);
   CHECK(json::parse(read_text(report_path))["loss"].get<double>() ==
         doctest::Approx(loss).epsilon(1e-6));
+}
+
+TEST_CASE("apps.train: a folder whose test split has other classes or another size is refused") {
+  TempDir dir;
+  const fs::path root = dir.path / "pics";
+  write_png_folder_split(root, "train", 4, 7);
+  const std::string train_args = "train --model mlp --dataset " +
+                                 shell_quote("folder:" + root.string()) +
+                                 " --steps 2 --batch-size 4 --threads 1 --out ";
+
+  // test/ without class b: its class c would be read as label 1, which is b in training.
+  write_png_folder_split(root, "test", 2, 11, {"a", "c"});
+  CliResult classes = run_cli(train_args + shell_quote(dir.file("classes")));
+  CAPTURE(classes.output);
+  CHECK(classes.exit_code == 1);
+  CHECK(contains(classes.output,
+                 "the test split's classes (a, c) are not the training split's (a, b)"));
+
+  fs::remove_all(root / "test");
+  write_png_folder_split(root, "test", 2, 11, {"a", "b"}, 4);
+  CliResult size = run_cli(train_args + shell_quote(dir.file("size")));
+  CAPTURE(size.output);
+  CHECK(size.exit_code == 1);
+  CHECK(contains(size.output,
+                 "the test split's images are 3x4x4 but the training split's are "
+                 "3x6x6; every split needs one image size"));
+
+  // eval checks too: a run trained on matching splits, then test/ loses a class.
+  fs::remove_all(root / "test");
+  write_png_folder_split(root, "test", 2, 11);
+  const std::string out = dir.file("run");
+  REQUIRE(run_cli(train_args + shell_quote(out)).exit_code == 0);
+  fs::remove_all(root / "test" / "b");
+  CliResult ev = run_cli("eval --checkpoint " + shell_quote(out));
+  CAPTURE(ev.output);
+  CHECK(ev.exit_code == 1);
+  CHECK(contains(ev.output, "the test split's classes (a) are not the training split's (a, b)"));
 }
 
 TEST_CASE("apps.eval: --split val is the images --val-split held out, --split train the rest") {
