@@ -26,6 +26,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/ops/unary_op.h"
 #include "core/parallel.h"
 
 namespace bnlab {
@@ -327,11 +328,23 @@ Tensor var(const Tensor& x, int64_t dim, double correction, bool keepdim) {
   return variance("var", x, view_over("var", x, dim, keepdim), correction);
 }
 Tensor var(const Tensor& x) { return variance("var", x, view_all(x), 1.0); }
-// Composed: sqrt's backward gives PyTorch's std gradient, dout * (x - mean) / (divisor * std).
-Tensor std(const Tensor& x, int64_t dim, double correction, bool keepdim) {
-  return sqrt(var(x, dim, correction, keepdim));
+namespace {
+
+// std = sqrt(var), composed: the backward gives PyTorch's std gradient, dout * (x - mean) /
+// (divisor * std). Where std is 0 (a constant row) it is 0, as PyTorch's std_backward masks it;
+// plain sqrt's 0.5 / 0 = inf times var's zero gradient would be NaN.
+Tensor sqrt_of_variance(const Tensor& variance) {
+  return detail::unary(
+      "std", variance, [](float v) { return std::sqrt(v); },
+      [](float, float y) { return y == 0.0f ? 0.0f : 0.5f / y; });
 }
-Tensor std(const Tensor& x) { return sqrt(var(x)); }
+
+}  // namespace
+
+Tensor std(const Tensor& x, int64_t dim, double correction, bool keepdim) {
+  return sqrt_of_variance(var(x, dim, correction, keepdim));
+}
+Tensor std(const Tensor& x) { return sqrt_of_variance(var(x)); }
 
 namespace {
 

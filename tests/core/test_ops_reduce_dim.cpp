@@ -106,6 +106,25 @@ TEST_CASE("ops.reduce_dim: var divisor n - correction, NaN when n <= correction 
   CHECK(sum(Tensor::zeros({2, 0}), 1).to_vector() == Floats{0, 0});
 }
 
+TEST_CASE("ops.reduce_dim: std's gradient is 0 where the std is 0, as PyTorch's") {
+  // torch: x = [[3, 3, 3], [1, 2, 4]]; x.std(1).backward(ones) -> x.grad = [[0, 0, 0],
+  // [-0.4364, -0.1091, 0.5455]]; torch.tensor([5., 5, 5, 5]).std() -> grad [0, 0, 0, 0].
+  Tensor x = Tensor::from({3, 3, 3, 1, 2, 4}, {2, 3});
+  x.set_requires_grad();
+  bnlab::std(x, 1).sum().backward();
+  const Floats g = x.grad().to_vector();
+  CHECK(g[0] == 0.0f);
+  CHECK(g[1] == 0.0f);
+  CHECK(g[2] == 0.0f);
+  CHECK(g[3] == doctest::Approx(-0.4364358f));
+  CHECK(g[4] == doctest::Approx(-0.1091089f));
+  CHECK(g[5] == doctest::Approx(0.5455447f));
+  Tensor c = Tensor::from({5, 5, 5, 5}, {4});
+  c.set_requires_grad();
+  c.std().backward();
+  CHECK(c.grad().to_vector() == Floats{0, 0, 0, 0});
+}
+
 TEST_CASE("ops.reduce_dim: gradient checks over every dim, keepdim and correction") {
   for (int64_t d : {0, 1, 2, -1, -3}) {
     for (bool keep : {false, true}) {
