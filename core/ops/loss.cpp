@@ -66,8 +66,11 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels,
       row_sum_logp += logp;
     }
     double logp_label = row[labels[static_cast<size_t>(n)]] - log_z;
-    // -sum_k q_k log p_k with q = (1-s) onehot + s/K
-    total += -(1.0 - s) * logp_label - s / static_cast<double>(K) * row_sum_logp;
+    // -sum_k q_k log p_k with q = (1-s) onehot + s/K. Without smoothing the second term is left
+    // out, not multiplied by 0: a -inf logit makes row_sum_logp -inf, and 0 * -inf would turn
+    // PyTorch's +inf loss into NaN.
+    total += -(1.0 - s) * logp_label;
+    if (s != 0.0f) total -= s / static_cast<double>(K) * row_sum_logp;
   }
   Tensor out = Tensor::scalar(static_cast<float>(total / static_cast<double>(N)));
   if (needs_grad({logits})) {

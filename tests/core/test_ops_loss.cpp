@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "gradcheck.h"
 
@@ -30,6 +31,18 @@ TEST_CASE("ops.loss: cross_entropy forward by hand and stable for huge logits") 
   float s = 0.2f;
   float smoothed = -((1 - s) + s / 2) * std::log(0.75f) - (s / 2) * std::log(0.25f);
   CHECK(cross_entropy(g, {1}, s).item() == doctest::Approx(smoothed));
+}
+
+TEST_CASE("ops.loss: cross_entropy with a -inf logit: +inf at the label, finite elsewhere") {
+  // torch: F.cross_entropy(tensor([[0.5, -inf, 1], [0.2, 0.1, 0.3]]), tensor([1, 0])) -> inf;
+  // with labels [0, 0] the -inf logit just has probability 0.
+  const float inf = std::numeric_limits<float>::infinity();
+  Tensor x = Tensor::from({0.5f, -inf, 1, 0.2f, 0.1f, 0.3f}, {2, 3});
+  CHECK(cross_entropy(x, {1, 0}).item() == inf);
+  const float expected = -(0.5f - std::log(std::exp(0.5f) + std::exp(1.0f)) + 0.2f -
+                           std::log(std::exp(0.2f) + std::exp(0.1f) + std::exp(0.3f))) /
+                         2.0f;
+  CHECK(cross_entropy(x, {0, 0}).item() == doctest::Approx(expected));
 }
 
 TEST_CASE("ops.loss: gradient checks") {
