@@ -31,8 +31,9 @@ Tensor mul_scalar(const Tensor& x, float s);   ///< x * s
 Tensor exp(const Tensor& x);                   ///< e^x
 Tensor log(const Tensor& x);                   ///< natural log; x <= 0 gives -inf/nan as in IEEE
 Tensor sqrt(const Tensor& x);                  ///< square root
-Tensor pow(const Tensor& x, float exponent);   ///< x^p; d/dx = p x^(p-1)
-Tensor relu(const Tensor& x);                  ///< max(x, 0); subgradient relu'(0) = 0
+/// x^p, as PyTorch: p = 0.5 and -0.5 via sqrt (NaN at -inf); d/dx = p x^(p-1), and 0 for p = 0.
+Tensor pow(const Tensor& x, float exponent);
+Tensor relu(const Tensor& x);  ///< max(x, 0); subgradient relu'(0) = 0
 Tensor leaky_relu(const Tensor& x,
                   float negative_slope = 0.01f);  ///< x if x > 0 else slope*x; '(0)=slope
 Tensor sigmoid(const Tensor& x);                  ///< 1 / (1 + e^-x), stable for large |x|

@@ -235,10 +235,24 @@ Tensor sqrt(const Tensor& x) {
       "sqrt", x, [](float v) { return std::sqrt(v); }, [](float, float y) { return 0.5f / y; });
 }
 
+namespace {
+
+// x^e as PyTorch computes it: e = 0.5 and -0.5 as sqrt and 1 / sqrt, which differ from C's pow at
+// -inf (pow(-inf, 0.5) = +inf by the C standard, sqrt(-inf) = NaN); otherwise C's pow.
+float power(float v, float e) {
+  if (e == 0.5f) return std::sqrt(v);
+  if (e == -0.5f) return 1.0f / std::sqrt(v);
+  return std::pow(v, e);
+}
+
+}  // namespace
+
 Tensor pow(const Tensor& x, float p) {
+  // The derivative p x^(p-1) is 0 for p = 0, as PyTorch's pow_backward: not 0 * x^-1, which is
+  // NaN at x = 0. x^(p-1) takes power()'s route too (p = 1.5 at -inf: NaN, as PyTorch).
   return unary(
-      "pow", x, [p](float v) { return std::pow(v, p); },
-      [p](float v, float) { return p * std::pow(v, p - 1.0f); });
+      "pow", x, [p](float v) { return power(v, p); },
+      [p](float v, float) { return p == 0.0f ? 0.0f : p * power(v, p - 1.0f); });
 }
 
 Tensor relu(const Tensor& x) {

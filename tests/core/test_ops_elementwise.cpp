@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "gradcheck.h"
 
@@ -32,6 +33,27 @@ TEST_CASE("ops.elementwise: forward values by hand") {
   CHECK(saturated[1] == 1.0f);
   CHECK(pow(Tensor::from({3}, {1}), 2.0f).item() == doctest::Approx(9.0f));
   CHECK(sqrt(Tensor::from({16}, {1})).item() == 4.0f);
+}
+
+TEST_CASE("ops.elementwise: pow at 0, -inf and the exponent 0 as PyTorch") {
+  const float inf = std::numeric_limits<float>::infinity();
+  // torch: x = tensor([0., -0., 1e-45, 2.]); x.pow(0).backward(ones) -> y = 1, x.grad = 0.
+  Tensor x = Tensor::from({0.0f, -0.0f, 1e-45f, 2.0f}, {4});
+  x.set_requires_grad();
+  Tensor y = pow(x, 0.0f);
+  CHECK(y.to_vector() == std::vector<float>{1, 1, 1, 1});
+  y.sum().backward();
+  CHECK(x.grad().to_vector() == std::vector<float>{0, 0, 0, 0});
+  // torch: tensor([-inf]).pow(0.5) -> nan (computed as sqrt), .pow(-0.5) -> nan (rsqrt); the
+  // gradient of pow(1.5) at -inf is 1.5 * (-inf)^0.5 -> nan. C's pow(-inf, 0.5) is +inf.
+  Tensor m = Tensor::from({-inf}, {1});
+  m.set_requires_grad();
+  CHECK(std::isnan(pow(m, 0.5f).item()));
+  CHECK(std::isnan(pow(m, -0.5f).item()));
+  pow(m, 1.5f).sum().backward();
+  CHECK(std::isnan(m.grad().item()));
+  CHECK(pow(Tensor::from({4}, {1}), 0.5f).item() == 2.0f);
+  CHECK(pow(Tensor::from({4}, {1}), -0.5f).item() == 0.5f);
 }
 
 TEST_CASE("ops.elementwise: broadcasting [N,C,H,W] with per-channel [C,1,1] and scalars") {
