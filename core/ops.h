@@ -33,7 +33,9 @@ Tensor log(const Tensor& x);                   ///< natural log; x <= 0 gives -i
 Tensor sqrt(const Tensor& x);                  ///< square root
 /// x^p, as PyTorch: p = 0.5 and -0.5 via sqrt (NaN at -inf); d/dx = p x^(p-1), and 0 for p = 0.
 Tensor pow(const Tensor& x, float exponent);
-Tensor relu(const Tensor& x);  ///< max(x, 0); subgradient relu'(0) = 0
+/// max(x, 0), NaN passing through; relu'(0) = 0, and relu'(NaN) = 0 where PyTorch passes dout
+/// through (also in conv2d_relu and the fused batch norm + ReLU ops).
+Tensor relu(const Tensor& x);
 Tensor leaky_relu(const Tensor& x,
                   float negative_slope = 0.01f);  ///< x if x > 0 else slope*x; '(0)=slope
 Tensor sigmoid(const Tensor& x);                  ///< 1 / (1 + e^-x), stable for large |x|
@@ -207,7 +209,16 @@ Tensor binary_cross_entropy(const Tensor& probs, const Tensor& targets);
 // ---- conv (core/ops/conv.cpp) ----
 /// x [N, C, H, W], weight [K, C/groups, kh, kw], bias [K] or undefined -> [N, K, Ho, Wo],
 /// Ho = (H + 2*padding - kh) / stride + 1. With groups G the channels split into G groups, output
-/// group g seeing only input group g (groups == C: depthwise), as PyTorch. im2col + GEMM per group.
+/// group g seeing only input group g (groups == C: depthwise), as PyTorch. The implementation is
+/// chosen from the shape (im2col + GEMM, direct kernels, Winograd F(4x4, 3x3), frequency domain;
+/// `BNLAB_CONV=im2col|direct|winograd|fourier` forces one where it applies); all agree with
+/// PyTorch within float rounding on finite inputs (Winograd's and the frequency domain's error
+/// scales with the largest value in a tile or plane, not in each window). A NaN or inf in x, weight
+/// or the gradient reaches, on the im2col and direct paths, exactly the outputs PyTorch's does; on
+/// the Winograd path it makes its whole 4x4 output tile NaN and on the frequency-domain path (5x5
+/// and larger kernels on small planes) the whole image's output, infinities included (NaN where
+/// PyTorch has
+/// +-inf). Set `BNLAB_CONV=im2col` where that pattern matters.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride = 1,
               int64_t padding = 0, int64_t groups = 1);
 /// relu(conv2d(x, weight, bias, ...)), the same values and gradients bit for bit. The ReLU is
@@ -219,7 +230,8 @@ Tensor conv2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, in
 
 // ---- pooling (core/ops/pool.cpp) ----
 /// x [N, C, H, W] -> [N, C, Ho, Wo]; stride defaults to kernel (stride 0 = kernel); padded
-/// cells are -inf. Ties go to the first index in row-major window order.
+/// cells are -inf. Ties go to the first index in row-major window order. A NaN in the window
+/// wins, as PyTorch; with two or more NaNs the gradient goes to the first (PyTorch: the last).
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride = 0, int64_t padding = 0);
 /// x [N, C, H, W] -> [N, C, Ho, Wo] window means (floor mode), Ho as max_pool2d; stride 0 =
 /// kernel; padding <= kernel / 2 adds zeros, counted in the divisor k*k when count_include_pad (as

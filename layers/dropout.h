@@ -12,7 +12,8 @@ namespace bnlab {
 /// Inverted dropout (dropout()) in training, the identity in eval.
 class Dropout : public Module {
  public:
-  /// `p`: the DROP probability, in [0, 1). `rng` draws the masks and must outlive the layer.
+  /// `p`: the DROP probability, in [0, 1] (p = 1 zeroes every output and gradient, as PyTorch).
+  /// `rng` draws the masks and must outlive the layer.
   Dropout(float p, Rng& rng);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "Dropout"; }
