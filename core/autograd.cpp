@@ -9,6 +9,7 @@
 // Non-leaf buffers are freed once their node ran; leaf buffers stay until zero_grad().
 #include "core/autograd.h"
 
+#include <algorithm>
 #include <cstring>
 #include <unordered_set>
 
@@ -155,7 +156,14 @@ void run_backward(const Tensor& root, const Tensor* seed) {
     Node& node = *impl->grad_fn;
     BNLAB_CHECK(!node.released, "backward: the graph through '", node.op,
                 "' was already freed by an earlier backward(); recompute the forward pass");
-    if (impl->grad) {
+    // A leaf's set_requires_grad(false) between forward and backward leaves nodes with no input
+    // that wants a gradient any more, whose closures (written for an input that did, when they
+    // were attached) would write through a null buffer. Skipped, its gradient dropped, as
+    // PyTorch's AccumulateGrad does for such a leaf.
+    const bool wanted = std::any_of(node.inputs.begin(), node.inputs.end(), [](const Tensor& t) {
+      return t.defined() && t.requires_grad();
+    });
+    if (impl->grad && wanted) {
       Tensor out(impl);
       Tensor dout = Tensor::wrap(impl->shape, impl->grad);
       node.backward(out, dout, node.inputs);

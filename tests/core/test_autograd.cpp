@@ -80,6 +80,23 @@ TEST_CASE("autograd: a 20000-op chain backpropagates without recursion") {
   CHECK(x.grad().item() == doctest::Approx(1.0f));
 }
 
+TEST_CASE("autograd: a leaf frozen between forward and backward gets no gradient, no crash") {
+  // torch: x.requires_grad_(False) after the forward; backward() still runs, x.grad stays None
+  // and w, still trainable, gets its gradient.
+  Tensor x = Tensor::from({1, -2, 3, 4}, {1, 1, 2, 2});
+  Tensor w = Tensor::from({0.5f, 2, -1, 3}, {1, 1, 2, 2});
+  x.set_requires_grad();
+  w.set_requires_grad();
+  // Single-input nodes on x alone (their closures assume x wants a gradient), and x * w.
+  Tensor loss = sum(relu(x)) + sum(max_pool2d(x, 2)) + cross_entropy(x.reshape({1, 4}), {2}) +
+                sum(exp(x * 0.5f)) + sum(x * w);
+  x.set_requires_grad(false);
+  loss.backward();
+  CHECK_FALSE(x.has_grad());
+  REQUIRE(w.has_grad());
+  CHECK(w.grad().to_vector() == std::vector<float>{1, -2, 3, 4});
+}
+
 TEST_CASE("autograd: accumulate_grad rejects a gradient of the wrong shape, naming both") {
   Tensor x = Tensor::ones({2, 3});
   x.set_requires_grad();
