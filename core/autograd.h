@@ -37,6 +37,13 @@ struct Node {
   std::vector<Tensor> inputs;  ///< in the op's argument order (undefined for an absent bias)
   Backward backward;           ///< the op's backward closure
   bool released = false;       ///< set once backward ran; a second backward through it throws
+
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  /// Frees what the node holds without recursing once per graph link, so a graph of any depth
+  /// dropped without backward() (a running loss never detached) cannot overflow the stack.
+  ~Node();
 };
 
 /// Is graph recording on (no NoGradGuard active on this thread)?

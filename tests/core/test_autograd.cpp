@@ -1,6 +1,9 @@
 // Autograd engine: node recording, accumulation, graph release, NoGradGuard, shape checks, deep
 // graphs.
 #include <doctest/doctest.h>
+#include <pthread.h>
+
+#include <functional>
 
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -95,6 +98,46 @@ TEST_CASE("autograd: a leaf frozen between forward and backward gets no gradient
   CHECK_FALSE(x.has_grad());
   REQUIRE(w.has_grad());
   CHECK(w.grad().to_vector() == std::vector<float>{1, -2, 3, 4});
+}
+
+namespace {
+
+// Runs f on a thread with a 1 MiB stack (the main thread has 8 MiB), so that freeing that
+// recursed once per graph link fails at a depth the test reaches quickly.
+void run_on_small_stack(std::function<void()> f) {
+  pthread_attr_t attr;
+  REQUIRE(pthread_attr_init(&attr) == 0);
+  REQUIRE(pthread_attr_setstacksize(&attr, size_t{1} << 20) == 0);
+  pthread_t thread;
+  auto body = [](void* arg) -> void* {
+    (*static_cast<std::function<void()>*>(arg))();
+    return nullptr;
+  };
+  REQUIRE(pthread_create(&thread, &attr, body, &f) == 0);
+  pthread_join(thread, nullptr);
+  pthread_attr_destroy(&attr);
+}
+
+}  // namespace
+
+TEST_CASE("autograd: a 70000-op graph dropped without backward is freed without recursion") {
+  // A running loss summed without detach(), and a recurrent chain, never backpropagated: dropping
+  // the last tensor frees every node. Each freeing used to recurse into the next node.
+  int64_t freed = 0;
+  run_on_small_stack([&freed] {
+    Tensor w = Tensor::from({0.5f}, {1});
+    w.set_requires_grad();
+    {
+      Tensor total = Tensor::zeros({1});
+      for (int i = 0; i < 50000; ++i) total = total + sum(w * 0.5f);
+    }
+    {
+      Tensor h = Tensor::from({1.0f}, {1});
+      for (int i = 0; i < 20000; ++i) h = tanh(h * w + 1.0f);
+    }
+    freed = w.impl().use_count();  // every node that held w is gone
+  });
+  CHECK(freed == 1);
 }
 
 TEST_CASE("autograd: accumulate_grad rejects a gradient of the wrong shape, naming both") {
