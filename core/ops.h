@@ -145,7 +145,7 @@ Tensor squeeze(const Tensor& x, int64_t dim);
 // over the values' shape.
 Tensor sum(const Tensor& x);                                      ///< scalar sum of all elements
 Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);   ///< sum over one dim
-Tensor mean(const Tensor& x);                                     ///< scalar mean
+Tensor mean(const Tensor& x);                                     ///< scalar mean (NaN if empty)
 Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);  ///< mean over one dim
 /// Max over dim: values (grad flows to the chosen element) and their indices along dim; ties go
 /// to the first index and a NaN wins (the first NaN), as PyTorch's CPU max.

@@ -142,10 +142,9 @@ Tensor scaled_sum(const char* op, const Tensor& x, const DimView& v, bool averag
 }  // namespace
 
 Tensor sum(const Tensor& x) { return scaled_sum("sum", x, view_all(x), false); }
-Tensor mean(const Tensor& x) {
-  BNLAB_CHECK(x.numel() > 0, "mean: mean of an empty tensor of shape ", x.shape());
-  return scaled_sum("mean", x, view_all(x), true);
-}
+// The mean of nothing is NaN (0 / 0), as torch.mean and mean(dim) over an empty dim; so are the
+// losses, which are means.
+Tensor mean(const Tensor& x) { return scaled_sum("mean", x, view_all(x), true); }
 Tensor sum(const Tensor& x, int64_t dim, bool keepdim) {
   return scaled_sum("sum", x, view_over("sum", x, dim, keepdim), false);
 }

@@ -103,6 +103,11 @@ TEST_CASE("ops.reduce_dim: var divisor n - correction, NaN when n <= correction 
   CHECK(var(Tensor::from({2}, {1, 1}), 1, 0).item() == 0.0f);
   CHECK(var(Tensor::from({1, 2, 3, 4}, {4}), 0, 2).item() == doctest::Approx(2.5f));  // 5 / 2
   CHECK(std::isnan(mean(Tensor::zeros({2, 0}), 1).data()[0]));                        // torch: nan
+  // torch.empty(0).mean() and F.mse_loss / l1_loss of empty inputs: nan, as mean(dim) above.
+  CHECK(std::isnan(mean(Tensor::zeros({0})).item()));
+  CHECK(std::isnan(mean(Tensor::zeros({3, 0, 2})).item()));
+  CHECK(std::isnan(mse_loss(Tensor::zeros({0, 4}), Tensor::zeros({0, 4})).item()));
+  CHECK(std::isnan(l1_loss(Tensor::zeros({0}), Tensor::zeros({0})).item()));
   CHECK(sum(Tensor::zeros({2, 0}), 1).to_vector() == Floats{0, 0});
 }
 
