@@ -79,7 +79,7 @@ class MultiStepLR : public LrSchedule {
 /// Multiplies by gamma every step (torch.optim.lr_scheduler.ExponentialLR).
 class ExponentialLR : public LrSchedule {
  public:
-  /// Throws unless gamma is finite and > 0.
+  /// Throws unless gamma is finite and >= 0 (0: the rate is 0 from the first step on).
   explicit ExponentialLR(double gamma);
 
  protected:
