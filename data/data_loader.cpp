@@ -92,6 +92,13 @@ void DataLoader::fill_batch(int64_t epoch, int64_t index, const std::vector<int6
               " out of range; the epoch has ", num_batches_, " batches");
   const int64_t first = (index * options_.shards + options_.shard) * options_.batch_size;
   const int64_t n = std::min(options_.batch_size, N - first);
+  // fill_batch is public, so `order` need not come from epoch_order(); its entries index the pixel
+  // buffer directly. Checked before `out` is touched, so a bad order leaves it as it was.
+  for (int64_t i = first; i < first + n; ++i) {
+    const int64_t k = order[static_cast<size_t>(i)];
+    BNLAB_CHECK(k >= 0 && k < N, "data_loader: fill_batch: order[", i, "] is ", k,
+                ", out of range for dataset '", data_.title(), "' of ", N, " images");
+  }
 
   const Shape shape{n, C, H, W};
   if (!reusable(out.images, shape)) out.images = Tensor::empty(shape);

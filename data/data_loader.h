@@ -111,6 +111,8 @@ class DataLoader {
   /// The dataset indices in the order epoch `epoch` visits them (identity without shuffle).
   std::vector<int64_t> epoch_order(int64_t epoch) const;
   /// Builds batch `index` of an epoch visiting the data in `order`, synchronously, on this thread.
+  /// Throws unless `order` has one entry per image and the batch's entries are in [0, N); `out` is
+  /// then left unchanged.
   void fill_batch(int64_t epoch, int64_t index, const std::vector<int64_t>& order,
                   Batch& out) const;
 

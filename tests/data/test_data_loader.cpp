@@ -2,7 +2,8 @@
 // values; drop_last; the seeded shuffle is reproducible, differs across epochs and seeds, and --
 // with augmentation -- gives bit-identical batches for 1 or 2 OpenMP threads, with or without
 // prefetch, and for any batch size; worker errors reach the consumer; the destructor joins
-// mid-epoch; batch buffers are reused only when released; split_train_val.
+// mid-epoch; batch buffers are reused only when released; fill_batch refuses an order entry outside
+// the dataset; split_train_val.
 #include <doctest/doctest.h>
 #include <omp.h>
 
@@ -277,6 +278,30 @@ TEST_CASE("data.loader: bad options are rejected with the values") {
   bad.pixels.pop_back();
   CHECK_THROWS_WITH_AS(DataLoader(bad, {}), doctest::Contains("159 pixel bytes, expected 160"),
                        Error);
+}
+
+TEST_CASE("data.loader: fill_batch refuses an order entry outside the dataset") {
+  ImageDataset d = synthetic(10, 1, 4, 4);
+  DataLoader loader(d, {.batch_size = 4, .shuffle = false, .prefetch = false});
+  std::vector<int64_t> order = loader.epoch_order(0);
+  Batch b;
+  loader.fill_batch(0, 0, order, b);
+  const std::vector<int64_t> labels = b.labels;
+  const std::vector<float> pixels = b.images.to_vector();
+  order[6] = 10;  // one past the last image, in batch 1 (positions 4 to 7)
+  CHECK_THROWS_WITH_AS(
+      loader.fill_batch(0, 1, order, b),
+      "data_loader: fill_batch: order[6] is 10, out of range for dataset 'synthetic/train' of 10 "
+      "images",
+      Error);
+  order[6] = 6;
+  order[2] = -1;
+  CHECK_THROWS_WITH_AS(loader.fill_batch(0, 0, order, b),
+                       doctest::Contains("order[2] is -1, out of range"), Error);
+  // The refused calls left the earlier batch as it was.
+  CHECK(b.index == 0);
+  CHECK(b.labels == labels);
+  CHECK(b.images.to_vector() == pixels);
 }
 
 TEST_CASE("data.dataset: split_train_val is a seeded, disjoint, complete split") {
