@@ -16,6 +16,10 @@ namespace {
 constexpr uint64_t kShuffleStream = 0x5f1e5f1e5f1eULL;
 constexpr uint64_t kAugmentStream = 0xa06a06a06a06ULL;
 
+// The CLI's --threads limit (train/knobs.cpp). It reaches OpenMP's num_threads clause as is, and
+// libgomp crashes (stack overflow) starting a team of 100000.
+constexpr int64_t kMaxThreads = 1024;
+
 // True if `t` can be written in place as a batch of `shape`: nobody else holds the handle or its
 // storage.
 bool reusable(const Tensor& t, const Shape& shape) {
@@ -37,8 +41,9 @@ DataLoader::DataLoader(const ImageDataset& data, const DataLoaderOptions& option
               "data_loader: crop_padding ", options_.augment.crop_padding,
               " must be in [0, image size] for images [", data_.channels, ", ", data_.height, ", ",
               data_.width, "]");
-  BNLAB_CHECK(options_.threads >= 0, "data_loader: threads is ", options_.threads,
-              "; must be >= 0 (0 = automatic)");
+  BNLAB_CHECK(options_.threads >= 0 && options_.threads <= kMaxThreads, "data_loader: threads is ",
+              options_.threads, "; must be a whole number from 0 to ", kMaxThreads,
+              " (0 = automatic)");
   affine_ = make_pixel_affine(options_.normalize, data_.channels);
   BNLAB_CHECK(options_.shards >= 1 && options_.shard >= 0 && options_.shard < options_.shards,
               "data_loader: shard ", options_.shard, " of ", options_.shards,

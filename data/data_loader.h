@@ -65,7 +65,7 @@ struct DataLoaderOptions {
   /// OpenMP threads converting one batch. 0 = automatic: 1 with prefetch (the worker runs beside
   /// training, which already uses the cores) and for batches under 2^20 floats (an MNIST batch
   /// converts in ~0.1 ms on one core, less than a fork/join costs on a busy machine), else
-  /// omp_get_max_threads().
+  /// omp_get_max_threads(). At most 1024, as the CLI's --threads.
   int64_t threads = 0;
 };
 
@@ -84,8 +84,8 @@ struct Batch {
 class DataLoader {
  public:
   /// Keeps a reference to `data`, which must outlive the loader. Throws if the dataset is
-  /// inconsistent (check_dataset), batch_size < 1, or the normalization does not fit the channel
-  /// count.
+  /// inconsistent (check_dataset), batch_size < 1, threads is outside [0, 1024], or the
+  /// normalization does not fit the channel count.
   DataLoader(const ImageDataset& data, const DataLoaderOptions& options);
   DataLoader(ImageDataset&&,
              const DataLoaderOptions&) = delete;  ///< would dangle: pass a named dataset

@@ -2,8 +2,8 @@
 // values; drop_last; the seeded shuffle is reproducible, differs across epochs and seeds, and --
 // with augmentation -- gives bit-identical batches for 1 or 2 OpenMP threads, with or without
 // prefetch, and for any batch size; worker errors reach the consumer; the destructor joins
-// mid-epoch; batch buffers are reused only when released; fill_batch refuses an order entry outside
-// the dataset; split_train_val.
+// mid-epoch; batch buffers are reused only when released; thread counts over 1024 and order
+// entries outside the dataset are refused; split_train_val.
 #include <doctest/doctest.h>
 #include <omp.h>
 
@@ -278,6 +278,20 @@ TEST_CASE("data.loader: bad options are rejected with the values") {
   bad.pixels.pop_back();
   CHECK_THROWS_WITH_AS(DataLoader(bad, {}), doctest::Contains("159 pixel bytes, expected 160"),
                        Error);
+}
+
+TEST_CASE("data.loader: a thread count over 1024 is refused before any thread starts") {
+  // libgomp crashes starting a team of 100000, and a count over 2^31 wrapped through int.
+  ImageDataset d = synthetic(10, 1, 4, 4);
+  CHECK_THROWS_WITH_AS(
+      DataLoader(d, {.prefetch = false, .threads = 100000}),
+      "data_loader: threads is 100000; must be a whole number from 0 to 1024 (0 = automatic)",
+      Error);
+  CHECK_THROWS_WITH_AS(DataLoader(d, {.threads = (int64_t{1} << 32) + 3}),
+                       doctest::Contains("threads is 4294967299; must be"), Error);
+  CHECK_THROWS_WITH_AS(DataLoader(d, {.threads = -1}), doctest::Contains("threads is -1; must be"),
+                       Error);
+  CHECK_NOTHROW(DataLoader(d, {.threads = 1024}));
 }
 
 TEST_CASE("data.loader: fill_batch refuses an order entry outside the dataset") {
