@@ -4,6 +4,8 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "core/error.h"
@@ -50,10 +52,16 @@ DataLoader::DataLoader(const ImageDataset& data, const DataLoaderOptions& option
               " is out of range (need 0 <= shard < shards)");
   const int64_t N = data_.size();
   const int64_t B = options_.batch_size;
+  // G must not wrap: 0 would divide by zero below, and a negative G would empty the epoch silently.
+  BNLAB_CHECK(B <= std::numeric_limits<int64_t>::max() / options_.shards,
+              "data_loader: batch_size ", B, " times shards ", options_.shards,
+              " overflows int64 (a global batch is batch_size * shards images)");
   const int64_t G = B * options_.shards;     // positions per global batch
   const int64_t start = options_.shard * B;  // this shard's first position in a global batch
-  num_batches_ = options_.drop_last ? N / G : (N > start ? (N - start + G - 1) / G : 0);
-  const bool big_batch = B * data_.image_bytes() >= (int64_t{1} << 20);
+  // Rounds up without N - start + G - 1, which overflows for a batch_size near INT64_MAX.
+  num_batches_ = options_.drop_last ? N / G : (N > start ? (N - start - 1) / G + 1 : 0);
+  // No batch holds more than N images, whose bytes fit int64 (check_dataset): this cannot wrap.
+  const bool big_batch = std::min(B, N) * data_.image_bytes() >= (int64_t{1} << 20);
   threads_ = options_.threads > 0                ? options_.threads
              : (options_.prefetch || !big_batch) ? 1
                                                  : int64_t{omp_get_max_threads()};

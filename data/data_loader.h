@@ -84,8 +84,8 @@ struct Batch {
 class DataLoader {
  public:
   /// Keeps a reference to `data`, which must outlive the loader. Throws if the dataset is
-  /// inconsistent (check_dataset), batch_size < 1, threads is outside [0, 1024], or the
-  /// normalization does not fit the channel count.
+  /// inconsistent (check_dataset), batch_size < 1, batch_size * shards overflows int64, threads is
+  /// outside [0, 1024], or the normalization does not fit the channel count.
   DataLoader(const ImageDataset& data, const DataLoaderOptions& options);
   DataLoader(ImageDataset&&,
              const DataLoaderOptions&) = delete;  ///< would dangle: pass a named dataset

@@ -1,10 +1,12 @@
 // DataLoaderOptions::shards (data-parallel training): the slices of one global batch are disjoint
 // and, concatenated in shard order, equal the batch of a single loader with batch_size * shards
 // (same samples, same augmentation bits); drop_last gives every shard the same count; without it no
-// shard gets an empty batch; a bad shard index is rejected.
+// shard gets an empty batch; a bad shard index, or a batch_size * shards past int64, is rejected; a
+// batch_size up to INT64_MAX gives one batch of the whole dataset.
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "core/error.h"
@@ -94,4 +96,32 @@ TEST_CASE("data.loader: a shard index outside 0 to shards - 1 is rejected") {
                        doctest::Contains("shard 2 of 2 is out of range"), Error);
   CHECK_THROWS_WITH_AS(DataLoader(d, {.shards = 0}),
                        doctest::Contains("shard 0 of 0 is out of range"), Error);
+}
+
+TEST_CASE(
+    "data.loader: batch_size * shards past int64 is refused - a batch_size past N is one batch") {
+  ImageDataset d = synthetic(10, 1, 4, 4);
+  // 3 * 2^61 * 2 wrapped to -2^62, which gave a silently empty epoch.
+  CHECK_THROWS_WITH_AS(DataLoader(d, {.batch_size = int64_t{3} << 61, .shards = 2}),
+                       "data_loader: batch_size 6917529027641081856 times shards 2 overflows int64 "
+                       "(a global batch is batch_size * shards images)",
+                       Error);
+  for (int64_t B : {int64_t{64}, int64_t{1} << 62, std::numeric_limits<int64_t>::max()}) {
+    CAPTURE(B);
+    DataLoader loader(d, {.batch_size = B, .shuffle = false, .prefetch = false});
+    CHECK(loader.batches_per_epoch() == 1);
+    Collected c = collect(loader, 0);
+    REQUIRE(c.labels.size() == 1);
+    CHECK(c.labels[0] == d.labels);
+    CHECK(DataLoader(d, {.batch_size = B, .drop_last = true}).batches_per_epoch() == 0);
+  }
+  // The largest global batch that fits: shard 0 takes all 10 images, shard 1 starts past them.
+  const int64_t half = std::numeric_limits<int64_t>::max() / 2;
+  CHECK(DataLoader(d, {.batch_size = half, .shards = 2, .shard = 0}).batches_per_epoch() == 1);
+  CHECK(DataLoader(d, {.batch_size = half, .shards = 2, .shard = 1}).batches_per_epoch() == 0);
+  // 2^32 * 2^32 wraps to 0, a division by zero (SIGFPE) if unchecked: last, so a crash hides
+  // nothing above.
+  CHECK_THROWS_WITH_AS(DataLoader(d, {.batch_size = int64_t{1} << 32, .shards = int64_t{1} << 32}),
+                       doctest::Contains("batch_size 4294967296 times shards 4294967296 overflows"),
+                       Error);
 }
