@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "core/error.h"
 #include "core/random.h"
@@ -13,8 +14,17 @@ void check_dataset(const ImageDataset& data, const std::string& context) {
   BNLAB_CHECK(data.channels > 0 && data.height > 0 && data.width > 0, context, ": dataset '",
               data.title(), "' has non-positive image shape [", data.channels, ", ", data.height,
               ", ", data.width, "]");
-  const auto expected =
-      static_cast<uint64_t>(data.size()) * static_cast<uint64_t>(data.image_bytes());
+  // Checked by division: a wrapped C * H * W or N * C * H * W (0 for C = H = 2^32) would match a
+  // short pixel buffer, which the readers then index and loop over by the real dimensions.
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  BNLAB_CHECK(
+      data.channels <= kMax / data.height && data.channels * data.height <= kMax / data.width,
+      context, ": dataset '", data.title(), "' has image shape [", data.channels, ", ", data.height,
+      ", ", data.width, "], more bytes per image than int64 can count");
+  BNLAB_CHECK(data.size() <= kMax / data.image_bytes(), context, ": dataset '", data.title(),
+              "' has ", data.size(), " images of [", data.channels, ", ", data.height, ", ",
+              data.width, "], more pixel bytes than int64 can count");
+  const auto expected = static_cast<uint64_t>(data.size() * data.image_bytes());
   BNLAB_CHECK(data.pixels.size() == expected, context, ": dataset '", data.title(), "' has ",
               data.pixels.size(), " pixel bytes, expected ", expected, " for ", data.size(),
               " images of [", data.channels, ", ", data.height, ", ", data.width, "]");

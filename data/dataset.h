@@ -39,8 +39,9 @@ struct ImageDataset {
   std::string title() const { return split.empty() ? name : name + "/" + split; }
 };
 
-/// Throws (naming `context` and the dataset) unless pixels hold exactly N*C*H*W bytes, dimensions
-/// are positive, there is at least one class and every label is in [0, num_classes()).
+/// Throws (naming `context` and the dataset) unless pixels hold exactly N*C*H*W bytes (a count
+/// that must fit int64), dimensions are positive, there is at least one class and every label is
+/// in [0, num_classes()).
 void check_dataset(const ImageDataset& data, const std::string& context);
 
 /// The images at `indices` (in that order, repeats allowed), same metadata; split set to `split`.

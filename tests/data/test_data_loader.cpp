@@ -3,12 +3,13 @@
 // with augmentation -- gives bit-identical batches for 1 or 2 OpenMP threads, with or without
 // prefetch, and for any batch size; worker errors reach the consumer; the destructor joins
 // mid-epoch; batch buffers are reused only when released; thread counts over 1024 and order
-// entries outside the dataset are refused; split_train_val.
+// entries outside the dataset are refused; split_train_val; check_dataset refuses sizes past int64.
 #include <doctest/doctest.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <set>
 
@@ -346,4 +347,36 @@ TEST_CASE("data.dataset: split_train_val is a seeded, disjoint, complete split")
   ImageDataset picked = subset(d, {4, 4, 0}, "pick");
   CHECK(picked.labels == std::vector<int64_t>{4, 4, 0});
   CHECK_THROWS_WITH_AS(subset(d, {50}, "x"), doctest::Contains("index 50 out of range"), Error);
+}
+
+TEST_CASE("data.dataset: check_dataset refuses image sizes past int64 instead of wrapping them") {
+  // No pixels are allocated: each wrapped product used to equal the empty buffer's size.
+  auto absurd = [](int64_t n, int64_t c, int64_t h, int64_t w) {
+    ImageDataset d;
+    d.name = "absurd";
+    d.channels = c;
+    d.height = h;
+    d.width = w;
+    d.labels.assign(static_cast<size_t>(n), 0);
+    d.class_names = {"a"};
+    return d;
+  };
+  const int64_t two32 = int64_t{1} << 32;
+  CHECK_THROWS_WITH_AS(check_dataset(absurd(1, two32, two32, 1), "test"),
+                       "test: dataset 'absurd' has image shape [4294967296, 4294967296, 1], more "
+                       "bytes per image than int64 can count",
+                       Error);
+  CHECK_THROWS_WITH_AS(check_dataset(absurd(0, two32, two32, 1), "test"),
+                       doctest::Contains("more bytes per image than int64 can count"), Error);
+  CHECK_THROWS_WITH_AS(check_dataset(absurd(4, two32 / 2, two32 / 2, 4), "test"),
+                       doctest::Contains("[2147483648, 2147483648, 4], more bytes per image"),
+                       Error);
+  CHECK_THROWS_WITH_AS(check_dataset(absurd(4, int64_t{1} << 62, 1, 1), "test"),
+                       "test: dataset 'absurd' has 4 images of [4611686018427387904, 1, 1], more "
+                       "pixel bytes than int64 can count",
+                       Error);
+  // One image of the largest representable size passes the size checks and fails honestly.
+  CHECK_THROWS_WITH_AS(
+      check_dataset(absurd(1, std::numeric_limits<int64_t>::max(), 1, 1), "test"),
+      doctest::Contains("has 0 pixel bytes, expected 9223372036854775807 for 1 images"), Error);
 }
