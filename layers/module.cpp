@@ -12,6 +12,27 @@
 
 namespace bnlab {
 
+namespace {
+
+bool contains(const Module& m, const Module* target) {
+  if (&m == target) return true;
+  for (const auto& [name, child] : m.children())
+    if (contains(*child, target)) return true;
+  return false;
+}
+
+void check_child(const Module& parent, const std::string& name,
+                 const std::shared_ptr<Module>& module) {
+  BNLAB_CHECK(module != nullptr, "module: child '", name, "' is null");
+  // A cycle would make every recursion over the children (parameters(), train(), printing) run
+  // until the stack overflows. Refusing it here keeps the module graph acyclic, which is also what
+  // lets contains() recurse without a visited set.
+  BNLAB_CHECK(!contains(*module, &parent), "module: child '", name, "' (", module->type_name(),
+              ") is this module or contains it; a module cannot contain itself");
+}
+
+}  // namespace
+
 Tensor Module::operator()(const Tensor& x) {
   Tensor y = forward(x);
   for (const ForwardHook& hook : hooks_) hook(*this, x, y);
@@ -36,7 +57,7 @@ Tensor Module::register_buffer(const std::string& name, Tensor value, DType dtyp
 }
 
 void Module::add_child(const std::string& name, std::shared_ptr<Module> module) {
-  BNLAB_CHECK(module != nullptr, "module: child '", name, "' is null");
+  check_child(*this, name, module);
   for (const auto& [n, m] : children_)
     BNLAB_CHECK(n != name, "module: child '", name, "' registered twice");
   module->train(training_);
@@ -44,7 +65,7 @@ void Module::add_child(const std::string& name, std::shared_ptr<Module> module) 
 }
 
 void Module::replace_child(const std::string& name, std::shared_ptr<Module> module) {
-  BNLAB_CHECK(module != nullptr, "module: child '", name, "' is null");
+  check_child(*this, name, module);
   for (auto& [n, m] : children_) {
     if (n != name) continue;
     module->train(training_);

@@ -116,10 +116,12 @@ class Module {
     add_child(name, module);
     return module;
   }
-  /// Registers `module` as the child `name`; it takes this module's train/eval mode.
+  /// Registers `module` as the child `name`; it takes this module's train/eval mode. Throws when
+  /// `module` is null, is this module or contains it (directly or deeper).
   void add_child(const std::string& name, std::shared_ptr<Module> module);
   /// Puts `module` in the place of the existing child `name` (same name, same position); it takes
-  /// this module's train/eval mode. Throws when there is no such child.
+  /// this module's train/eval mode. Throws when there is no such child, and on what add_child
+  /// refuses.
   void replace_child(const std::string& name, std::shared_ptr<Module> module);
 
  private:
@@ -145,7 +147,8 @@ class Sequential : public Module {
   Sequential() = default;
   /// The modules, named "0", "1", ... in this order.
   explicit Sequential(std::vector<std::shared_ptr<Module>> modules);
-  /// Appends `module` as the next numbered child; returns *this.
+  /// Appends `module` as the next numbered child; returns *this. Throws when `module` is null, is
+  /// this Sequential or contains it.
   Sequential& add(std::shared_ptr<Module> module);
   /// Constructs an M from `args`, appends it, and returns it.
   template <typename M, typename... Args>
@@ -159,7 +162,7 @@ class Sequential : public Module {
   /// The i-th module; throws std::out_of_range.
   Module& operator[](size_t i) const { return *children().at(i).second; }
   /// Replaces the i-th module by `module`, which keeps the name "i" (torch's `seq[i] = module`)
-  /// and takes this Sequential's train/eval mode.
+  /// and takes this Sequential's train/eval mode. Refuses what add() refuses.
   void set(size_t i, std::shared_ptr<Module> module);
 
   Tensor forward(const Tensor& x) override;

@@ -104,6 +104,34 @@ TEST_CASE("module: Sequential::set replaces a module in place, as torch's seq[i]
   CHECK_THROWS_WITH_AS(net->set(0, nullptr), doctest::Contains("module: child '0' is null"), Error);
 }
 
+TEST_CASE("module: a module cannot contain itself, directly or through a child") {
+  // Found by the API attack: s->add(s) was accepted and parameters() then recursed until the stack
+  // overflowed. REQUIRE, so that a cycle that did get in ends the test before a traversal.
+  Rng rng(9);
+  auto outer = small_net(rng);
+  auto inner = std::make_shared<Sequential>();
+  inner->emplace<ReLU>();
+  outer->add(inner);
+  auto deepest = std::make_shared<Sequential>();
+  inner->add(deepest);
+  REQUIRE_THROWS_WITH_AS(outer->add(outer),
+                         doctest::Contains("module: child '5' (Sequential) is this module or "
+                                           "contains it; a module cannot contain itself"),
+                         Error);
+  REQUIRE_THROWS_WITH_AS(inner->add(outer), doctest::Contains("module: child '2' (Sequential)"),
+                         Error);
+  REQUIRE_THROWS_WITH_AS(deepest->add(outer), doctest::Contains("cannot contain itself"), Error);
+  REQUIRE_THROWS_WITH_AS(inner->set(0, outer), doctest::Contains("cannot contain itself"), Error);
+  // Nothing was added or replaced, and the traversals still end.
+  CHECK(outer->size() == 5);
+  CHECK(inner->size() == 2);
+  CHECK((*inner)[0].type_name() == "ReLU");
+  CHECK(outer->parameters().size() == 5);
+  // A module may still appear twice where that makes no cycle (tied layers).
+  inner->add(deepest);
+  CHECK(inner->size() == 3);
+}
+
 TEST_CASE("module: printing and summary show layers, shapes and parameter counts") {
   Rng rng(6);
   auto net = small_net(rng);
