@@ -420,6 +420,18 @@ void load_into(const std::vector<NamedTensor>& loaded, const std::vector<NamedTe
     } else if (src.shape() != t.tensor.shape()) {
       mismatched.push_back("load_state_dict: size mismatch for " + t.name + ": checkpoint has " +
                            to_string(src.shape()) + ", model has " + to_string(t.tensor.shape()));
+    } else if (t.dtype == DType::I64) {
+      // A model's int64 tensors are counts (num_batches_tracked): a fraction would make the next
+      // save fail, and a negative count gives BatchNorm's cumulative average a momentum of 1/0.
+      const float* x = src.data();
+      for (int64_t i = 0; i < src.numel(); ++i) {
+        if (float_is_int64(x[i]) && x[i] >= 0.0f) continue;
+        std::ostringstream os;
+        os << "load_state_dict: " << t.name << " is a count stored as int64 and must be a "
+           << "non-negative integer; checkpoint has " << x[i] << " at index " << i;
+        mismatched.push_back(os.str());
+        break;
+      }
     }
   }
   std::vector<std::string> unexpected;

@@ -85,9 +85,11 @@ SafetensorsFile load_safetensors(const std::string& path);
 ///     strict=false, as in PyTorch, skips both (a missing target keeps its value);
 ///   - shapes must match per name, e.g.
 ///     "load_state_dict: size mismatch for 1.weight: checkpoint has [10, 100], model has [10, 50]";
+///   - a target of DType::I64 is a count (BatchNorm's num_batches_tracked): its loaded values must
+///     be non-negative integers in int64 range;
 /// and all problems found are reported together, one line each. Only when there are none is any
 /// data copied, so a failed load leaves every target unchanged. Copies data only (no autograd,
-/// grads untouched); the dtype fields are ignored, as both sides hold floats.
+/// grads untouched); the loaded entries' dtype fields are ignored, as both sides hold floats.
 void load_into(const std::vector<NamedTensor>& loaded, const std::vector<NamedTensor>& targets,
                bool strict);
 

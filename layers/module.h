@@ -80,9 +80,10 @@ class Module {
   /// Parameters then buffers, under PyTorch's key names; num_batches_tracked entries carry
   /// DType::I64.
   std::vector<NamedTensor> state_dict() const;
-  /// Validates every key and shape first (listing all missing/unexpected keys), then copies. A
-  /// failed load leaves the module unchanged. strict=false ignores missing and unexpected keys (not
-  /// mismatched shapes).
+  /// Validates every key and shape first (listing all missing/unexpected keys), and that the
+  /// int64 counts (num_batches_tracked) are non-negative integers, then copies. A failed load
+  /// leaves the module unchanged. strict=false ignores missing and unexpected keys (not mismatched
+  /// shapes or bad counts).
   void load_state_dict(const std::vector<NamedTensor>& state, bool strict = true);
 
   /// Training mode (on) or evaluation mode (off) for this module and every descendant.
@@ -108,7 +109,8 @@ class Module {
   /// Registers a learnable tensor (marked requires_grad) under `name`; returns it.
   Tensor register_parameter(const std::string& name, Tensor value);
   /// Registers saved-but-not-learned state (in state_dict(), not in parameters()); `dtype` is how
-  /// it is stored on disk.
+  /// it is stored on disk. DType::I64 is for counts: load_state_dict accepts only non-negative
+  /// integers for them.
   Tensor register_buffer(const std::string& name, Tensor value, DType dtype = DType::F32);
   /// Registers `module` as the child `name` and returns it, typed, for the caller to keep.
   template <typename M>

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <sstream>
 
 #include "gradcheck.h"
 #include "layers/layers.h"
@@ -68,6 +69,40 @@ TEST_CASE("layers.batch_norm: momentum none gives the cumulative average") {
   bn(Tensor::from({9, 9}, {2, 1}));  // mean 9, var 0
   CHECK(bn.running_mean().item() == doctest::Approx(5.0f));
   CHECK(bn.running_var().item() == doctest::Approx(4.0f / 3.0f));
+}
+
+TEST_CASE(
+    "layers.batch_norm: load_state_dict refuses a negative or fractional num_batches_tracked") {
+  // Found by the API attack: -1 loaded, and with the cumulative average (m = 1 / count) the next
+  // training forward made the running statistics NaN; 1.5 loaded and made the next save fail.
+  BatchNorm1d bn({.num_features = 2, .momentum = std::nullopt});
+  bn(Tensor::from({0, 2, 4, 6}, {2, 2}));
+  const std::vector<NamedTensor> good = bn.state_dict();
+  REQUIRE(good.back().name == "num_batches_tracked");
+  for (float bad : {-1.0f, 1.5f, 1e30f, NAN}) {
+    CAPTURE(bad);
+    std::vector<NamedTensor> state = good;
+    state.back().tensor = Tensor::scalar(bad);
+    std::ostringstream expected;
+    expected << "num_batches_tracked is a count stored as int64 and must be a non-negative "
+                "integer; checkpoint has "
+             << bad;
+    const std::string message = expected.str();
+    CHECK_THROWS_WITH_AS(bn.load_state_dict(state), doctest::Contains(message.c_str()), Error);
+    CHECK_THROWS_WITH_AS(bn.load_state_dict(state, false), doctest::Contains(message.c_str()),
+                         Error);
+  }
+  // The failed loads changed nothing: the count is still 1 and a training step stays finite.
+  CHECK(bn.num_batches_tracked() == 1);
+  bn(Tensor::from({0, 2, 4, 6}, {2, 2}));
+  CHECK(bn.num_batches_tracked() == 2);
+  CHECK(std::isfinite(bn.running_mean().data()[0]));
+  CHECK(std::isfinite(bn.running_var().data()[1]));
+  // A large but exact count still loads (as PyTorch's int64 would).
+  std::vector<NamedTensor> big = good;
+  big.back().tensor = Tensor::scalar(16777216.0f);
+  bn.load_state_dict(big);
+  CHECK(bn.num_batches_tracked() == 16777216);
 }
 
 TEST_CASE("layers.batch_norm: eval uses running stats and is independent of the batch") {
