@@ -200,6 +200,11 @@ void Optimizer::load_state_tensors(const std::vector<std::pair<std::string, Tens
       float v = t->item();
       BNLAB_CHECK(std::isfinite(v) && v >= 0.0f && v == std::floor(v), name_,
                   " optimizer state: ", name, " must be a non-negative integer; got ", v);
+      // The copy below converts to int64, undefined for 2^63 and above (1e30 made Adam's weights
+      // NaN). Not bounded at 2^24, where float stops counting exactly: state_tensors() writes such
+      // rounded steps itself after that many updates, and they must load again.
+      BNLAB_CHECK(v < 9223372036854775808.0f, name_, " optimizer state: ", name,
+                  " must be below 2^63, an int64 step count; got ", v);
     } else {
       BNLAB_CHECK(t->shape() == shapes_[i], name_, " optimizer state: ", name, " has shape ",
                   t->shape(), ", parameter ", i, " has shape ", shapes_[i]);

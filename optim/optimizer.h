@@ -84,7 +84,7 @@ class Optimizer {
   virtual std::vector<std::pair<std::string, Tensor>> state_tensors() const;
   /// Copies a state_tensors() list back in. Validates everything first and changes nothing on
   /// error: unexpected and missing names are listed, shapes must match the parameters', steps must
-  /// be integers.
+  /// be non-negative integers below 2^63.
   virtual void load_state_tensors(const std::vector<std::pair<std::string, Tensor>>& state);
 
  protected:

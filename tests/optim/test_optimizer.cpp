@@ -116,6 +116,30 @@ TEST_CASE("optim.optimizer: load_state_tensors validates names, shapes and steps
     CHECK_THROWS_WITH_AS(opt.load_state_tensors(bad),
                          doctest::Contains("state.0.step must be a scalar; got shape [2]"), Error);
   }
+  SUBCASE("steps must fit an int64") {
+    // Found by the API attack: 1e30 loaded, its conversion to int64 was undefined, and one Adam
+    // step then made the weights NaN.
+    auto bad = good();
+    bad[3].second = Tensor::scalar(1e30f);
+    CHECK_THROWS_WITH_AS(
+        opt.load_state_tensors(bad),
+        doctest::Contains("adam optimizer state: state.1.step must be below 2^63, an int64 step "
+                          "count; got 1e+30"),
+        Error);
+    bad[3].second = Tensor::scalar(9223372036854775808.0f);  // 2^63, one past int64's range
+    CHECK_THROWS_WITH_AS(opt.load_state_tensors(bad), doctest::Contains("state.1.step"), Error);
+    // Past 2^24 float no longer counts exactly, but such steps are what state_tensors() writes
+    // after that many updates: they load, and Adam's bias correction is then 1.
+    Tensor p = Tensor::zeros({2}).set_requires_grad();
+    Adam resumed({p}, {.lr = 0.5f});
+    resumed.load_state_tensors({{"state.0.step", Tensor::scalar(1e18f)},
+                                {"state.0.exp_avg", Tensor::zeros({2})},
+                                {"state.0.exp_avg_sq", Tensor::zeros({2})}});
+    p.sum().backward();
+    resumed.step();
+    // lr * m / sqrt(v) with m = 0.1 g and v = 0.001 g^2, the bias corrections being 1.
+    for (float v : p.to_vector()) CHECK(v == doctest::Approx(-0.5 * 0.1 / std::sqrt(0.001)));
+  }
   SUBCASE("duplicates are rejected") {
     auto bad = good();
     bad.push_back(bad[1]);
