@@ -163,6 +163,11 @@ Sequential& Sequential::add(std::shared_ptr<Module> module) {
   return *this;
 }
 
+Module& Sequential::operator[](size_t i) const {
+  BNLAB_CHECK(i < size(), "Sequential: index ", i, " is out of range for ", size(), " modules");
+  return *children()[i].second;
+}
+
 void Sequential::set(size_t i, std::shared_ptr<Module> module) {
   BNLAB_CHECK(i < size(), "Sequential: set(", i, ") is out of range for ", size(), " modules");
   replace_child(std::to_string(i), std::move(module));

@@ -161,8 +161,8 @@ class Sequential : public Module {
   }
   /// The number of modules.
   size_t size() const { return children().size(); }
-  /// The i-th module; throws std::out_of_range.
-  Module& operator[](size_t i) const { return *children().at(i).second; }
+  /// The i-th module; throws bnlab::Error when i >= size().
+  Module& operator[](size_t i) const;
   /// Replaces the i-th module by `module`, which keeps the name "i" (torch's `seq[i] = module`)
   /// and takes this Sequential's train/eval mode. Refuses what add() refuses.
   void set(size_t i, std::shared_ptr<Module> module);

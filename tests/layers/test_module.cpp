@@ -104,6 +104,18 @@ TEST_CASE("module: Sequential::set replaces a module in place, as torch's seq[i]
   CHECK_THROWS_WITH_AS(net->set(0, nullptr), doctest::Contains("module: child '0' is null"), Error);
 }
 
+TEST_CASE("module: Sequential's operator[] names the index and the size when out of range") {
+  // Found by the API attack: it threw std::out_of_range, unlike set() and every other check.
+  Rng rng(6);
+  auto net = small_net(rng);
+  CHECK((*net)[3].type_name() == "Dense");
+  CHECK_THROWS_WITH_AS(
+      (*net)[4], doctest::Contains("Sequential: index 4 is out of range for 4 modules"), Error);
+  CHECK_THROWS_WITH_AS(Sequential()[0],
+                       doctest::Contains("Sequential: index 0 is out of range for 0 modules"),
+                       Error);
+}
+
 TEST_CASE("module: a module cannot contain itself, directly or through a child") {
   // Found by the API attack: s->add(s) was accepted and parameters() then recursed until the stack
   // overflowed. REQUIRE, so that a cycle that did get in ends the test before a traversal.
