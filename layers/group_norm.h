@@ -12,14 +12,14 @@ namespace bnlab {
 struct GroupNormOptions {
   int64_t num_groups = 0;    ///< groups; must divide num_channels
   int64_t num_channels = 0;  ///< C
-  float eps = 1e-5f;         ///< added to the variance inside the sqrt
+  float eps = 1e-5f;         ///< added to the variance inside the sqrt; >= 0
   bool affine = true;        ///< learnable per-channel weight and bias
 };
 
 /// Group normalization (Wu & He 2018; group_norm()): same in training and eval.
 class GroupNorm : public Module {
  public:
-  /// See GroupNormOptions.
+  /// See GroupNormOptions; throws unless num_groups divides num_channels, or on eps < 0 (or NaN).
   explicit GroupNorm(const GroupNormOptions& options);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "GroupNorm"; }

@@ -10,14 +10,14 @@ namespace bnlab {
 /// torch.nn.LayerNorm's arguments.
 struct LayerNormOptions {
   Shape normalized_shape;          ///< the trailing dims normalized over
-  float eps = 1e-5f;               ///< added to the variance inside the sqrt
+  float eps = 1e-5f;               ///< added to the variance inside the sqrt; >= 0
   bool elementwise_affine = true;  ///< learnable weight and bias of normalized_shape
 };
 
 /// Layer normalization (Ba et al. 2016; layer_norm()): same in training and eval.
 class LayerNorm : public Module {
  public:
-  /// See LayerNormOptions.
+  /// See LayerNormOptions; throws on an empty normalized_shape or eps < 0 (or NaN).
   explicit LayerNorm(const LayerNormOptions& options);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "LayerNorm"; }

@@ -44,6 +44,11 @@ RNN::RNN(const RNNOptions& o, Rng& rng) : options_(o) {
               "RNN: norm batch keeps statistics per time step and needs steps > 0 (the training "
               "sequence length); got ",
               o.steps);
+  // The norm child checks eps as well, but under its own name, for an option the user set on RNN.
+  BNLAB_CHECK(
+      o.norm == RNNNorm::kNone || (o.norm == RNNNorm::kLayer ? o.eps >= 0.0f : o.eps > 0.0f),
+      "RNN: eps must be ", o.norm == RNNNorm::kLayer ? ">= 0" : "positive", " for norm ",
+      bnlab::to_string(o.norm), "; got ", o.eps);
   const int64_t H = o.hidden_size;
   weight_ih_ = register_parameter("weight_ih_l0", Tensor::empty({H, o.input_size}));
   weight_hh_ = register_parameter("weight_hh_l0", Tensor::empty({H, H}));

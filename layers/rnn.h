@@ -46,7 +46,9 @@ struct RNNOptions {
   /// kBatch: time steps with statistics of their own (the training sequence length); later steps
   /// use the last one's. Ignored otherwise.
   int64_t steps = 0;
-  float eps = 1e-5f;                     ///< the normalization's epsilon
+  /// the normalization's epsilon: >= 0 for kLayer, > 0 for kBatch (LayerNorm's and BatchNorm's
+  /// rules); ignored for kNone
+  float eps = 1e-5f;
   std::optional<float> momentum = 0.1f;  ///< kBatch: running-statistics momentum
 };
 

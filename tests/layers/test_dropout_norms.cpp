@@ -52,6 +52,22 @@ TEST_CASE("layers.layer_norm: each sample normalized over its features - gradien
                   {testing::param({3, 4}, 1), ln.weight(), ln.bias()});
 }
 
+TEST_CASE("layers.layer_norm, layers.group_norm: a bad eps is refused at construction") {
+  // Found by the API attack: the constructors took eps < 0 or NaN, and only the first forward
+  // said so, from inside the op. eps = 0 is valid, as in PyTorch.
+  for (float eps : {-1.0f, NAN}) {
+    CAPTURE(eps);
+    CHECK_THROWS_WITH_AS(LayerNorm({.normalized_shape = {4}, .eps = eps}),
+                         doctest::Contains("LayerNorm: eps must be >= 0; got "), Error);
+    CHECK_THROWS_WITH_AS(GroupNorm({.num_groups = 2, .num_channels = 4, .eps = eps}),
+                         doctest::Contains("GroupNorm: eps must be >= 0; got "), Error);
+  }
+  LayerNorm ln({.normalized_shape = {2}, .eps = 0.0f});
+  CHECK(ln(Tensor::from({1, 3}, {1, 2})).data()[1] == doctest::Approx(1.0f));
+  GroupNorm gn({.num_groups = 1, .num_channels = 2, .eps = 0.0f});
+  CHECK(gn(Tensor::from({1, 3}, {1, 2})).data()[1] == doctest::Approx(1.0f));
+}
+
 TEST_CASE("layers.group_norm: groups, instance-norm extreme, gradient check, errors") {
   GroupNorm gn({.num_groups = 2, .num_channels = 4});
   Tensor x = Tensor::from({1, 3, 5, 7, 0, 0, 0, 0}, {1, 4, 2, 1});

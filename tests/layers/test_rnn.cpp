@@ -264,4 +264,16 @@ TEST_CASE("layers.rnn: bad input and options are refused with the shapes") {
                     doctest::Contains("steps > 0"));
   CHECK_THROWS_WITH(RNN({.input_size = 0, .hidden_size = 4}, rng),
                     doctest::Contains("must be positive"));
+  // Found by the API attack: a bad eps with norm layer was accepted until the first forward.
+  CHECK_THROWS_WITH_AS(
+      RNN({.input_size = 3, .hidden_size = 4, .norm = RNNNorm::kLayer, .eps = -1.0f}, rng),
+      doctest::Contains("RNN: eps must be >= 0 for norm layer; got -1"), Error);
+  CHECK_THROWS_WITH_AS(
+      RNN({.input_size = 3, .hidden_size = 4, .norm = RNNNorm::kLayer, .eps = NAN}, rng),
+      doctest::Contains("RNN: eps must be >= 0 for norm layer; got nan"), Error);
+  CHECK_THROWS_WITH_AS(
+      RNN({.input_size = 3, .hidden_size = 4, .norm = RNNNorm::kBatch, .steps = 2, .eps = 0.0f},
+          rng),
+      doctest::Contains("RNN: eps must be positive for norm batch; got 0"), Error);
+  CHECK_NOTHROW(RNN({.input_size = 3, .hidden_size = 4, .eps = -1.0f}, rng));  // no norm: unused
 }
