@@ -305,7 +305,12 @@ void Tensor::backward(const Tensor& seed) const { detail::run_backward(*this, &s
 
 const std::shared_ptr<Node>& Tensor::grad_fn() const { return checked(impl_)->grad_fn; }
 
-Tensor Tensor::detach() const { return wrap(shape(), impl_->storage); }
+Tensor Tensor::detach() const {
+  // One checked access before both reads: the order in which wrap's arguments are evaluated is
+  // unspecified, so impl_->storage could otherwise be read through null before shape() throws.
+  const auto& impl = checked(impl_);
+  return wrap(impl->shape, impl->storage);
+}
 
 Tensor Tensor::reshape(const Shape& shape) const { return bnlab::reshape(*this, shape); }
 Tensor Tensor::view(const Shape& shape) const { return bnlab::view(*this, shape); }

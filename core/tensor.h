@@ -156,7 +156,7 @@ class Tensor {
   /// The node of the op that produced this tensor (null for leaves and after backward).
   const std::shared_ptr<Node>& grad_fn() const;
 
-  /// A tensor sharing this one's data, outside the graph.
+  /// A tensor sharing this one's data, outside the graph. Throws for an undefined tensor.
   Tensor detach() const;
   /// Same data, new shape (one dimension may be -1). Differentiable; see ops.h.
   Tensor reshape(const Shape& shape) const;

@@ -67,6 +67,15 @@ TEST_CASE("tensor: errors name the problem and shapes") {
   CHECK_THROWS_AS(Tensor().shape(), Error);
 }
 
+TEST_CASE("tensor: detach of an undefined tensor throws, as its other methods do") {
+  // It read the storage through a null impl before anything checked (API attack, D4).
+  CHECK_THROWS_WITH_AS(Tensor().detach(), "tensor: use of an undefined tensor", Error);
+  Tensor a = Tensor::from({1, 2}, {2});
+  Tensor d = a.detach();
+  CHECK(d.shape() == Shape{2});
+  CHECK(d.data() == a.data());
+}
+
 TEST_CASE("tensor: a shape larger than memory is refused before allocating") {
   // 2^62 floats: the byte count would wrap around size_t; 2^40 floats (4 TiB) fits in int64 and
   // size_t but in no machine's memory. Both throw naming the shape, nothing is allocated.
