@@ -240,7 +240,8 @@ Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride = 0, int64_t p
                   bool count_include_pad = true);
 /// x [N, C, H, W] -> [N, C, oh, ow]: output cell (i, j) averages the rows from floor(i*H/oh) to
 /// ceil((i+1)*H/oh) (exclusive) and likewise the columns, PyTorch's formula; {1, 1} is global
-/// average pooling.
+/// average pooling. oh, ow >= 1 may exceed H, W (windows then repeat), as in PyTorch; throws,
+/// naming both shapes, if the output is too large for a tensor.
 Tensor adaptive_avg_pool2d(const Tensor& x, std::array<int64_t, 2> output_size);
 /// adaptive_avg_pool2d(x, {output_size, output_size}).
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t output_size);

@@ -356,8 +356,8 @@ void avg_pool_backward(float* dx, const float* dout, const AvgWindows& d) {
   });
 }
 
-Tensor avg_pool(const char* op, const Tensor& x, AvgWindows d) {
-  Tensor out = Tensor::empty({x.size(0), x.size(1), d.Ho, d.Wo});
+// out: [N, C, Ho, Wo], allocated by the caller.
+Tensor avg_pool(const char* op, const Tensor& x, AvgWindows d, Tensor out) {
   avg_pool_forward(out.data(), x.data(), d);
   if (needs_grad({x})) {
     attach(out, op, {x},
@@ -392,7 +392,8 @@ Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t paddi
   };
   windows(d.H, d.Ho, d.h0, d.h1);
   windows(d.W, d.Wo, d.w0, d.w1);
-  return avg_pool("avg_pool2d", x, std::move(d));
+  Tensor out = Tensor::empty({x.size(0), x.size(1), d.Ho, d.Wo});
+  return avg_pool("avg_pool2d", x, std::move(d), out);
 }
 
 Tensor adaptive_avg_pool2d(const Tensor& x, std::array<int64_t, 2> output_size) {
@@ -408,17 +409,37 @@ Tensor adaptive_avg_pool2d(const Tensor& x, std::array<int64_t, 2> output_size) 
               " has no spatial extent");
   d.Ho = output_size[0];
   d.Wo = output_size[1];
-  // PyTorch's start = floor(i * size / out), end = ceil((i + 1) * size / out).
+  // The output first: its size check must come before the windows, which hold Ho + Wo entries and
+  // would otherwise be built for any size asked for, however absurd.
+  Tensor out;
+  try {
+    out = Tensor::empty({x.size(0), x.size(1), d.Ho, d.Wo});
+  } catch (const Error& e) {
+    BNLAB_FAIL("adaptive_avg_pool2d: output size ", d.Ho, "x", d.Wo, " is too large for input ",
+               x.shape(), ": ", e.what());
+  }
+  // PyTorch's start = floor(i * size / out), end = ceil((i + 1) * size / out), with i * size kept
+  // as quotient and remainder by out: the product itself can overflow int64.
   auto windows = [](int64_t size, int64_t count, std::vector<int64_t>& lo,
                     std::vector<int64_t>& hi) {
+    int64_t q = 0, r = 0;  // i * size = q * count + r, 0 <= r < count
     for (int64_t i = 0; i < count; ++i) {
-      lo.push_back(i * size / count);
-      hi.push_back(((i + 1) * size + count - 1) / count);
+      lo.push_back(q);
+      q += size / count;
+      r += size % count;
+      if (r >= count) {
+        ++q;
+        r -= count;
+      }
+      hi.push_back(r != 0 ? q + 1 : q);
     }
   };
-  windows(d.H, d.Ho, d.h0, d.h1);
-  windows(d.W, d.Wo, d.w0, d.w1);
-  return avg_pool("adaptive_avg_pool2d", x, std::move(d));
+  // No planes, nothing to pool: an empty output may have any Ho and Wo, and needs no windows.
+  if (d.planes > 0) {
+    windows(d.H, d.Ho, d.h0, d.h1);
+    windows(d.W, d.Wo, d.w0, d.w1);
+  }
+  return avg_pool("adaptive_avg_pool2d", x, std::move(d), out);
 }
 
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t output_size) {

@@ -68,6 +68,54 @@ TEST_CASE("ops.avg_pool: adaptive windows floor(i*H/oh) .. ceil((i+1)*H/oh) as P
   for (size_t i = 0; i < gp.size(); ++i) CHECK(gp[i] == doctest::Approx(by_mean.to_vector()[i]));
 }
 
+TEST_CASE("ops.avg_pool: adaptive windows match PyTorch's formula for every small size") {
+  // The windows are built from i * H kept as quotient and remainder, not from the product.
+  for (int64_t H = 1; H <= 7; ++H) {
+    Floats v(static_cast<size_t>(H));
+    // Powers of two: each window's mean tells which cells it covers.
+    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(1 << i);
+    const Tensor x = Tensor::from(v, {1, 1, H, 1});
+    for (int64_t oh = 1; oh <= 9; ++oh) {
+      Floats expected;
+      for (int64_t i = 0; i < oh; ++i) {
+        const int64_t h0 = i * H / oh, h1 = ((i + 1) * H + oh - 1) / oh;
+        float acc = 0.0f;
+        for (int64_t h = h0; h < h1; ++h) acc += v[static_cast<size_t>(h)];
+        expected.push_back(acc / static_cast<float>(h1 - h0));
+      }
+      CAPTURE(H);
+      CAPTURE(oh);
+      check_close(adaptive_avg_pool2d(x, {oh, 1}), expected);
+    }
+  }
+}
+
+TEST_CASE("ops.avg_pool: an adaptive output too large for a tensor is refused before allocating") {
+  // The windows (Ho + Wo entries) were built before the output's size was checked, so a huge
+  // output size allocated without bound, and the error, if any, did not name the op.
+  const Tensor x = Tensor::ones({1, 1, 4, 4});
+  // REQUIRE: without the check, the calls below would allocate terabytes.
+  REQUIRE_THROWS_WITH_AS(adaptive_avg_pool2d(x, {int64_t{1} << 20, int64_t{1} << 20}),
+                         doctest::Contains("adaptive_avg_pool2d: output size 1048576x1048576 is "
+                                           "too large for input [1, 1, 4, 4]: tensor: shape [1, "
+                                           "1, 1048576, 1048576] needs 4096.0 GiB"),
+                         Error);
+  CHECK_THROWS_WITH_AS(adaptive_avg_pool2d(x, {int64_t{1} << 40, int64_t{1} << 40}),
+                       doctest::Contains("adaptive_avg_pool2d: output size "
+                                         "1099511627776x1099511627776 is too large for input [1, "
+                                         "1, 4, 4]: tensor: shape [1, 1, 1099511627776, "
+                                         "1099511627776] has more elements than int64 can count"),
+                       Error);
+  // An empty batch pools nothing: any output size is an empty tensor, as in PyTorch, and builds
+  // no windows.
+  Tensor e = Tensor::zeros({0, 2, 4, 4});
+  e.set_requires_grad();
+  Tensor y = adaptive_avg_pool2d(e, {int64_t{1} << 40, 3});
+  CHECK(y.shape() == Shape{0, 2, int64_t{1} << 40, 3});
+  sum(y).backward();
+  CHECK(e.grad().shape() == Shape{0, 2, 4, 4});
+}
+
 TEST_CASE("ops.avg_pool: backward spreads dout / divisor over the window, as PyTorch") {
   Tensor x = arange25();
   x.set_requires_grad();
