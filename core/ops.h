@@ -96,7 +96,8 @@ Tensor hardtanh(const Tensor& x, float min_val = -1.0f, float max_val = 1.0f);
 
 // ---- shape (core/ops/shape.cpp) ----
 Tensor reshape(const Tensor& x, const Shape& shape);  ///< shares data; one dim may be -1
-/// [N, ...] -> [N, prod(...)]; shares data
+/// The dims from start_dim on merged into one, their product (torch.flatten(x, start_dim)):
+/// [N, ...] -> [N, prod(...)] by default, also when x is empty ([0, 3, 4] -> [0, 12]); shares data
 Tensor flatten(const Tensor& x, int64_t start_dim = 1);
 Tensor clone(const Tensor& x);  ///< copies data; grad passes through
 

@@ -195,9 +195,10 @@ Tensor flatten(const Tensor& x, int64_t start_dim) {
   int64_t s = start_dim < 0 ? start_dim + rank : start_dim;
   BNLAB_CHECK(s >= 0 && s < std::max<int64_t>(rank, 1), "flatten: start_dim ", start_dim,
               " out of range for shape ", x.shape());
+  // The flattened size is the product of the trailing dims, not a -1 to infer: with no elements
+  // there is nothing to infer it from ([0, 3, 4] -> [0, 12], as PyTorch).
   Shape shape(x.shape().begin(), x.shape().begin() + s);
-  shape.push_back(-1);
-  if (x.numel() == 0) shape.back() = 0;
+  shape.push_back(numel_of(Shape(x.shape().begin() + s, x.shape().end())));
   return reshape(x, shape);
 }
 

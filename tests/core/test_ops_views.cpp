@@ -91,6 +91,17 @@ TEST_CASE("ops.views: unsqueeze, squeeze and view by hand") {
   CHECK(x.squeeze().to_vector() == x.to_vector());
 }
 
+TEST_CASE("ops.views: flatten merges the trailing dims into their product, also when empty") {
+  // PyTorch's shapes: torch.zeros(0, 3, 4).flatten(1) is [0, 12]. An empty tensor was given
+  // [0, 0], which a Dense layer after it then refused.
+  CHECK(flatten(Tensor::zeros({0, 3, 4})).shape() == Shape{0, 12});
+  CHECK(flatten(Tensor::zeros({2, 0, 4})).shape() == Shape{2, 0});
+  CHECK(flatten(Tensor::zeros({0, 3, 4}), 0).shape() == Shape{0});
+  CHECK(flatten(Tensor::zeros({0, 3, 4}), -1).shape() == Shape{0, 3, 4});
+  CHECK(flatten(Tensor::zeros({2, 3, 4})).shape() == Shape{2, 12});
+  CHECK(flatten(Tensor::scalar(5), 0).shape() == Shape{1});
+}
+
 TEST_CASE("ops.views: errors name the op, the dims and the shape") {
   Tensor x = grid();
   CHECK_THROWS_WITH_AS(x.transpose(0, 3),

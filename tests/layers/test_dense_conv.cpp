@@ -62,6 +62,15 @@ TEST_CASE("layers.conv2d: forward by hand, gradient checks with stride and paddi
                        Error);
 }
 
+TEST_CASE("layers: Conv2d -> Flatten -> Dense takes an empty batch, as in PyTorch") {
+  // Each layer took it alone, but Flatten gave [0, 0] for [0, 2, 2, 2], so Dense refused it.
+  Rng rng(4);
+  Conv2d conv({.in_channels = 1, .out_channels = 2, .kernel = 3}, rng);
+  Flatten flat;
+  Dense dense({.in_features = 8, .out_features = 3}, rng);
+  CHECK(dense(flat(conv(Tensor::zeros({0, 1, 4, 4})))).shape() == Shape{0, 3});
+}
+
 TEST_CASE("layers.init: schemes give the documented spreads") {
   Rng rng(4);
   Tensor w = Tensor::empty({256, 512});
