@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -68,8 +69,9 @@ struct ConvDims {
   bool parallel() const { return N > 1 && N * K * CK() * P() > (int64_t{1} << 18); }
 };
 
-// ceil(a / b) for b > 0 and any sign of a.
-int64_t div_ceil(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+// ceil(a / b) for b > 0 and any sign of a (a > INT64_MIN). Not (a + b - 1) / b: that overflows for
+// a stride near INT64_MAX.
+int64_t div_ceil(int64_t a, int64_t b) { return a >= 0 ? a / b + (a % b != 0) : -((-a) / b); }
 
 // The output columns [ow0, ow1) whose input column iw = ow*stride - padding + j lies inside [0, W);
 // the columns outside read padding. Computed once per kernel column, so the copy loops below have
@@ -369,6 +371,10 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
   }
   BNLAB_CHECK(stride >= 1, "conv2d: stride must be >= 1; got ", stride);
   BNLAB_CHECK(padding >= 0, "conv2d: padding must be >= 0; got ", padding);
+  // Refused rather than wrapped: the padded extents below must fit in int64.
+  BNLAB_CHECK(padding <= (std::numeric_limits<int64_t>::max() - std::max(d.H, d.W)) / 2,
+              "conv2d: padding ", padding, " makes the padded input overflow int64 (input ",
+              x.shape(), ", weight ", weight.shape(), ")");
   // Checked before dividing: C++ truncates a negative quotient toward zero, which would hide an
   // empty output.
   BNLAB_CHECK(d.H + 2 * padding >= d.kh && d.W + 2 * padding >= d.kw, "conv2d: kernel ", d.kh, "x",

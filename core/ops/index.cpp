@@ -106,7 +106,8 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t s
   };
   const int64_t s = clamp_bound(start);
   const int64_t e = std::max(clamp_bound(end), s);
-  const int64_t count = (e - s + step - 1) / step;
+  // ceil((e - s) / step) without forming e - s + step - 1, which overflows for a huge step.
+  const int64_t count = e == s ? 0 : (e - s - 1) / step + 1;
   Shape shape = x.shape();
   shape[static_cast<size_t>(d)] = count;
   return take_rows("slice", x, d, s, count, step, shape);
@@ -119,7 +120,8 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
   BNLAB_CHECK(start >= -size && start <= size, "narrow: start ", start, " out of range for dim ",
               dim, " of size ", size, " (shape ", x.shape(), ")");
   const int64_t s = start < 0 ? start + size : start;
-  BNLAB_CHECK(length >= 0 && s + length <= size, "narrow: start (", s, ") + length (", length,
+  // length <= size - s, not s + length <= size: the sum can overflow.
+  BNLAB_CHECK(length >= 0 && length <= size - s, "narrow: start (", s, ") + length (", length,
               ") exceeds size ", size, " of dim ", dim, " (shape ", x.shape(), ")");
   Shape shape = x.shape();
   shape[static_cast<size_t>(d)] = length;

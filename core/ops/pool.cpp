@@ -34,6 +34,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -75,6 +76,10 @@ PoolDims pool_dims(const char* op, const Tensor& x, int64_t kernel, int64_t stri
   d.padding = padding;
   // With H, W >= 1 and padding <= kernel / 2, every window holds at least one real cell.
   BNLAB_CHECK(d.H >= 1 && d.W >= 1, op, ": input ", x.shape(), " has no spatial extent");
+  // Refused rather than wrapped: the padded extents below must fit in int64.
+  BNLAB_CHECK(padding <= (std::numeric_limits<int64_t>::max() - std::max(d.H, d.W)) / 2, op,
+              ": padding ", padding, " makes the padded input overflow int64 (input ", x.shape(),
+              ", kernel ", kernel, ")");
   // Checked before dividing: C++ truncates a negative quotient toward zero.
   BNLAB_CHECK(d.H + 2 * padding >= kernel && d.W + 2 * padding >= kernel, op, ": kernel ", kernel,
               " is larger than the padded input ", d.H + 2 * padding, "x", d.W + 2 * padding,
@@ -87,8 +92,10 @@ PoolDims pool_dims(const char* op, const Tensor& x, int64_t kernel, int64_t stri
 // out [planes, Ho, Wo] and argmax [planes, Ho, Wo] (index h*W + w inside the plane) from x [planes,
 // H, W]: any window. The reference the 2x2/2 kernels below are tested against.
 void max_pool2d_forward(float* out, int64_t* argmax, const float* x, const PoolDims& d) {
+  // The work estimate in double: kernel * kernel overflows int64 for kernels past 2^31.5.
   detail::parallel_for(
-      d.planes, d.planes * d.Ho * d.Wo * d.kernel * d.kernel > (1 << 15), [&](int64_t plane) {
+      d.planes, static_cast<double>(d.planes * d.Ho * d.Wo) * d.kernel * d.kernel > (1 << 15),
+      [&](int64_t plane) {
         const float* xp = x + plane * d.H * d.W;
         float* op = out + plane * d.Ho * d.Wo;
         int64_t* ap = argmax + plane * d.Ho * d.Wo;
@@ -317,9 +324,12 @@ namespace {
 struct AvgWindows {
   int64_t planes, H, W, Ho, Wo;
   std::vector<int64_t> h0, h1, w0, w1;
-  int64_t fixed_divisor = 0;
+  // A double: avg_pool2d's k*k overflows int64 for kernels past 2^31.5, and is exact below 2^26.
+  double fixed_divisor = 0.0;
   float inv_divisor(int64_t oh, int64_t ow) const {
-    const int64_t count = fixed_divisor ? fixed_divisor : (h1[oh] - h0[oh]) * (w1[ow] - w0[ow]);
+    const double count = fixed_divisor != 0.0
+                             ? fixed_divisor
+                             : static_cast<double>((h1[oh] - h0[oh]) * (w1[ow] - w0[ow]));
     return 1.0f / static_cast<float>(count);
   }
 };
@@ -382,7 +392,8 @@ Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t paddi
   d.Wo = p.Wo;
   // Floor mode: every window ends inside the padded input, so with count_include_pad its divisor
   // is the full k*k.
-  d.fixed_divisor = count_include_pad ? kernel * kernel : 0;
+  d.fixed_divisor =
+      count_include_pad ? static_cast<double>(kernel) * static_cast<double>(kernel) : 0.0;
   auto windows = [&](int64_t size, int64_t count, std::vector<int64_t>& lo,
                      std::vector<int64_t>& hi) {
     for (int64_t i = 0; i < count; ++i) {

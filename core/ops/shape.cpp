@@ -43,7 +43,10 @@ Shape resolve_shape(const char* op, const Tensor& x, const Shape& shape) {
       infer_at = static_cast<int64_t>(i);
     } else {
       BNLAB_CHECK(resolved[i] >= 0, op, ": negative dimension in ", shape);
-      known *= resolved[i];
+      // A product past int64 is more elements than any tensor holds.
+      BNLAB_CHECK(!__builtin_mul_overflow(known, resolved[i], &known), op, ": cannot reshape ",
+                  x.shape(), " (", x.numel(), " elements) into ", shape,
+                  ": its sizes multiply past int64");
     }
   }
   if (infer_at >= 0) {

@@ -168,6 +168,22 @@ TEST_CASE("ops.avg_pool: gradient checks") {
                   {param({1, 2, 3, 2}, 36)});
 }
 
+TEST_CASE("ops.avg_pool: a kernel or padding near int64's limit neither overflows nor wraps") {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  const Tensor x = Tensor::ones({1, 1, 4, 4});
+  CHECK_THROWS_WITH_AS(avg_pool2d(x, kMax, 1, kMax / 2),
+                       "avg_pool2d: padding 4611686018427387903 makes the padded input overflow "
+                       "int64 (input [1, 1, 4, 4], kernel 9223372036854775807)",
+                       Error);
+  // Kernel 2^40, padding 2^39: every window holds the 16 ones and 2^80 - 16 padded zeros. The
+  // divisor k*k = 2^80 wrapped to 0 in int64, which read as "count only the real cells" (1).
+  const int64_t k = int64_t{1} << 40;
+  const Tensor with_pad = avg_pool2d(x, k, 1, k / 2);
+  CHECK(with_pad.shape() == Shape{1, 1, 5, 5});
+  for (float v : with_pad.to_vector()) CHECK(v == std::ldexp(1.0f, -76));
+  for (float v : avg_pool2d(x, k, 1, k / 2, false).to_vector()) CHECK(v == 1.0f);
+}
+
 TEST_CASE("ops.avg_pool: errors name the op and the shape") {
   CHECK_THROWS_WITH_AS(avg_pool2d(Tensor::ones({2, 4, 4}), 2),
                        doctest::Contains("avg_pool2d: input must be [N, C, H, W]; got [2, 4, 4]"),

@@ -3,6 +3,8 @@
 // the per-thread dW reduction, and shape errors.
 #include <doctest/doctest.h>
 
+#include <limits>
+
 #include "core/blas.h"
 #include "gradcheck.h"
 #include "test_util.h"
@@ -242,5 +244,28 @@ TEST_CASE("ops.conv: shape errors name the op and both shapes") {
       doctest::Contains("conv2d: padding must be >= 0; got -1"), Error);
   CHECK_THROWS_WITH_AS(conv2d(Tensor::ones({1, 1, 3, 3}), Tensor::ones({1, 1, 5, 5}), Tensor()),
                        doctest::Contains("conv2d: kernel 5x5 is larger than the padded input 3x3"),
+                       Error);
+}
+
+TEST_CASE("ops.conv: a stride or padding near int64's limit neither overflows nor wraps") {
+  // im2col's ceil division computed a + stride - 1 and the shape check H + 2 * padding: both
+  // overflowed int64. A huge stride read every column as padding; a huge padding gave the error
+  // a negative padded input.
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  Tensor x = Tensor::ones({1, 1, 5, 5});
+  x.set_requires_grad();
+  const Tensor w = Tensor::ones({1, 1, 3, 3});
+  // One window, as PyTorch: (5 - 3) / stride + 1 = 1, at the top left; with padding 1 it holds
+  // 2x2 real cells.
+  Tensor y = conv2d(x, w, Tensor(), kMax);
+  CHECK(y.shape() == Shape{1, 1, 1, 1});
+  CHECK(y.item() == 9.0f);
+  CHECK(conv2d(x, w, Tensor(), kMax, 1).item() == 4.0f);
+  y.backward(Tensor::ones({1, 1, 1, 1}));
+  for (int64_t i = 0; i < 25; ++i)
+    CHECK(x.grad().data()[i] == (i / 5 < 3 && i % 5 < 3 ? 1.0f : 0.0f));
+  CHECK_THROWS_WITH_AS(conv2d(x, w, Tensor(), 1, kMax / 2),
+                       "conv2d: padding 4611686018427387903 makes the padded input overflow int64 "
+                       "(input [1, 1, 5, 5], weight [1, 1, 3, 3])",
                        Error);
 }

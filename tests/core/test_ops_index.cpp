@@ -240,3 +240,28 @@ TEST_CASE("ops.index: cat and stack errors name the op, the index and both shape
                        Error);
   CHECK_THROWS_WITH_AS(stack({a}, 3), doctest::Contains("stack: dim 3 out of range"), Error);
 }
+
+TEST_CASE("ops.index: a step or length near int64's limit neither overflows nor wraps") {
+  // slice counted its rows as (end - start + step - 1) / step and narrow checked start + length
+  // <= size: both overflow int64. slice returned no rows where Python's x[:, 0:3:huge] has one, and
+  // narrow let the length through to a tensor error that did not name it.
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  Tensor x = grid();
+  CHECK(x.slice(1, 0, 3, kMax).shape() == Shape{2, 1, 4});
+  CHECK(x.slice(1, 0, 3, kMax).to_vector() == x.narrow(1, 0, 1).to_vector());
+  CHECK(x.slice(2, 1, 4, kMax).to_vector() == Floats{1, 5, 9, 13, 17, 21});
+  CHECK(x.slice(2, std::numeric_limits<int64_t>::min(), kMax, kMax).shape() == Shape{2, 3, 1});
+  CHECK(x.slice(2, 4, 4, kMax).shape() == Shape{2, 3, 0});
+  Tensor leaf = grid();
+  leaf.set_requires_grad();
+  sum(leaf.slice(2, 1, 4, kMax)).backward();
+  for (int64_t i = 0; i < 24; ++i) CHECK(leaf.grad().data()[i] == (i % 4 == 1 ? 1.0f : 0.0f));
+  CHECK_THROWS_WITH_AS(x.narrow(1, 1, kMax),
+                       "narrow: start (1) + length (9223372036854775807) exceeds size 3 of dim 1 "
+                       "(shape [2, 3, 4])",
+                       Error);
+  CHECK_THROWS_WITH_AS(x.narrow(0, -1, kMax),
+                       "narrow: start (1) + length (9223372036854775807) exceeds size 2 of dim 0 "
+                       "(shape [2, 3, 4])",
+                       Error);
+}

@@ -131,3 +131,19 @@ TEST_CASE("ops.pool: errors name the op and the shape") {
                                          "(input [1, 1, 2, 5], padding 0)"),
                        Error);
 }
+
+TEST_CASE("ops.pool: a kernel or padding near int64's limit neither overflows nor wraps") {
+  // The shape check computed H + 2 * padding, which overflowed int64 for a padding near
+  // INT64_MAX / 2 (allowed by padding <= kernel / 2), and the error printed a negative input.
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  const Tensor x = arange({1, 1, 4, 4});
+  CHECK_THROWS_WITH_AS(max_pool2d(x, kMax, 1, kMax / 2),
+                       "max_pool2d: padding 4611686018427387903 makes the padded input overflow "
+                       "int64 (input [1, 1, 4, 4], kernel 9223372036854775807)",
+                       Error);
+  // A kernel of 2^40 with padding 2^39 fits: (4 + 2^40 - 2^40) / 1 + 1 = 5 windows a side, each
+  // over the whole input.
+  const Tensor m = max_pool2d(x, int64_t{1} << 40, 1, int64_t{1} << 39);
+  CHECK(m.shape() == Shape{1, 1, 5, 5});
+  for (float v : m.to_vector()) CHECK(v == 15.0f);
+}

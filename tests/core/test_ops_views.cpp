@@ -121,6 +121,20 @@ TEST_CASE("ops.views: errors name the op, the dims and the shape") {
   CHECK_THROWS_WITH_AS(x.view({-1, -1}), doctest::Contains("view: more than one -1"), Error);
 }
 
+TEST_CASE("ops.views: reshape refuses sizes whose product overflows int64, naming the op") {
+  // The product of the given sizes overflowed (undefined behaviour) and wrapped, here to 0.
+  constexpr int64_t k32 = int64_t{1} << 32, k62 = int64_t{1} << 62;
+  CHECK_THROWS_WITH_AS(Tensor::zeros({1}).reshape({k32, k32, -1}),
+                       "reshape: cannot reshape [1] (1 elements) into [4294967296, 4294967296, "
+                       "-1]: its sizes multiply past int64",
+                       Error);
+  CHECK_THROWS_WITH_AS(view(Tensor::zeros({0}), {k62, 4, -1}),
+                       "view: cannot reshape [0] (0 elements) into [4611686018427387904, 4, -1]: "
+                       "its sizes multiply past int64",
+                       Error);
+  CHECK(Tensor::zeros({0}).reshape({0, k62}).shape() == Shape{0, k62});
+}
+
 TEST_CASE("ops.views: gradient checks, also through chains of views") {
   for (int64_t d0 = -3; d0 < 3; ++d0) {
     for (int64_t d1 = 0; d1 < 3; ++d1) {
