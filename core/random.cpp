@@ -5,7 +5,26 @@
 
 #include <cmath>
 
+#include "core/error.h"
+
 namespace bnlab {
+
+namespace detail {
+
+void check_uniform_range(const char* op, float low, float high) {
+  BNLAB_CHECK(std::isfinite(low) && std::isfinite(high), op,
+              ": low and high must be finite; got low=", low, ", high=", high);
+  BNLAB_CHECK(low <= high, op, ": expects a [low, high) range, but found low=", low,
+              " > high=", high);
+  BNLAB_CHECK(std::isfinite(high - low), op, ": high - low overflows float (low=", low,
+              ", high=", high, ")");
+}
+
+void check_normal_std(const char* op, float std) {
+  BNLAB_CHECK(std >= 0.0f, op, ": expects std >= 0, but found std=", std);
+}
+
+}  // namespace detail
 
 void Rng::seed_with(uint64_t seed, uint64_t stream) {
   state_ = 0;

@@ -10,6 +10,14 @@
 
 namespace bnlab {
 
+namespace detail {
+// Throws, naming `op`, unless uniform draws in [low, high) are defined: PyTorch's checks for
+// uniform_ (low and high finite, low <= high, high - low finite in float).
+void check_uniform_range(const char* op, float low, float high);
+// Throws, naming `op`, unless std >= 0 (so a NaN std throws too): PyTorch's check for normal_.
+void check_normal_std(const char* op, float std);
+}  // namespace detail
+
 /// A 64-bit seed derived from `seed` and `salt` (the splitmix64 finalizer of seed ^ (salt +
 /// golden ratio)): unrelated outputs for neighbouring salts, e.g. one seed per layer or per step
 /// with no generator state to save.

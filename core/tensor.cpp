@@ -216,6 +216,7 @@ Tensor Tensor::from(const std::vector<float>& values, const Shape& shape) {
 }
 
 Tensor Tensor::uniform(const Shape& shape, Rng& rng, float low, float high) {
+  detail::check_uniform_range("uniform", low, high);
   Tensor t = empty(shape);
   float* p = t.data();
   for (int64_t i = 0; i < t.numel(); ++i) p[i] = rng.uniform(low, high);
@@ -223,6 +224,7 @@ Tensor Tensor::uniform(const Shape& shape, Rng& rng, float low, float high) {
 }
 
 Tensor Tensor::normal(const Shape& shape, Rng& rng, float mean, float std) {
+  detail::check_normal_std("normal", std);
   Tensor t = empty(shape);
   float* p = t.data();
   for (int64_t i = 0; i < t.numel(); ++i) p[i] = rng.normal(mean, std);

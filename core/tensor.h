@@ -101,9 +101,10 @@ class Tensor {
   static Tensor from(const std::vector<float>& values, const Shape& shape);
   /// A 0-dimensional tensor holding `value`.
   static Tensor scalar(float value) { return full({}, value); }
-  /// Uniform in [low, high), drawn from `rng`.
+  /// Uniform in [low, high), drawn from `rng`. Throws unless low and high are finite, low <= high
+  /// and high - low is finite (PyTorch's uniform_ checks).
   static Tensor uniform(const Shape& shape, Rng& rng, float low = 0.0f, float high = 1.0f);
-  /// Normal(mean, std^2), drawn from `rng`.
+  /// Normal(mean, std^2), drawn from `rng`. Throws if std < 0 or NaN, as PyTorch.
   static Tensor normal(const Shape& shape, Rng& rng, float mean = 0.0f, float std = 1.0f);
   /// Standard normal draws from `rng` (torch.randn): normal(shape, rng, 0, 1).
   static Tensor randn(const Shape& shape, Rng& rng);

@@ -27,11 +27,13 @@ float gain(const std::string& nonlinearity, float param) {
 }
 
 void uniform_(const Tensor& t, Rng& rng, float low, float high) {
+  detail::check_uniform_range("init::uniform_", low, high);
   float* p = t.data();
   for (int64_t i = 0; i < t.numel(); ++i) p[i] = rng.uniform(low, high);
 }
 
 void normal_(const Tensor& t, Rng& rng, float mean, float std) {
+  detail::check_normal_std("init::normal_", std);
   float* p = t.data();
   for (int64_t i = 0; i < t.numel(); ++i) p[i] = rng.normal(mean, std);
 }
@@ -52,6 +54,9 @@ void xavier_normal_(const Tensor& t, Rng& rng, float g) {
 void kaiming_uniform_(const Tensor& t, Rng& rng, float a, bool fan_out_mode,
                       const std::string& nonlinearity) {
   Fans f = fans(t);
+  // As PyTorch: with no elements there is nothing to fill, and the fan, 0, would give an infinite
+  // bound that uniform_ refuses.
+  if (t.numel() == 0) return;
   float std = gain(nonlinearity, a) / std::sqrt(static_cast<float>(fan_out_mode ? f.out : f.in));
   float bound = std::sqrt(3.0f) * std;
   uniform_(t, rng, -bound, bound);
@@ -60,6 +65,7 @@ void kaiming_uniform_(const Tensor& t, Rng& rng, float a, bool fan_out_mode,
 void kaiming_normal_(const Tensor& t, Rng& rng, float a, bool fan_out_mode,
                      const std::string& nonlinearity) {
   Fans f = fans(t);
+  if (t.numel() == 0) return;  // as kaiming_uniform_
   normal_(t, rng, 0.0f,
           gain(nonlinearity, a) / std::sqrt(static_cast<float>(fan_out_mode ? f.out : f.in)));
 }
@@ -67,7 +73,9 @@ void kaiming_normal_(const Tensor& t, Rng& rng, float a, bool fan_out_mode,
 void torch_default_(const Tensor& weight, const Tensor& bias, Rng& rng) {
   kaiming_uniform_(weight, rng, std::sqrt(5.0f));
   if (bias.defined()) {
-    float bound = 1.0f / std::sqrt(static_cast<float>(fans(weight).in));
+    // PyTorch's reset_parameters: bound 0 when fan_in is 0, where 1/sqrt(0) would fill in NaN.
+    const int64_t fan_in = fans(weight).in;
+    const float bound = fan_in > 0 ? 1.0f / std::sqrt(static_cast<float>(fan_in)) : 0.0f;
     uniform_(bias, rng, -bound, bound);
   }
 }

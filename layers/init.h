@@ -23,9 +23,10 @@ Fans fans(const Tensor& weight);  ///< throws for rank < 2
 /// sqrt(2/(1+a^2)).
 float gain(const std::string& nonlinearity, float param = 0.01f);
 
-/// Fills `t` with U(low, high) in place.
+/// Fills `t` with U(low, high) in place. Throws unless low and high are finite, low <= high and
+/// high - low is finite (torch.nn.init.uniform_'s checks).
 void uniform_(const Tensor& t, Rng& rng, float low, float high);
-/// Fills `t` with N(mean, std^2) in place.
+/// Fills `t` with N(mean, std^2) in place. Throws if std < 0 or NaN, as PyTorch.
 void normal_(const Tensor& t, Rng& rng, float mean, float std);
 /// Fills `t` with `value` in place.
 void constant_(const Tensor& t, float value);
@@ -33,15 +34,17 @@ void constant_(const Tensor& t, float value);
 void xavier_uniform_(const Tensor& t, Rng& rng, float gain = 1.0f);
 /// N(0, gain^2 * 2 / (fan_in + fan_out)).
 void xavier_normal_(const Tensor& t, Rng& rng, float gain = 1.0f);
-/// U(-b, b), b = gain(nonlinearity, a) * sqrt(3 / fan); fan = fan_in unless fan_out_mode.
+/// U(-b, b), b = gain(nonlinearity, a) * sqrt(3 / fan); fan = fan_in unless fan_out_mode. A tensor
+/// with no elements is left as it is, as in PyTorch.
 void kaiming_uniform_(const Tensor& t, Rng& rng, float a = 0.0f, bool fan_out_mode = false,
                       const std::string& nonlinearity = "leaky_relu");
-/// N(0, (gain / sqrt(fan))^2).
+/// N(0, (gain / sqrt(fan))^2). A tensor with no elements is left as it is, as in PyTorch.
 void kaiming_normal_(const Tensor& t, Rng& rng, float a = 0.0f, bool fan_out_mode = false,
                      const std::string& nonlinearity = "leaky_relu");
 
 /// PyTorch's default for nn.Linear and nn.Conv2d (reset_parameters): weight kaiming_uniform_ with
-/// a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)); bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+/// a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)); bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+/// or zeros when fan_in is 0.
 void torch_default_(const Tensor& weight, const Tensor& bias, Rng& rng);
 
 /// Applies a named scheme to a weight: "default" (PyTorch's), "xavier-uniform", "xavier-normal",

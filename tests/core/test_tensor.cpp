@@ -43,6 +43,28 @@ TEST_CASE("tensor: seeded random factories are reproducible and in range") {
   CHECK(s == doctest::Approx(2.0).epsilon(0.05));
 }
 
+TEST_CASE("tensor: random factories refuse the ranges and std PyTorch refuses") {
+  // They were accepted: an inverted range drew from (high, low], a negative std flipped the
+  // draws' sign, and a NaN bound or std gave a NaN tensor.
+  Rng rng(3);
+  const float nan = std::nanf(""), inf = INFINITY;
+  CHECK_THROWS_WITH_AS(Tensor::uniform({3}, rng, 1, 0),
+                       "uniform: expects a [low, high) range, but found low=1 > high=0", Error);
+  CHECK_THROWS_WITH_AS(Tensor::uniform({3}, rng, nan, 1),
+                       "uniform: low and high must be finite; got low=nan, high=1", Error);
+  CHECK_THROWS_WITH_AS(Tensor::uniform({3}, rng, 0, inf),
+                       doctest::Contains("uniform: low and high must be finite"), Error);
+  CHECK_THROWS_WITH_AS(Tensor::uniform({3}, rng, -3e38f, 3e38f),
+                       doctest::Contains("uniform: high - low overflows float"), Error);
+  CHECK_THROWS_WITH_AS(Tensor::normal({3}, rng, 0, -1),
+                       "normal: expects std >= 0, but found std=-1", Error);
+  CHECK_THROWS_WITH_AS(Tensor::normal({3}, rng, 0, nan), doctest::Contains("expects std >= 0"),
+                       Error);
+  // The edges PyTorch allows: an empty range [a, a) gives a, std 0 gives the mean.
+  CHECK(Tensor::uniform({2}, rng, 2, 2).to_vector() == std::vector<float>{2, 2});
+  CHECK(Tensor::normal({2}, rng, 5, 0).to_vector() == std::vector<float>{5, 5});
+}
+
 TEST_CASE("tensor: handles share storage, reshape shares, clone copies") {
   Tensor a = Tensor::from({1, 2, 3, 4, 5, 6}, {2, 3});
   Tensor b = a;

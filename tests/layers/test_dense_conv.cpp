@@ -71,6 +71,26 @@ TEST_CASE("layers: Conv2d -> Flatten -> Dense takes an empty batch, as in PyTorc
   CHECK(dense(flat(conv(Tensor::zeros({0, 1, 4, 4})))).shape() == Shape{0, 3});
 }
 
+TEST_CASE("layers.init: bad ranges and std are refused, and fan_in 0 gives a zero bias, not NaN") {
+  // uniform_ and normal_ accepted what PyTorch refuses, and torch_default_'s bias bound was
+  // 1/sqrt(0): NaN in every bias element. PyTorch's reset_parameters uses bound 0 there.
+  Rng rng(5);
+  Tensor t = Tensor::ones({2});
+  CHECK_THROWS_WITH_AS(init::uniform_(t, rng, 1, 0),
+                       "init::uniform_: expects a [low, high) range, but found low=1 > high=0",
+                       Error);
+  CHECK_THROWS_WITH_AS(init::normal_(t, rng, 0, -1),
+                       "init::normal_: expects std >= 0, but found std=-1", Error);
+  CHECK(t.to_vector() == std::vector<float>{1, 1});  // refused before anything was written
+  Tensor w = Tensor::ones({2, 0});
+  Tensor b = Tensor::ones({2});
+  init::torch_default_(w, b, rng);
+  CHECK(b.to_vector() == std::vector<float>{0, 0});
+  // Zero-element weights are left alone, as PyTorch (their fan, 0, would make the bound inf).
+  CHECK_NOTHROW(init::kaiming_uniform_(Tensor::ones({3, 0, 2, 2}), rng));
+  CHECK_NOTHROW(init::kaiming_normal_(Tensor::ones({0, 3}), rng, 0.0f, true));
+}
+
 TEST_CASE("layers.init: schemes give the documented spreads") {
   Rng rng(4);
   Tensor w = Tensor::empty({256, 512});
