@@ -293,7 +293,9 @@ void merge_moments_into(double* a, const double* b, int64_t channels);
 /// with the biased batch variance, eps inside the sqrt; gamma/beta [C] or undefined (no affine).
 /// Hand-derived backward to x, gamma and beta (docs/derivations.md). With a `reducer` (SyncBN) the
 /// statistics cover every shard's batch (count = all shards' M); dgamma/dbeta stay local sums
-/// (the data-parallel gradient average adds them up), dx uses the global sums.
+/// (the data-parallel gradient average adds them up), dx uses the global sums. Throws unless M > 1
+/// (more than 1 value per channel, over all shards under a reducer), as PyTorch; so do the fused
+/// and renorm variants below.
 BatchNormResult batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                  float eps,
                                  const std::shared_ptr<BatchNormReducer>& reducer = nullptr);

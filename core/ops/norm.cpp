@@ -1272,6 +1272,10 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
   check_param(op, "gamma", gamma, {d.C}, x);
   check_param(op, "beta", beta, {d.C}, x);
   check_eps(op, eps);
+  // One value per channel normalizes to 0 and leaves only beta, which is no training signal (as
+  // PyTorch's F.batch_norm). Under a reducer (SyncBN) a shard may hold one: merge checks the total.
+  BNLAB_CHECK(reducer || d.N * d.S > 1, op,
+              ": expected more than 1 value per channel when training; got input ", x.shape());
   const size_t C = static_cast<size_t>(d.C);
   // count: this shard's M until the reducer merges the moments (the local one leaves it).
   BatchNormSaved s{d,
@@ -1339,6 +1343,9 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
                   ": the reducer returned a count of ", s.count,
                   " values per channel, fewer than this shard's ", d.N * d.S, " (input ", x.shape(),
                   ")");
+      BNLAB_CHECK(s.count > 1.0, op,
+                  ": expected more than 1 value per channel over all shards when training; got ",
+                  s.count, " (this shard's input ", x.shape(), ")");
     };
     // The statistics from the moments (and r, d from them).
     auto statistics = [&](int64_t c0, int64_t c1) {

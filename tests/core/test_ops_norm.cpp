@@ -262,6 +262,57 @@ TEST_CASE("ops.norm: batch_norm_train dx is orthogonal to 1 and to xhat in each 
   }
 }
 
+namespace {
+// SyncBN over `shards` shards that all hold this shard's values: the counts, M2s and sums add up.
+class IdenticalShards final : public BatchNormReducer {
+ public:
+  explicit IdenticalShards(double shards) : shards_(shards) {}
+  void merge_moments(double* moments, int64_t channels) override {
+    for (int64_t c = 0; c < channels; ++c) {
+      moments[3 * c] *= shards_;
+      moments[3 * c + 2] *= shards_;
+    }
+  }
+  void sum(double* values, int64_t n) override {
+    for (int64_t i = 0; i < n; ++i) values[i] *= shards_;
+  }
+
+ private:
+  double shards_;
+};
+}  // namespace
+
+TEST_CASE("ops.norm: training batch norm refuses one value per channel, as PyTorch") {
+  // Each value normalized to 0, so the op silently returned beta; the BatchNorm layers refused it
+  // already.
+  const Tensor x = Tensor::from({1, 2, 3}, {1, 3});
+  const Tensor gamma = Tensor::ones({3}), beta = Tensor::zeros({3});
+  CHECK_THROWS_WITH_AS(
+      batch_norm_train(x, gamma, beta, 1e-5f),
+      "batch_norm: expected more than 1 value per channel when training; got input [1, 3]", Error);
+  CHECK_THROWS_WITH_AS(batch_norm_relu_train(Tensor::ones({1, 3, 1, 1}), gamma, beta, 1e-5f),
+                       "batch_norm_relu: expected more than 1 value per channel when training; "
+                       "got input [1, 3, 1, 1]",
+                       Error);
+  CHECK_THROWS_WITH_AS(
+      batch_renorm_train(x, gamma, beta, 1e-5f, {Tensor::zeros({3}), Tensor::ones({3}), 1, 0}),
+      doctest::Contains("batch_renorm: expected more than 1 value per channel when training"),
+      Error);
+  // Two values per channel are enough, in one image or over two.
+  CHECK(batch_norm_train(Tensor::ones({1, 3, 2}), gamma, beta, 1e-5f).count == 2);
+  CHECK(batch_norm_train(Tensor::ones({2, 3}), gamma, beta, 1e-5f).count == 2);
+  // Under SyncBN a shard may hold one value per channel: what counts is the total over all shards.
+  CHECK_THROWS_WITH_AS(
+      batch_norm_train(x, gamma, beta, 1e-5f, std::make_shared<IdenticalShards>(1.0)),
+      "batch_norm: expected more than 1 value per channel over all shards when training; got 1 "
+      "(this shard's input [1, 3])",
+      Error);
+  const BatchNormResult two =
+      batch_norm_train(x, gamma, beta, 1e-5f, std::make_shared<IdenticalShards>(2.0));
+  CHECK(two.count == 2);
+  CHECK(two.y.to_vector() == std::vector<float>{0, 0, 0});
+}
+
 TEST_CASE("ops.norm: batch_norm_eval uses the given statistics and sends no grad to them") {
   Tensor x = Tensor::from({1, 2, 3, 4}, {2, 2});
   Tensor rm = Tensor::from({1, 2}, {2});
