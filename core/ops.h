@@ -215,11 +215,9 @@ Tensor binary_cross_entropy(const Tensor& probs, const Tensor& targets);
 /// `BNLAB_CONV=im2col|direct|winograd|fourier` forces one where it applies); all agree with
 /// PyTorch within float rounding on finite inputs (Winograd's and the frequency domain's error
 /// scales with the largest value in a tile or plane, not in each window). A NaN or inf in x, weight
-/// or the gradient reaches, on the im2col and direct paths, exactly the outputs PyTorch's does; on
-/// the Winograd path it makes its whole 4x4 output tile NaN and on the frequency-domain path (5x5
-/// and larger kernels on small planes) the whole image's output, infinities included (NaN where
-/// PyTorch has
-/// +-inf). Set `BNLAB_CONV=im2col` where that pattern matters.
+/// or the gradient reaches exactly the outputs PyTorch's does: Winograd and the frequency domain,
+/// which would spread it over a 4x4 tile or a whole image, hand such a call (or its backward) to
+/// im2col + GEMM.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride = 1,
               int64_t padding = 0, int64_t groups = 1);
 /// relu(conv2d(x, weight, bias, ...)), the same values and gradients bit for bit. The ReLU is

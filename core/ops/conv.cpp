@@ -1,9 +1,12 @@
 // 2-D convolution (cross-correlation, as PyTorch's conv2d) through im2col + one GEMM per image and
-// group: the reference path, for every shape. Two faster paths take the shapes they suit: Winograd
-// F(4x4, 3x3) for 3x3, stride-1, padding-1 convs with enough channels (core/ops/conv_winograd.cpp)
-// and direct kernels for thin first layers and 5x5 convs (core/ops/conv_direct.cpp). The rule is
-// detail::conv2d_path (core/ops/conv_path.cpp; BNLAB_CONV=im2col|winograd|direct forces a path);
-// it sees the shape alone, never timings, so a run's numerics are reproducible.
+// group: the reference path, for every shape. Three faster paths take the shapes they suit:
+// Winograd F(4x4, 3x3) for 3x3, stride-1, padding-1 convs with enough channels
+// (core/ops/conv_winograd.cpp), direct kernels for thin first layers and 5x5 convs
+// (core/ops/conv_direct.cpp) and the frequency domain for small images with large kernels
+// (core/ops/conv_fourier.cpp). The rule is detail::conv2d_path (core/ops/conv_path.cpp;
+// BNLAB_CONV=im2col|winograd|direct|fourier forces a path); it sees the shape alone, never
+// timings, so a run's numerics are reproducible. Winograd and the frequency domain also need
+// finite operands (mixes_tiles below): a NaN or inf sends that conv, or its backward, to im2col.
 //
 // Legend: N batch, C in-channels, H/W input height/width, K out-channels, kh/kw kernel
 // height/width, Ho/Wo output height/width, G groups, Cg = C/G and Kg = K/G the channels of one
@@ -43,6 +46,7 @@
 #include "core/ops/conv_fourier.h"
 #include "core/ops/conv_path.h"
 #include "core/ops/conv_winograd.h"
+#include "core/ops/finite.h"
 #include "core/ops/plane_moments.h"
 #include "core/ops/unary_op.h"
 #include "core/parallel.h"
@@ -333,6 +337,16 @@ void conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* dout, con
   }
 }
 
+// Whether a path mixes every input of a tile (Winograd: a 6x6 patch into a 4x4 output tile) or of
+// an image (frequency domain: every frequency sums all pixels) into every output of it. One NaN or
+// inf there turns the whole tile or image NaN, where im2col (and PyTorch) confine it to the
+// windows that read it. So these paths run only on finite inputs, weights and output gradients,
+// and the rest goes to im2col: a scan of what the op reads anyway, against a silently different
+// answer in exactly the steps where a user is looking for the first NaN.
+bool mixes_tiles(detail::ConvPath path) {
+  return path == detail::ConvPath::winograd || path == detail::ConvPath::fourier;
+}
+
 // conv2d, and conv2d_relu when `relu`: each path applies the ReLU as it writes the output, and the
 // backward first masks dout by relu'(out) (relu's own backward: relu' from the output is exact),
 // into a scratch tensor that then serves as the conv's dout, so both directions are bit-identical
@@ -383,9 +397,14 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
   d.Ho = (d.H + 2 * padding - d.kh) / stride + 1;
   d.Wo = (d.W + 2 * padding - d.kw) / stride + 1;
 
-  // The path is fixed here, by shape and BNLAB_CONV only, and the backward reuses it.
-  const detail::ConvPath path = detail::conv2d_path(detail::conv_path_mode(), d.C, d.K, d.kh, d.kw,
-                                                    stride, padding, groups, d.H, d.W);
+  // The path is fixed here, by shape, BNLAB_CONV and the inputs' finiteness, and the backward
+  // reuses it (falling back further on a non-finite dout).
+  detail::ConvPath path = detail::conv2d_path(detail::conv_path_mode(), d.C, d.K, d.kh, d.kw,
+                                              stride, padding, groups, d.H, d.W);
+  if (mixes_tiles(path) && !(detail::all_finite(x.data(), x.numel()) &&
+                             detail::all_finite(weight.data(), weight.numel()))) {
+    path = detail::ConvPath::im2col;
+  }
   const detail::WinogradShape ws{d.N, d.C, d.H, d.W, d.K};
   const detail::DirectConvShape ds{d.N, d.C, d.H, d.W, d.K, d.kh, padding, d.Ho, d.Wo};
   const detail::FourierConvShape fs{d.N, d.C, d.H, d.W, d.K, d.kh, d.kw, padding, d.Ho, d.Wo};
@@ -427,13 +446,17 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
              }
              const Tensor& dout = relu ? masked : dy;
              if (float* db = grad_buffer(in[2])) conv2d_bias_backward(db, dout.data(), d);
-             if (path == detail::ConvPath::winograd) {
+             const detail::ConvPath bwd_path =
+                 mixes_tiles(path) && !detail::all_finite(dout.data(), dout.numel())
+                     ? detail::ConvPath::im2col
+                     : path;
+             if (bwd_path == detail::ConvPath::winograd) {
                const GradTarget dx = grad_target(in[0]);
                detail::winograd_conv2d_backward(dx.data, dx.fresh, grad_buffer(in[1]), dout.data(),
                                                 in[0].data(), in[1].data(), ws);
                return;
              }
-             if (path == detail::ConvPath::fourier) {
+             if (bwd_path == detail::ConvPath::fourier) {
                const GradTarget dx = grad_target(in[0]);
                detail::fourier_conv2d_backward(dx.data, dx.fresh, grad_buffer(in[1]), dout.data(),
                                                in[0].data(), in[1].data(), fs, spectra.get());
@@ -444,8 +467,8 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
              // fit); `direct_data` computes dx as the transposed direct conv and dw with im2col's.
              const GradTarget dx = grad_target(in[0]);
              float* dw = grad_buffer(in[1]);
-             const bool direct_dx = path == detail::ConvPath::direct_data && dx.data;
-             const bool direct_dw = path == detail::ConvPath::direct && dw;
+             const bool direct_dx = bwd_path == detail::ConvPath::direct_data && dx.data;
+             const bool direct_dw = bwd_path == detail::ConvPath::direct && dw;
              if (direct_dx) {
                detail::conv2d_direct_input_grad(dx.data, dx.fresh, dout.data(), in[1].data(), ds);
              }

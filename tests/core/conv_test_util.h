@@ -1,6 +1,7 @@
 // Helpers shared by the conv path tests (test_ops_conv_winograd.cpp, test_ops_conv_fourier.cpp):
-// one conv2d forward and backward under a forced path, a bitwise comparison, and the worst error
-// against a double reference in units of float epsilon times a magnitude.
+// one conv2d forward and backward under a forced path, a bitwise comparison, the worst error
+// against a double reference in units of float epsilon times a magnitude, and the check that
+// non-finite operands give im2col's results.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -9,10 +10,12 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "core/ops.h"
 #include "core/ops/conv_path.h"
+#include "gradcheck.h"
 
 namespace bnlab::testing {
 
@@ -50,6 +53,38 @@ inline double worst_ulps(const std::vector<float>& got, const std::vector<double
     worst = std::max(worst, mag[i] > 0.0 ? err / (FLT_EPSILON * mag[i]) : INFINITY);
   }
   return worst;
+}
+
+// Under `mode` (a path that mixes a whole tile or image: Winograd, fourier), conv2d with one NaN,
+// +inf or -inf in x, in w or in the output gradient gives bit for bit what im2col gives, which
+// confines it to the windows that read it as PyTorch does; and with finite operands the path
+// really runs (its rounding differs from im2col's somewhere).
+inline void check_nonfinite_as_im2col(detail::ConvPathMode mode, const Shape& x_shape,
+                                      const Shape& w_shape, int64_t padding) {
+  const Shape g_shape{x_shape[0], w_shape[0], x_shape[2] + 2 * padding - w_shape[2] + 1,
+                      x_shape[3] + 2 * padding - w_shape[3] + 1};
+  const Tensor x0 = param(x_shape, 21).detach(), w0 = param(w_shape, 22).detach();
+  const Tensor b = param({w_shape[0]}, 23).detach(), g0 = param(g_shape, 24).detach();
+  const ConvResult clean = run_conv(mode, x0, w0, b, g0, padding);
+  const ConvResult clean_ref = run_conv(detail::ConvPathMode::im2col, x0, w0, b, g0, padding);
+  CHECK_FALSE(same_bits(clean.y, clean_ref.y));
+  CHECK_FALSE(same_bits(clean.dx, clean_ref.dx));
+  for (const std::string operand : {"x", "w", "dout"}) {
+    for (const float bad : {NAN, INFINITY, -INFINITY}) {
+      CAPTURE(operand);
+      CAPTURE(bad);
+      Tensor x = x0.clone(), w = w0.clone(), g = g0.clone();
+      Tensor& target = operand[0] == 'x' ? x : operand[0] == 'w' ? w : g;
+      target.data()[target.numel() / 2 + 1] = bad;
+      const ConvResult got = run_conv(mode, x, w, b, g, padding);
+      const ConvResult want = run_conv(detail::ConvPathMode::im2col, x, w, b, g, padding);
+      // The forward does not read dout: it stays on the path.
+      CHECK(same_bits(got.y, operand == "dout" ? clean.y : want.y));
+      CHECK(same_bits(got.dx, want.dx));
+      CHECK(same_bits(got.dw, want.dw));
+      CHECK(same_bits(got.db, want.db));
+    }
+  }
 }
 
 }  // namespace bnlab::testing

@@ -1,7 +1,7 @@
 // conv2d's frequency-domain path (core/ops/conv_fourier.cpp): forward, dx and dw against a
 // double-precision direct convolution within a stated error bound, on every instruction set this
-// CPU has; finite-difference gradient checks; images split into several chunks; NaN propagation;
-// bit-identical results for 1 and 2 threads; and the path rule.
+// CPU has; finite-difference gradient checks; images split into several chunks; non-finite operands
+// handed to im2col; bit-identical results for 1 and 2 threads; and the path rule.
 #include <doctest/doctest.h>
 
 #include <cfloat>
@@ -180,28 +180,10 @@ TEST_CASE("ops.conv fourier: batches of several chunks of images") {
   detail::limit_fourier_chunk(before);
 }
 
-TEST_CASE("ops.conv fourier: a NaN or inf in x reaches its own image's outputs only") {
-  // Every frequency of a plane sums all its pixels, so one non-finite pixel makes every output of
-  // its image non-finite (the reference makes only its window so); the other images' outputs are
-  // exactly those of a clean run.
-  ScopedConvPathMode scoped(ConvPathMode::fourier);
-  const Tensor w = param({3, 2, 5, 5}, 22).detach();
-  const Tensor b = param({3}, 23).detach();
-  for (const float bad : {NAN, INFINITY}) {
-    CAPTURE(bad);
-    Tensor x = param({3, 2, 10, 10}, 21).detach();
-    const std::vector<float> clean = conv2d(x, w, b, 1, 2).to_vector();
-    x.data()[(1 * 2 + 1) * 100 + 44] = bad;  // image 1, channel 1, pixel (4, 4)
-    const std::vector<float> y = conv2d(x, w, b, 1, 2).to_vector();
-    const size_t per_image = 3 * 100;
-    for (size_t o = 0; o < y.size(); ++o) {
-      if (o / per_image == 1) {
-        CHECK_FALSE(std::isfinite(y[o]));
-      } else {
-        CHECK(same_bits({y[o]}, {clean[o]}));
-      }
-    }
-  }
+TEST_CASE("ops.conv fourier: a NaN or inf in x, w or dout gives im2col's results, bit for bit") {
+  // Every frequency of a plane sums all its pixels, so one non-finite pixel would make every output
+  // of its image non-finite; conv2d hands such operands to im2col instead.
+  bnlab::testing::check_nonfinite_as_im2col(ConvPathMode::fourier, {3, 2, 10, 10}, {3, 2, 5, 5}, 2);
 }
 
 TEST_CASE("ops.conv fourier: results are bit-identical for 1 and 2 threads") {
