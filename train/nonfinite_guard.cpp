@@ -8,6 +8,7 @@
 
 #include "core/autograd.h"
 #include "core/error.h"
+#include "core/ops/finite.h"
 
 namespace bnlab {
 
@@ -17,20 +18,7 @@ namespace {
 // print (and replay) every remaining step.
 constexpr int64_t kMaxReports = 3;
 
-// True when all n floats are finite. A float is NaN or infinite exactly when its exponent bits are
-// all ones; OR-ing integer tests vectorizes without -ffast-math (a float sum would not, and could
-// overflow on large finite values).
-bool all_finite(const float* p, size_t n) {
-  uint32_t bad = 0;
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, p + i, sizeof bits);
-    bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
-  }
-  return bad == 0;
-}
-
-bool all_finite(const Tensor& t) { return all_finite(t.data(), static_cast<size_t>(t.numel())); }
+bool all_finite(const Tensor& t) { return detail::all_finite(t.data(), t.numel()); }
 
 std::string describe_loss(float loss) {
   if (std::isnan(loss)) return "nan";
@@ -80,7 +68,7 @@ bool NonFiniteGuard::found(float loss) const {
   for (const auto& [name, p] : params_) {
     // The raw grad buffer: Tensor::grad() would allocate a handle every step.
     const std::shared_ptr<detail::Storage>& g = p.impl()->grad;
-    if (g && !all_finite(g->data(), g->size())) return true;
+    if (g && !detail::all_finite(g->data(), static_cast<int64_t>(g->size()))) return true;
   }
   return false;
 }
@@ -134,7 +122,7 @@ std::string NonFiniteGuard::diagnose(int64_t step, float loss, const Tensor& ima
     const auto& [name, p] = *it;
     if (!all_finite(p)) bad_values.push_back(name);
     const std::shared_ptr<detail::Storage>& g = p.impl()->grad;
-    if (g && !all_finite(g->data(), g->size())) {
+    if (g && !detail::all_finite(g->data(), static_cast<int64_t>(g->size()))) {
       ++bad_grads;
       if (first_grad.empty()) first_grad = name;
     }
