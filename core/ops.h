@@ -33,8 +33,9 @@ Tensor log(const Tensor& x);                   ///< natural log; x <= 0 gives -i
 Tensor sqrt(const Tensor& x);                  ///< square root
 /// x^p, as PyTorch: p = 0.5 and -0.5 via sqrt (NaN at -inf); d/dx = p x^(p-1), and 0 for p = 0.
 Tensor pow(const Tensor& x, float exponent);
-/// max(x, 0), NaN passing through; relu'(0) = 0, and relu'(NaN) = 0 where PyTorch passes dout
-/// through (also in conv2d_relu and the fused batch norm + ReLU ops).
+/// max(x, 0), NaN passing through. Backward as PyTorch's (threshold_backward): dout where x > 0 or
+/// x is NaN, else 0, even where dout is NaN or inf; so relu'(0) = 0 (also in conv2d_relu and the
+/// fused batch norm + ReLU ops).
 Tensor relu(const Tensor& x);
 Tensor leaky_relu(const Tensor& x,
                   float negative_slope = 0.01f);  ///< x if x > 0 else slope*x; '(0)=slope

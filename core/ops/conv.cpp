@@ -348,7 +348,7 @@ bool mixes_tiles(detail::ConvPath path) {
 }
 
 // conv2d, and conv2d_relu when `relu`: each path applies the ReLU as it writes the output, and the
-// backward first masks dout by relu'(out) (relu's own backward: relu' from the output is exact),
+// backward first masks dout with relu_grad(dout, out) (relu's own backward, exact from the output),
 // into a scratch tensor that then serves as the conv's dout, so both directions are bit-identical
 // to relu(conv2d(...)) while the output of the conv before the ReLU is never written.
 Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride,
@@ -433,7 +433,7 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
     attach(out, relu ? "conv2d_relu" : "conv2d", {x, weight, bias},
            [d, ws, ds, fs, path, spectra, relu](const Tensor& y, const Tensor& dy,
                                                 const std::vector<Tensor>& in) {
-             // relu's backward, dz * relu'(z), as its unary op computes it.
+             // relu's backward, relu_grad(dz, z), as its unary op computes it.
              Tensor masked;
              if (relu) {
                masked = Tensor::empty(y.shape());
@@ -441,7 +441,7 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
                float* pm = masked.data();
                const int64_t n = y.numel();
                detail::parallel_for_simd(n, n > detail::kParallelThreshold, [=](int64_t i) {
-                 pm[i] = pg[i] * detail::relu_derivative(pz[i]);
+                 pm[i] = detail::relu_grad(pg[i], pz[i]);
                });
              }
              const Tensor& dout = relu ? masked : dy;

@@ -256,11 +256,11 @@ Tensor pow(const Tensor& x, float p) {
 }
 
 Tensor relu(const Tensor& x) {
-  // relu'(0) = 0, as in PyTorch. NaN passes through (v < 0 is false for NaN), as torch.relu does,
-  // so a non-finite activation still reaches the loss and the non-finite guard.
+  // NaN passes through (v < 0 is false for NaN), as torch.relu does, so a non-finite activation
+  // still reaches the loss and the non-finite guard; the backward is PyTorch's (relu_grad).
   return unary(
       "relu", x, [](float v) { return detail::relu_value(v); },
-      [](float v, float) { return detail::relu_derivative(v); });
+      [](float g, float v, float) { return detail::relu_grad(g, v); });
 }
 
 Tensor leaky_relu(const Tensor& x, float slope) {

@@ -38,11 +38,11 @@
 // with the means and sums over the M values of a channel (batch norm) or the L values of a row.
 //
 // batch_norm_relu_train is batch norm followed by relu in the same passes: the normalize pass
-// writes z = relu(y) instead of y, and the backward reads dz and takes relu's mask from z (z > 0
-// exactly where y > 0) wherever batch norm's reads dy, so y and dy are never materialized: two
+// writes z = relu(y) instead of y, and the backward reads dz and takes relu's mask from z (z <= 0
+// exactly where y <= 0) wherever batch norm's reads dy, so y and dy are never materialized: two
 // passes over [N, C, S] fewer forward, three fewer backward. Every value is computed with the same
-// float and double operations as the unfused pair (relu_value / relu_derivative, core/ops/
-// unary_op.h, are relu's own), so results are bit-identical to relu(batch_norm_train(x).y).
+// float and double operations as the unfused pair (relu_value / relu_grad, core/ops/unary_op.h,
+// are relu's own), so results are bit-identical to relu(batch_norm_train(x).y).
 //
 // batch_norm_sigmoid_train is the same with sigmoid in relu's place (the paper-mlp's BatchNorm1d +
 // Sigmoid): the normalize pass writes z = sigmoid(y) with sigmoid()'s own sigmoid_fast, and the
@@ -54,13 +54,13 @@
 // (lenet's and cifar-cnn's conv blocks): the normalize pass forms z one plane at a time in scratch
 // and pools it with max_pool2d's own plane kernel, so only the pooled p (a quarter of z) and the
 // winners' places reach memory. Backward re-forms each plane's gradient w.r.t. bn(x) in scratch
-// from dp, p and the places (for_pooled_planes: the same floats as the unfused chain's dz *
-// relu'(z)), once per block: the sums pass keeps a block's planes in per-thread scratch for its dx
-// pass (kept_planes). It runs the same loops on each plane as batch_norm_relu_train does on its
-// runs (grad_sums_run and grad_input_run below, not inlined; their relu and none instances differ
-// only in relu's mask, and the re-formed planes need none), so both reductions add in one order.
-// Results are bit-identical to max_pool2d(relu(bn(x)), 2); three passes over [N, C, H, W] fewer
-// forward, three fewer backward, and z is not kept for backward.
+// from dp, p and the places (for_pooled_planes: the same floats as the unfused chain's
+// relu_grad(dz, z)), once per block: the sums pass keeps a block's planes in per-thread scratch for
+// its dx pass (kept_planes). It runs the same loops on each plane as batch_norm_relu_train does on
+// its runs (grad_sums_run and grad_input_run below, not inlined; their relu and none instances
+// differ only in relu's mask, and the re-formed planes need none), so both reductions add in one
+// order. Results are bit-identical to max_pool2d(relu(bn(x)), 2); three passes over [N, C, H, W]
+// fewer forward, three fewer backward, and z is not kept for backward.
 //
 // References: https://pytorch.org/docs/stable/generated/torch.nn.functional.batch_norm.html,
 // .../torch.nn.functional.layer_norm.html, .../torch.nn.functional.group_norm.html;
@@ -577,13 +577,13 @@ void batch_norm_normalize(float* y, const float* x, const double* mean_d, const 
 
 // The gradient w.r.t. batch norm's output y of one element, given the incoming gradient g there.
 // kAct relu (batch_norm_relu_train): g is the gradient w.r.t. relu's output z [N, C, S] at flat
-// index i; the value is relu's backward, g * relu'(z), the same float relu's own backward writes
-// (relu'(z) = relu'(y)), so every sum and dx below is bit-identical to the unfused pair's. kAct
-// sigmoid (batch_norm_sigmoid_train): likewise sigmoid's backward, g * z (1 - z).
+// index i; the value is relu's backward, relu_grad(g, z), the same float relu's own backward
+// writes (z <= 0 exactly where y <= 0), so every sum and dx below is bit-identical to the unfused
+// pair's. kAct sigmoid (batch_norm_sigmoid_train): likewise sigmoid's backward, g * z (1 - z).
 template <Activation kAct>
 float grad_at(float g, const float* z, std::ptrdiff_t i) {
   if constexpr (kAct == Activation::relu) {
-    return g * detail::relu_derivative(z[i]);
+    return detail::relu_grad(g, z[i]);
   } else if constexpr (kAct == Activation::sigmoid) {
     return g * detail::sigmoid_derivative(z[i]);
   } else {
@@ -615,12 +615,13 @@ int64_t next_run_base(const ChannelDims& d, int64_t base, int64_t c, int64_t c0,
   return next < d.N * d.C * d.S ? next : -1;
 }
 
-// relu on images (kAct relu), one run of S values of one (n, c): returns (sum(dz * relu'(z)),
-// sum(dz * relu'(z) * xhat)) over it. Each sum is a simd reduction over the run; dz and z are read
-// and masked once for both. kAct none: the run's gradient g is taken as it is (plain batch norm's
-// dy, or the pooled op's re-formed planes, for_pooled_planes), and zc is not read. Not inlined, and
-// one template for both: batch_norm_relu_max_pool2x2_train runs the same loop on the planes it
-// re-forms, so its sums add in the same order, bit for bit (g * relu'(z) there would be g * 1 = g).
+// relu on images (kAct relu), one run of S values of one (n, c): returns (sum(relu_grad(dz, z)),
+// sum(relu_grad(dz, z) * xhat)) over it. Each sum is a simd reduction over the run; dz and z are
+// read and masked once for both. kAct none: the run's gradient g is taken as it is (plain batch
+// norm's dy, or the pooled op's re-formed planes, for_pooled_planes), and zc is not read. Not
+// inlined, and one template for both: batch_norm_relu_max_pool2x2_train runs the same loop on the
+// planes it re-forms, so its sums add in the same order, bit for bit (relu_grad(g, z) there would
+// be g for z > 0).
 template <Activation kAct>
 [[gnu::noinline]] std::pair<double, double> grad_sums_run(const float* gc, const float* zc,
                                                           const float* xc, double mean, double rstd,
@@ -716,11 +717,11 @@ DxCoefficients dx_coefficients(double g, double rstd, const double* sums, double
           sums ? rstd * rstd * g * sums[C + c] / M : 0.0};
 }
 
-// relu on images with sums (training), one run of S values of one (n, c): dx = k.k_dy * dz *
-// relu'(z) - k.k_mean - k.k_xhat * (x - mean), assigned (fresh: + 0.0f, what adding into a zeroed
-// buffer gives) or added. kAct none: gc is taken as it is (plain batch norm's dy, or the pooled
-// op's re-formed planes), zc not read.
-// Not inlined, for batch_norm_relu_max_pool2x2_train's sake, as grad_sums_run.
+// relu on images with sums (training), one run of S values of one (n, c): dx = k.k_dy *
+// relu_grad(dz, z) - k.k_mean - k.k_xhat * (x - mean), assigned (fresh: + 0.0f, what adding into a
+// zeroed buffer gives) or added. kAct none: gc is taken as it is (plain batch norm's dy, or the
+// pooled op's re-formed planes), zc not read. Not inlined, for batch_norm_relu_max_pool2x2_train's
+// sake, as grad_sums_run.
 template <Activation kAct>
 [[gnu::noinline]] void grad_input_run(float* dxc, bool fresh, const float* gc, const float* zc,
                                       const float* xc, DxCoefficients k, double mean, int64_t S) {
@@ -875,13 +876,13 @@ void pooled_normalize(float* p, uint8_t* place, const float* x, const double* me
 }
 
 // For each plane (n, c), c in [c0, c1), in memory order (n outer): re-forms its gradient w.r.t.
-// batch norm's output in scratch and calls f(c, g, base): g [S] holds (0 + dp) * relu'(p) at each
+// batch norm's output in scratch and calls f(c, g, base): g [S] holds relu_grad(0 + dp, p) at each
 // window's winner (its `place`: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right,
 // core/ops/pool_general.h) and +0 in every other cell, base is the plane's offset in x. These are
-// the floats of the unfused chain's dz * relu'(z): there dz is 0 + dp at the winner (max_pool2d's
-// backward into a fresh buffer) and +0 elsewhere, and relu'(z) at the winner is relu'(p) (z = p
-// there), +0 * relu'(anything) = +0. So the run functions take g as it is (kAct none): a stand-in
-// z of ones (g * relu'(1) = g) was a third stream read in both passes.
+// the floats of the unfused chain's relu_grad(dz, z): there dz is 0 + dp at the winner
+// (max_pool2d's backward into a fresh buffer) and +0 elsewhere, z at the winner is p, and
+// relu_grad(+0, anything) = +0. So the run functions take g as it is (kAct none): a stand-in z of
+// ones (relu_grad(g, 1) = g) was a third stream read in both passes.
 //
 // Two ways to write g, by width. Rows of at least kDenseWidth windows are written whole: with
 // AVX-512 by max_pool2x2_unpool_avx512 (max_pool2d's backward routing, g as it is), else four
@@ -918,7 +919,7 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
     masked.resize(S / 4);
   }
   float* __restrict g = dense ? plane.data() : sparse.data();
-  float* __restrict gm = masked.data();  // each window's (0 + dp) * relu'(p), [Ho, Wo]
+  float* __restrict gm = masked.data();  // each window's relu_grad(0 + dp, p), [Ho, Wo]
   // v where `keep`, else +0; on the bits, so that the compiler never makes it a branch (as
   // max_pool2d's pick), which would be mispredicted half the time on real data.
   auto keep_if = [](bool keep, float v) {
@@ -939,8 +940,7 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
         prefetch_next_run(s.place.get() + next_out, Ho * Wo);
       }
 #pragma omp simd
-      for (int64_t j = 0; j < Ho * Wo; ++j)
-        gm[j] = (0.0f + dpp[j]) * detail::relu_derivative(pp[j]);
+      for (int64_t j = 0; j < Ho * Wo; ++j) gm[j] = detail::relu_grad(0.0f + dpp[j], pp[j]);
       if (dense) {
         for (int64_t oh = 0; oh < Ho; ++oh) {
           float* __restrict top = g + 2 * oh * W;

@@ -6,6 +6,7 @@
 
 #include <bit>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "core/autograd.h"
@@ -21,21 +22,26 @@ constexpr int64_t kParallelThreshold = 1 << 15;
 /// relu(v) = max(v, 0), shared by relu() and batch_norm_relu_train so that the two cannot drift
 /// apart. A NaN passes through (v < 0 is false for NaN), as torch.relu, and -0 stays -0.
 inline float relu_value(float v) { return v < 0.0f ? 0.0f : v; }
-/// relu'(v): 1 for v > 0, else 0, so relu'(0) = relu'(NaN) = 0. Also exact from relu's OUTPUT,
-/// since relu(v) > 0 exactly where v > 0. Backward multiplies dout by it rather than selecting, so
-/// an inf or NaN in dout still gives NaN where relu' = 0. Formed on the bits (1.0f is 0x3f800000):
-/// for AVX2 GCC 12 kept `v > 0 ? 1 : 0` a branch inside batch norm's fused sums, which then
-/// stayed scalar (20 % of an MLP's step with BN, against 2 % with AVX-512's masks).
-inline float relu_derivative(float v) {
-  return std::bit_cast<float>(0x3f800000u & (0u - static_cast<uint32_t>(v > 0.0f)));
+/// relu's backward at one element: dout g where relu's input v is > 0 or NaN, else +0, even for a
+/// NaN or inf g. That is PyTorch's threshold_backward (`v <= 0 ? 0 : g`): relu'(0) = 0, a NaN
+/// input passes its gradient on, and a non-finite gradient stops where the unit is off. Exact from
+/// relu's OUTPUT too, since relu(v) <= 0 exactly where v <= 0. A select on the bits, not g * relu'
+/// (NaN * 0 is NaN) nor `?:`: for AVX2 GCC 12 kept `v > 0 ? 1 : 0` a branch inside batch norm's
+/// fused sums, which then stayed scalar (20 % of an MLP's step with BN, against 2 % with
+/// AVX-512's masks).
+inline float relu_grad(float g, float v) {
+  return std::bit_cast<float>(std::bit_cast<uint32_t>(g) &
+                              (0u - static_cast<uint32_t>(!(v <= 0.0f))));
 }
 
 /// sigmoid's derivative from its output y: y (1 - y). Shared by sigmoid() and
 /// batch_norm_sigmoid_train so that the two cannot drift apart (their gradients are bit-identical).
 inline float sigmoid_derivative(float y) { return y * (1.0f - y); }
 
-/// y = f(x) elementwise; backward adds dout * df(x, y). f and df must be branch-free enough to
-/// vectorize (see core/ops/fast_math.h) for the loops to run at memory speed.
+/// y = f(x) elementwise; backward adds dout * df(x, y), or df(dout, x, y) when df takes three
+/// arguments: an op whose backward selects rather than multiplies (relu: a NaN dout where the unit
+/// is off gives 0, which no factor does). f and df must be branch-free enough to vectorize (see
+/// core/ops/fast_math.h) for the loops to run at memory speed.
 template <typename F, typename DF>
 Tensor unary(const char* op, const Tensor& x, F f, DF df) {
   Tensor out = Tensor::empty(x.shape());
@@ -51,7 +57,12 @@ Tensor unary(const char* op, const Tensor& x, F f, DF df) {
       const float* pd = dout.data();
       int64_t n = y.numel();
       detail::parallel_for_simd(n, n > kParallelThreshold, [=](int64_t i) {
-        const float g = pd[i] * df(px[i], py[i]);
+        float g;
+        if constexpr (std::is_invocable_v<DF, float, float, float>) {
+          g = df(pd[i], px[i], py[i]);
+        } else {
+          g = pd[i] * df(px[i], py[i]);
+        }
         dx.data[i] = dx.fresh ? g : dx.data[i] + g;  // a fresh buffer is assigned, not zeroed
       });
     });

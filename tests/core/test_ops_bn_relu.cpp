@@ -157,7 +157,7 @@ TEST_CASE("ops.bn_relu: kinks, NaN, inf and a zero-variance channel as the unfus
   CHECK(std::isnan(fused[0][2]));
   CHECK(std::isnan(fused[1][2]));
 
-  SUBCASE("-0 stays -0 and gets no gradient; inf in dz gives NaN where relu' = 0") {
+  SUBCASE("-0 stays -0 and gets no gradient; an inf in dz stops where relu is off") {
     // gamma = -1, beta = -0: the outputs are -xhat - 0; x = 0 in a channel of mean 0 gives
     // 0 * -rstd - 0 = -0, which relu keeps (-0 < 0 is false).
     Tensor x2 = Tensor::from({0, -2, 2, 0}, {4, 1});
@@ -167,8 +167,13 @@ TEST_CASE("ops.bn_relu: kinks, NaN, inf and a zero-variance channel as the unfus
     check_same_bits(f2, u2);
     CHECK(std::signbit(f2[0][0]));
     CHECK(f2[0][0] == 0.0f);
-    // inf * relu'(-0) = inf * 0 = NaN, as relu's own backward: it multiplies, it does not select.
-    CHECK(std::isnan(f2[5][0]));
+    // relu's own backward selects (relu_grad, PyTorch's threshold_backward): the inf at the -0
+    // output stops there. PyTorch 1.13, relu(batch_norm(...)) on these values: dbeta = 1,
+    // dgamma = -1.4142, dx = [0.1768, -0.1768, -0.1768, 0.1768].
+    CHECK(f2[5][0] == 1.0f);
+    CHECK(f2[4][0] == doctest::Approx(-1.4142f).epsilon(1e-4));
+    const float want_dx[4] = {0.1768f, -0.1768f, -0.1768f, 0.1768f};
+    for (int i = 0; i < 4; ++i) CHECK(f2[3][i] == doctest::Approx(want_dx[i]).epsilon(1e-3));
   }
 }
 
@@ -235,8 +240,8 @@ TEST_CASE("ops.bn_relu_pool: ties, relu zeros, -0, NaN and inf as the unfused ch
     SUBCASE("few distinct values: ties in most windows, windows of relu zeros") {
       // x from {-1, 0, 1, 2}: equal x normalize to equal z, so windows tie (the first cell wins and
       // takes the gradient) and all-negative windows pool relu zeros (the first zero wins, and
-      // relu'(0) = 0 stops its gradient). dp holds -0 and an inf, which becomes NaN where relu' =
-      // 0.
+      // relu'(0) = 0 stops its gradient). dp holds -0 and an inf, which relu's backward stops
+      // where the winner's z <= 0.
       // Narrow rows (4 windows) and wide ones (17: the re-formed planes' dense rows, a full and a
       // partial chunk of 16).
       Rng rng(82);

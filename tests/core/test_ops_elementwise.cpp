@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "gradcheck.h"
@@ -25,6 +26,19 @@ TEST_CASE("ops.elementwise: forward values by hand") {
   CHECK(relu(Tensor::from({-1, 0, 2}, {3})).to_vector() == std::vector<float>{0, 0, 2});
   // NaN stays NaN, as in torch.relu (a relu that maps NaN to 0 would hide a divergence).
   CHECK(std::isnan(relu(Tensor::from({std::nanf("")}, {1})).item()));
+  SUBCASE("relu's backward selects, as PyTorch's threshold_backward") {
+    // torch: x = tensor([-1., 2., 0., nan, nan, -0., -inf, inf]); relu(x).backward(tensor([nan,
+    // 1., inf, nan, 2., inf, 3., -4.])) -> x.grad = [0, 1, 0, nan, 2, 0, 0, -4]: dout passes where
+    // x > 0 or x is NaN, and is +0 elsewhere even when it is NaN or inf.
+    const float nan = std::nanf(""), inf = INFINITY;
+    Tensor x = Tensor::from({-1, 2, 0, nan, nan, -0.0f, -inf, inf}, {8}).set_requires_grad();
+    relu(x).backward(Tensor::from({nan, 1, inf, nan, 2, inf, 3, -4}, {8}));
+    std::vector<float> dx = x.grad().to_vector();
+    CHECK(std::isnan(dx[3]));
+    dx[3] = 7.0f;  // NaN != NaN; the rest compared exactly, +0 bits included
+    const std::vector<float> want{0, 1, 0, 7, 2, 0, 0, -4};
+    CHECK(std::memcmp(dx.data(), want.data(), sizeof(float) * want.size()) == 0);
+  }
   CHECK(leaky_relu(Tensor::from({-1, 2}, {2}), 0.1f).to_vector() == std::vector<float>{-0.1f, 2});
   CHECK(sigmoid(Tensor::from({0}, {1})).item() == 0.5f);
   std::vector<float> saturated = sigmoid(Tensor::from({-100, 100}, {2})).to_vector();

@@ -1,5 +1,6 @@
 // Conv + bias + ReLU in one pass: conv2d_relu equals relu(conv2d) bit for bit on every conv path
-// (NaN passing, -0 kept), forward and, with gradients, backward (one op); Conv2d fuses with
+// (NaN passing, -0 kept), forward and, with gradients, backward (one op), where a non-finite
+// dout stops at the units relu turned off; Conv2d fuses with
 // exactly ReLU; Sequential offers the fusion past the Identity a folded BatchNorm leaves (not past
 // a hooked one); a folded conv net's inference is bit-identical fused and unfused; in training
 // Conv2d + ReLU + MaxPool2d pools before the relu with the same losses and gradients.
@@ -13,17 +14,17 @@
 #include <typeinfo>
 #include <vector>
 
+#include "conv_path_cases.h"
 #include "core/autograd.h"
 #include "core/ops/conv_direct.h"
 #include "core/ops/conv_path.h"
-#include "conv_path_cases.h"
 #include "gradcheck.h"
 #include "layers/layers.h"
 #include "optim/optim.h"
 
 using namespace bnlab;
-using bnlab::testing::ConvCase;
 using bnlab::testing::conv_cases;
+using bnlab::testing::ConvCase;
 using bnlab::testing::require_path;
 using bnlab::testing::same_bits;
 
@@ -110,6 +111,45 @@ TEST_CASE("ops.conv2d_relu: with gradients one op, the two ops' values and gradi
   CHECK_GRADIENTS("conv2d_relu",
                   [](const Inputs& in) { return conv2d_relu(in[0], in[1], in[2], 1, 1); },
                   {param({2, 3, 6, 7}, 34), param({4, 3, 3, 3}, 35), param({4}, 36)});
+}
+
+TEST_CASE("ops.conv2d_relu: a NaN or inf in dout stops at the units relu turned off") {
+  // relu's backward selects, as PyTorch's threshold_backward: dout at an output <= 0 does not
+  // reach the conv, even when it is NaN or inf. So the gradients equal those of a dout with 0
+  // there, bit for bit, fused and as two ops, on every path.
+  for (const ConvCase& c : conv_cases()) {
+    CAPTURE(c.name);
+    require_path(c);
+    detail::ScopedConvPathMode scoped(c.mode);
+    auto run = [&](bool fused, float off_value) {
+      Rng rng(11);
+      Tensor xi = Tensor::normal(c.x, rng).set_requires_grad(true);
+      Tensor wi = Tensor::normal(c.w, rng).set_requires_grad(true);
+      Tensor bi = Tensor::normal({c.w[0]}, rng).set_requires_grad(true);
+      const Tensor out = fused ? conv2d_relu(xi, wi, bi, c.stride, c.padding)
+                               : relu(conv2d(xi, wi, bi, c.stride, c.padding));
+      Tensor dout = Tensor::normal(out.shape(), rng);
+      int64_t off = 0, k = 0;
+      for (int64_t i = 0; i < out.numel(); ++i) {
+        if (out.data()[i] > 0.0f) continue;
+        const float bad[3] = {std::numeric_limits<float>::quiet_NaN(), INFINITY, -INFINITY};
+        dout.data()[i] = std::isnan(off_value) ? bad[k++ % 3] : off_value;
+        ++off;
+      }
+      REQUIRE(off > 0);
+      out.backward(dout);
+      return std::vector<Tensor>{xi.grad(), wi.grad(), bi.grad()};
+    };
+    const std::vector<Tensor> want = run(false, 0.0f);
+    for (const bool fused : {true, false}) {
+      CAPTURE(fused);
+      const std::vector<Tensor> got = run(fused, std::numeric_limits<float>::quiet_NaN());
+      for (size_t i = 0; i < got.size(); ++i) {
+        CAPTURE(i);
+        CHECK(same_bits(got[i], want[i]));
+      }
+    }
+  }
 }
 
 TEST_CASE("layers.conv_relu_fusion: Conv2d fuses with exactly ReLU") {
