@@ -66,9 +66,26 @@ Node::~Node() {
   t_deferred = nullptr;
 }
 
-void attach(Tensor& out, const char* op, std::vector<Tensor> inputs, Node::Backward backward) {
+void attach(Tensor& out, const char* op, std::vector<Tensor> inputs, Reads reads,
+            Node::Backward backward) {
   auto node = std::make_shared<Node>();
   node->op = op;
+  const size_t kept = std::min(inputs.size(), Reads::kInputs);
+  for (size_t i = kept; i < Reads::kInputs; ++i) reads.inputs[i] = Reads::kNever;
+  if (inputs.size() > Reads::kInputs) {
+    // No room for the versions of more inputs: such an op (cat) must read none of them.
+    for (size_t i = 0; i < kept; ++i) {
+      BNLAB_CHECK(reads.inputs[i] == Reads::kNever, "attach: '", op, "' has ", inputs.size(),
+                  " inputs and reads input ", i, "; only an op of at most ", Reads::kInputs,
+                  " inputs can read them");
+    }
+  }
+  for (size_t i = 0; i < kept; ++i) {
+    if (reads.inputs[i] != Reads::kNever && inputs[i].defined())
+      node->versions[i] = inputs[i].impl()->storage->version();
+  }
+  node->versions[Reads::kInputs] = out.impl()->storage->version();
+  node->reads = reads;
   node->inputs = std::move(inputs);
   node->backward = std::move(backward);
   out.impl()->grad_fn = std::move(node);
@@ -124,6 +141,28 @@ void accumulate_grad(const char* op, const Tensor& input, const Tensor& g) {
 namespace detail {
 
 namespace {
+
+// Throws if a value `node`'s backward reads for the gradients in `wanted` (a Reads::When mask)
+// was written in place after the forward: the closure would compute gradients from the new
+// values without a word.
+void check_versions(const Node& node, const TensorImpl& out, Reads::When wanted) {
+  const size_t kept = std::min(node.inputs.size(), Reads::kInputs);
+  for (size_t i = 0; i < kept; ++i) {
+    const Tensor& input = node.inputs[i];
+    if (!(node.reads.inputs[i] & wanted) || !input.defined()) continue;
+    const uint64_t now = input.impl()->storage->version();
+    BNLAB_CHECK(now == node.versions[i], "backward of '", node.op, "': input ", i, " ",
+                input.shape(), " was modified in place after the forward used it (version ", now,
+                ", expected ", node.versions[i],
+                "); recompute the forward after the write, or write into a clone()");
+  }
+  if (!(node.reads.output & wanted)) return;
+  const uint64_t now = out.storage->version();
+  BNLAB_CHECK(now == node.versions[Reads::kInputs], "backward of '", node.op, "': its output ",
+              out.shape, " was modified in place after the forward saved it (version ", now,
+              ", expected ", node.versions[Reads::kInputs],
+              "); recompute the forward after the write, or write into a clone()");
+}
 
 // Post-order of the tensors reachable from `root` through grad_fn inputs, without recursion: each
 // stack entry remembers how many of its node's inputs it has already descended into.
@@ -195,10 +234,13 @@ void run_backward(const Tensor& root, const Tensor* seed) {
     // that wants a gradient any more, whose closures (written for an input that did, when they
     // were attached) would write through a null buffer. Skipped, its gradient dropped, as
     // PyTorch's AccumulateGrad does for such a leaf.
-    const bool wanted = std::any_of(node.inputs.begin(), node.inputs.end(), [](const Tensor& t) {
-      return t.defined() && t.requires_grad();
-    });
+    Reads::When wanted = 0;  // bit j: input j wants a gradient (bit 7: or one past it)
+    for (size_t j = 0; j < node.inputs.size(); ++j) {
+      const Tensor& t = node.inputs[j];
+      if (t.defined() && t.requires_grad()) wanted |= Reads::for_grad_of(std::min<size_t>(j, 7));
+    }
     if (impl->grad && wanted) {
+      check_versions(node, *impl, wanted);
       Tensor out(impl);
       Tensor dout = Tensor::wrap(impl->shape, impl->grad);
       node.backward(out, dout, node.inputs);

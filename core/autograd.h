@@ -19,6 +19,13 @@
 //
 // Leaf gradients accumulate across backward() calls on purpose (gradient accumulation over
 // micro-batches); optimizer.zero_grad() / Tensor::zero_grad() clears them.
+//
+// Stale graphs: a closure reads its inputs (and sometimes its output) when backward() runs, not
+// when the forward did. So each node notes, at attach, the version (Tensor::version) of what its
+// backward reads, as its op declares with a Reads, and the engine throws, naming the op and the
+// input, before running a node one of those was written in place since (fill_, copy_, an optimizer
+// step, load_state_dict; raw data() writers declare theirs with bump_version()). Only what the
+// backward reads, as PyTorch checks only saved tensors: add's backward reads neither operand.
 #pragma once
 
 #include <functional>
@@ -28,6 +35,37 @@
 
 namespace bnlab {
 
+/// Which values (not just shapes) an op's backward closure reads of its first kInputs inputs and
+/// of its output: the ones backward() checks against in-place writes made after the forward
+/// (Tensor::version). Only those, as PyTorch checks only what an op saved: `y = a + b;
+/// a.fill_(0); y.backward()` is fine, since add's backward reads neither operand.
+struct Reads {
+  /// Inputs whose version a node can keep; an op with more must read none of its inputs.
+  static constexpr size_t kInputs = 3;
+  /// When a value is read: a mask of the inputs whose gradient needs it (bit j: input j; bit 7
+  /// also stands for the inputs past it). kAlways: whenever the closure runs; kNever: not read.
+  using When = uint8_t;
+  static constexpr When kNever = 0;      ///< never read
+  static constexpr When kAlways = 0xff;  ///< read whatever gradient is computed
+  /// Read only to compute input j's gradient (matmul's `a` is read for `b`'s gradient).
+  static constexpr When for_grad_of(size_t j) { return static_cast<When>(1u << j); }
+
+  /// inputs[i]: when input i's value is read. The default, everything always, is the strict
+  /// choice for an op whose backward was not looked at.
+  When inputs[kInputs] = {kAlways, kAlways, kAlways};
+  When output = kAlways;  ///< when the output's value is read (exp, sigmoid, softmax: y itself)
+
+  /// Reads no value, only dout and shapes (add, sum, reshape, cat, ...).
+  static constexpr Reads nothing() { return {{kNever, kNever, kNever}, kNever}; }
+  /// Reads the output only (exp, tanh, softmax, ...).
+  static constexpr Reads only_output() { return {{kNever, kNever, kNever}, kAlways}; }
+  /// Reads its inputs (all kAlways) and not the output.
+  static constexpr Reads only_inputs() { return {{kAlways, kAlways, kAlways}, kNever}; }
+  /// A product's: input 0 is read for input 1's gradient and input 1 for input 0's (matmul, mul,
+  /// linear's x and weight); input 2 and the output are not read.
+  static constexpr Reads crosswise() { return {{for_grad_of(1), for_grad_of(0), kNever}, kNever}; }
+};
+
 /// The graph record an op attaches to its output: its inputs and its backward closure.
 struct Node {
   /// Receives the output, its gradient `dout` and the inputs; ADDS into the inputs' gradients.
@@ -36,7 +74,11 @@ struct Node {
   const char* op = "";         ///< the op's one canonical name, e.g. "matmul"
   std::vector<Tensor> inputs;  ///< in the op's argument order (undefined for an absent bias)
   Backward backward;           ///< the op's backward closure
-  bool released = false;       ///< set once backward ran; a second backward through it throws
+  Reads reads;                 ///< which input and output values `backward` reads
+  /// Versions at the forward of the first Reads::kInputs inputs, then of the output: backward()
+  /// throws if one that `reads` names has changed.
+  uint64_t versions[Reads::kInputs + 1] = {};
+  bool released = false;  ///< set once backward ran; a second backward through it throws
 
   Node() = default;
   Node(const Node&) = delete;
@@ -66,9 +108,17 @@ class NoGradGuard {
 /// node.
 bool needs_grad(std::initializer_list<Tensor> inputs);
 
-/// Records `op` as the producer of `out`. Undefined inputs (an absent bias) are kept as undefined
-/// handles so the closure can index inputs by position.
-void attach(Tensor& out, const char* op, std::vector<Tensor> inputs, Node::Backward backward);
+/// Records `op` as the producer of `out`, whose backward reads what `reads` says, and notes the
+/// versions of those values. Undefined inputs (an absent bias) are kept as undefined handles so
+/// the closure can index inputs by position. Throws if `reads` names an input past
+/// Reads::kInputs (a bug in the op).
+void attach(Tensor& out, const char* op, std::vector<Tensor> inputs, Reads reads,
+            Node::Backward backward);
+/// attach with the default Reads: every input and the output are checked.
+inline void attach(Tensor& out, const char* op, std::vector<Tensor> inputs,
+                   Node::Backward backward) {
+  attach(out, op, std::move(inputs), Reads{}, std::move(backward));
+}
 
 /// The gradient buffer of `input` to add into (allocated and zeroed on first use, sized from the
 /// input's own shape), or nullptr when `input` is undefined or does not require a grad.

@@ -458,6 +458,7 @@ void load_into(const std::vector<NamedTensor>& loaded, const std::vector<NamedTe
     if (it == source.end()) continue;  // missing under strict=false
     const Tensor& src = it->second->tensor;
     std::memmove(t.tensor.data(), src.data(), static_cast<size_t>(src.numel()) * sizeof(float));
+    t.tensor.bump_version();
   }
 }
 

@@ -340,7 +340,7 @@ Tensor Tensor::clone() const { return bnlab::clone(*this); }
 
 const Tensor& Tensor::fill_(float value) const {
   std::fill_n(data(), numel(), value);
-  return *this;
+  return bump_version();
 }
 
 const Tensor& Tensor::copy_(const Tensor& src) const {
@@ -349,6 +349,13 @@ const Tensor& Tensor::copy_(const Tensor& src) const {
   // memmove: src may be an overlapping view of the same buffer (x.narrow(0, 1, 2).copy_(x.narrow(0,
   // 0, 2))).
   std::memmove(data(), src.data(), static_cast<size_t>(numel()) * sizeof(float));
+  return bump_version();
+}
+
+uint64_t Tensor::version() const { return checked(impl_)->storage->version(); }
+
+const Tensor& Tensor::bump_version() const {
+  checked(impl_)->storage->bump_version();
   return *this;
 }
 

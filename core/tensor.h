@@ -59,12 +59,21 @@ class Storage {
   size_t offset() const { return offset_; }
   // The buffer's owner: this storage itself unless it is a window.
   const Storage* owner() const { return owner_ ? owner_.get() : this; }
+  // The owning buffer's count of in-place writes (Tensor::version): kept on the owner, so that a
+  // write through any window of the buffer is seen by every tensor over it, as in PyTorch.
+  uint64_t version() const { return owner()->version_; }
+  void bump_version() { ++(owner_ ? owner_->version_ : version_); }
 
  private:
   float* data_;
   size_t size_;
   size_t offset_ = 0;
   std::shared_ptr<Storage> owner_;  // set for windows only
+  // Plain, not atomic: it is bumped by the thread that wrote the data, and a buffer's writes are
+  // never concurrent with a forward or backward reading it (that would race on the data itself).
+  // The threads bnlab runs (OpenMP loops inside one op, the DataLoader's worker filling a batch
+  // nothing else holds, ablation runs each on its own model) never share a buffer being written.
+  uint64_t version_ = 0;
 };
 
 // Bytes currently held by the pool (freed buffers kept for reuse) and a way to give them back.
@@ -167,6 +176,15 @@ class Tensor {
   const Tensor& fill_(float value) const;
   /// Copies `src`'s data into this tensor (same numel; no autograd).
   const Tensor& copy_(const Tensor& src) const;
+  /// How many in-place writes its buffer has had (fill_, copy_, an optimizer step,
+  /// load_state_dict, ...), shared with every view of the buffer, as PyTorch's _version. A
+  /// recorded op notes the versions of the tensors its backward reads, and backward() throws if one
+  /// changed since. Writes through data() are not counted unless followed by bump_version().
+  uint64_t version() const;
+  /// Counts one in-place write of this tensor's buffer (see version()): for code that writes
+  /// through data() into a tensor a recorded graph may still read, so that backward() refuses
+  /// the stale graph instead of computing gradients from the new values. Returns *this.
+  const Tensor& bump_version() const;
 
   // Indexing and reshaping views (core/ops/index.cpp, core/ops/shape.cpp; the free functions in
   // core/ops.h). Results that stay one contiguous block share this tensor's data; the others copy

@@ -232,6 +232,8 @@ void BatchNorm::update_running_stats(const BatchNormResult& r) {
     rm[c] = (1.0f - m) * rm[c] + m * bm[c];
     rv[c] = (1.0f - m) * rv[c] + m * bv[c] * unbias;
   }
+  running_mean_.bump_version();
+  running_var_.bump_version();
 }
 
 std::string BatchNorm::extra_repr() const {

@@ -30,12 +30,14 @@ void uniform_(const Tensor& t, Rng& rng, float low, float high) {
   detail::check_uniform_range("init::uniform_", low, high);
   float* p = t.data();
   for (int64_t i = 0; i < t.numel(); ++i) p[i] = rng.uniform(low, high);
+  t.bump_version();
 }
 
 void normal_(const Tensor& t, Rng& rng, float mean, float std) {
   detail::check_normal_std("init::normal_", std);
   float* p = t.data();
   for (int64_t i = 0; i < t.numel(); ++i) p[i] = rng.normal(mean, std);
+  t.bump_version();
 }
 
 void constant_(const Tensor& t, float value) { t.fill_(value); }

@@ -93,6 +93,8 @@ void InstanceNorm::update_running_stats(const Tensor& x) {
     rm[c] = static_cast<float>((1.0 - m) * rm[c] + m * batch_mean);
     rv[c] = static_cast<float>((1.0 - m) * rv[c] + m * batch_var);
   }
+  running_mean_.bump_version();
+  running_var_.bump_version();
 }
 
 std::string InstanceNorm::extra_repr() const {

@@ -116,6 +116,9 @@ void Optimizer::step() {
       if (grad) {  // no gradient: no update and no state change, as in torch
         int64_t step = ++param_steps_[index];
         update_param(index, group, p.data(), grad->data(), p.numel(), step);
+        // A graph recorded before this step and still holding p must not backpropagate with the
+        // new values: its backward() now throws.
+        p.bump_version();
       }
       ++index;
     }

@@ -42,8 +42,14 @@ DataParallel::DataParallel(Model& model, uint64_t seed, bool sync_bn)
   exit_at_step_ = test_exit_step(comm_.rank());
   // Rank 0's initial weights and BN buffers everywhere (each rank built its own from the same
   // seed, so this also guards against any rank-dependent initialization).
-  for (auto& [name, t] : model.net->named_parameters()) comm_.broadcast(t.data(), t.numel(), 0);
-  for (auto& [name, t] : model.net->named_buffers()) comm_.broadcast(t.data(), t.numel(), 0);
+  for (auto& [name, t] : model.net->named_parameters()) {
+    comm_.broadcast(t.data(), t.numel(), 0);
+    t.bump_version();
+  }
+  for (auto& [name, t] : model.net->named_buffers()) {
+    comm_.broadcast(t.data(), t.numel(), 0);
+    t.bump_version();
+  }
   if (sync_bn) {
     auto reducer = make_batch_norm_reducer(comm_);
     for_each_batch_norm(*model.net, [&](BatchNorm& bn) { bn.set_reducer(reducer); });

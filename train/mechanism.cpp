@@ -147,6 +147,7 @@ void MechanismMeter::after_backward(const Tensor& images, const std::vector<int6
       const float* w0 = q.w0.data();
       const float* g = q.g.data();
       for (int64_t i = 0; i < q.p.numel(); ++i) w[i] = w0[i] - eta * g[i];
+      q.p.bump_version();
     }
     const float l = replay();
     double d2 = 0;

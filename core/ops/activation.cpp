@@ -48,7 +48,7 @@ Tensor gelu(const Tensor& x, std::string_view approximate) {
   if (approximate == "none") {
     // gelu'(x) = Phi(x) + x phi(x).
     return unary(
-        "gelu", x, [](float v) { return v * detail::normal_cdf(v); },
+        "gelu", x, detail::kReadsX, [](float v) { return v * detail::normal_cdf(v); },
         [](float v, float) {
           return detail::normal_cdf(v) + v * kInvSqrt2Pi * detail::gauss_fast(v);
         });
@@ -58,7 +58,7 @@ Tensor gelu(const Tensor& x, std::string_view approximate) {
   // With s = sigmoid(2u): y = x s, and 1 - tanh(u)^2 = 4 s (1 - s), so
   // y' = s + 2 x s (1 - s) u'(x) with u'(x) = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
   return unary(
-      "gelu", x,
+      "gelu", x, detail::kReadsX,
       [](float v) {
         float u = kSqrt2OverPi * (v + kGeluTanhCubic * v * v * v);
         return v * detail::sigmoid_fast(2.0f * u);
@@ -73,7 +73,7 @@ Tensor gelu(const Tensor& x, std::string_view approximate) {
 
 Tensor silu(const Tensor& x) {
   return unary(
-      "silu", x, [](float v) { return v * detail::sigmoid_fast(v); },
+      "silu", x, detail::kReadsX, [](float v) { return v * detail::sigmoid_fast(v); },
       [](float v, float) {
         float s = detail::sigmoid_fast(v);
         return s * (1.0f + v * (1.0f - s));
@@ -83,7 +83,8 @@ Tensor silu(const Tensor& x) {
 Tensor elu(const Tensor& x, float alpha) {
   // For x <= 0, y' = alpha e^x = y + alpha: no second exp.
   return unary(
-      "elu", x, [alpha](float v) { return v > 0.0f ? v : alpha * detail::expm1_fast(v); },
+      "elu", x, detail::kReadsXY,
+      [alpha](float v) { return v > 0.0f ? v : alpha * detail::expm1_fast(v); },
       [alpha](float v, float y) { return v > 0.0f ? 1.0f : y + alpha; });
 }
 
@@ -91,7 +92,7 @@ Tensor softplus(const Tensor& x, float beta, float threshold) {
   BNLAB_CHECK(beta != 0.0f && std::isfinite(beta),
               "softplus: beta must be finite and nonzero; got ", beta);
   return unary(
-      "softplus", x,
+      "softplus", x, detail::kReadsX,
       [beta, threshold](float v) {
         float bx = beta * v;
         float smooth =
@@ -106,7 +107,7 @@ Tensor softplus(const Tensor& x, float beta, float threshold) {
 
 Tensor softsign(const Tensor& x) {
   return unary(
-      "softsign", x, [](float v) { return v / (1.0f + std::fabs(v)); },
+      "softsign", x, detail::kReadsX, [](float v) { return v / (1.0f + std::fabs(v)); },
       [](float v, float) {
         float d = 1.0f + std::fabs(v);
         return 1.0f / (d * d);
@@ -118,7 +119,7 @@ Tensor hardtanh(const Tensor& x, float min_val, float max_val) {
   // clamp's forward; the gradient is zero AT the bounds too (PyTorch's hardtanh_backward tests
   // x <= min_val || x >= max_val), unlike clamp's. A NaN passes its gradient (both tests false).
   return unary(
-      "hardtanh", x,
+      "hardtanh", x, detail::kReadsX,
       [min_val, max_val](float v) {
         float y = v < min_val ? min_val : v;
         return y > max_val ? max_val : y;

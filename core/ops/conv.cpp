@@ -430,7 +430,11 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
   }
 
   if (training) {
-    attach(out, relu ? "conv2d_relu" : "conv2d", {x, weight, bias},
+    // x and weight whatever is wanted, as PyTorch saves them (the paths read them in different
+    // combinations); relu's mask comes from the output.
+    const Reads reads{{Reads::kAlways, Reads::kAlways, Reads::kNever},
+                      relu ? Reads::kAlways : Reads::kNever};
+    attach(out, relu ? "conv2d_relu" : "conv2d", {x, weight, bias}, reads,
            [d, ws, ds, fs, path, spectra, relu](const Tensor& y, const Tensor& dy,
                                                 const std::vector<Tensor>& in) {
              // relu's backward, relu_grad(dz, z), as its unary op computes it.

@@ -61,7 +61,7 @@ Tensor dropout(const Tensor& x, float p, bool training, Rng& rng) {
   dropout_forward(out.data(), x.data(), pm, n);
 
   if (needs_grad({x})) {
-    attach(out, "dropout", {x},
+    attach(out, "dropout", {x}, Reads::nothing(),
            [mask](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              dropout_backward(grad_target(in[0]), dout.data(), mask.data(), in[0].numel());
            });

@@ -155,7 +155,7 @@ Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward("add", a, b, [](float x, float y) { return x + y; });
   if (needs_grad({a, b})) {
-    attach(out, "add", {a, b},
+    attach(out, "add", {a, b}, Reads::nothing(),
            [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              accumulate_reduced("add", in[0], dout);
              accumulate_reduced("add", in[1], dout);
@@ -167,7 +167,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward("sub", a, b, [](float x, float y) { return x - y; });
   if (needs_grad({a, b})) {
-    attach(out, "sub", {a, b},
+    attach(out, "sub", {a, b}, Reads::nothing(),
            [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              accumulate_reduced("sub", in[0], dout);
              if (in[1].requires_grad()) accumulate_reduced("sub", in[1], mul_scalar(dout, -1.0f));
@@ -180,7 +180,8 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward("mul", a, b, [](float x, float y) { return x * y; });
   if (needs_grad({a, b})) {
     attach(
-        out, "mul", {a, b}, [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+        out, "mul", {a, b}, Reads::crosswise(),
+        [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
           const Tensor &a = in[0], &b = in[1];
           if (a.requires_grad())
             accumulate_reduced("mul", a, full_grad(dout, a, b, [](float, float y) { return y; }));
@@ -192,9 +193,11 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
+  // d/da = 1 / b; d/db = -a / b^2.
+  constexpr Reads kDivReads{{Reads::for_grad_of(1), Reads::kAlways, Reads::kNever}, Reads::kNever};
   Tensor out = binary_forward("div", a, b, [](float x, float y) { return x / y; });
   if (needs_grad({a, b})) {
-    attach(out, "div", {a, b},
+    attach(out, "div", {a, b}, kDivReads,
            [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              const Tensor &a = in[0], &b = in[1];
              if (a.requires_grad())
@@ -212,27 +215,32 @@ Tensor neg(const Tensor& x) { return mul_scalar(x, -1.0f); }
 
 Tensor add_scalar(const Tensor& x, float s) {
   return unary(
-      "add_scalar", x, [s](float v) { return v + s; }, [](float, float) { return 1.0f; });
+      "add_scalar", x, detail::kReadsNone, [s](float v) { return v + s; },
+      [](float, float) { return 1.0f; });
 }
 
 Tensor mul_scalar(const Tensor& x, float s) {
   return unary(
-      "mul_scalar", x, [s](float v) { return v * s; }, [s](float, float) { return s; });
+      "mul_scalar", x, detail::kReadsNone, [s](float v) { return v * s; },
+      [s](float, float) { return s; });
 }
 
 Tensor exp(const Tensor& x) {
   return unary(
-      "exp", x, [](float v) { return detail::exp_fast(v); }, [](float, float y) { return y; });
+      "exp", x, detail::kReadsY, [](float v) { return detail::exp_fast(v); },
+      [](float, float y) { return y; });
 }
 
 Tensor log(const Tensor& x) {
   return unary(
-      "log", x, [](float v) { return std::log(v); }, [](float v, float) { return 1.0f / v; });
+      "log", x, detail::kReadsX, [](float v) { return std::log(v); },
+      [](float v, float) { return 1.0f / v; });
 }
 
 Tensor sqrt(const Tensor& x) {
   return unary(
-      "sqrt", x, [](float v) { return std::sqrt(v); }, [](float, float y) { return 0.5f / y; });
+      "sqrt", x, detail::kReadsY, [](float v) { return std::sqrt(v); },
+      [](float, float y) { return 0.5f / y; });
 }
 
 namespace {
@@ -251,35 +259,37 @@ Tensor pow(const Tensor& x, float p) {
   // The derivative p x^(p-1) is 0 for p = 0, as PyTorch's pow_backward: not 0 * x^-1, which is
   // NaN at x = 0. x^(p-1) takes power()'s route too (p = 1.5 at -inf: NaN, as PyTorch).
   return unary(
-      "pow", x, [p](float v) { return power(v, p); },
+      "pow", x, detail::kReadsX, [p](float v) { return power(v, p); },
       [p](float v, float) { return p == 0.0f ? 0.0f : p * power(v, p - 1.0f); });
 }
 
 Tensor relu(const Tensor& x) {
   // NaN passes through (v < 0 is false for NaN), as torch.relu does, so a non-finite activation
-  // still reaches the loss and the non-finite guard; the backward is PyTorch's (relu_grad).
+  // still reaches the loss and the non-finite guard. The backward is PyTorch's threshold_backward
+  // (relu_grad), taken from the output as PyTorch's is (exact: y <= 0 where x <= 0), so it reads
+  // what torch saves and an in-place write to x after the forward is harmless.
   return unary(
-      "relu", x, [](float v) { return detail::relu_value(v); },
-      [](float g, float v, float) { return detail::relu_grad(g, v); });
+      "relu", x, detail::kReadsY, [](float v) { return detail::relu_value(v); },
+      [](float g, float, float y) { return detail::relu_grad(g, y); });
 }
 
 Tensor leaky_relu(const Tensor& x, float slope) {
   // At 0 the derivative is the slope, as in PyTorch (x > 0 takes the identity branch).
   return unary(
-      "leaky_relu", x, [slope](float v) { return v > 0.0f ? v : slope * v; },
+      "leaky_relu", x, detail::kReadsX, [slope](float v) { return v > 0.0f ? v : slope * v; },
       [slope](float v, float) { return v > 0.0f ? 1.0f : slope; });
 }
 
 Tensor sigmoid(const Tensor& x) {
   // e^-|x| never overflows; see sigmoid_fast.
   return unary(
-      "sigmoid", x, [](float v) { return detail::sigmoid_fast(v); },
+      "sigmoid", x, detail::kReadsY, [](float v) { return detail::sigmoid_fast(v); },
       [](float, float y) { return detail::sigmoid_derivative(y); });
 }
 
 Tensor tanh(const Tensor& x) {
   return unary(
-      "tanh", x, [](float v) { return detail::tanh_fast(v); },
+      "tanh", x, detail::kReadsY, [](float v) { return detail::tanh_fast(v); },
       [](float, float y) { return 1.0f - y * y; });
 }
 
@@ -298,52 +308,56 @@ Tensor tanh(const Tensor& x) {
 
 Tensor abs(const Tensor& x) {
   return unary(
-      "abs", x, [](float v) { return std::fabs(v); },
+      "abs", x, detail::kReadsX, [](float v) { return std::fabs(v); },
       [](float v, float) { return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); });
 }
 
 Tensor sign(const Tensor& x) {
   return unary(
-      "sign", x,
+      "sign", x, detail::kReadsNone,
       [](float v) { return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : (v == 0.0f ? 0.0f : v)); },
       [](float, float) { return 0.0f; });
 }
 
 Tensor square(const Tensor& x) {
   return unary(
-      "square", x, [](float v) { return v * v; }, [](float v, float) { return 2.0f * v; });
+      "square", x, detail::kReadsX, [](float v) { return v * v; },
+      [](float v, float) { return 2.0f * v; });
 }
 
 Tensor reciprocal(const Tensor& x) {
   return unary(
-      "reciprocal", x, [](float v) { return 1.0f / v; }, [](float, float y) { return -y * y; });
+      "reciprocal", x, detail::kReadsY, [](float v) { return 1.0f / v; },
+      [](float, float y) { return -y * y; });
 }
 
 Tensor rsqrt(const Tensor& x) {
   return unary(
-      "rsqrt", x, [](float v) { return 1.0f / std::sqrt(v); },
+      "rsqrt", x, detail::kReadsY, [](float v) { return 1.0f / std::sqrt(v); },
       [](float, float y) { return -0.5f * y * y * y; });
 }
 
 Tensor sin(const Tensor& x) {
   return unary(
-      "sin", x, [](float v) { return std::sin(v); }, [](float v, float) { return std::cos(v); });
+      "sin", x, detail::kReadsX, [](float v) { return std::sin(v); },
+      [](float v, float) { return std::cos(v); });
 }
 
 Tensor cos(const Tensor& x) {
   return unary(
-      "cos", x, [](float v) { return std::cos(v); }, [](float v, float) { return -std::sin(v); });
+      "cos", x, detail::kReadsX, [](float v) { return std::cos(v); },
+      [](float v, float) { return -std::sin(v); });
 }
 
 Tensor log1p(const Tensor& x) {
   return unary(
-      "log1p", x, [](float v) { return std::log1p(v); },
+      "log1p", x, detail::kReadsX, [](float v) { return std::log1p(v); },
       [](float v, float) { return 1.0f / (1.0f + v); });
 }
 
 Tensor expm1(const Tensor& x) {
   return unary(
-      "expm1", x, [](float v) { return detail::expm1_fast(v); },
+      "expm1", x, detail::kReadsY, [](float v) { return detail::expm1_fast(v); },
       [](float, float y) { return y + 1.0f; });
 }
 
@@ -356,7 +370,7 @@ Tensor clamp(const Tensor& x, std::optional<float> min, std::optional<float> max
   const float hi = max.value_or(std::numeric_limits<float>::infinity());
   // Two selects in this order give torch's min > max rule and keep NaN (both tests are false).
   return unary(
-      "clamp", x,
+      "clamp", x, detail::kReadsX,
       [lo, hi](float v) {
         float y = v < lo ? lo : v;
         return y > hi ? hi : y;
@@ -377,7 +391,7 @@ Tensor extremum(const char* op, const Tensor& a, const Tensor& b) {
   Tensor out =
       binary_forward(op, a, b, [beats](float x, float y) { return beats(x, y) || x != x ? x : y; });
   if (needs_grad({a, b})) {
-    attach(out, op, {a, b},
+    attach(out, op, {a, b}, Reads::only_inputs(),
            [op, beats](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              const Tensor &a = in[0], &b = in[1];
              if (a.requires_grad())
@@ -427,7 +441,7 @@ Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
       out_shape, broadcast_strides(a.shape(), out_shape), broadcast_strides(b.shape(), out_shape),
       [&](int64_t o, int64_t ia, int64_t ib) { po[o] = pm[o] != 0.0f ? pa[ia] : pb[ib]; });
   if (needs_grad({a, b})) {
-    attach(out, "where", {a, b},
+    attach(out, "where", {a, b}, Reads::nothing(),
            [mask](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              // A select, not dout * mask: an inf in dout must not become NaN on the other side.
              for (int side = 0; side < 2; ++side) {

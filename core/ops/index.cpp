@@ -82,9 +82,10 @@ Tensor take_rows(const char* op, const Tensor& x, int64_t d, int64_t start, int6
     move_rows<false>(out.data(), x.data(), r, /*dst_is_strided=*/false);
   }
   if (needs_grad({x})) {
-    attach(out, op, {x}, [r](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-      if (float* dx = grad_buffer(in[0])) move_rows<true>(dx, dout.data(), r, true);
-    });
+    attach(out, op, {x}, Reads::nothing(),
+           [r](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             if (float* dx = grad_buffer(in[0])) move_rows<true>(dx, dout.data(), r, true);
+           });
   }
   return out;
 }
@@ -167,7 +168,7 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
   bool any_grad = false;
   for (const Tensor& t : tensors) any_grad = any_grad || needs_grad({t});
   if (any_grad) {
-    attach(out, "cat", tensors,
+    attach(out, "cat", tensors, Reads::nothing(),
            [parts](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              for (size_t k = 0; k < in.size(); ++k) {
                float* dx = grad_buffer(in[k]);

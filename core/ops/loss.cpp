@@ -75,7 +75,7 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels,
   Tensor out = Tensor::scalar(static_cast<float>(total / static_cast<double>(N)));
   if (needs_grad({logits})) {
     attach(
-        out, "cross_entropy", {logits},
+        out, "cross_entropy", {logits}, Reads::nothing(),
         [probs, labels, N, K, s](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
           const GradTarget dx = grad_target(in[0]);
           const float* pp = probs.data();
@@ -114,7 +114,7 @@ Tensor pointwise_loss(const char* op, const Tensor& x, const Tensor& y, F f, DX 
   detail::parallel_for_simd(n, n > detail::kParallelThreshold,
                             [=](int64_t i) { po[i] = f(px[i], py[i]); });
   if (needs_grad({x, y})) {
-    attach(out, op, {x, y},
+    attach(out, op, {x, y}, Reads::only_inputs(),
            [dfx, dfy](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              const float* px = in[0].data();
              const float* py = in[1].data();
@@ -150,7 +150,7 @@ Tensor smooth_l1_loss(const Tensor& a, const Tensor& b, float beta) {
   BNLAB_CHECK(beta >= 0.0f, "smooth_l1_loss: beta must be >= 0; got ", beta);
   if (beta == 0.0f) return l1_loss(a, b);  // torch's special case: 0.5 d^2 / beta is 0/0 there
   return mean(detail::unary(
-      "smooth_l1_loss", sub(a, b),
+      "smooth_l1_loss", sub(a, b), detail::kReadsX,
       [beta](float d) {
         return std::fabs(d) < beta ? 0.5f * d * d / beta : std::fabs(d) - 0.5f * beta;
       },
@@ -161,7 +161,7 @@ Tensor huber_loss(const Tensor& a, const Tensor& b, float delta) {
   check_same_shape("huber_loss", a, b);
   BNLAB_CHECK(delta > 0.0f, "huber_loss: delta must be > 0; got ", delta);
   return mean(detail::unary(
-      "huber_loss", sub(a, b),
+      "huber_loss", sub(a, b), detail::kReadsX,
       [delta](float d) {
         return std::fabs(d) <= delta ? 0.5f * d * d : delta * (std::fabs(d) - 0.5f * delta);
       },
@@ -191,7 +191,7 @@ Tensor nll_loss(const Tensor& log_probs, const std::vector<int64_t>& targets,
   }
   Tensor out = Tensor::scalar(static_cast<float>(total / static_cast<double>(count)));
   if (needs_grad({log_probs})) {
-    attach(out, "nll_loss", {log_probs},
+    attach(out, "nll_loss", {log_probs}, Reads::nothing(),
            [targets, ignore_index, N, C, count](const Tensor&, const Tensor& dout,
                                                 const std::vector<Tensor>& in) {
              float* dx = grad_buffer(in[0]);

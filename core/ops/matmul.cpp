@@ -27,7 +27,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   Tensor out = Tensor::empty({M, N});
   gemm(trans_a, trans_b, M, N, K, 1.0f, a.data(), lda, b.data(), ldb, 0.0f, out.data(), N);
   if (needs_grad({a, b})) {
-    attach(out, "matmul", {a, b},
+    attach(out, "matmul", {a, b}, Reads::crosswise(),
            [=](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              const float* A = in[0].data();
              const float* B = in[1].data();
@@ -72,7 +72,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   gemm(false, true, N, K, D, 1.0f, x.data(), D, weight.data(), D, bias.defined() ? 1.0f : 0.0f, po,
        K);
   if (needs_grad({x, weight, bias})) {
-    attach(out, "linear", {x, weight, bias},
+    attach(out, "linear", {x, weight, bias}, Reads::crosswise(),
            [N, D, K](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              const float* dC = dout.data();
              // A fresh gradient is written by beta 0 (assigned), an existing one added to.

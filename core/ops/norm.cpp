@@ -1226,7 +1226,9 @@ Tensor norm_rows(const char* op, const Tensor& x, const Tensor& weight, const Te
   norm_rows_forward(y.data(), mean_d.data(), rstd_d.data(), x.data(), data_or_null(weight),
                     data_or_null(bias), d, eps);
   if (needs_grad({x, weight, bias})) {
-    attach(y, op, {x, weight, bias},
+    // x and weight (PyTorch's saved pair); the bias's gradient is a sum of dout.
+    constexpr Reads kReads{{Reads::kAlways, Reads::kAlways, Reads::kNever}, Reads::kNever};
+    attach(y, op, {x, weight, bias}, kReads,
            [d, mean_d = std::move(mean_d), rstd_d = std::move(rstd_d)](
                const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              norm_rows_backward(grad_buffer(in[0]), grad_buffer(in[1]), grad_buffer(in[2]),
@@ -1414,8 +1416,12 @@ BatchNormResult batch_norm_train_impl(const char* op, const Tensor& x, const Ten
   }
   const int64_t count = static_cast<int64_t>(s.count);
   if (wants_grad) {
+    // x and gamma as PyTorch saves them; z (or p) too when an activation follows, whose derivative
+    // comes from it; beta's gradient is sum(dy) and never reads beta.
+    const Reads reads{{Reads::kAlways, Reads::kAlways, Reads::kNever},
+                      s.act != Activation::none || s.place ? Reads::kAlways : Reads::kNever};
     attach(
-        y, op, {x, gamma, beta},
+        y, op, {x, gamma, beta}, reads,
         [s = std::move(s)](const Tensor& out, const Tensor& dout, const std::vector<Tensor>& in) {
           batch_norm_backward(s, out, dout, in);
         });
@@ -1537,8 +1543,10 @@ Tensor batch_norm_eval(const Tensor& x, const Tensor& running_mean, const Tensor
   // Inputs are x, gamma, beta only: the running statistics are buffers and never receive a
   // gradient.
   if (needs_grad({x, gamma, beta})) {
+    // x and gamma, as batch_norm_train's node: the statistics are copies in the closure.
+    constexpr Reads kReads{{Reads::kAlways, Reads::kAlways, Reads::kNever}, Reads::kNever};
     attach(
-        y, "batch_norm_eval", {x, gamma, beta},
+        y, "batch_norm_eval", {x, gamma, beta}, kReads,
         [s = std::move(s)](const Tensor& out, const Tensor& dout, const std::vector<Tensor>& in) {
           batch_norm_backward(s, out, dout, in);
         });
@@ -1574,7 +1582,7 @@ Tensor channel_affine(const Tensor& x, const Tensor& scale, const Tensor& shift)
   });
   if (needs_grad({x})) {
     // dx = scale[c] * dy.
-    attach(y, "channel_affine", {x},
+    attach(y, "channel_affine", {x}, Reads::nothing(),
            [d, k = std::move(k)](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              float* dx = grad_buffer(in[0]);
              const float* dy = dout.data();

@@ -262,7 +262,7 @@ Tensor max_pool2d_general(const Tensor& x, int64_t kernel, int64_t stride, int64
   std::vector<int64_t> argmax(static_cast<size_t>(out.numel()));
   max_pool2d_forward(out.data(), argmax.data(), x.data(), d);
   if (needs_grad({x})) {
-    attach(out, "max_pool2d", {x},
+    attach(out, "max_pool2d", {x}, Reads::nothing(),
            [d, argmax = std::move(argmax)](const Tensor&, const Tensor& dout,
                                            const std::vector<Tensor>& in) {
              max_pool2d_backward(grad_buffer(in[0]), dout.data(), argmax.data(), d);
@@ -308,7 +308,7 @@ Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t paddi
   // Default-initialized: the forward writes every byte.
   std::shared_ptr<uint8_t[]> at(new uint8_t[static_cast<size_t>(out.numel())]);
   max_pool2x2_forward(out.data(), at.get(), x.data(), d);
-  attach(out, "max_pool2d", {x},
+  attach(out, "max_pool2d", {x}, Reads::nothing(),
          [d, at = std::move(at)](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
            const GradTarget dx = grad_target(in[0]);
            max_pool2x2_backward(dx.data, dout.data(), at.get(), d, dx.fresh);
@@ -370,7 +370,7 @@ void avg_pool_backward(float* dx, const float* dout, const AvgWindows& d) {
 Tensor avg_pool(const char* op, const Tensor& x, AvgWindows d, Tensor out) {
   avg_pool_forward(out.data(), x.data(), d);
   if (needs_grad({x})) {
-    attach(out, op, {x},
+    attach(out, op, {x}, Reads::nothing(),
            [d = std::move(d)](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              avg_pool_backward(grad_buffer(in[0]), dout.data(), d);
            });

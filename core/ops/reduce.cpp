@@ -131,7 +131,7 @@ Tensor scaled_sum(const char* op, const Tensor& x, const DimView& v, bool averag
     for (int64_t i = i0; i < i1; ++i) po[o * v.inner + i] = static_cast<float>(acc[i - i0]) * scale;
   });
   if (needs_grad({x})) {
-    attach(out, op, {x},
+    attach(out, op, {x}, Reads::nothing(),
            [v, scale](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
              broadcast_add(grad_buffer(in[0]), dout.data(), scale, v);
            });
@@ -194,7 +194,7 @@ ValuesIndices extremum_dim(const char* op, const Tensor& x, int64_t dim, bool ke
   if (needs_grad({x})) {
     // The gradient goes to the selected element only (ties: the first), as PyTorch's max(dim).
     attach(
-        r.values, op, {x},
+        r.values, op, {x}, Reads::nothing(),
         [v, index = r.indices](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
           float* dx = grad_buffer(in[0]);
           const float* g = dout.data();
@@ -220,17 +220,18 @@ Tensor extremum_all(const char* op, const Tensor& x) {
   extremum_forward<kMax>(&value, &index, x.data(), v);
   Tensor out = Tensor::scalar(value);
   if (needs_grad({x})) {
-    attach(out, op, {x}, [value](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-      const float* px = in[0].data();
-      const int64_t n = in[0].numel();
-      auto hit = [value](float e) { return std::isnan(value) ? std::isnan(e) : e == value; };
-      int64_t count = 0;
-      for (int64_t i = 0; i < n; ++i) count += hit(px[i]);
-      const float g = dout.data()[0] / static_cast<float>(count);
-      float* dx = grad_buffer(in[0]);
-      for (int64_t i = 0; i < n; ++i)
-        if (hit(px[i])) dx[i] += g;
-    });
+    attach(out, op, {x}, Reads::only_inputs(),
+           [value](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             const float* px = in[0].data();
+             const int64_t n = in[0].numel();
+             auto hit = [value](float e) { return std::isnan(value) ? std::isnan(e) : e == value; };
+             int64_t count = 0;
+             for (int64_t i = 0; i < n; ++i) count += hit(px[i]);
+             const float g = dout.data()[0] / static_cast<float>(count);
+             float* dx = grad_buffer(in[0]);
+             for (int64_t i = 0; i < n; ++i)
+               if (hit(px[i])) dx[i] += g;
+           });
   }
   return out;
 }
@@ -298,7 +299,7 @@ Tensor variance(const char* op, const Tensor& x, const DimView& v, double correc
     }
   });
   if (needs_grad({x})) {
-    attach(out, op, {x},
+    attach(out, op, {x}, Reads::only_inputs(),
            [v, divisor, means = std::move(means)](const Tensor&, const Tensor& dout,
                                                   const std::vector<Tensor>& in) {
              const float scale = static_cast<float>(2.0 / divisor);
@@ -334,7 +335,7 @@ namespace {
 // plain sqrt's 0.5 / 0 = inf times var's zero gradient would be NaN.
 Tensor sqrt_of_variance(const Tensor& variance) {
   return detail::unary(
-      "std", variance, [](float v) { return std::sqrt(v); },
+      "std", variance, detail::kReadsY, [](float v) { return std::sqrt(v); },
       [](float, float y) { return y == 0.0f ? 0.0f : 0.5f / y; });
 }
 
@@ -377,7 +378,7 @@ Tensor softmax(const Tensor& x, int64_t dim) {
   softmax_forward(out.data(), x.data(), v, false);
   if (needs_grad({x})) {
     // dx = y * (dout - sum_k dout_k y_k)
-    attach(out, "softmax", {x},
+    attach(out, "softmax", {x}, Reads::only_output(),
            [v](const Tensor& y, const Tensor& dout, const std::vector<Tensor>& in) {
              float* dx = grad_buffer(in[0]);
              const float* py = y.data();
@@ -405,7 +406,7 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
   softmax_forward(out.data(), x.data(), v, true);
   if (needs_grad({x})) {
     // dx = dout - softmax * sum_k dout_k, with softmax = exp(y).
-    attach(out, "log_softmax", {x},
+    attach(out, "log_softmax", {x}, Reads::only_output(),
            [v](const Tensor& y, const Tensor& dout, const std::vector<Tensor>& in) {
              float* dx = grad_buffer(in[0]);
              const float* py = y.data();

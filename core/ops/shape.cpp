@@ -24,9 +24,10 @@ Tensor same_data(const char* op, const Tensor& x, const Shape& shape) {
   impl->storage = x.impl()->storage;
   Tensor out(impl);
   if (needs_grad({x})) {
-    attach(out, op, {x}, [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-      pass_grad_through(in[0], dout);
-    });
+    attach(out, op, {x}, Reads::nothing(),
+           [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             pass_grad_through(in[0], dout);
+           });
   }
   return out;
 }
@@ -168,7 +169,7 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
   else
     out.data()[0] = x.data()[0];
   if (needs_grad({x})) {
-    attach(out, "permute", {x},
+    attach(out, "permute", {x}, Reads::nothing(),
            [inverse](const Tensor& o, const Tensor& dout, const std::vector<Tensor>& in) {
              float* dx = grad_buffer(in[0]);
              if (!dx) return;
@@ -209,9 +210,10 @@ Tensor clone(const Tensor& x) {
   Tensor out = Tensor::empty(x.shape());
   std::memcpy(out.data(), x.data(), static_cast<size_t>(x.numel()) * sizeof(float));
   if (needs_grad({x})) {
-    attach(out, "clone", {x}, [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
-      pass_grad_through(in[0], dout);
-    });
+    attach(out, "clone", {x}, Reads::nothing(),
+           [](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {
+             pass_grad_through(in[0], dout);
+           });
   }
   return out;
 }

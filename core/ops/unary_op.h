@@ -38,34 +38,43 @@ inline float relu_grad(float g, float v) {
 /// batch_norm_sigmoid_train so that the two cannot drift apart (their gradients are bit-identical).
 inline float sigmoid_derivative(float y) { return y * (1.0f - y); }
 
+/// What a unary op's derivative df(x, y) reads, for backward's check of in-place writes (Reads in
+/// core/autograd.h): x, the output y, both, or neither (add_scalar's df is the constant 1).
+inline constexpr Reads kReadsX = Reads::only_inputs();
+inline constexpr Reads kReadsY = Reads::only_output();
+inline constexpr Reads kReadsXY = Reads{};
+inline constexpr Reads kReadsNone = Reads::nothing();
+
 /// y = f(x) elementwise; backward adds dout * df(x, y), or df(dout, x, y) when df takes three
 /// arguments: an op whose backward selects rather than multiplies (relu: a NaN dout where the unit
-/// is off gives 0, which no factor does). f and df must be branch-free enough to vectorize (see
-/// core/ops/fast_math.h) for the loops to run at memory speed.
+/// is off gives 0, which no factor does). df reads what `reads` says. f and df must be branch-free
+/// enough to vectorize (see core/ops/fast_math.h) for the loops to run at memory speed.
 template <typename F, typename DF>
-Tensor unary(const char* op, const Tensor& x, F f, DF df) {
+Tensor unary(const char* op, const Tensor& x, Reads reads, F f, DF df) {
   Tensor out = Tensor::empty(x.shape());
   const float* px = x.data();
   float* py = out.data();
   int64_t n = x.numel();
   detail::parallel_for_simd(n, n > kParallelThreshold, [=](int64_t i) { py[i] = f(px[i]); });
   if (needs_grad({x})) {
-    attach(out, op, {x}, [df](const Tensor& y, const Tensor& dout, const std::vector<Tensor>& in) {
-      const GradTarget dx = grad_target(in[0]);
-      const float* px = in[0].data();
-      const float* py = y.data();
-      const float* pd = dout.data();
-      int64_t n = y.numel();
-      detail::parallel_for_simd(n, n > kParallelThreshold, [=](int64_t i) {
-        float g;
-        if constexpr (std::is_invocable_v<DF, float, float, float>) {
-          g = df(pd[i], px[i], py[i]);
-        } else {
-          g = pd[i] * df(px[i], py[i]);
-        }
-        dx.data[i] = dx.fresh ? g : dx.data[i] + g;  // a fresh buffer is assigned, not zeroed
-      });
-    });
+    attach(out, op, {x}, reads,
+           [df](const Tensor& y, const Tensor& dout, const std::vector<Tensor>& in) {
+             const GradTarget dx = grad_target(in[0]);
+             const float* px = in[0].data();
+             const float* py = y.data();
+             const float* pd = dout.data();
+             int64_t n = y.numel();
+             detail::parallel_for_simd(n, n > kParallelThreshold, [=](int64_t i) {
+               float g;
+               if constexpr (std::is_invocable_v<DF, float, float, float>) {
+                 g = df(pd[i], px[i], py[i]);
+               } else {
+                 g = pd[i] * df(px[i], py[i]);
+               }
+               dx.data[i] =
+                   dx.fresh ? g : dx.data[i] + g;  // a fresh buffer is assigned, not zeroed
+             });
+           });
   }
   return out;
 }

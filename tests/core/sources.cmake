@@ -33,4 +33,5 @@ set(BNLAB_TEST_CORE_SOURCES
   tests/core/test_io.cpp
   tests/core/test_serialize.cpp
   tests/core/test_distributed.cpp
+  tests/core/test_version_counter.cpp
 )
