@@ -6,6 +6,7 @@
 #include <set>
 #include <sstream>
 #include <typeinfo>
+#include <unordered_set>
 
 #include "core/autograd.h"
 #include "layers/activation.h"
@@ -84,6 +85,20 @@ void Module::collect(const std::string& prefix, NamedTensors* params,
   for (const auto& [name, child] : children_) child->collect(prefix + name + ".", params, buffers);
 }
 
+namespace {
+// Keeps the first entry of each tensor. A tied layer (one module registered twice, or one tensor
+// registered in two modules) would otherwise list its tensors under every name, and an optimizer
+// refuses a parameter given twice; an update applied twice would be wrong anyway. PyTorch's
+// named_parameters()/named_buffers() deduplicate the same way, by identity, the first name found
+// winning; its state_dict() keeps every name, and so does ours.
+Module::NamedTensors unique_tensors(Module::NamedTensors all) {
+  std::unordered_set<const TensorImpl*> seen;
+  std::erase_if(all,
+                [&](const auto& entry) { return !seen.insert(entry.second.impl().get()).second; });
+  return all;
+}
+}  // namespace
+
 std::vector<Tensor> Module::parameters() const {
   std::vector<Tensor> out;
   for (auto& [name, t] : named_parameters()) out.push_back(t);
@@ -93,7 +108,7 @@ std::vector<Tensor> Module::parameters() const {
 Module::NamedTensors Module::named_parameters() const {
   NamedTensors out;
   collect("", &out, nullptr);
-  return out;
+  return unique_tensors(std::move(out));
 }
 
 Module::NamedTensors Module::named_buffers() const {
@@ -101,7 +116,7 @@ Module::NamedTensors Module::named_buffers() const {
   collect("", nullptr, &buffers);
   NamedTensors out;
   for (auto& b : buffers) out.emplace_back(b.name, b.tensor);
-  return out;
+  return unique_tensors(std::move(out));
 }
 
 int64_t Module::num_parameters() const {

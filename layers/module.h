@@ -64,21 +64,28 @@ class Module {
   /// The constructor arguments worth printing, e.g. "784 -> 100, bias".
   virtual std::string extra_repr() const { return ""; }
 
-  /// Parameters of this module and all descendants, depth first in registration order.
+  /// Parameters of this module and all descendants, depth first in registration order, each tensor
+  /// once: a tied layer (a module registered twice, or a tensor in two modules) is listed where it
+  /// is first found, as in PyTorch, so an optimizer can take the list.
   std::vector<Tensor> parameters() const;
-  /// parameters() with their dotted names ("block.conv.weight").
+  /// parameters() with their dotted names ("block.conv.weight"); a tied tensor under its first
+  /// name.
   NamedTensors named_parameters() const;
-  /// The buffers (e.g. BatchNorm's running statistics) with their dotted names.
+  /// The buffers (e.g. BatchNorm's running statistics) with their dotted names, each tensor once
+  /// under its first name, as named_parameters().
   NamedTensors named_buffers() const;
-  /// Total number of parameter elements.
+  /// Total number of parameter elements, a tied tensor counted once.
   int64_t num_parameters() const;
-  /// The direct children with their names, in registration order.
+  /// The direct children with their names, in registration order: the registrations themselves, so
+  /// a module registered twice appears twice (torch's `_modules`; its named_children() would list
+  /// it once).
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const {
     return children_;
   }
 
   /// Parameters then buffers, under PyTorch's key names; num_batches_tracked entries carry
-  /// DType::I64.
+  /// DType::I64. Every name is kept, as in PyTorch: a tied tensor appears under each of its names
+  /// (saved as one copy per name; loading copies each into the one tensor).
   std::vector<NamedTensor> state_dict() const;
   /// Validates every key and shape first (listing all missing/unexpected keys), and that the
   /// int64 counts (num_batches_tracked) are non-negative integers, then copies. A failed load

@@ -1,9 +1,12 @@
-// Module API: registration, PyTorch key names, train/eval recursion, zero_grad, hooks, printing,
-// summary, state_dict round trip and load validation.
+// Module API: registration, PyTorch key names, tied layers, train/eval recursion, zero_grad, hooks,
+// printing, summary, state_dict round trip and load validation.
 #include <doctest/doctest.h>
 
 #include "core/ops.h"
+#include "core/serialize.h"
 #include "layers/layers.h"
+#include "optim/sgd.h"
+#include "test_util.h"
 
 using namespace bnlab;
 
@@ -190,4 +193,58 @@ TEST_CASE("module: load_state_dict with strict=false loads what is there, like P
   b->load_state_dict(partial, false);
   CHECK(b->state_dict()[0].tensor.to_vector() == a->state_dict()[0].tensor.to_vector());
   CHECK(b->state_dict()[4].tensor.to_vector() == b_head);  // missing: left as it was
+}
+
+TEST_CASE("module: a tied layer lists its tensors once, as PyTorch, and state_dict keeps every name") {
+  // Found by the API attack of 2026-12-06: the same Dense added twice listed its weight twice, so
+  // Sgd(model.parameters()) threw "parameter 2 is the same tensor as parameter 0".
+  Rng rng(10);
+  auto make = [](Rng& r) {
+    auto net = std::make_shared<Sequential>();
+    auto dense = std::make_shared<Dense>(DenseOptions{.in_features = 3, .out_features = 3}, r);
+    auto bn = std::make_shared<BatchNorm1d>(BatchNormOptions{.num_features = 3});
+    net->add(dense).add(bn).add(dense).add(bn);
+    return net;
+  };
+  auto net = make(rng);
+  std::vector<std::string> param_names, buffer_names;
+  for (const auto& [name, t] : net->named_parameters()) param_names.push_back(name);
+  for (const auto& [name, t] : net->named_buffers()) buffer_names.push_back(name);
+  CHECK(param_names == std::vector<std::string>{"0.weight", "0.bias", "1.weight", "1.bias"});
+  CHECK(buffer_names ==
+        std::vector<std::string>{"1.running_mean", "1.running_var", "1.num_batches_tracked"});
+  CHECK(net->parameters().size() == 4);
+  CHECK(net->num_parameters() == 3 * 3 + 3 + 3 + 3);
+  CHECK(net->size() == 4);  // the registrations themselves stay
+  // state_dict keeps both names of each tied tensor, as torch's does.
+  CHECK(keys(net->state_dict()) ==
+        std::vector<std::string>{"0.weight", "0.bias", "1.weight", "1.bias", "2.weight", "2.bias",
+                                 "3.weight", "3.bias", "1.running_mean", "1.running_var",
+                                 "1.num_batches_tracked", "3.running_mean", "3.running_var",
+                                 "3.num_batches_tracked"});
+
+  // One SGD step moves the shared weight once, by the gradient summed over both uses.
+  const float lr = 0.1f;
+  Sgd sgd(net->parameters(), SgdOptions{.lr = lr});
+  Tensor w = net->named_parameters()[0].second;
+  std::vector<float> before = w.to_vector();
+  sum((*net)(Tensor::uniform({5, 3}, rng)) * Tensor::uniform({5, 3}, rng)).backward();
+  std::vector<float> grad = w.grad().to_vector();
+  sgd.step();
+  std::vector<float> after = w.to_vector();
+  REQUIRE(after.size() == before.size());
+  for (size_t i = 0; i < after.size(); ++i)
+    CHECK(after[i] == doctest::Approx(before[i] - lr * grad[i]).epsilon(1e-6));
+
+  // Saving writes one copy per name; loading puts them into the tied tensors of a fresh model.
+  testing::TempDir dir("tied");
+  save_safetensors(dir.file("tied.safetensors"), net->state_dict());
+  SafetensorsFile file = load_safetensors(dir.file("tied.safetensors"));
+  CHECK(file.tensors.size() == 14);
+  auto copy = make(rng);
+  copy->load_state_dict(file.tensors);
+  auto sa = net->state_dict(), sb = copy->state_dict();
+  for (size_t i = 0; i < sa.size(); ++i)
+    CHECK(sa[i].tensor.to_vector() == sb[i].tensor.to_vector());
+  CHECK(copy->state_dict()[0].tensor.is_same(copy->state_dict()[4].tensor));  // still tied
 }
