@@ -206,16 +206,37 @@ void col2im(float* dx, float* dcol, const ConvDims& d) {
   }
 }
 
+// Tensor::empty(shape) for conv2d's `what` (its output, its column buffers), whose size the
+// arguments decide: the allocator's own error (a count past int64, more than the machine's memory)
+// could not say which op asked, nor for which arguments.
+Tensor conv2d_empty(const char* what, const Shape& shape, const ConvDims& d) {
+  try {
+    return Tensor::empty(shape);
+  } catch (const Error& e) {
+    BNLAB_FAIL("conv2d: the ", what, " ", shape, " for input ", Shape{d.N, d.C, d.H, d.W},
+               ", weight ", Shape{d.K, d.Cg(), d.kh, d.kw}, ", stride ", d.stride, ", padding ",
+               d.padding, " cannot be allocated: ", e.what());
+  }
+}
+
+// One column buffer [CK, P] for each of `team` threads, drawn from the tensor storage pool so
+// repeated steps reuse it; none for a pointwise conv, which reads x in place. Allocated before the
+// threads start: an exception cannot leave an OpenMP region, and a failed allocation inside one
+// ended the process (a huge padding asks for a huge buffer).
+Tensor column_buffers(const ConvDims& d, int64_t team) {
+  return d.pointwise() ? Tensor() : conv2d_empty("column buffers", {team, d.CK(), d.P()}, d);
+}
+
 // out [N, K, Ho, Wo] = conv(x [N, C, H, W], w [K, Cg, kh, kw]) + b [K] (b may be null), through
 // relu when `relu` (each image's output while it is in cache).
 void conv2d_forward(float* out, const float* x, const float* w, const float* b, const ConvDims& d,
                     bool relu, double* pm) {
   const int64_t CK = d.CK(), P = d.P(), Kg = d.Kg(), group_in = d.Cg() * d.H * d.W;
-#pragma omp parallel if (d.parallel())
+  const int64_t team = d.parallel() ? std::min<int64_t>(omp_get_max_threads(), d.N) : 1;
+  const Tensor cols = column_buffers(d, team);
+#pragma omp parallel num_threads(static_cast <int>(team)) if (team > 1)
   {
-    // Per-thread column buffer [CK, P], drawn from the tensor storage pool so repeated steps reuse
-    // it.
-    detail::Storage col_storage(d.pointwise() ? 0 : static_cast<size_t>(CK * P));
+    float* col_buffer = cols.defined() ? cols.data() + omp_get_thread_num() * CK * P : nullptr;
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < d.N; ++n) {
       const float* xn = x + n * d.C * d.H * d.W;
@@ -227,8 +248,8 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* b, 
       for (int64_t g = 0; g < d.G; ++g) {
         const float* col = xn + g * group_in;
         if (!d.pointwise()) {
-          im2col(col_storage.data(), col, d);
-          col = col_storage.data();
+          im2col(col_buffer, col, d);
+          col = col_buffer;
         }
         gemm(false, false, Kg, P, CK, 1.0f, w + g * Kg * CK, CK, col, P, b ? 1.0f : 0.0f,
              on + g * Kg * P, P);
@@ -292,14 +313,14 @@ void conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* dout, con
   const int64_t wsize = d.K * CK;
   detail::Storage partials(dw ? static_cast<size_t>((team - 1) * wsize) : 0);
   if (dw) std::fill_n(partials.data(), (team - 1) * wsize, 0.0f);
+  // Each thread's one buffer serves first as col_n (for dW), then as dcol_n (for dx).
+  const Tensor cols = column_buffers(d, team);
 
 #pragma omp parallel num_threads(team_threads) if (team > 1)
   {
     const int64_t t = omp_get_thread_num();
     float* dw_t = dw ? (t == 0 ? dw : partials.data() + (t - 1) * wsize) : nullptr;
-    // One buffer serves first as col_n (for dW), then as dcol_n (for dx).
-    detail::Storage col_storage(d.pointwise() ? 0 : static_cast<size_t>(CK * P));
-    float* col = col_storage.data();
+    float* col = cols.defined() ? cols.data() + t * CK * P : nullptr;
 #pragma omp for schedule(static)
     for (int64_t ng = 0; ng < d.N * d.G; ++ng) {
       // Image n, group g: its input channels, output channels and weight rows.
@@ -396,6 +417,7 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
               " (input ", x.shape(), ", weight ", weight.shape(), ", padding ", padding, ")");
   d.Ho = (d.H + 2 * padding - d.kh) / stride + 1;
   d.Wo = (d.W + 2 * padding - d.kw) / stride + 1;
+  Tensor out = conv2d_empty("output", {d.N, d.K, d.Ho, d.Wo}, d);
 
   // The path is fixed here, by shape, BNLAB_CONV and the inputs' finiteness, and the backward
   // reuses it (falling back further on a non-finite dout).
@@ -408,7 +430,6 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
   const detail::WinogradShape ws{d.N, d.C, d.H, d.W, d.K};
   const detail::DirectConvShape ds{d.N, d.C, d.H, d.W, d.K, d.kh, padding, d.Ho, d.Wo};
   const detail::FourierConvShape fs{d.N, d.C, d.H, d.W, d.K, d.kh, d.kw, padding, d.Ho, d.Wo};
-  Tensor out = Tensor::empty({d.N, d.K, d.Ho, d.Wo});
   const float* b = bias.defined() ? bias.data() : nullptr;
   const bool training = needs_grad({x, weight, bias});
   std::shared_ptr<detail::FourierSaved> spectra;  // the fourier forward's, for its backward

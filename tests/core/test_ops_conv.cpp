@@ -2,11 +2,16 @@
 // checks with and without stride/padding/bias, grouped and depthwise convs (against PyTorch too),
 // the per-thread dW reduction, and shape errors.
 #include <doctest/doctest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <limits>
 
 #include "core/blas.h"
 #include "gradcheck.h"
+#include "layers/conv2d.h"
 #include "test_util.h"
 
 using namespace bnlab;
@@ -268,4 +273,74 @@ TEST_CASE("ops.conv: a stride or padding near int64's limit neither overflows no
                        "conv2d: padding 4611686018427387903 makes the padded input overflow int64 "
                        "(input [1, 1, 5, 5], weight [1, 1, 3, 3])",
                        Error);
+}
+
+TEST_CASE("ops.conv: an output too large to allocate is refused naming conv2d and its arguments") {
+  // Found by the API attack of 2026-12-06: padding 1 << 40 passed the overflow check and failed in
+  // the tensor allocator, whose message names neither conv2d nor the padding.
+  const Tensor x = Tensor::ones({1, 1, 5, 5});
+  const Tensor w = Tensor::ones({1, 1, 3, 3});
+  CHECK_THROWS_WITH_AS(conv2d(x, w, Tensor(), 1, int64_t{1} << 40),
+                       doctest::Contains("conv2d: the output [1, 1, 2199023255555, 2199023255555] "
+                                         "for input [1, 1, 5, 5], weight [1, 1, 3, 3], stride 1, "
+                                         "padding 1099511627776 cannot be allocated: tensor: shape "
+                                         "[1, 1, 2199023255555, 2199023255555] has more elements "
+                                         "than int64 can count"),
+                       Error);
+  // 16 TiB: more than any machine's memory.
+  CHECK_THROWS_WITH_AS(conv2d_relu(x, w, Tensor(), 1, int64_t{1} << 20),
+                       doctest::Contains("conv2d: the output [1, 1, 2097155, 2097155] for input "
+                                         "[1, 1, 5, 5], weight [1, 1, 3, 3], stride 1, padding "
+                                         "1048576 cannot be allocated: tensor: shape"),
+                       Error);
+  // The layer reports the op's error.
+  Rng rng(1);
+  Conv2d layer(Conv2dOptions{.in_channels = 1, .out_channels = 2, .padding = int64_t{1} << 40},
+               rng);
+  CHECK_THROWS_WITH_AS(layer(x), doctest::Contains("conv2d: the output [1, 2, 2199023255555, "),
+                       Error);
+}
+
+TEST_CASE(
+    "ops.conv: column buffers too large for memory are an error, not the end of the process") {
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer needs far more address space than the limit below leaves.
+  return;
+#else
+  // The im2col buffers were allocated inside the OpenMP region, where an exception cannot leave:
+  // with padding 4096 the output (256 MiB) fitted and the buffers (9x that) failed, and the
+  // process ended in std::terminate. The child process runs it under an address-space limit that
+  // leaves room for the output only.
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int code = 4;
+    long pages = 0;
+    if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
+      if (std::fscanf(f, "%ld", &pages) != 1) pages = 0;
+      std::fclose(f);
+    }
+    const rlim_t limit = static_cast<rlim_t>(pages) * static_cast<rlim_t>(::sysconf(_SC_PAGESIZE)) +
+                         (rlim_t{1} << 30);
+    const rlimit r{limit, limit};
+    if (pages > 0 && ::setrlimit(RLIMIT_AS, &r) == 0) {
+      try {
+        conv2d(Tensor::ones({1, 1, 5, 5}), Tensor::ones({1, 1, 3, 3}), Tensor(), 1, 4096);
+        code = 2;  // no error at all
+      } catch (const Error& e) {
+        const std::string m = e.what();
+        code = m.find(
+                   "conv2d: the column buffers [1, 9, 67158025] for input [1, 1, 5, 5], weight "
+                   "[1, 1, 3, 3], stride 1, padding 4096 cannot be allocated") == 0
+                   ? 0
+                   : 3;
+      }
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK_MESSAGE(WIFEXITED(status), "the child died of signal ", WTERMSIG(status));
+  CHECK(WEXITSTATUS(status) == 0);
+#endif
 }
