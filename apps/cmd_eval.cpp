@@ -73,7 +73,10 @@ Command add_eval_command(CLI::App& parent) {
     }
     if (!(o->split == "val" && held_out)) check_split(dataset, o->split);
     cfg.data_dir = o->data_dir;
-    ImageDataset data = own ? load_run_split(cfg, o->split)
+    // A folder's split is checked against the run's training split, which a run whose config.json
+    // predates its normalization also needs for the statistics: loaded once for both.
+    std::optional<ImageDataset> run_train;
+    ImageDataset data = own ? load_run_split(cfg, o->split, &run_train)
                             : load_dataset(dataset, o->split, find_data_dir(o->data_dir));
     std::string what;
     if (own && o->split == "train" && (cfg.val_split > 0 || cfg.train_subset > 0)) {
@@ -111,7 +114,13 @@ Command add_eval_command(CLI::App& parent) {
     // A named dataset is normalized with its published constants, whichever run evaluates it; a
     // folder has none, so it is normalized as the run's training images were.
     std::optional<NormalizeOptions> norm = find_standard_normalization(dataset);
-    if (!norm) norm = run_normalization(o->checkpoint, cfg);
+    if (!norm) {
+      // On the run's own dataset, --split train is the run's training split itself.
+      const ImageDataset* train = own && o->split == "train" ? &data
+                                  : run_train                ? &*run_train
+                                                             : nullptr;
+      norm = run_normalization(o->checkpoint, cfg, train);
+    }
     EvalResult ev = evaluate(model, data, *norm, o->batch_size, -1);
 
     int64_t K = data.num_classes();

@@ -387,6 +387,28 @@ void check_split_matches_training(const std::string& dataset, const ImageDataset
 
 bool is_folder_dataset(const std::string& dataset) { return dataset.rfind("folder:", 0) == 0; }
 
+// How training carves the whole training split: --val-split holds images out, then --train-subset
+// keeps some of the rest. Both fixed (their own seeds), the same for every run, seed and arm, so
+// matched runs validate on the same images and overfit the same ones.
+TrainValSplit hold_out_validation(const ImageDataset& train, int64_t val_split) {
+  BNLAB_CHECK(val_split < train.size(), "--val-split ", val_split, " leaves no training images of ",
+              train.title(), "'s ", train.size());
+  constexpr uint64_t kValSplitSeed = 0x5eedu;
+  return split_train_val(train, val_split, kValSplitSeed);
+}
+
+void keep_train_subset(ImageDataset& train, int64_t train_subset) {
+  if (train_subset > 0 && train_subset < train.size()) {
+    constexpr uint64_t kSubsetSeed = 0x5b5e7u;
+    std::string split = train.split;
+    train = split_train_val(train, train_subset, kSubsetSeed).val;
+    train.split = split;
+  } else {
+    BNLAB_CHECK(train_subset <= train.size(), "--train-subset ", train_subset, ": ", train.title(),
+                " has only ", train.size(), " training images");
+  }
+}
+
 }  // namespace
 
 RunData load_run_data(const std::string& dataset, const std::string& data_dir, int64_t val_split,
@@ -399,28 +421,14 @@ RunData load_run_data(const std::string& dataset, const std::string& data_dir, i
   } else {
     BNLAB_CHECK(eval_split_for(dataset) == "test", "--val-split: ", dataset,
                 " validates on its own split already (", eval_split_for(dataset), ")");
-    ImageDataset train = load_dataset(dataset, "train", dir);
-    BNLAB_CHECK(val_split < train.size(), "--val-split ", val_split,
-                " leaves no training images of ", train.title(), "'s ", train.size());
-    // One fixed split for every run and seed, so matched runs validate on the same images.
-    constexpr uint64_t kValSplitSeed = 0x5eedu;
-    TrainValSplit parts = split_train_val(train, val_split, kValSplitSeed);
+    TrainValSplit parts = hold_out_validation(load_dataset(dataset, "train", dir), val_split);
     data = {std::move(parts.train), std::move(parts.val), load_dataset(dataset, "test", dir)};
   }
   if (is_folder_dataset(dataset)) {
     check_split_matches_training(dataset, data.train, data.eval);
     if (data.test) check_split_matches_training(dataset, data.train, *data.test);
   }
-  if (train_subset > 0 && train_subset < data.train.size()) {
-    // A fixed subset too (its own seed), so every seed and arm overfits the same images.
-    constexpr uint64_t kSubsetSeed = 0x5b5e7u;
-    std::string split = data.train.split;
-    data.train = split_train_val(data.train, train_subset, kSubsetSeed).val;
-    data.train.split = split;
-  } else {
-    BNLAB_CHECK(train_subset <= data.train.size(), "--train-subset ", train_subset, ": ",
-                data.train.title(), " has only ", data.train.size(), " training images");
-  }
+  keep_train_subset(data.train, train_subset);
   return data;
 }
 
@@ -428,19 +436,32 @@ RunData load_run_data(const TrainConfig& cfg) {
   return load_run_data(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.train_subset);
 }
 
-ImageDataset load_run_split(const TrainConfig& cfg, const std::string& split) {
-  // load_run_data is the one place that knows how training carves its splits.
+ImageDataset load_run_split(const TrainConfig& cfg, const std::string& split,
+                            std::optional<ImageDataset>* run_train) {
   if (split == "train" && (cfg.val_split > 0 || cfg.train_subset > 0))
     return load_run_data(cfg).train;
-  if (split == "val" && cfg.val_split > 0) return load_run_data(cfg).eval;
+  if (split == "val" && cfg.val_split > 0) {
+    RunData run = load_run_data(cfg);
+    if (run_train) *run_train = std::move(run.train);
+    return std::move(run.eval);
+  }
   const DataDir dir = find_data_dir(cfg.data_dir);
   ImageDataset data = load_dataset(cfg.dataset, split, dir);
-  if (is_folder_dataset(cfg.dataset) && split != "train")
-    check_split_matches_training(cfg.dataset, load_dataset(cfg.dataset, "train", dir), data);
+  if (is_folder_dataset(cfg.dataset) && split != "train") {
+    ImageDataset train = load_dataset(cfg.dataset, "train", dir);
+    check_split_matches_training(cfg.dataset, train, data);
+    if (run_train) {
+      // Carved as load_run_data carves it, from the split just loaded rather than a second load.
+      if (cfg.val_split > 0) train = std::move(hold_out_validation(train, cfg.val_split).train);
+      keep_train_subset(train, cfg.train_subset);
+      *run_train = std::move(train);
+    }
+  }
   return data;
 }
 
-NormalizeOptions run_normalization(const std::string& dir, const TrainConfig& cfg) {
+NormalizeOptions run_normalization(const std::string& dir, const TrainConfig& cfg,
+                                   const ImageDataset* run_train) {
   const std::string config_path = (fs::path(dir) / "config.json").string();
   const json j = json::parse(read_file(config_path), nullptr, false);
   if (j.is_object() && j.contains("normalization")) {
@@ -454,7 +475,7 @@ NormalizeOptions run_normalization(const std::string& dir, const TrainConfig& cf
   // Written before config.json recorded it: the published constants need no data.
   if (std::optional<NormalizeOptions> known = find_standard_normalization(cfg.dataset))
     return *known;
-  return training_normalization(cfg.dataset, load_run_data(cfg).train);
+  return training_normalization(cfg.dataset, run_train ? *run_train : load_run_data(cfg).train);
 }
 
 namespace {

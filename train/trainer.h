@@ -219,8 +219,13 @@ RunData load_run_data(const TrainConfig& cfg);
 /// Split `split` of the run configured by `cfg`, as that run saw it: "train" is the images it
 /// trained on (RunData::train: without those --val-split held out, --train-subset applied), "val"
 /// the images --val-split held out (RunData::eval); other splits, and "val" of a run without
-/// --val-split, are load_dataset(cfg.dataset, split).
-ImageDataset load_run_split(const TrainConfig& cfg, const std::string& split);
+/// --val-split, are load_dataset(cfg.dataset, split). A folder dataset's splits other than "train"
+/// are checked against the training split (same classes, same image size), which takes loading
+/// it; `run_train`, when given, then receives the run's training split (RunData::train), so that
+/// a caller needing it too (run_normalization) does not load it again. Left empty otherwise, and
+/// for split "train", which is the run's training split itself.
+ImageDataset load_run_split(const TrainConfig& cfg, const std::string& split,
+                            std::optional<ImageDataset>* run_train = nullptr);
 
 /// "val" for a validation split ("val", or "train-val" held out by --val-split), else "test": the
 /// prefix of the evaluation columns of metrics.csv and of summary.json's keys.
@@ -366,8 +371,11 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const NormalizeOptio
 
 /// What the run in `dir` (its config `cfg`) normalized its images with: config.json's
 /// "normalization"; for a run directory without it, training_normalization of the images
-/// load_run_data(cfg) trains on (the published constants for a named dataset).
-NormalizeOptions run_normalization(const std::string& dir, const TrainConfig& cfg);
+/// load_run_data(cfg) trains on (the published constants for a named dataset). `run_train`, when
+/// given, must be those images (RunData::train; load_run_split hands them back); they are then
+/// not loaded again.
+NormalizeOptions run_normalization(const std::string& dir, const TrainConfig& cfg,
+                                   const ImageDataset* run_train = nullptr);
 
 /// Rebuilds the model of a run directory (its config.json) for data shaped like `like`, and loads
 /// its model.safetensors. Returns the config too.

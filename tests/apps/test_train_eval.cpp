@@ -11,7 +11,9 @@
 #include "apps_test_util.h"
 #include "core/serialize.h"
 #include "core/version.h"
+#include "data/datasets.h"
 #include "train/plot.h"
+#include "train/trainer.h"
 
 using namespace apps_test;
 using json = nlohmann::json;
@@ -666,6 +668,54 @@ TEST_CASE("apps.train: a folder whose test split has other classes or another si
   CAPTURE(ev.output);
   CHECK(ev.exit_code == 1);
   CHECK(contains(ev.output, "the test split's classes (a) are not the training split's (a, b)"));
+}
+
+TEST_CASE("apps.eval: a folder run's training split is loaded once, for the check and statistics") {
+  // Found by the API attack of 2026-12-06: evaluating a folder run whose config.json predates its
+  // recorded normalization loaded the training split for the split's check, then again (with the
+  // test split) for the statistics. load_run_split now hands the first load back.
+  using namespace bnlab;
+  TempDir dir;
+  const fs::path root = dir.path / "pics";
+  write_png_folder_split(root, "train", 8, 7);
+  write_png_folder_split(root, "test", 4, 11);
+  const std::string out = dir.file("run");
+  REQUIRE(run_cli("train --model mlp --dataset " + shell_quote("folder:" + root.string()) +
+                  " --steps 2 --batch-size 4 --threads 1 --val-split 4 --train-subset 10 --out " +
+                  shell_quote(out))
+              .exit_code == 0);
+  json config = json::parse(read_text(out + "/config.json"));
+  config.erase("normalization");  // as a run directory written before it was recorded
+  std::ofstream(out + "/config.json") << config.dump();
+  const TrainConfig cfg = config_from_json(config.dump(), "config.json");
+  const RunData run = load_run_data(cfg);
+
+  // The test split hands back the run's training split: held out and subset as training did.
+  std::optional<ImageDataset> run_train;
+  const ImageDataset test = load_run_split(cfg, "test", &run_train);
+  CHECK(test.size() == 8);
+  REQUIRE(run_train.has_value());
+  CHECK(run_train->size() == 10);
+  CHECK(run_train->pixels == run.train.pixels);
+  CHECK(run_train->labels == run.train.labels);
+  CHECK(run_train->split == run.train.split);
+  // --split val too; --split train is the training split itself and hands back nothing.
+  std::optional<ImageDataset> from_val;
+  CHECK(load_run_split(cfg, "val", &from_val).pixels == run.eval.pixels);
+  REQUIRE(from_val.has_value());
+  CHECK(from_val->pixels == run.train.pixels);
+  std::optional<ImageDataset> from_train;
+  CHECK(load_run_split(cfg, "train", &from_train).pixels == run.train.pixels);
+  CHECK_FALSE(from_train.has_value());
+
+  // Given it, run_normalization reads no image: it works with the training folder gone, where it
+  // would otherwise have to load it again.
+  const NormalizeOptions expected = training_normalization(cfg.dataset, run.train);
+  fs::remove_all(root / "train");
+  const NormalizeOptions got = run_normalization(out, cfg, &*run_train);
+  CHECK(got.mean == expected.mean);
+  CHECK(got.std == expected.std);
+  CHECK_THROWS_AS(run_normalization(out, cfg), Error);
 }
 
 TEST_CASE("apps.eval: --split val is the images --val-split held out, --split train the rest") {
