@@ -91,11 +91,15 @@ namespace {
 // refuses a parameter given twice; an update applied twice would be wrong anyway. PyTorch's
 // named_parameters()/named_buffers() deduplicate the same way, by identity, the first name found
 // winning; its state_dict() keeps every name, and so does ours.
-Module::NamedTensors unique_tensors(Module::NamedTensors all) {
+Module::NamedTensors unique_tensors(const Module::NamedTensors& all) {
   std::unordered_set<const TensorImpl*> seen;
-  std::erase_if(all,
-                [&](const auto& entry) { return !seen.insert(entry.second.impl().get()).second; });
-  return all;
+  Module::NamedTensors out;
+  // A loop, not erase_if: the predicate would keep state, and the order of its calls is the
+  // library's to choose.
+  for (const auto& entry : all) {
+    if (seen.insert(entry.second.impl().get()).second) out.push_back(entry);
+  }
+  return out;
 }
 }  // namespace
 
@@ -108,7 +112,7 @@ std::vector<Tensor> Module::parameters() const {
 Module::NamedTensors Module::named_parameters() const {
   NamedTensors out;
   collect("", &out, nullptr);
-  return unique_tensors(std::move(out));
+  return unique_tensors(out);
 }
 
 Module::NamedTensors Module::named_buffers() const {
@@ -116,7 +120,7 @@ Module::NamedTensors Module::named_buffers() const {
   collect("", nullptr, &buffers);
   NamedTensors out;
   for (auto& b : buffers) out.emplace_back(b.name, b.tensor);
-  return unique_tensors(std::move(out));
+  return unique_tensors(out);
 }
 
 int64_t Module::num_parameters() const {
