@@ -231,7 +231,7 @@ Tensor conv2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, in
 // ---- pooling (core/ops/pool.cpp) ----
 /// x [N, C, H, W] -> [N, C, Ho, Wo]; stride defaults to kernel (stride 0 = kernel); padded
 /// cells are -inf. Ties go to the first index in row-major window order. A NaN in the window
-/// wins, as PyTorch; with two or more NaNs the gradient goes to the first (PyTorch: the last).
+/// wins, the last of several in row-major order, as PyTorch's CPU kernel.
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride = 0, int64_t padding = 0);
 /// x [N, C, H, W] -> [N, C, Ho, Wo] window means (floor mode), Ho as max_pool2d; stride 0 =
 /// kernel; padding <= kernel / 2 adds zeros, counted in the divisor k*k when count_include_pad (as

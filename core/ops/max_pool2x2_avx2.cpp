@@ -8,9 +8,10 @@
 // right cells, and the portable code's tournament.
 //
 // Conventions: those of core/ops/max_pool2x2_avx512.cpp (the first maximum in row-major window
-// order wins a tie, a NaN beats any number; each row's pair first, then the bottom pair's winner
-// against the top's), so the results are bit-identical to the other kernels'. Partial chunks use
-// masked loads and stores, which touch only the row's own cells (masked-off lanes do not fault).
+// order wins a tie, a NaN beats any number and any NaN before it; each row's pair first, then the
+// bottom pair's winner against the top's), so the results are bit-identical to the other kernels'.
+// Partial chunks use masked loads and stores, which touch only the row's own cells (masked-off
+// lanes do not fault).
 #include "core/ops/max_pool2x2_avx2.h"
 
 #include <immintrin.h>
@@ -29,12 +30,11 @@ namespace {
 
 constexpr int64_t kChunk = 8;  // outputs per chunk: one ymm of floats
 
-// Lanes (all-ones floats) where v replaces best: v > best, or v is NaN and best is not.
+// Lanes (all-ones floats) where v (later in the window) replaces best: v > best, or v is NaN.
 BNLAB_AVX2 inline __m256 beats(__m256 v, __m256 best) {
   const __m256 greater = _mm256_cmp_ps(v, best, _CMP_GT_OQ);
   const __m256 v_nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
-  const __m256 best_number = _mm256_cmp_ps(best, best, _CMP_ORD_Q);
-  return _mm256_or_ps(greater, _mm256_and_ps(v_nan, best_number));
+  return _mm256_or_ps(greater, v_nan);
 }
 
 // All-ones in the first k lanes (k clamped to 0..8), for maskload / maskstore.

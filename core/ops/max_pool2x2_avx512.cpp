@@ -7,10 +7,10 @@
 // portable code, with no scalar remainder at any width.
 //
 // Conventions (the same as the portable kernels, so results are bit-identical):
-//   - the first maximum in row-major window order wins a tie, and a NaN beats any number; the
-//     tournament takes each row's pair first, then the bottom pair's winner against the top's,
-//     which picks the same cell as the row-major chain because "first maximum, NaN above all" is
-//     associative;
+//   - the first maximum in row-major window order wins a tie, and a NaN beats any number and any
+//     NaN before it (PyTorch's rule); the tournament takes each row's pair first, then the bottom
+//     pair's winner against the top's, which picks the same cell as the row-major chain because
+//     "first maximum, last NaN above all" is associative;
 //   - backward, assign: winners get 0 + g, the other cells +0 (as a zeroed buffer plus g would);
 //     accumulate: winners get row + g, the other cells are not touched (adding +0 would turn a -0
 //     already there into +0); unpool (batch norm's pooled backward re-forming its planes):
@@ -38,12 +38,11 @@ namespace bnlab::detail {
 
 namespace {
 
-// Lanes where v replaces best: v > best, or v is NaN and best is not.
+// Lanes where v (later in the window) replaces best: v > best, or v is NaN.
 BNLAB_AVX512 inline __mmask16 beats(__m512 v, __m512 best) {
   const __mmask16 greater = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ);
   const __mmask16 v_nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-  const __mmask16 best_number = _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q);
-  return static_cast<__mmask16>(greater | (v_nan & best_number));
+  return static_cast<__mmask16>(greater | v_nan);
 }
 
 // The masks of a chunk of n (1..16) outputs: the outputs, and the 2 n input cells split over two

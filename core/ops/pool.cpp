@@ -9,7 +9,10 @@
 //   - padded cells act as -inf: they are never selected, so every output is a real input value;
 //   - ties go to the FIRST maximum in row-major window order (strict >), so the gradient is never
 //   split;
-//   - a NaN in the window wins (as PyTorch), so NaNs propagate instead of being silently dropped.
+//   - a NaN in the window wins, the LAST of several in row-major order (PyTorch's CPU kernel: `val
+//   >
+//     maxval || isnan(val)`), so NaNs propagate instead of being silently dropped and the gradient
+//     goes where PyTorch's does.
 // Backward routes each dout to the saved argmax; overlapping windows (s < k) add up. Derivation:
 // docs/derivations.md, "max_pool2d: argmax routing and ties".
 // The common 2x2 stride-2 unpadded case has its own kernels (max_pool2x2_*): the same comparisons
@@ -111,8 +114,8 @@ void max_pool2d_forward(float* out, int64_t* argmax, const float* x, const PoolD
             for (int64_t h = h0; h < h1; ++h) {
               for (int64_t w = w0; w < w1; ++w) {
                 float v = xp[h * d.W + w];
-                // Strict > keeps the first of equal maxima; the first NaN wins and stays.
-                if (v > best_value || (std::isnan(v) && !std::isnan(best_value))) {
+                // Strict > keeps the first of equal maxima; each NaN replaces what came before.
+                if (v > best_value || std::isnan(v)) {
                   best_value = v;
                   best = h * d.W + w;
                 }
@@ -138,8 +141,8 @@ void max_pool2d_backward(float* dx, const float* dout, const int64_t* argmax, co
 
 // One step of the max in the general loop's order, as a select (no branch: on random data the
 // comparison is unpredictable, and a select lets the loop vectorize): v replaces best when larger,
-// or when v is the first NaN.
-inline bool beats(float v, float best) { return (v > best) | ((v != v) & (best == best)); }
+// or when v is a NaN.
+inline bool beats(float v, float best) { return (v > best) | (v != v); }
 
 // c ? a : b on the bits: GCC 12 turns a float ?: into a branch in the scalar remainder of a loop,
 // which at lenet's widths (5 to 14 outputs) is most of it, and mispredicts on random data.
@@ -184,8 +187,9 @@ namespace detail {
 // when `place` is non-null, the winner's place in its window as one byte (0 top-left, 1 top-right,
 // 2 bottom-left, 3 bottom-right): 8x less index memory than the general int64 argmax. The max is
 // taken as a tournament, each pair's winner first, then the bottom pair's winner against the
-// top's: "the first maximum, a NaN above all" is associative, so this picks the same cell as the
-// general loop's row-major chain, bit for bit.
+// top's: "the first maximum, the last NaN above all" is associative (a later pair's winner
+// replaces an earlier one's when it is larger or a NaN), so this picks the same cell as the general
+// loop's row-major chain, bit for bit.
 void max_pool2x2_plane(float* out, uint8_t* place, const float* x, int64_t H, int64_t W) {
   const int64_t Ho = H / 2, Wo = W / 2;
   if (const CpuIsa isa = max_pool2x2_isa(); isa != CpuIsa::portable) {

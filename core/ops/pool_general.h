@@ -13,7 +13,7 @@
 namespace bnlab::detail {
 
 // max_pool2d(x, kernel, stride, padding) computed by the general loop for every shape, with the
-// same checks, conventions (first maximum wins ties, NaN wins) and node name.
+// same checks, conventions (first maximum wins ties, the last NaN wins) and node name.
 Tensor max_pool2d_general(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding);
 
 // Which row kernels the 2x2 path runs: AVX-512F (core/ops/max_pool2x2_avx512.h), AVX2 (the
@@ -29,7 +29,7 @@ CpuIsa limit_max_pool2x2_isa(CpuIsa max);
 // max_pool2d(x, 2)'s kernels on one plane x [H, W] (H, W >= 2), as max_pool2d runs them on this
 // CPU: out [H/2, W/2] and, when `place` is non-null, each window's winner as its place in the
 // window (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right). Ties go to the first maximum, a
-// NaN wins (core/ops/pool.cpp). Allocates nothing after a thread's first call.
+// the last NaN wins (core/ops/pool.cpp). Allocates nothing after a thread's first call.
 void max_pool2x2_plane(float* out, uint8_t* place, const float* x, int64_t H, int64_t W);
 
 // The adjoint on one plane: dx [H, W] gets dout [H/2, W/2] at each window's `place`. assign: dx is

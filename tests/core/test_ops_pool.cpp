@@ -6,6 +6,8 @@
 #include <limits>
 #include <numeric>
 
+#include "core/cpu_isa.h"
+#include "core/ops/pool_general.h"
 #include "gradcheck.h"
 
 using namespace bnlab;
@@ -64,6 +66,30 @@ TEST_CASE("ops.pool: forward values by hand") {
     float nan = std::numeric_limits<float>::quiet_NaN();
     Tensor xn = Tensor::from({1, nan, 3, 4}, {1, 1, 2, 2});
     CHECK(std::isnan(max_pool2d(xn, 2).item()));
+  }
+}
+
+TEST_CASE("ops.pool: with several NaNs in a window the last one wins, as PyTorch") {
+  // PyTorch's CPU max_pool2d replaces its maximum when `val > maxval || isnan(val)`, so of two
+  // NaNs in a window the later one in row-major order takes the gradient. Values from PyTorch
+  // 1.13 on the same inputs.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  SUBCASE("the 2x2 kernels") {
+    for (const CpuIsa isa : {CpuIsa::avx512, CpuIsa::avx2, CpuIsa::portable}) {
+      CAPTURE(static_cast<int>(isa));
+      const CpuIsa before = detail::limit_max_pool2x2_isa(isa);
+      Tensor x = Tensor::from({nan, 1, nan, 2}, {1, 1, 2, 2}).set_requires_grad();
+      sum(max_pool2d(x, 2)).backward();
+      detail::limit_max_pool2x2_isa(before);
+      CHECK(x.grad().to_vector() == std::vector<float>{0, 0, 1, 0});
+    }
+  }
+  SUBCASE("the general loop: kernel 3, stride 1, padding 1") {
+    Tensor x = Tensor::from({0, nan, 2, 3, 4, nan, 6, 7, 8}, {1, 1, 3, 3}).set_requires_grad();
+    Tensor y = max_pool2d(x, 3, 1, 1);
+    y.backward(arange({1, 1, 3, 3}, 1.0f, 1.0f));
+    CHECK(y.data()[6] == 7.0f);
+    CHECK(x.grad().to_vector() == std::vector<float>{0, 5, 0, 0, 0, 33, 0, 7, 0});
   }
 }
 
