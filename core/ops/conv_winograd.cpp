@@ -863,6 +863,37 @@ void input_gradient_transform(float* dx, const float* dV, int64_t ld, int64_t co
   }
 }
 
+// One workspace of `floats` for each thread of the region that follows, drawn from the storage pool
+// as one buffer (repeated steps reuse it) and allocated before the region: an exception cannot
+// leave an OpenMP region, and a wide layer's workspace (36 (C + K) floats a tile, plus the
+// backward's dU, 36 K C) that did not fit, asked for inside one, ended the process.
+class Workspaces {
+ public:
+  Workspaces(const Plan& p, int64_t floats)
+      : team_(p.parallel() && !omp_in_parallel() ? omp_get_max_threads() : 1),
+        stride_((floats + kLanes - 1) / kLanes * kLanes),  // each thread's on its own lines
+        data_(allocate(p, team_, stride_)) {}
+  // The team the region must run with (its num_threads): one workspace each.
+  int team() const { return team_; }
+  float* of_this_thread() { return data_.data() + omp_get_thread_num() * stride_; }
+
+ private:
+  static Storage allocate(const Plan& p, int64_t team, int64_t stride) {
+    try {
+      return Storage(static_cast<size_t>(team * stride));
+    } catch (const Error& e) {
+      const WinogradShape& s = p.s;
+      BNLAB_FAIL("conv2d: the Winograd workspaces [", team, ", ", stride, "] for input [", s.N,
+                 ", ", s.C, ", ", s.H, ", ", s.W, "], weight [", s.K, ", ", s.C,
+                 ", 3, 3], stride 1, padding 1 cannot be allocated: ", e.what());
+    }
+  }
+
+  int team_;
+  int64_t stride_;
+  Storage data_;
+};
+
 // Calls f(n0, first, count, unit_tiles) for each block of unit u: its first image n0, the
 // block's first tile within the unit, its tile count, and the unit's tile count.
 template <class F>
@@ -891,10 +922,10 @@ void winograd_conv2d_forward(float* out, const float* x, const float* w, const f
   if (p.packed) packed_u.emplace(U.data(), s.K, s.C, /*transposed=*/false);
   const int64_t ld = p.block;
   StealingLoop units(p.units);
-#pragma omp parallel if (p.parallel())
+  Workspaces ws(p, p.workspace());
+#pragma omp parallel num_threads(ws.team()) if (p.parallel())
   {
-    Storage ws(static_cast<size_t>(p.workspace()));
-    float* V = ws.data();
+    float* V = ws.of_this_thread();
     float* M = V + kCells * s.C * ld;
     units.run([&](int64_t u) {
       for_each_block(p, u, [&](int64_t n0, int64_t first, int64_t count, int64_t unit_tiles) {
@@ -933,10 +964,10 @@ void winograd_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* 
   // the workspace of the thread running it, so dU-sized memory scales with threads, not slots.
   Storage partials(dw ? static_cast<size_t>(slots * KC * 9) : 0);  // each written once, whole
   StealingLoop slot_loop(slots);
-#pragma omp parallel if (p.parallel())
+  Workspaces ws(p, p.workspace() + (dw ? kCells * KC : 0));
+#pragma omp parallel num_threads(ws.team()) if (p.parallel())
   {
-    Storage ws(static_cast<size_t>(p.workspace() + (dw ? kCells * KC : 0)));
-    float* V = ws.data();  // V for dU, then overwritten by dV
+    float* V = ws.of_this_thread();  // V for dU, then overwritten by dV
     float* dM = V + kCells * s.C * ld;
     float* dU_s = dw ? dM + kCells * s.K * ld : nullptr;
     slot_loop.run([&](int64_t slot) {

@@ -15,6 +15,7 @@
 #include "core/ops/conv_path.h"
 #include "core/ops/conv_winograd.h"
 #include "gradcheck.h"
+#include "memory_limit.h"
 
 using namespace bnlab;
 using bnlab::detail::ConvPath;
@@ -296,5 +297,50 @@ TEST_CASE("ops.conv winograd: the path rule and BNLAB_CONV") {
     CHECK(same_bits(auto3.y, thin3.y));
     CHECK(same_bits(auto3.dw, thin3.dw));
     CHECK_FALSE(same_bits(win3.y, thin3.y));
+  }
+}
+
+TEST_CASE(
+    "ops.conv_winograd: workspaces too large for memory are an error, not the end of the process") {
+  if (!BNLAB_TEST_MEMORY_LIMIT) return;
+  // Found by the audit of 2026-12-06 after the conv2d column-buffer fix: each thread allocated its
+  // workspace inside the OpenMP region, where an exception cannot leave, so one that did not fit
+  // ended the process in std::terminate. Each child runs under an address-space limit that leaves
+  // room for everything but the workspace.
+  SUBCASE("forward: 36 (C + K) floats a tile, 4.5 GiB at C = 2^20") {
+    const int code = testing::child_exit_code([] {
+      ScopedConvPathMode mode(ConvPathMode::winograd);
+      const int64_t C = int64_t{1} << 20;
+      const Tensor x = Tensor::ones({1, C, 4, 4}), w = Tensor::ones({1, C, 3, 3});
+      if (!testing::limit_address_space(size_t{1} << 30)) return 4;
+      try {
+        conv2d(x, w, Tensor(), 1, 1);
+        return 2;
+      } catch (const Error& e) {
+        return testing::expect_error_start(
+            e,
+            "conv2d: the Winograd workspaces [1, 1207960704] for input [1, 1048576, 4, 4], "
+            "weight [1, 1048576, 3, 3], stride 1, padding 1 cannot be allocated: ");
+      }
+    });
+    CHECK(code == 0);
+  }
+  SUBCASE("weight gradient: its dU, 36 K C floats, 604 MiB at K = C = 2048") {
+    const int code = testing::child_exit_code([] {
+      ScopedConvPathMode mode(ConvPathMode::winograd);
+      const Tensor x = Tensor::ones({1, 2048, 4, 4});
+      const Tensor w = Tensor::ones({2048, 2048, 3, 3}).set_requires_grad();
+      Tensor y = conv2d(x, w, Tensor(), 1, 1);
+      detail::storage_pool_release();  // the forward's buffers, kept for reuse
+      // dw and the partial (144 MiB each) fit, the workspace (622 MiB) does not.
+      if (!testing::limit_address_space(size_t{700} << 20)) return 4;
+      try {
+        y.backward(Tensor::ones(y.shape()));
+        return 2;
+      } catch (const Error& e) {
+        return testing::expect_error_start(e, "conv2d: the Winograd workspaces [1, ");
+      }
+    });
+    CHECK(code == 0);
   }
 }
