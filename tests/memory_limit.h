@@ -7,6 +7,10 @@
 // for threads that were not copied. At one thread every region is a team of one, which libgomp
 // runs on the calling thread alone; an exception thrown in it still ends the process.
 //
+// A body that needs a team of threads (a region that is entered only when there is one) runs in a
+// fresh process instead: exec_child_exit_code starts this test binary again for one test case,
+// which does its work only there (in_exec_child()) and ends with _exit(code).
+//
 // AddressSanitizer needs far more address space than these limits leave: skip such tests there
 // (BNLAB_TEST_MEMORY_LIMIT is 0).
 #pragma once
@@ -16,8 +20,10 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "core/blas.h"
 
@@ -60,6 +66,33 @@ int child_exit_code(Body body) {
     } catch (...) {
     }
     ::_exit(code);
+  }
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid) return -1001;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+/// Whether this process is one that exec_child_exit_code started.
+inline bool in_exec_child() { return std::getenv("BNLAB_TEST_EXEC_CHILD") != nullptr; }
+
+/// The exit code of this test binary run afresh for test case `name` alone (no comma in it), with
+/// in_exec_child() true there, or minus the signal that ended it.
+inline int exec_child_exit_code(const std::string& name) {
+  // Everything the child needs is built before fork: between fork and exec only
+  // async-signal-safe calls.
+  const std::string filter = "--test-case=" + name;
+  std::vector<char*> env;
+  for (char** e = environ; *e; ++e) env.push_back(*e);
+  std::string flag = "BNLAB_TEST_EXEC_CHILD=1";
+  env.push_back(flag.data());
+  env.push_back(nullptr);
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return -1000;
+  if (pid == 0) {
+    ::execle("/proc/self/exe", "bnlab_tests", filter.c_str(), static_cast<char*>(nullptr),
+             env.data());
+    ::_exit(127);
   }
   int status = 0;
   if (::waitpid(pid, &status, 0) != pid) return -1001;

@@ -74,6 +74,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <type_traits>
 #include <vector>
 
@@ -87,6 +88,7 @@
 #include "core/ops/prefetch.h"
 #include "core/ops/unary_op.h"
 #include "core/parallel.h"
+#include "core/region_error.h"
 #include "core/stealing_loop.h"
 
 namespace bnlab {
@@ -284,12 +286,16 @@ void for_channel_blocks(const ChannelDims& d, bool reverse, F f,
     run(0, blocks);  // forking costs more than it saves
     return;
   }
+  // f may throw (a thread's scratch grown for a new shape: plane_scratch, for_pooled_planes), and
+  // an exception cannot leave the region: it is rethrown after it.
+  detail::RegionError error;
   if (reverse) {
 #pragma omp parallel
-    {
+    error.run([&] {
       const int64_t team = omp_get_num_threads(), t = omp_get_thread_num();
       run(blocks * t / team, blocks * (t + 1) / team);
-    }
+    });
+    error.rethrow();
     return;
   }
   // Ascending: each thread's run of blocks, the rest taken over by a thread that finishes first
@@ -297,7 +303,8 @@ void for_channel_blocks(const ChannelDims& d, bool reverse, F f,
   // cache the blocks that core's first pass left there: the static runs.)
   detail::StealingLoop loop(blocks);
 #pragma omp parallel
-  loop.run([&](int64_t b) { run(b, b + 1); });
+  error.run([&] { loop.run([&](int64_t b) { run(b, b + 1); }); });
+  error.rethrow();
 }
 
 // Calls f(n, n + 1) for every image, each thread starting on its contiguous range [N t / team,
@@ -314,8 +321,10 @@ void for_image_ranges(const ChannelDims& d, F f) {
     return;
   }
   detail::StealingLoop images(d.N);
+  detail::RegionError error;  // as for_channel_blocks
 #pragma omp parallel
-  images.run([&](int64_t n) { f(n, n + 1); });
+  error.run([&] { images.run([&](int64_t n) { f(n, n + 1); }); });
+  error.rethrow();
 }
 
 // The schedule of two passes over the channel blocks with `between` (the reducer) between them.
@@ -839,11 +848,23 @@ struct BatchNormSaved {
 
 // ---- batch_norm_relu_max_pool2x2_train: planes of z and dz formed in scratch, never stored ----
 
+// v.resize(n) for the pooled op's per-thread scratch, whose size the input's plane decides: a
+// failure is an Error naming the op (it is carried out of the OpenMP region, for_channel_blocks).
+template <class T>
+void grow_scratch(std::vector<T>& v, size_t n) {
+  try {
+    v.resize(n);
+  } catch (const std::bad_alloc&) {
+    BNLAB_FAIL("batch_norm_relu_max_pool2x2: a thread's scratch of ", n,
+               " values (for planes of the input) cannot be allocated");
+  }
+}
+
 // A thread's scratch for planes of `floats` values: grown once, so that the fused passes allocate
 // nothing per channel or per step.
 float* plane_scratch(size_t floats) {
   thread_local std::vector<float> scratch;
-  if (scratch.size() < floats) scratch.resize(floats);
+  if (scratch.size() < floats) grow_scratch(scratch, floats);
   return scratch.data();
 }
 
@@ -898,7 +919,7 @@ void pooled_normalize(float* p, uint8_t* place, const float* x, const double* me
 constexpr int64_t kKeptPlanesMaxFloats = int64_t{4} << 20;  // 16 MiB
 float* kept_planes(int64_t floats) {
   thread_local std::vector<float> kept;
-  if (kept.size() < static_cast<size_t>(floats)) kept.resize(static_cast<size_t>(floats));
+  if (kept.size() < static_cast<size_t>(floats)) grow_scratch(kept, static_cast<size_t>(floats));
   return kept.data();
 }
 
@@ -913,10 +934,10 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
   // Per thread, grown once. `sparse` is all +0 whenever no plane is in it.
   thread_local std::vector<float> plane, sparse, masked;
   const size_t S = static_cast<size_t>(d.S);
-  if (plane.size() < S) {
-    plane.resize(S);
-    sparse.assign(S, 0.0f);
-    masked.resize(S / 4);
+  if (plane.size() < S) {     // plane last: a failed growth leaves it short, to be retried
+    grow_scratch(sparse, S);  // new values are +0, as sparse must be
+    grow_scratch(masked, S / 4);
+    grow_scratch(plane, S);
   }
   float* __restrict g = dense ? plane.data() : sparse.data();
   float* __restrict gm = masked.data();  // each window's relu_grad(0 + dp, p), [Ho, Wo]

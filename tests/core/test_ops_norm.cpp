@@ -7,12 +7,14 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <string>
 #include <utility>
 
 #include "core/blas.h"
 #include "gradcheck.h"
+#include "memory_limit.h"
 #include "test_util.h"
 
 using namespace bnlab;
@@ -603,4 +605,44 @@ TEST_CASE("ops.norm: channel_affine errors name the op and the shapes") {
   trained.set_requires_grad();
   CHECK_THROWS_WITH_AS(channel_affine(x, trained, Tensor::zeros({3})),
                        doctest::Contains("channel_affine: scale and shift are constants"), Error);
+}
+
+// Run by the test below in a fresh process (in_exec_child), where a team of two threads can start.
+TEST_CASE("ops.norm child: pooled batch norm's scratch too large at two threads") {
+  if (!testing::in_exec_child()) return;
+  int code = 4;
+  {
+    set_num_threads(2);
+    // The team's threads (their stacks, their malloc arenas) start here, before the limit.
+    batch_norm_relu_max_pool2x2_train(Tensor::ones({4, 4, 64, 64}), Tensor::ones({4}),
+                                      Tensor::zeros({4}), 1e-5f);
+    // Each thread's scratch plane is 64 MiB; the output (32 MiB) and places (8 MiB) fit.
+    const Tensor x = Tensor::ones({1, 2, 4096, 4096});
+    const Tensor gamma = Tensor::ones({2}), beta = Tensor::zeros({2});
+    if (testing::limit_address_space(size_t{100} << 20)) {
+      try {
+        batch_norm_relu_max_pool2x2_train(x, gamma, beta, 1e-5f);
+        code = 2;
+      } catch (const Error& e) {
+        code = testing::expect_error_start(
+            e,
+            "batch_norm_relu_max_pool2x2: a thread's scratch of 16777216 values (for planes of "
+            "the input) cannot be allocated");
+      }
+    }
+  }
+  std::fflush(nullptr);
+  ::_exit(code);
+}
+
+TEST_CASE(
+    "ops.norm: pooled batch norm's scratch too large for memory is an error, not the end of the "
+    "process") {
+  if (!BNLAB_TEST_MEMORY_LIMIT) return;
+  // Found by the audit of 2026-12-06 after the conv2d column-buffer fix: each thread grows its
+  // scratch plane inside the OpenMP region of the channel blocks, where an exception cannot
+  // leave; a plane too large for memory ended the process in std::terminate. At one thread there
+  // is no region, so the child is a fresh process at two.
+  CHECK(testing::exec_child_exit_code(
+            "ops.norm child: pooled batch norm's scratch too large at two threads") == 0);
 }
