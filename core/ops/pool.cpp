@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <new>
 #include <vector>
 
 #include "core/autograd.h"
@@ -48,6 +49,7 @@
 #include "core/ops/max_pool2x2_avx512.h"
 #include "core/ops/pool_general.h"
 #include "core/parallel.h"
+#include "core/region_error.h"
 
 namespace bnlab {
 
@@ -202,12 +204,20 @@ void max_pool2x2_plane(float* out, uint8_t* place, const float* x, int64_t H, in
   }
   // The bottom pairs' winners of one output row, and the top's places when no index is kept: per
   // thread, grown once, so pooling plane by plane allocates nothing.
+  // Their size is the input's, so growing them may fail: an Error naming the op, carried out of
+  // the callers' OpenMP regions (max_pool2x2_forward, batch norm's for_channel_blocks). `bottom`
+  // grows last: a failed growth leaves it short, to be retried, never long beside a short one.
   thread_local std::vector<float> bottom;
   thread_local std::vector<uint8_t> bottom_k, top_k;
   if (bottom.size() < static_cast<size_t>(Wo)) {
-    bottom.resize(static_cast<size_t>(Wo));
-    bottom_k.resize(static_cast<size_t>(Wo));
-    top_k.resize(static_cast<size_t>(Wo));
+    try {
+      bottom_k.resize(static_cast<size_t>(Wo));
+      top_k.resize(static_cast<size_t>(Wo));
+      bottom.resize(static_cast<size_t>(Wo));
+    } catch (const std::bad_alloc&) {
+      BNLAB_FAIL("max_pool2d: a thread's row scratch of ", Wo, " values (for input rows of ", W,
+                 ") cannot be allocated");
+    }
   }
   for (int64_t oh = 0; oh < Ho; ++oh) {
     const float* r0 = x + 2 * oh * W;  // window rows 2oh, 2oh + 1
@@ -282,10 +292,16 @@ namespace {
 // The 2x2 path over every plane of x [planes, H, W]. Planes are independent: threads split them.
 void max_pool2x2_forward(float* out, uint8_t* at, const float* x, const PoolDims& d) {
   const int64_t in_plane = d.H * d.W, out_plane = d.Ho * d.Wo;
+  // Without AVX2 a plane grows its thread's row scratch, which may throw, and an exception
+  // cannot leave the region: it is rethrown after it.
+  detail::RegionError error;
   detail::parallel_for(d.planes, d.planes * in_plane > (1 << 16), [&](int64_t plane) {
-    detail::max_pool2x2_plane(out + plane * out_plane, at ? at + plane * out_plane : nullptr,
-                              x + plane * in_plane, d.H, d.W);
+    error.run([&] {
+      detail::max_pool2x2_plane(out + plane * out_plane, at ? at + plane * out_plane : nullptr,
+                                x + plane * in_plane, d.H, d.W);
+    });
   });
+  error.rethrow();
 }
 
 void max_pool2x2_backward(float* dx, const float* dout, const uint8_t* at, const PoolDims& d,

@@ -3,12 +3,15 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <numeric>
 
+#include "core/blas.h"
 #include "core/cpu_isa.h"
 #include "core/ops/pool_general.h"
 #include "gradcheck.h"
+#include "memory_limit.h"
 
 using namespace bnlab;
 
@@ -172,4 +175,42 @@ TEST_CASE("ops.pool: a kernel or padding near int64's limit neither overflows no
   const Tensor m = max_pool2d(x, int64_t{1} << 40, 1, int64_t{1} << 39);
   CHECK(m.shape() == Shape{1, 1, 5, 5});
   for (float v : m.to_vector()) CHECK(v == 15.0f);
+}
+
+// Run by the test below in a fresh process (in_exec_child), where a team of two threads can start.
+TEST_CASE("ops.pool child: 2x2 row scratch too large at two threads") {
+  if (!testing::in_exec_child()) return;
+  int code = 4;
+  {
+    set_num_threads(2);
+    // The row scratch is the path without AVX2's.
+    detail::limit_max_pool2x2_isa(CpuIsa::portable);
+    // The team's threads (their stacks, their malloc arenas) start here, before the limit.
+    max_pool2d(Tensor::ones({4, 8, 64, 64}), 2, 2, 0);
+    // Each thread's row scratch is 64 MiB (and two 16 MiB ones); the output (128 MiB) fits.
+    const Tensor x = Tensor::ones({1, 2, 2, int64_t{1} << 25});
+    if (testing::limit_address_space(size_t{180} << 20)) {
+      try {
+        max_pool2d(x, 2, 2, 0);
+        code = 2;
+      } catch (const Error& e) {
+        code = testing::expect_error_start(e,
+                                           "max_pool2d: a thread's row scratch of 16777216 values "
+                                           "(for input rows of 33554432) cannot be allocated");
+      }
+    }
+  }
+  std::fflush(nullptr);
+  ::_exit(code);
+}
+
+TEST_CASE(
+    "ops.pool: a 2x2 row scratch too large for memory is an error, not the end of the process") {
+  if (!BNLAB_TEST_MEMORY_LIMIT) return;
+  // Found by the audit of 2026-12-06 after the conv2d column-buffer fix: without AVX2 each thread
+  // grows its row scratch inside the OpenMP region over the planes, where an exception cannot
+  // leave; rows too long for memory ended the process in std::terminate. At one thread there is no
+  // region, so the child is a fresh process at two.
+  CHECK(testing::exec_child_exit_code("ops.pool child: 2x2 row scratch too large at two threads") ==
+        0);
 }
