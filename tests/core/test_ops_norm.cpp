@@ -608,7 +608,8 @@ TEST_CASE("ops.norm: channel_affine errors name the op and the shapes") {
 }
 
 // Run by the test below in a fresh process (in_exec_child), where a team of two threads can start.
-TEST_CASE("ops.norm child: pooled batch norm's scratch too large at two threads") {
+TEST_CASE("ops.norm child: pooled batch norm's scratch too large at two threads" *
+          doctest::skip()) {
   if (!testing::in_exec_child()) return;
   int code = 4;
   {

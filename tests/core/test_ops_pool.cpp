@@ -178,7 +178,7 @@ TEST_CASE("ops.pool: a kernel or padding near int64's limit neither overflows no
 }
 
 // Run by the test below in a fresh process (in_exec_child), where a team of two threads can start.
-TEST_CASE("ops.pool child: 2x2 row scratch too large at two threads") {
+TEST_CASE("ops.pool child: 2x2 row scratch too large at two threads" * doctest::skip()) {
   if (!testing::in_exec_child()) return;
   int code = 4;
   {
