@@ -195,7 +195,8 @@ TEST_CASE("module: load_state_dict with strict=false loads what is there, like P
   CHECK(b->state_dict()[4].tensor.to_vector() == b_head);  // missing: left as it was
 }
 
-TEST_CASE("module: a tied layer lists its tensors once, as PyTorch, and state_dict keeps every name") {
+TEST_CASE(
+    "module: a tied layer lists its tensors once, as PyTorch, and state_dict keeps every name") {
   // Found by the API attack of 2026-12-06: the same Dense added twice listed its weight twice, so
   // Sgd(model.parameters()) threw "parameter 2 is the same tensor as parameter 0".
   Rng rng(10);
