@@ -9,10 +9,9 @@
 //   - padded cells act as -inf: they are never selected, so every output is a real input value;
 //   - ties go to the FIRST maximum in row-major window order (strict >), so the gradient is never
 //   split;
-//   - a NaN in the window wins, the LAST of several in row-major order (PyTorch's CPU kernel: `val
-//   >
-//     maxval || isnan(val)`), so NaNs propagate instead of being silently dropped and the gradient
-//     goes where PyTorch's does.
+//   - a NaN in the window wins, the LAST of several in row-major order (PyTorch's CPU kernel
+//     replaces its maximum when `val > maxval || isnan(val)`), so NaNs propagate instead of being
+//     silently dropped and the gradient goes where PyTorch's does.
 // Backward routes each dout to the saved argmax; overlapping windows (s < k) add up. Derivation:
 // docs/derivations.md, "max_pool2d: argmax routing and ties".
 // The common 2x2 stride-2 unpadded case has its own kernels (max_pool2x2_*): the same comparisons
