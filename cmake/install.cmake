@@ -40,6 +40,7 @@ set(BNLAB_INTERNAL_HEADERS
   core/ops/prefetch.h  # software prefetch of a run of memory, always inlined (detail)
   core/ops/finite.h  # the exponent-bit finiteness scan of the conv paths and the guard (detail)
   core/region_error.h  # carrying an exception out of an OpenMP region (detail)
+  core/ops/thread_scratch.h  # scratch for an op's OpenMP threads (detail)
   data/byte_reader.h  # bounded, gzip-transparent file reads behind the IDX/CIFAR parsers (detail)
   # The Trainer's and the CLI's parts: the public train/ API is models.h, trainer.h, ablation.h,
   # study.h and plot.h (TrainResult::plots).

@@ -48,6 +48,7 @@
 #include "core/ops/conv_winograd.h"
 #include "core/ops/finite.h"
 #include "core/ops/plane_moments.h"
+#include "core/ops/thread_scratch.h"
 #include "core/ops/unary_op.h"
 #include "core/parallel.h"
 
@@ -206,25 +207,35 @@ void col2im(float* dx, float* dcol, const ConvDims& d) {
   }
 }
 
-// Tensor::empty(shape) for conv2d's `what` (its output, its column buffers), whose size the
-// arguments decide: the allocator's own error (a count past int64, more than the machine's memory)
-// could not say which op asked, nor for which arguments.
+// The error for conv2d's `what` (its output, its column buffers) of `shape`, whose size the
+// arguments decide, when the allocator refused it with e: the allocator's own error (a count past
+// int64, more than the machine's memory) could not say which op asked, nor for which arguments.
+[[noreturn]] void conv2d_allocation_failed(const char* what, const Shape& shape, const ConvDims& d,
+                                           const Error& e) {
+  BNLAB_FAIL("conv2d: the ", what, " ", shape, " for input ", Shape{d.N, d.C, d.H, d.W},
+             ", weight ", Shape{d.K, d.Cg(), d.kh, d.kw}, ", stride ", d.stride, ", padding ",
+             d.padding, " cannot be allocated: ", e.what());
+}
+
 Tensor conv2d_empty(const char* what, const Shape& shape, const ConvDims& d) {
   try {
     return Tensor::empty(shape);
   } catch (const Error& e) {
-    BNLAB_FAIL("conv2d: the ", what, " ", shape, " for input ", Shape{d.N, d.C, d.H, d.W},
-               ", weight ", Shape{d.K, d.Cg(), d.kh, d.kw}, ", stride ", d.stride, ", padding ",
-               d.padding, " cannot be allocated: ", e.what());
+    conv2d_allocation_failed(what, shape, d, e);
   }
 }
 
-// One column buffer [CK, P] for each of `team` threads, drawn from the tensor storage pool so
-// repeated steps reuse it; none for a pointwise conv, which reads x in place. Allocated before the
-// threads start: an exception cannot leave an OpenMP region, and a failed allocation inside one
-// ended the process (a huge padding asks for a huge buffer).
-Tensor column_buffers(const ConvDims& d, int64_t team) {
-  return d.pointwise() ? Tensor() : conv2d_empty("column buffers", {team, d.CK(), d.P()}, d);
+// One column buffer [CK, P] for each of `team` threads (core/ops/thread_scratch.h: allocated before
+// the region, a huge padding asks for a huge buffer); none for a pointwise conv, which reads x in
+// place.
+detail::TeamScratch column_buffers(const ConvDims& d, int64_t team) {
+  int64_t floats = 0;
+  // A product past int64 asks for more than int64 counts, which TeamScratch refuses.
+  if (!d.pointwise() && __builtin_mul_overflow(d.CK(), d.P(), &floats))
+    floats = std::numeric_limits<int64_t>::max();
+  return detail::TeamScratch(team, floats, [&](const Error& e) {
+    conv2d_allocation_failed("column buffers", {team, d.CK(), d.P()}, d, e);
+  });
 }
 
 // out [N, K, Ho, Wo] = conv(x [N, C, H, W], w [K, Cg, kh, kw]) + b [K] (b may be null), through
@@ -233,10 +244,10 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* b, 
                     bool relu, double* pm) {
   const int64_t CK = d.CK(), P = d.P(), Kg = d.Kg(), group_in = d.Cg() * d.H * d.W;
   const int64_t team = d.parallel() ? std::min<int64_t>(omp_get_max_threads(), d.N) : 1;
-  const Tensor cols = column_buffers(d, team);
+  const detail::TeamScratch cols = column_buffers(d, team);
 #pragma omp parallel num_threads(static_cast <int>(team)) if (team > 1)
   {
-    float* col_buffer = cols.defined() ? cols.data() + omp_get_thread_num() * CK * P : nullptr;
+    float* col_buffer = cols.of_this_thread();
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < d.N; ++n) {
       const float* xn = x + n * d.C * d.H * d.W;
@@ -314,13 +325,13 @@ void conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* dout, con
   detail::Storage partials(dw ? static_cast<size_t>((team - 1) * wsize) : 0);
   if (dw) std::fill_n(partials.data(), (team - 1) * wsize, 0.0f);
   // Each thread's one buffer serves first as col_n (for dW), then as dcol_n (for dx).
-  const Tensor cols = column_buffers(d, team);
+  const detail::TeamScratch cols = column_buffers(d, team);
 
 #pragma omp parallel num_threads(team_threads) if (team > 1)
   {
     const int64_t t = omp_get_thread_num();
     float* dw_t = dw ? (t == 0 ? dw : partials.data() + (t - 1) * wsize) : nullptr;
-    float* col = cols.defined() ? cols.data() + t * CK * P : nullptr;
+    float* col = cols.of_thread(t);
 #pragma omp for schedule(static)
     for (int64_t ng = 0; ng < d.N * d.G; ++ng) {
       // Image n, group g: its input channels, output channels and weight rows.

@@ -62,6 +62,7 @@
 #include "core/ops/isa_target.h"
 #include "core/ops/plane_moments.h"
 #include "core/ops/prefetch.h"
+#include "core/ops/thread_scratch.h"
 #include "core/ops/unary_op.h"
 #include "core/stealing_loop.h"
 #include "core/tensor.h"
@@ -425,14 +426,20 @@ void chunk_planes(StealingLoop& loop, float* dst, const float* src, int64_t A, i
 }
 
 // dw [K][C][kh][kw] += each kernel's dW (see the top) from G [F][2K][2C], 16 channels at a time
-// (their dW spectra formed in a [F][16] buffer first).
+// (their dW spectra formed in a [F][16] buffer per thread first, core/ops/thread_scratch.h).
 void add_weight_gradient(float* dw, const float* G, const Plan& p) {
   const int64_t K = p.s.K, C = p.s.C, taps = p.s.kh * p.s.kw, fs = 4 * K * C;
   const int64_t groups = (C + kLanes - 1) / kLanes;
-#pragma omp parallel if (p.parallel)
+  const int64_t team = p.parallel && !omp_in_parallel() ? omp_get_max_threads() : 1;
+  const TeamScratch spectra(team, 2 * p.g.F * kLanes, [&](const Error& e) {
+    BNLAB_FAIL("conv2d: the frequency-domain weight gradient's spectra [", team, ", ",
+               2 * p.g.F * kLanes, "] for input [", p.s.N, ", ", C, ", ", p.s.H, ", ", p.s.W,
+               "], weight [", K, ", ", C, ", ", p.s.kh, ", ", p.s.kw, "], stride 1, padding ",
+               p.s.padding, " cannot be allocated: ", e.what());
+  });
+#pragma omp parallel num_threads(spectra.team()) if (spectra.team() > 1)
   {
-    Storage spectra(static_cast<size_t>(2 * p.g.F * kLanes));
-    float* re = spectra.data();
+    float* re = spectra.of_this_thread();
     float* im = re + p.g.F * kLanes;
 #pragma omp for schedule(static)
     for (int64_t kg = 0; kg < K * groups; ++kg) {

@@ -60,6 +60,7 @@
 #include "core/gemm_avx512.h"
 #include "core/ops/plane_moments.h"
 #include "core/ops/prefetch.h"
+#include "core/ops/thread_scratch.h"
 #include "core/ops/unary_op.h"
 #include "core/stealing_loop.h"
 #include "core/tensor.h"
@@ -863,36 +864,18 @@ void input_gradient_transform(float* dx, const float* dV, int64_t ld, int64_t co
   }
 }
 
-// One workspace of `floats` for each thread of the region that follows, drawn from the storage pool
-// as one buffer (repeated steps reuse it) and allocated before the region: an exception cannot
-// leave an OpenMP region, and a wide layer's workspace (36 (C + K) floats a tile, plus the
-// backward's dU, 36 K C) that did not fit, asked for inside one, ended the process.
-class Workspaces {
- public:
-  Workspaces(const Plan& p, int64_t floats)
-      : team_(p.parallel() && !omp_in_parallel() ? omp_get_max_threads() : 1),
-        stride_((floats + kLanes - 1) / kLanes * kLanes),  // each thread's on its own lines
-        data_(allocate(p, team_, stride_)) {}
-  // The team the region must run with (its num_threads): one workspace each.
-  int team() const { return team_; }
-  float* of_this_thread() { return data_.data() + omp_get_thread_num() * stride_; }
-
- private:
-  static Storage allocate(const Plan& p, int64_t team, int64_t stride) {
-    try {
-      return Storage(static_cast<size_t>(team * stride));
-    } catch (const Error& e) {
-      const WinogradShape& s = p.s;
-      BNLAB_FAIL("conv2d: the Winograd workspaces [", team, ", ", stride, "] for input [", s.N,
-                 ", ", s.C, ", ", s.H, ", ", s.W, "], weight [", s.K, ", ", s.C,
-                 ", 3, 3], stride 1, padding 1 cannot be allocated: ", e.what());
-    }
-  }
-
-  int team_;
-  int64_t stride_;
-  Storage data_;
-};
+// One workspace of `floats` for each thread of the region that follows (core/ops/thread_scratch.h:
+// allocated before the region; a wide layer's workspace, 36 (C + K) floats a tile plus the
+// backward's dU, 36 K C, may not fit).
+detail::TeamScratch workspaces(const Plan& p, int64_t floats) {
+  const int64_t team = p.parallel() && !omp_in_parallel() ? omp_get_max_threads() : 1;
+  return detail::TeamScratch(team, floats, [&](const Error& e) {
+    const WinogradShape& s = p.s;
+    BNLAB_FAIL("conv2d: the Winograd workspaces [", team, ", ", floats, "] for input [", s.N, ", ",
+               s.C, ", ", s.H, ", ", s.W, "], weight [", s.K, ", ", s.C,
+               ", 3, 3], stride 1, padding 1 cannot be allocated: ", e.what());
+  });
+}
 
 // Calls f(n0, first, count, unit_tiles) for each block of unit u: its first image n0, the
 // block's first tile within the unit, its tile count, and the unit's tile count.
@@ -922,7 +905,7 @@ void winograd_conv2d_forward(float* out, const float* x, const float* w, const f
   if (p.packed) packed_u.emplace(U.data(), s.K, s.C, /*transposed=*/false);
   const int64_t ld = p.block;
   StealingLoop units(p.units);
-  Workspaces ws(p, p.workspace());
+  const detail::TeamScratch ws = workspaces(p, p.workspace());
 #pragma omp parallel num_threads(ws.team()) if (p.parallel())
   {
     float* V = ws.of_this_thread();
@@ -964,7 +947,7 @@ void winograd_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* 
   // the workspace of the thread running it, so dU-sized memory scales with threads, not slots.
   Storage partials(dw ? static_cast<size_t>(slots * KC * 9) : 0);  // each written once, whole
   StealingLoop slot_loop(slots);
-  Workspaces ws(p, p.workspace() + (dw ? kCells * KC : 0));
+  const detail::TeamScratch ws = workspaces(p, p.workspace() + (dw ? kCells * KC : 0));
 #pragma omp parallel num_threads(ws.team()) if (p.parallel())
   {
     float* V = ws.of_this_thread();  // V for dU, then overwritten by dV

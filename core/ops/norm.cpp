@@ -86,6 +86,7 @@
 #include "core/ops/plane_moments.h"
 #include "core/ops/pool_general.h"
 #include "core/ops/prefetch.h"
+#include "core/ops/thread_scratch.h"
 #include "core/ops/unary_op.h"
 #include "core/parallel.h"
 #include "core/region_error.h"
@@ -852,12 +853,10 @@ struct BatchNormSaved {
 // failure is an Error naming the op (it is carried out of the OpenMP region, for_channel_blocks).
 template <class T>
 void grow_scratch(std::vector<T>& v, size_t n) {
-  try {
-    v.resize(n);
-  } catch (const std::bad_alloc&) {
+  detail::grow_thread_scratch(v, n, [n] {
     BNLAB_FAIL("batch_norm_relu_max_pool2x2: a thread's scratch of ", n,
                " values (for planes of the input) cannot be allocated");
-  }
+  });
 }
 
 // A thread's scratch for planes of `floats` values: grown once, so that the fused passes allocate

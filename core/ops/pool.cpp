@@ -47,6 +47,7 @@
 #include "core/ops/max_pool2x2_avx2.h"
 #include "core/ops/max_pool2x2_avx512.h"
 #include "core/ops/pool_general.h"
+#include "core/ops/thread_scratch.h"
 #include "core/parallel.h"
 #include "core/region_error.h"
 
@@ -209,14 +210,13 @@ void max_pool2x2_plane(float* out, uint8_t* place, const float* x, int64_t H, in
   thread_local std::vector<float> bottom;
   thread_local std::vector<uint8_t> bottom_k, top_k;
   if (bottom.size() < static_cast<size_t>(Wo)) {
-    try {
-      bottom_k.resize(static_cast<size_t>(Wo));
-      top_k.resize(static_cast<size_t>(Wo));
-      bottom.resize(static_cast<size_t>(Wo));
-    } catch (const std::bad_alloc&) {
+    const auto fail = [&] {
       BNLAB_FAIL("max_pool2d: a thread's row scratch of ", Wo, " values (for input rows of ", W,
                  ") cannot be allocated");
-    }
+    };
+    detail::grow_thread_scratch(bottom_k, static_cast<size_t>(Wo), fail);
+    detail::grow_thread_scratch(top_k, static_cast<size_t>(Wo), fail);
+    detail::grow_thread_scratch(bottom, static_cast<size_t>(Wo), fail);
   }
   for (int64_t oh = 0; oh < Ho; ++oh) {
     const float* r0 = x + 2 * oh * W;  // window rows 2oh, 2oh + 1

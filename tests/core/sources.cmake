@@ -26,6 +26,7 @@ set(BNLAB_TEST_CORE_SOURCES
   tests/core/test_gemm.cpp
   tests/core/test_parallel.cpp
   tests/core/test_stealing_loop.cpp
+  tests/core/test_thread_scratch.cpp
   tests/core/test_cpu_isa.cpp
   tests/core/test_training.cpp
   tests/core/test_gradcheck.cpp
