@@ -243,8 +243,7 @@ Tensor Sequential::forward(const Tensor& x) {
 
 namespace {
 struct SummaryRow {
-  std::string name, layer, shape;
-  int64_t params;
+  std::string name, layer, shape, params;
 };
 
 void add_rows(const std::string& prefix, const Module& m,
@@ -263,11 +262,20 @@ std::string summary(Module& model, const Shape& input_shape) {
   std::vector<std::pair<std::string, const Module*>> leaves;
   add_rows("", model, &leaves);
   if (leaves.empty()) leaves.emplace_back(model.type_name(), &model);
-  std::map<const Module*, Shape> shapes;
-  // Hooks are attached to the leaves for one forward; they are removed again afterwards.
+  // A tied module is one object under several rows. Hooked once per row it would record every
+  // call that many times, and one shape per module would give all its rows the last call's; so
+  // each distinct module gets one hook that appends, and its k-th row takes its k-th call (the
+  // order a Sequential runs its rows in). Hooks are removed again afterwards.
+  std::map<const Module*, std::string> first_row;  // a module's first row names its later ones
+  std::map<const Module*, std::vector<Shape>> shapes;
+  std::vector<Module*> hooked;
   for (auto& [name, m] : leaves) {
-    const_cast<Module*>(m)->register_forward_hook(
-        [&shapes](const Module& mod, const Tensor&, const Tensor& y) { shapes[&mod] = y.shape(); });
+    if (!first_row.emplace(m, name).second) continue;
+    hooked.push_back(const_cast<Module*>(m));
+    hooked.back()->register_forward_hook(
+        [&shapes](const Module& mod, const Tensor&, const Tensor& y) {
+          shapes[&mod].push_back(y.shape());
+        });
   }
   bool was_training = model.is_training();
   model.eval();
@@ -276,37 +284,47 @@ std::string summary(Module& model, const Shape& input_shape) {
     try {
       model(Tensor::zeros(input_shape));
     } catch (...) {
-      for (auto& [name, m] : leaves) const_cast<Module*>(m)->clear_forward_hooks();
+      for (Module* m : hooked) m->clear_forward_hooks();
       model.train(was_training);
       throw;
     }
   }
-  for (auto& [name, m] : leaves) const_cast<Module*>(m)->clear_forward_hooks();
+  for (Module* m : hooked) m->clear_forward_hooks();
   model.train(was_training);
 
   std::vector<SummaryRow> rows;
-  size_t w_name = 5, w_layer = 5, w_shape = 12;
+  std::map<const Module*, size_t> uses;
+  size_t w_name = 5, w_layer = 5, w_shape = 12, w_params = 10;
   for (auto& [name, m] : leaves) {
     std::string layer = m->type_name();
     if (!m->extra_repr().empty()) layer += "(" + m->extra_repr() + ")";
-    auto it = shapes.find(m);
-    std::string shape = it == shapes.end() ? "-" : bnlab::to_string(it->second);
-    rows.push_back({name, layer, shape, m->num_parameters()});
+    const size_t use = uses[m]++;
+    const std::vector<Shape>& calls = shapes[m];
+    std::string shape = use < calls.size() ? bnlab::to_string(calls[use]) : "-";
+    // A repeated use owns no parameters of its own (num_parameters() counts each tensor once,
+    // torchinfo shows "(recursive)"), so the rows add up to the total.
+    std::string params = std::to_string(m->num_parameters());
+    if (use > 0) {
+      layer += " [same as " + first_row[m] + "]";
+      params = "(shared)";
+    }
     w_name = std::max(w_name, name.size());
     w_layer = std::max(w_layer, layer.size());
     w_shape = std::max(w_shape, shape.size());
+    w_params = std::max(w_params, params.size());
+    rows.push_back({name, std::move(layer), std::move(shape), std::move(params)});
   }
   std::ostringstream os;
   os << std::left << std::setw(static_cast<int>(w_name)) << "name"
      << "  " << std::setw(static_cast<int>(w_layer)) << "layer"
      << "  " << std::setw(static_cast<int>(w_shape)) << "output shape"
-     << "  " << std::right << std::setw(10) << "params"
+     << "  " << std::right << std::setw(static_cast<int>(w_params)) << "params"
      << "\n";
   for (const SummaryRow& r : rows) {
     os << std::left << std::setw(static_cast<int>(w_name)) << r.name << "  "
        << std::setw(static_cast<int>(w_layer)) << r.layer << "  "
-       << std::setw(static_cast<int>(w_shape)) << r.shape << "  " << std::right << std::setw(10)
-       << r.params << "\n";
+       << std::setw(static_cast<int>(w_shape)) << r.shape << "  " << std::right
+       << std::setw(static_cast<int>(w_params)) << r.params << "\n";
   }
   os << "input " << bnlab::to_string(input_shape)
      << ", total parameters: " << model.num_parameters() << "\n";

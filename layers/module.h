@@ -180,7 +180,9 @@ class Sequential : public Module {
 
 /// A table of the model's direct children (recursing into nested Sequentials): name, layer, output
 /// shape for an input of `input_shape` (batch included), parameter count. Runs one forward in eval
-/// mode without grad.
+/// mode without grad. A module registered more than once (tied) has a row per use, each with the
+/// output shape of that call; a repeated use's layer says `[same as NAME]` (its first row) and its
+/// parameters `(shared)`, so the rows add up to the total, which counts each tensor once.
 std::string summary(Module& model, const Shape& input_shape);
 
 }  // namespace bnlab

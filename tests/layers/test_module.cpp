@@ -2,6 +2,9 @@
 // printing, summary, state_dict round trip and load validation.
 #include <doctest/doctest.h>
 
+#include <map>
+#include <sstream>
+
 #include "core/ops.h"
 #include "core/serialize.h"
 #include "layers/layers.h"
@@ -158,6 +161,62 @@ TEST_CASE("module: printing and summary show layers, shapes and parameter counts
   CHECK(table.find("[2, 2]") != std::string::npos);
   CHECK(table.find("total parameters: 27") != std::string::npos);
   CHECK(net->is_training());  // summary restores the mode
+}
+
+TEST_CASE("module: summary shows each use of a tied layer with its own shape, parameters once") {
+  // One ReLU used twice (after 4 -> 3 and after 3 -> 2, so its outputs differ) and one square
+  // Dense used twice, the second uses inside a nested Sequential. The old table hooked the ReLU
+  // once per row and kept one shape per module, so both ReLU rows showed [5, 2], and it counted
+  // the square Dense's 12 parameters on both rows, 47 against a total of 35.
+  Rng rng(11);
+  auto relu = std::make_shared<ReLU>();
+  auto square = std::make_shared<Dense>(DenseOptions{.in_features = 3, .out_features = 3}, rng);
+  auto inner = std::make_shared<Sequential>();
+  inner->add(square);
+  inner->emplace<Dense>(DenseOptions{.in_features = 3, .out_features = 2}, rng);
+  inner->add(relu);
+  auto net = std::make_shared<Sequential>();
+  net->emplace<Dense>(DenseOptions{.in_features = 4, .out_features = 3}, rng);
+  net->add(relu).add(square).add(inner);
+  std::string table = summary(*net, {5, 4});
+  INFO(table);
+
+  std::istringstream in(table);
+  std::string header;
+  std::getline(in, header);
+  const size_t shape_col = header.find("output shape");
+  REQUIRE(shape_col != std::string::npos);
+  std::map<std::string, std::string> row;  // name -> the row's line
+  std::vector<std::string> order;
+  int64_t counted = 0;
+  for (std::string line; std::getline(in, line) && line.rfind("input ", 0) != 0;) {
+    std::string name = line.substr(0, line.find(' '));
+    order.push_back(name);
+    row[name] = line;
+    CHECK(line.find('[', shape_col) == shape_col);  // the shape column stays aligned
+    std::string params = line.substr(line.find_last_of(' ') + 1);
+    if (params != "(shared)") counted += std::stoll(params);
+  }
+  CHECK(order == std::vector<std::string>{"0", "1", "2", "3.0", "3.1", "3.2"});
+  CHECK(row["1"].find("[5, 3]") == shape_col);
+  CHECK(row["3.2"].find("[5, 2]") == shape_col);
+  CHECK(row["3.2"].find("[same as 1]") != std::string::npos);
+  CHECK(row["3.2"].find("(shared)") != std::string::npos);
+  CHECK(row["3.0"].find("[same as 2]") != std::string::npos);
+  CHECK(row["3.0"].find("(shared)") != std::string::npos);
+  CHECK(row["1"].find("same as") == std::string::npos);  // the first use is the module itself
+  CHECK(row["2"].find("(shared)") == std::string::npos);
+  CHECK(net->num_parameters() == 15 + 12 + 8);
+  CHECK(counted == net->num_parameters());
+  CHECK(table.find("total parameters: 35") != std::string::npos);
+  CHECK(net->is_training());
+  CHECK_FALSE(relu->has_forward_hooks());
+  CHECK_FALSE(square->has_forward_hooks());
+  // A forward that throws (5 input features where 4 are expected) still takes every hook off.
+  CHECK_THROWS_AS(summary(*net, {5, 5}), Error);
+  CHECK(net->is_training());
+  CHECK_FALSE(relu->has_forward_hooks());
+  CHECK_FALSE(square->has_forward_hooks());
 }
 
 TEST_CASE("module: load_state_dict copies values and validates before touching the model") {
