@@ -487,7 +487,8 @@ Command add_bench_command(CLI::App& parent) {
   app->add_flag("--paired", o->paired,
                 "Also measure each norm's cost against none in one process (both models, "
                 "alternating rounds), which cancels the process-to-process spread");
-  app->add_option("--json", o->json_path, "Also write all results as JSON to this file");
+  app->add_option("--json", o->json_path,
+                  "Also write all results as JSON to this file (/dev/stdout prints it)");
   // Internal: one measurement in this process, "workload:norm:threads[:pair | :scale:base]" as the
   // parent writes it. Hidden, so CLI11 would print a bad value without the flag's name: checked in
   // the runner instead, as a usage error (exit 2).

@@ -32,7 +32,10 @@ Command add_data_command(CLI::App& parent) {
   CLI::App* show =
       app->add_subcommand("show", "Write a PNG grid of sample images (labels in <out>.txt)");
   common(show);
-  show->add_option("--out", o->out, "PNG to write")->capture_default_str();
+  show->add_option("--out", o->out,
+                   "PNG to write; a symlink's target is written, and a stream (/dev/stdout, a "
+                   "FIFO) gets the PNG without the <out>.txt labels")
+      ->capture_default_str();
   show->add_option("--count", o->count, "Images in the grid")
       ->check(whole_number_in(1, 1'000'000))
       ->capture_default_str();
@@ -54,8 +57,13 @@ Command add_data_command(CLI::App& parent) {
       g.shuffle = o->random;
       g.seed = o->seed;
       int64_t n = write_sample_grid(data, o->count, o->out, g);
-      std::cout << "wrote " << o->out << " (" << n << " images of " << data.title()
-                << "; labels in " << o->out << ".txt)\n";
+      const std::string listing = sample_grid_listing_path(o->out);
+      // A PNG sent to stdout (--out /dev/stdout | display) must stay a PNG: the note goes to
+      // stderr.
+      (listing.empty() ? std::cerr : std::cout)
+          << "wrote " << o->out << " (" << n << " images of " << data.title() << "; "
+          << (listing.empty() ? "no label listing: not a regular file" : "labels in " + listing)
+          << ")\n";
     } else {
       std::cout << format_info(compute_info(data));
     }

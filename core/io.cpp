@@ -1,5 +1,5 @@
-// File I/O helpers: read_file, write_file_atomic (temp, fsync, rename, fsync dir),
-// ensure_directory.
+// File I/O helpers: read_file, write_file_atomic (temp, fsync, rename, fsync dir; or a plain write
+// into a stream), ensure_directory.
 //
 // POSIX file descriptors rather than iostreams or FILE*: we need fsync, O_EXCL and the exact errno
 // for the messages, and a raw write(2) loop has no user-space buffer to flush.
@@ -12,7 +12,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
+#include <iostream>
 #include <system_error>
 
 #include "core/error.h"
@@ -24,17 +26,99 @@ namespace {
 // strerror is not thread-safe; the generic category's message is the same text, minus the race.
 std::string reason(int err) { return std::generic_category().message(err); }
 
+namespace fs = std::filesystem;
+
 // The directory holding `path` ("." for a bare file name), to fsync after the rename.
 std::string parent_directory(const std::string& path) {
-  std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  fs::path parent = fs::path(path).parent_path();
   return parent.empty() ? std::string(".") : parent.string();
+}
+
+// Writes all of `bytes` to `fd`; returns 0 or the errno of the failed write(2). write may write
+// less than asked (signals, quotas, pipes), so it loops until everything is out.
+int write_all(int fd, std::string_view bytes) {
+  const char* p = bytes.data();
+  size_t left = bytes.size();
+  while (left > 0) {
+    // Chunks of at most 1 GiB: Linux caps a single write at ~2 GiB anyway.
+    size_t chunk = std::min<size_t>(left, size_t{1} << 30);
+    ssize_t n = ::write(fd, p, chunk);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  return 0;
+}
+
+// Where a write to a path lands once symlinks are followed.
+struct Target {
+  std::string path;  // the final target; need not exist (a dangling link's target is created)
+  int fd = -1;       // >= 0: the path names this process's open descriptor `fd` (/dev/stdout)
+};
+
+// Follows symlinks one hop at a time, as open(2) would, rather than with realpath: realpath fails
+// on a dangling link, and on /proc's descriptor links, whose targets ("pipe:[123]", or a file the
+// shell opened for `> log`) are no paths to rename over.
+Target follow_symlinks(const std::string& path) {
+  const std::string own_fds = "/proc/" + std::to_string(static_cast<long>(::getpid())) + "/fd";
+  std::string cur = path;
+  for (int hops = 0;; ++hops) {
+    struct stat st {};
+    if (::lstat(cur.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) return {cur, -1};
+    // Linux's own limit on links in one lookup; a loop fails the way open(2) fails on it.
+    if (hops == 40) BNLAB_FAIL("write_file_atomic: cannot write ", path, ": ", reason(ELOOP));
+    std::error_code ec;
+    const fs::path link(cur);
+    // Relative targets start at the link's directory as the kernel resolves it (itself perhaps
+    // reached through links, so not lexically).
+    const fs::path dir = fs::canonical(link.parent_path().empty() ? "." : link.parent_path(), ec);
+    if (ec) BNLAB_FAIL("write_file_atomic: cannot write ", path, ": ", cur, ": ", ec.message());
+    // /dev/stdout, /dev/fd/N, /proc/self/fd/N: the user means the descriptor, wherever it points.
+    const std::string name = link.filename().string();
+    if (dir == own_fds && !name.empty() && name.size() < 10 &&
+        std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return {cur, std::stoi(name)};
+    }
+    const fs::path next = fs::read_symlink(link, ec);
+    if (ec) {
+      BNLAB_FAIL("write_file_atomic: cannot write ", path, ": reading link ", cur, ": ",
+                 ec.message());
+    }
+    cur = next.is_absolute() ? next.string() : (dir / next).string();
+  }
+}
+
+// A device, FIFO, socket or open descriptor is a stream: writing means sending the bytes into it;
+// there is no file to replace. std::cout and stdio buffers go first, so output the program printed
+// before stays before these bytes when both reach the same terminal or pipe.
+void write_stream(const std::string& named, const Target& target, std::string_view bytes) {
+  std::cout.flush();
+  std::fflush(nullptr);
+  int fd = target.fd;
+  if (fd < 0) {
+    // No O_TRUNC (meaningless for a stream); O_NOCTTY so a terminal never becomes ours.
+    fd = ::open(target.path.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      BNLAB_FAIL("write_file_atomic: cannot write ", named, ": ", reason(err));
+    }
+  }
+  int err = write_all(fd, bytes);
+  if (fd != target.fd) {
+    if (::close(fd) != 0 && err == 0) err = errno;
+  }
+  if (err != 0) BNLAB_FAIL("write_file_atomic: cannot write ", named, ": ", reason(err));
 }
 
 // Owns the temporary file until commit(): on any early exit (exception) it closes and unlinks it,
 // so a failed write leaves no debris next to the target.
 class TempFile {
  public:
-  explicit TempFile(const std::string& target) {
+  // `named`: the target as the messages name it (the path given, and a link's final target).
+  TempFile(const std::string& target, const std::string& named) {
     // pid + a process-wide counter make the name unique across processes and threads. O_EXCL
     // guarantees we never write into someone else's file; a stale one (left by a crashed run that
     // had our pid) is skipped.
@@ -47,7 +131,7 @@ class TempFile {
     }
     if (fd_ < 0) {
       int err = errno;
-      BNLAB_FAIL("write_file_atomic: cannot write ", target, ": cannot create temporary file ",
+      BNLAB_FAIL("write_file_atomic: cannot write ", named, ": cannot create temporary file ",
                  path_, ": ", reason(err));
     }
   }
@@ -76,58 +160,77 @@ class TempFile {
 
 }  // namespace
 
+std::string write_file_target(const std::string& path) {
+  Target target = follow_symlinks(path);
+  if (target.fd >= 0) return "";
+  struct stat st {};
+  if (::stat(target.path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) return "";
+  return target.path;
+}
+
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   BNLAB_CHECK(!path.empty(), "write_file_atomic: empty path");
-  TempFile tmp(path);
-
-  // write(2) may write less than asked (signals, quotas); loop until everything is out.
-  const char* p = bytes.data();
-  size_t left = bytes.size();
-  while (left > 0) {
-    // Chunks of at most 1 GiB: Linux caps a single write at ~2 GiB anyway.
-    size_t chunk = std::min<size_t>(left, size_t{1} << 30);
-    ssize_t n = ::write(tmp.fd(), p, chunk);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      BNLAB_FAIL("write_file_atomic: cannot write ", path, ": writing ", tmp.path(), ": ",
-                 reason(err));
+  const Target target = follow_symlinks(path);
+  const std::string named =
+      target.path == path ? path : path + " (a symlink to " + target.path + ")";
+  if (target.fd >= 0) {
+    write_stream(named, target, bytes);
+    return;
+  }
+  struct stat st {};
+  if (::stat(target.path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) {
+      BNLAB_FAIL("write_file_atomic: cannot write ", named, ": ", reason(EISDIR));
     }
-    p += n;
-    left -= static_cast<size_t>(n);
+    if (!S_ISREG(st.st_mode)) {
+      write_stream(named, target, bytes);
+      return;
+    }
+  } else if (errno != ENOENT) {
+    // ENOTDIR, EACCES on the way: the temporary file could not be created there either.
+    int err = errno;
+    BNLAB_FAIL("write_file_atomic: cannot write ", named, ": ", reason(err));
+  }
+  // From here on a regular file (or none yet): replaced atomically, the link (if any) kept.
+  const std::string& file = target.path;
+  TempFile tmp(file, named);
+
+  if (int err = write_all(tmp.fd(), bytes); err != 0) {
+    BNLAB_FAIL("write_file_atomic: cannot write ", named, ": writing ", tmp.path(), ": ",
+               reason(err));
   }
 
   // The data must be on disk before the rename publishes it, or a crash could leave an empty file.
   if (::fsync(tmp.fd()) != 0) {
     int err = errno;
-    BNLAB_FAIL("write_file_atomic: cannot write ", path, ": fsync of ", tmp.path(), ": ",
+    BNLAB_FAIL("write_file_atomic: cannot write ", named, ": fsync of ", tmp.path(), ": ",
                reason(err));
   }
   if (int err = tmp.close(); err != 0) {
-    BNLAB_FAIL("write_file_atomic: cannot write ", path, ": closing ", tmp.path(), ": ",
+    BNLAB_FAIL("write_file_atomic: cannot write ", named, ": closing ", tmp.path(), ": ",
                reason(err));
   }
-  if (::rename(tmp.path().c_str(), path.c_str()) != 0) {
+  if (::rename(tmp.path().c_str(), file.c_str()) != 0) {
     int err = errno;
-    BNLAB_FAIL("write_file_atomic: cannot write ", path, ": renaming ", tmp.path(),
+    BNLAB_FAIL("write_file_atomic: cannot write ", named, ": renaming ", tmp.path(),
                " over it: ", reason(err));
   }
   tmp.commit();
 
   // The rename lives in the directory entry; without syncing the directory a crash can undo it.
   // Some filesystems cannot fsync a directory (EINVAL); there is nothing more we can do there.
-  std::string dir = parent_directory(path);
+  std::string dir = parent_directory(file);
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) {
     int err = errno;
-    BNLAB_FAIL("write_file_atomic: wrote ", path, " but cannot open its directory ", dir,
+    BNLAB_FAIL("write_file_atomic: wrote ", named, " but cannot open its directory ", dir,
                " to sync it: ", reason(err));
   }
   int rc = ::fsync(dfd);
   int err = errno;
   ::close(dfd);
   if (rc != 0 && err != EINVAL) {
-    BNLAB_FAIL("write_file_atomic: wrote ", path, " but fsync of its directory ", dir,
+    BNLAB_FAIL("write_file_atomic: wrote ", named, " but fsync of its directory ", dir,
                " failed: ", reason(err));
   }
 }

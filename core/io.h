@@ -4,7 +4,11 @@
 // write_file_atomic never leaves a half-written target behind: a reader sees either the old content
 // or the new one, even if the process dies or the machine loses power mid-write. It writes a
 // temporary file next to the target, fsyncs it, renames it over the target and fsyncs the directory
-// (the classic POSIX recipe; see rename(2) and https://lwn.net/Articles/457667/).
+// (the classic POSIX recipe; see rename(2) and https://lwn.net/Articles/457667/). What the target
+// is decides what "writing" it means, as for open(2) and torch.save: a symlink is followed (the
+// link stays, its final target gets the content); a device, FIFO or socket, and /dev/stdout-like
+// names of an open descriptor, are streams that get the bytes written into them (no temporary, no
+// rename: --out /dev/null discards, --json /dev/stdout prints); a directory is an error.
 // Every failure throws bnlab::Error naming the path and the OS's reason, e.g.
 //   "read_file: cannot open /x/y: No such file or directory".
 #pragma once
@@ -16,10 +20,20 @@
 
 namespace bnlab {
 
-/// Replaces `path` with `bytes` atomically. The temporary is "<path>.tmp.<pid>.<n>" in the same
-/// directory (rename is only atomic within one filesystem) and is removed on failure. If `path` is
-/// a symlink, the link itself is replaced by a regular file. Thread-safe, even on the same path.
+/// Replaces `path` with `bytes` atomically. The temporary is "<file>.tmp.<pid>.<n>" in the
+/// directory of the file replaced (rename is only atomic within one filesystem) and is removed on
+/// failure. If `path` is a symlink (or a chain of them, dangling or not), that file is the link's
+/// final target and the link itself stays. If `path` is an existing device, FIFO or socket, or
+/// names one of this process's open descriptors (/dev/stdout, /dev/fd/N, /proc/self/fd/N), `bytes`
+/// are written straight into it instead, after flushing std::cout and stdio; a FIFO blocks until a
+/// reader opens it, like `echo > fifo`. Thread-safe, even on the same path.
 void write_file_atomic(const std::string& path, std::string_view bytes);
+
+/// The regular file write_file_atomic(path, ...) creates or replaces: `path`, or the final target
+/// of the symlink at `path`. Empty if `path` is a stream (written into, see above) or a directory.
+/// For files written beside another one (a PNG's label listing): a symlink's companion belongs
+/// next to its target, and a stream has nowhere beside it to write.
+std::string write_file_target(const std::string& path);
 
 /// The whole content of `path` as bytes.
 std::string read_file(const std::string& path);

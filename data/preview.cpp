@@ -151,7 +151,8 @@ int64_t write_sample_grid(const ImageDataset& data, int64_t n, const std::string
               canvas.height, " pixels)");
   write_file_atomic(path, png);
 
-  if (options.sidecar) {
+  const std::string listing = sample_grid_listing_path(path);
+  if (options.sidecar && !listing.empty()) {
     std::ostringstream out;
     out << "# " << path << ": " << data.title() << ", " << n << " images in " << rows << " rows x "
         << cols << " columns\n# row col index label class\n";
@@ -161,9 +162,14 @@ int64_t write_sample_grid(const ImageDataset& data, int64_t n, const std::string
       out << k / cols << " " << k % cols << " " << idx << " " << y << " "
           << data.class_names[static_cast<size_t>(y)] << "\n";
     }
-    write_file_atomic(path + ".txt", out.str());
+    write_file_atomic(listing, out.str());
   }
   return n;
+}
+
+std::string sample_grid_listing_path(const std::string& path) {
+  const std::string file = write_file_target(path);
+  return file.empty() ? file : file + ".txt";
 }
 
 DatasetInfo compute_info(const ImageDataset& data) {

@@ -18,15 +18,23 @@ struct GridOptions {
   int64_t scale = 0;     ///< integer magnification; 0: the smallest making each image >= 96 px wide
   bool shuffle = false;  ///< a seeded random sample of n images instead of the first n
   uint64_t seed = 0;     ///< seed of the sample when shuffle is on
-  bool sidecar = true;   ///< also write `<path>.txt`: row, column, dataset index, label, class name
+  bool sidecar = true;   ///< also write the listing (sample_grid_listing_path): row, column,
+                         ///< dataset index, label, class name
 };
 
 /// Writes an RGB PNG grid of min(n, size) images with each image's class name (upper-cased,
 /// truncated to the cell width; characters outside A-Z 0-9 - / _ . become '?') under it. Returns
 /// the number drawn. Both files are replaced atomically (write_file_atomic): a failed write throws
-/// naming the file and the OS's reason, and leaves no partial file behind.
+/// naming the file and the OS's reason, and leaves no partial file behind. A `path` that is a
+/// stream
+/// (/dev/stdout, a FIFO, a device) gets the PNG alone.
 int64_t write_sample_grid(const ImageDataset& data, int64_t n, const std::string& path,
                           const GridOptions& options = {});
+
+/// Where write_sample_grid lists the labels of a grid written to `path`: "<file>.txt" beside the
+/// file the PNG lands in (for a symlink, beside its target, not the link), or empty when `path` is
+/// a stream: "/dev/null.txt" or "/dev/stdout.txt" would be a file nobody asked for in /dev.
+std::string sample_grid_listing_path(const std::string& path);
 
 /// What compute_info reports about a dataset.
 struct DatasetInfo {

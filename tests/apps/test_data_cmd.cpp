@@ -134,3 +134,77 @@ TEST_CASE("apps.data: the default data directory is $XDG_DATA_HOME/bnlab away fr
   CHECK(local.exit_code == 1);
   CHECK(contains(local.output, "data directory data (default: ./data exists)"));
 }
+
+// --out through a symlink writes the link's target and puts the label listing beside the target;
+// the link stays a link.
+TEST_CASE("apps.data: show --out through a symlink writes its target and lists labels beside it") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"));
+  fs::create_directories(dir.path / "grids");
+  const std::string link = dir.file("grid_link.png");
+  fs::create_symlink("grids/grid.png", link);
+  CliResult r = run_cli("data show --count 4 --dataset mnist --data-dir " +
+                        shell_quote(dir.file("data")) + " --out " + shell_quote(link));
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(fs::is_symlink(link));
+  CHECK(read_text(dir.file("grids/grid.png")).compare(0, 8, "\x89PNG\r\n\x1a\n") == 0);
+  CHECK(contains(read_text(dir.file("grids/grid.png.txt")), "4 images"));
+  CHECK_FALSE(fs::exists(link + ".txt"));
+  CHECK(contains(r.output, "grid.png.txt)"));
+}
+
+// A stream is written into, never replaced, and gets the PNG alone: no "/dev/null.txt", and with
+// --out /dev/stdout the note goes to stderr so that stdout carries exactly the PNG a file gets.
+// Each stream is first reached through a link in the temporary directory: if the CLI replaced its
+// target again, only that link would be lost, and the REQUIREs stop the test before the real
+// /dev/null or /dev/stdout is named (as root, the old CLI renamed a PNG over them).
+TEST_CASE(
+    "apps.data: show --out into /dev/null or /dev/stdout writes into it and replaces nothing") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"));
+  const std::string show = shell_quote(BNLAB_CLI_PATH) + " data show --count 4 --dataset mnist " +
+                           "--data-dir " + shell_quote(dir.file("data")) + " --out ";
+  const std::string file = dir.file("file.png");
+  REQUIRE(run_shell(show + shell_quote(file)).exit_code == 0);
+  const std::string png = read_text(file);
+
+  const std::string null_link = dir.file("null_link.png");
+  fs::create_symlink("/dev/null", null_link);
+  CliResult via_link = run_shell(show + shell_quote(null_link));
+  CAPTURE(via_link.output);
+  CHECK(via_link.exit_code == 0);
+  REQUIRE(fs::is_symlink(null_link));
+  REQUIRE(fs::is_character_file("/dev/null"));
+  CHECK(contains(via_link.output, "no label listing"));
+  CHECK_FALSE(fs::exists(null_link + ".txt"));
+
+  CliResult null = run_shell(show + "/dev/null");
+  CAPTURE(null.output);
+  CHECK(null.exit_code == 0);
+  CHECK(fs::is_character_file("/dev/null"));
+
+  // stdout a regular file (`> out.png`), through a link to /dev/stdout, then a pipe (`| cat`).
+  const std::string stdout_link = dir.file("stdout_link.png");
+  fs::create_symlink("/dev/stdout", stdout_link);
+  const std::string redirected = dir.file("redirected.png");
+  const std::string err = dir.file("err.txt");
+  // In braces: run_shell's trailing 2>&1 would otherwise send stderr into the PNG as well.
+  CliResult to_file = run_shell("{ " + show + shell_quote(stdout_link) + " > " +
+                                shell_quote(redirected) + " 2> " + shell_quote(err) + "; }");
+  CAPTURE(to_file.output);
+  CHECK(to_file.exit_code == 0);
+  REQUIRE(fs::is_symlink(stdout_link));
+  REQUIRE(fs::is_symlink("/dev/stdout"));
+  CHECK(read_text(redirected) == png);
+  CHECK(contains(read_text(err), "wrote " + stdout_link));
+
+  const std::string piped = dir.file("piped.png");
+  CliResult to_pipe =
+      run_shell(show + "/dev/stdout 2> " + shell_quote(err) + " | cat > " + shell_quote(piped));
+  CAPTURE(to_pipe.output);
+  CHECK(to_pipe.exit_code == 0);
+  CHECK(fs::is_symlink("/dev/stdout"));
+  CHECK(read_text(piped) == png);
+  CHECK(contains(read_text(err), "no label listing"));
+}
