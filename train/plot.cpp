@@ -99,9 +99,14 @@ PlotResult render_gnuplot(const std::string& script_path, const std::string& bod
     problem = png_problem(tmp_png.string());
   }
   if (problem.empty()) {
-    fs::rename(tmp_png, png_path, ec);
-    if (ec) problem = "cannot rename " + tmp_png.string() + " to it: " + ec.message();
-    r.rendered = !ec;
+    // Put in place by write_file_atomic, not renamed: a curves.png the user made a symlink stays
+    // one (its target gets the image), and the image is on disk before it replaces the old one.
+    try {
+      write_file_atomic(png_path, read_file(tmp_png.string()));
+      r.rendered = true;
+    } catch (const Error& e) {
+      problem = e.what();
+    }
   }
   fs::remove(tmp_png, ec);
   while (!output.empty() && output.back() == '\n') output.pop_back();

@@ -19,9 +19,10 @@ struct PlotResult {
 };
 
 /// Writes a gnuplot script to `script_path` (terminal and output lines, then `body`) and runs it in
-/// the script's directory. The PNG is drawn under a temporary name and renamed into place only when
-/// it is a complete PNG (gnuplot exits 0 even when its write failed), so a failed or interrupted
-/// render never leaves a half-drawn image and an older image stays as it was. A failed render is
+/// the script's directory. The PNG is drawn under a temporary name and put in place (with
+/// write_file_atomic, so a symlink at `png_path` is followed) only when it is a complete PNG
+/// (gnuplot exits 0 even when its write failed), so a failed or interrupted render never leaves a
+/// half-drawn image and an older image stays as it was. A failed render is
 /// not an exception, as a missing gnuplot is not: the plot is derived from data already written.
 /// `png_path` must be in the script's directory; `width` and `height` are the image's pixels.
 PlotResult render_gnuplot(const std::string& script_path, const std::string& body,

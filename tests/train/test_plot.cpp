@@ -57,6 +57,22 @@ TEST_CASE("train.plot: a complete PNG is renamed into place") {
   CHECK_FALSE(fs::exists(dir.path / ".curves.png.tmp"));
 }
 
+// The image is put in place like every other write: a curves.png that is a symlink (to keep plots
+// elsewhere) stays one, and its target gets the image.
+TEST_CASE("train.plot: a curves.png that is a symlink keeps pointing at its target") {
+  TempDir dir;
+  fs::create_directories(dir.path / "elsewhere");
+  const std::string png = dir.file("curves.png");
+  fs::create_symlink("elsewhere/curves.png", png);
+
+  bnlab::PlotResult r = render_with_fake_gnuplot(dir, bnlab::testing::kPngFrameEscaped);
+  CAPTURE(r.message);
+  CHECK(r.rendered);
+  CHECK(fs::is_symlink(png));
+  CHECK(fs::file_size(dir.path / "elsewhere" / "curves.png") == 20);
+  CHECK_FALSE(fs::exists(dir.path / ".curves.png.tmp"));
+}
+
 // A title with a newline (ablate --title) ended the gnuplot command inside the string, and the plot
 // failed with a syntax error.
 TEST_CASE("train.plot: gnuplot_quote keeps a string on one line") {
