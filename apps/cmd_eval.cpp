@@ -2,7 +2,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -16,6 +15,7 @@
 #include "data/datasets.h"
 #include "layers/bn_fold.h"
 #include "train/knobs.h"
+#include "train/run_dir.h"
 #include "train/trainer.h"
 
 namespace bnlab::apps {
@@ -163,11 +163,8 @@ Command add_eval_command(CLI::App& parent) {
       nlohmann::json j{{"dataset", dataset},      {"split", o->split}, {"images", data.size()},
                        {"accuracy", ev.accuracy}, {"loss", ev.loss},   {"per_class", per_class},
                        {"confusion", confusion}};
-      // A folder dataset's name holds its path: '/' and ':' would name other directories.
-      std::string file = "eval_" + dataset + "_" + o->split + ".json";
-      for (char& ch : file)
-        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-') ch = '_';
-      std::string path = (std::filesystem::path(o->checkpoint) / file).string();
+      std::string path =
+          (std::filesystem::path(o->checkpoint) / eval_report_name(dataset, o->split)).string();
       write_file_atomic(path, j.dump(2) + "\n");
       std::printf("wrote %s\n", path.c_str());
     }

@@ -87,7 +87,8 @@ Command add_train_command(CLI::App& parent) {
                   "Continue the run in DIR from its last checkpoint with its saved config "
                   "(--steps/--epochs may extend it; --threads and --data-dir may change)");
   app->add_flag("--overwrite", *overwrite,
-                "Replace the run already in --out (its config, metrics and checkpoints)");
+                "Replace the run already in --out (its config, metrics, checkpoints, plots and "
+                "eval --json reports)");
   app->add_flag("--summary", *show_summary, "Print the model's layer table before training");
 
   Runner run = [cfg, resume, show_summary, overwrite, app]() {

@@ -4,6 +4,8 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -39,6 +41,19 @@ struct Holder {
 // The locks this process holds, by canonical directory; weak, so the last RunDirLock releases.
 std::mutex held_mutex;
 std::map<std::string, std::weak_ptr<Holder>> held_locks;
+
+bool report_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '-';
+}
+
+// A name eval_report_name can produce: a report of an earlier model, stale once the run is
+// replaced.
+bool is_eval_report_name(const std::string& name) {
+  const std::string prefix = "eval_", suffix = ".json";
+  return name.size() > prefix.size() + suffix.size() && name.rfind(prefix, 0) == 0 &&
+         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+         std::all_of(name.begin(), name.end(), [](char c) { return report_char(c) || c == '_'; });
+}
 
 std::string read_holder_pid(int fd) {
   char buf[32] = {};
@@ -85,7 +100,21 @@ std::vector<std::string> run_files_in(const std::string& dir) {
   std::error_code ec;
   for (const char* name : kRunFiles)
     if (fs::exists(fs::path(dir) / name, ec)) found.emplace_back(name);
+  std::vector<std::string> reports;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (is_eval_report_name(name)) reports.push_back(name);
+  }
+  std::sort(reports.begin(), reports.end());  // directory order is arbitrary; messages list these
+  found.insert(found.end(), reports.begin(), reports.end());
   return found;
+}
+
+std::string eval_report_name(const std::string& dataset, const std::string& split) {
+  std::string name = "eval_" + dataset + "_" + split + ".json";
+  for (char& c : name)
+    if (!report_char(c)) c = '_';
+  return name;
 }
 
 void clear_run(const std::string& dir) {

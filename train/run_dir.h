@@ -28,8 +28,14 @@ class RunDirLock {
 };
 
 // The files a run writes into its directory (config.json, metrics.csv, the checkpoints,
-// summary.json) that exist in `dir`.
+// summary.json, the plots) and the reports `bnlab eval --json` adds to it, that exist in `dir`.
 std::vector<std::string> run_files_in(const std::string& dir);
+
+// The report `bnlab eval --json` writes into a run directory: eval_<dataset>_<split>.json, every
+// character but letters, digits, '.' and '-' made '_' (a folder dataset's name holds its path,
+// whose
+// '/' would name another directory). Named here so that --overwrite finds what eval wrote.
+std::string eval_report_name(const std::string& dataset, const std::string& split);
 
 // Removes the run files and temporaries of killed writes from `dir` (--overwrite); other files
 // stay.

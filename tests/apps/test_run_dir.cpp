@@ -54,6 +54,38 @@ TEST_CASE("apps.run_dir: a second run into a directory that holds a run is refus
   CHECK(contains(read_text(dir.file("run") + "/summary.json"), "\"steps\": 3"));
 }
 
+// eval --json writes its report into the run directory; a run replaced by --overwrite must not
+// leave the report of the old model beside the new one. Files bnlab did not write stay.
+TEST_CASE("apps.run_dir: --overwrite removes the eval reports of the run it replaces") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  const std::string run = dir.file("run");
+  REQUIRE(run_cli(flags(dir, "run")).exit_code == 0);
+  for (const char* split : {"test", "train"}) {
+    CliResult eval = run_cli("eval --json --checkpoint " + shell_quote(run) + " --split " + split +
+                             " --data-dir " + shell_quote(dir.file("data")));
+    CAPTURE(eval.output);
+    REQUIRE(eval.exit_code == 0);
+  }
+  REQUIRE(fs::exists(run + "/eval_mnist_test.json"));
+  REQUIRE(fs::exists(run + "/eval_mnist_train.json"));
+  write_bytes(run + "/notes.txt", {'k', 'e', 'e', 'p'});
+  write_bytes(run + "/eval_notes.md", {'k', 'e', 'e', 'p'});
+
+  CliResult refused = run_cli(flags(dir, "run", 3));
+  CAPTURE(refused.output);
+  CHECK(refused.exit_code == 1);
+  CHECK(contains(refused.output, ", eval_mnist_test.json, eval_mnist_train.json)"));
+
+  CliResult replaced = run_cli(flags(dir, "run", 3) + " --overwrite");
+  CAPTURE(replaced.output);
+  REQUIRE(replaced.exit_code == 0);
+  CHECK_FALSE(fs::exists(run + "/eval_mnist_test.json"));
+  CHECK_FALSE(fs::exists(run + "/eval_mnist_train.json"));
+  CHECK(fs::exists(run + "/notes.txt"));
+  CHECK(fs::exists(run + "/eval_notes.md"));
+}
+
 TEST_CASE("apps.run_dir: a directory locked by another process is refused naming that process") {
   // The test holds the lock itself, as a running bnlab would: deterministic, no race to win.
   TempDir dir;
