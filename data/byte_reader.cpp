@@ -3,6 +3,7 @@
 // 8b).
 #include "data/byte_reader.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -12,7 +13,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <limits>
 
 #include "core/error.h"
@@ -116,10 +116,35 @@ struct ByteReader::Inflater {
   ~Inflater() { inflateEnd(&zs); }
 };
 
+std::string non_regular_kind(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return "";
+  switch (st.st_mode & S_IFMT) {
+    case S_IFREG:
+      return "";
+    case S_IFDIR:
+      return "a directory";
+    case S_IFIFO:
+      return "a FIFO";
+    case S_IFSOCK:
+      return "a socket";
+    case S_IFCHR:
+      return "a character device";
+    case S_IFBLK:
+      return "a block device";
+    default:
+      return "not a regular file";
+  }
+}
+
+void refuse_non_regular(const std::string& path, const std::string& who) {
+  const std::string kind = non_regular_kind(path);
+  BNLAB_CHECK(kind.empty(), who, ": ", path, " is ", kind, ", expected a data file");
+}
+
 ByteReader::ByteReader(const std::string& path) : path_(path) {
-  std::error_code ec;
-  BNLAB_CHECK(!std::filesystem::is_directory(path, ec), path,
-              ": is a directory, expected a data file");
+  const std::string kind = non_regular_kind(path);
+  BNLAB_CHECK(kind.empty(), path, ": is ", kind, ", expected a data file");
   file_ = std::fopen(path.c_str(), "rb");
   BNLAB_CHECK(file_ != nullptr, path, ": cannot open (", std::strerror(errno), ")");
   // File size via seek: works for any regular file, and tells the plain-file payload length up

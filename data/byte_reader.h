@@ -45,9 +45,21 @@ int64_t max_dataset_bytes();
 // "the dataset size limit of <limit> bytes (<GiB>, <where it comes from>; ...)", for messages.
 std::string dataset_limit_text(int64_t limit);
 
+// What `path` is when it exists (symlinks followed) but is not a regular file: "a directory",
+// "a FIFO", "a socket", "a character device" or "a block device"; "" for a regular file or when
+// nothing is there. Data files are read only when regular: opening a FIFO waits for a writer,
+// forever if none comes, and a directory reads as nothing.
+std::string non_regular_kind(const std::string& path);
+
+// Throws "<who>: <path> is a directory, expected a data file" when non_regular_kind(path) is not
+// empty. For a dataset's file looked up by name: a directory by that name is not a missing file,
+// and "not found" with a fetch command would send the user the wrong way.
+void refuse_non_regular(const std::string& path, const std::string& who);
+
 class ByteReader {
  public:
-  // Opens `path`; throws "<path>: cannot open (<reason>)" if it does not exist or is unreadable.
+  // Opens `path`; throws "<path>: cannot open (<reason>)" if it does not exist or is unreadable,
+  // and "<path>: is a FIFO, expected a data file" (non_regular_kind) without opening it.
   explicit ByteReader(const std::string& path);
   // Reads `bytes` (which must outlive the reader); `name` replaces the path in messages.
   ByteReader(std::string_view bytes, std::string name);

@@ -109,6 +109,7 @@ void read_one_batch(detail::ByteReader& in, const LayoutInfo& info, ImageDataset
 
 std::string require_file(const std::string& dir, const std::string& file, const std::string& name) {
   fs::path p = fs::path(dir) / file;
+  detail::refuse_non_regular(p.string(), name);
   std::error_code ec;
   BNLAB_CHECK(fs::is_regular_file(p, ec), name, ": ", p.string(), " not found");
   return p.string();
@@ -123,6 +124,8 @@ const std::vector<std::string>& cifar10_class_names() {
 }
 
 std::vector<std::string> read_class_names_file(const std::string& path) {
+  const std::string kind = detail::non_regular_kind(path);
+  BNLAB_CHECK(kind.empty(), path, ": is ", kind, ", expected a text file of class names");
   std::vector<std::string> names;
   std::ifstream in(path);
   std::string line;
@@ -220,6 +223,8 @@ ImageDataset load_cifar10(const std::string& dir, const std::string& split) {
       for (int64_t i = 0; i < 1000; ++i) first[static_cast<size_t>(i)] = i;
       return subset(full, first, "test_first1000");
     }
+    detail::refuse_non_regular((fs::path(dir) / "test_batch.bin").string(), name);
+    detail::refuse_non_regular((fs::path(dir) / "test_first1000.bin").string(), name);
     BNLAB_FAIL(name, ": ", (fs::path(dir) / "test_batch.bin").string(), " not found (nor ",
                (fs::path(dir) / "test_first1000.bin").string(), ")");
   }

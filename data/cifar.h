@@ -42,6 +42,7 @@ ImageDataset decode_cifar_batch(std::string_view bytes, const std::string& name_
 const std::vector<std::string>& cifar10_class_names();
 
 /// Non-empty lines of a names file (batches.meta.txt, fine_label_names.txt), trimmed; {} if absent.
+/// Throws naming the path if it exists but is not a regular file (a FIFO would block the read).
 std::vector<std::string> read_class_names_file(const std::string& path);
 
 /// A CIFAR-10 directory (data_batch_{1..5}.bin plus test_batch.bin and/or test_first1000.bin).

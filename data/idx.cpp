@@ -184,12 +184,15 @@ ImageDataset load_mnist_like(const std::string& dir, const std::string& split,
   const std::string prefix = split == "train" ? "train" : "t10k";
   const std::string images_base = prefix + "-images-idx3-ubyte";
   const std::string labels_base = prefix + "-labels-idx1-ubyte";
-  std::string images = find_idx_file(dir, images_base);
-  std::string labels = find_idx_file(dir, labels_base);
-  BNLAB_CHECK(!images.empty(), name, ": ", (fs::path(dir) / images_base).string(),
-              " not found (nor .gz)");
-  BNLAB_CHECK(!labels.empty(), name, ": ", (fs::path(dir) / labels_base).string(),
-              " not found (nor .gz)");
+  auto find = [&](const std::string& base) {
+    std::string found = find_idx_file(dir, base);
+    if (!found.empty()) return found;
+    for (const std::string& candidate : {base, base + ".gz"})
+      detail::refuse_non_regular((fs::path(dir) / candidate).string(), name);
+    BNLAB_FAIL(name, ": ", (fs::path(dir) / base).string(), " not found (nor .gz)");
+  };
+  const std::string images = find(images_base);
+  const std::string labels = find(labels_base);
   return read_idx_dataset(images, labels, name, split, class_names);
 }
 

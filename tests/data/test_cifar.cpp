@@ -3,6 +3,7 @@
 // such), and malformed files -- truncated, empty, labels out of range, over the dataset size limit
 // -- rejected naming the file.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include "core/error.h"
 #include "data/cifar.h"
@@ -196,4 +197,28 @@ TEST_CASE("data.cifar: CIFAR-10 directory protocol and names") {
   CHECK_THROWS_WITH_AS(load_dataset("cifar10", "holdout", data_dir),
                        doctest::Contains("unknown split 'holdout'"), Error);
   CHECK(dataset_splits("cifar10").size() == 5);
+}
+
+// A FIFO named batches.meta.txt made `bnlab data info --dataset cifar10` wait forever for a
+// writer; a directory named data_batch_1.bin was "not found", with a fetch command.
+TEST_CASE("data.cifar: a FIFO or directory in place of a data file is refused naming it") {
+  TempDir dir("cifar");
+  fs::path root = dir.path / "cifar-10";
+  fs::create_directories(root / "data_batch_1.bin");
+  for (int b = 2; b <= 5; ++b) {
+    write_bytes((root / ("data_batch_" + std::to_string(b) + ".bin")).string(),
+                cifar10_file({static_cast<uint8_t>(b)}, b));
+  }
+  const std::string data_dir = dir.path.string();
+  const std::string batch = (root / "data_batch_1.bin").string();
+  CHECK_THROWS_WITH_AS(
+      load_dataset("cifar10", "train", data_dir),
+      doctest::Contains(("cifar10: " + batch + " is a directory, expected a data file").c_str()),
+      Error);
+  CHECK(load_dataset("cifar10", "val", data_dir).size() == 1);
+
+  const std::string meta = (root / "batches.meta.txt").string();
+  REQUIRE(::mkfifo(meta.c_str(), 0600) == 0);
+  CHECK(refused_in_child([&] { load_dataset("cifar10", "val", data_dir); },
+                         meta + ": is a FIFO, expected a text file of class names"));
 }

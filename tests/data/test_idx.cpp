@@ -3,6 +3,7 @@
 // absurd dimensions, trailing bytes, mismatched counts, bad labels, gzip bombs, claims over the
 // dataset size limit -- rejected with a message naming the file.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include "core/error.h"
 #include "core/io.h"
@@ -67,6 +68,38 @@ TEST_CASE("data.idx: load_mnist_like pairs images and labels, plain or .gz names
                        doctest::Contains("t10k-images-idx3-ubyte not found"), Error);
   CHECK_THROWS_WITH_AS(load_mnist_like(dir.path.string(), "validation", "mnist", names),
                        doctest::Contains("unknown split 'validation'"), Error);
+}
+
+// A directory or FIFO by a data file's name was "not found (nor .gz)", with a fetch command for a
+// dataset that is there; ByteReader refuses one without opening it (opening a FIFO waits for a
+// writer).
+TEST_CASE("data.idx: a directory or FIFO in place of a data file is refused naming it") {
+  TempDir dir("idx");
+  const fs::path mnist = dir.path / "mnist";
+  const std::string images = (mnist / "t10k-images-idx3-ubyte").string();
+  fs::create_directories(images);
+  write_bytes((mnist / "t10k-labels-idx1-ubyte").string(), idx_labels_file({1}));
+  CHECK_THROWS_WITH_AS(
+      load_dataset("mnist", "test", dir.path.string()),
+      doctest::Contains(("mnist: " + images + " is a directory, expected a data file").c_str()),
+      Error);
+  // Not "not found", so no fetch command for a dataset that is there.
+  std::string message;
+  try {
+    load_dataset("mnist", "test", dir.path.string());
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  CHECK(message.find("fetch_data.sh") == std::string::npos);
+
+  const std::string labels = (mnist / "train-labels-idx1-ubyte.gz").string();
+  write_bytes((mnist / "train-images-idx3-ubyte").string(), idx_images_file(1, 2, 2));
+  REQUIRE(::mkfifo(labels.c_str(), 0600) == 0);
+  CHECK_THROWS_WITH_AS(load_dataset("mnist", "train", dir.path.string()),
+                       doctest::Contains((labels + " is a FIFO, expected a data file").c_str()),
+                       Error);
+  CHECK(refused_in_child([&] { read_idx_labels(labels); },
+                         labels + ": is a FIFO, expected a data file"));
 }
 
 TEST_CASE("data.idx: truncated files are rejected with the header's claim and the real length") {
