@@ -1,5 +1,6 @@
 // bnlab: the command-line front door. main only dispatches: bad flags print the problem and the
-// subcommand's usage and exit 2 (CLI11); library errors print "error: ..." and exit 1.
+// subcommand's usage and exit 2 (CLI11); library errors print "error: ..." and exit 1, and so does
+// output that did not reach stdout (a full disk): results must not be lost with exit 0.
 //
 // Every message goes out in one write(2) (core/io.h write_whole_line): under mpirun, or in a
 // test's `2>&1`, several processes share one pipe, and a line written in parts can be split by
@@ -8,9 +9,11 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <sstream>
 #include <vector>
@@ -173,6 +176,30 @@ std::string did_you_mean(const CLI::App& app, const std::string& arg) {
   return best.empty() ? "" : given + ": did you mean " + best + "?\n";
 }
 
+void report_stdout_error(int err) {
+  bnlab::write_whole_line(STDERR_FILENO,
+                          std::string("bnlab: error writing standard output") +
+                              (err != 0 ? std::string(": ") + std::strerror(err) : "") + "\n");
+}
+
+// Results lost to a full disk or a closed pipe must not exit 0 (coreutils' close_stdout): stdout
+// is flushed here and a write that failed, now or earlier, is reported. A command that failed
+// already keeps its own exit code.
+int check_stdout(int code) {
+  errno = 0;
+  std::cout.flush();
+  // std::cout writes through C's stdout (sync_with_stdio), but skips the flush while its failbit
+  // is set (ablate's ranks other than 0): stdout itself is flushed too.
+  const bool flushed = std::fflush(stdout) == 0;
+  int err = errno;
+  if (flushed && std::ferror(stdout) == 0 && !std::cout.bad()) return code;
+  // The write that failed was an earlier one (a long output), its errno long overwritten. A write
+  // of nothing, harmless, gets it again from a device that refuses every write (/dev/full).
+  if (err == 0 && ::write(STDOUT_FILENO, "", 0) < 0) err = errno;
+  report_stdout_error(err);
+  return code == 0 ? 1 : code;
+}
+
 void print_error(const std::exception& e, bool with_location) {
   std::string line = std::string("error: ") + e.what();
   if (const auto* be = dynamic_cast<const bnlab::Error*>(&e);
@@ -182,13 +209,7 @@ void print_error(const std::exception& e, bool with_location) {
   bnlab::write_whole_line(STDERR_FILENO, line + "\n");
 }
 
-}  // namespace
-
-}  // namespace bnlab::apps
-
-int main(int argc, char** argv) {
-  using namespace bnlab;
-  using namespace bnlab::apps;
+int run_bnlab(int argc, char** argv) {
   set_command_line(argc, argv);  // printed back as the resume command after SIGINT/SIGTERM
   CLI::App app{
       "bnlab: see what batch normalization does. Train, evaluate and ablate networks on MNIST,\n"
@@ -219,7 +240,10 @@ int main(int argc, char** argv) {
     if (e.get_exit_code() == 0) {  // --help, --version: CLI11 prints them, in one write
       std::ostringstream out, err;
       app.exit(e, out, err);
-      bnlab::write_whole_line(STDOUT_FILENO, out.str());
+      if (!bnlab::write_whole_line(STDOUT_FILENO, out.str())) {
+        report_stdout_error(errno);
+        return 1;
+      }
       bnlab::write_whole_line(STDERR_FILENO, err.str());
       return 0;
     }
@@ -270,4 +294,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+}  // namespace bnlab::apps
+
+int main(int argc, char** argv) {
+  return bnlab::apps::check_stdout(bnlab::apps::run_bnlab(argc, argv));
 }

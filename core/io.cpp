@@ -288,13 +288,15 @@ void ensure_directory(const std::string& dir) {
   }
 }
 
-void write_whole_line(int fd, std::string_view text) {
+bool write_whole_line(int fd, std::string_view text) {
   while (!text.empty()) {
     ssize_t n = ::write(fd, text.data(), text.size());
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
+    if (n == 0) errno = EIO;  // no progress and no reason given: retrying could spin forever
+    if (n <= 0) return false;
     text.remove_prefix(static_cast<size_t>(n));
   }
+  return true;
 }
 
 }  // namespace bnlab

@@ -42,8 +42,9 @@ std::string read_file(const std::string& path);
 /// up to PIPE_BUF = 4096 bytes reaches a pipe whole), retrying only the unwritten rest after a
 /// short write or EINTR. For messages several processes print into one pipe (mpirun, a test's
 /// `2>&1`): an iostream `cerr << a << b` is one write per part, and another process's line can land
-/// between them. Errors of the write itself are ignored: there is nowhere left to report them.
-void write_whole_line(int fd, std::string_view text);
+/// between them. Returns false, errno saying why, if the text could not all be written: a caller
+/// writing to stderr has nowhere left to report that, one writing results to stdout does.
+bool write_whole_line(int fd, std::string_view text);
 
 /// Creates `dir` and its missing parents (mkdir -p); throws if it cannot, if `dir` exists but is
 /// not a directory, or if it is not writable.

@@ -2,10 +2,15 @@
 // negative batch sizes, negative steps/epochs, bad --on-nan, out-of-range numbers, bad ablation
 // factors, zero length) exit 2 with the problem named and where the flags are listed, before any
 // data is read; a missing dataset and an output directory that cannot be created exit 1 with a
-// message that says what to do. docs/robustness.md lists them.
+// message that says what to do, and so does output that cannot be written to stdout.
+// docs/robustness.md lists them.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
+
+#include <cmath>
 
 #include "apps_test_util.h"
+#include "core/serialize.h"
 
 using namespace apps_test;
 
@@ -239,4 +244,55 @@ TEST_CASE("apps.errors: messages carry no source location unless --debug asks fo
   CHECK(debug.exit_code == 1);
   CHECK(contains(debug.output, "(at "));
   CHECK(contains(debug.output, ".cpp:"));
+}
+
+// coreutils' rule: output that did not reach stdout (a full disk; here /dev/full, whose every
+// write fails with ENOSPC) is an error, not a silent exit 0. Only ever opened for writing.
+TEST_CASE("apps.cli: output lost to a full stdout is an error naming the cause") {
+  struct stat st {};
+  if (::stat("/dev/full", &st) != 0 || !S_ISCHR(st.st_mode)) {
+    MESSAGE("skipped: /dev/full is not a character device here");
+    return;
+  }
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 40, 10);
+  const std::string data = " --data-dir " + shell_quote(dir.file("data"));
+  const std::string run = shell_quote(dir.file("run"));
+  REQUIRE(run_cli("train --model mlp --steps 1 --batch-size 8 --threads 1 --out " + run + data)
+              .exit_code == 0);
+  // The braces keep stderr on the captured pipe: only stdout goes to /dev/full.
+  auto to_full = [](const std::string& args) {
+    return run_shell("{ " + shell_quote(BNLAB_CLI_PATH) + " " + args + " >/dev/full; }");
+  };
+  const std::vector<std::string> commands = {
+      "eval --checkpoint " + run + data,
+      "data info" + data,
+      "info",
+      "study --list",
+      "--help",
+      "train --help",
+      "train --model mlp --steps 1 --batch-size 8 --threads 1 --out " +
+          shell_quote(dir.file("run2")) + data,
+  };
+  for (const std::string& args : commands) {
+    CAPTURE(args);
+    CliResult r = to_full(args);
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 1);
+    CHECK(contains(r.output, "bnlab: error writing standard output: No space left on device\n"));
+  }
+  // A command that failed on its own keeps its exit code: 3 for weights that went NaN.
+  const std::string model = dir.file("run") + "/model.safetensors";
+  bnlab::SafetensorsFile saved = bnlab::load_safetensors(model);
+  saved.tensors[0].tensor = saved.tensors[0].tensor.clone();
+  saved.tensors[0].tensor.data()[0] = NAN;
+  bnlab::save_safetensors(model, saved.tensors, saved.metadata);
+  CliResult nan = to_full("eval --checkpoint " + run + data);
+  CAPTURE(nan.output);
+  CHECK(nan.exit_code == 3);
+  CHECK(contains(nan.output, "bnlab: error writing standard output"));
+  // A usage error writes nothing to stdout, and stays a usage error.
+  CliResult usage = to_full("bench --workloads W9");
+  CHECK(usage.exit_code == 2);
+  CHECK_FALSE(contains(usage.output, "error writing standard output"));
 }
