@@ -454,12 +454,15 @@ Command add_bench_command(CLI::App& parent) {
   app->add_option("--threads", o->threads, "Comma-separated thread counts")
       ->check(whole_number_list_in(1, 1024))
       ->capture_default_str();
-  // Lists are checked item by item while parsing, so a bad one is a flag error (exit 2).
+  // Lists are checked item by item while parsing, so a bad one is a flag error (exit 2); so is a
+  // list of nothing ('' or ','), which would measure nothing.
   auto each_item = [](auto check) {
     return CLI::Validator(
         [check](std::string& s) -> std::string {
+          const std::vector<std::string> items = split_list(s);
+          if (items.empty()) return "must list at least one, got '" + s + "'";
           try {
-            for (const auto& item : split_list(s)) check(item);
+            for (const auto& item : items) check(item);
           } catch (const Error& e) {
             return e.what();
           }
@@ -494,7 +497,7 @@ Command add_bench_command(CLI::App& parent) {
   // the runner instead, as a usage error (exit 2).
   app->add_option("--child", o->child)->group("");
 
-  Runner run = [o]() {
+  Runner run = [o, app]() {
     const MeasureOptions& mo = o->measure;
     if (!o->child.empty()) {
       // "workload:norm:threads[:pair | :scale:base]", written by the parent below.
@@ -540,8 +543,10 @@ Command add_bench_command(CLI::App& parent) {
     BNLAB_CHECK(!threads.empty() && !names.empty() && !norms.empty(),
                 "bench: --threads, --workloads and --norms must not be empty");
     check_combinations(names, norms);
-    if (!o->json_path.empty()) {
+    // Given at all, not "given and not empty": --json '' measured everything and wrote nothing.
+    if (app->count("--json") > 0) {
       // Found before the minutes of measuring, not when the results are written.
+      if (o->json_path.empty()) throw UsageError("bench: --json must name a file, got ''");
       const fs::path parent = fs::path(o->json_path).parent_path();
       std::error_code ec;
       if (fs::is_directory(o->json_path, ec) ||

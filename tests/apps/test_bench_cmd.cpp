@@ -1,7 +1,7 @@
 // bnlab bench: a minimal real run writes the table and a JSON document with every measured field,
 // and --paired the in-process cost of a norm against none and the speed-up over the first thread
-// count; bad lists are rejected with the offending value named; bench/compare_pytorch.py's pure
-// helpers pass their own tests. (No timing is asserted.)
+// count; bad or empty lists and an empty --json are rejected with the offending value named;
+// bench/compare_pytorch.py's pure helpers pass their own tests. (No timing is asserted.)
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
@@ -191,6 +191,28 @@ TEST_CASE("apps.bench: unknown workloads, norms and thread counts are flag error
     CliResult t = run_cli(std::string("bench --threads ") + bad);
     CHECK(t.exit_code == 2);
     CHECK(t.output.find("--threads") != std::string::npos);
+  }
+}
+
+// An empty list measured nothing and exited 1; an empty --json measured everything and wrote
+// nothing. Both are refused as flag errors, before anything is measured.
+TEST_CASE("apps.bench: an empty --workloads, --norms or --json is a flag error (exit 2)") {
+  struct Case {
+    std::string flags, flag;
+  };
+  for (const Case& c : std::vector<Case>{{"--workloads ''", "--workloads"},
+                                         {"--workloads ,", "--workloads"},
+                                         {"--norms ''", "--norms"},
+                                         {"--norms ,,", "--norms"},
+                                         {"--json ''", "--json"}}) {
+    CAPTURE(c.flags);
+    CliResult r = run_cli("bench --threads 1 --workloads W1 --norms none " + c.flags);
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.output, "error: "));
+    CHECK(contains(r.output, c.flag));
+    CHECK(contains(r.output, "--help"));
+    CHECK_FALSE(contains(r.output, "train img/s"));  // no table was started
   }
 }
 
