@@ -142,7 +142,8 @@ bool show_error_locations(bool debug_flag) {
 #endif
 }
 
-// Levenshtein distance, for "did you mean" (a flag is short: the quadratic table is nothing).
+// Levenshtein distance, for "did you mean" (a flag or a command is short: the quadratic table is
+// nothing).
 size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> row(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
@@ -158,22 +159,45 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return row[b.size()];
 }
 
+// The candidate closest to `word`, if at most two edits away ("" otherwise).
+std::string closest(const std::string& word, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_distance = 3;
+  for (const std::string& c : candidates) {
+    size_t d = edit_distance(word, c);
+    if (d < best_distance) {
+      best_distance = d;
+      best = c;
+    }
+  }
+  return best;
+}
+
 // "did you mean --epochs?" for an unknown --flag close to one the subcommand has ("" otherwise).
 std::string did_you_mean(const CLI::App& app, const std::string& arg) {
   if (arg.rfind("--", 0) != 0) return "";
   const std::string given = arg.substr(0, arg.find('='));
-  std::string best;
-  size_t best_distance = 3;  // at most two edits away
-  for (const CLI::Option* o : app.get_options()) {
-    for (const std::string& name : o->get_lnames()) {
-      size_t d = edit_distance(given, "--" + name);
-      if (d < best_distance) {
-        best_distance = d;
-        best = "--" + name;
-      }
-    }
-  }
+  std::vector<std::string> flags;
+  for (const CLI::Option* o : app.get_options())
+    for (const std::string& name : o->get_lnames()) flags.push_back("--" + name);
+  const std::string best = closest(given, flags);
   return best.empty() ? "" : given + ": did you mean " + best + "?\n";
+}
+
+// The names of `app`'s subcommands (option groups are nameless subcommands: left out).
+std::vector<std::string> command_names(const CLI::App& app) {
+  std::vector<std::string> names;
+  for (const CLI::App* sub : app.get_subcommands(nullptr))
+    if (!sub->get_name().empty()) names.push_back(sub->get_name());
+  return names;
+}
+
+// The word given where `selected` wanted one of its subcommands ("" if there is none): the first
+// word CLI11 left over, when `selected` has subcommands, none was given, and it is not a --flag.
+std::string unknown_command(const std::vector<std::string>& leftovers, const CLI::App& selected) {
+  if (leftovers.empty() || leftovers[0].rfind('-', 0) == 0 || !selected.get_subcommands().empty())
+    return "";
+  return command_names(selected).empty() ? "" : leftovers[0];
 }
 
 void report_stdout_error(int err) {
@@ -254,14 +278,28 @@ int run_bnlab(int argc, char** argv) {
       selected = selected->get_subcommands().front();
       command += " " + selected->get_name();
     }
-    std::string hint;
-    if (dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr) {
-      // CLI11 lists the unexpected arguments after the colon of its message.
-      std::istringstream extras(std::string(e.what()).substr(std::string(e.what()).find(':') + 1));
-      for (std::string extra; extras >> extra;) hint += did_you_mean(*selected, extra);
+    // A word CLI11 did not know is said first, whatever else it found: it checks for required
+    // flags and subcommands before it looks at what is left over, so `eval --checkpont x` was
+    // "--checkpoint is required" and `traing` "A subcommand is required", neither naming the typo.
+    // With fallthrough, the words no subcommand knew are left with the top-level app.
+    const std::vector<std::string> leftovers = app.remaining(true);
+    const std::string word = unknown_command(leftovers, *selected);
+    std::string message = std::string(e.what()) + "\n";
+    if (!word.empty()) {
+      const std::string near = closest(word, command_names(*selected));
+      message = "unknown command '" + word + "'" +
+                (near.empty() ? "" : "; did you mean '" + near + "'?") + "\n";
+    } else if (!leftovers.empty()) {
+      // In the order given (CLI11's own message lists them backwards).
+      message = std::string("The following argument") + (leftovers.size() > 1 ? "s were" : " was") +
+                " not expected:";
+      for (const std::string& w : leftovers) message += " " + w;
+      message += "\n";
+      for (const std::string& w : leftovers) message += did_you_mean(*selected, w);
     }
-    bnlab::write_whole_line(STDERR_FILENO, std::string("error: ") + e.what() + "\n" + hint +
-                                               "Run '" + command + " --help' for the flags.\n");
+    bnlab::write_whole_line(STDERR_FILENO, "error: " + message + "Run '" + command +
+                                               " --help' for the " +
+                                               (word.empty() ? "flags" : "commands") + ".\n");
     return 2;
   }
   try {

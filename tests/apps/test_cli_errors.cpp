@@ -41,10 +41,48 @@ TEST_CASE("apps.cli: an unknown flag exits 2 naming the flag and pointing at --h
   CHECK(contains(typo.output, "--nesterv: did you mean --nesterov?"));
   CHECK_FALSE(contains(r.output, "did you mean"));  // --no-such-flag is close to nothing
 
-  // An unknown subcommand: CLI11 reports the missing subcommand (not the word).
-  CliResult sub = run_cli("no-such-command");
-  CHECK(sub.exit_code == 2);
-  CHECK(contains(sub.output, "Run 'bnlab --help' for the flags."));
+  // Listed in the order given.
+  CHECK(contains(r.output, "error: The following arguments were not expected: --no-such-flag 3\n"));
+}
+
+// CLI11 checks required flags and subcommands before it looks at the words it did not know: a
+// misspelled command was "A subcommand is required" and a misspelled required flag "--checkpoint
+// is required", neither naming the typo.
+TEST_CASE("apps.cli: an unknown command or flag is named first, with the closest known one") {
+  struct Case {
+    std::string args, expect, help;
+  };
+  const std::vector<Case> cases = {
+      {"traing", "error: unknown command 'traing'; did you mean 'train'?\n",
+       "bnlab --help' for the commands"},
+      {"traing --epochs 2", "error: unknown command 'traing'; did you mean 'train'?\n",
+       "bnlab --help' for the commands"},
+      {"Eval", "error: unknown command 'Eval'; did you mean 'eval'?\n",
+       "bnlab --help' for the commands"},
+      {"bogus", "error: unknown command 'bogus'\n", "bnlab --help' for the commands"},
+      {"data shwo", "error: unknown command 'shwo'; did you mean 'show'?\n",
+       "bnlab data --help' for the commands"},
+      {"eval --checkpont x",
+       "error: The following arguments were not expected: --checkpont x\n--checkpont: did you "
+       "mean --checkpoint?\n",
+       "bnlab eval --help' for the flags"},
+      {"--bogus", "error: The following argument was not expected: --bogus\n",
+       "bnlab --help' for the flags"},
+      // Nothing unknown: CLI11's own message.
+      {"eval", "error: --checkpoint is required\n", "bnlab eval --help' for the flags"},
+      {"", "error: A subcommand is required\n", "bnlab --help' for the flags"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.args);
+    CliResult r = run_cli(c.args);
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.output, c.expect));
+    CHECK(contains(r.output, "Run '" + c.help + ".\n"));
+    CHECK_FALSE(contains(r.output, "Options:"));
+  }
+  CHECK_FALSE(contains(run_cli("bogus").output, "did you mean"));
+  CHECK_FALSE(contains(run_cli("eval --checkpont x").output, "is required"));
 }
 
 TEST_CASE("apps.cli: bad flag values exit 2 naming the flag and the value") {
