@@ -170,8 +170,23 @@ ImageDataset load_dataset(const std::string& raw_name, const std::string& split,
     std::error_code ec;
     BNLAB_CHECK(fs::is_directory(root, ec), "dataset ", name, ": ", root.string(),
                 " is not a directory");
-    fs::path dir = !split.empty() && fs::is_directory(root / split, ec) ? root / split : root;
-    ImageDataset data = load_image_folder(dir.string());
+    fs::path dir = root;
+    if (!split.empty() && fs::is_directory(root / split, ec)) {
+      dir = root / split;
+    } else if (!split.empty() &&
+               (fs::is_directory(root / "train", ec) || fs::is_directory(root / "test", ec))) {
+      // PATH itself serves a split only when PATH is not divided into splits: it would read
+      // PATH/train/ as a class folder, and report that class folder's missing images.
+      std::string has;
+      for (const char* s : {"train", "val", "test"})
+        if (fs::is_directory(root / s, ec)) has += std::string(has.empty() ? "" : ", ") + s + "/";
+      BNLAB_FAIL("dataset ", name, ": ", (root / split).string(), "/ is missing: ", root.string(),
+                 " is divided into splits (it has ", has, "), so the ", split, " split must be ",
+                 (root / split).string(), "/<class>/<image>, with the same class folders as ", has,
+                 " (or put the class folders in ", root.string(),
+                 " itself, one set of images for every split)");
+    }
+    ImageDataset data = detail::load_image_folder_without_options(dir.string());
     data.split = split;
     return data;
   }

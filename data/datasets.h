@@ -16,7 +16,8 @@
 // (batches 1-4), "val" (batch 5), "trainval" (1-5), "test" (test_batch.bin, or the 1000 official
 // test images of test_first1000.bin, then named split "test_first1000") and "test_first1000"
 // (data/cifar.h); cifar100 has "train" and "test"; "folder:PATH" reads PATH/<split>/<class>/* if
-// that exists, else PATH/<class>/* (data/image_folder.h).
+// that exists, else PATH/<class>/* (data/image_folder.h) unless PATH has train/ or test/: PATH is
+// then divided into splits, and a split without its directory is an error naming it.
 #pragma once
 
 #include <optional>

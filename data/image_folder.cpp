@@ -307,7 +307,12 @@ DecodedImage decode_image(std::string_view bytes, const std::string& name_for_er
   return out;
 }
 
-ImageDataset load_image_folder(const std::string& root_str, const ImageFolderOptions& options) {
+namespace {
+
+// `option_hints`: whether an error may suggest an ImageFolderOptions setting. load_image_folder's
+// callers can set one; load_dataset's, among them the CLI's users of --dataset folder:PATH, cannot.
+ImageDataset load_folder(const std::string& root_str, const ImageFolderOptions& options,
+                         bool option_hints) {
   const fs::path root(root_str);
   std::error_code ec;
   BNLAB_CHECK(fs::is_directory(root, ec), "image_folder: ", root_str,
@@ -345,8 +350,11 @@ ImageDataset load_image_folder(const std::string& root_str, const ImageFolderOpt
     BNLAB_CHECK(!files.empty() || options.allow_empty, "image_folder: class folder ",
                 (root / classes[k]).string(),
                 " holds no .png/.jpg/.jpeg/.bmp images; every class sub-directory needs at least "
-                "one (remove the folder, or set ImageFolderOptions::allow_empty to keep it as a "
-                "class without images)");
+                "one (",
+                option_hints ? "remove the folder, or set ImageFolderOptions::allow_empty to keep "
+                               "it as a class without images"
+                             : "add images to it, or remove it",
+                ")");
   }
 
   // Header pass: every image's size and channel count, without decoding pixels.
@@ -378,7 +386,8 @@ ImageDataset load_image_folder(const std::string& root_str, const ImageFolderOpt
     for (const Entry& e : entries) {
       BNLAB_CHECK(e.height == H && e.width == W, "image_folder: ", e.path, " is ", e.width, "x",
                   e.height, " but ", entries[0].path, " is ", W, "x", H,
-                  "; give a fixed size (height, width) to resize every image");
+                  option_hints ? "; give a fixed size (height, width) to resize every image"
+                               : "; every image of a folder dataset needs the same size");
     }
   }
 
@@ -390,9 +399,11 @@ ImageDataset load_image_folder(const std::string& root_str, const ImageFolderOpt
   const int64_t total = static_cast<int64_t>(entries.size()) * CHW;
   BNLAB_CHECK(total <= options.max_total_bytes, "image_folder: ", root_str, " holds ",
               entries.size(), " images of ", C, "x", H, "x", W, " (C x H x W), ", total,
-              " bytes decoded, over the limit of ", options.max_total_bytes,
-              " bytes (ImageFolderOptions::max_total_bytes: raise it, or give a smaller height and "
-              "width to resize to)");
+              " bytes decoded, over the limit of ", options.max_total_bytes, " bytes (",
+              option_hints ? "ImageFolderOptions::max_total_bytes: raise it, or give a smaller "
+                             "height and width to resize to"
+                           : "use fewer or smaller images",
+              ")");
 
   ImageDataset out;
   out.name =
@@ -415,5 +426,19 @@ ImageDataset load_image_folder(const std::string& root_str, const ImageFolderOpt
   }
   return out;
 }
+
+}  // namespace
+
+ImageDataset load_image_folder(const std::string& root, const ImageFolderOptions& options) {
+  return load_folder(root, options, /*option_hints=*/true);
+}
+
+namespace detail {
+
+ImageDataset load_image_folder_without_options(const std::string& root) {
+  return load_folder(root, {}, /*option_hints=*/false);
+}
+
+}  // namespace detail
 
 }  // namespace bnlab

@@ -82,6 +82,10 @@ ImageDataset load_image_folder(const std::string& root, const ImageFolderOptions
 
 namespace detail {
 
+// load_image_folder with the default options, for load_dataset (folder:PATH), whose callers cannot
+// set them: its errors suggest no ImageFolderOptions setting.
+ImageDataset load_image_folder_without_options(const std::string& root);
+
 // What decode_image hands stb_image for a PNG with zero-length IDAT chunks (after the first chunk):
 // a copy without them, since stb 2.27 calls memcpy(NULL, src, 0) for a zero-length first IDAT
 // (image_folder.cpp says more). "" when `bytes` is not a PNG or has no such chunk, so no copy is

@@ -174,7 +174,9 @@ std::vector<Knob> make_knobs() {
       "model.name", "--model", "Model: " + join(model_names()),
       [](TrainConfig& c) -> std::string& { return c.model.name; }, model_names)));
   t.push_back(factor(text(
-      "dataset", "--dataset", "Dataset: mnist, fashion-mnist, cifar10, cifar100, folder:PATH",
+      "dataset", "--dataset",
+      "Dataset: mnist, fashion-mnist, cifar10, cifar100, folder:PATH (images in "
+      "PATH/train/<class>/ and PATH/test/<class>/, or in PATH/<class>/ for every split)",
       [](TrainConfig& c) -> std::string& { return c.dataset; },
       [](const std::string& v) {
         try {

@@ -670,6 +670,36 @@ TEST_CASE("apps.train: a folder whose test split has other classes or another si
   CHECK(contains(ev.output, "the test split's classes (a) are not the training split's (a, b)"));
 }
 
+// The test split fell back to the folder itself: train/ was read as a class folder and reported
+// as holding no images, with a hint to a C++ option a CLI user cannot set.
+TEST_CASE("apps.train: a folder with train/ but no test/ names the missing split") {
+  TempDir dir;
+  const fs::path root = dir.path / "pics";
+  write_png_folder_split(root, "train", 4, 7);
+  CliResult r =
+      run_cli("train --model mlp --dataset " + shell_quote("folder:" + root.string()) +
+              " --steps 2 --batch-size 4 --threads 1 --out " + shell_quote(dir.file("run")));
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.output, "error: dataset folder:" + root.string() + ": " +
+                               (root / "test").string() + "/ is missing: " + root.string() +
+                               " is divided into splits (it has train/)"));
+  CHECK_FALSE(contains(r.output, "ImageFolderOptions"));
+  CHECK_FALSE(contains(r.output, "holds no"));
+
+  // An empty class folder: what to do with it, in terms a CLI user can act on.
+  write_png_folder_split(root, "test", 2, 11);
+  fs::create_directories(root / "train" / "c");
+  CliResult empty = run_cli("data info --dataset " + shell_quote("folder:" + root.string()));
+  CAPTURE(empty.output);
+  CHECK(empty.exit_code == 1);
+  CHECK(contains(empty.output, "class folder " + (root / "train" / "c").string() +
+                                   " holds no .png/.jpg/.jpeg/.bmp images; every class "
+                                   "sub-directory needs at least one (add images to it, or remove "
+                                   "it)"));
+  CHECK_FALSE(contains(empty.output, "ImageFolderOptions"));
+}
+
 TEST_CASE("apps.eval: a folder run's training split is loaded once, for the check and statistics") {
   // Found by the API attack of 2026-12-06: evaluating a folder run whose config.json predates its
   // recorded normalization loaded the training split for the split's check, then again (with the

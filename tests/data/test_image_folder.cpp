@@ -2,7 +2,8 @@
 // become a [N, C, H, W] uint8 dataset -- classes sorted by name, exact pixels in CHW order,
 // grayscale detected, gray replicated when mixed with RGB, optional resize -- and unreadable or
 // mismatched images, empty class folders and folders over the decoded-size limit are reported with
-// their path; PNGs with zero-length IDAT chunks decode as without them.
+// their path (through load_dataset, suggesting no option its callers cannot set); a folder divided
+// into splits names the split it lacks; PNGs with zero-length IDAT chunks decode as without them.
 #include <doctest/doctest.h>
 #include <stb_image_write.h>
 
@@ -213,6 +214,22 @@ TEST_CASE("data.image_folder: a folder over max_total_bytes is refused from the 
                          "raise it, or give a smaller height and width to resize to)")
                             .c_str()),
       Error);
+  // load_dataset's callers (the CLI's folder:PATH) cannot raise the limit: 66 of them pass the
+  // default 4 GiB, and the message suggests no option.
+  fs::path many = dir.path / "many";
+  for (int i = 0; i < 66; ++i) {
+    fs::create_directories(many / (i % 2 ? "a" : "b"));
+    write_bytes((many / (i % 2 ? "a" : "b") / (std::to_string(i) + ".png")).string(),
+                std::vector<uint8_t>(png.begin(), png.end()));
+  }
+  try {
+    load_dataset("folder:" + many.string(), "train", "");
+    FAIL("a folder over 4 GiB was accepted");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find(" bytes decoded, over the limit of 4294967296 bytes (use "
+                                     "fewer or smaller images)") != std::string::npos);
+    CHECK(std::string(e.what()).find("ImageFolderOptions") == std::string::npos);
+  }
 
   // The limit counts the dataset as stored: channels after conversion, size after resizing.
   fs::path small = dir.path / "small";
@@ -339,4 +356,64 @@ TEST_CASE("data.image_folder: load_dataset(\"folder:PATH\") picks PATH/<split> w
   ImageDataset val = load_dataset("folder:" + dir.path.string(), "val", "");
   CHECK(val.size() == 1);
   CHECK(val.class_names == std::vector<std::string>{"x"});
+}
+
+// A folder with train/ but no test/ fell back to the folder itself for the test split, read train/
+// as a class folder and reported it "holds no images", pointing a CLI user at a C++ option.
+TEST_CASE("data.image_folder: a folder divided into splits names the split it lacks") {
+  TempDir dir("folder");
+  const fs::path root = dir.path / "pets";
+  const std::string name = "folder:" + root.string();
+  write_png(root / "train" / "cat" / "1.png", 3, 3, 3, 1);
+  write_png(root / "train" / "dog" / "1.png", 3, 3, 3, 2);
+  CHECK(load_dataset(name, "train", "").size() == 2);
+  CHECK_THROWS_WITH_AS(
+      load_dataset(name, "test", ""),
+      doctest::Contains(("dataset " + name + ": " + (root / "test").string() +
+                         "/ is missing: " + root.string() +
+                         " is divided into splits (it has train/), so the test split must be " +
+                         (root / "test").string() + "/<class>/<image>")
+                            .c_str()),
+      Error);
+  // test/ without train/: the training split is the one missing.
+  fs::rename(root / "train", root / "test");
+  CHECK_THROWS_WITH_AS(load_dataset(name, "train", ""),
+                       doctest::Contains(((root / "train").string() + "/ is missing: " +
+                                          root.string() + " is divided into splits (it has test/)")
+                                             .c_str()),
+                       Error);
+  CHECK(load_dataset(name, "test", "").size() == 2);
+  // Class folders in the folder itself serve every split, as before.
+  fs::rename(root / "test" / "cat", root / "cat");
+  fs::rename(root / "test" / "dog", root / "dog");
+  fs::remove(root / "test");
+  CHECK(load_dataset(name, "test", "").class_names == std::vector<std::string>{"cat", "dog"});
+  CHECK(load_dataset(name, "train", "").size() == 2);
+
+  // load_dataset's callers (the CLI's --dataset folder:PATH) cannot set ImageFolderOptions: its
+  // errors do not suggest them; load_image_folder's do.
+  fs::create_directories(root / "eel");
+  try {
+    load_dataset(name, "train", "");
+    FAIL("an empty class folder was accepted");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("class folder " + (root / "eel").string() +
+                                     " holds no .png/.jpg/.jpeg/.bmp images; every class "
+                                     "sub-directory needs at least one (add images to it, or "
+                                     "remove it)") != std::string::npos);
+    CHECK(std::string(e.what()).find("ImageFolderOptions") == std::string::npos);
+  }
+  CHECK_THROWS_WITH_AS(load_image_folder(root.string()),
+                       doctest::Contains("ImageFolderOptions::allow_empty"), Error);
+  fs::remove(root / "eel");
+  write_png(root / "dog" / "2.png", 4, 4, 3, 3);  // another size
+  try {
+    load_dataset(name, "train", "");
+    FAIL("images of two sizes were accepted");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("every image of a folder dataset needs the same size") !=
+          std::string::npos);
+  }
+  CHECK_THROWS_WITH_AS(load_image_folder(root.string()),
+                       doctest::Contains("give a fixed size (height, width)"), Error);
 }
