@@ -2,11 +2,10 @@
 //
 // An exception cannot leave a region's body (core/region_error.h), and scratch whose size the
 // user's shapes decide can fail to allocate. Two ways, one per kind of scratch:
-// - TeamScratch: the region's whole team's buffers, allocated before the region starts as one
-//   pool buffer (repeated steps reuse it), one slice per thread. Its failure is an Error that the
-//   caller's `fail` composes, naming the op and its arguments. For scratch the calling thread can
-//   size: conv's im2col columns, Winograd's workspaces, the frequency-domain weight gradient's
-//   spectra.
+// - TeamScratch: the region's whole team's buffers, allocated before the region starts, one pool
+//   buffer per thread (repeated steps reuse them). Its failure is an Error that the caller's `fail`
+//   composes, naming the op and its arguments. For scratch the calling thread can size: conv's
+//   im2col columns, Winograd's workspaces, the frequency-domain weight gradient's spectra.
 // - grow_thread_scratch: a thread's own grow-once scratch (thread_local), for scratch that only the
 //   thread deep inside the op can size (batch norm's planes, the 2x2 max-pool's rows). Its failure
 //   is `fail`'s Error, which the region carries out through RegionError.
@@ -15,7 +14,6 @@
 #include <omp.h>
 
 #include <cstdint>
-#include <limits>
 #include <new>
 #include <stdexcept>
 #include <vector>
@@ -27,41 +25,36 @@ namespace bnlab::detail {
 
 class TeamScratch {
  public:
-  /// One buffer of `floats` for each of `team` threads (none when floats is 0). Each thread's slice
-  /// starts on its own 64-byte line, so that two threads writing their slices never share one.
-  /// `fail(e)` is called with the allocator's Error when the buffer cannot be had, and must throw
+  /// One buffer of `floats` for each of `team` threads (none when floats is 0), each its own pool
+  /// buffer: 64-byte aligned, so that two threads writing theirs never share a line. Not one
+  /// buffer sliced per thread: the pool rounds a buffer of 2 MiB or more up to whole 2 MiB huge
+  /// pages, resident in full once touched, so a team's buffer that crossed that size where each
+  /// thread's did not held up to 2 MiB that nothing used (cifar-cnn at two threads: 1.1-1.4 MB more
+  /// peak RSS from Winograd's workspaces, 2.9 MB from im2col's columns; docs/performance.md).
+  /// `fail(e)` is called with the allocator's Error when a buffer cannot be had, and must throw
   /// the op's own Error.
   template <class Fail>
-  TeamScratch(int64_t team, int64_t floats, Fail&& fail)
-      : team_(static_cast<int>(team)), stride_(line_multiple(floats)) {
+  TeamScratch(int64_t team, int64_t floats, Fail&& fail) : team_(static_cast<int>(team)) {
     if (floats == 0) return;
+    buffers_.reserve(static_cast<size_t>(team));
     try {
-      data_ = Tensor::empty({team, stride_});
+      for (int64_t t = 0; t < team; ++t) buffers_.push_back(Tensor::empty({floats}));
     } catch (const Error& e) {
       fail(e);
     }
   }
 
-  /// The team the region must run with (its num_threads): one slice each.
+  /// The team the region must run with (its num_threads): one buffer each.
   int team() const { return team_; }
-  /// Thread t's slice; null when there is no buffer.
+  /// Thread t's buffer; null when there is none.
   float* of_thread(int64_t t) const {
-    return data_.defined() ? const_cast<float*>(data_.data()) + t * stride_ : nullptr;
+    return buffers_.empty() ? nullptr : const_cast<float*>(buffers_[static_cast<size_t>(t)].data());
   }
   float* of_this_thread() const { return of_thread(omp_get_thread_num()); }
 
  private:
-  static constexpr int64_t kLineFloats = 16;
-  // Rounded up to whole lines unless that overflows; Tensor::empty then refuses the count.
-  static int64_t line_multiple(int64_t floats) {
-    return floats > std::numeric_limits<int64_t>::max() - kLineFloats
-               ? floats
-               : (floats + kLineFloats - 1) / kLineFloats * kLineFloats;
-  }
-
   int team_;
-  int64_t stride_;
-  Tensor data_;
+  std::vector<Tensor> buffers_;
 };
 
 /// v.resize(n) for a thread's grow-once scratch; `fail()` throws the op's Error when it cannot be
