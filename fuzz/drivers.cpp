@@ -193,12 +193,28 @@ Outcome run_schedule(std::string_view input) {
     std::unique_ptr<LrSchedule> s = parse_schedule(spec, total_steps);
     const int64_t max = std::numeric_limits<int64_t>::max();
     const int64_t past_end = total_steps > max - 7 ? max : total_steps + 7;
-    for (int64_t step :
-         {int64_t{0}, int64_t{1}, total_steps / 2, total_steps, past_end, int64_t{1} << 40, max}) {
+    // Within the run every rate must be a finite float (what the optimizers take) up to the step
+    // first_step_above names, which check_schedule_fits refuses a run for; past the run's end a
+    // growing schedule may reach +inf.
+    const double limit = std::numeric_limits<float>::max();
+    const int64_t over = s->first_step_above(0.1, limit, total_steps);
+    auto where = [&](int64_t step, double lr) {
+      return "schedule '" + spec + "' over " + std::to_string(total_steps) + " steps: lr at step " +
+             std::to_string(step) + " is " + std::to_string(lr) + ", first_step_above says " +
+             std::to_string(over);
+    };
+    require(over == -1 || (over >= 0 && over < total_steps), where(over, NAN));
+    if (over >= 0) {
+      require(!(s->lr(0.1, over) <= limit), where(over, s->lr(0.1, over)));
+      if (over > 0) require(s->lr(0.1, over - 1) <= limit, where(over - 1, s->lr(0.1, over - 1)));
+    }
+    const int64_t last = total_steps > 0 ? total_steps - 1 : 0;
+    for (int64_t step : {int64_t{0}, int64_t{1}, total_steps / 2, last, total_steps, past_end,
+                         int64_t{1} << 40, max}) {
       if (step < 0) continue;
       double lr = s->lr(0.1, step);
-      require(!std::isnan(lr) && lr >= 0, "schedule '" + spec + "': lr at step " +
-                                              std::to_string(step) + " is " + std::to_string(lr));
+      require(!std::isnan(lr) && lr >= 0, where(step, lr));
+      if (step < total_steps && (over < 0 || step < over)) require(lr <= limit, where(step, lr));
     }
   });
 }

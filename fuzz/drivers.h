@@ -46,8 +46,10 @@ Outcome run_image(std::string_view input);
 // expand_arms over a default configuration. Arm names and run directories must come out unique.
 Outcome run_grid(std::string_view input);
 // A learning-rate schedule spec: the first line is total_steps (a decimal, else 1000), the second
-// the spec; a schedule that parses is evaluated at a few steps and must give a rate >= 0 (or +inf
-// for a growing exponential), never NaN.
+// the spec; a schedule that parses is evaluated at a few steps and must give a rate >= 0, never
+// NaN, and a finite float at every step of the run before the one first_step_above names (+inf
+// past it, or past the run's end, for a growing schedule); that step's rate must be past the
+// float range, and the one before it not.
 Outcome run_schedule(std::string_view input);
 
 using Driver = Outcome (*)(std::string_view);

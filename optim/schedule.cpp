@@ -19,7 +19,38 @@ double LrSchedule::lr(double base_lr, int64_t step) const {
   return compute(base_lr, step);
 }
 
+int64_t LrSchedule::first_step_above(double base_lr, double limit, int64_t steps) const {
+  BNLAB_CHECK(std::isfinite(base_lr) && base_lr >= 0,
+              "lr schedule: the base learning rate must be finite and >= 0; got ", base_lr);
+  return steps < 1 ? -1 : find_step_above(base_lr, limit, steps);
+}
+
+int64_t LrSchedule::find_step_above(double, double, int64_t) const { return -1; }
+
+int64_t LrSchedule::monotone_step_above(double base_lr, double limit, int64_t from, int64_t to,
+                                        bool increasing) const {
+  // NaN counts as above: 0 * inf, a zero base rate times an overflowed factor, is NaN.
+  auto above = [&](int64_t step) { return !(compute(base_lr, step) <= limit); };
+  if (from >= to) return -1;
+  if (!increasing) return above(from) ? from : -1;
+  if (!above(to - 1)) return -1;
+  int64_t lo = from, hi = to - 1;  // above(hi); the first step above is in [lo, hi]
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (above(mid)) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
 double ConstantSchedule::compute(double base_lr, int64_t) const { return base_lr; }
+
+int64_t ConstantSchedule::find_step_above(double base_lr, double limit, int64_t steps) const {
+  return monotone_step_above(base_lr, limit, 0, steps, false);
+}
 
 StepLR::StepLR(int64_t step_size, double gamma) : step_size_(step_size), gamma_(gamma) {
   BNLAB_CHECK(step_size >= 1, "StepLR: step_size must be >= 1; got ", step_size);
@@ -29,6 +60,10 @@ StepLR::StepLR(int64_t step_size, double gamma) : step_size_(step_size), gamma_(
 
 double StepLR::compute(double base_lr, int64_t step) const {
   return base_lr * std::pow(gamma_, static_cast<double>(step / step_size_));
+}
+
+int64_t StepLR::find_step_above(double base_lr, double limit, int64_t steps) const {
+  return monotone_step_above(base_lr, limit, 0, steps, gamma_ > 1);
 }
 
 MultiStepLR::MultiStepLR(std::vector<int64_t> milestones, double gamma)
@@ -50,6 +85,10 @@ double MultiStepLR::compute(double base_lr, int64_t step) const {
   return base_lr * std::pow(gamma_, static_cast<double>(passed));
 }
 
+int64_t MultiStepLR::find_step_above(double base_lr, double limit, int64_t steps) const {
+  return monotone_step_above(base_lr, limit, 0, steps, gamma_ > 1);
+}
+
 ExponentialLR::ExponentialLR(double gamma) : gamma_(gamma) {
   BNLAB_CHECK(std::isfinite(gamma) && gamma >= 0,
               "ExponentialLR: gamma must be finite and >= 0; got ", gamma);
@@ -57,6 +96,10 @@ ExponentialLR::ExponentialLR(double gamma) : gamma_(gamma) {
 
 double ExponentialLR::compute(double base_lr, int64_t step) const {
   return base_lr * std::pow(gamma_, static_cast<double>(step));
+}
+
+int64_t ExponentialLR::find_step_above(double base_lr, double limit, int64_t steps) const {
+  return monotone_step_above(base_lr, limit, 0, steps, gamma_ > 1);
 }
 
 CosineAnnealingLR::CosineAnnealingLR(int64_t t_max, double eta_min)
@@ -73,6 +116,12 @@ double CosineAnnealingLR::compute(double base_lr, int64_t step) const {
   return eta_min_ + (base_lr - eta_min_) * ((1.0 + std::cos(phase)) / 2.0);
 }
 
+int64_t CosineAnnealingLR::find_step_above(double base_lr, double limit, int64_t steps) const {
+  // Monotone from step 0 to T_max, towards eta_min; past T_max it repeats between the two ends, so
+  // no later step goes higher than one of [0, T_max].
+  return monotone_step_above(base_lr, limit, 0, std::min(steps, t_max_ + 1), eta_min_ > base_lr);
+}
+
 LinearWarmup::LinearWarmup(int64_t warmup_steps, std::unique_ptr<LrSchedule> after,
                            double start_factor)
     : warmup_steps_(warmup_steps), after_(std::move(after)), start_factor_(start_factor) {
@@ -86,6 +135,14 @@ double LinearWarmup::compute(double base_lr, int64_t step) const {
   // torch.optim.lr_scheduler.LinearLR's closed form with end_factor 1.
   double t = static_cast<double>(step) / static_cast<double>(warmup_steps_);
   return base_lr * (start_factor_ + (1.0 - start_factor_) * t);
+}
+
+int64_t LinearWarmup::find_step_above(double base_lr, double limit, int64_t steps) const {
+  int64_t ramp = monotone_step_above(base_lr, limit, 0, std::min(steps, warmup_steps_), true);
+  if (ramp >= 0 || steps <= warmup_steps_) return ramp;
+  if (!after_) return base_lr > limit ? warmup_steps_ : -1;
+  int64_t later = after_->first_step_above(base_lr, limit, steps - warmup_steps_);
+  return later < 0 ? -1 : warmup_steps_ + later;
 }
 
 void apply(Optimizer& optimizer, const LrSchedule& schedule, float base_lr, int64_t step) {

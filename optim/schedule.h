@@ -36,16 +36,32 @@ class LrSchedule {
   virtual ~LrSchedule() = default;
   /// The learning rate after `step` steps for a base learning rate; throws if step < 0.
   double lr(double base_lr, int64_t step) const;
+  /// The first step in [0, steps) whose rate for `base_lr` (finite, >= 0) is above `limit` or NaN;
+  /// -1 when there is none. Runs are up to 1e12 steps long, so this never walks them: each
+  /// built-in schedule is monotone between the steps where its form changes (the warm-up's end,
+  /// the cosine's T_max), and a binary search finds the first step past the limit. No built-in
+  /// rate is ever negative for base_lr >= 0 (the constructors' rules), so only overflow can make
+  /// one unusable: an optimizer refuses a rate that is not a finite float.
+  int64_t first_step_above(double base_lr, double limit, int64_t steps) const;
 
  protected:
   /// The learning rate after `step` >= 0 steps for `base_lr`.
   virtual double compute(double base_lr, int64_t step) const = 0;
+  /// first_step_above for steps >= 1. The default knows nothing of the schedule's form and returns
+  /// -1: a schedule of your own is not checked before the run (the optimizer still refuses a
+  /// non-finite rate when it is applied).
+  virtual int64_t find_step_above(double base_lr, double limit, int64_t steps) const;
+  /// find_step_above for a schedule monotone on [from, to): a binary search when the rate does not
+  /// decrease there, else a look at `from`, the largest.
+  int64_t monotone_step_above(double base_lr, double limit, int64_t from, int64_t to,
+                              bool increasing) const;
 };
 
 /// The base learning rate at every step.
 class ConstantSchedule : public LrSchedule {
  protected:
   double compute(double base_lr, int64_t step) const override;
+  int64_t find_step_above(double base_lr, double limit, int64_t steps) const override;
 };
 
 /// Multiplies by gamma every step_size steps (step_size >= 1; gamma finite, >= 0).
@@ -56,6 +72,7 @@ class StepLR : public LrSchedule {
 
  protected:
   double compute(double base_lr, int64_t step) const override;
+  int64_t find_step_above(double base_lr, double limit, int64_t steps) const override;
 
  private:
   int64_t step_size_;
@@ -70,6 +87,7 @@ class MultiStepLR : public LrSchedule {
 
  protected:
   double compute(double base_lr, int64_t step) const override;
+  int64_t find_step_above(double base_lr, double limit, int64_t steps) const override;
 
  private:
   std::vector<int64_t> milestones_;
@@ -84,6 +102,7 @@ class ExponentialLR : public LrSchedule {
 
  protected:
   double compute(double base_lr, int64_t step) const override;
+  int64_t find_step_above(double base_lr, double limit, int64_t steps) const override;
 
  private:
   double gamma_;
@@ -97,6 +116,7 @@ class CosineAnnealingLR : public LrSchedule {
 
  protected:
   double compute(double base_lr, int64_t step) const override;
+  int64_t find_step_above(double base_lr, double limit, int64_t steps) const override;
 
  private:
   int64_t t_max_;
@@ -114,6 +134,7 @@ class LinearWarmup : public LrSchedule {
 
  protected:
   double compute(double base_lr, int64_t step) const override;
+  int64_t find_step_above(double base_lr, double limit, int64_t steps) const override;
 
  private:
   int64_t warmup_steps_;

@@ -309,7 +309,8 @@ std::vector<Knob> make_knobs() {
   t.push_back(text(
       "schedule", "--schedule",
       "LR schedule: constant, step:<n>[:<gamma>], multistep:<m1>,<m2>[:<gamma>], exp:<gamma>, "
-      "cosine[:<eta_min>], warmup:<n>[:<start>][+<schedule>]",
+      "cosine[:<eta_min>], warmup:<n>[:<start>][+<schedule>]; its rate for --lr must stay a "
+      "finite float over the run",
       [](TrainConfig& c) -> std::string& { return c.schedule; },
       [](const std::string& v) {
         // Syntax only: rules against the run length (a warm-up longer than the run) need the
@@ -511,6 +512,27 @@ const Knob* find_knob_by_flag(const std::string& flag) {
   return nullptr;
 }
 
+void check_schedule_fits(const TrainConfig& c, int64_t steps) {
+  const std::string length = c.steps > 0 ? "--steps " + std::to_string(steps)
+                                         : "a run of " + std::to_string(steps) +
+                                               " steps (--epochs " + std::to_string(c.epochs) + ")";
+  std::unique_ptr<LrSchedule> schedule;
+  try {
+    schedule = parse_schedule(c.schedule, steps);
+  } catch (const Error& e) {
+    BNLAB_FAIL("--schedule ", c.schedule, " does not fit ", length, ": ", e.what());
+  }
+  // The optimizers take the rate as a float: one that overflows it would stop the run there.
+  const double limit = std::numeric_limits<float>::max();
+  const int64_t over = schedule->first_step_above(c.lr, limit, steps);
+  if (over >= 0) {
+    BNLAB_FAIL("--schedule ", c.schedule, " does not fit ", length, " at --lr ", float_text(c.lr),
+               ": the learning rate of step ", over + 1, " is ", schedule->lr(c.lr, over),
+               ", past the largest float (", limit,
+               "); choose a gamma that keeps it finite over the run, or fewer steps");
+  }
+}
+
 void check_config(const TrainConfig& c) {
   BNLAB_CHECK(c.steps > 0 || c.epochs > 0, "--steps or --epochs must be > 0 (both are 0)");
   // cifar10's evaluation split is its batch 5, a validation split already (data/datasets.h).
@@ -519,13 +541,7 @@ void check_config(const TrainConfig& c) {
               "--val-split: cifar10 validates on its batch 5 already; leave --val-split out");
   BNLAB_CHECK(c.early_stop == 0 || c.val_split > 0 || own_validation,
               "--early-stop selects on validation data: add --val-split N (e.g. --val-split 5000)");
-  if (c.steps > 0) {
-    try {
-      parse_schedule(c.schedule, c.steps);
-    } catch (const Error& e) {
-      BNLAB_FAIL("--schedule ", c.schedule, " does not fit --steps ", c.steps, ": ", e.what());
-    }
-  }
+  if (c.steps > 0) check_schedule_fits(c, c.steps);
   const std::vector<std::string> zoo{"paper-mlp", "mlp",       "deep-mlp",
                                      "lenet",     "cifar-cnn", "row-rnn"};
   // A zoo model is built here once on MNIST's geometry: whether it takes the norm (instance needs

@@ -43,9 +43,14 @@ const std::vector<Knob>& knobs();
 const Knob* find_knob_by_flag(const std::string& flag);
 
 // Rules between settings, checked once all are set: steps or epochs > 0, the schedule against the
-// run length (when --steps fixes it), the probe unit against the model's probe layer. Throws
-// bnlab::Error naming the settings by flag.
+// run length and --lr (check_schedule_fits, when --steps fixes the length), the probe unit against
+// the model's probe layer. Throws bnlab::Error naming the settings by flag.
 void check_config(const TrainConfig& cfg);
+
+// The schedule against a run of `steps` steps (--steps, or the epochs' steps once the data is
+// known): it must parse for that length, and its rate for --lr must stay a finite float at every
+// step. Throws bnlab::Error naming --schedule and the first step whose rate overflows.
+void check_schedule_fits(const TrainConfig& cfg, int64_t steps);
 
 // Strict text -> number conversions the knobs and the other numeric flags share. Each accepts the
 // whole text only, in [lo, hi], and throws bnlab::Error("must be ..., got '...'").

@@ -628,6 +628,8 @@ Trainer::Trainer(TrainConfig cfg, const RunData& data) : cfg_(std::move(cfg)), d
   per_epoch_ = loader_->batches_per_epoch();
   total_ = cfg_.steps > 0 ? cfg_.steps : cfg_.epochs * per_epoch_;
   eval_every_ = cfg_.eval_every > 0 ? cfg_.eval_every : per_epoch_;
+  // With --epochs the run's length is known only now; check_config checked a --steps run already.
+  check_schedule_fits(cfg_, total_);
   schedule_ = parse_schedule(cfg_.schedule, total_);
 }
 

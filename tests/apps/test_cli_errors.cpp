@@ -137,6 +137,50 @@ TEST_CASE("apps.cli: bad flag values exit 2 naming the flag and the value") {
   CHECK_FALSE(fs::exists(dir.file("out")));
 }
 
+// A schedule whose rate overflows float used to stop the run at that step (exit 1, "sgd: invalid
+// learning rate inf", naming no flag) and leave a run whose resume failed the same way.
+TEST_CASE(
+    "apps.cli: a schedule whose learning rate overflows is refused naming --schedule and the "
+    "step") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 600, 100);
+  // 0.01 * 1e30^2 = 1e58 at the third step.
+  for (const std::string& flags :
+       {std::string("--model mlp --steps 8 -b 16 --schedule step:1:1e30"),
+        std::string("--model mlp --steps 8 -b 16 --optimizer adam --schedule exp:1e30"),
+        std::string("--model mlp --steps 400 -b 16 --lr 0.01 --schedule warmup:100+exp:1.5")}) {
+    CAPTURE(flags);
+    CliResult r = run_cli(train_flags(dir) + " " + flags);
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.output, "--schedule"));
+    CHECK(contains(r.output, "past the largest float"));
+    CHECK_FALSE(fs::exists(dir.file("out")));
+  }
+  CHECK(contains(
+      run_cli(train_flags(dir) + " --model mlp --steps 8 -b 16 --schedule step:1:1e30").output,
+      "--schedule step:1:1e30 does not fit --steps 8 at --lr 0.01: the learning rate of "
+      "step 3 is 1e+58"));
+  // With --epochs the length is known once the data is: 600 images at batch 16 are 37 steps.
+  CliResult epochs =
+      run_cli(train_flags(dir) + " --model mlp --epochs 1 -b 16 --schedule step:1:1e30");
+  CAPTURE(epochs.output);
+  CHECK(epochs.exit_code == 1);
+  CHECK(contains(epochs.output,
+                 "--schedule step:1:1e30 does not fit a run of 37 steps (--epochs 1) at --lr 0.01: "
+                 "the learning rate of step 3"));
+  CHECK_FALSE(fs::exists(dir.file("out/config.json")));  // nothing to resume
+  // An ablation arm whose lr-mult makes the rate overflow: 0.5 * 1e10 * 1.5^t passes 3.4e38 at
+  // t = 164, within the 200 steps; the base rate alone stays finite.
+  CliResult arm = run_cli("ablate --threads 1 --steps 200 --lr 0.5 --schedule exp:1.5 --data-dir " +
+                          shell_quote(dir.file("data")) + " --out " + shell_quote(dir.file("abl")) +
+                          " --vary lr-mult=1,1e10");
+  CAPTURE(arm.output);
+  CHECK(arm.exit_code == 2);
+  CHECK(contains(arm.output, "--schedule exp:1.5 does not fit --steps 200 at --lr 5e+09"));
+  CHECK_FALSE(fs::exists(dir.file("abl")));
+}
+
 TEST_CASE("apps.cli: ablate with an unknown factor exits 2 listing the known factors") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"));

@@ -230,7 +230,11 @@ void schedule_seeds() {
       {"step-zero", "1000\nstep:0"},
       {"multistep-unsorted", "1000\nmultistep:5,3"},
       {"warmup-twice", "1000\nwarmup:5+warmup:5"},
-      {"huge-numbers", "9223372036854775807\nstep:9223372036854775807:1e308"}};
+      {"huge-numbers", "9223372036854775807\nstep:9223372036854775807:1e308"},
+      {"step-overflows", "8\nstep:1:1e30"},
+      {"warmup-exp-overflows", "1000\nwarmup:100+exp:1.5"},
+      {"cosine-eta-min-past-float", "1000\ncosine:1e39"},
+  };
   for (const auto& s : specs) seed("schedule", s[0], s[1]);
 }
 

@@ -89,6 +89,10 @@ const Expect kExpected[] = {
     {"grid", "corpus", "unknown", "unknown factor 'colour'"},
     {"schedule", "corpus", "warmup-cosine", nullptr},
     {"schedule", "corpus", "exp-growing", nullptr},
+    // Rates past float's range within the run: first_step_above must name the first such step.
+    {"schedule", "corpus", "step-overflows", nullptr},
+    {"schedule", "corpus", "warmup-exp-overflows", nullptr},
+    {"schedule", "corpus", "cosine-eta-min-past-float", nullptr},
     {"schedule", "corpus", "cosine-no-room", "cosine needs total_steps (10) greater than the warm-up steps (10)"},
     {"schedule", "corpus", "step-zero", "step_size must be >= 1"},
     {"schedule", "corpus", "multistep-unsorted", "strictly increasing"},

@@ -138,3 +138,48 @@ TEST_CASE("optim.schedule: parse_schedule errors name the spec and list the acce
   check("warmup:10+", 1000, "unknown schedule ''");
   check("warmups:10", 1000, "unknown schedule 'warmups'");
 }
+
+// A rate that overflows float stopped the run at that step ("sgd: invalid learning rate inf"):
+// first_step_above finds the step without walking the run, so check_schedule_fits can refuse it.
+TEST_CASE("optim.schedule: first_step_above finds the first step past a limit in every form") {
+  const double limit = 1e6;
+  const int64_t steps = 60;
+  const char* specs[] = {"constant",
+                         "step:1:10",
+                         "step:4:3",
+                         "step:2:0.5",
+                         "multistep:5,20,40:100",
+                         "multistep:5:0.1",
+                         "exp:1.5",
+                         "exp:0.9",
+                         "exp:0",
+                         "cosine:1e9",
+                         "cosine:1e-3",
+                         "warmup:10+exp:2",
+                         "warmup:30:0.5",
+                         "warmup:10+cosine:1e9",
+                         "warmup:8+step:3:0.1"};
+  for (const char* spec : specs) {
+    for (double base : {0.0, 0.5, 2e6}) {
+      CAPTURE(spec);
+      CAPTURE(base);
+      auto s = parse_schedule(spec, steps);
+      int64_t expected = -1;  // every step in turn
+      for (int64_t t = 0; t < steps && expected < 0; ++t)
+        if (!(s->lr(base, t) <= limit)) expected = t;
+      CHECK(s->first_step_above(base, limit, steps) == expected);
+      CHECK(s->first_step_above(base, limit, 0) == -1);
+    }
+  }
+  // Runs of 1e12 steps are searched, not walked: exp:1.0001 at 0.1 passes float's range after
+  // ln(3.4e39) / ln(1.0001), about 903 400 steps.
+  auto slow = parse_schedule("exp:1.0001", 1'000'000'000'000);
+  const double float_max = 3.4028234663852886e38;
+  const int64_t over = slow->first_step_above(0.1, float_max, 1'000'000'000'000);
+  CHECK(over > 900'000);
+  CHECK(over < 920'000);
+  CHECK(slow->lr(0.1, over) > float_max);
+  CHECK(slow->lr(0.1, over - 1) <= float_max);
+  CHECK_THROWS_WITH_AS(slow->first_step_above(-1, float_max, 10),
+                       doctest::Contains("base learning rate must be finite and >= 0"), Error);
+}
