@@ -392,7 +392,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
 }
 
 void load_into(const std::vector<NamedTensor>& loaded, const std::vector<NamedTensor>& targets,
-               bool strict) {
+               bool strict, const std::set<std::string>& non_negative) {
   // Collect every problem first, so one failed load tells the user everything that is wrong.
   std::vector<std::string> problems;
   std::map<std::string_view, const NamedTensor*> source;
@@ -429,6 +429,18 @@ void load_into(const std::vector<NamedTensor>& loaded, const std::vector<NamedTe
         std::ostringstream os;
         os << "load_state_dict: " << t.name << " is a count stored as int64 and must be a "
            << "non-negative integer; checkpoint has " << x[i] << " at index " << i;
+        mismatched.push_back(os.str());
+        break;
+      }
+    } else if (non_negative.count(t.name)) {
+      // A negative variance makes BatchNorm's sqrt NaN, and every output with it: PyTorch loads
+      // one silently. One pass over C floats per layer.
+      const float* x = src.data();
+      for (int64_t i = 0; i < src.numel(); ++i) {
+        if (x[i] >= 0.0f) continue;
+        std::ostringstream os;
+        os << "load_state_dict: " << t.name << " must not be negative or NaN; checkpoint has "
+           << x[i] << " at index " << i;
         mismatched.push_back(os.str());
         break;
       }

@@ -34,6 +34,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -87,10 +88,13 @@ SafetensorsFile load_safetensors(const std::string& path);
 ///     "load_state_dict: size mismatch for 1.weight: checkpoint has [10, 100], model has [10, 50]";
 ///   - a target of DType::I64 is a count (BatchNorm's num_batches_tracked): its loaded values must
 ///     be non-negative integers in int64 range;
+///   - a target named in `non_negative` (BatchNorm's running_var) must get no negative value and
+///     no NaN, e.g. "load_state_dict: 1.running_var must not be negative or NaN; checkpoint has
+///     -0.5 at index 3";
 /// and all problems found are reported together, one line each. Only when there are none is any
 /// data copied, so a failed load leaves every target unchanged. Copies data only (no autograd,
 /// grads untouched); the loaded entries' dtype fields are ignored, as both sides hold floats.
 void load_into(const std::vector<NamedTensor>& loaded, const std::vector<NamedTensor>& targets,
-               bool strict);
+               bool strict, const std::set<std::string>& non_negative = {});
 
 }  // namespace bnlab

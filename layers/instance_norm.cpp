@@ -30,7 +30,8 @@ InstanceNorm::InstanceNorm(const InstanceNormOptions& o, int spatial_dims)
   }
   if (o.track_running_stats) {
     running_mean_ = register_buffer("running_mean", Tensor::zeros({o.num_features}));
-    running_var_ = register_buffer("running_var", Tensor::ones({o.num_features}));
+    running_var_ = register_buffer("running_var", Tensor::ones({o.num_features}), DType::F32,
+                                   BufferValues::kNonNegative);
     // Never incremented (PyTorch's InstanceNorm does not count batches); kept for the state_dict.
     num_batches_tracked_ = register_buffer("num_batches_tracked", Tensor::zeros({}), DType::I64);
   }

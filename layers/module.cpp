@@ -51,9 +51,10 @@ Tensor Module::register_parameter(const std::string& name, Tensor value) {
   return value;
 }
 
-Tensor Module::register_buffer(const std::string& name, Tensor value, DType dtype) {
+Tensor Module::register_buffer(const std::string& name, Tensor value, DType dtype,
+                               BufferValues values) {
   BNLAB_CHECK(value.defined(), type_name(), ": buffer '", name, "' is undefined");
-  buffers_.push_back({name, value, dtype});
+  buffers_.push_back({name, value, dtype, values});
   return value;
 }
 
@@ -77,12 +78,16 @@ void Module::replace_child(const std::string& name, std::shared_ptr<Module> modu
 }
 
 void Module::collect(const std::string& prefix, NamedTensors* params,
-                     std::vector<NamedTensor>* buffers) const {
+                     std::vector<NamedTensor>* buffers, std::set<std::string>* non_negative) const {
   if (params)
     for (const auto& [name, t] : params_) params->emplace_back(prefix + name, t);
   if (buffers)
     for (const Buffer& b : buffers_) buffers->push_back({prefix + b.name, b.tensor, b.dtype});
-  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", params, buffers);
+  if (non_negative)
+    for (const Buffer& b : buffers_)
+      if (b.values == BufferValues::kNonNegative) non_negative->insert(prefix + b.name);
+  for (const auto& [name, child] : children_)
+    child->collect(prefix + name + ".", params, buffers, non_negative);
 }
 
 namespace {
@@ -140,7 +145,9 @@ std::vector<NamedTensor> Module::state_dict() const {
 }
 
 void Module::load_state_dict(const std::vector<NamedTensor>& state, bool strict) {
-  load_into(state, state_dict(), strict);
+  std::set<std::string> non_negative;
+  collect("", nullptr, nullptr, &non_negative);
+  load_into(state, state_dict(), strict, non_negative);
 }
 
 void Module::train(bool on) {

@@ -9,6 +9,7 @@
 
 #include <functional>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 #include <utility>
@@ -87,10 +88,10 @@ class Module {
   /// DType::I64. Every name is kept, as in PyTorch: a tied tensor appears under each of its names
   /// (saved as one copy per name; loading copies each into the one tensor).
   std::vector<NamedTensor> state_dict() const;
-  /// Validates every key and shape first (listing all missing/unexpected keys), and that the
-  /// int64 counts (num_batches_tracked) are non-negative integers, then copies. A failed load
-  /// leaves the module unchanged. strict=false ignores missing and unexpected keys (not mismatched
-  /// shapes or bad counts).
+  /// Validates every key and shape first (listing all missing/unexpected keys), that the int64
+  /// counts (num_batches_tracked) are non-negative integers and that no variance (running_var) is
+  /// negative or NaN, then copies. A failed load leaves the module unchanged. strict=false ignores
+  /// missing and unexpected keys (not mismatched shapes or bad values).
   void load_state_dict(const std::vector<NamedTensor>& state, bool strict = true);
 
   /// Training mode (on) or evaluation mode (off) for this module and every descendant.
@@ -115,10 +116,14 @@ class Module {
  protected:
   /// Registers a learnable tensor (marked requires_grad) under `name`; returns it.
   Tensor register_parameter(const std::string& name, Tensor value);
+  /// What load_state_dict accepts in a float buffer: any value, or none negative and none NaN (a
+  /// variance, whose square root the layer takes).
+  enum class BufferValues { kAny, kNonNegative };
   /// Registers saved-but-not-learned state (in state_dict(), not in parameters()); `dtype` is how
   /// it is stored on disk. DType::I64 is for counts: load_state_dict accepts only non-negative
-  /// integers for them.
-  Tensor register_buffer(const std::string& name, Tensor value, DType dtype = DType::F32);
+  /// integers for them; `values` is what it accepts in a float buffer.
+  Tensor register_buffer(const std::string& name, Tensor value, DType dtype = DType::F32,
+                         BufferValues values = BufferValues::kAny);
   /// Registers `module` as the child `name` and returns it, typed, for the caller to keep.
   template <typename M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> module) {
@@ -138,9 +143,11 @@ class Module {
     std::string name;
     Tensor tensor;
     DType dtype;
+    BufferValues values;
   };
-  void collect(const std::string& prefix, NamedTensors* params,
-               std::vector<NamedTensor>* buffers) const;
+  /// `non_negative`: the names of the buffers registered BufferValues::kNonNegative.
+  void collect(const std::string& prefix, NamedTensors* params, std::vector<NamedTensor>* buffers,
+               std::set<std::string>* non_negative = nullptr) const;
   void print(std::ostream& os, int indent) const;
 
   NamedTensors params_;

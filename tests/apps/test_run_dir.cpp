@@ -290,3 +290,38 @@ TEST_CASE("apps.errors: a checkpoint's load errors name the file, and NaN weight
   CHECK(contains(r.output, "warning: " + dir.file("run") + "/model.safetensors holds NaN or Inf"));
   CHECK(contains(r.output, "'" + saved.tensors[0].name + "'"));
 }
+
+// A checkpoint whose BatchNorm running_var held a negative value evaluated to "loss -nan" with
+// exit 0 and no warning, and a resume trained on from it the same way.
+TEST_CASE(
+    "apps.errors: a negative running_var is refused by eval and resume naming key and index") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  REQUIRE(run_cli(flags(dir, "run")).exit_code == 0);
+  for (const std::string file : {"model.safetensors", "train_state.safetensors"}) {
+    CAPTURE(file);
+    const std::string path = dir.file("run") + "/" + file;
+    const std::string original = read_text(path);
+    bnlab::SafetensorsFile saved = bnlab::load_safetensors(path);
+    std::vector<bnlab::NamedTensor> bad = saved.tensors;
+    std::string key;
+    for (bnlab::NamedTensor& t : bad) {
+      if (t.name.size() < 11 || t.name.substr(t.name.size() - 11) != "running_var") continue;
+      t.tensor = t.tensor.clone();
+      t.tensor.data()[1] = -0.5f;
+      key = t.name.substr(t.name.find_first_of("0123456789"));  // without train_state's prefix
+      break;
+    }
+    REQUIRE(!key.empty());
+    bnlab::save_safetensors(path, bad, saved.metadata);
+    CliResult r = file == "model.safetensors"
+                      ? run_cli("eval --checkpoint " + shell_quote(dir.file("run")) +
+                                " --data-dir " + shell_quote(dir.file("data")))
+                      : run_cli("train --resume " + shell_quote(dir.file("run")) + " --steps 3");
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 1);
+    CHECK(contains(r.output, "error: " + path + ": load_state_dict: " + key +
+                                 " must not be negative or NaN; checkpoint has -0.5 at index 1"));
+    bnlab::testing::write_bytes(path, std::vector<uint8_t>(original.begin(), original.end()));
+  }
+}

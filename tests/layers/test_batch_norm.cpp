@@ -105,6 +105,46 @@ TEST_CASE(
   CHECK(bn.num_batches_tracked() == 16777216);
 }
 
+// A checkpoint whose running_var held -0.5 loaded, and eval computed sqrt(-0.5 + eps): loss -nan,
+// exit 0, no warning (PyTorch loads it silently too). The variance rule is the layer's, kept as
+// cheap as the count check: one pass over the channels.
+TEST_CASE(
+    "layers.batch_norm: load_state_dict refuses a negative or NaN running_var naming key and "
+    "index") {
+  Rng rng(3);
+  Sequential net;
+  net.emplace<Dense>(DenseOptions{.in_features = 2, .out_features = 3}, rng);
+  auto bn = net.emplace<BatchNorm1d>(BatchNormOptions{.num_features = 3});
+  auto in = net.emplace<InstanceNorm1d>(
+      InstanceNormOptions{.num_features = 3, .track_running_stats = true});
+  const std::vector<NamedTensor> good = net.state_dict();
+  auto with = [&](const std::string& key, std::vector<float> values) {
+    std::vector<NamedTensor> state = good;
+    for (NamedTensor& t : state)
+      if (t.name == key) t.tensor = Tensor::from(values, {3});
+    return state;
+  };
+  CHECK_THROWS_WITH_AS(net.load_state_dict(with("1.running_var", {1, 2, -0.5f})),
+                       "load_state_dict: 1.running_var must not be negative or NaN; checkpoint has "
+                       "-0.5 at index 2",
+                       Error);
+  CHECK_THROWS_WITH_AS(net.load_state_dict(with("1.running_var", {NAN, 1, 1}), false),
+                       doctest::Contains("1.running_var must not be negative or NaN; checkpoint "
+                                         "has nan at index 0"),
+                       Error);
+  CHECK_THROWS_WITH_AS(net.load_state_dict(with("2.running_var", {1, -1, 1})),
+                       doctest::Contains("2.running_var must not be negative or NaN; checkpoint "
+                                         "has -1 at index 1"),
+                       Error);
+  // Refused loads changed nothing; a zero variance, and a negative mean, are fine.
+  CHECK(bn->running_var().to_vector() == std::vector<float>{1, 1, 1});
+  net.load_state_dict(with("1.running_var", {0, 2, 3}));
+  CHECK(bn->running_var().to_vector() == std::vector<float>{0, 2, 3});
+  net.load_state_dict(with("1.running_mean", {-1, -2, -3}));
+  CHECK(bn->running_mean().to_vector() == std::vector<float>{-1, -2, -3});
+  CHECK(in->running_var().to_vector() == std::vector<float>{1, 1, 1});
+}
+
 TEST_CASE("layers.batch_norm: eval uses running stats and is independent of the batch") {
   BatchNorm1d bn({.num_features = 2});
   bn.running_mean().copy_(Tensor::from({1, -1}, {2}));
