@@ -122,6 +122,18 @@ Command add_eval_command(CLI::App& parent) {
       norm = run_normalization(o->checkpoint, cfg, train);
     }
     EvalResult ev = evaluate(model, data, *norm, o->batch_size, -1);
+    // Finite weights can still give non-finite logits (weights large enough to overflow): the
+    // figures are as meaningless as a diverged run's, and get its exit code, not 0.
+    const bool nonfinite_result = !std::isfinite(ev.loss) || !std::isfinite(ev.accuracy);
+    if (nonfinite_result && nonfinite.empty()) {
+      char figures[96];
+      std::snprintf(figures, sizeof figures, "loss %g, accuracy %g", ev.loss, ev.accuracy);
+      write_whole_line(STDERR_FILENO,
+                       "warning: " + o->checkpoint + " evaluates to " + figures + " on " +
+                           data.title() +
+                           ": its outputs are not finite although its weights are (large enough "
+                           "to overflow float32), so the figures below mean nothing\n");
+    }
 
     int64_t K = data.num_classes();
     std::vector<std::vector<int64_t>> confusion(static_cast<size_t>(K),
@@ -168,7 +180,7 @@ Command add_eval_command(CLI::App& parent) {
       write_file_atomic(path, j.dump(2) + "\n");
       std::printf("wrote %s\n", path.c_str());
     }
-    return nonfinite.empty() ? 0 : 3;
+    return nonfinite.empty() && !nonfinite_result ? 0 : 3;
   };
   return {app, run};
 }

@@ -325,3 +325,25 @@ TEST_CASE(
     bnlab::testing::write_bytes(path, std::vector<uint8_t>(original.begin(), original.end()));
   }
 }
+
+// Finite weights whose logits overflow evaluated to "loss nan" with exit 0: as meaningless as a
+// diverged run's figures, and now flagged the same way.
+TEST_CASE("apps.errors: eval whose loss comes out non-finite warns and exits 3") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  REQUIRE(run_cli(flags(dir, "run")).exit_code == 0);
+  const std::string model = dir.file("run") + "/model.safetensors";
+  bnlab::SafetensorsFile saved = bnlab::load_safetensors(model);
+  for (bnlab::NamedTensor& t : saved.tensors) {
+    if (t.name.size() < 6 || t.name.substr(t.name.size() - 6) != "weight") continue;
+    t.tensor = bnlab::Tensor::full(t.tensor.shape(), 1e30f);
+  }
+  bnlab::save_safetensors(model, saved.tensors, saved.metadata);
+  CliResult r = run_cli("eval --checkpoint " + shell_quote(dir.file("run")) + " --data-dir " +
+                        shell_quote(dir.file("data")));
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 3);
+  CHECK(contains(r.output, "warning: " + dir.file("run") + " evaluates to loss "));
+  CHECK(contains(r.output, "its outputs are not finite although its weights are"));
+  CHECK_FALSE(contains(r.output, "holds NaN or Inf values"));  // the weights are finite
+}
