@@ -211,6 +211,10 @@ void build_zoo_model(Model& model, Rng& rng) {
   } else if (spec.name == "lenet") {
     // conv(C->32, 5x5, pad 2) -> pool -> conv(32->64, 5x5, pad 2) -> pool -> dense 128 -> dropout
     // -> dense.
+    // Two 2x2 pools leave H/4 x W/4 positions: below 4x4 none, and the Dense layer's error (0
+    // features) would name neither the model nor the input.
+    BNLAB_CHECK(spec.height >= 4 && spec.width >= 4,
+                "model: lenet needs inputs of at least 4x4; got ", spec.height, "x", spec.width);
     conv(spec.channels, 32, 5, 2);
     add_norm_and_activation(net, model, 32, NormSite::kConv, std::make_shared<ReLU>());
     net.add(std::make_shared<MaxPool2d>(2));

@@ -108,6 +108,32 @@ TEST_CASE("train.registry: a registered model is built by name, names are checke
   CHECK_THROWS_WITH(build_model(spec, a), doctest::Contains("set no model.net"));
 }
 
+// lenet on 3x3 images failed inside a layer ("Dense: features must be positive; got 0 -> 128"),
+// naming neither the model nor the size it needs, where cifar-cnn said both.
+TEST_CASE("train.registry: lenet and cifar-cnn name the smallest input they take") {
+  for (const auto& [name, smallest] :
+       {std::pair<std::string, int64_t>{"lenet", 4}, {"cifar-cnn", 8}}) {
+    CAPTURE(name);
+    ModelSpec spec;
+    spec.name = name;
+    spec.norm = "batch";
+    spec.height = spec.width = smallest - 1;
+    Rng rng(1);
+    const std::string expected = "model: " + name + " needs inputs of at least " +
+                                 std::to_string(smallest) + "x" + std::to_string(smallest) +
+                                 "; got " + std::to_string(smallest - 1) + "x" +
+                                 std::to_string(smallest - 1);
+    CHECK_THROWS_WITH_AS(build_model(spec, rng), expected.c_str(), Error);
+    spec.height = smallest + 1;  // one side too small is enough
+    CHECK_THROWS_WITH_AS(build_model(spec, rng), doctest::Contains("needs inputs of at least"),
+                         Error);
+    spec.height = spec.width = smallest;
+    Model m = build_model(spec, rng);
+    m.net->eval();
+    CHECK(m.net->forward(Tensor::zeros({2, 1, smallest, smallest})).shape() == Shape{2, 10});
+  }
+}
+
 TEST_CASE("train.trainer: trains a registered model, calls the hooks, stops early on request") {
   register_test_model();
   TempDir tmp;
