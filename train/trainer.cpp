@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "core/autograd.h"
@@ -172,10 +173,17 @@ namespace {
 // config.json: the settings, plus what produced the run (read back, "provenance" is ignored: it
 // is not a setting). The data directory is recorded as resolved, since "" and relative paths mean
 // different places from different working directories. The normalization too: a folder's is
-// computed from its images, and eval must normalize as training did even if they change.
-std::string config_with_provenance(const TrainConfig& cfg, const NormalizeOptions& normalize) {
+// computed from its images, and eval must normalize as training did even if they change. And the
+// input geometry and class count the model was built for ("input").
+std::string config_with_provenance(const TrainConfig& cfg, const NormalizeOptions& normalize,
+                                   const ModelSpec& built) {
   json j = json::parse(config_to_json(cfg));
   j["normalization"] = {{"mean", normalize.mean}, {"std", normalize.std}};
+  // What the weights' shapes follow from: eval and resume compare it with their data first.
+  j["input"] = {{"channels", built.channels},
+                {"height", built.height},
+                {"width", built.width},
+                {"num_classes", built.num_classes}};
   std::error_code ec;
   fs::path data = fs::absolute(resolve_data_dir(cfg.data_dir), ec);
   j["provenance"] = {
@@ -340,9 +348,53 @@ double percentile(std::vector<float> values, double q) {
   return values[lo] + frac * (values[hi] - values[lo]);
 }
 
+namespace {
+
+std::string geometry_text(int64_t channels, int64_t height, int64_t width) {
+  return std::to_string(channels) + "x" + std::to_string(height) + "x" + std::to_string(width);
+}
+
+// The input geometry and class count `dir`'s run was trained on, as config.json records it
+// (config_with_provenance); nullopt for a run written before it did.
+std::optional<ModelSpec> recorded_geometry(const std::string& dir) {
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  const json j = json::parse(read_file(config_path), nullptr, false);
+  if (!j.is_object() || !j.contains("input")) return std::nullopt;
+  try {
+    const json& in = j.at("input");
+    ModelSpec g;
+    g.channels = in.at("channels").get<int64_t>();
+    g.height = in.at("height").get<int64_t>();
+    g.width = in.at("width").get<int64_t>();
+    g.num_classes = in.at("num_classes").get<int64_t>();
+    return g;
+  } catch (const json::exception& e) {
+    BNLAB_FAIL(config_path, ": key 'input': ", e.what());
+  }
+}
+
+}  // namespace
+
+void check_run_geometry(const std::string& dir, const ImageDataset& data) {
+  const std::optional<ModelSpec> run = recorded_geometry(dir);
+  if (!run) return;
+  // Compared as the model sees them (with_geometry_of: at least 2 classes).
+  const ModelSpec now = with_geometry_of(ModelSpec{}, data);
+  if (run->channels == now.channels && run->height == now.height && run->width == now.width &&
+      run->num_classes == now.num_classes)
+    return;
+  BNLAB_FAIL(dir, ": the run was trained on ",
+             geometry_text(run->channels, run->height, run->width), " images with ",
+             run->num_classes, " classes; this dataset (", data.title(), ") has ",
+             geometry_text(data.channels, data.height, data.width), " images, ", data.num_classes(),
+             " classes");
+}
+
 Model load_trained_model(const std::string& dir, const ImageDataset& like, TrainConfig* cfg_out) {
   std::string config_path = (fs::path(dir) / "config.json").string();
   TrainConfig cfg = config_from_json(read_file(config_path), config_path);
+  // Before loading: the weights' size mismatch would name a tensor, not the data that differs.
+  check_run_geometry(dir, like);
   ModelSpec spec = with_geometry_of(cfg.model, like);
   Rng rng(cfg.seed);
   Model model = build_model(spec, rng);
@@ -351,7 +403,14 @@ Model load_trained_model(const std::string& dir, const ImageDataset& like, Train
     model.net->load_state_dict(load_safetensors(weights_path).tensors);
   } catch (const Error& e) {
     std::string m = e.what();  // load_safetensors names the file already; load_state_dict does not
-    throw Error(m.find(weights_path) == std::string::npos ? weights_path + ": " + m : m, e.where());
+    m = m.find(weights_path) == std::string::npos ? weights_path + ": " + m : m;
+    // A run from before config.json recorded its input: the data is the likely difference.
+    if (!recorded_geometry(dir) && m.find("size mismatch") != std::string::npos) {
+      m += "\n(the model was built for this dataset's " +
+           geometry_text(like.channels, like.height, like.width) + " images and " +
+           std::to_string(like.num_classes()) + " classes: is it the one the run trained on?)";
+    }
+    throw Error(m, e.where());
   }
   if (cfg_out) *cfg_out = cfg;
   return model;
@@ -664,6 +723,7 @@ void Trainer::open_run_dir(bool& resume, TrainResult& result, Running& run) {
     resume = false;
   }
   if (resume) {
+    check_run_geometry(dir, data_.train);
     CheckpointState resumed = load_checkpoint(dir, model_, *optimizer_);
     run.step = resumed.step;
     run.saved_step = resumed.step;
@@ -704,7 +764,7 @@ void Trainer::open_run_dir(bool& resume, TrainResult& result, Running& run) {
     // so no older checkpoint can be resumed under this config.
     clear_run(dir);
     write_file_atomic((fs::path(dir) / "config.json").string(),
-                      config_with_provenance(cfg_, normalize_));
+                      config_with_provenance(cfg_, normalize_, model_.spec));
   }
   // summary.json marks a finished run; from here on this one is not (an extended resume that is
   // interrupted must not leave the shorter run's summary beside its newer checkpoint). Removed

@@ -377,8 +377,15 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const NormalizeOptio
 NormalizeOptions run_normalization(const std::string& dir, const TrainConfig& cfg,
                                    const ImageDataset* run_train = nullptr);
 
-/// Rebuilds the model of a run directory (its config.json) for data shaped like `like`, and loads
-/// its model.safetensors. Returns the config too.
+/// Throws, naming both, unless `data`'s image geometry and class count are those the run in `dir`
+/// was trained on (config.json's "input"), e.g. "R: the run was trained on 1x28x28 images with 10
+/// classes; this dataset (folder:pets/test) has 3x10x10 images, 2 classes". A run whose config.json
+/// predates the record passes.
+void check_run_geometry(const std::string& dir, const ImageDataset& data);
+
+/// Rebuilds the model of a run directory (its config.json) for data shaped like `like` (which must
+/// be shaped as the run's: check_run_geometry), and loads its model.safetensors. Returns the
+/// config too.
 Model load_trained_model(const std::string& dir, const ImageDataset& like,
                          TrainConfig* cfg_out = nullptr);
 

@@ -347,3 +347,47 @@ TEST_CASE("apps.errors: eval whose loss comes out non-finite warns and exits 3")
   CHECK(contains(r.output, "its outputs are not finite although its weights are"));
   CHECK_FALSE(contains(r.output, "holds NaN or Inf values"));  // the weights are finite
 }
+
+// eval (and resume) on images of another size only said "load_state_dict: size mismatch for
+// 1.weight ...", naming a tensor rather than the data that differs.
+TEST_CASE("apps.errors: data shaped unlike the run's is refused naming both shapes") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  REQUIRE(run_cli(flags(dir, "run")).exit_code == 0);
+  // The same files, of 10x10 images.
+  const fs::path small = fs::path(dir.file("small")) / "mnist";
+  fs::create_directories(small);
+  for (const auto& [prefix, count] :
+       {std::pair<std::string, uint32_t>{"train", 32}, {"t10k", 16}}) {
+    std::vector<uint8_t> images = idx_header({count, 10, 10});
+    images.resize(images.size() + count * 100, 7);
+    std::vector<uint8_t> labels = idx_header({count});
+    for (uint32_t i = 0; i < count; ++i) labels.push_back(static_cast<uint8_t>(i % 10));
+    write_bytes((small / (prefix + "-images-idx3-ubyte")).string(), images);
+    write_bytes((small / (prefix + "-labels-idx1-ubyte")).string(), labels);
+  }
+  const std::string expected = dir.file("run") +
+                               ": the run was trained on 1x28x28 images with 10 classes; this "
+                               "dataset (mnist/test) has 1x10x10 images, 10 classes";
+  CliResult eval = run_cli("eval --checkpoint " + shell_quote(dir.file("run")) + " --data-dir " +
+                           shell_quote(dir.file("small")));
+  CAPTURE(eval.output);
+  CHECK(eval.exit_code == 1);
+  CHECK(contains(eval.output, "error: " + expected));
+  CHECK_FALSE(contains(eval.output, "size mismatch"));
+
+  CliResult resume = run_cli("train --resume " + shell_quote(dir.file("run")) + " --steps 3 " +
+                             "--data-dir " + shell_quote(dir.file("small")));
+  CAPTURE(resume.output);
+  CHECK(resume.exit_code == 1);
+  CHECK(contains(resume.output,
+                 "the run was trained on 1x28x28 images with 10 classes; this "
+                 "dataset (mnist/train) has 1x10x10 images, 10 classes"));
+
+  // The run's own data still evaluates.
+  CHECK(run_cli("eval --checkpoint " + shell_quote(dir.file("run")) + " --data-dir " +
+                shell_quote(dir.file("data")))
+            .exit_code == 0);
+  CHECK(nlohmann::json::parse(read_text(dir.file("run") + "/config.json"))["input"] ==
+        nlohmann::json{{"channels", 1}, {"height", 28}, {"width", 28}, {"num_classes", 10}});
+}
