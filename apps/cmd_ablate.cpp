@@ -59,7 +59,8 @@ Command add_ablate_command(CLI::App& parent) {
                 "Arms with another batch size train on as many images as the base (steps scaled; "
                 "tables and plots in epochs). The batch-size preset sets it");
   app->add_option("--thresholds", spec->thresholds,
-                  "Accuracies for the 'steps to' columns, e.g. 0.9,0.95 (default: the dataset's)")
+                  "Accuracies for the 'steps to' columns, e.g. 0.9,0.95, each once (default: "
+                  "the dataset's)")
       ->delimiter(',')
       ->check(finite_number_in(0.0, 1.0));
 
@@ -96,6 +97,7 @@ Command add_ablate_command(CLI::App& parent) {
     if (s.out_dir.empty()) throw UsageError("--out must name a directory, got ''");
     std::vector<Arm> arms;
     try {
+      check_thresholds(s.thresholds);
       check_config(s.base);
       arms = expand_arms(s);
       for (const Arm& a : arms) check_config(a.config);

@@ -766,9 +766,20 @@ std::string inference_table(const AblationSpec& spec, const std::vector<Arm>& ar
 
 }  // namespace
 
+void check_thresholds(const std::vector<double>& thresholds) {
+  for (size_t i = 0; i < thresholds.size(); ++i) {
+    BNLAB_CHECK(thresholds[i] >= 0 && thresholds[i] <= 1,
+                "ablate: --thresholds: each must be an accuracy in [0, 1]; got ", thresholds[i]);
+    for (size_t j = 0; j < i; ++j)
+      BNLAB_CHECK(thresholds[j] != thresholds[i], "ablate: --thresholds: ", thresholds[i],
+                  " is given twice; each threshold makes one 'steps to' column");
+  }
+}
+
 AblationReport run_ablation(const AblationSpec& spec) {
   BNLAB_CHECK(spec.seeds >= 1, "ablate: --seeds must be at least 1; got ", spec.seeds);
   BNLAB_CHECK(spec.jobs >= 0, "ablate: --jobs must be at least 0; got ", spec.jobs);
+  check_thresholds(spec.thresholds);
   std::vector<Arm> arms = expand_arms(spec);
   ensure_directory(spec.out_dir);
 

@@ -114,6 +114,10 @@ std::string arms_models_and_data(const std::vector<Arm>& arms);
 /// others 0.50 0.70 0.80 0.90.
 std::vector<double> default_thresholds(const std::string& dataset);
 
+/// Throws naming --thresholds unless every threshold is a number in [0, 1] given once: a value
+/// given twice would be two identical "steps to X" columns.
+void check_thresholds(const std::vector<double>& thresholds);
+
 /// Runs (or reuses) every arm x seed and writes results.csv, summary.md and the plots into
 /// spec.out_dir.
 AblationReport run_ablation(const AblationSpec& spec);

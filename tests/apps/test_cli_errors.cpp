@@ -271,7 +271,10 @@ TEST_CASE("apps.cli: ablate flag values out of range exit 2 naming the flag") {
   for (const std::string& flags :
        {std::string("--seeds 0"), std::string("--jobs -1"), std::string("--batch-size 0"),
         std::string("--lr nan"), std::string("--seeds 99999999999999999999"),
-        std::string("--jobs 1.5"), std::string("--out ''")}) {
+        std::string("--jobs 1.5"), std::string("--out ''"),
+        // Two identical "steps to 50%" columns were written (no data: nothing may train).
+        "--thresholds 0.5,0.5 --data-dir " + shell_quote(dir.file("none")),
+        "--thresholds 0.9,0.95,0.90 --data-dir " + shell_quote(dir.file("none"))}) {
     CAPTURE(flags);
     CliResult r = run_cli("ablate --threads 1 --out " + shell_quote(dir.file("abl")) + " " + flags);
     CAPTURE(r.output);
@@ -279,6 +282,10 @@ TEST_CASE("apps.cli: ablate flag values out of range exit 2 naming the flag") {
     CHECK(contains(r.output, flags.substr(0, flags.find(' '))));
     CHECK(contains(r.output, "--help"));
   }
+  CHECK(contains(run_cli("ablate --threads 1 --out " + shell_quote(dir.file("abl")) +
+                         " --thresholds 0.9,0.95,0.90 --data-dir " + shell_quote(dir.file("none")))
+                     .output,
+                 "--thresholds: 0.9 is given twice; each threshold makes one 'steps to' column"));
   CHECK_FALSE(fs::exists(dir.file("abl")));
 }
 
