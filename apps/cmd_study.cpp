@@ -1,5 +1,6 @@
 // bnlab study: every claim about batch normalization bnlab can test, each answered by the preset
 // built for it, with a verdict (train/study.h). One report: OUT/report.md and OUT/verdicts.csv.
+#include <filesystem>
 #include <iostream>
 
 #include "apps/commands.h"
@@ -28,7 +29,8 @@ Command add_study_command(CLI::App& parent) {
       ->check(CLI::IsMember({"quick", "standard", "full"}))
       ->capture_default_str();
   app->add_option("--out", spec->out_dir, "Output directory")->capture_default_str();
-  app->add_option("--data-dir", spec->data_dir, "Where the datasets are (default: find_data_dir)");
+  app->add_option("--data-dir", spec->data_dir,
+                  "Where the datasets are (default: find_data_dir); a directory that exists");
   app->add_option("--claims", *claims, "Answer only these claims (comma-separated):" + claim_list)
       ->delimiter(',');
   app->add_option("--seeds", *seeds, "Seeds per arm (default: the budget's)")
@@ -59,6 +61,13 @@ Command add_study_command(CLI::App& parent) {
       if (!known) throw UsageError("--claims: unknown claim '" + id + "'; see bnlab study --list");
     }
     if (s.out_dir.empty()) throw UsageError("--out must name a directory, got ''");
+    // Every experiment would be skipped as "not run": a typo must not look like a study.
+    std::error_code ec;
+    if (!s.data_dir.empty() && !std::filesystem::is_directory(s.data_dir, ec)) {
+      throw UsageError(
+          "--data-dir: " + s.data_dir +
+          (std::filesystem::exists(s.data_dir, ec) ? " is not a directory" : " does not exist"));
+    }
     s.command = quoted_command_line();
     install_interrupt_handlers();
     RunDirLock lock(s.out_dir);  // one study per directory at a time

@@ -543,6 +543,15 @@ StudyReport run_study(const StudySpec& spec) {
     reports[e.id] = std::move(r);
     order.push_back(e.id);
   }
+  if (reports.empty()) {
+    // A report of nothing but "not run" rows is no study: say which data is missing instead.
+    std::map<std::string, std::string> missing;  // dataset -> the loader's reason
+    for (const auto& [id, why] : skipped) missing.emplace(experiment_named(id).dataset, why);
+    std::string lines;
+    for (const auto& [dataset, why] : missing)
+      lines += "\n  " + (why.rfind(dataset + ":", 0) == 0 ? why : dataset + ": " + why);
+    BNLAB_FAIL("study: no experiment could run: the datasets they need are missing", lines);
+  }
 
   std::ostringstream csv, table;
   csv << "claim_id,claim,experiment,measure,n,mean,std,ci_low,ci_high,verdict,note\n";

@@ -24,3 +24,28 @@ TEST_CASE("apps.study: --list names every claim, and bad flags exit 2 with a sho
   }
   CHECK(contains(run_cli("study --claims nope").output, "unknown claim 'nope'"));
 }
+
+// `study --data-dir /nonexistent` exited 0 with every claim "not run" and an empty report.
+TEST_CASE("apps.study: a missing --data-dir exits 2 and a study where nothing could run fails") {
+  TempDir dir;
+  CliResult typo =
+      run_cli("study --claims faster-shared-lr --out " + shell_quote(dir.file("study")) +
+              " --data-dir " + shell_quote(dir.file("nonexistent")));
+  CAPTURE(typo.output);
+  CHECK(typo.exit_code == 2);
+  CHECK(contains(typo.output, "--data-dir: " + dir.file("nonexistent") + " does not exist"));
+  CHECK_FALSE(fs::exists(dir.file("study")));
+
+  // A directory that exists but holds none of the datasets the claims need.
+  fs::create_directories(dir.file("empty"));
+  CliResult none =
+      run_cli("study --claims faster-shared-lr,cifar10 --out " + shell_quote(dir.file("study")) +
+              " --data-dir " + shell_quote(dir.file("empty")));
+  CAPTURE(none.output);
+  CHECK(none.exit_code == 1);
+  CHECK(contains(none.output,
+                 "error: study: no experiment could run: the datasets they need are missing"));
+  CHECK(contains(none.output, "\n  cifar10: "));
+  CHECK(contains(none.output, "\n  mnist: "));
+  CHECK_FALSE(fs::exists(dir.file("study/report.md")));
+}
