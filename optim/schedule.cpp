@@ -118,8 +118,10 @@ double CosineAnnealingLR::compute(double base_lr, int64_t step) const {
 
 int64_t CosineAnnealingLR::find_step_above(double base_lr, double limit, int64_t steps) const {
   // Monotone from step 0 to T_max, towards eta_min; past T_max it repeats between the two ends, so
-  // no later step goes higher than one of [0, T_max].
-  return monotone_step_above(base_lr, limit, 0, std::min(steps, t_max_ + 1), eta_min_ > base_lr);
+  // no later step goes higher than one of [0, T_max]. (min(steps - 1, T_max) + 1, not
+  // min(steps, T_max + 1): T_max is the run's length, which may be int64's largest value.)
+  return monotone_step_above(base_lr, limit, 0, std::min(steps - 1, t_max_) + 1,
+                             eta_min_ > base_lr);
 }
 
 LinearWarmup::LinearWarmup(int64_t warmup_steps, std::unique_ptr<LrSchedule> after,

@@ -99,6 +99,9 @@ const Expect kExpected[] = {
     {"schedule", "corpus", "warmup-twice", "a warm-up can only come first"},
     // Found by fuzz_schedule: the cosine's lr was -inf at step 0 with eta_min 1e308 (an overflow).
     {"schedule", "regressions", "cosine-huge-eta-min", nullptr},
+    // Found by fuzz_schedule (UBSan): first_step_above's end of the cosine's monotone part, T_max + 1,
+    // overflowed int64 for a run of 2^63 - 1 steps, so the search covered no step at all.
+    {"schedule", "regressions", "cosine-tmax-int64-max", nullptr},
 };
 // clang-format on
 
