@@ -3,8 +3,10 @@
 #include "data/data_loader.h"
 
 #include <omp.h>
+#include <pthread.h>
 
 #include <algorithm>
+#include <csignal>
 #include <limits>
 #include <utility>
 
@@ -162,7 +164,22 @@ void DataLoader::start_epoch(int64_t epoch) {
     }
     slot_error_ = nullptr;
   }
-  if (!worker_.joinable()) worker_ = std::thread([this] { worker_loop(); });
+  if (!worker_.joinable()) {
+    // The worker is started with every signal blocked (it inherits the mask), so that a signal
+    // sent to the process is handled by a thread that polls for it: a SIGINT taken here, by a
+    // worker that is runnable but not running on a busy machine, would set the training loop's
+    // flag (train/interrupt.h) only after the loop had looked, one step late.
+    sigset_t all, caller;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &caller);
+    try {
+      worker_ = std::thread([this] { worker_loop(); });
+    } catch (...) {
+      pthread_sigmask(SIG_SETMASK, &caller, nullptr);
+      throw;
+    }
+    pthread_sigmask(SIG_SETMASK, &caller, nullptr);
+  }
   cv_.notify_all();
 }
 
