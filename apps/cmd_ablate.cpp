@@ -113,7 +113,8 @@ Command add_ablate_command(CLI::App& parent) {
               << (s.seeds > 1 ? "s" : "") << " -> " << s.out_dir << "\n";
     for (const Arm& a : arms)
       std::cout << "arm:          " << a.name << " (lr " << a.config.lr << ")\n";
-    std::cout << describe_config(s.base);
+    // Before the data is loaded and the arms run: a log's stdout is fully buffered (cmd_train.cpp).
+    std::cout << describe_config(s.base) << std::flush;
     AblationReport r = run_ablation(s);
     if (r.interrupted_by) {
       std::cout << "\ninterrupted by " << signal_name(r.interrupted_by) << ": " << r.unfinished

@@ -147,7 +147,10 @@ Command add_train_command(CLI::App& parent) {
           << c.batch_size << " = " << comm.size() * c.batch_size << ", BatchNorm statistics "
           << (c.sync_bn ? "over the global batch (--sync-bn)" : "per rank") << "\n";
     }
-    if (root) std::cout << out.str();
+    // Flushed before each long wait (loading the data here, training below): a log's stdout is
+    // fully buffered, and the header would wait for the first progress line, lost to a run killed
+    // before it (a second Ctrl-C).
+    if (root) std::cout << out.str() << std::flush;
     RunData data = load_run_data(c);
     if (root) {
       std::cout << "data:         " << data.train.title() << " " << data.train.size()
@@ -163,6 +166,7 @@ Command add_train_command(CLI::App& parent) {
       Model m = build_model(spec, rng);
       std::cout << summary(*m.net, {1, spec.channels, spec.height, spec.width});
     }
+    if (root) std::cout.flush();
     TrainResult r = train(c, data, resuming);
     if (!root) return r.diverged ? 3 : 0;
     std::cout << "\n";

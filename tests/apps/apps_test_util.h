@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -181,9 +182,10 @@ inline std::vector<std::vector<std::string>> parse_csv(const std::string& text) 
 
 // The bnlab CLI as a child process (fork + exec, no shell) whose stdout and stderr go to one pipe,
 // for tests that signal it. With `block_output` the pipe is shrunk to one page and filled before
-// the child starts, so the child blocks at its first write (stdout is flushed at the first progress
-// line, after the first logged training step) until the test reads: the test can signal a run
-// that has made progress but cannot have finished, whatever the machine's speed.
+// the child starts, so the child blocks at its first write until the test reads; the test lets
+// writes through one at a time (release_writes_until) up to the line it waits for, e.g. the
+// header's last one, so that it can signal a run that has made progress but cannot have finished,
+// whatever the machine's speed.
 class CliProcess {
  public:
   CliProcess(const std::vector<std::string>& args, bool block_output) {
@@ -201,6 +203,7 @@ class CliProcess {
       const char filler[2] = {'#', '\n'};
       while (::write(fds[1], filler, 2) == 2) filler_bytes_ += 2;
       ::fcntl(fds[1], F_SETFL, 0);
+      pipe_bytes_ = filler_bytes_;
     }
     pid_ = ::fork();
     if (pid_ < 0) throw std::runtime_error("test: fork failed");
@@ -210,7 +213,12 @@ class CliProcess {
       ::execv(argv[0], argv.data());
       ::_exit(127);
     }
-    ::close(fds[1]);
+    // Kept with block_output, to refill the pipe (release_writes_until).
+    if (block_output) {
+      write_fd_ = fds[1];
+    } else {
+      ::close(fds[1]);
+    }
   }
   CliProcess(const CliProcess&) = delete;
   CliProcess& operator=(const CliProcess&) = delete;
@@ -220,6 +228,7 @@ class CliProcess {
       ::waitpid(pid_, nullptr, 0);
     }
     ::close(read_fd_);
+    if (write_fd_ >= 0) ::close(write_fd_);
   }
 
   pid_t pid() const { return pid_; }
@@ -228,22 +237,42 @@ class CliProcess {
   // True once one of the child's threads sleeps inside write(2): with block_output, that is the
   // child waiting for the test to read. Polls /proc; fails the test after `seconds`.
   bool wait_until_blocked_in_write(double seconds = 60) const {
-    const std::string task_dir = "/proc/" + std::to_string(pid_) + "/task";
-    const std::string write_nr = std::to_string(SYS_write) + " ";
     for (int i = 0; i < static_cast<int>(seconds * 200); ++i) {
-      std::error_code ec;
-      for (const auto& task : fs::directory_iterator(task_dir, ec)) {
-        std::string stat = read_proc(task.path() / "stat");
-        size_t close_paren = stat.rfind(')');
-        bool sleeping = close_paren != std::string::npos && close_paren + 2 < stat.size() &&
-                        stat[close_paren + 2] == 'S';
-        if (sleeping && read_proc(task.path() / "syscall").rfind(write_nr, 0) == 0) return true;
-      }
-      if (ec) return false;  // the child is gone
+      bool gone = false;
+      if (blocked_write_bytes(gone) >= 0) return true;
+      if (gone) return false;
       ::usleep(5000);
     }
     return false;
   }
+
+  // With block_output: lets the child's writes through one at a time until its output holds
+  // `text`, and leaves the child blocked at its next write. Each round the child, blocked writing
+  // n bytes into the full pipe, is stopped (SIGSTOP), the pipe drained and refilled to leave
+  // exactly n bytes free, and the child continued: a pipe write of up to PIPE_BUF bytes goes in
+  // whole, into the last page only where it fits, so that one write fits and the next blocks.
+  // Each round starts once the pipe is full again: until the continued child's write is in, /proc
+  // may still show it asleep in that write, and taking it for the next one would size the room
+  // for the wrong write. False if the child ended, or did not block or stop within `seconds`.
+  bool release_writes_until(const std::string& text, double seconds = 60) {
+    if (write_fd_ < 0) return false;
+    for (;;) {
+      if (!wait_until_pipe_full(seconds) || !wait_until_blocked_in_write(seconds)) return false;
+      bool gone = false;
+      const int64_t pending = blocked_write_bytes(gone);
+      if (pending < 0 || pending > static_cast<int64_t>(pipe_bytes_)) return false;
+      ::kill(pid_, SIGSTOP);
+      if (!wait_until_stopped(seconds)) return false;
+      drain();
+      const bool found = output_.find(text) != std::string::npos;
+      fill(found ? pipe_bytes_ : pipe_bytes_ - static_cast<size_t>(pending));
+      ::kill(pid_, SIGCONT);
+      if (found) return true;
+    }
+  }
+
+  // What release_writes_until has read of the child's output so far.
+  const std::string& output_so_far() const { return output_; }
 
   // True once `sig` (sent with signal()) is no longer pending in the child: the kernel has handed
   // it to a handler. Two equal signals sent without this wait can merge into one. Polls /proc;
@@ -275,6 +304,10 @@ class CliProcess {
   // status, or 128 + the signal that killed it.
   CliResult finish() {
     CliResult r;
+    if (write_fd_ >= 0) {  // else the pipe never reaches its end
+      ::close(write_fd_);
+      write_fd_ = -1;
+    }
     char buf[4096];
     for (;;) {
       ssize_t n = ::read(read_fd_, buf, sizeof buf);
@@ -283,6 +316,7 @@ class CliProcess {
       r.output.append(buf, static_cast<size_t>(n));
     }
     r.output.erase(0, std::min(filler_bytes_, r.output.size()));
+    r.output.insert(0, output_);
     int status = 0;
     ::waitpid(pid_, &status, 0);
     pid_ = -1;
@@ -300,9 +334,95 @@ class CliProcess {
     return text;
   }
 
+  // The size of the write a thread of the child sleeps in, or -1 if none does; `gone` once the
+  // child has no threads left to look at.
+  int64_t blocked_write_bytes(bool& gone) const {
+    std::error_code ec;
+    for (const auto& task : fs::directory_iterator(task_dir(), ec)) {
+      if (task_state(task.path()) != 'S') continue;
+      // "nr fd buf count ...", the arguments in hex.
+      std::istringstream call(read_proc(task.path() / "syscall"));
+      std::string nr, fd, buffer, count;
+      if (call >> nr >> fd >> buffer >> count && nr == std::to_string(SYS_write))
+        return static_cast<int64_t>(std::stoull(count, nullptr, 16));
+    }
+    gone = static_cast<bool>(ec);
+    return -1;
+  }
+
+  // True once the pipe holds pipe_bytes_ (the child's released write is in: any write it makes
+  // now blocks); false if the child exits first or after `seconds`.
+  bool wait_until_pipe_full(double seconds) const {
+    for (int i = 0; i < static_cast<int>(seconds * 200); ++i) {
+      int queued = 0;
+      if (::ioctl(read_fd_, FIONREAD, &queued) != 0) return false;
+      if (static_cast<size_t>(queued) >= pipe_bytes_) return true;
+      siginfo_t info{};
+      if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+          info.si_pid == pid_)
+        return false;  // exited (not reaped: finish() does)
+      ::usleep(2000);
+    }
+    return false;
+  }
+
+  // True once every thread of the child is stopped (after SIGSTOP). Polls /proc.
+  bool wait_until_stopped(double seconds) const {
+    for (int i = 0; i < static_cast<int>(seconds * 200); ++i) {
+      std::error_code ec;
+      bool all = true;
+      for (const auto& task : fs::directory_iterator(task_dir(), ec))
+        all = all && task_state(task.path()) == 'T';
+      if (ec) return false;
+      if (all) return true;
+      ::usleep(5000);
+    }
+    return false;
+  }
+
+  // Reads what the pipe holds now (the child is stopped), without the filler in front of it.
+  void drain() {
+    const int flags = ::fcntl(read_fd_, F_GETFL);
+    ::fcntl(read_fd_, F_SETFL, flags | O_NONBLOCK);
+    std::string got;
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(read_fd_, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got.append(buf, static_cast<size_t>(n));
+    }
+    ::fcntl(read_fd_, F_SETFL, flags);
+    const size_t filler = std::min(filler_bytes_, got.size());
+    filler_bytes_ -= filler;
+    output_.append(got, filler, std::string::npos);
+  }
+
+  // Writes `bytes` of filler into the (drained) pipe, in one write: one page, which the child's
+  // next write joins if it fits.
+  void fill(size_t bytes) {
+    if (bytes == 0) return;
+    const std::string filler(bytes, '#');
+    if (::write(write_fd_, filler.data(), bytes) == static_cast<ssize_t>(bytes))
+      filler_bytes_ += bytes;
+  }
+
+  std::string task_dir() const { return "/proc/" + std::to_string(pid_) + "/task"; }
+
+  // A thread's state letter from /proc/.../stat: 'S' sleeping, 'T' stopped, ...
+  static char task_state(const fs::path& task) {
+    std::string stat = read_proc(task / "stat");
+    size_t close_paren = stat.rfind(')');
+    return close_paren != std::string::npos && close_paren + 2 < stat.size() ? stat[close_paren + 2]
+                                                                             : '?';
+  }
+
   pid_t pid_ = -1;
   int read_fd_ = -1;
-  size_t filler_bytes_ = 0;
+  int write_fd_ = -1;        // the pipe's write end, kept with block_output
+  size_t filler_bytes_ = 0;  // filler at the front of what the pipe holds
+  size_t pipe_bytes_ = 0;    // the pipe's capacity (one page)
+  std::string output_;       // the child's output read so far (release_writes_until)
 };
 
 }  // namespace apps_test

@@ -2,7 +2,8 @@
 // the command that resumes it and exits 128 + signal; running that command finishes the run with
 // results byte-identical to an uninterrupted run (train and ablate); a second signal exits at once.
 // The CLI runs as a child process that blocks on its full output pipe (CliProcess), so it is
-// signalled after it has trained but before it can have finished, on any machine.
+// signalled after it has trained but before it can have finished, on any machine. The run's header
+// reaches a log before the data is loaded, so a run stopped that early leaves it there.
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
@@ -50,6 +51,18 @@ std::string state_without_elapsed(const std::string& path) {
   return parts.header.dump() + parts.data;
 }
 
+// Signals the child, blocked writing, twice: the first only sets the flag (the write resumes), the
+// second ends the process there and then. The same signal twice, the second sent once the first is
+// taken: two different signals pending at once are delivered lowest number first, whatever order
+// they were sent in, and the exit code would tell which.
+CliResult signal_twice(CliProcess& child, int sig) {
+  REQUIRE(child.wait_until_blocked_in_write());
+  child.signal(sig);
+  REQUIRE(child.wait_until_taken(sig));
+  child.signal(sig);
+  return child.finish();
+}
+
 }  // namespace
 
 TEST_CASE("apps.interrupt: SIGINT during train checkpoints, prints the resume command, exits 130") {
@@ -70,6 +83,8 @@ TEST_CASE("apps.interrupt: SIGINT during train checkpoints, prints the resume co
   };
 
   CliProcess child(with_out(dir.file("B")), /*block_output=*/true);
+  // The header and the data line through, the child blocks at its first progress line.
+  REQUIRE(child.release_writes_until("\ndata:"));
   REQUIRE(child.wait_until_blocked_in_write());
   child.signal(SIGINT);
   CliResult interrupted = child.finish();
@@ -110,19 +125,32 @@ TEST_CASE("apps.interrupt: a second signal exits at once without saving") {
       {"train", "--model", "mlp", "--batch-size", "16", "--steps", "60", "--eval-every", "20",
        "--threads", "1", "--data-dir", dir.file("data"), "--out", dir.file("run")},
       /*block_output=*/true);
-  REQUIRE(child.wait_until_blocked_in_write());
-  // Both signals arrive while the child is blocked writing its progress: the first only sets the
-  // flag (the write resumes), the second ends the process there and then. The same signal twice,
-  // the second sent once the first is taken: two different signals pending at once are delivered
-  // lowest number first, whatever order they were sent in, and the exit code would tell which.
-  child.signal(SIGINT);
-  REQUIRE(child.wait_until_taken(SIGINT));
-  child.signal(SIGINT);
-  CliResult r = child.finish();
+  REQUIRE(child.release_writes_until("\ndata:"));
+  CliResult r = signal_twice(child, SIGINT);  // while it writes its first progress line
   CAPTURE(r.output);
   CHECK(r.exit_code == 130);
   CHECK_FALSE(contains(r.output, "resume with"));
   CHECK_FALSE(fs::exists(dir.file("run") + "/train_state.safetensors"));  // no checkpoint yet
+}
+
+// A log's stdout is fully buffered: the header waited for the first progress line, so a run
+// stopped while its data loaded (two quick Ctrl-Cs) left an empty log. The data line is printed
+// once the data is loaded: the header must have been written before it, in a write of its own.
+TEST_CASE("apps.interrupt: a run's header reaches the log before its data is loaded") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 160, 40);
+  CliProcess child({"train", "--model", "mlp", "--batch-size", "16", "--steps", "40", "--threads",
+                    "1", "--data-dir", dir.file("data"), "--out", dir.file("run")},
+                   /*block_output=*/true);
+  REQUIRE(child.release_writes_until("\noutput:"));  // the header's last line
+  CAPTURE(child.output_so_far());
+  CHECK(contains(child.output_so_far(), "== bnlab train\nmodel:        mlp"));
+  CHECK_FALSE(contains(child.output_so_far(), "\ndata:"));
+  // Stopped there by a second signal, the log keeps the header.
+  CliResult r = signal_twice(child, SIGINT);
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 130);
+  CHECK(r.output.rfind("== bnlab train\nmodel:        mlp", 0) == 0);
 }
 
 TEST_CASE(
@@ -149,6 +177,8 @@ TEST_CASE(
                                     out};
   };
   CliProcess child(ablate(dir.file("B")), /*block_output=*/true);
+  // Blocked once an arm has logged its first step (every step logs: 8 steps).
+  REQUIRE(child.release_writes_until(" step 1/8 "));
   REQUIRE(child.wait_until_blocked_in_write());
   child.signal(SIGTERM);
   CliResult interrupted = child.finish();
