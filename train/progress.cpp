@@ -1,9 +1,12 @@
 #include "train/progress.h"
 
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 namespace bnlab {
 
@@ -23,9 +26,45 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
+// A terminal that can take the redrawn bar: TERM=dumb (Emacs' shell, some CI consoles) has no
+// cursor control, and the bar's "\r\033[K" would print as garbage there.
 bool Progress::is_terminal(FILE* f) {
-  return f != nullptr && isatty(fileno(f)) != 0 && std::getenv("CI") == nullptr;
+  const char* term = std::getenv("TERM");
+  return f != nullptr && isatty(fileno(f)) != 0 && std::getenv("CI") == nullptr &&
+         (term == nullptr || std::strcmp(term, "dumb") != 0);
 }
+
+namespace {
+
+// The terminal's width in columns; 0 if it does not say. Asked at every draw, so that a resized
+// window is followed.
+size_t terminal_columns(FILE* out) {
+  winsize ws{};
+  return ::ioctl(fileno(out), TIOCGWINSZ, &ws) == 0 ? ws.ws_col : 0;
+}
+
+size_t utf8_columns(const std::string& text) {
+  size_t n = 0;
+  for (char c : text) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
+}
+
+// `text` cut to `room` columns, between UTF-8 characters (an arm's label may hold any).
+std::string cut_to_columns(std::string text, size_t room) {
+  size_t cut = 0, columns = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const bool continuation = (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80;
+    if (!continuation) {
+      if (columns == room) break;
+      ++columns;
+    }
+    cut = i + 1;
+  }
+  text.resize(cut);
+  return text;
+}
+
+}  // namespace
 
 Progress::Progress(std::string label, int64_t total_steps, int64_t log_every, FILE* out,
                    bool force_plain)
@@ -48,17 +87,32 @@ void Progress::update(int64_t step, double loss, double accuracy, double images_
   if (tty_) {
     if (step < total_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
     last_draw_ = now;
-    const int width = 24;
-    int filled = static_cast<int>(width * std::min<int64_t>(step, total_) / total_);
-    char buf[256];
+    char figures[192];
     std::snprintf(
-        buf, sizeof buf, "%s [%s%s] %3d%% %ld/%ld | loss %.4f | acc %.4f | %.0f img/s | ETA %s",
-        label_.c_str(), std::string(static_cast<size_t>(filled), '#').c_str(),
-        std::string(static_cast<size_t>(width - filled), '.').c_str(),
+        figures, sizeof figures, " %3d%% %ld/%ld | loss %.4f | acc %.4f | %.0f img/s | ETA %s",
         static_cast<int>(100 * step / total_), static_cast<long>(step), static_cast<long>(total_),
         loss, accuracy, images_per_second, format_duration(eta).c_str());
-    last_bar_ = buf;
-    std::fprintf(out_, "\r\033[K%s", buf);
+    auto bar = [&](size_t cells) {
+      const auto filled = static_cast<size_t>(static_cast<int64_t>(cells) *
+                                              std::min<int64_t>(step, total_) / total_);
+      return label_ + " [" + std::string(filled, '#') + std::string(cells - filled, '.') + "]" +
+             figures;
+    };
+    // Kept one column short of the terminal's edge: a line that reaches it (or wraps) leaves the
+    // cursor on the next row, and "\r\033[K" clears only that row, so every redraw would leave a
+    // copy behind. The bar's cells give way first, so that the figures and the ETA stay; what is
+    // still too wide is cut.
+    const size_t full_cells = 24;
+    std::string text = bar(full_cells);
+    if (const size_t columns = terminal_columns(out_); columns > 0) {
+      const size_t room = columns - 1, length = utf8_columns(text);
+      if (length > room) {
+        const size_t over = length - room;
+        text = cut_to_columns(bar(over < full_cells ? full_cells - over : 0), room);
+      }
+    }
+    last_bar_ = text;
+    std::fprintf(out_, "\r\033[K%s", last_bar_.c_str());
     std::fflush(out_);
     bar_visible_ = true;
   } else if (step % log_every_ == 0 || step == total_) {

@@ -1,6 +1,7 @@
 // Progress display for long work: on a terminal a one-line bar redrawn in place (percent, ETA,
 // step, loss, accuracy, images/s); otherwise plain greppable lines ("step 500/5000 | loss 0.412 |
-// ...") every `log_every` steps, so logs stay readable.
+// ...") every `log_every` steps, so logs stay readable. The bar is cut to the terminal's width;
+// TERM=dumb, and CI set, get the plain lines.
 #pragma once
 
 #include <chrono>

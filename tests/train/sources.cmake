@@ -10,4 +10,5 @@ set(BNLAB_TEST_TRAIN_SOURCES
   tests/train/test_noisy_batch.cpp
   tests/train/test_mechanism_report.cpp
   tests/train/test_plot.cpp
+  tests/train/test_progress.cpp
 )
