@@ -53,7 +53,10 @@ Command add_eval_command(CLI::App& parent) {
                   "(the images the run trained on: without those --val-split held out, "
                   "--train-subset applied); test_first1000 (cifar10)")
       ->capture_default_str();
-  app->add_option("--data-dir", o->data_dir, find_knob_by_flag("--data-dir")->help);
+  app->add_option("--data-dir", o->data_dir,
+                  "Data directory (default, for the run's own dataset: the one it trained from, "
+                  "as its config.json records it; else, or if that is gone, as bnlab train finds "
+                  "it: $BNLAB_DATA, else ./data if it exists, else $XDG_DATA_HOME/bnlab)");
   app->add_option("--batch-size", o->batch_size, "Evaluation batch size")
       ->check(whole_number_in(1, int64_t{1} << 24))
       ->capture_default_str();
@@ -72,12 +75,25 @@ Command add_eval_command(CLI::App& parent) {
                        " has no val split of its own (use --split test)");
     }
     if (!(o->split == "val" && held_out)) check_split(dataset, o->split);
-    cfg.data_dir = o->data_dir;
+    // Without --data-dir, the run's own dataset is read where training read it (recorded
+    // absolute): the default lookup, from another working directory or under another $BNLAB_DATA,
+    // would find other files or none. A recorded directory that is gone (the data moved) leaves
+    // the lookup as it was.
+    DataDir data_dir = find_data_dir(o->data_dir);
+    cfg.data_dir = o->data_dir;  // "" keeps the lookup's reason in a "not found" error
+    if (o->data_dir.empty() && own) {
+      std::error_code ec;
+      const std::optional<std::string> recorded = recorded_data_dir(o->checkpoint);
+      if (recorded && std::filesystem::is_directory(*recorded, ec)) {
+        data_dir = {*recorded, "the run's, from its config.json"};
+        cfg.data_dir = *recorded;
+      }
+    }
     // A folder's split is checked against the run's training split, which a run whose config.json
     // predates its normalization also needs for the statistics: loaded once for both.
     std::optional<ImageDataset> run_train;
-    ImageDataset data = own ? load_run_split(cfg, o->split, &run_train)
-                            : load_dataset(dataset, o->split, find_data_dir(o->data_dir));
+    ImageDataset data =
+        own ? load_run_split(cfg, o->split, &run_train) : load_dataset(dataset, o->split, data_dir);
     std::string what;
     if (own && o->split == "train" && (cfg.val_split > 0 || cfg.train_subset > 0)) {
       what = ": the images the run trained on";
@@ -143,6 +159,8 @@ Command add_eval_command(CLI::App& parent) {
       auto pred = static_cast<size_t>(ev.predictions[i]);
       if (pred < static_cast<size_t>(K)) ++confusion[truth][pred];
     }
+    if (dataset.rfind("folder:", 0) != 0)  // a folder names its own directory
+      std::printf("data dir:  %s (%s)\n", data_dir.path.c_str(), data_dir.origin.c_str());
     std::printf("%s on %s (%ld images%s): accuracy %.4f, loss %.4f\n\n", o->checkpoint.c_str(),
                 data.title().c_str(), static_cast<long>(data.size()), what.c_str(), ev.accuracy,
                 ev.loss);

@@ -375,6 +375,17 @@ std::optional<ModelSpec> recorded_geometry(const std::string& dir) {
 
 }  // namespace
 
+std::optional<std::string> recorded_data_dir(const std::string& dir) {
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  const json j = json::parse(read_file(config_path), nullptr, false);
+  if (!j.is_object() || !j.contains("provenance")) return std::nullopt;
+  const json& provenance = j.at("provenance");
+  if (!provenance.is_object() || !provenance.contains("data_dir")) return std::nullopt;
+  if (!provenance.at("data_dir").is_string())
+    BNLAB_FAIL(config_path, ": key 'provenance.data_dir' is not a string");
+  return provenance.at("data_dir").get<std::string>();
+}
+
 void check_run_geometry(const std::string& dir, const ImageDataset& data) {
   const std::optional<ModelSpec> run = recorded_geometry(dir);
   if (!run) return;

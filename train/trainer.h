@@ -377,6 +377,11 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const NormalizeOptio
 NormalizeOptions run_normalization(const std::string& dir, const TrainConfig& cfg,
                                    const ImageDataset* run_train = nullptr);
 
+/// The data directory the run in `dir` read its images from, as its config.json records it under
+/// "provenance" (resolved: absolute, whatever the working directory was); nullopt for a run
+/// written before it did.
+std::optional<std::string> recorded_data_dir(const std::string& dir);
+
 /// Throws, naming both, unless `data`'s image geometry and class count are those the run in `dir`
 /// was trained on (config.json's "input"), e.g. "R: the run was trained on 1x28x28 images with 10
 /// classes; this dataset (folder:pets/test) has 3x10x10 images, 2 classes". A run whose config.json

@@ -791,3 +791,43 @@ TEST_CASE("apps.eval: --split val is the images --val-split held out, --split tr
   CHECK(none.exit_code == 2);
   CHECK(contains(none.output, plain + " has no validation split"));
 }
+
+// eval without --data-dir used the default lookup ($BNLAB_DATA, ./data, ...), not the directory
+// the run was trained from: from another working directory, or with $BNLAB_DATA set, it read
+// other files (or found none). The run's directory is recorded absolute in config.json.
+TEST_CASE(
+    "apps.eval: without --data-dir, the run's own data directory, or the lookup if it is gone") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 120, 40);   // the run's: 40 test images
+  write_tiny_mnist(dir.file("other"), 120, 30);  // $BNLAB_DATA's: 30
+  const std::string out = dir.file("run");
+  CliResult r = run_cli("train --model mlp --steps 2 --batch-size 16 " + common_flags(dir) +
+                        " --out " + shell_quote(out));
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  const std::string with_other = "BNLAB_DATA=" + shell_quote(dir.file("other")) + " " +
+                                 shell_quote(BNLAB_CLI_PATH) + " eval --checkpoint " +
+                                 shell_quote(out);
+
+  CliResult own = run_shell(with_other);
+  CAPTURE(own.output);
+  REQUIRE(own.exit_code == 0);
+  CHECK(contains(own.output,
+                 "data dir:  " + fs::absolute(dir.file("data")).lexically_normal().string() +
+                     " (the run's, from its config.json)\n"));
+  CHECK(contains(own.output, "on mnist/test (40 images)"));
+
+  CliResult flag = run_shell(with_other + " --data-dir " + shell_quote(dir.file("other")));
+  CAPTURE(flag.output);
+  REQUIRE(flag.exit_code == 0);
+  CHECK(contains(flag.output, "(from --data-dir)"));
+  CHECK(contains(flag.output, "on mnist/test (30 images)"));
+
+  // The data moved: the lookup, as before, and it says so.
+  fs::rename(dir.file("data"), dir.file("moved"));
+  CliResult moved = run_shell(with_other);
+  CAPTURE(moved.output);
+  REQUIRE(moved.exit_code == 0);
+  CHECK(contains(moved.output, "(from $BNLAB_DATA)"));
+  CHECK(contains(moved.output, "on mnist/test (30 images)"));
+}
