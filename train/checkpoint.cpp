@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/serialize.h"
+#include "train/run_dir.h"
 
 namespace bnlab {
 
@@ -40,6 +41,8 @@ void save_checkpoint(const std::string& dir, const Model& model, const Optimizer
                    {{"format", "pytorch state_dict"},
                     {"model", model.spec.name},
                     {"step", std::to_string(s.step)}});
+  // What eval --json measured was the model just replaced (a resumed run's older one).
+  remove_eval_reports(dir);
 
   std::vector<NamedTensor> state;
   for (const NamedTensor& w : weights) state.push_back({kModelPrefix + w.name, w.tensor, w.dtype});

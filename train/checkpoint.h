@@ -29,7 +29,8 @@ struct CheckpointState {
   int64_t correct = 0, seen = 0;
 };
 
-// Writes model.safetensors, then train_state.safetensors (the commit point), into `dir`.
+// Writes model.safetensors, then train_state.safetensors (the commit point), into `dir`; removes
+// the eval --json reports there, which measured the model replaced.
 void save_checkpoint(const std::string& dir, const Model& model, const Optimizer& opt,
                      const CheckpointState& state);
 

@@ -117,6 +117,18 @@ std::string eval_report_name(const std::string& dataset, const std::string& spli
   return name;
 }
 
+void remove_eval_reports(const std::string& dir) {
+  std::error_code ec;
+  std::vector<fs::path> reports;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (is_eval_report_name(entry.path().filename().string())) reports.push_back(entry.path());
+  for (const fs::path& report : reports) {
+    fs::remove(report, ec);
+    BNLAB_CHECK(!ec, "run directory ", dir, ": cannot remove ", report.filename().string(), ": ",
+                ec.message());
+  }
+}
+
 void clear_run(const std::string& dir) {
   for (const std::string& name : run_files_in(dir)) {
     std::error_code ec;

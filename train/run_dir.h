@@ -33,9 +33,12 @@ std::vector<std::string> run_files_in(const std::string& dir);
 
 // The report `bnlab eval --json` writes into a run directory: eval_<dataset>_<split>.json, every
 // character but letters, digits, '.' and '-' made '_' (a folder dataset's name holds its path,
-// whose
-// '/' would name another directory). Named here so that --overwrite finds what eval wrote.
+// whose '/' would name another directory). Named here so that --overwrite finds what eval wrote.
 std::string eval_report_name(const std::string& dataset, const std::string& split);
+
+// Removes the reports `bnlab eval --json` wrote into `dir` (eval_report_name): they describe the
+// model.safetensors that a new checkpoint (a resumed run's) has just replaced.
+void remove_eval_reports(const std::string& dir);
 
 // Removes the run files and temporaries of killed writes from `dir` (--overwrite); other files
 // stay.

@@ -86,6 +86,32 @@ TEST_CASE("apps.run_dir: --overwrite removes the eval reports of the run it repl
   CHECK(fs::exists(run + "/eval_notes.md"));
 }
 
+// A resumed run's first checkpoint replaces model.safetensors, which the reports measured.
+TEST_CASE("apps.run_dir: a resumed run removes the eval reports once it replaces the model") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  const std::string run = dir.file("run");
+  REQUIRE(run_cli(flags(dir, "run", 3)).exit_code == 0);
+  CliResult eval = run_cli("eval --json --checkpoint " + shell_quote(run) + " --data-dir " +
+                           shell_quote(dir.file("data")));
+  CAPTURE(eval.output);
+  REQUIRE(eval.exit_code == 0);
+  REQUIRE(fs::exists(run + "/eval_mnist_test.json"));
+  write_bytes(run + "/eval_notes.md", {'k', 'e', 'e', 'p'});
+
+  // Nothing to train: the model, and what was measured of it, stay.
+  CliResult again = run_cli("train --resume " + shell_quote(run));
+  CAPTURE(again.output);
+  REQUIRE(again.exit_code == 0);
+  CHECK(fs::exists(run + "/eval_mnist_test.json"));
+
+  CliResult longer = run_cli("train --resume " + shell_quote(run) + " --steps 4");
+  CAPTURE(longer.output);
+  REQUIRE(longer.exit_code == 0);
+  CHECK_FALSE(fs::exists(run + "/eval_mnist_test.json"));
+  CHECK(fs::exists(run + "/eval_notes.md"));
+}
+
 TEST_CASE("apps.run_dir: a directory locked by another process is refused naming that process") {
   // The test holds the lock itself, as a running bnlab would: deterministic, no race to win.
   TempDir dir;
