@@ -310,6 +310,16 @@ def measure_round(run, sides, key, rnd, limit, retries, log=sys.stderr, before_r
     return kept, [m for pair in attempts if pair is not kept for m in pair]
 
 
+def start_refusal(require_quiet, cpus, start_load1):
+    """With --require-quiet, the reasons (a list) to stop before measuring, else None: a start
+    over the load limit makes the verdict "not quiet" whatever the measurements show, so measuring
+    for the next half hour could only end in exit 3 with no table."""
+    if not require_quiet:
+        return None
+    quiet, _, reasons = quiet_verdict(cpus, start_load1, [])
+    return None if quiet else reasons
+
+
 def quiet_verdict(cpus, start_load1, measurements, per_cpu=QUIET_LOAD_PER_CPU):
     """(quiet, limit, reasons): the run is quiet when the load average before it and the other
     programs' runnable tasks during every measurement (mean of the samples) stay <= per_cpu x cpus.
@@ -854,7 +864,8 @@ def parse_args(argv):
                     help="do not pin rows with fewer threads than CPUs (by default both sides of "
                          "such a row run on the same, lowest-numbered CPUs)")
     ap.add_argument("--require-quiet", action="store_true",
-                    help="write no table (exit 3) unless the machine was quiet throughout")
+                    help="write no table (exit 3) unless the machine was quiet throughout; "
+                         "stop before measuring if it is not quiet at the start")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     quick = dict(threads="1", repeats=2, seconds=0.1, warmup=0.1, settle=0.0, retries=0)
@@ -908,6 +919,14 @@ def main(argv=None):
     speed = CpuSpeed(os.sched_getaffinity(0))
     speed.calibrate()
     start_load = loadavg()
+    refusal = start_refusal(args.require_quiet, cpus, start_load["load1"] if start_load else None)
+    if refusal:
+        print(f"compare_pytorch: {NOT_QUIET} at the start, after waiting {waited:.0f} s; nothing "
+              f"measured (--require-quiet; without it the run is measured and marked):",
+              file=sys.stderr)
+        for r in refusal:
+            print(f"  - {r}", file=sys.stderr)
+        return 3
     inner = ["--repeats", str(args.inner_repeats), "--seconds", str(args.seconds), "--warmup",
              str(args.warmup)]
     me = [TORCH_PYTHON, os.path.abspath(__file__), "--inner-repeats", str(args.inner_repeats),

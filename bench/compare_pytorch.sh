@@ -10,7 +10,8 @@
 #
 # Writes bench/results/compare_pytorch-<UTC time>[-NOT-QUIET].{json,md} and prints the tables. A run
 # on a busy machine is marked "NOT QUIET -- not for publication"; --require-quiet writes no table
-# then (exit 3). Method and how to publish the table: docs/performance.md.
+# then (exit 3), and stops before measuring if the start is not quiet. Method and how to publish
+# the table: docs/performance.md.
 # Build directory: $BNLAB_BENCH_BUILD, else build-bench at the repository root (build-bench-avx2
 # with --max-isa avx2: bnlab built for x86-64-v3, AVX2 + FMA, instead of -march=native, so that
 # its compiler-vectorized loops are those of an AVX2-only CPU too).

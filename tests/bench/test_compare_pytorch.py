@@ -178,6 +178,15 @@ class Quiet(unittest.TestCase):
         self.assertTrue(cp.quiet_verdict(8, 2.0, [measurement("a", 1.5)])[0])
         self.assertFalse(cp.quiet_verdict(2, 0.0, [measurement("a", 1.5)])[0])
 
+    def test_require_quiet_stops_at_a_busy_start(self):
+        reasons = cp.start_refusal(True, 2, 0.62)
+        self.assertEqual(len(reasons), 1)
+        self.assertIn("0.62 before the first measurement > 0.60", reasons[0])
+        self.assertIsNone(cp.start_refusal(True, 2, 0.58))
+        self.assertIsNotNone(cp.start_refusal(True, 2, None))
+        # Without --require-quiet a busy start is measured (and the table marked).
+        self.assertIsNone(cp.start_refusal(False, 2, 0.62))
+
     def test_unknown_is_not_quiet(self):
         self.assertFalse(cp.quiet_verdict(2, None, [measurement("a", 0.0)])[0])
         ok, _, reasons = cp.quiet_verdict(2, 0.0, [measurement("short one", None)])
