@@ -25,6 +25,7 @@
 #include "core/error.h"
 #include "core/gemm_avx512.h"
 #include "core/random.h"
+#include "memory_limit.h"
 
 using namespace bnlab;
 
@@ -293,6 +294,76 @@ TEST_CASE(
       }
     }
   }
+}
+
+// Run by the test below in a fresh process (in_exec_child), where a team of two threads can start.
+TEST_CASE("gemm child: packing buffers that cannot be allocated at two threads" * doctest::skip()) {
+  if (!testing::in_exec_child()) return;
+  int code = 4;
+  {
+    set_num_threads(2);
+    // The team's threads (their stacks) start here, before the limit, with no packing buffer yet.
+    int started = 0;
+#pragma omp parallel num_threads(2)
+    {
+#pragma omp atomic
+      ++started;
+    }
+    if (started != 2) ::_exit(6);
+    // 40 x 4096 x 100 is above the threading threshold; each thread's B packing buffer would be
+    // 2048 x 100 floats (800 KB), more than the 256 KB the limit leaves.
+    const Shape s{40, 4096, 100};
+    std::vector<Matrix> as, bs, cs;
+    std::vector<std::vector<double>> want(4), bound(4);
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = (t & 1) != 0, tb = (t & 2) != 0;
+      as.push_back(ta ? Matrix(s.K, s.M, 1, 11) : Matrix(s.M, s.K, 1, 11));
+      bs.push_back(tb ? Matrix(s.N, s.K, 2, 12) : Matrix(s.K, s.N, 2, 12));
+      cs.emplace_back(s.M, s.N, 0, 13);
+      const double u = std::ldexp(1.0, -24), n = double(s.K + 4), gamma = n * u / (1.0 - n * u);
+      for (int64_t i = 0; i < s.M; ++i) {
+        for (int64_t j = 0; j < s.N; ++j) {
+          double sum = 0.0, mag = 0.0;
+          for (int64_t k = 0; k < s.K; ++k) {
+            const double p = double(op_at(as[t], ta, i, k)) * double(op_at(bs[t], tb, k, j));
+            sum += p;
+            mag += std::fabs(p);
+          }
+          const double c0 = cs[t].at(i, j);
+          want[t].push_back(0.7 * sum + 0.5 * c0);
+          bound[t].push_back(gamma * (0.7 * mag + 0.5 * std::fabs(c0)));
+        }
+      }
+    }
+    if (testing::limit_address_space(size_t{256} << 10)) {
+      code = 0;
+      for (int t = 0; t < 4; ++t) {
+        gemm_avx512((t & 1) != 0, (t & 2) != 0, s.M, s.N, s.K, 0.7f, as[t].v.data(), as[t].ld,
+                    bs[t].v.data(), bs[t].ld, 0.5f, cs[t].v.data(), cs[t].ld);
+        for (int64_t i = 0; i < s.M; ++i)
+          for (int64_t j = 0; j < s.N; ++j)
+            if (!(std::fabs(double(cs[t].at(i, j)) - want[t][i * s.N + j]) <=
+                  bound[t][i * s.N + j]))
+              code = 3;
+      }
+    }
+  }
+  std::fflush(nullptr);
+  ::_exit(code);
+}
+
+TEST_CASE("gemm: packing buffers that cannot be allocated give the product, not the end") {
+  if (!BNLAB_TEST_MEMORY_LIMIT) return;
+  if (!gemm_avx512_available()) {
+    MESSAGE("no AVX-512F (the CPU, or BNLAB_MAX_ISA): the own kernel's packing is not tested");
+    return;
+  }
+  // Left open by the audit of the OpenMP regions (2026-12-06): each thread allocates its packing
+  // buffers inside the region that splits the product (and inside conv's image loop), where an
+  // exception cannot leave; a buffer that could not be allocated ended the process in
+  // std::terminate.
+  CHECK(testing::exec_child_exit_code(
+            "gemm child: packing buffers that cannot be allocated at two threads") == 0);
 }
 
 TEST_CASE("gemm: bad sizes and leading dimensions throw, naming the op") {
