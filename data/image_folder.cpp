@@ -32,6 +32,78 @@ bool is_image_file(const fs::path& p) {
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
 }
 
+// What a directory entry named like an image is when it is not a file one can read, for the error.
+// `status_ec` is what fs::status reported (a link loop, a directory it cannot search).
+std::string non_file_kind(const fs::file_status& st, const std::error_code& status_ec) {
+  switch (st.type()) {
+    case fs::file_type::fifo:
+      return "a FIFO";
+    case fs::file_type::socket:
+      return "a socket";
+    case fs::file_type::character:
+      return "a character device";
+    case fs::file_type::block:
+      return "a block device";
+    case fs::file_type::not_found:
+      return "a dangling symbolic link";
+    default:
+      return status_ec ? "unreadable (" + status_ec.message() + ")" : "not a regular file";
+  }
+}
+
+// A class's image files in torchvision's order (make_dataset: sorted(os.walk(class_dir,
+// followlinks=True)), each directory's file names sorted): the class folder and every directory
+// below it, symbolic links followed, the directories in path order, each one's images by name. A
+// nested folder's images belong to the class, as they do in torchvision; reading only the top level
+// dropped them without a word. Unlike os.walk, which skips what it cannot list, an unreadable
+// directory is an error, and so is a link back to a directory above it (os.walk follows such a
+// cycle until the path is too long, listing the same images again at every level). An entry named
+// like an image that is neither a file nor a directory (a FIFO, socket, device or dangling link) is
+// refused by name: torchvision lists it and then blocks opening the FIFO or fails at the link.
+std::vector<std::string> class_image_files(const fs::path& class_dir) {
+  struct Pending {
+    fs::path dir;
+    std::vector<fs::path> above;  // canonical paths of class_dir .. dir's parent
+  };
+  std::vector<std::pair<std::string, std::vector<std::string>>> listed;  // directory, its images
+  std::vector<Pending> pending{{class_dir, {}}};
+  while (!pending.empty()) {
+    Pending p = std::move(pending.back());
+    pending.pop_back();
+    std::error_code ec;
+    fs::path canonical = fs::canonical(p.dir, ec);
+    BNLAB_CHECK(!ec, "image_folder: cannot resolve ", p.dir.string(), ": ", ec.message());
+    for (const fs::path& a : p.above)
+      BNLAB_CHECK(a != canonical, "image_folder: ", p.dir.string(), " links back to ", a.string(),
+                  ", a folder that contains it (a directory cycle)");
+    p.above.push_back(std::move(canonical));
+    std::vector<std::string> images;
+    fs::directory_iterator it(p.dir, ec);
+    for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      const fs::path& path = it->path();
+      std::error_code status_ec;
+      const fs::file_status st = fs::status(path, status_ec);  // follows links
+      if (fs::is_directory(st)) {
+        pending.push_back({path, p.above});
+      } else if (is_image_file(path)) {
+        BNLAB_CHECK(fs::is_regular_file(st), "image_folder: ", path.string(),
+                    " is named like an image but is ", non_file_kind(st, status_ec));
+        images.push_back(path.string());
+      }
+    }
+    BNLAB_CHECK(!ec, "image_folder: cannot list ", p.dir.string(), ": ", ec.message());
+    std::sort(images.begin(), images.end());
+    listed.emplace_back(p.dir.string(), std::move(images));
+  }
+  std::sort(listed.begin(), listed.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::string> files;
+  for (auto& [dir, images] : listed)
+    files.insert(files.end(), std::make_move_iterator(images.begin()),
+                 std::make_move_iterator(images.end()));
+  return files;
+}
+
 struct Entry {
   std::string path;
   int64_t label;
@@ -342,11 +414,7 @@ ImageDataset load_folder(const std::string& root_str, const ImageFolderOptions& 
   std::vector<std::vector<std::string>> class_files(classes.size());
   for (size_t k = 0; k < classes.size(); ++k) {
     std::vector<std::string>& files = class_files[k];
-    for (const auto& entry : fs::directory_iterator(root / classes[k])) {
-      if (entry.is_regular_file() && is_image_file(entry.path()))
-        files.push_back(entry.path().string());
-    }
-    std::sort(files.begin(), files.end());
+    files = class_image_files(root / classes[k]);
     BNLAB_CHECK(!files.empty() || options.allow_empty, "image_folder: class folder ",
                 (root / classes[k]).string(),
                 " holds no .png/.jpg/.jpeg/.bmp images; every class sub-directory needs at least "

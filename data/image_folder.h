@@ -1,10 +1,13 @@
 // Image folders: root/<class>/<image>.{png,jpg,jpeg,bmp} (case-insensitive extensions), read with
 // stb_image into a uint8 ImageDataset [N, C, H, W].
 //
-// Classes are the sub-directories of root sorted by name (byte order), so label k is the k-th name;
-// images within a class are sorted by file name; other files are ignored. A class directory
-// without images is an error (torchvision raises FileNotFoundError), unless options allow empty
-// classes (torchvision's allow_empty=True): they then keep their label and hold no images.
+// Classes are the sub-directories of root sorted by name (byte order), so label k is the k-th name.
+// A class's images are its image files at any depth below its folder, symbolic links followed, in
+// torchvision's order: directories by path, each one's files by name; other files are ignored. An
+// entry named like an image that is not a file (a FIFO, socket, device or dangling link), a
+// directory that cannot be listed and a link back to a folder above it are errors. A class
+// directory without images is an error (torchvision raises FileNotFoundError), unless options allow
+// empty classes (torchvision's allow_empty=True): they then keep their label and hold no images.
 // Channels: 1 if every image is grayscale (or gray + alpha), else 3 (gray replicated; alpha
 // dropped), unless forced by options. Size: every image must have the same size unless options
 // give a fixed height and width, to which each image is resized (stb_image_resize). A file that
@@ -77,7 +80,7 @@ ImageInfo image_info(std::string_view bytes, const std::string& name_for_errors)
 DecodedImage decode_image(std::string_view bytes, const std::string& name_for_errors,
                           int64_t channels, int64_t height = 0, int64_t width = 0);
 
-/// Loads `root/<class>/*` as above; the dataset's name is root's last path component, split "".
+/// Loads `root/<class>/**` as above; the dataset's name is root's last path component, split "".
 ImageDataset load_image_folder(const std::string& root, const ImageFolderOptions& options = {});
 
 namespace detail {

@@ -1,11 +1,14 @@
-// data/image_folder: PNG/BMP/JPG files under root/<class>/ (written here with stb_image_write)
-// become a [N, C, H, W] uint8 dataset -- classes sorted by name, exact pixels in CHW order,
-// grayscale detected, gray replicated when mixed with RGB, optional resize -- and unreadable or
-// mismatched images, empty class folders and folders over the decoded-size limit are reported with
-// their path (through load_dataset, suggesting no option its callers cannot set); a folder divided
-// into splits names the split it lacks; PNGs with zero-length IDAT chunks decode as without them.
+// data/image_folder: PNG/BMP/JPG files under root/<class>/, at any depth in torchvision's order
+// (written here with stb_image_write), become a [N, C, H, W] uint8 dataset -- classes sorted by
+// name, exact pixels in CHW order, grayscale detected, gray replicated when mixed with RGB,
+// optional resize -- and unreadable or mismatched images, empty class folders and folders over the
+// decoded-size limit are reported with their path (through load_dataset, suggesting no option its
+// callers cannot set); a folder divided into splits names the split it lacks; PNGs with
+// zero-length IDAT chunks decode as without them; FIFOs and dangling links named like images, and
+// directory cycles, are named.
 #include <doctest/doctest.h>
 #include <stb_image_write.h>
+#include <sys/stat.h>
 
 #include <fstream>
 #include <iterator>
@@ -127,6 +130,65 @@ TEST_CASE(
   CHECK(resized.height == 8);
   CHECK(resized.width == 10);
   CHECK(resized.pixels.size() == 4u * 3 * 8 * 10);
+}
+
+TEST_CASE("data.image_folder: a class's nested folders count, in torchvision's order") {
+  // torchvision's make_dataset lists sorted(os.walk(class_dir, followlinks=True)): directories in
+  // path order ("c/a" < "c/a b" < "c/a/z" < "c/a0", since ' ' < '/' < '0'), each one's files by
+  // name. A depth-first walk would put a/z/ before "a b"/. Each image's first pixel is its seed.
+  TempDir dir("folder");
+  fs::path root = dir.path / "nested";
+  fs::path c = root / "c";
+  write_png(c / "b.png", 2, 2, 1, 1);
+  write_png(c / "a b" / "x.png", 2, 2, 1, 2);
+  write_png(c / "a" / "y.png", 2, 2, 1, 3);
+  write_png(c / "a" / "z" / "w.png", 2, 2, 1, 4);
+  write_png(c / "a0" / "v.png", 2, 2, 1, 5);
+  write_png(c / "img.png" / "inner.png", 2, 2, 1, 6);  // a directory named like an image
+  write_png(dir.path / "elsewhere" / "u.png", 2, 2, 1, 7);
+  fs::create_directory_symlink(dir.path / "elsewhere", c / "link");  // followed, as os.walk does
+  write_bytes((c / "a" / "notes.txt").string(), {'h', 'i'});
+  write_png(root / "d" / "deep" / "er" / "t.png", 2, 2, 1, 8);  // a class with nested images only
+  ImageDataset d = load_image_folder(root.string());
+  CHECK(d.class_names == std::vector<std::string>{"c", "d"});
+  REQUIRE(d.size() == 8);
+  std::vector<int> seeds;
+  for (int64_t i = 0; i < d.size(); ++i) seeds.push_back(d.image(i)[0]);
+  CHECK(seeds == std::vector<int>{1, 3, 2, 4, 5, 6, 7, 8});
+  CHECK(d.labels == std::vector<int64_t>{0, 0, 0, 0, 0, 0, 0, 1});
+}
+
+TEST_CASE(
+    "data.image_folder: entries named like images that are not files, and cycles, are named") {
+  TempDir dir("folder");
+  fs::path root = dir.path / "odd";
+  write_png(root / "c" / "ok.png", 2, 2, 1, 1);
+  // A FIFO: torchvision lists it and then waits for a writer; it used to be skipped silently.
+  const fs::path fifo = root / "c" / "sub" / "f.png";
+  fs::create_directories(fifo.parent_path());
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK(
+      refused_in_child([&] { load_image_folder(root.string()); },
+                       "image_folder: " + fifo.string() + " is named like an image but is a FIFO"));
+  fs::remove(fifo);
+  const fs::path dangling = root / "c" / "gone.jpg";
+  fs::create_symlink(dir.path / "nowhere.jpg", dangling);
+  CHECK_THROWS_WITH_AS(
+      load_image_folder(root.string()),
+      doctest::Contains(
+          (dangling.string() + " is named like an image but is a dangling symbolic link").c_str()),
+      Error);
+  fs::remove(dangling);
+  // A link back to the class folder: os.walk would go round until the path is too long.
+  fs::create_directory_symlink(root / "c", root / "c" / "sub" / "up");
+  CHECK_THROWS_WITH_AS(load_image_folder(root.string()),
+                       doctest::Contains(((root / "c" / "sub" / "up").string() + " links back to " +
+                                          fs::canonical(root / "c").string() +
+                                          ", a folder that contains it (a directory cycle)")
+                                             .c_str()),
+                       Error);
+  fs::remove(root / "c" / "sub" / "up");
+  CHECK(load_image_folder(root.string()).size() == 1);
 }
 
 TEST_CASE("data.image_folder: unreadable images and empty folders are reported with the path") {
