@@ -133,7 +133,7 @@ std::vector<std::string> read_class_names_file(const std::string& path) {
     size_t b = line.find_first_not_of(" \t\r\n");
     size_t e = line.find_last_not_of(" \t\r\n");
     if (b == std::string::npos) continue;
-    names.push_back(line.substr(b, e - b + 1));
+    names.push_back(printable_name(std::string_view(line).substr(b, e - b + 1)));
   }
   return names;
 }

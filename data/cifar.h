@@ -41,7 +41,8 @@ ImageDataset decode_cifar_batch(std::string_view bytes, const std::string& name_
 /// The ten CIFAR-10 class names in label order (airplane ... truck).
 const std::vector<std::string>& cifar10_class_names();
 
-/// Non-empty lines of a names file (batches.meta.txt, fine_label_names.txt), trimmed; {} if absent.
+/// Non-empty lines of a names file (batches.meta.txt, fine_label_names.txt), trimmed and made
+/// printable (printable_name: control characters and bytes outside UTF-8 as `\xNN`); {} if absent.
 /// Throws naming the path if it exists but is not a regular file (a FIFO would block the read).
 std::vector<std::string> read_class_names_file(const std::string& path);
 

@@ -78,4 +78,47 @@ TrainValSplit split_train_val(const ImageDataset& data, int64_t val_count, uint6
   return {subset(data, train, prefix + "train"), subset(data, val, prefix + "val")};
 }
 
+namespace {
+
+// The length of the well-formed UTF-8 character at raw[i] that is not a control character, or 0.
+size_t printable_char_length(std::string_view raw, size_t i) {
+  const auto lead = static_cast<unsigned char>(raw[i]);
+  if (lead < 0x80) return lead >= 0x20 && lead != 0x7F ? 1 : 0;
+  const size_t length = (lead >> 5) == 0x6    ? 2
+                        : (lead >> 4) == 0xE  ? 3
+                        : (lead >> 3) == 0x1E ? 4
+                                              : 0;
+  if (length == 0 || i + length > raw.size()) return 0;
+  uint32_t code = lead & (0x7Fu >> length);
+  for (size_t k = 1; k < length; ++k) {
+    const auto next = static_cast<unsigned char>(raw[i + k]);
+    if ((next & 0xC0) != 0x80) return 0;
+    code = code << 6 | (next & 0x3Fu);
+  }
+  static constexpr uint32_t kShortest[5] = {0, 0, 0x80, 0x800, 0x10000};  // no overlong forms
+  const bool valid = code >= kShortest[length] && code <= 0x10FFFF &&
+                     !(code >= 0xD800 && code <= 0xDFFF) && !(code >= 0x80 && code <= 0x9F);
+  return valid ? length : 0;
+}
+
+}  // namespace
+
+std::string printable_name(std::string_view raw) {
+  std::string out;
+  out.reserve(raw.size());
+  for (size_t i = 0; i < raw.size();) {
+    if (const size_t length = printable_char_length(raw, i)) {
+      out.append(raw.substr(i, length));
+      i += length;
+    } else {
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      const auto byte = static_cast<unsigned char>(raw[i++]);
+      out += "\\x";
+      out += kHex[byte >> 4];
+      out += kHex[byte & 15];
+    }
+  }
+  return out;
+}
+
 }  // namespace bnlab

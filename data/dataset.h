@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace bnlab {
@@ -59,5 +60,11 @@ struct TrainValSplit {
 /// "<split>-val" (or "train" / "val" when the source had no split name). Throws unless 0 <
 /// val_count < size().
 TrainValSplit split_train_val(const ImageDataset& data, int64_t val_count, uint64_t seed);
+
+/// A class or dataset name as it may be printed and written into JSON: `raw` with every byte that
+/// is a control character (C0, DEL, or part of a C1 character) or not part of valid UTF-8 written
+/// as `\xNN`. Such names come from directory names and batches.meta.txt lines, which may hold any
+/// bytes; the loaders keep only this form.
+std::string printable_name(std::string_view raw);
 
 }  // namespace bnlab

@@ -474,12 +474,12 @@ ImageDataset load_folder(const std::string& root_str, const ImageFolderOptions& 
               ")");
 
   ImageDataset out;
-  out.name =
-      root.filename().empty() ? root.parent_path().filename().string() : root.filename().string();
+  out.name = printable_name(root.filename().empty() ? root.parent_path().filename().string()
+                                                    : root.filename().string());
   out.channels = C;
   out.height = H;
   out.width = W;
-  out.class_names = classes;
+  for (const std::string& name : classes) out.class_names.push_back(printable_name(name));
   out.pixels.resize(entries.size() * static_cast<size_t>(CHW));
   out.labels.resize(entries.size());
 

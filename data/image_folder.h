@@ -1,7 +1,8 @@
 // Image folders: root/<class>/<image>.{png,jpg,jpeg,bmp} (case-insensitive extensions), read with
 // stb_image into a uint8 ImageDataset [N, C, H, W].
 //
-// Classes are the sub-directories of root sorted by name (byte order), so label k is the k-th name.
+// Classes are the sub-directories of root sorted by name (byte order), so label k is the k-th name
+// (kept as printable_name makes it: a byte outside UTF-8 or a control character as \xNN).
 // A class's images are its image files at any depth below its folder, symbolic links followed, in
 // torchvision's order: directories by path, each one's files by name; other files are ignored. An
 // entry named like an image that is not a file (a FIFO, socket, device or dangling link), a

@@ -199,6 +199,25 @@ TEST_CASE("data.cifar: CIFAR-10 directory protocol and names") {
   CHECK(dataset_splits("cifar10").size() == 5);
 }
 
+TEST_CASE("data.cifar: class names with control bytes or bytes outside UTF-8 are kept printable") {
+  // batches.meta.txt may hold any bytes; an escape sequence printed by `eval` reached the terminal,
+  // and a byte outside UTF-8 made `eval --json` fail (nlohmann's dump refuses it).
+  TempDir dir("cifar");
+  fs::path root = dir.path / "cifar-10";
+  fs::create_directories(root);
+  for (int b = 1; b <= 5; ++b)
+    write_bytes((root / ("data_batch_" + std::to_string(b) + ".bin")).string(),
+                cifar10_file({static_cast<uint8_t>(b)}, b));
+  std::string meta = "\x1b[31mred\ncaf\xe9\nna\xc3\xafve\n";
+  for (char c = 'd'; c <= 'j'; ++c) meta += std::string(1, c) + "\n";
+  write_bytes((root / "batches.meta.txt").string(), std::vector<uint8_t>(meta.begin(), meta.end()));
+  ImageDataset train = load_dataset("cifar10", "train", dir.path.string());
+  REQUIRE(train.class_names.size() == 10);
+  CHECK(train.class_names[0] == "\\x1B[31mred");
+  CHECK(train.class_names[1] == "caf\\xE9");
+  CHECK(train.class_names[2] == "na\xc3\xafve");  // valid UTF-8 is kept
+}
+
 // A FIFO named batches.meta.txt made `bnlab data info --dataset cifar10` wait forever for a
 // writer; a directory named data_batch_1.bin was "not found", with a fetch command.
 TEST_CASE("data.cifar: a FIFO or directory in place of a data file is refused naming it") {

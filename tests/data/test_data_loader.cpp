@@ -324,6 +324,25 @@ TEST_CASE("data.loader: fill_batch refuses an order entry outside the dataset") 
   CHECK(b.images.to_vector() == pixels);
 }
 
+TEST_CASE("data.dataset: printable_name escapes control bytes and bytes outside UTF-8") {
+  CHECK(printable_name("cat") == "cat");
+  CHECK(printable_name("a b-c_d.e") == "a b-c_d.e");
+  CHECK(printable_name("na\xc3\xafve \xe2\x82\xac \xf0\x9f\x90\x88") ==
+        "na\xc3\xafve \xe2\x82\xac \xf0\x9f\x90\x88");              // 2-, 3- and 4-byte characters
+  CHECK(printable_name("\x1b[31mred\x7f") == "\\x1B[31mred\\x7F");  // C0 and DEL
+  CHECK(printable_name(std::string("a\0b", 3)) == "a\\x00b");
+  CHECK(printable_name("tab\there\nnl") == "tab\\x09here\\x0Anl");
+  CHECK(printable_name("\xc2\x9b[1m") == "\\xC2\\x9B[1m");              // C1 CSI
+  CHECK(printable_name("caf\xe9") == "caf\\xE9");                       // Latin-1
+  CHECK(printable_name("\xc0\xaf") == "\\xC0\\xAF");                    // overlong '/'
+  CHECK(printable_name("\xed\xa0\x80") == "\\xED\\xA0\\x80");           // a UTF-16 surrogate
+  CHECK(printable_name("\xf4\x90\x80\x80") == "\\xF4\\x90\\x80\\x80");  // above U+10FFFF
+  CHECK(printable_name("\xe2\x82") == "\\xE2\\x82");                    // cut short
+  CHECK(printable_name("\xe2\x82z") == "\\xE2\\x82z");
+  CHECK(printable_name("\x80\xbf") == "\\x80\\xBF");  // stray continuation bytes
+  CHECK(printable_name("") == "");
+}
+
 TEST_CASE("data.dataset: split_train_val is a seeded, disjoint, complete split") {
   ImageDataset d = synthetic(50, 1, 2, 2, 5);
   TrainValSplit s = split_train_val(d, 12, 3);

@@ -5,7 +5,7 @@
 // decoded-size limit are reported with their path (through load_dataset, suggesting no option its
 // callers cannot set); a folder divided into splits names the split it lacks; PNGs with
 // zero-length IDAT chunks decode as without them; FIFOs and dangling links named like images, and
-// directory cycles, are named.
+// directory cycles, are named; names outside UTF-8 are kept printable.
 #include <doctest/doctest.h>
 #include <stb_image_write.h>
 #include <sys/stat.h>
@@ -156,6 +156,19 @@ TEST_CASE("data.image_folder: a class's nested folders count, in torchvision's o
   for (int64_t i = 0; i < d.size(); ++i) seeds.push_back(d.image(i)[0]);
   CHECK(seeds == std::vector<int>{1, 3, 2, 4, 5, 6, 7, 8});
   CHECK(d.labels == std::vector<int64_t>{0, 0, 0, 0, 0, 0, 0, 1});
+}
+
+TEST_CASE("data.image_folder: class and dataset names outside UTF-8 are kept printable") {
+  // A directory name may hold any byte but '/' and NUL: a Latin-1 name made `eval --json` fail,
+  // and an escape sequence in one reached the terminal.
+  TempDir dir("folder");
+  fs::path root = dir.path / "d\xe9j\xe0";
+  write_png(root / "caf\xe9" / "a.png", 2, 2, 1, 1);
+  write_png(root / "\x1b[1mbold" / "a.png", 2, 2, 1, 2);
+  write_png(root / "na\xc3\xafve" / "a.png", 2, 2, 1, 3);
+  ImageDataset d = load_image_folder(root.string());
+  CHECK(d.name == "d\\xE9j\\xE0");
+  CHECK(d.class_names == std::vector<std::string>{"\\x1B[1mbold", "caf\\xE9", "na\xc3\xafve"});
 }
 
 TEST_CASE(
