@@ -3,6 +3,7 @@
 #include "data/transforms.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.h"
 
@@ -18,7 +19,10 @@ PixelAffine make_pixel_affine(const NormalizeOptions& normalize, int64_t C) {
   for (int64_t c = 0; c < C; ++c) {
     float mean = n_mean == 0 ? 0.0f : normalize.mean[static_cast<size_t>(n_mean == 1 ? 0 : c)];
     float std = n_std == 0 ? 1.0f : normalize.std[static_cast<size_t>(n_std == 1 ? 0 : c)];
-    BNLAB_CHECK(std > 0.0f, "normalize: std for channel ", c, " is ", std, "; must be positive");
+    BNLAB_CHECK(std > 0.0f && std::isfinite(std), "normalize: std for channel ", c, " is ", std,
+                "; must be positive and finite");
+    BNLAB_CHECK(std::isfinite(mean), "normalize: mean for channel ", c, " is ", mean,
+                "; must be finite");
     // (v / 255 - mean) / std = v * (1 / (255 std)) + (-mean / std): one multiply-add per pixel.
     a.scale.push_back(1.0f / (255.0f * std));
     a.bias.push_back(-mean / std);

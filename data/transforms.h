@@ -52,7 +52,8 @@ struct PixelAffine {
   std::vector<float> bias;   ///< [C]
 };
 
-/// Throws if mean/std do not have 0, 1 or `channels` entries, or a std is not positive.
+/// Throws if mean/std do not have 0, 1 or `channels` entries, a std is not positive and finite, or
+/// a mean is not finite.
 PixelAffine make_pixel_affine(const NormalizeOptions& normalize, int64_t channels);
 
 /// Draws dy, dx (if crop_padding > 0, in that order) and flip (if horizontal_flip) from rng.

@@ -535,12 +535,23 @@ NormalizeOptions run_normalization(const std::string& dir, const TrainConfig& cf
   const std::string config_path = (fs::path(dir) / "config.json").string();
   const json j = json::parse(read_file(config_path), nullptr, false);
   if (j.is_object() && j.contains("normalization")) {
+    NormalizeOptions recorded;
     try {
       const json& n = j.at("normalization");
-      return {n.at("mean").get<std::vector<float>>(), n.at("std").get<std::vector<float>>()};
+      recorded = {n.at("mean").get<std::vector<float>>(), n.at("std").get<std::vector<float>>()};
     } catch (const json::exception& e) {
       BNLAB_FAIL(config_path, ": key 'normalization': ", e.what());
     }
+    // Checked here, against the channels the run was built for, so that a value edited into the
+    // file is reported as the file's and not later as the normalization's alone.
+    const std::optional<ModelSpec> built = recorded_geometry(dir);
+    try {
+      make_pixel_affine(recorded,
+                        built ? built->channels : static_cast<int64_t>(recorded.mean.size()));
+    } catch (const Error& e) {
+      BNLAB_FAIL(config_path, ": key 'normalization': ", e.what());
+    }
+    return recorded;
   }
   // Written before config.json recorded it: the published constants need no data.
   if (std::optional<NormalizeOptions> known = find_standard_normalization(cfg.dataset))

@@ -625,6 +625,22 @@ TEST_CASE("apps.train: a folder dataset trains and evaluates, normalized by its 
   REQUIRE(run_cli(eval_args).exit_code == 0);
   CHECK(json::parse(read_text(report_path))["loss"].get<double>() !=
         doctest::Approx(loss).epsilon(1e-3));
+  // A value edited into the file that cannot normalize is reported as the file's.
+  changed["normalization"]["std"] = {0.2, 0.0, 0.2};
+  std::ofstream(out + "/config.json") << changed.dump();
+  CliResult bad = run_cli(eval_args);
+  CHECK(bad.exit_code == 1);
+  CHECK(contains(bad.output, "error: " + out +
+                                 "/config.json: key 'normalization': normalize: std for channel 1 "
+                                 "is 0; must be positive and finite"));
+  changed["normalization"]["mean"] = {0.5, 0.5};
+  changed["normalization"]["std"] = {0.2, 0.2};
+  std::ofstream(out + "/config.json") << changed.dump();
+  bad = run_cli(eval_args);
+  CHECK(bad.exit_code == 1);
+  CHECK(contains(bad.output, "error: " + out +
+                                 "/config.json: key 'normalization': normalize: 2 mean/std values "
+                                 "for images with 3 channels; expected 1 or 3"));
   // ... and without them, eval recomputes the same ones from the training images.
   cfg.erase("normalization");
   std::ofstream(out + "/config.json") << cfg.dump();

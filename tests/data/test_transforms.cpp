@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 #include <set>
 
 #include "core/error.h"
@@ -61,6 +62,18 @@ TEST_CASE("data.transforms: normalization is (v / 255 - mean) / std per channel"
                        doctest::Contains("must be positive"), Error);
   CHECK_THROWS_WITH_AS(make_pixel_affine({{0.1f}, {}}, 1), doctest::Contains("1 means but 0 stds"),
                        Error);
+  // An infinite std made every pixel the same value; an infinite or NaN mean made them inf or NaN.
+  const float inf = std::numeric_limits<float>::infinity();
+  CHECK_THROWS_WITH_AS(
+      make_pixel_affine({{0.1f}, {inf}}, 1),
+      doctest::Contains("normalize: std for channel 0 is inf; must be positive and "
+                        "finite"),
+      Error);
+  CHECK_THROWS_WITH_AS(make_pixel_affine({{0.1f, -inf}, {1.0f, 1.0f}}, 2),
+                       doctest::Contains("normalize: mean for channel 1 is -inf; must be finite"),
+                       Error);
+  CHECK_THROWS_WITH_AS(make_pixel_affine({{std::nanf("")}, {1.0f}}, 1),
+                       doctest::Contains("mean for channel 0 is nan"), Error);
 }
 
 TEST_CASE("data.transforms: crop with padding shifts pixels and pads with pixel 0") {
