@@ -746,6 +746,16 @@ void Trainer::open_run_dir(bool& resume, TrainResult& result, Running& run) {
   }
   if (resume) {
     check_run_geometry(dir, data_.train);
+    // The normalization the run trained with, as config.json records it. A folder's is computed
+    // from its training images, which may have changed since: the rest of the run would have
+    // trained on other statistics than its first part and than eval then uses (config.json's).
+    const NormalizeOptions recorded = run_normalization(dir, cfg_, &data_.train);
+    if (recorded.mean != normalize_.mean || recorded.std != normalize_.std) {
+      normalize_ = recorded;
+      DataLoaderOptions lopts = loader_->options();
+      lopts.normalize = normalize_;
+      loader_ = std::make_unique<DataLoader>(data_.train, lopts);
+    }
     CheckpointState resumed = load_checkpoint(dir, model_, *optimizer_);
     run.step = resumed.step;
     run.saved_step = resumed.step;

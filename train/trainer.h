@@ -305,7 +305,8 @@ class Trainer {
   int64_t total_steps() const { return total_; }          ///< steps the run will take
   int64_t steps_per_epoch() const { return per_epoch_; }  ///< batches in one epoch (per rank)
   /// What the loaders normalize with: training_normalization(cfg.dataset, data.train), recorded
-  /// in config.json's "normalization".
+  /// in config.json's "normalization"; once fit(true) resumes a run, the one its config.json
+  /// recorded (run_normalization), even if the images have changed since.
   const NormalizeOptions& normalization() const { return normalize_; }
 
  private:

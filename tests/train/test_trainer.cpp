@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
@@ -206,6 +207,39 @@ TEST_CASE("train.trainer: a registered model resumes bit for bit and reloads fro
   Model reloaded = load_trained_model(cfg.out_dir, data.train, &loaded_cfg);
   CHECK(loaded_cfg.model.name == "test-two-layer");
   CHECK(weights_of(reloaded) == weights_of(straight.model()));
+}
+
+TEST_CASE("train.trainer: a resumed run normalizes with config.json's statistics, not its data's") {
+  // A folder's normalization is computed from its training images, which may change between the
+  // run and its resume; the resume keeps the statistics the run recorded (and eval uses). The
+  // recorded ones are edited here to stand for such a change, on MNIST, whose own are constants.
+  register_test_model();
+  TempDir tmp;
+  apps_test::write_tiny_mnist(tmp.path.string(), 400, 200);
+  RunData data = load_run_data("mnist", tmp.path.string());
+  TrainConfig half = small_config("batch");
+  half.steps = 20;
+  half.schedule = "constant";
+  half.out_dir = (tmp.path / "as_recorded").string();
+  Trainer(half, data).fit();
+  fs::copy(half.out_dir, tmp.path / "edited", fs::copy_options::recursive);
+  const std::string edited_config = (tmp.path / "edited" / "config.json").string();
+  nlohmann::json config = nlohmann::json::parse(apps_test::read_text(edited_config));
+  config["normalization"] = {{"mean", {0.25}}, {"std", {0.5}}};
+  std::ofstream(edited_config) << config.dump();
+
+  TrainConfig rest = half;
+  rest.steps = 40;
+  Trainer as_recorded(rest, data);
+  as_recorded.fit(/*resume=*/true);
+  CHECK(as_recorded.normalization().mean == std::vector<float>{0.1307f});
+  rest.out_dir = (tmp.path / "edited").string();
+  Trainer edited(rest, data);
+  edited.fit(/*resume=*/true);
+  CHECK(edited.normalization().mean == std::vector<float>{0.25f});
+  CHECK(edited.normalization().std == std::vector<float>{0.5f});
+  // The batches were normalized with them: the last 20 steps trained differently.
+  CHECK(weights_of(edited.model()) != weights_of(as_recorded.model()));
 }
 
 TEST_CASE("train.registry: zoo models with batch-renorm fold for inference as with batch") {
