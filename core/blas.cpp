@@ -9,6 +9,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 #include "core/error.h"
 #include "core/gemm_avx512.h"
@@ -35,12 +36,15 @@ void check_gemm_args(const char* op, bool trans_a, bool trans_b, int64_t M, int6
               " K=", K, trans_a ? " A^T" : "", trans_b ? " B^T" : "");
 }
 
+bool fits_blas_int(std::initializer_list<int64_t> sizes) {
+  return std::all_of(sizes.begin(), sizes.end(), [](int64_t v) { return v <= INT_MAX; });
+}
+
 void openblas_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                     const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                     int64_t ldc) {
-  BNLAB_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
-                  ldc <= INT_MAX,
-              "gemm: sizes M=", M, " N=", N, " K=", K, " exceed the 32-bit BLAS interface");
+  BNLAB_CHECK(fits_blas_int({M, N, K, lda, ldb, ldc}), "gemm: sizes M=", M, " N=", N, " K=", K,
+              " lda=", lda, " ldb=", ldb, " ldc=", ldc, " exceed the 32-bit BLAS interface");
   if (M == 0 || N == 0) return;
   // BLAS wants every leading dimension >= 1 even when that dimension is empty (K = 0); no element
   // is read along it then, so raising 0 to 1 changes nothing else.
@@ -86,8 +90,15 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   check_gemm_args("gemm", trans_a, trans_b, M, N, K, lda, ldb, ldc);
   if (gemm_path() == GemmPath::avx512 && !small_for_avx512(M, N)) {
     detail::gemm_avx512_kernel(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  } else {
+  } else if (fits_blas_int({M, N, K, lda, ldb, ldc})) {
     openblas_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else if (gemm_path() == GemmPath::avx512) {
+    detail::gemm_avx512_kernel(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else {
+    // Past OpenBLAS's 32-bit interface on a CPU without the own kernel (a conv over a plane of
+    // more than 2^31 values). gemm is called inside OpenMP regions (conv's image loop), which the
+    // interface's error could not leave, so the product is computed, slowly, instead.
+    detail::gemm_portable(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 }
 

@@ -20,7 +20,8 @@ namespace bnlab {
 /// trans_a), op(B) is [K, N] (B stored [N, K] if trans_b). Leading dimensions are those of the
 /// stored matrices.
 /// BLAS semantics: beta == 0 assigns C without reading it (C may hold NaN); alpha == 0 or K == 0
-/// gives beta * C. Throws on negative sizes or a leading dimension shorter than its row.
+/// gives beta * C. Throws on negative sizes or a leading dimension shorter than its row. Sizes past
+/// OpenBLAS's 32-bit interface go to the own kernel, or without AVX-512F to plain loops (slow).
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 

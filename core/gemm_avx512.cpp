@@ -85,7 +85,7 @@ constexpr int64_t kParallelMinWork = int64_t{1} << 21;
 // microkernel's B loads are aligned. Conv calls GEMM from every thread of its image loop, so the
 // buffers must be per thread. get() returns null when the memory cannot be had: GEMM runs inside
 // OpenMP regions (its own split, conv's image loop), which an exception cannot leave, so the caller
-// computes without them (gemm_unpacked) instead of throwing.
+// computes without them (gemm_portable) instead of throwing.
 class PackBuffer {
  public:
   PackBuffer() = default;
@@ -367,27 +367,6 @@ void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
   }
 }
 
-// The product without packing buffers, for a thread whose buffers cannot be allocated (at most
-// 2.3 MB, so memory is all but exhausted; the next allocation outside a region reports that). Slow
-// but exact to the same error bound, and it ends no process (PackBuffer says why).
-void gemm_unpacked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-                   int64_t ldc) {
-  scale_c(M, N, beta, C, ldc);
-  for (int64_t i = 0; i < M; ++i) {
-    float* ci = C + i * ldc;
-    for (int64_t k = 0; k < K; ++k) {
-      const float a = alpha * (trans_a ? A[k * lda + i] : A[i * lda + k]);
-      if (trans_b) {
-        for (int64_t j = 0; j < N; ++j) ci[j] += a * B[j * ldb + k];
-      } else {
-        const float* bk = B + k * ldb;
-        for (int64_t j = 0; j < N; ++j) ci[j] += a * bk[j];
-      }
-    }
-  }
-}
-
 // The five loops on the calling thread.
 void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
@@ -398,7 +377,7 @@ void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
   float* pa = tls_pack_a.get(std::min(MC, (M + kMR - 1) / kMR * kMR) * KC);
   float* pb = tls_pack_b.get(std::min(NC, (N + kNR - 1) / kNR * kNR) * KC);
   if (pa == nullptr || pb == nullptr) {
-    gemm_unpacked(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    detail::gemm_portable(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
   // narrow_panel addresses C's rows with 32-bit offsets (up to 15 ldc).
@@ -437,6 +416,26 @@ void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
 namespace detail {
 
 bool cpu_has_avx512f() { return cpu_isa() == CpuIsa::avx512; }
+
+void gemm_portable(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                   int64_t ldc) noexcept {
+  if (M == 0 || N == 0) return;
+  scale_c(M, N, beta, C, ldc);
+  if (alpha == 0.0f) return;
+  for (int64_t i = 0; i < M; ++i) {
+    float* ci = C + i * ldc;
+    for (int64_t k = 0; k < K; ++k) {
+      const float a = alpha * (trans_a ? A[k * lda + i] : A[i * lda + k]);
+      if (trans_b) {
+        for (int64_t j = 0; j < N; ++j) ci[j] += a * B[j * ldb + k];
+      } else {
+        const float* bk = B + k * ldb;
+        for (int64_t j = 0; j < N; ++j) ci[j] += a * bk[j];
+      }
+    }
+  }
+}
 
 void gemm_avx512_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                         const float* A, int64_t lda, const float* B, int64_t ldb, float beta,

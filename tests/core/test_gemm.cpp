@@ -11,6 +11,7 @@
 // u = 2^-24, with n the number of roundings on the longest path; n = K + 4 covers both paths.
 #include <doctest/doctest.h>
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
@@ -144,7 +145,10 @@ void check_shape(const Shape& s, bool ta, bool tb, const std::vector<Path>& ps) 
 }  // namespace
 
 TEST_CASE("gemm: both paths match a double reference around every block edge") {
-  const std::vector<Path> ps = paths();
+  // And the plain loops both fall back on (a thread without packing buffers, sizes past OpenBLAS's
+  // 32-bit interface).
+  std::vector<Path> ps = paths();
+  ps.push_back({"portable", &detail::gemm_portable});
   // The last row: rows ending 15 or 16 past a full tile, which the own kernel covers with two
   // shorter tiles (alone, at batch 128, and at the end of the second row block: 268 = 140 + 128).
   const std::vector<Shape> shapes = {
@@ -364,6 +368,54 @@ TEST_CASE("gemm: packing buffers that cannot be allocated give the product, not 
   // std::terminate.
   CHECK(testing::exec_child_exit_code(
             "gemm child: packing buffers that cannot be allocated at two threads") == 0);
+}
+
+TEST_CASE("gemm: sizes past OpenBLAS's 32-bit interface are computed, also inside a region") {
+  // C's two rows 2^31 + 5 floats apart, in a mapping of which only those rows are touched. M = 2,
+  // N = 3 is a product bnlab::gemm gives OpenBLAS even on the AVX-512 path; its 32-bit interface
+  // cannot take ldc, and the error it threw could not leave conv's image loop (std::terminate).
+  const int64_t ldc = (int64_t{1} << 31) + 5;
+  const size_t bytes = static_cast<size_t>(ldc + 3) * sizeof(float);
+  void* mem = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (mem == MAP_FAILED) {
+    MESSAGE("cannot map 8 GiB of address space here: not tested");
+    return;
+  }
+  float* C = static_cast<float*>(mem);
+  const float A[4] = {1, 2, 3, 4};           // [2, 2]
+  const float B[6] = {1, 0, -1, 2, 1, 0.5};  // [2, 3]
+  const std::vector<float> row0 = {5, 2, 0}, row1 = {11, 4, -1};
+  auto rows = [&] {
+    return std::pair{std::vector<float>(C, C + 3), std::vector<float>(C + ldc, C + ldc + 3)};
+  };
+  gemm(false, false, 2, 3, 2, 1.0f, A, 2, B, 3, 0.0f, C, ldc);
+  CHECK(rows() == std::pair{row0, row1});
+  std::fill_n(C, 3, kNaN);
+  std::fill_n(C + ldc, 3, kNaN);
+  bool threw = false;
+#pragma omp parallel num_threads(2)
+  {
+#pragma omp single
+    {
+      try {
+        gemm(false, false, 2, 3, 2, 1.0f, A, 2, B, 3, 0.0f, C, ldc);
+      } catch (...) {
+        threw = true;
+      }
+    }
+  }
+  CHECK_FALSE(threw);
+  CHECK(rows() == std::pair{row0, row1});
+  // The plain loops, which a CPU without AVX-512F takes for it.
+  std::fill_n(C, 3, kNaN);
+  std::fill_n(C + ldc, 3, kNaN);
+  detail::gemm_portable(false, false, 2, 3, 2, 1.0f, A, 2, B, 3, 0.0f, C, ldc);
+  CHECK(rows() == std::pair{row0, row1});
+  // gemm_openblas is OpenBLAS alone, and says why it cannot.
+  CHECK_THROWS_WITH_AS(gemm_openblas(false, false, 2, 3, 2, 1.0f, A, 2, B, 3, 0.0f, C, ldc),
+                       doctest::Contains("exceed the 32-bit BLAS interface"), Error);
+  ::munmap(mem, bytes);
 }
 
 TEST_CASE("gemm: bad sizes and leading dimensions throw, naming the op") {
