@@ -80,15 +80,19 @@ std::vector<std::string> class_image_files(const fs::path& class_dir) {
     std::vector<std::string> images;
     fs::directory_iterator it(p.dir, ec);
     for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
-      const fs::path& path = it->path();
-      std::error_code status_ec;
-      const fs::file_status st = fs::status(path, status_ec);  // follows links
-      if (fs::is_directory(st)) {
-        pending.push_back({path, p.above});
-      } else if (is_image_file(path)) {
-        BNLAB_CHECK(fs::is_regular_file(st), "image_folder: ", path.string(),
-                    " is named like an image but is ", non_file_kind(st, status_ec));
-        images.push_back(path.string());
+      // The entry's type as the listing gave it (no stat per file), links followed.
+      const fs::directory_entry& entry = *it;
+      std::error_code type_ec;
+      if (entry.is_directory(type_ec)) {
+        pending.push_back({entry.path(), p.above});
+      } else if (is_image_file(entry.path())) {
+        if (!entry.is_regular_file(type_ec)) {
+          std::error_code status_ec;
+          const fs::file_status st = fs::status(entry.path(), status_ec);
+          BNLAB_FAIL("image_folder: ", entry.path().string(), " is named like an image but is ",
+                     non_file_kind(st, status_ec));
+        }
+        images.push_back(entry.path().string());
       }
     }
     BNLAB_CHECK(!ec, "image_folder: cannot list ", p.dir.string(), ": ", ec.message());
