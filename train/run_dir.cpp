@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/io.h"
@@ -53,6 +54,27 @@ bool is_eval_report_name(const std::string& name) {
   return name.size() > prefix.size() + suffix.size() && name.rfind(prefix, 0) == 0 &&
          name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0 &&
          std::all_of(name.begin(), name.end(), [](char c) { return report_char(c) || c == '_'; });
+}
+
+// A report `bnlab eval --json` wrote: a name eval_report_name can produce and the content it
+// writes (apps/cmd_eval.cpp), a JSON object with these keys. A file of the user's that only shares
+// the name's form is not one: --overwrite and a resume's checkpoint leave it where it is.
+bool is_eval_report(const fs::path& path) {
+  if (!is_eval_report_name(path.filename().string())) return false;
+  std::error_code ec;
+  // A regular file, and no larger than a report of thousands of classes could be: never read a
+  // FIFO or someone's huge file to find out.
+  if (!fs::is_regular_file(path, ec) || fs::file_size(path, ec) > (size_t{64} << 20) || ec)
+    return false;
+  std::string text;
+  try {
+    text = read_file(path.string());
+  } catch (const Error&) {
+    return false;
+  }
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() && j.contains("dataset") && j.contains("split") && j.contains("images") &&
+         j.contains("accuracy") && j.contains("per_class") && j.contains("confusion");
 }
 
 std::string read_holder_pid(int fd) {
@@ -102,8 +124,7 @@ std::vector<std::string> run_files_in(const std::string& dir) {
     if (fs::exists(fs::path(dir) / name, ec)) found.emplace_back(name);
   std::vector<std::string> reports;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (is_eval_report_name(name)) reports.push_back(name);
+    if (is_eval_report(entry.path())) reports.push_back(entry.path().filename().string());
   }
   std::sort(reports.begin(), reports.end());  // directory order is arbitrary; messages list these
   found.insert(found.end(), reports.begin(), reports.end());
@@ -121,7 +142,7 @@ void remove_eval_reports(const std::string& dir) {
   std::error_code ec;
   std::vector<fs::path> reports;
   for (const auto& entry : fs::directory_iterator(dir, ec))
-    if (is_eval_report_name(entry.path().filename().string())) reports.push_back(entry.path());
+    if (is_eval_report(entry.path())) reports.push_back(entry.path());
   for (const fs::path& report : reports) {
     fs::remove(report, ec);
     BNLAB_CHECK(!ec, "run directory ", dir, ": cannot remove ", report.filename().string(), ": ",

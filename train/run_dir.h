@@ -36,7 +36,8 @@ std::vector<std::string> run_files_in(const std::string& dir);
 // whose '/' would name another directory). Named here so that --overwrite finds what eval wrote.
 std::string eval_report_name(const std::string& dataset, const std::string& split);
 
-// Removes the reports `bnlab eval --json` wrote into `dir` (eval_report_name): they describe the
+// Removes the reports `bnlab eval --json` wrote into `dir` (named by eval_report_name and holding
+// what eval writes; a file of the user's that only has such a name stays): they describe the
 // model.safetensors that a new checkpoint (a resumed run's) has just replaced.
 void remove_eval_reports(const std::string& dir);
 

@@ -55,7 +55,8 @@ TEST_CASE("apps.run_dir: a second run into a directory that holds a run is refus
 }
 
 // eval --json writes its report into the run directory; a run replaced by --overwrite must not
-// leave the report of the old model beside the new one. Files bnlab did not write stay.
+// leave the report of the old model beside the new one. Files bnlab did not write stay, also those
+// named like reports.
 TEST_CASE("apps.run_dir: --overwrite removes the eval reports of the run it replaces") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 64, 16);
@@ -71,11 +72,17 @@ TEST_CASE("apps.run_dir: --overwrite removes the eval reports of the run it repl
   REQUIRE(fs::exists(run + "/eval_mnist_train.json"));
   write_bytes(run + "/notes.txt", {'k', 'e', 'e', 'p'});
   write_bytes(run + "/eval_notes.md", {'k', 'e', 'e', 'p'});
+  // Named like reports, but not what eval writes: the user's, kept and not listed.
+  const std::string mine = "{\"accuracy\": 0.5}", not_json = "keep";
+  write_bytes(run + "/eval_notes.json", std::vector<uint8_t>(mine.begin(), mine.end()));
+  write_bytes(run + "/eval_mnist_val.json", std::vector<uint8_t>(not_json.begin(), not_json.end()));
 
   CliResult refused = run_cli(flags(dir, "run", 3));
   CAPTURE(refused.output);
   CHECK(refused.exit_code == 1);
   CHECK(contains(refused.output, ", eval_mnist_test.json, eval_mnist_train.json)"));
+  CHECK_FALSE(contains(refused.output, "eval_notes.json"));
+  CHECK_FALSE(contains(refused.output, "eval_mnist_val.json"));
 
   CliResult replaced = run_cli(flags(dir, "run", 3) + " --overwrite");
   CAPTURE(replaced.output);
@@ -84,6 +91,8 @@ TEST_CASE("apps.run_dir: --overwrite removes the eval reports of the run it repl
   CHECK_FALSE(fs::exists(run + "/eval_mnist_train.json"));
   CHECK(fs::exists(run + "/notes.txt"));
   CHECK(fs::exists(run + "/eval_notes.md"));
+  CHECK(fs::exists(run + "/eval_notes.json"));
+  CHECK(fs::exists(run + "/eval_mnist_val.json"));
 }
 
 // A resumed run's first checkpoint replaces model.safetensors, which the reports measured.
@@ -98,6 +107,8 @@ TEST_CASE("apps.run_dir: a resumed run removes the eval reports once it replaces
   REQUIRE(eval.exit_code == 0);
   REQUIRE(fs::exists(run + "/eval_mnist_test.json"));
   write_bytes(run + "/eval_notes.md", {'k', 'e', 'e', 'p'});
+  const std::string mine = "{\"dataset\": \"my notes\"}";
+  write_bytes(run + "/eval_mine.json", std::vector<uint8_t>(mine.begin(), mine.end()));
 
   // Nothing to train: the model, and what was measured of it, stay.
   CliResult again = run_cli("train --resume " + shell_quote(run));
@@ -110,6 +121,7 @@ TEST_CASE("apps.run_dir: a resumed run removes the eval reports once it replaces
   REQUIRE(longer.exit_code == 0);
   CHECK_FALSE(fs::exists(run + "/eval_mnist_test.json"));
   CHECK(fs::exists(run + "/eval_notes.md"));
+  CHECK(fs::exists(run + "/eval_mine.json"));
 }
 
 TEST_CASE("apps.run_dir: a directory locked by another process is refused naming that process") {
