@@ -218,7 +218,8 @@ Tensor binary_cross_entropy(const Tensor& probs, const Tensor& targets);
 /// scales with the largest value in a tile or plane, not in each window). A NaN or inf in x, weight
 /// or the gradient reaches exactly the outputs PyTorch's does: Winograd and the frequency domain,
 /// which would spread it over a 4x4 tile or a whole image, hand such a call (or its backward) to
-/// im2col + GEMM.
+/// im2col + GEMM; so do operands whose magnitudes come within about 2^32 times the number of terms
+/// of float's range, where those paths' intermediates could overflow before the true sums do.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride = 1,
               int64_t padding = 0, int64_t groups = 1);
 /// relu(conv2d(x, weight, bias, ...)), the same values and gradients bit for bit. The ReLU is

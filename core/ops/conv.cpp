@@ -6,7 +6,8 @@
 // (core/ops/conv_fourier.cpp). The rule is detail::conv2d_path (core/ops/conv_path.cpp;
 // BNLAB_CONV=im2col|winograd|direct|fourier forces a path); it sees the shape alone, never
 // timings, so a run's numerics are reproducible. Winograd and the frequency domain also need
-// finite operands (mixes_tiles below): a NaN or inf sends that conv, or its backward, to im2col.
+// finite operands of moderate size (mixes_tiles below): a NaN, an inf or a product of magnitudes
+// near float's range sends that conv, or its backward, to im2col.
 //
 // Legend: N batch, C in-channels, H/W input height/width, K out-channels, kh/kw kernel
 // height/width, Ho/Wo output height/width, G groups, Cg = C/G and Kg = K/G the channels of one
@@ -34,6 +35,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -379,6 +381,21 @@ bool mixes_tiles(detail::ConvPath path) {
   return path == detail::ConvPath::winograd || path == detail::ConvPath::fourier;
 }
 
+// The same paths' intermediates exceed the sums im2col forms: Winograd's transforms multiply by up
+// to 10 x 10 (B^T) and 19 x 19 (A^T), a spectrum sums a whole grid of Lh x Lw <= 32 x 31 values
+// and its products another, so a tile's values reach about 2^20 times the largest
+// sum |a||b| over one output's terms. Operands whose magnitudes could take that past float's range
+// go to im2col, where the result overflows only if the true sum does: the largest |a| < 2^(ea -
+// 126) (ea from detail::max_exponent, 255 for NaN or inf) and |b| < 2^(eb - 126), `terms` products
+// in each output, and a margin of 2^32 over the gains. Ordinary data is far inside: values up to
+// 2^10 with weights up to 2^2 and 2^20 terms leave 2^63 of room.
+bool tile_products_fit(int ea, int eb, int64_t terms) {
+  if (ea == 255 || eb == 255) return false;
+  constexpr int kTileGainLog2 = 32;
+  const int terms_log2 = static_cast<int>(std::bit_width(static_cast<uint64_t>(terms)));
+  return (ea - 126) + (eb - 126) + terms_log2 + kTileGainLog2 < 128;
+}
+
 // conv2d, and conv2d_relu when `relu`: each path applies the ReLU as it writes the output, and the
 // backward first masks dout with relu_grad(dout, out) (relu's own backward, exact from the output),
 // into a scratch tensor that then serves as the conv's dout, so both directions are bit-identical
@@ -434,9 +451,12 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
   // reuses it (falling back further on a non-finite dout).
   detail::ConvPath path = detail::conv2d_path(detail::conv_path_mode(), d.C, d.K, d.kh, d.kw,
                                               stride, padding, groups, d.H, d.W);
-  if (mixes_tiles(path) && !(detail::all_finite(x.data(), x.numel()) &&
-                             detail::all_finite(weight.data(), weight.numel()))) {
-    path = detail::ConvPath::im2col;
+  // Scanned only for the tile paths; the backward reuses the exponents with dout's.
+  int x_exp = 0, w_exp = 0;
+  if (mixes_tiles(path)) {
+    x_exp = detail::max_exponent(x.data(), x.numel());
+    w_exp = detail::max_exponent(weight.data(), weight.numel());
+    if (!tile_products_fit(x_exp, w_exp, d.C * d.kh * d.kw)) path = detail::ConvPath::im2col;
   }
   const detail::WinogradShape ws{d.N, d.C, d.H, d.W, d.K};
   const detail::DirectConvShape ds{d.N, d.C, d.H, d.W, d.K, d.kh, padding, d.Ho, d.Wo};
@@ -467,8 +487,8 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
     const Reads reads{{Reads::kAlways, Reads::kAlways, Reads::kNever},
                       relu ? Reads::kAlways : Reads::kNever};
     attach(out, relu ? "conv2d_relu" : "conv2d", {x, weight, bias}, reads,
-           [d, ws, ds, fs, path, spectra, relu](const Tensor& y, const Tensor& dy,
-                                                const std::vector<Tensor>& in) {
+           [d, ws, ds, fs, path, spectra, relu, x_exp, w_exp](const Tensor& y, const Tensor& dy,
+                                                              const std::vector<Tensor>& in) {
              // relu's backward, relu_grad(dz, z), as its unary op computes it.
              Tensor masked;
              if (relu) {
@@ -482,10 +502,15 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
              }
              const Tensor& dout = relu ? masked : dy;
              if (float* db = grad_buffer(in[2])) conv2d_bias_backward(db, dout.data(), d);
-             const detail::ConvPath bwd_path =
-                 mixes_tiles(path) && !detail::all_finite(dout.data(), dout.numel())
-                     ? detail::ConvPath::im2col
-                     : path;
+             // dx sums K kh kw products of dout and w in each value, dw N Ho Wo of dout and x.
+             detail::ConvPath bwd_path = path;
+             if (mixes_tiles(path)) {
+               const int g_exp = detail::max_exponent(dout.data(), dout.numel());
+               if (!tile_products_fit(g_exp, w_exp, d.K * d.kh * d.kw) ||
+                   !tile_products_fit(g_exp, x_exp, d.N * d.Ho * d.Wo)) {
+                 bwd_path = detail::ConvPath::im2col;
+               }
+             }
              if (bwd_path == detail::ConvPath::winograd) {
                const GradTarget dx = grad_target(in[0]);
                detail::winograd_conv2d_backward(dx.data, dx.fresh, grad_buffer(in[1]), dout.data(),

@@ -44,7 +44,8 @@
 // Winograd's: tests/core/test_ops_conv_fourier.cpp bounds the difference from a double reference by
 // a small multiple of float epsilon times the root-mean-square of sum |w||x| over the windows. A
 // NaN or inf anywhere in an input plane reaches every output of that image (it enters every
-// frequency); so conv2d gives this path finite operands only (core/ops/conv.cpp, mixes_tiles).
+// frequency); so conv2d gives this path finite operands only, and none whose products could
+// overflow in a spectrum where im2col's sums would not (core/ops/conv.cpp, tile_products_fit).
 #include "core/ops/conv_fourier.h"
 
 #include <immintrin.h>

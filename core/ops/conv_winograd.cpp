@@ -44,8 +44,9 @@
 // bounded in tests/core/test_ops_conv_winograd.cpp, by a small multiple of float epsilon times
 // sum |w||x| over each output's window. A NaN or inf in x reaches every output the reference makes
 // non-finite and may also reach other outputs of the (up to four) tiles whose 6x6 patches contain
-// it, never outputs outside those tiles; so conv2d gives this path finite operands only
-// (core/ops/conv.cpp, mixes_tiles).
+// it, never outputs outside those tiles; so conv2d gives this path finite operands only, and none
+// whose products the transforms' gains could take past float's range where im2col's sums stay
+// finite (core/ops/conv.cpp, mixes_tiles and tile_products_fit).
 #include "core/ops/conv_winograd.h"
 
 #include <immintrin.h>

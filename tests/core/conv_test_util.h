@@ -1,7 +1,7 @@
 // Helpers shared by the conv path tests (test_ops_conv_winograd.cpp, test_ops_conv_fourier.cpp):
 // one conv2d forward and backward under a forced path, a bitwise comparison, the worst error
-// against a double reference in units of float epsilon times a magnitude, and the check that
-// non-finite operands give im2col's results.
+// against a double reference in units of float epsilon times a magnitude, and the checks that
+// non-finite and huge operands give im2col's results.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -55,16 +55,26 @@ inline double worst_ulps(const std::vector<float>& got, const std::vector<double
   return worst;
 }
 
+// Random x, w, b and output gradient g for a stride-1 conv of those shapes, from seeds
+// seed..seed+3.
+struct ConvOperands {
+  Tensor x, w, b, g;
+};
+inline ConvOperands conv_operands(const Shape& x_shape, const Shape& w_shape, int64_t padding,
+                                  uint64_t seed) {
+  const Shape g_shape{x_shape[0], w_shape[0], x_shape[2] + 2 * padding - w_shape[2] + 1,
+                      x_shape[3] + 2 * padding - w_shape[3] + 1};
+  return {param(x_shape, seed).detach(), param(w_shape, seed + 1).detach(),
+          param({w_shape[0]}, seed + 2).detach(), param(g_shape, seed + 3).detach()};
+}
+
 // Under `mode` (a path that mixes a whole tile or image: Winograd, fourier), conv2d with one NaN,
 // +inf or -inf in x, in w or in the output gradient gives bit for bit what im2col gives, which
 // confines it to the windows that read it as PyTorch does; and with finite operands the path
 // really runs (its rounding differs from im2col's somewhere).
 inline void check_nonfinite_as_im2col(detail::ConvPathMode mode, const Shape& x_shape,
                                       const Shape& w_shape, int64_t padding) {
-  const Shape g_shape{x_shape[0], w_shape[0], x_shape[2] + 2 * padding - w_shape[2] + 1,
-                      x_shape[3] + 2 * padding - w_shape[3] + 1};
-  const Tensor x0 = param(x_shape, 21).detach(), w0 = param(w_shape, 22).detach();
-  const Tensor b = param({w_shape[0]}, 23).detach(), g0 = param(g_shape, 24).detach();
+  const auto [x0, w0, b, g0] = conv_operands(x_shape, w_shape, padding, 21);
   const ConvResult clean = run_conv(mode, x0, w0, b, g0, padding);
   const ConvResult clean_ref = run_conv(detail::ConvPathMode::im2col, x0, w0, b, g0, padding);
   CHECK_FALSE(same_bits(clean.y, clean_ref.y));
@@ -80,6 +90,48 @@ inline void check_nonfinite_as_im2col(detail::ConvPathMode mode, const Shape& x_
       const ConvResult want = run_conv(detail::ConvPathMode::im2col, x, w, b, g, padding);
       // The forward does not read dout: it stays on the path.
       CHECK(same_bits(got.y, operand == "dout" ? clean.y : want.y));
+      CHECK(same_bits(got.dx, want.dx));
+      CHECK(same_bits(got.dw, want.dw));
+      CHECK(same_bits(got.db, want.db));
+    }
+  }
+}
+
+// Under `mode`, operands so large that the path's intermediates could overflow where im2col's sums
+// do not (one of x, w and the output gradient scaled by 2^118, a power of two so the values stay
+// exact) give im2col's results bit for bit, and those are finite; scaled by 2^40 the path still
+// runs. Before conv2d bounded the products, Winograd's weight gradient came out inf here (with x
+// or dout scaled); the frequency domain's results differed from im2col's only by rounding.
+inline void check_huge_as_im2col(detail::ConvPathMode mode, const Shape& x_shape,
+                                 const Shape& w_shape, int64_t padding) {
+  const auto [x0, w0, b, g0] = conv_operands(x_shape, w_shape, padding, 31);
+  const auto finite = [](const std::vector<float>& v) {
+    return std::all_of(v.begin(), v.end(), [](float f) { return std::isfinite(f); });
+  };
+  for (const std::string operand : {"x", "w", "dout"}) {
+    for (const int scale_log2 : {40, 118}) {
+      CAPTURE(operand);
+      CAPTURE(scale_log2);
+      Tensor x = x0.clone(), w = w0.clone(), g = g0.clone();
+      Tensor& target = operand[0] == 'x' ? x : operand[0] == 'w' ? w : g;
+      float* p = target.data();
+      for (int64_t i = 0; i < target.numel(); ++i) p[i] = std::ldexp(p[i], scale_log2);
+      const ConvResult got = run_conv(mode, x, w, b, g, padding);
+      const ConvResult want = run_conv(detail::ConvPathMode::im2col, x, w, b, g, padding);
+      if (scale_log2 == 40) {
+        // The forward does not read dout, and dw does not read w.
+        if (operand != "dout") CHECK_FALSE(same_bits(got.y, want.y));
+        CHECK_FALSE(same_bits(got.dx, want.dx));
+        continue;
+      }
+      CHECK(finite(want.y));
+      CHECK(finite(want.dx));
+      CHECK(finite(want.dw));
+      CHECK(finite(got.y));
+      CHECK(finite(got.dx));
+      CHECK(finite(got.dw));
+      // With dout scaled the forward stays on the path: only the backward must fall back.
+      if (operand != "dout") CHECK(same_bits(got.y, want.y));
       CHECK(same_bits(got.dx, want.dx));
       CHECK(same_bits(got.dw, want.dw));
       CHECK(same_bits(got.db, want.db));

@@ -186,6 +186,12 @@ TEST_CASE("ops.conv fourier: a NaN or inf in x, w or dout gives im2col's results
   bnlab::testing::check_nonfinite_as_im2col(ConvPathMode::fourier, {3, 2, 10, 10}, {3, 2, 5, 5}, 2);
 }
 
+TEST_CASE("ops.conv fourier: operands near the float range give the im2col results, not inf") {
+  // A spectrum sums a whole plane and its products a whole grid again: bounded like Winograd,
+  // though at this scale its results differed from im2col's only by rounding before.
+  bnlab::testing::check_huge_as_im2col(ConvPathMode::fourier, {3, 2, 10, 10}, {3, 2, 5, 5}, 2);
+}
+
 TEST_CASE("ops.conv fourier: results are bit-identical for 1 and 2 threads") {
   // Large enough to run the parallel regions.
   const Tensor x = param({8, 16, 14, 14}, 31);

@@ -158,6 +158,11 @@ TEST_CASE("ops.conv winograd: a NaN or inf in x, w or dout gives im2col's result
   bnlab::testing::check_nonfinite_as_im2col(ConvPathMode::winograd, {2, 3, 9, 10}, {4, 3, 3, 3}, 1);
 }
 
+TEST_CASE("ops.conv winograd: operands near the float range give the im2col results, not inf") {
+  // The transforms' gains (up to 19 x 19 in A^T) overflowed dw before im2col's sums did.
+  bnlab::testing::check_huge_as_im2col(ConvPathMode::winograd, {2, 3, 9, 10}, {4, 3, 3, 3}, 1);
+}
+
 TEST_CASE("ops.conv winograd: results are bit-identical for 1 and 2 threads") {
   // Large enough to run the parallel region, with several work units and dW slots.
   const Tensor x = param({8, 32, 16, 16}, 31);
