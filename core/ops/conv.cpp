@@ -387,8 +387,8 @@ bool mixes_tiles(detail::ConvPath path) {
 // sum |a||b| over one output's terms. Operands whose magnitudes could take that past float's range
 // go to im2col, where the result overflows only if the true sum does: the largest |a| < 2^(ea -
 // 126) (ea from detail::max_exponent, 255 for NaN or inf) and |b| < 2^(eb - 126), `terms` products
-// in each output, and a margin of 2^32 over the gains. Ordinary data is far inside: values up to
-// 2^10 with weights up to 2^2 and 2^20 terms leave 2^63 of room.
+// in each output, and 2^32 for the gains (2^12 to spare). Ordinary data is far inside: values up
+// to 2^10 with weights up to 2^2 and 2^20 terms leave about 2^60 of room.
 bool tile_products_fit(int ea, int eb, int64_t terms) {
   if (ea == 255 || eb == 255) return false;
   constexpr int kTileGainLog2 = 32;
