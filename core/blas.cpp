@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/gemm_avx512.h"
+#include "core/parallel.h"
 
 extern "C" {
 // Declared by OpenBLAS's cblas.h in recent versions; repeated here for older headers.
@@ -50,6 +51,17 @@ void openblas_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
   // is read along it then, so raising 0 to 1 changes nothing else.
   lda = std::max<int64_t>(lda, 1);
   ldb = std::max<int64_t>(ldb, 1);
+  // With beta 0 OpenBLAS first clears C with scalar stores (its generic gemm_beta: 4 % of W2's
+  // training step on Zen 3, where the first-written gradients take this path) and then its kernel
+  // adds the product onto C. memset's vector stores clear it faster, and beta 1 then adds onto the
+  // same +0s: the same bits. alpha 0 or K 0 (C = beta C) stays with OpenBLAS.
+  if (beta == 0.0f && alpha != 0.0f && K > 0) {
+    const auto clear_row = [=](int64_t i) {
+      std::memset(C + i * ldc, 0, static_cast<size_t>(N) * sizeof(float));
+    };
+    detail::parallel_for(M, M * N >= (int64_t{1} << 17), clear_row);
+    beta = 1.0f;
+  }
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
               trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(M), static_cast<int>(N),
               static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta,

@@ -9,6 +9,7 @@
 // classical bound for such a sum (Higham, "Accuracy and Stability of Numerical Algorithms", 3.1)
 // is |err| <= gamma_n * (|alpha| sum_k |a_ik||b_kj| + |beta||c_ij|), gamma_n = n u / (1 - n u),
 // u = 2^-24, with n the number of roundings on the longest path; n = K + 4 covers both paths.
+#include <cblas.h>
 #include <doctest/doctest.h>
 #include <omp.h>
 #include <sys/mman.h>
@@ -178,6 +179,46 @@ TEST_CASE("gemm: K = 0 gives beta * C, and empty M or N leaves C alone") {
     p.fn(false, false, 0, 2, 4, 1.0f, &a, 4, &b, 2, 0.0f, untouched.data(), 2);
     p.fn(false, false, 2, 0, 4, 1.0f, &a, 4, &b, 0, 0.0f, untouched.data(), 1);
     CHECK(untouched == std::vector<float>{7, 8});
+  }
+}
+
+TEST_CASE("gemm: the OpenBLAS path with beta 0 gives OpenBLAS's own beta-0 bits") {
+  // gemm_openblas clears C itself and passes beta 1 (OpenBLAS's own clearing is a scalar loop).
+  // Against cblas_sgemm with beta 0 on the same operands: C starting as NaN garbage, the gap
+  // between padded rows left alone, C below and past the threshold of the team's clearing, outside
+  // and inside a parallel region. A zero row of A times alpha -1 gives -0 products, which either
+  // way are added onto +0.
+  for (const Shape s : {Shape{13, 33, 17}, Shape{400, 512, 64}}) {
+    for (const bool inside_region : {false, true}) {
+      CAPTURE(s.M);
+      CAPTURE(inside_region);
+      Matrix A(s.M, s.K, 3, 11);
+      const Matrix B(s.K, s.N, 0, 12);
+      for (int64_t k = 0; k < s.K; ++k) A.at(2, k) = 0.0f;
+      Matrix got(s.M, s.N, 5, 13), want(s.M, s.N, 5, 13);
+      std::fill(got.v.begin(), got.v.end(), kNaN);
+      std::fill(want.v.begin(), want.v.end(), kNaN);
+      // Both calls in the same place: OpenBLAS at two threads may round differently from one
+      // thread, as it runs inside a region.
+      const auto run = [&] {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(s.M),
+                    static_cast<int>(s.N), static_cast<int>(s.K), -1.0f, A.v.data(),
+                    static_cast<int>(A.ld), B.v.data(), static_cast<int>(B.ld), 0.0f, want.v.data(),
+                    static_cast<int>(want.ld));
+        gemm_openblas(false, false, s.M, s.N, s.K, -1.0f, A.v.data(), A.ld, B.v.data(), B.ld, 0.0f,
+                      got.v.data(), got.ld);
+      };
+      if (inside_region) {
+#pragma omp parallel num_threads(2)
+        {
+#pragma omp single
+          run();
+        }
+      } else {
+        run();
+      }
+      CHECK(std::memcmp(got.v.data(), want.v.data(), got.v.size() * sizeof(float)) == 0);
+    }
   }
 }
 
