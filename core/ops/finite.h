@@ -14,11 +14,6 @@
 
 namespace bnlab::detail {
 
-/// 1 when v is NaN or +-inf, else 0: its exponent bits are all ones exactly then.
-inline uint32_t nonfinite_bit(float v) {
-  return static_cast<uint32_t>((std::bit_cast<uint32_t>(v) & 0x7f800000u) == 0x7f800000u);
-}
-
 /// The largest biased exponent field (0-255) among the n floats at p: every finite value v there
 /// has |v| < 2^(result - 126), and the result is 255 exactly when one of them is NaN or +-inf. An
 /// integer max of the exponent bits vectorizes without -ffast-math (a float max or sum would not,
