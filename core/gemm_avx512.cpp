@@ -30,8 +30,8 @@
 //     one accumulator lane; threads only split rows or columns of C, so results are bit-identical
 //     for every thread count.
 //   - Threads: outside an OpenMP parallel region a large enough product is split over the OpenMP
-//     team (columns when N is the wider side, rows otherwise: below); inside one (conv's per-image
-//     loop) it runs on the calling thread.
+//     team (columns when N is the wider side, rows otherwise: gemm_over_team, core/gemm_common.h);
+//     inside one (conv's per-image loop) it runs on the calling thread.
 //   - ISA: only the functions marked BNLAB_AVX512 use AVX-512; the rest of the binary stays
 //     portable and the dispatcher checks cpu_has_avx512f() (cpu_isa(), core/cpu_isa.h: the CPU's
 //     support capped by BNLAB_MAX_ISA) before calling in.
@@ -51,6 +51,7 @@
 
 #include "core/cpu_isa.h"
 #include "core/error.h"
+#include "core/gemm_common.h"
 #include "core/transpose16_avx512.h"
 
 #define BNLAB_AVX512 __attribute__((target("avx512f")))
@@ -74,42 +75,12 @@ constexpr int64_t kNR = 32;
 // Cache blocks for Zen 5 (L1d 48 KiB, L2 1 MiB per core): a B panel KC x NR = 32 KiB stays in L1
 // while the microkernel walks the A block; the A block MC x KC = 252 KiB sits in L2 next to the
 // B block's current panels; the B block KC x NC = 2 MiB streams from L2/L3 one panel at a time.
-constexpr int64_t kKC = 256;
+constexpr int64_t kKC = detail::kGemmKC;
 constexpr int64_t kMC = 18 * kMR;
 constexpr int64_t kNC = 64 * kNR;
-// Below this many multiply-adds, a second thread costs more (fork/join, duplicate packing) than it
-// saves.
-constexpr int64_t kParallelMinWork = int64_t{1} << 21;
 
-// Packing buffers: one pair per thread, grown on demand and reused, 64-byte aligned so the
-// microkernel's B loads are aligned. Conv calls GEMM from every thread of its image loop, so the
-// buffers must be per thread. get() returns null when the memory cannot be had: GEMM runs inside
-// OpenMP regions (its own split, conv's image loop), which an exception cannot leave, so the caller
-// computes without them (gemm_portable) instead of throwing.
-class PackBuffer {
- public:
-  PackBuffer() = default;
-  PackBuffer(const PackBuffer&) = delete;
-  PackBuffer& operator=(const PackBuffer&) = delete;
-  ~PackBuffer() { std::free(data_); }
-  float* get(int64_t floats) noexcept {
-    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
-    if (bytes > capacity_) {
-      std::free(data_);
-      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
-      capacity_ = data_ != nullptr ? bytes : 0;
-    }
-    return data_;
-  }
-
- private:
-  float* data_ = nullptr;
-  size_t capacity_ = 0;
-};
-
-thread_local PackBuffer tls_pack_a;
-thread_local PackBuffer tls_pack_b;
-
+thread_local detail::PackBuffer tls_pack_a;
+thread_local detail::PackBuffer tls_pack_b;
 // The height of the next register tile with `rows` rows left: MR, except that 15 or 16 rows
 // become two tiles of 8 (and 7): a 1- or 2-row tile has only 2 or 4 accumulator chains, too few
 // to hide the FMA latency, and ran at half the FMA rate (M = 128 = 9 x 14 + 2, every dense
@@ -118,14 +89,6 @@ thread_local PackBuffer tls_pack_b;
 // row tiles take their heights from here, one panel (MR rows of stride) per tile.
 constexpr int64_t row_tile(int64_t rows) {
   return rows > kMR && rows <= kMR + 2 ? (rows + 1) / 2 : std::min(kMR, rows);
-}
-
-// Splits n into ceil(n / block) nearly equal pieces (so K = 300 becomes 150 + 150, not 256 + 44);
-// returns the piece size, a multiple of `unit` when n allows it.
-int64_t balanced_block(int64_t n, int64_t block, int64_t unit) {
-  const int64_t pieces = (n + block - 1) / block;
-  const int64_t size = (n + pieces - 1) / pieces;
-  return std::min(block, (size + unit - 1) / unit * unit);
 }
 
 // Copies `rows` (<= 16) rows of a row-major matrix, columns k0 .. k0 + kc, to k-major form: value
@@ -355,61 +318,35 @@ MicroKernel kernel_for(int64_t mr, int64_t nr) {
   return nr > 16 ? kKernels2[row_class] : kKernels1[row_class];
 }
 
-// C = beta * C for the alpha == 0 / K == 0 cases; beta == 0 assigns zeros without reading C.
-void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
-  for (int64_t i = 0; i < M; ++i) {
-    float* ci = C + i * ldc;
-    if (beta == 0.0f) {
-      std::fill_n(ci, N, 0.0f);
-    } else if (beta != 1.0f) {
-      for (int64_t j = 0; j < N; ++j) ci[j] *= beta;
+// The jr / ir loops over one packed A block and B block (gemm_blocked, core/gemm_common.h).
+BNLAB_AVX512 void panels(int64_t kc, const float* pa, int64_t mc, const float* pb, int64_t nc,
+                         float* C, int64_t ldc, float alpha, float beta) {
+  // narrow_panel addresses C's rows with 32-bit offsets (up to 15 ldc).
+  const bool narrow_ok = ldc <= INT32_MAX / 16;
+  for (int64_t jr = 0; jr < nc; jr += kNR) {
+    const int64_t nr = std::min(kNR, nc - jr);
+    const int64_t wide = narrow_ok ? wide_columns(nr) : nr;
+    if (wide < nr) {
+      narrow_panel(kc, pa, mc, pb + jr * kc + wide, C + jr + wide, ldc, alpha, beta, nr - wide);
+    }
+    if (wide == 0) continue;
+    const float* panel = pa;
+    for (int64_t ir = 0, mr = 0; ir < mc; ir += mr, panel += kMR * kc) {
+      mr = row_tile(mc - ir);
+      kernel_for(mr, wide)(kc, panel, pb + jr * kc, C + ir * ldc + jr, ldc, alpha, beta, mr, wide);
     }
   }
 }
 
-// The five loops on the calling thread.
-void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-                 int64_t ldc) {
-  const int64_t KC = balanced_block(K, kKC, 1);
-  const int64_t MC = balanced_block(M, kMC, kMR);
-  const int64_t NC = balanced_block(N, kNC, kNR);
-  float* pa = tls_pack_a.get(std::min(MC, (M + kMR - 1) / kMR * kMR) * KC);
-  float* pb = tls_pack_b.get(std::min(NC, (N + kNR - 1) / kNR * kNR) * KC);
-  if (pa == nullptr || pb == nullptr) {
-    detail::gemm_portable(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    return;
-  }
-  // narrow_panel addresses C's rows with 32-bit offsets (up to 15 ldc).
-  const bool narrow_ok = ldc <= INT32_MAX / 16;
-  for (int64_t jc = 0; jc < N; jc += NC) {
-    const int64_t nc = std::min(NC, N - jc);
-    for (int64_t pc = 0; pc < K; pc += KC) {
-      const int64_t kc = std::min(KC, K - pc);
-      const float beta_block = pc == 0 ? beta : 1.0f;
-      pack_b(trans_b, B, ldb, pc, jc, nc, kc, pb);
-      for (int64_t ic = 0; ic < M; ic += MC) {
-        const int64_t mc = std::min(MC, M - ic);
-        pack_a(trans_a, A, lda, ic, pc, mc, kc, pa);
-        for (int64_t jr = 0; jr < nc; jr += kNR) {
-          const int64_t nr = std::min(kNR, nc - jr);
-          const int64_t wide = narrow_ok ? wide_columns(nr) : nr;
-          if (wide < nr) {
-            narrow_panel(kc, pa, mc, pb + jr * kc + wide, C + ic * ldc + jc + jr + wide, ldc, alpha,
-                         beta_block, nr - wide);
-          }
-          if (wide == 0) continue;
-          const float* panel = pa;
-          for (int64_t ir = 0, mr = 0; ir < mc; ir += mr, panel += kMR * kc) {
-            mr = row_tile(mc - ir);
-            kernel_for(mr, wide)(kc, panel, pb + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, alpha,
-                                 beta_block, mr, wide);
-          }
-        }
-      }
-    }
-  }
-}
+struct Avx512Kernel {
+  static constexpr int64_t kMR = bnlab::kMR, kNR = bnlab::kNR, kMC = bnlab::kMC, kNC = bnlab::kNC,
+                           kPackSlack = 0;
+  static detail::PackBuffer& pack_a_buffer() { return tls_pack_a; }
+  static detail::PackBuffer& pack_b_buffer() { return tls_pack_b; }
+  static constexpr auto pack_a = bnlab::pack_a;
+  static constexpr auto pack_b = bnlab::pack_b;
+  static constexpr auto panels = bnlab::panels;
+};
 
 }  // namespace
 
@@ -417,68 +354,16 @@ namespace detail {
 
 bool cpu_has_avx512f() { return cpu_isa() == CpuIsa::avx512; }
 
-void gemm_portable(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-                   int64_t ldc) noexcept {
-  if (M == 0 || N == 0) return;
-  scale_c(M, N, beta, C, ldc);
-  if (alpha == 0.0f) return;
-  for (int64_t i = 0; i < M; ++i) {
-    float* ci = C + i * ldc;
-    for (int64_t k = 0; k < K; ++k) {
-      const float a = alpha * (trans_a ? A[k * lda + i] : A[i * lda + k]);
-      if (trans_b) {
-        for (int64_t j = 0; j < N; ++j) ci[j] += a * B[j * ldb + k];
-      } else {
-        const float* bk = B + k * ldb;
-        for (int64_t j = 0; j < N; ++j) ci[j] += a * bk[j];
-      }
-    }
-  }
-}
-
 void gemm_avx512_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                         const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                         float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0.0f) {
-    scale_c(M, N, beta, C, ldc);
+    detail::gemm_scale_c(M, N, beta, C, ldc);
     return;
   }
-  const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  if (threads < 2 || M * N * K < kParallelMinWork) {
-    gemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    return;
-  }
-  // Split the wider side of C into one contiguous range per thread. Each thread packs and reads
-  // only its share of the larger operand (B's columns when splitting columns, A's rows otherwise)
-  // and all of the smaller one. That halves the packing of the operand that costs the most, and
-  // for a dense layer's forward (M = batch < N = out_features) it means each thread reads only
-  // its own rows of the weight: when both threads had read all of it, the optimizer's update
-  // then had to take every line back from the other core (on this 2-vCPU EPYC a write to a line
-  // the other core shares cost about 8 ns, so SGD on paper-mlp's 784 x 100 weight took 27 us at
-  // two threads against 7 at one). Columns go in half-panel units (16) so that N = 100 splits
-  // 48 / 52, not 64 / 36; rows in whole register tiles.
-  const bool split_n = N >= M;
-  const int64_t unit = split_n ? kNR / 2 : kMR;
-  const int64_t tiles = ((split_n ? N : M) + unit - 1) / unit;
-  const int team = static_cast<int>(std::min(threads, tiles));
-#pragma omp parallel num_threads(team)
-  {
-    const int64_t t = omp_get_thread_num();
-    const int64_t lo = std::min(tiles * t / team * unit, split_n ? N : M);
-    const int64_t hi = std::min(tiles * (t + 1) / team * unit, split_n ? N : M);
-    if (hi > lo) {
-      if (split_n) {
-        const float* Bt = trans_b ? B + lo * ldb : B + lo;
-        gemm_serial(trans_a, trans_b, M, hi - lo, K, alpha, A, lda, Bt, ldb, beta, C + lo, ldc);
-      } else {
-        const float* At = trans_a ? A + lo : A + lo * lda;
-        gemm_serial(trans_a, trans_b, hi - lo, N, K, alpha, At, lda, B, ldb, beta, C + lo * ldc,
-                    ldc);
-      }
-    }
-  }
+  gemm_over_team(kNR / 2, kMR, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                 gemm_blocked<Avx512Kernel>);
 }
 
 int64_t gemm_packed_a_floats(int64_t M, int64_t K) { return (M + kMR - 1) / kMR * kMR * K; }

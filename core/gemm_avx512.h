@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "core/gemm_common.h"  // gemm_portable
+
 namespace bnlab::detail {
 
 // True when the dispatched kernels may use AVX-512F: cpu_isa() (core/cpu_isa.h), which is the
@@ -17,15 +19,6 @@ bool cpu_has_avx512f();
 void gemm_avx512_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                         const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                         float* C, int64_t ldc);
-
-// The same product by plain loops: no packing, no allocation, no instruction set beyond the
-// build's, 64-bit sizes, never throws; slow, within the error bound of the others (one rounding per
-// product and per sum). For products that must finish inside an OpenMP region, where an exception
-// cannot leave, when the usual path cannot: a thread whose packing buffers cannot be allocated,
-// and sizes past OpenBLAS's 32-bit interface on a CPU without AVX-512F (core/blas.cpp).
-void gemm_portable(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-                   int64_t ldc) noexcept;
 
 // Products that reuse one A many times (Winograd's transformed weights, one per cell, against
 // every block of tiles) can pack A once and skip the packing of B by storing B as the kernel's

@@ -1,0 +1,155 @@
+// What bnlab's own GEMM kernels share (internal; not installed): the K block, the five loops
+// around a kernel's register tiles, the packing buffers, the plain-loop fallback and the split over
+// the OpenMP team, out of the AVX-512F kernel (core/gemm_avx512.cpp) so that a kernel for another
+// instruction set can keep the same loops and the same per-element arithmetic.
+//
+// The arithmetic: K is split by balanced_block(K, kGemmKC, 1); in each K block an element's sum is
+// one in-order chain of fused multiply-adds from +0; the result is alpha * sum, then
+// fma(beta_block, C, that), where beta_block is the caller's beta in the first block and 1 after
+// it (beta 0 does not read C). Threads only split C's rows or columns, so no thread count changes
+// a bit.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+
+namespace bnlab::detail {
+
+// The K block of both kernels. Part of the arithmetic above: changing it changes results.
+constexpr int64_t kGemmKC = 256;
+
+// Below this many multiply-adds, a second thread costs more (fork/join, duplicate packing) than it
+// saves.
+constexpr int64_t kGemmParallelMinWork = int64_t{1} << 21;
+
+// Splits n into ceil(n / block) nearly equal pieces (so K = 300 becomes 150 + 150, not 256 + 44);
+// returns the piece size, a multiple of `unit` when n allows it.
+inline int64_t balanced_block(int64_t n, int64_t block, int64_t unit) {
+  const int64_t pieces = (n + block - 1) / block;
+  const int64_t size = (n + pieces - 1) / pieces;
+  return std::min(block, (size + unit - 1) / unit * unit);
+}
+
+// Packing buffers: one pair per thread, grown on demand and reused, 64-byte aligned so the
+// microkernels' B loads are aligned. Conv calls GEMM from every thread of its image loop, so the
+// buffers must be per thread. get() returns null when the memory cannot be had: GEMM runs inside
+// OpenMP regions (its own split, conv's image loop), which an exception cannot leave, so the caller
+// computes without them (gemm_portable) instead of throwing.
+class PackBuffer {
+ public:
+  PackBuffer() = default;
+  PackBuffer(const PackBuffer&) = delete;
+  PackBuffer& operator=(const PackBuffer&) = delete;
+  ~PackBuffer() { std::free(data_); }
+  float* get(int64_t floats) noexcept {
+    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
+    if (bytes > capacity_) {
+      std::free(data_);
+      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+      capacity_ = data_ != nullptr ? bytes : 0;
+    }
+    return data_;
+  }
+
+ private:
+  float* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+// C = beta * C, for alpha == 0 or K == 0; beta == 0 assigns zeros without reading C.
+void gemm_scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) noexcept;
+
+// The product by plain loops: no packing, no allocation, no instruction set beyond the build's,
+// 64-bit sizes, never throws; slow, within the error bound of the others (one rounding per product
+// and per sum). For products that must finish inside an OpenMP region, where an exception cannot
+// leave, when the usual path cannot: a thread whose packing buffers cannot be allocated, and sizes
+// past OpenBLAS's 32-bit interface on a CPU without an own kernel (core/blas.cpp).
+void gemm_portable(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                   int64_t ldc) noexcept;
+
+// The five loops on the calling thread: jc (columns in blocks of NC; the B block is packed once
+// per jc and K block), pc (K in blocks of at most kGemmKC; the caller's beta in the first, 1
+// after), ic (rows in blocks of MC; the A block is packed once per ic and K block), then the
+// kernel's own jr / ir loops over the packed blocks. Kernel supplies the block sizes kMR, kNR,
+// kMC, kNC, the packing buffers' slack kPackSlack (floats written past an A block), its
+// thread-local packing buffers, pack_a, pack_b, and
+//   panels(kc, packed_a, mc, packed_b, nc, C, ldc, alpha, beta_block): the mc x nc block of C.
+// A thread whose buffers cannot be allocated computes with gemm_portable instead.
+template <class Kernel>
+void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                  int64_t ldc) {
+  constexpr int64_t MR = Kernel::kMR, NR = Kernel::kNR;
+  const int64_t KC = balanced_block(K, kGemmKC, 1);
+  const int64_t MC = balanced_block(M, Kernel::kMC, MR);
+  const int64_t NC = balanced_block(N, Kernel::kNC, NR);
+  float* pa =
+      Kernel::pack_a_buffer().get(std::min(MC, (M + MR - 1) / MR * MR) * KC + Kernel::kPackSlack);
+  float* pb = Kernel::pack_b_buffer().get(std::min(NC, (N + NR - 1) / NR * NR) * KC);
+  if (pa == nullptr || pb == nullptr) {
+    gemm_portable(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    const int64_t nc = std::min(NC, N - jc);
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      const float beta_block = pc == 0 ? beta : 1.0f;
+      Kernel::pack_b(trans_b, B, ldb, pc, jc, nc, kc, pb);
+      for (int64_t ic = 0; ic < M; ic += MC) {
+        const int64_t mc = std::min(MC, M - ic);
+        Kernel::pack_a(trans_a, A, lda, ic, pc, mc, kc, pa);
+        Kernel::panels(kc, pa, mc, pb, nc, C + ic * ldc + jc, ldc, alpha, beta_block);
+      }
+    }
+  }
+}
+
+// Runs serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) (a kernel's five
+// loops on one thread) over the OpenMP team: outside a parallel region, for a product large
+// enough, the wider side of C is split into one contiguous range per thread; inside one (conv's
+// per-image loop) the call stays on the calling thread. Each thread packs and reads only its
+// share of the larger operand (B's columns when splitting columns, A's rows otherwise) and all of
+// the smaller one. That halves the packing of the operand that costs the most, and for a dense
+// layer's forward (M = batch < N = out_features) it means each thread reads only its own rows of
+// the weight: when both threads had read all of it, the optimizer's update then had to take every
+// line back from the other core (on a 2-vCPU EPYC a write to a line the other core shares cost
+// about 8 ns, so SGD on paper-mlp's 784 x 100 weight took 27 us at two threads against 7 at one).
+// Columns go in units of column_unit (half a panel, so N = 100 splits 48 / 52 with 32-column
+// panels), rows in units of row_unit (whole register tiles).
+template <class Serial>
+void gemm_over_team(int64_t column_unit, int64_t row_unit, bool trans_a, bool trans_b, int64_t M,
+                    int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+                    int64_t ldb, float beta, float* C, int64_t ldc, Serial serial) {
+  const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (threads < 2 || M * N * K < kGemmParallelMinWork) {
+    serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  const bool split_n = N >= M;
+  const int64_t unit = split_n ? column_unit : row_unit;
+  const int64_t extent = split_n ? N : M;
+  const int64_t tiles = (extent + unit - 1) / unit;
+  const int team = static_cast<int>(std::min(threads, tiles));
+#pragma omp parallel num_threads(team)
+  {
+    const int64_t t = omp_get_thread_num();
+    const int64_t lo = std::min(tiles * t / team * unit, extent);
+    const int64_t hi = std::min(tiles * (t + 1) / team * unit, extent);
+    if (hi > lo) {
+      if (split_n) {
+        const float* Bt = trans_b ? B + lo * ldb : B + lo;
+        serial(trans_a, trans_b, M, hi - lo, K, alpha, A, lda, Bt, ldb, beta, C + lo, ldc);
+      } else {
+        const float* At = trans_a ? A + lo : A + lo * lda;
+        serial(trans_a, trans_b, hi - lo, N, K, alpha, At, lda, B, ldb, beta, C + lo * ldc, ldc);
+      }
+    }
+  }
+}
+
+}  // namespace bnlab::detail
