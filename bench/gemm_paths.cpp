@@ -1,7 +1,8 @@
-// gemm_paths: bnlab's own AVX-512 GEMM against OpenBLAS, interleaved in one process, at 1024^3 and
-// at the GEMM shapes of the workloads (conv forward / dW / dX per image of cifar-cnn and lenet, the
-// dense layers of lenet and the MLPs, batch 64). Built always; needs a CPU with AVX-512F to
-// compare.
+// gemm_paths: bnlab's own GEMM (the AVX-512 kernel, or the AVX2 one on a CPU without AVX-512F, as
+// bnlab::gemm picks; BNLAB_MAX_ISA=avx2 chooses it on an AVX-512 CPU) against OpenBLAS, interleaved
+// in one process, at 1024^3 and at the GEMM shapes of the workloads (conv forward / dW / dX per
+// image of cifar-cnn and lenet, the dense layers of lenet and the MLPs, batch 64). Built always;
+// needs a CPU with AVX2 and FMA to compare.
 //
 // The two paths alternate (A B A B ...) in `--rounds` rounds, each round timing `reps` calls of one
 // path (reps sized for about 2 ms), so load from other processes hits both paths alike. Reported:
@@ -121,12 +122,14 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (!gemm_avx512_available()) {
-    std::printf("gemm_paths: this CPU lacks AVX-512F; nothing to compare\n");
+  const bool avx512 = gemm_avx512_available();
+  if (!avx512 && !gemm_avx2_available()) {
+    std::printf("gemm_paths: this CPU lacks AVX2 and FMA; nothing to compare\n");
     return 0;
   }
-  std::printf("gemm_paths: OpenBLAS (%s) vs bnlab-avx512, %d threads, %d interleaved rounds\n",
-              blas_config().c_str(), num_threads(), rounds);
+  const auto own_gemm = avx512 ? &gemm_avx512 : &gemm_avx2;
+  std::printf("gemm_paths: OpenBLAS (%s) vs bnlab-%s, %d threads, %d interleaved rounds\n",
+              blas_config().c_str(), avx512 ? "avx512" : "avx2", num_threads(), rounds);
   std::printf("%-34s %5s %5s %5s %2s  %9s %9s  %6s\n", "shape", "M", "N", "K", "op", "openblas",
               "own", "ratio");
   using Clock = std::chrono::steady_clock;
@@ -137,8 +140,8 @@ int main(int argc, char** argv) {
     std::vector<float> C(static_cast<size_t>(c.M * c.N), 0.0f);
     const double flops = 2.0 * double(c.M) * double(c.N) * double(c.K);
     auto call = [&](bool own) {
-      (own ? gemm_avx512 : gemm_openblas)(c.ta, c.tb, c.M, c.N, c.K, 1.0f, A.data(), lda, B.data(),
-                                          ldb, c.beta, C.data(), c.N);
+      (own ? own_gemm : &gemm_openblas)(c.ta, c.tb, c.M, c.N, c.K, 1.0f, A.data(), lda, B.data(),
+                                        ldb, c.beta, C.data(), c.N);
     };
     // Warm both paths (packing buffers, OpenBLAS's threads), then size reps for ~2 ms.
     call(false);

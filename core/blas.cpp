@@ -12,6 +12,7 @@
 #include <initializer_list>
 
 #include "core/error.h"
+#include "core/gemm_avx2.h"
 #include "core/gemm_avx512.h"
 #include "core/parallel.h"
 
@@ -71,18 +72,26 @@ void openblas_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
 GemmPath choose_path() {
   const char* env = std::getenv("BNLAB_GEMM");
   if (env != nullptr && std::strcmp(env, "openblas") == 0) return GemmPath::openblas;
-  return detail::cpu_has_avx512f() ? GemmPath::avx512 : GemmPath::openblas;
+  if (detail::cpu_has_avx512f()) return GemmPath::avx512;
+  return detail::cpu_has_avx2_fma() ? GemmPath::avx2 : GemmPath::openblas;
 }
 
 // The small-product rule: products with N <= 8 columns and fewer than 32 rows stay on OpenBLAS
-// even on the AVX-512 path. Such a product is a few matrix-vector products, where OpenBLAS's
+// even on the own kernels' paths. Such a product is a few matrix-vector products, where OpenBLAS's
 // kernels skip the packing the own kernel does. Since its narrow panels (rows in the lanes,
 // core/gemm_avx512.cpp) the own kernel is ahead at N <= 8 from M = 32 rows on (one thread, best of
 // 2000 calls, K = 100 and 800, B transposed: own / OpenBLAS speed 1.09-1.60 at M = 32, 1.14-1.96 at
 // M = 64 and 512) and behind below (0.57-0.85 at M = 1 to 4, 0.78-1.15 at M = 8 and 16). From N = 9
 // on it is ahead at every M (1.17-1.62 at M = 1 to 32). Every conv and dense shape of the
 // workloads has N >= 25 except a 10-class classifier's forward (N = 10).
-bool small_for_avx512(int64_t M, int64_t N) { return N <= 8 && M < 32; }
+//
+// Only while OpenBLAS runs such a product on one thread: its interface (interface/gemm.c) threads
+// a product from M * N * K > 65536 * 4 on, and a threaded OpenBLAS product may round differently
+// at another thread count. Longer ones go to the own kernel, whose bits never depend on it.
+constexpr int64_t kOpenBlasOneThreadWork = int64_t{65536} * 4;
+bool small_for_own_kernel(int64_t M, int64_t N, int64_t K) {
+  return N <= 8 && M < 32 && M * N * K <= kOpenBlasOneThreadWork;
+}
 
 }  // namespace
 
@@ -92,22 +101,48 @@ GemmPath gemm_path() {
 }
 
 std::string gemm_path_name() {
-  return gemm_path() == GemmPath::avx512 ? "bnlab-avx512" : "openblas";
+  switch (gemm_path()) {
+    case GemmPath::avx512:
+      return "bnlab-avx512";
+    case GemmPath::avx2:
+      return "bnlab-avx2";
+    case GemmPath::openblas:
+      break;
+  }
+  return "openblas";
 }
 
 bool gemm_avx512_available() { return detail::cpu_has_avx512f(); }
 
+bool gemm_avx2_available() { return detail::cpu_has_avx2_fma(); }
+
+namespace {
+
+// The own kernel of this process's path; only called when gemm_path() is not openblas.
+void own_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                int64_t ldc) {
+  if (gemm_path() == GemmPath::avx512) {
+    detail::gemm_avx512_kernel(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else {
+    detail::gemm_avx2_kernel(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+}
+
+}  // namespace
+
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   check_gemm_args("gemm", trans_a, trans_b, M, N, K, lda, ldb, ldc);
-  if (gemm_path() == GemmPath::avx512 && !small_for_avx512(M, N)) {
-    detail::gemm_avx512_kernel(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  const bool own = gemm_path() != GemmPath::openblas;
+  if (own && !small_for_own_kernel(M, N, K)) {
+    own_kernel(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   } else if (fits_blas_int({M, N, K, lda, ldb, ldc})) {
     openblas_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  } else if (gemm_path() == GemmPath::avx512) {
-    detail::gemm_avx512_kernel(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else if (own) {
+    own_kernel(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   } else {
-    // Past OpenBLAS's 32-bit interface on a CPU without the own kernel (a conv over a plane of
+    // Past OpenBLAS's 32-bit interface on a CPU without an own kernel (a conv over a plane of
     // more than 2^31 values). gemm is called inside OpenMP regions (conv's image loop), which the
     // interface's error could not leave, so the product is computed, slowly, instead.
     detail::gemm_portable(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -128,6 +163,16 @@ void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
   BNLAB_CHECK(detail::cpu_has_avx512f(),
               "gemm_avx512: this CPU lacks AVX-512F; bnlab::gemm falls back to OpenBLAS there");
   detail::gemm_avx512_kernel(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void gemm_avx2(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+               int64_t ldc) {
+  check_gemm_args("gemm_avx2", trans_a, trans_b, M, N, K, lda, ldb, ldc);
+  BNLAB_CHECK(detail::cpu_has_avx2_fma(),
+              "gemm_avx2: this CPU lacks AVX2 and FMA (or BNLAB_MAX_ISA caps them); bnlab::gemm "
+              "falls back to OpenBLAS there");
+  detail::gemm_avx2_kernel(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void set_num_threads(int n) {

@@ -1,10 +1,12 @@
 // The BLAS and thread glue: one GEMM entry point (transposes as flags) and one place that sets the
 // thread count for both OpenMP and OpenBLAS.
 //
-// bnlab::gemm runs one of two implementations, chosen once per process: bnlab's own AVX-512F
-// kernel (core/gemm_avx512.cpp) when cpu_isa() allows AVX-512F, OpenBLAS's cblas_sgemm otherwise or
-// when the environment variable BNLAB_GEMM is `openblas`. Both are callable explicitly
-// (gemm_openblas, gemm_avx512), for tests and benchmarks.
+// bnlab::gemm runs one of three implementations, chosen once per process: bnlab's own AVX-512F
+// kernel (core/gemm_avx512.cpp) when cpu_isa() allows AVX-512F, its own AVX2 + FMA kernel
+// (core/gemm_avx2.cpp) when cpu_isa() allows AVX2 only, OpenBLAS's cblas_sgemm on older CPUs or
+// when the environment variable BNLAB_GEMM is `openblas`. The two own kernels give the same bits
+// as each other and at every thread count (core/gemm_common.h). All three are callable explicitly
+// (gemm_openblas, gemm_avx512, gemm_avx2), for tests and benchmarks.
 //
 // bnlab links OpenBLAS's OpenMP build, so OpenBLAS shares OpenMP's thread pool: a GEMM called
 // inside one of our parallel regions runs single-threaded instead of spawning threads of its own
@@ -21,7 +23,7 @@ namespace bnlab {
 /// stored matrices.
 /// BLAS semantics: beta == 0 assigns C without reading it (C may hold NaN); alpha == 0 or K == 0
 /// gives beta * C. Throws on negative sizes or a leading dimension shorter than its row. Sizes past
-/// OpenBLAS's 32-bit interface go to the own kernel, or without AVX-512F to plain loops (slow).
+/// OpenBLAS's 32-bit interface go to an own kernel, or without AVX2 to plain loops (slow).
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
@@ -29,18 +31,22 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
 enum class GemmPath {
   openblas,  ///< OpenBLAS's cblas_sgemm (whatever kernel core it selected; see blas_config())
   avx512,    ///< bnlab's own AVX-512F kernel (needs a CPU with AVX-512F)
+  avx2,      ///< bnlab's own AVX2 + FMA kernel (needs a CPU with both)
 };
 
-/// The path gemm() takes in this process: avx512 when the CPU has AVX-512F (and BNLAB_MAX_ISA,
-/// core/cpu_isa.h, does not cap it below) and BNLAB_GEMM is not
-/// `openblas` (the variable is read once, at the first call), openblas otherwise. On the avx512
-/// path, products with N <= 8 columns and M < 32 rows still go to OpenBLAS (a few matrix-vector
+/// The path gemm() takes in this process: the widest own kernel cpu_isa() (core/cpu_isa.h: the
+/// CPU capped by BNLAB_MAX_ISA) allows, avx512 or avx2, unless BNLAB_GEMM is `openblas` (the
+/// variable is read once, at the first call); openblas otherwise. On an own kernel's path,
+/// products with N <= 8 columns and M < 32 rows still go to OpenBLAS (a few matrix-vector
 /// products, where it is faster; the rule and its figures are in core/blas.cpp).
 GemmPath gemm_path();
-/// gemm_path() as text for logs and benchmark records: "bnlab-avx512" or "openblas".
+/// gemm_path() as text for logs and benchmark records: "bnlab-avx512", "bnlab-avx2" or
+/// "openblas".
 std::string gemm_path_name();
 /// True when this CPU can run gemm_avx512().
 bool gemm_avx512_available();
+/// True when this CPU can run gemm_avx2() (AVX2 and FMA, not capped by BNLAB_MAX_ISA).
+bool gemm_avx2_available();
 
 /// gemm() through OpenBLAS, whatever gemm_path() says (sizes limited to the 32-bit interface).
 void gemm_openblas(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -51,6 +57,11 @@ void gemm_openblas(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
 void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                  int64_t ldc);
+/// gemm() through bnlab's AVX2 + FMA kernel, whatever gemm_path() says; throws if
+/// gemm_avx2_available() is false.
+void gemm_avx2(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+               int64_t ldc);
 
 /// Sets OpenMP's and OpenBLAS's thread counts together (n <= 0: the machine's core count).
 void set_num_threads(int n);

@@ -357,13 +357,7 @@ bool cpu_has_avx512f() { return cpu_isa() == CpuIsa::avx512; }
 void gemm_avx512_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                         const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                         float* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  if (K == 0 || alpha == 0.0f) {
-    detail::gemm_scale_c(M, N, beta, C, ldc);
-    return;
-  }
-  gemm_over_team(kNR / 2, kMR, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                 gemm_blocked<Avx512Kernel>);
+  gemm_run<Avx512Kernel>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 int64_t gemm_packed_a_floats(int64_t M, int64_t K) { return (M + kMR - 1) / kMR * kMR * K; }

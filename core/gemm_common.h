@@ -1,13 +1,13 @@
-// What bnlab's own GEMM kernels share (internal; not installed): the K block, the five loops
-// around a kernel's register tiles, the packing buffers, the plain-loop fallback and the split over
-// the OpenMP team, out of the AVX-512F kernel (core/gemm_avx512.cpp) so that a kernel for another
-// instruction set can keep the same loops and the same per-element arithmetic.
+// What bnlab's own GEMM kernels share (internal; not installed): the AVX-512F kernel
+// (core/gemm_avx512.cpp) and the AVX2 one (core/gemm_avx2.cpp) have the same five loops, the same
+// K blocking and the same per-element arithmetic, so that both give the same bits; only the
+// register tile, the packing and the instructions differ.
 //
-// The arithmetic: K is split by balanced_block(K, kGemmKC, 1); in each K block an element's sum is
-// one in-order chain of fused multiply-adds from +0; the result is alpha * sum, then
-// fma(beta_block, C, that), where beta_block is the caller's beta in the first block and 1 after
-// it (beta 0 does not read C). Threads only split C's rows or columns, so no thread count changes
-// a bit.
+// The arithmetic both keep (tested in tests/core/test_gemm.cpp against a scalar emulation): K is
+// split by balanced_block(K, kGemmKC, 1); in each K block an element's sum is one in-order chain
+// of fused multiply-adds from +0; the result is alpha * sum, then fma(beta_block, C, that), where
+// beta_block is the caller's beta in the first block and 1 after it (beta 0 does not read C).
+// Threads only split C's rows or columns, so no thread count changes a bit.
 #pragma once
 
 #include <omp.h>
@@ -150,6 +150,21 @@ void gemm_over_team(int64_t column_unit, int64_t row_unit, bool trans_a, bool tr
       }
     }
   }
+}
+
+// A kernel's whole product: empty C untouched, C = beta C when alpha or K is 0 (A and B unread),
+// else gemm_blocked<Kernel> over the team, columns split in half panels, rows in whole tiles.
+template <class Kernel>
+void gemm_run(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+              int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0 || alpha == 0.0f) {
+    gemm_scale_c(M, N, beta, C, ldc);
+    return;
+  }
+  gemm_over_team(Kernel::kNR / 2, Kernel::kMR, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
+                 beta, C, ldc, gemm_blocked<Kernel>);
 }
 
 }  // namespace bnlab::detail

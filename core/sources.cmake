@@ -5,6 +5,7 @@ set(BNLAB_CORE_SOURCES
   core/blas.cpp
   core/gemm_common.cpp
   core/gemm_avx512.cpp
+  core/gemm_avx2.cpp
   core/cpu_isa.cpp
   core/ops/elementwise.cpp
   core/ops/activation.cpp

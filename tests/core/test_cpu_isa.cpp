@@ -45,6 +45,8 @@ TEST_CASE("cpu_isa: the cap narrows what the CPU has and the kernels follow it")
   const char* gemm_env = std::getenv("BNLAB_GEMM");
   const bool openblas_forced = gemm_env != nullptr && std::string(gemm_env) == "openblas";
   CHECK((gemm_path() == GemmPath::avx512) == (cpu_isa() == CpuIsa::avx512 && !openblas_forced));
+  CHECK(gemm_avx2_available() == (cpu_isa() >= CpuIsa::avx2));
+  CHECK((gemm_path() == GemmPath::avx2) == (cpu_isa() == CpuIsa::avx2 && !openblas_forced));
   CHECK(static_cast<int>(detail::direct_conv_isa()) == static_cast<int>(cpu_isa()));
 }
 

@@ -1,0 +1,21 @@
+// bnlab's own AVX2 + FMA SGEMM (internal; not installed). bnlab::gemm (core/blas.h) dispatches here
+// on CPUs with AVX2 and FMA but without AVX-512F; bnlab::gemm_avx2 calls it explicitly. Both
+// validate the arguments and check the CPU first. The design is at the top of core/gemm_avx2.cpp.
+#pragma once
+
+#include <cstdint>
+
+namespace bnlab::detail {
+
+// True when the dispatched kernels may use AVX2 and FMA: cpu_isa() (core/cpu_isa.h) is avx2 or
+// wider.
+bool cpu_has_avx2_fma();
+
+// C[M, N] = alpha op(A) op(B) + beta C with bnlab::gemm's argument conventions; requires
+// cpu_has_avx2_fma() and arguments already validated. Bit for bit what gemm_avx512_kernel gives
+// for the same call (core/gemm_common.h).
+void gemm_avx2_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                      const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                      float* C, int64_t ldc);
+
+}  // namespace bnlab::detail
