@@ -194,6 +194,49 @@ class Quiet(unittest.TestCase):
         self.assertIn("short one", reasons[0])
 
 
+class Settle(unittest.TestCase):
+    """The wait for a quiet start (settle, settle_around_calibration), on a fake clock."""
+
+    def test_waits_until_the_load_falls_to_the_limit(self):
+        loads = iter([0.9, 0.7, 0.55, 0.2])
+        now = [0.0]
+
+        def sleep(s):
+            now[0] += s
+
+        waited = cp.settle(0.6, 60, read_load=lambda: dict(load1=next(loads)), sleep=sleep,
+                           clock=lambda: now[0])
+        self.assertEqual(waited, 10.0)  # two readings above the limit, 5 s each
+        self.assertEqual(next(loads), 0.2)  # no reading after the one under the limit
+
+    def test_gives_up_after_its_seconds(self):
+        now = [0.0]
+
+        def sleep(s):
+            now[0] += s
+
+        waited = cp.settle(0.6, 12, read_load=lambda: dict(load1=2.0), sleep=sleep,
+                           clock=lambda: now[0])
+        self.assertEqual(waited, 15.0)
+
+    def test_waits_again_after_the_calibration(self):
+        calls = []
+
+        def wait(limit, seconds):
+            calls.append(("wait", limit, seconds))
+            return 50.0 if len(calls) == 1 else 7.0
+
+        waited = cp.settle_around_calibration(0.6, 300, lambda: calls.append(("calibrate",)),
+                                              wait=wait)
+        self.assertEqual(calls, [("wait", 0.6, 300), ("calibrate",), ("wait", 0.6, 250.0)])
+        self.assertEqual(waited, 57.0)
+        # A first wait that used all of --settle leaves the second none.
+        calls.clear()
+        cp.settle_around_calibration(0.6, 40, lambda: None,
+                                     wait=lambda limit, s: calls.append(s) or 45.0)
+        self.assertEqual(calls, [40, 0.0])
+
+
 class Retries(unittest.TestCase):
     """A round during which other programs ran is measured again (measure_round, busy_round)."""
 
