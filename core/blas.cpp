@@ -83,7 +83,9 @@ GemmPath choose_path() {
 // 2000 calls, K = 100 and 800, B transposed: own / OpenBLAS speed 1.09-1.60 at M = 32, 1.14-1.96 at
 // M = 64 and 512) and behind below (0.57-0.85 at M = 1 to 4, 0.78-1.15 at M = 8 and 16). From N = 9
 // on it is ahead at every M (1.17-1.62 at M = 1 to 32). Every conv and dense shape of the
-// workloads has N >= 25 except a 10-class classifier's forward (N = 10).
+// workloads has N >= 25 except a 10-class classifier's forward (N = 10). The AVX2 kernel, which has
+// no narrow panels, takes the same rule; it was not measured below M = 32 (at M = 64, N = 4 to 24,
+// bench/gemm_paths on Zen 3: 0.97-1.28x OpenBLAS).
 //
 // Only while OpenBLAS runs such a product on one thread: its interface (interface/gemm.c) threads
 // a product from M * N * K > 65536 * 4 on, and a threaded OpenBLAS product may round differently
