@@ -317,55 +317,61 @@ void conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* dout, con
   const int64_t CK = d.CK(), P = d.P(), Kg = d.Kg(), group_in = d.Cg() * d.H * d.W;
   if (!dx && !dw) return;
 
-  // dW is a sum over images, so threads cannot share it: thread 0 accumulates straight into dw and
-  // every other thread into its own zeroed partial [K, CK]; the partials are added in thread order
-  // afterwards, so the result is deterministic for a given thread count. The partials are
-  // weight-sized, hence small.
-  const int64_t team = d.parallel() ? std::min<int64_t>(omp_get_max_threads(), d.N) : 1;
-  const int team_threads = static_cast<int>(team);
+  // dW is a sum over images, so threads cannot share it. The images go in kWeightGradChunks
+  // contiguous chunks (N if fewer), a split that does not depend on the thread count: chunk 0
+  // accumulates straight into dw and every other chunk into its own zeroed partial [K, CK], and the
+  // partials are added in chunk order afterwards. So dW has the same bits at any thread count (a
+  // run resumed at another --threads stays bit-exact; per-thread partials made the sums' order
+  // follow the team), and at most that many threads share the image loop while dW is wanted.
+  // The partials are weight-sized, hence small. Without dW every image is its own chunk.
+  constexpr int64_t kWeightGradChunks = 4;
+  const int64_t chunks = dw ? std::min(kWeightGradChunks, d.N) : d.N;
+  const int64_t team = d.parallel() ? std::min<int64_t>(omp_get_max_threads(), chunks) : 1;
   const int64_t wsize = d.K * CK;
-  detail::Storage partials(dw ? static_cast<size_t>((team - 1) * wsize) : 0);
-  if (dw) std::fill_n(partials.data(), (team - 1) * wsize, 0.0f);
+  detail::Storage partials(dw ? static_cast<size_t>((chunks - 1) * wsize) : 0);
+  if (dw) std::fill_n(partials.data(), (chunks - 1) * wsize, 0.0f);
   // Each thread's one buffer serves first as col_n (for dW), then as dcol_n (for dx).
   const detail::TeamScratch cols = column_buffers(d, team);
 
-#pragma omp parallel num_threads(team_threads) if (team > 1)
+#pragma omp parallel num_threads(static_cast <int>(team)) if (team > 1)
   {
-    const int64_t t = omp_get_thread_num();
-    float* dw_t = dw ? (t == 0 ? dw : partials.data() + (t - 1) * wsize) : nullptr;
-    float* col = cols.of_thread(t);
+    float* col = cols.of_this_thread();
 #pragma omp for schedule(static)
-    for (int64_t ng = 0; ng < d.N * d.G; ++ng) {
-      // Image n, group g: its input channels, output channels and weight rows.
-      const int64_t n = ng / d.G, g = ng % d.G;
-      const float* xg = x + n * d.C * d.H * d.W + g * group_in;
-      float* dxg = dx ? dx + n * d.C * d.H * d.W + g * group_in : nullptr;
-      const float* gg = dout + (n * d.K + g * Kg) * P;
-      const float* wg = w + g * Kg * CK;
-      float* dwg = dw_t ? dw_t + g * Kg * CK : nullptr;
-      if (d.pointwise()) {
-        // col is x's group [Cg, HW] and col2im is the identity, so both GEMMs work in place.
-        if (dwg) gemm(false, true, Kg, CK, P, 1.0f, gg, P, xg, P, 1.0f, dwg, CK);
-        if (dxg) gemm(true, false, CK, P, Kg, 1.0f, wg, CK, gg, P, dx_fresh ? 0.0f : 1.0f, dxg, P);
-        continue;
-      }
-      if (dwg) {
-        // dW[g] [Kg, CK] += dout_n[g] [Kg, P] x col^T [P, CK]
-        im2col(col, xg, d);
-        gemm(false, true, Kg, CK, P, 1.0f, gg, P, col, P, 1.0f, dwg, CK);
-      }
-      if (dxg) {
-        // dcol [CK, P] = W[g]^T [CK, Kg] x dout_n[g] [Kg, P], scattered back onto the image.
-        gemm(true, false, CK, P, Kg, 1.0f, wg, CK, gg, P, 0.0f, col, P);
-        if (dx_fresh) std::fill_n(dxg, group_in, 0.0f);
-        col2im(dxg, col, d);
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      float* dw_chunk = dw ? (chunk == 0 ? dw : partials.data() + (chunk - 1) * wsize) : nullptr;
+      for (int64_t ng = d.N * chunk / chunks * d.G; ng < d.N * (chunk + 1) / chunks * d.G; ++ng) {
+        // Image n, group g: its input channels, output channels and weight rows.
+        const int64_t n = ng / d.G, g = ng % d.G;
+        const float* xg = x + n * d.C * d.H * d.W + g * group_in;
+        float* dxg = dx ? dx + n * d.C * d.H * d.W + g * group_in : nullptr;
+        const float* gg = dout + (n * d.K + g * Kg) * P;
+        const float* wg = w + g * Kg * CK;
+        float* dwg = dw_chunk ? dw_chunk + g * Kg * CK : nullptr;
+        if (d.pointwise()) {
+          // col is x's group [Cg, HW] and col2im is the identity, so both GEMMs work in place.
+          if (dwg) gemm(false, true, Kg, CK, P, 1.0f, gg, P, xg, P, 1.0f, dwg, CK);
+          if (dxg)
+            gemm(true, false, CK, P, Kg, 1.0f, wg, CK, gg, P, dx_fresh ? 0.0f : 1.0f, dxg, P);
+          continue;
+        }
+        if (dwg) {
+          // dW[g] [Kg, CK] += dout_n[g] [Kg, P] x col^T [P, CK]
+          im2col(col, xg, d);
+          gemm(false, true, Kg, CK, P, 1.0f, gg, P, col, P, 1.0f, dwg, CK);
+        }
+        if (dxg) {
+          // dcol [CK, P] = W[g]^T [CK, Kg] x dout_n[g] [Kg, P], scattered back onto the image.
+          gemm(true, false, CK, P, Kg, 1.0f, wg, CK, gg, P, 0.0f, col, P);
+          if (dx_fresh) std::fill_n(dxg, group_in, 0.0f);
+          col2im(dxg, col, d);
+        }
       }
     }
   }
 
   if (dw) {
-    for (int64_t t = 1; t < team; ++t) {
-      const float* part = partials.data() + (t - 1) * wsize;
+    for (int64_t chunk = 1; chunk < chunks; ++chunk) {
+      const float* part = partials.data() + (chunk - 1) * wsize;
       detail::parallel_for_simd(wsize, wsize > (1 << 15), [=](int64_t i) { dw[i] += part[i]; });
     }
   }
