@@ -1177,17 +1177,22 @@ void norm_rows_backward(float* dx, float* dw, float* db, const float* dy, const 
                         const RowsAffine& d) {
   const int64_t blocks = d.L / d.inner;
   const bool parallel = d.R * d.L > kParallelThreshold;
-  const int team = parallel ? omp_get_max_threads() : 1;
-  // dw and db sum over rows, which threads split: each thread adds into its own double slots [2,
-  // P], reduced afterwards in thread order (deterministic for a given thread count).
+  // dw and db sum over rows, which threads split. The rows go in kRowChunks contiguous chunks (R
+  // if fewer), a split that does not depend on the thread count; each chunk adds into its own
+  // double slots [2, P], and the slots are reduced afterwards in chunk order. So dw and db have
+  // the same bits at any thread count (with one slot pair per thread, the sums' grouping followed
+  // the team).
+  constexpr int64_t kRowChunks = 16;
+  const int64_t chunks = std::min(kRowChunks, d.R);
   const bool want_params = dw || db;
-  std::vector<double> partials(want_params ? static_cast<size_t>(team) * 2 * d.P : 0, 0.0);
-#pragma omp parallel num_threads(team) if (parallel)
-  {
-    double* acc_w = want_params ? partials.data() + omp_get_thread_num() * 2 * d.P : nullptr;
+  std::vector<double> partials(want_params ? static_cast<size_t>(chunks * 2 * d.P) : 0, 0.0);
+  const int team =
+      parallel ? static_cast<int>(std::min<int64_t>(omp_get_max_threads(), chunks)) : 1;
+#pragma omp parallel for schedule(static) num_threads(team) if (parallel)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    double* acc_w = want_params ? partials.data() + chunk * 2 * d.P : nullptr;
     double* acc_b = want_params ? acc_w + d.P : nullptr;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < d.R; ++r) {
+    for (int64_t r = d.R * chunk / chunks; r < d.R * (chunk + 1) / chunks; ++r) {
       const float* xr = x + r * d.L;
       const float* gr = dy + r * d.L;
       const double m = mean_d[r], rstd = rstd_d[r];
@@ -1228,9 +1233,9 @@ void norm_rows_backward(float* dx, float* dw, float* db, const float* dy, const 
   if (!want_params) return;
   for (int64_t p = 0; p < d.P; ++p) {
     double sw = 0.0, sb = 0.0;
-    for (int t = 0; t < team; ++t) {
-      sw += partials[(static_cast<size_t>(t) * 2) * d.P + p];
-      sb += partials[(static_cast<size_t>(t) * 2 + 1) * d.P + p];
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      sw += partials[static_cast<size_t>(chunk * 2 * d.P + p)];
+      sb += partials[static_cast<size_t>((chunk * 2 + 1) * d.P + p)];
     }
     if (dw) dw[p] += static_cast<float>(sw);
     if (db) db[p] += static_cast<float>(sb);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <utility>
@@ -438,7 +439,7 @@ TEST_CASE("ops.norm: group_norm gradient checks for x, weight and bias") {
 
 TEST_CASE("ops.norm: the threaded paths agree with one thread") {
   // x [5, 8, 32, 32] is above the ops' parallel threshold, so norm_rows_backward reduces
-  // weight/bias through per-thread partials; compare against a single-threaded run.
+  // weight/bias through partials of row chunks; compare against a single-threaded run.
   using Fn = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
   const std::vector<std::pair<const char*, Fn>> ops = {
       {"batch_norm", [](const Tensor& x, const Tensor& g,
@@ -475,6 +476,31 @@ TEST_CASE("ops.norm: the threaded paths agree with one thread") {
       CHECK(bnlab::testing::count_mismatches(one[t], many[t], 1e-5) == 0);
     }
   }
+}
+
+TEST_CASE("ops.norm: layer norm's parameter gradients have the same bits at 1 and 2 threads") {
+  // db sums dy over rows in double, in a split of the rows that does not follow the team. dy's
+  // first column is 2^60, 0, -2^60, 1 down the rows: in row order the sum is 1, but a grouping
+  // (2^60 + 0) + (-2^60 + 1) loses the 1 (it is below -2^60's last bit), which is what a thread
+  // per half of the rows gave at two threads. [4, 16384] is above the parallel threshold.
+  auto bias_grad = [](int threads) {
+    int previous = num_threads();
+    set_num_threads(threads);
+    Tensor x = param({4, 16384}, 31);
+    Tensor w = param({16384}, 32, 0.5f, 1.5f);
+    Tensor b = param({16384}, 33);
+    std::vector<float> dy(4 * 16384, 0.0f);
+    dy[0 * 16384] = std::ldexp(1.0f, 60);
+    dy[2 * 16384] = -std::ldexp(1.0f, 60);
+    dy[3 * 16384] = 1.0f;
+    sum(mul(layer_norm(x, {16384}, w, b, 1e-5f), Tensor::from(dy, {4, 16384}))).backward();
+    set_num_threads(previous);
+    return std::pair{b.grad().to_vector(), w.grad().to_vector()};
+  };
+  const auto one = bias_grad(1), two = bias_grad(2);
+  CHECK(one.first[0] == 1.0f);
+  CHECK(std::memcmp(one.first.data(), two.first.data(), one.first.size() * sizeof(float)) == 0);
+  CHECK(std::memcmp(one.second.data(), two.second.data(), one.second.size() * sizeof(float)) == 0);
 }
 
 TEST_CASE("ops.norm: shape errors name the op and both shapes") {
