@@ -8,7 +8,7 @@
 // This kernel keeps the arithmetic of the AVX-512 one (core/gemm_common.h): the same bits at any
 // thread count, and the same bits as an AVX-512F CPU gives. It also writes C directly for beta 0,
 // where OpenBLAS clears C in a separate pass first. Speed: 0.87-1.46x OpenBLAS's Zen kernels at
-// the workloads' shapes on one Zen 3 thread, 1.0-1.17x on W2's (docs/performance.md).
+// the workloads' shapes on one Zen 3 thread, 0.99-1.41x on W2's (docs/performance.md).
 //
 // Design: the five loops of core/gemm_avx512.cpp (GotoBLAS / BLIS) around a 6 x 16 register tile,
 // BLIS's Haswell choice: 12 ymm accumulators, two B vectors and the A broadcast fill 15 of the 16
