@@ -32,6 +32,8 @@ set(BNLAB_INTERNAL_HEADERS
   core/ops/max_pool2x2_avx2.h  # the 2x2 forward's AVX2 row kernel (detail)
   core/ops/max_pool2x2_places.h  # the 2x2 kernels' place-byte stores (detail)
   core/gemm_avx512.h  # the AVX-512 SGEMM behind bnlab::gemm (detail)
+  core/gemm_avx2.h  # the AVX2 SGEMM behind bnlab::gemm (detail)
+  core/gemm_common.h  # the loops, buffers and thread split the own SGEMMs share (detail)
   core/ops/conv_path.h  # which implementation computes a conv2d, and BNLAB_CONV (detail)
   core/ops/conv_winograd.h  # conv2d's Winograd F(4x4, 3x3) path (detail)
   core/ops/conv_direct.h  # conv2d's direct kernels for thin layers (detail)
