@@ -45,9 +45,6 @@ constexpr int64_t kNC = 128 * kNR;
 // The packing of an A block stores 8 floats at the MR = 6 stride: up to 2 past its end.
 constexpr int64_t kPackSlack = 8;
 
-thread_local detail::PackBuffer tls_pack_a;
-thread_local detail::PackBuffer tls_pack_b;
-
 // The height of the next register tile with `rows` rows left: MR, except that 7 or 8 rows become
 // two tiles of 4 (and 3): a 1- or 2-row tile has 2 or 4 accumulator chains, too few to hide the
 // FMA latency. The number of tiles stays ceil(rows / MR), so the packed size does not change.
@@ -229,8 +226,6 @@ void panels(int64_t kc, const float* pa, int64_t mc, const float* pb, int64_t nc
 struct Avx2Kernel {
   static constexpr int64_t kMR = bnlab::kMR, kNR = bnlab::kNR, kMC = bnlab::kMC, kNC = bnlab::kNC,
                            kPackSlack = bnlab::kPackSlack;
-  static detail::PackBuffer& pack_a_buffer() { return tls_pack_a; }
-  static detail::PackBuffer& pack_b_buffer() { return tls_pack_b; }
   static constexpr auto pack_a = bnlab::pack_a;
   static constexpr auto pack_b = bnlab::pack_b;
   static constexpr auto panels = bnlab::panels;

@@ -79,8 +79,6 @@ constexpr int64_t kKC = detail::kGemmKC;
 constexpr int64_t kMC = 18 * kMR;
 constexpr int64_t kNC = 64 * kNR;
 
-thread_local detail::PackBuffer tls_pack_a;
-thread_local detail::PackBuffer tls_pack_b;
 // The height of the next register tile with `rows` rows left: MR, except that 15 or 16 rows
 // become two tiles of 8 (and 7): a 1- or 2-row tile has only 2 or 4 accumulator chains, too few
 // to hide the FMA latency, and ran at half the FMA rate (M = 128 = 9 x 14 + 2, every dense
@@ -341,8 +339,6 @@ BNLAB_AVX512 void panels(int64_t kc, const float* pa, int64_t mc, const float* p
 struct Avx512Kernel {
   static constexpr int64_t kMR = bnlab::kMR, kNR = bnlab::kNR, kMC = bnlab::kMC, kNC = bnlab::kNC,
                            kPackSlack = 0;
-  static detail::PackBuffer& pack_a_buffer() { return tls_pack_a; }
-  static detail::PackBuffer& pack_b_buffer() { return tls_pack_b; }
   static constexpr auto pack_a = bnlab::pack_a;
   static constexpr auto pack_b = bnlab::pack_b;
   static constexpr auto panels = bnlab::panels;

@@ -33,11 +33,12 @@ inline int64_t balanced_block(int64_t n, int64_t block, int64_t unit) {
   return std::min(block, (size + unit - 1) / unit * unit);
 }
 
-// Packing buffers: one pair per thread, grown on demand and reused, 64-byte aligned so the
-// microkernels' B loads are aligned. Conv calls GEMM from every thread of its image loop, so the
-// buffers must be per thread. get() returns null when the memory cannot be had: GEMM runs inside
-// OpenMP regions (its own split, conv's image loop), which an exception cannot leave, so the caller
-// computes without them (gemm_portable) instead of throwing.
+// Packing buffers: one pair per thread and kernel (gemm_blocked's thread_local pair), grown on
+// demand and reused, 64-byte aligned so the microkernels' B loads are aligned. Conv calls GEMM
+// from every thread of its image loop, so the buffers must be per thread. get() returns null when
+// the memory cannot be had: GEMM runs inside OpenMP regions (its own split, conv's image loop),
+// which an exception cannot leave, so the caller computes without them (gemm_portable) instead of
+// throwing.
 class PackBuffer {
  public:
   PackBuffer() = default;
@@ -75,8 +76,8 @@ void gemm_portable(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
 // per jc and K block), pc (K in blocks of at most kGemmKC; the caller's beta in the first, 1
 // after), ic (rows in blocks of MC; the A block is packed once per ic and K block), then the
 // kernel's own jr / ir loops over the packed blocks. Kernel supplies the block sizes kMR, kNR,
-// kMC, kNC, the packing buffers' slack kPackSlack (floats written past an A block), its
-// thread-local packing buffers, pack_a, pack_b, and
+// kMC, kNC, the packing buffers' slack kPackSlack (floats written past an A block), pack_a,
+// pack_b, and
 //   panels(kc, packed_a, mc, packed_b, nc, C, ldc, alpha, beta_block): the mc x nc block of C.
 // A thread whose buffers cannot be allocated computes with gemm_portable instead.
 template <class Kernel>
@@ -87,9 +88,9 @@ void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   const int64_t KC = balanced_block(K, kGemmKC, 1);
   const int64_t MC = balanced_block(M, Kernel::kMC, MR);
   const int64_t NC = balanced_block(N, Kernel::kNC, NR);
-  float* pa =
-      Kernel::pack_a_buffer().get(std::min(MC, (M + MR - 1) / MR * MR) * KC + Kernel::kPackSlack);
-  float* pb = Kernel::pack_b_buffer().get(std::min(NC, (N + NR - 1) / NR * NR) * KC);
+  thread_local PackBuffer pack_a_buffer, pack_b_buffer;
+  float* pa = pack_a_buffer.get(std::min(MC, (M + MR - 1) / MR * MR) * KC + Kernel::kPackSlack);
+  float* pb = pack_b_buffer.get(std::min(NC, (N + NR - 1) / NR * NR) * KC);
   if (pa == nullptr || pb == nullptr) {
     gemm_portable(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
