@@ -24,6 +24,7 @@ set(BNLAB_CORE_SOURCES
   core/ops/max_pool2x2_avx2.cpp
   core/ops/dropout.cpp
   core/ops/norm.cpp
+  core/ops/plane_moments.cpp
   core/io.cpp
   core/serialize.cpp
   core/distributed.cpp
