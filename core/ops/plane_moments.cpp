@@ -13,28 +13,42 @@ namespace bnlab {
 
 namespace detail {
 
-// The AVX-512 version keeps four independent 8-wide double partial sums per pass (32 values a
-// step), added in one fixed order at the end: with omp simd's one vector accumulator per pass each
-// step waited for the previous add. bench/micro_ops on the AMD EPYC (Zen 5): alone, on 1 MiB of
-// planes, 6.6 -> 9.7 values/ns at S = 1024 and 3.0 -> 5.4 at S = 64; inside W4's first conv
-// (BM_conv2d_forward_with_moments less BM_conv2d_forward) 0.58-0.71 -> 0.45 ms. The portable
-// version keeps omp simd's order; the two differ in the last bits, never within one process.
+// The vector versions keep 32 double partial sums per pass, lane j taking the values k = j mod 32
+// of the plane's body (S rounded down to 32), as independent vector accumulators: with omp simd's
+// one accumulator per pass each step waited for the previous add. The lanes are then added in one
+// fixed tree (lane_sum), the tail in order, and M2's squares are fused multiply-adds, so the
+// AVX-512 (four 8-lane vectors) and AVX2 (eight 4-lane vectors) versions give the same bits; a
+// test checks each against a scalar emulation of that order. bench/micro_ops on the AMD EPYC
+// (Zen 5), AVX-512 against omp simd: alone, on 1 MiB of planes, 6.6 -> 9.7 values/ns at S = 1024
+// and 3.0 -> 5.4 at S = 64; inside W4's first conv (BM_conv2d_forward_with_moments less
+// BM_conv2d_forward) 0.58-0.71 -> 0.45 ms. AVX2 on the AMD EPYC (Zen 3), inside W3's first conv:
+// see docs/performance.md. The portable version keeps omp simd's order; it differs from the
+// vector versions in the last bits, never within one process.
 namespace {
 
-// GCC 12's AVX-512 conversion and reduction intrinsics start from _mm512_undefined_pd(), which
+// GCC 12's AVX-512 conversion intrinsics start from _mm512_undefined_pd(), which
 // -Wmaybe-uninitialized reports wherever they are inlined (GCC bug 105593, fixed in GCC 13).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
-__attribute__((target("avx512f"))) inline double lane_sum(__m512d a, __m512d b, __m512d c,
-                                                          __m512d d) {
-  return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(a, b), _mm512_add_pd(c, d)));
+// The lanes' tree: per lane (a + b) + (c + d), then the upper half of the 8 lanes onto the lower,
+// twice, then the last two (GCC's _mm512_reduce_add_pd, written out so both versions share it).
+__attribute__((target("avx2,fma"))) inline double halves_sum(__m256d lo, __m256d hi) {
+  const __m256d four = _mm256_add_pd(hi, lo);
+  const __m128d two = _mm_add_pd(_mm256_extractf128_pd(four, 1), _mm256_castpd256_pd128(four));
+  return _mm_cvtsd_f64(two) + _mm_cvtsd_f64(_mm_unpackhi_pd(two, two));
 }
 
-__attribute__((target("avx512f"))) void plane_moments_avx512(double* pm, const float* x,
-                                                             int64_t planes, int64_t S) {
+__attribute__((target("avx512f,avx2,fma"))) inline double lane_sum(__m512d a, __m512d b, __m512d c,
+                                                                   __m512d d) {
+  const __m512d t = _mm512_add_pd(_mm512_add_pd(a, b), _mm512_add_pd(c, d));
+  return halves_sum(_mm512_castpd512_pd256(t), _mm512_extractf64x4_pd(t, 1));
+}
+
+__attribute__((target("avx512f,avx2,fma"))) void plane_moments_avx512(double* pm, const float* x,
+                                                                      int64_t planes, int64_t S) {
   const double count = static_cast<double>(S);
   const int64_t body = S / 32 * 32;
   for (int64_t i = 0; i < planes; ++i) {
@@ -64,7 +78,7 @@ __attribute__((target("avx512f"))) void plane_moments_avx512(double* pm, const f
     double m2 = lane_sum(q0, q1, q2, q3);
     for (int64_t k = body; k < S; ++k) {
       const double dev = xc[k] - mean;
-      m2 += dev * dev;
+      m2 = __builtin_fma(dev, dev, m2);
     }
     pm[2 * i] = mean;
     pm[2 * i + 1] = m2;
@@ -74,6 +88,51 @@ __attribute__((target("avx512f"))) void plane_moments_avx512(double* pm, const f
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+
+__attribute__((target("avx2,fma"))) inline __m256d widen(const float* p) {
+  return _mm256_cvtps_pd(_mm_loadu_ps(p));
+}
+
+__attribute__((target("avx2,fma"))) void plane_moments_avx2(double* pm, const float* x,
+                                                            int64_t planes, int64_t S) {
+  const double count = static_cast<double>(S);
+  const int64_t body = S / 32 * 32;
+  for (int64_t i = 0; i < planes; ++i) {
+    const float* xc = x + i * S;
+    // The AVX-512 version's accumulator j as two halves: lanes 0-3 in lo[j], 4-7 in hi[j].
+    __m256d lo[4], hi[4];
+    for (int j = 0; j < 4; ++j) lo[j] = hi[j] = _mm256_setzero_pd();
+    for (int64_t k = 0; k < body; k += 32) {
+      for (int j = 0; j < 4; ++j) {
+        lo[j] = _mm256_add_pd(lo[j], widen(xc + k + 8 * j));
+        hi[j] = _mm256_add_pd(hi[j], widen(xc + k + 8 * j + 4));
+      }
+    }
+    double sum =
+        halves_sum(_mm256_add_pd(_mm256_add_pd(lo[0], lo[1]), _mm256_add_pd(lo[2], lo[3])),
+                   _mm256_add_pd(_mm256_add_pd(hi[0], hi[1]), _mm256_add_pd(hi[2], hi[3])));
+    for (int64_t k = body; k < S; ++k) sum += static_cast<double>(xc[k]);
+    const double mean = sum / count;
+    const __m256d m = _mm256_set1_pd(mean);
+    for (int j = 0; j < 4; ++j) lo[j] = hi[j] = _mm256_setzero_pd();
+    for (int64_t k = 0; k < body; k += 32) {
+      for (int j = 0; j < 4; ++j) {
+        const __m256d dl = _mm256_sub_pd(widen(xc + k + 8 * j), m);
+        const __m256d dh = _mm256_sub_pd(widen(xc + k + 8 * j + 4), m);
+        lo[j] = _mm256_fmadd_pd(dl, dl, lo[j]);
+        hi[j] = _mm256_fmadd_pd(dh, dh, hi[j]);
+      }
+    }
+    double m2 = halves_sum(_mm256_add_pd(_mm256_add_pd(lo[0], lo[1]), _mm256_add_pd(lo[2], lo[3])),
+                           _mm256_add_pd(_mm256_add_pd(hi[0], hi[1]), _mm256_add_pd(hi[2], hi[3])));
+    for (int64_t k = body; k < S; ++k) {
+      const double dev = xc[k] - mean;
+      m2 = __builtin_fma(dev, dev, m2);
+    }
+    pm[2 * i] = mean;
+    pm[2 * i + 1] = m2;
+  }
+}
 
 void plane_moments_portable(double* pm, const float* x, int64_t planes, int64_t S) {
   const double count = static_cast<double>(S);
@@ -97,8 +156,17 @@ void plane_moments_portable(double* pm, const float* x, int64_t planes, int64_t 
 }  // namespace
 
 void plane_moments(double* pm, const float* x, int64_t planes, int64_t S) {
-  static const bool avx512 = cpu_isa() == CpuIsa::avx512;
-  (avx512 ? plane_moments_avx512 : plane_moments_portable)(pm, x, planes, S);
+  static const auto path = [] {
+    switch (cpu_isa()) {
+      case CpuIsa::avx512:
+        return plane_moments_avx512;
+      case CpuIsa::avx2:
+        return plane_moments_avx2;
+      default:
+        return plane_moments_portable;
+    }
+  }();
+  path(pm, x, planes, S);
 }
 
 }  // namespace detail

@@ -6,15 +6,19 @@
 // for bit. When it is not taken: eval with running statistics, a BatchNorm subclass, BatchNorm1d.
 #include <doctest/doctest.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "conv_path_cases.h"
 #include "core/autograd.h"
 #include "core/blas.h"
+#include "core/cpu_isa.h"
 #include "core/ops/plane_moments.h"
 #include "layers/layers.h"
 
@@ -114,6 +118,65 @@ TEST_CASE(
     CHECK(std::isnan(pm[3]));
     CHECK(std::isfinite(pm[0]));
     CHECK(std::isfinite(pm[5]));
+  }
+}
+
+namespace {
+
+// The vector paths' order (core/ops/plane_moments.cpp) in scalar code: 32 partial sums, lane j
+// taking the body's values k = j mod 32; then per lane j < 8 (j + (8 + j)) + ((16 + j) + (24 + j));
+// the upper four of those onto the lower four, the upper two onto the lower two, the last two
+// added; the tail in order. M2 the same over fused squares of x - mean.
+double tree_sum(const double* lane) {
+  double eight[8], four[4];
+  for (int j = 0; j < 8; ++j) eight[j] = (lane[j] + lane[8 + j]) + (lane[16 + j] + lane[24 + j]);
+  for (int j = 0; j < 4; ++j) four[j] = eight[4 + j] + eight[j];
+  return (four[2] + four[0]) + (four[3] + four[1]);
+}
+
+std::pair<double, double> plane_moments_in_lane_order(const float* x, int64_t S) {
+  const int64_t body = S / 32 * 32;
+  double lane[32] = {};
+  for (int64_t k = 0; k < body; ++k) lane[k % 32] += static_cast<double>(x[k]);
+  double sum = tree_sum(lane);
+  for (int64_t k = body; k < S; ++k) sum += static_cast<double>(x[k]);
+  const double mean = sum / static_cast<double>(S);
+  for (double& v : lane) v = 0.0;
+  for (int64_t k = 0; k < body; ++k) {
+    const double dev = static_cast<double>(x[k]) - mean;
+    lane[k % 32] = std::fma(dev, dev, lane[k % 32]);
+  }
+  double m2 = tree_sum(lane);
+  for (int64_t k = body; k < S; ++k) {
+    const double dev = static_cast<double>(x[k]) - mean;
+    m2 = std::fma(dev, dev, m2);
+  }
+  return {mean, m2};
+}
+
+}  // namespace
+
+TEST_CASE("ops.plane_moments: the AVX2 and AVX-512 paths add in one order, bit for bit") {
+  // Both paths are checked against one scalar emulation, so a model's batch statistics are the
+  // same bits on either CPU. Values spread over many binades, so that another order of the adds
+  // would change the last bits.
+  if (cpu_isa() == CpuIsa::portable) {
+    MESSAGE("no AVX2 or AVX-512F path on this CPU (or under BNLAB_MAX_ISA): skipped");
+    return;
+  }
+  Rng rng(11);
+  for (const int64_t S : {1, 31, 32, 33, 64, 95, 196, 784, 1024, 1031}) {
+    CAPTURE(S);
+    const int64_t planes = 2;
+    std::vector<float> x(static_cast<size_t>(planes * S));
+    for (float& v : x) v = std::ldexp(rng.normal(), static_cast<int>(rng.uniform() * 40.0f) - 20);
+    std::vector<double> pm(static_cast<size_t>(2 * planes));
+    detail::plane_moments(pm.data(), x.data(), planes, S);
+    for (int64_t i = 0; i < planes; ++i) {
+      const auto [mean, m2] = plane_moments_in_lane_order(x.data() + i * S, S);
+      CHECK(std::bit_cast<uint64_t>(pm[2 * i]) == std::bit_cast<uint64_t>(mean));
+      CHECK(std::bit_cast<uint64_t>(pm[2 * i + 1]) == std::bit_cast<uint64_t>(m2));
+    }
   }
 }
 
