@@ -7,6 +7,7 @@ set(BNLAB_CORE_SOURCES
   core/gemm_avx512.cpp
   core/gemm_avx2.cpp
   core/cpu_isa.cpp
+  core/shell_quote.cpp
   core/ops/elementwise.cpp
   core/ops/activation.cpp
   core/ops/shape.cpp

@@ -53,18 +53,6 @@ void set_command_line(int argc, const char* const* argv) {
 
 const std::vector<std::string>& command_line() { return stored_command_line(); }
 
-std::string shell_quote(const std::string& s) {
-  bool safe = !s.empty();
-  for (char c : s) {
-    safe &= std::isalnum(static_cast<unsigned char>(c)) != 0 ||
-            std::string_view("-_./=,:+@%").find(c) != std::string_view::npos;
-  }
-  if (safe) return s;
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
 std::string quoted_command_line() {
   std::string out;
   for (const std::string& w : command_line()) out += (out.empty() ? "" : " ") + shell_quote(w);

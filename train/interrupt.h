@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "core/shell_quote.h"  // shell_quote, which quoted_command_line applies to each word
+
 namespace bnlab {
 
 // Installs the handlers for SIGINT and SIGTERM (idempotent).
@@ -21,8 +23,6 @@ std::string signal_name(int sig);
 // (argv[0] as typed, so the printed command works from the same directory).
 void set_command_line(int argc, const char* const* argv);
 const std::vector<std::string>& command_line();
-// Single-quotes `s` for a POSIX shell unless it is made of safe characters only.
-std::string shell_quote(const std::string& s);
 // command_line() with each word shell-quoted, space-separated.
 std::string quoted_command_line();
 

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/io.h"
+#include "core/shell_quote.h"
 
 namespace bnlab {
 
@@ -25,11 +26,6 @@ std::string gnuplot_quote(const std::string& s) {
 }
 
 namespace {
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
 
 // Why `path` is not a complete PNG ("" when it is): the signature first and the IEND chunk last.
 // gnuplot's pngcairo terminal exits 0, often silently, when the image could not be written (a full

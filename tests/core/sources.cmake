@@ -32,6 +32,7 @@ set(BNLAB_TEST_CORE_SOURCES
   tests/core/test_gradcheck.cpp
   tests/core/test_toolchain.cpp
   tests/core/test_io.cpp
+  tests/core/test_shell_quote.cpp
   tests/core/test_serialize.cpp
   tests/core/test_distributed.cpp
   tests/core/test_version_counter.cpp
