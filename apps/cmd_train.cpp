@@ -132,7 +132,7 @@ Command add_train_command(CLI::App& parent) {
         std::string list;
         for (const std::string& f : files) list += (list.empty() ? "" : ", ") + f;
         BNLAB_CHECK(*overwrite, c.out_dir, " already holds a run (", list,
-                    "); continue it with --resume ", c.out_dir,
+                    "); continue it with --resume ", shell_quote(c.out_dir),
                     ", replace it with --overwrite, or choose another --out");
       }
       BNLAB_CHECK(!resuming || fs::exists(fs::path(c.out_dir) / "config.json"), c.out_dir,

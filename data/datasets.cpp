@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "core/shell_quote.h"
 #include "data/cifar.h"
 #include "data/idx.h"
 #include "data/image_folder.h"
@@ -58,7 +59,8 @@ ImageDataset with_fetch_hint(const std::string& name, const DataDir& data_dir,
     std::error_code ec;
     fs::path absolute = fs::absolute(data_dir.path, ec);
     const std::string target = ec ? data_dir.path : absolute.lexically_normal().string();
-    std::string hint = "; run: bash scripts/fetch_data.sh --data-dir " + target + " " + name;
+    std::string hint =
+        "; run: bash scripts/fetch_data.sh --data-dir " + shell_quote(target) + " " + name;
     if (name == "cifar10") hint += " (or add --cifar-from DIR_OR_TARBALL)";
     if (name == "cifar100") {
       hint =

@@ -34,24 +34,26 @@ void edit_config(const std::string& path, const std::string& key, const nlohmann
 TEST_CASE("apps.run_dir: a second run into a directory that holds a run is refused") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 64, 16);
-  CliResult first = run_cli(flags(dir, "run"));
+  // A name with a space: the --resume the refusal suggests is quoted, ready to paste.
+  const std::string run = dir.file("my run");
+  CliResult first = run_cli(flags(dir, "my run"));
   REQUIRE(first.exit_code == 0);
-  const std::string model_before = read_text(dir.file("run") + "/model.safetensors");
+  const std::string model_before = read_text(run + "/model.safetensors");
 
-  CliResult second = run_cli(flags(dir, "run", 3) + " --lr 0.5");
+  CliResult second = run_cli(flags(dir, "my run", 3) + " --lr 0.5");
   CAPTURE(second.output);
   CHECK(second.exit_code == 1);
-  CHECK(contains(second.output, dir.file("run") + " already holds a run"));
-  CHECK(contains(second.output, "--resume"));
+  CHECK(contains(second.output, run + " already holds a run"));
+  CHECK(contains(second.output, "continue it with --resume '" + run + "',"));
   CHECK(contains(second.output, "--overwrite"));
-  CHECK(read_text(dir.file("run") + "/model.safetensors") == model_before);
+  CHECK(read_text(run + "/model.safetensors") == model_before);
 
   // --overwrite replaces it: the new config, and no summary of the old run left beside it.
-  CliResult replaced = run_cli(flags(dir, "run", 3) + " --lr 0.5 --overwrite");
+  CliResult replaced = run_cli(flags(dir, "my run", 3) + " --lr 0.5 --overwrite");
   CAPTURE(replaced.output);
   REQUIRE(replaced.exit_code == 0);
-  CHECK(contains(read_text(dir.file("run") + "/config.json"), "\"steps\": 3"));
-  CHECK(contains(read_text(dir.file("run") + "/summary.json"), "\"steps\": 3"));
+  CHECK(contains(read_text(run + "/config.json"), "\"steps\": 3"));
+  CHECK(contains(read_text(run + "/summary.json"), "\"steps\": 3"));
 }
 
 // eval --json writes its report into the run directory; a run replaced by --overwrite must not

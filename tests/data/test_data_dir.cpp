@@ -181,4 +181,12 @@ TEST_CASE(
     CHECK_THROWS_WITH_AS(load_dataset("mnist", "train", find_data_dir(tmp.file("given"))),
                          doctest::Contains("(from --data-dir)"), Error);
   }
+  SUBCASE("a directory with a space and a quote: the fetch command quotes it for the shell") {
+    ScopedCwd in(tmp.path);
+    DataDirEnv env(nullptr, nullptr, "/home/u");
+    const std::string expected =
+        "run: bash scripts/fetch_data.sh --data-dir '" + tmp.file("my data") + "'\\''s' mnist";
+    CHECK_THROWS_WITH_AS(load_dataset("mnist", "train", find_data_dir(tmp.file("my data's"))),
+                         doctest::Contains(expected.c_str()), Error);
+  }
 }
