@@ -31,6 +31,7 @@
 #include <cstdint>
 
 #include "core/cpu_isa.h"
+#include "core/error.h"
 #include "core/gemm_common.h"
 
 #define BNLAB_AVX2 __attribute__((target("avx2,fma")))
@@ -241,6 +242,26 @@ void gemm_avx2_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t 
                       const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                       float* C, int64_t ldc) {
   gemm_run<Avx2Kernel>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+int64_t gemm_avx2_packed_a_floats(int64_t M, int64_t K) {
+  return (M + kMR - 1) / kMR * kMR * K + kPackSlack;
+}
+
+void gemm_avx2_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K,
+                      float* packed) {
+  BNLAB_CHECK(K <= kGemmKC, "gemm_avx2_pack_a: K=", K, " exceeds one K block (", kGemmKC, ")");
+  static_assert(kGemmAvx2PanelColumns == kNR);
+  pack_a(trans_a, A, lda, 0, 0, M, K, packed);
+}
+
+void gemm_avx2_packed(int64_t M, int64_t N, int64_t K, float alpha, const float* packed_a,
+                      const float* b_panel, float beta, float* C, int64_t ldc) {
+  BNLAB_CHECK(N >= 1 && N <= kNR && K >= 1 && K <= kGemmKC, "gemm_avx2_packed: N=", N, " K=", K,
+              " outside one panel (N <= ", kNR, ", K <= ", kGemmKC, ")");
+  // The whole packed A as one block, B as one block of one panel: the loops of gemm_blocked's
+  // innermost step.
+  panels(K, packed_a, M, b_panel, N, C, ldc, alpha, beta);
 }
 
 }  // namespace detail

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "core/gemm_common.h"  // kGemmKC
+
 namespace bnlab::detail {
 
 // True when the dispatched kernels may use AVX2 and FMA: cpu_isa() (core/cpu_isa.h) is avx2 or
@@ -17,5 +19,18 @@ bool cpu_has_avx2_fma();
 void gemm_avx2_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                       const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                       float* C, int64_t ldc);
+
+// gemm_avx512.h's pre-packed products for this kernel (requires cpu_has_avx2_fma()): op(A) [M, K]
+// packed once by gemm_avx2_pack_a into gemm_avx2_packed_a_floats(M, K) floats (K at most
+// kGemmKC), then C[M, N] = alpha A B + beta C with B one 32-byte-aligned panel [K, 16],
+// row k at b + k * 16, whose first N <= 16 columns are used (the rest may hold anything). beta == 0
+// never reads C. Runs on the calling thread. Each element equals what gemm_avx2_kernel computes
+// for the same operands.
+constexpr int64_t kGemmAvx2PanelColumns = 16;
+int64_t gemm_avx2_packed_a_floats(int64_t M, int64_t K);
+void gemm_avx2_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K,
+                      float* packed);
+void gemm_avx2_packed(int64_t M, int64_t N, int64_t K, float alpha, const float* packed_a,
+                      const float* b_panel, float beta, float* C, int64_t ldc);
 
 }  // namespace bnlab::detail

@@ -25,10 +25,10 @@
 // (36 (C + K) block floats) stay in L2. Within a block, kLanes consecutive tiles are transformed
 // together, one SIMD lane each (the V/M layouts have the tile innermost, so a lane group is one
 // contiguous store per cell).
-// With bnlab's AVX-512 GEMM (Plan::packed) a block is one GEMM panel, 32 tiles: then a cell's
-// V [C, 32] and dM [K, 32] are already in the layout the GEMM kernel packs B into, and U (and U^T
-// for dx) are packed once per call, so the forward's and dx's 36 GEMMs per block pack nothing
-// (docs/performance.md, "Pre-packed GEMMs").
+// With bnlab's own GEMM (Plan::packed) a block is one GEMM panel, 32 tiles for the AVX-512 kernel
+// and 16 for the AVX2 one: then a cell's V [C, panel] and dM [K, panel] are already in the layout
+// the GEMM kernel packs B into, and U (and U^T for dx) are packed once per call, so the forward's
+// and dx's 36 GEMMs per block pack nothing (docs/performance.md, "Pre-packed GEMMs").
 //
 // Threads: OpenMP over units, each thread with its own block workspace from the storage pool; a
 // GEMM inside the region runs on the calling thread. Units (forward) and slots (backward) go to
@@ -58,6 +58,7 @@
 
 #include "core/blas.h"
 #include "core/error.h"
+#include "core/gemm_avx2.h"
 #include "core/gemm_avx512.h"
 #include "core/ops/plane_moments.h"
 #include "core/ops/prefetch.h"
@@ -270,19 +271,25 @@ struct Plan {
   int64_t block;                        // tiles per block, a multiple of kLanes
   int64_t images_per_unit, units;
   // The forward's and dx's GEMMs take pre-packed weights and V / dM as the kernel's B panel
-  // (detail::gemm_avx512_packed); then a block is one panel, kGemmPanelColumns tiles.
+  // (PackedCells); then a block is one panel: 32 tiles for the AVX-512 kernel, 16 for AVX2's.
+  GemmPath packed_path = GemmPath::openblas;  // openblas: not packed
   bool packed;
 
   explicit Plan(const WinogradShape& shape) : s(shape) {
     tiles_h = (s.H + 3) / 4;
     tiles_w = (s.W + 3) / 4;
     per_image = tiles_h * tiles_w;
-    packed = avx512_transforms() && gemm_path() == GemmPath::avx512 && s.C <= kGemmPackedMaxK &&
-             s.K <= kGemmPackedMaxK;
+    if (s.C <= kGemmPackedMaxK && s.K <= kGemmPackedMaxK) {
+      const GemmPath path = gemm_path();
+      if ((path == GemmPath::avx512 && avx512_transforms()) || path == GemmPath::avx2)
+        packed_path = path;
+    }
+    packed = packed_path != GemmPath::openblas;
+    const int64_t panel =
+        packed_path == GemmPath::avx512 ? kGemmPanelColumns : kGemmAvx2PanelColumns;
     // At least 32 tiles: the GEMM's register tile is 32 columns wide.
     const int64_t fit = kBlockBytes / (4 * kCells * (s.C + s.K));
-    block =
-        packed ? kGemmPanelColumns : std::clamp<int64_t>(fit / kLanes * kLanes, 2 * kLanes, 512);
+    block = packed ? panel : std::clamp<int64_t>(fit / kLanes * kLanes, 2 * kLanes, 512);
     // Whole images per unit: as many as fill a block, at least one.
     images_per_unit = std::max<int64_t>(1, block / per_image);
     block = std::min(block, (images_per_unit * per_image + kLanes - 1) / kLanes * kLanes);
@@ -297,20 +304,36 @@ struct Plan {
 // GEMM's packed form, for Plan::packed.
 class PackedCells {
  public:
-  PackedCells(const float* U, int64_t K, int64_t C, bool transposed)
-      : rows_(transposed ? C : K),
+  PackedCells(const float* U, int64_t K, int64_t C, bool transposed, GemmPath path)
+      : avx512_(path == GemmPath::avx512),
+        rows_(transposed ? C : K),
         depth_(transposed ? K : C),
-        stride_(gemm_packed_a_floats(rows_, depth_)),
+        stride_(avx512_ ? gemm_packed_a_floats(rows_, depth_)
+                        : gemm_avx2_packed_a_floats(rows_, depth_)),
         data_(static_cast<size_t>(kCells * stride_)) {
-    for (int64_t xi = 0; xi < kCells; ++xi)
-      gemm_pack_a(transposed, U + xi * K * C, C, rows_, depth_, data_.data() + xi * stride_);
+    // In cell order: the AVX2 packing writes a few floats past a cell, which the next overwrites.
+    for (int64_t xi = 0; xi < kCells; ++xi) {
+      const float* u = U + xi * K * C;
+      float* packed = data_.data() + xi * stride_;
+      if (avx512_) {
+        gemm_pack_a(transposed, u, C, rows_, depth_, packed);
+      } else {
+        gemm_avx2_pack_a(transposed, u, C, rows_, depth_, packed);
+      }
+    }
   }
-  // C [rows, n] = cell xi's matrix x B, B one panel [depth, n <= 32] (beta 0).
+  // C [rows, n] = cell xi's matrix x B, B one panel [depth, n <= the panel's columns] (beta 0).
   void multiply(int64_t xi, int64_t n, const float* b_panel, float* c, int64_t ldc) const {
-    gemm_avx512_packed(rows_, n, depth_, 1.0f, data_.data() + xi * stride_, b_panel, 0.0f, c, ldc);
+    const float* a = data_.data() + xi * stride_;
+    if (avx512_) {
+      gemm_avx512_packed(rows_, n, depth_, 1.0f, a, b_panel, 0.0f, c, ldc);
+    } else {
+      gemm_avx2_packed(rows_, n, depth_, 1.0f, a, b_panel, 0.0f, c, ldc);
+    }
   }
 
  private:
+  bool avx512_;
   int64_t rows_, depth_, stride_;
   Storage data_;
 };
@@ -903,7 +926,7 @@ void winograd_conv2d_forward(float* out, const float* x, const float* w, const f
   Storage U(static_cast<size_t>(kCells * s.K * s.C));
   transform_weights(U.data(), w, s.K, s.C);
   std::optional<PackedCells> packed_u;
-  if (p.packed) packed_u.emplace(U.data(), s.K, s.C, /*transposed=*/false);
+  if (p.packed) packed_u.emplace(U.data(), s.K, s.C, /*transposed=*/false, p.packed_path);
   const int64_t ld = p.block;
   StealingLoop units(p.units);
   const detail::TeamScratch ws = workspaces(p, p.workspace());
@@ -942,7 +965,7 @@ void winograd_conv2d_backward(float* dx, bool dx_fresh, float* dw, const float* 
   Storage U(dx ? static_cast<size_t>(kCells * KC) : 0);
   if (dx) transform_weights(U.data(), w, s.K, s.C);
   std::optional<PackedCells> packed_ut;
-  if (dx && p.packed) packed_ut.emplace(U.data(), s.K, s.C, /*transposed=*/true);
+  if (dx && p.packed) packed_ut.emplace(U.data(), s.K, s.C, /*transposed=*/true, p.packed_path);
   const int64_t slots = std::min(kSlots, p.units);
   // Each slot's weight gradient G^T dU G (see Threads above), [K, C, 3, 3]; a slot's dU lives in
   // the workspace of the thread running it, so dU-sized memory scales with threads, not slots.

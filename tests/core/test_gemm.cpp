@@ -28,6 +28,7 @@
 
 #include "core/blas.h"
 #include "core/error.h"
+#include "core/gemm_avx2.h"
 #include "core/gemm_avx512.h"
 #include "core/random.h"
 #include "memory_limit.h"
@@ -623,48 +624,86 @@ TEST_CASE("gemm: the default path is the widest own kernel unless BNLAB_GEMM=ope
   CHECK(gemm_path_name() == name);
 }
 
-TEST_CASE("gemm: the pre-packed entry equals the own kernel bit for bit") {
-  if (!gemm_avx512_available()) {
-    MESSAGE("no AVX-512F (the CPU, or BNLAB_MAX_ISA): the pre-packed entry is not tested");
-    return;
-  }
-  // One K block (K <= 256) and one B panel (N <= 32): every edge-tile variant of M and N, a
-  // panel whose unused columns hold NaN (they feed only lanes that are not stored), beta 0 over
-  // NaN garbage in C, and both orientations of A.
-  for (const Shape& s : std::vector<Shape>{
-           {1, 1, 1}, {14, 32, 7}, {15, 17, 64}, {32, 32, 32}, {37, 9, 256}, {128, 31, 128}}) {
-    for (bool ta : {false, true}) {
-      for (float beta : {0.0f, 0.7f}) {
-        CAPTURE(s.M);
-        CAPTURE(s.N);
-        CAPTURE(s.K);
-        CAPTURE(ta);
-        CAPTURE(beta);
-        const Matrix A = ta ? Matrix(s.K, s.M, 2, 11) : Matrix(s.M, s.K, 2, 11);
-        const Matrix B(s.K, detail::kGemmPanelColumns, 0, 12);
-        float* panel = static_cast<float*>(
-            std::aligned_alloc(64, static_cast<size_t>(s.K * detail::kGemmPanelColumns) * 4));
-        std::copy(B.v.begin(), B.v.end(), panel);
-        for (int64_t k = 0; k < s.K; ++k)
-          std::fill(panel + k * detail::kGemmPanelColumns + s.N,
-                    panel + (k + 1) * detail::kGemmPanelColumns, kNaN);
-        std::vector<float> packed(static_cast<size_t>(detail::gemm_packed_a_floats(s.M, s.K)));
-        detail::gemm_pack_a(ta, A.v.data(), A.ld, s.M, s.K, packed.data());
-        const Matrix C0(s.M, s.N, 1, 13);
-        Matrix want = C0, got = C0;
-        if (beta == 0.0f) {
-          std::fill(got.v.begin(), got.v.end(), kNaN);
-          want = got;
+namespace {
+
+// An own kernel's pre-packed entry (gemm_avx512.h, gemm_avx2.h) beside its whole product.
+struct PrePacked {
+  const char* name;
+  bool available;
+  int64_t panel_columns;
+  int64_t (*packed_a_floats)(int64_t, int64_t);
+  void (*pack_a)(bool, const float*, int64_t, int64_t, int64_t, float*);
+  void (*packed)(int64_t, int64_t, int64_t, float, const float*, const float*, float, float*,
+                 int64_t);
+  void (*whole)(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                int64_t, float, float*, int64_t);
+};
+
+}  // namespace
+
+TEST_CASE("gemm: the pre-packed entries equal their own kernel bit for bit") {
+  const PrePacked kernels[] = {
+      {"avx512", gemm_avx512_available(), detail::kGemmPanelColumns, detail::gemm_packed_a_floats,
+       detail::gemm_pack_a, detail::gemm_avx512_packed, gemm_avx512},
+      {"avx2", gemm_avx2_available(), detail::kGemmAvx2PanelColumns,
+       detail::gemm_avx2_packed_a_floats, detail::gemm_avx2_pack_a, detail::gemm_avx2_packed,
+       gemm_avx2},
+  };
+  for (const PrePacked& kernel : kernels) {
+    CAPTURE(kernel.name);
+    if (!kernel.available) {
+      MESSAGE(kernel.name,
+              ": not on this CPU (or under BNLAB_MAX_ISA), its pre-packed entry is "
+              "not tested");
+      continue;
+    }
+    const int64_t P = kernel.panel_columns;
+    // One K block (K <= 256) and one B panel (N <= P): every edge-tile variant of M and N, a
+    // panel whose unused columns hold NaN (they feed only lanes that are not stored), beta 0 over
+    // NaN garbage in C, and both orientations of A.
+    for (const Shape& s : std::vector<Shape>{{1, 1, 1},
+                                             {14, 32, 7},
+                                             {15, 17, 64},
+                                             {32, 32, 32},
+                                             {37, 9, 256},
+                                             {128, 31, 128},
+                                             {7, 16, 5},
+                                             {13, 8, 3},
+                                             {20, 15, 9}}) {
+      if (s.N > P) continue;
+      for (bool ta : {false, true}) {
+        for (float beta : {0.0f, 0.7f}) {
+          CAPTURE(s.M);
+          CAPTURE(s.N);
+          CAPTURE(s.K);
+          CAPTURE(ta);
+          CAPTURE(beta);
+          const Matrix A = ta ? Matrix(s.K, s.M, 2, 11) : Matrix(s.M, s.K, 2, 11);
+          const Matrix B(s.K, P, 0, 12);
+          float* panel =
+              static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(s.K * P) * 4));
+          std::copy(B.v.begin(), B.v.end(), panel);
+          for (int64_t k = 0; k < s.K; ++k)
+            std::fill(panel + k * P + s.N, panel + (k + 1) * P, kNaN);
+          std::vector<float> packed(static_cast<size_t>(kernel.packed_a_floats(s.M, s.K)));
+          kernel.pack_a(ta, A.v.data(), A.ld, s.M, s.K, packed.data());
+          const Matrix C0(s.M, s.N, 1, 13);
+          Matrix want = C0, got = C0;
+          if (beta == 0.0f) {
+            std::fill(got.v.begin(), got.v.end(), kNaN);
+            want = got;
+          }
+          kernel.whole(ta, false, s.M, s.N, s.K, 0.9f, A.v.data(), A.ld, B.v.data(), B.ld, beta,
+                       want.v.data(), want.ld);
+          kernel.packed(s.M, s.N, s.K, 0.9f, packed.data(), panel, beta, got.v.data(), got.ld);
+          std::free(panel);
+          CHECK(std::memcmp(want.v.data(), got.v.data(), want.v.size() * sizeof(float)) == 0);
         }
-        gemm_avx512(ta, false, s.M, s.N, s.K, 0.9f, A.v.data(), A.ld, B.v.data(), B.ld, beta,
-                    want.v.data(), want.ld);
-        detail::gemm_avx512_packed(s.M, s.N, s.K, 0.9f, packed.data(), panel, beta, got.v.data(),
-                                   got.ld);
-        std::free(panel);
-        CHECK(std::memcmp(want.v.data(), got.v.data(), want.v.size() * sizeof(float)) == 0);
       }
     }
+    CHECK_THROWS_WITH_AS(kernel.pack_a(false, nullptr, 300, 4, 300, nullptr),
+                         doctest::Contains("pack_a: K=300"), Error);
+    CHECK_THROWS_WITH_AS(kernel.packed(4, P + 1, 8, 1.0f, nullptr, nullptr, 0.0f, nullptr, 1),
+                         doctest::Contains("outside one panel"), Error);
   }
-  CHECK_THROWS_WITH_AS(detail::gemm_pack_a(false, nullptr, 300, 4, 300, nullptr),
-                       doctest::Contains("gemm_pack_a"), Error);
 }
