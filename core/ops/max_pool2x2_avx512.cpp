@@ -152,9 +152,10 @@ BNLAB_AVX512 inline void route_chunk(float* row, __m512 g, __m512i places, int l
   const __m512 zero = _mm512_setzero_ps();
   const __mmask16 left = _mm512_cmpeq_epi32_mask(places, _mm512_set1_epi32(left_place));
   const __mmask16 right = _mm512_cmpeq_epi32_mask(places, _mm512_set1_epi32(left_place + 1));
-  // 0 + g in the winners (+0 for a -0 gradient, as a zeroed buffer plus g gives), or g itself
-  // (unpool), +0 elsewhere.
-  const bool as_is = route == Route::unpool;
+  // 0 + g in the winners (+0 for a -0 gradient, as a zeroed buffer plus g gives) when assigning,
+  // else g itself (accumulate adds it: a winner's -0 plus a -0 g stays -0, as the portable loops
+  // give), +0 elsewhere.
+  const bool as_is = route != Route::assign;
   const __m512 left_g = as_is ? _mm512_maskz_mov_ps(left, g) : _mm512_maskz_add_ps(left, zero, g);
   const __m512 right_g =
       as_is ? _mm512_maskz_mov_ps(right, g) : _mm512_maskz_add_ps(right, zero, g);

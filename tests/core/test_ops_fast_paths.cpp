@@ -159,6 +159,60 @@ TEST_CASE("ops.pool: the AVX-512 unpool rows put each g, -0 included, at its win
   }
 }
 
+TEST_CASE("ops.pool: the route rows assign every cell, or add to the winners and no other cell") {
+  // max_pool2x2_route_avx512, max_pool2d's backward: assign writes 0 + g at the winner
+  // (+0 for a -0 g) and +0 in the other cells; accumulate adds g to the winner and leaves the
+  // other cells' bits alone, a -0 there included (adding +0 would make it +0). Every width from 1
+  // to 40 windows; the cells past 2 Wo must be left alone.
+  struct Route {
+    const char* name;
+    CpuIsa isa;
+    void (*rows)(float*, float*, const float*, const uint8_t*, int64_t, bool);
+  };
+  for (const Route& kernel : {Route{"avx512", CpuIsa::avx512, detail::max_pool2x2_route_avx512}}) {
+    CAPTURE(kernel.name);
+    if (cpu_isa() < kernel.isa) {
+      MESSAGE(kernel.name, ": not on this CPU (or under BNLAB_MAX_ISA), its route rows not tested");
+      continue;
+    }
+    Rng rng(23);
+    for (const bool assign : {true, false}) {
+      for (int64_t Wo = 1; Wo <= 40; ++Wo) {
+        CAPTURE(assign);
+        CAPTURE(Wo);
+        std::vector<float> g(static_cast<size_t>(Wo));
+        std::vector<uint8_t> place(static_cast<size_t>(Wo));
+        for (int64_t j = 0; j < Wo; ++j) {
+          g[j] = j % 3 == 0 ? -0.0f : rng.normal();
+          place[j] = static_cast<uint8_t>(rng.next_u32() % 4);
+        }
+        const float sentinel = 7.0f;
+        std::vector<float> rows(static_cast<size_t>(2 * (2 * Wo + 1)), sentinel);
+        float* top = rows.data();
+        float* bottom = top + 2 * Wo + 1;
+        for (int64_t i = 0; i < 2 * Wo; ++i) {
+          top[i] = i % 2 ? -0.0f : 0.5f * static_cast<float>(i);
+          bottom[i] = i % 3 ? -0.0f : -0.25f * static_cast<float>(i);
+        }
+        const std::vector<float> before = rows;
+        kernel.rows(top, bottom, g.data(), place.data(), Wo, assign);
+        for (int64_t j = 0; j < Wo; ++j) {
+          for (int k = 0; k < 4; ++k) {
+            const int64_t at = (k < 2 ? 0 : 2 * Wo + 1) + 2 * j + k % 2;
+            const float old = before[static_cast<size_t>(at)];
+            const float want =
+                k == place[j] ? (assign ? 0.0f + g[j] : old + g[j]) : (assign ? 0.0f : old);
+            CHECK(std::bit_cast<uint32_t>(rows[static_cast<size_t>(at)]) ==
+                  std::bit_cast<uint32_t>(want));
+          }
+        }
+        CHECK(top[2 * Wo] == sentinel);
+        CHECK(bottom[2 * Wo] == sentinel);
+      }
+    }
+  }
+}
+
 // Checks y = conv2d(x, w, no bias, stride, padding) element by element against the textbook
 // definition, summed in double.
 static void check_against_direct_conv(const Tensor& x, const Tensor& w, const Tensor& y,
