@@ -1,7 +1,7 @@
-// AVX2 row kernel of max_pool2d's 2x2 stride-2 forward (internal; not installed). core/ops/pool.cpp
-// calls it for each output row on CPUs with AVX2 but no AVX-512F (max_pool2x2_isa()); the
-// conventions (window places, ties, NaN) are those of core/ops/max_pool2x2_avx512.cpp, and
-// tests/core/test_ops_fast_paths.cpp checks it against the general path bit for bit.
+// AVX2 row kernels of max_pool2d's 2x2 stride-2 path (internal; not installed). core/ops/pool.cpp
+// (the forward) and core/ops/norm.cpp (the unpool) call them for each output row on CPUs with AVX2
+// but no AVX-512F (max_pool2x2_isa()); the conventions (window places, ties, NaN, -0) are those of
+// core/ops/max_pool2x2_avx512.cpp, and tests/core/test_ops_fast_paths.cpp checks them bit for bit.
 #pragma once
 
 #include <cstdint>
@@ -13,5 +13,11 @@ namespace bnlab::detail {
 // top-left, 1 top-right, 2 bottom-left, 3 bottom-right). Requires cpu_isa() >= CpuIsa::avx2.
 void max_pool2x2_row_avx2(float* out, uint8_t* place, const float* top, const float* bottom,
                           int64_t Wo);
+
+// max_pool2x2_unpool_avx512's routing: the winner of each window gets g as it is (a -0 stays -0),
+// the other cells of the rows top and bottom (2 Wo floats each) +0. Requires cpu_isa() >=
+// CpuIsa::avx2.
+void max_pool2x2_unpool_avx2(float* top, float* bottom, const float* g, const uint8_t* place,
+                             int64_t Wo);
 
 }  // namespace bnlab::detail

@@ -25,4 +25,27 @@ inline void store_low_place_bytes(uint8_t* dst, uint64_t bytes, int64_t n) {
   if (n & 1) *dst = static_cast<uint8_t>(bytes);
 }
 
+// The inverse: n (< 8) bytes from src as the low bytes of the result, the rest 0, reading no byte
+// past src + n.
+inline uint64_t load_low_place_bytes(const uint8_t* src, int64_t n) {
+  uint64_t bytes = 0;
+  int shift = 0;
+  if (n & 4) {
+    uint32_t v;
+    std::memcpy(&v, src, 4);
+    src += 4;
+    bytes = v;
+    shift = 32;
+  }
+  if (n & 2) {
+    uint16_t v;
+    std::memcpy(&v, src, 2);
+    src += 2;
+    bytes |= static_cast<uint64_t>(v) << shift;
+    shift += 16;
+  }
+  if (n & 1) bytes |= static_cast<uint64_t>(*src) << shift;
+  return bytes;
+}
+
 }  // namespace bnlab::detail

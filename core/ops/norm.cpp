@@ -80,6 +80,7 @@
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/ops/fast_math.h"
+#include "core/ops/max_pool2x2_avx2.h"
 #include "core/ops/max_pool2x2_avx512.h"
 #include "core/ops/plane_moments.h"
 #include "core/ops/pool_general.h"
@@ -810,12 +811,12 @@ void pooled_normalize(float* p, uint8_t* place, const float* x, const double* me
 // relu_grad(+0, anything) = +0. So the run functions take g as it is (kAct none): a stand-in z of
 // ones (relu_grad(g, 1) = g) was a third stream read in both passes.
 //
-// Two ways to write g, by width. Rows of at least kDenseWidth windows are written whole: with
-// AVX-512 by max_pool2x2_unpool_avx512 (max_pool2d's backward routing, g as it is), else four
+// Two ways to write g, by width. Rows of at least kDenseWidth windows are written whole: by
+// max_pool2x2_unpool_avx512 or _avx2 (max_pool2d's backward routing, g as it is), else four
 // selects per window in a loop, which GCC 12 leaves scalar (with it, W4's first pooled layer's
-// backward took 4380-4460 us a step at one thread; with the routing 3060-3110). Narrower rows
-// (lenet's 7 and 14) would run either mostly in its partial chunk or scalar remainder, so there g
-// is a buffer kept all +0 between planes: one store per window sets the winner, one after f
+// backward took 4380-4460 us a step at one thread; with the AVX-512 routing 3060-3110). Narrower
+// rows (lenet's 7 and 14) would run either mostly in its partial chunk or scalar remainder, so
+// there g is a buffer kept all +0 between planes: one store per window sets the winner, one after f
 // resets it (the routing was tried there and was slower).
 // The pooled backward's re-formed planes of one channel block [c0, c1), kept by its first pass for
 // its second ([N][c1 - c0][S], per thread, grown once), when that fits in kKeptPlanesMaxFloats.
@@ -835,7 +836,10 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
   const ChannelDims& d = s.d;
   const int64_t H = s.H, W = s.W, Ho = H / 2, Wo = W / 2;
   const bool dense = Wo >= kDenseWidth;
-  const bool avx512 = detail::max_pool2x2_isa() == CpuIsa::avx512;
+  const CpuIsa isa = detail::max_pool2x2_isa();
+  const auto unpool = isa == CpuIsa::avx512 ? detail::max_pool2x2_unpool_avx512
+                      : isa == CpuIsa::avx2 ? detail::max_pool2x2_unpool_avx2
+                                            : nullptr;
   // Per thread, grown once. `sparse` is all +0 whenever no plane is in it.
   thread_local std::vector<float> plane, sparse, masked;
   const size_t S = static_cast<size_t>(d.S);
@@ -873,8 +877,8 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
           float* __restrict bottom = top + W;
           const uint8_t* __restrict kr = k + oh * Wo;
           const float* __restrict gr = gm + oh * Wo;
-          if (avx512) {
-            detail::max_pool2x2_unpool_avx512(top, bottom, gr, kr, Wo);
+          if (unpool) {
+            unpool(top, bottom, gr, kr, Wo);
           } else {
 #pragma omp simd
             for (int64_t ow = 0; ow < Wo; ++ow) {

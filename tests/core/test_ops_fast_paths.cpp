@@ -16,6 +16,7 @@
 #include "core/blas.h"
 #include "core/gemm_avx512.h"
 #include "core/ops.h"
+#include "core/ops/max_pool2x2_avx2.h"
 #include "core/ops/max_pool2x2_avx512.h"
 #include "core/ops/pool_general.h"
 #include "gradcheck.h"
@@ -124,91 +125,104 @@ TEST_CASE("ops.pool: the 2x2 stride-2 kernels equal the general path bit for bit
   detail::limit_max_pool2x2_isa(CpuIsa::avx512);
 }
 
-TEST_CASE("ops.pool: the AVX-512 unpool rows put each g, -0 included, at its window's winner") {
-  // max_pool2x2_unpool_avx512 re-forms batch norm's pooled gradient planes (core/ops/norm.cpp):
-  // the winner (place 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) gets g as it is,
-  // every other cell of the two rows +0. Every width from 1 to 40 windows (full and partial
-  // 16-window chunks); the cells past 2 Wo must be left alone.
-  if (!detail::cpu_has_avx512f()) {
-    MESSAGE("no AVX-512F (the CPU, or BNLAB_MAX_ISA): max_pool2x2_unpool_avx512 not tested");
-    return;
-  }
-  Rng rng(19);
-  for (int64_t Wo = 1; Wo <= 40; ++Wo) {
-    CAPTURE(Wo);
-    std::vector<float> g(static_cast<size_t>(Wo));
-    std::vector<uint8_t> place(static_cast<size_t>(Wo));
+namespace {
+
+// One output row of Wo windows for the backward row kernels: its gradients g (every third -0) and
+// winners' places, and the two gradient rows of 2 Wo cells each, each followed by a sentinel cell
+// that the kernels must leave alone.
+struct GradientRows {
+  static constexpr float kSentinel = 7.0f;
+  int64_t Wo;
+  std::vector<float> g;
+  std::vector<uint8_t> place;
+  std::vector<float> cells;
+
+  GradientRows(Rng& rng, int64_t wo)
+      : Wo(wo),
+        g(static_cast<size_t>(wo)),
+        place(static_cast<size_t>(wo)),
+        cells(static_cast<size_t>(2 * (2 * wo + 1)), kSentinel) {
     for (int64_t j = 0; j < Wo; ++j) {
       g[j] = j % 3 == 0 ? -0.0f : rng.normal();
       place[j] = static_cast<uint8_t>(rng.next_u32() % 4);
     }
-    const float sentinel = 7.0f;
-    std::vector<float> rows(static_cast<size_t>(2 * (2 * Wo + 1)), sentinel);
-    float* top = rows.data();
-    float* bottom = top + 2 * Wo + 1;
-    detail::max_pool2x2_unpool_avx512(top, bottom, g.data(), place.data(), Wo);
-    for (int64_t j = 0; j < Wo; ++j) {
-      const float* cells[4] = {top + 2 * j, top + 2 * j + 1, bottom + 2 * j, bottom + 2 * j + 1};
-      for (int k = 0; k < 4; ++k) {
-        const float want = k == place[j] ? g[j] : 0.0f;
-        CHECK(std::bit_cast<uint32_t>(*cells[k]) == std::bit_cast<uint32_t>(want));
-      }
+  }
+  float* top() { return cells.data(); }
+  float* bottom() { return cells.data() + 2 * Wo + 1; }
+  // Where cell k (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) of window j is.
+  size_t at(int64_t j, int k) const {
+    return static_cast<size_t>((k < 2 ? 0 : 2 * Wo + 1) + 2 * j + k % 2);
+  }
+  bool sentinels_intact() const {
+    return cells[static_cast<size_t>(2 * Wo)] == kSentinel && cells.back() == kSentinel;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("ops.pool: the unpool rows put each g, -0 included, at its window's winner") {
+  // max_pool2x2_unpool_avx512 / _avx2 re-form batch norm's pooled gradient planes
+  // (core/ops/norm.cpp): the winner (place 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right)
+  // gets g as it is, every other cell of the two rows +0. Every width from 1 to 40 windows (full
+  // and partial chunks of 16 and 8 windows).
+  struct Unpool {
+    const char* name;
+    CpuIsa isa;
+    void (*rows)(float*, float*, const float*, const uint8_t*, int64_t);
+  };
+  for (const Unpool& kernel : {Unpool{"avx512", CpuIsa::avx512, detail::max_pool2x2_unpool_avx512},
+                               Unpool{"avx2", CpuIsa::avx2, detail::max_pool2x2_unpool_avx2}}) {
+    CAPTURE(kernel.name);
+    if (cpu_isa() < kernel.isa) {
+      MESSAGE(kernel.name,
+              ": not on this CPU (or under BNLAB_MAX_ISA), its unpool rows not tested");
+      continue;
     }
-    CHECK(top[2 * Wo] == sentinel);
-    CHECK(bottom[2 * Wo] == sentinel);
+    Rng rng(19);
+    for (int64_t Wo = 1; Wo <= 40; ++Wo) {
+      CAPTURE(Wo);
+      GradientRows r(rng, Wo);
+      kernel.rows(r.top(), r.bottom(), r.g.data(), r.place.data(), Wo);
+      for (int64_t j = 0; j < Wo; ++j) {
+        for (int k = 0; k < 4; ++k) {
+          const float want = k == r.place[j] ? r.g[j] : 0.0f;
+          CHECK(std::bit_cast<uint32_t>(r.cells[r.at(j, k)]) == std::bit_cast<uint32_t>(want));
+        }
+      }
+      CHECK(r.sentinels_intact());
+    }
   }
 }
 
-TEST_CASE("ops.pool: the route rows assign every cell, or add to the winners and no other cell") {
-  // max_pool2x2_route_avx512, max_pool2d's backward: assign writes 0 + g at the winner
-  // (+0 for a -0 g) and +0 in the other cells; accumulate adds g to the winner and leaves the
-  // other cells' bits alone, a -0 there included (adding +0 would make it +0). Every width from 1
-  // to 40 windows; the cells past 2 Wo must be left alone.
-  struct Route {
-    const char* name;
-    CpuIsa isa;
-    void (*rows)(float*, float*, const float*, const uint8_t*, int64_t, bool);
-  };
-  for (const Route& kernel : {Route{"avx512", CpuIsa::avx512, detail::max_pool2x2_route_avx512}}) {
-    CAPTURE(kernel.name);
-    if (cpu_isa() < kernel.isa) {
-      MESSAGE(kernel.name, ": not on this CPU (or under BNLAB_MAX_ISA), its route rows not tested");
-      continue;
-    }
-    Rng rng(23);
-    for (const bool assign : {true, false}) {
-      for (int64_t Wo = 1; Wo <= 40; ++Wo) {
-        CAPTURE(assign);
-        CAPTURE(Wo);
-        std::vector<float> g(static_cast<size_t>(Wo));
-        std::vector<uint8_t> place(static_cast<size_t>(Wo));
-        for (int64_t j = 0; j < Wo; ++j) {
-          g[j] = j % 3 == 0 ? -0.0f : rng.normal();
-          place[j] = static_cast<uint8_t>(rng.next_u32() % 4);
-        }
-        const float sentinel = 7.0f;
-        std::vector<float> rows(static_cast<size_t>(2 * (2 * Wo + 1)), sentinel);
-        float* top = rows.data();
-        float* bottom = top + 2 * Wo + 1;
-        for (int64_t i = 0; i < 2 * Wo; ++i) {
-          top[i] = i % 2 ? -0.0f : 0.5f * static_cast<float>(i);
-          bottom[i] = i % 3 ? -0.0f : -0.25f * static_cast<float>(i);
-        }
-        const std::vector<float> before = rows;
-        kernel.rows(top, bottom, g.data(), place.data(), Wo, assign);
-        for (int64_t j = 0; j < Wo; ++j) {
-          for (int k = 0; k < 4; ++k) {
-            const int64_t at = (k < 2 ? 0 : 2 * Wo + 1) + 2 * j + k % 2;
-            const float old = before[static_cast<size_t>(at)];
-            const float want =
-                k == place[j] ? (assign ? 0.0f + g[j] : old + g[j]) : (assign ? 0.0f : old);
-            CHECK(std::bit_cast<uint32_t>(rows[static_cast<size_t>(at)]) ==
-                  std::bit_cast<uint32_t>(want));
-          }
-        }
-        CHECK(top[2 * Wo] == sentinel);
-        CHECK(bottom[2 * Wo] == sentinel);
+TEST_CASE("ops.pool: the AVX-512 route rows assign every cell, or add to the winners only") {
+  // max_pool2x2_route_avx512, max_pool2d's backward: assign writes 0 + g at the winner (+0 for a
+  // -0 g) and +0 in the other cells; accumulate adds g to the winner and leaves the other cells'
+  // bits alone, a -0 there included (adding +0 would make it +0). Every width from 1 to 40 windows.
+  if (!detail::cpu_has_avx512f()) {
+    MESSAGE("no AVX-512F (the CPU, or BNLAB_MAX_ISA): max_pool2x2_route_avx512 not tested");
+    return;
+  }
+  Rng rng(23);
+  for (const bool assign : {true, false}) {
+    for (int64_t Wo = 1; Wo <= 40; ++Wo) {
+      CAPTURE(assign);
+      CAPTURE(Wo);
+      GradientRows r(rng, Wo);
+      for (int64_t i = 0; i < 2 * Wo; ++i) {
+        r.top()[i] = i % 2 ? -0.0f : 0.5f * static_cast<float>(i);
+        r.bottom()[i] = i % 3 ? -0.0f : -0.25f * static_cast<float>(i);
       }
+      const std::vector<float> before = r.cells;
+      detail::max_pool2x2_route_avx512(r.top(), r.bottom(), r.g.data(), r.place.data(), Wo, assign);
+      for (int64_t j = 0; j < Wo; ++j) {
+        for (int k = 0; k < 4; ++k) {
+          const float old = before[r.at(j, k)];
+          const float want =
+              k == r.place[j] ? (assign ? 0.0f + r.g[j] : old + r.g[j]) : (assign ? 0.0f : old);
+          CHECK(std::bit_cast<uint32_t>(r.cells[r.at(j, k)]) == std::bit_cast<uint32_t>(want));
+        }
+      }
+      CHECK(r.sentinels_intact());
     }
   }
 }
