@@ -33,6 +33,21 @@ namespace {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+// The values after the 32-wide body, in order: added to the body's sum, and their fused squared
+// deviations added to the body's M2. Shared by both vector versions (no intrinsics: inlined into
+// each, __builtin_fma becomes that version's FMA instruction).
+inline double tail_sum(double sum, const float* xc, int64_t body, int64_t S) {
+  for (int64_t k = body; k < S; ++k) sum += static_cast<double>(xc[k]);
+  return sum;
+}
+inline double tail_m2(double m2, const float* xc, int64_t body, int64_t S, double mean) {
+  for (int64_t k = body; k < S; ++k) {
+    const double dev = xc[k] - mean;
+    m2 = __builtin_fma(dev, dev, m2);
+  }
+  return m2;
+}
+
 // The lanes' tree: per lane (a + b) + (c + d), then the upper half of the 8 lanes onto the lower,
 // twice, then the last two (GCC's _mm512_reduce_add_pd, written out so both versions share it).
 __attribute__((target("avx2,fma"))) inline double halves_sum(__m256d lo, __m256d hi) {
@@ -60,8 +75,7 @@ __attribute__((target("avx512f,avx2,fma"))) void plane_moments_avx512(double* pm
       s2 = _mm512_add_pd(s2, _mm512_cvtps_pd(_mm256_loadu_ps(xc + k + 16)));
       s3 = _mm512_add_pd(s3, _mm512_cvtps_pd(_mm256_loadu_ps(xc + k + 24)));
     }
-    double sum = lane_sum(s0, s1, s2, s3);
-    for (int64_t k = body; k < S; ++k) sum += static_cast<double>(xc[k]);
+    const double sum = tail_sum(lane_sum(s0, s1, s2, s3), xc, body, S);
     const double mean = sum / count;
     const __m512d m = _mm512_set1_pd(mean);
     __m512d q0 = _mm512_setzero_pd(), q1 = q0, q2 = q0, q3 = q0;
@@ -75,11 +89,7 @@ __attribute__((target("avx512f,avx2,fma"))) void plane_moments_avx512(double* pm
       q2 = _mm512_fmadd_pd(d2, d2, q2);
       q3 = _mm512_fmadd_pd(d3, d3, q3);
     }
-    double m2 = lane_sum(q0, q1, q2, q3);
-    for (int64_t k = body; k < S; ++k) {
-      const double dev = xc[k] - mean;
-      m2 = __builtin_fma(dev, dev, m2);
-    }
+    const double m2 = tail_m2(lane_sum(q0, q1, q2, q3), xc, body, S, mean);
     pm[2 * i] = mean;
     pm[2 * i + 1] = m2;
   }
@@ -88,6 +98,12 @@ __attribute__((target("avx512f,avx2,fma"))) void plane_moments_avx512(double* pm
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+
+// lane_sum's tree for the AVX-512 version's four accumulators held as halves (lo[j], hi[j]).
+__attribute__((target("avx2,fma"))) inline double lane_sum(const __m256d* lo, const __m256d* hi) {
+  return halves_sum(_mm256_add_pd(_mm256_add_pd(lo[0], lo[1]), _mm256_add_pd(lo[2], lo[3])),
+                    _mm256_add_pd(_mm256_add_pd(hi[0], hi[1]), _mm256_add_pd(hi[2], hi[3])));
+}
 
 __attribute__((target("avx2,fma"))) inline __m256d widen(const float* p) {
   return _mm256_cvtps_pd(_mm_loadu_ps(p));
@@ -108,10 +124,7 @@ __attribute__((target("avx2,fma"))) void plane_moments_avx2(double* pm, const fl
         hi[j] = _mm256_add_pd(hi[j], widen(xc + k + 8 * j + 4));
       }
     }
-    double sum =
-        halves_sum(_mm256_add_pd(_mm256_add_pd(lo[0], lo[1]), _mm256_add_pd(lo[2], lo[3])),
-                   _mm256_add_pd(_mm256_add_pd(hi[0], hi[1]), _mm256_add_pd(hi[2], hi[3])));
-    for (int64_t k = body; k < S; ++k) sum += static_cast<double>(xc[k]);
+    const double sum = tail_sum(lane_sum(lo, hi), xc, body, S);
     const double mean = sum / count;
     const __m256d m = _mm256_set1_pd(mean);
     for (int j = 0; j < 4; ++j) lo[j] = hi[j] = _mm256_setzero_pd();
@@ -123,12 +136,7 @@ __attribute__((target("avx2,fma"))) void plane_moments_avx2(double* pm, const fl
         hi[j] = _mm256_fmadd_pd(dh, dh, hi[j]);
       }
     }
-    double m2 = halves_sum(_mm256_add_pd(_mm256_add_pd(lo[0], lo[1]), _mm256_add_pd(lo[2], lo[3])),
-                           _mm256_add_pd(_mm256_add_pd(hi[0], hi[1]), _mm256_add_pd(hi[2], hi[3])));
-    for (int64_t k = body; k < S; ++k) {
-      const double dev = xc[k] - mean;
-      m2 = __builtin_fma(dev, dev, m2);
-    }
+    const double m2 = tail_m2(lane_sum(lo, hi), xc, body, S, mean);
     pm[2 * i] = mean;
     pm[2 * i + 1] = m2;
   }
