@@ -17,4 +17,11 @@ namespace bnlab {
 /// max_norm is finite and >= 0.
 float clip_grad_norm(const std::vector<Tensor>& params, float max_norm);
 
+namespace detail {
+/// The sum of the squared gradients that clip_grad_norm takes the root of, in double: in fixed
+/// chunks of 65536 values, each in order, then the chunks in order, so it has the same bits at
+/// every thread count.
+double grad_squared_norm(const std::vector<Tensor>& params);
+}  // namespace detail
+
 }  // namespace bnlab

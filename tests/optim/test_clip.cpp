@@ -3,7 +3,11 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
+#include <vector>
 
+#include "core/blas.h"
+#include "optim/clip.h"
 #include "optim_helpers.h"
 
 using namespace bnlab;
@@ -53,4 +57,28 @@ TEST_CASE("optim.clip: max_norm must be finite and >= 0") {
       clip_grad_norm({a}, -1.0f),
       doctest::Contains("clip_grad_norm: max_norm must be finite and >= 0; got -1"), Error);
   CHECK_THROWS_WITH_AS(clip_grad_norm({a}, NAN), doctest::Contains("got nan"), Error);
+}
+
+TEST_CASE("optim.clip: the squared norm has the same bits at 1, 2 and 3 threads") {
+  // 5 chunks and a part of one, so that every thread count splits the work differently.
+  Rng rng(11);
+  const int64_t n = 5 * 65536 + 123;
+  Tensor a = Tensor::normal({n}, rng).set_requires_grad();
+  Tensor b = param({0.5f, -2.0f});
+  set_grad(a, Tensor::normal({n}, rng).to_vector());
+  set_grad(b, {0.5f, -2.0f});
+  long double reference = 0.0L;
+  for (const Tensor& p : {a, b}) {
+    for (const float v : p.grad().to_vector()) reference += static_cast<long double>(v) * v;
+  }
+  const int before = num_threads();
+  std::vector<double> by_threads;
+  for (const int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    by_threads.push_back(detail::grad_squared_norm({a, b}));
+  }
+  set_num_threads(before);
+  CHECK(by_threads[0] == Approx(static_cast<double>(reference)).epsilon(1e-12));
+  CHECK(std::memcmp(&by_threads[0], &by_threads[1], sizeof(double)) == 0);
+  CHECK(std::memcmp(&by_threads[0], &by_threads[2], sizeof(double)) == 0);
 }
