@@ -269,13 +269,39 @@ void BM_bn_relu_pool_forward(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(4.0 * 1.25 * static_cast<double>(x.numel()) * 1e-9,
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_bn_relu_pool_forward)
-    ->ArgNames({"N", "C", "H"})
-    ->Args({64, 32, 28})   // W3 block 1
-    ->Args({64, 64, 14})   // W3 block 2
-    ->Args({128, 32, 32})  // W4 block 1
-    ->Args({128, 128, 8})  // W4 block 3
-    ->UseRealTime();
+void bn_pool_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"N", "C", "H"});
+  b->Args({64, 32, 28});   // W3 block 1
+  b->Args({64, 64, 14});   // W3 block 2
+  b->Args({128, 32, 32});  // W4 block 1
+  b->Args({128, 64, 16});  // W4 block 2
+  b->Args({128, 128, 8});  // W4 block 3
+  b->UseRealTime();
+}
+BENCHMARK(BM_bn_relu_pool_forward)->Apply(bn_pool_shapes);
+
+// The same op's forward and backward: the normalize + relu + pool pass, then the sums pass and the
+// dx pass over x with the planes' gradients re-formed from dp, p and the places. Args as above.
+void BM_bn_relu_pool_forward_backward(benchmark::State& state) {
+  Rng rng(7);
+  const int64_t N = state.range(0), C = state.range(1), H = state.range(2);
+  Tensor x = Tensor::normal({N, C, H, H}, rng), g = Tensor::ones({C}), b = Tensor::zeros({C});
+  x.set_requires_grad();
+  g.set_requires_grad();
+  b.set_requires_grad();
+  Tensor seed = Tensor::normal({N, C, H / 2, H / 2}, rng);
+  std::vector<double> pm(static_cast<size_t>(2 * N * C));
+  detail::plane_moments(pm.data(), x.data(), N * C, H * H);
+  for (auto _ : state) {
+    detail::batch_norm_train_given_planes(x, g, b, 1e-5f, nullptr, nullptr,
+                                          detail::BatchNormThen::relu_max_pool2x2, pm.data())
+        .y.backward(seed);
+    x.zero_grad();
+    g.zero_grad();
+    b.zero_grad();
+  }
+}
+BENCHMARK(BM_bn_relu_pool_forward_backward)->Apply(bn_pool_shapes);
 
 // ---- elementwise ----
 
