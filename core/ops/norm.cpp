@@ -803,21 +803,25 @@ void pooled_normalize(float* p, uint8_t* place, const float* x, const double* me
 }
 
 // For each plane (n, c), c in [c0, c1), in memory order (n outer): re-forms its gradient w.r.t.
-// batch norm's output in scratch and calls f(c, g, base): g [S] holds relu_grad(0 + dp, p) at each
-// window's winner (its `place`: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right,
-// core/ops/pool_general.h) and +0 in every other cell, base is the plane's offset in x. These are
+// batch norm's output and calls f(c, g, base): g [S] holds relu_grad(0 + dp, p) at each window's
+// winner (its `place`: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right,
+// core/ops/pool_general.h) and +0 in every other cell, base is the plane's offset in x. g is
+// dest(c, base) when that is not null (the sums pass's kept planes, which its dx pass reads
+// again: writing there saved a copy of every plane), else per-thread scratch. These are
 // the floats of the unfused chain's relu_grad(dz, z): there dz is 0 + dp at the winner
 // (max_pool2d's backward into a fresh buffer) and +0 elsewhere, z at the winner is p, and
 // relu_grad(+0, anything) = +0. So the run functions take g as it is (kAct none): a stand-in z of
 // ones (relu_grad(g, 1) = g) was a third stream read in both passes.
 //
-// Two ways to write g, by width. Rows of at least kDenseWidth windows are written whole: by
-// max_pool2x2_unpool_avx512 or _avx2 (max_pool2d's backward routing, g as it is), else four
-// selects per window in a loop, which GCC 12 leaves scalar (with it, W4's first pooled layer's
-// backward took 4380-4460 us a step at one thread; with the AVX-512 routing 3060-3110). Narrower
-// rows (lenet's 7 and 14) would run either mostly in its partial chunk or scalar remainder, so
-// there g is a buffer kept all +0 between planes: one store per window sets the winner, one after f
-// resets it (the routing was tried there and was slower).
+// Two ways to write g, by width. Rows of at least 16 windows, and on AVX2 rows of whole 8-window
+// chunks (cifar-cnn's 8), are written whole: by max_pool2x2_unpool_avx512 or _avx2 (max_pool2d's
+// backward routing, g as it is), else four selects per window in a loop, which GCC 12 leaves
+// scalar (with it, W4's first pooled layer's backward took 4380-4460 us a step at one thread;
+// with the AVX-512 routing 3060-3110). Other rows (lenet's 7 and 14, cifar-cnn's 4) would run
+// mostly in a masked partial chunk: there g is zero-filled (dest) or a scratch plane kept all +0
+// between planes (one store per window after f resets it), and one store per window sets the
+// winner. Measured on the AMD EPYC Zen 3 (BM_bn_relu_pool_forward_backward, docs/performance.md):
+// whole rows at 8 windows took 0.80x the time of the stores per window, at 7 and 4 1.05-1.35x.
 // The pooled backward's re-formed planes of one channel block [c0, c1), kept by its first pass for
 // its second ([N][c1 - c0][S], per thread, grown once), when that fits in kKeptPlanesMaxFloats.
 // Re-forming a plane (for_pooled_planes) costs more than reading it back from cache: lenet's
@@ -829,17 +833,17 @@ float* kept_planes(int64_t floats) {
   return kept.data();
 }
 
-template <class F>
+template <class Dest, class F>
 void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p, int64_t c0,
-                       int64_t c1, F f) {
-  constexpr int64_t kDenseWidth = 16;
+                       int64_t c1, Dest dest, F f) {
   const ChannelDims& d = s.d;
   const int64_t H = s.H, W = s.W, Ho = H / 2, Wo = W / 2;
-  const bool dense = Wo >= kDenseWidth;
   const CpuIsa isa = detail::max_pool2x2_isa();
   const auto unpool = isa == CpuIsa::avx512 ? detail::max_pool2x2_unpool_avx512
                       : isa == CpuIsa::avx2 ? detail::max_pool2x2_unpool_avx2
                                             : nullptr;
+  // Rows written whole: at least 16 windows, or on AVX2 whole 8-window chunks (cifar-cnn's 8).
+  const bool dense = Wo >= 16 || (isa == CpuIsa::avx2 && Wo % 8 == 0);
   // Per thread, grown once. `sparse` is all +0 whenever no plane is in it.
   thread_local std::vector<float> plane, sparse, masked;
   const size_t S = static_cast<size_t>(d.S);
@@ -848,7 +852,7 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
     grow_scratch(masked, S / 4);
     grow_scratch(plane, S);
   }
-  float* __restrict g = dense ? plane.data() : sparse.data();
+  float* __restrict g = sparse.data();
   float* __restrict gm = masked.data();  // each window's relu_grad(0 + dp, p), [Ho, Wo]
   // v where `keep`, else +0; on the bits, so that the compiler never makes it a branch (as
   // max_pool2d's pick), which would be mispredicted half the time on real data.
@@ -872,6 +876,8 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
 #pragma omp simd
       for (int64_t j = 0; j < Ho * Wo; ++j) gm[j] = detail::relu_grad(0.0f + dpp[j], pp[j]);
       if (dense) {
+        float* __restrict g = dest(c, (n * d.C + c) * d.S);
+        if (!g) g = plane.data();
         for (int64_t oh = 0; oh < Ho; ++oh) {
           float* __restrict top = g + 2 * oh * W;
           float* __restrict bottom = top + W;
@@ -897,6 +903,13 @@ void for_pooled_planes(const BatchNormSaved& s, const float* dp, const float* p,
       auto winner = [&](int64_t oh, int64_t ow) {
         return 2 * oh * W + 2 * ow + offset[k[oh * Wo + ow] & 3];
       };
+      if (float* __restrict to = dest(c, (n * d.C + c) * d.S)) {
+        std::fill_n(to, d.S, 0.0f);
+        for (int64_t oh = 0; oh < Ho; ++oh)
+          for (int64_t ow = 0; ow < Wo; ++ow) to[winner(oh, ow)] = gm[oh * Wo + ow];
+        f(c, static_cast<const float*>(to), (n * d.C + c) * d.S);
+        continue;
+      }
       for (int64_t oh = 0; oh < Ho; ++oh)
         for (int64_t ow = 0; ow < Wo; ++ow) g[winner(oh, ow)] = gm[oh * Wo + ow];
       f(c, static_cast<const float*>(g), (n * d.C + c) * d.S);
@@ -967,7 +980,11 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
             sums[static_cast<size_t>(d.C + c)] = 0.0;
           }
           float* kept = keep_planes(c0, c1) ? kept_planes(d.N * (c1 - c0) * d.S) : nullptr;
-          for_pooled_planes(s, dy, z, c0, c1, [&](int64_t c, const float* gp, int64_t base) {
+          // Each plane is re-formed straight into its place in kept.
+          auto slot = [&](int64_t c, int64_t base) {
+            return kept ? kept + kept_offset(c0, c1, c, base) : nullptr;
+          };
+          for_pooled_planes(s, dy, z, c0, c1, slot, [&](int64_t c, const float* gp, int64_t base) {
             const size_t k = static_cast<size_t>(c);
             // The next plane's x (its dp, p and places are a quarter of the size).
             if (const int64_t next = next_run_base(d, base, c, c0, c1); next >= 0)
@@ -976,7 +993,6 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
                 grad_sums_run<Activation::none>(gp, nullptr, x + base, s.mean[k], s.rstd[k], d.S);
             sums[k] += a;
             sums[static_cast<size_t>(d.C) + k] += b;
-            if (kept) std::copy_n(gp, d.S, kept + kept_offset(c0, c1, c, base));
           });
         } else {
           batch_norm_grad_sums<kAct>(sums, dy, z, x, s.mean.data(), s.rstd.data(), d, c0, c1);
@@ -1016,7 +1032,8 @@ void batch_norm_backward_passes(const BatchNormSaved& s, const Tensor& out, cons
             }
             return;
           }
-          for_pooled_planes(s, dy, z, c0, c1, dx_run);
+          for_pooled_planes(
+              s, dy, z, c0, c1, [](int64_t, int64_t) -> float* { return nullptr; }, dx_run);
           return;
         }
         batch_norm_grad_input<kRenorm, kAct>(dx, dx_target.fresh, dy, z, x, s.mean.data(),
