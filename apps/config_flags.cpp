@@ -15,8 +15,19 @@ void add_config_flags(CLI::App& app, TrainConfig& cfg) {
     const Knob* k = &knob;  // the table is static: the pointer outlives the app
     std::string names = k->flag + (k->alias.empty() ? "" : "," + k->alias);
     if (k->kind == Knob::Kind::kBool) {
-      app.add_flag_function(
-          names, [k, &cfg](int64_t) { k->set(cfg, "true"); }, k->help);
+      // A flag that also takes a value (--nesterov=false), built as CLI11 builds its bool flags.
+      // add_flag_function set the knob on for any value, and passed one it could not count
+      // ("maybe") to std::stoll, whose exception no parse error caught: an abort.
+      CLI::Option* opt = app.add_option(
+          names,
+          [k, &cfg](const CLI::results_t& values) {
+            bool on = false;
+            if (values.empty() || !CLI::detail::lexical_cast(values.back(), on)) return false;
+            k->set(cfg, on ? "true" : "false");
+            return true;
+          },
+          k->help);
+      opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast)->expected(0)->required(false);
       continue;
     }
     // Converted and checked here, while CLI11 parses: a bad value is a parse error (exit 2)

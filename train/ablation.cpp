@@ -389,8 +389,8 @@ void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string
     } catch (const Error& e) {
       BNLAB_FAIL("ablate: lr-mult=", value, ": ", e.what());
     }
-    BNLAB_CHECK(std::isfinite(cfg.lr * m), "ablate: lr-mult ", value, " times the base lr ", cfg.lr,
-                " is not a finite float");
+    BNLAB_CHECK(std::isfinite(cfg.lr * m) && cfg.lr * m > 0.0f, "ablate: lr-mult ", value,
+                " times the base lr ", cfg.lr, " is not a finite float > 0");
     cfg.lr *= m;
     return;
   }

@@ -489,7 +489,13 @@ double parse_real(const std::string& text, double lo, double hi, bool lo_open, b
                  : std::strtod(text.c_str(), &end);
   const bool number = end == text.c_str() + text.size() && std::isfinite(v) &&
                       std::isfinite(static_cast<float>(v)) && errno != ERANGE;
-  const bool in_range = number && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+  // The range holds for the float the caller stores too: 1e-50 is > 0 as a double but 0 as a
+  // float, and a config.json holding that 0 was refused when read back.
+  const double stored = static_cast<float>(v);
+  auto inside = [&](double x) {
+    return (lo_open ? x > lo : x >= lo) && (hi_open ? x < hi : x <= hi);
+  };
+  const bool in_range = number && inside(v) && inside(stored);
   if (in_range) return v;
   std::string range;
   if (hi == std::numeric_limits<float>::max() && !hi_open) {

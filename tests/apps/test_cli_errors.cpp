@@ -12,6 +12,8 @@
 #include "apps_test_util.h"
 #include "core/serialize.h"
 
+using json = nlohmann::json;
+
 using namespace apps_test;
 
 namespace {
@@ -124,6 +126,17 @@ TEST_CASE("apps.cli: bad flag values exit 2 naming the flag and the value") {
       {"--steps 10 --schedule warmup:5+cosine:0 --schedule warmup:20+cosine", "--schedule",
        "warmup:20+cosine"},
       {"--out ''", "--out", "''"},
+      // A switch takes true or false (and 1, 0, on, off), nothing else; CLI11 passed "maybe" to
+      // std::stoll, whose exception aborted the process.
+      {"--nesterov=maybe", "--nesterov", "maybe"},
+      {"--augment=sometimes", "--augment", "sometimes"},
+      // Positive numbers that are 0 as the float they are stored in, and a rate below 1 that
+      // rounds to 1: written to config.json, they were refused when the run was read back.
+      {"--lr 1e-50", "--lr", "1e-50"},
+      {"--bn-momentum 1e-50", "--bn-momentum", "1e-50"},
+      {"--bn-eps 1e-50", "--bn-eps", "1e-50"},
+      {"--mechanism-etas 1,1e-50", "--mechanism-etas", "1,1e-50"},
+      {"--dropout 0.9999999999", "--dropout", "0.9999999999"},
   };
   for (const Case& c : cases) {
     CAPTURE(c.flags);
@@ -179,6 +192,25 @@ TEST_CASE(
   CHECK(arm.exit_code == 2);
   CHECK(contains(arm.output, "--schedule exp:1.5 does not fit --steps 200 at --lr 5e+09"));
   CHECK_FALSE(fs::exists(dir.file("abl")));
+}
+
+// add_flag_function set a switch on whatever value it was given: --nesterov=false was Nesterov.
+TEST_CASE("apps.cli: a switch given false is off and given nothing is on") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  auto nesterov = [&](const std::string& flag, const std::string& out) {
+    CliResult r = run_cli("train --threads 1 --model mlp --steps 1 -b 16 --data-dir " +
+                          shell_quote(dir.file("data")) + " --out " + shell_quote(dir.file(out)) +
+                          " " + flag);
+    CAPTURE(r.output);
+    REQUIRE(r.exit_code == 0);
+    return json::parse(read_text(dir.file(out) + "/config.json"))["nesterov"].get<bool>();
+  };
+  CHECK(nesterov("--nesterov", "on"));
+  CHECK(nesterov("--nesterov=true", "true"));
+  CHECK_FALSE(nesterov("--nesterov=false", "false"));
+  CHECK_FALSE(nesterov("--nesterov=0", "zero"));
+  CHECK_FALSE(nesterov("--nesterov --nesterov=off", "last"));  // the last one given counts
 }
 
 TEST_CASE("apps.cli: ablate with an unknown factor exits 2 listing the known factors") {
@@ -286,6 +318,20 @@ TEST_CASE("apps.cli: ablate flag values out of range exit 2 naming the flag") {
                          " --thresholds 0.9,0.95,0.90 --data-dir " + shell_quote(dir.file("none")))
                      .output,
                  "--thresholds: 0.9 is given twice; each threshold makes one 'steps to' column"));
+  CHECK_FALSE(fs::exists(dir.file("abl")));
+  // A multiplier, or the rate it makes, that is 0 as a float: the arm stopped at its first step
+  // with "learning rate must be a positive number; got 0".
+  for (const auto& [flags, expect] :
+       {std::pair<std::string, std::string>{"--vary lr-mult=1,1e-50",
+                                            "lr-mult=1e-50: must be a finite number > 0"},
+        {"--lr 1e-30 --vary lr-mult=1,1e-30",
+         "lr-mult 1e-30 times the base lr 1e-30 is not a finite float > 0"}}) {
+    CAPTURE(flags);
+    CliResult r = run_cli("ablate --threads 1 --out " + shell_quote(dir.file("abl")) + " " + flags);
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.output, expect));
+  }
   CHECK_FALSE(fs::exists(dir.file("abl")));
 }
 
