@@ -23,7 +23,8 @@ Command add_data_command(CLI::App& parent) {
     sub->add_option("--dataset", o->dataset, "mnist, fashion-mnist, cifar10, cifar100, folder:PATH")
         ->check(knob_value("--dataset"))
         ->capture_default_str();
-    sub->add_option("--split", o->split, "Split (train, test; cifar10 also val, test_first1000)")
+    sub->add_option("--split", o->split,
+                    "Split (train, test; cifar10 also val, trainval, test_first1000)")
         ->capture_default_str();
     // The help text of train's --data-dir: one wording of the default rule.
     sub->add_option("--data-dir", o->data_dir, find_knob_by_flag("--data-dir")->help);

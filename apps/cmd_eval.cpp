@@ -51,7 +51,7 @@ Command add_eval_command(CLI::App& parent) {
   app->add_option("--split", o->split,
                   "Split: test; val (the images --val-split held out, or cifar10's batch 5); train "
                   "(the images the run trained on: without those --val-split held out, "
-                  "--train-subset applied); test_first1000 (cifar10)")
+                  "--train-subset applied); trainval and test_first1000 (cifar10)")
       ->capture_default_str();
   app->add_option("--data-dir", o->data_dir,
                   "Data directory (default, for the run's own dataset: the one it trained from, "

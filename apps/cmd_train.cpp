@@ -34,6 +34,15 @@ std::string resume_command(const TrainConfig& c) {
   return out;
 }
 
+// The flags a resume may change ("--data-dir, --epochs, ..."), for its help and its refusals.
+std::string resume_changeable_flags() {
+  std::string flags;
+  for (const Knob& k : knobs()) {
+    if (k.resume_may_change) flags += (flags.empty() ? "" : ", ") + k.flag;
+  }
+  return flags;
+}
+
 // The config of the run in `dir`, with the flags given now that may change on resume applied. A
 // flag that would change anything else is refused, naming the saved value: a resumed run that
 // silently ignored --lr would not be the run the user asked for.
@@ -41,10 +50,7 @@ TrainConfig resumed_config(const CLI::App& app, const TrainConfig& given, const 
   std::string path = (fs::path(dir) / "config.json").string();
   BNLAB_CHECK(fs::exists(path), dir, " holds no run to resume (no config.json)");
   TrainConfig saved = config_from_json(read_file(path), path);
-  std::string may_change;
-  for (const Knob& k : knobs()) {
-    if (k.resume_may_change) may_change += (may_change.empty() ? "" : ", ") + k.flag;
-  }
+  const std::string may_change = resume_changeable_flags();
   for (const Knob& k : knobs()) {
     if (k.flag.empty() || app.count(k.flag) == 0) continue;
     if (k.resume_may_change) {
@@ -85,7 +91,8 @@ Command add_train_command(CLI::App& parent) {
   app->add_option("--out", cfg->out_dir, "Output directory")->capture_default_str();
   app->add_option("--resume", *resume,
                   "Continue the run in DIR from its last checkpoint with its saved config "
-                  "(--steps/--epochs may extend it; --threads and --data-dir may change)");
+                  "(--steps/--epochs may extend it; only " +
+                      resume_changeable_flags() + " may change)");
   app->add_flag("--overwrite", *overwrite,
                 "Replace the run already in --out (its config, metrics, checkpoints, plots and "
                 "eval --json reports)");
