@@ -96,7 +96,11 @@ RunDirLock::RunDirLock(const std::string& dir) {
     return;
   }
   std::string path = (fs::path(dir) / ".lock").string();
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // Not through a symbolic link: the holder's pid is written over the lock file's contents, so a
+  // .lock linked to another file emptied that file.
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  BNLAB_CHECK(fd >= 0 || errno != ELOOP, "run directory ", dir, ": its lock file ", path,
+              " is a symbolic link, which bnlab does not follow; remove it");
   BNLAB_CHECK(fd >= 0, "run directory ", dir, ": cannot open its lock file ", path, ": ",
               std::strerror(errno));
   auto holder = std::make_shared<Holder>();

@@ -151,6 +151,20 @@ TEST_CASE("apps.run_dir: a directory locked by another process is refused naming
   CHECK(after.exit_code == 0);
 }
 
+TEST_CASE("apps.run_dir: a lock file that is a symbolic link is refused and its target kept") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  fs::create_directories(dir.file("run"));
+  std::ofstream(dir.file("precious.txt")) << "precious\n";
+  fs::create_symlink(dir.file("precious.txt"), dir.file("run") + "/.lock");
+  CliResult r = run_cli(flags(dir, "run"));
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.output, "/.lock is a symbolic link, which bnlab does not follow; remove it"));
+  CHECK(read_text(dir.file("precious.txt")) == "precious\n");  // the pid used to replace it
+  CHECK_FALSE(fs::exists(dir.file("run") + "/config.json"));
+}
+
 TEST_CASE("apps.run_dir: --resume refuses flags that contradict the saved config") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 64, 16);
