@@ -28,6 +28,46 @@ std::string reason(int err) { return std::generic_category().message(err); }
 
 namespace fs = std::filesystem;
 
+// The machine's physical memory in bytes (a generous bound when it cannot be read): a file larger
+// than it cannot be held whole, whatever the caller allows.
+size_t physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page_size = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page_size <= 0) return size_t{1} << 46;
+  return static_cast<size_t>(pages) * static_cast<size_t>(page_size);
+}
+
+// "100.0 GiB": a size a reader takes in at a glance.
+std::string human_size(size_t bytes) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double v = static_cast<double>(bytes);
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < std::size(units)) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+// "107374182400 bytes (100.0 GiB)"; the unit only where it helps.
+std::string bytes_text(size_t bytes) {
+  const std::string exact = std::to_string(bytes) + " bytes";
+  return bytes < 1024 ? exact : exact + " (" + human_size(bytes) + ")";
+}
+
+// `size`: "is 107374182400 bytes (100.0 GiB)" or "holds more than ..." (a file whose size fstat
+// cannot tell).
+[[noreturn]] void refuse_size(const std::string& path, const std::string& size, size_t max_bytes,
+                              size_t memory) {
+  if (max_bytes <= memory) {
+    BNLAB_FAIL("read_file: ", path, " ", size, ", over the limit of ", bytes_text(max_bytes),
+               " for this file (corrupt, or not the file expected?)");
+  }
+  BNLAB_FAIL("read_file: ", path, " ", size, ", more than the ", human_size(memory),
+             " of memory this machine has");
+}
+
 // The directory holding `path` ("." for a bare file name), to fsync after the rename.
 std::string parent_directory(const std::string& path) {
   fs::path parent = fs::path(path).parent_path();
@@ -235,17 +275,28 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   }
 }
 
-std::string read_file(const std::string& path) {
+std::string read_file(const std::string& path, size_t max_bytes) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int err = errno;
     BNLAB_FAIL("read_file: cannot open ", path, ": ", reason(err));
   }
   // fstat only sizes the buffer: files in /proc report 0 and a file may change while we read, so
-  // the loop reads until end of file regardless, straight into the string (no bounce buffer).
+  // the loop reads until end of file regardless, straight into the string (no bounce buffer). The
+  // size is checked before the buffer is sized, and what arrives as it arrives (a device, or a
+  // file that grows, has no size to check up front).
+  const size_t memory = physical_memory_bytes();
+  const size_t limit = std::min(max_bytes, memory);
   std::string out;
   struct stat st {};
-  if (::fstat(fd, &st) == 0 && st.st_size > 0) out.resize(static_cast<size_t>(st.st_size));
+  if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+    const auto size = static_cast<size_t>(st.st_size);
+    if (size > limit) {
+      ::close(fd);
+      refuse_size(path, "is " + bytes_text(size), max_bytes, memory);
+    }
+    out.resize(size);
+  }
   size_t filled = 0;
   for (;;) {
     // With the buffer full, a small probe read tells end of file (the usual case: the size was
@@ -261,9 +312,13 @@ std::string read_file(const std::string& path) {
       ::close(fd);
       BNLAB_FAIL("read_file: cannot read ", path, ": ", reason(err));
     }
+    if (filled + static_cast<size_t>(n) > limit) {
+      ::close(fd);
+      refuse_size(path, "holds more than " + std::to_string(limit) + " bytes", max_bytes, memory);
+    }
     if (full) {
       out.append(probe, static_cast<size_t>(n));
-      out.resize(std::max<size_t>(2 * out.size(), size_t{1} << 16));
+      out.resize(std::min(std::max<size_t>(2 * out.size(), size_t{1} << 16), limit + 1));
     }
     filled += static_cast<size_t>(n);
   }

@@ -13,6 +13,7 @@
 //   "read_file: cannot open /x/y: No such file or directory".
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -35,8 +36,15 @@ void write_file_atomic(const std::string& path, std::string_view bytes);
 /// next to its target, and a stream has nowhere beside it to write.
 std::string write_file_target(const std::string& path);
 
-/// The whole content of `path` as bytes.
-std::string read_file(const std::string& path);
+/// read_file's limit unless the caller gives one: config.json, summary.json, the CSVs and reports
+/// bnlab writes are far smaller (metrics.csv has a ~100-byte row per logged step), so a larger
+/// file by such a name is corrupt, sparse or someone else's, not one to allocate.
+inline constexpr size_t kMaxTextFileBytes = size_t{256} << 20;
+
+/// The whole content of `path` as bytes. Refuses, naming the file and its size, one over
+/// `max_bytes` or over this machine's physical memory, before allocating for it (a 100 GB sparse
+/// file used to end in std::bad_alloc). Pass SIZE_MAX where memory is the only bound (weights).
+std::string read_file(const std::string& path, size_t max_bytes = kMaxTextFileBytes);
 
 /// Writes `text` to file descriptor `fd` in one write(2) call where the kernel allows it (any text
 /// up to PIPE_BUF = 4096 bytes reaches a pipe whole), retrying only the unwritten rest after a

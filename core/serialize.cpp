@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -388,7 +389,8 @@ SafetensorsFile decode_safetensors(std::string_view bytes, const std::string& na
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {
-  return decode_safetensors(read_file(path), path);
+  // Weights may be as large as the model: only memory bounds them.
+  return decode_safetensors(read_file(path, SIZE_MAX), path);
 }
 
 void load_into(const std::vector<NamedTensor>& loaded, const std::vector<NamedTensor>& targets,

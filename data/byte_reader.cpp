@@ -158,7 +158,12 @@ ByteReader::ByteReader(const std::string& path) : path_(path) {
   if (starts_with_gzip_magic(std::string_view(magic, got))) {
     std::fclose(file_);
     file_ = nullptr;
-    compressed_ = read_file(path);
+    // Read whole, so bounded first: gzip data is larger than what it inflates to by its framing
+    // at most, so a compressed file over the limit is no dataset to load.
+    const int64_t limit = max_dataset_bytes();
+    BNLAB_CHECK(file_size_ <= limit, path, ": a gzip file of ", file_size_, " bytes, over ",
+                dataset_limit_text(limit));
+    compressed_ = read_file(path, static_cast<size_t>(limit));
     memory_ = compressed_;
     file_size_ = static_cast<int64_t>(compressed_.size());
     start_gzip_if_magic();

@@ -429,13 +429,15 @@ ImageDataset load_folder(const std::string& root_str, const ImageFolderOptions& 
                 ")");
   }
 
-  // Header pass: every image's size and channel count, without decoding pixels.
+  // Header pass: every image's size and channel count, without decoding pixels. Each file is read
+  // whole, so bounded first: stb_image takes at most INT_MAX bytes (image_info refuses more).
+  const auto file_limit = static_cast<size_t>(INT_MAX);
   std::vector<Entry> entries;
   for (size_t k = 0; k < classes.size(); ++k) {
     for (const std::string& f : class_files[k]) {
       // The whole file, not stbi_info on the path: stb parses JPEG tables even for the header, and
       // image_info checks them first (check_jpeg_huffman_tables).
-      ImageInfo info = image_info(read_file(f), f);
+      ImageInfo info = image_info(read_file(f, file_limit), f);
       Entry e{f, static_cast<int64_t>(k), static_cast<int>(info.width),
               static_cast<int>(info.height), static_cast<int>(info.channels)};
       entries.push_back(e);
@@ -492,7 +494,7 @@ ImageDataset load_folder(const std::string& root_str, const ImageFolderOptions& 
   std::vector<uint8_t> scratch;
   for (size_t i = 0; i < entries.size(); ++i) {
     const Entry& e = entries[i];
-    decode_into(read_file(e.path), e.path, C, H, W, resize,
+    decode_into(read_file(e.path, file_limit), e.path, C, H, W, resize,
                 out.pixels.data() + i * static_cast<size_t>(CHW), scratch);
     out.labels[i] = e.label;
   }

@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -146,6 +147,44 @@ TEST_CASE("io: read_file errors name the path and the reason") {
       read_file(missing),
       doctest::Contains(("cannot open " + missing + ": No such file or directory").c_str()), Error);
   CHECK_THROWS_WITH_AS(read_file(dir.path.string()), doctest::Contains("Is a directory"), Error);
+}
+
+// A 100 GB sparse config.json, model.safetensors or metrics.csv (a corrupt run directory) ended in
+// "error: std::bad_alloc", naming no file: read_file sized its buffer from the file, unbounded.
+TEST_CASE("io: read_file refuses a file over its limit or over memory before allocating") {
+  TempDir dir;
+  const std::string big = dir.file("config.json");
+  write_file_atomic(big, "{}");
+  fs::resize_file(big, size_t{1} << 20);  // sparse: no disk, and no memory unless read
+  CHECK_THROWS_WITH_AS(read_file(big, 4096),
+                       doctest::Contains((big + " is 1048576 bytes (1.0 MiB), over the limit of "
+                                                "4096 bytes (4.0 KiB) for this file")
+                                             .c_str()),
+                       Error);
+  CHECK(read_file(big, size_t{1} << 20).size() == size_t{1} << 20);  // the limit itself is allowed
+
+  fs::resize_file(big, kMaxTextFileBytes + 1);
+  CHECK_THROWS_WITH_AS(read_file(big),
+                       doctest::Contains((big + " is 268435457 bytes (256.0 MiB), over the limit "
+                                                "of 268435456 bytes")
+                                             .c_str()),
+                       Error);
+
+  // Without a limit of its own, a file is still bounded by memory.
+  const auto memory = static_cast<uintmax_t>(::sysconf(_SC_PHYS_PAGES)) *
+                      static_cast<uintmax_t>(::sysconf(_SC_PAGESIZE));
+  fs::resize_file(big, 2 * memory);
+  CHECK_THROWS_WITH_AS(
+      read_file(big, SIZE_MAX),
+      doctest::Contains((big + " is " + std::to_string(2 * memory) + " bytes (").c_str()), Error);
+  CHECK_THROWS_WITH_AS(read_file(big, SIZE_MAX), doctest::Contains("of memory this machine has"),
+                       Error);
+
+  // A device reports no size; what it yields is counted as it arrives.
+  CHECK_THROWS_WITH_AS(read_file("/dev/zero", size_t{1} << 20),
+                       doctest::Contains("read_file: /dev/zero holds more than 1048576 bytes, over "
+                                         "the limit of 1048576 bytes (1.0 MiB)"),
+                       Error);
 }
 
 TEST_CASE("io: read_file reads files whose size is not known in advance") {

@@ -6,6 +6,7 @@
 
 #include <bit>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -423,6 +424,25 @@ TEST_CASE("serialize: save and load through files") {
   write_file_atomic(cut, read_file(path).substr(0, 20));
   CHECK_THROWS_WITH_AS(load_safetensors(cut),
                        doctest::Contains(("safetensors: " + cut + ": header").c_str()), Error);
+}
+
+// A 100 GB sparse model.safetensors ended in "error: std::bad_alloc", naming no file.
+TEST_CASE("serialize: a file larger than memory is refused naming it, a large one is read") {
+  TempDir dir;
+  const std::string path = dir.file("model.safetensors");
+  write_file_atomic(path, "");
+  const auto memory = static_cast<uintmax_t>(::sysconf(_SC_PHYS_PAGES)) *
+                      static_cast<uintmax_t>(::sysconf(_SC_PAGESIZE));
+  fs::resize_file(path, 2 * memory);  // sparse: costs no disk
+  CHECK_THROWS_WITH_AS(
+      load_safetensors(path),
+      doctest::Contains(
+          ("read_file: " + path + " is " + std::to_string(2 * memory) + " bytes (").c_str()),
+      Error);
+  // Weights are not held to the limit of text files: this one is read, and its header judged.
+  fs::resize_file(path, kMaxTextFileBytes + 1);
+  CHECK_THROWS_WITH_AS(load_safetensors(path),
+                       doctest::Contains(("safetensors: " + path + ": ").c_str()), Error);
 }
 
 TEST_CASE("serialize: load_into copies by name once everything matches") {
