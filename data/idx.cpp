@@ -95,7 +95,8 @@ void read_payload(detail::ByteReader& in, int64_t expected, const std::string& c
               "file?)");
 }
 
-IdxImages parse_images(detail::ByteReader& in) {
+// The image header, checked; `pixels` stays empty until read_images_payload.
+IdxImages parse_images_header(detail::ByteReader& in, std::string& claim, int64_t& total) {
   const std::string& path = in.path();
   IdxHeader h = read_header(in, 3, "image");
   IdxImages out;
@@ -103,21 +104,46 @@ IdxImages parse_images(detail::ByteReader& in) {
   out.height = h.dims[1];
   out.width = h.dims[2];
   // Each dimension is < 2^32, so the product of three may overflow int64: check before using it.
-  int64_t per_image = 0, total = 0;
+  int64_t per_image = 0;
   bool overflow = __builtin_mul_overflow(out.height, out.width, &per_image) ||
                   __builtin_mul_overflow(per_image, out.count, &total);
-  std::string claim = std::to_string(out.count) + " images of " + std::to_string(out.height) + "x" +
-                      std::to_string(out.width);
+  claim = std::to_string(out.count) + " images of " + std::to_string(out.height) + "x" +
+          std::to_string(out.width);
   BNLAB_CHECK(!overflow, path, ": header says ", claim, ", an absurd size (over 2^63 bytes)");
+  return out;
+}
+
+IdxImages parse_images(detail::ByteReader& in) {
+  std::string claim;
+  int64_t total = 0;
+  IdxImages out = parse_images_header(in, claim, total);
   read_payload(in, total, claim, out.pixels);
   return out;
 }
 
-std::vector<int64_t> parse_labels(detail::ByteReader& in) {
+// The label count from the header, checked. Labels are widened to int64 in memory, 8 bytes for
+// each byte of the file, so the widened size is held to the dataset limit too: a header claiming
+// 10^9 labels passed the check of its 10^9 file bytes and then needed 8 GB.
+int64_t parse_labels_header(detail::ByteReader& in) {
   IdxHeader h = read_header(in, 1, "label");
+  const int64_t count = h.dims[0];                           // < 2^32, so 8 * count cannot overflow
+  in.check_claim(count, std::to_string(count) + " labels");  // the file's own bounds first
+  const int64_t limit = detail::max_dataset_bytes();
+  BNLAB_CHECK(count * int64_t{sizeof(int64_t)} <= limit, in.path(), ": header says ", count,
+              " labels, ", count * int64_t{sizeof(int64_t)}, " bytes once widened to int64, over ",
+              detail::dataset_limit_text(limit));
+  return count;
+}
+
+std::vector<int64_t> parse_labels_payload(detail::ByteReader& in, int64_t count) {
   std::vector<uint8_t> bytes;
-  read_payload(in, h.dims[0], std::to_string(h.dims[0]) + " labels", bytes);
+  read_payload(in, count, std::to_string(count) + " labels", bytes);
   return std::vector<int64_t>(bytes.begin(), bytes.end());
+}
+
+std::vector<int64_t> parse_labels(detail::ByteReader& in) {
+  const int64_t count = parse_labels_header(in);
+  return parse_labels_payload(in, count);
 }
 
 }  // namespace
@@ -145,17 +171,24 @@ std::vector<int64_t> decode_idx_labels(std::string_view bytes, const std::string
 ImageDataset read_idx_dataset(const std::string& images_path, const std::string& labels_path,
                               const std::string& name, const std::string& split,
                               const std::vector<std::string>& class_names) {
-  // Labels first: they are small, and a mismatch is then reported before the big image read.
-  std::vector<int64_t> labels = read_idx_labels(labels_path);
+  // Both headers before either payload: a count mismatch is found from 24 bytes, not after
+  // reading (and widening) everything a corrupt header claims. Then labels, the small payload, so
+  // a bad label is reported before the big image read.
+  detail::ByteReader label_in(labels_path);
+  const int64_t label_count = parse_labels_header(label_in);
+  detail::ByteReader image_in(images_path);
+  std::string claim;
+  int64_t total = 0;
+  IdxImages images = parse_images_header(image_in, claim, total);
+  BNLAB_CHECK(images.count == label_count, name, " ", split, ": ", images_path, " holds ",
+              images.count, " images but ", labels_path, " holds ", label_count, " labels");
+  std::vector<int64_t> labels = parse_labels_payload(label_in, label_count);
   const auto num_classes = static_cast<int64_t>(class_names.size());
   for (size_t i = 0; i < labels.size(); ++i) {
     BNLAB_CHECK(labels[i] < num_classes, labels_path, ": label ", labels[i], " at index ", i,
                 " is out of range for ", num_classes, " classes");
   }
-  IdxImages images = read_idx_images(images_path);
-  BNLAB_CHECK(images.count == static_cast<int64_t>(labels.size()), name, " ", split, ": ",
-              images_path, " holds ", images.count, " images but ", labels_path, " holds ",
-              labels.size(), " labels");
+  read_payload(image_in, total, claim, images.pixels);
   ImageDataset out;
   out.name = name;
   out.split = split;

@@ -361,6 +361,49 @@ TEST_CASE("data.idx: image and label counts must agree, labels must be in range"
       Error);
 }
 
+// A label file whose header claimed 10^9 labels passed the size check on its 10^9 bytes, was read
+// whole and widened to 8 GB of int64 (std::bad_alloc, naming no file), and only then compared with
+// the image count.
+TEST_CASE("data.idx: label counts are held to the limit widened, and matched before any payload") {
+  TempDir dir("idx");
+  std::vector<uint8_t> two_hundred(200, 1);
+  write_bytes(dir.file("lab"), idx_labels_file(two_hundred));
+  {
+    ScopedEnv env("BNLAB_MAX_DATASET_BYTES", "1000");
+    CHECK_THROWS_WITH_AS(
+        read_idx_labels(dir.file("lab")),
+        doctest::Contains((dir.file("lab") + ": header says 200 labels, 1600 bytes once widened to "
+                                             "int64, over the dataset size limit of 1000 bytes")
+                              .c_str()),
+        Error);
+    write_bytes(dir.file("lab"), idx_labels_file(std::vector<uint8_t>(125, 1)));
+    CHECK(read_idx_labels(dir.file("lab")).size() == 125);  // 1000 bytes widened: the limit
+  }
+
+  // The headers disagree, and the payloads are cut short: the counts are compared first, so no
+  // payload is read (a truncation error here would mean one was).
+  std::vector<std::string> names = {"a", "b", "c"};
+  std::vector<uint8_t> labels = idx_header(0x08, {1000000});
+  labels.insert(labels.end(), {0, 1, 2});
+  write_bytes(dir.file("train-labels-idx1-ubyte"), labels);
+  write_bytes(dir.file("train-images-idx3-ubyte"), idx_images_file(2, 2, 2));
+  CHECK_THROWS_WITH_AS(
+      load_mnist_like(dir.path.string(), "train", "tiny", names),
+      doctest::Contains(("train-images-idx3-ubyte holds 2 images but " +
+                         dir.file("train-labels-idx1-ubyte") + " holds 1000000 labels")
+                            .c_str()),
+      Error);
+  std::vector<uint8_t> images = idx_header(0x08, {1000000, 2, 2});
+  images.insert(images.end(), {0, 1, 2, 3});
+  write_bytes(dir.file("train-images-idx3-ubyte"), images);
+  write_gzip(dir.file("train-labels-idx1-ubyte"), idx_labels_file({0, 1}));
+  CHECK_THROWS_WITH_AS(load_mnist_like(dir.path.string(), "train", "tiny", names),
+                       doctest::Contains(("train-images-idx3-ubyte holds 1000000 images but " +
+                                          dir.file("train-labels-idx1-ubyte") + " holds 2 labels")
+                                             .c_str()),
+                       Error);
+}
+
 TEST_CASE("data.idx: missing files name the path - load_dataset adds the fetch command") {
   TempDir dir("idx");
   CHECK_THROWS_WITH_AS(read_idx_images(dir.file("nope")),
