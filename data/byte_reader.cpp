@@ -118,7 +118,14 @@ struct ByteReader::Inflater {
 
 std::string non_regular_kind(const std::string& path) {
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return "";
+  if (::stat(path.c_str(), &st) != 0) {
+    // Only these mean nothing is there. A link loop or a folder without search permission hides a
+    // file that may well exist, and "not found" with a fetch command would send the user the wrong
+    // way.
+    const int err = errno;
+    if (err == ENOENT || err == ENOTDIR) return "";
+    BNLAB_FAIL(path, ": cannot access (", std::strerror(err), ")");
+  }
   switch (st.st_mode & S_IFMT) {
     case S_IFREG:
       return "";

@@ -47,8 +47,10 @@ std::string dataset_limit_text(int64_t limit);
 
 // What `path` is when it exists (symlinks followed) but is not a regular file: "a directory",
 // "a FIFO", "a socket", "a character device" or "a block device"; "" for a regular file or when
-// nothing is there. Data files are read only when regular: opening a FIFO waits for a writer,
-// forever if none comes, and a directory reads as nothing.
+// nothing is there (ENOENT, ENOTDIR). Data files are read only when regular: opening a FIFO waits
+// for a writer, forever if none comes, and a directory reads as nothing. Throws
+// "<path>: cannot access (<reason>)" when it cannot tell: a symlink loop, a folder it may not
+// search.
 std::string non_regular_kind(const std::string& path);
 
 // Throws "<who>: <path> is a directory, expected a data file" when non_regular_kind(path) is not

@@ -241,3 +241,28 @@ TEST_CASE("data.cifar: a FIFO or directory in place of a data file is refused na
   CHECK(refused_in_child([&] { load_dataset("cifar10", "val", data_dir); },
                          meta + ": is a FIFO, expected a text file of class names"));
 }
+
+// A batch behind a symlink loop was "not found", with a command to fetch the dataset again.
+TEST_CASE("data.cifar: a symlink loop in place of a batch is reported, not called missing") {
+  TempDir dir("cifar");
+  fs::path root = dir.path / "cifar-10";
+  fs::create_directories(root);
+  for (int b = 1; b <= 4; ++b) {
+    write_bytes((root / ("data_batch_" + std::to_string(b) + ".bin")).string(),
+                cifar10_file({static_cast<uint8_t>(b)}, b));
+  }
+  const std::string batch = (root / "data_batch_5.bin").string();
+  fs::create_symlink("data_batch_5.bin", batch);  // itself
+  std::string message = "no error";
+  try {
+    load_dataset("cifar10", "val", dir.path.string());
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  CHECK_MESSAGE(message.find(batch + ": cannot access (Too many levels of symbolic links)") !=
+                    std::string::npos,
+                message);
+  CHECK(message.find("not found") == std::string::npos);
+  CHECK(message.find("fetch_data.sh") == std::string::npos);
+  CHECK(load_dataset("cifar10", "train", dir.path.string()).size() == 4);
+}

@@ -102,6 +102,44 @@ TEST_CASE("data.idx: a directory or FIFO in place of a data file is refused nami
                          labels + ": is a FIFO, expected a data file"));
 }
 
+// A failed stat was taken for "nothing there", so a symlink loop, or a folder without search
+// permission, was "not found (nor .gz)" with a command to fetch a dataset that is there.
+TEST_CASE("data.idx: a symlink loop or a folder it cannot search is reported, not called missing") {
+  TempDir dir("idx");
+  const fs::path mnist = dir.path / "mnist";
+  fs::create_directories(mnist);
+  write_bytes((mnist / "t10k-labels-idx1-ubyte").string(), idx_labels_file({1}));
+  const std::string images = (mnist / "t10k-images-idx3-ubyte.gz").string();
+  fs::create_symlink("t10k-images-idx3-ubyte.gz", images);  // itself
+  auto message = [&] {
+    try {
+      load_dataset("mnist", "test", dir.path.string());
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  std::string loop = message();
+  CHECK_MESSAGE(loop.find(images + ": cannot access (Too many levels of symbolic links)") !=
+                    std::string::npos,
+                loop);
+  CHECK(loop.find("not found") == std::string::npos);
+  CHECK(loop.find("fetch_data.sh") == std::string::npos);
+
+  // Root may search any folder, so only another user can see this refusal.
+  if (::geteuid() != 0) {
+    fs::remove(images);
+    write_bytes(images, idx_images_file(1, 2, 2));
+    fs::permissions(mnist, fs::perms::none);
+    std::string denied = message();
+    fs::permissions(mnist, fs::perms::owner_all);
+    CHECK_MESSAGE(denied.find((mnist / "t10k-images-idx3-ubyte").string() +
+                              ": cannot access (Permission denied)") != std::string::npos,
+                  denied);
+    CHECK(denied.find("fetch_data.sh") == std::string::npos);
+  }
+}
+
 TEST_CASE("data.idx: truncated files are rejected with the header's claim and the real length") {
   TempDir dir("idx");
   std::vector<uint8_t> full = idx_images_file(10, 4, 5);
