@@ -166,7 +166,13 @@ void check_jpeg_huffman_tables(std::string_view bytes, const std::string& name) 
       continue;
     }
     if (marker == 0xd9) return;  // EOI
+    BNLAB_CHECK(i + 4 <= bytes.size(), "image_folder: cannot read ", name,
+                " (truncated JPEG: the file ends at byte ", bytes.size(),
+                " inside the header of the segment at byte ", i, ")");
     const int64_t length = at(i + 2) << 8 | at(i + 3);
+    BNLAB_CHECK(i + 2 + static_cast<size_t>(length) <= bytes.size(), "image_folder: cannot read ",
+                name, " (truncated JPEG: the segment at byte ", i, " claims ", length,
+                " bytes, the file has ", bytes.size() - i - 2, " left)");
     if (marker == 0xc2) progressive = true;
     if (marker == 0xc4) {
       int64_t left = length - 2;
@@ -205,6 +211,10 @@ void check_jpeg_huffman_tables(std::string_view bytes, const std::string& name) 
     }
     i += 2 + static_cast<size_t>(length);
   }
+  // Every JPEG ends with EOI. stb decodes a cut one from zeros it reads past the end, or fails
+  // with the reason its PNG probe left behind ("bad png sig").
+  BNLAB_FAIL("image_folder: cannot read ", name, " (truncated JPEG: the file ends at byte ",
+             bytes.size(), " without an end-of-image marker)");
 }
 
 // An uncompressed BMP stores every pixel, so its header's size bounds the file's: stb_image does
@@ -248,20 +258,29 @@ void check_bmp_length(std::string_view bytes, const std::string& name) {
 
 // PNG chunks carry their own length (PNG spec 5.3), and stb_image 2.27 grows its buffer to an IDAT
 // chunk's claimed length before reading it: a 96-byte file claiming a 1.2 GB IDAT made it allocate
-// 1.2 GB (found by fuzz/fuzz_image). So every chunk's data must fit in the file; the walk stops at
-// IEND or where a chunk header is incomplete (stb reports what is wrong there).
+// 1.2 GB (found by fuzz/fuzz_image). So every chunk, up to IEND, must be whole in the file. A file
+// cut elsewhere (in a chunk's header or CRC, or before IEND) is refused here too: stb reads zeros
+// past the end and reports them as an unknown chunk named by those bytes, "()" or "(IDA)".
 void check_png_chunks(std::string_view bytes, const std::string& name) {
   size_t at = 8;  // after the signature
-  while (at + 8 <= bytes.size()) {
+  while (at < bytes.size()) {
+    BNLAB_CHECK(at + 8 <= bytes.size(), "image_folder: cannot read ", name,
+                " (truncated PNG: the file ends at byte ", bytes.size(),
+                " inside the header of the chunk at byte ", at, ")");
     uint32_t length = 0;
     for (size_t k = 0; k < 4; ++k) length = length << 8 | static_cast<uint8_t>(bytes[at + k]);
     const std::string type(bytes.substr(at + 4, 4));
     const size_t left = bytes.size() - (at + 8);
     BNLAB_CHECK(length <= left, "image_folder: cannot read ", name, " (truncated PNG: chunk ", type,
                 " at byte ", at, " claims ", length, " bytes, the file has ", left, " left)");
+    BNLAB_CHECK(left - length >= 4, "image_folder: cannot read ", name, " (truncated PNG: chunk ",
+                type, " at byte ", at, " lacks its 4-byte CRC; the file ends at byte ",
+                bytes.size(), ")");
     if (type == "IEND") return;
     at += 12 + static_cast<size_t>(length);  // length, type, data, CRC
   }
+  BNLAB_FAIL("image_folder: cannot read ", name, " (truncated PNG: the file ends at byte ",
+             bytes.size(), " without an IEND chunk)");
 }
 
 void check_size(int64_t width, int64_t height, const std::string& name) {
@@ -284,7 +303,15 @@ void decode_into(std::string_view bytes, const std::string& name, int64_t C, int
       stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(stb_bytes.data()),
                             static_cast<int>(stb_bytes.size()), &w, &h, &comp, static_cast<int>(C)),
       stbi_image_free);
-  BNLAB_CHECK(img != nullptr, "image_folder: cannot decode ", name, " (", stb_reason(), ")");
+  // What is left for stb to refuse, past image_info's checks, is corrupt (or unsupported) data.
+  // stbi_load tries the PNG signature before the JPEG and BMP decoders, and its "bad png sig"
+  // stays behind when they fail without a reason of their own: for them it is none.
+  if (img == nullptr) {
+    std::string reason = stb_reason();
+    if (reason == "bad png sig" && static_cast<uint8_t>(bytes[0]) != 0x89) reason = "none given";
+    BNLAB_FAIL("image_folder: cannot decode ", name,
+               " (corrupt or unsupported image data; stb_image's reason: ", reason, ")");
+  }
   BNLAB_CHECK(w == info.width && h == info.height, "image_folder: ", name, " decoded as ", w, "x",
               h, " but its header says ", info.width, "x", info.height);
   BNLAB_CHECK(resize || (h == H && w == W), "image_folder: ", name, " decoded as ", w, "x", h,
@@ -351,14 +378,18 @@ ImageInfo image_info(std::string_view bytes, const std::string& name_for_errors)
   const Format format =
       check_format(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), name_for_errors);
   if (format == Format::kJpeg) check_jpeg_huffman_tables(bytes, name_for_errors);
-  if (format == Format::kPng) check_png_chunks(bytes, name_for_errors);
   BNLAB_CHECK(bytes.size() <= static_cast<size_t>(INT_MAX), "image_folder: ", name_for_errors,
               " is ", bytes.size(), " bytes, too large for stb_image (2 GiB limit)");
   int w = 0, h = 0, comp = 0;
-  BNLAB_CHECK(stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
-                                    static_cast<int>(bytes.size()), &w, &h, &comp) == 1,
-              "image_folder: cannot read ", name_for_errors, " (", stb_reason(), ")");
+  const bool known = stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
+                                           static_cast<int>(bytes.size()), &w, &h, &comp) == 1;
+  // The chunks after the size, which says more about a file than that it ends early; stbi_info
+  // reads a PNG no further than the chunk that gives it (never into IDAT data). A PNG it cannot
+  // read may be one cut short, which its reason would not say.
+  if (!known && format == Format::kPng) check_png_chunks(bytes, name_for_errors);
+  BNLAB_CHECK(known, "image_folder: cannot read ", name_for_errors, " (", stb_reason(), ")");
   check_size(w, h, name_for_errors);
+  if (format == Format::kPng) check_png_chunks(bytes, name_for_errors);
   if (format == Format::kBmp) check_bmp_length(bytes, name_for_errors);
   return {w, h, comp};
 }

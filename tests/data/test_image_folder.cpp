@@ -397,6 +397,60 @@ TEST_CASE("data.image_folder: only PNG, JPEG and BMP content, and no absurd size
                        doctest::Contains("the requested size is 100000x100000 pixels"), Error);
 }
 
+// A PNG cut inside a chunk's header or CRC, or before IEND, passed the chunk check and stb read
+// zeros past the end: "cannot decode X ()" or "(IDA)", from the type of a chunk that is not there.
+// A cut JPEG had no check, and stb's failure came with its PNG probe's reason, "(bad png sig)".
+TEST_CASE("data.image_folder: a PNG or JPEG cut anywhere is reported as truncated") {
+  const std::string png = png_bytes(8, 8, 1, 3);
+  for (size_t n = 8; n < png.size(); ++n) {
+    CAPTURE(n);
+    CHECK_THROWS_WITH_AS(decode_image(png.substr(0, n), "cut.png", 1),
+                         doctest::Contains("(truncated PNG: "), Error);
+  }
+  std::string jpeg;
+  auto append = [](void* ctx, void* data, int size) {
+    static_cast<std::string*>(ctx)->append(static_cast<const char*>(data),
+                                           static_cast<size_t>(size));
+  };
+  const std::vector<uint8_t> img = hwc_image(16, 16, 3, 5);
+  REQUIRE(stbi_write_jpg_to_func(append, &jpeg, 16, 16, 3, img.data(), 90) != 0);
+  CHECK(decode_image(jpeg, "whole.jpg", 3).pixels.size() == 3 * 16 * 16);
+  for (size_t n = 3; n < jpeg.size(); ++n) {
+    CAPTURE(n);
+    CHECK_THROWS_WITH_AS(decode_image(jpeg.substr(0, n), "cut.jpg", 3),
+                         doctest::Contains("(truncated JPEG: "), Error);
+  }
+
+  // Through a folder, naming the file: cut inside the IEND chunk, and at the end of IDAT.
+  TempDir dir("folder");
+  const fs::path root = dir.path / "cut";
+  write_png(root / "a" / "0.png", 8, 8, 1, 3);
+  const std::string cut = (root / "a" / "1.png").string();
+  const std::string iend_cut = png.substr(0, png.size() - 2);
+  write_bytes(cut, std::vector<uint8_t>(iend_cut.begin(), iend_cut.end()));
+  CHECK_THROWS_WITH_AS(
+      load_image_folder(root.string()),
+      doctest::Contains(("cannot read " + cut + " (truncated PNG: chunk IEND at byte " +
+                         std::to_string(png.size() - 12) + " lacks its 4-byte CRC")
+                            .c_str()),
+      Error);
+  const std::string idat_cut = png.substr(0, png.size() - 12);
+  write_bytes(cut, std::vector<uint8_t>(idat_cut.begin(), idat_cut.end()));
+  CHECK_THROWS_WITH_AS(
+      load_image_folder(root.string()),
+      doctest::Contains(("cannot read " + cut + " (truncated PNG: the file ends at byte " +
+                         std::to_string(png.size() - 12) + " without an IEND chunk)")
+                            .c_str()),
+      Error);
+  const std::string jpeg_cut = jpeg.substr(0, jpeg.size() / 2);
+  fs::remove(cut);
+  const std::string cut_jpeg = (root / "a" / "2.jpg").string();
+  write_bytes(cut_jpeg, std::vector<uint8_t>(jpeg_cut.begin(), jpeg_cut.end()));
+  CHECK_THROWS_WITH_AS(
+      load_image_folder(root.string()),
+      doctest::Contains(("cannot read " + cut_jpeg + " (truncated JPEG: ").c_str()), Error);
+}
+
 TEST_CASE("data.image_folder: decode_image decodes bytes in memory to CHW, resized on request") {
   std::vector<uint8_t> hwc = hwc_image(4, 5, 3, 7);
   std::string png;
