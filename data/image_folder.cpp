@@ -422,7 +422,11 @@ ImageDataset load_folder(const std::string& root_str, const ImageFolderOptions& 
                          bool option_hints) {
   const fs::path root(root_str);
   std::error_code ec;
-  BNLAB_CHECK(fs::is_directory(root, ec), "image_folder: ", root_str,
+  // Type none: stat failed other than "not found" (a link loop, a folder it may not search).
+  const fs::file_status root_status = fs::status(root, ec);
+  BNLAB_CHECK(root_status.type() != fs::file_type::none, "image_folder: cannot access ", root_str,
+              ": ", ec.message());
+  BNLAB_CHECK(fs::is_directory(root_status), "image_folder: ", root_str,
               " not found or not a directory");
   BNLAB_CHECK(options.channels == 0 || options.channels == 1 || options.channels == 3,
               "image_folder: channels must be 0 (auto), 1 or 3, got ", options.channels);
@@ -434,11 +438,19 @@ ImageDataset load_folder(const std::string& root_str, const ImageFolderOptions& 
   BNLAB_CHECK(options.max_total_bytes > 0, "image_folder: max_total_bytes must be > 0, got ",
               options.max_total_bytes);
 
-  // Classes: sub-directories sorted by name.
+  // Classes: sub-directories sorted by name. The error_code overloads, as in class_image_files:
+  // the throwing ones let a bare std::filesystem error out, without the image_folder context. An
+  // entry whose type cannot be told (a link loop) is refused: it may be a class folder.
   std::vector<std::string> classes;
-  for (const auto& entry : fs::directory_iterator(root)) {
-    if (entry.is_directory()) classes.push_back(entry.path().filename().string());
+  fs::directory_iterator it(root, ec);
+  for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    std::error_code type_ec;
+    const fs::file_status st = it->status(type_ec);
+    BNLAB_CHECK(st.type() != fs::file_type::none, "image_folder: cannot access ",
+                it->path().string(), ": ", type_ec.message());
+    if (fs::is_directory(st)) classes.push_back(it->path().filename().string());
   }
+  BNLAB_CHECK(!ec, "image_folder: cannot list ", root_str, ": ", ec.message());
   std::sort(classes.begin(), classes.end());
   BNLAB_CHECK(!classes.empty(), "image_folder: ", root_str,
               " has no class sub-directories (expected root/<class>/<image>.png|jpg|bmp)");

@@ -222,6 +222,41 @@ TEST_CASE("data.image_folder: unreadable images and empty folders are reported w
                        doctest::Contains("has no class sub-directories"), Error);
 }
 
+// A symlink loop at the root, or a root it may not list, let a bare std::filesystem error escape:
+// "filesystem error: status: Too many levels of symbolic links", without image_folder's context.
+TEST_CASE("data.image_folder: a symlink loop or an unlistable root is named, as a level down") {
+  TempDir dir("folder");
+  const fs::path root = dir.path / "loops";
+  write_png(root / "a" / "0.png", 2, 2, 1, 1);
+  fs::create_symlink("gone", root / "dangling");  // no class, as before: nothing there
+  CHECK(load_image_folder(root.string()).size() == 1);
+  fs::create_symlink("loop", root / "loop");  // itself: it may be a class folder, or not
+  CHECK_THROWS_WITH_AS(
+      load_image_folder(root.string()),
+      doctest::Contains(("image_folder: cannot access " + (root / "loop").string() +
+                         ": Too many levels of symbolic links")
+                            .c_str()),
+      Error);
+  const fs::path self = dir.path / "self";
+  fs::create_symlink("self", self);
+  CHECK_THROWS_WITH_AS(load_image_folder(self.string()),
+                       doctest::Contains(("image_folder: cannot access " + self.string() +
+                                          ": Too many levels of symbolic links")
+                                             .c_str()),
+                       Error);
+  // Root may list any folder, so only another user can see this refusal.
+  if (::geteuid() != 0) {
+    fs::remove(root / "loop");
+    fs::permissions(root, fs::perms::owner_exec);
+    CHECK_THROWS_WITH_AS(
+        load_image_folder(root.string()),
+        doctest::Contains(
+            ("image_folder: cannot list " + root.string() + ": Permission denied").c_str()),
+        Error);
+    fs::permissions(root, fs::perms::owner_all);
+  }
+}
+
 TEST_CASE("data.image_folder: a class folder without images is refused unless allow_empty") {
   // torchvision's ImageFolder raises FileNotFoundError for a class folder with no valid file, and
   // keeps it as a class with allow_empty=True; the loader does the same.
