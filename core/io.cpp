@@ -21,22 +21,14 @@
 
 namespace bnlab {
 
-namespace {
+namespace detail {
 
-// strerror is not thread-safe; the generic category's message is the same text, minus the race.
-std::string reason(int err) { return std::generic_category().message(err); }
-
-namespace fs = std::filesystem;
-
-// The machine's physical memory in bytes (a generous bound when it cannot be read): a file larger
-// than it cannot be held whole, whatever the caller allows.
 size_t physical_memory_bytes() {
   const long pages = ::sysconf(_SC_PHYS_PAGES), page_size = ::sysconf(_SC_PAGESIZE);
   if (pages <= 0 || page_size <= 0) return size_t{1} << 46;
   return static_cast<size_t>(pages) * static_cast<size_t>(page_size);
 }
 
-// "100.0 GiB": a size a reader takes in at a glance.
 std::string human_size(size_t bytes) {
   const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   double v = static_cast<double>(bytes);
@@ -50,10 +42,19 @@ std::string human_size(size_t bytes) {
   return buf;
 }
 
+}  // namespace detail
+
+namespace {
+
+// strerror is not thread-safe; the generic category's message is the same text, minus the race.
+std::string reason(int err) { return std::generic_category().message(err); }
+
+namespace fs = std::filesystem;
+
 // "107374182400 bytes (100.0 GiB)"; the unit only where it helps.
 std::string bytes_text(size_t bytes) {
   const std::string exact = std::to_string(bytes) + " bytes";
-  return bytes < 1024 ? exact : exact + " (" + human_size(bytes) + ")";
+  return bytes < 1024 ? exact : exact + " (" + detail::human_size(bytes) + ")";
 }
 
 // `size`: "is 107374182400 bytes (100.0 GiB)" or "holds more than ..." (a file whose size fstat
@@ -64,7 +65,7 @@ std::string bytes_text(size_t bytes) {
     BNLAB_FAIL("read_file: ", path, " ", size, ", over the limit of ", bytes_text(max_bytes),
                " for this file (corrupt, or not the file expected?)");
   }
-  BNLAB_FAIL("read_file: ", path, " ", size, ", more than the ", human_size(memory),
+  BNLAB_FAIL("read_file: ", path, " ", size, ", more than the ", detail::human_size(memory),
              " of memory this machine has");
 }
 
@@ -285,7 +286,7 @@ std::string read_file(const std::string& path, size_t max_bytes) {
   // the loop reads until end of file regardless, straight into the string (no bounce buffer). The
   // size is checked before the buffer is sized, and what arrives as it arrives (a device, or a
   // file that grows, has no size to check up front).
-  const size_t memory = physical_memory_bytes();
+  const size_t memory = detail::physical_memory_bytes();
   const size_t limit = std::min(max_bytes, memory);
   std::string out;
   struct stat st {};

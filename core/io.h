@@ -46,6 +46,14 @@ inline constexpr size_t kMaxTextFileBytes = size_t{256} << 20;
 /// file used to end in std::bad_alloc). Pass SIZE_MAX where memory is the only bound (weights).
 std::string read_file(const std::string& path, size_t max_bytes = kMaxTextFileBytes);
 
+namespace detail {
+/// The machine's physical memory in bytes (2^46 when it cannot be read): a bound no file read
+/// whole, or dataset held in memory, can pass.
+size_t physical_memory_bytes();
+/// "9.8 KiB", "100.0 GiB": a size in a unit a reader takes in at a glance.
+std::string human_size(size_t bytes);
+}  // namespace detail
+
 /// Writes `text` to file descriptor `fd` in one write(2) call where the kernel allows it (any text
 /// up to PIPE_BUF = 4096 bytes reaches a pipe whole), retrying only the unwritten rest after a
 /// short write or EINTR. For messages several processes print into one pipe (mpirun, a test's

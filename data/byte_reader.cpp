@@ -33,30 +33,11 @@ constexpr const char* kLimitVariable = "BNLAB_MAX_DATASET_BYTES";
 // keeps the check from ever resting on its last bytes.
 constexpr int64_t kDeflateSlack = 4096;
 
-// The machine's physical memory in bytes (a generous bound when it cannot be read).
-int64_t physical_memory_bytes() {
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page_size = ::sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page_size <= 0) return int64_t{1} << 46;
-  return static_cast<int64_t>(pages) * page_size;
-}
-
 // The smaller of 8 GiB and half of physical memory: the datasets bnlab is for (MNIST, CIFAR, image
 // folders of small images) are far below it, and a larger claim is far more likely a corrupt or
 // hostile header than a dataset that fits in memory next to training.
-int64_t default_dataset_limit() { return std::min(int64_t{8} << 30, physical_memory_bytes() / 2); }
-
-// "9.8 KiB", "8.0 GiB": the limit in a unit a reader takes in at a glance.
-std::string human_size(int64_t bytes) {
-  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  double v = static_cast<double>(bytes);
-  size_t u = 0;
-  while (v >= 1024 && u + 1 < std::size(units)) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
+int64_t default_dataset_limit() {
+  return std::min(int64_t{8} << 30, static_cast<int64_t>(physical_memory_bytes() / 2));
 }
 
 }  // namespace
@@ -106,8 +87,8 @@ std::string dataset_limit_text(int64_t limit) {
       from_env ? std::string("from ") + kLimitVariable + "=" + env
                : std::string("the default: the smaller of 8 GiB and half of this machine's memory");
   return "the dataset size limit of " + std::to_string(limit) + " bytes (" +
-         (limit >= 1024 ? human_size(limit) + ", " : std::string()) + source + "); set " +
-         kLimitVariable + " to raise it";
+         (limit >= 1024 ? human_size(static_cast<size_t>(limit)) + ", " : std::string()) + source +
+         "); set " + kLimitVariable + " to raise it";
 }
 
 struct ByteReader::Inflater {
