@@ -140,8 +140,12 @@ TrainResult load_finished_run(const std::string& dir) {
     r.best_step = j.value("best_step", int64_t{-1});
     r.best_eval_acc = number("best_" + kind + "_acc");
     r.chance_acc = number("chance_acc");
-    r.test_acc = number("final_test_acc");
-    r.test_loss = number("final_test_loss");
+    // Evaluating on test, final_test_acc is that evaluation's last figure ("final_" + kind), not
+    // a separate split measured once: only a run that validated has one.
+    if (kind == "val") {
+      r.test_acc = number("final_test_acc");
+      r.test_loss = number("final_test_loss");
+    }
     r.best_test_acc = number("best_model_test_acc");
     r.train_eval_acc = number("final_train_acc_eval_mode");
     r.train_eval_loss = number("final_train_loss_eval_mode");

@@ -306,3 +306,28 @@ TEST_CASE("apps.ablate: a rate sweep also compares each arm at its own best rate
     if (!best_arm.empty()) CHECK(table_row(summary.substr(at), best_arm) != "");
   }
 }
+
+// Without --val-split the runs evaluate on test, and summary.json's final_test_acc is that. A
+// rerun that reused the runs read it as a held-out split and added "Test accuracy of the chosen
+// arms (measured once, not used to choose)" under a table chosen on test accuracy.
+TEST_CASE("apps.ablate: a rerun of a rate sweep reusing its runs writes the same summary") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 200, 60);
+  const std::string out = dir.file("out");
+  const std::string command = ablate_flags(dir, out) +
+                              " --model mlp --steps 4 --eval-every 2 --batch-size 20 "
+                              "--vary norm=none,batch --vary lr-mult=1,3";
+  CliResult fresh = run_cli(command);
+  CAPTURE(fresh.output);
+  REQUIRE(fresh.exit_code == 0);
+  const std::string summary = read_text(out + "/summary.md");
+  CAPTURE(summary);
+  CHECK(contains(summary, "Each arm at its own best learning rate (chosen on test accuracy"));
+  CHECK_FALSE(contains(summary, "measured once"));
+
+  CliResult again = run_cli(command);
+  CAPTURE(again.output);
+  REQUIRE(again.exit_code == 0);
+  CHECK(contains(again.output, "reusing"));
+  CHECK(read_text(out + "/summary.md") == summary);
+}

@@ -259,6 +259,8 @@ TEST_CASE("apps.run_dir: resuming a finished run changes nothing in it") {
   CHECK_FALSE(contains(again.output, "| 0 img/s training"));
   CHECK(contains(again.output, "unchanged: " + run));
   CHECK_FALSE(contains(again.output, "wrote:"));
+  // It evaluated on test: summary.json's final_test_acc is that, not a held-out split.
+  CHECK_FALSE(contains(again.output, "measured once"));
 
   // A longer run continues from the checkpoint as before.
   CliResult longer = run_cli("train --resume " + shell_quote(run) + " --steps 4");
