@@ -51,6 +51,12 @@ TrainConfig resumed_config(const CLI::App& app, const TrainConfig& given, const 
   BNLAB_CHECK(fs::exists(path), dir, " holds no run to resume (no config.json)");
   TrainConfig saved = config_from_json(read_file(path), path);
   const std::string may_change = resume_changeable_flags();
+  // The saved steps override --epochs, which would be set in config.json and silently ignored.
+  if (app.count("--epochs") > 0 && app.count("--steps") == 0 && saved.steps > 0) {
+    throw UsageError("--epochs " + std::to_string(given.epochs) + ": " + path +
+                     " has steps = " + std::to_string(saved.steps) +
+                     ", a run measured in steps; give its new length with --steps");
+  }
   for (const Knob& k : knobs()) {
     if (k.flag.empty() || app.count(k.flag) == 0) continue;
     if (k.resume_may_change) {

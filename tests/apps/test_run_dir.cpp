@@ -269,6 +269,29 @@ TEST_CASE("apps.run_dir: resuming a finished run changes nothing in it") {
   CHECK(contains(read_text(run + "/summary.json"), "\"steps\": 4"));
 }
 
+// A run of --steps resumed with --epochs kept its saved steps (they override --epochs): the flag
+// was ignored, exit 0, "unchanged".
+TEST_CASE("apps.run_dir: --epochs on a resumed run measured in steps is refused") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  REQUIRE(run_cli(flags(dir, "run", 3)).exit_code == 0);
+  const std::string run = dir.file("run");
+  const std::string summary = read_text(run + "/summary.json");
+  CliResult epochs = run_cli("train --resume " + shell_quote(run) + " --epochs 5");
+  CAPTURE(epochs.output);
+  CHECK(epochs.exit_code == 2);
+  CHECK(contains(epochs.output, "error: --epochs 5: " + run +
+                                    "/config.json has steps = 3, a run measured in steps; give "
+                                    "its new length with --steps"));
+  CHECK_FALSE(contains(epochs.output, "data:"));
+  CHECK(read_text(run + "/summary.json") == summary);
+  // With --steps as well, --steps gives the length, as in a new run.
+  CliResult both = run_cli("train --resume " + shell_quote(run) + " --epochs 5 --steps 4");
+  CAPTURE(both.output);
+  CHECK(both.exit_code == 0);
+  CHECK(contains(read_text(run + "/summary.json"), "\"steps\": 4"));
+}
+
 TEST_CASE("apps.run_dir: config.json and train_state values are checked like flags") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 64, 16);
