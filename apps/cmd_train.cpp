@@ -1,6 +1,7 @@
 // bnlab train: one run, with progress, metrics.csv, checkpoints and summary.json in --out.
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "apps/commands.h"
@@ -9,6 +10,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "layers/module.h"
+#include "train/checkpoint.h"
 #include "train/interrupt.h"
 #include "train/knobs.h"
 #include "train/run_dir.h"
@@ -43,6 +45,18 @@ std::string resume_changeable_flags() {
   return flags;
 }
 
+// A resume continues from its checkpoint, so it cannot end before it: refused as the bad flag value
+// it is (`flag` gave the length). Run length `steps` is c.steps, or what c.epochs come to.
+void check_not_shortened(const TrainConfig& c, std::optional<int64_t> checkpoint,
+                         const std::string& flag, int64_t steps = 0) {
+  if (steps == 0) steps = c.steps;
+  if (!checkpoint || *checkpoint <= steps) return;
+  const std::string value = std::to_string(flag == "--epochs" ? c.epochs : c.steps);
+  throw UsageError(flag + " " + value + ": the checkpoint in " + c.out_dir + " is at step " +
+                   std::to_string(*checkpoint) + ", past the requested " + std::to_string(steps) +
+                   " steps; a resumed run can only be extended");
+}
+
 // The config of the run in `dir`, with the flags given now that may change on resume applied. A
 // flag that would change anything else is refused, naming the saved value: a resumed run that
 // silently ignored --lr would not be the run the user asked for.
@@ -74,6 +88,7 @@ TrainConfig resumed_config(const CLI::App& app, const TrainConfig& given, const 
   } catch (const Error& e) {
     throw UsageError(e.what());
   }
+  if (app.count("--steps") > 0) check_not_shortened(saved, checkpoint_step(dir), "--steps");
   return saved;
 }
 
@@ -165,6 +180,20 @@ Command add_train_command(CLI::App& parent) {
     // before it (a second Ctrl-C).
     if (root) std::cout << out.str() << std::flush;
     RunData data = load_run_data(c);
+    if (c.steps == 0) {
+      // Flag checks that need the run's length in steps, known with --epochs only now: the same
+      // usage errors as with --steps. Whole global batches per epoch, as the Trainer's loader.
+      const int64_t steps = c.epochs * (data.train.size() / (c.batch_size * comm.size()));
+      if (steps > 0) {
+        try {
+          check_schedule_fits(c, steps);
+        } catch (const Error& e) {
+          throw UsageError(e.what());
+        }
+        if (resuming && app->count("--epochs") > 0)
+          check_not_shortened(c, checkpoint_step(c.out_dir), "--epochs", steps);
+      }
+    }
     if (root) {
       std::cout << "data:         " << data.train.title() << " " << data.train.size()
                 << " images, evaluating on " << data.eval.title() << " " << data.eval.size()

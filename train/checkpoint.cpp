@@ -63,6 +63,17 @@ void save_checkpoint(const std::string& dir, const Model& model, const Optimizer
   save_safetensors((fs::path(dir) / "train_state.safetensors").string(), state, meta);
 }
 
+std::optional<int64_t> checkpoint_step(const std::string& dir) {
+  const fs::path path = fs::path(dir) / "train_state.safetensors";
+  if (!fs::exists(path)) return std::nullopt;
+  const Metadata meta = load_safetensors(path.string()).metadata;
+  const auto it = meta.find("step");
+  if (it == meta.end() || it->second.empty() || it->second.size() > 18) return std::nullopt;
+  for (char ch : it->second)
+    if (ch < '0' || ch > '9') return std::nullopt;
+  return std::stoll(it->second);
+}
+
 CheckpointState load_checkpoint(const std::string& dir, Model& model, Optimizer& opt) {
   std::string state_path = (fs::path(dir) / "train_state.safetensors").string();
   SafetensorsFile state = load_safetensors(state_path);

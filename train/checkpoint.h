@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "optim/optimizer.h"
@@ -37,6 +38,12 @@ void save_checkpoint(const std::string& dir, const Model& model, const Optimizer
 // Restores model (weights and buffers), optimizer and dropout generator from `dir`; returns the
 // step and running sums the checkpoint was taken with. Throws naming the file on any problem.
 CheckpointState load_checkpoint(const std::string& dir, Model& model, Optimizer& opt);
+
+// The step of the checkpoint in `dir`, from train_state.safetensors' metadata (no model built), so
+// resume can be checked against it before any data is read; nullopt without a checkpoint or with a
+// step that is not a whole number (load_checkpoint reports that one). Throws naming the file when
+// it cannot be read as safetensors.
+std::optional<int64_t> checkpoint_step(const std::string& dir);
 
 // Removes "<file>.tmp.<pid>.<n>" leftovers of writes killed mid-way (write_file_atomic's temporary
 // names) from `dir`; called when a run resumes, as only one process writes a run directory.

@@ -174,11 +174,12 @@ TEST_CASE(
       run_cli(train_flags(dir) + " --model mlp --steps 8 -b 16 --schedule step:1:1e30").output,
       "--schedule step:1:1e30 does not fit --steps 8 at --lr 0.01: the learning rate of "
       "step 3 is 1e+58"));
-  // With --epochs the length is known once the data is: 600 images at batch 16 are 37 steps.
+  // With --epochs the length is known once the data is: 600 images at batch 16 are 37 steps. The
+  // same flag error as with --steps, so the same exit code (it was 1).
   CliResult epochs =
       run_cli(train_flags(dir) + " --model mlp --epochs 1 -b 16 --schedule step:1:1e30");
   CAPTURE(epochs.output);
-  CHECK(epochs.exit_code == 1);
+  CHECK(epochs.exit_code == 2);
   CHECK(contains(epochs.output,
                  "--schedule step:1:1e30 does not fit a run of 37 steps (--epochs 1) at --lr 0.01: "
                  "the learning rate of step 3"));

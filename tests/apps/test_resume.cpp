@@ -100,11 +100,11 @@ TEST_CASE("apps.resume: an mlp with dropout resumed mid-epoch equals the uninter
   REQUIRE(rc.exit_code == 0);
   CHECK(read_text(dir.file("A") + "/model.safetensors") != read_text(c + "/model.safetensors"));
 
-  // A checkpoint past the requested length is refused.
+  // A checkpoint past the requested length is refused, as the bad --steps it is.
   CliResult shorter =
       run_cli("train --resume " + shell_quote(dir.file("B")) + " --steps 10 --threads 1");
   CAPTURE(shorter.output);
-  CHECK(shorter.exit_code == 1);
+  CHECK(shorter.exit_code == 2);
   CHECK(contains(shorter.output, "past the requested"));
 }
 

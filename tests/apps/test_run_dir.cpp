@@ -241,10 +241,13 @@ TEST_CASE("apps.run_dir: resuming a finished run changes nothing in it") {
   };
   const std::string before = snapshot();
 
+  // A bad --steps, refused from the checkpoint's step before any data is read.
   CliResult shorter = run_cli("train --resume " + shell_quote(run) + " --steps 2");
   CAPTURE(shorter.output);
-  CHECK(shorter.exit_code == 1);
-  CHECK(contains(shorter.output, "checkpoint is at step 3, past the requested 2 steps"));
+  CHECK(shorter.exit_code == 2);
+  CHECK(contains(shorter.output, "error: --steps 2: the checkpoint in " + run +
+                                     " is at step 3, past the requested 2 steps"));
+  CHECK_FALSE(contains(shorter.output, "data:"));
   CHECK(snapshot() == before);
 
   CliResult again = run_cli("train --resume " + shell_quote(run));
@@ -290,6 +293,36 @@ TEST_CASE("apps.run_dir: --epochs on a resumed run measured in steps is refused"
   CAPTURE(both.output);
   CHECK(both.exit_code == 0);
   CHECK(contains(read_text(run + "/summary.json"), "\"steps\": 4"));
+}
+
+// A resume shorter than its checkpoint was refused only after the data had loaded, with exit 1.
+TEST_CASE("apps.run_dir: a resume shorter than its checkpoint is a usage error") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  // A run of epochs (64 images in batches of 8: 8 steps each) may be extended by either.
+  const std::string by_epochs = dir.file("by-epochs");
+  const std::string train_epochs = "train --threads 1 --model mlp --batch-size 8 --data-dir " +
+                                   shell_quote(dir.file("data")) + " --out " +
+                                   shell_quote(by_epochs) + " --epochs 1";
+  REQUIRE(run_cli(train_epochs).exit_code == 0);
+  CliResult two = run_cli("train --resume " + shell_quote(by_epochs) + " --epochs 2");
+  CAPTURE(two.output);
+  CHECK(two.exit_code == 0);
+  CHECK(contains(read_text(by_epochs + "/summary.json"), "\"steps\": 16"));
+  CliResult one = run_cli("train --resume " + shell_quote(by_epochs) + " --epochs 1");
+  CAPTURE(one.output);
+  CHECK(one.exit_code == 2);
+  CHECK(contains(one.output, "error: --epochs 1: the checkpoint in " + by_epochs +
+                                 " is at step 16, past the requested 8 steps"));
+  CliResult steps = run_cli("train --resume " + shell_quote(by_epochs) + " --steps 20");
+  CAPTURE(steps.output);
+  CHECK(steps.exit_code == 0);
+  CHECK(contains(read_text(by_epochs + "/summary.json"), "\"steps\": 20"));
+  CliResult fewer = run_cli("train --resume " + shell_quote(by_epochs) + " --steps 10");
+  CAPTURE(fewer.output);
+  CHECK(fewer.exit_code == 2);
+  CHECK(contains(fewer.output, "past the requested 10 steps"));
+  CHECK_FALSE(contains(fewer.output, "data:"));
 }
 
 TEST_CASE("apps.run_dir: config.json and train_state values are checked like flags") {
