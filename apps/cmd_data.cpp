@@ -1,4 +1,5 @@
 // bnlab data show | info: look at what a model trains on.
+#include <algorithm>
 #include <iostream>
 
 #include "apps/commands.h"
@@ -57,6 +58,14 @@ Command add_data_command(CLI::App& parent) {
       GridOptions g;
       g.shuffle = o->random;
       g.seed = o->seed;
+      // The limit depends on the image size, known only from the data.
+      const int64_t fit = max_sample_grid_images(data, g);
+      if (std::min(o->count, data.size()) > fit) {
+        throw UsageError("--count " + std::to_string(o->count) + ": at most " +
+                         std::to_string(fit) + " images of " + std::to_string(data.height) + "x" +
+                         std::to_string(data.width) +
+                         " fit in one PNG grid (its encoder's sizes are ints)");
+      }
       int64_t n = write_sample_grid(data, o->count, o->out, g);
       const std::string listing = sample_grid_listing_path(o->out);
       // A PNG sent to stdout (--out /dev/stdout | display) must stay a PNG: the note goes to

@@ -81,7 +81,53 @@ void draw_text(Canvas& canvas, const std::string& text, int64_t x, int64_t y, in
   }
 }
 
+// Where the images of a grid of n go: cols x rows cells of cell_w x (img_h + label_h) pixels.
+struct GridLayout {
+  int64_t cols, rows, scale, cell_w, img_h, ts, label_h, gap, width, height;
+};
+
+GridLayout grid_layout(const ImageDataset& data, int64_t n, const GridOptions& options) {
+  GridLayout g{};
+  const int64_t H = data.height, W = data.width;
+  g.cols = options.columns > 0 ? std::min(options.columns, n)
+                               : static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(n))));
+  g.rows = (n + g.cols - 1) / g.cols;
+  g.scale = options.scale > 0 ? options.scale : std::max<int64_t>(1, (96 + W - 1) / W);
+  g.cell_w = W * g.scale;
+  g.img_h = H * g.scale;
+  g.ts = g.cell_w >= 80 ? 2 : 1;  // font pixel size
+  g.label_h = 7 * g.ts;           // 5 glyph rows plus a margin above and below
+  g.gap = 4;
+  g.width = g.gap + g.cols * (g.cell_w + g.gap);
+  g.height = g.gap + g.rows * (g.img_h + g.label_h + g.gap);
+  return g;
+}
+
+// stb_image_write keeps sizes in ints. The filtered image ((3 * width + 1) * height bytes) is one
+// allocation; its deflate stream, up to 9/8 of it for incompressible pixels (fixed Huffman codes,
+// 9 bits for half the literals), grows in a buffer whose capacity goes 2, 5, 11, ..., 3 * 2^k - 1
+// and overflows an int past 3 * 2^29 - 1. So the filtered image may hold 8/9 of that, less the
+// stream's few framing bytes, whatever the pixels are.
+bool png_encodable(const GridLayout& g) {
+  constexpr int64_t kMaxFiltered = (3 * (int64_t{1} << 29) - 1) / 9 * 8 - 64;
+  if (g.width > kMaxFiltered || g.height > kMaxFiltered) return false;
+  return (3 * g.width + 1) <= kMaxFiltered / g.height;
+}
+
 }  // namespace
+
+int64_t max_sample_grid_images(const ImageDataset& data, const GridOptions& options) {
+  // The grid only grows with n (more columns, then more rows): bisect for the last that encodes.
+  int64_t lo = 0, hi = data.size();
+  while (lo < hi) {
+    const int64_t mid = hi - (hi - lo) / 2;
+    if (png_encodable(grid_layout(data, mid, options)))
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
 
 int64_t write_sample_grid(const ImageDataset& data, int64_t n, const std::string& path,
                           const GridOptions& options) {
@@ -103,18 +149,17 @@ int64_t write_sample_grid(const ImageDataset& data, int64_t n, const std::string
   picks.resize(static_cast<size_t>(n));
 
   const int64_t C = data.channels, H = data.height, W = data.width;
-  const int64_t cols = options.columns > 0
-                           ? std::min(options.columns, n)
-                           : static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(n))));
-  const int64_t rows = (n + cols - 1) / cols;
-  const int64_t scale = options.scale > 0 ? options.scale : std::max<int64_t>(1, (96 + W - 1) / W);
-  const int64_t cell_w = W * scale, img_h = H * scale;
-  const int64_t ts = cell_w >= 80 ? 2 : 1;  // font pixel size
-  const int64_t label_h = 7 * ts;           // 5 glyph rows plus a margin above and below
-  const int64_t gap = 4;
+  const GridLayout layout = grid_layout(data, n, options);
+  const auto [cols, rows, scale, cell_w, img_h, ts, label_h, gap, width, height] = layout;
+  // Before the canvas: one too large to encode would be allocated (gigabytes) only to fail.
+  if (!png_encodable(layout)) {
+    BNLAB_FAIL("write_sample_grid: a grid of ", n, " images of ", H, "x", W, " is ", width, "x",
+               height, " pixels, too large to encode as a PNG; at most ",
+               max_sample_grid_images(data, options), " images of this size fit in one");
+  }
   const int64_t max_chars = std::max<int64_t>(1, (cell_w + ts) / (4 * ts));
 
-  Canvas canvas{gap + cols * (cell_w + gap), gap + rows * (img_h + label_h + gap), {}};
+  Canvas canvas{width, height, {}};
   canvas.rgb.assign(static_cast<size_t>(canvas.width * canvas.height * 3), 24);
 
   for (int64_t k = 0; k < n; ++k) {

@@ -27,9 +27,14 @@ struct GridOptions {
 /// the number drawn. Both files are replaced atomically (write_file_atomic): a failed write throws
 /// naming the file and the OS's reason, and leaves no partial file behind. A `path` that is a
 /// stream
-/// (/dev/stdout, a FIFO, a device) gets the PNG alone.
+/// (/dev/stdout, a FIFO, a device) gets the PNG alone. A grid of more images than
+/// max_sample_grid_images is refused before anything is allocated.
 int64_t write_sample_grid(const ImageDataset& data, int64_t n, const std::string& path,
                           const GridOptions& options = {});
+
+/// The most images of `data` write_sample_grid can put in one PNG with `options` (at most
+/// data.size()): stb_image_write's sizes are ints, so a grid of more is refused before it is drawn.
+int64_t max_sample_grid_images(const ImageDataset& data, const GridOptions& options = {});
 
 /// Where write_sample_grid lists the labels of a grid written to `path`: "<file>.txt" beside the
 /// file the PNG lands in (for a symlink, beside its target, not the link), or empty when `path` is

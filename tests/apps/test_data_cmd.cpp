@@ -50,6 +50,26 @@ TEST_CASE("apps.data: show writes a PNG grid and its label listing") {
   CHECK(read_text(few).compare(0, 8, "\x89PNG\r\n\x1a\n") == 0);
 }
 
+// --count took up to 1 000 000, but a grid of more than about 47 500 28x28 images failed in the PNG
+// encoder (its sizes are ints) after a canvas of 2.7 GB had been drawn.
+TEST_CASE("apps.data: show refuses a count whose grid is too large for a PNG, with the limit") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 48000, 10);
+  const std::string png = dir.file("big.png");
+  CliResult r = run_cli("data show --dataset mnist --count 48000 --data-dir " +
+                        shell_quote(dir.file("data")) + " --out " + shell_quote(png));
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.output, "error: --count 48000: at most 31506 images of 28x28 fit in one PNG"));
+  CHECK_FALSE(fs::exists(png));
+  // A count past the split's size is no error: the test split's 10 images fit.
+  CliResult all = run_cli("data show --dataset mnist --split test --count 1000000 --data-dir " +
+                          shell_quote(dir.file("data")) + " --out " + shell_quote(png));
+  CAPTURE(all.output);
+  CHECK(all.exit_code == 0);
+  CHECK(contains(all.output, "10 images of mnist/test"));
+}
+
 // A write that fails half-way (here a file size limit, which stops writes at 8 KiB with EFBIG the
 // way a full disk stops them with ENOSPC, and binds root too) is an error naming the file and the
 // reason; the grid drawn before stays whole and no temporary file is left.

@@ -4,6 +4,7 @@
 #include <stb_image.h>
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <memory>
 
@@ -11,6 +12,7 @@
 #include "data/datasets.h"
 #include "data/preview.h"
 #include "data_test_util.h"
+#include "memory_limit.h"
 
 using namespace bnlab;
 using namespace data_test;
@@ -58,6 +60,43 @@ TEST_CASE("data.preview: write_sample_grid writes a labelled PNG grid and a side
   CHECK(sa.substr(sa.find('\n')) == sb.substr(sb.find('\n')));
   CHECK_THROWS_WITH_AS(write_sample_grid(d, 4, dir.file("no/such/dir/g.png")),
                        doctest::Contains("cannot write"), Error);
+}
+
+// stb_image_write sizes its buffers in ints: a grid of 48 000 28x28 images (a canvas of 2.7 GB)
+// was drawn and then failed in the encoder, or ended in std::bad_alloc.
+TEST_CASE("data.preview: a grid too large to encode as a PNG is refused before it is drawn") {
+  TempDir dir("preview");
+  const ImageDataset d = synthetic(48000, 1, 28, 28, 10);
+  const int64_t fit = max_sample_grid_images(d);
+  // 116 x 130 pixels a cell (scale 4, gaps, label strip): about 45 000 filtered bytes an image,
+  // against a limit of about 1.43e9.
+  CHECK(fit > 31000);
+  CHECK(fit < 32000);
+  CHECK(max_sample_grid_images(synthetic(10, 1, 28, 28, 10)) == 10);
+  const std::string path = dir.file("big.png");
+  const std::string expected = "write_sample_grid: a grid of 48000 images of 28x28 is";
+#if BNLAB_TEST_MEMORY_LIMIT
+  // Refused with less address space than the canvas alone would take.
+  const int code = bnlab::testing::child_exit_code([&] {
+    if (!bnlab::testing::limit_address_space(size_t{512} << 20)) return 4;
+    try {
+      write_sample_grid(d, 48000, path);
+    } catch (const Error& e) {
+      return bnlab::testing::expect_error_start(e, expected);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child: %s\n", e.what());
+      return 3;
+    }
+    return 2;
+  });
+  CHECK(code == 0);
+#endif
+  CHECK_THROWS_WITH_AS(write_sample_grid(d, 48000, path),
+                       doctest::Contains(("too large to encode as a PNG; at most " +
+                                          std::to_string(fit) + " images of this size fit in one")
+                                             .c_str()),
+                       Error);
+  CHECK_FALSE(fs::exists(path));
 }
 
 TEST_CASE("data.preview: compute_info counts classes and computes exact mean/std per channel") {
