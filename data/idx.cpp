@@ -226,7 +226,12 @@ ImageDataset load_mnist_like(const std::string& dir, const std::string& split,
   };
   const std::string images = find(images_base);
   const std::string labels = find(labels_base);
-  return read_idx_dataset(images, labels, name, split, class_names);
+  ImageDataset out = read_idx_dataset(images, labels, name, split, class_names);
+  // The header's shape is otherwise taken on trust: a 14x56 file of the right byte count trained
+  // on scrambled images, or failed only at the first evaluation, naming no file.
+  BNLAB_CHECK(out.height == 28 && out.width == 28, images, ": header says ", out.size(),
+              " images of ", out.height, "x", out.width, "; ", name, " images are 28x28");
+  return out;
 }
 
 }  // namespace bnlab

@@ -50,7 +50,8 @@ std::string find_idx_file(const std::string& dir, const std::string& base);
 
 /// MNIST-layout directory: split "train" reads train-{images-idx3,labels-idx1}-ubyte[.gz], "test"
 /// reads t10k-*. Throws naming the missing file when one is absent, or the file that is not a
-/// regular file (a directory or FIFO by that name).
+/// regular file (a directory or FIFO by that name), or the image file when its images are not
+/// 28x28 (MNIST's and Fashion-MNIST's size).
 ImageDataset load_mnist_like(const std::string& dir, const std::string& split,
                              const std::string& name, const std::vector<std::string>& class_names);
 

@@ -466,7 +466,30 @@ TEST_CASE("apps.errors: data shaped unlike the run's is refused naming both shap
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 64, 16);
   REQUIRE(run_cli(flags(dir, "run")).exit_code == 0);
-  // The same files, of 10x10 images.
+  // MNIST is 28x28 (the loader refuses other sizes), so the run says it was built for 14x14.
+  const std::string config = dir.file("run") + "/config.json";
+  const std::string original = read_text(config);
+  edit_config(config, "input",
+              {{"channels", 1}, {"height", 14}, {"width", 14}, {"num_classes", 10}});
+  const std::string expected = dir.file("run") +
+                               ": the run was trained on 1x14x14 images with 10 classes; this "
+                               "dataset (mnist/test) has 1x28x28 images, 10 classes";
+  CliResult eval = run_cli("eval --checkpoint " + shell_quote(dir.file("run")) + " --data-dir " +
+                           shell_quote(dir.file("data")));
+  CAPTURE(eval.output);
+  CHECK(eval.exit_code == 1);
+  CHECK(contains(eval.output, "error: " + expected));
+  CHECK_FALSE(contains(eval.output, "size mismatch"));
+
+  CliResult resume = run_cli("train --resume " + shell_quote(dir.file("run")) + " --steps 3");
+  CAPTURE(resume.output);
+  CHECK(resume.exit_code == 1);
+  CHECK(contains(resume.output,
+                 "the run was trained on 1x14x14 images with 10 classes; this "
+                 "dataset (mnist/train) has 1x28x28 images, 10 classes"));
+  write_bytes(config, std::vector<uint8_t>(original.begin(), original.end()));
+
+  // MNIST files of 10x10 images: refused as they load, naming the file.
   const fs::path small = fs::path(dir.file("small")) / "mnist";
   fs::create_directories(small);
   for (const auto& [prefix, count] :
@@ -478,23 +501,20 @@ TEST_CASE("apps.errors: data shaped unlike the run's is refused naming both shap
     write_bytes((small / (prefix + "-images-idx3-ubyte")).string(), images);
     write_bytes((small / (prefix + "-labels-idx1-ubyte")).string(), labels);
   }
-  const std::string expected = dir.file("run") +
-                               ": the run was trained on 1x28x28 images with 10 classes; this "
-                               "dataset (mnist/test) has 1x10x10 images, 10 classes";
-  CliResult eval = run_cli("eval --checkpoint " + shell_quote(dir.file("run")) + " --data-dir " +
-                           shell_quote(dir.file("small")));
-  CAPTURE(eval.output);
-  CHECK(eval.exit_code == 1);
-  CHECK(contains(eval.output, "error: " + expected));
-  CHECK_FALSE(contains(eval.output, "size mismatch"));
-
-  CliResult resume = run_cli("train --resume " + shell_quote(dir.file("run")) + " --steps 3 " +
-                             "--data-dir " + shell_quote(dir.file("small")));
-  CAPTURE(resume.output);
-  CHECK(resume.exit_code == 1);
-  CHECK(contains(resume.output,
-                 "the run was trained on 1x28x28 images with 10 classes; this "
-                 "dataset (mnist/train) has 1x10x10 images, 10 classes"));
+  CliResult small_eval = run_cli("eval --checkpoint " + shell_quote(dir.file("run")) +
+                                 " --data-dir " + shell_quote(dir.file("small")));
+  CAPTURE(small_eval.output);
+  CHECK(small_eval.exit_code == 1);
+  CHECK(
+      contains(small_eval.output, "error: " + (small / "t10k-images-idx3-ubyte").string() +
+                                      ": header says 16 images of 10x10; mnist images are 28x28"));
+  CliResult small_train =
+      run_cli("train --threads 1 --model mlp --steps 2 --data-dir " +
+              shell_quote(dir.file("small")) + " --out " + shell_quote(dir.file("small-run")));
+  CAPTURE(small_train.output);
+  CHECK(small_train.exit_code == 1);
+  CHECK(contains(small_train.output, (small / "train-images-idx3-ubyte").string() +
+                                         ": header says 32 images of 10x10"));
 
   // The run's own data still evaluates.
   CHECK(run_cli("eval --checkpoint " + shell_quote(dir.file("run")) + " --data-dir " +

@@ -476,6 +476,41 @@ TEST_CASE("data.idx: load_dataset reads an MNIST-layout directory") {
   CHECK(d.labels[0] == 9);
 }
 
+// The header's shape was taken on trust: a t10k file saying 14x56 (the same bytes per image) was
+// evaluated on after the whole run had trained, and one saying so for both splits trained silently.
+TEST_CASE("data.idx: MNIST and Fashion-MNIST images not 28x28 are refused naming the file") {
+  TempDir dir("idx");
+  const fs::path fashion = dir.path / "fashion-mnist";
+  fs::create_directories(fashion);
+  write_gzip((fashion / "train-images-idx3-ubyte.gz").string(), idx_images_file(3, 28, 28));
+  write_gzip((fashion / "train-labels-idx1-ubyte.gz").string(), idx_labels_file({9, 0, 1}));
+  const std::string test_images = (fashion / "t10k-images-idx3-ubyte").string();
+  write_bytes(test_images, idx_images_file(2, 14, 56));
+  write_bytes((fashion / "t10k-labels-idx1-ubyte").string(), idx_labels_file({3, 4}));
+  CHECK(load_dataset("fashion-mnist", "train", dir.path.string()).size() == 3);
+  CHECK_THROWS_WITH_AS(
+      load_dataset("fashion-mnist", "test", dir.path.string()),
+      doctest::Contains(
+          (test_images + ": header says 2 images of 14x56; fashion-mnist images are 28x28")
+              .c_str()),
+      Error);
+  write_bytes(test_images, idx_images_file(2, 1, 1));
+  CHECK_THROWS_WITH_AS(load_dataset("fashion-mnist", "test", dir.path.string()),
+                       doctest::Contains((test_images + ": header says 2 images of 1x1").c_str()),
+                       Error);
+
+  const fs::path mnist = dir.path / "mnist";
+  fs::create_directories(mnist);
+  const std::string train_images = (mnist / "train-images-idx3-ubyte").string();
+  write_bytes(train_images, idx_images_file(2, 28, 29));
+  write_bytes((mnist / "train-labels-idx1-ubyte").string(), idx_labels_file({1, 2}));
+  CHECK_THROWS_WITH_AS(
+      load_dataset("mnist", "train", dir.path.string()),
+      doctest::Contains(
+          (train_images + ": header says 2 images of 28x29; mnist images are 28x28").c_str()),
+      Error);
+}
+
 TEST_CASE("data.idx: decode_idx_* parse bytes in memory, plain or gzip, naming the given name") {
   std::vector<uint8_t> f = idx_images_file(3, 2, 4);
   const std::string plain(f.begin(), f.end());
