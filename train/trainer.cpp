@@ -197,6 +197,20 @@ std::string config_with_provenance(const TrainConfig& cfg, const NormalizeOption
   return j.dump(2) + "\n";
 }
 
+// A resumed run's length (--steps, --epochs) as config.json's from now on, the rest of the file
+// (its provenance too) as it was: an extended run left the shorter length there, so a plain
+// `--resume` later asked for that length and was refused ("checkpoint is at step 7, past the
+// requested 5 steps").
+void record_length(const std::string& dir, const TrainConfig& cfg) {
+  const std::string path = (fs::path(dir) / "config.json").string();
+  json j = json::parse(read_file(path));
+  if (j.value("steps", int64_t{-1}) == cfg.steps && j.value("epochs", int64_t{-1}) == cfg.epochs)
+    return;
+  j["steps"] = cfg.steps;
+  j["epochs"] = cfg.epochs;
+  write_file_atomic(path, j.dump(2) + "\n");
+}
+
 std::string format_grad_norms_csv(const std::vector<GradNormRow>& rows) {
   std::ostringstream os;
   os.precision(7);
@@ -773,6 +787,7 @@ void Trainer::open_run_dir(bool& resume, TrainResult& result, Running& run) {
       run.finished_before = true;  // fit() returns its result and leaves the directory alone
       return;
     }
+    if (dp_->is_root()) record_length(dir, cfg_);
     std::string metrics_path = (fs::path(dir) / "metrics.csv").string();
     for (const MetricsRow& row : read_metrics_csv(metrics_path))
       if (row.step <= run.step) result.rows.push_back(row);

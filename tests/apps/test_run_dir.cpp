@@ -296,6 +296,24 @@ TEST_CASE("apps.run_dir: --epochs on a resumed run measured in steps is refused"
 }
 
 // A resume shorter than its checkpoint was refused only after the data had loaded, with exit 1.
+TEST_CASE("apps.run_dir: an extended run records its new length, so a plain resume finds it done") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  REQUIRE(run_cli(flags(dir, "run", 2)).exit_code == 0);
+  const std::string resume = "train --resume " + shell_quote(dir.file("run"));
+  CliResult longer = run_cli(resume + " --steps 4");
+  CAPTURE(longer.output);
+  REQUIRE(longer.exit_code == 0);
+  const auto cfg = nlohmann::json::parse(read_text(dir.file("run") + "/config.json"));
+  CHECK(cfg["steps"] == 4);
+  CHECK(cfg.contains("provenance"));  // the rest of the file kept
+  // It was refused: "checkpoint is at step 4, past the requested 2 steps", exit 1.
+  CliResult again = run_cli(resume);
+  CAPTURE(again.output);
+  CHECK(again.exit_code == 0);
+  CHECK(contains(again.output, "unchanged: "));
+}
+
 TEST_CASE("apps.run_dir: a resume shorter than its checkpoint is a usage error") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 64, 16);
