@@ -517,23 +517,24 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, int6
                  bwd_path = detail::ConvPath::im2col;
                }
              }
+             // dw's buffer before dx's target: when x and w are one tensor (conv2d(a, a)) they
+             // are one buffer, which dw's zero fill leaves to dx to add into, not overwrite. The
+             // other way round, dx's target was fresh and its assignment erased dw's sum.
+             float* dw = grad_buffer(in[1]);
+             const GradTarget dx = grad_target(in[0]);
              if (bwd_path == detail::ConvPath::winograd) {
-               const GradTarget dx = grad_target(in[0]);
-               detail::winograd_conv2d_backward(dx.data, dx.fresh, grad_buffer(in[1]), dout.data(),
-                                                in[0].data(), in[1].data(), ws);
+               detail::winograd_conv2d_backward(dx.data, dx.fresh, dw, dout.data(), in[0].data(),
+                                                in[1].data(), ws);
                return;
              }
              if (bwd_path == detail::ConvPath::fourier) {
-               const GradTarget dx = grad_target(in[0]);
-               detail::fourier_conv2d_backward(dx.data, dx.fresh, grad_buffer(in[1]), dout.data(),
-                                               in[0].data(), in[1].data(), fs, spectra.get());
+               detail::fourier_conv2d_backward(dx.data, dx.fresh, dw, dout.data(), in[0].data(),
+                                               in[1].data(), fs, spectra.get());
                return;
              }
              // The direct paths: `direct` (thin first layers) computes dw with the direct kernel
              // and dx with im2col's (a thin layer's transposed conv has C <= 4 outputs, a poor
              // fit); `direct_data` computes dx as the transposed direct conv and dw with im2col's.
-             const GradTarget dx = grad_target(in[0]);
-             float* dw = grad_buffer(in[1]);
              const bool direct_dx = bwd_path == detail::ConvPath::direct_data && dx.data;
              const bool direct_dw = bwd_path == detail::ConvPath::direct && dw;
              if (direct_dx) {

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "core/blas.h"
+#include "core/ops/conv_path.h"
 #include "gradcheck.h"
 #include "layers/conv2d.h"
 #include "memory_limit.h"
@@ -326,4 +327,39 @@ TEST_CASE(
     }
   });
   CHECK(code == 0);
+}
+
+// conv2d(a, a): one tensor is the input and the weight, so its gradient is the sum of both. Each
+// path's backward asked for dx's target first, found it fresh, and assigned dx over the dw it had
+// just added into the same buffer: a.grad was dx alone.
+TEST_CASE("ops.conv: a tensor that is both input and weight gets both gradients, on every path") {
+  using detail::ConvPath;
+  using detail::ConvPathMode;
+  struct Case {
+    ConvPathMode mode;
+    ConvPath path;
+    int64_t size, padding;
+  };
+  for (const Case& c : {Case{ConvPathMode::im2col, ConvPath::im2col, 3, 1},
+                        Case{ConvPathMode::winograd, ConvPath::winograd, 3, 1},
+                        Case{ConvPathMode::direct, ConvPath::direct, 3, 1},
+                        Case{ConvPathMode::fourier, ConvPath::fourier, 5, 2}}) {
+    CAPTURE(detail::conv_path_name(c.path));
+    detail::ScopedConvPathMode scoped(c.mode);
+    // [2, 2, s, s] as the input (N 2, C 2) and as the weight (K 2, C 2, s x s).
+    REQUIRE(detail::conv2d_path(c.mode, 2, 2, c.size, c.size, 1, c.padding, 1, c.size, c.size) ==
+            c.path);
+    Rng rng(41);
+    const Tensor values = Tensor::normal({2, 2, c.size, c.size}, rng);
+    Tensor a = values.clone().set_requires_grad();
+    sum(conv2d(a, a, Tensor(), 1, c.padding)).backward();
+    Tensor x = values.clone().set_requires_grad(), w = values.clone().set_requires_grad();
+    sum(conv2d(x, w, Tensor(), 1, c.padding)).backward();
+    const std::vector<float> got = a.grad().to_vector(), dx = x.grad().to_vector(),
+                             dw = w.grad().to_vector();
+    for (size_t i = 0; i < got.size(); ++i) {
+      CAPTURE(i);
+      CHECK(got[i] == doctest::Approx(dx[i] + dw[i]).epsilon(1e-5));
+    }
+  }
 }
