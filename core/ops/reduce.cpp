@@ -360,8 +360,10 @@ void softmax_forward(float* out, const float* x, const DimView& v, bool log_spac
       double z = 0.0;
       for (int64_t k = 0; k < v.n; ++k) z += std::exp(static_cast<double>(row[k * v.inner] - m));
       if (log_space) {
-        float log_z = static_cast<float>(std::log(z)) + m;
-        for (int64_t k = 0; k < v.n; ++k) orow[k * v.inner] = row[k * v.inner] - log_z;
+        // (x - m) - log z, as PyTorch: x - (m + log z) rounded log z into m's ulp, so logits of
+        // 1e6 in a three-way tie gave -1.125, not -log 3, and at 1e8 log z vanished (0).
+        const float log_z = static_cast<float>(std::log(z));
+        for (int64_t k = 0; k < v.n; ++k) orow[k * v.inner] = (row[k * v.inner] - m) - log_z;
       } else {
         float inv = static_cast<float>(1.0 / z);
         for (int64_t k = 0; k < v.n; ++k) orow[k * v.inner] = std::exp(row[k * v.inner] - m) * inv;

@@ -28,6 +28,20 @@ TEST_CASE("ops.reduce: forward values by hand") {
   CHECK(lp.data()[0] == doctest::Approx(std::log(0.5f)));
 }
 
+// log_softmax subtracted m + log z, rounded to m's ulp: a three-way tie at 1e6 gave -1.125, at 1e8
+// 0 (and so its gradient through nll_loss was 0 where it should be -2/3).
+TEST_CASE("ops.reduce: log_softmax keeps log z at large logits, as PyTorch") {
+  for (const float big : {1e6f, 1e8f, 1e30f}) {
+    CAPTURE(big);
+    Tensor lp = log_softmax(Tensor::from({big, big, big, big - 1, big, big}, {2, 3}), 1);
+    CHECK(lp.data()[0] == doctest::Approx(-std::log(3.0)).epsilon(1e-6));
+    CHECK(lp.data()[2] == doctest::Approx(-std::log(3.0)).epsilon(1e-6));
+    // big - 1 is big as a float from 1e8 on: a tie again.
+    const double z = big - 1 == big ? 3.0 : std::exp(-1.0) + 2.0;
+    CHECK(lp.data()[4] == doctest::Approx(-std::log(z)).epsilon(1e-6));
+  }
+}
+
 TEST_CASE("ops.reduce: gradient checks") {
   CHECK_GRADIENTS("sum", [](const Inputs& in) { return sum(in[0]); }, {param({3, 4}, 1)});
   CHECK_GRADIENTS("mean", [](const Inputs& in) { return mean(in[0]); }, {param({3, 4}, 1)});
