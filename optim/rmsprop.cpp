@@ -35,7 +35,9 @@ Rmsprop::Rmsprop(std::vector<Tensor> params, RmspropOptions options)
 
 Rmsprop::Rmsprop(std::vector<ParamGroup> groups, RmspropOptions options)
     : Optimizer("rmsprop", std::move(groups), rmsprop_slots(options)), options_(options) {
-  detail::check_nonnegative("rmsprop", "alpha", options.alpha);
+  // [0, 1), as Adam's betas: torch takes any alpha >= 0, but at 1 the squared average never
+  // leaves 0 (steps of lr * g / eps, ~1e6 times too large) and above 1 it goes negative (NaN).
+  detail::check_unit_interval("rmsprop", "alpha", options.alpha);
   detail::check_nonnegative("rmsprop", "eps", options.eps);
   detail::check_nonnegative("rmsprop", "momentum", options.momentum);
 }

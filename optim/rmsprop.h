@@ -23,7 +23,7 @@ namespace bnlab {
 /// torch.optim.RMSprop's defaults.
 struct RmspropOptions {
   float lr = 1e-2f;           ///< learning rate
-  float alpha = 0.99f;        ///< decay of the squared-gradient average
+  float alpha = 0.99f;        ///< decay of the squared-gradient average, in [0, 1)
   float eps = 1e-8f;          ///< added to the denominator
   float weight_decay = 0.0f;  ///< L2, added to the gradient
   float momentum = 0.0f;      ///< momentum of the update (0: none)

@@ -106,6 +106,12 @@ TEST_CASE("optim.rmsprop: bad options throw with the value") {
                        doctest::Contains("rmsprop: invalid learning rate -0.01"), Error);
   CHECK_THROWS_WITH_AS(Rmsprop({p}, {.alpha = -0.5f}),
                        doctest::Contains("rmsprop: invalid alpha -0.5"), Error);
+  // The average would never move (1) or go negative (1.5, NaN after one step).
+  CHECK_THROWS_WITH_AS(Rmsprop({p}, {.alpha = 1.0f}),
+                       doctest::Contains("rmsprop: invalid alpha 1; expected a value in [0, 1)"),
+                       Error);
+  CHECK_THROWS_WITH_AS(Rmsprop({p}, {.alpha = 1.5f}),
+                       doctest::Contains("rmsprop: invalid alpha 1.5"), Error);
   CHECK_THROWS_WITH_AS(Rmsprop({p}, {.eps = -1.0f}), doctest::Contains("rmsprop: invalid eps -1"),
                        Error);
   CHECK_THROWS_WITH_AS(Rmsprop({p}, {.momentum = -0.9f}),
