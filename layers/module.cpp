@@ -42,10 +42,29 @@ Tensor Module::operator()(const Tensor& x) {
 
 FusedForward Module::forward_fused(std::span<Module* const>, const Tensor&) { return {}; }
 
+// Two entries under one name (or a '.' that makes "a.b" the key of child a's b too) made a
+// state_dict() with duplicate keys, which could be neither saved nor loaded; nn.Module refuses
+// these names when they are registered, and so does this.
+void Module::check_new_name(const char* kind, const std::string& name) const {
+  BNLAB_CHECK(!name.empty() && name.find('.') == std::string::npos, type_name(), ": ", kind,
+              " name '", name, "' must be non-empty and hold no '.'");
+  const char* taken = nullptr;
+  for (const auto& [n, t] : params_)
+    if (n == name) taken = "parameter";
+  for (const Buffer& b : buffers_)
+    if (b.name == name) taken = "buffer";
+  for (const auto& [n, m] : children_)
+    if (n == name) taken = "child";
+  if (taken == nullptr) return;
+  if (std::string_view(taken) == kind)
+    BNLAB_FAIL(type_name(), ": ", kind, " '", name, "' registered twice");
+  BNLAB_FAIL(type_name(), ": ", kind, " '", name, "' has the name of a ", taken,
+             " already registered");
+}
+
 Tensor Module::register_parameter(const std::string& name, Tensor value) {
   BNLAB_CHECK(value.defined(), type_name(), ": parameter '", name, "' is undefined");
-  for (const auto& [n, t] : params_)
-    BNLAB_CHECK(n != name, type_name(), ": parameter '", name, "' registered twice");
+  check_new_name("parameter", name);
   if (!value.requires_grad()) value.set_requires_grad();
   params_.emplace_back(name, value);
   return value;
@@ -54,14 +73,14 @@ Tensor Module::register_parameter(const std::string& name, Tensor value) {
 Tensor Module::register_buffer(const std::string& name, Tensor value, DType dtype,
                                BufferValues values) {
   BNLAB_CHECK(value.defined(), type_name(), ": buffer '", name, "' is undefined");
+  check_new_name("buffer", name);
   buffers_.push_back({name, value, dtype, values});
   return value;
 }
 
 void Module::add_child(const std::string& name, std::shared_ptr<Module> module) {
   check_child(*this, name, module);
-  for (const auto& [n, m] : children_)
-    BNLAB_CHECK(n != name, "module: child '", name, "' registered twice");
+  check_new_name("child", name);
   module->train(training_);
   children_.emplace_back(name, std::move(module));
 }

@@ -114,7 +114,9 @@ class Module {
   std::string to_string() const;
 
  protected:
-  /// Registers a learnable tensor (marked requires_grad) under `name`; returns it.
+  /// Registers a learnable tensor (marked requires_grad) under `name`; returns it. Names of
+  /// parameters, buffers and children are one namespace, as nn.Module's: each unique, none empty
+  /// or holding a '.'; register_parameter, register_buffer and add_child throw otherwise.
   Tensor register_parameter(const std::string& name, Tensor value);
   /// What load_state_dict accepts in a float buffer: any value, or none negative and none NaN (a
   /// variance, whose square root the layer takes).
@@ -149,6 +151,9 @@ class Module {
   void collect(const std::string& prefix, NamedTensors* params, std::vector<NamedTensor>* buffers,
                std::set<std::string>* non_negative = nullptr) const;
   void print(std::ostream& os, int indent) const;
+  /// Throws unless `name` can be this module's new parameter, buffer or child (`kind`): not empty,
+  /// no '.', and not already one of the three. state_dict() joins names with '.'.
+  void check_new_name(const char* kind, const std::string& name) const;
 
   NamedTensors params_;
   std::vector<Buffer> buffers_;

@@ -63,6 +63,37 @@ TEST_CASE("module: nested modules prefix their children's names") {
   CHECK(block(Tensor::ones({5, 4})).shape() == Shape{5, 1});
 }
 
+// A name given twice, or one holding a '.', made a state_dict() with duplicate keys that could be
+// neither saved nor loaded back, and nothing said so until then.
+TEST_CASE("module: parameter, buffer and child names are unique, non-empty and dot-free") {
+  struct Probe : Module {
+    void param(const std::string& n) { register_parameter(n, Tensor::zeros({1})); }
+    void buffer(const std::string& n) { register_buffer(n, Tensor::zeros({1})); }
+    void child(const std::string& n) { register_module(n, std::make_shared<ReLU>()); }
+    Tensor forward(const Tensor& x) override { return x; }
+    std::string type_name() const override { return "Probe"; }
+  };
+  Probe m;
+  m.param("w");
+  m.buffer("stat");
+  m.child("act");
+  CHECK_THROWS_WITH_AS(m.param("w"), "Probe: parameter 'w' registered twice", Error);
+  CHECK_THROWS_WITH_AS(m.buffer("stat"), "Probe: buffer 'stat' registered twice", Error);
+  CHECK_THROWS_WITH_AS(m.child("act"), "Probe: child 'act' registered twice", Error);
+  CHECK_THROWS_WITH_AS(m.buffer("w"),
+                       "Probe: buffer 'w' has the name of a parameter already registered", Error);
+  CHECK_THROWS_WITH_AS(m.param("act"),
+                       "Probe: parameter 'act' has the name of a child already registered", Error);
+  CHECK_THROWS_WITH_AS(m.child("stat"),
+                       "Probe: child 'stat' has the name of a buffer already registered", Error);
+  CHECK_THROWS_WITH_AS(m.param("act.x"),
+                       "Probe: parameter name 'act.x' must be non-empty and hold no '.'", Error);
+  CHECK_THROWS_WITH_AS(m.buffer(""), "Probe: buffer name '' must be non-empty and hold no '.'",
+                       Error);
+  // Nothing refused was registered: the state dict holds the two tensors, once each.
+  CHECK(keys(m.state_dict()) == std::vector<std::string>{"w", "stat"});
+}
+
 TEST_CASE("module: train/eval recurse through children") {
   Rng rng(3);
   auto net = small_net(rng);
