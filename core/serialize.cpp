@@ -328,6 +328,10 @@ SafetensorsFile decode_safetensors(std::string_view bytes, const std::string& na
   // 2. The JSON header: a plain DOM parse (which reports syntax errors), then a SAX pass over the
   //    same text for what the DOM loses: nlohmann keeps the last of duplicate keys silently and
   //    sorts keys, so KeyTracker rejects duplicates and records the tensors' file order.
+  // nlohmann's parse ends at a NUL byte, so "{...}\0 anything" read as its first part; the
+  // reference parser (serde_json) and Python's json refuse it.
+  if (const size_t nul = text.find('\0'); nul != std::string_view::npos)
+    BNLAB_FAIL(where, "header is not valid JSON: a NUL byte at offset ", nul, " of ", n);
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(text.begin(), text.end());

@@ -246,6 +246,9 @@ TEST_CASE("serialize: rejects bad header lengths and invalid JSON") {
   check_rejects(make_file(R"({"a":{"dtype":"F32",)", ""), "header is not valid JSON");
   check_rejects(make_file(R"({"a":1,})", ""), "header is not valid JSON");
   check_rejects(make_file("{\"\xff\":1}", ""), "header is not valid JSON");  // not UTF-8
+  // Everything after a NUL was ignored: the header below read as {}.
+  check_rejects(make_file(std::string("{}\0{\"a\":", 7) + "garbage", ""),
+                "header is not valid JSON: a NUL byte at offset 2 of 14");
   check_rejects(make_file("[1, 2]", ""), "header must be a JSON object, got array");
   check_rejects(make_file(R"({"a":[1]})", ""), "tensor 'a': entry must be an object, got array");
 }
