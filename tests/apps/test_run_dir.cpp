@@ -295,7 +295,7 @@ TEST_CASE("apps.run_dir: --epochs on a resumed run measured in steps is refused"
   CHECK(contains(read_text(run + "/summary.json"), "\"steps\": 4"));
 }
 
-// A resume shorter than its checkpoint was refused only after the data had loaded, with exit 1.
+// An extension kept the old length in config.json, so a plain resume afterwards asked for it.
 TEST_CASE("apps.run_dir: an extended run records its new length, so a plain resume finds it done") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 64, 16);
@@ -314,6 +314,7 @@ TEST_CASE("apps.run_dir: an extended run records its new length, so a plain resu
   CHECK(contains(again.output, "unchanged: "));
 }
 
+// A resume shorter than its checkpoint was refused only after the data had loaded, with exit 1.
 TEST_CASE("apps.run_dir: a resume shorter than its checkpoint is a usage error") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 64, 16);
