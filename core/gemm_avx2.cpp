@@ -33,11 +33,15 @@
 #include "core/cpu_isa.h"
 #include "core/error.h"
 #include "core/gemm_common.h"
+#include "core/transpose8_avx2.h"
 
 #define BNLAB_AVX2 __attribute__((target("avx2,fma")))
 
 namespace bnlab {
 namespace {
+
+using detail::first_lanes8;
+using detail::transpose8;
 
 constexpr int64_t kMR = 6;
 constexpr int64_t kNR = 16;
@@ -53,40 +57,13 @@ constexpr int64_t row_tile(int64_t rows) {
   return rows > kMR && rows <= kMR + 2 ? (rows + 1) / 2 : std::min(kMR, rows);
 }
 
-// A mask of the first n (clamped to 0..8) lanes, for maskload / maskstore.
-BNLAB_AVX2 inline __m256i first_lanes(int64_t n) {
-  alignas(32) static constexpr int32_t kTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
-                                                     0,  0,  0,  0,  0,  0,  0,  0};
-  return _mm256_loadu_si256(
-      reinterpret_cast<const __m256i*>(kTable + 8 - std::clamp<int64_t>(n, 0, 8)));
-}
-
-BNLAB_AVX2 inline void transpose8(__m256 r[8]) {
-  __m256 t[8], s[8];
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int h = 0; h < 2; ++h) {
-    const __m256 lo = t[4 * h], hi = t[4 * h + 1], lo2 = t[4 * h + 2], hi2 = t[4 * h + 3];
-    s[4 * h + 0] = _mm256_shuffle_ps(lo, lo2, _MM_SHUFFLE(1, 0, 1, 0));
-    s[4 * h + 1] = _mm256_shuffle_ps(lo, lo2, _MM_SHUFFLE(3, 2, 3, 2));
-    s[4 * h + 2] = _mm256_shuffle_ps(hi, hi2, _MM_SHUFFLE(1, 0, 1, 0));
-    s[4 * h + 3] = _mm256_shuffle_ps(hi, hi2, _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2f128_ps(s[i], s[4 + i], 0x20);
-    r[4 + i] = _mm256_permute2f128_ps(s[i], s[4 + i], 0x31);
-  }
-}
-
 // Copies `rows` (<= 8) rows of a row-major matrix, columns 0 .. kc, to k-major form: value (row
 // r, column k) goes to dst[k * dst_ld + r], 8 lanes per k (rows past `rows` as zeros), stored in
 // increasing k. The transposing half of packing (op(A) from [M, K] storage, op(B) from [N, K]).
 BNLAB_AVX2 void pack_transposed(const float* src, int64_t ld, int64_t rows, int64_t kc, float* dst,
                                 int64_t dst_ld) {
   for (int64_t k = 0; k < kc; k += 8) {
-    const __m256i in_mask = first_lanes(kc - k);
+    const __m256i in_mask = first_lanes8(kc - k);
     __m256 r[8];
     for (int64_t i = 0; i < 8; ++i) {
       r[i] = i < rows ? _mm256_maskload_ps(src + i * ld + k, in_mask) : _mm256_setzero_ps();
@@ -105,7 +82,7 @@ BNLAB_AVX2 void pack_a(bool trans_a, const float* A, int64_t lda, int64_t i0, in
     mr = row_tile(mc - p);
     if (trans_a) {
       // Stored [K, M]: the mr values of one k are contiguous.
-      const __m256i m = first_lanes(mr);
+      const __m256i m = first_lanes8(mr);
       for (int64_t k = 0; k < kc; ++k) {
         _mm256_storeu_ps(dst + k * kMR, _mm256_maskload_ps(A + (k0 + k) * lda + i0 + p, m));
       }
@@ -129,7 +106,7 @@ BNLAB_AVX2 void pack_b(bool trans_b, const float* B, int64_t ldb, int64_t k0, in
           _mm256_store_ps(dst + k * kNR + 8, _mm256_loadu_ps(src + 8));
         }
       } else {
-        const __m256i m0 = first_lanes(nr), m1 = first_lanes(nr - 8);
+        const __m256i m0 = first_lanes8(nr), m1 = first_lanes8(nr - 8);
         for (int64_t k = 0; k < kc; ++k, src += ldb) {
           _mm256_store_ps(dst + k * kNR, _mm256_maskload_ps(src, m0));
           _mm256_store_ps(dst + k * kNR + 8, _mm256_maskload_ps(src + 8, m1));
@@ -179,7 +156,7 @@ __attribute__((noinline)) BNLAB_AVX2 void micro_kernel(int64_t kc, const float* 
   }
   const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
   const bool full = nr == 8 * V;
-  const __m256i mask[2] = {first_lanes(nr), first_lanes(nr - 8)};
+  const __m256i mask[2] = {first_lanes8(nr), first_lanes8(nr - 8)};
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) {
     float* ci = c + i * ldc;

@@ -25,6 +25,7 @@
 #include <cstring>
 
 #include "core/ops/max_pool2x2_places.h"
+#include "core/transpose8_avx2.h"
 
 #define BNLAB_AVX2 __attribute__((target("avx2,fma")))
 
@@ -39,13 +40,6 @@ BNLAB_AVX2 inline __m256 beats(__m256 v, __m256 best) {
   const __m256 greater = _mm256_cmp_ps(v, best, _CMP_GT_OQ);
   const __m256 v_nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
   return _mm256_or_ps(greater, v_nan);
-}
-
-// All-ones in the first k lanes (k clamped to 0..8), for maskload / maskstore.
-BNLAB_AVX2 inline __m256i first_lanes(int64_t k) {
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(k, 0, 8))),
-                            lane);
 }
 
 // A shuffle within 128-bit halves leaves [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6]; this puts the 64-bit
@@ -66,8 +60,8 @@ BNLAB_AVX2 inline Pair pair_max(const float* row, int64_t n) {
     lo = _mm256_loadu_ps(row);
     hi = _mm256_loadu_ps(row + 8);
   } else {
-    lo = _mm256_maskload_ps(row, first_lanes(2 * n));
-    hi = n > 4 ? _mm256_maskload_ps(row + 8, first_lanes(2 * n - 8)) : _mm256_setzero_ps();
+    lo = _mm256_maskload_ps(row, first_lanes8(2 * n));
+    hi = n > 4 ? _mm256_maskload_ps(row + 8, first_lanes8(2 * n - 8)) : _mm256_setzero_ps();
   }
   const __m256 left = in_order(_mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)));
   const __m256 right = in_order(_mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1)));
@@ -108,8 +102,8 @@ BNLAB_AVX2 inline void unpool_chunk(float* row, __m256 g, __m256i places, int le
     _mm256_storeu_ps(row, cells.lo);
     _mm256_storeu_ps(row + 8, cells.hi);
   } else {
-    _mm256_maskstore_ps(row, first_lanes(2 * n), cells.lo);
-    _mm256_maskstore_ps(row + 8, first_lanes(2 * n - 8), cells.hi);
+    _mm256_maskstore_ps(row, first_lanes8(2 * n), cells.lo);
+    _mm256_maskstore_ps(row + 8, first_lanes8(2 * n - 8), cells.hi);
   }
 }
 
@@ -126,7 +120,7 @@ BNLAB_AVX2 void max_pool2x2_unpool_avx2(float* top, float* bottom, const float* 
       bytes = load_low_place_bytes(place + ow, n);
     }
     const __m256 gv =
-        n == kChunk ? _mm256_loadu_ps(g + ow) : _mm256_maskload_ps(g + ow, first_lanes(n));
+        n == kChunk ? _mm256_loadu_ps(g + ow) : _mm256_maskload_ps(g + ow, first_lanes8(n));
     const __m256i places = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(bytes)));
     unpool_chunk(top + 2 * ow, gv, places, 0, n);
     unpool_chunk(bottom + 2 * ow, gv, places, 2, n);
@@ -144,7 +138,7 @@ BNLAB_AVX2 void max_pool2x2_row_avx2(float* out, uint8_t* place, const float* to
     if (n == kChunk) {
       _mm256_storeu_ps(out + ow, best);
     } else {
-      _mm256_maskstore_ps(out + ow, first_lanes(n), best);
+      _mm256_maskstore_ps(out + ow, first_lanes8(n), best);
     }
     if (place) {
       // Place = 2 * lower + (lower ? bottom's right bit : top's right bit), per lane.
