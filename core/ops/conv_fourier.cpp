@@ -68,6 +68,7 @@
 #include "core/stealing_loop.h"
 #include "core/tensor.h"
 #include "core/transpose16_avx512.h"
+#include "core/transpose8_avx2.h"
 
 // Row16 values are passed only inside noinline functions of one instruction set each; GCC warns
 // that their ABI would differ between sets.
@@ -266,6 +267,65 @@ void lanes_to_planes_avx512(const float* lanes, int64_t cells, int64_t count, fl
 }
 BNLAB_TARGET_END
 
+// The AVX2 form of the same: each half of a group (planes 0-7, 8-15) through 8 x 8 register
+// transposes, 8 cells at a time. The scalar copies were about 3 % of lenet's training step on a Zen
+// 3 core, and a part of the forward transform's time there as well.
+BNLAB_TARGET_BEGIN("avx2,fma")
+void planes_to_lanes_avx2(const float* src, int64_t plane_stride, int64_t count, int64_t cells,
+                          float* lanes) {
+  constexpr int64_t kHalf = kLanes / 2;
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t h = 0; h < kLanes; h += kHalf) {
+    for (int64_t q0 = 0; q0 < cells; q0 += kHalf) {
+      const int64_t n = std::min(kHalf, cells - q0);
+      const __m256i m = first_lanes8(n);
+      __m256 r[kHalf];
+      for (int64_t i = 0; i < kHalf; ++i) {
+        const float* s = src + (h + i) * plane_stride + q0;
+        r[i] = h + i >= count ? zero : n == kHalf ? _mm256_loadu_ps(s) : _mm256_maskload_ps(s, m);
+      }
+      if (h < count) transpose8(r);
+      for (int64_t i = 0; i < n; ++i) _mm256_store_ps(lanes + (q0 + i) * kLanes + h, r[i]);
+    }
+  }
+}
+
+void lanes_to_planes_avx2(const float* lanes, int64_t cells, int64_t count, float* dst,
+                          int64_t plane_stride, bool assign, float bias, bool relu) {
+  constexpr int64_t kHalf = kLanes / 2;
+  const __m256 zero = _mm256_setzero_ps(), b = _mm256_set1_ps(bias);
+  for (int64_t h = 0; h < count; h += kHalf) {
+    const int64_t planes = std::min(kHalf, count - h);
+    for (int64_t q0 = 0; q0 < cells; q0 += kHalf) {
+      const int64_t n = std::min(kHalf, cells - q0);
+      const __m256i m = first_lanes8(n);
+      __m256 r[kHalf];
+      for (int64_t i = 0; i < kHalf; ++i)
+        r[i] = i < n ? _mm256_load_ps(lanes + (q0 + i) * kLanes + h) : zero;
+      transpose8(r);
+      for (int64_t l = 0; l < planes; ++l) {
+        float* out = dst + (h + l) * plane_stride + q0;
+        __m256 v = r[l];
+        if (!assign) {
+          v = _mm256_add_ps(n == kHalf ? _mm256_loadu_ps(out) : _mm256_maskload_ps(out, m), v);
+        } else {
+          v = _mm256_add_ps(v, b);
+          // relu_value: v < 0 becomes +0; -0 and NaN stay.
+          if (relu) v = _mm256_blendv_ps(v, zero, _mm256_cmp_ps(v, zero, _CMP_LT_OQ));
+        }
+        // (With masked stores for the whole chunks too, the copy was no faster than the scalar
+        // one on Zen 3: only the last chunk's store is masked.)
+        if (n == kHalf) {
+          _mm256_storeu_ps(out, v);
+        } else {
+          _mm256_maskstore_ps(out, m, v);
+        }
+      }
+    }
+  }
+}
+BNLAB_TARGET_END
+
 // ---- The instruction sets ----
 
 namespace portable {
@@ -278,8 +338,8 @@ constexpr auto& lanes_to_planes = lanes_to_planes_scalar;
 BNLAB_TARGET_BEGIN("avx2,fma")
 namespace avx2 {
 using Row16 = SplitRow<2>;
-constexpr auto& planes_to_lanes = planes_to_lanes_scalar;
-constexpr auto& lanes_to_planes = lanes_to_planes_scalar;
+constexpr auto& planes_to_lanes = planes_to_lanes_avx2;
+constexpr auto& lanes_to_planes = lanes_to_planes_avx2;
 #include "core/ops/conv_fourier_kernels.inl"
 }  // namespace avx2
 BNLAB_TARGET_END

@@ -9,7 +9,7 @@
 // the GEMM operands (images of one channel, or channels of one kernel row), so each spectrum value
 // of the group is one 64-byte load or store. The planes themselves go into lanes on the way in and
 // back out of them on the way out through planes_to_lanes and lanes_to_planes (conv_fourier.cpp:
-// 16 x 16 register transposes with AVX-512F, scalar copies otherwise).
+// 16 x 16 register transposes with AVX-512F, 8 x 8 with AVX2, scalar copies otherwise).
 
 // Lanes l < count of p (the rest read as 0).
 inline Row16 load_lanes(const float* p, int64_t count) {

@@ -147,13 +147,16 @@ void check_case(const Case& c) {
 TEST_CASE("ops.conv fourier: forward, dx and dw match a double-precision direct convolution") {
   // lenet's second conv (5x5, padding 2, 14x14: an 18x18 grid), odd and even grid sides, no
   // padding, more padding than the kernel needs, non-square kernels and images, a 1x1 kernel,
-  // the largest grid (32 x 31) and a 1x1 image.
+  // the largest grid (32 x 31) and a 1x1 image; then transform groups (16 planes) that are full,
+  // past half full and in two parts: 19 images (dX's and the forward's groups), 11 and 16
+  // channels (dW's).
   for (const Case& c :
        {Case{{2, 3, 14, 14}, 4, 5, 5, 2, true}, Case{{3, 2, 7, 9}, 3, 3, 3, 1, true},
         Case{{2, 2, 8, 8}, 3, 5, 5, 0, false}, Case{{1, 3, 5, 6}, 2, 3, 3, 3, true},
         Case{{2, 2, 9, 13}, 3, 5, 3, 2, true}, Case{{2, 3, 6, 11}, 2, 2, 4, 1, false},
         Case{{2, 2, 4, 5}, 3, 1, 1, 0, true}, Case{{1, 2, 16, 15}, 2, 7, 16, 8, true},
-        Case{{2, 1, 1, 1}, 2, 3, 3, 1, true}}) {
+        Case{{2, 1, 1, 1}, 2, 3, 3, 1, true}, Case{{19, 2, 5, 7}, 3, 3, 3, 1, true},
+        Case{{2, 11, 6, 6}, 2, 3, 3, 1, false}, Case{{1, 16, 9, 5}, 2, 3, 5, 2, true}}) {
     check_case(c);
   }
 }
