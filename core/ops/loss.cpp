@@ -56,16 +56,20 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels,
     float m = -std::numeric_limits<float>::infinity();
     for (int64_t k = 0; k < K; ++k)
       m = std::max(m, row[k]);  // subtract the max: exp cannot overflow
+    // log p_k = (x_k - m) - log z, as torch's log_softmax: x_k - (m + log z) rounded log z into
+    // m's ulp, so at logits near 3e38 two equal largest logits each got p = 1. The differences are
+    // taken in double, where they neither round nor overflow.
+    const auto shifted = [&](int64_t k) { return static_cast<double>(row[k]) - m; };
     double z = 0.0;
-    for (int64_t k = 0; k < K; ++k) z += std::exp(static_cast<double>(row[k] - m));
-    double log_z = std::log(z) + m;
+    for (int64_t k = 0; k < K; ++k) z += std::exp(shifted(k));
+    const double log_z = std::log(z);
     double row_sum_logp = 0.0;
     for (int64_t k = 0; k < K; ++k) {
-      double logp = row[k] - log_z;
+      const double logp = shifted(k) - log_z;
       pp[n * K + k] = static_cast<float>(std::exp(logp));
       row_sum_logp += logp;
     }
-    double logp_label = row[labels[static_cast<size_t>(n)]] - log_z;
+    const double logp_label = shifted(labels[static_cast<size_t>(n)]) - log_z;
     // -sum_k q_k log p_k with q = (1-s) onehot + s/K. Without smoothing the second term is left
     // out, not multiplied by 0: a -inf logit makes row_sum_logp -inf, and 0 * -inf would turn
     // PyTorch's +inf loss into NaN.

@@ -33,6 +33,22 @@ TEST_CASE("ops.loss: cross_entropy forward by hand and stable for huge logits") 
   CHECK(cross_entropy(g, {1}, s).item() == doctest::Approx(smoothed));
 }
 
+TEST_CASE("ops.loss: cross_entropy at logits near the float maximum") {
+  // torch: F.cross_entropy(tensor([[3e38, 3e38, 0.]], requires_grad=True), tensor([0])) -> loss
+  // log 2 = 0.6931, grad [-0.5, 0.5, 0]. Computed as x - (max + log z), log 2 vanished into 3e38's
+  // ulp: loss 0 and grad [0, 1, 0].
+  Tensor x = Tensor::from({3e38f, 3e38f, 0.0f}, {1, 3}).set_requires_grad();
+  Tensor loss = cross_entropy(x, {0});
+  CHECK(loss.item() == doctest::Approx(std::log(2.0f)));
+  loss.backward();
+  CHECK(x.grad().to_vector() == std::vector<float>{-0.5f, 0.5f, 0.0f});
+  // The largest logits of opposite signs: the difference overflows float but not double; the
+  // label's probability is 0, as torch's (inf loss there, -inf - max being -inf in float).
+  Tensor y = Tensor::from({-3e38f, 3e38f}, {1, 2});
+  CHECK(cross_entropy(y, {1}).item() == 0.0f);
+  CHECK(cross_entropy(y, {0}).item() == std::numeric_limits<float>::infinity());
+}
+
 TEST_CASE("ops.loss: cross_entropy with a -inf logit: +inf at the label, finite elsewhere") {
   // torch: F.cross_entropy(tensor([[0.5, -inf, 1], [0.2, 0.1, 0.3]]), tensor([1, 0])) -> inf;
   // with labels [0, 0] the -inf logit just has probability 0.
