@@ -328,8 +328,11 @@ BNLAB_TARGET_END
 
 // ---- The instruction sets ----
 
+// Each set's Row16: the vector registers one takes, and how many registers the transforms may
+// keep as accumulators (half the set's registers: the rest hold the loads and broadcasts).
 namespace portable {
 using Row16 = SplitRow<4>;
+constexpr int kRowRegisters = 4, kAccumulatorRegisters = 8;
 constexpr auto& planes_to_lanes = planes_to_lanes_scalar;
 constexpr auto& lanes_to_planes = lanes_to_planes_scalar;
 #include "core/ops/conv_fourier_kernels.inl"
@@ -338,6 +341,7 @@ constexpr auto& lanes_to_planes = lanes_to_planes_scalar;
 BNLAB_TARGET_BEGIN("avx2,fma")
 namespace avx2 {
 using Row16 = SplitRow<2>;
+constexpr int kRowRegisters = 2, kAccumulatorRegisters = 8;
 constexpr auto& planes_to_lanes = planes_to_lanes_avx2;
 constexpr auto& lanes_to_planes = lanes_to_planes_avx2;
 #include "core/ops/conv_fourier_kernels.inl"
@@ -347,6 +351,7 @@ BNLAB_TARGET_END
 BNLAB_TARGET_BEGIN("avx512f")
 namespace avx512 {
 using Row16 = float __attribute__((vector_size(64)));
+constexpr int kRowRegisters = 1, kAccumulatorRegisters = 16;
 constexpr auto& planes_to_lanes = planes_to_lanes_avx512;
 constexpr auto& lanes_to_planes = lanes_to_planes_avx512;
 #include "core/ops/conv_fourier_kernels.inl"

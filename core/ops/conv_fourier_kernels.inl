@@ -32,28 +32,27 @@ inline void store_lanes(float* p, Row16 v, int64_t count) {
   }
 }
 
-// f(std::integral_constant<int, B>, i0) over 0 .. n in blocks of B = 4 consecutive indices, the
+// f(std::integral_constant<int, B>, i0) over i .. n in blocks of B = W consecutive indices, the
 // last block narrower. The transforms' sums are chains of dependent multiply-adds (about 4 cycles
 // each); a block of independent sums side by side keeps both FMA pipes busy, where one sum at a
 // time waited on its own chain. Each sum still runs in its own order, so the results are those of
-// one sum at a time, bit for bit.
-template <typename F>
-[[gnu::always_inline]] inline void for_blocks(int64_t n, F&& f) {
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) f(std::integral_constant<int, 4>{}, i);
-  switch (n - i) {
-    case 3:
-      f(std::integral_constant<int, 3>{}, i);
-      break;
-    case 2:
-      f(std::integral_constant<int, 2>{}, i);
-      break;
-    case 1:
-      f(std::integral_constant<int, 1>{}, i);
-      break;
-    default:
-      break;
+// one sum at a time, bit for bit, whatever the width.
+template <int W, typename F>
+[[gnu::always_inline]] inline void for_blocks(int64_t i, int64_t n, F&& f) {
+  for (; i + W <= n; i += W) f(std::integral_constant<int, W>{}, i);
+  if constexpr (W > 1) {
+    if (i < n) for_blocks<W - 1>(i, n, f);
   }
+}
+
+// The widest block (up to 4) whose accumulators, `arrays` Row16 per index, fit in the set's
+// accumulator registers (kAccumulatorRegisters, kRowRegisters registers per Row16). On AVX2 the
+// width of 4 the AVX-512 registers allow kept 16-32 ymm accumulators live in 16 registers: GCC
+// spilled them to the stack, and those loads and stores were the transforms' hottest
+// instructions.
+template <int Arrays>
+constexpr int block_width() {
+  return std::clamp(kAccumulatorRegisters / (Arrays * kRowRegisters), 1, 4);
 }
 
 // The half spectra of `count` real planes (plane l at src + l * plane_stride, Placement p's rows x
@@ -71,7 +70,7 @@ __attribute__((noinline)) void forward_group(const float* src, int64_t plane_str
   alignas(64) Row16 ar[kMaxRows * kMaxCols], ai[kMaxRows * kMaxCols];
   for (int64_t r = 0; r < rows; ++r) {
     const Row16* xr = x + r * cols;
-    for_blocks(Vw, [&](auto width, int64_t v0) {
+    for_blocks<block_width<2>()>(0, Vw, [&](auto width, int64_t v0) {
       constexpr int B = decltype(width)::value;
       Row16 sr[B] = {}, si[B] = {};
       for (int64_t j = 0; j < cols; ++j) {
@@ -94,7 +93,7 @@ __attribute__((noinline)) void forward_group(const float* src, int64_t plane_str
     const float* c = p.row_cos + u * kMaxRows;
     const float* s = p.row_sin + u * kMaxRows;
     const bool paired = u != 0 && 2 * u != g.Lh;
-    for_blocks(Vw, [&](auto width, int64_t v0) {
+    for_blocks<block_width<4>()>(0, Vw, [&](auto width, int64_t v0) {
       constexpr int B = decltype(width)::value;
       Row16 pr[B] = {}, pi[B] = {}, qr[B] = {}, qi[B] = {};
       for (int64_t r = 0; r < rows; ++r) {
@@ -162,7 +161,7 @@ __attribute__((noinline)) void inverse_group(const float* re, const float* im, i
   for (int64_t i = 0; i < p.rows; ++i) {
     alignas(64) Row16 br[kMaxCols], bi[kMaxCols];
     const float sign = even ? p.row_cos[(Lh / 2) * kMaxRows + i] : 0.0f;
-    for_blocks(Vw, [&](auto width, int64_t v0) {
+    for_blocks<block_width<2>()>(0, Vw, [&](auto width, int64_t v0) {
       constexpr int B = decltype(width)::value;
       Row16 sr[B], si[B];
 #pragma GCC unroll 4
@@ -192,7 +191,7 @@ __attribute__((noinline)) void inverse_group(const float* re, const float* im, i
         bi[v0 + t] = si[t];
       }
     });
-    for_blocks(p.cols, [&](auto width, int64_t j0) {
+    for_blocks<block_width<1>()>(0, p.cols, [&](auto width, int64_t j0) {
       constexpr int B = decltype(width)::value;
       Row16 acc[B] = {};
       for (int64_t v = 0; v < Vw; ++v) {
