@@ -11,9 +11,9 @@ bool conv2d_winograd_eligible(int64_t kh, int64_t kw, int64_t stride, int64_t pa
                               int64_t groups);
 
 /// Tests: false makes the transforms use only their portable code (the path on CPUs without
-/// AVX-512F), true (the default) lets them use AVX-512F where the CPU has it. Not for use while
-/// another thread runs convolutions.
-void allow_winograd_avx512(bool allowed);
+/// AVX-512F or AVX2), true (the default) lets them use AVX-512F or AVX2 where the CPU has it. Not
+/// for use while another thread runs convolutions.
+void allow_winograd_vector_parts(bool allowed);
 
 /// Shape of a Winograd conv: x [N, C, H, W], w [K, C, 3, 3], out [N, K, H, W].
 struct WinogradShape {

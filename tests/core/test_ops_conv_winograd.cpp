@@ -115,13 +115,13 @@ TEST_CASE("ops.conv winograd: forward, dx and dw match a double-precision direct
     const Tensor b = c.bias ? param({c.K}, 3) : Tensor();
     const Tensor g = param({c.x[0], c.K, c.x[2], c.x[3]}, 4).detach();
     const Reference ref = reference(x, w, b, g);
-    // Both builds of the path: with AVX-512F (transforms, pre-packed GEMMs, one-panel blocks)
-    // where the CPU has it, and the portable one of CPUs without.
-    for (const bool avx512 : {true, false}) {
-      CAPTURE(avx512);
-      detail::allow_winograd_avx512(avx512);
+    // Both builds of the path: with the vector parts (AVX-512F: transforms, pre-packed GEMMs,
+    // one-panel blocks; AVX2: the patch gather) where the CPU has them, and the portable one.
+    for (const bool vector : {true, false}) {
+      CAPTURE(vector);
+      detail::allow_winograd_vector_parts(vector);
       const ConvResult got = run_conv(ConvPathMode::winograd, x, w, b, g, 1);
-      detail::allow_winograd_avx512(true);
+      detail::allow_winograd_vector_parts(true);
       const double y_ulps = worst_ulps(got.y, ref.y, ref.y_mag);
       const double dx_ulps = worst_ulps(got.dx, ref.dx, ref.dx_mag);
       const double dw_ulps = worst_ulps(got.dw, ref.dw, ref.dw_mag);
@@ -182,9 +182,10 @@ TEST_CASE("ops.conv winograd: results are bit-identical for 1 and 2 threads") {
 }
 
 TEST_CASE(
-    "ops.conv winograd: the AVX-512F transforms and packed GEMMs give the portable y and dx") {
+    "ops.conv winograd: the AVX-512F or AVX2 parts and packed GEMMs give the portable y and dx") {
   // Shapes whose lane groups mix interior and border patches, span image rows and images, and end
-  // with a partial group (lanes past the last tile), with sizes not multiples of 4.
+  // with a partial group (lanes past the last tile), with sizes not multiples of 4. On an AVX2
+  // CPU the vector part is the patch gather.
   // Images 4 and more tiles wide scatter their patch gradients with AVX-512F, in strips of a tile
   // row's lanes (7 x 18: five tiles a row, strips split across lane groups; 16 x 13).
   for (Shape shape :
@@ -195,9 +196,9 @@ TEST_CASE(
     const Tensor w = param({4, shape[1], 3, 3}, 42);
     const Tensor b = param({4}, 43);
     const Tensor g = param({shape[0], 4, shape[2], shape[3]}, 44).detach();
-    detail::allow_winograd_avx512(false);
+    detail::allow_winograd_vector_parts(false);
     const ConvResult portable = run_conv(ConvPathMode::winograd, x, w, b, g, 1);
-    detail::allow_winograd_avx512(true);
+    detail::allow_winograd_vector_parts(true);
     const ConvResult dispatched = run_conv(ConvPathMode::winograd, x, w, b, g, 1);
     // Each output and input-gradient element is one tile's transform of sums over channels, the
     // same sums in the same order whatever the block size, so the bits agree. dW sums over tiles
@@ -226,16 +227,16 @@ TEST_CASE("ops.conv winograd: a fresh dx holds what adding into zeros gives, wha
     // Image 0's gradient all -0 (its patch gradients then hold -0 cells), some -0 elsewhere.
     for (int64_t i = 0; i < g.numel(); i += i < K * H * W ? 1 : 7) g.data()[i] = -0.0f;
     const detail::WinogradShape s{N, C, H, W, K};
-    for (const bool avx512 : {true, false}) {
-      CAPTURE(avx512);
-      detail::allow_winograd_avx512(avx512);
+    for (const bool vector : {true, false}) {
+      CAPTURE(vector);
+      detail::allow_winograd_vector_parts(vector);
       std::vector<float> fresh(static_cast<size_t>(x.numel()), std::nanf(""));
       std::vector<float> zeroed(static_cast<size_t>(x.numel()), 0.0f);
       detail::winograd_conv2d_backward(fresh.data(), true, nullptr, g.data(), x.data(), w.data(),
                                        s);
       detail::winograd_conv2d_backward(zeroed.data(), false, nullptr, g.data(), x.data(), w.data(),
                                        s);
-      detail::allow_winograd_avx512(true);
+      detail::allow_winograd_vector_parts(true);
       CHECK(std::memcmp(fresh.data(), zeroed.data(), fresh.size() * sizeof(float)) == 0);
     }
   }
