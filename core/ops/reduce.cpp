@@ -39,10 +39,14 @@ struct DimView {
 };
 
 DimView view_over(const char* op, const Tensor& x, int64_t dim, bool keepdim) {
-  int64_t rank = x.dim();
-  int64_t d = dim < 0 ? dim + rank : dim;
-  BNLAB_CHECK(d >= 0 && d < rank, op, ": dim ", dim, " out of range for shape ", x.shape(),
-              " (expected a dim in [", -rank, ", ", rank - 1, "])");
+  const int64_t rank = x.dim();
+  // A 0-d tensor reduces over "dim 0" (or -1), its one value, to a 0-d tensor, as in PyTorch
+  // (which wraps dims of a scalar as if it had one): sum(s, 0) is s, softmax(s, 0) is 1.
+  const int64_t named = std::max<int64_t>(rank, 1);
+  const int64_t d = dim < 0 ? dim + named : dim;
+  BNLAB_CHECK(d >= 0 && d < named, op, ": dim ", dim, " out of range for shape ", x.shape(),
+              " (expected a dim in [", -named, ", ", named - 1, "])");
+  if (rank == 0) return DimView{1, 1, 1, {}};
   DimView v{1, x.shape()[static_cast<size_t>(d)], 1, {}};
   for (int64_t i = 0; i < d; ++i) v.outer *= x.shape()[static_cast<size_t>(i)];
   for (int64_t i = d + 1; i < rank; ++i) v.inner *= x.shape()[static_cast<size_t>(i)];

@@ -202,6 +202,32 @@ TEST_CASE("ops.reduce_dim: tiled and parallel kernels equal a plain loop") {
   }
 }
 
+TEST_CASE("ops.reduce_dim: a 0-d tensor reduces over dim 0 or -1 to itself, as PyTorch") {
+  // torch: s = tensor(2.5); s.sum(0) = 2.5, s.sum(-1, keepdim=True) = 2.5 (0-d), s.max(0) =
+  // (2.5, 0), s.softmax(0) = 1, s.log_softmax(0) = 0, s.var(0) = nan, s.std(0, correction=0) = 0;
+  // s.sum(1) -> "Dimension out of range (expected to be in range of [-1, 0], but got 1)".
+  Tensor s = Tensor::scalar(2.5f).set_requires_grad();
+  const Tensor total = sum(s, 0);
+  CHECK(total.dim() == 0);
+  CHECK(total.item() == 2.5f);
+  CHECK(sum(s, -1, true).dim() == 0);
+  CHECK(mean(s, 0).item() == 2.5f);
+  const ValuesIndices m = max(s, 0);
+  CHECK(m.values.item() == 2.5f);
+  CHECK(m.indices == std::vector<int64_t>{0});
+  CHECK(argmax(s, -1) == std::vector<int64_t>{0});
+  CHECK(softmax(s, 0).item() == 1.0f);
+  CHECK(log_softmax(s, 0).item() == 0.0f);
+  CHECK(std::isnan(var(s, 0).item()));
+  CHECK(bnlab::std(s, 0, 0.0).item() == 0.0f);
+  total.backward();
+  CHECK(s.grad().item() == 1.0f);
+  CHECK_THROWS_WITH_AS(sum(s, 1),
+                       doctest::Contains("sum: dim 1 out of range for shape [] (expected a dim "
+                                         "in [-1, 0])"),
+                       Error);
+}
+
 TEST_CASE("ops.reduce_dim: errors name the op, the dim and the shape") {
   Tensor x = Tensor::ones({2, 3});
   CHECK_THROWS_WITH_AS(var(x, 2), doctest::Contains("var: dim 2 out of range for shape [2, 3]"),
