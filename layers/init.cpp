@@ -17,13 +17,18 @@ Fans fans(const Tensor& weight) {
 }
 
 float gain(const std::string& nonlinearity, float param) {
-  if (nonlinearity == "linear" || nonlinearity == "sigmoid" || nonlinearity == "conv2d")
-    return 1.0f;
+  // torch.nn.init.calculate_gain's names: the linear maps (1), then the nonlinearities.
+  for (const char* linear : {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+                             "conv_transpose2d", "conv_transpose3d", "sigmoid"}) {
+    if (nonlinearity == linear) return 1.0f;
+  }
   if (nonlinearity == "tanh") return 5.0f / 3.0f;
   if (nonlinearity == "relu") return std::sqrt(2.0f);
   if (nonlinearity == "leaky_relu") return std::sqrt(2.0f / (1.0f + param * param));
+  if (nonlinearity == "selu") return 0.75f;
   BNLAB_FAIL("init: unknown nonlinearity '", nonlinearity,
-             "'; expected linear, sigmoid, tanh, relu, leaky_relu");
+             "'; expected linear, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, "
+             "conv_transpose3d, sigmoid, tanh, relu, leaky_relu or selu");
 }
 
 void uniform_(const Tensor& t, Rng& rng, float low, float high) {
@@ -97,11 +102,15 @@ void apply_scheme(const std::string& scheme, const Tensor& weight, const Tensor&
     kaiming_normal_(weight, rng, 0.0f, false, "relu");
   } else if (scheme.rfind("normal:", 0) == 0) {
     float std = 0.0f;
+    size_t used = 0;
+    const std::string text = scheme.substr(7);
     try {
-      std = std::stof(scheme.substr(7));
+      std = std::stof(text, &used);
     } catch (const std::exception&) {
-      BNLAB_FAIL("init: cannot read the std in '", scheme, "'; expected e.g. normal:0.1");
     }
+    // (stof stops at the first character it cannot read: "0.01abc" was read as 0.01.)
+    BNLAB_CHECK(used > 0 && used == text.size(), "init: cannot read the std in '", scheme,
+                "'; expected e.g. normal:0.1");
     BNLAB_CHECK(std > 0.0f && std::isfinite(std), "init: std must be positive in '", scheme, "'");
     normal_(weight, rng, 0.0f, std);
   } else {

@@ -19,8 +19,8 @@ struct Fans {
 };
 Fans fans(const Tensor& weight);  ///< throws for rank < 2
 
-/// torch.nn.init.calculate_gain: "linear"/"sigmoid" 1, "tanh" 5/3, "relu" sqrt(2), "leaky_relu"
-/// sqrt(2/(1+a^2)).
+/// torch.nn.init.calculate_gain: "linear", "conv1d/2d/3d", "conv_transpose1d/2d/3d" and "sigmoid"
+/// 1, "tanh" 5/3, "relu" sqrt(2), "leaky_relu" sqrt(2/(1+a^2)), "selu" 3/4.
 float gain(const std::string& nonlinearity, float param = 0.01f);
 
 /// Fills `t` with U(low, high) in place. Throws unless low and high are finite, low <= high and

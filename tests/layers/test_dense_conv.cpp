@@ -110,6 +110,25 @@ TEST_CASE("layers.init: schemes give the documented spreads") {
   CHECK(init::fans(Tensor::empty({16, 3, 5, 5})).in == 75);
   CHECK_THROWS_WITH_AS(init::apply_scheme("glorot", w, b, rng),
                        doctest::Contains("unknown scheme 'glorot'"), Error);
+  // Text after the std used to be dropped: "normal:0.01abc" initialized with std 0.01.
+  for (const char* bad : {"normal:0.01abc", "normal:", "normal:0.1 "}) {
+    CAPTURE(bad);
+    CHECK_THROWS_WITH_AS(init::apply_scheme(bad, w, b, rng),
+                         doctest::Contains("init: cannot read the std in"), Error);
+  }
+}
+
+TEST_CASE("layers.init: gain takes torch.nn.init.calculate_gain's names") {
+  // torch: calculate_gain('conv_transpose2d') = 1, calculate_gain('selu') = 0.75.
+  for (const char* linear : {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+                             "conv_transpose2d", "conv_transpose3d", "sigmoid"}) {
+    CAPTURE(linear);
+    CHECK(init::gain(linear) == 1.0f);
+  }
+  CHECK(init::gain("selu") == 0.75f);
+  CHECK(init::gain("tanh") == 5.0f / 3.0f);
+  CHECK(init::gain("leaky_relu") == doctest::Approx(1.4141428569978354));
+  CHECK_THROWS_WITH_AS(init::gain("swish"), doctest::Contains("leaky_relu or selu"), Error);
 }
 
 TEST_CASE("layers.conv2d: groups give PyTorch's weight shape [K, C/groups, k, k] and state_dict") {
