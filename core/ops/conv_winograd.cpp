@@ -115,10 +115,10 @@ bool avx512_transforms() {
   return winograd_vector_parts_allowed.load(std::memory_order_relaxed) && cpu_has_avx512f();
 }
 
-// Whether the input transform gathers its patches with AVX2 (gather_patches_avx2): the CPU has AVX2
-// but not AVX-512F (cpu_isa(), so BNLAB_MAX_ISA=avx2 selects it on an AVX-512 CPU), and tests have
-// not turned the vector parts off.
-bool avx2_gather() {
+// Whether the transforms move patches and tiles with AVX2 (gather_patches_avx2 and the
+// *_whole_tiles_avx2 pair): the CPU has AVX2 but not AVX-512F (cpu_isa(), so BNLAB_MAX_ISA=avx2
+// selects them on an AVX-512 CPU), and tests have not turned the vector parts off.
+bool avx2_moves() {
   return winograd_vector_parts_allowed.load(std::memory_order_relaxed) && cpu_isa() == CpuIsa::avx2;
 }
 
@@ -689,6 +689,46 @@ BNLAB_WINO_AVX512 void scatter_whole_tiles_avx512(float* out, const float* y, in
   }
 }
 
+// The two above with AVX2, 8 lanes at a time: a lane's tile rows r and r + 1 are one ymm, and an
+// 8x8 transpose turns 8 lanes' registers into cells (r, 0..3) and (r + 1, 0..3) x 8 lanes, which
+// are 8 consecutive cells of dy. Same values as the scalar copies of the output transforms.
+__attribute__((target("avx2,fma"))) void gather_whole_tiles_avx2(float* dy, const float* dout,
+                                                                 int64_t k, const int64_t* tiles,
+                                                                 const Plan& p) {
+  const int64_t W = p.s.W;
+  const float* channel = dout + k * p.s.H * W;
+  for (int64_t h = 0; h < kLanes; h += 8) {
+    for (int64_t row = 0; row < 4; row += 2) {
+      __m256 r[8];
+      for (int64_t l = 0; l < 8; ++l) {
+        const float* t = channel + tiles[h + l] + row * W;
+        r[l] = _mm256_set_m128(_mm_loadu_ps(t + W), _mm_loadu_ps(t));
+      }
+      transpose8(r);
+      for (int64_t e = 0; e < 8; ++e) _mm256_store_ps(dy + (row * 4 + e) * kLanes + h, r[e]);
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) void scatter_whole_tiles_avx2(float* out, const float* y,
+                                                                  int64_t k, const int64_t* tiles,
+                                                                  const Plan& p) {
+  const int64_t W = p.s.W;
+  float* channel = out + k * p.s.H * W;
+  for (int64_t h = 0; h < kLanes; h += 8) {
+    for (int64_t row = 0; row < 4; row += 2) {
+      __m256 r[8];
+      for (int64_t e = 0; e < 8; ++e) r[e] = _mm256_load_ps(y + (row * 4 + e) * kLanes + h);
+      transpose8(r);
+      for (int64_t l = 0; l < 8; ++l) {
+        float* t = channel + tiles[h + l] + row * W;
+        _mm_storeu_ps(t, _mm256_castps256_ps128(r[l]));
+        _mm_storeu_ps(t + W, _mm256_extractf128_ps(r[l], 1));
+      }
+    }
+  }
+}
+
 // dx's channel c += the lanes' 6x6 patch gradients dd [36][kLanes], cells in the padding dropped.
 // Lanes are added in order, so overlapping patches accumulate deterministically.
 void scatter_patches(float* dx, const float* dd, int64_t c, const LaneTiles& lt, const Plan& p) {
@@ -800,7 +840,7 @@ template <bool kAvx512>
   const LaneRuns runs = lane_runs(lt, p, p.s.C, -1, 6);
   const int64_t plane = p.s.H * p.s.W;
   const PatchRows rows = avx512 ? patch_rows(lt, p) : PatchRows{};
-  const bool avx2 = !avx512 && avx2_gather();
+  const bool avx2 = !avx512 && avx2_moves();
   const PatchRowsAvx2 rows2 = avx2 ? patch_rows_avx2(lt, p) : PatchRowsAvx2{};
   for (int64_t c = 0; c < p.s.C; ++c) {
     if (c + kPrefetchChannels < p.s.C) prefetch_runs(x + (c + kPrefetchChannels) * plane, runs);
@@ -827,7 +867,8 @@ template <bool kAvx512>
   alignas(64) float t[24 * kLanes], y[16 * kLanes];
   const int64_t H = p.s.H, W = p.s.W, xs = p.s.K * ld;
   const bool whole_avx512 = lt.all_whole && kAvx512;
-  const TileOffsets tiles = whole_avx512 ? whole_tile_offsets(lt, p) : TileOffsets{};
+  const bool whole_avx2 = lt.all_whole && !kAvx512 && avx2_moves();
+  const TileOffsets tiles = whole_avx512 || whole_avx2 ? whole_tile_offsets(lt, p) : TileOffsets{};
   for (int64_t k = 0; k < p.s.K; ++k) {
     const float* Mk = M + k * ld + col;
     for (int64_t j = 0; j < 6; ++j) at_1d(Mk + j * xs, 6 * xs, t + j * kLanes, 6 * kLanes);
@@ -842,6 +883,10 @@ template <bool kAvx512>
     }
     if (whole_avx512) {
       scatter_whole_tiles_avx512(out, y, k, tiles.at, p);
+      continue;
+    }
+    if (whole_avx2) {
+      scatter_whole_tiles_avx2(out, y, k, tiles.at, p);
       continue;
     }
     for (int64_t l = 0; l < lt.count; ++l) {
@@ -864,11 +909,13 @@ template <bool kAvx512>
   alignas(64) float dy[16 * kLanes], t[24 * kLanes];
   const int64_t H = p.s.H, W = p.s.W, xs = p.s.K * ld;
   const bool whole_avx512 = lt.all_whole && kAvx512;
-  const TileOffsets tiles = whole_avx512 ? whole_tile_offsets(lt, p) : TileOffsets{};
+  const bool whole_avx2 = lt.all_whole && !kAvx512 && avx2_moves();
+  const TileOffsets tiles = whole_avx512 || whole_avx2 ? whole_tile_offsets(lt, p) : TileOffsets{};
   for (int64_t k = 0; k < p.s.K; ++k) {
     if (!lt.all_whole) std::fill_n(dy, 16 * kLanes, 0.0f);
     if (whole_avx512) gather_whole_tiles_avx512(dy, dout, k, tiles.at, p);
-    for (int64_t l = 0; !whole_avx512 && l < lt.count; ++l) {
+    if (whole_avx2) gather_whole_tiles_avx2(dy, dout, k, tiles.at, p);
+    for (int64_t l = 0; !whole_avx512 && !whole_avx2 && l < lt.count; ++l) {
       const float* plane = dout + (lt.n[l] * p.s.K + k) * H * W;
       const int64_t rows = std::min<int64_t>(4, H - lt.r0[l]),
                     cols = std::min<int64_t>(4, W - lt.c0[l]);
