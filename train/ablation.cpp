@@ -18,6 +18,7 @@
 #include "core/distributed.h"
 #include "core/io.h"
 #include "data/datasets.h"
+#include "train/checkpoint.h"
 #include "train/interrupt.h"
 #include "train/knobs.h"
 #include "train/mechanism_report.h"
@@ -102,6 +103,51 @@ bool same_experiment(const std::string& dir, const TrainConfig& cfg) {
   saved.collapse_after = cfg.collapse_after;  // judging, not training: re-applied on reuse
   saved.collapse_margin = cfg.collapse_margin;
   return config_to_json(saved) == config_to_json(cfg);
+}
+
+// The config.json keys whose values differ between the run in `dir` and `cfg`, as "lr 0.5 -> 0.4"
+// (the saved value first), for the message that refuses the run.
+std::string config_differences(const std::string& dir, const TrainConfig& cfg) {
+  std::string path = (fs::path(dir) / "config.json").string();
+  TrainConfig saved = config_from_json(read_file(path), path);
+  saved.threads = cfg.threads;  // as same_experiment: these do not define the experiment
+  saved.data_dir = cfg.data_dir;
+  saved.log_every = cfg.log_every;
+  saved.collapse_after = cfg.collapse_after;
+  saved.collapse_margin = cfg.collapse_margin;
+  // Flattened, so a nested key reads "model.norm": its JSON pointer "/model/norm".
+  const nlohmann::json old_json = nlohmann::json::parse(config_to_json(saved)).flatten();
+  const nlohmann::json new_json = nlohmann::json::parse(config_to_json(cfg)).flatten();
+  std::string out;
+  for (const auto& [key, value] : new_json.items()) {
+    if (old_json.contains(key) && old_json.at(key) == value) continue;
+    std::string name = key.substr(1);
+    std::replace(name.begin(), name.end(), '/', '.');
+    out += (out.empty() ? "" : ", ") + name + " " +
+           (old_json.contains(key) ? old_json.at(key).dump() : std::string("unset")) + " -> " +
+           value.dump();
+  }
+  return out;
+}
+
+// A run directory that holds a run of another config is refused, finished or not: training there
+// would replace its checkpoint (Trainer::open_run_dir starts a fresh run over it), and a sweep
+// rerun with one mistyped flag would throw away every unfinished arm's training.
+void check_same_experiment(const std::string& dir, const TrainConfig& cfg) {
+  if (!fs::exists(fs::path(dir) / "config.json")) return;
+  if (fs::exists(fs::path(dir) / "summary.json")) {
+    BNLAB_CHECK(same_experiment(dir, cfg), "ablate: ", dir,
+                " holds a finished run with a different config; use another --out or remove that "
+                "directory");
+  } else if (fs::exists(fs::path(dir) / "train_state.safetensors")) {
+    if (same_experiment(dir, cfg)) return;
+    const std::optional<int64_t> step = checkpoint_step(dir);
+    BNLAB_FAIL("ablate: ", dir, " holds an unfinished run",
+               step ? " (checkpoint at step " + std::to_string(*step) + ")" : std::string(),
+               " with a different config (", config_differences(dir, cfg),
+               "); rerun the command that started it to resume it, or use another --out, or "
+               "remove that directory to train it again");
+  }
 }
 
 bool finished_run(const std::string& dir, const TrainConfig& cfg) {
@@ -783,16 +829,6 @@ AblationReport run_ablation(const AblationSpec& spec) {
   std::vector<Arm> arms = expand_arms(spec);
   ensure_directory(spec.out_dir);
 
-  // Load each dataset once; every arm on it shares the same images (and so the same data order per
-  // seed).
-  std::map<std::tuple<std::string, int64_t, int64_t>, RunData> data;
-  auto data_key = [](const TrainConfig& c) {
-    return std::make_tuple(c.dataset, c.val_split, c.train_subset);
-  };
-  for (const Arm& arm : arms)
-    if (!data.count(data_key(arm.config)))
-      data.emplace(data_key(arm.config), load_run_data(arm.config));
-
   struct Job {
     const Arm* arm;
     uint64_t seed;
@@ -825,6 +861,20 @@ AblationReport run_ablation(const AblationSpec& spec) {
       jobs.push_back({&arm, cfg.seed, cfg});
     }
   }
+  // Every run directory that holds another config's run is refused before any data is read and any
+  // arm trains (rank 0 alone writes the run directories).
+  if (comm.rank() == 0)
+    for (const Job& job : jobs) check_same_experiment(job.cfg.out_dir, job.cfg);
+
+  // Load each dataset once; every arm on it shares the same images (and so the same data order per
+  // seed).
+  std::map<std::tuple<std::string, int64_t, int64_t>, RunData> data;
+  auto data_key = [](const TrainConfig& c) {
+    return std::make_tuple(c.dataset, c.val_split, c.train_subset);
+  };
+  for (const Arm& arm : arms)
+    if (!data.count(data_key(arm.config)))
+      data.emplace(data_key(arm.config), load_run_data(arm.config));
 
   std::vector<RunOutcome> outcomes(jobs.size());
   std::atomic<size_t> next{0};

@@ -144,6 +144,40 @@ TEST_CASE("apps.ablate: a finished run whose metrics.csv disagrees with its summ
   CHECK(contains(restored.output, "norm=none: already finished"));
 }
 
+// An interrupted sweep rerun with one flag changed used to start the unfinished arms over, deleting
+// their checkpoints without a word.
+TEST_CASE("apps.ablate: an unfinished run with a different config is refused and kept") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 120, 40);
+  const std::string out = dir.file("out");
+  const std::string command = ablate_flags(dir, out) +
+                              " --model mlp --steps 10 --eval-every 5 --batch-size 20 "
+                              "--vary norm=batch";
+  REQUIRE(run_cli(command).exit_code == 0);
+  // The run as if the sweep had stopped after its last checkpoint: no summary.json.
+  const std::string run = out + "/runs/norm-batch/seed-1";
+  fs::remove(run + "/summary.json");
+  const std::string state = read_text(run + "/train_state.safetensors");
+  const std::string metrics = read_text(run + "/metrics.csv");
+
+  CliResult changed = run_cli(command + " --lr 0.4");
+  CAPTURE(changed.output);
+  CHECK(changed.exit_code == 1);
+  CHECK(contains(changed.output, "error: ablate: " + run +
+                                     " holds an unfinished run (checkpoint at step 10) with a "
+                                     "different config (lr 0.1 -> 0.4); rerun the command that "
+                                     "started it to resume it"));
+  CHECK(read_text(run + "/train_state.safetensors") == state);
+  CHECK(read_text(run + "/metrics.csv") == metrics);
+  CHECK_FALSE(fs::exists(run + "/summary.json"));
+
+  // The command that started it resumes it and finishes the sweep.
+  CliResult same = run_cli(command);
+  CAPTURE(same.output);
+  CHECK(same.exit_code == 0);
+  CHECK(fs::exists(run + "/summary.json"));
+}
+
 TEST_CASE("apps.ablate: two --vary factors give one arm per combination") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"));
