@@ -60,10 +60,13 @@ std::string slug(const std::string& arm) {
 }
 
 // The first evaluated step (or epoch, by_epoch) at which the evaluation accuracy reached
-// `threshold`, or -1.
+// `threshold`, or -1. The evaluation at step 0 is the untrained model's: a threshold at or below
+// chance is met there by no training at all, so it does not count (it gave "0 steps" and a 0/0
+// speed-up).
 double progress_to(const TrainResult& r, double threshold, bool by_epoch) {
   for (const MetricsRow& row : r.rows)
-    if (row.eval_acc >= threshold) return by_epoch ? row.epoch : static_cast<double>(row.step);
+    if (row.step > 0 && row.eval_acc >= threshold)
+      return by_epoch ? row.epoch : static_cast<double>(row.step);
   return -1;
 }
 
@@ -609,7 +612,10 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
     }
     int64_t reached = 0;
     double m = speed_threshold > 0 ? mean_steps(runs, speed_threshold, &reached) : NAN;
-    if (speed_threshold > 0 && reached == static_cast<int64_t>(runs.size()) && reached > 0) {
+    // Both means are of steps after training started, so > 0; the check keeps a ratio that is not
+    // a number out of the table whatever the rows hold.
+    if (speed_threshold > 0 && reached == static_cast<int64_t>(runs.size()) && reached > 0 &&
+        m > 0 && base_steps > 0 && std::isfinite(base_steps / m)) {
       os << " " << fmt("%.2f", base_steps / m) << "x |";
     } else {
       os << " — |";

@@ -84,3 +84,41 @@ TEST_CASE("train.ablation: arms of different batch sizes are compared in epochs"
   CHECK(table.find("| 0.50 | 1.00x | 5.00 |") != std::string::npos);
   CHECK(table.find("| ms/step |") != std::string::npos);
 }
+
+// The evaluation at step 0 is the untrained model's: a threshold at or below chance counted as
+// reached in 0 steps, and the speed-up was then 0/0 ("-nanx").
+TEST_CASE("train.ablation: the untrained model's evaluation reaches no threshold") {
+  std::vector<Arm> arms(2);
+  arms[0].name = "norm=none";
+  arms[1].name = "norm=batch";
+  const std::vector<std::vector<double>> acc = {{0.10, 0.30, 0.60}, {0.10, 0.60, 0.70}};
+  std::vector<RunOutcome> outcomes(2);
+  for (size_t i = 0; i < 2; ++i) {
+    outcomes[i].arm = &arms[i];
+    outcomes[i].seed = 1;
+    outcomes[i].result.eval_split = "test";
+    for (size_t k = 0; k < acc[i].size(); ++k) {
+      MetricsRow r;
+      r.step = static_cast<int64_t>(k) * 10;
+      r.eval_acc = acc[i][k];
+      outcomes[i].result.rows.push_back(r);
+    }
+  }
+  std::string table = summary_table(arms, outcomes, {0.05, 0.5});
+  CAPTURE(table);
+  CHECK(table.find(" | 0 | 10 | 20 | 1.00x | — |\n") != std::string::npos);  // norm=none
+  CHECK(table.find(" | 0 | 10 | 10 | 2.00x | — |\n") != std::string::npos);  // norm=batch
+  // A threshold every run met at step 0 alone: at 10 steps, a speed-up of 1, no NaN.
+  table = summary_table(arms, outcomes, {0.05});
+  CAPTURE(table);
+  CHECK(table.find("speed-up to 5% |") != std::string::npos);
+  CHECK(table.find(" | 0 | 10 | 1.00x | — |\n") != std::string::npos);
+  CHECK(table.find("nan") == std::string::npos);
+  // Met at step 0 and never after: not reached, and no speed-up at all.
+  for (RunOutcome& o : outcomes) o.result.rows[1].eval_acc = o.result.rows[2].eval_acc = 0.05;
+  table = summary_table(arms, outcomes, {0.08});
+  CAPTURE(table);
+  CHECK(table.find(" | 0 | — | — | — |\n") != std::string::npos);
+  CHECK(table.find("nan") == std::string::npos);
+  CHECK(table.find("inf") == std::string::npos);
+}
