@@ -469,11 +469,25 @@ std::vector<Arm> expand_arms(const AblationSpec& spec) {
                 "ablate: the grid has more than ", kMaxArms, " arms (", sizes,
                 " values so far); vary fewer factors or values");
   }
+  // An lr value replaces the rate that lr-mult scaled (or lr-mult scales the lr values: it depends
+  // on their order), so arms named lr-mult=5 would train at 1x: one factor sets the rate.
+  bool varies_lr = false, varies_lr_mult = false;
+  for (const Factor& f : spec.factors) {
+    varies_lr |= f.name == "lr";
+    varies_lr_mult |= f.name == "lr-mult";
+  }
+  BNLAB_CHECK(!(varies_lr && varies_lr_mult),
+              "ablate: factors 'lr' and 'lr-mult' both set the learning rate, so one of them "
+              "would not change what the arms train; vary one of them");
   std::vector<Arm> arms{Arm{"", {}, spec.base}};
   if (spec.lr_from_model) arms[0].config.lr = default_lr(spec.base.model.name);
   for (const Factor& f : spec.factors) {
     std::vector<Arm> next;
     for (const Arm& arm : arms) {
+      // Values spelled differently can give one setting (lr=0.1,0.10,1e-1): arms named apart
+      // that train the same run. lr-scaling acts after the grid is built (its values are distinct
+      // names: none, linear).
+      std::map<std::string, std::string> value_of_config;
       for (const std::string& v : f.values) {
         Arm a = arm;
         a.settings.emplace_back(f.name, v);
@@ -485,6 +499,13 @@ std::vector<Arm> expand_arms(const AblationSpec& spec) {
         if (f.name == "model" && spec.lr_from_model && !lr_set) {
           // The new model's rate, keeping any lr-mult already applied.
           a.config.lr *= default_lr(a.config.model.name) / default_lr(model_before);
+        }
+        if (f.name != "lr-scaling") {
+          auto [it, fresh] = value_of_config.emplace(config_to_json(a.config), v);
+          BNLAB_CHECK(fresh, "ablate: ", f.name, "=", it->second, " and ", f.name, "=", v,
+                      " give the same setting",
+                      arm.name.empty() ? std::string() : " (in arm " + arm.name + ")",
+                      ", so two arms would train one run; list each setting once");
         }
         next.push_back(std::move(a));
       }

@@ -80,7 +80,8 @@ void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string
 /// The most arms a grid may have (each arm is at least one training run).
 constexpr size_t kMaxArms = 10000;
 /// The cartesian product of the factors, in order (the first arm is the baseline). Throws for a
-/// factor given twice, a grid over kMaxArms arms, or two arms whose names map to one run directory.
+/// factor given twice, a grid over kMaxArms arms, two arms whose names map to one run directory,
+/// `lr` and `lr-mult` in one grid, or two values of a factor that give one setting (lr=0.1,0.10).
 std::vector<Arm> expand_arms(const AblationSpec& spec);
 
 /// What run_ablation wrote.

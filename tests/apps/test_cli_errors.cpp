@@ -336,6 +336,34 @@ TEST_CASE("apps.cli: ablate flag values out of range exit 2 naming the flag") {
   CHECK_FALSE(fs::exists(dir.file("abl")));
 }
 
+// Arms named by a factor that had no effect: lr-mult=5 after an lr factor trained at 1x, and
+// lr=0.1,0.10 were two arms of one run (no data: nothing may train).
+TEST_CASE("apps.cli: ablate refuses factors and values that give arms one setting") {
+  TempDir dir;
+  const std::string flags = "ablate --threads 1 --out " + shell_quote(dir.file("abl")) +
+                            " --data-dir " + shell_quote(dir.file("none")) + " ";
+  for (const auto& [vary, expect] :
+       {std::pair<std::string, std::string>{
+            "--vary lr-mult=1,5 --vary lr=0.1,0.2",
+            "error: ablate: factors 'lr' and 'lr-mult' both set the learning rate, so one of "
+            "them would not change what the arms train; vary one of them"},
+        {"--vary lr=0.1,0.2 --vary lr-mult=1,5", "factors 'lr' and 'lr-mult' both set"},
+        {"--vary lr=0.1,0.10,1e-1",
+         "error: ablate: lr=0.1 and lr=0.10 give the same setting, so two arms would train one "
+         "run; list each setting once"},
+        {"--vary lr-mult=1,1.0", "lr-mult=1 and lr-mult=1.0 give the same setting"},
+        {"--vary norm=none,batch --vary dropout=0.5,0.50",
+         "dropout=0.5 and dropout=0.50 give the same setting (in arm norm=none)"}}) {
+    CAPTURE(vary);
+    CliResult r = run_cli(flags + vary);
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.output, expect));
+    CHECK_FALSE(contains(r.output, "arm:"));
+  }
+  CHECK_FALSE(fs::exists(dir.file("abl")));
+}
+
 TEST_CASE("apps.cli: an output directory that cannot be created exits 1 naming it") {
   // Tests run as root, which writes into read-only directories; a path whose parent is a regular
   // file fails for everyone.

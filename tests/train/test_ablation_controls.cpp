@@ -122,3 +122,18 @@ TEST_CASE("train.ablation: the untrained model's evaluation reaches no threshold
   CHECK(table.find("nan") == std::string::npos);
   CHECK(table.find("inf") == std::string::npos);
 }
+
+TEST_CASE("train.ablation: every preset's arms train distinct settings") {
+  // The duplicate-setting refusal must leave the presets alone: batch-size's lr-scaling=linear and
+  // none are one setting at the base batch, by design (the unscaled rule beside the linear one).
+  for (const std::string& preset : preset_names()) {
+    CAPTURE(preset);
+    AblationSpec spec;
+    spec.base.lr = 0.5f;
+    spec.base.batch_size = 60;
+    spec.base.steps = 100;
+    spec.lr_from_model = true;
+    apply_preset(spec, preset);
+    CHECK_NOTHROW(expand_arms(spec));
+  }
+}
