@@ -849,6 +849,45 @@ void check_thresholds(const std::vector<double>& thresholds) {
   }
 }
 
+namespace {
+
+// summary.md's learning rate: the rates the arms train at, not the base's. The base model may be
+// one no arm trains (the regularization preset's arms are all mlp, at 0.1, on paper-mlp's base
+// of 0.5), and factors over rates or models give the arms several.
+std::string rates_of(const AblationSpec& spec, const std::vector<Arm>& arms) {
+  std::vector<float> rates;
+  bool lr_factor = false;
+  for (const Arm& arm : arms) {
+    if (std::find(rates.begin(), rates.end(), arm.config.lr) == rates.end())
+      rates.push_back(arm.config.lr);
+    for (const auto& [name, value] : arm.settings) lr_factor |= name == "lr";
+  }
+  std::string text;
+  if (rates.size() == 1) {
+    text = fmt("%g", rates[0]);
+  } else if (rates.size() <= 6) {
+    text = "by arm ";
+    for (size_t i = 0; i < rates.size(); ++i) text += (i ? ", " : "") + fmt("%g", rates[i]);
+  } else {
+    const auto [lo, hi] = std::minmax_element(rates.begin(), rates.end());
+    text = "by arm, " + fmt("%g", *lo) + " to " + fmt("%g", *hi);
+  }
+  if (spec.lr_from_model && !lr_factor) {
+    std::string defaults;
+    std::vector<std::string> models;
+    for (const Arm& arm : arms) {
+      const std::string& m = arm.config.model.name;
+      if (std::find(models.begin(), models.end(), m) != models.end()) continue;
+      models.push_back(m);
+      defaults += (defaults.empty() ? "" : ", ") + fmt("%g", default_lr(m)) + " for " + m;
+    }
+    text += " (each model's default: " + defaults + ")";
+  }
+  return text;
+}
+
+}  // namespace
+
 AblationReport run_ablation(const AblationSpec& spec) {
   BNLAB_CHECK(spec.seeds >= 1, "ablate: --seeds must be at least 1; got ", spec.seeds);
   BNLAB_CHECK(spec.jobs >= 0, "ablate: --jobs must be at least 0; got ", spec.jobs);
@@ -1033,10 +1072,7 @@ AblationReport run_ablation(const AblationSpec& spec) {
   const TrainConfig& b = spec.base;
   md << "# " << (spec.title.empty() ? "bnlab ablation" : spec.title) << "\n\n"
      << "Model " << arms_models_and_data(arms) << ", batch " << b.batch_size << ", " << b.optimizer
-     << " lr "
-     << (spec.lr_from_model ? "each model's default (" + fmt("%g", default_lr(b.model.name)) +
-                                  " for " + b.model.name + ")"
-                            : fmt("%g", b.lr))
+     << " lr " << rates_of(spec, arms)
      << (b.momentum > 0 ? " momentum " + fmt("%g", b.momentum) : "") << ", "
      << (b.steps > 0 ? std::to_string(b.steps) + " steps" : std::to_string(b.epochs) + " epochs")
      << ", evaluated every "

@@ -260,6 +260,30 @@ TEST_CASE("apps.ablate: without --lr each model trains at its own default rate")
       contains(r.output, "ablation: mlp, lenet on mnist"));  // the title names what the arms train
 }
 
+// summary.md gave the base model's rate (paper-mlp's 0.5) when every arm trained mlp at 0.1 (the
+// regularization preset).
+TEST_CASE("apps.ablate: the summary gives the learning rates the arms train at") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 120, 40);
+  const std::string out = dir.file("out");
+  CliResult r = run_cli(ablate_flags(dir, out) +
+                        " --steps 2 --eval-every 2 --batch-size 20 --vary model=mlp "
+                        "--vary lr-mult=1,3");
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  std::string summary = read_text(out + "/summary.md");
+  CAPTURE(summary);
+  CHECK(contains(summary, ", sgd lr by arm 0.1, 0.3 (each model's default: 0.1 for mlp), 2 steps"));
+  CHECK_FALSE(contains(summary, "paper-mlp"));
+  // An explicit --lr is the one rate.
+  r = run_cli(ablate_flags(dir, out + "2") +
+              " --lr 0.2 --steps 2 --eval-every 2 --batch-size 20 --vary model=mlp");
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  summary = read_text(out + "2/summary.md");
+  CHECK(contains(summary, ", sgd lr 0.2, 2 steps"));
+}
+
 TEST_CASE("apps.ablate: one table per dataset, with thresholds that suit it") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 120, 40);
