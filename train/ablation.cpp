@@ -454,6 +454,13 @@ void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string
 }
 
 std::vector<Arm> expand_arms(const AblationSpec& spec) {
+  // Runs take seeds base.seed .. base.seed + seeds - 1; past 2^64 - 1 they wrapped to 0 (a run
+  // seed-0 beside seed-18446744073709551615, and "seeds 18446744073709551615..0").
+  constexpr uint64_t kMaxSeed = std::numeric_limits<uint64_t>::max();
+  BNLAB_CHECK(spec.seeds < 1 || static_cast<uint64_t>(spec.seeds - 1) <= kMaxSeed - spec.base.seed,
+              "ablate: --seeds ", spec.seeds, " from --seed ", spec.base.seed, " needs seeds past ",
+              kMaxSeed, ", the largest; use a --seed of at most ",
+              kMaxSeed - static_cast<uint64_t>(spec.seeds - 1));
   // The grid's size first: a few --vary flags multiply quickly, and each arm is a training run.
   size_t count = 1;
   std::string sizes;

@@ -81,7 +81,8 @@ void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string
 constexpr size_t kMaxArms = 10000;
 /// The cartesian product of the factors, in order (the first arm is the baseline). Throws for a
 /// factor given twice, a grid over kMaxArms arms, two arms whose names map to one run directory,
-/// `lr` and `lr-mult` in one grid, or two values of a factor that give one setting (lr=0.1,0.10).
+/// `lr` and `lr-mult` in one grid, two values of a factor that give one setting (lr=0.1,0.10), or
+/// seeds past 2^64 - 1 (base.seed + seeds - 1).
 std::vector<Arm> expand_arms(const AblationSpec& spec);
 
 /// What run_ablation wrote.

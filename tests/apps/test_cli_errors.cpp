@@ -315,6 +315,23 @@ TEST_CASE("apps.cli: ablate flag values out of range exit 2 naming the flag") {
     CHECK(contains(r.output, flags.substr(0, flags.find(' '))));
     CHECK(contains(r.output, "--help"));
   }
+  // The seeds after --seed wrapped past 2^64 - 1 to 0 (runs seed-18446744073709551615, seed-0).
+  CliResult wrap =
+      run_cli("ablate --threads 1 --out " + shell_quote(dir.file("abl")) +
+              " --seed 18446744073709551615 --seeds 2 --data-dir " + shell_quote(dir.file("none")));
+  CAPTURE(wrap.output);
+  CHECK(wrap.exit_code == 2);
+  CHECK(contains(wrap.output,
+                 "error: ablate: --seeds 2 from --seed 18446744073709551615 needs seeds past "
+                 "18446744073709551615, the largest; use a --seed of at most "
+                 "18446744073709551614"));
+  CHECK_FALSE(contains(wrap.output, "arm:"));
+  CliResult fits =
+      run_cli("ablate --threads 1 --out " + shell_quote(dir.file("abl")) +
+              " --seed 18446744073709551614 --seeds 2 --data-dir " + shell_quote(dir.file("none")));
+  CAPTURE(fits.output);
+  CHECK(contains(fits.output, "arm:"));  // accepted: it stops at the missing data
+  fs::remove_all(dir.file("abl"));
   CHECK(contains(run_cli("ablate --threads 1 --out " + shell_quote(dir.file("abl")) +
                          " --thresholds 0.9,0.95,0.90 --data-dir " + shell_quote(dir.file("none")))
                      .output,
