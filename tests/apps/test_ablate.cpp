@@ -284,6 +284,21 @@ TEST_CASE("apps.ablate: the summary gives the learning rates the arms train at")
   CHECK(contains(summary, ", sgd lr 0.2, 2 steps"));
 }
 
+// The inference table's "batch 1000" column measured one batch of the 64-image test split.
+TEST_CASE("apps.ablate: an inference batch larger than the test split is labelled as the split") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 120, 64);
+  const std::string out = dir.file("out");
+  CliResult r = run_cli(ablate_flags(dir, out) + " --preset inference --steps 2 --eval-every 2");
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  const std::string summary = read_text(out + "/summary.md");
+  CAPTURE(summary);
+  CHECK(contains(summary,
+                 "| arm | running averages | batch statistics, batch 4 | batch statistics, batch "
+                 "60 | batch statistics, batch 64 (the whole split; 1000 asked) |\n"));
+}
+
 TEST_CASE("apps.ablate: one table per dataset, with thresholds that suit it") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 120, 40);
