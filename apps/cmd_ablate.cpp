@@ -115,7 +115,12 @@ Command add_ablate_command(CLI::App& parent) {
       std::cout << "arm:          " << a.name << " (lr " << a.config.lr << ")\n";
     // Before the data is loaded and the arms run: a log's stdout is fully buffered (cmd_train.cpp).
     std::cout << describe_config(s.base) << std::flush;
-    AblationReport r = run_ablation(s);
+    AblationReport r;
+    try {
+      r = run_ablation(s);
+    } catch (const AblationSettingError& e) {
+      throw UsageError(e.what());  // a flag or --vary value the data refuses: exit 2
+    }
     if (r.interrupted_by) {
       std::cout << "\ninterrupted by " << signal_name(r.interrupted_by) << ": " << r.unfinished
                 << " run" << (r.unfinished > 1 ? "s" : "")

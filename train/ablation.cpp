@@ -957,6 +957,17 @@ AblationReport run_ablation(const AblationSpec& spec) {
   for (const Arm& arm : arms)
     if (!data.count(data_key(arm.config)))
       data.emplace(data_key(arm.config), load_run_data(arm.config));
+  // The Trainer refuses such a batch too, but only when that arm starts: after the arms before it
+  // trained, and without naming the arm.
+  for (const Arm& arm : arms) {
+    const ImageDataset& train = data.at(data_key(arm.config)).train;
+    if (arm.config.batch_size > train.size()) {
+      throw AblationSettingError(
+          "ablate: arm " + arm.name + " has batch size " + std::to_string(arm.config.batch_size) +
+          ", more than the " + std::to_string(train.size()) + " training images of " +
+          train.title() + "; choose a batch size of at most " + std::to_string(train.size()));
+    }
+  }
 
   std::vector<RunOutcome> outcomes(jobs.size());
   std::atomic<size_t> next{0};

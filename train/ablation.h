@@ -120,8 +120,16 @@ std::vector<double> default_thresholds(const std::string& dataset);
 /// given twice would be two identical "steps to X" columns.
 void check_thresholds(const std::vector<double>& thresholds);
 
+/// What run_ablation throws for a setting that only the data shows to be wrong (an arm's batch
+/// larger than its training set), before any arm trains: a bad flag or `--vary` value, which
+/// `bnlab ablate` reports with exit 2 like the values it checks before reading data.
+class AblationSettingError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// Runs (or reuses) every arm x seed and writes results.csv, summary.md and the plots into
-/// spec.out_dir.
+/// spec.out_dir. Throws AblationSettingError for an arm whose batch exceeds its training set.
 AblationReport run_ablation(const AblationSpec& spec);
 
 /// An ablation as a library call: matched runs of one registered model (the zoo's or your own)

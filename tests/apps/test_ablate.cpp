@@ -299,6 +299,22 @@ TEST_CASE("apps.ablate: an inference batch larger than the test split is labelle
                  "60 | batch statistics, batch 64 (the whole split; 1000 asked) |\n"));
 }
 
+// The batch-size=20 arm trained first; then the Trainer refused batch 1000 (exit 1) without naming
+// the arm, and no report was written.
+TEST_CASE("apps.ablate: an arm whose batch exceeds the training set is refused before any arm") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 120, 40);
+  const std::string out = dir.file("out");
+  CliResult r = run_cli(ablate_flags(dir, out) +
+                        " --model mlp --steps 2 --eval-every 2 --vary batch-size=20,1000");
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.output,
+                 "error: ablate: arm batch-size=1000 has batch size 1000, more than the 120 "
+                 "training images of mnist/train; choose a batch size of at most 120"));
+  CHECK_FALSE(fs::exists(out + "/runs/batch-size-20/seed-1/config.json"));  // nothing trained
+}
+
 TEST_CASE("apps.ablate: one table per dataset, with thresholds that suit it") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 120, 40);
