@@ -244,7 +244,9 @@ std::vector<std::string> render_plots(const AblationSpec& spec, const std::vecto
   acc << "set multiplot layout 1,2 title "
       << gnuplot_quote(title + " (" + std::to_string(spec.seeds) + " seed" +
                        (spec.seeds > 1 ? "s, band = min..max" : "") + ")")
-      << "\nset xlabel '"
+      // Verbatim, as the key and the other titles: under the enhanced terminal a '_' or '^' in a
+      // --title or a dataset name was drawn as a subscript or a superscript.
+      << " noenhanced\nset xlabel '"
       << (by_epoch ? "epochs (training images seen / set size)" : "training steps")
       << "'\nset ylabel '" << kind << " accuracy'\nset grid\n"
       << (by_epoch ? "" : "set format x '%.0f'\n");

@@ -315,6 +315,27 @@ TEST_CASE("apps.ablate: an arm whose batch exceeds the training set is refused b
   CHECK_FALSE(fs::exists(out + "/runs/batch-size-20/seed-1/config.json"));  // nothing trained
 }
 
+// accuracy.png's title was gnuplot "enhanced" text: My_title^2 was drawn with a subscript "t" and
+// a superscript "2".
+TEST_CASE("apps.ablate: the accuracy plot's title is drawn verbatim") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 120, 40);
+  const std::string out = dir.file("out");
+  CliResult r = run_cli(ablate_flags(dir, out) +
+                        " --model mlp --steps 2 --eval-every 2 --batch-size 20 --vary norm=none "
+                        "--title 'My_title^2 @{x}'");
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  const std::string gp = read_text(out + "/accuracy.gp");
+  CAPTURE(gp);
+  const size_t at = gp.find("set multiplot layout 1,2 title ");
+  REQUIRE(at != std::string::npos);
+  const std::string line = gp.substr(at, gp.find('\n', at) - at);
+  CHECK(contains(line, "My_title^2 @{x} (1 seed)"));
+  CHECK(line.size() > 10);
+  CHECK(line.substr(line.size() - 10) == "noenhanced");
+}
+
 TEST_CASE("apps.ablate: one table per dataset, with thresholds that suit it") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 120, 40);
