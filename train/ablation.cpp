@@ -623,9 +623,12 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
     if (collapsed)
       failed += (failed.empty() ? "" : ", ") + std::to_string(collapsed) + of_n + " collapsed";
     Stats f = stats_of(finals), b = stats_of(bests);
-    os << "| " << arm.name << " | " << runs.size() << " | "
-       << (f.n ? fmt("%.4f", f.mean) + " ± " + fmt("%.4f", f.std) : std::string("—")) << " | "
-       << (b.n ? fmt("%.4f", b.mean) : std::string("—")) << " | "
+    os << "| " << arm.name << " | " << runs.size()
+       << " | "
+       // One healthy run has no spread to report ("± 0.0000" claimed one), as mean_std says.
+       << (f.n ? fmt("%.4f", f.mean) + (f.n > 1 ? " ± " + fmt("%.4f", f.std) : std::string())
+               : std::string("—"))
+       << " | " << (b.n ? fmt("%.4f", b.mean) : std::string("—")) << " | "
        << (failed.empty() ? std::string("0") : failed) << " |";
     for (double t : thresholds) {
       int64_t reached = 0;
