@@ -34,11 +34,16 @@ namespace {
 using detail::csv_escape;
 using detail::fmt;
 
+// Every field, an empty last one too: getline dropped it, so "norm=none," passed as one value
+// where "norm=,none" was refused for its empty one.
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, sep)) out.push_back(item);
+  size_t start = 0;
+  for (size_t at = s.find(sep); at != std::string::npos; at = s.find(sep, start)) {
+    out.push_back(s.substr(start, at - start));
+    start = at + 1;
+  }
+  out.push_back(s.substr(start));
   return out;
 }
 

@@ -236,6 +236,17 @@ TEST_CASE("apps.cli: ablate with an unknown factor exits 2 listing the known fac
     CHECK(bad.exit_code == 2);
     CHECK(contains(bad.output, vary.substr(vary.rfind(',') + 1)));
   }
+  // An empty value is refused wherever it stands: a trailing one ("none,") passed as one arm.
+  for (const std::string& vary : {std::string("norm=,none"), std::string("norm=none,"),
+                                  std::string("norm=none,,batch"), std::string("norm=,")}) {
+    CAPTURE(vary);
+    CliResult bad =
+        run_cli("ablate --threads 1 --steps 2 --data-dir " + shell_quote(dir.file("data")) +
+                " --out " + shell_quote(dir.file("abl")) + " --vary " + vary);
+    CAPTURE(bad.output);
+    CHECK(bad.exit_code == 2);
+    CHECK(contains(bad.output, "error: ablate: empty value in factor '" + vary + "'"));
+  }
   CHECK_FALSE(fs::exists(dir.file("abl")));
 }
 
