@@ -376,8 +376,10 @@ void apply_preset(AblationSpec& spec, const std::string& preset) {
     spec.inference_batches = {4, 60, 1000};
   // The lr preset picks each arm's best rate: on held-out training images, not on the test split.
   if (preset == "lr" && spec.base.val_split == 0 &&
-      (spec.base.dataset == "mnist" || spec.base.dataset == "fashion-mnist"))
+      (spec.base.dataset == "mnist" || spec.base.dataset == "fashion-mnist")) {
     spec.base.val_split = 5000;
+    spec.val_split_set_by = "--preset lr";
+  }
 }
 
 std::vector<std::string> preset_names() {
@@ -964,9 +966,23 @@ AblationReport run_ablation(const AblationSpec& spec) {
   auto data_key = [](const TrainConfig& c) {
     return std::make_tuple(c.dataset, c.val_split, c.train_subset);
   };
-  for (const Arm& arm : arms)
-    if (!data.count(data_key(arm.config)))
+  for (const Arm& arm : arms) {
+    if (data.count(data_key(arm.config))) continue;
+    try {
       data.emplace(data_key(arm.config), load_run_data(arm.config));
+    } catch (const Error& e) {
+      // A --val-split the training set cannot spare ("--val-split 5000 leaves no training images
+      // of ..."): when a preset chose it, the user never passed the flag the message names.
+      const std::string what = e.what();
+      if (spec.val_split_set_by.empty() || arm.config.val_split != spec.base.val_split ||
+          what.rfind("--val-split ", 0) != 0)
+        throw;
+      throw Error(what + " (" + spec.val_split_set_by + " sets --val-split " +
+                      std::to_string(spec.base.val_split) +
+                      " to choose each arm's rate on held-out images; give a smaller --val-split)",
+                  e.where());
+    }
+  }
   // The Trainer refuses such a batch too, but only when that arm starts: after the arms before it
   // trained, and without naming the arm.
   for (const Arm& arm : arms) {

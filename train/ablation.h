@@ -41,6 +41,9 @@ struct AblationSpec {
   /// without a --val-split) with the running averages and with batch statistics at each of these
   /// evaluation batch sizes: the inference table (the inference preset). Empty: skipped.
   std::vector<int64_t> inference_batches;
+  /// What chose base.val_split when no flag did ("--preset lr", set by apply_preset), for the
+  /// error when the training set is too small for it; "" when the user chose it.
+  std::string val_split_set_by;
 };
 
 /// One cell of the grid.

@@ -336,6 +336,27 @@ TEST_CASE("apps.ablate: the accuracy plot's title is drawn verbatim") {
   CHECK(line.substr(line.size() - 10) == "noenhanced");
 }
 
+// The lr preset holds out 5000 validation images; on a small training set the error named a
+// --val-split the user never passed.
+TEST_CASE("apps.ablate: a validation split the lr preset chose is named as the preset's") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 120, 40);
+  CliResult r = run_cli(ablate_flags(dir, dir.file("out")) + " --preset lr --steps 2");
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.output,
+                 "error: --val-split 5000 leaves no training images of mnist/train's 120 "
+                 "(--preset lr sets --val-split 5000 to choose each arm's rate on held-out "
+                 "images; give a smaller --val-split)"));
+  // A --val-split given is the user's own: its message is the plain one.
+  r = run_cli(ablate_flags(dir, dir.file("out")) + " --preset lr --steps 2 --val-split 200");
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK(
+      contains(r.output, "error: --val-split 200 leaves no training images of mnist/train's 120"));
+  CHECK_FALSE(contains(r.output, "sets --val-split"));
+}
+
 TEST_CASE("apps.ablate: one table per dataset, with thresholds that suit it") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 120, 40);
