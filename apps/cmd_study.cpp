@@ -74,10 +74,12 @@ Command add_study_command(CLI::App& parent) {
     std::cout << "== bnlab study: budget " << s.budget.name << ", " << s.budget.seeds
               << " seeds per arm -> " << s.out_dir << std::endl;
     StudyReport r = run_study(s);
-    if (r.interrupted) {
-      std::cout << "\ninterrupted: the running runs saved a checkpoint; resume with: "
-                << quoted_command_line() << std::endl;
-      return 130;
+    if (r.interrupted_by) {
+      // 128 + the signal, as train and ablate: a supervisor tells its own SIGTERM from a Ctrl-C.
+      std::cout << "\ninterrupted by " << signal_name(r.interrupted_by)
+                << ": the running runs saved a checkpoint; resume with: " << quoted_command_line()
+                << std::endl;
+      return 128 + r.interrupted_by;
     }
     std::cout << "\n";
     for (const ClaimResult& c : r.claims)

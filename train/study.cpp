@@ -537,7 +537,7 @@ StudyReport run_study(const StudySpec& spec) {
     std::fflush(stdout);
     AblationReport r = run_ablation(spec_for(e, spec));
     if (r.interrupted_by) {
-      out.interrupted = true;
+      out.interrupted_by = r.interrupted_by;
       return out;
     }
     reports[e.id] = std::move(r);

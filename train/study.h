@@ -85,7 +85,8 @@ struct StudyReport {
   std::vector<ClaimResult> claims;  ///< in study_claims() order (the selected ones)
   std::string report_md;            ///< OUT/report.md
   std::string verdicts_csv;         ///< OUT/verdicts.csv
-  bool interrupted = false;         ///< SIGINT/SIGTERM stopped it; rerunning resumes
+  /// The signal (SIGINT, SIGTERM) that stopped it, 0 if none; rerunning resumes.
+  int interrupted_by = 0;
 };
 
 /// Runs (or reuses) the experiments the selected claims need and writes report.md (verdicts, the

@@ -49,3 +49,27 @@ TEST_CASE("apps.study: a missing --data-dir exits 2 and a study where nothing co
   CHECK(contains(none.output, "\n  mnist: "));
   CHECK_FALSE(fs::exists(dir.file("study/report.md")));
 }
+
+// A study stopped by SIGTERM exited 130, the code of SIGINT, and did not name the signal: a
+// supervisor could not tell its own TERM from a user's Ctrl-C. The child blocks on its full output
+// pipe once it has announced its first experiment (CliProcess), so it is signalled before it can
+// have finished, on any machine.
+TEST_CASE("apps.study: SIGINT and SIGTERM stop a study with 128 + the signal, named") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 120, 40);
+  for (const auto& [sig, name] : {std::pair{SIGINT, "SIGINT"}, std::pair{SIGTERM, "SIGTERM"}}) {
+    CAPTURE(name);
+    CliProcess child({"study", "--claims", "cost", "--seeds", "1", "-j", "1", "--data-dir",
+                      dir.file("data"), "--out", dir.file(std::string("study-") + name)},
+                     /*block_output=*/true);
+    REQUIRE(child.release_writes_until("== study: experiment fig1"));
+    REQUIRE(child.wait_until_blocked_in_write());
+    child.signal(sig);
+    CliResult r = child.finish();
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 128 + sig);
+    CHECK(contains(r.output, std::string("interrupted by ") + name +
+                                 ": the running runs saved a checkpoint; resume with: "));
+    CHECK_FALSE(fs::exists(dir.file(std::string("study-") + name + "/report.md")));
+  }
+}
