@@ -19,6 +19,7 @@
 #include "train/interrupt.h"
 #include "train/mechanism_report.h"
 #include "train/report_text.h"
+#include "train/run_dir.h"
 
 namespace bnlab {
 
@@ -522,6 +523,10 @@ StudyReport run_study(const StudySpec& spec) {
   std::map<std::string, AblationReport> reports;
   std::map<std::string, std::string> skipped;  // experiment -> why
   std::vector<std::string> order;
+  // Each experiment's directory stays locked until the report is written, as `bnlab ablate`
+  // locks its --out: an `ablate --out OUT/fig1` beside the study would otherwise pass the lock on
+  // OUT and write results.csv, summary.md and the plots there at the same time as the study.
+  std::vector<RunDirLock> locks;
   StudyReport out;
   for (const ClaimInfo& c : selected) {
     if (reports.count(c.experiment) || skipped.count(c.experiment)) continue;
@@ -535,7 +540,9 @@ StudyReport run_study(const StudySpec& spec) {
     std::printf("== study: experiment %s (preset %s, %s on %s)\n", e.id.c_str(), e.preset.c_str(),
                 e.model.c_str(), e.dataset.c_str());
     std::fflush(stdout);
-    AblationReport r = run_ablation(spec_for(e, spec));
+    const AblationSpec ablation = spec_for(e, spec);
+    locks.emplace_back(ablation.out_dir);
+    AblationReport r = run_ablation(ablation);
     if (r.interrupted_by) {
       out.interrupted_by = r.interrupted_by;
       return out;

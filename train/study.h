@@ -92,7 +92,8 @@ struct StudyReport {
 /// Runs (or reuses) the experiments the selected claims need and writes report.md (verdicts, the
 /// rule, each experiment's tables and plots) and verdicts.csv. An experiment whose dataset cannot
 /// be loaded is skipped and its claims are reported as "not run" with the reason; when none can
-/// run, it throws naming each missing dataset and why, and writes no report.
+/// run, it throws naming each missing dataset and why, and writes no report. Each experiment's
+/// directory is locked (RunDirLock, as bnlab ablate locks its --out) from its start to the return.
 StudyReport run_study(const StudySpec& spec);
 
 }  // namespace bnlab

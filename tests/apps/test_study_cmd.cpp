@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "apps_test_util.h"
+#include "train/run_dir.h"
 
 using namespace apps_test;
 
@@ -72,4 +73,24 @@ TEST_CASE("apps.study: SIGINT and SIGTERM stop a study with 128 + the signal, na
                                  ": the running runs saved a checkpoint; resume with: "));
     CHECK_FALSE(fs::exists(dir.file(std::string("study-") + name + "/report.md")));
   }
+}
+
+// The study locked only OUT, so `bnlab ablate --out OUT/fig1` passed ablate's own lock and ran
+// beside it, both writing OUT/fig1's results.csv, summary.md and plots. Each experiment's directory
+// is now locked as ablate locks its --out. The test holds OUT/fig1's lock itself, as a running
+// ablate would: deterministic, no race to win.
+TEST_CASE("apps.study: an experiment directory locked by another process is refused") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 120, 40);
+  const std::string out = dir.file("study");
+  bnlab::RunDirLock held(out + "/fig1");
+  CliResult r = run_cli("study --claims cost --seeds 1 -j 1 --data-dir " +
+                        shell_quote(dir.file("data")) + " --out " + shell_quote(out));
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.output, "error: run directory " + out +
+                               "/fig1 is in use by another bnlab process (pid " +
+                               std::to_string(::getpid()) + ")"));
+  CHECK_FALSE(fs::exists(out + "/fig1/runs"));
+  CHECK_FALSE(fs::exists(out + "/report.md"));
 }
