@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "apps/commands.h"
+#include "core/error.h"
 #include "core/io.h"
 #include "core/serialize.h"
 #include "data/datasets.h"
@@ -30,6 +31,21 @@ bool has_own_val_split(const std::string& dataset) {
   }
   const std::vector<std::string> splits = dataset_splits(dataset);
   return std::find(splits.begin(), splits.end(), "val") != splits.end();
+}
+
+// The step at which the run in `dir` diverged, as its summary.json records it (-1 when the
+// summary has no step); nullopt when it did not diverge or has no summary (running, interrupted).
+std::optional<int64_t> diverged_step(const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / "summary.json").string();
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return std::nullopt;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(read_file(path));
+    if (!j.value("diverged", false)) return std::nullopt;
+    return j.value("diverged_step", int64_t{-1});
+  } catch (const nlohmann::json::exception& e) {
+    BNLAB_FAIL(path, ": unreadable summary: ", e.what());
+  }
 }
 
 }  // namespace
@@ -75,6 +91,21 @@ Command add_eval_command(CLI::App& parent) {
                        " has no val split of its own (use --split test)");
     }
     if (!(o->split == "val" && held_out)) check_split(dataset, o->split);
+    // A diverged run stopped without saving the step that failed: model.safetensors, if any, is
+    // its last checkpoint before that. With none, "cannot open model.safetensors" would hide why.
+    const std::optional<int64_t> diverged_at = diverged_step(o->checkpoint);
+    const std::string at_step = diverged_at && *diverged_at >= 0
+                                    ? " at step " + std::to_string(*diverged_at)
+                                    : std::string();
+    const std::string weights_path =
+        (std::filesystem::path(o->checkpoint) / "model.safetensors").string();
+    std::error_code exists_ec;
+    if (diverged_at && !std::filesystem::exists(weights_path, exists_ec)) {
+      write_whole_line(STDERR_FILENO, "error: " + o->checkpoint + " diverged" + at_step +
+                                          " (its summary.json), before its first checkpoint: "
+                                          "there is no model.safetensors to evaluate\n");
+      return 3;  // the code of a diverged run (docs/robustness.md)
+    }
     // Without --data-dir, the run's own dataset is read where training read it (recorded
     // absolute): the default lookup, from another working directory or under another $BNLAB_DATA,
     // would find other files or none. A recorded directory that is gone (the data moved) leaves
@@ -104,6 +135,18 @@ Command add_eval_command(CLI::App& parent) {
       what = ": the training images --val-split held out for validation";
     }
     Model model = load_trained_model(o->checkpoint, data);
+    // Weights from before the divergence are a real model, so they are evaluated (exit 0 if all
+    // is finite: exit 3 is for non-finite weights or outputs), but not as the run's result.
+    if (diverged_at) {
+      const Metadata meta = load_safetensors(weights_path).metadata;
+      const auto step = meta.find("step");
+      const std::string from = step != meta.end() ? "step " + step->second : "an earlier step";
+      write_whole_line(STDERR_FILENO,
+                       "warning: " + o->checkpoint + " diverged" + at_step +
+                           " (its summary.json); model.safetensors holds the weights of " + from +
+                           ", its last checkpoint before that: the figures below are that "
+                           "model's, not the run's result\n");
+    }
     // A diverged run's weights (NaN/Inf) still "evaluate", to a meaningless accuracy: say so and
     // exit 3, the code `bnlab train` gives a diverged run.
     std::string nonfinite;

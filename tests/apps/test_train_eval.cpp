@@ -317,6 +317,51 @@ TEST_CASE("apps.train: a diverging run stops, says so and exits 3") {
   CHECK(summary["steps"].get<int64_t>() < 20);
 }
 
+// eval of a run whose summary.json says it diverged scored the last checkpoint before the
+// divergence with no word and exit 0, and with no checkpoint said only "cannot open
+// model.safetensors". Both runs diverge for real (plain ReLU mlp, rates far too high).
+TEST_CASE("apps.eval: a diverged run's earlier checkpoint is named as such, and no checkpoint is") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 96, 40);
+  const std::string late = dir.file("late");
+  CliResult trained =
+      run_cli("train --model mlp --norm none --lr 5 --steps 60 --eval-every 10 " +
+              std::string("--batch-size 16 ") + common_flags(dir) + " --out " + shell_quote(late));
+  CAPTURE(trained.output);
+  REQUIRE(trained.exit_code == 3);
+  const int64_t diverged = json::parse(read_text(late + "/summary.json"))["diverged_step"];
+  const std::string step = split_safetensors(late + "/model.safetensors")
+                               .header["__metadata__"]["step"]
+                               .get<std::string>();
+  REQUIRE(std::stoll(step) > 0);  // a checkpoint from before the divergence, as the case needs
+  REQUIRE(std::stoll(step) < diverged);
+  CliResult r = run_cli("eval --checkpoint " + shell_quote(late));
+  CAPTURE(r.output);
+  CHECK(contains(r.output, "warning: " + late + " diverged at step " + std::to_string(diverged) +
+                               " (its summary.json); model.safetensors holds the weights of step " +
+                               step + ", its last checkpoint before that"));
+  // Finite weights and outputs: real figures of a real model (exit 3 is for non-finite ones).
+  REQUIRE_FALSE(contains(r.output, "not finite"));
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.output, "accuracy"));
+
+  const std::string early = dir.file("early");
+  trained =
+      run_cli("train --model mlp --norm none --lr 1e6 --steps 20 --eval-every 10 " +
+              std::string("--batch-size 16 ") + common_flags(dir) + " --out " + shell_quote(early));
+  CAPTURE(trained.output);
+  REQUIRE(trained.exit_code == 3);
+  REQUIRE_FALSE(fs::exists(early + "/model.safetensors"));
+  const int64_t early_step = json::parse(read_text(early + "/summary.json"))["diverged_step"];
+  r = run_cli("eval --checkpoint " + shell_quote(early));
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 3);
+  CHECK(contains(r.output, "error: " + early + " diverged at step " + std::to_string(early_step) +
+                               " (its summary.json), before its first checkpoint: there is no "
+                               "model.safetensors to evaluate"));
+  CHECK_FALSE(contains(r.output, "cannot open"));
+}
+
 TEST_CASE("apps.train: --bn-momentum and --bn-eps reach BatchNorm and config.json") {
   // After one step from running_mean = 0, running_mean = momentum * batch mean: the same batch
   // under momentum 0.5 and 0.1 gives running means in the ratio 5.
