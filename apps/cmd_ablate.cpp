@@ -40,6 +40,12 @@ Command add_ablate_command(CLI::App& parent) {
       "table, "
       "results.csv and plots. No arguments: the BN paper's Figure 1 on MNIST.");
   add_config_flags(*app, b);
+  app->get_option("--lr")
+      ->description(
+          "Learning rate, every arm's base (default: with sgd each model's own rate, e.g. "
+          "paper-mlp 0.5, lenet 0.05; with adam or adamw 1e-3 and rmsprop 1e-2, PyTorch's "
+          "defaults; docs/ablation.md)")
+      ->default_str("");
   app->add_option("--preset", *preset, "Factor preset: " + presets)->capture_default_str();
   app->add_option(
          "--vary", *vary,
@@ -69,9 +75,10 @@ Command add_ablate_command(CLI::App& parent) {
     // Under mpirun rank 0 alone reports (the runs' progress is rank 0's too: train/trainer.cpp).
     if (world().rank() != 0) std::cout.setstate(std::ios::failbit);
     AblationSpec s = *spec;
-    // Without --lr each arm trains at its model's default rate (paper-mlp 0.5, cifar-cnn 0.05...).
+    // Without --lr each arm trains at its model's default SGD rate (paper-mlp 0.5, cifar-cnn
+    // 0.05...), or with another optimizer at that optimizer's own (adam 1e-3, as PyTorch's).
     s.lr_from_model = app->get_option("--lr")->count() == 0;
-    if (s.lr_from_model) s.base.lr = default_lr(s.base.model.name);
+    if (s.lr_from_model) s.base.lr = default_lr(s.base.model.name, s.base.optimizer);
     try {
       if (vary->empty()) {
         apply_preset(s, *preset);

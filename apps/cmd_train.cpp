@@ -109,6 +109,11 @@ Command add_train_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand(
       "train", "Train one model and write metrics, checkpoints and a summary");
   add_config_flags(*app, *cfg);
+  app->get_option("--lr")
+      ->description(
+          "Learning rate (default: 0.01 with sgd; with adam or adamw 1e-3 and rmsprop 1e-2, "
+          "PyTorch's defaults)")
+      ->default_str("");
   app->add_option("--out", cfg->out_dir, "Output directory")->capture_default_str();
   app->add_option("--resume", *resume,
                   "Continue the run in DIR from its last checkpoint with its saved config "
@@ -142,6 +147,8 @@ Command add_train_command(CLI::App& parent) {
       c = resumed_config(*app, c, *resume);
     } else {
       if (c.out_dir.empty()) throw UsageError("--out must name a directory, got ''");
+      // 0.01 is an SGD rate: another optimizer without --lr takes its own default, as in PyTorch.
+      if (app->count("--lr") == 0) c.lr = optimizer_default_lr(c.optimizer).value_or(c.lr);
       try {
         check_config(c);
       } catch (const Error& e) {

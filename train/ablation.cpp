@@ -496,7 +496,7 @@ std::vector<Arm> expand_arms(const AblationSpec& spec) {
               "ablate: factors 'lr' and 'lr-mult' both set the learning rate, so one of them "
               "would not change what the arms train; vary one of them");
   std::vector<Arm> arms{Arm{"", {}, spec.base}};
-  if (spec.lr_from_model) arms[0].config.lr = default_lr(spec.base.model.name);
+  if (spec.lr_from_model) arms[0].config.lr = default_lr(spec.base.model.name, spec.base.optimizer);
   for (const Factor& f : spec.factors) {
     std::vector<Arm> next;
     for (const Arm& arm : arms) {
@@ -509,12 +509,15 @@ std::vector<Arm> expand_arms(const AblationSpec& spec) {
         a.settings.emplace_back(f.name, v);
         a.name += (a.name.empty() ? "" : ",") + f.name + "=" + v;
         const std::string model_before = a.config.model.name;
+        const std::string optimizer_before = a.config.optimizer;
         apply_factor(a.config, f.name, v);
         bool lr_set = false;
         for (const auto& [name, value] : a.settings) lr_set |= name == "lr";
-        if (f.name == "model" && spec.lr_from_model && !lr_set) {
-          // The new model's rate, keeping any lr-mult already applied.
-          a.config.lr *= default_lr(a.config.model.name) / default_lr(model_before);
+        if ((f.name == "model" || f.name == "optimizer") && spec.lr_from_model && !lr_set) {
+          // The new model's or optimizer's rate (adam's is not an SGD rate), keeping any lr-mult
+          // already applied; the new default times that ratio, so without one it is exact.
+          a.config.lr = default_lr(a.config.model.name, a.config.optimizer) *
+                        (a.config.lr / default_lr(model_before, optimizer_before));
         }
         if (f.name != "lr-scaling") {
           auto [it, fresh] = value_of_config.emplace(config_to_json(a.config), v);
@@ -901,13 +904,17 @@ std::string rates_of(const AblationSpec& spec, const std::vector<Arm>& arms) {
     text = "by arm, " + fmt("%g", *lo) + " to " + fmt("%g", *hi);
   }
   if (spec.lr_from_model && !lr_factor) {
+    // With another optimizer than sgd the default is that optimizer's, not the model's SGD rate.
     std::string defaults;
-    std::vector<std::string> models;
+    std::vector<std::string> runs;
     for (const Arm& arm : arms) {
-      const std::string& m = arm.config.model.name;
-      if (std::find(models.begin(), models.end(), m) != models.end()) continue;
-      models.push_back(m);
-      defaults += (defaults.empty() ? "" : ", ") + fmt("%g", default_lr(m)) + " for " + m;
+      const TrainConfig& c = arm.config;
+      const std::string run =
+          c.model.name + (c.optimizer == "sgd" ? std::string() : " with " + c.optimizer);
+      if (std::find(runs.begin(), runs.end(), run) != runs.end()) continue;
+      runs.push_back(run);
+      defaults += (defaults.empty() ? "" : ", ") +
+                  fmt("%g", default_lr(c.model.name, c.optimizer)) + " for " + run;
     }
     text += " (each model's default: " + defaults + ")";
   }

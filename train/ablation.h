@@ -28,8 +28,9 @@ struct AblationSpec {
   std::string out_dir = "runs/ablate";  ///< OUT: OUT/runs/ARM/seed-S/, results, plots
   int jobs = 0;       ///< runs trained at once, each with threads / jobs threads; 0 = one per core
   std::string title;  ///< summary.md's heading ("" = "bnlab ablation")
-  /// Each arm trains at its model's default_lr (times its lr-mult) instead of base.lr, unless an
-  /// `lr` factor sets it: a grid over models then compares each at a rate that suits it.
+  /// Each arm trains at default_lr(model, optimizer) (times its lr-mult) instead of base.lr:
+  /// its model's SGD rate, or a non-SGD optimizer's own; unless an `lr` factor sets it. A grid
+  /// over models or optimizers then compares each at a rate that suits it.
   bool lr_from_model = false;
   /// Accuracies for the "steps to X" columns; empty: the dataset's (default_thresholds).
   std::vector<double> thresholds;
@@ -160,7 +161,7 @@ class Experiment {
   Experiment& seeds(int64_t n);
   /// The summary's title.
   Experiment& title(std::string text);
-  /// Trains each arm at its model's default_lr (see AblationSpec::lr_from_model).
+  /// Trains each arm at its model's (or optimizer's) default rate (AblationSpec::lr_from_model).
   Experiment& lr_from_model(bool on = true);
   /// The settings every arm starts from (dataset, data_dir, steps, lr, batch size, ...).
   TrainConfig& base() { return spec_.base; }

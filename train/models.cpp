@@ -6,6 +6,9 @@
 #include <cmath>
 #include <mutex>
 
+#include "optim/adam.h"
+#include "optim/rmsprop.h"
+
 namespace bnlab {
 
 namespace {
@@ -372,6 +375,22 @@ float default_lr(const std::string& name) {
   for (const Entry& e : r.entries)
     if (e.name == name) return e.default_lr;
   BNLAB_FAIL("model: unknown model '", name, "'");
+}
+
+std::optional<float> optimizer_default_lr(const std::string& optimizer) {
+  // torch.optim's defaults, which the options structs hold (optim/adam.h, optim/rmsprop.h); SGD
+  // has none (torch.optim.SGD requires lr), so its rate is the model's.
+  if (optimizer == "sgd") return std::nullopt;
+  if (optimizer == "adam") return AdamOptions{}.lr;
+  if (optimizer == "adamw") return AdamWOptions{}.lr;
+  if (optimizer == "rmsprop") return RmspropOptions{}.lr;
+  BNLAB_FAIL("optimizer: unknown optimizer '", optimizer,
+             "'; expected sgd, adam, adamw or rmsprop");
+}
+
+float default_lr(const std::string& model, const std::string& optimizer) {
+  const float model_lr = default_lr(model);  // checks the name whatever the optimizer
+  return optimizer_default_lr(optimizer).value_or(model_lr);
 }
 
 ModelSpec with_geometry_of(ModelSpec spec, const ImageDataset& data) {

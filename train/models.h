@@ -13,6 +13,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,15 @@ void register_model(const std::string& name, ModelFactory factory, float default
 /// The registered model's default learning rate (paper-mlp 0.5, mlp 0.1, lenet 0.05, cifar-cnn
 /// 0.05, row-rnn 0.02). Throws for an unknown name.
 float default_lr(const std::string& name);
+
+/// An optimizer's own default learning rate, torch.optim's: adam and adamw 1e-3, rmsprop 1e-2;
+/// nullopt for sgd, which has none (torch.optim.SGD requires one). Throws for an unknown name.
+std::optional<float> optimizer_default_lr(const std::string& optimizer);
+
+/// The rate a run of `model` with `optimizer` takes when none is given: the model's default_lr
+/// for sgd, the optimizer_default_lr for the others, whatever the model (an SGD rate such as
+/// paper-mlp's 0.5 makes Adam diverge). Throws for an unknown model or optimizer.
+float default_lr(const std::string& model, const std::string& optimizer);
 
 /// Builds the registered model spec.name with weights drawn from `rng`. Throws listing the
 /// registered names for an unknown one, and for a bad norm, placement or geometry.

@@ -357,6 +357,26 @@ TEST_CASE("apps.ablate: a validation split the lr preset chose is named as the p
   CHECK_FALSE(contains(r.output, "sets --val-split"));
 }
 
+// Those default rates are SGD rates: Adam, AdamW and RMSprop took them too (paper-mlp's 0.5), where
+// a PyTorch user expects the optimizer's own default, and Adam at 0.5 collapses.
+TEST_CASE("apps.ablate: without --lr another optimizer trains at its own default rate") {
+  TempDir dir;  // no data: the arms are listed before any is read
+  CliResult r =
+      run_cli(ablate_flags(dir, dir.file("out")) + " --vary optimizer=sgd,adam,adamw,rmsprop");
+  CAPTURE(r.output);
+  CHECK(contains(r.output, "arm:          optimizer=sgd (lr 0.5)"));
+  CHECK(contains(r.output, "arm:          optimizer=adam (lr 0.001)"));
+  CHECK(contains(r.output, "arm:          optimizer=adamw (lr 0.001)"));
+  CHECK(contains(r.output, "arm:          optimizer=rmsprop (lr 0.01)"));
+  r = run_cli(ablate_flags(dir, dir.file("out2")) + " --optimizer adam --vary norm=none,batch");
+  CAPTURE(r.output);
+  CHECK(contains(r.output, "arm:          norm=none (lr 0.001)"));
+  CHECK(contains(r.output, "optimizer:    adam lr 0.001,"));
+  r = run_cli(ablate_flags(dir, dir.file("out3")) + " --optimizer adam --lr 0.02 --vary norm=none");
+  CHECK(contains(r.output, "arm:          norm=none (lr 0.02)"));
+  CHECK(contains(run_cli("ablate --help").output, "with adam or adamw 1e-3 and rmsprop 1e-2"));
+}
+
 TEST_CASE("apps.ablate: one table per dataset, with thresholds that suit it") {
   TempDir dir;
   write_tiny_mnist(dir.file("data"), 120, 40);

@@ -362,6 +362,28 @@ TEST_CASE("apps.eval: a diverged run's earlier checkpoint is named as such, and 
   CHECK_FALSE(contains(r.output, "cannot open"));
 }
 
+// train's default rate, 0.01, is an SGD rate: Adam and AdamW took it too, ten times PyTorch's
+// default for them.
+TEST_CASE("apps.train: without --lr adam and adamw train at 1e-3, PyTorch's default") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  int runs = 0;
+  auto lr_of = [&](const std::string& flags) {
+    const std::string out = dir.file("run" + std::to_string(++runs));
+    CliResult r = run_cli("train --model mlp --steps 1 --batch-size 16 " + flags + " " +
+                          common_flags(dir) + " --out " + shell_quote(out));
+    CAPTURE(r.output);
+    REQUIRE(r.exit_code == 0);
+    return json::parse(read_text(out + "/config.json"))["lr"].get<double>();
+  };
+  CHECK(lr_of("--optimizer adam") == doctest::Approx(1e-3));
+  CHECK(lr_of("--optimizer adamw") == doctest::Approx(1e-3));
+  CHECK(lr_of("--optimizer rmsprop") == doctest::Approx(1e-2));
+  CHECK(lr_of("--optimizer sgd") == doctest::Approx(0.01));
+  CHECK(lr_of("--optimizer adam --lr 0.01") == doctest::Approx(0.01));  // a given rate is kept
+  CHECK(contains(run_cli("train --help").output, "with adam or adamw 1e-3 and rmsprop 1e-2"));
+}
+
 TEST_CASE("apps.train: --bn-momentum and --bn-eps reach BatchNorm and config.json") {
   // After one step from running_mean = 0, running_mean = momentum * batch mean: the same batch
   // under momentum 0.5 and 0.1 gives running means in the ratio 5.

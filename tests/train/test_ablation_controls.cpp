@@ -144,3 +144,39 @@ TEST_CASE("train.ablation: every preset's arms train distinct settings") {
     CHECK_NOTHROW(expand_arms(spec));
   }
 }
+
+// Without --lr every arm took its model's SGD rate, whatever the optimizer: paper-mlp's 0.5 for
+// Adam, which collapses there, so an optimizer ablation compared a tuned SGD with a broken Adam.
+TEST_CASE("train.ablation: without a rate, a non-SGD arm trains at its optimizer's default") {
+  AblationSpec spec;
+  spec.base.model.name = "lenet";  // SGD default 0.05
+  spec.lr_from_model = true;
+  spec.factors = {parse_factor("lr-mult=1,5"), parse_factor("optimizer=sgd,adam,adamw,rmsprop")};
+  std::vector<Arm> arms = expand_arms(spec);
+  CHECK(arm_named(arms, "lr-mult=1,optimizer=sgd").config.lr == 0.05f);
+  CHECK(arm_named(arms, "lr-mult=1,optimizer=adam").config.lr == 1e-3f);  // torch.optim.Adam's
+  CHECK(arm_named(arms, "lr-mult=1,optimizer=adamw").config.lr == 1e-3f);
+  CHECK(arm_named(arms, "lr-mult=1,optimizer=rmsprop").config.lr == 1e-2f);
+  // An lr-mult applied before stays applied.
+  CHECK(arm_named(arms, "lr-mult=5,optimizer=sgd").config.lr == doctest::Approx(0.25));
+  CHECK(arm_named(arms, "lr-mult=5,optimizer=adam").config.lr == doctest::Approx(5e-3));
+
+  // The base optimizer (ablate --optimizer adam); a model factor keeps Adam's rate.
+  spec.base.optimizer = "adam";
+  spec.factors = {parse_factor("model=paper-mlp,mlp")};
+  for (const Arm& a : expand_arms(spec)) {
+    CAPTURE(a.name);
+    CHECK(a.config.lr == 1e-3f);
+  }
+  // Back to SGD by a factor: the model's own rate again.
+  spec.factors = {parse_factor("optimizer=adam,sgd")};
+  CHECK(arm_named(expand_arms(spec), "optimizer=sgd").config.lr == 0.05f);
+
+  // A given rate (--lr) or an lr factor is every optimizer's.
+  spec.factors = {parse_factor("optimizer=sgd,adam"), parse_factor("lr=0.2")};
+  for (const Arm& a : expand_arms(spec)) CHECK(a.config.lr == 0.2f);
+  spec.lr_from_model = false;
+  spec.base.lr = 0.3f;
+  spec.factors = {parse_factor("optimizer=sgd,adam")};
+  for (const Arm& a : expand_arms(spec)) CHECK(a.config.lr == 0.3f);
+}
