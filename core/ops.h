@@ -345,7 +345,8 @@ Tensor channel_affine(const Tensor& x, const Tensor& scale, const Tensor& shift)
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
                   const Tensor& bias, float eps);
 /// Group norm: x [N, C, *] split into `groups` groups of C/groups channels, each normalized over
-/// its channels and spatial positions; weight/bias [C] or undefined.
+/// its channels and spatial positions; weight/bias [C] or undefined. Throws when a group holds a
+/// single value (C / groups channels x the spatial positions = 1), as PyTorch does.
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias,
                   float eps);
 

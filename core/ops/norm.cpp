@@ -1575,6 +1575,12 @@ Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const T
   check_param("group_norm", "bias", bias, {d.C}, x);
   check_eps("group_norm", eps);
   const int64_t L = d.C / groups * d.S;
+  // A group of one value normalizes to exactly 0: the output is the bias whatever x is, and x gets
+  // no gradient. PyTorch refuses it ("Expected more than 1 value per channel when training"), and
+  // so does InstanceNorm (groups = C) here, in eval too, as the statistics are the same in both.
+  BNLAB_CHECK(L > 1, "group_norm: expected more than 1 value per group; got input ", x.shape(),
+              " in ", groups, " groups of ", d.C / groups, " channel(s) x ", d.S,
+              " position(s), each of which would normalize to 0");
   return norm_rows("group_norm", x, weight, bias, RowsAffine{d.N * groups, L, d.C, d.S}, eps);
 }
 

@@ -85,6 +85,35 @@ TEST_CASE("layers.group_norm: groups, instance-norm extreme, gradient check, err
                        doctest::Contains("6 channels not divisible into 4 groups"), Error);
 }
 
+// Found by the API attack: GroupNorm(4, 4) on [1, 4, 1, 1] (one value per group) returned the
+// bias and gave x no gradient, where torch raises and bnlab's own InstanceNorm (the same groups)
+// refuses. Refused for any batch size and in eval too: the statistics do not depend on either.
+TEST_CASE("layers.group_norm: a group of one value is refused naming the op and the input") {
+  GroupNorm gn({.num_groups = 4, .num_channels = 4});
+  for (const auto& [shape, text] : {std::pair<Shape, std::string>{{1, 4, 1, 1}, "[1, 4, 1, 1]"},
+                                    {{3, 4, 1, 1}, "[3, 4, 1, 1]"},
+                                    {{2, 4}, "[2, 4]"},
+                                    {{1, 4, 1}, "[1, 4, 1]"}}) {
+    CAPTURE(text);
+    const std::string expected =
+        "group_norm: expected more than 1 value per group; got input " + text + " in 4 groups of 1";
+    CHECK_THROWS_WITH_AS(gn(Tensor::ones(shape)), doctest::Contains(expected.c_str()), Error);
+  }
+  gn.eval();
+  CHECK_THROWS_WITH_AS(gn(Tensor::ones({1, 4, 1, 1})),
+                       doctest::Contains("expected more than 1 value per group"), Error);
+  CHECK_THROWS_WITH_AS(
+      group_norm(Tensor::ones({2, 6}), 6, Tensor(), Tensor(), 1e-5f),
+      doctest::Contains("group_norm: expected more than 1 value per group; got "
+                        "input [2, 6] in 6 groups of 1 channel(s) x 1 position(s)"),
+      Error);
+  // Two values in a group are enough (two channels of one position, or one channel of two).
+  CHECK(GroupNorm({.num_groups = 2, .num_channels = 4})(Tensor::from({1, 3, 0, 2}, {1, 4, 1, 1}))
+            .data()[1] == doctest::Approx(1.0f).epsilon(1e-4));
+  CHECK(gn(Tensor::from({1, 3, 0, 2, 5, 5, 4, 6}, {1, 4, 2, 1})).data()[7] ==
+        doctest::Approx(1.0f).epsilon(1e-4));
+}
+
 TEST_CASE("layers: activations, pooling and flatten forward to their ops") {
   Tensor x = Tensor::from({-2, -0.5f, 0.5f, 2}, {1, 1, 2, 2});
   CHECK(Identity()(x).data() == x.data());  // the input itself, as torch.nn.Identity
