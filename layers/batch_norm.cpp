@@ -118,8 +118,7 @@ void BatchNorm::check_input(const Tensor& x) const {
 
 Tensor BatchNorm::forward(const Tensor& x) {
   check_input(x);
-  bool use_batch_stats = is_training() || !options_.track_running_stats;
-  if (!use_batch_stats) {
+  if (!uses_batch_statistics()) {
     return batch_norm_eval(x, running_mean_, running_var_, weight_, bias_, options_.eps);
   }
   return forward_batch_stats(x, Then::kNothing);
@@ -158,8 +157,7 @@ FusedForward BatchNorm::forward_fused(std::span<Module* const> next, const Tenso
 
 bool BatchNorm::takes_conv_planes() const {
   const std::type_info& type = typeid(*this);
-  return (type == typeid(BatchNorm2d) || type == typeid(BatchRenorm2d)) &&
-         (is_training() || !options_.track_running_stats);
+  return (type == typeid(BatchNorm2d) || type == typeid(BatchRenorm2d)) && uses_batch_statistics();
 }
 
 FusedForward BatchNorm::forward_given_planes(std::span<Module* const> next, const Tensor& x,
@@ -179,10 +177,13 @@ Tensor BatchNorm::forward_batch_stats(const Tensor& x, Then then, const double* 
   // The batches this layer has trained on before this one, a buffer: resume continues the renorm
   // schedule and the noise stream from it.
   const int64_t step = num_batches_tracked();
+  // r and d correct training towards the running statistics; evaluation on batch statistics
+  // (set_eval_batch_statistics) is plain batch norm.
+  const bool renorm = renorm_ && is_training();
   if (planes) {
     // The same ops below, the conv's plane moments in place of their first pass.
     std::optional<BatchRenormArgs> args;
-    if (renorm_) {
+    if (renorm) {
       const BatchRenormLimits lim = batch_renorm_limits(*renorm_, step);
       args = BatchRenormArgs{running_mean_, running_var_, lim.r_max, lim.d_max};
     }
@@ -193,7 +194,7 @@ Tensor BatchNorm::forward_batch_stats(const Tensor& x, Then then, const double* 
                                                                    : detail::BatchNormThen::nothing;
     r = detail::batch_norm_train_given_planes(x, weight_, bias_, options_.eps, reducer_,
                                               args ? &*args : nullptr, op_then, planes);
-  } else if (renorm_) {
+  } else if (renorm) {
     const BatchRenormLimits lim = batch_renorm_limits(*renorm_, step);
     r = batch_renorm_train(x, weight_, bias_, options_.eps,
                            {running_mean_, running_var_, lim.r_max, lim.d_max}, reducer_);

@@ -5,7 +5,8 @@
 // = 0.1,
 //   running_var from the UNBIASED batch variance (var * M / (M - 1), M = values per channel);
 //   momentum = nullopt gives the cumulative average (m = 1 / num_batches_tracked);
-// - eval mode uses the running statistics (or batch statistics when track_running_stats is false);
+// - eval mode uses the running statistics (or batch statistics when track_running_stats is false,
+//   or set_eval_batch_statistics(true) is on: plain batch norm, running statistics untouched);
 // - 1d takes [N, C] or [N, C, L]; 2d takes [N, C, H, W], statistics per channel over N, H, W.
 // Buffers: running_mean [C], running_var [C], num_batches_tracked (scalar, saved as int64).
 //
@@ -117,7 +118,8 @@ class BatchNorm : public Module {
   FusedForward forward_fused(std::span<Module* const> next, const Tensor& x) override;
   /// Whether a Conv2d before this module hands it its output's per-plane moments (the first pass
   /// of the statistics, computed while each image was in cache): exactly BatchNorm2d or
-  /// BatchRenorm2d, using batch statistics (training, or no running statistics tracked). Then
+  /// BatchRenorm2d, using batch statistics (training, no running statistics tracked, or
+  /// set_eval_batch_statistics). Then
   /// Conv2d::forward_fused runs this module, and what it fuses with, inside its op.
   bool takes_conv_planes() const;
   std::string extra_repr() const override;
@@ -134,6 +136,15 @@ class BatchNorm : public Module {
   const BatchNormOptions& options() const { return options_; }
   /// Batch renormalization's schedule (BatchRenorm1d/2d); nullopt for batch norm.
   const std::optional<BatchRenormOptions>& renorm() const { return renorm_; }
+  /// Evaluation on batch statistics (evaluate()'s NormStatistics::kBatch): on, eval mode normalizes
+  /// each batch with its own mean and biased variance as plain batch norm does in training, without
+  /// batch renormalization's r and d and without noise (both training-only, like dropout), and
+  /// leaves the running statistics and num_batches_tracked alone, as torch's BatchNorm built with
+  /// track_running_stats=False does in eval. Off by default; no effect in training. A BatchNorm
+  /// with it on is not folded (fold_batch_norm): it has no constant statistics.
+  void set_eval_batch_statistics(bool on) { eval_batch_statistics_ = on; }
+  /// Whether set_eval_batch_statistics is on.
+  bool eval_batch_statistics() const { return eval_batch_statistics_; }
   /// SyncBN: train-mode statistics (and the running estimates) cover every shard's batch, merged
   /// through `reducer` (null: this process's batch only, the default).
   void set_reducer(std::shared_ptr<BatchNormReducer> reducer) { reducer_ = std::move(reducer); }
@@ -145,6 +156,11 @@ class BatchNorm : public Module {
 
  private:
   void check_input(const Tensor& x) const;
+  /// Normalizes with the batch's statistics: in training, without running statistics, or in eval
+  /// with set_eval_batch_statistics on.
+  bool uses_batch_statistics() const {
+    return is_training() || !options_.track_running_stats || eval_batch_statistics_;
+  }
   /// What the training forward computes after batch norm (plain batch norm only): nothing,
   /// relu (batch_norm_relu_train), relu and a 2x2 max-pool (batch_norm_relu_max_pool2x2_train) or
   /// sigmoid (batch_norm_sigmoid_train).
@@ -171,6 +187,7 @@ class BatchNorm : public Module {
   int spatial_dims_;  ///< 0 or 1 for BatchNorm1d, 2 for BatchNorm2d
   Tensor weight_, bias_, running_mean_, running_var_, num_batches_tracked_;
   std::shared_ptr<BatchNormReducer> reducer_;
+  bool eval_batch_statistics_ = false;
 };
 
 /// Batch norm over [N, C] or [N, C, L] input (torch.nn.BatchNorm1d).

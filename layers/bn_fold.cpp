@@ -60,8 +60,11 @@ const BatchNorm* foldable(const Module& layer, const Module& next) {
     return nullptr;
   }
   const auto& bn = static_cast<const BatchNorm&>(next);
-  // A mismatch is left for the BatchNorm's forward to report.
-  if (!bn.options().track_running_stats || bn.options().num_features != outputs) return nullptr;
+  // A mismatch is left for the BatchNorm's forward to report. Batch statistics (none tracked, or
+  // set_eval_batch_statistics) are no constants to fold.
+  if (!bn.options().track_running_stats || bn.eval_batch_statistics() ||
+      bn.options().num_features != outputs)
+    return nullptr;
   return &bn;
 }
 

@@ -579,10 +579,22 @@ NormalizeOptions run_normalization(const std::string& dir, const TrainConfig& cf
 
 namespace {
 
-// Train mode for every module but Dropout: batch statistics without dropout's noise.
-void train_except_dropout(Module& m) {
-  m.train(m.type_name() != "Dropout");
-  for (const auto& [name, child] : m.children()) train_except_dropout(*child);
+// NormStatistics::kBatch, on a model in eval mode: every BatchNorm (batch-renorm and noisy ones
+// too) on the batch's own statistics as plain batch norm, without renorm's r and d and without
+// noise, both training-only like dropout, and without touching its running statistics
+// (BatchNorm::set_eval_batch_statistics); InstanceNorm in training mode, on each image's own. Every
+// other module stays in eval mode: no dropout, nor any other layer's training-only behaviour.
+// Appends the BatchNorm layers it switched, to switch them back.
+void use_batch_statistics(Module& m, std::vector<BatchNorm*>& switched) {
+  if (auto* bn = dynamic_cast<BatchNorm*>(&m)) {
+    if (!bn->eval_batch_statistics()) {
+      bn->set_eval_batch_statistics(true);
+      switched.push_back(bn);
+    }
+  } else if (dynamic_cast<InstanceNorm*>(&m) != nullptr) {
+    m.train(true);
+  }
+  for (const auto& [name, child] : m.children()) use_batch_statistics(*child, switched);
 }
 
 }  // namespace
@@ -596,18 +608,28 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& d
 EvalResult evaluate(Model& model, const ImageDataset& data, const NormalizeOptions& normalize,
                     int64_t batch_size, int64_t probe_unit, NormStatistics statistics) {
   EvalResult result;
+  // Made first: a loader that refuses its options leaves the model untouched.
+  DataLoaderOptions opts;
+  opts.batch_size = batch_size;
+  opts.shuffle = false;
+  opts.normalize = normalize;
+  opts.prefetch = false;
+  DataLoader loader(data, opts);
+  loader.start_epoch(0);
   bool was_training = model.net->is_training();
-  // Train-mode normalization updates the running statistics: keep copies to put back.
+  model.net->eval();
   std::vector<std::pair<Tensor, Tensor>> saved_buffers;
+  std::vector<BatchNorm*> switched;
   if (statistics == NormStatistics::kBatch) {
+    // A training-mode InstanceNorm that tracks running statistics updates them: keep copies to
+    // put back. (BatchNorm on eval batch statistics leaves its own alone.)
     for (const auto& [name, buffer] : model.net->named_buffers())
       saved_buffers.emplace_back(buffer, buffer.clone());
-    train_except_dropout(*model.net);
-  } else {
-    model.net->eval();
+    use_batch_statistics(*model.net, switched);
   }
   auto restore = [&] {
     for (const auto& [buffer, copy] : saved_buffers) buffer.copy_(copy);
+    for (BatchNorm* bn : switched) bn->set_eval_batch_statistics(false);
     model.net->train(was_training);
   };
   NoGradGuard no_grad;
@@ -616,13 +638,6 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const NormalizeOptio
       append_probe_values(x, probe_unit, result.probe_values);
     });
   }
-  DataLoaderOptions opts;
-  opts.batch_size = batch_size;
-  opts.shuffle = false;
-  opts.normalize = normalize;
-  opts.prefetch = false;
-  DataLoader loader(data, opts);
-  loader.start_epoch(0);
   Batch batch;
   double loss_sum = 0;
   int64_t correct = 0, seen = 0;

@@ -353,15 +353,21 @@ struct EvalResult {
 /// Which statistics BatchNorm layers normalize with during evaluate().
 enum class NormStatistics {
   kRunning,  ///< eval mode: the running averages (what inference uses)
-  kBatch,    ///< each evaluation batch's own statistics (train-mode BN, dropout off)
+  /// each evaluation batch's own statistics, as plain train-mode batch norm (no renorm r and d, no
+  /// noise); everything else in eval mode (dropout off)
+  kBatch,
 };
 
 /// Accuracy and mean loss of `model` on `data`, without gradients, normalized as `dataset_name`
 /// is; records the probe unit's inputs when probe_unit >= 0 and the model has a probe. kRunning
-/// evaluates in eval mode. kBatch runs every module in train mode except Dropout, so each
-/// normalization uses the batch's statistics (the train/inference discrepancy the inference preset
-/// measures; the result depends on batch_size and on which images share a batch), then restores
-/// the running statistics it updated. Restores the model's train/eval mode.
+/// evaluates in eval mode. kBatch evaluates in eval mode too (no dropout), except that every
+/// BatchNorm normalizes with the evaluation batch's own statistics as plain batch norm does in
+/// training: batch renormalization's r and d and noisy batch norm's noise are training-only, like
+/// dropout, so neither applies, and the running statistics are not updated, so no batch affects
+/// another (BatchNorm::set_eval_batch_statistics); InstanceNorm uses each image's own statistics.
+/// That is the train/inference discrepancy the inference preset measures; the result depends on
+/// batch_size and on which images share a batch. Buffers are left bit for bit as they were.
+/// Restores the model's train/eval mode.
 EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& dataset_name,
                     int64_t batch_size, int64_t probe_unit,
                     NormStatistics statistics = NormStatistics::kRunning);

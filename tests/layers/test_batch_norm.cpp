@@ -162,6 +162,36 @@ TEST_CASE("layers.batch_norm: eval uses running stats and is independent of the 
   CHECK(bn.num_batches_tracked() == 0);  // eval leaves the buffers alone
 }
 
+TEST_CASE("layers.batch_norm: eval batch statistics are plain batch norm, buffers untouched") {
+  Rng rng(3);
+  Tensor x = Tensor::normal({6, 3, 2, 2}, rng, 1.0f, 2.0f);
+  Tensor other = Tensor::normal({6, 3, 2, 2}, rng, -2.0f, 0.5f);
+  const std::vector<float> expected =
+      batch_norm_train(x, Tensor::ones({3}), Tensor::zeros({3}), 1e-5f).y.to_vector();
+  BatchNorm2d plain({.num_features = 3});
+  BatchNorm2d noisy({.num_features = 3, .noise = BatchNormNoise{2.0f, 4.0f, 5}});
+  BatchRenorm2d renorm({.num_features = 3}, {.warmup = 0, .ramp = 0});
+  for (BatchNorm* bn : std::vector<BatchNorm*>{&plain, &noisy, &renorm}) {
+    CAPTURE(bn->type_name());
+    CAPTURE(bn->extra_repr());
+    (*bn)(other);  // running statistics far from x's: renorm's r and d would not be 1 and 0
+    (*bn)(other);
+    bn->eval();
+    bn->set_eval_batch_statistics(true);
+    std::vector<std::vector<float>> before;
+    for (const auto& [name, t] : bn->named_buffers()) before.push_back(t.to_vector());
+    CHECK(bn->forward(x).to_vector() == expected);
+    CHECK((*bn)(x).to_vector() == expected);
+    std::vector<std::vector<float>> after;
+    for (const auto& [name, t] : bn->named_buffers()) after.push_back(t.to_vector());
+    CHECK(after == before);
+    bn->set_eval_batch_statistics(false);  // back to the running statistics
+    CHECK(bn->forward(x).to_vector() ==
+          batch_norm_eval(x, bn->running_mean(), bn->running_var(), bn->weight(), bn->bias(), 1e-5f)
+              .to_vector());
+  }
+}
+
 TEST_CASE("layers.batch_norm: gradient checks in train mode for input, weight and bias") {
   BatchNorm1d bn1({.num_features = 3});
   bn1.weight().copy_(Tensor::from({0.5f, 1.5f, -1.0f}, {3}));

@@ -121,6 +121,40 @@ TEST_CASE("train.controls: evaluation with batch statistics leaves the model as 
   CHECK(p_batch.loss == p_running.loss);
 }
 
+// Found by the API attack: kBatch switched every module but Dropout to train mode, so a
+// noisy-batch model's evaluation carried its training noise, and a batch-renorm model's applied r
+// and d, which (unclipped) give back the running-statistics normalization: its kBatch result was
+// its kRunning one. Both must now equal their plain-BatchNorm twin's (the same state_dict).
+TEST_CASE("train.controls: batch statistics are plain batch norm for noisy and renorm layers") {
+  TempDir dir;
+  apps_test::write_tiny_mnist(dir.file("data"), 300, 60);
+  for (const std::string norm : {"noisy-batch", "batch-renorm"}) {
+    CAPTURE(norm);
+    TrainConfig cfg = tiny_config(dir.file("data"));
+    cfg.model.norm = norm;
+    cfg.model.bn_noise_mean = 2.0f;
+    cfg.model.bn_noise_var = 4.0f;
+    cfg.model.renorm_warmup = 0;  // past the warm-up: r and d in use
+    cfg.model.renorm_ramp = 1;
+    RunData data = load_run_data(cfg);
+    Trainer trainer(cfg, data);
+    trainer.fit();
+    Model& m = trainer.model();
+    ModelSpec spec = m.spec;
+    spec.norm = "batch";
+    Rng rng(cfg.seed);
+    Model twin = build_model(spec, rng);
+    twin.net->load_state_dict(m.net->state_dict());
+    const std::string before = buffers_of(m);
+    const EvalResult batch = evaluate(m, data.eval, "mnist", 20, -1, NormStatistics::kBatch);
+    CHECK(buffers_of(m) == before);  // bit for bit, num_batches_tracked included
+    const EvalResult plain = evaluate(twin, data.eval, "mnist", 20, -1, NormStatistics::kBatch);
+    CHECK(batch.loss == plain.loss);
+    CHECK(batch.predictions == plain.predictions);
+    CHECK(batch.loss != evaluate(m, data.eval, "mnist", 20, -1).loss);
+  }
+}
+
 TEST_CASE("train.controls: the regularization and inference presets report their tables") {
   TempDir dir;
   apps_test::write_tiny_mnist(dir.file("data"), 300, 60);
