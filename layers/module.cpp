@@ -1,6 +1,7 @@
 // Module registration, traversal, state_dict, train/eval, printing and the summary table.
 #include "layers/module.h"
 
+#include <algorithm>
 #include <iomanip>
 #include <map>
 #include <set>
@@ -36,8 +37,23 @@ void check_child(const Module& parent, const std::string& name,
 
 Tensor Module::operator()(const Tensor& x) {
   Tensor y = forward(x);
-  for (const ForwardHook& hook : hooks_) hook(*this, x, y);
+  for (const Hook& hook : hooks_) hook.fn(*this, x, y);
   return y;
+}
+
+ForwardHookHandle Module::register_forward_hook(ForwardHook hook) {
+  const uint64_t id = next_hook_id_++;
+  hooks_.push_back({id, std::move(hook)});
+  return {this, id};
+}
+
+void ForwardHookHandle::remove() {
+  if (module_ == nullptr) return;
+  std::vector<Module::Hook>& hooks = module_->hooks_;
+  hooks.erase(std::remove_if(hooks.begin(), hooks.end(),
+                             [this](const Module::Hook& h) { return h.id == id_; }),
+              hooks.end());
+  module_ = nullptr;
 }
 
 FusedForward Module::forward_fused(std::span<Module* const>, const Tensor&) { return {}; }
@@ -294,14 +310,13 @@ std::string summary(Module& model, const Shape& input_shape) {
   // order a Sequential runs its rows in). Hooks are removed again afterwards.
   std::map<const Module*, std::string> first_row;  // a module's first row names its later ones
   std::map<const Module*, std::vector<Shape>> shapes;
-  std::vector<Module*> hooked;
+  std::vector<ForwardHookHandle> hooked;
   for (auto& [name, m] : leaves) {
     if (!first_row.emplace(m, name).second) continue;
-    hooked.push_back(const_cast<Module*>(m));
-    hooked.back()->register_forward_hook(
+    hooked.push_back(const_cast<Module*>(m)->register_forward_hook(
         [&shapes](const Module& mod, const Tensor&, const Tensor& y) {
           shapes[&mod].push_back(y.shape());
-        });
+        }));
   }
   bool was_training = model.is_training();
   model.eval();
@@ -310,12 +325,12 @@ std::string summary(Module& model, const Shape& input_shape) {
     try {
       model(Tensor::zeros(input_shape));
     } catch (...) {
-      for (Module* m : hooked) m->clear_forward_hooks();
+      for (ForwardHookHandle& h : hooked) h.remove();
       model.train(was_training);
       throw;
     }
   }
-  for (Module* m : hooked) m->clear_forward_hooks();
+  for (ForwardHookHandle& h : hooked) h.remove();
   model.train(was_training);
 
   std::vector<SummaryRow> rows;

@@ -22,6 +22,23 @@ namespace bnlab {
 
 class Module;
 
+/// What Module::register_forward_hook returns (torch's RemovableHandle): remove() takes away that
+/// hook and no other, so library code that hooks a module (evaluate()'s probe, the non-finite
+/// guard's diagnosis) leaves the user's hooks registered. Removing twice, or through a
+/// default-constructed handle, does nothing. The module must still exist when remove() is called.
+class ForwardHookHandle {
+ public:
+  ForwardHookHandle() = default;
+  /// Unregisters the hook this handle was returned for.
+  void remove();
+
+ private:
+  friend class Module;
+  ForwardHookHandle(Module* module, uint64_t id) : module_(module), id_(id) {}
+  Module* module_ = nullptr;
+  uint64_t id_ = 0;
+};
+
 /// What Module::forward_fused ran: the fused op's output and how many of the modules it was offered
 /// ran inside it.
 struct FusedForward {
@@ -103,9 +120,10 @@ class Module {
   /// Drops every parameter's gradient.
   void zero_grad();
 
-  /// Adds a hook that operator() calls after forward.
-  void register_forward_hook(ForwardHook hook) { hooks_.push_back(std::move(hook)); }
-  /// Removes every forward hook of this module.
+  /// Adds a hook that operator() calls after forward (after the hooks added before it); the handle
+  /// removes it again, and only it.
+  ForwardHookHandle register_forward_hook(ForwardHook hook);
+  /// Removes every forward hook of this module, other code's too (remove one by its handle).
   void clear_forward_hooks() { hooks_.clear(); }
   /// True when a forward hook is registered (fold_batch_norm then leaves this module as it is).
   bool has_forward_hooks() const { return !hooks_.empty(); }
@@ -158,7 +176,13 @@ class Module {
   NamedTensors params_;
   std::vector<Buffer> buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
-  std::vector<ForwardHook> hooks_;
+  struct Hook {
+    uint64_t id;  ///< what its ForwardHookHandle names
+    ForwardHook fn;
+  };
+  friend class ForwardHookHandle;
+  std::vector<Hook> hooks_;
+  uint64_t next_hook_id_ = 1;
   bool training_ = true;
 };
 

@@ -78,14 +78,15 @@ void MechanismMeter::before_forward() {
   if (model_.dropout_rng) rng_before_ = model_.dropout_rng->state();
   probe_values_.clear();
   if (probe_unit_ >= 0) {
-    model_.probe->register_forward_hook([this](const Module&, const Tensor& x, const Tensor&) {
-      append_probe_values(x, probe_unit_, probe_values_);
-    });
+    probe_hook_ =
+        model_.probe->register_forward_hook([this](const Module&, const Tensor& x, const Tensor&) {
+          append_probe_values(x, probe_unit_, probe_values_);
+        });
   }
 }
 
 void MechanismMeter::skip() {
-  if (probe_unit_ >= 0) model_.probe->clear_forward_hooks();
+  probe_hook_.remove();  // its own hook only: the user's stay
   measuring_ = false;
 }
 

@@ -72,6 +72,7 @@ class MechanismMeter {
   Tensor images_;
   std::vector<int64_t> labels_;
   std::vector<float> probe_values_;
+  ForwardHookHandle probe_hook_;  // on model_.probe while a step's forward is recorded
   std::vector<SmoothnessRow> pending_;
   MechanismRow row_;
   bool measuring_ = false;

@@ -92,14 +92,15 @@ std::string NonFiniteGuard::diagnose(int64_t step, float loss, const Tensor& ima
     for (const Tensor& b : buffers_) buffers_after.push_back(b.clone());
     Rng::State rng_after = model_.dropout_rng->state();
     model_.dropout_rng->set_state(rng_before_step_);  // the same dropout masks as the step
+    std::vector<ForwardHookHandle> hooks;             // removed by handle: the user's hooks stay
     for (const NamedModule& m : modules_) {
-      m.module->register_forward_hook(
+      hooks.push_back(m.module->register_forward_hook(
           [&first_output, &m](const Module&, const Tensor&, const Tensor& out) {
             if (first_output == nullptr && out.defined() && !all_finite(out)) first_output = &m;
-          });
+          }));
     }
     auto restore = [&]() {
-      for (const NamedModule& m : modules_) m.module->clear_forward_hooks();
+      for (ForwardHookHandle& h : hooks) h.remove();
       for (size_t i = 0; i < buffers_.size(); ++i) buffers_[i].copy_(buffers_after[i]);
       model_.dropout_rng->set_state(rng_after);
     };

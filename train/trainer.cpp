@@ -633,10 +633,13 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const NormalizeOptio
     model.net->train(was_training);
   };
   NoGradGuard no_grad;
+  // Removed by its handle afterwards: the user's hooks on the probe stay.
+  ForwardHookHandle probe_hook;
   if (model.probe && probe_unit >= 0) {
-    model.probe->register_forward_hook([&](const Module&, const Tensor& x, const Tensor&) {
-      append_probe_values(x, probe_unit, result.probe_values);
-    });
+    probe_hook =
+        model.probe->register_forward_hook([&](const Module&, const Tensor& x, const Tensor&) {
+          append_probe_values(x, probe_unit, result.probe_values);
+        });
   }
   Batch batch;
   double loss_sum = 0;
@@ -654,11 +657,11 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const NormalizeOptio
       seen += batch.size();
     }
   } catch (...) {
-    if (model.probe) model.probe->clear_forward_hooks();
+    probe_hook.remove();
     restore();
     throw;
   }
-  if (model.probe) model.probe->clear_forward_hooks();
+  probe_hook.remove();
   restore();
   result.loss = seen ? loss_sum / static_cast<double>(seen) : NAN;
   result.accuracy = seen ? static_cast<double>(correct) / static_cast<double>(seen) : NAN;

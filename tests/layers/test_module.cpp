@@ -126,6 +126,31 @@ TEST_CASE("module: forward hooks see input and output") {
   CHECK(seen == Shape{7, 3});
 }
 
+TEST_CASE("module: a hook's handle removes that hook alone, as torch's RemovableHandle") {
+  Rng rng(5);
+  auto net = small_net(rng);
+  std::string calls;
+  Module& relu = (*net)[2];
+  ForwardHookHandle a = relu.register_forward_hook([&](auto&&...) { calls += "a"; });
+  ForwardHookHandle b = relu.register_forward_hook([&](auto&&...) { calls += "b"; });
+  relu.register_forward_hook([&](auto&&...) { calls += "c"; });
+  (*net)(Tensor::ones({2, 4}));
+  CHECK(calls == "abc");  // in registration order
+  b.remove();
+  b.remove();  // a second time: nothing
+  ForwardHookHandle().remove();
+  calls.clear();
+  (*net)(Tensor::ones({2, 4}));
+  CHECK(calls == "ac");
+  a.remove();
+  calls.clear();
+  (*net)(Tensor::ones({2, 4}));
+  CHECK(calls == "c");
+  CHECK(relu.has_forward_hooks());
+  relu.clear_forward_hooks();
+  CHECK_FALSE(relu.has_forward_hooks());
+}
+
 TEST_CASE("module: Sequential::set replaces a module in place, as torch's seq[i] = m") {
   Rng rng(6);
   auto net = small_net(rng);

@@ -179,6 +179,36 @@ TEST_CASE("train.trainer: trains a registered model, calls the hooks, stops earl
   CHECK(nlohmann::json::parse(apps_test::read_text(cfg.out_dir + "/summary.json"))["steps"] == 20);
 }
 
+// Found by the API attack: evaluate() (with a probe) and fit() (probe_unit >= 0, and the mechanism
+// measurement) removed their probe hook with clear_forward_hooks(), which took every hook of the
+// user's on the probe module with it.
+TEST_CASE("train.trainer: fit and evaluate remove their own probe hook, not the user's") {
+  register_test_model();
+  TempDir tmp;
+  apps_test::write_tiny_mnist(tmp.path.string(), 400, 200);
+  RunData data = load_run_data("mnist", tmp.path.string());
+  TrainConfig cfg = small_config("batch");
+  cfg.steps = 20;
+  cfg.mechanism_every = 10;  // hooks the probe around measured steps too
+  Trainer trainer(cfg, data);
+  Module& probe = *trainer.model().probe;
+  int64_t images = 0;
+  probe.register_forward_hook(
+      [&](const Module&, const Tensor& x, const Tensor&) { images += x.size(0); });
+  TrainResult r = trainer.fit();
+  REQUIRE(r.steps_done == 20);
+  CHECK(probe.has_forward_hooks());
+  CHECK(images >= 20 * 20 + 3 * 200);  // every training step and the 3 evaluations
+  images = 0;
+  EvalResult e = evaluate(trainer.model(), data.eval, trainer.normalization(), 100, 0);
+  CHECK(e.probe_values.size() == 200);
+  CHECK(images == 200);
+  CHECK(probe.has_forward_hooks());
+  images = 0;
+  (*trainer.model().net)(Tensor::zeros({3, 1, 28, 28}));
+  CHECK(images == 3);
+}
+
 TEST_CASE("train.trainer: a registered model resumes bit for bit and reloads from its directory") {
   register_test_model();
   TempDir tmp;
