@@ -585,6 +585,14 @@ namespace {
 // (BatchNorm::set_eval_batch_statistics); InstanceNorm in training mode, on each image's own. Every
 // other module stays in eval mode: no dropout, nor any other layer's training-only behaviour.
 // Appends the BatchNorm layers it switched, to switch them back.
+// Each module's own train/eval mode, parents before their children. A model may mix modes
+// (BatchNorm layers frozen in eval mode in a model that trains); Module::train() recurses, so
+// setting them back in this order leaves every module as it was.
+void collect_modes(Module& m, std::vector<std::pair<Module*, bool>>& modes) {
+  modes.emplace_back(&m, m.is_training());
+  for (const auto& [name, child] : m.children()) collect_modes(*child, modes);
+}
+
 void use_batch_statistics(Module& m, std::vector<BatchNorm*>& switched) {
   if (auto* bn = dynamic_cast<BatchNorm*>(&m)) {
     if (!bn->eval_batch_statistics()) {
@@ -616,7 +624,8 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const NormalizeOptio
   opts.prefetch = false;
   DataLoader loader(data, opts);
   loader.start_epoch(0);
-  bool was_training = model.net->is_training();
+  std::vector<std::pair<Module*, bool>> modes;
+  collect_modes(*model.net, modes);
   model.net->eval();
   std::vector<std::pair<Tensor, Tensor>> saved_buffers;
   std::vector<BatchNorm*> switched;
@@ -630,7 +639,7 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const NormalizeOptio
   auto restore = [&] {
     for (const auto& [buffer, copy] : saved_buffers) buffer.copy_(copy);
     for (BatchNorm* bn : switched) bn->set_eval_batch_statistics(false);
-    model.net->train(was_training);
+    for (const auto& [module, training] : modes) module->train(training);
   };
   NoGradGuard no_grad;
   // Removed by its handle afterwards: the user's hooks on the probe stay.

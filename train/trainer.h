@@ -367,7 +367,8 @@ enum class NormStatistics {
 /// another (BatchNorm::set_eval_batch_statistics); InstanceNorm uses each image's own statistics.
 /// That is the train/inference discrepancy the inference preset measures; the result depends on
 /// batch_size and on which images share a batch. Buffers are left bit for bit as they were.
-/// Restores the model's train/eval mode.
+/// Restores every module's own train/eval mode (a model may mix them: BatchNorm layers frozen in
+/// eval mode in a training model stay frozen).
 EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& dataset_name,
                     int64_t batch_size, int64_t probe_unit,
                     NormStatistics statistics = NormStatistics::kRunning);

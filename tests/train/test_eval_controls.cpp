@@ -155,6 +155,40 @@ TEST_CASE("train.controls: batch statistics are plain batch norm for noisy and r
   }
 }
 
+// Found by the API attack: evaluate() restored only the root's mode, and Module::train() recurses,
+// so BatchNorm layers a user had frozen (eval mode in a training model, the fine-tuning idiom)
+// came back in training mode and would update their running statistics again.
+TEST_CASE("train.controls: evaluation restores each module's own train/eval mode") {
+  TempDir dir;
+  apps_test::write_tiny_mnist(dir.file("data"), 100, 30);
+  TrainConfig cfg = tiny_config(dir.file("data"));
+  cfg.model.norm = "batch";
+  cfg.model.dropout = 0.5f;
+  RunData data = load_run_data(cfg);
+  Trainer trainer(cfg, data);
+  Model& m = trainer.model();
+  auto modes = [&] {
+    std::string out;
+    for (const auto& [name, child] : m.net->children()) out += child->is_training() ? "T" : "e";
+    return out;
+  };
+  m.net->train();
+  int64_t frozen = 0;
+  for (const auto& [name, child] : m.net->children()) {
+    if (dynamic_cast<BatchNorm*>(child.get())) {
+      child->eval();
+      ++frozen;
+    }
+  }
+  REQUIRE(frozen > 0);
+  const std::string before = modes();
+  for (NormStatistics statistics : {NormStatistics::kRunning, NormStatistics::kBatch}) {
+    evaluate(m, data.eval, "mnist", 10, -1, statistics);
+    CHECK(m.net->is_training());
+    CHECK(modes() == before);
+  }
+}
+
 TEST_CASE("train.controls: the regularization and inference presets report their tables") {
   TempDir dir;
   apps_test::write_tiny_mnist(dir.file("data"), 300, 60);
