@@ -655,6 +655,14 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const NormalizeOptio
   int64_t correct = 0, seen = 0;
   try {
     while (loader.next(batch)) {
+      // kBatch: a last batch of one image has no batch statistics (BatchNorm1d refuses it, after
+      // every other batch was evaluated), so it joins the batch before it.
+      Batch last;
+      if (statistics == NormStatistics::kBatch && seen + batch.size() + 1 == data.size() &&
+          loader.next(last)) {
+        batch.images = cat({batch.images, last.images}, 0);
+        batch.labels.insert(batch.labels.end(), last.labels.begin(), last.labels.end());
+      }
       Tensor logits = (*model.net)(batch.images);
       loss_sum += static_cast<double>(cross_entropy(logits, batch.labels).item()) *
                   static_cast<double>(batch.size());

@@ -366,7 +366,10 @@ enum class NormStatistics {
 /// dropout, so neither applies, and the running statistics are not updated, so no batch affects
 /// another (BatchNorm::set_eval_batch_statistics); InstanceNorm uses each image's own statistics.
 /// That is the train/inference discrepancy the inference preset measures; the result depends on
-/// batch_size and on which images share a batch. Buffers are left bit for bit as they were.
+/// batch_size and on which images share a batch. When the split leaves a last batch of a single
+/// image (its size is 1 more than a multiple of batch_size, and more than 1), that image joins the
+/// batch before it (of batch_size + 1): one image has no batch statistics, and every image is still
+/// evaluated. Buffers are left bit for bit as they were.
 /// Restores every module's own train/eval mode (a model may mix them: BatchNorm layers frozen in
 /// eval mode in a training model stay frozen).
 EvalResult evaluate(Model& model, const ImageDataset& data, const std::string& dataset_name,

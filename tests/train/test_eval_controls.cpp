@@ -189,6 +189,41 @@ TEST_CASE("train.controls: evaluation restores each module's own train/eval mode
   }
 }
 
+// Found by the API attack: kBatch with 61 images at batch 20 evaluated three batches and then
+// failed on the fourth, of one image ("BatchNorm1d: expected more than 1 value per channel when
+// training"). That image now joins the batch before it.
+TEST_CASE(
+    "train.controls: batch statistics with a last batch of one image fold it into the one before") {
+  TempDir dir;
+  apps_test::write_tiny_mnist(dir.file("data"), 100, 61);
+  TrainConfig cfg = tiny_config(dir.file("data"));
+  cfg.model.norm = "batch";
+  RunData data = load_run_data(cfg);
+  Trainer trainer(cfg, data);
+  Model& m = trainer.model();
+  const ImageDataset& all = data.eval;
+  REQUIRE(all.size() == 61);
+  auto part = [&](int64_t from, int64_t to) {  // images [from, to) of the split
+    ImageDataset d = all;
+    const auto bytes = static_cast<std::ptrdiff_t>(all.image_bytes());
+    d.labels.assign(all.labels.begin() + from, all.labels.begin() + to);
+    d.pixels.assign(all.pixels.begin() + from * bytes, all.pixels.begin() + to * bytes);
+    return d;
+  };
+  const EvalResult r = evaluate(m, all, "mnist", 20, -1, NormStatistics::kBatch);
+  REQUIRE(r.predictions.size() == 61);
+  // Batches [0, 20), [20, 40) and [40, 61).
+  const EvalResult head = evaluate(m, part(0, 40), "mnist", 20, -1, NormStatistics::kBatch);
+  const EvalResult tail = evaluate(m, part(40, 61), "mnist", 21, -1, NormStatistics::kBatch);
+  std::vector<int64_t> joined = head.predictions;
+  joined.insert(joined.end(), tail.predictions.begin(), tail.predictions.end());
+  CHECK(r.predictions == joined);
+  CHECK(r.loss == doctest::Approx((head.loss * 40 + tail.loss * 21) / 61).epsilon(1e-12));
+  // A remainder of 2 or more is a batch of its own; kRunning never merges (no batch statistics).
+  CHECK(evaluate(m, part(0, 42), "mnist", 20, -1, NormStatistics::kBatch).predictions.size() == 42);
+  CHECK(evaluate(m, all, "mnist", 20, -1).predictions.size() == 61);
+}
+
 TEST_CASE("train.controls: the regularization and inference presets report their tables") {
   TempDir dir;
   apps_test::write_tiny_mnist(dir.file("data"), 300, 60);
