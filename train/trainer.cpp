@@ -579,12 +579,6 @@ NormalizeOptions run_normalization(const std::string& dir, const TrainConfig& cf
 
 namespace {
 
-// NormStatistics::kBatch, on a model in eval mode: every BatchNorm (batch-renorm and noisy ones
-// too) on the batch's own statistics as plain batch norm, without renorm's r and d and without
-// noise, both training-only like dropout, and without touching its running statistics
-// (BatchNorm::set_eval_batch_statistics); InstanceNorm in training mode, on each image's own. Every
-// other module stays in eval mode: no dropout, nor any other layer's training-only behaviour.
-// Appends the BatchNorm layers it switched, to switch them back.
 // Each module's own train/eval mode, parents before their children. A model may mix modes
 // (BatchNorm layers frozen in eval mode in a model that trains); Module::train() recurses, so
 // setting them back in this order leaves every module as it was.
@@ -593,6 +587,12 @@ void collect_modes(Module& m, std::vector<std::pair<Module*, bool>>& modes) {
   for (const auto& [name, child] : m.children()) collect_modes(*child, modes);
 }
 
+// NormStatistics::kBatch, on a model in eval mode: every BatchNorm (batch-renorm and noisy ones
+// too) on the batch's own statistics as plain batch norm, without renorm's r and d and without
+// noise, both training-only like dropout, and without touching its running statistics
+// (BatchNorm::set_eval_batch_statistics); InstanceNorm in training mode, on each image's own. Every
+// other module stays in eval mode: no dropout, nor any other layer's training-only behaviour.
+// Appends the BatchNorm layers it switched, to switch them back.
 void use_batch_statistics(Module& m, std::vector<BatchNorm*>& switched) {
   if (auto* bn = dynamic_cast<BatchNorm*>(&m)) {
     if (!bn->eval_batch_statistics()) {
