@@ -462,6 +462,19 @@ void apply_factor(TrainConfig& cfg, const std::string& factor, const std::string
   }
 }
 
+namespace {
+
+// A config's settings as text, one knob a line: equal exactly when two configs train the same run
+// (floats as their shortest decimal, so 0.1 and 0.10 match). Not config_to_json: its JSON dump
+// throws on text outside UTF-8, such as a dataset folder's path (fuzz_grid found it).
+std::string config_key(const TrainConfig& c) {
+  std::string key;
+  for (const Knob& k : knobs()) key += k.key + "=" + k.get(c) + "\n";
+  return key;
+}
+
+}  // namespace
+
 std::vector<Arm> expand_arms(const AblationSpec& spec) {
   // Runs take seeds base.seed .. base.seed + seeds - 1; past 2^64 - 1 they wrapped to 0 (a run
   // seed-0 beside seed-18446744073709551615, and "seeds 18446744073709551615..0").
@@ -520,7 +533,7 @@ std::vector<Arm> expand_arms(const AblationSpec& spec) {
                         (a.config.lr / default_lr(model_before, optimizer_before));
         }
         if (f.name != "lr-scaling") {
-          auto [it, fresh] = value_of_config.emplace(config_to_json(a.config), v);
+          auto [it, fresh] = value_of_config.emplace(config_key(a.config), v);
           BNLAB_CHECK(fresh, "ablate: ", f.name, "=", it->second, " and ", f.name, "=", v,
                       " give the same setting",
                       arm.name.empty() ? std::string() : " (in arm " + arm.name + ")",
