@@ -1125,16 +1125,25 @@ TrainResult Trainer::fit(bool resume) {
   for (int64_t skip = run.step % per_epoch_; skip > 0; --skip) loader_->next(batch);  // mid-epoch
 
   // Row 0 is the untrained model, so curves start where training starts. (A run interrupted at
-  // step 0 has its row 0 in metrics.csv already.) Rank 0 alone evaluates and writes.
-  if (run.step == 0 && result.rows.empty() && dp_->is_root()) {
+  // step 0 has its row 0 in metrics.csv already.) Rank 0 alone evaluates and writes; on_eval sees
+  // it on every rank, as every evaluation (other ranks: the training columns only), and may end
+  // the run before its first step.
+  bool stop_at_row0 = false;
+  if (run.step == 0 && result.rows.empty()) {
     MetricsRow row;
     row.train_loss = row.train_acc = NAN;
-    evaluate_into(row, run);
-    result.rows.push_back(row);
-    track_best(row, result, run, /*save=*/true);
+    if (dp_->is_root()) {
+      evaluate_into(row, run);
+      result.rows.push_back(row);
+      track_best(row, result, run, /*save=*/true);
+    }
+    if (hooks.on_eval && !hooks.on_eval(*this, row)) {
+      result.stopped_early = true;
+      stop_at_row0 = true;
+    }
   }
 
-  while (run.step < total_) {
+  while (!stop_at_row0 && run.step < total_) {
     // SIGINT/SIGTERM (train/interrupt.h): stop at this step boundary with a checkpoint.
     bool interrupted = interrupt_requested();
     if (dp_->active()) {  // every rank stops at the same step

@@ -253,8 +253,9 @@ class MechanismMeter;
 struct TrainerHooks {
   /// After every optimizer step (and after a step the non-finite guard skipped).
   std::function<void(Trainer&, const StepInfo&)> on_step;
-  /// After every evaluation, with its metrics row (rank 0 measured it; other ranks see the
-  /// training columns only). Return false to end the run there: it finishes normally (summary
+  /// After every evaluation, row 0 (the untrained model) included, with its metrics row (rank 0
+  /// measured it; other ranks see the training columns only). Return false to end the run there
+  /// (at row 0: before the first step): it finishes normally (summary
   /// written) with TrainResult::stopped_early set. In a data-parallel run every rank must return
   /// the same answer.
   std::function<bool(Trainer&, const MetricsRow&)> on_eval;

@@ -162,10 +162,10 @@ TEST_CASE("train.trainer: trains a registered model, calls the hooks, stops earl
   REQUIRE(steps.size() == 40);
   CHECK(steps.front() == 1);
   CHECK(steps.back() == 40);
-  CHECK(evals == std::vector<int64_t>{10, 20, 30, 40});
-  REQUIRE(r.rows.size() == 5);              // row 0 (untrained) + 4 evaluations
-  CHECK(r.rows.back().eval_acc > 0.5);      // learns: chance is 0.1
-  CHECK(std::isfinite(r.rows.back().p50));  // the factory's probe is recorded
+  CHECK(evals == std::vector<int64_t>{0, 10, 20, 30, 40});  // row 0 too
+  REQUIRE(r.rows.size() == 5);                              // row 0 (untrained) + 4 evaluations
+  CHECK(r.rows.back().eval_acc > 0.5);                      // learns: chance is 0.1
+  CHECK(std::isfinite(r.rows.back().p50));                  // the factory's probe is recorded
   CHECK_THROWS_WITH(trainer.fit(), doctest::Contains("runs once"));
 
   // Early stopping: the hook ends the run at its second evaluation; the run still finishes.
@@ -177,6 +177,25 @@ TEST_CASE("train.trainer: trains a registered model, calls the hooks, stops earl
   CHECK(e.steps_done == 20);
   CHECK(fs::exists(fs::path(cfg.out_dir) / "summary.json"));
   CHECK(nlohmann::json::parse(apps_test::read_text(cfg.out_dir + "/summary.json"))["steps"] == 20);
+
+  // The attack found on_eval skipped for row 0 although the doc promised every evaluation:
+  // returning false there ends the run before its first step, with row 0 as its only row.
+  cfg.out_dir = (tmp.path / "at-zero").string();
+  Trainer at_zero(cfg, data);
+  int64_t steps_taken = 0;
+  at_zero.hooks.on_step = [&](Trainer&, const StepInfo&) { ++steps_taken; };
+  at_zero.hooks.on_eval = [](Trainer&, const MetricsRow& row) {
+    CHECK(row.step == 0);
+    CHECK(std::isnan(row.train_loss));
+    return false;
+  };
+  TrainResult z = at_zero.fit();
+  CHECK(z.stopped_early);
+  CHECK(z.steps_done == 0);
+  CHECK(steps_taken == 0);
+  REQUIRE(z.rows.size() == 1);
+  CHECK(z.rows[0].step == 0);
+  CHECK(nlohmann::json::parse(apps_test::read_text(cfg.out_dir + "/summary.json"))["steps"] == 0);
 }
 
 // Found by the API attack: evaluate() (with a probe) and fit() (probe_unit >= 0, and the mechanism
