@@ -718,6 +718,24 @@ Trainer::Trainer(TrainConfig cfg, const RunData& data) : cfg_(std::move(cfg)), d
   set_num_threads(cfg_.threads);
 
   ModelSpec spec = with_geometry_of(cfg_.model, data.train);
+  // The model is built for the training split. An evaluation (or test) split of another image size
+  // or class count used to fail at the first evaluation, inside fit(), with a layer's or
+  // cross_entropy's message naming neither split; check_run_geometry does the same for eval.
+  // Compared as the model sees them (with_geometry_of: at least 2 classes). An empty split is never
+  // fed to the model.
+  auto check_split = [&](const ImageDataset& other, const char* role) {
+    const ModelSpec g = with_geometry_of(ModelSpec{}, other);
+    BNLAB_CHECK(other.size() == 0 || (g.channels == spec.channels && g.height == spec.height &&
+                                      g.width == spec.width && g.num_classes == spec.num_classes),
+                "train: the ", role, " split (", other.title(), ") has ",
+                geometry_text(other.channels, other.height, other.width), " images and ",
+                other.num_classes(), " classes, but the model is built for the training split (",
+                data.train.title(),
+                "): ", geometry_text(data.train.channels, data.train.height, data.train.width),
+                " images and ", data.train.num_classes(), " classes");
+  };
+  check_split(data.eval, "evaluation");
+  if (data.test) check_split(*data.test, "test");
   BNLAB_CHECK(cfg_.early_stop == 0 || split_kind(data.eval.split) == "val",
               "--early-stop selects on validation data, and ", data.eval.title(),
               " is a test split: add --val-split N");

@@ -273,8 +273,9 @@ class Trainer {
  public:
   /// Builds the model (weights from cfg.seed), joins the data-parallel world, and makes the
   /// optimizer, schedule and data loader cfg asks for. Throws for settings that cannot work with
-  /// `data` (a batch larger than the training set, a probe unit the model does not have). `data`
-  /// must outlive the Trainer.
+  /// `data` (a batch larger than the training set, a probe unit the model does not have, an
+  /// evaluation or test split whose image size or class count is not the training split's,
+  /// naming both). `data` must outlive the Trainer.
   Trainer(TrainConfig cfg, const RunData& data);
   ~Trainer();
   Trainer(const Trainer&) = delete;

@@ -224,6 +224,43 @@ TEST_CASE(
   CHECK(evaluate(m, all, "mnist", 20, -1).predictions.size() == 61);
 }
 
+// Found by the API attack: Trainer(cfg, data) checked the training split only, so an evaluation
+// split with more classes or another image size failed at the first evaluation inside fit(), with
+// cross_entropy's or Dense's message naming neither split.
+TEST_CASE("train.controls: the Trainer refuses evaluation splits unlike the training split") {
+  TempDir dir;
+  apps_test::write_tiny_mnist(dir.file("data"), 100, 30);
+  TrainConfig cfg = tiny_config(dir.file("data"));
+  const RunData good = load_run_data(cfg);
+  {
+    RunData data = good;
+    data.eval.class_names.push_back("extra");
+    CHECK_THROWS_WITH_AS(Trainer(cfg, data),
+                         "train: the evaluation split (mnist/test) has 1x28x28 images and 11 "
+                         "classes, but the model is built for the training split (mnist/train): "
+                         "1x28x28 images and 10 classes",
+                         Error);
+  }
+  {
+    RunData data = good;
+    data.eval.height = data.eval.width = 14;
+    data.eval.pixels.resize(static_cast<size_t>(data.eval.size() * 14 * 14));
+    CHECK_THROWS_WITH_AS(Trainer(cfg, data),
+                         doctest::Contains("evaluation split (mnist/test) has 1x14x14 images"),
+                         Error);
+  }
+  {
+    RunData data = good;
+    data.test = good.eval;
+    data.test->channels = 3;
+    data.test->pixels.resize(data.test->pixels.size() * 3);
+    CHECK_THROWS_WITH_AS(Trainer(cfg, data),
+                         doctest::Contains("train: the test split (mnist/test) has 3x28x28"),
+                         Error);
+  }
+  Trainer ok(cfg, good);  // the same geometry passes
+}
+
 TEST_CASE("train.controls: the regularization and inference presets report their tables") {
   TempDir dir;
   apps_test::write_tiny_mnist(dir.file("data"), 300, 60);
