@@ -2,6 +2,8 @@
 // built for it, with a verdict (train/study.h). One report: OUT/report.md and OUT/verdicts.csv.
 #include <filesystem>
 #include <iostream>
+#include <limits>
+#include <string>
 
 #include "apps/commands.h"
 #include "core/error.h"
@@ -54,6 +56,17 @@ Command add_study_command(CLI::App& parent) {
     StudySpec s = *spec;
     s.budget = study_budget(*budget);
     if (*seeds > 0) s.budget.seeds = *seeds;
+    // Each arm's runs take seeds --seed .. --seed + seeds - 1. run_ablation refuses a last seed
+    // past 2^64 - 1 too, but only once the study is under way (exit 1); a flag's value is a usage
+    // error, found before anything runs, as ablate does.
+    constexpr uint64_t kMaxSeed = std::numeric_limits<uint64_t>::max();
+    const auto last_offset = static_cast<uint64_t>(s.budget.seeds - 1);
+    if (last_offset > kMaxSeed - s.seed) {
+      throw UsageError("--seed " + std::to_string(s.seed) + " with " +
+                       std::to_string(s.budget.seeds) + " seeds per arm needs seeds past " +
+                       std::to_string(kMaxSeed) + ", the largest; use a --seed of at most " +
+                       std::to_string(kMaxSeed - last_offset));
+    }
     s.claims = *claims;
     for (const std::string& id : s.claims) {
       bool known = false;

@@ -24,6 +24,26 @@ TEST_CASE("apps.study: --list names every claim, and bad flags exit 2 with a sho
     CHECK(r.output.size() < 600);  // a line and the hint, not the --help text
   }
   CHECK(contains(run_cli("study --claims nope").output, "unknown claim 'nope'"));
+
+  // A last seed past 2^64 - 1 was refused only inside the study, by run_ablation: exit 1.
+  CliResult wrap =
+      run_cli("study --seed 18446744073709551615 --seeds 2 --out " +
+              shell_quote(dir.file("study")) + " --data-dir " + shell_quote(dir.file("none")));
+  CAPTURE(wrap.output);
+  CHECK(wrap.exit_code == 2);
+  CHECK(contains(wrap.output,
+                 "error: --seed 18446744073709551615 with 2 seeds per arm needs seeds past "
+                 "18446744073709551615, the largest; use a --seed of at most "
+                 "18446744073709551614"));
+  CHECK_FALSE(fs::exists(dir.file("study")));
+  // The largest --seed that fits passes this check and stops at the next (the missing data).
+  CliResult fits =
+      run_cli("study --seed 18446744073709551614 --seeds 2 --out " +
+              shell_quote(dir.file("study")) + " --data-dir " + shell_quote(dir.file("none")));
+  CAPTURE(fits.output);
+  CHECK(fits.exit_code == 2);
+  CHECK(contains(fits.output, "--data-dir: "));
+  CHECK_FALSE(contains(fits.output, "needs seeds past"));
 }
 
 // `study --data-dir /nonexistent` exited 0 with every claim "not run" and an empty report.
