@@ -114,6 +114,9 @@ Command add_train_command(CLI::App& parent) {
           "Learning rate (default: 0.01 with sgd; with adam or adamw 1e-3 and rmsprop 1e-2, "
           "PyTorch's defaults)")
       ->default_str("");
+  app->get_option("--momentum")
+      ->description("Momentum (default: 0.9 with sgd; 0 with rmsprop, PyTorch's default)")
+      ->default_str("");
   app->add_option("--out", cfg->out_dir, "Output directory")->capture_default_str();
   app->add_option("--resume", *resume,
                   "Continue the run in DIR from its last checkpoint with its saved config "
@@ -149,6 +152,8 @@ Command add_train_command(CLI::App& parent) {
       if (c.out_dir.empty()) throw UsageError("--out must name a directory, got ''");
       // 0.01 is an SGD rate: another optimizer without --lr takes its own default, as in PyTorch.
       if (app->count("--lr") == 0) c.lr = optimizer_default_lr(c.optimizer).value_or(c.lr);
+      // 0.9 is train's SGD default; torch.optim.RMSprop's momentum is 0.
+      if (app->count("--momentum") == 0 && c.optimizer == "rmsprop") c.momentum = 0.0f;
       try {
         check_config(c);
       } catch (const Error& e) {

@@ -384,6 +384,26 @@ TEST_CASE("apps.train: without --lr adam and adamw train at 1e-3, PyTorch's defa
   CHECK(contains(run_cli("train --help").output, "with adam or adamw 1e-3 and rmsprop 1e-2"));
 }
 
+// train's default momentum, 0.9, is an SGD setting: RMSprop took it too, where PyTorch's default
+// is 0.
+TEST_CASE("apps.train: without --momentum rmsprop runs without momentum, PyTorch's default") {
+  TempDir dir;
+  write_tiny_mnist(dir.file("data"), 64, 16);
+  int runs = 0;
+  auto momentum_of = [&](const std::string& flags) {
+    const std::string out = dir.file("run" + std::to_string(++runs));
+    CliResult r = run_cli("train --model mlp --steps 1 --batch-size 16 " + flags + " " +
+                          common_flags(dir) + " --out " + shell_quote(out));
+    CAPTURE(r.output);
+    REQUIRE(r.exit_code == 0);
+    return json::parse(read_text(out + "/config.json"))["momentum"].get<double>();
+  };
+  CHECK(momentum_of("--optimizer rmsprop") == 0.0);
+  CHECK(momentum_of("--optimizer rmsprop --momentum 0.5") == doctest::Approx(0.5));  // kept
+  CHECK(momentum_of("--optimizer sgd") == doctest::Approx(0.9));
+  CHECK(contains(run_cli("train --help").output, "0 with rmsprop, PyTorch's default"));
+}
+
 TEST_CASE("apps.train: --bn-momentum and --bn-eps reach BatchNorm and config.json") {
   // After one step from running_mean = 0, running_mean = momentum * batch mean: the same batch
   // under momentum 0.5 and 0.1 gives running means in the ratio 5.
