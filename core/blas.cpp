@@ -151,6 +151,44 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   }
 }
 
+void PackedB::Free::operator()(float* p) const { std::free(p); }
+
+PackedB::PackedB(bool trans_b, int64_t K, int64_t N, const float* B, int64_t ldb)
+    : trans_b_(trans_b), K_(K), N_(N), ldb_(ldb), B_(B) {
+  check_gemm_args("PackedB", false, trans_b, 1, N, K, std::max<int64_t>(K, 1), ldb,
+                  std::max<int64_t>(N, 1));
+  const GemmPath path = gemm_path();
+  if (path == GemmPath::openblas || K == 0 || N == 0) return;
+  const bool avx512 = path == GemmPath::avx512;
+  const int64_t floats =
+      avx512 ? detail::gemm_avx512_packed_b_floats(K, N) : detail::gemm_avx2_packed_b_floats(K, N);
+  const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
+  // Without the memory, the products run as gemm() does: slower, the same bits.
+  packed_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+  if (!packed_) return;
+  if (avx512) {
+    detail::gemm_avx512_pack_b(trans_b, B, ldb, K, N, packed_.get());
+  } else {
+    detail::gemm_avx2_pack_b(trans_b, B, ldb, K, N, packed_.get());
+  }
+}
+
+void gemm(bool trans_a, int64_t M, float alpha, const float* A, int64_t lda, const PackedB& B,
+          float beta, float* C, int64_t ldc) {
+  const int64_t N = B.N_, K = B.K_;
+  check_gemm_args("gemm", trans_a, B.trans_b_, M, N, K, lda, B.ldb_, ldc);
+  // gemm()'s rule for which products an own kernel runs, so that the bits are gemm()'s.
+  if (!B.packed() || small_for_own_kernel(M, N, K)) {
+    gemm(trans_a, B.trans_b_, M, N, K, alpha, A, lda, B.B_, B.ldb_, beta, C, ldc);
+  } else if (gemm_path() == GemmPath::avx512) {
+    detail::gemm_avx512_kernel_packed_b(trans_a, B.trans_b_, M, N, K, alpha, A, lda, B.B_, B.ldb_,
+                                        B.packed_.get(), beta, C, ldc);
+  } else {
+    detail::gemm_avx2_kernel_packed_b(trans_a, B.trans_b_, M, N, K, alpha, A, lda, B.B_, B.ldb_,
+                                      B.packed_.get(), beta, C, ldc);
+  }
+}
+
 void gemm_openblas(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                    int64_t ldc) {

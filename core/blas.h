@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace bnlab {
@@ -26,6 +27,42 @@ namespace bnlab {
 /// OpenBLAS's 32-bit interface go to an own kernel, or without AVX2 to plain loops (slow).
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+/// op(B) [K, N] packed once for many products with different A, as an inference weight meets
+/// every batch: gemm(trans_a, M, alpha, A, lda, packed, beta, C, ldc) then skips the packing of B
+/// that gemm() does per call, and gives gemm()'s bits for the same operands. B is referenced, not
+/// owned: the products gemm() sends to OpenBLAS (its whole path when gemm_path() is openblas, where
+/// nothing is packed; the few small ones an own kernel leaves to it) read B itself, so B must
+/// outlive this object and must not change while it is in use (a change is not seen).
+class PackedB {
+ public:
+  /// Packs op(B): B stored [N, K] with leading dimension ldb if trans_b, else [K, N]. Throws on
+  /// negative sizes or a leading dimension shorter than its row.
+  PackedB(bool trans_b, int64_t K, int64_t N, const float* B, int64_t ldb);
+  PackedB(const PackedB&) = delete;
+  PackedB& operator=(const PackedB&) = delete;
+  int64_t rows() const { return K_; }  ///< K
+  int64_t cols() const { return N_; }  ///< N
+  /// False when nothing was packed (the OpenBLAS path, or no memory for the copy): the products
+  /// then run as gemm() on B.
+  bool packed() const { return packed_ != nullptr; }
+
+ private:
+  friend void gemm(bool trans_a, int64_t M, float alpha, const float* A, int64_t lda,
+                   const PackedB& B, float beta, float* C, int64_t ldc);
+  struct Free {
+    void operator()(float* p) const;
+  };
+  bool trans_b_;
+  int64_t K_, N_, ldb_;
+  const float* B_;
+  std::unique_ptr<float, Free> packed_;
+};
+
+/// C[M, N] = alpha * op(A) B + beta * C with B packed by PackedB (K and N are its rows() and
+/// cols()); otherwise gemm()'s contract, and gemm()'s bits for the same operands.
+void gemm(bool trans_a, int64_t M, float alpha, const float* A, int64_t lda, const PackedB& B,
+          float beta, float* C, int64_t ldc);
 
 /// The GEMM implementations behind gemm().
 enum class GemmPath {

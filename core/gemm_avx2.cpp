@@ -241,5 +241,22 @@ void gemm_avx2_packed(int64_t M, int64_t N, int64_t K, float alpha, const float*
   panels(K, packed_a, M, b_panel, N, C, ldc, alpha, beta);
 }
 
+int64_t gemm_avx2_packed_b_floats(int64_t K, int64_t N) {
+  return packed_b_padded_columns<Avx2Kernel>(N) * K;
+}
+
+void gemm_avx2_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t K, int64_t N,
+                      float* packed) {
+  pack_b_whole<Avx2Kernel>(trans_b, B, ldb, K, N, packed);
+}
+
+void gemm_avx2_kernel_packed_b(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                               float alpha, const float* A, int64_t lda, const float* B,
+                               int64_t ldb, const float* packed, float beta, float* C,
+                               int64_t ldc) {
+  gemm_run_packed_b<Avx2Kernel>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, packed, beta, C,
+                                ldc);
+}
+
 }  // namespace detail
 }  // namespace bnlab

@@ -33,4 +33,15 @@ void gemm_avx2_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int6
 void gemm_avx2_packed(int64_t M, int64_t N, int64_t K, float alpha, const float* packed_a,
                       const float* b_panel, float beta, float* C, int64_t ldc);
 
+// B packed once for many products (core/blas.h's PackedB): gemm_avx2_pack_b writes op(B) [K, N]
+// into gemm_avx2_packed_b_floats(K, N) floats, 64-byte aligned; gemm_avx2_kernel_packed_b then
+// computes what gemm_avx2_kernel does for the same operands, to the bit, without packing B. It
+// reads B itself only where a thread cannot allocate its A buffer.
+int64_t gemm_avx2_packed_b_floats(int64_t K, int64_t N);
+void gemm_avx2_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t K, int64_t N,
+                      float* packed);
+void gemm_avx2_kernel_packed_b(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                               float alpha, const float* A, int64_t lda, const float* B,
+                               int64_t ldb, const float* packed, float beta, float* C, int64_t ldc);
+
 }  // namespace bnlab::detail

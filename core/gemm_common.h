@@ -110,25 +110,17 @@ void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   }
 }
 
-// Runs serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) (a kernel's five
-// loops on one thread) over the OpenMP team: outside a parallel region, for a product large
-// enough, the wider side of C is split into one contiguous range per thread; inside one (conv's
-// per-image loop) the call stays on the calling thread. Each thread packs and reads only its
-// share of the larger operand (B's columns when splitting columns, A's rows otherwise) and all of
-// the smaller one. That halves the packing of the operand that costs the most, and for a dense
-// layer's forward (M = batch < N = out_features) it means each thread reads only its own rows of
-// the weight: when both threads had read all of it, the optimizer's update then had to take every
-// line back from the other core (on a 2-vCPU EPYC a write to a line the other core shares cost
-// about 8 ns, so SGD on paper-mlp's 784 x 100 weight took 27 us at two threads against 7 at one).
-// Columns go in units of column_unit (half a panel, so N = 100 splits 48 / 52 with 32-column
-// panels), rows in units of row_unit (whole register tiles).
-template <class Serial>
-void gemm_over_team(int64_t column_unit, int64_t row_unit, bool trans_a, bool trans_b, int64_t M,
-                    int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
-                    int64_t ldb, float beta, float* C, int64_t ldc, Serial serial) {
+// Splits C [M, N] over the OpenMP team and runs part(row_lo, row_hi, col_lo, col_hi) once per
+// thread on its share: outside a parallel region, for a product large enough, the wider side of C
+// is split into one contiguous range per thread; inside one (conv's per-image loop), or for a small
+// product, part(0, M, 0, N) runs on the calling thread. Columns go in units of column_unit, rows in
+// units of row_unit. Threads only split C, so no thread count changes a bit (the top of this file).
+template <class Part>
+void split_over_team(int64_t column_unit, int64_t row_unit, int64_t M, int64_t N, int64_t K,
+                     Part part) {
   const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   if (threads < 2 || M * N * K < kGemmParallelMinWork) {
-    serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    part(int64_t{0}, M, int64_t{0}, N);
     return;
   }
   const bool split_n = N >= M;
@@ -143,14 +135,35 @@ void gemm_over_team(int64_t column_unit, int64_t row_unit, bool trans_a, bool tr
     const int64_t hi = std::min(tiles * (t + 1) / team * unit, extent);
     if (hi > lo) {
       if (split_n) {
-        const float* Bt = trans_b ? B + lo * ldb : B + lo;
-        serial(trans_a, trans_b, M, hi - lo, K, alpha, A, lda, Bt, ldb, beta, C + lo, ldc);
+        part(int64_t{0}, M, lo, hi);
       } else {
-        const float* At = trans_a ? A + lo : A + lo * lda;
-        serial(trans_a, trans_b, hi - lo, N, K, alpha, At, lda, B, ldb, beta, C + lo * ldc, ldc);
+        part(lo, hi, int64_t{0}, N);
       }
     }
   }
+}
+
+// Runs serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) (a kernel's five
+// loops on one thread) over the team's shares of C (split_over_team). Each thread packs and reads
+// only its share of the larger operand (B's columns when splitting columns, A's rows otherwise) and
+// all of the smaller one. That halves the packing of the operand that costs the most, and for a
+// dense layer's forward (M = batch < N = out_features) it means each thread reads only its own
+// rows of the weight: when both threads had read all of it, the optimizer's update then had to
+// take every line back from the other core (on a 2-vCPU EPYC a write to a line the other core
+// shares cost about 8 ns, so SGD on paper-mlp's 784 x 100 weight took 27 us at two threads against
+// 7 at one). Columns go in units of column_unit (half a panel, so N = 100 splits 48 / 52 with
+// 32-column panels), rows in units of row_unit (whole register tiles).
+template <class Serial>
+void gemm_over_team(int64_t column_unit, int64_t row_unit, bool trans_a, bool trans_b, int64_t M,
+                    int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+                    int64_t ldb, float beta, float* C, int64_t ldc, Serial serial) {
+  split_over_team(column_unit, row_unit, M, N, K,
+                  [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+                    const float* At = trans_a ? A + r0 : A + r0 * lda;
+                    const float* Bt = trans_b ? B + c0 * ldb : B + c0;
+                    serial(trans_a, trans_b, r1 - r0, c1 - c0, K, alpha, At, lda, Bt, ldb, beta,
+                           C + r0 * ldc + c0, ldc);
+                  });
 }
 
 // A kernel's whole product: empty C untouched, C = beta C when alpha or K is 0 (A and B unread),
@@ -166,6 +179,67 @@ void gemm_run(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
   }
   gemm_over_team(Kernel::kNR / 2, Kernel::kMR, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
                  beta, C, ldc, gemm_blocked<Kernel>);
+}
+
+// op(B) packed once for many products (an inference weight against every batch): the panels
+// gemm_blocked's pack_b makes, for all of B at once. The K block starting at row pc holds the
+// block's panels of all N columns, at packed + pc * padded_columns; panel q of a block of kc rows
+// at q * kc * NR within it. Same K blocks as gemm_blocked (balanced_block(K, kGemmKC, 1)), so a
+// product on these panels gives gemm_run's bits.
+template <class Kernel>
+int64_t packed_b_padded_columns(int64_t N) {
+  return (N + Kernel::kNR - 1) / Kernel::kNR * Kernel::kNR;
+}
+
+template <class Kernel>
+void pack_b_whole(bool trans_b, const float* B, int64_t ldb, int64_t K, int64_t N, float* packed) {
+  const int64_t KC = balanced_block(K, kGemmKC, 1);
+  const int64_t padded = packed_b_padded_columns<Kernel>(N);
+  for (int64_t pc = 0; pc < K; pc += KC) {
+    Kernel::pack_b(trans_b, B, ldb, pc, 0, N, std::min(KC, K - pc), packed + pc * padded);
+  }
+}
+
+// gemm_run with B also packed by pack_b_whole: the same loops without B's packing, the team
+// splitting columns in whole panels (a share must start at a panel). B itself is only read by a
+// thread whose A buffer cannot be allocated: it computes its share as gemm_blocked would.
+template <class Kernel>
+void gemm_run_packed_b(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float* A, int64_t lda, const float* B, int64_t ldb,
+                       const float* packed, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0 || alpha == 0.0f) {
+    gemm_scale_c(M, N, beta, C, ldc);
+    return;
+  }
+  constexpr int64_t MR = Kernel::kMR, NR = Kernel::kNR;
+  const int64_t KC = balanced_block(K, kGemmKC, 1);
+  const int64_t padded = packed_b_padded_columns<Kernel>(N);
+  split_over_team(NR, MR, M, N, K, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    const int64_t rows = r1 - r0;
+    const float* At = trans_a ? A + r0 : A + r0 * lda;
+    float* Ct = C + r0 * ldc + c0;
+    const int64_t MC = balanced_block(rows, Kernel::kMC, MR);
+    thread_local PackBuffer pack_a_buffer;
+    float* pa =
+        pack_a_buffer.get(std::min(MC, (rows + MR - 1) / MR * MR) * KC + Kernel::kPackSlack);
+    if (pa == nullptr) {
+      const float* Bt = trans_b ? B + c0 * ldb : B + c0;
+      gemm_blocked<Kernel>(trans_a, trans_b, rows, c1 - c0, K, alpha, At, lda, Bt, ldb, beta, Ct,
+                           ldc);
+      return;
+    }
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      const float beta_block = pc == 0 ? beta : 1.0f;
+      const float* pb = packed + pc * padded + c0 * kc;
+      for (int64_t ic = 0; ic < rows; ic += MC) {
+        const int64_t mc = std::min(MC, rows - ic);
+        Kernel::pack_a(trans_a, At, lda, ic, pc, mc, kc, pa);
+        Kernel::panels(kc, pa, mc, pb, c1 - c0, Ct + ic * ldc, ldc, alpha, beta_block);
+      }
+    }
+  });
 }
 
 }  // namespace bnlab::detail

@@ -31,6 +31,7 @@
 #include "core/gemm_avx2.h"
 #include "core/gemm_avx512.h"
 #include "core/random.h"
+#include "gemm_test_util.h"
 #include "memory_limit.h"
 #include "test_util.h"
 
@@ -72,21 +73,7 @@ std::vector<Path> paths() {
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-// A rows x cols matrix stored with leading dimension ld >= cols; the gap columns hold NaN so a
-// kernel that reads them poisons its result.
-struct Matrix {
-  int64_t rows, cols, ld;
-  std::vector<float> v;
-  Matrix(int64_t r, int64_t c, int64_t pad, uint64_t seed) : rows(r), cols(c), ld(c + pad) {
-    v.assign(static_cast<size_t>(std::max<int64_t>(r * ld, 1)), kNaN);
-    Rng rng(seed);
-    for (int64_t i = 0; i < r; ++i) {
-      for (int64_t j = 0; j < c; ++j) v[i * ld + j] = rng.uniform(-1.0f, 1.0f);
-    }
-  }
-  float& at(int64_t i, int64_t j) { return v[i * ld + j]; }
-  float at(int64_t i, int64_t j) const { return v[i * ld + j]; }
-};
+using testing::Matrix;
 
 // op(X)(i, k) of a stored matrix.
 float op_at(const Matrix& x, bool trans, int64_t i, int64_t k) {
