@@ -6,18 +6,19 @@
 /// docs/guide/README.md).
 #pragma once
 
-#include "core/autograd.h"     // NoGradGuard; attach, grad_buffer, needs_grad for new ops
-#include "core/blas.h"         // set_num_threads, gemm
-#include "core/cpu_isa.h"      // cpu_isa, BNLAB_MAX_ISA
-#include "core/distributed.h"  // Communicator, world(): data-parallel training
-#include "core/error.h"        // bnlab::Error, BNLAB_CHECK
-#include "core/gradcheck.h"    // check_gradients: finite-difference checks of your own ops
-#include "core/io.h"           // write_file_atomic, read_file
-#include "core/ops.h"          // every differentiable op
-#include "core/random.h"       // Rng
-#include "core/serialize.h"    // save_safetensors, load_safetensors
-#include "core/tensor.h"       // Tensor
-#include "core/version.h"      // version, git_commit
+#include "core/autograd.h"        // NoGradGuard; attach, grad_buffer, needs_grad for new ops
+#include "core/blas.h"            // set_num_threads, gemm
+#include "core/cpu_isa.h"         // cpu_isa, BNLAB_MAX_ISA
+#include "core/distributed.h"     // Communicator, world(): data-parallel training
+#include "core/error.h"           // bnlab::Error, BNLAB_CHECK
+#include "core/frozen_weights.h"  // FrozenWeightsGuard: inference with weights packed once
+#include "core/gradcheck.h"       // check_gradients: finite-difference checks of your own ops
+#include "core/io.h"              // write_file_atomic, read_file
+#include "core/ops.h"             // every differentiable op
+#include "core/random.h"          // Rng
+#include "core/serialize.h"       // save_safetensors, load_safetensors
+#include "core/tensor.h"          // Tensor
+#include "core/version.h"         // version, git_commit
 #include "data/cifar.h"
 #include "data/data_loader.h"  // DataLoader, Batch
 #include "data/dataset.h"      // ImageDataset

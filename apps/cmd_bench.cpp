@@ -19,8 +19,9 @@
 // parallel region ran. A measurement: warm-up for --warmup seconds (at least 2 steps), which also
 // sizes a repeat to about --seconds; then --repeats timed repeats. images/s is reported as the
 // median with the min and max over the repeats. Training = forward + cross-entropy + backward +
-// optimizer step + zero_grad; inference = forward in eval mode under NoGradGuard, BatchNorm folded
-// into the layer before it (fold_batch_norm, as bnlab eval runs it).
+// optimizer step + zero_grad; inference = forward in eval mode under NoGradGuard and
+// FrozenWeightsGuard (dense weights packed once, at the first batch of the warm-up), BatchNorm
+// folded into the layer before it (fold_batch_norm), as bnlab eval runs it.
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -42,6 +43,7 @@
 #include "core/autograd.h"
 #include "core/blas.h"
 #include "core/cpu_isa.h"
+#include "core/frozen_weights.h"
 #include "core/io.h"
 #include "core/ops.h"
 #include "layers/bn_fold.h"
@@ -247,6 +249,7 @@ int run_child(const std::string& workload, const std::string& norm, int threads,
   if (!train_only) {
     to_inference(arm);
     NoGradGuard no_grad;
+    FrozenWeightsGuard frozen;
     Timing infer = measure([&] { (void)(*arm.model.net)(batch.x); }, w.batch, mo);
     out["infer"] = timing_json(infer);
   }
@@ -328,6 +331,7 @@ int run_pair_child(const std::string& workload, const std::string& norm, int thr
     to_inference(with_norm);
     to_inference(none);
     NoGradGuard no_grad;
+    FrozenWeightsGuard frozen;
     out["infer"] = paired_ratio({[&] { (void)(*with_norm.model.net)(batch.x); }, {}},
                                 {[&] { (void)(*none.model.net)(batch.x); }, {}}, mo);
   }
@@ -362,6 +366,7 @@ int run_scale_child(const std::string& workload, const std::string& norm, int th
   if (!train_only) {
     to_inference(arm);
     NoGradGuard no_grad;
+    FrozenWeightsGuard frozen;
     const auto infer = [&] { (void)(*arm.model.net)(batch.x); };
     out["infer"] = paired_ratio({infer, at_base}, {infer, at_threads}, mo);
   }

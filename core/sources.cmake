@@ -3,6 +3,7 @@ set(BNLAB_CORE_SOURCES
   core/autograd.cpp
   core/random.cpp
   core/blas.cpp
+  core/frozen_weights.cpp
   core/gemm_common.cpp
   core/gemm_avx512.cpp
   core/gemm_avx2.cpp

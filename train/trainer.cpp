@@ -19,6 +19,7 @@
 
 #include "core/autograd.h"
 #include "core/blas.h"
+#include "core/frozen_weights.h"
 #include "core/io.h"
 #include "core/ops.h"
 #include "core/serialize.h"
@@ -642,6 +643,8 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const NormalizeOptio
     for (const auto& [module, training] : modes) module->train(training);
   };
   NoGradGuard no_grad;
+  // The weights do not change during an evaluation: linear() packs each once, not per batch.
+  FrozenWeightsGuard frozen;
   // Removed by its handle afterwards: the user's hooks on the probe stay.
   ForwardHookHandle probe_hook;
   if (model.probe && probe_unit >= 0) {

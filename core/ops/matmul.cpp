@@ -10,6 +10,7 @@
 
 #include "core/autograd.h"
 #include "core/blas.h"
+#include "core/frozen_weights.h"
 #include "core/ops.h"
 
 namespace bnlab {
@@ -69,8 +70,13 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     for (int64_t n = 0; n < N; ++n)
       std::memcpy(po + n * K, pb, static_cast<size_t>(K) * sizeof(float));
   }
-  gemm(false, true, N, K, D, 1.0f, x.data(), D, weight.data(), D, bias.defined() ? 1.0f : 0.0f, po,
-       K);
+  const float beta = bias.defined() ? 1.0f : 0.0f;
+  if (const PackedB* packed = detail::frozen_packed_transposed(weight)) {
+    // Under a FrozenWeightsGuard: the weight packed once, not per batch (the same bits).
+    gemm(false, N, 1.0f, x.data(), D, *packed, beta, po, K);
+  } else {
+    gemm(false, true, N, K, D, 1.0f, x.data(), D, weight.data(), D, beta, po, K);
+  }
   if (needs_grad({x, weight, bias})) {
     attach(out, "linear", {x, weight, bias}, Reads::crosswise(),
            [N, D, K](const Tensor&, const Tensor& dout, const std::vector<Tensor>& in) {

@@ -25,6 +25,7 @@ set(BNLAB_TEST_CORE_SOURCES
   tests/core/test_blas.cpp
   tests/core/test_gemm.cpp
   tests/core/test_packed_b.cpp
+  tests/core/test_frozen_weights.cpp
   tests/core/test_parallel.cpp
   tests/core/test_stealing_loop.cpp
   tests/core/test_thread_scratch.cpp
