@@ -155,8 +155,11 @@ void PackedB::Free::operator()(float* p) const { std::free(p); }
 
 PackedB::PackedB(bool trans_b, int64_t K, int64_t N, const float* B, int64_t ldb)
     : trans_b_(trans_b), K_(K), N_(N), ldb_(ldb), B_(B) {
-  check_gemm_args("PackedB", false, trans_b, 1, N, K, std::max<int64_t>(K, 1), ldb,
-                  std::max<int64_t>(N, 1));
+  // Its own check, not gemm's: there is no A, C or M to name yet.
+  BNLAB_CHECK(K >= 0 && N >= 0, "PackedB: negative size K=", K, " N=", N);
+  const int64_t b_row = trans_b ? K : N;
+  BNLAB_CHECK(ldb >= b_row, "PackedB: leading dimension shorter than its row: ldb=", ldb, " (row ",
+              b_row, ") for K=", K, " N=", N, trans_b ? " B^T" : "");
   const GemmPath path = gemm_path();
   if (path == GemmPath::openblas || K == 0 || N == 0) return;
   const bool avx512 = path == GemmPath::avx512;
