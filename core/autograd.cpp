@@ -81,8 +81,7 @@ void attach(Tensor& out, const char* op, std::vector<Tensor> inputs, Reads reads
     }
   }
   for (size_t i = 0; i < kept; ++i) {
-    if (reads.inputs[i] != Reads::kNever && inputs[i].defined())
-      node->versions[i] = inputs[i].impl()->storage->version();
+    if (inputs[i].defined()) node->versions[i] = inputs[i].impl()->storage->version();
   }
   node->versions[Reads::kInputs] = out.impl()->storage->version();
   node->reads = reads;
@@ -164,6 +163,28 @@ void check_versions(const Node& node, const TensorImpl& out, Reads::When wanted)
               "); recompute the forward after the write, or write into a clone()");
 }
 
+// Throws if an input of `node` that wants a gradient was written in place between its producer's
+// forward and this node's: the engine would hand the gradient of the written values to the
+// producer as if they were its output. (PyTorch records the write as an op of its own; bnlab does
+// not record in-place writes, so it refuses.) A consumer that ran before the write saw the
+// producer's values, so its gradient is right and flows as usual, as in PyTorch.
+void check_inputs_as_produced(const Node& node) {
+  const size_t kept = std::min(node.inputs.size(), Reads::kInputs);
+  for (size_t i = 0; i < kept; ++i) {
+    const Tensor& input = node.inputs[i];
+    if (!input.defined() || !input.requires_grad()) continue;
+    const Node* producer = input.impl()->grad_fn.get();
+    if (!producer) continue;  // a leaf: its values are its own, written or not
+    const uint64_t produced = producer->versions[Reads::kInputs];
+    BNLAB_CHECK(node.versions[i] == produced, "backward of '", node.op, "': input ", i, " ",
+                input.shape(), " was written in place after '", producer->op,
+                "' produced it and before '", node.op, "' used it (version ", node.versions[i],
+                ", produced at ", produced,
+                "); in-place writes are not recorded, so its gradient cannot reach '", producer->op,
+                "'; write into a clone(), or into a leaf");
+  }
+}
+
 // Post-order of the tensors reachable from `root` through grad_fn inputs, without recursion: each
 // stack entry remembers how many of its node's inputs it has already descended into.
 std::vector<std::shared_ptr<TensorImpl>> topological_order(
@@ -241,6 +262,7 @@ void run_backward(const Tensor& root, const Tensor* seed) {
     }
     if (impl->grad && wanted) {
       check_versions(node, *impl, wanted);
+      check_inputs_as_produced(node);
       Tensor out(impl);
       Tensor dout = Tensor::wrap(impl->shape, impl->grad);
       node.backward(out, dout, node.inputs);

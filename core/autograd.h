@@ -26,6 +26,11 @@
 // input, before running a node one of those was written in place since (fill_, copy_, an optimizer
 // step, load_state_dict; raw data() writers declare theirs with bump_version()). Only what the
 // backward reads, as PyTorch checks only saved tensors: add's backward reads neither operand.
+// And an intermediate written in place before a consumer used it (y = x * 2; y.fill_(0); sum(y))
+// throws at that consumer's backward: PyTorch records the write as an op of its own, so x gets
+// no gradient from it; bnlab records no in-place write, so it would hand the gradient of the
+// written values to x. Consumers that ran before the write are unaffected, as in PyTorch. Only
+// the first Reads::kInputs inputs are checked (an op with more, cat, records no versions).
 #pragma once
 
 #include <functional>
@@ -76,7 +81,8 @@ struct Node {
   Backward backward;           ///< the op's backward closure
   Reads reads;                 ///< which input and output values `backward` reads
   /// Versions at the forward of the first Reads::kInputs inputs, then of the output: backward()
-  /// throws if one that `reads` names has changed.
+  /// throws if one that `reads` names has changed, or if an input that wants a gradient was
+  /// written after its producer made it (its version here is not the producer's output version).
   uint64_t versions[Reads::kInputs + 1] = {};
   bool released = false;  ///< set once backward ran; a second backward through it throws
 

@@ -195,6 +195,47 @@ TEST_CASE("version counter: an op that reads its output refuses an in-place writ
   }
 }
 
+TEST_CASE("version counter: an intermediate written before a consumer used it is refused there") {
+  // PyTorch records such a write as an op (y.fill_(0) cuts y from x); bnlab records none, and used
+  // to hand the written values' gradient to x: x.grad 2 where PyTorch gives 0.
+  Tensor x = Tensor::from({1, 2, 3, 4, 5, 6}, {2, 3});
+  x.set_requires_grad();
+  SUBCASE("a row of it filled, then summed") {
+    Tensor y = x * 2.0f;
+    y[0].fill_(0.0f);
+    check_refused(sum(y),
+                  "backward of 'sum': input 0 [2, 3] was written in place after 'mul_scalar' "
+                  "produced it and before 'sum' used it (version 1, produced at 0)");
+  }
+  SUBCASE("filled, then read by a product") {
+    Tensor y = x * 2.0f;
+    y.fill_(1.0f);
+    check_refused(sum(y * y), "backward of 'mul': input 0 [2, 3] was written in place");
+  }
+  SUBCASE("copy_ from another graph") {
+    Tensor b = leaf({2, 3}, 23);
+    Tensor y = x * 2.0f;
+    y.copy_(b * 3.0f);
+    check_refused(sum(y), "cannot reach 'mul_scalar'");
+  }
+  SUBCASE("a view taken before the write, used after it") {
+    Tensor y = x * 2.0f;
+    Tensor v = y.reshape({6});
+    y.fill_(0.0f);
+    check_refused(sum(v), "input 0 [6] was written in place after 'reshape' produced it");
+  }
+  SUBCASE("consumers before the write, and a leaf written before its use, are fine") {
+    Tensor y = x * 2.0f;
+    Tensor before = sum(y);
+    y.fill_(0.0f);
+    Tensor w = leaf({2, 3}, 24);
+    w.fill_(1.0f);
+    (before + sum(w * 3.0f)).backward();
+    CHECK(x.grad().to_vector() == std::vector<float>(6, 2.0f));
+    CHECK(w.grad().to_vector() == std::vector<float>(6, 3.0f));
+  }
+}
+
 TEST_CASE("version counter: a write through a view is a write of its base, and the other way") {
   SUBCASE("a row of a saved input") {
     MatmulGraph g;
