@@ -37,16 +37,17 @@ Tensor Conv2d::forward(const Tensor& x) {
 }
 
 FusedForward Conv2d::forward_fused(std::span<Module* const> next, const Tensor& x) {
-  if (next.empty()) return {};
+  // Exactly Conv2d: a user's subclass (a weight-standardized or masked conv) overrides forward(),
+  // which the fused ops below would skip.
+  if (next.empty() || typeid(*this) != typeid(Conv2d)) return {};
   const Conv2dOptions& o = options_;
   // A BatchNorm2d on batch statistics: its first pass, each plane's moments, done here while the
   // conv's output is in cache instead of in a pass of its own over the whole output.
   if (auto* bn = dynamic_cast<BatchNorm*>(next[0]); bn && bn->takes_conv_planes()) {
     check_input(x);
     plane_moments_.resize(static_cast<size_t>(2 * x.size(0) * o.out_channels));
-    const Tensor y = detail::conv2d_with_plane_moments(x, weight_, bias_, o.stride, o.padding,
-                                                       o.groups, /*relu=*/false,
-                                                       plane_moments_.data());
+    const Tensor y = detail::conv2d_with_plane_moments(
+        x, weight_, bias_, o.stride, o.padding, o.groups, /*relu=*/false, plane_moments_.data());
     const FusedForward rest = bn->forward_given_planes(next.subspan(1), y, plane_moments_.data());
     return {rest.output, rest.modules};
   }

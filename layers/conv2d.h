@@ -36,7 +36,7 @@ class Conv2d : public Module {
   /// that uses batch statistics (BatchNorm::takes_conv_planes): the conv computes each output
   /// plane's moments while the image is in cache and the BatchNorm, with what it fuses with, runs
   /// on them, 1 + its modules fused; bit-identical to the modules one by one. Not fused ({})
-  /// otherwise.
+  /// otherwise, nor for a subclass (its forward() is its own).
   FusedForward forward_fused(std::span<Module* const> next, const Tensor& x) override;
   std::string type_name() const override { return "Conv2d"; }
   std::string extra_repr() const override;

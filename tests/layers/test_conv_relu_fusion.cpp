@@ -170,6 +170,44 @@ TEST_CASE("layers.conv_relu_fusion: Conv2d fuses with exactly ReLU") {
                     doctest::Contains("Conv2d: expected input [N, 2, H, W]"));
 }
 
+TEST_CASE("layers.conv_relu_fusion: a Conv2d subclass's own forward runs inside Sequential") {
+  // A weight-scaled conv, as a user's weight-standardized or masked conv would be: Sequential used
+  // to run the fused op of the base class, skipping this forward.
+  class HalfConv2d : public Conv2d {
+   public:
+    using Conv2d::Conv2d;
+    Tensor forward(const Tensor& x) override { return mul_scalar(Conv2d::forward(x), 0.5f); }
+  };
+  Rng rng(7);
+  const Conv2dOptions options{.in_channels = 2, .out_channels = 3, .kernel = 3, .padding = 1};
+  auto conv = std::make_shared<HalfConv2d>(options, rng);
+  const Tensor x = Tensor::normal({2, 2, 6, 6}, rng);
+  SUBCASE("then ReLU, without gradients") {
+    Sequential net;
+    net.add(conv);
+    net.add(std::make_shared<ReLU>());
+    NoGradGuard no_grad;
+    CHECK(same_bits(net(x), relu((*conv)(x))));
+  }
+  SUBCASE("then ReLU and MaxPool2d, with gradients") {
+    Sequential net;
+    net.add(conv);
+    net.add(std::make_shared<ReLU>());
+    net.add(std::make_shared<MaxPool2d>(2));
+    CHECK(same_bits(net(x), max_pool2d(relu((*conv)(x)), 2)));
+  }
+  SUBCASE("then BatchNorm2d and ReLU, in training") {
+    Sequential net;
+    net.add(conv);
+    auto bn = std::make_shared<BatchNorm2d>(BatchNormOptions{.num_features = 3});
+    net.add(bn);
+    net.add(std::make_shared<ReLU>());
+    BatchNorm2d twin(BatchNormOptions{.num_features = 3});
+    CHECK(same_bits(net(x), relu(twin((*conv)(x)))));
+    CHECK(same_bits(bn->running_mean(), twin.running_mean()));
+  }
+}
+
 TEST_CASE("layers.conv_relu_fusion: Sequential offers the fusion past unhooked Identity children") {
   auto probe = std::make_shared<Probe>();
   auto identity = std::make_shared<Identity>();
