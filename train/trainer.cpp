@@ -1022,7 +1022,9 @@ bool Trainer::end_of_period(TrainResult& result, Running& run) {
   // Early stopping: rank 0 alone evaluated, so its decision goes to every rank.
   double stop = dp_->is_root() && track_best(row, result, run, /*save=*/true) ? 1.0 : 0.0;
   dp_->sum_over_ranks(&stop, 1);
-  if (stop > 0 || (hooks.on_eval && !hooks.on_eval(*this, row))) {
+  // The hook sees this evaluation whether or not --early-stop ends the run at it.
+  const bool hook_goes_on = !hooks.on_eval || hooks.on_eval(*this, row);
+  if (stop > 0 || !hook_goes_on) {
     result.stopped_early = true;
     return false;
   }

@@ -196,6 +196,22 @@ TEST_CASE("train.trainer: trains a registered model, calls the hooks, stops earl
   REQUIRE(z.rows.size() == 1);
   CHECK(z.rows[0].step == 0);
   CHECK(nlohmann::json::parse(apps_test::read_text(cfg.out_dir + "/summary.json"))["steps"] == 0);
+
+  // --early-stop ending the run: the hook still sees the evaluation it ends at (it was skipped).
+  RunData with_val = load_run_data("mnist", tmp.path.string(), /*val_split=*/100);
+  TrainConfig patient = small_config("none");
+  patient.early_stop = 1;
+  patient.lr = 1e-30f;  // no update moves a weight, so no evaluation improves on the first
+  Trainer stops(patient, with_val);
+  std::vector<int64_t> seen;
+  stops.hooks.on_eval = [&](Trainer&, const MetricsRow& row) {
+    seen.push_back(row.step);
+    return true;
+  };
+  TrainResult s = stops.fit();
+  CHECK(s.stopped_early);
+  REQUIRE(s.rows.size() == 2);
+  CHECK(seen == std::vector<int64_t>{s.rows[0].step, s.rows[1].step});
 }
 
 // Found by the API attack: evaluate() (with a probe) and fit() (probe_unit >= 0, and the mechanism
