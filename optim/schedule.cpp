@@ -151,6 +151,19 @@ void apply(Optimizer& optimizer, const LrSchedule& schedule, float base_lr, int6
   optimizer.set_lr(static_cast<float>(schedule.lr(base_lr, step)));
 }
 
+void apply(Optimizer& optimizer, const LrSchedule& schedule, const std::vector<float>& base_lrs,
+           int64_t step) {
+  std::vector<ParamGroup>& groups = optimizer.param_groups();
+  BNLAB_CHECK(base_lrs.size() == groups.size(), "schedule: ", base_lrs.size(),
+              " base learning rates for ", groups.size(), " parameter groups");
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const float lr = static_cast<float>(schedule.lr(base_lrs[g], step));
+    BNLAB_CHECK(std::isfinite(lr) && lr >= 0.0f, "schedule: learning rate ", lr, " for group ", g,
+                " (base ", base_lrs[g], ", step ", step, "); must be finite and >= 0");
+    groups[g].lr = lr;
+  }
+}
+
 namespace {
 
 constexpr const char* kAcceptedForms =

@@ -145,6 +145,10 @@ class LinearWarmup : public LrSchedule {
 /// Sets every parameter group's learning rate to schedule.lr(base_lr, step). Call it before step()
 /// with the number of steps taken so far (optimizer.step_count() for per-step schedules).
 void apply(Optimizer& optimizer, const LrSchedule& schedule, float base_lr, int64_t step);
+/// Sets parameter group g's learning rate to schedule.lr(base_lrs[g], step): each group scaled from
+/// its own starting rate, as PyTorch's schedulers do (their initial_lr). One base per group.
+void apply(Optimizer& optimizer, const LrSchedule& schedule, const std::vector<float>& base_lrs,
+           int64_t step);
 
 /// A schedule from a command-line spec; total_steps is the run's length in the schedule's unit (it
 /// sets the cosine's T_max). Accepted forms (gamma defaults to 0.1, eta_min and start_factor to 0):

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
+#include <unordered_set>
 
 #include "core/autograd.h"
 #include "core/blas.h"
@@ -754,6 +755,7 @@ Trainer::Trainer(TrainConfig cfg, const RunData& data) : cfg_(std::move(cfg)), d
               " ranks of batch size ", cfg_.batch_size, " need more than the ", data.train.size(),
               " training images of ", data.train.title());
   optimizer_ = make_optimizer(cfg_, *model_.net);
+  base_lrs_.assign(optimizer_->param_groups().size(), cfg_.lr);
   if (cfg_.mechanism_every > 0) {
     // The measurement replays the step on this process's batch; the gradients it compares would
     // be one rank's, not the averaged ones the update used.
@@ -793,6 +795,21 @@ Trainer::~Trainer() = default;
 void Trainer::set_optimizer(std::unique_ptr<Optimizer> optimizer) {
   BNLAB_CHECK(!fitted_, "Trainer::set_optimizer: call it before fit()");
   BNLAB_CHECK(optimizer != nullptr, "Trainer::set_optimizer: no optimizer given");
+  // An optimizer over another model's tensors would step them and leave this model untouched.
+  std::unordered_set<const void*> own;
+  for (const Tensor& t : model_.net->parameters()) own.insert(t.impl().get());
+  const std::vector<ParamGroup>& groups = optimizer->param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    for (size_t i = 0; i < groups[g].params.size(); ++i) {
+      const Tensor& p = groups[g].params[i];
+      BNLAB_CHECK(own.count(p.impl().get()), "Trainer::set_optimizer: ", optimizer->name(),
+                  "'s parameter ", i, " of group ", g, " ", p.shape(),
+                  " is not a parameter of the model being trained (", model_.spec.name,
+                  "); build the optimizer from trainer.model().net");
+    }
+  }
+  base_lrs_.clear();
+  for (const ParamGroup& group : groups) base_lrs_.push_back(group.lr);
   optimizer_ = std::move(optimizer);
 }
 
@@ -900,7 +917,7 @@ void Trainer::evaluate_into(MetricsRow& row, const Running& run) {
 bool Trainer::train_step(const Batch& batch, TrainResult& result, Running& run) {
   using clock = std::chrono::steady_clock;
   auto t0 = clock::now();
-  apply(*optimizer_, *schedule_, cfg_.lr, run.step);
+  apply(*optimizer_, *schedule_, base_lrs_, run.step);
   dp_->reseed_dropout(run.step);  // ranks > 0: a dropout stream per (rank, step): exact resume
   run.guard->before_step();
   // --mechanism-every (train/mechanism.h): measured around the step, which it leaves unchanged.

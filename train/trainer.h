@@ -295,10 +295,14 @@ class Trainer {
   /// Call once.
   TrainResult fit(bool resume = false);
 
-  /// Replaces the optimizer made from the config (before fit()). A resumed run must use the same
-  /// kind of optimizer as the run that wrote the checkpoint.
+  /// Replaces the optimizer made from the config (before fit()). Its parameters must be the
+  /// model's (any subset, in any groups). The schedule scales each group's own learning rate as
+  /// given here, as PyTorch's schedulers scale each group's initial_lr; cfg.lr is then the
+  /// optimizer-from-config's alone. A resumed run must use the same kind of optimizer as the run
+  /// that wrote the checkpoint.
   void set_optimizer(std::unique_ptr<Optimizer> optimizer);
-  /// Replaces the schedule made from cfg.schedule (before fit()); it scales cfg.lr.
+  /// Replaces the schedule made from cfg.schedule (before fit()); it scales each parameter group's
+  /// starting learning rate (cfg.lr, unless set_optimizer gave others).
   void set_schedule(std::unique_ptr<LrSchedule> schedule);
 
   Model& model() { return model_; }                       ///< the model being trained
@@ -329,6 +333,7 @@ class Trainer {
   Model model_;
   std::unique_ptr<DataParallel> dp_;
   std::unique_ptr<Optimizer> optimizer_;
+  std::vector<float> base_lrs_;  ///< each parameter group's rate before the schedule scales it
   std::unique_ptr<LrSchedule> schedule_;
   std::unique_ptr<DataLoader> loader_;
   std::unique_ptr<MechanismMeter> mechanism_;  ///< with cfg.mechanism_every > 0

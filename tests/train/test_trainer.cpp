@@ -10,6 +10,7 @@
 #include "apps/apps_test_util.h"
 #include "core/autograd.h"
 #include "core/serialize.h"
+#include "optim/optim.h"
 #include "train/models.h"
 #include "train/trainer.h"
 
@@ -133,6 +134,46 @@ TEST_CASE("train.registry: lenet and cifar-cnn name the smallest input they take
     m.net->eval();
     CHECK(m.net->forward(Tensor::zeros({2, 1, smallest, smallest})).shape() == Shape{2, 10});
   }
+}
+
+TEST_CASE("train.trainer: set_optimizer keeps each group's rate for the schedule to scale") {
+  // The schedule used to set every group to schedule(cfg.lr): a user's Sgd with groups at 0.1
+  // and 0.001 trained both at cfg.lr. PyTorch's schedulers scale each group's initial_lr.
+  register_test_model();
+  TempDir tmp;
+  apps_test::write_tiny_mnist(tmp.path.string(), 200, 100);
+  RunData data = load_run_data("mnist", tmp.path.string());
+  TrainConfig cfg = small_config("none");
+  cfg.lr = 0.05f;
+  cfg.schedule = "step:10:0.5";
+  Trainer trainer(cfg, data);
+  const std::vector<Tensor> params = trainer.model().net->parameters();
+  REQUIRE(params.size() >= 2);
+  std::vector<ParamGroup> groups(2);
+  groups[0].lr = 0.1f;
+  groups[1].lr = 0.001f;
+  for (size_t i = 0; i < params.size(); ++i) groups[i % 2].params.push_back(params[i]);
+  trainer.set_optimizer(std::make_unique<Sgd>(groups));
+  std::vector<std::pair<float, float>> used;  // group rates after each step
+  trainer.hooks.on_step = [&](Trainer& t, const StepInfo&) {
+    used.emplace_back(t.optimizer().param_groups()[0].lr, t.optimizer().param_groups()[1].lr);
+  };
+  trainer.fit();
+  REQUIRE(used.size() == 40);
+  CHECK(used[0] == std::make_pair(0.1f, 0.001f));
+  CHECK(used[10] == std::make_pair(0.05f, 0.0005f));
+  CHECK(used[39] == std::make_pair(0.0125f, 0.000125f));
+
+  // An optimizer over another model's parameters would leave this one untouched: refused.
+  Trainer other(cfg, data);
+  Rng rng(3);
+  Tensor stranger = Tensor::normal({4, 3}, rng);
+  stranger.set_requires_grad();
+  CHECK_THROWS_WITH_AS(other.set_optimizer(std::make_unique<Sgd>(std::vector<Tensor>{stranger})),
+                       "Trainer::set_optimizer: sgd's parameter 0 of group 0 [4, 3] is not a "
+                       "parameter of the model being trained (test-two-layer); build the "
+                       "optimizer from trainer.model().net",
+                       Error);
 }
 
 TEST_CASE("train.trainer: trains a registered model, calls the hooks, stops early on request") {
