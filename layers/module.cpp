@@ -81,6 +81,13 @@ void Module::check_new_name(const char* kind, const std::string& name) const {
 Tensor Module::register_parameter(const std::string& name, Tensor value) {
   BNLAB_CHECK(value.defined(), type_name(), ": parameter '", name, "' is undefined");
   check_new_name("parameter", name);
+  // A computed tensor would get no gradient of its own (it passes it on to its inputs), and the
+  // optimizer would refuse it later without naming this module.
+  BNLAB_CHECK(
+      value.is_leaf(), type_name(), ": parameter '", name, "' ", value.shape(),
+      " is not a leaf: it was computed by '", value.grad_fn()->op,
+      "'; register value.detach() (or a tensor made without a graph), as torch.nn.Parameter "
+      "requires");
   if (!value.requires_grad()) value.set_requires_grad();
   params_.emplace_back(name, value);
   return value;

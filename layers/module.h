@@ -132,7 +132,8 @@ class Module {
   std::string to_string() const;
 
  protected:
-  /// Registers a learnable tensor (marked requires_grad) under `name`; returns it. Names of
+  /// Registers a learnable leaf tensor (marked requires_grad; one computed by an op is refused)
+  /// under `name`; returns it. Names of
   /// parameters, buffers and children are one namespace, as nn.Module's: each unique, none empty
   /// or holding a '.'; register_parameter, register_buffer and add_child throw otherwise.
   Tensor register_parameter(const std::string& name, Tensor value);

@@ -90,6 +90,21 @@ TEST_CASE("module: parameter, buffer and child names are unique, non-empty and d
                        "Probe: parameter name 'act.x' must be non-empty and hold no '.'", Error);
   CHECK_THROWS_WITH_AS(m.buffer(""), "Probe: buffer name '' must be non-empty and hold no '.'",
                        Error);
+  // A computed tensor is no parameter: it would pass its gradient on and keep none.
+  struct Computed : Module {
+    Computed() {
+      Tensor w = Tensor::ones({2, 3});
+      w.set_requires_grad();
+      register_parameter("p", mul_scalar(w, 2.0f));
+    }
+    Tensor forward(const Tensor& x) override { return x; }
+    std::string type_name() const override { return "Computed"; }
+  };
+  CHECK_THROWS_WITH_AS(Computed(),
+                       "Computed: parameter 'p' [2, 3] is not a leaf: it was computed by "
+                       "'mul_scalar'; register value.detach() (or a tensor made without a graph), "
+                       "as torch.nn.Parameter requires",
+                       Error);
   // Nothing refused was registered: the state dict holds the two tensors, once each.
   CHECK(keys(m.state_dict()) == std::vector<std::string>{"w", "stat"});
 }
