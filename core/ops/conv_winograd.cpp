@@ -40,9 +40,13 @@
 // thread count.
 //
 // Numerics: a transform cell mixes the 6x6 patch with weights up to 5 (B^T) and outputs mix 36
-// cells with weights up to 8^2 (A^T), so rounding errors are larger than im2col's: measured, and
-// bounded in tests/core/test_ops_conv_winograd.cpp, by a small multiple of float epsilon times
-// sum |w||x| over each output's window. A NaN or inf in x reaches every output the reference makes
+// cells with weights up to 8^2 (A^T), so rounding errors are larger than im2col's, and they scale
+// with the output's tile, not its window: bounded in tests/core/test_ops_conv_winograd.cpp by a
+// small multiple of float epsilon times sum over c of (sum of |x| over the tile's 6x6 patch) *
+// (sum of |w[k][c]|) (dx: over the tiles whose patches hold the pixel). On operands of one size
+// that is also within 64 eps of sum |w||x| over each output's own window; one value 1e4 times the
+// rest moves all 16 outputs of its tiles by up to its share (at 1e6 some change sign), as any
+// F(4x4, 3x3) does, while im2col's error stays within each window's sum. A NaN or inf in x reaches every output the reference makes
 // non-finite and may also reach other outputs of the (up to four) tiles whose 6x6 patches contain
 // it, never outputs outside those tiles; so conv2d gives this path finite operands only, and none
 // whose products the transforms' gains could take past float's range where im2col's sums stay

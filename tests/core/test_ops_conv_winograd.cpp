@@ -38,7 +38,8 @@ using Inputs = std::vector<Tensor>;
 // all 9 taps of the (k, c) pair (see reference()). Measured worst ratios over the cases below
 // (g++ 12, AVX-512): 21 for y, 13 for dx, 0.5 for dw; 64 leaves room across
 // compilers and seeds, while a wrong transform entry fails by orders of magnitude (checked once by
-// breaking one entry of B^T, A^T and G in turn).
+// breaking one entry of B^T, A^T and G in turn). That window bound holds for operands of one size
+// (these cases); the bound for any operands is the tile's (tile_magnitudes below).
 constexpr double kBoundUlps = 64.0;
 
 // Exact (double) 3x3, stride-1, padding-1 convolution y = conv(x, w) + b, its gradients for the
@@ -132,6 +133,116 @@ TEST_CASE("ops.conv winograd: forward, dx and dw match a double-precision direct
       CHECK(dw_ulps <= kBoundUlps);
       // The bias gradient is the shared code of both paths: bit-identical to im2col's.
       if (c.bias) CHECK(same_bits(got.db, run_conv(ConvPathMode::im2col, x, w, b, g, 1).db));
+    }
+  }
+}
+
+// The bound that holds whatever the operands' range: a tile's outputs mix its whole 6x6 input
+// patch, so their error scales with the patch, not with each output's 3x3 window. For y at a
+// pixel of tile t: |b| + sum over c of (sum of |x| over t's patch) * (sum of |w[k][c]| over the
+// taps). For dx at a pixel: the sum over the tiles whose patch holds it of sum over k of (sum of
+// |dy| over the tile) * (sum of |w[k][c]|).
+struct TileMagnitudes {
+  std::vector<double> y, dx;
+};
+
+TileMagnitudes tile_magnitudes(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& g) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = w.size(0);
+  const int64_t TH = (H + 3) / 4, TW = (W + 3) / 4;
+  std::vector<double> wsum(static_cast<size_t>(K * C), 0.0);
+  for (int64_t kc = 0; kc < K * C; ++kc)
+    for (int64_t t = 0; t < 9; ++t)
+      wsum[static_cast<size_t>(kc)] += std::fabs(w.data()[kc * 9 + t]);
+  // Sum of |v| of plane p of a [P, H, W] tensor over rows [r0, r1) and columns [c0, c1), clipped.
+  auto box = [&](const float* v, int64_t p, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    double sum = 0.0;
+    for (int64_t r = std::max<int64_t>(r0, 0); r < std::min(r1, H); ++r)
+      for (int64_t c = std::max<int64_t>(c0, 0); c < std::min(c1, W); ++c)
+        sum += std::fabs(v[(p * H + r) * W + c]);
+    return sum;
+  };
+  TileMagnitudes m;
+  m.y.assign(static_cast<size_t>(N * K * H * W), 0.0);
+  m.dx.assign(static_cast<size_t>(N * C * H * W), 0.0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t ty = 0; ty < TH; ++ty)
+      for (int64_t tx = 0; tx < TW; ++tx) {
+        const int64_t r0 = 4 * ty - 1, c0 = 4 * tx - 1;  // the patch's corner
+        std::vector<double> patch(static_cast<size_t>(C)), tile(static_cast<size_t>(K));
+        for (int64_t c = 0; c < C; ++c)
+          patch[static_cast<size_t>(c)] = box(x.data(), n * C + c, r0, r0 + 6, c0, c0 + 6);
+        for (int64_t k = 0; k < K; ++k)
+          tile[static_cast<size_t>(k)] = box(g.data(), n * K + k, r0 + 1, r0 + 5, c0 + 1, c0 + 5);
+        for (int64_t k = 0; k < K; ++k) {
+          double sum = b.defined() ? std::fabs(b.data()[k]) : 0.0;
+          for (int64_t c = 0; c < C; ++c)
+            sum += patch[static_cast<size_t>(c)] * wsum[static_cast<size_t>(k * C + c)];
+          for (int64_t r = 4 * ty; r < std::min(4 * ty + 4, H); ++r)
+            for (int64_t q = 4 * tx; q < std::min(4 * tx + 4, W); ++q)
+              m.y[static_cast<size_t>(((n * K + k) * H + r) * W + q)] = sum;
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          double sum = 0.0;
+          for (int64_t k = 0; k < K; ++k)
+            sum += tile[static_cast<size_t>(k)] * wsum[static_cast<size_t>(k * C + c)];
+          for (int64_t r = std::max<int64_t>(r0, 0); r < std::min(r0 + 6, H); ++r)
+            for (int64_t q = std::max<int64_t>(c0, 0); q < std::min(c0 + 6, W); ++q)
+              m.dx[static_cast<size_t>(((n * C + c) * H + r) * W + q)] += sum;
+        }
+      }
+  return m;
+}
+
+TEST_CASE("ops.conv winograd: one large value moves only its tiles, within the tile bound") {
+  // A value 1e4 (then 1e6) times the others, in x or in dy: every output of a tile whose patch
+  // holds it may be off by up to kBoundUlps eps times the tile's magnitude, far more than its
+  // own window's (at 1e6 some change sign); every other output keeps the window bound.
+  const Tensor x0 = param({1, 8, 12, 12}, 51);
+  const Tensor w = param({8, 8, 3, 3}, 52);
+  const Tensor b = param({8}, 53);
+  const Tensor g0 = param({1, 8, 12, 12}, 54).detach();
+  for (const float large : {1e4f, 1e6f}) {
+    for (const bool in_x : {true, false}) {
+      CAPTURE(large);
+      CAPTURE(in_x);
+      const Tensor x = x0.detach().clone();
+      const Tensor g = g0.clone();
+      (in_x ? x : g).data()[(0 * 12 + 5) * 12 + 6] = large;  // channel 0, row 5, column 6
+      const Reference ref = reference(x, w, b, g);
+      const TileMagnitudes tiles = tile_magnitudes(x, w, b, g);
+      const ConvResult got = run_conv(ConvPathMode::winograd, x, w, b, g, 1);
+      const double y_tile_ulps = worst_ulps(got.y, ref.y, tiles.y);
+      const double dx_tile_ulps = worst_ulps(got.dx, ref.dx, tiles.dx);
+      MESSAGE("worst error / (FLT_EPSILON * tile magnitude): y ", y_tile_ulps, ", dx ",
+              dx_tile_ulps);
+      CHECK(y_tile_ulps <= kBoundUlps);
+      CHECK(dx_tile_ulps <= kBoundUlps);
+      // Away from the large value's tiles: the window bound. Rows 5 and column 6 lie in the
+      // patches of tile rows 1 (rows 3..8) and 1 (columns 3..8) only, so for y every tile but
+      // (1, 1) is clean; for dx, pixels outside the patches of tile (1, 1) (rows and columns
+      // 3..8) are.
+      std::vector<float> y_far, dx_far;
+      std::vector<double> y_ref, y_mag, dx_ref, dx_mag;
+      for (size_t i = 0; i < got.y.size(); ++i) {
+        const int64_t r = static_cast<int64_t>(i) / 12 % 12, q = static_cast<int64_t>(i) % 12;
+        const bool y_near = in_x && r / 4 == 1 && q / 4 == 1;
+        if (!y_near) {
+          y_far.push_back(got.y[i]);
+          y_ref.push_back(ref.y[i]);
+          y_mag.push_back(ref.y_mag[i]);
+        }
+        const bool dx_near = !in_x && r >= 3 && r <= 8 && q >= 3 && q <= 8;
+        if (!dx_near) {
+          dx_far.push_back(got.dx[i]);
+          dx_ref.push_back(ref.dx[i]);
+          dx_mag.push_back(ref.dx_mag[i]);
+        }
+      }
+      CHECK(worst_ulps(y_far, y_ref, y_mag) <= kBoundUlps);
+      CHECK(worst_ulps(dx_far, dx_ref, dx_mag) <= kBoundUlps);
+      // And the window bound alone does not hold near it (why the stated bound is the tile's).
+      CHECK(worst_ulps(in_x ? got.y : got.dx, in_x ? ref.y : ref.dx,
+                       in_x ? ref.y_mag : ref.dx_mag) > kBoundUlps);
     }
   }
 }
