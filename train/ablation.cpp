@@ -582,19 +582,24 @@ std::string summary_table(const std::vector<Arm>& arms, const std::vector<RunOut
       if (o.arm == &arm) out.push_back(&o);
     return out;
   };
+  // A failed run (diverged or collapsed) reached no threshold, whatever it touched on the way:
+  // counting it made an arm whose runs all failed look fast, and gave it a speed-up.
+  auto reached_at = [&](const RunOutcome& o, double t) {
+    return o.result.diverged || o.result.collapsed ? -1.0 : progress_to(o.result, t, by_epoch);
+  };
   // Speed-up is measured at the highest threshold that every run of the baseline (first arm)
-  // reached.
+  // reached (the highest, not the last listed: --thresholds 0.7,0.3 measured it at 30 %).
   const auto base_runs = runs_of(arms.front());
   double speed_threshold = -1;
   for (double t : thresholds) {
     bool all = !base_runs.empty();
-    for (const RunOutcome* o : base_runs) all &= progress_to(o->result, t, by_epoch) >= 0;
-    if (all) speed_threshold = t;
+    for (const RunOutcome* o : base_runs) all &= reached_at(*o, t) >= 0;
+    if (all) speed_threshold = std::max(speed_threshold, t);
   }
   auto mean_steps = [&](const std::vector<const RunOutcome*>& runs, double t, int64_t* reached) {
     std::vector<double> steps;
     for (const RunOutcome* o : runs) {
-      double s = progress_to(o->result, t, by_epoch);
+      double s = reached_at(*o, t);
       if (s >= 0) steps.push_back(s);
     }
     *reached = static_cast<int64_t>(steps.size());

@@ -80,3 +80,32 @@ TEST_CASE("train.collapse: the summary table counts failed runs and averages the
                    "collapsed |") != std::string::npos);
   CHECK(table.find("| failed |") != std::string::npos);
 }
+
+TEST_CASE("train.collapse: failed runs reach no threshold, and the speed-up is at the highest") {
+  // A diverged or collapsed run used to count for "steps to" wherever it touched the threshold
+  // before failing, so an arm whose runs all failed showed steps and a speed-up; and the speed-up
+  // was taken at the last threshold listed that the baseline met, not the highest.
+  std::vector<Arm> arms(3);
+  arms[0].name = "base";
+  arms[1].name = "all-failed";
+  arms[2].name = "one-failed";
+  auto slow = rows_with(1000, [](int64_t s) { return s >= 400 ? 0.8 : s >= 200 ? 0.4 : 0.1; });
+  auto fast = rows_with(1000, [](int64_t s) { return s >= 100 ? 0.8 : 0.1; });
+  std::vector<RunOutcome> outcomes(6);
+  for (size_t i = 0; i < outcomes.size(); ++i) {
+    outcomes[i].arm = &arms[i / 2];
+    outcomes[i].seed = i % 2 + 1;
+    outcomes[i].result.eval_split = "test";
+    outcomes[i].result.rows = i < 2 ? slow : fast;
+  }
+  outcomes[2].result.collapsed = true;
+  outcomes[3].result.diverged = true;
+  outcomes[3].result.diverged_step = 700;
+  outcomes[5].result.collapsed = true;
+  std::string table = summary_table(arms, outcomes, {0.7, 0.3});
+  CAPTURE(table);
+  CHECK(table.find("speed-up to 70% |") != std::string::npos);
+  CHECK(table.find(" | 400 | 200 | 1.00x |") != std::string::npos);                   // base
+  CHECK(table.find("collapsed | — | — | — |") != std::string::npos);                  // all-failed
+  CHECK(table.find("collapsed | 100 (1/2) | 100 (1/2) | — |") != std::string::npos);  // one-failed
+}
