@@ -466,7 +466,9 @@ StudyBudget study_budget(const std::string& name) {
 }
 
 Verdict verdict_of(const std::vector<double>& values) {
-  // Two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom; 1.96 beyond.
+  // Two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom; beyond, the
+  // Cornish-Fisher expansion in 1/df (Abramowitz & Stegun 26.7.5), within 1e-4 from df 30 on
+  // (the normal's 1.96 made the interval 4 % too narrow at df 31).
   static const double kT[] = {12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306,
                               2.262,  2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120,
                               2.110,  2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
@@ -493,7 +495,14 @@ Verdict verdict_of(const std::vector<double>& values) {
   for (double d : x) ss += (d - v.mean) * (d - v.mean);
   v.std = std::sqrt(ss / static_cast<double>(x.size() - 1));
   const size_t df = x.size() - 1;
-  const double t = df <= 30 ? kT[df - 1] : 1.96;
+  const double t = df <= 30 ? kT[df - 1] : [df] {
+    const double z = 1.959963984540054, z2 = z * z, nu = static_cast<double>(df);
+    const double g1 = (z2 + 1) * z / 4;
+    const double g2 = ((5 * z2 + 16) * z2 + 3) * z / 96;
+    const double g3 = (((3 * z2 + 19) * z2 + 17) * z2 - 15) * z / 384;
+    const double g4 = ((((79 * z2 + 776) * z2 + 1482) * z2 - 1920) * z2 - 945) * z / 92160;
+    return z + g1 / nu + g2 / (nu * nu) + g3 / (nu * nu * nu) + g4 / (nu * nu * nu * nu);
+  }();
   const double half = t * v.std / std::sqrt(static_cast<double>(x.size()));
   v.ci_low = v.mean - half;
   v.ci_high = v.mean + half;
