@@ -1110,7 +1110,10 @@ AblationReport run_ablation(const AblationSpec& spec) {
     double sum = 0;
     int64_t n = 0;
     for (const RunOutcome& o : outcomes) {
-      if (o.arm != &arm || o.result.rows.empty()) continue;
+      // The healthy runs only, as the table's accuracy column: a diverged run's last row is from
+      // before it diverged, and a gate on this number passed arms whose runs had all failed.
+      if (o.arm != &arm || o.result.rows.empty() || o.result.diverged || o.result.collapsed)
+        continue;
       sum += o.result.rows.back().eval_acc;
       ++n;
     }

@@ -96,7 +96,8 @@ struct AblationReport {
   std::string accuracy_png;     ///< OUT/accuracy.png ("" when not drawn: no gnuplot, or it failed)
   std::string percentiles_png;  ///< OUT/percentiles.png ("" without probe values, or not drawn)
   std::string table;            ///< the Markdown summary table
-  /// Per arm in grid order: its name and its last evaluation's accuracy, averaged over the seeds.
+  /// Per arm in grid order: its name and its last evaluation's accuracy, averaged over the seeds
+  /// whose runs did not fail (the table's column); NaN when every run diverged or collapsed.
   std::vector<std::pair<std::string, double>> final_accuracy;
   std::vector<Arm> arms;  ///< the grid, in order
   /// Every (arm, seed) run, by arm: outcomes[a] are arms[a]'s runs in seed order (their `arm`

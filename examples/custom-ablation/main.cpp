@@ -103,7 +103,7 @@ int main(int argc, char** argv) try {
   for (const std::string& m : report.messages) std::cout << m << "\n";
 
   for (const auto& [arm, accuracy] : report.final_accuracy) {
-    if (accuracy < min_accuracy) {
+    if (!(accuracy >= min_accuracy)) {  // NaN: every run of the arm failed
       std::cerr << "custom_ablation: " << arm << " ended at accuracy " << accuracy << ", below "
                 << min_accuracy << "\n";
       return 1;

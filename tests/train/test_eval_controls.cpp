@@ -261,6 +261,27 @@ TEST_CASE("train.controls: the Trainer refuses evaluation splits unlike the trai
   Trainer ok(cfg, good);  // the same geometry passes
 }
 
+TEST_CASE("train.controls: final_accuracy averages the runs that did not fail, as the table") {
+  // It averaged every run's last row: a diverged run's is from before it diverged, and an
+  // arm whose runs all failed got a number a --min-accuracy gate could pass.
+  TempDir dir;
+  apps_test::write_tiny_mnist(dir.file("data"), 300, 60);
+  AblationSpec spec;
+  spec.base = tiny_config(dir.file("data"));
+  spec.base.steps = 12;
+  spec.base.eval_every = 4;
+  spec.out_dir = dir.file("abl");
+  spec.jobs = 1;
+  spec.factors = {{"lr", {"0.1", "100000"}}};
+  AblationReport report = run_ablation(spec);
+  CAPTURE(report.table);
+  REQUIRE(report.final_accuracy.size() == 2);
+  const TrainResult& failing = report.outcomes[1][0].result;
+  REQUIRE((failing.diverged || failing.collapsed));
+  CHECK(std::isfinite(report.final_accuracy[0].second));
+  CHECK(std::isnan(report.final_accuracy[1].second));
+}
+
 TEST_CASE("train.controls: the regularization and inference presets report their tables") {
   TempDir dir;
   apps_test::write_tiny_mnist(dir.file("data"), 300, 60);
