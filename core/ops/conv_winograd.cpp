@@ -46,11 +46,11 @@
 // (sum of |w[k][c]|) (dx: over the tiles whose patches hold the pixel). On operands of one size
 // that is also within 64 eps of sum |w||x| over each output's own window; one value 1e4 times the
 // rest moves all 16 outputs of its tiles by up to its share (at 1e6 some change sign), as any
-// F(4x4, 3x3) does, while im2col's error stays within each window's sum. A NaN or inf in x reaches every output the reference makes
-// non-finite and may also reach other outputs of the (up to four) tiles whose 6x6 patches contain
-// it, never outputs outside those tiles; so conv2d gives this path finite operands only, and none
-// whose products the transforms' gains could take past float's range where im2col's sums stay
-// finite (core/ops/conv.cpp, mixes_tiles and tile_products_fit).
+// F(4x4, 3x3) does, while im2col's error stays within each window's sum. A NaN or inf in x reaches
+// every output the reference makes non-finite and may also reach other outputs of the (up to four)
+// tiles whose 6x6 patches contain it, never outputs outside those tiles; so conv2d gives this path
+// finite operands only, and none whose products the transforms' gains could take past float's range
+// where im2col's sums stay finite (core/ops/conv.cpp, mixes_tiles and tile_products_fit).
 #include "core/ops/conv_winograd.h"
 
 #include <immintrin.h>
